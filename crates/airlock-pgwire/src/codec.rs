@@ -1,0 +1,476 @@
+//! Framing and encoding of PostgreSQL protocol 3.0 messages.
+//!
+//! Parsing is check-then-split: a parser looks at the bytes it has, returns
+//! `Ok(None)` when it needs more, and only then splits a whole message off the
+//! buffer. Lengths are checked before any allocation, so a peer cannot make
+//! the gateway reserve memory it announces but never sends.
+//!
+//! Encoders are free functions that append one message to a `BytesMut`.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::error::ProtocolError;
+
+/// Protocol version 3.0, as sent in a StartupMessage.
+pub const PROTOCOL_3_0: i32 = 196_608;
+/// The request code of an SSLRequest.
+pub const SSL_REQUEST_CODE: i32 = 80_877_103;
+/// The request code of a GSSENCRequest.
+pub const GSSENC_REQUEST_CODE: i32 = 80_877_104;
+/// The request code of a CancelRequest.
+pub const CANCEL_REQUEST_CODE: i32 = 80_877_102;
+/// The largest startup packet accepted; PostgreSQL's own limit.
+pub const MAX_STARTUP_PACKET: usize = 10_000;
+
+/// The first packet of a client connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartupPacket {
+    SslRequest,
+    GssEncRequest,
+    Cancel { process_id: i32, secret_key: i32 },
+    Startup(Startup),
+}
+
+/// A StartupMessage: protocol version and parameters, in the order sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Startup {
+    pub major: u16,
+    pub minor: u16,
+    pub params: Vec<(String, String)>,
+}
+
+impl Startup {
+    /// The value of parameter `name`, if the client sent it.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses a startup-phase packet (no type byte, an int32 length first).
+pub fn parse_startup(buf: &mut BytesMut) -> Result<Option<StartupPacket>, ProtocolError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = i32::from_be_bytes(buf[..4].try_into().unwrap());
+    if len < 8 || len as usize > MAX_STARTUP_PACKET {
+        return Err(ProtocolError::InvalidStartupLength(len));
+    }
+    let len = len as usize;
+    if buf.len() < len {
+        return Ok(None);
+    }
+    let mut body = buf.split_to(len).freeze();
+    body.advance(4);
+    let code = body.get_i32();
+    let packet = match code {
+        SSL_REQUEST_CODE if body.is_empty() => StartupPacket::SslRequest,
+        GSSENC_REQUEST_CODE if body.is_empty() => StartupPacket::GssEncRequest,
+        CANCEL_REQUEST_CODE if body.len() == 8 => StartupPacket::Cancel {
+            process_id: body.get_i32(),
+            secret_key: body.get_i32(),
+        },
+        SSL_REQUEST_CODE | GSSENC_REQUEST_CODE | CANCEL_REQUEST_CODE => {
+            return Err(ProtocolError::Malformed("request packet of the wrong length"));
+        }
+        version => StartupPacket::Startup(Startup {
+            major: (version >> 16) as u16,
+            minor: (version & 0xffff) as u16,
+            params: parse_startup_params(body)?,
+        }),
+    };
+    Ok(Some(packet))
+}
+
+fn parse_startup_params(mut body: Bytes) -> Result<Vec<(String, String)>, ProtocolError> {
+    let mut params = Vec::new();
+    loop {
+        let key = read_cstr(&mut body)?;
+        if key.is_empty() {
+            break;
+        }
+        let value = read_cstr(&mut body)?;
+        params.push((key, value));
+    }
+    if !body.is_empty() {
+        return Err(ProtocolError::Malformed("bytes after the startup parameters"));
+    }
+    Ok(params)
+}
+
+/// Reads a NUL-terminated UTF-8 string off the front of `buf`.
+pub fn read_cstr(buf: &mut Bytes) -> Result<String, ProtocolError> {
+    let end = buf
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(ProtocolError::Malformed("string without its terminating NUL"))?;
+    let s = buf.split_to(end);
+    buf.advance(1);
+    String::from_utf8(s.to_vec()).map_err(|_| ProtocolError::InvalidUtf8)
+}
+
+/// The header of a typed message found at the front of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub tag: u8,
+    /// The whole message length, type byte included.
+    pub total_len: usize,
+}
+
+/// Looks at the typed message at the front of `buf` without consuming it.
+///
+/// Returns `Ok(None)` until the header is there, and the header as soon as it
+/// is, whether or not the body has arrived: callers compare `total_len` with
+/// what they have. Lengths under 4 and over `max_len` are errors.
+#[inline]
+pub fn peek_header(buf: &[u8], max_len: usize) -> Result<Option<Header>, ProtocolError> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+    if len < 4 {
+        return Err(ProtocolError::InvalidLength(len));
+    }
+    let len = len as usize;
+    if len > max_len {
+        return Err(ProtocolError::TooLarge {
+            len,
+            max: max_len,
+        });
+    }
+    Ok(Some(Header {
+        tag: buf[0],
+        total_len: len + 1,
+    }))
+}
+
+/// A whole typed message, split off a buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub tag: u8,
+    /// The body, without type byte and length.
+    pub body: Bytes,
+}
+
+/// Splits one whole typed message off the front of `buf`.
+pub fn parse_message(buf: &mut BytesMut, max_len: usize) -> Result<Option<Message>, ProtocolError> {
+    match peek_header(buf, max_len)? {
+        Some(h) if buf.len() >= h.total_len => {
+            let mut msg = buf.split_to(h.total_len).freeze();
+            msg.advance(5);
+            Ok(Some(Message {
+                tag: h.tag,
+                body: msg,
+            }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Writes a typed message whose body `f` fills in, patching the length.
+fn write_message(tag: u8, buf: &mut BytesMut, f: impl FnOnce(&mut BytesMut)) {
+    buf.put_u8(tag);
+    let at = buf.len();
+    buf.put_i32(0);
+    f(buf);
+    let len = (buf.len() - at) as i32;
+    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn put_cstr(buf: &mut BytesMut, s: &str) {
+    // NULs would end the field early and shift every later one.
+    buf.extend(s.bytes().filter(|&b| b != 0));
+    buf.put_u8(0);
+}
+
+/// The severity of an ErrorResponse or NoticeResponse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Fatal,
+    Error,
+    Notice,
+    Warning,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Fatal => "FATAL",
+            Severity::Error => "ERROR",
+            Severity::Notice => "NOTICE",
+            Severity::Warning => "WARNING",
+        }
+    }
+}
+
+/// The fields of an ErrorResponse or NoticeResponse that airlock writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice<'a> {
+    pub severity: Severity,
+    pub code: &'a str,
+    pub message: &'a str,
+    pub detail: Option<&'a str>,
+    pub hint: Option<&'a str>,
+}
+
+impl<'a> Notice<'a> {
+    pub fn new(severity: Severity, code: &'a str, message: &'a str) -> Self {
+        Notice {
+            severity,
+            code,
+            message,
+            detail: None,
+            hint: None,
+        }
+    }
+
+    pub fn hint(mut self, hint: &'a str) -> Self {
+        self.hint = Some(hint);
+        self
+    }
+
+    pub fn detail(mut self, detail: &'a str) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+}
+
+/// Appends an ErrorResponse (`E`), or a NoticeResponse (`N`) for the notice
+/// and warning severities.
+pub fn notice_message(n: &Notice<'_>, buf: &mut BytesMut) {
+    let tag = match n.severity {
+        Severity::Fatal | Severity::Error => b'E',
+        Severity::Notice | Severity::Warning => b'N',
+    };
+    write_message(tag, buf, |b| {
+        for (field, value) in [
+            (b'S', Some(n.severity.as_str())),
+            (b'V', Some(n.severity.as_str())),
+            (b'C', Some(n.code)),
+            (b'M', Some(n.message)),
+            (b'D', n.detail),
+            (b'H', n.hint),
+        ] {
+            if let Some(v) = value {
+                b.put_u8(field);
+                put_cstr(b, v);
+            }
+        }
+        b.put_u8(0);
+    });
+}
+
+/// The fields of a received ErrorResponse or NoticeResponse, by field code.
+pub fn notice_fields(body: &[u8]) -> Vec<(u8, String)> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    while let Some((&field, tail)) = rest.split_first() {
+        if field == 0 {
+            break;
+        }
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        out.push((field, String::from_utf8_lossy(&tail[..end]).into_owned()));
+        rest = tail.get(end + 1..).unwrap_or_default();
+    }
+    out
+}
+
+/// AuthenticationOk.
+pub fn authentication_ok(buf: &mut BytesMut) {
+    write_message(b'R', buf, |b| b.put_i32(0));
+}
+
+/// AuthenticationCleartextPassword.
+pub fn authentication_cleartext_password(buf: &mut BytesMut) {
+    write_message(b'R', buf, |b| b.put_i32(3));
+}
+
+/// ParameterStatus.
+pub fn parameter_status(name: &str, value: &str, buf: &mut BytesMut) {
+    write_message(b'S', buf, |b| {
+        put_cstr(b, name);
+        put_cstr(b, value);
+    });
+}
+
+/// BackendKeyData.
+pub fn backend_key_data(process_id: i32, secret_key: i32, buf: &mut BytesMut) {
+    write_message(b'K', buf, |b| {
+        b.put_i32(process_id);
+        b.put_i32(secret_key);
+    });
+}
+
+/// ReadyForQuery with transaction status `I`, `T` or `E`.
+pub fn ready_for_query(status: u8, buf: &mut BytesMut) {
+    write_message(b'Z', buf, |b| b.put_u8(status));
+}
+
+/// NegotiateProtocolVersion: the newest minor version supported and the
+/// protocol options (`_pq_.*`) not recognized.
+pub fn negotiate_protocol_version(minor: i32, unrecognized: &[&str], buf: &mut BytesMut) {
+    write_message(b'v', buf, |b| {
+        b.put_i32(minor);
+        b.put_i32(unrecognized.len() as i32);
+        for o in unrecognized {
+            put_cstr(b, o);
+        }
+    });
+}
+
+/// A simple Query message.
+pub fn query(sql: &str, buf: &mut BytesMut) {
+    write_message(b'Q', buf, |b| put_cstr(b, sql));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn startup_bytes(version: i32, params: &[(&str, &str)]) -> BytesMut {
+        let mut body = BytesMut::new();
+        body.put_i32(version);
+        for (k, v) in params {
+            put_cstr(&mut body, k);
+            put_cstr(&mut body, v);
+        }
+        body.put_u8(0);
+        let mut buf = BytesMut::new();
+        buf.put_i32(body.len() as i32 + 4);
+        buf.extend_from_slice(&body);
+        buf
+    }
+
+    #[test]
+    fn startup_parses_only_when_complete() {
+        let full = startup_bytes(PROTOCOL_3_0, &[("user", "readonly"), ("database", "orders")]);
+        for cut in 0..full.len() {
+            let mut part = BytesMut::from(&full[..cut]);
+            assert_eq!(parse_startup(&mut part).unwrap(), None, "cut at {cut}");
+            assert_eq!(part.len(), cut, "nothing consumed while incomplete");
+        }
+        let mut buf = full.clone();
+        buf.extend_from_slice(b"next");
+        let Some(StartupPacket::Startup(s)) = parse_startup(&mut buf).unwrap() else {
+            panic!("not a startup")
+        };
+        assert_eq!((s.major, s.minor), (3, 0));
+        assert_eq!(s.param("database"), Some("orders"));
+        assert_eq!(&buf[..], b"next");
+    }
+
+    #[test]
+    fn startup_rejects_bad_lengths() {
+        for len in [-1i32, 0, 7, 10_001, i32::MAX, 0x4745_5420 /* "GET " */] {
+            let mut buf = BytesMut::new();
+            buf.put_i32(len);
+            buf.put_i32(PROTOCOL_3_0);
+            assert_eq!(
+                parse_startup(&mut buf),
+                Err(ProtocolError::InvalidStartupLength(len)),
+                "{len}"
+            );
+        }
+    }
+
+    #[test]
+    fn special_requests() {
+        let mut buf = BytesMut::new();
+        buf.put_i32(8);
+        buf.put_i32(SSL_REQUEST_CODE);
+        buf.put_i32(8);
+        buf.put_i32(GSSENC_REQUEST_CODE);
+        buf.put_i32(16);
+        buf.put_i32(CANCEL_REQUEST_CODE);
+        buf.put_i32(7);
+        buf.put_i32(-9);
+        assert_eq!(parse_startup(&mut buf).unwrap(), Some(StartupPacket::SslRequest));
+        assert_eq!(parse_startup(&mut buf).unwrap(), Some(StartupPacket::GssEncRequest));
+        assert_eq!(
+            parse_startup(&mut buf).unwrap(),
+            Some(StartupPacket::Cancel {
+                process_id: 7,
+                secret_key: -9
+            })
+        );
+        let mut short_cancel = BytesMut::new();
+        short_cancel.put_i32(12);
+        short_cancel.put_i32(CANCEL_REQUEST_CODE);
+        short_cancel.put_i32(7);
+        assert!(parse_startup(&mut short_cancel).is_err());
+    }
+
+    #[test]
+    fn startup_params_must_be_terminated_and_utf8() {
+        let mut body = BytesMut::new();
+        body.put_i32(PROTOCOL_3_0);
+        body.extend_from_slice(b"user\0x"); // value without NUL
+        let mut buf = BytesMut::new();
+        buf.put_i32(body.len() as i32 + 4);
+        buf.extend_from_slice(&body);
+        assert!(matches!(parse_startup(&mut buf), Err(ProtocolError::Malformed(_))));
+
+        let mut buf = startup_bytes(PROTOCOL_3_0, &[("user", "x")]);
+        let at = buf.len() - 3;
+        buf[at] = 0xff;
+        assert_eq!(parse_startup(&mut buf), Err(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn typed_message_lengths() {
+        let mut buf = BytesMut::new();
+        query("select 1", &mut buf);
+        let total = buf.len();
+        assert_eq!(
+            peek_header(&buf, 1 << 20).unwrap(),
+            Some(Header {
+                tag: b'Q',
+                total_len: total
+            })
+        );
+        assert_eq!(peek_header(&buf[..4], 1 << 20).unwrap(), None);
+        let mut half = BytesMut::from(&buf[..total - 1]);
+        assert_eq!(parse_message(&mut half, 1 << 20).unwrap(), None);
+        let msg = parse_message(&mut buf, 1 << 20).unwrap().unwrap();
+        assert_eq!(&msg.body[..], b"select 1\0");
+        assert!(buf.is_empty());
+
+        assert_eq!(
+            peek_header(b"Q\xff\xff\xff\xfe", 1 << 20),
+            Err(ProtocolError::InvalidLength(-2))
+        );
+        assert_eq!(
+            peek_header(b"Q\0\0\0\x03", 1 << 20),
+            Err(ProtocolError::InvalidLength(3))
+        );
+        assert_eq!(
+            peek_header(b"Q\x40\0\0\x01", 1 << 20),
+            Err(ProtocolError::TooLarge {
+                len: 0x4000_0001,
+                max: 1 << 20
+            })
+        );
+    }
+
+    #[test]
+    fn notice_round_trip_and_nul_safety() {
+        let mut buf = BytesMut::new();
+        notice_message(
+            &Notice::new(Severity::Error, "42501", "bad\0guy").hint("try again"),
+            &mut buf,
+        );
+        let msg = parse_message(&mut buf, 1 << 20).unwrap().unwrap();
+        assert_eq!(msg.tag, b'E');
+        let fields = notice_fields(&msg.body);
+        assert!(fields.contains(&(b'C', "42501".into())));
+        assert!(fields.contains(&(b'M', "badguy".into())));
+        assert!(fields.contains(&(b'H', "try again".into())));
+        assert!(fields.contains(&(b'S', "ERROR".into())));
+
+        let mut buf = BytesMut::new();
+        notice_message(&Notice::new(Severity::Notice, "00000", "hi"), &mut buf);
+        assert_eq!(buf[0], b'N');
+    }
+}

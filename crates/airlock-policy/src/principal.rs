@@ -1,0 +1,36 @@
+//! Who is asking: the identity a verified token maps to.
+
+use std::time::SystemTime;
+
+/// A verified caller. Built by `airlock-identity` from a token's claims; the
+/// policy core only reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The configured issuer's name (`identity.issuers[].name`, or `dev` for
+    /// the built-in dev issuer).
+    pub issuer_name: String,
+    /// The token's `iss` claim.
+    pub issuer: String,
+    /// The token's `sub` claim.
+    pub subject: String,
+    /// Groups from the issuer's groups claim (a string or an array of strings).
+    pub groups: Vec<String>,
+    /// `act.sub` (RFC 8693): the human an agent acts for, when present.
+    pub act: Option<String>,
+    /// The token's `jti`, when present.
+    pub token_id: Option<String>,
+    /// The token's `exp`.
+    pub expires_at: SystemTime,
+}
+
+impl Principal {
+    /// Whether the principal is a member of `group`.
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
+
+    /// Whether the principal is in any of `groups`.
+    pub fn in_any_group<S: AsRef<str>>(&self, groups: &[S]) -> bool {
+        groups.iter().any(|g| self.in_group(g.as_ref()))
+    }
+}
