@@ -1,0 +1,289 @@
+//! Access routing: which connection and role profile a principal gets.
+//!
+//! Rules are checked in the order the policy file lists them, and the first
+//! rule that grants the principal the requested connection and role decides
+//! the route (and so its mode). A rule matches a principal that is in one of
+//! its `groups` or whose subject is one of its `subjects`.
+//!
+//! Role choice (SPEC §5): `user` names a role profile. When it names a
+//! profile the principal may use on that connection, that profile is used.
+//! When it names a profile that exists on the connection but is not granted
+//! to the principal, the login is refused: asking for `admin` and silently
+//! getting `readonly` would hide a misconfiguration. When it names no profile
+//! of the connection at all (psql's default `user` is the OS user name), the
+//! principal's first allowed role is used, and the startup notice says so.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::Principal;
+
+/// How a route may use its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessMode {
+    ReadOnly,
+    ReadWrite,
+}
+
+/// One access rule, as the policy file gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRule {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub subjects: Vec<String>,
+    /// Connection names, or `*` for every connection.
+    pub connections: Vec<String>,
+    pub roles: Vec<String>,
+    pub mode: AccessMode,
+}
+
+impl AccessRule {
+    fn matches(&self, p: &Principal) -> bool {
+        p.in_any_group(&self.groups) || self.subjects.iter().any(|s| *s == p.subject)
+    }
+
+    fn covers(&self, connection: &str) -> bool {
+        self.connections.iter().any(|c| c == "*" || c == connection)
+    }
+}
+
+/// The compiled access section: rules plus the role profiles of each
+/// connection.
+#[derive(Debug, Clone, Default)]
+pub struct AccessPolicy {
+    rules: Vec<AccessRule>,
+    /// Connection name → its role profile names.
+    connections: BTreeMap<String, Vec<String>>,
+}
+
+/// Where a session goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub connection: String,
+    pub role: String,
+    /// The access rule that granted the route.
+    pub rule: String,
+    pub mode: AccessMode,
+    /// Whether the role is the principal's first allowed one because the
+    /// requested `user` named no role profile.
+    pub role_defaulted: bool,
+}
+
+/// Why a principal gets no route. Displays as the message the client sees:
+/// it lists what the principal may use and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// No rule grants the principal the connection (or it does not exist:
+    /// the two are indistinguishable to the client on purpose).
+    NoAccess {
+        connection: String,
+        allowed: Vec<(String, Vec<String>)>,
+    },
+    /// The connection is granted, but not the requested role profile.
+    RoleNotAllowed {
+        connection: String,
+        role: String,
+        allowed_roles: Vec<String>,
+    },
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteError::NoAccess {
+                connection,
+                allowed,
+            } => {
+                write!(f, "no access rule grants you connection \"{connection}\"")?;
+                if allowed.is_empty() {
+                    write!(f, "; you may use no connection")
+                } else {
+                    let list: Vec<String> = allowed
+                        .iter()
+                        .map(|(c, roles)| format!("{c} (roles: {})", roles.join(", ")))
+                        .collect();
+                    write!(f, "; you may use: {}", list.join("; "))
+                }
+            }
+            RouteError::RoleNotAllowed {
+                connection,
+                role,
+                allowed_roles,
+            } => write!(
+                f,
+                "role \"{role}\" on connection \"{connection}\" is not granted to you; you may use: {}",
+                allowed_roles.join(", ")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RouteError {}
+
+impl AccessPolicy {
+    /// `connections` maps each connection name to its role profile names.
+    pub fn new(rules: Vec<AccessRule>, connections: BTreeMap<String, Vec<String>>) -> Self {
+        AccessPolicy { rules, connections }
+    }
+
+    /// The roles `p` may use on `connection`, in rule order, without
+    /// duplicates. Empty when the connection does not exist.
+    fn allowed_roles(&self, p: &Principal, connection: &str) -> Vec<String> {
+        let Some(existing) = self.connections.get(connection) else {
+            return Vec::new();
+        };
+        let mut roles: Vec<String> = Vec::new();
+        for rule in self.rules.iter().filter(|r| r.matches(p) && r.covers(connection)) {
+            for role in &rule.roles {
+                if existing.contains(role) && !roles.contains(role) {
+                    roles.push(role.clone());
+                }
+            }
+        }
+        roles
+    }
+
+    /// Every connection `p` may use, with its roles.
+    pub fn allowed(&self, p: &Principal) -> Vec<(String, Vec<String>)> {
+        self.connections
+            .keys()
+            .map(|c| (c.clone(), self.allowed_roles(p, c)))
+            .filter(|(_, roles)| !roles.is_empty())
+            .collect()
+    }
+
+    /// Picks the route for `p` asking for `connection` as `requested_role`.
+    pub fn route(
+        &self,
+        p: &Principal,
+        connection: &str,
+        requested_role: &str,
+    ) -> Result<Route, RouteError> {
+        let allowed_roles = self.allowed_roles(p, connection);
+        let Some(first) = allowed_roles.first() else {
+            return Err(RouteError::NoAccess {
+                connection: connection.to_string(),
+                allowed: self.allowed(p),
+            });
+        };
+        let (role, role_defaulted) = if allowed_roles.iter().any(|r| r == requested_role) {
+            (requested_role, false)
+        } else if self.connections[connection].iter().any(|r| r == requested_role) {
+            return Err(RouteError::RoleNotAllowed {
+                connection: connection.to_string(),
+                role: requested_role.to_string(),
+                allowed_roles,
+            });
+        } else {
+            (first.as_str(), true)
+        };
+        let rule = self
+            .rules
+            .iter()
+            .find(|r| r.matches(p) && r.covers(connection) && r.roles.iter().any(|x| x == role))
+            .expect("an allowed role comes from a matching rule");
+        Ok(Route {
+            connection: connection.to_string(),
+            role: role.to_string(),
+            rule: rule.name.clone(),
+            mode: rule.mode,
+            role_defaulted,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    fn principal(sub: &str, groups: &[&str]) -> Principal {
+        Principal {
+            issuer_name: "dev".into(),
+            issuer: "airlock-dev".into(),
+            subject: sub.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            act: None,
+            token_id: None,
+            expires_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    fn rule(name: &str, groups: &[&str], conns: &[&str], roles: &[&str], mode: AccessMode) -> AccessRule {
+        let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect();
+        AccessRule {
+            name: name.into(),
+            groups: v(groups),
+            subjects: vec![],
+            connections: v(conns),
+            roles: v(roles),
+            mode,
+        }
+    }
+
+    fn policy() -> AccessPolicy {
+        let mut conns = BTreeMap::new();
+        conns.insert("orders".to_string(), vec!["readonly".to_string(), "admin".to_string()]);
+        conns.insert("billing".to_string(), vec!["readonly".to_string()]);
+        conns.insert("secret".to_string(), vec!["admin".to_string()]);
+        let mut ci = rule("ci", &[], &["billing"], &["readonly"], AccessMode::ReadWrite);
+        ci.subjects = vec!["repo:acme/app".into()];
+        AccessPolicy::new(
+            vec![
+                rule("agents-read", &["ai-agents"], &["orders"], &["readonly"], AccessMode::ReadOnly),
+                rule("dba", &["dba"], &["*"], &["readonly", "admin"], AccessMode::ReadWrite),
+                ci,
+            ],
+            conns,
+        )
+    }
+
+    #[test]
+    fn routes() {
+        let p = policy();
+        let agent = principal("devin", &["ai-agents"]);
+        let dba = principal("alice", &["dba"]);
+        let both = principal("bob", &["ai-agents", "dba"]);
+        let ci = principal("repo:acme/app", &[]);
+        let cases: &[(&Principal, &str, &str, Result<(&str, &str, AccessMode, bool), &str>)] = &[
+            (&agent, "orders", "readonly", Ok(("readonly", "agents-read", AccessMode::ReadOnly, false))),
+            (&agent, "orders", "root", Ok(("readonly", "agents-read", AccessMode::ReadOnly, true))),
+            (&agent, "orders", "admin", Err("role \"admin\" on connection \"orders\" is not granted to you; you may use: readonly")),
+            (&agent, "billing", "readonly", Err("no access rule grants you connection \"billing\"; you may use: orders (roles: readonly)")),
+            (&agent, "nope", "readonly", Err("no access rule grants you connection \"nope\"; you may use: orders (roles: readonly)")),
+            (&dba, "secret", "admin", Ok(("admin", "dba", AccessMode::ReadWrite, false))),
+            (&dba, "orders", "postgres", Ok(("readonly", "dba", AccessMode::ReadWrite, true))),
+            // The first rule in file order decides the mode.
+            (&both, "orders", "readonly", Ok(("readonly", "agents-read", AccessMode::ReadOnly, false))),
+            (&both, "orders", "admin", Ok(("admin", "dba", AccessMode::ReadWrite, false))),
+            (&ci, "billing", "x", Ok(("readonly", "ci", AccessMode::ReadWrite, true))),
+            (&principal("eve", &["interns"]), "orders", "readonly", Err("no access rule grants you connection \"orders\"; you may use no connection")),
+        ];
+        for (who, conn, role, want) in cases {
+            let got = p.route(who, conn, role);
+            match (want, got) {
+                (Ok((r, rule, mode, defaulted)), Ok(route)) => {
+                    assert_eq!(
+                        (route.role.as_str(), route.rule.as_str(), route.mode, route.role_defaulted),
+                        (*r, *rule, *mode, *defaulted),
+                        "{} {conn} {role}", who.subject
+                    );
+                    assert_eq!(route.connection, *conn);
+                }
+                (Err(msg), Err(e)) => assert_eq!(e.to_string(), *msg, "{} {conn} {role}", who.subject),
+                (want, got) => panic!("{} {conn} {role}: want {want:?}, got {got:?}", who.subject),
+            }
+        }
+    }
+
+    #[test]
+    fn error_lists_only_the_principals_connections() {
+        let err = policy()
+            .route(&principal("devin", &["ai-agents"]), "secret", "admin")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("billing"));
+        assert!(err.contains("orders"));
+    }
+}
