@@ -320,6 +320,20 @@ pub fn negotiate_protocol_version(minor: i32, unrecognized: &[&str], buf: &mut B
     });
 }
 
+/// An SSLRequest packet.
+pub fn ssl_request(buf: &mut BytesMut) {
+    buf.put_i32(8);
+    buf.put_i32(SSL_REQUEST_CODE);
+}
+
+/// A CancelRequest packet.
+pub fn cancel_request(process_id: i32, secret_key: i32, buf: &mut BytesMut) {
+    buf.put_i32(16);
+    buf.put_i32(CANCEL_REQUEST_CODE);
+    buf.put_i32(process_id);
+    buf.put_i32(secret_key);
+}
+
 /// A simple Query message.
 pub fn query(sql: &str, buf: &mut BytesMut) {
     write_message(b'Q', buf, |b| put_cstr(b, sql));

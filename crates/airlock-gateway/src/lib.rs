@@ -1,0 +1,180 @@
+//! airlock's data path: the tokio driver around the sans-IO PostgreSQL
+//! machines of `airlock-pgwire`.
+//!
+//! [`Gateway`] accepts client connections, runs each session's handshake,
+//! verifies its token with `airlock-identity`, asks `airlock-policy` for a
+//! route, logs in upstream with the credential only airlock holds, and then
+//! relays with one [`pump::Pump`] per session. It also routes cancel
+//! requests and holds the current configuration [`Snapshot`], swapped
+//! atomically on reload.
+//!
+//! What it deliberately does not do: parse configuration files (the binary
+//! does, with `airlock-config`), serve HTTP (`airlock-api`), or make policy
+//! decisions of its own (it asks `airlock-policy`).
+#![forbid(unsafe_code)]
+
+pub mod cancel;
+pub mod metrics;
+pub mod pump;
+mod session;
+pub mod snapshot;
+pub mod stream;
+pub mod tls;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use airlock_config::Config;
+use airlock_identity::{IssuerSpec, Verifier, VerifierOptions, dev::DevIssuer};
+use airlock_pgwire::sqlstate;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use snapshot::Snapshot;
+
+/// The issuers a configuration trusts, the dev issuer included when enabled
+/// (its JWKS is fetched from the HTTP listener like any other issuer's).
+pub fn issuer_specs(config: &Config) -> Vec<IssuerSpec> {
+    let mut specs: Vec<IssuerSpec> = config
+        .identity
+        .issuers
+        .iter()
+        .map(|i| IssuerSpec {
+            name: i.name.clone(),
+            issuer: i.issuer.clone(),
+            audience: i.audience.clone(),
+            groups_claim: i.groups_claim.clone(),
+            jwks_uri: i.jwks_uri.clone(),
+        })
+        .collect();
+    if config.identity.dev_issuer
+        && let Some(http) = config.listen.http
+    {
+        specs.push(DevIssuer::issuer_spec(
+            format!("http://{}/.well-known/jwks.json", local_addr(http)),
+            config.identity.dev_issuer_audience.clone(),
+        ));
+    }
+    specs
+}
+
+/// An address this process can connect to for a listener bound to `addr`
+/// (a wildcard bind is reached on loopback).
+pub fn local_addr(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => SocketAddr::from(([127, 0, 0, 1], a.port())),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        a => a,
+    }
+}
+
+/// A configuration that could not be turned into a snapshot.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct LoadError(pub Vec<String>);
+
+/// The running gateway: current snapshot, cancel keys, session slots.
+pub struct Gateway {
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// The issuers the current verifier was built for, to keep its key cache
+    /// across reloads that do not change them.
+    issuers: Mutex<Vec<IssuerSpec>>,
+    cancels: Arc<cancel::CancelRegistry>,
+    sessions: Arc<Semaphore>,
+    metrics: metrics::Metrics,
+}
+
+impl Gateway {
+    /// Builds the gateway for a validated configuration.
+    pub fn new(config: &Config) -> Result<Arc<Gateway>, LoadError> {
+        let specs = issuer_specs(config);
+        let verifier = build_verifier(&specs)?;
+        let snapshot = build_snapshot(config, verifier)?;
+        Ok(Arc::new(Gateway {
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            issuers: Mutex::new(specs),
+            cancels: Arc::default(),
+            sessions: Arc::new(Semaphore::new(config.limits.max_sessions as usize)),
+            metrics: metrics::Metrics,
+        }))
+    }
+
+    /// Swaps in a new configuration for sessions that start from now on.
+    /// On error the current snapshot stays in force. Listener addresses and
+    /// `limits.max_sessions` are fixed at start.
+    pub fn reload(&self, config: &Config) -> Result<(), LoadError> {
+        let specs = issuer_specs(config);
+        let mut issuers = self.issuers.lock().unwrap();
+        let verifier = if *issuers == specs {
+            Arc::clone(&self.snapshot().verifier)
+        } else {
+            build_verifier(&specs)?
+        };
+        let snapshot = build_snapshot(config, verifier)?;
+        *self.snapshot.write().unwrap() = Arc::new(snapshot);
+        *issuers = specs;
+        Ok(())
+    }
+
+    /// The configuration new sessions use.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.snapshot.read().unwrap())
+    }
+
+    /// Accepts PostgreSQL clients on `listener` until `shutdown` completes.
+    pub async fn serve_postgres(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+        tokio::pin!(shutdown);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut shutdown => return,
+            };
+            let gateway = Arc::clone(&self);
+            match Arc::clone(&self.sessions).try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(async move {
+                        session::serve(gateway, tcp, peer, loopback).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    tokio::spawn(async move {
+                        let mut tcp = tcp;
+                        let mut out = bytes::BytesMut::new();
+                        airlock_pgwire::startup::fatal(
+                            &mut out,
+                            sqlstate::TOO_MANY_CONNECTIONS,
+                            "airlock: too many sessions (limits.max_sessions)",
+                        );
+                        let _ = tcp.write_all(&out).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn build_verifier(specs: &[IssuerSpec]) -> Result<Arc<Verifier>, LoadError> {
+    Verifier::new(specs.to_vec(), VerifierOptions::default())
+        .map(Arc::new)
+        .map_err(|e| LoadError(vec![format!("identity: {e}")]))
+}
+
+fn build_snapshot(config: &Config, verifier: Arc<Verifier>) -> Result<Snapshot, LoadError> {
+    let secrets = config
+        .resolve_secrets()
+        .map_err(|errors| LoadError(errors.iter().map(ToString::to_string).collect()))?;
+    Snapshot::build(config, &secrets, verifier).map_err(|e| LoadError(vec![e.to_string()]))
+}

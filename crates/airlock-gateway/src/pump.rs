@@ -1,0 +1,244 @@
+//! The I/O loop of a ready session.
+//!
+//! One future polls all four directions of a session (read client, write
+//! upstream, read upstream, write client) in one `poll` call, on one task:
+//! no split streams, no locks, no cross-thread wake-ups between the halves of
+//! a round trip. Each direction stops reading while its outgoing buffer is
+//! above a high-water mark, so a slow reader on one side pushes back on the
+//! other and memory per session stays bounded by the buffers plus one
+//! message.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use airlock_pgwire::ProtocolError;
+use airlock_pgwire::codec;
+use airlock_pgwire::relay::{ClientFlow, Relay};
+use bytes::{Buf, BytesMut};
+use metrics::Counter;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Stop reading a side while this much is queued for the other.
+const HIGH_WATER: usize = 256 * 1024;
+/// Read at least this much at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// Grow a buffer by at most this much for one read.
+const MAX_RESERVE: usize = 1024 * 1024;
+
+/// Which side of the session something happened on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+}
+
+/// How a pump run ended.
+#[derive(Debug)]
+pub enum PumpEnd {
+    /// The client closed its socket without Terminate.
+    ClientClosed,
+    /// The client sent Terminate; it has been passed upstream.
+    Terminated,
+    /// The upstream closed; everything it sent has been delivered.
+    UpstreamClosed,
+    /// A peer broke the protocol.
+    Protocol(Side, ProtocolError),
+    /// A socket failed.
+    Io(Side, io::Error),
+}
+
+/// Per-session byte counters.
+pub struct ByteCounters {
+    pub client_to_upstream: Counter,
+    pub upstream_to_client: Counter,
+}
+
+/// The buffers and streams of a ready session.
+pub struct Pump<C, U> {
+    pub client: C,
+    pub upstream: U,
+    relay: Relay,
+    counters: ByteCounters,
+    from_client: BytesMut,
+    from_upstream: BytesMut,
+    to_upstream: BytesMut,
+    to_client: BytesMut,
+    upstream_dirty: bool,
+    client_dirty: bool,
+    terminating: bool,
+    upstream_eof: bool,
+}
+
+impl<C, U> Pump<C, U>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    /// `to_client` may already hold messages (the login answer).
+    pub fn new(client: C, upstream: U, relay: Relay, counters: ByteCounters, to_client: BytesMut) -> Self {
+        Pump {
+            client,
+            upstream,
+            relay,
+            counters,
+            from_client: BytesMut::with_capacity(READ_CHUNK),
+            from_upstream: BytesMut::with_capacity(READ_CHUNK),
+            to_upstream: BytesMut::with_capacity(READ_CHUNK),
+            to_client,
+            upstream_dirty: false,
+            client_dirty: false,
+            terminating: false,
+            upstream_eof: false,
+        }
+    }
+
+    /// Relays until the session ends. Cancel-safe: dropping the future loses
+    /// no data, and calling `run` again resumes.
+    pub async fn run(&mut self) -> PumpEnd {
+        poll_fn(|cx| self.poll(cx)).await
+    }
+
+    /// The messages still queued for the client (to append a last FATAL).
+    pub fn to_client(&mut self) -> &mut BytesMut {
+        &mut self.to_client
+    }
+
+    /// Writes out what is queued for the client, then shuts its socket down.
+    pub async fn close_client(&mut self) {
+        while !self.to_client.is_empty() {
+            match poll_fn(|cx| Pin::new(&mut self.client).poll_write(cx, &self.to_client)).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => self.to_client.advance(n),
+            }
+        }
+        let _ = poll_fn(|cx| Pin::new(&mut self.client).poll_shutdown(cx)).await;
+    }
+
+    /// Sends Terminate upstream (unless the client already did) and closes.
+    pub async fn close_upstream(&mut self) {
+        if !self.terminating && !self.upstream_eof {
+            self.to_upstream.extend_from_slice(&[b'X', 0, 0, 0, 4]);
+        }
+        while !self.to_upstream.is_empty() {
+            match poll_fn(|cx| Pin::new(&mut self.upstream).poll_write(cx, &self.to_upstream)).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => self.to_upstream.advance(n),
+            }
+        }
+        let _ = poll_fn(|cx| Pin::new(&mut self.upstream).poll_shutdown(cx)).await;
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<PumpEnd> {
+        loop {
+            let mut progress = false;
+
+            match poll_drain(&mut self.upstream, cx, &mut self.to_upstream, &mut self.upstream_dirty) {
+                Poll::Ready(Ok(moved)) => progress |= moved,
+                Poll::Ready(Err(e)) => return Poll::Ready(PumpEnd::Io(Side::Upstream, e)),
+                Poll::Pending => {}
+            }
+            match poll_drain(&mut self.client, cx, &mut self.to_client, &mut self.client_dirty) {
+                Poll::Ready(Ok(moved)) => progress |= moved,
+                Poll::Ready(Err(e)) => return Poll::Ready(PumpEnd::Io(Side::Client, e)),
+                Poll::Pending => {}
+            }
+            if self.terminating && self.to_upstream.is_empty() && !self.upstream_dirty {
+                return Poll::Ready(PumpEnd::Terminated);
+            }
+            if self.upstream_eof && self.to_client.is_empty() && !self.client_dirty {
+                return Poll::Ready(PumpEnd::UpstreamClosed);
+            }
+
+            if !self.terminating && !self.upstream_eof && self.to_upstream.len() < HIGH_WATER {
+                match poll_fill(&mut self.client, cx, &mut self.from_client) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(PumpEnd::ClientClosed),
+                    Poll::Ready(Ok(n)) => {
+                        self.counters.client_to_upstream.increment(n as u64);
+                        match self.relay.handle_client(&mut self.from_client, &mut self.to_upstream) {
+                            Ok(ClientFlow::Continue) => {}
+                            Ok(ClientFlow::Terminate) => self.terminating = true,
+                            Err(e) => return Poll::Ready(PumpEnd::Protocol(Side::Client, e)),
+                        }
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(PumpEnd::Io(Side::Client, e)),
+                    Poll::Pending => {}
+                }
+            }
+
+            if !self.upstream_eof && self.to_client.len() < HIGH_WATER {
+                match poll_fill(&mut self.upstream, cx, &mut self.from_upstream) {
+                    Poll::Ready(Ok(0)) => {
+                        self.upstream_eof = true;
+                        progress = true;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.counters.upstream_to_client.increment(n as u64);
+                        if let Err(e) = self.relay.handle_upstream(&mut self.from_upstream, &mut self.to_client) {
+                            return Poll::Ready(PumpEnd::Protocol(Side::Upstream, e));
+                        }
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(PumpEnd::Io(Side::Upstream, e)),
+                    Poll::Pending => {}
+                }
+            }
+
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// Writes as much of `buf` as the socket takes, then flushes (TLS streams
+/// buffer records until flushed). Returns whether anything moved.
+fn poll_drain<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    dirty: &mut bool,
+) -> Poll<io::Result<bool>> {
+    let mut moved = false;
+    while !buf.is_empty() {
+        match Pin::new(&mut *w).poll_write(cx, buf) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                *dirty = true;
+                moved = true;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => break,
+        }
+    }
+    if *dirty && buf.is_empty() {
+        match Pin::new(&mut *w).poll_flush(cx) {
+            Poll::Ready(Ok(())) => *dirty = false,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
+        }
+    }
+    if moved { Poll::Ready(Ok(true)) } else if buf.is_empty() && !*dirty { Poll::Ready(Ok(false)) } else { Poll::Pending }
+}
+
+/// Reads into `buf`, first making room for at least a chunk, or for the rest
+/// of a large message whose header has arrived.
+fn poll_fill<R: AsyncRead + Unpin>(
+    r: &mut R,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    // The relay has already checked any header at the front against the
+    // size limit; growth is still capped per read.
+    let want = match codec::peek_header(buf, usize::MAX) {
+        Ok(Some(h)) if h.total_len > buf.len() => (h.total_len - buf.len()).clamp(READ_CHUNK, MAX_RESERVE),
+        _ => READ_CHUNK,
+    };
+    if buf.capacity() - buf.len() < want.min(READ_CHUNK) {
+        buf.reserve(want);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(r), cx, buf)
+}

@@ -1,0 +1,318 @@
+//! One client session, from accept to close.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use airlock_config::SessionLifetime;
+use airlock_identity::Authenticated;
+use airlock_pgwire::codec::{self, Notice, Severity, Startup};
+use airlock_pgwire::relay::Relay;
+use airlock_pgwire::startup::{ClientHandshake, Step, fatal};
+use airlock_pgwire::{params, sqlstate};
+use airlock_policy::{AccessMode, Route};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{Instrument, field};
+
+use crate::Gateway;
+use crate::cancel::{CancelKey, CancelTarget};
+use crate::pump::{Pump, PumpEnd, Side};
+use crate::snapshot::Snapshot;
+use crate::stream::{ClientStream, MaybeTls};
+use crate::upstream::{self, ConnectError};
+
+/// Serves one accepted client connection.
+pub(crate) async fn serve(gateway: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr, loopback: bool) {
+    let id = uuid::Uuid::now_v7();
+    let span = tracing::info_span!(
+        "session",
+        id = %id,
+        peer = %peer,
+        principal = field::Empty,
+        connection = field::Empty,
+        role = field::Empty,
+    );
+    async move {
+        let _ = tcp.set_nodelay(true);
+        let snapshot = gateway.snapshot();
+        // `None` only while the TLS handshake owns the socket.
+        let mut client = Some(MaybeTls::Plain(tcp));
+        let mut out = BytesMut::new();
+        let deadline = tokio::time::Instant::now() + snapshot.limits.startup_timeout;
+        let opened = tokio::time::timeout_at(
+            deadline,
+            open(&gateway, &snapshot, &mut client, &mut out, loopback, id),
+        )
+        .await;
+        let Some(mut client) = client else { return };
+        let session = match opened {
+            Ok(Some(session)) => session,
+            Ok(None) => return finish_early(&mut client, &out).await,
+            Err(_) => {
+                tracing::info!("startup timed out");
+                out.clear();
+                fatal(
+                    &mut out,
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "airlock: timed out waiting for the client to authenticate",
+                );
+                return finish_early(&mut client, &out).await;
+            }
+        };
+        run(&gateway, &snapshot, client, out, session).await;
+    }
+    .instrument(span)
+    .await
+}
+
+async fn finish_early(client: &mut ClientStream, out: &[u8]) {
+    let _ = client.write_all(out).await;
+    let _ = client.shutdown().await;
+}
+
+/// An authenticated, routed session with its upstream open.
+struct Opened {
+    principal: airlock_policy::Principal,
+    upstream: crate::stream::UpstreamStream,
+    status: u8,
+    _cancel: CancelKey,
+}
+
+/// Runs the handshake, verifies the token, routes and opens the upstream.
+/// On `None` a FATAL (or nothing, for a cancel) is in `out`.
+async fn open(
+    gateway: &Arc<Gateway>,
+    snapshot: &Snapshot,
+    slot: &mut Option<ClientStream>,
+    out: &mut BytesMut,
+    loopback: bool,
+    id: uuid::Uuid,
+) -> Option<Opened> {
+    let mut hs = ClientHandshake::new(snapshot.tls_offer, loopback);
+    let mut input = BytesMut::with_capacity(1024);
+    let (startup, token) = loop {
+        let client = slot.as_mut()?;
+        match hs.handle(&mut input, out) {
+            Step::NeedMore => {
+                if !out.is_empty() {
+                    client.write_all(out).await.ok()?;
+                    out.clear();
+                }
+                if client.read_buf(&mut input).await.ok()? == 0 {
+                    return None;
+                }
+            }
+            Step::StartTls => {
+                client.write_all(out).await.ok()?;
+                out.clear();
+                let acceptor = snapshot.tls.as_ref()?;
+                let Some(MaybeTls::Plain(tcp)) = slot.take() else {
+                    return None;
+                };
+                match acceptor.accept(tcp).await {
+                    Ok(tls) => *slot = Some(MaybeTls::Tls(Box::new(tls))),
+                    Err(e) => {
+                        tracing::info!(error = %e, "client TLS handshake failed");
+                        return None;
+                    }
+                }
+                hs.tls_established();
+            }
+            Step::Cancel {
+                process_id,
+                secret_key,
+            } => {
+                gateway.cancels.cancel(process_id, secret_key).await;
+                return None;
+            }
+            Step::Authenticate { startup, token } => break (startup, token),
+            Step::Close => return None,
+        }
+    };
+
+    let principal = match authenticate(gateway, snapshot, &token).await {
+        Ok(a) => a.into_principal(),
+        Err(message) => {
+            fatal(out, sqlstate::INVALID_AUTHORIZATION, &message);
+            return None;
+        }
+    };
+    drop(token);
+    let span = tracing::Span::current();
+    span.record("principal", principal.subject.as_str());
+
+    let user = startup.param("user").unwrap_or_default();
+    let database = startup.param("database").unwrap_or(user);
+    let route = match snapshot.access.route(&principal, database, user) {
+        Ok(route) => route,
+        Err(e) => {
+            tracing::info!(error = %e, "no route");
+            gateway.metrics.auth_failure("no_access");
+            fatal(out, sqlstate::INVALID_AUTHORIZATION, &format!("airlock: {e}"));
+            return None;
+        }
+    };
+    span.record("connection", route.connection.as_str());
+    span.record("role", route.role.as_str());
+
+    let conn = &snapshot.connections[&route.connection];
+    let credential = &conn.roles[&route.role];
+    let mut settings = params::check(&startup).unwrap_or_default();
+    if route.mode == AccessMode::ReadOnly {
+        settings.push(("default_transaction_read_only".into(), "on".into()));
+    }
+    let started = Instant::now();
+    let connected = tokio::time::timeout(
+        snapshot.limits.upstream_connect_timeout,
+        upstream::connect(&conn.target, credential, &settings),
+    )
+    .await;
+    let (upstream, ready) = match connected {
+        Ok(Ok(ok)) => ok,
+        Ok(Err(e)) => {
+            upstream_failed(out, &route, &e);
+            return None;
+        }
+        Err(_) => {
+            tracing::warn!("upstream login timed out");
+            fatal(
+                out,
+                sqlstate::CONNECTION_FAILURE,
+                &format!("airlock: connection \"{}\" is unavailable (timed out)", route.connection),
+            );
+            return None;
+        }
+    };
+    gateway.metrics.upstream_login(started.elapsed());
+
+    let cancel = gateway.cancels.register(CancelTarget {
+        host: conn.target.host.clone(),
+        port: conn.target.port,
+        process_id: ready.backend_key.map_or(0, |k| k.0),
+        secret_key: ready.backend_key.map_or(0, |k| k.1),
+    });
+    welcome(out, &ready, &cancel, &route, &startup, id);
+    tracing::info!(rule = %route.rule, mode = ?route.mode, "session opened");
+    Some(Opened {
+        principal,
+        upstream,
+        status: ready.status,
+        _cancel: cancel,
+    })
+}
+
+async fn authenticate(gateway: &Gateway, snapshot: &Snapshot, token: &str) -> Result<Authenticated, String> {
+    if token.is_empty() {
+        gateway.metrics.auth_failure("no_token");
+        return Err("airlock: no token: send an OIDC token as the password".into());
+    }
+    snapshot
+        .verifier
+        .verify(token, SystemTime::now())
+        .await
+        .map_err(|e| {
+            tracing::info!(reason = e.reason(), "token refused");
+            gateway.metrics.auth_failure(e.reason());
+            format!("airlock: {e}")
+        })
+}
+
+fn upstream_failed(out: &mut BytesMut, route: &Route, e: &ConnectError) {
+    // The error's Display holds no credential and no upstream message text.
+    tracing::warn!(error = %e, "upstream login failed");
+    let message = match e {
+        ConnectError::Login(_) => format!(
+            "airlock: the upstream of connection \"{}\" refused airlock's login for role \"{}\"; an administrator must check the role's credential",
+            route.connection, route.role
+        ),
+        _ => format!("airlock: connection \"{}\" is unavailable", route.connection),
+    };
+    fatal(out, e.sqlstate(), &message);
+}
+
+/// The client's login answer: AuthenticationOk, the upstream's parameters,
+/// the gateway's own key, a notice naming the route, ReadyForQuery.
+fn welcome(
+    out: &mut BytesMut,
+    ready: &airlock_pgwire::upstream::UpstreamReady,
+    key: &CancelKey,
+    route: &Route,
+    startup: &Startup,
+    id: uuid::Uuid,
+) {
+    codec::authentication_ok(out);
+    for (name, value) in &ready.parameters {
+        codec::parameter_status(name, value, out);
+    }
+    codec::backend_key_data(key.process_id, key.secret_key, out);
+    let mode = match route.mode {
+        AccessMode::ReadOnly => "read-only",
+        AccessMode::ReadWrite => "read-write",
+    };
+    let mut message = format!(
+        "airlock: connection \"{}\" as role \"{}\" ({mode}, rule \"{}\"), session {id}",
+        route.connection, route.role, route.rule
+    );
+    if route.role_defaulted {
+        let user = startup.param("user").unwrap_or_default();
+        message.push_str(&format!(
+            "; user \"{user}\" names no role profile, so your first allowed role is used"
+        ));
+    }
+    codec::notice_message(&Notice::new(Severity::Notice, "00000", &message), out);
+    codec::ready_for_query(ready.status, out);
+}
+
+/// Relays until the session ends, then closes both sides.
+async fn run(gateway: &Gateway, snapshot: &Snapshot, client: ClientStream, out: BytesMut, opened: Opened) {
+    let _active = gateway.metrics.session_started();
+    let relay = Relay::new(snapshot.limits.max_message_size, opened.status);
+    let mut pump = Pump::new(client, opened.upstream, relay, gateway.metrics.byte_counters(), out);
+    let ends_at = match snapshot.session_lifetime {
+        SessionLifetime::Token => Some(opened.principal.expires_at),
+        SessionLifetime::Unlimited => None,
+        SessionLifetime::Fixed(d) => SystemTime::now().checked_add(d),
+    };
+    let deadline = ends_at.map(|t| {
+        let left = t.duration_since(SystemTime::now()).unwrap_or_default();
+        tokio::time::Instant::now() + left
+    });
+    let end = tokio::select! {
+        end = pump.run() => end,
+        _ = sleep_until(deadline) => {
+            let why = match snapshot.session_lifetime {
+                SessionLifetime::Token => "your token expired; reconnect with a fresh token",
+                _ => "the session reached its configured lifetime (identity.session_lifetime)",
+            };
+            tracing::info!(reason = why, "session lifetime reached");
+            fatal(pump.to_client(), sqlstate::INVALID_AUTHORIZATION, &format!("airlock: session ended: {why}"));
+            pump.close_upstream().await;
+            pump.close_client().await;
+            return;
+        }
+    };
+    match &end {
+        PumpEnd::ClientClosed | PumpEnd::Terminated => tracing::info!("session closed by the client"),
+        PumpEnd::UpstreamClosed => tracing::info!("session closed by the upstream"),
+        PumpEnd::Io(side, e) => tracing::info!(?side, error = %e, "session ended by a socket error"),
+        PumpEnd::Protocol(side, e) => {
+            tracing::warn!(?side, error = %e, "protocol violation");
+            let message = match side {
+                Side::Client => format!("airlock: {e}"),
+                Side::Upstream => format!("airlock: the upstream sent an unacceptable message: {e}"),
+            };
+            fatal(pump.to_client(), e.sqlstate(), &message);
+        }
+    }
+    pump.close_upstream().await;
+    pump.close_client().await;
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,128 @@
+//! An immutable view of the configuration, ready for sessions.
+//!
+//! A [`Snapshot`] is built once per (re)load: secrets resolved, TLS
+//! configurations built, access rules compiled. Sessions take an `Arc` of
+//! the current one when they start and keep it for their life, so a reload
+//! changes what new sessions see and nothing else.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_config::{Config, ResolvedSecrets, SessionLifetime, TlsMode};
+use airlock_identity::Verifier;
+use airlock_pgwire::startup::TlsOffer;
+use airlock_policy::{AccessMode, AccessPolicy, AccessRule};
+
+use crate::tls::{self, TlsError};
+use crate::upstream::{Credential, UpstreamTarget, UpstreamTls};
+
+/// Limits that apply to every session.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_message_size: usize,
+    pub startup_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+}
+
+/// One connection's upstream and role credentials.
+pub struct ConnectionRuntime {
+    pub target: UpstreamTarget,
+    pub roles: HashMap<String, Credential>,
+}
+
+/// Everything a new session needs, from one load of the configuration.
+pub struct Snapshot {
+    pub access: AccessPolicy,
+    pub connections: HashMap<String, ConnectionRuntime>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls_offer: TlsOffer,
+    pub limits: Limits,
+    pub session_lifetime: SessionLifetime,
+    pub verifier: Arc<Verifier>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot from a validated configuration and its secrets.
+    pub fn build(config: &Config, secrets: &ResolvedSecrets, verifier: Arc<Verifier>) -> Result<Snapshot, TlsError> {
+        let tls = match &secrets.tls {
+            Some(pair) if config.tls_mode() != TlsMode::Disabled => {
+                Some(tls::acceptor(pair.cert_pem.expose(), pair.key_pem.expose())?)
+            }
+            _ => None,
+        };
+        let tls_offer = match config.tls_mode() {
+            TlsMode::Required => TlsOffer::Required,
+            TlsMode::Optional => TlsOffer::Optional,
+            TlsMode::Disabled => TlsOffer::Disabled,
+        };
+        let mut connections = HashMap::new();
+        for (name, conn) in &config.connections {
+            let conn_secrets = secrets.connections.get(name);
+            let up = &conn.upstream;
+            let tls = match up.tls {
+                airlock_config::UpstreamTls::Disable => UpstreamTls::Disable,
+                airlock_config::UpstreamTls::Prefer => UpstreamTls::Prefer(tls::encrypting_connector()?),
+                airlock_config::UpstreamTls::Require => UpstreamTls::Require(tls::encrypting_connector()?),
+                airlock_config::UpstreamTls::VerifyFull => UpstreamTls::VerifyFull(tls::verifying_connector(
+                    conn_secrets.and_then(|s| s.ca_pem.as_ref()).map(|ca| ca.expose().as_slice()),
+                )?),
+            };
+            let roles = conn
+                .roles
+                .iter()
+                .map(|(role, cred)| {
+                    let password = conn_secrets
+                        .and_then(|s| s.passwords.get(role))
+                        .map(|p| p.expose().clone());
+                    (role.clone(), Credential { user: cred.user.clone(), password })
+                })
+                .collect();
+            let target = UpstreamTarget {
+                host: up.host.clone(),
+                port: up.port,
+                database: up.database.clone(),
+                tls,
+            };
+            connections.insert(name.clone(), ConnectionRuntime { target, roles });
+        }
+        Ok(Snapshot {
+            access: access_policy(config),
+            connections,
+            tls,
+            tls_offer,
+            limits: Limits {
+                max_message_size: usize::try_from(config.limits.max_message_size.0).unwrap_or(usize::MAX),
+                startup_timeout: config.limits.startup_timeout.0,
+                upstream_connect_timeout: config.limits.upstream_connect_timeout.0,
+            },
+            session_lifetime: config.identity.session_lifetime,
+            verifier,
+        })
+    }
+}
+
+/// The policy core's view of the `access` section.
+pub fn access_policy(config: &Config) -> AccessPolicy {
+    let rules = config
+        .access
+        .iter()
+        .map(|r| AccessRule {
+            name: r.name.clone(),
+            groups: r.groups.clone(),
+            subjects: r.subjects.clone(),
+            connections: r.connections.clone(),
+            roles: r.roles.clone(),
+            mode: match r.mode {
+                airlock_config::AccessMode::ReadOnly => AccessMode::ReadOnly,
+                airlock_config::AccessMode::ReadWrite => AccessMode::ReadWrite,
+            },
+        })
+        .collect();
+    let connections: BTreeMap<String, Vec<String>> = config
+        .connections
+        .iter()
+        .map(|(name, c)| (name.clone(), c.roles.keys().cloned().collect()))
+        .collect();
+    AccessPolicy::new(rules, connections)
+}

@@ -1,0 +1,145 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use airlock_identity::dev::{DevIssuer, MintRequest};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+/// airlock: an identity-aware gateway between AI agents, CI jobs, people and
+/// production databases.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a self-contained sandbox: an ephemeral PostgreSQL with sample
+    /// data, the gateway and the dev issuer. Ctrl-C cleans up.
+    Demo,
+    /// Mint a token from the built-in dev issuer.
+    Token {
+        /// The token's subject.
+        #[arg(long)]
+        sub: String,
+        /// Comma-separated groups.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Lifetime, such as 15m or 1h.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// The human the subject acts for (RFC 8693 `act.sub`).
+        #[arg(long)]
+        act: Option<String>,
+        /// The configuration whose data_dir holds the dev issuer key; without
+        /// it, ./airlock-data is used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Work with policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a configuration file, secrets and TLS material included;
+    /// exit 1 with located errors.
+    Check { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("airlock: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            init_tracing();
+            let cfg = airlock::serve::load(&config)?;
+            runtime()?.block_on(async {
+                let running = airlock::serve::start(cfg, Some(config)).await?;
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                running.stop().await;
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => {
+            init_tracing();
+            runtime()?.block_on(airlock::demo::run())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { sub, groups, ttl, act, config } => {
+            let (data_dir, audience) = match config {
+                Some(path) => {
+                    let cfg = airlock::serve::load(&path)?;
+                    anyhow::ensure!(
+                        cfg.identity.dev_issuer,
+                        "{}: identity.dev_issuer is not enabled, so the gateway would refuse this token",
+                        path.display()
+                    );
+                    (cfg.data_dir, cfg.identity.dev_issuer_audience)
+                }
+                None => (PathBuf::from("airlock-data"), "airlock".to_string()),
+            };
+            let dev = DevIssuer::open_or_create(&data_dir).context("opening the dev issuer key")?;
+            let token = dev.mint(
+                MintRequest { subject: sub, groups, ttl, act, audience },
+                SystemTime::now(),
+            );
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy { command: PolicyCommand::Check { file } } => {
+            let checked = airlock::serve::load(&file)
+                .and_then(|cfg| airlock_gateway::Gateway::new(&cfg).map_err(|e| anyhow::anyhow!("{e}")));
+            match checked {
+                Ok(_) => {
+                    println!("{}: ok", file.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { term.as_mut()?.recv().await } => {}
+    }
+}
