@@ -34,9 +34,10 @@ use tokio::sync::Semaphore;
 
 pub use snapshot::Snapshot;
 
-/// The issuers a configuration trusts, the dev issuer included when enabled
-/// (its JWKS is fetched from the HTTP listener like any other issuer's).
-pub fn issuer_specs(config: &Config) -> Vec<IssuerSpec> {
+/// The issuers a configuration trusts, the dev issuer included when enabled:
+/// its JWKS is fetched from `dev_jwks_uri` (the HTTP listener) like any
+/// other issuer's.
+pub fn issuer_specs(config: &Config, dev_jwks_uri: Option<&str>) -> Vec<IssuerSpec> {
     let mut specs: Vec<IssuerSpec> = config
         .identity
         .issuers
@@ -50,12 +51,9 @@ pub fn issuer_specs(config: &Config) -> Vec<IssuerSpec> {
         })
         .collect();
     if config.identity.dev_issuer
-        && let Some(http) = config.listen.http
+        && let Some(uri) = dev_jwks_uri
     {
-        specs.push(DevIssuer::issuer_spec(
-            format!("http://{}/.well-known/jwks.json", local_addr(http)),
-            config.identity.dev_issuer_audience.clone(),
-        ));
+        specs.push(DevIssuer::issuer_spec(uri, config.identity.dev_issuer_audience.clone()));
     }
     specs
 }
@@ -83,20 +81,23 @@ pub struct Gateway {
     /// The issuers the current verifier was built for, to keep its key cache
     /// across reloads that do not change them.
     issuers: Mutex<Vec<IssuerSpec>>,
+    dev_jwks_uri: Option<String>,
     cancels: Arc<cancel::CancelRegistry>,
     sessions: Arc<Semaphore>,
     metrics: metrics::Metrics,
 }
 
 impl Gateway {
-    /// Builds the gateway for a validated configuration.
-    pub fn new(config: &Config) -> Result<Arc<Gateway>, LoadError> {
-        let specs = issuer_specs(config);
+    /// Builds the gateway for a validated configuration. `dev_jwks_uri` is
+    /// where the HTTP listener serves the dev issuer's keys.
+    pub fn new(config: &Config, dev_jwks_uri: Option<String>) -> Result<Arc<Gateway>, LoadError> {
+        let specs = issuer_specs(config, dev_jwks_uri.as_deref());
         let verifier = build_verifier(&specs)?;
         let snapshot = build_snapshot(config, verifier)?;
         Ok(Arc::new(Gateway {
             snapshot: RwLock::new(Arc::new(snapshot)),
             issuers: Mutex::new(specs),
+            dev_jwks_uri,
             cancels: Arc::default(),
             sessions: Arc::new(Semaphore::new(config.limits.max_sessions as usize)),
             metrics: metrics::Metrics,
@@ -107,7 +108,7 @@ impl Gateway {
     /// On error the current snapshot stays in force. Listener addresses and
     /// `limits.max_sessions` are fixed at start.
     pub fn reload(&self, config: &Config) -> Result<(), LoadError> {
-        let specs = issuer_specs(config);
+        let specs = issuer_specs(config, self.dev_jwks_uri.as_deref());
         let mut issuers = self.issuers.lock().unwrap();
         let verifier = if *issuers == specs {
             Arc::clone(&self.snapshot().verifier)

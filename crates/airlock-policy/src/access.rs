@@ -39,7 +39,7 @@ pub struct AccessRule {
 
 impl AccessRule {
     fn matches(&self, p: &Principal) -> bool {
-        p.in_any_group(&self.groups) || self.subjects.iter().any(|s| *s == p.subject)
+        p.in_any_group(&self.groups) || self.subjects.contains(&p.subject)
     }
 
     fn covers(&self, connection: &str) -> bool {

@@ -121,7 +121,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Policy { command: PolicyCommand::Check { file } } => {
             let checked = airlock::serve::load(&file)
-                .and_then(|cfg| airlock_gateway::Gateway::new(&cfg).map_err(|e| anyhow::anyhow!("{e}")));
+                .and_then(|cfg| {
+                    // The dev issuer's JWKS address is only known once serving.
+                    airlock_gateway::Gateway::new(&cfg, None).map_err(|e| anyhow::anyhow!("{e}"))
+                });
             match checked {
                 Ok(_) => {
                     println!("{}: ok", file.display());

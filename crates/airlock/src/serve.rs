@@ -72,22 +72,37 @@ pub fn load(path: &Path) -> Result<Config> {
 /// Binds the listeners of `config` and starts serving. `config_path`, when
 /// given, is watched for reloads.
 pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running> {
-    let gateway = Gateway::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
+    let http_listener = match config.listen.http {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding listen.http {addr}"))?),
+        None => None,
+    };
+    let http = http_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    let pg_listener = match config.listen.postgres {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding listen.postgres {addr}"))?,
+        ),
+        None => None,
+    };
+    let postgres = pg_listener.as_ref().map(TcpListener::local_addr).transpose()?;
 
-    let mut http = None;
-    if let Some(addr) = config.listen.http {
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding listen.http {addr}"))?;
-        let bound = listener.local_addr()?;
-        http = Some(bound);
-        let dev_issuer = if config.identity.dev_issuer {
+    // The dev issuer's keys are served by this process's HTTP listener and
+    // fetched from there, like any issuer's.
+    let dev_issuer = match (config.identity.dev_issuer, http) {
+        (true, Some(bound)) => {
             let dev = DevIssuer::open_or_create(&config.data_dir).context("opening the dev issuer key")?;
             let jwks_uri = format!("http://{}/.well-known/jwks.json", airlock_gateway::local_addr(bound));
             Some((Arc::new(dev), jwks_uri))
-        } else {
-            None
-        };
+        }
+        _ => None,
+    };
+    let gateway = Gateway::new(&config, dev_issuer.as_ref().map(|(_, uri)| uri.clone()))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    if let Some(listener) = http_listener {
         let state = ApiState {
             metrics: metrics_handle(),
             ready: Arc::new(|| Ok(())),
@@ -100,18 +115,11 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
             }
         }));
     }
-
-    let mut postgres = None;
-    if let Some(addr) = config.listen.postgres {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding listen.postgres {addr}"))?;
-        postgres = Some(listener.local_addr()?);
+    if let Some(listener) = pg_listener {
         let gw = Arc::clone(&gateway);
         let stop = stopped(shutdown_rx.clone());
         tasks.push(tokio::spawn(gw.serve_postgres(listener, stop)));
     }
-
     if let Some(path) = config_path {
         tasks.push(tokio::spawn(watch_config(
             Arc::clone(&gateway),

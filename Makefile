@@ -1,0 +1,15 @@
+# The two commands of the README's quick start.
+.PHONY: demo test setup
+
+setup:
+	./scripts/setup.sh
+
+## demo: install prerequisites, build, and run the self-contained sandbox.
+demo: setup
+	cargo run --quiet --bin airlock -- demo
+
+## test: install prerequisites, then everything CI checks.
+test: setup
+	cargo fmt --all -- --check
+	cargo clippy --all-targets --locked -- -D warnings
+	cargo test --workspace --locked

@@ -1,0 +1,690 @@
+//! The configuration file's types. Field docs become descriptions in the JSON Schema.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::secret::{ConnectionSecrets, ResolvedSecrets, TlsKeyPair};
+use crate::{ByteSize, ConfigError, HumanDuration, Secret, SessionLifetime, validate};
+
+/// airlock's configuration: listeners, identity, connections and who may use them.
+///
+/// Sections the gateway does not implement yet (such as `guardrails`, `masking` or `store`) are
+/// unknown keys and rejected, so that nobody believes they are enforced.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+#[schemars(title = "airlock configuration")]
+pub struct Config {
+    /// The addresses airlock listens on; at least one is required.
+    #[serde(default)]
+    pub listen: Listen,
+    /// Client-facing TLS. When absent, TLS is disabled, which is only allowed when the PostgreSQL
+    /// listener is on a loopback address.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
+    /// Token issuers and session lifetime.
+    #[serde(default)]
+    pub identity: Identity,
+    /// airlock's own state (such as the dev issuer's key), relative to the working directory.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Upstream databases by connection name; clients pick one with `dbname`.
+    #[serde(default, deserialize_with = "unique_keys")]
+    pub connections: BTreeMap<String, Connection>,
+    /// Who may use which connections and roles. Nothing is allowed unless a rule allows it.
+    #[serde(default)]
+    pub access: Vec<AccessRule>,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_data_dir() -> PathBuf {
+    "airlock-data".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Listen {
+    /// PostgreSQL wire protocol listener, such as `127.0.0.1:6432`.
+    pub postgres: Option<SocketAddr>,
+    /// HTTP listener (API, metrics, health, the dev issuer's JWKS), such as `127.0.0.1:8080`.
+    pub http: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct ClientTls {
+    /// Certificate chain (PEM).
+    pub cert: Option<Secret>,
+    /// Private key (PEM).
+    pub key: Option<Secret>,
+    /// Whether clients must use TLS. `required` when the `tls` section is present.
+    #[serde(default = "tls_required")]
+    pub mode: TlsMode,
+}
+
+fn tls_required() -> TlsMode {
+    TlsMode::Required
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// Clients must use TLS.
+    Required,
+    /// Clients may use TLS; cleartext token passwords are still refused without it.
+    Optional,
+    /// No TLS; only allowed on loopback listeners.
+    Disabled,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+pub struct Identity {
+    /// External OIDC issuers whose tokens are accepted.
+    pub issuers: Vec<Issuer>,
+    /// Enables the built-in dev issuer (`airlock token`), for demos and tests.
+    pub dev_issuer: bool,
+    /// The audience of dev-issuer tokens.
+    pub dev_issuer_audience: String,
+    /// Allows the dev issuer on a non-loopback listener. Anyone who can read the data dir can then
+    /// mint tokens that the gateway accepts.
+    pub allow_dev_issuer_on_non_loopback: bool,
+    /// `token`: cut the session when the token expires; `unlimited`; or a duration such as `8h`.
+    pub session_lifetime: SessionLifetime,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity {
+            issuers: Vec::new(),
+            dev_issuer: false,
+            dev_issuer_audience: "airlock".into(),
+            allow_dev_issuer_on_non_loopback: false,
+            session_lifetime: SessionLifetime::Token,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Issuer {
+    /// A short name for rules and logs; `dev` is reserved for the dev issuer.
+    pub name: String,
+    /// The `iss` claim, such as `https://login.example.com/`.
+    pub issuer: String,
+    /// The required `aud` claim.
+    pub audience: String,
+    /// The claim holding the principal's groups (a string or an array of strings).
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Where the signing keys are; by default discovered from
+    /// `{issuer}/.well-known/openid-configuration`.
+    pub jwks_uri: Option<String>,
+}
+
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Connection {
+    #[serde(default)]
+    pub protocol: Protocol,
+    pub upstream: Upstream,
+    /// Role profiles by name (the client's `user`): the upstream credential each one uses.
+    #[serde(deserialize_with = "unique_keys")]
+    pub roles: BTreeMap<String, RoleCredential>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    #[default]
+    Postgres,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Upstream {
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub database: String,
+    #[serde(default)]
+    pub tls: UpstreamTls,
+    /// CA bundle (PEM) for `tls: verify-full`; the system roots are used when absent.
+    pub ca: Option<Secret>,
+}
+
+fn default_port() -> u16 {
+    5432
+}
+
+/// TLS towards the upstream database, with libpq's `sslmode` meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTls {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct RoleCredential {
+    /// The upstream user name.
+    pub user: String,
+    pub password: Option<Secret>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct AccessRule {
+    pub name: String,
+    /// Principals in any of these groups match.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Principals with any of these subjects match.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Connection names, or `"*"` for all.
+    pub connections: Vec<String>,
+    /// Role names; each must exist on at least one of the connections.
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub mode: AccessMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccessMode {
+    /// Only reads: enforced by the parser and by `default_transaction_read_only` upstream.
+    ReadOnly,
+    /// Reads and writes, subject to the rest of the policy.
+    #[default]
+    ReadWrite,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+pub struct Limits {
+    /// The largest protocol message accepted from a client or upstream (1KiB to 1GiB).
+    pub max_message_size: ByteSize,
+    /// How long a client may take from connecting to being authenticated.
+    pub startup_timeout: HumanDuration,
+    /// How long opening an upstream connection may take.
+    pub upstream_connect_timeout: HumanDuration,
+    /// The most client sessions served at once.
+    pub max_sessions: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: ByteSize(64 * ByteSize::MIB.0),
+            startup_timeout: HumanDuration(Duration::from_secs(10)),
+            upstream_connect_timeout: HumanDuration(Duration::from_secs(5)),
+            max_sessions: 1000,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates `text`. `origin` (usually the file name) prefixes every error.
+    pub fn from_yaml_str(text: &str, origin: &str) -> Result<Config, Vec<ConfigError>> {
+        let config = Config::parse(text, origin)?;
+        match validate::validate(&config, origin) {
+            errors if errors.is_empty() => Ok(config),
+            errors => Err(errors),
+        }
+    }
+
+    /// Reads, parses and validates the file at `path`. Does not resolve secrets.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, Vec<ConfigError>> {
+        let (text, origin) = read(path.as_ref())?;
+        Config::from_yaml_str(&text, &origin)
+    }
+
+    pub(crate) fn parse(text: &str, origin: &str) -> Result<Config, Vec<ConfigError>> {
+        // serde_yaml reports a type error in the part before a syntax error rather than the
+        // syntax error itself; a first pass that accepts any shape surfaces the syntax error.
+        serde_yaml::from_str::<de::IgnoredAny>(text)
+            .and_then(|_| serde_yaml::from_str(text))
+            .map_err(|e| vec![ConfigError::parse(origin, &e)])
+    }
+
+    /// The client-facing TLS mode; `disabled` when there is no `tls` section.
+    pub fn tls_mode(&self) -> TlsMode {
+        self.tls.as_ref().map_or(TlsMode::Disabled, |tls| tls.mode)
+    }
+
+    /// Reads every secret the configuration names: role passwords (as text), the client TLS key
+    /// pair and upstream CA bundles (as bytes). Reports every secret that cannot be read, each
+    /// with the key that names it.
+    pub fn resolve_secrets(&self) -> Result<ResolvedSecrets, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let tls = self.tls.as_ref().and_then(|tls| {
+            let (cert, key) = (tls.cert.as_ref()?, tls.key.as_ref()?);
+            let cert_pem = keep(&mut errors, "tls.cert".into(), cert.resolve_bytes());
+            let key_pem = keep(&mut errors, "tls.key".into(), key.resolve_bytes());
+            Some(TlsKeyPair {
+                cert_pem: cert_pem?,
+                key_pem: key_pem?,
+            })
+        });
+        let connections = self
+            .connections
+            .iter()
+            .map(|(name, connection)| {
+                let ca_pem = connection.upstream.ca.as_ref().and_then(|ca| {
+                    let key = format!("connections.{name}.upstream.ca");
+                    keep(&mut errors, key, ca.resolve_bytes())
+                });
+                let passwords = connection
+                    .roles
+                    .iter()
+                    .filter_map(|(role, credential)| {
+                        let key = format!("connections.{name}.roles.{role}.password");
+                        let password = keep(
+                            &mut errors,
+                            key,
+                            credential.password.as_ref()?.resolve_string(),
+                        )?;
+                        Some((role.clone(), password))
+                    })
+                    .collect();
+                (name.clone(), ConnectionSecrets { ca_pem, passwords })
+            })
+            .collect();
+        match errors.is_empty() {
+            true => Ok(ResolvedSecrets { tls, connections }),
+            false => Err(errors),
+        }
+    }
+
+    /// The files that secrets are read from, sorted and without duplicates, for the binary to
+    /// watch for changes (the configuration file itself is not included).
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let tls = self.tls.iter().flat_map(|t| [&t.cert, &t.key]).flatten();
+        let upstreams = self.connections.values().flat_map(|c| {
+            c.upstream
+                .ca
+                .iter()
+                .chain(c.roles.values().filter_map(|r| r.password.as_ref()))
+        });
+        let files: BTreeSet<&Path> = tls.chain(upstreams).filter_map(Secret::file).collect();
+        files.into_iter().map(Path::to_path_buf).collect()
+    }
+}
+
+/// Keeps a resolved secret, or records why it could not be resolved under the key naming it.
+fn keep<T>(
+    errors: &mut Vec<ConfigError>,
+    key: String,
+    result: Result<T, ConfigError>,
+) -> Option<T> {
+    result
+        .map_err(|error| {
+            errors.push(ConfigError::Secret {
+                key,
+                error: Box::new(error),
+            })
+        })
+        .ok()
+}
+
+pub(crate) fn read(path: &Path) -> Result<(String, String), Vec<ConfigError>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((text, path.display().to_string())),
+        Err(error) => Err(vec![ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        }]),
+    }
+}
+
+/// Deserializes a map in which a repeated key is an error at that key (a plain `BTreeMap` would
+/// silently keep the last one, hiding a duplicated connection or role).
+fn unique_keys<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Entries<V>(PhantomData<V>);
+    struct NewKey<'a, V>(&'a BTreeMap<String, V>);
+
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for Entries<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a mapping")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut entries = BTreeMap::new();
+            while let Some(key) = map.next_key_seed(NewKey(&entries))? {
+                let value = map.next_value()?;
+                entries.insert(key, value);
+            }
+            Ok(entries)
+        }
+    }
+    impl<'de, V> DeserializeSeed<'de> for NewKey<'_, V> {
+        type Value = String;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+    impl<V> Visitor<'_> for NewKey<'_, V> {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a name")
+        }
+        fn visit_str<E: de::Error>(self, key: &str) -> Result<String, E> {
+            match self.0.contains_key(key) {
+                true => Err(E::custom(format!("duplicate key {key:?}"))),
+                false => Ok(key.to_owned()),
+            }
+        }
+    }
+    d.deserialize_map(Entries(PhantomData))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AccessMode, Protocol, SessionLifetime, TlsMode, UpstreamTls};
+
+    const FULL: &str = r#"# like SPEC §3, with only the implemented sections
+listen:
+  postgres: 127.0.0.1:6432
+  http: 127.0.0.1:8080
+tls:
+  cert: {file: certs/tls.crt}
+  key: {file: certs/tls.key}
+  mode: optional
+identity:
+  issuers:
+    - name: corp
+      issuer: https://login.example.com/
+      audience: airlock
+      groups_claim: roles
+      jwks_uri: https://login.example.com/keys
+    - name: ci
+      issuer: https://token.actions.githubusercontent.com
+      audience: airlock
+  dev_issuer: true
+  dev_issuer_audience: airlock-test
+  session_lifetime: 8h
+data_dir: /var/lib/airlock
+connections:
+  orders:
+    protocol: postgres
+    upstream: {host: db.internal, port: 5433, database: orders, tls: verify-full, ca: {file: ca.pem}}
+    roles:
+      readonly: {user: airlock_ro, password: {env: ORDERS_RO_PASSWORD}}
+      admin:    {user: airlock_admin, password: {file: /run/secrets/orders-admin}}
+  billing:
+    upstream: {host: 127.0.0.1, database: billing}
+    roles:
+      readonly: {user: billing_ro}
+access:
+  - name: agents-read
+    groups: [ai-agents]
+    connections: [orders]
+    roles: [readonly]
+    mode: read-only
+  - name: dba
+    subjects: [alice@example.com]
+    connections: ["*"]
+    roles: [readonly, admin]
+limits:
+  max_message_size: 16MiB
+  startup_timeout: 30s
+  upstream_connect_timeout: 1500ms
+  max_sessions: 50
+"#;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn full_example() {
+        let config = Config::from_yaml_str(FULL, "full.yaml").unwrap();
+        let want = Config {
+            listen: Listen {
+                postgres: Some("127.0.0.1:6432".parse().unwrap()),
+                http: Some("127.0.0.1:8080".parse().unwrap()),
+            },
+            tls: Some(ClientTls {
+                cert: Some(Secret::File("certs/tls.crt".into())),
+                key: Some(Secret::File("certs/tls.key".into())),
+                mode: TlsMode::Optional,
+            }),
+            identity: Identity {
+                issuers: vec![
+                    Issuer {
+                        name: "corp".into(),
+                        issuer: "https://login.example.com/".into(),
+                        audience: "airlock".into(),
+                        groups_claim: "roles".into(),
+                        jwks_uri: Some("https://login.example.com/keys".into()),
+                    },
+                    Issuer {
+                        name: "ci".into(),
+                        issuer: "https://token.actions.githubusercontent.com".into(),
+                        audience: "airlock".into(),
+                        groups_claim: "groups".into(),
+                        jwks_uri: None,
+                    },
+                ],
+                dev_issuer: true,
+                dev_issuer_audience: "airlock-test".into(),
+                allow_dev_issuer_on_non_loopback: false,
+                session_lifetime: SessionLifetime::Fixed(Duration::from_secs(8 * 3600)),
+            },
+            data_dir: "/var/lib/airlock".into(),
+            connections: BTreeMap::from([
+                (
+                    "orders".into(),
+                    Connection {
+                        protocol: Protocol::Postgres,
+                        upstream: Upstream {
+                            host: "db.internal".into(),
+                            port: 5433,
+                            database: "orders".into(),
+                            tls: UpstreamTls::VerifyFull,
+                            ca: Some(Secret::File("ca.pem".into())),
+                        },
+                        roles: BTreeMap::from([
+                            (
+                                "readonly".into(),
+                                RoleCredential {
+                                    user: "airlock_ro".into(),
+                                    password: Some(Secret::Env("ORDERS_RO_PASSWORD".into())),
+                                },
+                            ),
+                            (
+                                "admin".into(),
+                                RoleCredential {
+                                    user: "airlock_admin".into(),
+                                    password: Some(Secret::File(
+                                        "/run/secrets/orders-admin".into(),
+                                    )),
+                                },
+                            ),
+                        ]),
+                    },
+                ),
+                (
+                    "billing".into(),
+                    Connection {
+                        protocol: Protocol::Postgres,
+                        upstream: Upstream {
+                            host: "127.0.0.1".into(),
+                            port: 5432,
+                            database: "billing".into(),
+                            tls: UpstreamTls::Prefer,
+                            ca: None,
+                        },
+                        roles: BTreeMap::from([(
+                            "readonly".into(),
+                            RoleCredential {
+                                user: "billing_ro".into(),
+                                password: None,
+                            },
+                        )]),
+                    },
+                ),
+            ]),
+            access: vec![
+                AccessRule {
+                    name: "agents-read".into(),
+                    groups: strings(&["ai-agents"]),
+                    subjects: vec![],
+                    connections: strings(&["orders"]),
+                    roles: strings(&["readonly"]),
+                    mode: AccessMode::ReadOnly,
+                },
+                AccessRule {
+                    name: "dba".into(),
+                    groups: vec![],
+                    subjects: strings(&["alice@example.com"]),
+                    connections: strings(&["*"]),
+                    roles: strings(&["readonly", "admin"]),
+                    mode: AccessMode::ReadWrite,
+                },
+            ],
+            limits: Limits {
+                max_message_size: ByteSize(16 << 20),
+                startup_timeout: HumanDuration(Duration::from_secs(30)),
+                upstream_connect_timeout: HumanDuration(Duration::from_millis(1500)),
+                max_sessions: 50,
+            },
+        };
+        assert_eq!(config, want);
+        assert_eq!(config.tls_mode(), TlsMode::Optional);
+        let watched = [
+            "/run/secrets/orders-admin",
+            "ca.pem",
+            "certs/tls.crt",
+            "certs/tls.key",
+        ];
+        assert_eq!(config.watched_files(), watched.map(PathBuf::from));
+    }
+
+    #[test]
+    fn defaults() {
+        let yaml = "listen: {postgres: 127.0.0.1:6432}
+identity: {issuers: [{name: corp, issuer: https://x/, audience: airlock}]}
+";
+        let config = Config::from_yaml_str(yaml, "min.yaml").unwrap();
+        assert_eq!(config.tls, None);
+        assert_eq!(config.tls_mode(), TlsMode::Disabled);
+        assert_eq!(config.identity.issuers[0].groups_claim, "groups");
+        assert_eq!(
+            (
+                config.identity.dev_issuer,
+                config.identity.dev_issuer_audience.as_str()
+            ),
+            (false, "airlock")
+        );
+        assert!(!config.identity.allow_dev_issuer_on_non_loopback);
+        assert_eq!(config.identity.session_lifetime, SessionLifetime::Token);
+        assert_eq!(config.data_dir, PathBuf::from("airlock-data"));
+        assert!(config.connections.is_empty() && config.access.is_empty());
+        assert_eq!(
+            config.limits,
+            Limits {
+                max_message_size: ByteSize(64 << 20),
+                startup_timeout: HumanDuration(Duration::from_secs(10)),
+                upstream_connect_timeout: HumanDuration(Duration::from_secs(5)),
+                max_sessions: 1000,
+            }
+        );
+
+        let with_tls = format!("{yaml}tls: {{cert: {{env: C}}, key: {{env: K}}}}\n");
+        assert_eq!(
+            Config::from_yaml_str(&with_tls, "t.yaml")
+                .unwrap()
+                .tls_mode(),
+            TlsMode::Required
+        );
+    }
+
+    #[test]
+    fn parse_errors_are_located() {
+        // Each message must start with the expected text (humantime adds a list of units).
+        let listen = "listen:\n  postgres: 127.0.0.1:6432\n";
+        let conn = "connections:\n  orders:\n    upstream: {host: h, database: d}\n    roles:\n";
+        for (yaml, want) in [
+            (
+                format!("{listen}guardrails:\n  - name: x\n"),
+                "t.yaml:3:1: unknown field `guardrails`, expected one of `listen`, `tls`, `identity`, `data_dir`, `connections`, `access`, `limits`",
+            ),
+            (
+                format!("{listen}  mysql: 127.0.0.1:6033\n"),
+                "t.yaml:3:3: listen: unknown field `mysql`, expected `postgres` or `http`",
+            ),
+            (
+                format!("{conn}      ro: {{user: u, password: hunter2}}\n"),
+                "t.yaml:5:31: connections.orders.roles.ro.password: a secret is never written inline; use {env: NAME} or {file: PATH}",
+            ),
+            (
+                format!("{conn}      ro: {{user: u, pasword: {{env: X}}}}\n"),
+                "t.yaml:5:21: connections.orders.roles.ro: unknown field `pasword`, expected `user` or `password`",
+            ),
+            (
+                format!("{conn}      ro: {{user: u}}\n      ro: {{user: v}}\n"),
+                "t.yaml:6:7: connections.orders.roles: duplicate key \"ro\"",
+            ),
+            (
+                format!("{listen}limits:\n  startup_timeout: 10 parsecs\n"),
+                "t.yaml:4:20: limits.startup_timeout: invalid duration \"10 parsecs\": unknown time unit \"parsecs\"",
+            ),
+            (
+                format!("{listen}limits: {{max_message_size: 64XB}}\n"),
+                "t.yaml:3:28: limits.max_message_size: invalid size \"64XB\": unknown unit \"XB\" (use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB)",
+            ),
+            (
+                format!("{listen}tls: {{mode: sometimes}}\n"),
+                "t.yaml:3:13: tls.mode: unknown variant `sometimes`, expected one of `required`, `optional`, `disabled`",
+            ),
+            (
+                // serde reports a repeated struct field at the start of its mapping.
+                format!("{conn}      ro: {{user: u}}\n    upstream: {{host: h, database: d}}\n"),
+                "t.yaml:3:5: connections.orders: duplicate field `upstream`",
+            ),
+            (
+                "listen: {postgres: localhost}\n".to_owned(),
+                "t.yaml:1:20: listen.postgres: invalid socket address syntax",
+            ),
+            (
+                "listen:\n  postgres: a: b\n".to_owned(),
+                "t.yaml:2:14: mapping values are not allowed in this context",
+            ),
+            (
+                format!("{listen}---\n{listen}"),
+                "t.yaml:1:1: deserializing from YAML containing more than one document is not supported",
+            ),
+        ] {
+            let errors = Config::from_yaml_str(&yaml, "t.yaml").unwrap_err();
+            let got: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            assert!(
+                got.len() == 1 && got[0].starts_with(want),
+                "\n{yaml}\n{got:#?}\nwant {want}"
+            );
+        }
+    }
+}

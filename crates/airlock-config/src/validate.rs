@@ -1,0 +1,511 @@
+//! The rules a parsed configuration must follow. Every broken rule is reported, in the order of
+//! the file's sections, each with the path of the value to fix.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::net::SocketAddr;
+
+use crate::{ByteSize, Config, ConfigError, SessionLifetime, TlsMode, UpstreamTls};
+
+pub(crate) fn validate(config: &Config, origin: &str) -> Vec<ConfigError> {
+    let mut problems = Problems {
+        origin,
+        errors: Vec::new(),
+    };
+    listeners(config, &mut problems);
+    identity(config, &mut problems);
+    connections(config, &mut problems);
+    access(config, &mut problems);
+    limits(config, &mut problems);
+    problems.errors
+}
+
+struct Problems<'a> {
+    origin: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError::Invalid {
+            origin: self.origin.to_owned(),
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn is_loopback(addr: SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
+
+fn listeners(config: &Config, p: &mut Problems) {
+    let listen = &config.listen;
+    if listen.postgres.is_none() && listen.http.is_none() {
+        p.add("listen", "at least one of `postgres` or `http` is required");
+    }
+    if let Some(tls) = &config.tls {
+        match (&tls.cert, &tls.key) {
+            (Some(_), None) => p.add("tls.key", "required when tls.cert is set"),
+            (None, Some(_)) => p.add("tls.cert", "required when tls.key is set"),
+            (None, None) if tls.mode != TlsMode::Disabled => p.add(
+                "tls",
+                "tls.cert and tls.key are required unless tls.mode is disabled",
+            ),
+            _ => {}
+        }
+    }
+    if let Some(addr) = listen.postgres.filter(|&a| !is_loopback(a))
+        && config.tls_mode() == TlsMode::Disabled
+    {
+        p.add(
+            "listen.postgres",
+            format!(
+                "{addr} is not a loopback address and client TLS is disabled; \
+                 cleartext token passwords need TLS on a non-loopback listener"
+            ),
+        );
+    }
+}
+
+fn identity(config: &Config, p: &mut Problems) {
+    let identity = &config.identity;
+    if identity.issuers.is_empty() && !identity.dev_issuer {
+        p.add(
+            "identity",
+            "no issuers are configured and dev_issuer is false, so nobody could log in",
+        );
+    }
+    let mut names = HashMap::new();
+    for (i, issuer) in identity.issuers.iter().enumerate() {
+        if issuer.name == "dev" {
+            p.add(
+                format!("identity.issuers[{i}].name"),
+                "the name \"dev\" is reserved for the dev issuer",
+            );
+        } else if let Some(first) = names.insert(&issuer.name, i) {
+            p.add(
+                format!("identity.issuers[{i}].name"),
+                format!(
+                    "duplicate issuer name {:?} (also identity.issuers[{first}])",
+                    issuer.name
+                ),
+            );
+        }
+        if issuer.issuer == "airlock-dev" {
+            p.add(
+                format!("identity.issuers[{i}].issuer"),
+                "\"airlock-dev\" is the dev issuer's own URL",
+            );
+        }
+    }
+    if identity.dev_issuer {
+        if config.listen.http.is_none() {
+            p.add(
+                "identity.dev_issuer",
+                "the dev issuer needs listen.http, where its JWKS is served",
+            );
+        }
+        if !identity.allow_dev_issuer_on_non_loopback {
+            for (name, addr) in [
+                ("postgres", config.listen.postgres),
+                ("http", config.listen.http),
+            ] {
+                if let Some(addr) = addr.filter(|&a| !is_loopback(a)) {
+                    p.add(
+                        "identity.dev_issuer",
+                        format!(
+                            "refused on the non-loopback listener listen.{name} ({addr}); set \
+                             identity.allow_dev_issuer_on_non_loopback: true to force it"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if matches!(identity.session_lifetime, SessionLifetime::Fixed(d) if d.is_zero()) {
+        p.add("identity.session_lifetime", "must be greater than zero");
+    }
+}
+
+fn connections(config: &Config, p: &mut Problems) {
+    for (name, connection) in &config.connections {
+        if name == "*" {
+            p.add(
+                "connections.*",
+                "the name \"*\" is reserved: access rules use it for every connection",
+            );
+        }
+        if connection.roles.is_empty() {
+            p.add(
+                format!("connections.{name}.roles"),
+                "a connection needs at least one role",
+            );
+        }
+        if connection.upstream.ca.is_some() && connection.upstream.tls != UpstreamTls::VerifyFull {
+            p.add(
+                format!("connections.{name}.upstream.ca"),
+                "only used with tls: verify-full",
+            );
+        }
+    }
+}
+
+fn access(config: &Config, p: &mut Problems) {
+    let mut names = HashMap::new();
+    for (i, rule) in config.access.iter().enumerate() {
+        let at = format!("access[{i}]");
+        match names.entry(&rule.name) {
+            Entry::Occupied(first) => p.add(
+                format!("{at}.name"),
+                format!(
+                    "duplicate access rule name {:?} (also access[{}])",
+                    rule.name,
+                    first.get()
+                ),
+            ),
+            Entry::Vacant(slot) => {
+                slot.insert(i);
+            }
+        }
+        if rule.groups.is_empty() && rule.subjects.is_empty() {
+            p.add(&at, "needs at least one of `groups` or `subjects`");
+        }
+        if rule.connections.is_empty() {
+            p.add(
+                format!("{at}.connections"),
+                "must name at least one connection, or \"*\"",
+            );
+        }
+        if rule.roles.is_empty() {
+            p.add(format!("{at}.roles"), "must name at least one role");
+        }
+
+        let mut targets = Vec::new();
+        for (j, name) in rule.connections.iter().enumerate() {
+            if name == "*" {
+                targets.extend(&config.connections);
+            } else if let Some(target) = config.connections.get_key_value(name) {
+                targets.push(target);
+            } else {
+                p.add(
+                    format!("{at}.connections[{j}]"),
+                    format!("unknown connection {name:?}"),
+                );
+            }
+        }
+        if targets.is_empty() {
+            continue;
+        }
+        targets.sort_by_key(|(name, _)| *name);
+        targets.dedup_by_key(|(name, _)| *name);
+        for (j, role) in rule.roles.iter().enumerate() {
+            if !targets.iter().any(|(_, c)| c.roles.contains_key(role)) {
+                let names: Vec<&str> = targets.iter().map(|(name, _)| name.as_str()).collect();
+                p.add(
+                    format!("{at}.roles[{j}]"),
+                    format!("role {role:?} is not defined on {}", names.join(", ")),
+                );
+            }
+        }
+    }
+}
+
+fn limits(config: &Config, p: &mut Problems) {
+    let limits = &config.limits;
+    if !(ByteSize::KIB..=ByteSize::GIB).contains(&limits.max_message_size) {
+        p.add(
+            "limits.max_message_size",
+            format!(
+                "{} is out of range: it must be between 1KiB and 1GiB",
+                limits.max_message_size
+            ),
+        );
+    }
+    for (name, timeout) in [
+        ("startup_timeout", limits.startup_timeout),
+        ("upstream_connect_timeout", limits.upstream_connect_timeout),
+    ] {
+        if timeout.0.is_zero() {
+            p.add(format!("limits.{name}"), "must be greater than zero");
+        }
+    }
+    if limits.max_sessions == 0 {
+        p.add("limits.max_sessions", "must be at least 1");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    const LISTEN: &str = "listen: {postgres: 127.0.0.1:6432, http: 127.0.0.1:8080}\n";
+    const IDENTITY: &str = "identity: {issuers: [{name: corp, issuer: https://x/, audience: a}]}\n";
+    const CONNECTIONS: &str = "connections:
+  orders:
+    upstream: {host: h, database: orders}
+    roles: {ro: {user: u}, rw: {user: w}}
+  billing:
+    upstream: {host: h, database: billing}
+    roles: {ro: {user: u}, audit: {user: a}}
+";
+
+    #[track_caller]
+    fn check(yaml: &str, want: &[&str]) {
+        let got: Vec<String> = match Config::from_yaml_str(yaml, "t.yaml") {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(got, want, "\n{yaml}");
+    }
+
+    fn with_access(rules: &str) -> String {
+        format!("{LISTEN}{IDENTITY}{CONNECTIONS}access:\n{rules}")
+    }
+
+    #[test]
+    fn listeners_and_tls() {
+        let cert = "cert: {file: c.pem}, key: {file: k.pem}";
+        for (yaml, want) in [
+            (
+                IDENTITY.to_owned(),
+                &["t.yaml: listen: at least one of `postgres` or `http` is required"][..],
+            ),
+            (format!("listen: {{http: 0.0.0.0:8080}}\n{IDENTITY}"), &[]),
+            (
+                format!("listen: {{postgres: '[::1]:6432'}}\n{IDENTITY}"),
+                &[],
+            ),
+            (
+                format!("listen: {{postgres: '[::ffff:127.0.0.1]:6432'}}\n{IDENTITY}"),
+                &[],
+            ),
+            (
+                format!("listen: {{postgres: 0.0.0.0:6432}}\n{IDENTITY}"),
+                &[
+                    "t.yaml: listen.postgres: 0.0.0.0:6432 is not a loopback address and client TLS is disabled; cleartext token passwords need TLS on a non-loopback listener",
+                ],
+            ),
+            (
+                format!(
+                    "listen: {{postgres: 10.0.0.1:6432}}\ntls: {{{cert}, mode: disabled}}\n{IDENTITY}"
+                ),
+                &[
+                    "t.yaml: listen.postgres: 10.0.0.1:6432 is not a loopback address and client TLS is disabled; cleartext token passwords need TLS on a non-loopback listener",
+                ],
+            ),
+            (
+                format!("listen: {{postgres: 10.0.0.1:6432}}\ntls: {{{cert}}}\n{IDENTITY}"),
+                &[],
+            ),
+            (
+                format!(
+                    "listen: {{postgres: 10.0.0.1:6432}}\ntls: {{{cert}, mode: optional}}\n{IDENTITY}"
+                ),
+                &[],
+            ),
+            (
+                format!("{LISTEN}tls: {{mode: required}}\n{IDENTITY}"),
+                &["t.yaml: tls: tls.cert and tls.key are required unless tls.mode is disabled"],
+            ),
+            (
+                format!("{LISTEN}tls: {{mode: optional, cert: {{env: C}}}}\n{IDENTITY}"),
+                &["t.yaml: tls.key: required when tls.cert is set"],
+            ),
+            (
+                format!("{LISTEN}tls: {{mode: disabled, key: {{env: K}}}}\n{IDENTITY}"),
+                &["t.yaml: tls.cert: required when tls.key is set"],
+            ),
+            (format!("{LISTEN}tls: {{mode: disabled}}\n{IDENTITY}"), &[]),
+        ] {
+            check(&yaml, want);
+        }
+    }
+
+    #[test]
+    fn identity() {
+        let issuer =
+            |name: &str, url: &str| format!("{{name: {name}, issuer: '{url}', audience: a}}");
+        for (yaml, want) in [
+            (
+                LISTEN.to_owned(),
+                &["t.yaml: identity: no issuers are configured and dev_issuer is false, so nobody could log in"][..],
+            ),
+            (format!("{LISTEN}identity: {{dev_issuer: true}}\n"), &[]),
+            (
+                format!(
+                    "{LISTEN}identity:\n  issuers: [{}, {}, {}, {}]\n",
+                    issuer("corp", "https://a/"),
+                    issuer("dev", "https://b/"),
+                    issuer("corp", "https://c/"),
+                    issuer("x", "airlock-dev"),
+                ),
+                &[
+                    "t.yaml: identity.issuers[1].name: the name \"dev\" is reserved for the dev issuer",
+                    "t.yaml: identity.issuers[2].name: duplicate issuer name \"corp\" (also identity.issuers[0])",
+                    "t.yaml: identity.issuers[3].issuer: \"airlock-dev\" is the dev issuer's own URL",
+                ],
+            ),
+            (
+                "listen: {postgres: 127.0.0.1:6432}\nidentity: {dev_issuer: true}\n".to_owned(),
+                &["t.yaml: identity.dev_issuer: the dev issuer needs listen.http, where its JWKS is served"],
+            ),
+            (
+                "listen: {postgres: 0.0.0.0:6432, http: 0.0.0.0:8080}\ntls: {cert: {env: C}, key: {env: K}}\nidentity: {dev_issuer: true}\n".to_owned(),
+                &[
+                    "t.yaml: identity.dev_issuer: refused on the non-loopback listener listen.postgres (0.0.0.0:6432); set identity.allow_dev_issuer_on_non_loopback: true to force it",
+                    "t.yaml: identity.dev_issuer: refused on the non-loopback listener listen.http (0.0.0.0:8080); set identity.allow_dev_issuer_on_non_loopback: true to force it",
+                ],
+            ),
+            (
+                "listen: {http: 0.0.0.0:8080}\nidentity: {dev_issuer: true, allow_dev_issuer_on_non_loopback: true}\n".to_owned(),
+                &[],
+            ),
+            (
+                format!("{LISTEN}identity: {{dev_issuer: true, session_lifetime: 0s}}\n"),
+                &["t.yaml: identity.session_lifetime: must be greater than zero"],
+            ),
+        ] {
+            check(&yaml, want);
+        }
+    }
+
+    #[test]
+    fn connections() {
+        let upstream = "upstream: {host: h, database: d";
+        for (yaml, want) in [
+            (
+                format!(
+                    "{LISTEN}{IDENTITY}connections:\n  orders: {{{upstream}}}, roles: {{}}}}\n"
+                ),
+                &["t.yaml: connections.orders.roles: a connection needs at least one role"][..],
+            ),
+            (
+                format!(
+                    "{LISTEN}{IDENTITY}connections:\n  '*': {{{upstream}}}, roles: {{r: {{user: u}}}}}}\n"
+                ),
+                &[
+                    "t.yaml: connections.*: the name \"*\" is reserved: access rules use it for every connection",
+                ],
+            ),
+            (
+                format!(
+                    "{LISTEN}{IDENTITY}connections:\n  orders: {{{upstream}, tls: require, ca: {{file: ca.pem}}}}, roles: {{r: {{user: u}}}}}}\n"
+                ),
+                &["t.yaml: connections.orders.upstream.ca: only used with tls: verify-full"],
+            ),
+            (
+                format!(
+                    "{LISTEN}{IDENTITY}connections:\n  orders: {{{upstream}, tls: verify-full, ca: {{file: ca.pem}}}}, roles: {{r: {{user: u}}}}}}\n"
+                ),
+                &[],
+            ),
+        ] {
+            check(&yaml, want);
+        }
+    }
+
+    #[test]
+    fn access_rules() {
+        for (rules, want) in [
+            (
+                "  - {name: a, groups: [g], connections: [orders, billing], roles: [rw, audit]}
+  - {name: b, subjects: [alice], connections: ['*'], roles: [ro, audit], mode: read-only}
+",
+                &[][..],
+            ),
+            (
+                "  - {name: a, groups: [g], connections: [ordrs], roles: [nope]}\n",
+                &["t.yaml: access[0].connections[0]: unknown connection \"ordrs\""],
+            ),
+            (
+                "  - {name: a, groups: [g], connections: [orders, ordrs], roles: [ro, audit]}\n",
+                &[
+                    "t.yaml: access[0].connections[1]: unknown connection \"ordrs\"",
+                    "t.yaml: access[0].roles[1]: role \"audit\" is not defined on orders",
+                ],
+            ),
+            (
+                "  - {name: a, groups: [g], connections: ['*', orders], roles: [admin]}\n",
+                &["t.yaml: access[0].roles[0]: role \"admin\" is not defined on billing, orders"],
+            ),
+            (
+                "  - {name: a, groups: [g], connections: [orders], roles: [ro]}
+  - {name: b, groups: [g], connections: [orders], roles: [ro]}
+  - {name: a, groups: [g], connections: [orders], roles: [ro]}
+",
+                &["t.yaml: access[2].name: duplicate access rule name \"a\" (also access[0])"],
+            ),
+            (
+                "  - {name: a, groups: [], connections: [], roles: []}\n",
+                &[
+                    "t.yaml: access[0]: needs at least one of `groups` or `subjects`",
+                    "t.yaml: access[0].connections: must name at least one connection, or \"*\"",
+                    "t.yaml: access[0].roles: must name at least one role",
+                ],
+            ),
+        ] {
+            check(&with_access(rules), want);
+        }
+    }
+
+    #[test]
+    fn limits() {
+        for (limits, want) in [
+            ("{max_message_size: 1KiB}", &[][..]),
+            ("{max_message_size: 1GiB}", &[]),
+            (
+                "{max_message_size: 1023}",
+                &[
+                    "t.yaml: limits.max_message_size: 1023B is out of range: it must be between 1KiB and 1GiB",
+                ],
+            ),
+            (
+                "{max_message_size: 2GB}",
+                &[
+                    "t.yaml: limits.max_message_size: 2GB is out of range: it must be between 1KiB and 1GiB",
+                ],
+            ),
+            (
+                "{startup_timeout: 0s, upstream_connect_timeout: 0ms, max_sessions: 0}",
+                &[
+                    "t.yaml: limits.startup_timeout: must be greater than zero",
+                    "t.yaml: limits.upstream_connect_timeout: must be greater than zero",
+                    "t.yaml: limits.max_sessions: must be at least 1",
+                ],
+            ),
+        ] {
+            check(&format!("{LISTEN}{IDENTITY}limits: {limits}\n"), want);
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_in_file_order() {
+        let yaml = "tls: {mode: optional}
+connections:
+  orders: {upstream: {host: h, database: d}, roles: {}}
+access:
+  - {name: a, connections: [orders], roles: [ro]}
+limits: {max_sessions: 0}
+";
+        check(
+            yaml,
+            &[
+                "t.yaml: listen: at least one of `postgres` or `http` is required",
+                "t.yaml: tls: tls.cert and tls.key are required unless tls.mode is disabled",
+                "t.yaml: identity: no issuers are configured and dev_issuer is false, so nobody could log in",
+                "t.yaml: connections.orders.roles: a connection needs at least one role",
+                "t.yaml: access[0]: needs at least one of `groups` or `subjects`",
+                "t.yaml: access[0].roles[0]: role \"ro\" is not defined on orders",
+                "t.yaml: limits.max_sessions: must be at least 1",
+            ],
+        );
+        check(
+            "# nothing yet\n",
+            &[
+                "t.yaml: listen: at least one of `postgres` or `http` is required",
+                "t.yaml: identity: no issuers are configured and dev_issuer is false, so nobody could log in",
+            ],
+        );
+    }
+}

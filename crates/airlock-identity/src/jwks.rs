@@ -1,0 +1,339 @@
+//! One issuer's signing keys: discovery, JWKS fetch and the key cache.
+
+use std::net::IpAddr;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::{AuthError, IssuerSpec, VerifierOptions};
+
+const RSA_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+];
+
+/// Whether keys may be fetched from `url`: `https`, or `http` to a loopback
+/// address.
+pub(crate) fn is_allowed_url(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    url.scheme() == "https" || (url.scheme() == "http" && loopback)
+}
+
+/// A configured issuer and its key cache.
+pub(crate) struct Issuer {
+    pub(crate) spec: IssuerSpec,
+    http: reqwest::Client,
+    opts: VerifierOptions,
+    /// Read on every verification, replaced whole after a fetch.
+    cache: RwLock<Arc<KeySet>>,
+    /// Held for the length of a fetch, so that one runs at a time.
+    fetch: Arc<tokio::sync::Mutex<FetchState>>,
+}
+
+#[derive(Default)]
+struct KeySet {
+    keys: Vec<Arc<Key>>,
+    /// `None` until the first successful fetch.
+    fetched_at: Option<SystemTime>,
+}
+
+#[derive(Default)]
+struct FetchState {
+    last_attempt: Option<SystemTime>,
+    /// Found by discovery; forgotten when fetching from it fails.
+    discovered_jwks_uri: Option<String>,
+}
+
+/// A verification key from a JWKS.
+pub(crate) struct Key {
+    kid: Option<String>,
+    /// What its key type and curve allow.
+    algorithms: &'static [Algorithm],
+    /// The JWK's own `alg`, when it has one.
+    pinned: Option<Algorithm>,
+    decoding: DecodingKey,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    #[error("the discovery document names issuer {0:?}")]
+    IssuerMismatch(String),
+    #[error("the discovered jwks_uri {0:?} is not https")]
+    InsecureUrl(String),
+}
+
+#[derive(Deserialize)]
+struct DiscoveryDocument {
+    issuer: String,
+    jwks_uri: String,
+}
+
+/// Keys are parsed one by one, so that one odd key does not hide the rest.
+#[derive(Deserialize)]
+struct JwkSetDocument {
+    keys: Vec<serde_json::Value>,
+}
+
+impl Issuer {
+    pub(crate) fn new(spec: IssuerSpec, http: reqwest::Client, opts: VerifierOptions) -> Self {
+        Issuer {
+            spec,
+            http,
+            opts,
+            cache: RwLock::default(),
+            fetch: Arc::default(),
+        }
+    }
+
+    /// The key `kid` names (or the only key, for a token without `kid`),
+    /// fetching keys when none cached fits.
+    pub(crate) async fn key(
+        self: &Arc<Self>,
+        kid: Option<&str>,
+        now: SystemTime,
+    ) -> Result<Arc<Key>, AuthError> {
+        let cached = self.cached();
+        if let Some(key) = cached.find(kid, now, self.opts.key_max_age) {
+            if cached
+                .age(now)
+                .is_some_and(|age| age >= self.opts.key_max_age / 2)
+            {
+                self.refresh_in_background(now);
+            }
+            return Ok(key);
+        }
+        let mut state = self.fetch.lock().await;
+        // Another task may have fetched while this one waited.
+        let cached = self.cached();
+        if let Some(key) = cached.find(kid, now, self.opts.key_max_age) {
+            return Ok(key);
+        }
+        let issuer = self.spec.name.clone();
+        if !state.may_fetch(now, self.opts.refetch_min_interval) {
+            return Err(if cached.is_usable(now, self.opts.key_max_age) {
+                AuthError::UnknownKeyId { issuer }
+            } else {
+                AuthError::JwksUnavailable { issuer }
+            });
+        }
+        match self.fetch(&mut state, now).await {
+            Some(keys) => keys
+                .find(kid, now, self.opts.key_max_age)
+                .ok_or(AuthError::UnknownKeyId { issuer }),
+            None => Err(AuthError::JwksUnavailable { issuer }),
+        }
+    }
+
+    fn cached(&self) -> Arc<KeySet> {
+        Arc::clone(&self.cache.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Starts a refresh unless one is running or the rate limit forbids it.
+    fn refresh_in_background(self: &Arc<Self>, now: SystemTime) {
+        let Ok(mut state) = Arc::clone(&self.fetch).try_lock_owned() else {
+            return;
+        };
+        if state.may_fetch(now, self.opts.refetch_min_interval) {
+            let issuer = Arc::clone(self);
+            tokio::spawn(async move { issuer.fetch(&mut state, now).await });
+        }
+    }
+
+    /// Fetches the keys and caches them; `None` (logged) on failure.
+    async fn fetch(&self, state: &mut FetchState, now: SystemTime) -> Option<Arc<KeySet>> {
+        state.last_attempt = Some(now);
+        match self.fetch_keys(state).await {
+            Ok(keys) => {
+                tracing::debug!(issuer = %self.spec.name, keys = keys.len(), "fetched signing keys");
+                let keys = Arc::new(KeySet {
+                    keys,
+                    fetched_at: Some(now),
+                });
+                *self.cache.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&keys);
+                Some(keys)
+            }
+            Err(error) => {
+                tracing::warn!(issuer = %self.spec.name, %error, "cannot fetch signing keys");
+                None
+            }
+        }
+    }
+
+    async fn fetch_keys(&self, state: &mut FetchState) -> Result<Vec<Arc<Key>>, FetchError> {
+        let uri = match self
+            .spec
+            .jwks_uri
+            .as_ref()
+            .or(state.discovered_jwks_uri.as_ref())
+        {
+            Some(uri) => uri.clone(),
+            None => state
+                .discovered_jwks_uri
+                .insert(self.discover().await?)
+                .clone(),
+        };
+        let jwks: JwkSetDocument = self
+            .get(&uri)
+            .await
+            .inspect_err(|_| state.discovered_jwks_uri = None)?;
+        Ok(jwks
+            .keys
+            .into_iter()
+            .filter_map(|jwk| {
+                let key = serde_json::from_value(jwk).ok().as_ref().and_then(Key::from_jwk);
+                if key.is_none() {
+                    tracing::debug!(issuer = %self.spec.name, "ignoring a JWK that cannot verify accepted signatures");
+                }
+                key.map(Arc::new)
+            })
+            .collect())
+    }
+
+    /// OpenID Connect Discovery 1.0, section 4.
+    async fn discover(&self) -> Result<String, FetchError> {
+        let base = self
+            .spec
+            .issuer
+            .strip_suffix('/')
+            .unwrap_or(&self.spec.issuer);
+        let doc: DiscoveryDocument = self
+            .get(&format!("{base}/.well-known/openid-configuration"))
+            .await?;
+        if doc.issuer != self.spec.issuer {
+            return Err(FetchError::IssuerMismatch(doc.issuer));
+        }
+        if !is_allowed_url(&doc.jwks_uri) {
+            return Err(FetchError::InsecureUrl(doc.jwks_uri));
+        }
+        Ok(doc.jwks_uri)
+    }
+
+    async fn get<T: DeserializeOwned>(&self, url: &str) -> Result<T, reqwest::Error> {
+        self.http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await
+    }
+}
+
+impl FetchState {
+    fn may_fetch(&self, now: SystemTime, min_interval: Duration) -> bool {
+        self.last_attempt
+            .is_none_or(|last| elapsed(last, now) >= min_interval)
+    }
+}
+
+impl KeySet {
+    fn age(&self, now: SystemTime) -> Option<Duration> {
+        self.fetched_at.map(|at| elapsed(at, now))
+    }
+
+    fn is_usable(&self, now: SystemTime, max_age: Duration) -> bool {
+        self.age(now).is_some_and(|age| age < max_age)
+    }
+
+    /// The key for `kid` if the set is usable. Without a `kid`, only a set
+    /// of one key has an answer.
+    fn find(&self, kid: Option<&str>, now: SystemTime, max_age: Duration) -> Option<Arc<Key>> {
+        if !self.is_usable(now, max_age) {
+            return None;
+        }
+        match kid {
+            Some(kid) => self.keys.iter().find(|key| key.kid.as_deref() == Some(kid)),
+            None => match self.keys.as_slice() {
+                [only] => Some(only),
+                _ => None,
+            },
+        }
+        .cloned()
+    }
+}
+
+impl Key {
+    /// A key usable with an accepted algorithm, or `None` (encryption keys,
+    /// HMAC secrets, other curves).
+    fn from_jwk(jwk: &Jwk) -> Option<Key> {
+        if jwk
+            .common
+            .public_key_use
+            .as_ref()
+            .is_some_and(|usage| *usage != PublicKeyUse::Signature)
+        {
+            return None;
+        }
+        let (decoding, algorithms): (_, &'static [Algorithm]) = match &jwk.algorithm {
+            AlgorithmParameters::RSA(rsa) => (
+                DecodingKey::from_rsa_components(&rsa.n, &rsa.e),
+                RSA_ALGORITHMS,
+            ),
+            AlgorithmParameters::EllipticCurve(ec) => (
+                DecodingKey::from_ec_components(&ec.x, &ec.y),
+                match ec.curve {
+                    EllipticCurve::P256 => &[Algorithm::ES256],
+                    EllipticCurve::P384 => &[Algorithm::ES384],
+                    _ => return None,
+                },
+            ),
+            AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+                (DecodingKey::from_ed_components(&okp.x), &[Algorithm::EdDSA])
+            }
+            _ => return None,
+        };
+        let pinned = jwk
+            .common
+            .key_algorithm
+            .map(Algorithm::try_from)
+            .transpose()
+            .ok()?;
+        Some(Key {
+            kid: jwk.common.key_id.clone(),
+            algorithms,
+            pinned,
+            decoding: decoding.ok()?,
+        })
+    }
+
+    /// Checks the signature over `message`. The key must fit `alg`: a token
+    /// cannot make an RSA key verify an ECDSA signature, say.
+    pub(crate) fn verify(
+        &self,
+        alg: Algorithm,
+        message: &[u8],
+        signature: &str,
+    ) -> Result<(), AuthError> {
+        if !self.algorithms.contains(&alg) || self.pinned.is_some_and(|pinned| pinned != alg) {
+            return Err(AuthError::ForbiddenAlgorithm(format!("{alg:?}")));
+        }
+        match jsonwebtoken::crypto::verify(signature, message, &self.decoding, alg) {
+            Ok(true) => Ok(()),
+            Ok(false) | Err(_) => Err(AuthError::BadSignature),
+        }
+    }
+}
+
+/// Time between two readings of the caller's clock. A clock that went back
+/// counts as time elapsed.
+fn elapsed(since: SystemTime, now: SystemTime) -> Duration {
+    now.duration_since(since)
+        .unwrap_or_else(|back| back.duration())
+}

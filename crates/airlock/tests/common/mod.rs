@@ -1,0 +1,454 @@
+//! End-to-end test harness: the real gateway started in-process on port 0,
+//! real PostgreSQL (the machine's server, or a throwaway cluster made with
+//! `initdb`), real clients (psql, pgbench, tokio-postgres) and tokens really
+//! signed by the dev issuer and verified through its HTTP JWKS.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use airlock::serve::Running;
+use airlock_identity::dev::{DevIssuer, MintRequest};
+use bytes::{Buf, BufMut, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The machine's PostgreSQL (trust auth), used when a test needs no
+/// particular upstream authentication.
+pub const LOCAL_PG_PORT: u16 = 5432;
+
+/// A gateway running in this process, with its own temp dir.
+pub struct Gateway {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub pg: SocketAddr,
+    pub http: SocketAddr,
+    pub running: Option<Running>,
+}
+
+/// A configuration for the machine's PostgreSQL: connection `test` with
+/// roles `readonly` and `admin` (both upstream user `postgres`), rules
+/// `agents` (group ai-agents, readonly, read-only) and `dba` (group dba,
+/// every role, read-write). `extra` is appended verbatim (more top-level
+/// keys, such as `limits:`).
+pub fn local_config(extra: &str) -> String {
+    format!(
+        r#"listen:
+  postgres: 127.0.0.1:0
+  http: 127.0.0.1:0
+identity:
+  dev_issuer: true
+connections:
+  test:
+    upstream: {{host: 127.0.0.1, port: {LOCAL_PG_PORT}, database: test, tls: disable}}
+    roles:
+      readonly: {{user: postgres}}
+      admin: {{user: postgres}}
+access:
+  - name: agents
+    groups: [ai-agents]
+    connections: [test]
+    roles: [readonly]
+    mode: read-only
+  - name: dba
+    groups: [dba]
+    connections: ["*"]
+    roles: [readonly, admin]
+{extra}"#
+    )
+}
+
+impl Gateway {
+    /// Writes `yaml` (with `data_dir` set to the temp dir) and starts it.
+    pub async fn start(yaml: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let yaml = format!("data_dir: {}\n{yaml}", data_dir.display());
+        let config_path = dir.path().join("airlock.yaml");
+        std::fs::write(&config_path, yaml).unwrap();
+        let config = airlock::serve::load(&config_path).expect("test config is valid");
+        let running = airlock::serve::start(config, Some(config_path.clone()))
+            .await
+            .expect("gateway starts");
+        Gateway {
+            pg: running.postgres.unwrap(),
+            http: running.http.unwrap(),
+            dir,
+            config_path,
+            running: Some(running),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A dev-issuer token valid for 15 minutes.
+    pub fn token(&self, sub: &str, groups: &[&str]) -> String {
+        self.token_with(sub, groups, Duration::from_secs(900))
+    }
+
+    pub fn token_with(&self, sub: &str, groups: &[&str], ttl: Duration) -> String {
+        let dev = DevIssuer::open_or_create(self.data_dir()).unwrap();
+        dev.mint(
+            MintRequest {
+                subject: sub.into(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                ttl,
+                act: None,
+                audience: "airlock".into(),
+            },
+            SystemTime::now(),
+        )
+    }
+
+    /// A libpq connection string for `dbname`/`user` through the gateway.
+    pub fn conninfo(&self, dbname: &str, user: &str) -> String {
+        format!(
+            "host={} port={} dbname={dbname} user={user} sslmode=disable connect_timeout=10",
+            self.pg.ip(),
+            self.pg.port()
+        )
+    }
+
+    /// Runs psql through the gateway with `token` as the password.
+    pub fn psql(&self, token: &str, dbname: &str, user: &str, sql: &str) -> Output {
+        psql(&self.conninfo(dbname, user), token, sql)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+    }
+}
+
+/// Runs `psql -X -A -t -v ON_ERROR_STOP=1 -c sql` against `conninfo`.
+pub fn psql(conninfo: &str, password: &str, sql: &str) -> Output {
+    Command::new("psql")
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", conninfo, "-c", sql])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("psql runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Runs SQL directly on the machine's PostgreSQL, bypassing the gateway.
+pub fn direct(sql: &str) -> String {
+    let o = psql(
+        &format!("host=127.0.0.1 port={LOCAL_PG_PORT} dbname=test user=postgres"),
+        "",
+        sql,
+    );
+    assert!(o.status.success(), "direct SQL failed: {}", stderr(&o));
+    stdout(&o)
+}
+
+/// A name unique within this test run, for tables and roles.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Raw wire helpers, for inputs no real driver would send.
+
+/// A StartupMessage for protocol 3.0 with `params`.
+pub fn startup_message(params: &[(&str, &str)]) -> BytesMut {
+    startup_with_version(196_608, params)
+}
+
+pub fn startup_with_version(version: i32, params: &[(&str, &str)]) -> BytesMut {
+    let mut body = BytesMut::new();
+    body.put_i32(version);
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.put_u8(0);
+        body.extend_from_slice(v.as_bytes());
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    let mut buf = BytesMut::new();
+    buf.put_i32(body.len() as i32 + 4);
+    buf.extend_from_slice(&body);
+    buf
+}
+
+/// A PasswordMessage carrying `password`.
+pub fn password_message(password: &str) -> BytesMut {
+    let mut buf = BytesMut::new();
+    buf.put_u8(b'p');
+    buf.put_i32(password.len() as i32 + 5);
+    buf.extend_from_slice(password.as_bytes());
+    buf.put_u8(0);
+    buf
+}
+
+/// A typed message.
+pub fn message(tag: u8, body: &[u8]) -> BytesMut {
+    let mut buf = BytesMut::new();
+    buf.put_u8(tag);
+    buf.put_i32(body.len() as i32 + 4);
+    buf.extend_from_slice(body);
+    buf
+}
+
+/// A message the server sent.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub tag: u8,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    /// The field `code` of an ErrorResponse or NoticeResponse.
+    pub fn field(&self, code: u8) -> Option<String> {
+        airlock_pgwire::codec::notice_fields(&self.body)
+            .into_iter()
+            .find(|(f, _)| *f == code)
+            .map(|(_, v)| v)
+    }
+}
+
+/// Sends `bytes` to `addr` and reads messages until the server closes the
+/// connection or `timeout` passes. Single-byte answers (`S`/`N` to an
+/// SSLRequest) are not expected here.
+pub async fn exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> (Vec<Received>, bool) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    read_until_close(&mut s, timeout).await
+}
+
+/// Reads messages until EOF (returns `closed = true`) or `timeout`.
+pub async fn read_until_close(s: &mut TcpStream, timeout: Duration) -> (Vec<Received>, bool) {
+    let mut buf = BytesMut::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut closed = false;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) => {}
+            Err(_) => break,
+        }
+    }
+    let mut out = Vec::new();
+    while buf.len() >= 5 {
+        let len = i32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize;
+        if buf.len() < len + 1 {
+            break;
+        }
+        let tag = buf[0];
+        buf.advance(5);
+        out.push(Received {
+            tag,
+            body: buf.split_to(len - 4).to_vec(),
+        });
+    }
+    (out, closed)
+}
+
+/// The SQLSTATE of the first ErrorResponse among `msgs`.
+pub fn error_code(msgs: &[Received]) -> Option<String> {
+    msgs.iter().find(|m| m.tag == b'E').and_then(|m| m.field(b'C'))
+}
+
+/// The message text of the first ErrorResponse among `msgs`.
+pub fn error_message(msgs: &[Received]) -> Option<String> {
+    msgs.iter().find(|m| m.tag == b'E').and_then(|m| m.field(b'M'))
+}
+
+// ---------------------------------------------------------------------------
+// Throwaway PostgreSQL clusters.
+
+/// How a throwaway cluster authenticates TCP clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostAuth {
+    Trust,
+    Md5,
+    Scram,
+}
+
+/// A PostgreSQL cluster of its own, made with `initdb` in a temp dir and run
+/// as the `postgres` user when the tests run as root. Stopped on drop.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub ssl: bool,
+}
+
+fn as_postgres(cmd: &str, args: &[&str]) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", cmd]).args(args);
+        c
+    } else {
+        let mut c = Command::new(cmd);
+        c.args(args);
+        c
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn chown_postgres(path: &Path) {
+    if is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Cluster {
+    /// Starts a cluster whose TCP clients authenticate with `auth`; with
+    /// `ssl`, it also serves TLS with a self-signed certificate for
+    /// `localhost`/127.0.0.1 (returned PEM in `ca_pem()`).
+    pub fn start(auth: HostAuth, ssl: bool) -> Cluster {
+        let dir = tempfile::Builder::new().prefix("airlock-pg").tempdir().unwrap();
+        chown_postgres(dir.path());
+        let data = dir.path().join("data");
+        let method = match auth {
+            HostAuth::Trust => "trust",
+            HostAuth::Md5 => "md5",
+            HostAuth::Scram => "scram-sha-256",
+        };
+        let out = as_postgres(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                &format!("--auth-host={method}"),
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        if auth == HostAuth::Md5 {
+            let conf = data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).unwrap();
+            text.push_str("\npassword_encryption = md5\n");
+            std::fs::write(&conf, text).unwrap();
+        }
+        if ssl {
+            let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+            std::fs::write(data.join("server.crt"), cert.cert.pem()).unwrap();
+            std::fs::write(data.join("server.key"), cert.signing_key.serialize_pem()).unwrap();
+            std::fs::write(dir.path().join("ca.pem"), cert.cert.pem()).unwrap();
+            let conf = data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).unwrap();
+            text.push_str("\nssl = on\n");
+            std::fs::write(&conf, text).unwrap();
+            chown_postgres(dir.path());
+            if is_root() {
+                Command::new("chmod").arg("600").arg(data.join("server.key")).status().unwrap();
+            }
+        }
+        let port = free_port();
+        let sock = dir.path().to_str().unwrap().to_string();
+        let log = dir.path().join("pg.log");
+        let out = as_postgres(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-o",
+                &format!("-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"),
+                "start",
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {} {}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        Cluster { dir, port, ssl }
+    }
+
+    /// Runs SQL as the superuser over the cluster's Unix socket (trust).
+    pub fn sql(&self, sql: &str) -> String {
+        let out = as_postgres(
+            "psql",
+            &[
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                self.dir.path().to_str().unwrap(),
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(out.status.success(), "cluster SQL failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The self-signed certificate the cluster serves, when `ssl`.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = as_postgres("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]).output();
+    }
+}

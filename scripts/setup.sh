@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what airlock's build, tests and demo need on a Debian machine and
+# starts the local PostgreSQL and MariaDB when they are down. Idempotent.
+set -euo pipefail
+
+need=()
+command -v pg_ctl >/dev/null 2>&1 || [ -x /usr/lib/postgresql/15/bin/pg_ctl ] || need+=(postgresql)
+command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+command -v pgbench >/dev/null 2>&1 || need+=(postgresql-contrib)
+command -v pgbouncer >/dev/null 2>&1 || need+=(pgbouncer)
+dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# initdb/pg_ctl/postgres are not on PATH in Debian's packaging.
+if ! command -v initdb >/dev/null 2>&1; then
+  for f in /usr/lib/postgresql/*/bin/{initdb,pg_ctl,postgres}; do
+    [ -e "$f" ] && ln -sf "$f" /usr/local/bin/
+  done
+fi
+
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  echo "setup: starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+  for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+psql -X -q -h 127.0.0.1 -U postgres -d postgres -tAc "select 1 from pg_database where datname='test'" | grep -q 1 \
+  || psql -X -q -h 127.0.0.1 -U postgres -d postgres -c "create database test"
+
+if command -v mariadbd >/dev/null 2>&1 && ! (echo > /dev/tcp/127.0.0.1/3306) 2>/dev/null; then
+  echo "setup: starting MariaDB"
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+fi
