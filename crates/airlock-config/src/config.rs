@@ -245,9 +245,11 @@ impl Config {
     /// Parses and validates `text`. `origin` (usually the file name) prefixes every error.
     pub fn from_yaml_str(text: &str, origin: &str) -> Result<Config, Vec<ConfigError>> {
         let config = Config::parse(text, origin)?;
-        match validate::validate(&config, origin) {
-            errors if errors.is_empty() => Ok(config),
-            errors => Err(errors),
+        let errors = validate::validate(&config, origin);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
         }
     }
 
@@ -308,9 +310,10 @@ impl Config {
                 (name.clone(), ConnectionSecrets { ca_pem, passwords })
             })
             .collect();
-        match errors.is_empty() {
-            true => Ok(ResolvedSecrets { tls, connections }),
-            false => Err(errors),
+        if errors.is_empty() {
+            Ok(ResolvedSecrets { tls, connections })
+        } else {
+            Err(errors)
         }
     }
 
@@ -391,9 +394,10 @@ where
             f.write_str("a name")
         }
         fn visit_str<E: de::Error>(self, key: &str) -> Result<String, E> {
-            match self.0.contains_key(key) {
-                true => Err(E::custom(format!("duplicate key {key:?}"))),
-                false => Ok(key.to_owned()),
+            if self.0.contains_key(key) {
+                Err(E::custom(format!("duplicate key {key:?}")))
+            } else {
+                Ok(key.to_owned())
             }
         }
     }

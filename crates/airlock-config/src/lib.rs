@@ -8,14 +8,15 @@
 //! - Semantic rules (references between sections, listener and TLS safety, limits) are checked
 //!   after parsing. Every broken rule is reported, not only the first, as `FILE: KEY: message`.
 //! - Secrets are references, `{env: NAME}` or `{file: PATH}`, never inline values. They are read
-//!   only when [`Config::resolve_secrets`] (or [`Snapshot::load`]) is called. A relative `file`
-//!   path is resolved against the process's working directory.
+//!   only when [`Config::resolve_secrets`] or [`check_file`] is called. A relative `file` path
+//!   is resolved against the process's working directory.
 //!
 //! What this crate deliberately does not do: it does no network I/O (it neither fetches JWKS nor
 //! contacts upstreams), it does not watch files or own any clock or thread (the binary polls
 //! [`Config::watched_files`] and the configuration file, and reloads), and it enforces nothing:
 //! it only describes the policy that other crates enforce. Files and environment variables are
-//! read only by the `load`/`resolve` functions.
+//! read only by [`Config::load`], [`Config::resolve_secrets`], [`Secret`]'s `resolve_*` and
+//! [`check_file`].
 //!
 //! [`Config`] and [`ResolvedSecrets`] are plain values without handles or interior mutability: a
 //! gateway builds one immutable snapshot from the pair per load and swaps it in whole only if
@@ -49,9 +50,10 @@ pub fn check_file(path: impl AsRef<Path>) -> Result<Config, Vec<ConfigError>> {
     if let Err(secret_errors) = config.resolve_secrets() {
         errors.extend(secret_errors);
     }
-    match errors.is_empty() {
-        true => Ok(config),
-        false => Err(errors),
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(errors)
     }
 }
 
