@@ -3,15 +3,20 @@
 //!
 //! It is protocol-neutral: every door (PostgreSQL today) asks it the same
 //! questions with the same types. It holds the [`Principal`] a verified token
-//! maps to and the access rules that route a principal to a connection and
-//! role profile.
+//! maps to, the access rules that route a principal to a connection and role
+//! profile, the [`Statement`] model a door's analyzer maps SQL to, and the
+//! [`Guardrails`] that decide on statements.
 //!
 //! Architecture invariant: this crate does no I/O, reads no clock and knows
 //! no wire protocol. Its inputs are values; its outputs are decisions.
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod guardrails;
 pub mod principal;
+pub mod statement;
 
 pub use access::{AccessMode, AccessPolicy, AccessRule, Route, RouteError};
+pub use guardrails::{Action, Decision, Estimate, Evaluation, Guardrail, Guardrails};
 pub use principal::Principal;
+pub use statement::{Effect, Effects, Relation, Statement, StatementKind};

@@ -1,0 +1,571 @@
+//! PostgreSQL statements → the policy core's [`Statement`] model, with
+//! PostgreSQL's own parser (`pg_query`).
+//!
+//! Classification is by effect. The top-level node decides the kind; a
+//! complete walk of the tree ([`crate::walk`]) adds what nested parts do:
+//! DML in CTEs, SELECT … INTO, FOR UPDATE, and the functions called.
+//! Anything that fails to parse, and any statement node not mapped here, is
+//! `unknown`.
+
+use std::collections::HashMap;
+
+use airlock_policy::{Effect, Effects, Statement, StatementKind};
+use pg_query::protobuf::{self, a_const, node::Node as N};
+
+use crate::walk::Facts;
+
+/// Functions that read or write server files, signal or reconfigure the
+/// server, or run SQL text the analyzer cannot see. Matched on the last
+/// name part, whatever the schema; entries ending in `*` match a prefix.
+pub const DEFAULT_UNSAFE_FUNCTIONS: &[&str] = &[
+    "pg_read_file",
+    "pg_read_binary_file",
+    "pg_ls_dir",
+    "pg_ls_logdir",
+    "pg_ls_waldir",
+    "pg_ls_tmpdir",
+    "pg_ls_archive_statusdir",
+    "pg_stat_file",
+    "pg_file_write",
+    "pg_file_rename",
+    "pg_file_unlink",
+    "pg_file_sync",
+    "pg_logdir_ls",
+    "lo_import",
+    "lo_export",
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_reload_conf",
+    "pg_rotate_logfile",
+    "pg_promote",
+    "pg_switch_wal",
+    "dblink*",
+    "query_to_xml*",
+    "query_to_xmlschema",
+    "cursor_to_xml*",
+    "table_to_xml*",
+    "schema_to_xml*",
+    "database_to_xml*",
+];
+
+/// Functions that run SQL text: calling them is dynamic SQL as well as
+/// unsafe.
+const DYNAMIC_SQL_FUNCTIONS: &[&str] = &["query_to_xml*", "query_to_xmlschema", "dblink*", "cursor_to_xml*"];
+
+/// Functions that change data although they appear in a SELECT.
+const WRITING_FUNCTIONS: &[&str] = &[
+    "nextval",
+    "setval",
+    "pg_notify",
+    "lo_create",
+    "lo_creat",
+    "lo_unlink",
+    "lo_put",
+    "lo_from_bytea",
+    "lowrite",
+    "lo_truncate",
+    "pg_advisory_lock",
+    "pg_advisory_xact_lock",
+];
+
+/// Functions that change session settings.
+const CONFIG_FUNCTIONS: &[&str] = &["set_config"];
+
+fn matches(list: &[impl AsRef<str>], name: &str) -> bool {
+    list.iter().any(|p| {
+        let p = p.as_ref();
+        match p.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == p,
+        }
+    })
+}
+
+/// The session state an analysis needs and updates: SQL-level prepared
+/// statements, by name.
+#[derive(Debug, Default, Clone)]
+pub struct SessionState {
+    pub prepared: HashMap<String, Statement>,
+}
+
+/// Analyzes PostgreSQL statements.
+#[derive(Debug, Clone)]
+pub struct Analyzer {
+    unsafe_functions: Vec<String>,
+}
+
+impl Default for Analyzer {
+    fn default() -> Self {
+        Analyzer::new(&[])
+    }
+}
+
+impl Analyzer {
+    /// The default unsafe-function list plus `extra` (lower case names;
+    /// `prefix*` matches a prefix).
+    pub fn new(extra: &[String]) -> Analyzer {
+        let mut unsafe_functions: Vec<String> = DEFAULT_UNSAFE_FUNCTIONS.iter().map(|s| s.to_string()).collect();
+        unsafe_functions.extend(extra.iter().map(|s| s.to_lowercase()));
+        Analyzer { unsafe_functions }
+    }
+
+    /// The statements of one message (a simple Query's text or a Parse's
+    /// query), each classified. Never empty: empty text is one `empty`
+    /// statement. `EXECUTE` statements are not resolved here (see
+    /// [`resolve`]), so the result can be cached by text.
+    pub fn analyze(&self, sql: &str) -> Vec<Statement> {
+        let parsed = match pg_query::parse(sql) {
+            Ok(p) => p,
+            Err(e) => return vec![Statement::unknown(format!("it does not parse: {e}"), (0, sql.len()))],
+        };
+        let stmts = &parsed.protobuf.stmts;
+        if stmts.is_empty() {
+            return vec![empty((0, sql.len()))];
+        }
+        stmts
+            .iter()
+            .map(|raw| {
+                let start = raw.stmt_location.max(0) as usize;
+                let end = if raw.stmt_len == 0 { sql.len() } else { start + raw.stmt_len as usize };
+                let span = (start.min(sql.len()), end.min(sql.len()));
+                match raw.stmt.as_ref().and_then(|s| s.node.as_ref()) {
+                    Some(node) => self.statement(node, span),
+                    None => empty(span),
+                }
+            })
+            .collect()
+    }
+
+    fn statement(&self, node: &N, span: (usize, usize)) -> Statement {
+        use Effect::*;
+        use StatementKind as K;
+        let facts = Facts::collect(node);
+        let mut effects = Effects::EMPTY;
+        let mut inner = None;
+        let kind = match node {
+            N::SelectStmt(_) | N::SetOperationStmt(_) => {
+                effects.insert(Read);
+                K::Select
+            }
+            N::InsertStmt(_) => {
+                effects.insert(Write);
+                K::Insert
+            }
+            N::UpdateStmt(_) => {
+                effects.extend(Effects::of(&[Read, Write]));
+                K::Update
+            }
+            N::DeleteStmt(_) => {
+                effects.extend(Effects::of(&[Read, Write]));
+                K::Delete
+            }
+            N::MergeStmt(_) => {
+                effects.extend(Effects::of(&[Read, Write]));
+                K::Merge
+            }
+            N::CopyStmt(c) => self.copy(c, &mut effects, &mut inner),
+            N::VariableSetStmt(v) => variable_set(v, &mut effects),
+            N::VariableShowStmt(_) => {
+                effects.insert(Read);
+                K::Show
+            }
+            N::TransactionStmt(t) => {
+                effects.insert(TransactionControl);
+                if begins_read_write(t) {
+                    effects.insert(SessionConfig);
+                }
+                K::Transaction
+            }
+            N::ExplainStmt(e) => {
+                effects.insert(Read);
+                if let Some(q) = e.query.as_ref().and_then(|q| q.node.as_ref()) {
+                    let s = self.statement(q, span);
+                    if explain_analyze(e) {
+                        effects.extend(s.effects);
+                    }
+                    inner = Some(Box::new(s));
+                }
+                K::Explain
+            }
+            N::PrepareStmt(p) => {
+                let Some(q) = p.query.as_ref().and_then(|q| q.node.as_ref()) else {
+                    return Statement::unknown("PREPARE without a statement", span);
+                };
+                let s = self.statement(q, span);
+                // Preparing is harmless by itself, but a policy that refuses
+                // a statement refuses preparing it too.
+                effects.extend(s.effects);
+                inner = Some(Box::new(s));
+                K::Prepare
+            }
+            N::ExecuteStmt(_) => K::Execute,
+            N::DeallocateStmt(_) => K::Deallocate,
+            N::DeclareCursorStmt(d) => {
+                effects.insert(Read);
+                if let Some(q) = d.query.as_ref().and_then(|q| q.node.as_ref()) {
+                    effects.extend(self.statement(q, span).effects);
+                }
+                K::Cursor
+            }
+            N::FetchStmt(_) | N::ClosePortalStmt(_) => {
+                effects.insert(Read);
+                K::Cursor
+            }
+            N::ListenStmt(_) | N::UnlistenStmt(_) => {
+                effects.insert(Read);
+                K::Listen
+            }
+            N::NotifyStmt(_) => {
+                effects.insert(Write);
+                K::Notify
+            }
+            N::LockStmt(_) => {
+                effects.insert(Write);
+                K::Lock
+            }
+            N::VacuumStmt(_) | N::ClusterStmt(_) | N::ReindexStmt(_) | N::CheckPointStmt(_) | N::RefreshMatViewStmt(_) => {
+                effects.insert(Write);
+                K::Maintenance
+            }
+            N::LoadStmt(_) => {
+                effects.extend(Effects::of(&[UnsafeFunction, DynamicSql]));
+                K::Maintenance
+            }
+            N::TruncateStmt(_) => {
+                effects.extend(Effects::of(&[Truncate, Write]));
+                K::Truncate
+            }
+            N::DoStmt(_) => {
+                effects.insert(DynamicSql);
+                K::Do
+            }
+            N::CallStmt(_) => {
+                effects.extend(Effects::of(&[Write, DynamicSql]));
+                K::Call
+            }
+            N::DiscardStmt(_) => {
+                effects.insert(SessionConfig);
+                K::SetConfig
+            }
+            N::AlterSystemStmt(_) => {
+                effects.extend(Effects::of(&[AlterSystem, SessionConfig]));
+                K::SetConfig
+            }
+            N::GrantStmt(_)
+            | N::GrantRoleStmt(_)
+            | N::AlterDefaultPrivilegesStmt(_)
+            | N::AlterRoleStmt(_)
+            | N::AlterRoleSetStmt(_)
+            | N::ReassignOwnedStmt(_) => {
+                effects.insert(Privilege);
+                K::Grant
+            }
+            N::CreateRoleStmt(_) => {
+                effects.extend(Effects::of(&[Privilege, Ddl]));
+                K::Grant
+            }
+            N::DropRoleStmt(_) | N::DropOwnedStmt(_) => {
+                effects.extend(Effects::of(&[Privilege, Ddl, Drop]));
+                K::Grant
+            }
+            N::DropdbStmt(_) => {
+                effects.extend(Effects::of(&[Ddl, Drop, DropDatabase]));
+                K::Ddl
+            }
+            N::DropStmt(_) | N::DropTableSpaceStmt(_) | N::DropUserMappingStmt(_) | N::DropSubscriptionStmt(_) => {
+                effects.extend(Effects::of(&[Ddl, Drop]));
+                K::Ddl
+            }
+            N::CreateFunctionStmt(_)
+            | N::AlterFunctionStmt(_)
+            | N::CreateTrigStmt(_)
+            | N::CreateEventTrigStmt(_)
+            | N::CreatePlangStmt(_)
+            | N::CreateExtensionStmt(_)
+            | N::AlterExtensionStmt(_)
+            | N::AlterExtensionContentsStmt(_)
+            | N::RuleStmt(_)
+            | N::CreateTransformStmt(_)
+            | N::CreateCastStmt(_) => {
+                // Their bodies run later, out of the analyzer's sight.
+                effects.extend(Effects::of(&[Ddl, DynamicSql]));
+                K::Ddl
+            }
+            N::CreateTableAsStmt(_) | N::CreateUserMappingStmt(_) | N::AlterUserMappingStmt(_) => {
+                effects.extend(Effects::of(&[Ddl, Write]));
+                K::Ddl
+            }
+            N::CreateSchemaStmt(_)
+            | N::AlterTableStmt(_)
+            | N::ReplicaIdentityStmt(_)
+            | N::AlterCollationStmt(_)
+            | N::AlterDomainStmt(_)
+            | N::CreateStmt(_)
+            | N::CreateTableSpaceStmt(_)
+            | N::AlterTableSpaceOptionsStmt(_)
+            | N::AlterTableMoveAllStmt(_)
+            | N::CreateFdwStmt(_)
+            | N::AlterFdwStmt(_)
+            | N::CreateForeignServerStmt(_)
+            | N::AlterForeignServerStmt(_)
+            | N::CreateForeignTableStmt(_)
+            | N::ImportForeignSchemaStmt(_)
+            | N::CreatePolicyStmt(_)
+            | N::AlterPolicyStmt(_)
+            | N::CreateAmStmt(_)
+            | N::AlterEventTrigStmt(_)
+            | N::CreateSeqStmt(_)
+            | N::AlterSeqStmt(_)
+            | N::DefineStmt(_)
+            | N::CreateDomainStmt(_)
+            | N::CreateOpClassStmt(_)
+            | N::CreateOpFamilyStmt(_)
+            | N::AlterOpFamilyStmt(_)
+            | N::CommentStmt(_)
+            | N::SecLabelStmt(_)
+            | N::IndexStmt(_)
+            | N::CreateStatsStmt(_)
+            | N::AlterStatsStmt(_)
+            | N::RenameStmt(_)
+            | N::AlterObjectDependsStmt(_)
+            | N::AlterObjectSchemaStmt(_)
+            | N::AlterOwnerStmt(_)
+            | N::AlterOperatorStmt(_)
+            | N::AlterTypeStmt(_)
+            | N::CompositeTypeStmt(_)
+            | N::CreateEnumStmt(_)
+            | N::CreateRangeStmt(_)
+            | N::AlterEnumStmt(_)
+            | N::ViewStmt(_)
+            | N::CreatedbStmt(_)
+            | N::AlterDatabaseStmt(_)
+            | N::AlterDatabaseRefreshCollStmt(_)
+            | N::AlterDatabaseSetStmt(_)
+            | N::CreateConversionStmt(_)
+            | N::AlterTsdictionaryStmt(_)
+            | N::AlterTsconfigurationStmt(_)
+            | N::CreatePublicationStmt(_)
+            | N::AlterPublicationStmt(_)
+            | N::CreateSubscriptionStmt(_)
+            | N::AlterSubscriptionStmt(_) => {
+                effects.insert(Ddl);
+                K::Ddl
+            }
+            N::ConstraintsSetStmt(_) => {
+                effects.insert(TransactionControl);
+                K::Transaction
+            }
+            other => {
+                // Rare and refused: the Debug text's first word names the node.
+                let name = format!("{other:?}");
+                let name = name.split('(').next().unwrap_or("?").to_string();
+                return Statement::unknown(format!("statement type {name} is not classified"), span);
+            }
+        };
+
+        // What nested parts add. EXPLAIN's query has been analyzed on its
+        // own above, and only runs with ANALYZE.
+        let facts = if kind == K::Explain {
+            Facts { relations: facts.relations, functions: facts.functions, ..Facts::default() }
+        } else {
+            facts
+        };
+        if facts.dml.iter().any(|k| matches!(k, K::Insert | K::Update | K::Delete | K::Merge)) {
+            effects.insert(Write);
+        }
+        if facts.select_into {
+            effects.extend(Effects::of(&[Write, Ddl]));
+        }
+        if facts.locking {
+            effects.insert(Write);
+        }
+        for f in facts.functions.iter().filter(|_| kind != K::Explain) {
+            let base = f.rsplit('.').next().unwrap_or(f);
+            if matches(&self.unsafe_functions, base) {
+                effects.insert(UnsafeFunction);
+            }
+            if matches(DYNAMIC_SQL_FUNCTIONS, base) {
+                effects.insert(DynamicSql);
+            }
+            if matches(WRITING_FUNCTIONS, base) {
+                effects.insert(Write);
+            }
+            if matches(CONFIG_FUNCTIONS, base) {
+                effects.insert(SessionConfig);
+            }
+        }
+        // Nested statement kinds: DML other than the top-level one, plus
+        // what EXPLAIN ANALYZE runs.
+        let mut nested: Vec<StatementKind> = Vec::new();
+        let mut own = Some(kind);
+        for k in &facts.dml {
+            if own == Some(*k) {
+                own = None;
+            } else if !nested.contains(k) {
+                nested.push(*k);
+            }
+        }
+        if kind == K::Explain
+            && effects.contains(Write)
+            && let Some(s) = &inner
+        {
+            for k in std::iter::once(s.kind).chain(s.nested.iter().copied()) {
+                if !nested.contains(&k) {
+                    nested.push(k);
+                }
+            }
+        }
+        Statement {
+            kind,
+            nested,
+            effects,
+            relations: facts.relations,
+            functions: facts.functions,
+            has_where: facts.has_where,
+            inner,
+            unknown_reason: None,
+            span,
+            name: statement_name(node),
+        }
+    }
+
+    fn copy(
+        &self,
+        c: &protobuf::CopyStmt,
+        effects: &mut Effects,
+        inner: &mut Option<Box<Statement>>,
+    ) -> StatementKind {
+        use Effect::*;
+        if c.is_program {
+            effects.insert(CopyProgram);
+        } else if !c.filename.is_empty() {
+            effects.insert(CopyFile);
+        }
+        if let Some(q) = c.query.as_ref().and_then(|q| q.node.as_ref()) {
+            let s = self.statement(q, (0, 0));
+            effects.extend(s.effects);
+            *inner = Some(Box::new(s));
+        }
+        if c.is_from {
+            effects.insert(Write);
+            StatementKind::CopyIn
+        } else {
+            effects.extend(Effects::of(&[Read, Export]));
+            StatementKind::CopyOut
+        }
+    }
+}
+
+fn empty(span: (usize, usize)) -> Statement {
+    Statement {
+        kind: StatementKind::Empty,
+        unknown_reason: None,
+        ..Statement::unknown("", span)
+    }
+}
+
+/// The prepared-statement name of PREPARE, EXECUTE and DEALLOCATE.
+fn statement_name(node: &N) -> Option<String> {
+    match node {
+        N::PrepareStmt(p) => Some(p.name.clone()),
+        N::ExecuteStmt(e) => Some(e.name.clone()),
+        N::DeallocateStmt(d) if !d.isall => Some(d.name.clone()),
+        _ => None,
+    }
+}
+
+fn variable_set(v: &protobuf::VariableSetStmt, effects: &mut Effects) -> StatementKind {
+    use protobuf::VariableSetKind as V;
+    let name = v.name.to_lowercase();
+    if (name == "role" || name == "session_authorization") && v.kind != V::VarResetAll as i32 {
+        effects.insert(Effect::Privilege);
+        return StatementKind::SetRole;
+    }
+    effects.insert(Effect::SessionConfig);
+    StatementKind::SetConfig
+}
+
+/// BEGIN/START TRANSACTION … READ WRITE.
+fn begins_read_write(t: &protobuf::TransactionStmt) -> bool {
+    use protobuf::TransactionStmtKind as T;
+    (t.kind == T::TransStmtBegin as i32 || t.kind == T::TransStmtStart as i32)
+        && t.options.iter().any(|o| match o.node.as_ref() {
+            Some(N::DefElem(d)) => d.defname == "transaction_read_only" && !const_truthy(d.arg.as_deref()),
+            _ => false,
+        })
+}
+
+/// Whether EXPLAIN's options include ANALYZE (without `false`/`off`/`0`).
+fn explain_analyze(e: &protobuf::ExplainStmt) -> bool {
+    e.options.iter().any(|o| match o.node.as_ref() {
+        Some(N::DefElem(d)) => d.defname.eq_ignore_ascii_case("analyze") && d.arg.as_ref().is_none_or(|a| const_truthy(Some(a))),
+        _ => false,
+    })
+}
+
+/// The truth of a DefElem argument: absent means true.
+fn const_truthy(arg: Option<&protobuf::Node>) -> bool {
+    let Some(node) = arg.and_then(|a| a.node.as_ref()) else {
+        return true;
+    };
+    match node {
+        N::AConst(c) => match &c.val {
+            Some(a_const::Val::Ival(i)) => i.ival != 0,
+            Some(a_const::Val::Boolval(b)) => b.boolval,
+            Some(a_const::Val::Sval(s)) => !matches!(s.sval.to_lowercase().as_str(), "false" | "off" | "no" | "0"),
+            _ => true,
+        },
+        N::Integer(i) => i.ival != 0,
+        N::Boolean(b) => b.boolval,
+        N::String(s) => !matches!(s.sval.to_lowercase().as_str(), "false" | "off" | "no" | "0"),
+        _ => true,
+    }
+}
+
+/// Resolves EXECUTE statements against the session's SQL-level prepared
+/// statements, and records PREPARE and DEALLOCATE. Returns the statements
+/// to decide on.
+pub fn resolve(statements: &[Statement], session: &mut SessionState) -> Vec<Statement> {
+    statements
+        .iter()
+        .map(|s| match s.kind {
+            StatementKind::Prepare => {
+                if let (Some(name), Some(inner)) = (&s.name, &s.inner) {
+                    session.prepared.insert(name.clone(), (**inner).clone());
+                }
+                s.clone()
+            }
+            StatementKind::Deallocate => {
+                match &s.name {
+                    Some(name) => session.prepared.remove(name),
+                    None => {
+                        session.prepared.clear();
+                        None
+                    }
+                };
+                s.clone()
+            }
+            StatementKind::Execute => match s.name.as_ref().and_then(|n| session.prepared.get(n)) {
+                Some(prepared) => {
+                    let mut nested = vec![prepared.kind];
+                    nested.extend(prepared.nested.iter().copied());
+                    Statement {
+                        nested,
+                        effects: prepared.effects,
+                        relations: prepared.relations.clone(),
+                        functions: prepared.functions.clone(),
+                        has_where: prepared.has_where,
+                        inner: Some(Box::new(prepared.clone())),
+                        ..s.clone()
+                    }
+                }
+                None => Statement::unknown(
+                    "it EXECUTEs a prepared statement airlock has not seen prepared in this session",
+                    s.span,
+                ),
+            },
+            _ => s.clone(),
+        })
+        .collect()
+}
+
