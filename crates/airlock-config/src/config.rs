@@ -12,11 +12,11 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::secret::{ConnectionSecrets, ResolvedSecrets, TlsKeyPair};
-use crate::{ByteSize, ConfigError, HumanDuration, Secret, SessionLifetime, validate};
+use crate::{ByteSize, ConfigError, Guardrail, HumanDuration, Secret, SessionLifetime, validate};
 
 /// airlock's configuration: listeners, identity, connections and who may use them.
 ///
-/// Sections the gateway does not implement yet (such as `guardrails`, `masking` or `store`) are
+/// Sections the gateway does not implement yet (such as `masking`, `store` or `approvals`) are
 /// unknown keys and rejected, so that nobody believes they are enforced.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
@@ -41,6 +41,14 @@ pub struct Config {
     /// Who may use which connections and roles. Nothing is allowed unless a rule allows it.
     #[serde(default)]
     pub access: Vec<AccessRule>,
+    /// Decisions on statements, by effect: deny, hold for approval, or allow. The strictest
+    /// matching rule wins.
+    #[serde(default)]
+    pub guardrails: Vec<Guardrail>,
+    /// Functions to treat as `unsafe_function`, in addition to the built-in list (file, server
+    /// and admin functions). A trailing `*` matches a prefix.
+    #[serde(default)]
+    pub unsafe_functions: Vec<String>,
     /// Resource limits.
     #[serde(default)]
     pub limits: Limits,
@@ -570,6 +578,8 @@ limits:
                     mode: AccessMode::ReadWrite,
                 },
             ],
+            guardrails: Vec::new(),
+            unsafe_functions: Vec::new(),
             limits: Limits {
                 max_message_size: ByteSize(16 << 20),
                 startup_timeout: HumanDuration(Duration::from_secs(30)),
@@ -634,8 +644,8 @@ identity: {issuers: [{name: corp, issuer: https://x/, audience: airlock}]}
         let conn = "connections:\n  orders:\n    upstream: {host: h, database: d}\n    roles:\n";
         for (yaml, want) in [
             (
-                format!("{listen}guardrails:\n  - name: x\n"),
-                "t.yaml:3:1: unknown field `guardrails`, expected one of `listen`, `tls`, `identity`, `data_dir`, `connections`, `access`, `limits`",
+                format!("{listen}masking:\n  - name: x\n"),
+                "t.yaml:3:1: unknown field `masking`, expected one of `listen`, `tls`, `identity`, `data_dir`, `connections`, `access`, `guardrails`, `unsafe_functions`, `limits`",
             ),
             (
                 format!("{listen}  mysql: 127.0.0.1:6033\n"),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
 
-use crate::{ByteSize, Config, ConfigError, SessionLifetime, TlsMode, UpstreamTls};
+use crate::{ByteSize, Config, ConfigError, GuardrailAction, SessionLifetime, TlsMode, UpstreamTls};
 
 pub(crate) fn validate(config: &Config, origin: &str) -> Vec<ConfigError> {
     let mut problems = Problems {
@@ -16,6 +16,7 @@ pub(crate) fn validate(config: &Config, origin: &str) -> Vec<ConfigError> {
     identity(config, &mut problems);
     connections(config, &mut problems);
     access(config, &mut problems);
+    guardrails(config, &mut problems);
     limits(config, &mut problems);
     problems.errors
 }
@@ -232,6 +233,41 @@ fn limits(config: &Config, p: &mut Problems) {
     }
     if limits.max_sessions == 0 {
         p.add("limits.max_sessions", "must be at least 1");
+    }
+}
+
+fn guardrails(config: &Config, p: &mut Problems) {
+    let mut names = HashMap::new();
+    for (i, g) in config.guardrails.iter().enumerate() {
+        let at = |key: &str| format!("guardrails[{i}]{key}");
+        if let Some(first) = names.insert(g.name.as_str(), i) {
+            p.add(at(".name"), format!("{:?} is already the name of guardrails[{first}]", g.name));
+        }
+        let m = &g.matches;
+        for (j, e) in m.effects.iter().enumerate() {
+            if airlock_policy::Effect::from_name(e).is_none() {
+                p.add(at(&format!(".match.effects[{j}]")), format!("unknown effect {e:?}"));
+            }
+        }
+        for (j, k) in m.statements.iter().enumerate() {
+            if airlock_policy::StatementKind::from_name(k).is_none() {
+                p.add(at(&format!(".match.statements[{j}]")), format!("unknown statement kind {k:?}"));
+            }
+        }
+        if m.effects.is_empty() && m.statements.is_empty() && m.where_clause.is_none() && m.estimated_rows_over.is_none() {
+            p.add(at(".match"), "matches every statement; give at least one condition");
+        }
+        if g.action == GuardrailAction::Approve && g.approvers.is_empty() {
+            p.add(at(".approvers"), "required with action: approve");
+        }
+        if g.action != GuardrailAction::Approve && !g.approvers.is_empty() {
+            p.add(at(".approvers"), "only meaningful with action: approve");
+        }
+    }
+    for (i, f) in config.unsafe_functions.iter().enumerate() {
+        if f.is_empty() || f.trim() != f {
+            p.add(format!("unsafe_functions[{i}]"), "must be a function name");
+        }
     }
 }
 
@@ -506,6 +542,39 @@ limits: {max_sessions: 0}
                 "t.yaml: listen: at least one of `postgres` or `http` is required",
                 "t.yaml: identity: no issuers are configured and dev_issuer is false, so nobody could log in",
             ],
+        );
+    }
+
+    #[test]
+    fn guardrails() {
+        let base = format!("{LISTEN}{IDENTITY}");
+        check(
+            &format!(
+                "{base}guardrails:
+  - {{name: a, match: {{effects: [write, teleport]}}, action: deny}}
+  - {{name: a, match: {{statements: [delete, erase]}}, action: approve}}
+  - {{name: c, match: {{}}, action: deny}}
+  - {{name: d, match: {{where: absent}}, action: deny, approvers: [dba]}}
+unsafe_functions: ['']
+"
+            ),
+            &[
+                "t.yaml: guardrails[0].match.effects[1]: unknown effect \"teleport\"",
+                "t.yaml: guardrails[1].name: \"a\" is already the name of guardrails[0]",
+                "t.yaml: guardrails[1].match.statements[1]: unknown statement kind \"erase\"",
+                "t.yaml: guardrails[1].approvers: required with action: approve",
+                "t.yaml: guardrails[2].match: matches every statement; give at least one condition",
+                "t.yaml: guardrails[3].approvers: only meaningful with action: approve",
+                "t.yaml: unsafe_functions[0]: must be a function name",
+            ],
+        );
+        check(
+            &format!(
+                "{base}guardrails:
+  - {{name: ok, match: {{statements: [update, delete], where: absent, estimated_rows_over: 10}}, action: approve, approvers: [dba]}}
+"
+            ),
+            &[],
         );
     }
 }
