@@ -11,7 +11,9 @@
 //! decision the policy core denies, not an error.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod pg;
+pub mod scs;
 mod walk;
 
 pub use pg::{Analyzer, SessionState, resolve};

@@ -50,7 +50,12 @@ pub const DEFAULT_UNSAFE_FUNCTIONS: &[&str] = &[
 
 /// Functions that run SQL text: calling them is dynamic SQL as well as
 /// unsafe.
-const DYNAMIC_SQL_FUNCTIONS: &[&str] = &["query_to_xml*", "query_to_xmlschema", "dblink*", "cursor_to_xml*"];
+const DYNAMIC_SQL_FUNCTIONS: &[&str] = &[
+    "query_to_xml*",
+    "query_to_xmlschema",
+    "dblink*",
+    "cursor_to_xml*",
+];
 
 /// Functions that change data although they appear in a SELECT.
 const WRITING_FUNCTIONS: &[&str] = &[
@@ -91,6 +96,8 @@ pub struct SessionState {
 /// Analyzes PostgreSQL statements.
 #[derive(Debug, Clone)]
 pub struct Analyzer {
+    /// Tells analyzers apart, for the parse cache.
+    id: u64,
     unsafe_functions: Vec<String>,
 }
 
@@ -104,9 +111,19 @@ impl Analyzer {
     /// The default unsafe-function list plus `extra` (lower case names;
     /// `prefix*` matches a prefix).
     pub fn new(extra: &[String]) -> Analyzer {
-        let mut unsafe_functions: Vec<String> = DEFAULT_UNSAFE_FUNCTIONS.iter().map(|s| s.to_string()).collect();
+        let mut unsafe_functions: Vec<String> = DEFAULT_UNSAFE_FUNCTIONS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         unsafe_functions.extend(extra.iter().map(|s| s.to_lowercase()));
-        Analyzer { unsafe_functions }
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Analyzer { id, unsafe_functions }
+    }
+
+    /// Unique per analyzer built in this process.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// The statements of one message (a simple Query's text or a Parse's
@@ -116,7 +133,12 @@ impl Analyzer {
     pub fn analyze(&self, sql: &str) -> Vec<Statement> {
         let parsed = match pg_query::parse(sql) {
             Ok(p) => p,
-            Err(e) => return vec![Statement::unknown(format!("it does not parse: {e}"), (0, sql.len()))],
+            Err(e) => {
+                return vec![Statement::unknown(
+                    format!("it does not parse: {e}"),
+                    (0, sql.len()),
+                )];
+            }
         };
         let stmts = &parsed.protobuf.stmts;
         if stmts.is_empty() {
@@ -126,7 +148,11 @@ impl Analyzer {
             .iter()
             .map(|raw| {
                 let start = raw.stmt_location.max(0) as usize;
-                let end = if raw.stmt_len == 0 { sql.len() } else { start + raw.stmt_len as usize };
+                let end = if raw.stmt_len == 0 {
+                    sql.len()
+                } else {
+                    start + raw.stmt_len as usize
+                };
                 let span = (start.min(sql.len()), end.min(sql.len()));
                 match raw.stmt.as_ref().and_then(|s| s.node.as_ref()) {
                     Some(node) => self.statement(node, span),
@@ -223,7 +249,11 @@ impl Analyzer {
                 effects.insert(Write);
                 K::Lock
             }
-            N::VacuumStmt(_) | N::ClusterStmt(_) | N::ReindexStmt(_) | N::CheckPointStmt(_) | N::RefreshMatViewStmt(_) => {
+            N::VacuumStmt(_)
+            | N::ClusterStmt(_)
+            | N::ReindexStmt(_)
+            | N::CheckPointStmt(_)
+            | N::RefreshMatViewStmt(_) => {
                 effects.insert(Write);
                 K::Maintenance
             }
@@ -272,7 +302,10 @@ impl Analyzer {
                 effects.extend(Effects::of(&[Ddl, Drop, DropDatabase]));
                 K::Ddl
             }
-            N::DropStmt(_) | N::DropTableSpaceStmt(_) | N::DropUserMappingStmt(_) | N::DropSubscriptionStmt(_) => {
+            N::DropStmt(_)
+            | N::DropTableSpaceStmt(_)
+            | N::DropUserMappingStmt(_)
+            | N::DropSubscriptionStmt(_) => {
                 effects.extend(Effects::of(&[Ddl, Drop]));
                 K::Ddl
             }
@@ -359,18 +392,29 @@ impl Analyzer {
                 // Rare and refused: the Debug text's first word names the node.
                 let name = format!("{other:?}");
                 let name = name.split('(').next().unwrap_or("?").to_string();
-                return Statement::unknown(format!("statement type {name} is not classified"), span);
+                return Statement::unknown(
+                    format!("statement type {name} is not classified"),
+                    span,
+                );
             }
         };
 
         // What nested parts add. EXPLAIN's query has been analyzed on its
         // own above, and only runs with ANALYZE.
         let facts = if kind == K::Explain {
-            Facts { relations: facts.relations, functions: facts.functions, ..Facts::default() }
+            Facts {
+                relations: facts.relations,
+                functions: facts.functions,
+                ..Facts::default()
+            }
         } else {
             facts
         };
-        if facts.dml.iter().any(|k| matches!(k, K::Insert | K::Update | K::Delete | K::Merge)) {
+        if facts
+            .dml
+            .iter()
+            .any(|k| matches!(k, K::Insert | K::Update | K::Delete | K::Merge))
+        {
             effects.insert(Write);
         }
         if facts.select_into {
@@ -490,7 +534,9 @@ fn begins_read_write(t: &protobuf::TransactionStmt) -> bool {
     use protobuf::TransactionStmtKind as T;
     (t.kind == T::TransStmtBegin as i32 || t.kind == T::TransStmtStart as i32)
         && t.options.iter().any(|o| match o.node.as_ref() {
-            Some(N::DefElem(d)) => d.defname == "transaction_read_only" && !const_truthy(d.arg.as_deref()),
+            Some(N::DefElem(d)) => {
+                d.defname == "transaction_read_only" && !const_truthy(d.arg.as_deref())
+            }
             _ => false,
         })
 }
@@ -498,7 +544,10 @@ fn begins_read_write(t: &protobuf::TransactionStmt) -> bool {
 /// Whether EXPLAIN's options include ANALYZE (without `false`/`off`/`0`).
 fn explain_analyze(e: &protobuf::ExplainStmt) -> bool {
     e.options.iter().any(|o| match o.node.as_ref() {
-        Some(N::DefElem(d)) => d.defname.eq_ignore_ascii_case("analyze") && d.arg.as_ref().is_none_or(|a| const_truthy(Some(a))),
+        Some(N::DefElem(d)) => {
+            d.defname.eq_ignore_ascii_case("analyze")
+                && d.arg.as_ref().is_none_or(|a| const_truthy(Some(a)))
+        }
         _ => false,
     })
 }
@@ -512,7 +561,9 @@ fn const_truthy(arg: Option<&protobuf::Node>) -> bool {
         N::AConst(c) => match &c.val {
             Some(a_const::Val::Ival(i)) => i.ival != 0,
             Some(a_const::Val::Boolval(b)) => b.boolval,
-            Some(a_const::Val::Sval(s)) => !matches!(s.sval.to_lowercase().as_str(), "false" | "off" | "no" | "0"),
+            Some(a_const::Val::Sval(s)) => {
+                !matches!(s.sval.to_lowercase().as_str(), "false" | "off" | "no" | "0")
+            }
             _ => true,
         },
         N::Integer(i) => i.ival != 0,
@@ -568,4 +619,3 @@ pub fn resolve(statements: &[Statement], session: &mut SessionState) -> Vec<Stat
         })
         .collect()
 }
-

@@ -93,7 +93,10 @@ impl Walker {
                 let mut parts = frame.parts.into_iter().filter(|p| !p.is_empty());
                 let (first, second) = (parts.next(), parts.next());
                 let rel = match (first, second) {
-                    (Some(schema), Some(name)) => Relation { schema: Some(schema), name },
+                    (Some(schema), Some(name)) => Relation {
+                        schema: Some(schema),
+                        name,
+                    },
                     (Some(name), None) => Relation { schema: None, name },
                     _ => return,
                 };

@@ -16,26 +16,57 @@ fn check(sql: &str, kinds: &[&str], present: &[&str], absent: &[&str]) {
         effects.extend(s.effects);
     }
     for e in present {
-        assert!(effects.contains(Effect::from_name(e).unwrap()), "{sql:?} lacks {e}: has {effects}");
+        assert!(
+            effects.contains(Effect::from_name(e).unwrap()),
+            "{sql:?} lacks {e}: has {effects}"
+        );
     }
     for e in absent {
-        assert!(!effects.contains(Effect::from_name(e).unwrap()), "{sql:?} has {e}: {effects}");
+        assert!(
+            !effects.contains(Effect::from_name(e).unwrap()),
+            "{sql:?} has {e}: {effects}"
+        );
     }
 }
 
 #[test]
 fn reads_and_writes() {
     check("select 1", &["select"], &["read"], &["write"]);
-    check("SELECT * FROM public.customers c JOIN orders o ON o.cid = c.id", &["select"], &["read"], &["write"]);
+    check(
+        "SELECT * FROM public.customers c JOIN orders o ON o.cid = c.id",
+        &["select"],
+        &["read"],
+        &["write"],
+    );
     check("insert into t values (1)", &["insert"], &["write"], &[]);
     check("update t set a = 1", &["update"], &["write"], &[]);
     check("delete from t where id = 1", &["delete"], &["write"], &[]);
-    check("with d as (delete from t returning *) select * from d", &["select"], &["read", "write"], &[]);
-    check("with x as (select 1) update t set a = (select * from x)", &["update"], &["write"], &[]);
-    check("select * into newt from t", &["select"], &["write", "ddl"], &[]);
+    check(
+        "with d as (delete from t returning *) select * from d",
+        &["select"],
+        &["read", "write"],
+        &[],
+    );
+    check(
+        "with x as (select 1) update t set a = (select * from x)",
+        &["update"],
+        &["write"],
+        &[],
+    );
+    check(
+        "select * into newt from t",
+        &["select"],
+        &["write", "ddl"],
+        &[],
+    );
     check("select * from t for update", &["select"], &["write"], &[]);
     check("select nextval('s')", &["select"], &["write"], &[]);
-    check("merge into t using s on t.id = s.id when matched then delete", &["merge"], &["write"], &[]);
+    check(
+        "merge into t using s on t.id = s.id when matched then delete",
+        &["merge"],
+        &["write"],
+        &[],
+    );
 }
 
 #[test]
@@ -46,7 +77,10 @@ fn where_clauses() {
     assert_eq!(w("delete from t where a = 1"), Some(true));
     assert_eq!(w("update t set a = 1 where current of c"), Some(true));
     assert_eq!(w("with d as (delete from t) select 1"), Some(false));
-    assert_eq!(w("with d as (delete from t where a=1) update u set b = 2"), Some(false));
+    assert_eq!(
+        w("with d as (delete from t where a=1) update u set b = 2"),
+        Some(false)
+    );
     assert_eq!(w("select 1"), None);
     let s = &a.analyze("with d as (delete from t) select 1")[0];
     assert_eq!(s.nested, vec![StatementKind::Delete]);
@@ -54,33 +88,128 @@ fn where_clauses() {
 
 #[test]
 fn escapes_and_dangerous_things() {
-    check("commit; delete from t; select 1", &["transaction", "delete", "select"], &["write", "transaction_control"], &[]);
+    check(
+        "commit; delete from t; select 1",
+        &["transaction", "delete", "select"],
+        &["write", "transaction_control"],
+        &[],
+    );
     check("/* ; */ delete from t", &["delete"], &["write"], &[]);
     check("-- hi\n delete from t", &["delete"], &["write"], &[]);
-    check("/* /* nested */ */ drop table t", &["ddl"], &["ddl", "drop"], &[]);
+    check(
+        "/* /* nested */ */ drop table t",
+        &["ddl"],
+        &["ddl", "drop"],
+        &[],
+    );
     check("drop database prod", &["ddl"], &["drop_database"], &[]);
-    check("explain analyze delete from t", &["explain"], &["write"], &[]);
+    check(
+        "explain analyze delete from t",
+        &["explain"],
+        &["write"],
+        &[],
+    );
     check("explain delete from t", &["explain"], &["read"], &["write"]);
-    check("explain (analyze false) delete from t", &["explain"], &["read"], &["write"]);
-    check("copy t to program 'curl x'", &["copy_out"], &["copy_program", "export"], &[]);
-    check("copy t from '/etc/passwd'", &["copy_in"], &["copy_file", "write"], &[]);
-    check("copy (delete from t returning *) to stdout", &["copy_out"], &["write", "export"], &[]);
-    check("do $$ begin delete from t; end $$", &["do"], &["dynamic_sql"], &[]);
-    check("do $tag$ begin perform 1; end $tag$", &["do"], &["dynamic_sql"], &[]);
-    check("create function f() returns int language sql as 'delete from t returning 1'", &["ddl"], &["ddl", "dynamic_sql"], &[]);
+    check(
+        "explain (analyze false) delete from t",
+        &["explain"],
+        &["read"],
+        &["write"],
+    );
+    check(
+        "copy t to program 'curl x'",
+        &["copy_out"],
+        &["copy_program", "export"],
+        &[],
+    );
+    check(
+        "copy t from '/etc/passwd'",
+        &["copy_in"],
+        &["copy_file", "write"],
+        &[],
+    );
+    check(
+        "copy (delete from t returning *) to stdout",
+        &["copy_out"],
+        &["write", "export"],
+        &[],
+    );
+    check(
+        "do $$ begin delete from t; end $$",
+        &["do"],
+        &["dynamic_sql"],
+        &[],
+    );
+    check(
+        "do $tag$ begin perform 1; end $tag$",
+        &["do"],
+        &["dynamic_sql"],
+        &[],
+    );
+    check(
+        "create function f() returns int language sql as 'delete from t returning 1'",
+        &["ddl"],
+        &["ddl", "dynamic_sql"],
+        &[],
+    );
     check("set role postgres", &["set_role"], &["privilege"], &[]);
-    check("set session authorization postgres", &["set_role"], &["privilege"], &[]);
+    check(
+        "set session authorization postgres",
+        &["set_role"],
+        &["privilege"],
+        &[],
+    );
     check("reset role", &["set_role"], &["privilege"], &[]);
     check("grant all on t to public", &["grant"], &["privilege"], &[]);
     check("alter role x superuser", &["grant"], &["privilege"], &[]);
-    check("alter system set fsync = off", &["set_config"], &["alter_system"], &[]);
-    check("select set_config('default_transaction_read_only', 'off', false)", &["select"], &["session_config"], &[]);
-    check("set default_transaction_read_only = off", &["set_config"], &["session_config"], &[]);
-    check("set session characteristics as transaction read write", &["set_config"], &["session_config"], &[]);
-    check("begin read write", &["transaction"], &["session_config", "transaction_control"], &[]);
-    check("start transaction read write", &["transaction"], &["session_config"], &[]);
-    check("begin read only", &["transaction"], &["transaction_control"], &["session_config"]);
-    check("begin", &["transaction"], &["transaction_control"], &["session_config"]);
+    check(
+        "alter system set fsync = off",
+        &["set_config"],
+        &["alter_system"],
+        &[],
+    );
+    check(
+        "select set_config('default_transaction_read_only', 'off', false)",
+        &["select"],
+        &["session_config"],
+        &[],
+    );
+    check(
+        "set default_transaction_read_only = off",
+        &["set_config"],
+        &["session_config"],
+        &[],
+    );
+    check(
+        "set session characteristics as transaction read write",
+        &["set_config"],
+        &["session_config"],
+        &[],
+    );
+    check(
+        "begin read write",
+        &["transaction"],
+        &["session_config", "transaction_control"],
+        &[],
+    );
+    check(
+        "start transaction read write",
+        &["transaction"],
+        &["session_config"],
+        &[],
+    );
+    check(
+        "begin read only",
+        &["transaction"],
+        &["transaction_control"],
+        &["session_config"],
+    );
+    check(
+        "begin",
+        &["transaction"],
+        &["transaction_control"],
+        &["session_config"],
+    );
     check("reset all", &["set_config"], &["session_config"], &[]);
     check("call p()", &["call"], &["dynamic_sql"], &[]);
     check("lock table t", &["lock"], &["write"], &[]);
@@ -88,11 +217,36 @@ fn escapes_and_dangerous_things() {
     check("create extension dblink", &["ddl"], &["ddl"], &[]);
     check("listen ch", &["listen"], &["read"], &["write"]);
     check("notify ch", &["notify"], &["write"], &[]);
-    check("select pg_read_file('/etc/passwd')", &["select"], &["unsafe_function"], &[]);
-    check("select PG_CATALOG.PG_READ_FILE('/etc/passwd')", &["select"], &["unsafe_function"], &[]);
-    check("select * from dblink('x', 'delete from t') as r(a int)", &["select"], &["unsafe_function", "dynamic_sql"], &[]);
-    check("select query_to_xml('delete from t', true, true, '')", &["select"], &["unsafe_function", "dynamic_sql"], &[]);
-    check("select case when true then pg_terminate_backend(1) end", &["select"], &["unsafe_function"], &[]);
+    check(
+        "select pg_read_file('/etc/passwd')",
+        &["select"],
+        &["unsafe_function"],
+        &[],
+    );
+    check(
+        "select PG_CATALOG.PG_READ_FILE('/etc/passwd')",
+        &["select"],
+        &["unsafe_function"],
+        &[],
+    );
+    check(
+        "select * from dblink('x', 'delete from t') as r(a int)",
+        &["select"],
+        &["unsafe_function", "dynamic_sql"],
+        &[],
+    );
+    check(
+        "select query_to_xml('delete from t', true, true, '')",
+        &["select"],
+        &["unsafe_function", "dynamic_sql"],
+        &[],
+    );
+    check(
+        "select case when true then pg_terminate_backend(1) end",
+        &["select"],
+        &["unsafe_function"],
+        &[],
+    );
     check("truncate t", &["truncate"], &["truncate"], &[]);
 }
 
@@ -100,12 +254,18 @@ fn escapes_and_dangerous_things() {
 fn prepare_and_execute() {
     let a = Analyzer::default();
     let mut session = SessionState::default();
-    let s = resolve(&a.analyze("prepare p as delete from t; execute p"), &mut session);
+    let s = resolve(
+        &a.analyze("prepare p as delete from t; execute p"),
+        &mut session,
+    );
     assert_eq!(s[1].kind, StatementKind::Execute);
     assert!(s[1].effects.contains(Effect::Write));
     assert_eq!(s[1].has_where, Some(false));
     let s = resolve(&a.analyze("execute p"), &mut session);
-    assert!(s[0].effects.contains(Effect::Write), "remembered across messages");
+    assert!(
+        s[0].effects.contains(Effect::Write),
+        "remembered across messages"
+    );
     let s = resolve(&a.analyze("deallocate p; execute p"), &mut session);
     assert_eq!(s[1].kind, StatementKind::Unknown);
     let s = resolve(&a.analyze("execute never_prepared"), &mut session);
