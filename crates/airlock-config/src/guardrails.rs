@@ -59,9 +59,19 @@ fn names_schema(names: Vec<&'static str>) -> schemars::Schema {
 }
 
 fn effect_names(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    names_schema(airlock_policy::Effect::ALL.iter().map(|e| e.name()).collect())
+    names_schema(
+        airlock_policy::Effect::ALL
+            .iter()
+            .map(|e| e.name())
+            .collect(),
+    )
 }
 
 fn statement_names(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    names_schema(airlock_policy::StatementKind::ALL.iter().map(|k| k.name()).collect())
+    names_schema(
+        airlock_policy::StatementKind::ALL
+            .iter()
+            .map(|k| k.name())
+            .collect(),
+    )
 }

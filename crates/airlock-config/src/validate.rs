@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
 
-use crate::{ByteSize, Config, ConfigError, GuardrailAction, SessionLifetime, TlsMode, UpstreamTls};
+use crate::{
+    ByteSize, Config, ConfigError, GuardrailAction, SessionLifetime, TlsMode, UpstreamTls,
+};
 
 pub(crate) fn validate(config: &Config, origin: &str) -> Vec<ConfigError> {
     let mut problems = Problems {
@@ -241,21 +243,37 @@ fn guardrails(config: &Config, p: &mut Problems) {
     for (i, g) in config.guardrails.iter().enumerate() {
         let at = |key: &str| format!("guardrails[{i}]{key}");
         if let Some(first) = names.insert(g.name.as_str(), i) {
-            p.add(at(".name"), format!("{:?} is already the name of guardrails[{first}]", g.name));
+            p.add(
+                at(".name"),
+                format!("{:?} is already the name of guardrails[{first}]", g.name),
+            );
         }
         let m = &g.matches;
         for (j, e) in m.effects.iter().enumerate() {
             if airlock_policy::Effect::from_name(e).is_none() {
-                p.add(at(&format!(".match.effects[{j}]")), format!("unknown effect {e:?}"));
+                p.add(
+                    at(&format!(".match.effects[{j}]")),
+                    format!("unknown effect {e:?}"),
+                );
             }
         }
         for (j, k) in m.statements.iter().enumerate() {
             if airlock_policy::StatementKind::from_name(k).is_none() {
-                p.add(at(&format!(".match.statements[{j}]")), format!("unknown statement kind {k:?}"));
+                p.add(
+                    at(&format!(".match.statements[{j}]")),
+                    format!("unknown statement kind {k:?}"),
+                );
             }
         }
-        if m.effects.is_empty() && m.statements.is_empty() && m.where_clause.is_none() && m.estimated_rows_over.is_none() {
-            p.add(at(".match"), "matches every statement; give at least one condition");
+        if m.effects.is_empty()
+            && m.statements.is_empty()
+            && m.where_clause.is_none()
+            && m.estimated_rows_over.is_none()
+        {
+            p.add(
+                at(".match"),
+                "matches every statement; give at least one condition",
+            );
         }
         if g.action == GuardrailAction::Approve && g.approvers.is_empty() {
             p.add(at(".approvers"), "required with action: approve");

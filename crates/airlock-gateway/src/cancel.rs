@@ -36,7 +36,11 @@ pub struct CancelKey {
 
 impl Drop for CancelKey {
     fn drop(&mut self) {
-        self.registry.by_pid.lock().unwrap().remove(&self.process_id);
+        self.registry
+            .by_pid
+            .lock()
+            .unwrap()
+            .remove(&self.process_id);
     }
 }
 

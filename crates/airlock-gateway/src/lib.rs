@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cancel;
+pub mod inspect;
 pub mod metrics;
 pub mod pump;
 mod session;
@@ -53,7 +54,10 @@ pub fn issuer_specs(config: &Config, dev_jwks_uri: Option<&str>) -> Vec<IssuerSp
     if config.identity.dev_issuer
         && let Some(uri) = dev_jwks_uri
     {
-        specs.push(DevIssuer::issuer_spec(uri, config.identity.dev_issuer_audience.clone()));
+        specs.push(DevIssuer::issuer_spec(
+            uri,
+            config.identity.dev_issuer_audience.clone(),
+        ));
     }
     specs
 }
@@ -62,7 +66,9 @@ pub fn issuer_specs(config: &Config, dev_jwks_uri: Option<&str>) -> Vec<IssuerSp
 /// (a wildcard bind is reached on loopback).
 pub fn local_addr(addr: SocketAddr) -> SocketAddr {
     match addr {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => SocketAddr::from(([127, 0, 0, 1], a.port())),
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        }
         SocketAddr::V6(a) if a.ip().is_unspecified() => {
             SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
         }
@@ -127,7 +133,11 @@ impl Gateway {
     }
 
     /// Accepts PostgreSQL clients on `listener` until `shutdown` completes.
-    pub async fn serve_postgres(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    pub async fn serve_postgres(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) {
         let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
         tokio::pin!(shutdown);
         loop {

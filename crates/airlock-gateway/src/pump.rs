@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 
 use airlock_pgwire::ProtocolError;
 use airlock_pgwire::codec;
-use airlock_pgwire::relay::{ClientFlow, Relay};
+use airlock_pgwire::relay::{ClientFlow, Inspector, Relay};
 use bytes::{Buf, BytesMut};
 use metrics::Counter;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -56,10 +56,10 @@ pub struct ByteCounters {
 }
 
 /// The buffers and streams of a ready session.
-pub struct Pump<C, U> {
+pub struct Pump<C, U, I> {
     pub client: C,
     pub upstream: U,
-    relay: Relay,
+    relay: Relay<I>,
     counters: ByteCounters,
     from_client: BytesMut,
     from_upstream: BytesMut,
@@ -71,19 +71,28 @@ pub struct Pump<C, U> {
     upstream_eof: bool,
 }
 
-impl<C, U> Pump<C, U>
+impl<C, U, I> Pump<C, U, I>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
+    I: Inspector,
 {
-    /// `to_client` may already hold messages (the login answer).
-    pub fn new(client: C, upstream: U, relay: Relay, counters: ByteCounters, to_client: BytesMut) -> Self {
+    /// `to_client` may already hold messages (the login answer), and
+    /// `from_client` bytes the client sent behind its password.
+    pub fn new(
+        client: C,
+        upstream: U,
+        relay: Relay<I>,
+        counters: ByteCounters,
+        from_client: BytesMut,
+        to_client: BytesMut,
+    ) -> Self {
         Pump {
             client,
             upstream,
             relay,
             counters,
-            from_client: BytesMut::with_capacity(READ_CHUNK),
+            from_client,
             from_upstream: BytesMut::with_capacity(READ_CHUNK),
             to_upstream: BytesMut::with_capacity(READ_CHUNK),
             to_client,
@@ -97,6 +106,14 @@ where
     /// Relays until the session ends. Cancel-safe: dropping the future loses
     /// no data, and calling `run` again resumes.
     pub async fn run(&mut self) -> PumpEnd {
+        if !self.from_client.is_empty() && self.to_upstream.is_empty() {
+            // Messages pipelined behind the password.
+            match self.relay.handle_client(&mut self.from_client, &mut self.to_upstream) {
+                Ok(ClientFlow::Continue) => {}
+                Ok(ClientFlow::Terminate) => self.terminating = true,
+                Err(e) => return PumpEnd::Protocol(Side::Client, e),
+            }
+        }
         poll_fn(|cx| self.poll(cx)).await
     }
 
@@ -122,7 +139,8 @@ where
             self.to_upstream.extend_from_slice(&[b'X', 0, 0, 0, 4]);
         }
         while !self.to_upstream.is_empty() {
-            match poll_fn(|cx| Pin::new(&mut self.upstream).poll_write(cx, &self.to_upstream)).await {
+            match poll_fn(|cx| Pin::new(&mut self.upstream).poll_write(cx, &self.to_upstream)).await
+            {
                 Ok(0) | Err(_) => break,
                 Ok(n) => self.to_upstream.advance(n),
             }
@@ -134,12 +152,22 @@ where
         loop {
             let mut progress = false;
 
-            match poll_drain(&mut self.upstream, cx, &mut self.to_upstream, &mut self.upstream_dirty) {
+            match poll_drain(
+                &mut self.upstream,
+                cx,
+                &mut self.to_upstream,
+                &mut self.upstream_dirty,
+            ) {
                 Poll::Ready(Ok(moved)) => progress |= moved,
                 Poll::Ready(Err(e)) => return Poll::Ready(PumpEnd::Io(Side::Upstream, e)),
                 Poll::Pending => {}
             }
-            match poll_drain(&mut self.client, cx, &mut self.to_client, &mut self.client_dirty) {
+            match poll_drain(
+                &mut self.client,
+                cx,
+                &mut self.to_client,
+                &mut self.client_dirty,
+            ) {
                 Poll::Ready(Ok(moved)) => progress |= moved,
                 Poll::Ready(Err(e)) => return Poll::Ready(PumpEnd::Io(Side::Client, e)),
                 Poll::Pending => {}
@@ -156,7 +184,10 @@ where
                     Poll::Ready(Ok(0)) => return Poll::Ready(PumpEnd::ClientClosed),
                     Poll::Ready(Ok(n)) => {
                         self.counters.client_to_upstream.increment(n as u64);
-                        match self.relay.handle_client(&mut self.from_client, &mut self.to_upstream) {
+                        match self
+                            .relay
+                            .handle_client(&mut self.from_client, &mut self.to_upstream)
+                        {
                             Ok(ClientFlow::Continue) => {}
                             Ok(ClientFlow::Terminate) => self.terminating = true,
                             Err(e) => return Poll::Ready(PumpEnd::Protocol(Side::Client, e)),
@@ -176,7 +207,10 @@ where
                     }
                     Poll::Ready(Ok(n)) => {
                         self.counters.upstream_to_client.increment(n as u64);
-                        if let Err(e) = self.relay.handle_upstream(&mut self.from_upstream, &mut self.to_client) {
+                        if let Err(e) = self
+                            .relay
+                            .handle_upstream(&mut self.from_upstream, &mut self.to_client)
+                        {
                             return Poll::Ready(PumpEnd::Protocol(Side::Upstream, e));
                         }
                         progress = true;
@@ -221,7 +255,13 @@ fn poll_drain<W: AsyncWrite + Unpin>(
             Poll::Pending => {}
         }
     }
-    if moved { Poll::Ready(Ok(true)) } else if buf.is_empty() && !*dirty { Poll::Ready(Ok(false)) } else { Poll::Pending }
+    if moved {
+        Poll::Ready(Ok(true))
+    } else if buf.is_empty() && !*dirty {
+        Poll::Ready(Ok(false))
+    } else {
+        Poll::Pending
+    }
 }
 
 /// Reads into `buf`, first making room for at least a chunk, or for the rest
@@ -234,7 +274,9 @@ fn poll_fill<R: AsyncRead + Unpin>(
     // The relay has already checked any header at the front against the
     // size limit; growth is still capped per read.
     let want = match codec::peek_header(buf, usize::MAX) {
-        Ok(Some(h)) if h.total_len > buf.len() => (h.total_len - buf.len()).clamp(READ_CHUNK, MAX_RESERVE),
+        Ok(Some(h)) if h.total_len > buf.len() => {
+            (h.total_len - buf.len()).clamp(READ_CHUNK, MAX_RESERVE)
+        }
         _ => READ_CHUNK,
     };
     if buf.capacity() - buf.len() < want.min(READ_CHUNK) {

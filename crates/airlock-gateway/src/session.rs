@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 use airlock_config::SessionLifetime;
 use airlock_identity::Authenticated;
 use airlock_pgwire::codec::{self, Notice, Severity, Startup};
-use airlock_pgwire::relay::Relay;
+use airlock_pgwire::relay::{Inspector, Relay};
 use airlock_pgwire::startup::{ClientHandshake, Step, fatal};
 use airlock_pgwire::{params, sqlstate};
 use airlock_policy::{AccessMode, Route};
@@ -18,6 +18,7 @@ use tracing::{Instrument, field};
 
 use crate::Gateway;
 use crate::cancel::{CancelKey, CancelTarget};
+use crate::inspect::{PolicyInspector, SessionPolicy};
 use crate::pump::{Pump, PumpEnd, Side};
 use crate::snapshot::Snapshot;
 use crate::stream::{ClientStream, MaybeTls};
@@ -75,6 +76,10 @@ async fn finish_early(client: &mut ClientStream, out: &[u8]) {
 /// An authenticated, routed session with its upstream open.
 struct Opened {
     principal: airlock_policy::Principal,
+    route: Route,
+    /// Client bytes that arrived behind the password.
+    pending: BytesMut,
+    parameters: Vec<(String, String)>,
     upstream: crate::stream::UpstreamStream,
     status: u8,
     _cancel: CancelKey,
@@ -150,7 +155,11 @@ async fn open(
         Err(e) => {
             tracing::info!(error = %e, "no route");
             gateway.metrics.auth_failure("no_access");
-            fatal(out, sqlstate::INVALID_AUTHORIZATION, &format!("airlock: {e}"));
+            fatal(
+                out,
+                sqlstate::INVALID_AUTHORIZATION,
+                &format!("airlock: {e}"),
+            );
             return None;
         }
     };
@@ -180,7 +189,10 @@ async fn open(
             fatal(
                 out,
                 sqlstate::CONNECTION_FAILURE,
-                &format!("airlock: connection \"{}\" is unavailable (timed out)", route.connection),
+                &format!(
+                    "airlock: connection \"{}\" is unavailable (timed out)",
+                    route.connection
+                ),
             );
             return None;
         }
@@ -197,13 +209,20 @@ async fn open(
     tracing::info!(rule = %route.rule, mode = ?route.mode, "session opened");
     Some(Opened {
         principal,
+        route,
+        pending: input,
+        parameters: ready.parameters,
         upstream,
         status: ready.status,
         _cancel: cancel,
     })
 }
 
-async fn authenticate(gateway: &Gateway, snapshot: &Snapshot, token: &str) -> Result<Authenticated, String> {
+async fn authenticate(
+    gateway: &Gateway,
+    snapshot: &Snapshot,
+    token: &str,
+) -> Result<Authenticated, String> {
     if token.is_empty() {
         gateway.metrics.auth_failure("no_token");
         return Err("airlock: no token: send an OIDC token as the password".into());
@@ -227,7 +246,10 @@ fn upstream_failed(out: &mut BytesMut, route: &Route, e: &ConnectError) {
             "airlock: the upstream of connection \"{}\" refused airlock's login for role \"{}\"; an administrator must check the role's credential",
             route.connection, route.role
         ),
-        _ => format!("airlock: connection \"{}\" is unavailable", route.connection),
+        _ => format!(
+            "airlock: connection \"{}\" is unavailable",
+            route.connection
+        ),
     };
     fatal(out, e.sqlstate(), &message);
 }
@@ -266,12 +288,39 @@ fn welcome(
 }
 
 /// Relays until the session ends, then closes both sides.
-async fn run(gateway: &Gateway, snapshot: &Snapshot, client: ClientStream, out: BytesMut, opened: Opened) {
+async fn run(
+    gateway: &Gateway,
+    snapshot: &Snapshot,
+    client: ClientStream,
+    out: BytesMut,
+    opened: Opened,
+) {
     let _active = gateway.metrics.session_started();
-    let relay = Relay::new(snapshot.limits.max_message_size, opened.status);
-    let mut pump = Pump::new(client, opened.upstream, relay, gateway.metrics.byte_counters(), out);
+    let mut inspector = PolicyInspector::new(SessionPolicy {
+        analyzer: Arc::clone(&snapshot.analyzer),
+        guardrails: Arc::clone(&snapshot.guardrails),
+        mode: opened.route.mode,
+        access_rule: opened.route.rule.clone(),
+    });
+    for (name, value) in &opened.parameters {
+        inspector.parameter_status(name, value);
+    }
+    let relay = Relay::new(inspector, snapshot.limits.max_message_size, opened.status);
+    let mut pump = Pump::new(
+        client,
+        opened.upstream,
+        relay,
+        gateway.metrics.byte_counters(),
+        opened.pending,
+        out,
+    );
     let ends_at = match snapshot.session_lifetime {
-        SessionLifetime::Token => Some(opened.principal.expires_at),
+        // The token was accepted within the clock-skew leeway; the session
+        // gets the same grace.
+        SessionLifetime::Token => opened
+            .principal
+            .expires_at
+            .checked_add(airlock_identity::LEEWAY),
         SessionLifetime::Unlimited => None,
         SessionLifetime::Fixed(d) => SystemTime::now().checked_add(d),
     };
@@ -294,14 +343,20 @@ async fn run(gateway: &Gateway, snapshot: &Snapshot, client: ClientStream, out: 
         }
     };
     match &end {
-        PumpEnd::ClientClosed | PumpEnd::Terminated => tracing::info!("session closed by the client"),
+        PumpEnd::ClientClosed | PumpEnd::Terminated => {
+            tracing::info!("session closed by the client")
+        }
         PumpEnd::UpstreamClosed => tracing::info!("session closed by the upstream"),
-        PumpEnd::Io(side, e) => tracing::info!(?side, error = %e, "session ended by a socket error"),
+        PumpEnd::Io(side, e) => {
+            tracing::info!(?side, error = %e, "session ended by a socket error")
+        }
         PumpEnd::Protocol(side, e) => {
             tracing::warn!(?side, error = %e, "protocol violation");
             let message = match side {
                 Side::Client => format!("airlock: {e}"),
-                Side::Upstream => format!("airlock: the upstream sent an unacceptable message: {e}"),
+                Side::Upstream => {
+                    format!("airlock: the upstream sent an unacceptable message: {e}")
+                }
             };
             fatal(pump.to_client(), e.sqlstate(), &message);
         }

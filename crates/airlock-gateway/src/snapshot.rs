@@ -12,7 +12,8 @@ use std::time::Duration;
 use airlock_config::{Config, ResolvedSecrets, SessionLifetime, TlsMode};
 use airlock_identity::Verifier;
 use airlock_pgwire::startup::TlsOffer;
-use airlock_policy::{AccessMode, AccessPolicy, AccessRule};
+use airlock_policy::{AccessMode, AccessPolicy, AccessRule, Effects, Guardrail, Guardrails};
+use airlock_sql::Analyzer;
 
 use crate::tls::{self, TlsError};
 use crate::upstream::{Credential, UpstreamTarget, UpstreamTls};
@@ -34,6 +35,8 @@ pub struct ConnectionRuntime {
 /// Everything a new session needs, from one load of the configuration.
 pub struct Snapshot {
     pub access: AccessPolicy,
+    pub analyzer: Arc<Analyzer>,
+    pub guardrails: Arc<Guardrails>,
     pub connections: HashMap<String, ConnectionRuntime>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub tls_offer: TlsOffer,
@@ -44,11 +47,16 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds a snapshot from a validated configuration and its secrets.
-    pub fn build(config: &Config, secrets: &ResolvedSecrets, verifier: Arc<Verifier>) -> Result<Snapshot, TlsError> {
+    pub fn build(
+        config: &Config,
+        secrets: &ResolvedSecrets,
+        verifier: Arc<Verifier>,
+    ) -> Result<Snapshot, TlsError> {
         let tls = match &secrets.tls {
-            Some(pair) if config.tls_mode() != TlsMode::Disabled => {
-                Some(tls::acceptor(pair.cert_pem.expose(), pair.key_pem.expose())?)
-            }
+            Some(pair) if config.tls_mode() != TlsMode::Disabled => Some(tls::acceptor(
+                pair.cert_pem.expose(),
+                pair.key_pem.expose(),
+            )?),
             _ => None,
         };
         let tls_offer = match config.tls_mode() {
@@ -62,11 +70,19 @@ impl Snapshot {
             let up = &conn.upstream;
             let tls = match up.tls {
                 airlock_config::UpstreamTls::Disable => UpstreamTls::Disable,
-                airlock_config::UpstreamTls::Prefer => UpstreamTls::Prefer(tls::encrypting_connector()?),
-                airlock_config::UpstreamTls::Require => UpstreamTls::Require(tls::encrypting_connector()?),
-                airlock_config::UpstreamTls::VerifyFull => UpstreamTls::VerifyFull(tls::verifying_connector(
-                    conn_secrets.and_then(|s| s.ca_pem.as_ref()).map(|ca| ca.expose().as_slice()),
-                )?),
+                airlock_config::UpstreamTls::Prefer => {
+                    UpstreamTls::Prefer(tls::encrypting_connector()?)
+                }
+                airlock_config::UpstreamTls::Require => {
+                    UpstreamTls::Require(tls::encrypting_connector()?)
+                }
+                airlock_config::UpstreamTls::VerifyFull => {
+                    UpstreamTls::VerifyFull(tls::verifying_connector(
+                        conn_secrets
+                            .and_then(|s| s.ca_pem.as_ref())
+                            .map(|ca| ca.expose().as_slice()),
+                    )?)
+                }
             };
             let roles = conn
                 .roles
@@ -75,7 +91,13 @@ impl Snapshot {
                     let password = conn_secrets
                         .and_then(|s| s.passwords.get(role))
                         .map(|p| p.expose().clone());
-                    (role.clone(), Credential { user: cred.user.clone(), password })
+                    (
+                        role.clone(),
+                        Credential {
+                            user: cred.user.clone(),
+                            password,
+                        },
+                    )
                 })
                 .collect();
             let target = UpstreamTarget {
@@ -88,11 +110,14 @@ impl Snapshot {
         }
         Ok(Snapshot {
             access: access_policy(config),
+            analyzer: Arc::new(Analyzer::new(&config.unsafe_functions)),
+            guardrails: Arc::new(guardrails(config)),
             connections,
             tls,
             tls_offer,
             limits: Limits {
-                max_message_size: usize::try_from(config.limits.max_message_size.0).unwrap_or(usize::MAX),
+                max_message_size: usize::try_from(config.limits.max_message_size.0)
+                    .unwrap_or(usize::MAX),
                 startup_timeout: config.limits.startup_timeout.0,
                 upstream_connect_timeout: config.limits.upstream_connect_timeout.0,
             },
@@ -125,4 +150,35 @@ pub fn access_policy(config: &Config) -> AccessPolicy {
         .map(|(name, c)| (name.clone(), c.roles.keys().cloned().collect()))
         .collect();
     AccessPolicy::new(rules, connections)
+}
+
+/// The policy core's view of the `guardrails` section. Names were validated
+/// with the configuration.
+pub fn guardrails(config: &Config) -> Guardrails {
+    use airlock_config::{GuardrailAction, WhereClause};
+    use airlock_policy::{Action, Effect, StatementKind};
+    let rules = config
+        .guardrails
+        .iter()
+        .map(|g| Guardrail {
+            name: g.name.clone(),
+            effects: g
+                .matches
+                .effects
+                .iter()
+                .filter_map(|e| Effect::from_name(e))
+                .fold(Effects::EMPTY, Effects::with),
+            statements: g.matches.statements.iter().filter_map(|k| StatementKind::from_name(k)).collect(),
+            where_present: g.matches.where_clause.map(|w| w == WhereClause::Present),
+            estimated_rows_over: g.matches.estimated_rows_over,
+            action: match g.action {
+                GuardrailAction::Allow => Action::Allow,
+                GuardrailAction::Approve => Action::Approve,
+                GuardrailAction::Deny => Action::Deny,
+            },
+            message: g.message.clone(),
+            approvers: g.approvers.clone(),
+        })
+        .collect();
+    Guardrails::new(rules)
 }

@@ -102,19 +102,29 @@ pub async fn connect(
     let mut input = BytesMut::with_capacity(4096);
     loop {
         if !out.is_empty() {
-            stream.write_all(&out).await.map_err(ConnectError::Unreachable)?;
+            stream
+                .write_all(&out)
+                .await
+                .map_err(ConnectError::Unreachable)?;
             stream.flush().await.map_err(ConnectError::Unreachable)?;
             out.clear();
         }
-        if stream.read_buf(&mut input).await.map_err(ConnectError::Unreachable)? == 0 {
+        if stream
+            .read_buf(&mut input)
+            .await
+            .map_err(ConnectError::Unreachable)?
+            == 0
+        {
             return Err(ConnectError::Closed);
         }
         if let Some(ready) = login.handle(&mut input, &mut out)? {
             if !input.is_empty() {
-                return Err(LoginError::Protocol(airlock_pgwire::ProtocolError::Malformed(
-                    "data after the first ReadyForQuery",
-                ))
-                .into());
+                return Err(
+                    LoginError::Protocol(airlock_pgwire::ProtocolError::Malformed(
+                        "data after the first ReadyForQuery",
+                    ))
+                    .into(),
+                );
             }
             return Ok((stream, ready));
         }
@@ -129,12 +139,17 @@ async fn negotiate_tls(
 ) -> Result<UpstreamStream, ConnectError> {
     let mut req = BytesMut::new();
     airlock_pgwire::codec::ssl_request(&mut req);
-    tcp.write_all(&req).await.map_err(ConnectError::Unreachable)?;
+    tcp.write_all(&req)
+        .await
+        .map_err(ConnectError::Unreachable)?;
     match tcp.read_u8().await.map_err(ConnectError::Unreachable)? {
         b'S' => {
             let name = ServerName::try_from(host.to_string())
                 .map_err(|e| ConnectError::Tls(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-            let tls = connector.connect(name, tcp).await.map_err(ConnectError::Tls)?;
+            let tls = connector
+                .connect(name, tcp)
+                .await
+                .map_err(ConnectError::Tls)?;
             Ok(MaybeTls::Tls(Box::new(tls)))
         }
         b'N' if !require => Ok(MaybeTls::Plain(tcp)),

@@ -73,7 +73,9 @@ pub fn parse_startup(buf: &mut BytesMut) -> Result<Option<StartupPacket>, Protoc
             secret_key: body.get_i32(),
         },
         SSL_REQUEST_CODE | GSSENC_REQUEST_CODE | CANCEL_REQUEST_CODE => {
-            return Err(ProtocolError::Malformed("request packet of the wrong length"));
+            return Err(ProtocolError::Malformed(
+                "request packet of the wrong length",
+            ));
         }
         version => StartupPacket::Startup(Startup {
             major: (version >> 16) as u16,
@@ -95,7 +97,9 @@ fn parse_startup_params(mut body: Bytes) -> Result<Vec<(String, String)>, Protoc
         params.push((key, value));
     }
     if !body.is_empty() {
-        return Err(ProtocolError::Malformed("bytes after the startup parameters"));
+        return Err(ProtocolError::Malformed(
+            "bytes after the startup parameters",
+        ));
     }
     Ok(params)
 }
@@ -105,7 +109,9 @@ pub fn read_cstr(buf: &mut Bytes) -> Result<String, ProtocolError> {
     let end = buf
         .iter()
         .position(|&b| b == 0)
-        .ok_or(ProtocolError::Malformed("string without its terminating NUL"))?;
+        .ok_or(ProtocolError::Malformed(
+            "string without its terminating NUL",
+        ))?;
     let s = buf.split_to(end);
     buf.advance(1);
     String::from_utf8(s.to_vec()).map_err(|_| ProtocolError::InvalidUtf8)
@@ -135,10 +141,7 @@ pub fn peek_header(buf: &[u8], max_len: usize) -> Result<Option<Header>, Protoco
     }
     let len = len as usize;
     if len > max_len {
-        return Err(ProtocolError::TooLarge {
-            len,
-            max: max_len,
-        });
+        return Err(ProtocolError::TooLarge { len, max: max_len });
     }
     Ok(Some(Header {
         tag: buf[0],
@@ -359,7 +362,10 @@ mod tests {
 
     #[test]
     fn startup_parses_only_when_complete() {
-        let full = startup_bytes(PROTOCOL_3_0, &[("user", "readonly"), ("database", "orders")]);
+        let full = startup_bytes(
+            PROTOCOL_3_0,
+            &[("user", "readonly"), ("database", "orders")],
+        );
         for cut in 0..full.len() {
             let mut part = BytesMut::from(&full[..cut]);
             assert_eq!(parse_startup(&mut part).unwrap(), None, "cut at {cut}");
@@ -400,8 +406,14 @@ mod tests {
         buf.put_i32(CANCEL_REQUEST_CODE);
         buf.put_i32(7);
         buf.put_i32(-9);
-        assert_eq!(parse_startup(&mut buf).unwrap(), Some(StartupPacket::SslRequest));
-        assert_eq!(parse_startup(&mut buf).unwrap(), Some(StartupPacket::GssEncRequest));
+        assert_eq!(
+            parse_startup(&mut buf).unwrap(),
+            Some(StartupPacket::SslRequest)
+        );
+        assert_eq!(
+            parse_startup(&mut buf).unwrap(),
+            Some(StartupPacket::GssEncRequest)
+        );
         assert_eq!(
             parse_startup(&mut buf).unwrap(),
             Some(StartupPacket::Cancel {
@@ -424,7 +436,10 @@ mod tests {
         let mut buf = BytesMut::new();
         buf.put_i32(body.len() as i32 + 4);
         buf.extend_from_slice(&body);
-        assert!(matches!(parse_startup(&mut buf), Err(ProtocolError::Malformed(_))));
+        assert!(matches!(
+            parse_startup(&mut buf),
+            Err(ProtocolError::Malformed(_))
+        ));
 
         let mut buf = startup_bytes(PROTOCOL_3_0, &[("user", "x")]);
         let at = buf.len() - 3;

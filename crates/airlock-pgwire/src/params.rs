@@ -30,7 +30,9 @@ pub const ALLOWED_SETTINGS: &[&str] = &[
 ];
 
 fn allowed(name: &str) -> bool {
-    ALLOWED_SETTINGS.iter().any(|a| a.eq_ignore_ascii_case(name))
+    ALLOWED_SETTINGS
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(name))
 }
 
 /// The settings to forward upstream, or the reason the startup is refused.

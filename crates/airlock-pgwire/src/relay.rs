@@ -3,25 +3,76 @@
 //!
 //! [`Relay`] frames both directions and forwards whole messages. It is the
 //! one place that sees every frontend message after login, so it is where
-//! the gateway refuses what it must: message types that have no business
-//! after login, messages over the size limit, and FunctionCall, which calls
-//! a function by OID without any SQL for the gateway to inspect.
+//! statements are judged: each simple Query and each Parse goes to the
+//! session's [`Inspector`] before anything reaches the upstream. It also
+//! refuses, on its own, what breaks or bypasses the protocol: message types
+//! that have no business after login, messages over the size limit, and
+//! FunctionCall, which calls a function by OID without any SQL to inspect.
 //!
-//! Refusals that PostgreSQL would answer with an ERROR (not FATAL) must
-//! reach the client in order with the other responses, and must leave the
-//! transaction exactly as PostgreSQL would (aborted, inside a block). The
-//! relay gets both for free by substituting the refused message with a
-//! statement that raises the same error upstream: the upstream answers it in
-//! sequence and aborts the transaction itself.
+//! A refusal must reach the client in order with the other responses, and
+//! must leave the transaction exactly as PostgreSQL would after an error
+//! (aborted, inside a block; the rest of an extended-protocol batch skipped
+//! until Sync). The relay gets all of that from the upstream itself: it
+//! replaces the refused message with one that fails to parse upstream
+//! (`AIRLOCK_REFUSED_<n>`), and rewrites the resulting syntax error into the
+//! refusal on its way back. Nothing of the refused message reaches the
+//! upstream.
 
-use bytes::{Buf, BytesMut};
+use std::collections::VecDeque;
 
-use crate::codec;
+use bytes::{Buf, BufMut, BytesMut};
+
+use crate::codec::{self, Notice, Severity};
 use crate::error::ProtocolError;
 use crate::sqlstate;
 
 /// Frontend message types a client may send after login.
 const FRONTEND_TAGS: &[u8] = b"QPBEDCSHFdcfX";
+
+/// The token a refused message is replaced with, followed by its number.
+const REFUSED_TOKEN: &str = "AIRLOCK_REFUSED_";
+
+/// The syntax error PostgreSQL raises for a refusal's stand-in.
+const SYNTAX_ERROR: &str = "42601";
+
+/// How long refusals wait for their error before being forgotten (their
+/// stand-in was skipped because an earlier error aborted the batch).
+const MAX_PENDING: usize = 64;
+
+/// What to do with one statement-carrying message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Forward,
+    /// Refuse the whole message with an ERROR carrying `code` and `message`.
+    Refuse { code: &'static str, message: String },
+}
+
+/// Judges statements for a [`Relay`]. Implemented by the gateway with the
+/// policy core; the relay knows nothing of SQL.
+pub trait Inspector {
+    /// The text of a simple Query message (all its statements), as bytes in
+    /// the session's client encoding.
+    fn query(&mut self, sql: &[u8]) -> Verdict;
+    /// The statement text of a Parse message creating statement `name`.
+    fn parse(&mut self, name: &[u8], sql: &[u8]) -> Verdict;
+    /// A ParameterStatus the upstream reported (`standard_conforming_strings`,
+    /// `client_encoding`…).
+    fn parameter_status(&mut self, name: &str, value: &str);
+}
+
+/// An inspector that forwards everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PassThrough;
+
+impl Inspector for PassThrough {
+    fn query(&mut self, _: &[u8]) -> Verdict {
+        Verdict::Forward
+    }
+    fn parse(&mut self, _: &[u8], _: &[u8]) -> Verdict {
+        Verdict::Forward
+    }
+    fn parameter_status(&mut self, _: &str, _: &str) {}
+}
 
 /// What the driver must do after [`Relay::handle_client`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,20 +85,31 @@ pub enum ClientFlow {
     Terminate,
 }
 
-/// The ready-phase state machine of one session.
-#[derive(Debug)]
-pub struct Relay {
-    max_message: usize,
-    status: u8,
+struct Refusal {
+    id: u64,
+    code: &'static str,
+    message: String,
 }
 
-impl Relay {
+/// The ready-phase state machine of one session.
+pub struct Relay<I> {
+    inspector: I,
+    max_message: usize,
+    status: u8,
+    next_refusal: u64,
+    pending: VecDeque<Refusal>,
+}
+
+impl<I: Inspector> Relay<I> {
     /// `status` is the transaction status of the upstream's first
     /// ReadyForQuery; `max_message` bounds every message in both directions.
-    pub fn new(max_message: usize, status: u8) -> Self {
+    pub fn new(inspector: I, max_message: usize, status: u8) -> Self {
         Relay {
+            inspector,
             max_message,
             status,
+            next_refusal: 0,
+            pending: VecDeque::new(),
         }
     }
 
@@ -57,7 +119,12 @@ impl Relay {
         self.status
     }
 
-    /// Moves every whole client message from `input` to `to_upstream`.
+    pub fn inspector(&self) -> &I {
+        &self.inspector
+    }
+
+    /// Moves every whole client message from `input` to `to_upstream`,
+    /// judging statements on the way.
     pub fn handle_client(
         &mut self,
         input: &mut BytesMut,
@@ -71,35 +138,72 @@ impl Relay {
             if input.len() - end < h.total_len {
                 break;
             }
-            match h.tag {
-                b'F' => {
-                    to_upstream.extend_from_slice(&input[..end]);
-                    input.advance(end + h.total_len);
-                    end = 0;
-                    refuse_upstream(
-                        sqlstate::FEATURE_NOT_SUPPORTED,
-                        "airlock: the FunctionCall protocol message is not supported; call the function in a SQL statement",
-                        to_upstream,
-                    );
-                    continue;
+            let body = &input[end + 5..end + h.total_len];
+            let verdict = match h.tag {
+                b'Q' => self.inspector.query(cstr(body)?),
+                b'P' => {
+                    let name = cstr(body)?;
+                    let sql = cstr(&body[name.len() + 1..])?;
+                    self.inspector.parse(name, sql)
                 }
+                b'F' => Verdict::Refuse {
+                    code: sqlstate::FEATURE_NOT_SUPPORTED,
+                    message: "airlock: the FunctionCall protocol message is not supported; call the function in a SQL statement".into(),
+                },
                 b'X' => {
                     end += h.total_len;
                     flow = ClientFlow::Terminate;
                     break;
                 }
-                tag if FRONTEND_TAGS.contains(&tag) => end += h.total_len,
+                tag if FRONTEND_TAGS.contains(&tag) => Verdict::Forward,
                 tag => {
                     return Err(ProtocolError::UnexpectedMessage {
                         tag,
                         context: "invalid frontend message type",
                     });
                 }
+            };
+            match verdict {
+                Verdict::Forward => end += h.total_len,
+                Verdict::Refuse { code, message } => {
+                    let name = (h.tag == b'P').then(|| cstr(body).map(<[u8]>::to_vec)).transpose()?;
+                    to_upstream.extend_from_slice(&input[..end]);
+                    input.advance(end + h.total_len);
+                    end = 0;
+                    self.refuse(name.as_deref(), code, message, to_upstream);
+                }
             }
         }
         to_upstream.extend_from_slice(&input[..end]);
         input.advance(end);
         Ok(flow)
+    }
+
+    /// Queues the stand-in of a refused message: a Parse of statement
+    /// `name` for a refused Parse, a Query otherwise.
+    fn refuse(&mut self, parse_name: Option<&[u8]>, code: &'static str, message: String, to_upstream: &mut BytesMut) {
+        self.next_refusal += 1;
+        let token = format!("{REFUSED_TOKEN}{}", self.next_refusal);
+        match parse_name {
+            Some(name) => {
+                to_upstream.put_u8(b'P');
+                to_upstream.put_i32((4 + name.len() + 1 + token.len() + 1 + 2) as i32);
+                to_upstream.extend_from_slice(name);
+                to_upstream.put_u8(0);
+                to_upstream.extend_from_slice(token.as_bytes());
+                to_upstream.put_u8(0);
+                to_upstream.put_i16(0);
+            }
+            None => codec::query(&token, to_upstream),
+        }
+        if self.pending.len() == MAX_PENDING {
+            self.pending.pop_front();
+        }
+        self.pending.push_back(Refusal {
+            id: self.next_refusal,
+            code,
+            message,
+        });
     }
 
     /// Moves every whole upstream message from `input` to `to_client`.
@@ -113,8 +217,26 @@ impl Relay {
             if input.len() - end < h.total_len {
                 break;
             }
-            if h.tag == b'Z' && h.total_len == 6 {
-                self.status = input[end + 5];
+            let body = &input[end + 5..end + h.total_len];
+            match h.tag {
+                b'Z' if body.len() == 1 => self.status = body[0],
+                b'S' => {
+                    let name = cstr(body)?;
+                    let value = cstr(&body[name.len() + 1..])?;
+                    if let (Ok(n), Ok(v)) = (std::str::from_utf8(name), std::str::from_utf8(value)) {
+                        self.inspector.parameter_status(n, v);
+                    }
+                }
+                b'E' if !self.pending.is_empty() => {
+                    if let Some(refusal) = self.take_refusal(body) {
+                        to_client.extend_from_slice(&input[..end]);
+                        input.advance(end + h.total_len);
+                        end = 0;
+                        codec::notice_message(&Notice::new(Severity::Error, refusal.code, &refusal.message), to_client);
+                        continue;
+                    }
+                }
+                _ => {}
             }
             end += h.total_len;
         }
@@ -122,23 +244,32 @@ impl Relay {
         input.advance(end);
         Ok(())
     }
+
+    /// The refusal an upstream ErrorResponse answers, if it is one.
+    fn take_refusal(&mut self, body: &[u8]) -> Option<Refusal> {
+        let fields = codec::notice_fields(body);
+        let field = |c: u8| fields.iter().find(|(f, _)| *f == c).map(|(_, v)| v.as_str());
+        if field(b'C') != Some(SYNTAX_ERROR) {
+            return None;
+        }
+        let message = field(b'M')?;
+        let rest = message.strip_prefix("syntax error at or near \"")?.strip_prefix(REFUSED_TOKEN)?;
+        let id: u64 = rest.strip_suffix('"')?.parse().ok()?;
+        let at = self.pending.iter().position(|r| r.id == id)?;
+        self.pending.remove(at)
+    }
 }
 
-/// Queues, in place of a refused message, a statement that makes the
-/// upstream raise `code` with `message`.
-fn refuse_upstream(code: &str, message: &str, to_upstream: &mut BytesMut) {
-    debug_assert!(code.bytes().all(|b| b.is_ascii_alphanumeric()));
-    let sql = format!(
-        "DO $airlock$BEGIN RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = '{}'; END$airlock$",
-        message.replace('\'', "''").replace("$airlock$", "")
-    );
-    codec::query(&sql, to_upstream);
+/// The NUL-terminated string at the start of `body`.
+fn cstr(body: &[u8]) -> Result<&[u8], ProtocolError> {
+    body.iter()
+        .position(|&b| b == 0)
+        .map(|n| &body[..n])
+        .ok_or(ProtocolError::Malformed("string without its terminating NUL"))
 }
 
 #[cfg(test)]
 mod tests {
-    use bytes::BufMut;
-
     use super::*;
 
     fn msg(tag: u8, body: &[u8]) -> BytesMut {
@@ -149,9 +280,57 @@ mod tests {
         b
     }
 
+    /// Refuses statements containing "drop", records what it saw.
+    #[derive(Default)]
+    struct NoDrops {
+        seen: Vec<String>,
+        params: Vec<(String, String)>,
+    }
+
+    impl Inspector for NoDrops {
+        fn query(&mut self, sql: &[u8]) -> Verdict {
+            self.judge(sql)
+        }
+        fn parse(&mut self, _: &[u8], sql: &[u8]) -> Verdict {
+            self.judge(sql)
+        }
+        fn parameter_status(&mut self, name: &str, value: &str) {
+            self.params.push((name.into(), value.into()));
+        }
+    }
+
+    impl NoDrops {
+        fn judge(&mut self, sql: &[u8]) -> Verdict {
+            let sql = String::from_utf8_lossy(sql).into_owned();
+            self.seen.push(sql.clone());
+            if sql.contains("drop") {
+                Verdict::Refuse {
+                    code: "42501",
+                    message: "no drops".into(),
+                }
+            } else {
+                Verdict::Forward
+            }
+        }
+    }
+
+    fn relay() -> Relay<NoDrops> {
+        Relay::new(NoDrops::default(), 1024, b'I')
+    }
+
+    fn error(code: &str, message: &str) -> BytesMut {
+        let mut b = BytesMut::new();
+        codec::notice_message(&Notice::new(Severity::Error, code, message), &mut b);
+        b
+    }
+
+    fn messages(mut buf: BytesMut) -> Vec<codec::Message> {
+        std::iter::from_fn(|| codec::parse_message(&mut buf, 1 << 20).unwrap()).collect()
+    }
+
     #[test]
     fn forwards_whole_messages_and_keeps_partial_ones() {
-        let mut relay = Relay::new(1024, b'I');
+        let mut relay = Relay::new(PassThrough, 1024, b'I');
         let mut input = BytesMut::new();
         input.extend_from_slice(&msg(b'P', b"\0select 1\0\0\0"));
         input.extend_from_slice(&msg(b'B', b"\0\0\0\0\0\0\0\0"));
@@ -172,7 +351,7 @@ mod tests {
 
     #[test]
     fn terminate_stops_the_relay() {
-        let mut relay = Relay::new(1024, b'I');
+        let mut relay = relay();
         let mut input = msg(b'X', b"");
         input.extend_from_slice(&msg(b'Q', b"select 1\0"));
         let mut out = BytesMut::new();
@@ -181,46 +360,118 @@ mod tests {
     }
 
     #[test]
-    fn function_call_is_replaced_by_an_upstream_raise() {
-        let mut relay = Relay::new(1024, b'I');
+    fn refused_query_is_replaced_and_its_error_rewritten() {
+        let mut relay = relay();
         let mut input = msg(b'Q', b"select 1\0");
-        input.extend_from_slice(&msg(b'F', b"\0\0\x04\xd2\0\0\0\0\0\0"));
+        input.extend_from_slice(&msg(b'Q', b"drop table t\0"));
         input.extend_from_slice(&msg(b'Q', b"select 2\0"));
         let mut out = BytesMut::new();
         let _ = relay.handle_client(&mut input, &mut out).unwrap();
-        let first = codec::parse_message(&mut out, 1024).unwrap().unwrap();
-        assert_eq!(&first.body[..], b"select 1\0");
-        let sub = codec::parse_message(&mut out, 1024).unwrap().unwrap();
-        assert_eq!(sub.tag, b'Q');
-        let sql = String::from_utf8(sub.body.to_vec()).unwrap();
-        assert!(sql.starts_with("DO $airlock$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000'"));
-        let last = codec::parse_message(&mut out, 1024).unwrap().unwrap();
-        assert_eq!(&last.body[..], b"select 2\0");
+        let sent = messages(out);
+        assert_eq!(&sent[0].body[..], b"select 1\0");
+        assert_eq!(&sent[1].body[..], b"AIRLOCK_REFUSED_1\0", "the refused text never goes upstream");
+        assert_eq!(&sent[2].body[..], b"select 2\0");
+
+        // The upstream answers the first query, fails the stand-in, answers
+        // the third.
+        let mut up = msg(b'C', b"SELECT 1\0");
+        up.extend_from_slice(&msg(b'Z', b"I"));
+        up.extend_from_slice(&error("42601", "syntax error at or near \"AIRLOCK_REFUSED_1\""));
+        up.extend_from_slice(&msg(b'Z', b"I"));
+        up.extend_from_slice(&msg(b'C', b"SELECT 1\0"));
+        let mut to_client = BytesMut::new();
+        relay.handle_upstream(&mut up, &mut to_client).unwrap();
+        let got = messages(to_client);
+        let tags: Vec<u8> = got.iter().map(|m| m.tag).collect();
+        assert_eq!(tags, b"CZEZC");
+        let fields = codec::notice_fields(&got[2].body);
+        assert!(fields.contains(&(b'C', "42501".into())));
+        assert!(fields.contains(&(b'M', "no drops".into())));
+    }
+
+    #[test]
+    fn refused_parse_keeps_its_statement_name() {
+        let mut relay = relay();
+        let mut input = msg(b'P', b"s1\0drop table t\0\0\x01\0\0\0\x17");
+        input.extend_from_slice(&msg(b'B', b"\0s1\0\0\0\0\0\0\0"));
+        input.extend_from_slice(&msg(b'S', b""));
+        let mut out = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut out).unwrap();
+        let sent = messages(out);
+        assert_eq!(sent[0].tag, b'P');
+        assert_eq!(&sent[0].body[..], b"s1\0AIRLOCK_REFUSED_1\0\0\0");
+        assert_eq!(sent[1].tag, b'B', "the rest of the batch goes on; the upstream skips it after the error");
+        assert_eq!(sent[2].tag, b'S');
+    }
+
+    #[test]
+    fn other_errors_pass_untouched() {
+        let mut relay = relay();
+        let mut input = msg(b'Q', b"drop x\0");
+        let mut out = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut out).unwrap();
+        for e in [
+            error("25P02", "current transaction is aborted, commands ignored until end of transaction block"),
+            error("42601", "syntax error at or near \"AIRLOCK_REFUSED_99\""),
+            error("22P02", "invalid input syntax for type integer: \"AIRLOCK_REFUSED_1\""),
+        ] {
+            let mut up = e.clone();
+            let mut to_client = BytesMut::new();
+            relay.handle_upstream(&mut up, &mut to_client).unwrap();
+            assert_eq!(to_client, e);
+        }
+    }
+
+    #[test]
+    fn function_call_is_refused() {
+        let mut relay = relay();
+        let mut input = msg(b'F', b"\0\0\x04\xd2\0\0\0\0\0\0");
+        let mut out = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut out).unwrap();
+        let sent = messages(out);
+        assert_eq!(sent[0].tag, b'Q');
+        assert_eq!(&sent[0].body[..], b"AIRLOCK_REFUSED_1\0");
+    }
+
+    #[test]
+    fn parameter_status_reaches_the_inspector() {
+        let mut relay = relay();
+        let mut up = msg(b'S', b"standard_conforming_strings\0off\0");
+        let mut out = BytesMut::new();
+        relay.handle_upstream(&mut up, &mut out).unwrap();
+        assert_eq!(relay.inspector().params, vec![("standard_conforming_strings".into(), "off".into())]);
+        assert_eq!(out.len(), 38);
     }
 
     #[test]
     fn refuses_unknown_and_login_messages() {
         for tag in [b'p', b'Z', b'?', 0] {
-            let mut relay = Relay::new(1024, b'I');
+            let mut relay = relay();
             let mut out = BytesMut::new();
-            let err = relay
-                .handle_client(&mut msg(tag, b"x\0"), &mut out)
-                .unwrap_err();
+            let err = relay.handle_client(&mut msg(tag, b"x\0"), &mut out).unwrap_err();
             assert!(matches!(err, ProtocolError::UnexpectedMessage { .. }), "{tag}");
             assert!(out.is_empty());
         }
     }
 
     #[test]
+    fn malformed_query_and_parse_bodies() {
+        for m in [msg(b'Q', b"no nul"), msg(b'P', b"name\0no nul")] {
+            let mut out = BytesMut::new();
+            assert!(relay().handle_client(&mut m.clone(), &mut out).is_err());
+        }
+    }
+
+    #[test]
     fn enforces_the_size_limit_on_the_header() {
-        let mut relay = Relay::new(64, b'I');
+        let mut relay = relay();
         let mut input = BytesMut::new();
         input.put_u8(b'Q');
-        input.put_i32(65);
+        input.put_i32(1025);
         let mut out = BytesMut::new();
         assert_eq!(
             relay.handle_client(&mut input, &mut out),
-            Err(ProtocolError::TooLarge { len: 65, max: 64 })
+            Err(ProtocolError::TooLarge { len: 1025, max: 1024 })
         );
         let mut up = BytesMut::new();
         up.put_u8(b'D');
@@ -230,7 +481,7 @@ mod tests {
 
     #[test]
     fn tracks_transaction_status() {
-        let mut relay = Relay::new(1024, b'I');
+        let mut relay = relay();
         let mut input = msg(b'C', b"BEGIN\0");
         input.extend_from_slice(&msg(b'Z', b"T"));
         let mut out = BytesMut::new();

@@ -10,6 +10,8 @@ pub const CONNECTION_FAILURE: &str = "08006";
 pub const SERVER_REJECTED_CONNECTION: &str = "08004";
 /// `0A000` feature_not_supported.
 pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+/// `22021` character_not_in_repertoire: a statement that is not valid UTF-8.
+pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
 /// `28000` invalid_authorization_specification: bad token, no access rule.
 pub const INVALID_AUTHORIZATION: &str = "28000";
 /// `42501` insufficient_privilege: a denied statement.

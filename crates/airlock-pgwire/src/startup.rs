@@ -160,7 +160,9 @@ impl ClientHandshake {
                     return Ok(Step::Authenticate { startup, token });
                 }
                 State::Done => {
-                    return Err(ProtocolError::Malformed("message after the handshake ended"));
+                    return Err(ProtocolError::Malformed(
+                        "message after the handshake ended",
+                    ));
                 }
             }
         }
@@ -282,7 +284,11 @@ mod tests {
         let mut out = BytesMut::new();
         let mut input = startup(PARAMS, codec::PROTOCOL_3_0);
         assert_eq!(hs.handle(&mut input, &mut out), Step::NeedMore);
-        assert_eq!(&out[..], b"R\0\0\0\x08\0\0\0\x03", "asks for a cleartext password");
+        assert_eq!(
+            &out[..],
+            b"R\0\0\0\x08\0\0\0\x03",
+            "asks for a cleartext password"
+        );
         input.extend_from_slice(&password("tok"));
         let Step::Authenticate { startup, token } = hs.handle(&mut input, &mut out) else {
             panic!()
@@ -380,7 +386,10 @@ mod tests {
         for version in [2 << 16, 4 << 16, 1234] {
             let mut hs = ClientHandshake::new(TlsOffer::Disabled, true);
             let mut out = BytesMut::new();
-            assert_eq!(hs.handle(&mut startup(PARAMS, version), &mut out), Step::Close);
+            assert_eq!(
+                hs.handle(&mut startup(PARAMS, version), &mut out),
+                Step::Close
+            );
             assert_eq!(error_code(&mut out), "0A000");
         }
     }
@@ -389,7 +398,10 @@ mod tests {
     fn missing_user_and_forbidden_params() {
         let mut hs = ClientHandshake::new(TlsOffer::Disabled, true);
         let mut out = BytesMut::new();
-        let step = hs.handle(&mut startup(&[("database", "x")], codec::PROTOCOL_3_0), &mut out);
+        let step = hs.handle(
+            &mut startup(&[("database", "x")], codec::PROTOCOL_3_0),
+            &mut out,
+        );
         assert_eq!(step, Step::Close);
         assert_eq!(error_code(&mut out), "28000");
 
@@ -405,7 +417,10 @@ mod tests {
     fn garbage_gets_a_protocol_error() {
         let mut hs = ClientHandshake::new(TlsOffer::Disabled, true);
         let mut out = BytesMut::new();
-        let step = hs.handle(&mut BytesMut::from(&b"GET / HTTP/1.1\r\n\r\n"[..]), &mut out);
+        let step = hs.handle(
+            &mut BytesMut::from(&b"GET / HTTP/1.1\r\n\r\n"[..]),
+            &mut out,
+        );
         assert_eq!(step, Step::Close);
         assert_eq!(error_code(&mut out), "08P01");
     }

@@ -148,7 +148,9 @@ impl UpstreamLogin {
         match (kind, &mut self.state) {
             (0, State::Authenticating) => self.state = State::Authenticated,
             (0, State::Scram(_)) => {
-                return Err(LoginError::Scram("server skipped SCRAM final message".into()));
+                return Err(LoginError::Scram(
+                    "server skipped SCRAM final message".into(),
+                ));
             }
             (3, State::Authenticating) => {
                 frontend::password_message(self.password()?, out).map_err(io_protocol)?;
@@ -188,7 +190,11 @@ impl UpstreamLogin {
                     .map_err(|e| LoginError::Scram(e.to_string()))?;
                 self.state = State::Authenticating; // AuthenticationOk follows
             }
-            (kind, _) => return Err(LoginError::Unsupported(format!("authentication request {kind}"))),
+            (kind, _) => {
+                return Err(LoginError::Unsupported(format!(
+                    "authentication request {kind}"
+                )));
+            }
         }
         Ok(())
     }
@@ -229,7 +235,10 @@ mod tests {
         out.clear();
         let ready = login.handle(&mut after_ok(), &mut out).unwrap().unwrap();
         assert_eq!(ready.backend_key, Some((99, 1234)));
-        assert_eq!(ready.parameters, vec![("server_version".into(), "15.2".into())]);
+        assert_eq!(
+            ready.parameters,
+            vec![("server_version".into(), "15.2".into())]
+        );
         assert_eq!(ready.status, b'I');
         assert!(out.is_empty());
     }
@@ -270,7 +279,12 @@ mod tests {
             &mut input,
         );
         let err = login.handle(&mut input, &mut out).unwrap_err();
-        assert_eq!(err, LoginError::Rejected { code: "28P01".into() });
+        assert_eq!(
+            err,
+            LoginError::Rejected {
+                code: "28P01".into()
+            }
+        );
         assert!(!err.to_string().contains("ro\""));
     }
 

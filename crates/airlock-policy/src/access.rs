@@ -133,7 +133,11 @@ impl AccessPolicy {
             return Vec::new();
         };
         let mut roles: Vec<String> = Vec::new();
-        for rule in self.rules.iter().filter(|r| r.matches(p) && r.covers(connection)) {
+        for rule in self
+            .rules
+            .iter()
+            .filter(|r| r.matches(p) && r.covers(connection))
+        {
             for role in &rule.roles {
                 if existing.contains(role) && !roles.contains(role) {
                     roles.push(role.clone());
@@ -168,7 +172,10 @@ impl AccessPolicy {
         };
         let (role, role_defaulted) = if allowed_roles.iter().any(|r| r == requested_role) {
             (requested_role, false)
-        } else if self.connections[connection].iter().any(|r| r == requested_role) {
+        } else if self.connections[connection]
+            .iter()
+            .any(|r| r == requested_role)
+        {
             return Err(RouteError::RoleNotAllowed {
                 connection: connection.to_string(),
                 role: requested_role.to_string(),
@@ -210,7 +217,13 @@ mod tests {
         }
     }
 
-    fn rule(name: &str, groups: &[&str], conns: &[&str], roles: &[&str], mode: AccessMode) -> AccessRule {
+    fn rule(
+        name: &str,
+        groups: &[&str],
+        conns: &[&str],
+        roles: &[&str],
+        mode: AccessMode,
+    ) -> AccessRule {
         let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect();
         AccessRule {
             name: name.into(),
@@ -224,15 +237,36 @@ mod tests {
 
     fn policy() -> AccessPolicy {
         let mut conns = BTreeMap::new();
-        conns.insert("orders".to_string(), vec!["readonly".to_string(), "admin".to_string()]);
+        conns.insert(
+            "orders".to_string(),
+            vec!["readonly".to_string(), "admin".to_string()],
+        );
         conns.insert("billing".to_string(), vec!["readonly".to_string()]);
         conns.insert("secret".to_string(), vec!["admin".to_string()]);
-        let mut ci = rule("ci", &[], &["billing"], &["readonly"], AccessMode::ReadWrite);
+        let mut ci = rule(
+            "ci",
+            &[],
+            &["billing"],
+            &["readonly"],
+            AccessMode::ReadWrite,
+        );
         ci.subjects = vec!["repo:acme/app".into()];
         AccessPolicy::new(
             vec![
-                rule("agents-read", &["ai-agents"], &["orders"], &["readonly"], AccessMode::ReadOnly),
-                rule("dba", &["dba"], &["*"], &["readonly", "admin"], AccessMode::ReadWrite),
+                rule(
+                    "agents-read",
+                    &["ai-agents"],
+                    &["orders"],
+                    &["readonly"],
+                    AccessMode::ReadOnly,
+                ),
+                rule(
+                    "dba",
+                    &["dba"],
+                    &["*"],
+                    &["readonly", "admin"],
+                    AccessMode::ReadWrite,
+                ),
                 ci,
             ],
             conns,
@@ -246,32 +280,106 @@ mod tests {
         let dba = principal("alice", &["dba"]);
         let both = principal("bob", &["ai-agents", "dba"]);
         let ci = principal("repo:acme/app", &[]);
-        let cases: &[(&Principal, &str, &str, Result<(&str, &str, AccessMode, bool), &str>)] = &[
-            (&agent, "orders", "readonly", Ok(("readonly", "agents-read", AccessMode::ReadOnly, false))),
-            (&agent, "orders", "root", Ok(("readonly", "agents-read", AccessMode::ReadOnly, true))),
-            (&agent, "orders", "admin", Err("role \"admin\" on connection \"orders\" is not granted to you; you may use: readonly")),
-            (&agent, "billing", "readonly", Err("no access rule grants you connection \"billing\"; you may use: orders (roles: readonly)")),
-            (&agent, "nope", "readonly", Err("no access rule grants you connection \"nope\"; you may use: orders (roles: readonly)")),
-            (&dba, "secret", "admin", Ok(("admin", "dba", AccessMode::ReadWrite, false))),
-            (&dba, "orders", "postgres", Ok(("readonly", "dba", AccessMode::ReadWrite, true))),
+        let cases: &[(
+            &Principal,
+            &str,
+            &str,
+            Result<(&str, &str, AccessMode, bool), &str>,
+        )] = &[
+            (
+                &agent,
+                "orders",
+                "readonly",
+                Ok(("readonly", "agents-read", AccessMode::ReadOnly, false)),
+            ),
+            (
+                &agent,
+                "orders",
+                "root",
+                Ok(("readonly", "agents-read", AccessMode::ReadOnly, true)),
+            ),
+            (
+                &agent,
+                "orders",
+                "admin",
+                Err(
+                    "role \"admin\" on connection \"orders\" is not granted to you; you may use: readonly",
+                ),
+            ),
+            (
+                &agent,
+                "billing",
+                "readonly",
+                Err(
+                    "no access rule grants you connection \"billing\"; you may use: orders (roles: readonly)",
+                ),
+            ),
+            (
+                &agent,
+                "nope",
+                "readonly",
+                Err(
+                    "no access rule grants you connection \"nope\"; you may use: orders (roles: readonly)",
+                ),
+            ),
+            (
+                &dba,
+                "secret",
+                "admin",
+                Ok(("admin", "dba", AccessMode::ReadWrite, false)),
+            ),
+            (
+                &dba,
+                "orders",
+                "postgres",
+                Ok(("readonly", "dba", AccessMode::ReadWrite, true)),
+            ),
             // The first rule in file order decides the mode.
-            (&both, "orders", "readonly", Ok(("readonly", "agents-read", AccessMode::ReadOnly, false))),
-            (&both, "orders", "admin", Ok(("admin", "dba", AccessMode::ReadWrite, false))),
-            (&ci, "billing", "x", Ok(("readonly", "ci", AccessMode::ReadWrite, true))),
-            (&principal("eve", &["interns"]), "orders", "readonly", Err("no access rule grants you connection \"orders\"; you may use no connection")),
+            (
+                &both,
+                "orders",
+                "readonly",
+                Ok(("readonly", "agents-read", AccessMode::ReadOnly, false)),
+            ),
+            (
+                &both,
+                "orders",
+                "admin",
+                Ok(("admin", "dba", AccessMode::ReadWrite, false)),
+            ),
+            (
+                &ci,
+                "billing",
+                "x",
+                Ok(("readonly", "ci", AccessMode::ReadWrite, true)),
+            ),
+            (
+                &principal("eve", &["interns"]),
+                "orders",
+                "readonly",
+                Err("no access rule grants you connection \"orders\"; you may use no connection"),
+            ),
         ];
         for (who, conn, role, want) in cases {
             let got = p.route(who, conn, role);
             match (want, got) {
                 (Ok((r, rule, mode, defaulted)), Ok(route)) => {
                     assert_eq!(
-                        (route.role.as_str(), route.rule.as_str(), route.mode, route.role_defaulted),
+                        (
+                            route.role.as_str(),
+                            route.rule.as_str(),
+                            route.mode,
+                            route.role_defaulted
+                        ),
                         (*r, *rule, *mode, *defaulted),
-                        "{} {conn} {role}", who.subject
+                        "{} {conn} {role}",
+                        who.subject
                     );
                     assert_eq!(route.connection, *conn);
                 }
-                (Err(msg), Err(e)) => assert_eq!(e.to_string(), *msg, "{} {conn} {role}", who.subject),
+                (Err(msg), Err(e)) => {
+                    assert_eq!(e.to_string(), *msg, "{} {conn} {role}", who.subject)
+                }
                 (want, got) => panic!("{} {conn} {role}: want {want:?}, got {got:?}", who.subject),
             }
         }

@@ -12,8 +12,8 @@
 //! A message with several statements gets the strictest of their
 //! decisions, so one denied statement stops the whole message.
 
-use crate::statement::{Effect, Effects, Statement, StatementKind};
 use crate::AccessMode;
+use crate::statement::{Effect, Effects, Statement, StatementKind};
 
 /// What a guardrail does when it matches. Ordered by strictness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -57,8 +57,14 @@ pub struct Guardrail {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Allow,
-    Deny { rule: String, message: String },
-    Approve { rule: String, approvers: Vec<String> },
+    Deny {
+        rule: String,
+        message: String,
+    },
+    Approve {
+        rule: String,
+        approvers: Vec<String>,
+    },
 }
 
 impl Decision {
@@ -73,7 +79,11 @@ impl Decision {
     /// The stricter of two decisions; `self` on a tie.
     #[must_use]
     pub fn stricter(self, other: Decision) -> Decision {
-        if other.action() > self.action() { other } else { self }
+        if other.action() > self.action() {
+            other
+        } else {
+            self
+        }
     }
 
     /// The rule that decided, when a rule did.
@@ -189,7 +199,10 @@ impl Guardrails {
 /// The rules no policy can turn off.
 fn built_in(stmt: &Statement, mode: AccessMode, access_rule: &str) -> Option<Decision> {
     if stmt.kind == StatementKind::Unknown {
-        let why = stmt.unknown_reason.as_deref().unwrap_or("it cannot be classified");
+        let why = stmt
+            .unknown_reason
+            .as_deref()
+            .unwrap_or("it cannot be classified");
         return Some(Decision::Deny {
             rule: "unknown".into(),
             message: format!("statement refused because {why}"),
@@ -318,51 +331,166 @@ mod tests {
         let mut cte_delete = stmt(K::Select, &[Read, Write], Some(false));
         cte_delete.nested = vec![K::Delete];
         let cases: Vec<(Statement, AccessMode, Estimate, Option<&str>)> = vec![
-            (stmt(K::Select, &[Read], None), AccessMode::ReadWrite, Estimate::NotFetched, None),
-            (stmt(K::Select, &[Read], None), AccessMode::ReadOnly, Estimate::NotFetched, None),
-            (stmt(K::Insert, &[Write], None), AccessMode::ReadOnly, Estimate::NotFetched, Some("read-only")),
-            (stmt(K::Insert, &[Write], None), AccessMode::ReadWrite, Estimate::NotFetched, None),
-            (stmt(K::Transaction, &[TransactionControl], None), AccessMode::ReadOnly, Estimate::NotFetched, None),
-            (stmt(K::Transaction, &[TransactionControl, SessionConfig], None), AccessMode::ReadOnly, Estimate::NotFetched, Some("read-only")),
-            (stmt(K::Ddl, &[Ddl, Drop, DropDatabase], None), AccessMode::ReadWrite, Estimate::NotFetched, Some("no-drop-database")),
-            (stmt(K::Ddl, &[Ddl], None), AccessMode::ReadWrite, Estimate::NotFetched, Some("review-schema-changes")),
-            (stmt(K::Delete, &[Write], Some(false)), AccessMode::ReadWrite, Estimate::NotFetched, Some("review-unbounded-writes")),
-            (cte_delete, AccessMode::ReadWrite, Estimate::NotFetched, Some("review-unbounded-writes")),
+            (
+                stmt(K::Select, &[Read], None),
+                AccessMode::ReadWrite,
+                Estimate::NotFetched,
+                None,
+            ),
+            (
+                stmt(K::Select, &[Read], None),
+                AccessMode::ReadOnly,
+                Estimate::NotFetched,
+                None,
+            ),
+            (
+                stmt(K::Insert, &[Write], None),
+                AccessMode::ReadOnly,
+                Estimate::NotFetched,
+                Some("read-only"),
+            ),
+            (
+                stmt(K::Insert, &[Write], None),
+                AccessMode::ReadWrite,
+                Estimate::NotFetched,
+                None,
+            ),
+            (
+                stmt(K::Transaction, &[TransactionControl], None),
+                AccessMode::ReadOnly,
+                Estimate::NotFetched,
+                None,
+            ),
+            (
+                stmt(K::Transaction, &[TransactionControl, SessionConfig], None),
+                AccessMode::ReadOnly,
+                Estimate::NotFetched,
+                Some("read-only"),
+            ),
+            (
+                stmt(K::Ddl, &[Ddl, Drop, DropDatabase], None),
+                AccessMode::ReadWrite,
+                Estimate::NotFetched,
+                Some("no-drop-database"),
+            ),
+            (
+                stmt(K::Ddl, &[Ddl], None),
+                AccessMode::ReadWrite,
+                Estimate::NotFetched,
+                Some("review-schema-changes"),
+            ),
+            (
+                stmt(K::Delete, &[Write], Some(false)),
+                AccessMode::ReadWrite,
+                Estimate::NotFetched,
+                Some("review-unbounded-writes"),
+            ),
+            (
+                cte_delete,
+                AccessMode::ReadWrite,
+                Estimate::NotFetched,
+                Some("review-unbounded-writes"),
+            ),
             // With a WHERE clause only the estimate can tell.
-            (stmt(K::Delete, &[Write], Some(true)), AccessMode::ReadWrite, Estimate::NotFetched, Some("?estimate")),
-            (stmt(K::Delete, &[Write], Some(true)), AccessMode::ReadWrite, Estimate::Rows(10), None),
-            (stmt(K::Delete, &[Write], Some(true)), AccessMode::ReadWrite, Estimate::Rows(5000), Some("review-large-writes")),
-            (stmt(K::Delete, &[Write], Some(true)), AccessMode::ReadWrite, Estimate::Unavailable, Some("review-large-writes")),
-            (stmt(K::Unknown, &[], None), AccessMode::ReadWrite, Estimate::NotFetched, Some("unknown")),
+            (
+                stmt(K::Delete, &[Write], Some(true)),
+                AccessMode::ReadWrite,
+                Estimate::NotFetched,
+                Some("?estimate"),
+            ),
+            (
+                stmt(K::Delete, &[Write], Some(true)),
+                AccessMode::ReadWrite,
+                Estimate::Rows(10),
+                None,
+            ),
+            (
+                stmt(K::Delete, &[Write], Some(true)),
+                AccessMode::ReadWrite,
+                Estimate::Rows(5000),
+                Some("review-large-writes"),
+            ),
+            (
+                stmt(K::Delete, &[Write], Some(true)),
+                AccessMode::ReadWrite,
+                Estimate::Unavailable,
+                Some("review-large-writes"),
+            ),
+            (
+                stmt(K::Unknown, &[], None),
+                AccessMode::ReadWrite,
+                Estimate::NotFetched,
+                Some("unknown"),
+            ),
         ];
         for (s, mode, est, want) in cases {
             let got = rule_of(g.evaluate(&s, mode, "r", est));
-            assert_eq!(got.as_deref(), want, "{:?} {:?} {mode:?} {est:?}", s.kind, s.effects);
+            assert_eq!(
+                got.as_deref(),
+                want,
+                "{:?} {:?} {mode:?} {est:?}",
+                s.kind,
+                s.effects
+            );
         }
     }
 
     #[test]
     fn strictest_wins_and_first_among_equals() {
         let g = Guardrails::new(vec![
-            Guardrail { effects: Effects::of(&[Write]), ..rule("allow-writes", Action::Allow) },
-            Guardrail { effects: Effects::of(&[Write]), ..rule("approve-1", Action::Approve) },
-            Guardrail { effects: Effects::of(&[Write]), ..rule("approve-2", Action::Approve) },
+            Guardrail {
+                effects: Effects::of(&[Write]),
+                ..rule("allow-writes", Action::Allow)
+            },
+            Guardrail {
+                effects: Effects::of(&[Write]),
+                ..rule("approve-1", Action::Approve)
+            },
+            Guardrail {
+                effects: Effects::of(&[Write]),
+                ..rule("approve-2", Action::Approve)
+            },
         ]);
-        let e = g.evaluate(&stmt(StatementKind::Insert, &[Write], None), AccessMode::ReadWrite, "r", Estimate::NotFetched);
+        let e = g.evaluate(
+            &stmt(StatementKind::Insert, &[Write], None),
+            AccessMode::ReadWrite,
+            "r",
+            Estimate::NotFetched,
+        );
         assert_eq!(rule_of(e).as_deref(), Some("approve-1"));
-        let denied = Decision::Deny { rule: "d".into(), message: "m".into() };
-        let approve = Decision::Approve { rule: "a".into(), approvers: vec![] };
-        assert_eq!(strictest([Decision::Allow, approve.clone(), denied.clone(), approve]), denied);
+        let denied = Decision::Deny {
+            rule: "d".into(),
+            message: "m".into(),
+        };
+        let approve = Decision::Approve {
+            rule: "a".into(),
+            approvers: vec![],
+        };
+        assert_eq!(
+            strictest([Decision::Allow, approve.clone(), denied.clone(), approve]),
+            denied
+        );
         assert_eq!(strictest([]), Decision::Allow);
     }
 
     #[test]
     fn estimate_not_needed_when_already_strictest() {
         let g = Guardrails::new(vec![
-            Guardrail { effects: Effects::of(&[Write]), ..rule("deny-writes", Action::Deny) },
-            Guardrail { estimated_rows_over: Some(1), ..rule("big", Action::Approve) },
+            Guardrail {
+                effects: Effects::of(&[Write]),
+                ..rule("deny-writes", Action::Deny)
+            },
+            Guardrail {
+                estimated_rows_over: Some(1),
+                ..rule("big", Action::Approve)
+            },
         ]);
-        let e = g.evaluate(&stmt(StatementKind::Delete, &[Write], Some(true)), AccessMode::ReadWrite, "r", Estimate::NotFetched);
+        let e = g.evaluate(
+            &stmt(StatementKind::Delete, &[Write], Some(true)),
+            AccessMode::ReadWrite,
+            "r",
+            Estimate::NotFetched,
+        );
         assert_eq!(rule_of(e).as_deref(), Some("deny-writes"));
     }
 }

@@ -105,7 +105,10 @@ impl StatementKind {
     }
 
     pub fn from_name(name: &str) -> Option<StatementKind> {
-        StatementKind::ALL.iter().copied().find(|k| k.name() == name)
+        StatementKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.name() == name)
     }
 }
 
@@ -246,7 +249,10 @@ impl Effects {
     }
 
     pub fn iter(self) -> impl Iterator<Item = Effect> {
-        Effect::ALL.iter().copied().filter(move |e| self.contains(*e))
+        Effect::ALL
+            .iter()
+            .copied()
+            .filter(move |e| self.contains(*e))
     }
 }
 

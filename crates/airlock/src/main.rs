@@ -72,11 +72,16 @@ fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -98,7 +103,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(airlock::demo::run())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Token { sub, groups, ttl, act, config } => {
+        Command::Token {
+            sub,
+            groups,
+            ttl,
+            act,
+            config,
+        } => {
             let (data_dir, audience) = match config {
                 Some(path) => {
                     let cfg = airlock::serve::load(&path)?;
@@ -113,18 +124,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let dev = DevIssuer::open_or_create(&data_dir).context("opening the dev issuer key")?;
             let token = dev.mint(
-                MintRequest { subject: sub, groups, ttl, act, audience },
+                MintRequest {
+                    subject: sub,
+                    groups,
+                    ttl,
+                    act,
+                    audience,
+                },
                 SystemTime::now(),
             );
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Policy { command: PolicyCommand::Check { file } } => {
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => {
             // Every file and secret error at once, then what only building
             // the gateway checks (TLS material, issuers).
             let checked = airlock_config::check_file(&file)
                 .map_err(|errors| {
-                    anyhow::anyhow!("{}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+                    anyhow::anyhow!(
+                        "{}",
+                        errors
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    )
                 })
                 .and_then(|cfg| {
                     // The dev issuer's JWKS address is only known once serving.

@@ -46,7 +46,9 @@ pub fn metrics_handle() -> PrometheusHandle {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Full(airlock_gateway::metrics::UPSTREAM_LOGIN_SECONDS.into()),
-                    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+                    &[
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    ],
                 )
                 .expect("static buckets are valid")
                 .build_recorder();
@@ -64,7 +66,11 @@ pub fn load(path: &Path) -> Result<Config> {
     Config::load(path).map_err(|errors| {
         anyhow::anyhow!(
             "{}",
-            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     })
 }
@@ -73,10 +79,17 @@ pub fn load(path: &Path) -> Result<Config> {
 /// given, is watched for reloads.
 pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running> {
     let http_listener = match config.listen.http {
-        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding listen.http {addr}"))?),
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding listen.http {addr}"))?,
+        ),
         None => None,
     };
-    let http = http_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    let http = http_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let pg_listener = match config.listen.postgres {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -85,14 +98,21 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         ),
         None => None,
     };
-    let postgres = pg_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    let postgres = pg_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
 
     // The dev issuer's keys are served by this process's HTTP listener and
     // fetched from there, like any issuer's.
     let dev_issuer = match (config.identity.dev_issuer, http) {
         (true, Some(bound)) => {
-            let dev = DevIssuer::open_or_create(&config.data_dir).context("opening the dev issuer key")?;
-            let jwks_uri = format!("http://{}/.well-known/jwks.json", airlock_gateway::local_addr(bound));
+            let dev = DevIssuer::open_or_create(&config.data_dir)
+                .context("opening the dev issuer key")?;
+            let jwks_uri = format!(
+                "http://{}/.well-known/jwks.json",
+                airlock_gateway::local_addr(bound)
+            );
             Some((Arc::new(dev), jwks_uri))
         }
         _ => None,
@@ -145,7 +165,12 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// Reloads on SIGHUP and when the configuration file or a secret file it
 /// names changes (checked every second, which also catches the symlink swap
 /// Kubernetes uses to update mounted ConfigMaps and Secrets).
-async fn watch_config(gateway: Arc<Gateway>, path: PathBuf, mut files: Vec<PathBuf>, mut stop: watch::Receiver<bool>) {
+async fn watch_config(
+    gateway: Arc<Gateway>,
+    path: PathBuf,
+    mut files: Vec<PathBuf>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -172,14 +197,18 @@ async fn watch_config(gateway: Arc<Gateway>, path: PathBuf, mut files: Vec<PathB
                 seen = fingerprint(&path, &files);
                 tracing::info!(trigger, "configuration reloaded; new sessions use it");
             }
-            Err(e) => tracing::error!(trigger, error = %e, "reload refused; the previous configuration stays in force"),
+            Err(e) => {
+                tracing::error!(trigger, error = %e, "reload refused; the previous configuration stays in force")
+            }
         }
     }
 }
 
 fn reload(gateway: &Gateway, path: &Path) -> Result<Config> {
     let config = load(path)?;
-    gateway.reload(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    gateway
+        .reload(&config)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(config)
 }
 

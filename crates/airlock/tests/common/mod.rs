@@ -129,7 +129,16 @@ impl Gateway {
 /// Runs `psql -X -A -t -v ON_ERROR_STOP=1 -c sql` against `conninfo`.
 pub fn psql(conninfo: &str, password: &str, sql: &str) -> Output {
     Command::new("psql")
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", conninfo, "-c", sql])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            conninfo,
+            "-c",
+            sql,
+        ])
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "10")
         .output()
@@ -267,12 +276,86 @@ pub async fn read_until_close(s: &mut TcpStream, timeout: Duration) -> (Vec<Rece
 
 /// The SQLSTATE of the first ErrorResponse among `msgs`.
 pub fn error_code(msgs: &[Received]) -> Option<String> {
-    msgs.iter().find(|m| m.tag == b'E').and_then(|m| m.field(b'C'))
+    msgs.iter()
+        .find(|m| m.tag == b'E')
+        .and_then(|m| m.field(b'C'))
 }
 
 /// The message text of the first ErrorResponse among `msgs`.
 pub fn error_message(msgs: &[Received]) -> Option<String> {
-    msgs.iter().find(|m| m.tag == b'E').and_then(|m| m.field(b'M'))
+    msgs.iter()
+        .find(|m| m.tag == b'E')
+        .and_then(|m| m.field(b'M'))
+}
+
+/// Reads exactly one message off `s`, never past its end.
+pub async fn read_message(s: &mut TcpStream) -> std::io::Result<Received> {
+    let mut header = [0u8; 5];
+    s.read_exact(&mut header).await?;
+    let len = i32::from_be_bytes(header[1..5].try_into().unwrap());
+    if len < 4 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("message length {len}"),
+        ));
+    }
+    let mut body = vec![0; len as usize - 4];
+    s.read_exact(&mut body).await?;
+    Ok(Received {
+        tag: header[0],
+        body,
+    })
+}
+
+/// Reads messages up to and including the first one tagged `tag`. Panics,
+/// showing what arrived, when the server closes first or 10 s pass.
+pub async fn read_until(s: &mut TcpStream, tag: u8) -> Vec<Received> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, read_message(s)).await {
+            Ok(Ok(m)) => {
+                let done = m.tag == tag;
+                got.push(m);
+                if done {
+                    return got;
+                }
+            }
+            Ok(Err(e)) => panic!(
+                "connection ended ({e}) before a '{}' message; got {got:?} (error: {:?} {:?})",
+                char::from(tag),
+                error_code(&got),
+                error_message(&got)
+            ),
+            Err(_) => panic!("no '{}' message within 10 s; got {got:?}", char::from(tag)),
+        }
+    }
+}
+
+/// Logs in over the raw wire as `user` on `dbname` with `token`, and returns
+/// the socket once the gateway is ready for queries.
+pub async fn raw_login(addr: SocketAddr, user: &str, dbname: &str, token: &str) -> TcpStream {
+    raw_login_with(addr, &[("user", user), ("database", dbname)], token).await
+}
+
+/// [`raw_login`] with any startup parameters.
+pub async fn raw_login_with(addr: SocketAddr, params: &[(&str, &str)], token: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&startup_message(params)).await.unwrap();
+    let auth = read_until(&mut s, b'R').await;
+    assert_eq!(
+        auth.last().unwrap().body,
+        3i32.to_be_bytes(),
+        "the gateway asks for a cleartext password"
+    );
+    s.write_all(&password_message(token)).await.unwrap();
+    let ready = read_until(&mut s, b'Z').await;
+    assert!(
+        ready.iter().all(|m| m.tag != b'E'),
+        "login failed: {:?}",
+        error_message(&ready)
+    );
+    s
 }
 
 // ---------------------------------------------------------------------------
@@ -284,6 +367,8 @@ pub enum HostAuth {
     Trust,
     Md5,
     Scram,
+    /// `password`: the server asks for the password in cleartext.
+    Password,
 }
 
 /// A PostgreSQL cluster of its own, made with `initdb` in a temp dir and run
@@ -340,13 +425,17 @@ impl Cluster {
     /// `ssl`, it also serves TLS with a self-signed certificate for
     /// `localhost`/127.0.0.1 (returned PEM in `ca_pem()`).
     pub fn start(auth: HostAuth, ssl: bool) -> Cluster {
-        let dir = tempfile::Builder::new().prefix("airlock-pg").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("airlock-pg")
+            .tempdir()
+            .unwrap();
         chown_postgres(dir.path());
         let data = dir.path().join("data");
         let method = match auth {
             HostAuth::Trust => "trust",
             HostAuth::Md5 => "md5",
             HostAuth::Scram => "scram-sha-256",
+            HostAuth::Password => "password",
         };
         let out = as_postgres(
             "initdb",
@@ -364,7 +453,11 @@ impl Cluster {
         )
         .output()
         .unwrap();
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         if auth == HostAuth::Md5 {
             let conf = data.join("postgresql.conf");
             let mut text = std::fs::read_to_string(&conf).unwrap();
@@ -372,7 +465,9 @@ impl Cluster {
             std::fs::write(&conf, text).unwrap();
         }
         if ssl {
-            let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+            let cert =
+                rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+                    .unwrap();
             std::fs::write(data.join("server.crt"), cert.cert.pem()).unwrap();
             std::fs::write(data.join("server.key"), cert.signing_key.serialize_pem()).unwrap();
             std::fs::write(dir.path().join("ca.pem"), cert.cert.pem()).unwrap();
@@ -382,7 +477,11 @@ impl Cluster {
             std::fs::write(&conf, text).unwrap();
             chown_postgres(dir.path());
             if is_root() {
-                Command::new("chmod").arg("600").arg(data.join("server.key")).status().unwrap();
+                Command::new("chmod")
+                    .arg("600")
+                    .arg(data.join("server.key"))
+                    .status()
+                    .unwrap();
             }
         }
         let port = free_port();
@@ -436,7 +535,11 @@ impl Cluster {
         )
         .output()
         .unwrap();
-        assert!(out.status.success(), "cluster SQL failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "cluster SQL failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -449,6 +552,17 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let data = self.dir.path().join("data");
-        let _ = as_postgres("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]).output();
+        let _ = as_postgres(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        )
+        .output();
     }
 }
