@@ -117,6 +117,11 @@ where
         poll_fn(|cx| self.poll(cx)).await
     }
 
+    /// Whether the upstream may still be executing something for the client.
+    pub fn upstream_busy(&self) -> bool {
+        self.relay.busy() || !self.to_upstream.is_empty()
+    }
+
     /// The messages still queued for the client (to append a last FATAL).
     pub fn to_client(&mut self) -> &mut BytesMut {
         &mut self.to_client

@@ -82,7 +82,7 @@ struct Opened {
     parameters: Vec<(String, String)>,
     upstream: crate::stream::UpstreamStream,
     status: u8,
-    _cancel: CancelKey,
+    cancel: CancelKey,
 }
 
 /// Runs the handshake, verifies the token, routes and opens the upstream.
@@ -214,7 +214,7 @@ async fn open(
         parameters: ready.parameters,
         upstream,
         status: ready.status,
-        _cancel: cancel,
+        cancel,
     })
 }
 
@@ -329,28 +329,40 @@ async fn run(
         tokio::time::Instant::now() + left
     });
     let end = tokio::select! {
-        end = pump.run() => end,
-        _ = sleep_until(deadline) => {
+        end = pump.run() => Some(end),
+        _ = sleep_until(deadline) => None,
+    };
+    // Whether the session ends while the client still expects answers: a
+    // statement the upstream is running must then be cancelled, or it would
+    // run on (and commit) after the session is gone.
+    let abandoned = match &end {
+        None => {
             let why = match snapshot.session_lifetime {
                 SessionLifetime::Token => "your token expired; reconnect with a fresh token",
                 _ => "the session reached its configured lifetime (identity.session_lifetime)",
             };
             tracing::info!(reason = why, "session lifetime reached");
-            fatal(pump.to_client(), sqlstate::INVALID_AUTHORIZATION, &format!("airlock: session ended: {why}"));
-            pump.close_upstream().await;
-            pump.close_client().await;
-            return;
+            let message = format!("airlock: session ended: {why}");
+            fatal(pump.to_client(), sqlstate::INVALID_AUTHORIZATION, &message);
+            true
         }
-    };
-    match &end {
-        PumpEnd::ClientClosed | PumpEnd::Terminated => {
-            tracing::info!("session closed by the client")
+        Some(PumpEnd::Terminated) => {
+            tracing::info!("session closed by the client");
+            false
         }
-        PumpEnd::UpstreamClosed => tracing::info!("session closed by the upstream"),
-        PumpEnd::Io(side, e) => {
-            tracing::info!(?side, error = %e, "session ended by a socket error")
+        Some(PumpEnd::ClientClosed) => {
+            tracing::info!("client went away");
+            true
         }
-        PumpEnd::Protocol(side, e) => {
+        Some(PumpEnd::UpstreamClosed) => {
+            tracing::info!("session closed by the upstream");
+            false
+        }
+        Some(PumpEnd::Io(side, e)) => {
+            tracing::info!(?side, error = %e, "session ended by a socket error");
+            *side == Side::Client
+        }
+        Some(PumpEnd::Protocol(side, e)) => {
             tracing::warn!(?side, error = %e, "protocol violation");
             let message = match side {
                 Side::Client => format!("airlock: {e}"),
@@ -359,7 +371,12 @@ async fn run(
                 }
             };
             fatal(pump.to_client(), e.sqlstate(), &message);
+            *side == Side::Client
         }
+    };
+    if abandoned && pump.upstream_busy() {
+        let key = &opened.cancel;
+        gateway.cancels.cancel(key.process_id, key.secret_key).await;
     }
     pump.close_upstream().await;
     pump.close_client().await;

@@ -98,6 +98,12 @@ pub struct Relay<I> {
     status: u8,
     next_refusal: u64,
     pending: VecDeque<Refusal>,
+    /// Query, Sync and FunctionCall messages sent upstream and not yet
+    /// answered by ReadyForQuery.
+    unanswered: usize,
+    /// Messages sent upstream since the last Sync or Query (an extended
+    /// batch still being built, possibly already executing after a Flush).
+    unsynced: bool,
 }
 
 impl<I: Inspector> Relay<I> {
@@ -110,7 +116,17 @@ impl<I: Inspector> Relay<I> {
             status,
             next_refusal: 0,
             pending: VecDeque::new(),
+            unanswered: 0,
+            unsynced: false,
         }
+    }
+
+    /// Whether the upstream may be executing something for the client: a
+    /// message was sent that its ReadyForQuery has not answered. When a
+    /// session is cut, a busy upstream must be cancelled, or its statement
+    /// would run on (and commit) after the cut.
+    pub fn busy(&self) -> bool {
+        self.unanswered > 0 || self.unsynced
     }
 
     /// The transaction status of the last ReadyForQuery relayed: `I`, `T` or
@@ -163,6 +179,13 @@ impl<I: Inspector> Relay<I> {
                     });
                 }
             };
+            match h.tag {
+                b'Q' | b'S' | b'F' => {
+                    self.unanswered += 1;
+                    self.unsynced = false;
+                }
+                _ => self.unsynced = true,
+            }
             match verdict {
                 Verdict::Forward => end += h.total_len,
                 Verdict::Refuse { code, message } => {
@@ -219,7 +242,10 @@ impl<I: Inspector> Relay<I> {
             }
             let body = &input[end + 5..end + h.total_len];
             match h.tag {
-                b'Z' if body.len() == 1 => self.status = body[0],
+                b'Z' if body.len() == 1 => {
+                    self.status = body[0];
+                    self.unanswered = self.unanswered.saturating_sub(1);
+                }
                 b'S' => {
                     let name = cstr(body)?;
                     let value = cstr(&body[name.len() + 1..])?;
@@ -477,6 +503,26 @@ mod tests {
         up.put_u8(b'D');
         up.put_i32(1 << 30);
         assert!(relay.handle_upstream(&mut up, &mut out).is_err());
+    }
+
+    #[test]
+    fn busy_until_every_sync_point_is_answered() {
+        let mut relay = relay();
+        assert!(!relay.busy());
+        let mut input = msg(b'Q', b"select 1\0");
+        input.extend_from_slice(&msg(b'Q', b"select 2\0"));
+        let mut out = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut out).unwrap();
+        let mut z = msg(b'Z', b"I");
+        relay.handle_upstream(&mut z, &mut out).unwrap();
+        assert!(relay.busy(), "one of two queries answered");
+        let mut z = msg(b'Z', b"I");
+        relay.handle_upstream(&mut z, &mut out).unwrap();
+        assert!(!relay.busy());
+        let mut batch = msg(b'P', b"\0select 1\0\0\0");
+        batch.extend_from_slice(&msg(b'H', b""));
+        let _ = relay.handle_client(&mut batch, &mut out).unwrap();
+        assert!(relay.busy(), "a flushed batch without Sync may be executing");
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub(crate) struct Facts {
     pub select_into: bool,
     /// A SELECT … FOR UPDATE/SHARE somewhere.
     pub locking: bool,
+    /// Names of CTEs (WITH queries): references to them are not relations.
+    pub ctes: Vec<String>,
 }
 
 impl Facts {
@@ -38,7 +40,12 @@ impl Facts {
         };
         // The walker's own error type is never produced.
         let _ = node.serialize(&mut w);
-        w.facts
+        let mut facts = w.facts;
+        let ctes = std::mem::take(&mut facts.ctes);
+        facts
+            .relations
+            .retain(|r| r.schema.is_some() || !ctes.contains(&r.name));
+        facts
     }
 }
 
@@ -67,6 +74,7 @@ impl Walker {
         };
         match (top.name, top.field) {
             ("RangeVar", "schemaname" | "relname") => top.parts.push(v.to_string()),
+            ("CommonTableExpr", "ctename") => self.facts.ctes.push(v.to_string()),
             ("String", "sval") => {
                 // A name part of a function call: String inside Node inside
                 // FuncCall.funcname.

@@ -6,4 +6,5 @@
 #![forbid(unsafe_code)]
 
 pub mod demo;
+pub mod explain;
 pub mod serve;

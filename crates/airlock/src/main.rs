@@ -56,6 +56,29 @@ enum PolicyCommand {
     /// Validate a configuration file, secrets and TLS material included;
     /// exit 1 with located errors.
     Check { file: PathBuf },
+    /// Show, without running it, how each statement is classified, which
+    /// rules match and what is decided. Needs no database.
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The connection (the client's dbname).
+        #[arg(long)]
+        connection: String,
+        /// The principal's subject.
+        #[arg(long)]
+        sub: String,
+        /// The principal's groups, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// The role profile (the client's user); the first allowed one when absent.
+        #[arg(long)]
+        role: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The SQL, as a client would send it in one message.
+        sql: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -134,6 +157,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 SystemTime::now(),
             );
             println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy {
+            command:
+                PolicyCommand::Explain {
+                    config,
+                    connection,
+                    sub,
+                    groups,
+                    role,
+                    json,
+                    sql,
+                },
+        } => {
+            let cfg = airlock::serve::load(&config)?;
+            let report = airlock::explain::explain(&cfg, &connection, &sub, &groups, role.as_deref(), &sql)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+            } else {
+                print!("{}", report.to_text());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy {

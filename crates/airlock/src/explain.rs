@@ -1,0 +1,220 @@
+//! `airlock policy explain`: what the gateway would decide for a principal's
+//! SQL, without a database. It runs the same analyzer, parse path and
+//! guardrails as the data path.
+
+use std::time::SystemTime;
+
+use airlock_config::Config;
+use airlock_gateway::snapshot;
+use airlock_policy::{
+    AccessMode, Decision, Estimate, Evaluation, Guardrails, Principal, Route, Statement,
+};
+use airlock_sql::{Analyzer, SessionState};
+use anyhow::Result;
+use serde_json::{Value, json};
+
+/// One statement, explained.
+pub struct StatementReport {
+    pub text: String,
+    pub statement: Statement,
+    pub matched: Vec<(String, &'static str)>,
+    pub decision: Decision,
+    /// Whether a rule depends on a row estimate, which explain cannot fetch
+    /// (no estimate counts as over the threshold, as in the data path).
+    pub estimate_unavailable: bool,
+}
+
+/// The explanation of one message.
+pub struct Report {
+    pub route: Route,
+    pub statements: Vec<StatementReport>,
+    pub decision: Decision,
+}
+
+/// Explains `sql` for the principal `sub`/`groups` on `connection` as
+/// `role` (or the principal's first allowed role).
+pub fn explain(
+    config: &Config,
+    connection: &str,
+    sub: &str,
+    groups: &[String],
+    role: Option<&str>,
+    sql: &str,
+) -> Result<Report> {
+    let principal = Principal {
+        issuer_name: "explain".into(),
+        issuer: "explain".into(),
+        subject: sub.into(),
+        groups: groups.to_vec(),
+        act: None,
+        token_id: None,
+        expires_at: SystemTime::now(),
+    };
+    let route = snapshot::access_policy(config)
+        .route(&principal, connection, role.unwrap_or(""))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let analyzer = Analyzer::new(&config.unsafe_functions);
+    let guardrails = snapshot::guardrails(config);
+    let statements = airlock_sql::resolve(&analyzer.analyze(sql), &mut SessionState::default());
+    let statements: Vec<StatementReport> = statements
+        .into_iter()
+        .map(|s| report(&guardrails, &route, sql, s))
+        .collect();
+    let decision =
+        airlock_policy::guardrails::strictest(statements.iter().map(|s| s.decision.clone()));
+    Ok(Report {
+        route,
+        statements,
+        decision,
+    })
+}
+
+fn report(guardrails: &Guardrails, route: &Route, sql: &str, s: Statement) -> StatementReport {
+    let text = sql
+        .get(s.span.0..s.span.1)
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let mut estimate = Estimate::NotFetched;
+    let decision = loop {
+        match guardrails.evaluate(&s, route.mode, &route.rule, estimate) {
+            Evaluation::Decided(d) => break d,
+            Evaluation::NeedsEstimate => estimate = Estimate::Unavailable,
+        }
+    };
+    let matched = guardrails
+        .matches(&s, estimate)
+        .into_iter()
+        .map(|m| (m.rule, m.action.name()))
+        .collect();
+    StatementReport {
+        text,
+        statement: s,
+        matched,
+        decision,
+        estimate_unavailable: estimate == Estimate::Unavailable,
+    }
+}
+
+fn decision_json(d: &Decision) -> Value {
+    match d {
+        Decision::Allow => json!({"action": "allow"}),
+        Decision::Deny { rule, message } => {
+            json!({"action": "deny", "rule": rule, "message": message})
+        }
+        Decision::Approve { rule, approvers } => {
+            json!({"action": "approve", "rule": rule, "approvers": approvers})
+        }
+    }
+}
+
+fn decision_text(d: &Decision) -> String {
+    match d {
+        Decision::Allow => "allow".into(),
+        Decision::Deny { rule, message } => format!("deny (rule \"{rule}\": {message})"),
+        Decision::Approve { rule, approvers } => format!(
+            "approve (rule \"{rule}\", approvers: {})",
+            approvers.join(", ")
+        ),
+    }
+}
+
+fn mode_name(mode: AccessMode) -> &'static str {
+    match mode {
+        AccessMode::ReadOnly => "read-only",
+        AccessMode::ReadWrite => "read-write",
+    }
+}
+
+impl Report {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "route": {
+                "connection": self.route.connection,
+                "role": self.route.role,
+                "access_rule": self.route.rule,
+                "mode": mode_name(self.route.mode),
+            },
+            "statements": self.statements.iter().map(|r| {
+                let s = &r.statement;
+                json!({
+                    "text": r.text,
+                    "kind": s.kind.name(),
+                    "nested": s.nested.iter().map(|k| k.name()).collect::<Vec<_>>(),
+                    "effects": s.effects.iter().map(|e| e.name()).collect::<Vec<_>>(),
+                    "relations": s.relations.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "functions": s.functions,
+                    "has_where": s.has_where,
+                    "unknown_reason": s.unknown_reason,
+                    "matched_rules": r.matched.iter().map(|(rule, action)| json!({"rule": rule, "action": action})).collect::<Vec<_>>(),
+                    "estimate_unavailable": r.estimate_unavailable,
+                    "decision": decision_json(&r.decision),
+                })
+            }).collect::<Vec<_>>(),
+            "decision": decision_json(&self.decision),
+        })
+    }
+
+    pub fn to_text(&self) -> String {
+        let r = &self.route;
+        let mut out = format!(
+            "route: connection \"{}\" as role \"{}\" ({}, access rule \"{}\")\n",
+            r.connection,
+            r.role,
+            mode_name(r.mode),
+            r.rule
+        );
+        for (i, st) in self.statements.iter().enumerate() {
+            let s = &st.statement;
+            out.push_str(&format!("\nstatement {}: {}\n", i + 1, st.text));
+            let mut kind = s.kind.name().to_string();
+            if !s.nested.is_empty() {
+                let nested: Vec<&str> = s.nested.iter().map(|k| k.name()).collect();
+                kind.push_str(&format!(" (runs: {})", nested.join(", ")));
+            }
+            out.push_str(&format!("  kind:      {kind}\n"));
+            out.push_str(&format!(
+                "  effects:   {}\n",
+                if s.effects.is_empty() {
+                    "none".to_string()
+                } else {
+                    s.effects.to_string()
+                }
+            ));
+            if let Some(why) = &s.unknown_reason {
+                out.push_str(&format!("  unknown:   {why}\n"));
+            }
+            if !s.relations.is_empty() {
+                let rels: Vec<String> = s.relations.iter().map(ToString::to_string).collect();
+                out.push_str(&format!("  relations: {}\n", rels.join(", ")));
+            }
+            if !s.functions.is_empty() {
+                out.push_str(&format!("  functions: {}\n", s.functions.join(", ")));
+            }
+            if let Some(w) = s.has_where {
+                out.push_str(&format!(
+                    "  where:     {}\n",
+                    if w { "present" } else { "absent" }
+                ));
+            }
+            if st.matched.is_empty() {
+                out.push_str("  rules:     none\n");
+            } else {
+                let rules: Vec<String> = st
+                    .matched
+                    .iter()
+                    .map(|(rule, action)| format!("{rule} ({action})"))
+                    .collect();
+                out.push_str(&format!("  rules:     {}\n", rules.join(", ")));
+            }
+            if st.estimate_unavailable {
+                out.push_str(
+                    "  estimate:  not fetched (no database); counted as over the threshold\n",
+                );
+            }
+            out.push_str(&format!("  decision:  {}\n", decision_text(&st.decision)));
+        }
+        out.push_str(&format!("\ndecision: {}\n", decision_text(&self.decision)));
+        out
+    }
+}
