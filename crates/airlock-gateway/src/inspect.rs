@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use airlock_pgwire::relay::{Inspector, Verdict};
+use airlock_pgwire::relay::{Inspector, Plan, Verdict};
 use airlock_pgwire::sqlstate;
 use airlock_policy::{AccessMode, Decision, Estimate, Evaluation, Guardrails, Statement, StatementKind};
 use airlock_sql::{Analyzer, SessionState};
@@ -45,7 +45,10 @@ impl PolicyInspector {
         }
     }
 
-    fn judge(&mut self, bytes: &[u8]) -> Verdict {
+    /// Judges one message. `plan` is the upstream's plan when one was asked
+    /// for; `None` for a Parse, whose parameters are not known yet, so no
+    /// estimate can be had.
+    fn judge(&mut self, bytes: &[u8], plan: Option<Plan<'_>>) -> Verdict {
         let text = match self.text(bytes) {
             Ok(t) => t,
             Err(refusal) => return refusal,
@@ -69,7 +72,32 @@ impl PolicyInspector {
         } else {
             &analyzed
         };
-        let decision = airlock_policy::guardrails::strictest(statements.iter().map(|s| self.decide(s)));
+        let estimate = match plan {
+            Some(Plan::NotFetched) => Estimate::NotFetched,
+            Some(Plan::Json(json)) => plan_rows(json).map_or(Estimate::Unavailable, Estimate::Rows),
+            Some(Plan::Unavailable) | None => Estimate::Unavailable,
+        };
+        let p = &self.policy;
+        let mut decisions = Vec::with_capacity(statements.len());
+        for s in statements {
+            match p.guardrails.evaluate(s, p.mode, &p.access_rule, estimate) {
+                Evaluation::Decided(d) => decisions.push(d),
+                // Only a single-statement Query gets a real estimate: EXPLAIN
+                // takes one statement.
+                Evaluation::NeedsEstimate if statements.len() == 1 => {
+                    return Verdict::Estimate {
+                        statement: text[s.span.0..s.span.1].to_string(),
+                    };
+                }
+                Evaluation::NeedsEstimate => {
+                    match p.guardrails.evaluate(s, p.mode, &p.access_rule, Estimate::Unavailable) {
+                        Evaluation::Decided(d) => decisions.push(d),
+                        Evaluation::NeedsEstimate => unreachable!("an unavailable estimate decides"),
+                    }
+                }
+            }
+        }
+        let decision = airlock_policy::guardrails::strictest(decisions);
         match decision {
             Decision::Allow => {
                 tracing::debug!(kinds = %kinds(statements), "allowed");
@@ -91,19 +119,6 @@ impl PolicyInspector {
                     ),
                 }
             }
-        }
-    }
-
-    fn decide(&self, s: &Statement) -> Decision {
-        let p = &self.policy;
-        match p.guardrails.evaluate(s, p.mode, &p.access_rule, Estimate::NotFetched) {
-            Evaluation::Decided(d) => d,
-            // Row estimates are not fetched yet: no estimate counts as over
-            // the threshold.
-            Evaluation::NeedsEstimate => match p.guardrails.evaluate(s, p.mode, &p.access_rule, Estimate::Unavailable) {
-                Evaluation::Decided(d) => d,
-                Evaluation::NeedsEstimate => unreachable!("an unavailable estimate decides"),
-            },
         }
     }
 
@@ -130,13 +145,39 @@ fn kinds(statements: &[Statement]) -> String {
     statements.iter().map(|s| s.kind.name()).collect::<Vec<_>>().join(",")
 }
 
+/// The planner's largest row estimate in an `EXPLAIN (FORMAT JSON)` plan.
+/// The largest node is taken, not the top one: a ModifyTable node without
+/// RETURNING estimates 0 rows while its scan estimates what it will change.
+fn plan_rows(json: &str) -> Option<u64> {
+    fn walk(v: &serde_json::Value, max: &mut Option<u64>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    if k == "Plan Rows"
+                        && let Some(n) = v.as_f64()
+                    {
+                        *max = Some(max.unwrap_or(0).max(n as u64));
+                    }
+                    walk(v, max);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, max)),
+            _ => {}
+        }
+    }
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    let mut max = None;
+    walk(&value, &mut max);
+    max
+}
+
 impl Inspector for PolicyInspector {
-    fn query(&mut self, sql: &[u8]) -> Verdict {
-        self.judge(sql)
+    fn query(&mut self, sql: &[u8], plan: Plan<'_>) -> Verdict {
+        self.judge(sql, Some(plan))
     }
 
     fn parse(&mut self, _name: &[u8], sql: &[u8]) -> Verdict {
-        self.judge(sql)
+        self.judge(sql, None)
     }
 
     fn parameter_status(&mut self, name: &str, value: &str) {
@@ -145,5 +186,19 @@ impl Inspector for PolicyInspector {
             "client_encoding" => self.utf8 = utf8_compatible(value),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_rows;
+
+    #[test]
+    fn plan_rows_takes_the_largest_node() {
+        let plan = r#"[{"Plan": {"Node Type": "ModifyTable", "Plan Rows": 0,
+            "Plans": [{"Node Type": "Seq Scan", "Plan Rows": 1234.0}]}}]"#;
+        assert_eq!(plan_rows(plan), Some(1234));
+        assert_eq!(plan_rows("not json"), None);
+        assert_eq!(plan_rows("[]"), None);
     }
 }

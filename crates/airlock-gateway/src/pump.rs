@@ -184,7 +184,13 @@ where
                 return Poll::Ready(PumpEnd::UpstreamClosed);
             }
 
-            if !self.terminating && !self.upstream_eof && self.to_upstream.len() < HIGH_WATER {
+            // While a message is held for its row estimate, what follows it
+            // stays unread: the client's pipelining waits, memory does not grow.
+            if !self.terminating
+                && !self.upstream_eof
+                && !self.relay.holding()
+                && self.to_upstream.len() < HIGH_WATER
+            {
                 match poll_fill(&mut self.client, cx, &mut self.from_client) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(PumpEnd::ClientClosed),
                     Poll::Ready(Ok(n)) => {
@@ -212,11 +218,22 @@ where
                     }
                     Poll::Ready(Ok(n)) => {
                         self.counters.upstream_to_client.increment(n as u64);
-                        if let Err(e) = self
-                            .relay
-                            .handle_upstream(&mut self.from_upstream, &mut self.to_client)
-                        {
-                            return Poll::Ready(PumpEnd::Protocol(Side::Upstream, e));
+                        match self.relay.handle_upstream(
+                            &mut self.from_upstream,
+                            &mut self.to_client,
+                            &mut self.to_upstream,
+                        ) {
+                            Ok(false) => {}
+                            // A held message can be judged now.
+                            Ok(true) => match self
+                                .relay
+                                .handle_client(&mut self.from_client, &mut self.to_upstream)
+                            {
+                                Ok(ClientFlow::Continue) => {}
+                                Ok(ClientFlow::Terminate) => self.terminating = true,
+                                Err(e) => return Poll::Ready(PumpEnd::Protocol(Side::Client, e)),
+                            },
+                            Err(e) => return Poll::Ready(PumpEnd::Protocol(Side::Upstream, e)),
                         }
                         progress = true;
                     }

@@ -45,14 +45,30 @@ pub enum Verdict {
     Forward,
     /// Refuse the whole message with an ERROR carrying `code` and `message`.
     Refuse { code: &'static str, message: String },
+    /// Fetch the planner's estimate for `statement` (one SQL statement) on
+    /// the session's upstream, then judge the message again with the plan.
+    /// Only valid when the inspector was given [`Plan::NotFetched`].
+    Estimate { statement: String },
+}
+
+/// The upstream's plan for a held statement, as `EXPLAIN (FORMAT JSON)`
+/// returned it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan<'a> {
+    NotFetched,
+    /// The plan could not be had (the transaction is aborted, EXPLAIN
+    /// failed).
+    Unavailable,
+    Json(&'a str),
 }
 
 /// Judges statements for a [`Relay`]. Implemented by the gateway with the
 /// policy core; the relay knows nothing of SQL.
 pub trait Inspector {
     /// The text of a simple Query message (all its statements), as bytes in
-    /// the session's client encoding.
-    fn query(&mut self, sql: &[u8]) -> Verdict;
+    /// the session's client encoding, with the plan fetched for it when the
+    /// inspector asked for one.
+    fn query(&mut self, sql: &[u8], plan: Plan<'_>) -> Verdict;
     /// The statement text of a Parse message creating statement `name`.
     fn parse(&mut self, name: &[u8], sql: &[u8]) -> Verdict;
     /// A ParameterStatus the upstream reported (`standard_conforming_strings`,
@@ -65,7 +81,7 @@ pub trait Inspector {
 pub struct PassThrough;
 
 impl Inspector for PassThrough {
-    fn query(&mut self, _: &[u8]) -> Verdict {
+    fn query(&mut self, _: &[u8], _: Plan<'_>) -> Verdict {
         Verdict::Forward
     }
     fn parse(&mut self, _: &[u8], _: &[u8]) -> Verdict {
@@ -91,6 +107,21 @@ struct Refusal {
     message: String,
 }
 
+/// The savepoint an estimate runs under inside a transaction block, so that
+/// a failing EXPLAIN cannot abort the client's transaction.
+const ESTIMATE_SAVEPOINT: &str = "airlock_estimate";
+
+/// A simple Query held while its row estimate is fetched. The message stays
+/// at the front of the client input; nothing behind it is read meanwhile.
+enum Held {
+    /// Earlier messages are still being answered.
+    WaitingForIdle { statement: String },
+    /// The EXPLAIN (inside a savepoint when `in_block`) is running.
+    Explaining { in_block: bool, failed: bool, plan: Option<String> },
+    /// The EXPLAIN failed inside a block: rolling back to the savepoint.
+    Restoring,
+}
+
 /// The ready-phase state machine of one session.
 pub struct Relay<I> {
     inspector: I,
@@ -104,6 +135,9 @@ pub struct Relay<I> {
     /// Messages sent upstream since the last Sync or Query (an extended
     /// batch still being built, possibly already executing after a Flush).
     unsynced: bool,
+    held: Option<Held>,
+    /// The outcome of the last estimate, for the held message.
+    fetched: Option<Option<String>>,
 }
 
 impl<I: Inspector> Relay<I> {
@@ -118,7 +152,15 @@ impl<I: Inspector> Relay<I> {
             pending: VecDeque::new(),
             unanswered: 0,
             unsynced: false,
+            held: None,
+            fetched: None,
         }
+    }
+
+    /// Whether a message is held while its row estimate is fetched: the
+    /// driver must not read more from the client meanwhile.
+    pub fn holding(&self) -> bool {
+        self.held.is_some()
     }
 
     /// Whether the upstream may be executing something for the client: a
@@ -147,6 +189,9 @@ impl<I: Inspector> Relay<I> {
         to_upstream: &mut BytesMut,
     ) -> Result<ClientFlow, ProtocolError> {
         let mut flow = ClientFlow::Continue;
+        if self.held.is_some() {
+            return Ok(flow);
+        }
         // `end` is the end of a run of messages forwarded as they are; the
         // run is copied in one piece when it ends.
         let mut end = 0;
@@ -156,7 +201,36 @@ impl<I: Inspector> Relay<I> {
             }
             let body = &input[end + 5..end + h.total_len];
             let verdict = match h.tag {
-                b'Q' => self.inspector.query(cstr(body)?),
+                b'Q' => {
+                    let fetched = self.fetched.take();
+                    let plan = match &fetched {
+                        None => Plan::NotFetched,
+                        Some(None) => Plan::Unavailable,
+                        Some(Some(json)) => Plan::Json(json),
+                    };
+                    match self.inspector.query(cstr(body)?, plan) {
+                        Verdict::Estimate { .. } if fetched.is_some() => Verdict::Refuse {
+                            code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                            message: "airlock: the statement could not be judged (estimate asked twice)".into(),
+                        },
+                        Verdict::Estimate { statement } => {
+                            // Hold the message where it is, behind what was
+                            // forwarded, until the estimate is in.
+                            to_upstream.extend_from_slice(&input[..end]);
+                            input.advance(end);
+                            self.held = Some(Held::WaitingForIdle { statement });
+                            self.start_estimate(to_upstream);
+                            if self.held.is_some() {
+                                return Ok(flow);
+                            }
+                            // Decided on the spot (no plan can be had):
+                            // judge the same message again.
+                            end = 0;
+                            continue;
+                        }
+                        v => v,
+                    }
+                }
                 b'P' => {
                     let name = cstr(body)?;
                     let sql = cstr(&body[name.len() + 1..])?;
@@ -188,6 +262,9 @@ impl<I: Inspector> Relay<I> {
             }
             match verdict {
                 Verdict::Forward => end += h.total_len,
+                Verdict::Estimate { .. } => {
+                    return Err(ProtocolError::Malformed("an estimate is only for simple queries"));
+                }
                 Verdict::Refuse { code, message } => {
                     let name = (h.tag == b'P').then(|| cstr(body).map(<[u8]>::to_vec)).transpose()?;
                     to_upstream.extend_from_slice(&input[..end]);
@@ -229,22 +306,110 @@ impl<I: Inspector> Relay<I> {
         });
     }
 
+    /// Sends the held statement's EXPLAIN once the upstream has answered
+    /// everything before it. In an aborted transaction there is no plan.
+    fn start_estimate(&mut self, to_upstream: &mut BytesMut) {
+        let Some(Held::WaitingForIdle { statement }) = &self.held else {
+            return;
+        };
+        if self.unanswered > 0 {
+            return;
+        }
+        // In an aborted transaction there is nothing to plan with; after an
+        // unsynced extended batch, answers still due could not be told apart
+        // from the estimate's.
+        if self.status == b'E' || self.unsynced {
+            self.held = None;
+            self.fetched = Some(None);
+            return;
+        }
+        let in_block = self.status == b'T';
+        // Newlines keep a trailing line comment in the statement from
+        // swallowing what follows.
+        let explain = format!("EXPLAIN (FORMAT JSON) {statement}\n");
+        let sql = if in_block {
+            format!("SAVEPOINT {ESTIMATE_SAVEPOINT};\n{explain};\nRELEASE SAVEPOINT {ESTIMATE_SAVEPOINT}")
+        } else {
+            explain
+        };
+        codec::query(&sql, to_upstream);
+        self.held = Some(Held::Explaining {
+            in_block,
+            failed: false,
+            plan: None,
+        });
+    }
+
+    /// Consumes one upstream message that answers the estimate's own
+    /// queries. Returns whether the estimate is complete.
+    fn on_estimate_message(&mut self, tag: u8, body: &[u8], to_upstream: &mut BytesMut) -> bool {
+        match (&mut self.held, tag) {
+            (Some(Held::Explaining { plan, .. }), b'D') => *plan = first_column(body),
+            (Some(Held::Explaining { failed, .. }), b'E') => *failed = true,
+            (Some(Held::Explaining { in_block, failed, plan }), b'Z') => {
+                self.status = body.first().copied().unwrap_or(self.status);
+                if *failed && *in_block {
+                    codec::query(
+                        &format!("ROLLBACK TO SAVEPOINT {ESTIMATE_SAVEPOINT}; RELEASE SAVEPOINT {ESTIMATE_SAVEPOINT}"),
+                        to_upstream,
+                    );
+                    self.held = Some(Held::Restoring);
+                    return false;
+                }
+                self.fetched = Some(if *failed { None } else { plan.take() });
+                self.held = None;
+                return true;
+            }
+            (Some(Held::Restoring), b'Z') => {
+                self.status = body.first().copied().unwrap_or(self.status);
+                self.fetched = Some(None);
+                self.held = None;
+                return true;
+            }
+            _ => {}
+        }
+        false
+    }
+
     /// Moves every whole upstream message from `input` to `to_client`.
+    /// Returns whether a held client message may now be judged again (call
+    /// [`Relay::handle_client`]).
     pub fn handle_upstream(
         &mut self,
         input: &mut BytesMut,
         to_client: &mut BytesMut,
-    ) -> Result<(), ProtocolError> {
+        to_upstream: &mut BytesMut,
+    ) -> Result<bool, ProtocolError> {
+        let mut resume = false;
         let mut end = 0;
         while let Some(h) = codec::peek_header(&input[end..], self.max_message)? {
             if input.len() - end < h.total_len {
                 break;
             }
             let body = &input[end + 5..end + h.total_len];
+            if matches!(self.held, Some(Held::Explaining { .. } | Held::Restoring)) {
+                // The estimate's own answers: the client never sees them.
+                to_client.extend_from_slice(&input[..end]);
+                let done = self.on_estimate_message(h.tag, body, to_upstream);
+                input.advance(end + h.total_len);
+                end = 0;
+                resume |= done;
+                continue;
+            }
             match h.tag {
                 b'Z' if body.len() == 1 => {
                     self.status = body[0];
                     self.unanswered = self.unanswered.saturating_sub(1);
+                    if matches!(self.held, Some(Held::WaitingForIdle { .. })) {
+                        // Forward this answer first; the estimate follows it.
+                        end += h.total_len;
+                        to_client.extend_from_slice(&input[..end]);
+                        input.advance(end);
+                        end = 0;
+                        self.start_estimate(to_upstream);
+                        resume |= self.held.is_none();
+                        continue;
+                    }
                 }
                 b'S' => {
                     let name = cstr(body)?;
@@ -268,7 +433,7 @@ impl<I: Inspector> Relay<I> {
         }
         to_client.extend_from_slice(&input[..end]);
         input.advance(end);
-        Ok(())
+        Ok(resume)
     }
 
     /// The refusal an upstream ErrorResponse answers, if it is one.
@@ -284,6 +449,17 @@ impl<I: Inspector> Relay<I> {
         let at = self.pending.iter().position(|r| r.id == id)?;
         self.pending.remove(at)
     }
+}
+
+/// The first column of a DataRow, as text.
+fn first_column(body: &[u8]) -> Option<String> {
+    let count = i16::from_be_bytes(body.get(..2)?.try_into().ok()?);
+    if count < 1 {
+        return None;
+    }
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    let value = body.get(6..6 + usize::try_from(len).ok()?)?;
+    String::from_utf8(value.to_vec()).ok()
 }
 
 /// The NUL-terminated string at the start of `body`.
@@ -314,7 +490,19 @@ mod tests {
     }
 
     impl Inspector for NoDrops {
-        fn query(&mut self, sql: &[u8]) -> Verdict {
+        fn query(&mut self, sql: &[u8], plan: Plan<'_>) -> Verdict {
+            if sql.starts_with(b"delete") {
+                return match plan {
+                    Plan::NotFetched => Verdict::Estimate {
+                        statement: String::from_utf8_lossy(sql).into_owned(),
+                    },
+                    Plan::Json(j) if j.contains("\"Plan Rows\": 5}") => Verdict::Forward,
+                    _ => Verdict::Refuse {
+                        code: "42501",
+                        message: format!("too many rows: {plan:?}"),
+                    },
+                };
+            }
             self.judge(sql)
         }
         fn parse(&mut self, _: &[u8], sql: &[u8]) -> Verdict {
@@ -406,7 +594,7 @@ mod tests {
         up.extend_from_slice(&msg(b'Z', b"I"));
         up.extend_from_slice(&msg(b'C', b"SELECT 1\0"));
         let mut to_client = BytesMut::new();
-        relay.handle_upstream(&mut up, &mut to_client).unwrap();
+        relay.handle_upstream(&mut up, &mut to_client, &mut BytesMut::new()).unwrap();
         let got = messages(to_client);
         let tags: Vec<u8> = got.iter().map(|m| m.tag).collect();
         assert_eq!(tags, b"CZEZC");
@@ -443,7 +631,7 @@ mod tests {
         ] {
             let mut up = e.clone();
             let mut to_client = BytesMut::new();
-            relay.handle_upstream(&mut up, &mut to_client).unwrap();
+            relay.handle_upstream(&mut up, &mut to_client, &mut BytesMut::new()).unwrap();
             assert_eq!(to_client, e);
         }
     }
@@ -464,7 +652,7 @@ mod tests {
         let mut relay = relay();
         let mut up = msg(b'S', b"standard_conforming_strings\0off\0");
         let mut out = BytesMut::new();
-        relay.handle_upstream(&mut up, &mut out).unwrap();
+        relay.handle_upstream(&mut up, &mut out, &mut BytesMut::new()).unwrap();
         assert_eq!(relay.inspector().params, vec![("standard_conforming_strings".into(), "off".into())]);
         assert_eq!(out.len(), 37, "passed through");
     }
@@ -502,7 +690,7 @@ mod tests {
         let mut up = BytesMut::new();
         up.put_u8(b'D');
         up.put_i32(1 << 30);
-        assert!(relay.handle_upstream(&mut up, &mut out).is_err());
+        assert!(relay.handle_upstream(&mut up, &mut out, &mut BytesMut::new()).is_err());
     }
 
     #[test]
@@ -514,15 +702,123 @@ mod tests {
         let mut out = BytesMut::new();
         let _ = relay.handle_client(&mut input, &mut out).unwrap();
         let mut z = msg(b'Z', b"I");
-        relay.handle_upstream(&mut z, &mut out).unwrap();
+        relay.handle_upstream(&mut z, &mut out, &mut BytesMut::new()).unwrap();
         assert!(relay.busy(), "one of two queries answered");
         let mut z = msg(b'Z', b"I");
-        relay.handle_upstream(&mut z, &mut out).unwrap();
+        relay.handle_upstream(&mut z, &mut out, &mut BytesMut::new()).unwrap();
         assert!(!relay.busy());
         let mut batch = msg(b'P', b"\0select 1\0\0\0");
         batch.extend_from_slice(&msg(b'H', b""));
         let _ = relay.handle_client(&mut batch, &mut out).unwrap();
         assert!(relay.busy(), "a flushed batch without Sync may be executing");
+    }
+
+    fn data_row(text: &str) -> BytesMut {
+        let mut body = BytesMut::new();
+        body.put_i16(1);
+        body.put_i32(text.len() as i32);
+        body.extend_from_slice(text.as_bytes());
+        msg(b'D', &body)
+    }
+
+    /// Drives an estimate: the held query, the EXPLAIN it causes, the
+    /// upstream's answer (`rows`, or an error), and the resumed judgement.
+    fn estimate(status: u8, answer: Result<u64, ()>) -> (Vec<codec::Message>, BytesMut, Relay<NoDrops>) {
+        let mut relay = Relay::new(NoDrops::default(), 1 << 20, status);
+        let mut input = msg(b'Q', b"delete from t where a = 1\0");
+        input.extend_from_slice(&msg(b'Q', b"select 2\0"));
+        let mut to_up = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut to_up).unwrap();
+        assert!(relay.holding());
+        let explain = messages(to_up.split());
+        assert_eq!(explain.len(), 1);
+        let text = String::from_utf8(explain[0].body.to_vec()).unwrap();
+        assert!(text.contains("EXPLAIN (FORMAT JSON) delete from t where a = 1"), "{text}");
+        assert_eq!(text.contains("SAVEPOINT airlock_estimate"), status == b'T', "{text}");
+        // More client input is not looked at while holding.
+        let _ = relay.handle_client(&mut input, &mut to_up).unwrap();
+        assert!(to_up.is_empty());
+
+        let mut up = BytesMut::new();
+        match answer {
+            Ok(rows) => {
+                up.extend_from_slice(&msg(b'T', b"\0\x01QUERY PLAN\0\0\0\0\0\0\0\0\0\0r\xff\xff\xff\xff\0\0"));
+                up.extend_from_slice(&data_row(&format!("[{{\"Plan\": {{\"Plan Rows\": {rows}}}}}]")));
+                up.extend_from_slice(&msg(b'C', b"EXPLAIN\0"));
+            }
+            Err(()) => up.extend_from_slice(&error("42P01", "relation \"t\" does not exist")),
+        }
+        up.extend_from_slice(&msg(b'Z', &[if answer.is_err() && status == b'T' { b'E' } else { status }]));
+        let mut to_client = BytesMut::new();
+        let resume = relay.handle_upstream(&mut up, &mut to_client, &mut to_up).unwrap();
+        assert!(to_client.is_empty(), "the estimate's answers are not the client's");
+        if answer.is_err() && status == b'T' {
+            assert!(!resume);
+            let restore = messages(to_up.split());
+            assert!(String::from_utf8_lossy(&restore[0].body).starts_with("ROLLBACK TO SAVEPOINT airlock_estimate"));
+            let resume = relay
+                .handle_upstream(&mut msg(b'Z', b"T"), &mut to_client, &mut to_up)
+                .unwrap();
+            assert!(resume && to_client.is_empty());
+        } else {
+            assert!(resume);
+        }
+        assert!(!relay.holding());
+        let _ = relay.handle_client(&mut input, &mut to_up).unwrap();
+        (messages(to_up), input, relay)
+    }
+
+    #[test]
+    fn estimate_small_enough_forwards_the_held_query() {
+        for status in [b'I', b'T'] {
+            let (sent, input, relay) = estimate(status, Ok(5));
+            assert_eq!(&sent[0].body[..], b"delete from t where a = 1\0");
+            assert_eq!(&sent[1].body[..], b"select 2\0");
+            assert!(input.is_empty());
+            assert_eq!(relay.transaction_status(), status);
+        }
+    }
+
+    #[test]
+    fn estimate_too_large_or_failed_refuses() {
+        for (status, answer) in [(b'I', Ok(5000)), (b'I', Err(())), (b'T', Err(()))] {
+            let (sent, _, _) = estimate(status, answer);
+            assert_eq!(&sent[0].body[..], b"AIRLOCK_REFUSED_1\0", "{status} {answer:?}");
+            assert_eq!(&sent[1].body[..], b"select 2\0");
+        }
+    }
+
+    #[test]
+    fn no_estimate_in_an_aborted_transaction() {
+        let mut relay = Relay::new(NoDrops::default(), 1024, b'E');
+        let mut input = msg(b'Q', b"delete from t where a = 1\0");
+        input.extend_from_slice(&msg(b'Q', b"select 2\0"));
+        let mut to_up = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut to_up).unwrap();
+        assert!(!relay.holding());
+        assert!(input.is_empty(), "judged at once, without waiting for more input");
+        let sent = messages(to_up);
+        assert_eq!(&sent[0].body[..], b"AIRLOCK_REFUSED_1\0");
+        assert_eq!(&sent[1].body[..], b"select 2\0");
+    }
+
+    #[test]
+    fn estimate_waits_for_earlier_answers() {
+        let mut relay = relay();
+        let mut input = msg(b'Q', b"select 1\0");
+        input.extend_from_slice(&msg(b'Q', b"delete from t where a = 1\0"));
+        let mut to_up = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut to_up).unwrap();
+        let sent = messages(to_up.split());
+        assert_eq!(sent.len(), 1, "only the first query until it is answered");
+        let mut up = msg(b'C', b"SELECT 1\0");
+        up.extend_from_slice(&msg(b'Z', b"I"));
+        let mut to_client = BytesMut::new();
+        let resume = relay.handle_upstream(&mut up, &mut to_client, &mut to_up).unwrap();
+        assert!(!resume);
+        assert_eq!(messages(to_client).len(), 2, "the first answer reaches the client");
+        let explain = messages(to_up);
+        assert!(String::from_utf8_lossy(&explain[0].body).starts_with("EXPLAIN"));
     }
 
     #[test]
@@ -531,7 +827,7 @@ mod tests {
         let mut input = msg(b'C', b"BEGIN\0");
         input.extend_from_slice(&msg(b'Z', b"T"));
         let mut out = BytesMut::new();
-        relay.handle_upstream(&mut input, &mut out).unwrap();
+        relay.handle_upstream(&mut input, &mut out, &mut BytesMut::new()).unwrap();
         assert_eq!(relay.transaction_status(), b'T');
         assert_eq!(out.len(), 17);
     }

@@ -1,0 +1,1158 @@
+//! The policy evasion corpus (`tests/corpus/policy.txt`): SQL texts an
+//! attacker would try, each with the decision airlock must reach.
+//!
+//! Every case is checked twice:
+//! - [`corpus_through_explain`]: offline, through `airlock::explain::explain`,
+//!   which runs the data path's analyzer and guardrails without a database;
+//! - [`corpus_through_the_gateway`]: end to end, through the in-process
+//!   gateway and the machine's PostgreSQL, in a database created for the run.
+//!   Each text goes out as ONE simple Query message over the raw wire, byte
+//!   for byte as the corpus gives it (multi-statement texts, invalid UTF-8 and
+//!   NUL bytes included). A refused message must leave the database exactly
+//!   as it was, which the test proves by fingerprinting the database directly
+//!   (bypassing the gateway) before and after; a read-only principal must
+//!   leave it unchanged whatever the decision, and its session settings too.
+//!
+//! [`read_only_paths_beyond_simple_query`] covers what a corpus of simple
+//! Query texts cannot: the extended protocol (tokio-postgres), SQL-level
+//! PREPARE/EXECUTE across messages, and psql's `\copy`, `-c … -c …` and
+//! `\;`.
+//!
+//! Both corpus tests report every failing case at once, with what was
+//! expected and what happened.
+
+mod common;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use airlock_policy::Decision;
+use bytes::{BufMut, BytesMut};
+use common::{Gateway, Received};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+/// The corpus, compiled in (cargo rebuilds the test when it changes).
+const CORPUS: &str = include_str!("corpus/policy.txt");
+
+/// The guardrails of SPEC §3, in its order, plus `deny-copy-file`.
+const GUARDRAILS: &str = r#"guardrails:
+  - name: no-drop-database
+    match: {effects: [drop_database, alter_system, copy_program, unsafe_function]}
+    action: deny
+    message: "not allowed through airlock"
+  - name: review-schema-changes
+    match: {effects: [ddl, truncate]}
+    action: approve
+    approvers: [dba]
+  - name: review-unbounded-writes
+    match: {statements: [update, delete], where: absent}
+    action: approve
+    approvers: [dba]
+  - name: review-large-writes
+    match: {statements: [update, delete], estimated_rows_over: 1000}
+    action: approve
+    approvers: [dba]
+  - name: unknown
+    match: {statements: [unknown]}
+    action: deny
+  - name: deny-copy-file
+    match: {effects: [copy_file]}
+    action: deny
+    message: "server-side files are not reachable through airlock"
+"#;
+
+/// The test policy: the harness's connection `test` (roles `readonly` and
+/// `admin`, access rules `agents`, read-only, and `dba`), pointed at
+/// `database`, with [`GUARDRAILS`].
+fn policy(database: &str) -> String {
+    let yaml = common::local_config(GUARDRAILS);
+    let from = "database: test,";
+    assert!(yaml.contains(from), "the harness config changed shape");
+    yaml.replace(from, &format!("database: {database},"))
+}
+
+// ---------------------------------------------------------------------------
+// The corpus format (described at the top of policy.txt).
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Agent,
+    Dba,
+}
+
+impl Who {
+    fn sub(self) -> &'static str {
+        match self {
+            Who::Agent => "agent",
+            Who::Dba => "dba",
+        }
+    }
+
+    fn groups(self) -> &'static [&'static str] {
+        match self {
+            Who::Agent => &["ai-agents"],
+            Who::Dba => &["dba"],
+        }
+    }
+
+    /// The role profile asked for (`policy explain --role`).
+    fn role(self) -> Option<&'static str> {
+        match self {
+            Who::Agent => None,
+            Who::Dba => Some("admin"),
+        }
+    }
+
+    /// The startup `user`: the role profile the session gets.
+    fn user(self) -> &'static str {
+        match self {
+            Who::Agent => "readonly",
+            Who::Dba => "admin",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Expect {
+    Allow,
+    Deny(String),
+    Approve(String),
+    /// A clean error with this SQLSTATE.
+    Error(String),
+}
+
+impl Expect {
+    fn parse(s: &str) -> Result<Expect, String> {
+        let mut words = s.split_whitespace();
+        let (action, arg, rest) = (words.next(), words.next(), words.next());
+        match (action, arg, rest) {
+            (Some("allow"), None, None) => Ok(Expect::Allow),
+            (Some("deny"), Some(rule), None) => Ok(Expect::Deny(rule.into())),
+            (Some("approve"), Some(rule), None) => Ok(Expect::Approve(rule.into())),
+            (Some("error"), Some(code), None) if code.len() == 5 => Ok(Expect::Error(code.into())),
+            _ => Err(format!("bad expectation {s:?}")),
+        }
+    }
+
+    fn of(d: &Decision) -> Expect {
+        match d {
+            Decision::Allow => Expect::Allow,
+            Decision::Deny { rule, .. } => Expect::Deny(rule.clone()),
+            Decision::Approve { rule, .. } => Expect::Approve(rule.clone()),
+        }
+    }
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expect::Allow => f.write_str("allow"),
+            Expect::Deny(r) => write!(f, "deny {r}"),
+            Expect::Approve(r) => write!(f, "approve {r}"),
+            Expect::Error(c) => write!(f, "error {c}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    name: String,
+    /// Line of its `-- case:` header in policy.txt.
+    line: usize,
+    who: Who,
+    expect: Expect,
+    /// The decision end to end, when the gateway knows more than explain
+    /// (the row estimate).
+    gateway: Option<Expect>,
+    /// The session runs `set standard_conforming_strings = off` first.
+    scs_off: bool,
+    /// …in the same write as the case.
+    pipelined: bool,
+    /// An allowed case that may change the database.
+    changes: bool,
+    sql: Vec<u8>,
+}
+
+impl Case {
+    /// The decision the gateway must reach.
+    fn end_to_end(&self) -> &Expect {
+        self.gateway.as_ref().unwrap_or(&self.expect)
+    }
+
+    /// How failures name the case.
+    fn label(&self) -> String {
+        let sql = String::from_utf8_lossy(&self.sql);
+        let mut short: String = sql.chars().take(100).collect();
+        if short.len() < sql.len() {
+            short.push('…');
+        }
+        format!(
+            "{} (policy.txt:{}, as {}) {short:?}",
+            self.name,
+            self.line,
+            self.who.sub()
+        )
+    }
+}
+
+const HEADER_KEYS: &[&str] = &[
+    "as",
+    "expect",
+    "scs",
+    "pipelined",
+    "escapes",
+    "changes",
+    "gateway",
+    "note",
+];
+
+fn corpus() -> Vec<Case> {
+    parse_corpus(CORPUS).unwrap_or_else(|e| panic!("tests/corpus/policy.txt: {e}"))
+}
+
+fn parse_corpus(text: &str) -> Result<Vec<Case>, String> {
+    struct Raw<'a> {
+        name: String,
+        line: usize,
+        headers: Vec<(&'a str, &'a str)>,
+        body: Vec<&'a str>,
+        in_headers: bool,
+    }
+    let mut raws: Vec<Raw> = Vec::new();
+    // Whether lines belong to the current case (not to a section comment).
+    let mut in_case = false;
+    // Not `lines()`: a carriage return is part of the SQL.
+    for (i, line) in text.split('\n').enumerate() {
+        if let Some(name) = line.strip_prefix("-- case:") {
+            raws.push(Raw {
+                name: name.trim().to_string(),
+                line: i + 1,
+                headers: Vec::new(),
+                body: Vec::new(),
+                in_headers: true,
+            });
+            in_case = true;
+            continue;
+        }
+        if line.starts_with("-- ===") {
+            in_case = false;
+            continue;
+        }
+        let Some(raw) = raws.last_mut().filter(|_| in_case) else {
+            continue;
+        };
+        if raw.in_headers {
+            let header = line
+                .strip_prefix("-- ")
+                .and_then(|h| h.split_once(':'))
+                .filter(|(k, _)| HEADER_KEYS.contains(k));
+            if let Some((key, value)) = header {
+                raw.headers.push((key, value.trim()));
+                continue;
+            }
+            raw.in_headers = false;
+        }
+        raw.body.push(line);
+    }
+
+    let mut cases: Vec<Case> = Vec::new();
+    for raw in raws {
+        let at = format!("line {} (case {})", raw.line, raw.name);
+        if raw.name.is_empty() || cases.iter().any(|c| c.name == raw.name) {
+            return Err(format!("{at}: a case needs a unique name"));
+        }
+        let one = |key: &str| -> Result<Option<&str>, String> {
+            let mut values = raw.headers.iter().filter(|(k, _)| *k == key);
+            match (values.next(), values.next()) {
+                (v, None) => Ok(v.map(|(_, v)| *v)),
+                _ => Err(format!("{at}: `{key}` given twice")),
+            }
+        };
+        let flag = |key: &str, on: &str| -> Result<bool, String> {
+            match one(key)? {
+                None => Ok(false),
+                Some(v) if v == on => Ok(true),
+                Some(v) => Err(format!("{at}: `{key}: {v}` (only `{on}` is known)")),
+            }
+        };
+        let who = match one("as")? {
+            Some("agent") => Who::Agent,
+            Some("dba") => Who::Dba,
+            other => return Err(format!("{at}: `as` must be agent or dba, not {other:?}")),
+        };
+        let expect = Expect::parse(one("expect")?.ok_or(format!("{at}: no `expect`"))?)
+            .map_err(|e| format!("{at}: {e}"))?;
+        let gateway = match one("gateway")? {
+            Some(g) => Some(Expect::parse(g).map_err(|e| format!("{at}: {e}"))?),
+            None => None,
+        };
+        let text = expand(raw.body.join("\n").trim_end_matches('\n'))
+            .map_err(|e| format!("{at}: {e}"))?;
+        let sql = if flag("escapes", "yes")? {
+            unescape(&text).map_err(|e| format!("{at}: {e}"))?
+        } else {
+            text.into_bytes()
+        };
+        let case = Case {
+            name: raw.name.clone(),
+            line: raw.line,
+            who,
+            expect,
+            gateway,
+            scs_off: flag("scs", "off")?,
+            pipelined: flag("pipelined", "yes")?,
+            changes: flag("changes", "yes")?,
+            sql,
+        };
+        if case.pipelined && !case.scs_off {
+            return Err(format!("{at}: `pipelined` goes with `scs: off`"));
+        }
+        if case.changes && (case.who != Who::Dba || case.end_to_end() != &Expect::Allow) {
+            return Err(format!("{at}: only an allowed dba case may change the database"));
+        }
+        cases.push(case);
+    }
+    Ok(cases)
+}
+
+/// Expands `{{repeat:N:TEXT}}`.
+fn expand(sql: &str) -> Result<String, String> {
+    const OPEN: &str = "{{repeat:";
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(start) = rest.find(OPEN) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + OPEN.len()..];
+        let end = after.find("}}").ok_or("unterminated {{repeat:…}}")?;
+        let (n, text) = after[..end]
+            .split_once(':')
+            .ok_or("expected {{repeat:N:TEXT}}")?;
+        let n: usize = n.parse().map_err(|_| format!("bad repeat count {n:?}"))?;
+        out.push_str(&text.repeat(n));
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Decodes `\xHH`, `\u{H…}`, `\n`, `\r`, `\t`, `\f`, `\v`, `\0` and `\\`.
+fn unescape(s: &str) -> Result<Vec<u8>, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        let simple = match b.get(i + 1) {
+            Some(b'n') => Some(b'\n'),
+            Some(b'r') => Some(b'\r'),
+            Some(b't') => Some(b'\t'),
+            Some(b'f') => Some(0x0c),
+            Some(b'v') => Some(0x0b),
+            Some(b'0') => Some(0),
+            Some(b'\\') => Some(b'\\'),
+            _ => None,
+        };
+        if let Some(byte) = simple {
+            out.push(byte);
+            i += 2;
+        } else if b.get(i + 1) == Some(&b'x') {
+            let hex = s.get(i + 2..i + 4).ok_or("short \\x escape")?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad \\x{hex}"))?);
+            i += 4;
+        } else if s[i..].starts_with("\\u{") {
+            let end = s[i..].find('}').ok_or("unterminated \\u{…}")? + i;
+            let hex = &s[i + 3..end];
+            let c = u32::from_str_radix(hex, 16)
+                .ok()
+                .and_then(char::from_u32)
+                .ok_or(format!("bad \\u{{{hex}}}"))?;
+            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+            i = end + 1;
+        } else {
+            return Err(format!("unknown escape at byte {i}"));
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn the_corpus_format() {
+    let cases = parse_corpus(
+        "-- header\n-- case: a\n-- as: agent\n-- expect: deny read-only\n-- note: n\n-- lead comment\nselect 1;\r\ndelete from t\n\n\n-- ===\n-- section\n\n-- case: b\n-- as: dba\n-- escapes: yes\n-- expect: error 22021\nselect '\\xff{{repeat:3:(}}\\u{a0}\\\\'\n",
+    )
+    .unwrap();
+    assert_eq!(cases.len(), 2);
+    assert_eq!(cases[0].sql, b"-- lead comment\nselect 1;\r\ndelete from t");
+    assert_eq!(cases[0].expect, Expect::Deny("read-only".into()));
+    assert_eq!(cases[0].line, 2);
+    assert_eq!(cases[1].sql, b"select '\xff(((\xc2\xa0\\'");
+    assert!(parse_corpus("-- case: a\n-- as: agent\n-- expect: maybe\nselect 1").is_err());
+    assert!(parse_corpus("-- case: a\n-- as: agent\n-- expect: allow\n-- case: a\n-- as: agent\n-- expect: allow\n").is_err());
+
+    // The corpus itself: big enough, and every family the issue asks for.
+    let cases = corpus();
+    assert!(cases.len() >= 90, "only {} cases", cases.len());
+    for who in [Who::Agent, Who::Dba] {
+        assert!(cases.iter().any(|c| c.who == who));
+    }
+    assert!(cases.iter().any(|c| c.sql.len() >= 1 << 20), "a 1 MB statement");
+    assert!(cases.iter().any(|c| std::str::from_utf8(&c.sql).is_err()), "invalid UTF-8");
+    assert!(cases.iter().any(|c| c.sql.is_empty()), "an empty query");
+    assert!(cases.iter().any(|c| c.sql == b";"), "a lone ;");
+    assert!(cases.iter().any(|c| c.scs_off), "standard_conforming_strings off");
+}
+
+// ---------------------------------------------------------------------------
+// A: through `policy explain`.
+
+#[test]
+fn corpus_through_explain() {
+    let started = Instant::now();
+    let cases = corpus();
+    let config = airlock_config::Config::from_yaml_str(&policy("airlock_corpus"), "policy.yaml")
+        .unwrap_or_else(|e| panic!("the test policy is invalid: {e:?}"));
+    let mut failures = Vec::new();
+    for case in &cases {
+        if let Err(e) = explain_case(&config, case) {
+            failures.push(format!("{}: {e}", case.label()));
+        }
+    }
+    eprintln!(
+        "policy corpus through explain: {} cases, {} failed, {:?}",
+        cases.len(),
+        failures.len(),
+        started.elapsed()
+    );
+    finish("through policy explain", cases.len(), failures);
+}
+
+fn explain_case(config: &airlock_config::Config, case: &Case) -> Result<(), String> {
+    let Ok(text) = std::str::from_utf8(&case.sql) else {
+        // explain takes text: bytes that are not UTF-8 cannot reach it. The
+        // gateway answers them with 22021, which the end-to-end test checks.
+        return match &case.expect {
+            Expect::Error(code) if code == "22021" => Ok(()),
+            other => Err(format!("not UTF-8, so it must expect error 22021, not {other}")),
+        };
+    };
+    // explain models no session. In a session with
+    // standard_conforming_strings off, the gateway parses the text as
+    // `to_conforming` rewrites it, and refuses (rule unknown) what that
+    // rewrite cannot handle; explain is asked about the same text.
+    let text: Cow<'_, str> = if case.scs_off {
+        match airlock_sql::scs::to_conforming(text) {
+            Some(t) => t,
+            None => {
+                let got = Expect::Deny("unknown".into());
+                return if got == case.expect {
+                    Ok(())
+                } else {
+                    Err(format!("expected {}, got {got}", case.expect))
+                };
+            }
+        }
+    } else {
+        text.into()
+    };
+    let groups: Vec<String> = case.who.groups().iter().map(|g| g.to_string()).collect();
+    let report = airlock::explain::explain(
+        config,
+        "test",
+        case.who.sub(),
+        &groups,
+        case.who.role(),
+        &text,
+    )
+    .map_err(|e| format!("explain failed: {e}"))?;
+    let got = Expect::of(&report.decision);
+    let ok = match &case.expect {
+        // A clean error from the gateway or the server: explain must at
+        // least not allow the text.
+        Expect::Error(_) => got != Expect::Allow,
+        want => *want == got,
+    };
+    if ok {
+        return Ok(());
+    }
+    let statements: Vec<String> = report
+        .statements
+        .iter()
+        .map(|s| {
+            let st = &s.statement;
+            let mut d = format!("{}[{}]", st.kind, st.effects);
+            if !st.nested.is_empty() {
+                let nested: Vec<&str> = st.nested.iter().map(|k| k.name()).collect();
+                d.push_str(&format!(" runs {}", nested.join(",")));
+            }
+            if let Some(w) = st.has_where {
+                d.push_str(if w { " where:present" } else { " where:absent" });
+            }
+            d
+        })
+        .collect();
+    Err(format!(
+        "expected {}, got {got} (classified as {})",
+        case.expect,
+        statements.join("; ")
+    ))
+}
+
+fn finish(what: &str, total: usize, failures: Vec<String>) {
+    assert!(
+        failures.is_empty(),
+        "{} of {total} corpus cases failed {what}:\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The dedicated database.
+
+/// Creates the tables the corpus works on, or puts them back as they were.
+const SEED: &str = "
+create table if not exists t (id int primary key, v text);
+delete from t;
+insert into t select g, 'row ' || g from generate_series(1, 10) g;
+create table if not exists customers (id int primary key, name text, ssn text);
+delete from customers;
+insert into customers values
+  (1, 'Ada Lovelace', '123-45-6789'),
+  (2, 'Alan Turing', '987-65-4321'),
+  (3, 'Grace Hopper', '555-12-3456');
+create table if not exists big (id int primary key, v text);
+delete from big;
+insert into big select g, 'big ' || g from generate_series(1, 5000) g;
+analyze big;
+create sequence if not exists s;
+select setval('s', 1, false);
+";
+
+/// Everything a case could change: the rows, the tables and their
+/// privileges, the sequence, functions, extensions, large objects, roles,
+/// the corpus's databases and replication slots, per-role settings and the
+/// server's configuration files (ALTER SYSTEM).
+const FINGERPRINT: &str = r#"
+select concat_ws(E'\n',
+  't=' || (select md5(coalesce(string_agg(id || ':' || coalesce(v, '<null>'), ',' order by id), '')) from t),
+  'big=' || (select md5(coalesce(string_agg(id || ':' || coalesce(v, '<null>'), ',' order by id), '')) from big),
+  'customers=' || (select md5(coalesce(string_agg(id || ':' || name || ':' || ssn, ',' order by id), '')) from customers),
+  'relations=' || (select coalesce(string_agg(n.nspname || '.' || c.relname || ':' || c.relkind::text || ':' || coalesce(c.relacl::text, ''), ',' order by n.nspname, c.relname), '')
+                   from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                   where n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%'),
+  'schemas=' || (select string_agg(nspname, ',' order by nspname) from pg_namespace where nspname not like 'pg_%'),
+  'sequence=' || (select last_value || '/' || is_called from s),
+  'functions=' || (select count(*) from pg_proc where pronamespace = 'public'::regnamespace),
+  'extensions=' || (select string_agg(extname, ',' order by extname) from pg_extension),
+  'large_objects=' || (select count(*) from pg_largeobject_metadata),
+  'roles=' || (select count(*) from pg_roles),
+  'databases=' || (select count(*) from pg_database where datname like 'corpus_evil%'),
+  'slots=' || (select count(*) from pg_replication_slots where slot_name like 'corpus_evil%'),
+  'role_settings=' || (select count(*) from pg_db_role_setting where setrole = (select oid from pg_roles where rolname = 'postgres')),
+  'file_settings=' || (select md5(coalesce(string_agg(sourcefile || ':' || coalesce(name, '') || '=' || coalesce(setting, ''), ',' order by sourcefile, sourceline), '')) from pg_file_settings)
+)"#;
+
+/// A database of its own on the machine's PostgreSQL, with a direct
+/// connection (not through the gateway).
+struct Db {
+    name: String,
+    client: Client,
+    _conn: JoinHandle<Result<(), tokio_postgres::Error>>,
+    _guard: DropDb,
+}
+
+/// Drops the database when the test ends, however it ends.
+struct DropDb(String);
+
+impl Drop for DropDb {
+    fn drop(&mut self) {
+        // One statement per call: DROP DATABASE cannot run in the implicit
+        // transaction of a multi-statement message. The last two drop what
+        // a case could have created had it got through.
+        for sql in [
+            format!("drop database if exists {} with (force)", self.0),
+            "drop database if exists corpus_evil_db with (force)".to_string(),
+            "drop role if exists corpus_evil_role".to_string(),
+        ] {
+            let o = common::psql(
+                &format!(
+                    "host=127.0.0.1 port={} dbname=postgres user=postgres",
+                    common::LOCAL_PG_PORT
+                ),
+                "",
+                &sql,
+            );
+            if !o.status.success() {
+                eprintln!("{sql}: {}", common::stderr(&o));
+            }
+        }
+    }
+}
+
+impl Db {
+    async fn create(prefix: &str) -> Db {
+        let name = common::unique(prefix);
+        let sql = format!("create database {name}");
+        blocking(move || common::direct(&sql)).await;
+        let guard = DropDb(name.clone());
+        let (client, conn) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname={name}",
+                common::LOCAL_PG_PORT
+            ),
+            NoTls,
+        )
+        .await
+        .expect("direct connection to the test database");
+        let db = Db {
+            name,
+            client,
+            _conn: tokio::spawn(conn),
+            _guard: guard,
+        };
+        db.client.batch_execute(SEED).await.expect("seeding");
+        db.fingerprint().await.expect("fingerprinting the seeded database");
+        db
+    }
+
+    /// Puts the seeded data back (after a case changed it).
+    async fn restore(&self) {
+        if let Err(e) = self.client.batch_execute(SEED).await {
+            eprintln!("restoring the seed of {}: {e}", self.name);
+        }
+    }
+
+    async fn fingerprint(&self) -> Result<String, String> {
+        let msgs = self
+            .client
+            .simple_query(FINGERPRINT)
+            .await
+            .map_err(|e| format!("the fingerprint query failed: {e}"))?;
+        first_value(&msgs).ok_or_else(|| "the fingerprint query returned no row".into())
+    }
+}
+
+fn first_value(msgs: &[SimpleQueryMessage]) -> Option<String> {
+    msgs.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_string()),
+        _ => None,
+    })
+}
+
+/// The lines of two fingerprints that differ.
+fn diff(before: &str, after: &str) -> String {
+    let b: Vec<&str> = before.lines().collect();
+    let a: Vec<&str> = after.lines().collect();
+    let mut out = Vec::new();
+    for i in 0..a.len().max(b.len()) {
+        let (x, y) = (b.get(i).copied(), a.get(i).copied());
+        if x != y {
+            out.push(format!("{} -> {}", x.unwrap_or("-"), y.unwrap_or("-")));
+        }
+    }
+    out.join(", ")
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("blocking task panicked")
+}
+
+// ---------------------------------------------------------------------------
+// The raw wire.
+
+fn query_message(sql: &[u8]) -> BytesMut {
+    let mut body = BytesMut::with_capacity(sql.len() + 1);
+    body.extend_from_slice(sql);
+    body.put_u8(0);
+    common::message(b'Q', &body)
+}
+
+/// Reads one Query's answer up to ReadyForQuery, refusing COPY FROM STDIN
+/// data with CopyFail. Returns the messages and the transaction status.
+async fn response(s: &mut TcpStream) -> Result<(Vec<Received>, u8), String> {
+    let mut got = Vec::new();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(60), common::read_message(s))
+            .await
+            .map_err(|_| format!("no ReadyForQuery within 60 s; got {}", describe(&got)))?
+            .map_err(|e| format!("connection ended ({e}); got {}", describe(&got)))?;
+        match m.tag {
+            b'G' => {
+                let fail = common::message(b'f', b"corpus: no data\0");
+                s.write_all(&fail).await.map_err(|e| e.to_string())?;
+            }
+            b'Z' => {
+                let status = m.body.first().copied().unwrap_or(b'?');
+                got.push(m);
+                return Ok((got, status));
+            }
+            _ => {}
+        }
+        got.push(m);
+    }
+}
+
+async fn simple(s: &mut TcpStream, sql: &str) -> Result<(Vec<Received>, u8), String> {
+    s.write_all(&query_message(sql.as_bytes()))
+        .await
+        .map_err(|e| e.to_string())?;
+    response(s).await
+}
+
+/// The ErrorResponses among `msgs`, as (SQLSTATE, message).
+fn errors(msgs: &[Received]) -> Vec<(String, String)> {
+    msgs.iter()
+        .filter(|m| m.tag == b'E')
+        .map(|m| {
+            (
+                m.field(b'C').unwrap_or_default(),
+                m.field(b'M').unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// What the server answered, for failure messages: command tags and errors.
+fn describe(msgs: &[Received]) -> String {
+    let parts: Vec<String> = msgs
+        .iter()
+        .filter_map(|m| match m.tag {
+            b'C' => Some(String::from_utf8_lossy(m.body.strip_suffix(b"\0").unwrap_or(&m.body)).into_owned()),
+            b'E' => Some(format!(
+                "ERROR {} {}",
+                m.field(b'C').unwrap_or_default(),
+                m.field(b'M').unwrap_or_default()
+            )),
+            b'I' => Some("(empty query)".into()),
+            b'G' => Some("(COPY FROM STDIN)".into()),
+            b'H' => Some("(COPY TO STDOUT)".into()),
+            _ => None,
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// The first column of the first DataRow, as text.
+fn first_cell(msgs: &[Received]) -> Option<String> {
+    let row = msgs.iter().find(|m| m.tag == b'D')?;
+    let b = &row.body;
+    if b.len() < 6 || i16::from_be_bytes([b[0], b[1]]) < 1 {
+        return None;
+    }
+    let len = i32::from_be_bytes(b[2..6].try_into().unwrap());
+    if len < 0 {
+        return Some("NULL".into());
+    }
+    let v = b.get(6..6 + len as usize)?;
+    Some(String::from_utf8_lossy(v).into_owned())
+}
+
+/// Whether the answer to one message matches the expectation.
+fn check_answer(expect: &Expect, msgs: &[Received]) -> Result<(), String> {
+    let errs = errors(msgs);
+    let refusal = |prefix: String| -> Result<(), String> {
+        match errs.first() {
+            Some((code, message)) if code == "42501" && message.starts_with(&prefix) => {
+                // A refusal covers the whole message: nothing of it ran.
+                match msgs.iter().find(|m| matches!(m.tag, b'C' | b'D' | b'T' | b'G' | b'H' | b'I')) {
+                    Some(_) => Err(format!("refused, but part of the message ran: {}", describe(msgs))),
+                    None => Ok(()),
+                }
+            }
+            Some(_) => Err(format!("expected {prefix}…, got {}", describe(msgs))),
+            None => Err(format!("expected {prefix}…, but it ran: {}", describe(msgs))),
+        }
+    };
+    match expect {
+        Expect::Allow => match errs.iter().find(|(_, m)| m.starts_with("airlock:")) {
+            Some((code, message)) => Err(format!("expected allow, got {code} {message}")),
+            None => Ok(()),
+        },
+        Expect::Deny(rule) => refusal(format!("airlock: statement denied by rule \"{rule}\": ")),
+        Expect::Approve(rule) => refusal(format!(
+            "airlock: approval required (rule \"{rule}\"), but approvals are not configured"
+        )),
+        Expect::Error(code) => match errs.first() {
+            Some((c, _)) if c == code => Ok(()),
+            _ => Err(format!("expected error {code}, got {}", describe(msgs))),
+        },
+    }
+}
+
+/// What a session's privileges and read-only state are.
+const SESSION: &str = "select concat_ws(',', current_setting('default_transaction_read_only'), \
+     current_setting('transaction_read_only'), current_user, session_user, \
+     current_setting('search_path'))";
+
+async fn session_state(s: &mut TcpStream) -> Result<String, String> {
+    let (msgs, _) = simple(s, SESSION).await?;
+    first_cell(&msgs).ok_or_else(|| format!("the session query failed: {}", describe(&msgs)))
+}
+
+// ---------------------------------------------------------------------------
+// B: end to end.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corpus_through_the_gateway() {
+    let started = Instant::now();
+    let cases = corpus();
+    let db = Db::create("airlock_corpus").await;
+    let gw = Gateway::start(&policy(&db.name)).await;
+    let agent = gw.token(Who::Agent.sub(), Who::Agent.groups());
+    let dba = gw.token(Who::Dba.sub(), Who::Dba.groups());
+
+    let mut failures = Vec::new();
+    for case in &cases {
+        let token = match case.who {
+            Who::Agent => &agent,
+            Who::Dba => &dba,
+        };
+        if let Err(e) = run_case(&gw, &db, token, case).await {
+            failures.push(format!("{}: {e}", case.label()));
+        }
+    }
+    if let Err(e) = denial_inside_a_transaction(&gw, &agent).await {
+        failures.push(format!("denial inside BEGIN: {e}"));
+    }
+    eprintln!(
+        "policy corpus through the gateway: {} cases, {} failed, {:?}",
+        cases.len(),
+        failures.len(),
+        started.elapsed()
+    );
+    gw.stop().await;
+    finish("through the gateway", cases.len(), failures);
+}
+
+async fn run_case(gw: &Gateway, db: &Db, token: &str, case: &Case) -> Result<(), String> {
+    let mut s = common::raw_login(gw.pg, case.who.user(), "test", token).await;
+    if case.scs_off && !case.pipelined {
+        let (msgs, _) = simple(&mut s, "set standard_conforming_strings = off").await?;
+        if !errors(&msgs).is_empty() {
+            return Err(format!("set standard_conforming_strings failed: {}", describe(&msgs)));
+        }
+    }
+    let session_before = session_state(&mut s).await?;
+    let before = db
+        .fingerprint()
+        .await
+        .map_err(|e| format!("fingerprint before the case: {e}"))?;
+    let expect = case.end_to_end();
+
+    let mut out = BytesMut::new();
+    if case.pipelined {
+        out.extend_from_slice(&query_message(b"set standard_conforming_strings = off"));
+    }
+    out.extend_from_slice(&query_message(&case.sql));
+    s.write_all(&out).await.map_err(|e| e.to_string())?;
+    if case.pipelined {
+        let (msgs, _) = response(&mut s).await?;
+        if !errors(&msgs).is_empty() {
+            return Err(format!("the pipelined SET failed: {}", describe(&msgs)));
+        }
+    }
+    let (msgs, status) = response(&mut s).await?;
+
+    let mut problems = Vec::new();
+    if let Err(e) = check_answer(expect, &msgs) {
+        problems.push(e);
+    }
+    // The session stays usable.
+    if status != b'I' {
+        let (msgs, _) = simple(&mut s, "rollback").await?;
+        if !errors(&msgs).is_empty() {
+            problems.push(format!("rollback failed: {}", describe(&msgs)));
+        }
+    }
+    let (one, _) = simple(&mut s, "select 1").await?;
+    if first_cell(&one).as_deref() != Some("1") {
+        problems.push(format!("the session is not usable afterwards: {}", describe(&one)));
+    }
+    // A read-only principal never changes its session's privileges or
+    // read-only state; nor does a refused message, whoever sends it.
+    if case.who == Who::Agent || *expect != Expect::Allow {
+        let session_after = session_state(&mut s).await?;
+        if session_after != session_before {
+            problems.push(format!(
+                "the session changed: {session_before} -> {session_after}"
+            ));
+        }
+    }
+    match db.fingerprint().await {
+        Ok(after) if after == before => {}
+        Ok(after) => {
+            if !case.changes {
+                problems.push(format!(
+                    "the database changed: {} (answer: {})",
+                    diff(&before, &after),
+                    describe(&msgs)
+                ));
+            }
+            db.restore().await;
+        }
+        Err(e) => {
+            problems.push(format!(
+                "the database changed: {e} (answer: {})",
+                describe(&msgs)
+            ));
+            db.restore().await;
+        }
+    }
+    let _ = s.write_all(&common::message(b'X', &[])).await;
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// After a denial inside BEGIN the client sees what PostgreSQL would show:
+/// the transaction is aborted (25P02) until ROLLBACK.
+async fn denial_inside_a_transaction(gw: &Gateway, token: &str) -> Result<(), String> {
+    let mut s = common::raw_login(gw.pg, "readonly", "test", token).await;
+    let (msgs, status) = simple(&mut s, "begin").await?;
+    if status != b'T' || !errors(&msgs).is_empty() {
+        return Err(format!("begin: {} (status {})", describe(&msgs), status as char));
+    }
+    let (msgs, status) = simple(&mut s, "insert into t values (500, 'x')").await?;
+    check_answer(&Expect::Deny("read-only".into()), &msgs)?;
+    if status != b'E' {
+        return Err(format!("after the denial the status is {}, not E", status as char));
+    }
+    let (msgs, _) = simple(&mut s, "select 1").await?;
+    match errors(&msgs).first() {
+        Some((code, _)) if code == "25P02" => {}
+        _ => return Err(format!("expected 25P02 after the denial, got {}", describe(&msgs))),
+    }
+    let (msgs, status) = simple(&mut s, "rollback").await?;
+    if status != b'I' || !errors(&msgs).is_empty() {
+        return Err(format!("rollback: {}", describe(&msgs)));
+    }
+    let (msgs, _) = simple(&mut s, "select 1").await?;
+    if first_cell(&msgs).as_deref() != Some("1") {
+        return Err(format!("select 1 after rollback: {}", describe(&msgs)));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// C: read-only paths beyond one simple Query.
+
+#[track_caller]
+fn assert_refused<T: fmt::Debug>(what: &str, r: Result<T, tokio_postgres::Error>) {
+    let e = match r {
+        Ok(v) => panic!("{what}: expected 42501 from airlock, but it succeeded: {v:?}"),
+        Err(e) => e,
+    };
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("{what}: expected 42501 from airlock, got {e:?}"));
+    assert_eq!(db.code().code(), "42501", "{what}: {db:?}");
+    assert!(db.message().starts_with("airlock: "), "{what}: {db:?}");
+}
+
+/// psql through the gateway, with `args` after the connection string and
+/// `stdin` fed to it.
+async fn psql(gw: &Gateway, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let conninfo = gw.conninfo("test", "readonly");
+    let token = token.to_string();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let stdin = stdin.map(str::to_string);
+    blocking(move || {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = Command::new("psql")
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", &conninfo])
+            .args(&args)
+            .env("PGPASSWORD", token)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("psql runs");
+        let mut pipe = child.stdin.take().unwrap();
+        if let Some(input) = stdin {
+            pipe.write_all(input.as_bytes()).unwrap();
+        }
+        drop(pipe);
+        child.wait_with_output().unwrap()
+    })
+    .await
+}
+
+#[track_caller]
+fn assert_psql_refused(what: &str, o: &Output) {
+    let err = common::stderr(o);
+    assert!(!o.status.success(), "{what}: psql succeeded: {}", common::stdout(o));
+    assert!(
+        err.contains("airlock: statement denied by rule \"read-only\""),
+        "{what}: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_paths_beyond_simple_query() {
+    let db = Db::create("airlock_corpus_paths").await;
+    let gw = Gateway::start(&policy(&db.name)).await;
+    let agent = gw.token("agent", &["ai-agents"]);
+    let before = db.fingerprint().await.unwrap();
+
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(gw.pg.ip().to_string())
+        .port(gw.pg.port())
+        .dbname("test")
+        .user("readonly")
+        .password(agent.as_str())
+        .ssl_mode(tokio_postgres::config::SslMode::Disable)
+        .connect_timeout(Duration::from_secs(10));
+    let (client, conn) = config.connect(NoTls).await.expect("agent connects");
+    let conn = tokio::spawn(conn);
+    // The extended protocol: judged at Parse.
+    assert_refused(
+        "prepare delete",
+        client.prepare("delete from t where id = $1").await,
+    );
+    assert_refused(
+        "execute insert",
+        client
+            .execute("insert into t values ($1, $2)", &[&99i32, &"x"])
+            .await,
+    );
+    assert_refused(
+        "prepare of two statements",
+        client.prepare("select 1; delete from t").await,
+    );
+    assert_refused(
+        "set_config in a prepared query",
+        client
+            .query(
+                "select set_config('default_transaction_read_only', 'off', false)",
+                &[],
+            )
+            .await,
+    );
+    let n: i64 = client
+        .query_one("select count(*) from t where id > $1", &[&0i32])
+        .await
+        .expect("a prepared read works")
+        .get(0);
+    assert_eq!(n, 10);
+
+    // A multi-statement simple Query.
+    assert_refused(
+        "commit; insert",
+        client
+            .batch_execute("commit; insert into t values (99, 'x')")
+            .await,
+    );
+
+    // A transaction driven by the client library.
+    {
+        let mut client = client;
+        let tx = client.transaction().await.expect("begin");
+        assert_refused(
+            "update inside a transaction",
+            tx.execute("update t set v = 'x' where id = 1", &[]).await,
+        );
+        tx.rollback().await.expect("rollback");
+
+        // SQL-level PREPARE/EXECUTE across messages.
+        assert_refused(
+            "prepare p as delete",
+            client.batch_execute("prepare p as delete from t").await,
+        );
+        assert_refused("execute p", client.batch_execute("execute p").await);
+        assert_refused("execute p (extended)", client.prepare("execute p").await);
+        client
+            .batch_execute("prepare p2 as select 1")
+            .await
+            .expect("prepare p2 as select 1");
+        let msgs = client.simple_query("execute p2").await.expect("execute p2");
+        assert_eq!(first_value(&msgs).as_deref(), Some("1"));
+        let row = client
+            .query_one("execute p2", &[])
+            .await
+            .expect("execute p2 through Parse");
+        assert_eq!(row.get::<_, i32>(0), 1);
+
+        // Nothing the agent did changed its session.
+        let msgs = client
+            .simple_query("show default_transaction_read_only")
+            .await
+            .unwrap();
+        assert_eq!(first_value(&msgs).as_deref(), Some("on"));
+        let msgs = client
+            .simple_query("select current_user = session_user")
+            .await
+            .unwrap();
+        assert_eq!(first_value(&msgs).as_deref(), Some("t"));
+        drop(client);
+    }
+    let _ = conn.await;
+
+    // psql: \copy is COPY FROM STDIN, a write.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rows.tsv");
+    std::fs::write(&file, "99\tx\n98\ty\n").unwrap();
+    let copy = format!("\\copy t from '{}'", file.display());
+    let o = psql(&gw, &agent, &["-c", &copy], None).await;
+    assert_psql_refused("\\copy t from file", &o);
+
+    // psql -c … -c …: each -c is its own message; the second is refused.
+    let o = psql(
+        &gw,
+        &agent,
+        &["-c", "select 1", "-c", "insert into t values (98, 'y')"],
+        None,
+    )
+    .await;
+    assert_eq!(common::stdout(&o), "1", "the first -c runs");
+    assert_psql_refused("psql -c select -c insert", &o);
+
+    // psql's \; sends both statements in one message.
+    let o = psql(
+        &gw,
+        &agent,
+        &[],
+        Some("select 1 \\; insert into t values (97, 'z');\n"),
+    )
+    .await;
+    assert_psql_refused("select 1 \\; insert", &o);
+
+    // A script: the write is refused, the reads around it run.
+    let o = psql(
+        &gw,
+        &agent,
+        &["-v", "ON_ERROR_STOP=0"],
+        Some("select 1;\ndelete from t;\nselect count(*) from t;\n"),
+    )
+    .await;
+    assert_eq!(common::stdout(&o), "1\n10");
+    assert!(
+        common::stderr(&o).contains("airlock: statement denied by rule \"read-only\""),
+        "{}",
+        common::stderr(&o)
+    );
+
+    let after = db.fingerprint().await.unwrap();
+    assert_eq!(
+        before,
+        after,
+        "the database changed: {}",
+        diff(&before, &after)
+    );
+    gw.stop().await;
+}
