@@ -144,6 +144,13 @@ async fn open(
             return None;
         }
     };
+    // Verification allows clock skew past `exp`, but a session that lives
+    // as long as its token would be cut the moment it opened.
+    if snapshot.session_lifetime == SessionLifetime::Token && principal.expires_at <= SystemTime::now() {
+        gateway.metrics.auth_failure("expired");
+        fatal(out, sqlstate::INVALID_AUTHORIZATION, "airlock: token has expired");
+        return None;
+    }
     drop(token);
     let span = tracing::Span::current();
     span.record("principal", principal.subject.as_str());
@@ -315,12 +322,7 @@ async fn run(
         out,
     );
     let ends_at = match snapshot.session_lifetime {
-        // The token was accepted within the clock-skew leeway; the session
-        // gets the same grace.
-        SessionLifetime::Token => opened
-            .principal
-            .expires_at
-            .checked_add(airlock_identity::LEEWAY),
+        SessionLifetime::Token => Some(opened.principal.expires_at),
         SessionLifetime::Unlimited => None,
         SessionLifetime::Fixed(d) => SystemTime::now().checked_add(d),
     };

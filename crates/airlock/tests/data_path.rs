@@ -1249,25 +1249,27 @@ async fn unlimited_sessions_outlive_the_token() {
 // 11. Read-only mode upstream.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn read_only_mode_is_enforced_upstream() {
+async fn read_only_mode_is_enforced_by_the_parser_and_upstream() {
     let gw = Gateway::start(&common::local_config("")).await;
     let agent = gw.token("agent-7", &["ai-agents"]);
     let (client, _conn) = connect(&gw, "test", "readonly", &agent).await;
+    // Upstream: the session runs read-only whatever gets past the parser.
     assert_eq!(
         scalar(&client, "show default_transaction_read_only").await,
         "on"
     );
+    // The parser refuses writes before they reach the upstream.
     let table = common::unique("ro_probe");
     let e = client
         .batch_execute(&format!("create table {table} (id int)"))
         .await
         .unwrap_err();
-    assert_sqlstate(&e, &SqlState::READ_ONLY_SQL_TRANSACTION);
+    assert_sqlstate(&e, &SqlState::INSUFFICIENT_PRIVILEGE);
     let e = client
         .execute("create temp table tmp_ro (id int)", &[])
         .await
         .unwrap_err();
-    assert_sqlstate(&e, &SqlState::READ_ONLY_SQL_TRANSACTION);
+    assert_sqlstate(&e, &SqlState::INSUFFICIENT_PRIVILEGE);
 
     let dba = gw.token("alice", &["dba"]);
     let (client, _conn) = connect(&gw, "test", "admin", &dba).await;
