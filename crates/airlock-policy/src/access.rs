@@ -273,6 +273,15 @@ mod tests {
         )
     }
 
+    /// Who asks, for which connection and role; the route's role, rule,
+    /// mode and whether the role was defaulted, or the error text.
+    type Case<'a> = (
+        &'a Principal,
+        &'a str,
+        &'a str,
+        Result<(&'a str, &'a str, AccessMode, bool), &'a str>,
+    );
+
     #[test]
     fn routes() {
         let p = policy();
@@ -280,12 +289,7 @@ mod tests {
         let dba = principal("alice", &["dba"]);
         let both = principal("bob", &["ai-agents", "dba"]);
         let ci = principal("repo:acme/app", &[]);
-        let cases: &[(
-            &Principal,
-            &str,
-            &str,
-            Result<(&str, &str, AccessMode, bool), &str>,
-        )] = &[
+        let cases: &[Case] = &[
             (
                 &agent,
                 "orders",

@@ -118,7 +118,10 @@ impl Analyzer {
         unsafe_functions.extend(extra.iter().map(|s| s.to_lowercase()));
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Analyzer { id, unsafe_functions }
+        Analyzer {
+            id,
+            unsafe_functions,
+        }
     }
 
     /// Unique per analyzer built in this process.

@@ -29,7 +29,10 @@ pub fn to_conforming(sql: &str) -> Option<Cow<'_, str>> {
     while i < b.len() {
         match b[i] {
             b'-' if b.get(i + 1) == Some(&b'-') => {
-                i = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p + 1);
+                i = b[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(b.len(), |p| i + p + 1);
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
                 let mut depth = 0usize;
@@ -119,7 +122,10 @@ fn prev_is_ident(b: &[u8], i: usize) -> bool {
 
 /// What kind of literal the quote at `i` opens, from the letters before it.
 fn prefix_of(b: &[u8], i: usize) -> Prefix {
-    let start = b[..i].iter().rposition(|&c| !is_ident(c) && c != b'&').map_or(0, |p| p + 1);
+    let start = b[..i]
+        .iter()
+        .rposition(|&c| !is_ident(c) && c != b'&')
+        .map_or(0, |p| p + 1);
     let word = &b[start..i];
     match word {
         [] => Prefix::Plain,
@@ -157,7 +163,10 @@ fn dollar_tag(b: &[u8], i: usize) -> Option<usize> {
 }
 
 fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    b[from..].windows(needle.len()).position(|w| w == needle).map(|p| from + p)
+    b[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| from + p)
 }
 
 #[cfg(test)]
@@ -169,16 +178,31 @@ mod tests {
         let cases = [
             ("select 1", "select 1"),
             (r"select 'a\'b'", r"select E'a\'b'"),
-            (r"select 'a\' , ' ; delete from t; -- '", r"select E'a\' , ' ; delete from t; -- '"),
+            (
+                r"select 'a\' , ' ; delete from t; -- '",
+                r"select E'a\' , ' ; delete from t; -- '",
+            ),
             (r"select E'a\'b', 'c'", r"select E'a\'b', 'c'"),
             (r"select 'x''y\\'", r"select E'x''y\\'"),
             (r"select $$a\'$$, 'b\n'", r"select $$a\'$$, E'b\n'"),
             (r"select $t$ '\' $t$", r"select $t$ '\' $t$"),
             (r"select '\\' -- 'c\'", r"select E'\\' -- 'c\'"),
-            (r"select /* '\' /* nested */ */ 'a\b'", r"select /* '\' /* nested */ */ E'a\b'"),
-            (r#"select "we\'ird" from t where a = 'q\''"#, r#"select "we\'ird" from t where a = E'q\''"#),
-            (r"select B'101', X'ff', '\x'", r"select B'101', X'ff', E'\x'"),
-            (r"select a$b$ from t where c = 'd\'", r"select a$b$ from t where c = E'd\'"),
+            (
+                r"select /* '\' /* nested */ */ 'a\b'",
+                r"select /* '\' /* nested */ */ E'a\b'",
+            ),
+            (
+                r#"select "we\'ird" from t where a = 'q\''"#,
+                r#"select "we\'ird" from t where a = E'q\''"#,
+            ),
+            (
+                r"select B'101', X'ff', '\x'",
+                r"select B'101', X'ff', E'\x'",
+            ),
+            (
+                r"select a$b$ from t where c = 'd\'",
+                r"select a$b$ from t where c = E'd\'",
+            ),
             (r"select $1, '\'", r"select $1, E'\'"),
         ];
         for (input, want) in cases {

@@ -152,7 +152,7 @@ impl ser::Error for Never {
 
 type R = Result<(), Never>;
 
-impl<'a> ser::Serializer for &'a mut Walker {
+impl ser::Serializer for &mut Walker {
     type Ok = ();
     type Error = Never;
     type SerializeSeq = Self;
