@@ -10,12 +10,18 @@ use std::sync::Arc;
 
 use airlock_pgwire::relay::{Inspector, Plan, Verdict};
 use airlock_pgwire::sqlstate;
-use airlock_policy::{AccessMode, Decision, Estimate, Evaluation, Guardrails, Statement, StatementKind};
+use airlock_policy::{
+    AccessMode, Decision, Effect, Effects, Estimate, Evaluation, Guardrails, Statement,
+    StatementKind,
+};
 use airlock_sql::{Analyzer, SessionState};
 
 /// Client encodings whose bytes airlock can read as UTF-8.
 fn utf8_compatible(encoding: &str) -> bool {
-    matches!(encoding.to_ascii_uppercase().as_str(), "UTF8" | "UTF-8" | "UNICODE" | "SQL_ASCII")
+    matches!(
+        encoding.to_ascii_uppercase().as_str(),
+        "UTF8" | "UTF-8" | "UNICODE" | "SQL_ASCII"
+    )
 }
 
 /// The policy a session runs under.
@@ -58,13 +64,20 @@ impl PolicyInspector {
         } else {
             match airlock_sql::scs::to_conforming(text) {
                 Some(t) => t,
-                None => return deny_unknown("it uses a Unicode or national string with a backslash while standard_conforming_strings is off"),
+                None => {
+                    return deny_unknown(
+                        "it uses a Unicode or national string with a backslash while standard_conforming_strings is off",
+                    );
+                }
             }
         };
         let analyzed = airlock_sql::cache::analyze(&self.policy.analyzer, &text);
-        let needs_session = analyzed
-            .iter()
-            .any(|s| matches!(s.kind, StatementKind::Prepare | StatementKind::Execute | StatementKind::Deallocate));
+        let needs_session = analyzed.iter().any(|s| {
+            matches!(
+                s.kind,
+                StatementKind::Prepare | StatementKind::Execute | StatementKind::Deallocate
+            ) || s.nested.contains(&StatementKind::Execute)
+        });
         let resolved;
         let statements: &[Statement] = if needs_session {
             resolved = airlock_sql::resolve(&analyzed, &mut self.sql_state);
@@ -90,9 +103,14 @@ impl PolicyInspector {
                     };
                 }
                 Evaluation::NeedsEstimate => {
-                    match p.guardrails.evaluate(s, p.mode, &p.access_rule, Estimate::Unavailable) {
+                    match p
+                        .guardrails
+                        .evaluate(s, p.mode, &p.access_rule, Estimate::Unavailable)
+                    {
                         Evaluation::Decided(d) => decisions.push(d),
-                        Evaluation::NeedsEstimate => unreachable!("an unavailable estimate decides"),
+                        Evaluation::NeedsEstimate => {
+                            unreachable!("an unavailable estimate decides")
+                        }
                     }
                 }
             }
@@ -101,7 +119,19 @@ impl PolicyInspector {
         match decision {
             Decision::Allow => {
                 tracing::debug!(kinds = %kinds(statements), "allowed");
-                Verdict::Forward
+                // A setting change (or SQL the analyzer cannot see) may alter
+                // how the next statement parses: `standard_conforming_strings`
+                // and `client_encoding` arrive by ParameterStatus after it
+                // runs, so later messages wait for its answer.
+                let may_reconfigure = Effects::of(&[Effect::SessionConfig, Effect::DynamicSql]);
+                if statements
+                    .iter()
+                    .any(|s| s.effects.intersects(may_reconfigure))
+                {
+                    Verdict::ForwardAndWait
+                } else {
+                    Verdict::Forward
+                }
             }
             Decision::Deny { rule, message } => {
                 tracing::info!(kinds = %kinds(statements), rule = %rule, "statement denied");
@@ -125,7 +155,9 @@ impl PolicyInspector {
     /// The statement text, or the refusal for bytes airlock cannot read.
     fn text<'a>(&self, bytes: &'a [u8]) -> Result<&'a str, Verdict> {
         if !self.utf8 && !bytes.is_ascii() {
-            return Err(deny_unknown("the session's client_encoding is not UTF8; airlock reads non-ASCII statements only in UTF8"));
+            return Err(deny_unknown(
+                "the session's client_encoding is not UTF8; airlock reads non-ASCII statements only in UTF8",
+            ));
         }
         std::str::from_utf8(bytes).map_err(|_| Verdict::Refuse {
             code: sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
@@ -137,12 +169,18 @@ impl PolicyInspector {
 fn deny_unknown(why: &str) -> Verdict {
     Verdict::Refuse {
         code: sqlstate::INSUFFICIENT_PRIVILEGE,
-        message: format!("airlock: statement denied by rule \"unknown\": statement refused because {why}"),
+        message: format!(
+            "airlock: statement denied by rule \"unknown\": statement refused because {why}"
+        ),
     }
 }
 
 fn kinds(statements: &[Statement]) -> String {
-    statements.iter().map(|s| s.kind.name()).collect::<Vec<_>>().join(",")
+    statements
+        .iter()
+        .map(|s| s.kind.name())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The planner's largest row estimate in an `EXPLAIN (FORMAT JSON)` plan.

@@ -108,7 +108,10 @@ where
     pub async fn run(&mut self) -> PumpEnd {
         if !self.from_client.is_empty() && self.to_upstream.is_empty() {
             // Messages pipelined behind the password.
-            match self.relay.handle_client(&mut self.from_client, &mut self.to_upstream) {
+            match self
+                .relay
+                .handle_client(&mut self.from_client, &mut self.to_upstream)
+            {
                 Ok(ClientFlow::Continue) => {}
                 Ok(ClientFlow::Terminate) => self.terminating = true,
                 Err(e) => return PumpEnd::Protocol(Side::Client, e),

@@ -146,9 +146,15 @@ async fn open(
     };
     // Verification allows clock skew past `exp`, but a session that lives
     // as long as its token would be cut the moment it opened.
-    if snapshot.session_lifetime == SessionLifetime::Token && principal.expires_at <= SystemTime::now() {
+    if snapshot.session_lifetime == SessionLifetime::Token
+        && principal.expires_at <= SystemTime::now()
+    {
         gateway.metrics.auth_failure("expired");
-        fatal(out, sqlstate::INVALID_AUTHORIZATION, "airlock: token has expired");
+        fatal(
+            out,
+            sqlstate::INVALID_AUTHORIZATION,
+            "airlock: token has expired",
+        );
         return None;
     }
     drop(token);

@@ -168,7 +168,12 @@ pub fn guardrails(config: &Config) -> Guardrails {
                 .iter()
                 .filter_map(|e| Effect::from_name(e))
                 .fold(Effects::EMPTY, Effects::with),
-            statements: g.matches.statements.iter().filter_map(|k| StatementKind::from_name(k)).collect(),
+            statements: g
+                .matches
+                .statements
+                .iter()
+                .filter_map(|k| StatementKind::from_name(k))
+                .collect(),
             where_present: g.matches.where_clause.map(|w| w == WhereClause::Present),
             estimated_rows_over: g.matches.estimated_rows_over,
             action: match g.action {

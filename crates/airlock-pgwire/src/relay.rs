@@ -43,12 +43,22 @@ const MAX_PENDING: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Forward,
+    /// Forward, then judge no further Query or Parse until the upstream has
+    /// answered: the statement may change how later ones parse (a SET of
+    /// `standard_conforming_strings` or `client_encoding` reported by
+    /// ParameterStatus).
+    ForwardAndWait,
     /// Refuse the whole message with an ERROR carrying `code` and `message`.
-    Refuse { code: &'static str, message: String },
+    Refuse {
+        code: &'static str,
+        message: String,
+    },
     /// Fetch the planner's estimate for `statement` (one SQL statement) on
     /// the session's upstream, then judge the message again with the plan.
     /// Only valid when the inspector was given [`Plan::NotFetched`].
-    Estimate { statement: String },
+    Estimate {
+        statement: String,
+    },
 }
 
 /// The upstream's plan for a held statement, as `EXPLAIN (FORMAT JSON)`
@@ -117,7 +127,11 @@ enum Held {
     /// Earlier messages are still being answered.
     WaitingForIdle { statement: String },
     /// The EXPLAIN (inside a savepoint when `in_block`) is running.
-    Explaining { in_block: bool, failed: bool, plan: Option<String> },
+    Explaining {
+        in_block: bool,
+        failed: bool,
+        plan: Option<String>,
+    },
     /// The EXPLAIN failed inside a block: rolling back to the savepoint.
     Restoring,
 }
@@ -138,6 +152,9 @@ pub struct Relay<I> {
     held: Option<Held>,
     /// The outcome of the last estimate, for the held message.
     fetched: Option<Option<String>>,
+    /// A forwarded statement may change session settings: wait for its
+    /// answers before judging more.
+    barrier: bool,
 }
 
 impl<I: Inspector> Relay<I> {
@@ -154,13 +171,14 @@ impl<I: Inspector> Relay<I> {
             unsynced: false,
             held: None,
             fetched: None,
+            barrier: false,
         }
     }
 
     /// Whether a message is held while its row estimate is fetched: the
     /// driver must not read more from the client meanwhile.
     pub fn holding(&self) -> bool {
-        self.held.is_some()
+        self.held.is_some() || (self.barrier && self.unanswered > 0)
     }
 
     /// Whether the upstream may be executing something for the client: a
@@ -198,6 +216,12 @@ impl<I: Inspector> Relay<I> {
         while let Some(h) = codec::peek_header(&input[end..], self.max_message)? {
             if input.len() - end < h.total_len {
                 break;
+            }
+            if self.barrier && matches!(h.tag, b'Q' | b'P') {
+                if self.unanswered > 0 {
+                    break;
+                }
+                self.barrier = false;
             }
             let body = &input[end + 5..end + h.total_len];
             let verdict = match h.tag {
@@ -262,11 +286,19 @@ impl<I: Inspector> Relay<I> {
             }
             match verdict {
                 Verdict::Forward => end += h.total_len,
+                Verdict::ForwardAndWait => {
+                    end += h.total_len;
+                    self.barrier = true;
+                }
                 Verdict::Estimate { .. } => {
-                    return Err(ProtocolError::Malformed("an estimate is only for simple queries"));
+                    return Err(ProtocolError::Malformed(
+                        "an estimate is only for simple queries",
+                    ));
                 }
                 Verdict::Refuse { code, message } => {
-                    let name = (h.tag == b'P').then(|| cstr(body).map(<[u8]>::to_vec)).transpose()?;
+                    let name = (h.tag == b'P')
+                        .then(|| cstr(body).map(<[u8]>::to_vec))
+                        .transpose()?;
                     to_upstream.extend_from_slice(&input[..end]);
                     input.advance(end + h.total_len);
                     end = 0;
@@ -281,7 +313,13 @@ impl<I: Inspector> Relay<I> {
 
     /// Queues the stand-in of a refused message: a Parse of statement
     /// `name` for a refused Parse, a Query otherwise.
-    fn refuse(&mut self, parse_name: Option<&[u8]>, code: &'static str, message: String, to_upstream: &mut BytesMut) {
+    fn refuse(
+        &mut self,
+        parse_name: Option<&[u8]>,
+        code: &'static str,
+        message: String,
+        to_upstream: &mut BytesMut,
+    ) {
         self.next_refusal += 1;
         let token = format!("{REFUSED_TOKEN}{}", self.next_refusal);
         match parse_name {
@@ -324,15 +362,17 @@ impl<I: Inspector> Relay<I> {
             return;
         }
         let in_block = self.status == b'T';
-        // Newlines keep a trailing line comment in the statement from
-        // swallowing what follows.
-        let explain = format!("EXPLAIN (FORMAT JSON) {statement}\n");
-        let sql = if in_block {
-            format!("SAVEPOINT {ESTIMATE_SAVEPOINT};\n{explain};\nRELEASE SAVEPOINT {ESTIMATE_SAVEPOINT}")
+        // The extended protocol runs exactly one statement per Parse: even a
+        // statement text that split differently on the server could not run
+        // a second statement under cover of the EXPLAIN.
+        let explain = format!("EXPLAIN (FORMAT JSON) {statement}");
+        let savepoint = format!("SAVEPOINT {ESTIMATE_SAVEPOINT}");
+        let release = format!("RELEASE SAVEPOINT {ESTIMATE_SAVEPOINT}");
+        if in_block {
+            internal_batch(&[&savepoint, &explain, &release], to_upstream);
         } else {
-            explain
-        };
-        codec::query(&sql, to_upstream);
+            internal_batch(&[&explain], to_upstream);
+        }
         self.held = Some(Held::Explaining {
             in_block,
             failed: false,
@@ -346,11 +386,21 @@ impl<I: Inspector> Relay<I> {
         match (&mut self.held, tag) {
             (Some(Held::Explaining { plan, .. }), b'D') => *plan = first_column(body),
             (Some(Held::Explaining { failed, .. }), b'E') => *failed = true,
-            (Some(Held::Explaining { in_block, failed, plan }), b'Z') => {
+            (
+                Some(Held::Explaining {
+                    in_block,
+                    failed,
+                    plan,
+                }),
+                b'Z',
+            ) => {
                 self.status = body.first().copied().unwrap_or(self.status);
                 if *failed && *in_block {
-                    codec::query(
-                        &format!("ROLLBACK TO SAVEPOINT {ESTIMATE_SAVEPOINT}; RELEASE SAVEPOINT {ESTIMATE_SAVEPOINT}"),
+                    internal_batch(
+                        &[
+                            &format!("ROLLBACK TO SAVEPOINT {ESTIMATE_SAVEPOINT}"),
+                            &format!("RELEASE SAVEPOINT {ESTIMATE_SAVEPOINT}"),
+                        ],
                         to_upstream,
                     );
                     self.held = Some(Held::Restoring);
@@ -400,6 +450,10 @@ impl<I: Inspector> Relay<I> {
                 b'Z' if body.len() == 1 => {
                     self.status = body[0];
                     self.unanswered = self.unanswered.saturating_sub(1);
+                    if self.barrier && self.unanswered == 0 {
+                        self.barrier = false;
+                        resume = true;
+                    }
                     if matches!(self.held, Some(Held::WaitingForIdle { .. })) {
                         // Forward this answer first; the estimate follows it.
                         end += h.total_len;
@@ -414,7 +468,8 @@ impl<I: Inspector> Relay<I> {
                 b'S' => {
                     let name = cstr(body)?;
                     let value = cstr(&body[name.len() + 1..])?;
-                    if let (Ok(n), Ok(v)) = (std::str::from_utf8(name), std::str::from_utf8(value)) {
+                    if let (Ok(n), Ok(v)) = (std::str::from_utf8(name), std::str::from_utf8(value))
+                    {
                         self.inspector.parameter_status(n, v);
                     }
                 }
@@ -423,7 +478,10 @@ impl<I: Inspector> Relay<I> {
                         to_client.extend_from_slice(&input[..end]);
                         input.advance(end + h.total_len);
                         end = 0;
-                        codec::notice_message(&Notice::new(Severity::Error, refusal.code, &refusal.message), to_client);
+                        codec::notice_message(
+                            &Notice::new(Severity::Error, refusal.code, &refusal.message),
+                            to_client,
+                        );
                         continue;
                     }
                 }
@@ -439,16 +497,72 @@ impl<I: Inspector> Relay<I> {
     /// The refusal an upstream ErrorResponse answers, if it is one.
     fn take_refusal(&mut self, body: &[u8]) -> Option<Refusal> {
         let fields = codec::notice_fields(body);
-        let field = |c: u8| fields.iter().find(|(f, _)| *f == c).map(|(_, v)| v.as_str());
+        let field = |c: u8| {
+            fields
+                .iter()
+                .find(|(f, _)| *f == c)
+                .map(|(_, v)| v.as_str())
+        };
         if field(b'C') != Some(SYNTAX_ERROR) {
             return None;
         }
         let message = field(b'M')?;
-        let rest = message.strip_prefix("syntax error at or near \"")?.strip_prefix(REFUSED_TOKEN)?;
+        let rest = message
+            .strip_prefix("syntax error at or near \"")?
+            .strip_prefix(REFUSED_TOKEN)?;
         let id: u64 = rest.strip_suffix('"')?.parse().ok()?;
         let at = self.pending.iter().position(|r| r.id == id)?;
         self.pending.remove(at)
     }
+}
+
+/// Writes an extended-protocol batch running `statements` in order on
+/// airlock's own named statements and portals (never the client's unnamed
+/// ones), closing them before and after, then Sync. Closing a name that does
+/// not exist is not an error.
+fn internal_batch(statements: &[&str], out: &mut BytesMut) {
+    fn message(tag: u8, out: &mut BytesMut, body: impl FnOnce(&mut BytesMut)) {
+        out.put_u8(tag);
+        let at = out.len();
+        out.put_i32(0);
+        body(out);
+        let len = (out.len() - at) as i32;
+        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+    fn cstr(out: &mut BytesMut, s: &str) {
+        out.extend_from_slice(s.as_bytes());
+        out.put_u8(0);
+    }
+    let close = |out: &mut BytesMut, name: &str| {
+        for kind in [b'S', b'P'] {
+            message(b'C', out, |b| {
+                b.put_u8(kind);
+                cstr(b, name);
+            });
+        }
+    };
+    for (i, sql) in statements.iter().enumerate() {
+        let name = format!("airlock_internal_{i}");
+        close(out, &name);
+        message(b'P', out, |b| {
+            cstr(b, &name);
+            cstr(b, sql);
+            b.put_i16(0);
+        });
+        message(b'B', out, |b| {
+            cstr(b, &name);
+            cstr(b, &name);
+            b.put_i16(0);
+            b.put_i16(0);
+            b.put_i16(0);
+        });
+        message(b'E', out, |b| {
+            cstr(b, &name);
+            b.put_i32(0);
+        });
+        close(out, &name);
+    }
+    message(b'S', out, |_| {});
 }
 
 /// The first column of a DataRow, as text.
@@ -467,7 +581,9 @@ fn cstr(body: &[u8]) -> Result<&[u8], ProtocolError> {
     body.iter()
         .position(|&b| b == 0)
         .map(|n| &body[..n])
-        .ok_or(ProtocolError::Malformed("string without its terminating NUL"))
+        .ok_or(ProtocolError::Malformed(
+            "string without its terminating NUL",
+        ))
 }
 
 #[cfg(test)]
@@ -554,7 +670,10 @@ mod tests {
         let next = msg(b'Q', b"select 2\0");
         input.extend_from_slice(&next[..3]);
         let mut out = BytesMut::new();
-        assert_eq!(relay.handle_client(&mut input, &mut out).unwrap(), ClientFlow::Continue);
+        assert_eq!(
+            relay.handle_client(&mut input, &mut out).unwrap(),
+            ClientFlow::Continue
+        );
         assert_eq!(out.len(), whole);
         assert_eq!(&input[..], &next[..3]);
         input.extend_from_slice(&next[3..]);
@@ -569,7 +688,10 @@ mod tests {
         let mut input = msg(b'X', b"");
         input.extend_from_slice(&msg(b'Q', b"select 1\0"));
         let mut out = BytesMut::new();
-        assert_eq!(relay.handle_client(&mut input, &mut out).unwrap(), ClientFlow::Terminate);
+        assert_eq!(
+            relay.handle_client(&mut input, &mut out).unwrap(),
+            ClientFlow::Terminate
+        );
         assert_eq!(&out[..], &msg(b'X', b"")[..]);
     }
 
@@ -583,18 +705,27 @@ mod tests {
         let _ = relay.handle_client(&mut input, &mut out).unwrap();
         let sent = messages(out);
         assert_eq!(&sent[0].body[..], b"select 1\0");
-        assert_eq!(&sent[1].body[..], b"AIRLOCK_REFUSED_1\0", "the refused text never goes upstream");
+        assert_eq!(
+            &sent[1].body[..],
+            b"AIRLOCK_REFUSED_1\0",
+            "the refused text never goes upstream"
+        );
         assert_eq!(&sent[2].body[..], b"select 2\0");
 
         // The upstream answers the first query, fails the stand-in, answers
         // the third.
         let mut up = msg(b'C', b"SELECT 1\0");
         up.extend_from_slice(&msg(b'Z', b"I"));
-        up.extend_from_slice(&error("42601", "syntax error at or near \"AIRLOCK_REFUSED_1\""));
+        up.extend_from_slice(&error(
+            "42601",
+            "syntax error at or near \"AIRLOCK_REFUSED_1\"",
+        ));
         up.extend_from_slice(&msg(b'Z', b"I"));
         up.extend_from_slice(&msg(b'C', b"SELECT 1\0"));
         let mut to_client = BytesMut::new();
-        relay.handle_upstream(&mut up, &mut to_client, &mut BytesMut::new()).unwrap();
+        relay
+            .handle_upstream(&mut up, &mut to_client, &mut BytesMut::new())
+            .unwrap();
         let got = messages(to_client);
         let tags: Vec<u8> = got.iter().map(|m| m.tag).collect();
         assert_eq!(tags, b"CZEZC");
@@ -614,7 +745,10 @@ mod tests {
         let sent = messages(out);
         assert_eq!(sent[0].tag, b'P');
         assert_eq!(&sent[0].body[..], b"s1\0AIRLOCK_REFUSED_1\0\0\0");
-        assert_eq!(sent[1].tag, b'B', "the rest of the batch goes on; the upstream skips it after the error");
+        assert_eq!(
+            sent[1].tag, b'B',
+            "the rest of the batch goes on; the upstream skips it after the error"
+        );
         assert_eq!(sent[2].tag, b'S');
     }
 
@@ -625,13 +759,21 @@ mod tests {
         let mut out = BytesMut::new();
         let _ = relay.handle_client(&mut input, &mut out).unwrap();
         for e in [
-            error("25P02", "current transaction is aborted, commands ignored until end of transaction block"),
+            error(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ),
             error("42601", "syntax error at or near \"AIRLOCK_REFUSED_99\""),
-            error("22P02", "invalid input syntax for type integer: \"AIRLOCK_REFUSED_1\""),
+            error(
+                "22P02",
+                "invalid input syntax for type integer: \"AIRLOCK_REFUSED_1\"",
+            ),
         ] {
             let mut up = e.clone();
             let mut to_client = BytesMut::new();
-            relay.handle_upstream(&mut up, &mut to_client, &mut BytesMut::new()).unwrap();
+            relay
+                .handle_upstream(&mut up, &mut to_client, &mut BytesMut::new())
+                .unwrap();
             assert_eq!(to_client, e);
         }
     }
@@ -652,8 +794,13 @@ mod tests {
         let mut relay = relay();
         let mut up = msg(b'S', b"standard_conforming_strings\0off\0");
         let mut out = BytesMut::new();
-        relay.handle_upstream(&mut up, &mut out, &mut BytesMut::new()).unwrap();
-        assert_eq!(relay.inspector().params, vec![("standard_conforming_strings".into(), "off".into())]);
+        relay
+            .handle_upstream(&mut up, &mut out, &mut BytesMut::new())
+            .unwrap();
+        assert_eq!(
+            relay.inspector().params,
+            vec![("standard_conforming_strings".into(), "off".into())]
+        );
         assert_eq!(out.len(), 37, "passed through");
     }
 
@@ -662,8 +809,13 @@ mod tests {
         for tag in [b'p', b'Z', b'?', 0] {
             let mut relay = relay();
             let mut out = BytesMut::new();
-            let err = relay.handle_client(&mut msg(tag, b"x\0"), &mut out).unwrap_err();
-            assert!(matches!(err, ProtocolError::UnexpectedMessage { .. }), "{tag}");
+            let err = relay
+                .handle_client(&mut msg(tag, b"x\0"), &mut out)
+                .unwrap_err();
+            assert!(
+                matches!(err, ProtocolError::UnexpectedMessage { .. }),
+                "{tag}"
+            );
             assert!(out.is_empty());
         }
     }
@@ -685,12 +837,19 @@ mod tests {
         let mut out = BytesMut::new();
         assert_eq!(
             relay.handle_client(&mut input, &mut out),
-            Err(ProtocolError::TooLarge { len: 1025, max: 1024 })
+            Err(ProtocolError::TooLarge {
+                len: 1025,
+                max: 1024
+            })
         );
         let mut up = BytesMut::new();
         up.put_u8(b'D');
         up.put_i32(1 << 30);
-        assert!(relay.handle_upstream(&mut up, &mut out, &mut BytesMut::new()).is_err());
+        assert!(
+            relay
+                .handle_upstream(&mut up, &mut out, &mut BytesMut::new())
+                .is_err()
+        );
     }
 
     #[test]
@@ -702,15 +861,22 @@ mod tests {
         let mut out = BytesMut::new();
         let _ = relay.handle_client(&mut input, &mut out).unwrap();
         let mut z = msg(b'Z', b"I");
-        relay.handle_upstream(&mut z, &mut out, &mut BytesMut::new()).unwrap();
+        relay
+            .handle_upstream(&mut z, &mut out, &mut BytesMut::new())
+            .unwrap();
         assert!(relay.busy(), "one of two queries answered");
         let mut z = msg(b'Z', b"I");
-        relay.handle_upstream(&mut z, &mut out, &mut BytesMut::new()).unwrap();
+        relay
+            .handle_upstream(&mut z, &mut out, &mut BytesMut::new())
+            .unwrap();
         assert!(!relay.busy());
         let mut batch = msg(b'P', b"\0select 1\0\0\0");
         batch.extend_from_slice(&msg(b'H', b""));
         let _ = relay.handle_client(&mut batch, &mut out).unwrap();
-        assert!(relay.busy(), "a flushed batch without Sync may be executing");
+        assert!(
+            relay.busy(),
+            "a flushed batch without Sync may be executing"
+        );
     }
 
     fn data_row(text: &str) -> BytesMut {
@@ -723,7 +889,10 @@ mod tests {
 
     /// Drives an estimate: the held query, the EXPLAIN it causes, the
     /// upstream's answer (`rows`, or an error), and the resumed judgement.
-    fn estimate(status: u8, answer: Result<u64, ()>) -> (Vec<codec::Message>, BytesMut, Relay<NoDrops>) {
+    fn estimate(
+        status: u8,
+        answer: Result<u64, ()>,
+    ) -> (Vec<codec::Message>, BytesMut, Relay<NoDrops>) {
         let mut relay = Relay::new(NoDrops::default(), 1 << 20, status);
         let mut input = msg(b'Q', b"delete from t where a = 1\0");
         input.extend_from_slice(&msg(b'Q', b"select 2\0"));
@@ -731,10 +900,29 @@ mod tests {
         let _ = relay.handle_client(&mut input, &mut to_up).unwrap();
         assert!(relay.holding());
         let explain = messages(to_up.split());
-        assert_eq!(explain.len(), 1);
-        let text = String::from_utf8(explain[0].body.to_vec()).unwrap();
-        assert!(text.contains("EXPLAIN (FORMAT JSON) delete from t where a = 1"), "{text}");
-        assert_eq!(text.contains("SAVEPOINT airlock_estimate"), status == b'T', "{text}");
+        let parses: Vec<String> = explain
+            .iter()
+            .filter(|m| m.tag == b'P')
+            .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+            .collect();
+        assert!(
+            parses
+                .iter()
+                .any(|p| p.contains("EXPLAIN (FORMAT JSON) delete from t where a = 1")),
+            "{parses:?}"
+        );
+        assert_eq!(
+            parses
+                .iter()
+                .any(|p| p.contains("SAVEPOINT airlock_estimate")),
+            status == b'T',
+            "{parses:?}"
+        );
+        assert!(
+            explain.iter().all(|m| b"CPBES".contains(&m.tag)),
+            "extended protocol only"
+        );
+        assert_eq!(explain.last().unwrap().tag, b'S');
         // More client input is not looked at while holding.
         let _ = relay.handle_client(&mut input, &mut to_up).unwrap();
         assert!(to_up.is_empty());
@@ -742,20 +930,41 @@ mod tests {
         let mut up = BytesMut::new();
         match answer {
             Ok(rows) => {
-                up.extend_from_slice(&msg(b'T', b"\0\x01QUERY PLAN\0\0\0\0\0\0\0\0\0\0r\xff\xff\xff\xff\0\0"));
-                up.extend_from_slice(&data_row(&format!("[{{\"Plan\": {{\"Plan Rows\": {rows}}}}}]")));
+                up.extend_from_slice(&msg(
+                    b'T',
+                    b"\0\x01QUERY PLAN\0\0\0\0\0\0\0\0\0\0r\xff\xff\xff\xff\0\0",
+                ));
+                up.extend_from_slice(&data_row(&format!(
+                    "[{{\"Plan\": {{\"Plan Rows\": {rows}}}}}]"
+                )));
                 up.extend_from_slice(&msg(b'C', b"EXPLAIN\0"));
             }
             Err(()) => up.extend_from_slice(&error("42P01", "relation \"t\" does not exist")),
         }
-        up.extend_from_slice(&msg(b'Z', &[if answer.is_err() && status == b'T' { b'E' } else { status }]));
+        up.extend_from_slice(&msg(
+            b'Z',
+            &[if answer.is_err() && status == b'T' {
+                b'E'
+            } else {
+                status
+            }],
+        ));
         let mut to_client = BytesMut::new();
-        let resume = relay.handle_upstream(&mut up, &mut to_client, &mut to_up).unwrap();
-        assert!(to_client.is_empty(), "the estimate's answers are not the client's");
+        let resume = relay
+            .handle_upstream(&mut up, &mut to_client, &mut to_up)
+            .unwrap();
+        assert!(
+            to_client.is_empty(),
+            "the estimate's answers are not the client's"
+        );
         if answer.is_err() && status == b'T' {
             assert!(!resume);
             let restore = messages(to_up.split());
-            assert!(String::from_utf8_lossy(&restore[0].body).starts_with("ROLLBACK TO SAVEPOINT airlock_estimate"));
+            let parse = restore.iter().find(|m| m.tag == b'P').unwrap();
+            assert!(
+                String::from_utf8_lossy(&parse.body)
+                    .contains("ROLLBACK TO SAVEPOINT airlock_estimate")
+            );
             let resume = relay
                 .handle_upstream(&mut msg(b'Z', b"T"), &mut to_client, &mut to_up)
                 .unwrap();
@@ -783,7 +992,11 @@ mod tests {
     fn estimate_too_large_or_failed_refuses() {
         for (status, answer) in [(b'I', Ok(5000)), (b'I', Err(())), (b'T', Err(()))] {
             let (sent, _, _) = estimate(status, answer);
-            assert_eq!(&sent[0].body[..], b"AIRLOCK_REFUSED_1\0", "{status} {answer:?}");
+            assert_eq!(
+                &sent[0].body[..],
+                b"AIRLOCK_REFUSED_1\0",
+                "{status} {answer:?}"
+            );
             assert_eq!(&sent[1].body[..], b"select 2\0");
         }
     }
@@ -796,7 +1009,10 @@ mod tests {
         let mut to_up = BytesMut::new();
         let _ = relay.handle_client(&mut input, &mut to_up).unwrap();
         assert!(!relay.holding());
-        assert!(input.is_empty(), "judged at once, without waiting for more input");
+        assert!(
+            input.is_empty(),
+            "judged at once, without waiting for more input"
+        );
         let sent = messages(to_up);
         assert_eq!(&sent[0].body[..], b"AIRLOCK_REFUSED_1\0");
         assert_eq!(&sent[1].body[..], b"select 2\0");
@@ -814,11 +1030,75 @@ mod tests {
         let mut up = msg(b'C', b"SELECT 1\0");
         up.extend_from_slice(&msg(b'Z', b"I"));
         let mut to_client = BytesMut::new();
-        let resume = relay.handle_upstream(&mut up, &mut to_client, &mut to_up).unwrap();
+        let resume = relay
+            .handle_upstream(&mut up, &mut to_client, &mut to_up)
+            .unwrap();
         assert!(!resume);
-        assert_eq!(messages(to_client).len(), 2, "the first answer reaches the client");
+        assert_eq!(
+            messages(to_client).len(),
+            2,
+            "the first answer reaches the client"
+        );
         let explain = messages(to_up);
-        assert!(String::from_utf8_lossy(&explain[0].body).starts_with("EXPLAIN"));
+        assert!(
+            explain
+                .iter()
+                .any(|m| m.tag == b'P' && String::from_utf8_lossy(&m.body).contains("EXPLAIN"))
+        );
+    }
+
+    /// Forwards everything; asks to wait after statements starting "set".
+    struct Setter;
+
+    impl Inspector for Setter {
+        fn query(&mut self, sql: &[u8], _: Plan<'_>) -> Verdict {
+            if sql.starts_with(b"set") {
+                Verdict::ForwardAndWait
+            } else {
+                Verdict::Forward
+            }
+        }
+        fn parse(&mut self, _: &[u8], sql: &[u8]) -> Verdict {
+            self.query(sql, Plan::NotFetched)
+        }
+        fn parameter_status(&mut self, _: &str, _: &str) {}
+    }
+
+    #[test]
+    fn statements_after_a_setting_change_wait_for_its_answer() {
+        let mut relay = Relay::new(Setter, 1024, b'I');
+        let mut input = msg(b'Q', b"set standard_conforming_strings = off\0");
+        input.extend_from_slice(&msg(b'Q', b"select '\\'\0"));
+        let mut to_up = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut to_up).unwrap();
+        assert_eq!(messages(to_up.split()).len(), 1, "the second query waits");
+        assert!(relay.holding());
+        let mut up = msg(b'S', b"standard_conforming_strings\0off\0");
+        up.extend_from_slice(&msg(b'C', b"SET\0"));
+        up.extend_from_slice(&msg(b'Z', b"I"));
+        let resume = relay
+            .handle_upstream(&mut up, &mut BytesMut::new(), &mut to_up)
+            .unwrap();
+        assert!(resume && !relay.holding() || resume);
+        let _ = relay.handle_client(&mut input, &mut to_up).unwrap();
+        assert_eq!(messages(to_up).len(), 1);
+        assert!(input.is_empty());
+        assert!(!relay.holding());
+        let mut z = msg(b'Z', b"I");
+        let _ = relay.handle_upstream(&mut z, &mut BytesMut::new(), &mut BytesMut::new());
+
+        // With nothing behind it, the answer alone ends the wait: the
+        // driver must go back to reading the client.
+        let mut input = msg(b'Q', b"set search_path = x\0");
+        let mut to_up = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut to_up).unwrap();
+        assert!(relay.holding());
+        let mut up = msg(b'C', b"SET\0");
+        up.extend_from_slice(&msg(b'Z', b"I"));
+        let _ = relay
+            .handle_upstream(&mut up, &mut BytesMut::new(), &mut to_up)
+            .unwrap();
+        assert!(!relay.holding());
     }
 
     #[test]
@@ -827,7 +1107,9 @@ mod tests {
         let mut input = msg(b'C', b"BEGIN\0");
         input.extend_from_slice(&msg(b'Z', b"T"));
         let mut out = BytesMut::new();
-        relay.handle_upstream(&mut input, &mut out, &mut BytesMut::new()).unwrap();
+        relay
+            .handle_upstream(&mut input, &mut out, &mut BytesMut::new())
+            .unwrap();
         assert_eq!(relay.transaction_status(), b'T');
         assert_eq!(out.len(), 17);
     }

@@ -39,6 +39,25 @@ pub const DEFAULT_UNSAFE_FUNCTIONS: &[&str] = &[
     "pg_rotate_logfile",
     "pg_promote",
     "pg_switch_wal",
+    "pg_create_restore_point",
+    "pg_backup_start",
+    "pg_backup_stop",
+    "pg_start_backup",
+    "pg_stop_backup",
+    "pg_wal_replay_pause",
+    "pg_wal_replay_resume",
+    "pg_create_physical_replication_slot",
+    "pg_create_logical_replication_slot",
+    "pg_drop_replication_slot",
+    "pg_copy_physical_replication_slot",
+    "pg_copy_logical_replication_slot",
+    "pg_replication_slot_advance",
+    "pg_logical_emit_message",
+    "pg_replication_origin_*",
+    "pg_log_backend_memory_contexts",
+    "pg_stat_reset*",
+    "ts_rewrite",
+    "ts_stat",
     "dblink*",
     "query_to_xml*",
     "query_to_xmlschema",
@@ -55,6 +74,8 @@ const DYNAMIC_SQL_FUNCTIONS: &[&str] = &[
     "query_to_xmlschema",
     "dblink*",
     "cursor_to_xml*",
+    "ts_rewrite",
+    "ts_stat",
 ];
 
 /// Functions that change data although they appear in a SELECT.
@@ -136,6 +157,16 @@ impl Analyzer {
     pub fn analyze(&self, sql: &str) -> Vec<Statement> {
         let parsed = match pg_query::parse(sql) {
             Ok(p) => p,
+            // pg_query decodes its tree with prost, whose depth limit (100)
+            // refuses expressions nested more than about 45 levels. Lifting
+            // it would let a deeply nested statement overflow the stack, so
+            // such statements stay unknown.
+            Err(e) if e.to_string().contains("recursion limit") => {
+                return vec![Statement::unknown(
+                    "it nests deeper than airlock's parser allows (about 45 levels)",
+                    (0, sql.len()),
+                )];
+            }
             Err(e) => {
                 return vec![Statement::unknown(
                     format!("it does not parse: {e}"),
@@ -170,6 +201,7 @@ impl Analyzer {
         use StatementKind as K;
         let facts = Facts::collect(node);
         let mut effects = Effects::EMPTY;
+        let mut explain_analyze_flag = false;
         let mut inner = None;
         let kind = match node {
             N::SelectStmt(_) | N::SetOperationStmt(_) => {
@@ -206,6 +238,7 @@ impl Analyzer {
                 K::Transaction
             }
             N::ExplainStmt(e) => {
+                explain_analyze_flag = explain_analyze(e);
                 effects.insert(Read);
                 if let Some(q) = e.query.as_ref().and_then(|q| q.node.as_ref()) {
                     let s = self.statement(q, span);
@@ -426,8 +459,13 @@ impl Analyzer {
         if facts.locking {
             effects.insert(Write);
         }
-        for f in facts.functions.iter().filter(|_| kind != K::Explain) {
-            let base = f.rsplit('.').next().unwrap_or(f);
+        let called = facts
+            .functions
+            .iter()
+            .map(|f| f.rsplit('.').next().unwrap_or(f));
+        // Attribute notation may call a function: judge those names as calls.
+        let attributes = facts.attributes.iter().map(String::as_str);
+        for base in called.chain(attributes).filter(|_| kind != K::Explain) {
             if matches(&self.unsafe_functions, base) {
                 effects.insert(UnsafeFunction);
             }
@@ -453,8 +491,8 @@ impl Analyzer {
             }
         }
         if kind == K::Explain
-            && effects.contains(Write)
             && let Some(s) = &inner
+            && (effects.contains(Write) || (s.kind == K::Execute && explain_analyze_flag))
         {
             for k in std::iter::once(s.kind).chain(s.nested.iter().copied()) {
                 if !nested.contains(&k) {
@@ -462,13 +500,18 @@ impl Analyzer {
                 }
             }
         }
+        // EXPLAIN ANALYZE runs its statement, WHERE clause and all.
+        let has_where = match &inner {
+            Some(s) if kind == K::Explain && effects.contains(Write) => s.has_where,
+            _ => facts.has_where,
+        };
         Statement {
             kind,
             nested,
             effects,
             relations: facts.relations,
             functions: facts.functions,
-            has_where: facts.has_where,
+            has_where,
             inner,
             unknown_reason: None,
             span,
@@ -598,6 +641,20 @@ pub fn resolve(statements: &[Statement], session: &mut SessionState) -> Vec<Stat
                     }
                 };
                 s.clone()
+            }
+            // EXPLAIN ANALYZE EXECUTE runs the prepared statement.
+            StatementKind::Explain if s.nested.contains(&StatementKind::Execute) => {
+                let Some(inner) = &s.inner else { return s.clone() };
+                let executed = resolve(std::slice::from_ref(inner), session).remove(0);
+                if executed.kind == StatementKind::Unknown {
+                    return Statement { span: s.span, ..executed };
+                }
+                let mut out = s.clone();
+                out.effects.extend(executed.effects);
+                out.has_where = executed.has_where;
+                out.nested.extend(executed.nested.iter().copied());
+                out.inner = Some(Box::new(executed));
+                out
             }
             StatementKind::Execute => match s.name.as_ref().and_then(|n| session.prepared.get(n)) {
                 Some(prepared) => {

@@ -30,6 +30,9 @@ pub(crate) struct Facts {
     pub locking: bool,
     /// Names of CTEs (WITH queries): references to them are not relations.
     pub ctes: Vec<String>,
+    /// Names that may call a function through attribute notation: `(x).f`
+    /// and `t.f` are `f(x)` and `f(t)` when no column `f` exists.
+    pub attributes: Vec<String>,
 }
 
 impl Facts {
@@ -54,6 +57,8 @@ struct Frame {
     field: &'static str,
     parts: Vec<String>,
     has_where: bool,
+    /// A MergeWhenClause's UPDATE or DELETE action.
+    command: Option<StatementKind>,
 }
 
 struct Walker {
@@ -76,15 +81,20 @@ impl Walker {
             ("RangeVar", "schemaname" | "relname") => top.parts.push(v.to_string()),
             ("CommonTableExpr", "ctename") => self.facts.ctes.push(v.to_string()),
             ("String", "sval") => {
-                // A name part of a function call: String inside Node inside
-                // FuncCall.funcname.
+                // A name part of a function call, an indirection or a column
+                // reference: String inside Node inside one of those.
                 let n = self.stack.len();
-                if n >= 3
-                    && self.stack[n - 2].name == "Node"
-                    && self.stack[n - 3].name == "FuncCall"
-                    && self.stack[n - 3].field == "funcname"
-                {
-                    self.stack[n - 3].parts.push(v.to_string());
+                if n >= 3 && self.stack[n - 2].name == "Node" {
+                    let owner = &mut self.stack[n - 3];
+                    match (owner.name, owner.field) {
+                        ("FuncCall", "funcname") | ("ColumnRef", "fields") => {
+                            owner.parts.push(v.to_string())
+                        }
+                        ("AIndirection", "indirection") => {
+                            self.facts.attributes.push(v.to_lowercase())
+                        }
+                        _ => {}
+                    }
                 }
             }
             _ => {}
@@ -116,6 +126,19 @@ impl Walker {
                 let name = frame.parts.join(".").to_lowercase();
                 if !name.is_empty() && !f.functions.contains(&name) {
                     f.functions.push(name);
+                }
+            }
+            "ColumnRef" if frame.parts.len() >= 2 => {
+                if let Some(last) = frame.parts.last() {
+                    f.attributes.push(last.to_lowercase());
+                }
+            }
+            "MergeWhenClause" => {
+                // A MERGE's join is not a WHERE clause: its UPDATE and
+                // DELETE actions count as unbounded.
+                if let Some(kind) = frame.command {
+                    f.dml.push(kind);
+                    f.has_where = Some(false);
                 }
             }
             "InsertStmt" => f.dml.push(StatementKind::Insert),
@@ -172,7 +195,16 @@ impl ser::Serializer for &mut Walker {
     fn serialize_i16(self, _: i16) -> R {
         Ok(())
     }
-    fn serialize_i32(self, _: i32) -> R {
+    fn serialize_i32(self, v: i32) -> R {
+        if self.at("MergeWhenClause", "command_type") {
+            use pg_query::protobuf::CmdType;
+            let kind = match v {
+                x if x == CmdType::CmdUpdate as i32 => Some(StatementKind::Update),
+                x if x == CmdType::CmdDelete as i32 => Some(StatementKind::Delete),
+                _ => None,
+            };
+            self.stack.last_mut().unwrap().command = kind;
+        }
         Ok(())
     }
     fn serialize_i64(self, _: i64) -> R {
@@ -268,6 +300,7 @@ impl ser::Serializer for &mut Walker {
             field: "",
             parts: Vec::new(),
             has_where: false,
+            command: None,
         });
         Ok(self)
     }

@@ -282,3 +282,73 @@ fn unparseable_and_edge_inputs() {
     let long = format!("select '{}'", "x".repeat(1 << 20));
     check(&long, &["select"], &["read"], &["write"]);
 }
+
+#[test]
+fn attribute_notation_merge_and_explain_analyze() {
+    check(
+        "select ('/etc/hostname'::text).pg_read_file",
+        &["select"],
+        &["unsafe_function"],
+        &[],
+    );
+    check(
+        "select (x).pg_read_file from (select '/f'::text) as q(x)",
+        &["select"],
+        &["unsafe_function"],
+        &[],
+    );
+    check(
+        "select q.nextval from (select 's'::regclass) q",
+        &["select"],
+        &["write"],
+        &[],
+    );
+    check(
+        "select ts_rewrite('a'::tsquery, 'select 1')",
+        &["select"],
+        &["dynamic_sql", "unsafe_function"],
+        &[],
+    );
+    check(
+        "select * from ts_stat('select 1')",
+        &["select"],
+        &["dynamic_sql"],
+        &[],
+    );
+    check(
+        "select pg_create_physical_replication_slot('s')",
+        &["select"],
+        &["unsafe_function"],
+        &[],
+    );
+    check(
+        "merge into t using s on true when matched then delete",
+        &["merge"],
+        &["write"],
+        &[],
+    );
+    let a = Analyzer::default();
+    let m = &a.analyze("merge into t using s on true when matched then update set a = 1")[0];
+    assert_eq!(
+        (m.has_where, m.nested.clone()),
+        (Some(false), vec![StatementKind::Update])
+    );
+    let e = &a.analyze("explain analyze delete from t")[0];
+    assert_eq!(
+        (e.has_where, e.nested.clone()),
+        (Some(false), vec![StatementKind::Delete])
+    );
+    let e = &a.analyze("explain delete from t")[0];
+    assert_eq!(e.has_where, None, "EXPLAIN without ANALYZE runs nothing");
+    let mut session = SessionState::default();
+    let s = resolve(&a.analyze("explain analyze execute never"), &mut session);
+    assert_eq!(s[0].kind, StatementKind::Unknown);
+    let s = resolve(
+        &a.analyze("prepare p as delete from t; explain analyze execute p"),
+        &mut session,
+    );
+    assert!(s[1].effects.contains(Effect::Write));
+    assert_eq!(s[1].has_where, Some(false));
+    let s = resolve(&a.analyze("explain execute p"), &mut session);
+    assert!(!s[0].effects.contains(Effect::Write));
+}

@@ -172,7 +172,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
         } => {
             let cfg = airlock::serve::load(&config)?;
-            let report = airlock::explain::explain(&cfg, &connection, &sub, &groups, role.as_deref(), &sql)?;
+            let report =
+                airlock::explain::explain(&cfg, &connection, &sub, &groups, role.as_deref(), &sql)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report.to_json())?);
             } else {

@@ -15,8 +15,9 @@
 //!
 //! [`read_only_paths_beyond_simple_query`] covers what a corpus of simple
 //! Query texts cannot: the extended protocol (tokio-postgres), SQL-level
-//! PREPARE/EXECUTE across messages, and psql's `\copy`, `-c … -c …` and
-//! `\;`.
+//! PREPARE/EXECUTE across messages, a client library's transaction, psql's
+//! `\copy`, `-c … -c …`, `\;`, `\gexec` and `\lo_import` (the FunctionCall
+//! message), and a client encoding other than UTF-8.
 //!
 //! Both corpus tests report every failing case at once, with what was
 //! expected and what happened.
@@ -291,8 +292,8 @@ fn parse_corpus(text: &str) -> Result<Vec<Case>, String> {
             Some(g) => Some(Expect::parse(g).map_err(|e| format!("{at}: {e}"))?),
             None => None,
         };
-        let text = expand(raw.body.join("\n").trim_end_matches('\n'))
-            .map_err(|e| format!("{at}: {e}"))?;
+        let text =
+            expand(raw.body.join("\n").trim_end_matches('\n')).map_err(|e| format!("{at}: {e}"))?;
         let sql = if flag("escapes", "yes")? {
             unescape(&text).map_err(|e| format!("{at}: {e}"))?
         } else {
@@ -313,7 +314,9 @@ fn parse_corpus(text: &str) -> Result<Vec<Case>, String> {
             return Err(format!("{at}: `pipelined` goes with `scs: off`"));
         }
         if case.changes && (case.who != Who::Dba || case.end_to_end() != &Expect::Allow) {
-            return Err(format!("{at}: only an allowed dba case may change the database"));
+            return Err(format!(
+                "{at}: only an allowed dba case may change the database"
+            ));
         }
         cases.push(case);
     }
@@ -404,11 +407,20 @@ fn the_corpus_format() {
     for who in [Who::Agent, Who::Dba] {
         assert!(cases.iter().any(|c| c.who == who));
     }
-    assert!(cases.iter().any(|c| c.sql.len() >= 1 << 20), "a 1 MB statement");
-    assert!(cases.iter().any(|c| std::str::from_utf8(&c.sql).is_err()), "invalid UTF-8");
+    assert!(
+        cases.iter().any(|c| c.sql.len() >= 1 << 20),
+        "a 1 MB statement"
+    );
+    assert!(
+        cases.iter().any(|c| std::str::from_utf8(&c.sql).is_err()),
+        "invalid UTF-8"
+    );
     assert!(cases.iter().any(|c| c.sql.is_empty()), "an empty query");
     assert!(cases.iter().any(|c| c.sql == b";"), "a lone ;");
-    assert!(cases.iter().any(|c| c.scs_off), "standard_conforming_strings off");
+    assert!(
+        cases.iter().any(|c| c.scs_off),
+        "standard_conforming_strings off"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -441,7 +453,9 @@ fn explain_case(config: &airlock_config::Config, case: &Case) -> Result<(), Stri
         // gateway answers them with 22021, which the end-to-end test checks.
         return match &case.expect {
             Expect::Error(code) if code == "22021" => Ok(()),
-            other => Err(format!("not UTF-8, so it must expect error 22021, not {other}")),
+            other => Err(format!(
+                "not UTF-8, so it must expect error 22021, not {other}"
+            )),
         };
     };
     // explain models no session. In a session with
@@ -556,7 +570,8 @@ select concat_ws(E'\n',
   'large_objects=' || (select count(*) from pg_largeobject_metadata),
   'roles=' || (select count(*) from pg_roles),
   'databases=' || (select count(*) from pg_database where datname like 'corpus_evil%'),
-  'slots=' || (select count(*) from pg_replication_slots where slot_name like 'corpus_evil%'),
+  'slots=' || (select count(*) from pg_replication_slots where slot_name like 'corpus_evil%'
+                and (active_pid is null or active_pid in (select pid from pg_stat_activity where datname = current_database()))),
   'role_settings=' || (select count(*) from pg_db_role_setting where setrole = (select oid from pg_roles where rolname = 'postgres')),
   'file_settings=' || (select md5(coalesce(string_agg(sourcefile || ':' || coalesce(name, '') || '=' || coalesce(setting, ''), ',' order by sourcefile, sourceline), '')) from pg_file_settings)
 )"#;
@@ -620,7 +635,9 @@ impl Db {
             _guard: guard,
         };
         db.client.batch_execute(SEED).await.expect("seeding");
-        db.fingerprint().await.expect("fingerprinting the seeded database");
+        db.fingerprint()
+            .await
+            .expect("fingerprinting the seeded database");
         db
     }
 
@@ -628,6 +645,22 @@ impl Db {
     async fn restore(&self) {
         if let Err(e) = self.client.batch_execute(SEED).await {
             eprintln!("restoring the seed of {}: {e}", self.name);
+        }
+    }
+
+    /// Waits until no session but this one is connected to the database, so
+    /// that what a previous session left (temporary tables and replication
+    /// slots, locks) is gone.
+    async fn wait_idle(&self) {
+        const OTHERS: &str = "select count(*) from pg_stat_activity \
+             where datname = current_database() and pid <> pg_backend_pid()";
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let msgs = self.client.simple_query(OTHERS).await.expect(OTHERS);
+            if first_value(&msgs).as_deref() == Some("0") || Instant::now() > deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -728,7 +761,9 @@ fn describe(msgs: &[Received]) -> String {
     let parts: Vec<String> = msgs
         .iter()
         .filter_map(|m| match m.tag {
-            b'C' => Some(String::from_utf8_lossy(m.body.strip_suffix(b"\0").unwrap_or(&m.body)).into_owned()),
+            b'C' => Some(
+                String::from_utf8_lossy(m.body.strip_suffix(b"\0").unwrap_or(&m.body)).into_owned(),
+            ),
             b'E' => Some(format!(
                 "ERROR {} {}",
                 m.field(b'C').unwrap_or_default(),
@@ -765,13 +800,22 @@ fn check_answer(expect: &Expect, msgs: &[Received]) -> Result<(), String> {
         match errs.first() {
             Some((code, message)) if code == "42501" && message.starts_with(&prefix) => {
                 // A refusal covers the whole message: nothing of it ran.
-                match msgs.iter().find(|m| matches!(m.tag, b'C' | b'D' | b'T' | b'G' | b'H' | b'I')) {
-                    Some(_) => Err(format!("refused, but part of the message ran: {}", describe(msgs))),
+                match msgs
+                    .iter()
+                    .find(|m| matches!(m.tag, b'C' | b'D' | b'T' | b'G' | b'H' | b'I'))
+                {
+                    Some(_) => Err(format!(
+                        "refused, but part of the message ran: {}",
+                        describe(msgs)
+                    )),
                     None => Ok(()),
                 }
             }
             Some(_) => Err(format!("expected {prefix}…, got {}", describe(msgs))),
-            None => Err(format!("expected {prefix}…, but it ran: {}", describe(msgs))),
+            None => Err(format!(
+                "expected {prefix}…, but it ran: {}",
+                describe(msgs)
+            )),
         }
     };
     match expect {
@@ -836,11 +880,15 @@ async fn corpus_through_the_gateway() {
 }
 
 async fn run_case(gw: &Gateway, db: &Db, token: &str, case: &Case) -> Result<(), String> {
+    db.wait_idle().await;
     let mut s = common::raw_login(gw.pg, case.who.user(), "test", token).await;
     if case.scs_off && !case.pipelined {
         let (msgs, _) = simple(&mut s, "set standard_conforming_strings = off").await?;
         if !errors(&msgs).is_empty() {
-            return Err(format!("set standard_conforming_strings failed: {}", describe(&msgs)));
+            return Err(format!(
+                "set standard_conforming_strings failed: {}",
+                describe(&msgs)
+            ));
         }
     }
     let session_before = session_state(&mut s).await?;
@@ -877,7 +925,10 @@ async fn run_case(gw: &Gateway, db: &Db, token: &str, case: &Case) -> Result<(),
     }
     let (one, _) = simple(&mut s, "select 1").await?;
     if first_cell(&one).as_deref() != Some("1") {
-        problems.push(format!("the session is not usable afterwards: {}", describe(&one)));
+        problems.push(format!(
+            "the session is not usable afterwards: {}",
+            describe(&one)
+        ));
     }
     // A read-only principal never changes its session's privileges or
     // read-only state; nor does a refused message, whoever sends it.
@@ -923,17 +974,29 @@ async fn denial_inside_a_transaction(gw: &Gateway, token: &str) -> Result<(), St
     let mut s = common::raw_login(gw.pg, "readonly", "test", token).await;
     let (msgs, status) = simple(&mut s, "begin").await?;
     if status != b'T' || !errors(&msgs).is_empty() {
-        return Err(format!("begin: {} (status {})", describe(&msgs), status as char));
+        return Err(format!(
+            "begin: {} (status {})",
+            describe(&msgs),
+            status as char
+        ));
     }
     let (msgs, status) = simple(&mut s, "insert into t values (500, 'x')").await?;
     check_answer(&Expect::Deny("read-only".into()), &msgs)?;
     if status != b'E' {
-        return Err(format!("after the denial the status is {}, not E", status as char));
+        return Err(format!(
+            "after the denial the status is {}, not E",
+            status as char
+        ));
     }
     let (msgs, _) = simple(&mut s, "select 1").await?;
     match errors(&msgs).first() {
         Some((code, _)) if code == "25P02" => {}
-        _ => return Err(format!("expected 25P02 after the denial, got {}", describe(&msgs))),
+        _ => {
+            return Err(format!(
+                "expected 25P02 after the denial, got {}",
+                describe(&msgs)
+            ));
+        }
     }
     let (msgs, status) = simple(&mut s, "rollback").await?;
     if status != b'I' || !errors(&msgs).is_empty() {
@@ -995,7 +1058,11 @@ async fn psql(gw: &Gateway, token: &str, args: &[&str], stdin: Option<&str>) -> 
 #[track_caller]
 fn assert_psql_refused(what: &str, o: &Output) {
     let err = common::stderr(o);
-    assert!(!o.status.success(), "{what}: psql succeeded: {}", common::stdout(o));
+    assert!(
+        !o.status.success(),
+        "{what}: psql succeeded: {}",
+        common::stdout(o)
+    );
     assert!(
         err.contains("airlock: statement denied by rule \"read-only\""),
         "{what}: {err}"
@@ -1042,6 +1109,16 @@ async fn read_only_paths_beyond_simple_query() {
                 "select set_config('default_transaction_read_only', 'off', false)",
                 &[],
             )
+            .await,
+    );
+    assert_refused(
+        "set role in a prepared statement",
+        client.execute("set role postgres", &[]).await,
+    );
+    assert_refused(
+        "set session authorization in a prepared statement",
+        client
+            .execute("set session authorization postgres", &[])
             .await,
     );
     let n: i64 = client
@@ -1131,6 +1208,44 @@ async fn read_only_paths_beyond_simple_query() {
     )
     .await;
     assert_psql_refused("select 1 \\; insert", &o);
+
+    // \gexec runs each value of the result as its own message.
+    let o = psql(&gw, &agent, &[], Some("select 'delete from t' \\gexec\n")).await;
+    assert_psql_refused("\\gexec", &o);
+
+    // \lo_import uses the FunctionCall protocol message, which names a
+    // function by OID with no SQL to judge: refused.
+    let o = psql(&gw, &agent, &["-c", "\\lo_import /etc/hostname"], None).await;
+    assert!(!o.status.success(), "\\lo_import succeeded");
+    assert!(
+        common::stderr(&o).contains("airlock: the FunctionCall protocol message is not supported"),
+        "{}",
+        common::stderr(&o)
+    );
+
+    // A client encoding whose multibyte characters can end in a backslash
+    // (BIG5: 0xA4 0x5C): the gateway reads only ASCII in it, so the text
+    // below, one SELECT or a SELECT and a DELETE depending on who decodes
+    // it, is refused.
+    let mut s = common::raw_login_with(
+        gw.pg,
+        &[
+            ("user", "readonly"),
+            ("database", "test"),
+            ("client_encoding", "BIG5"),
+        ],
+        &agent,
+    )
+    .await;
+    let (msgs, _) = {
+        s.write_all(&query_message(b"select '\xa4\x5c'; delete from t; -- '"))
+            .await
+            .unwrap();
+        response(&mut s).await.unwrap()
+    };
+    check_answer(&Expect::Deny("unknown".into()), &msgs).unwrap();
+    let (msgs, _) = simple(&mut s, "select 1").await.unwrap();
+    assert_eq!(first_cell(&msgs).as_deref(), Some("1"));
 
     // A script: the write is refused, the reads around it run.
     let o = psql(
