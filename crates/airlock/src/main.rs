@@ -187,16 +187,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // Every file and secret error at once, then what only building
             // the gateway checks (TLS material, issuers).
             let checked = airlock_config::check_file(&file)
-                .map_err(|errors| {
-                    anyhow::anyhow!(
-                        "{}",
-                        errors
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    )
-                })
+                .map_err(airlock::serve::config_errors)
                 .and_then(|cfg| {
                     // The dev issuer's JWKS address is only known once serving.
                     airlock_gateway::Gateway::new(&cfg, None).map_err(|e| anyhow::anyhow!("{e}"))

@@ -63,16 +63,13 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 /// Loads and validates a configuration file, formatting every error.
 pub fn load(path: &Path) -> Result<Config> {
-    Config::load(path).map_err(|errors| {
-        anyhow::anyhow!(
-            "{}",
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })
+    Config::load(path).map_err(config_errors)
+}
+
+/// One error listing every configuration error, one per line.
+pub fn config_errors(errors: Vec<airlock_config::ConfigError>) -> anyhow::Error {
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    anyhow::anyhow!("{}", lines.join("\n"))
 }
 
 /// Binds the listeners of `config` and starts serving. `config_path`, when
