@@ -71,7 +71,8 @@ impl PolicyInspector {
                 }
             }
         };
-        let analyzed = airlock_sql::cache::analyze(&self.policy.analyzer, &text);
+        let cached = airlock_sql::cache::analyze(&self.policy.analyzer, &text);
+        let analyzed = cached.statements;
         let needs_session = analyzed.iter().any(|s| {
             matches!(
                 s.kind,
@@ -98,8 +99,14 @@ impl PolicyInspector {
                 // Only a single-statement Query gets a real estimate: EXPLAIN
                 // takes one statement.
                 Evaluation::NeedsEstimate if statements.len() == 1 => {
+                    // A shared analysis's span belongs to another text.
+                    let span = if cached.exact {
+                        s.span
+                    } else {
+                        self.policy.analyzer.analyze(&text)[0].span
+                    };
                     return Verdict::Estimate {
-                        statement: text[s.span.0..s.span.1].to_string(),
+                        statement: text[span.0..span.1].to_string(),
                     };
                 }
                 Evaluation::NeedsEstimate => {

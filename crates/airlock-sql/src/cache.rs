@@ -1,7 +1,11 @@
 //! Analyses by query text, per thread.
 //!
 //! Each runtime thread keeps its own cache, so sessions never contend for a
-//! lock. Bounded two ways: texts over [`MAX_TEXT`] are not kept, and each
+//! lock. An analysis is kept under the exact text and, when the text has a
+//! [`shape`](crate::shape) and no literal value steered the analysis, under
+//! its shape too, so statements that differ only in inlined literals are
+//! parsed once. A shape hit's statement spans belong to the text first
+//! analyzed, not to the caller's: [`Cached::exact`] says which. Bounded two ways: texts over [`MAX_TEXT`] are not kept, and each
 //! thread keeps at most 2 × [`CAPACITY`] entries: when the current generation
 //! fills up it becomes the previous one and the one before is dropped, and a
 //! hit in the previous generation is promoted (an LRU approximation with O(1)
@@ -22,6 +26,19 @@ pub const MAX_TEXT: usize = 4096;
 
 type Entry = Arc<[Statement]>;
 
+/// An analysis from the cache.
+pub struct Cached {
+    pub statements: Entry,
+    /// Whether the analysis is of this very text (its spans are valid), as
+    /// opposed to another text of the same shape.
+    pub exact: bool,
+}
+
+/// Shape keys start with a NUL, which no query text contains.
+fn shape_key(sql: &str) -> Option<Box<str>> {
+    crate::shape::shape(sql).map(|s| format!("\0{s}").into())
+}
+
 #[derive(Default)]
 struct Generations {
     analyzer: u64,
@@ -34,9 +51,12 @@ thread_local! {
 }
 
 /// `analyzer.analyze(sql)`, from this thread's cache when it can be.
-pub fn analyze(analyzer: &Analyzer, sql: &str) -> Entry {
+pub fn analyze(analyzer: &Analyzer, sql: &str) -> Cached {
     if sql.len() > MAX_TEXT {
-        return analyzer.analyze(sql).into();
+        return Cached {
+            statements: analyzer.analyze(sql).into(),
+            exact: true,
+        };
     }
     CACHE.with_borrow_mut(|g| {
         if g.analyzer != analyzer.id() {
@@ -45,19 +65,48 @@ pub fn analyze(analyzer: &Analyzer, sql: &str) -> Entry {
                 ..Generations::default()
             };
         }
-        if let Some(hit) = g.current.get(sql) {
-            return Arc::clone(hit);
+        if let Some(hit) = g.get(sql) {
+            return Cached {
+                statements: hit,
+                exact: true,
+            };
         }
-        let entry = match g.previous.remove(sql) {
-            Some(hit) => hit,
-            None => analyzer.analyze(sql).into(),
-        };
-        if g.current.len() >= CAPACITY {
-            g.previous = std::mem::take(&mut g.current);
+        let shape = shape_key(sql);
+        if let Some(hit) = shape.as_deref().and_then(|k| g.get(k)) {
+            return Cached {
+                statements: hit,
+                exact: false,
+            };
         }
-        g.current.insert(sql.into(), Arc::clone(&entry));
-        entry
+        let (statements, read_literal) = analyzer.analyze_reporting(sql);
+        let entry: Entry = statements.into();
+        g.insert(sql.into(), Arc::clone(&entry));
+        if let Some(key) = shape.filter(|_| !read_literal) {
+            g.insert(key, Arc::clone(&entry));
+        }
+        Cached {
+            statements: entry,
+            exact: true,
+        }
     })
+}
+
+impl Generations {
+    fn get(&mut self, key: &str) -> Option<Entry> {
+        if let Some(hit) = self.current.get(key) {
+            return Some(Arc::clone(hit));
+        }
+        let (key, hit) = self.previous.remove_entry(key)?;
+        self.insert(key, Arc::clone(&hit));
+        Some(hit)
+    }
+
+    fn insert(&mut self, key: Box<str>, entry: Entry) {
+        if self.current.len() >= CAPACITY {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, entry);
+    }
 }
 
 #[cfg(test)]
@@ -67,11 +116,11 @@ mod tests {
     #[test]
     fn caches_per_analyzer_and_stays_bounded() {
         let a = Analyzer::default();
-        let first = analyze(&a, "select 1");
-        assert!(Arc::ptr_eq(&first, &analyze(&a, "select 1")));
+        let first = analyze(&a, "select 1").statements;
+        assert!(Arc::ptr_eq(&first, &analyze(&a, "select 1").statements));
         // Another analyzer (another policy) does not see the entry.
         let b = Analyzer::new(&["my_fn".into()]);
-        assert!(!Arc::ptr_eq(&first, &analyze(&b, "select 1")));
+        assert!(!Arc::ptr_eq(&first, &analyze(&b, "select 1").statements));
         for i in 0..3 * CAPACITY {
             analyze(&b, &format!("select {i}"));
         }
@@ -79,6 +128,27 @@ mod tests {
             assert!(g.current.len() <= CAPACITY && g.previous.len() <= CAPACITY);
         });
         let long = format!("select '{}'", "x".repeat(MAX_TEXT));
-        assert!(!Arc::ptr_eq(&analyze(&b, &long), &analyze(&b, &long)));
+        assert!(!Arc::ptr_eq(
+            &analyze(&b, &long).statements,
+            &analyze(&b, &long).statements
+        ));
+    }
+
+    #[test]
+    fn same_shape_shares_an_analysis_unless_a_literal_decided() {
+        let a = Analyzer::default();
+        let first = analyze(&a, "select v from t where id = 1");
+        let other = analyze(&a, "select v from t where id = 42");
+        assert!(first.exact && !other.exact);
+        assert!(Arc::ptr_eq(&first.statements, &other.statements));
+        let again = analyze(&a, "select v from t where id = 1");
+        assert!(again.exact, "the exact text is found first");
+
+        let off = analyze(&a, "explain (analyze 0) delete from t where id = 1");
+        let on = analyze(&a, "explain (analyze 1) delete from t where id = 1");
+        assert!(on.exact, "not shared: the literal decided");
+        let write = airlock_policy::Effect::Write;
+        assert!(!off.statements[0].effects.contains(write));
+        assert!(on.statements[0].effects.contains(write));
     }
 }

@@ -14,6 +14,7 @@
 pub mod cache;
 pub mod pg;
 pub mod scs;
+pub mod shape;
 mod walk;
 
 pub use pg::{Analyzer, SessionState, resolve};

@@ -155,6 +155,20 @@ impl Analyzer {
     /// statement. `EXECUTE` statements are not resolved here (see
     /// [`resolve`]), so the result can be cached by text.
     pub fn analyze(&self, sql: &str) -> Vec<Statement> {
+        self.analyze_reporting(sql).0
+    }
+
+    /// [`Analyzer::analyze`], and whether a literal's value steered the
+    /// classification (`EXPLAIN (ANALYZE 0)` and `(ANALYZE 1)` differ), in
+    /// which case the analysis must not be shared by statements of the same
+    /// shape.
+    pub fn analyze_reporting(&self, sql: &str) -> (Vec<Statement>, bool) {
+        READ_LITERAL.set(false);
+        let statements = self.analyze_uncached(sql);
+        (statements, READ_LITERAL.get())
+    }
+
+    fn analyze_uncached(&self, sql: &str) -> Vec<Statement> {
         let parsed = match pg_query::parse(sql) {
             Ok(p) => p,
             // pg_query decodes its tree with prost, whose depth limit (100)
@@ -598,11 +612,17 @@ fn explain_analyze(e: &protobuf::ExplainStmt) -> bool {
     })
 }
 
+thread_local! {
+    /// Set when an analysis lets a literal's value steer a classification.
+    static READ_LITERAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The truth of a DefElem argument: absent means true.
 fn const_truthy(arg: Option<&protobuf::Node>) -> bool {
     let Some(node) = arg.and_then(|a| a.node.as_ref()) else {
         return true;
     };
+    READ_LITERAL.set(true);
     match node {
         N::AConst(c) => match &c.val {
             Some(a_const::Val::Ival(i)) => i.ival != 0,
