@@ -11,6 +11,7 @@
 #   forwarder  pgbench -> bare tokio TCP forwarder (examples/tcp_forwarder.rs) -> PostgreSQL
 #   airlock    pgbench -> airlock serve (dev-issuer token as password) -> PostgreSQL
 #   airlock-b  the same with a second airlock binary (only with COMPARE_BIN)
+#   airlock-policy  the same binary with the example policy's guardrails loaded
 #
 # Every (mode, clients) cell runs all targets back to back, the start target
 # rotating each round, for ROUNDS rounds; the report gives the median TPS and
@@ -237,7 +238,7 @@ fi
 # An airlock instance with its own config, dev issuer and token: connection
 # `bench` (the database), role `app` (user postgres), read-write for group
 # `bench`.
-setup_airlock() { # name binary
+setup_airlock() { # name binary [extra yaml]
     local name=$1 port http
     [[ -x "$2" ]] || die "$2 is missing"
     port=$(free_port)
@@ -260,6 +261,7 @@ access:
     connections: [bench]
     roles: [app]
     mode: read-write
+${3:-}
 EOF
     T_BIN[$name]=$2
     T_PORT[$name]=$port; T_USER[$name]=app; T_DB[$name]=bench
@@ -269,6 +271,16 @@ EOF
 declare -A T_BIN
 if [[ " $TARGETS " == *" airlock "* ]]; then
     setup_airlock airlock "$AIRLOCK_BIN"
+fi
+# The guardrails of the product contract's example policy: what a realistic
+# deployment evaluates on every statement.
+GUARDRAILS='guardrails:
+  - {name: no-drop-database, match: {effects: [drop_database, alter_system, copy_program, unsafe_function]}, action: deny}
+  - {name: review-schema-changes, match: {effects: [ddl, truncate]}, action: approve, approvers: [dba]}
+  - {name: review-unbounded-writes, match: {statements: [update, delete], where: absent}, action: approve, approvers: [dba]}
+  - {name: review-large-writes, match: {statements: [update, delete], estimated_rows_over: 1000}, action: approve, approvers: [dba]}'
+if [[ " $TARGETS " == *" airlock-policy "* ]]; then
+    setup_airlock airlock-policy "$AIRLOCK_BIN" "$GUARDRAILS"
 fi
 if [[ " $TARGETS " == *" airlock-b "* ]]; then
     [[ -n "$COMPARE_BIN" ]] || die "target airlock-b needs COMPARE_BIN"

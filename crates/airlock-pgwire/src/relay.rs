@@ -1079,7 +1079,7 @@ mod tests {
         let resume = relay
             .handle_upstream(&mut up, &mut BytesMut::new(), &mut to_up)
             .unwrap();
-        assert!(resume && !relay.holding() || resume);
+        assert!(resume, "the answer lets the held query be judged");
         let _ = relay.handle_client(&mut input, &mut to_up).unwrap();
         assert_eq!(messages(to_up).len(), 1);
         assert!(input.is_empty());
