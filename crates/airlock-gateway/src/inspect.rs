@@ -92,10 +92,10 @@ impl PolicyInspector {
             Some(Plan::Unavailable) | None => Estimate::Unavailable,
         };
         let p = &self.policy;
-        let mut decisions = Vec::with_capacity(statements.len());
+        let mut decision = Decision::Allow;
         for s in statements {
-            match p.guardrails.evaluate(s, p.mode, &p.access_rule, estimate) {
-                Evaluation::Decided(d) => decisions.push(d),
+            let d = match p.guardrails.evaluate(s, p.mode, &p.access_rule, estimate) {
+                Evaluation::Decided(d) => d,
                 // Only a single-statement Query gets a real estimate: EXPLAIN
                 // takes one statement.
                 Evaluation::NeedsEstimate if statements.len() == 1 => {
@@ -114,15 +114,15 @@ impl PolicyInspector {
                         .guardrails
                         .evaluate(s, p.mode, &p.access_rule, Estimate::Unavailable)
                     {
-                        Evaluation::Decided(d) => decisions.push(d),
+                        Evaluation::Decided(d) => d,
                         Evaluation::NeedsEstimate => {
                             unreachable!("an unavailable estimate decides")
                         }
                     }
                 }
-            }
+            };
+            decision = decision.stricter(d);
         }
-        let decision = airlock_policy::guardrails::strictest(decisions);
         match decision {
             Decision::Allow => {
                 tracing::debug!(kinds = %kinds(statements), "allowed");

@@ -79,10 +79,6 @@ impl ClientHandshake {
         self.tls_active = true;
     }
 
-    pub fn tls_active(&self) -> bool {
-        self.tls_active
-    }
-
     /// Consumes what it can of `input`, writes answers to `out`.
     pub fn handle(&mut self, input: &mut BytesMut, out: &mut BytesMut) -> Step {
         match self.step(input, out) {

@@ -132,10 +132,6 @@ impl Guardrails {
         Guardrails { rules }
     }
 
-    pub fn rules(&self) -> &[Guardrail] {
-        &self.rules
-    }
-
     /// Evaluates one statement on a route with `mode` (`access_rule` names
     /// the access rule, for the message).
     pub fn evaluate(
