@@ -287,7 +287,7 @@ impl Demo {
             "airlock demo is running. Paste these in another terminal:\n\
              \n  # an AI agent (group ai-agents): read-only\n  {}\n\
              \n  # a DBA (group dba): read-write\n  {}\n\
-             \nTry: select name, email from customers limit 5;   delete from orders;  (refused for the agent)\n\
+             \nTry: select name, email from customers limit 5;   delete from orders;\n  (the agent is read-only; the DBA's unbounded delete needs an approval)\n\
              Press Ctrl-C to stop; everything the demo created is removed.",
             line("agent", "ai-agents", "readonly"),
             line("dba", "dba", "admin"),

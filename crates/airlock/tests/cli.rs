@@ -306,6 +306,17 @@ fn demo_prints_working_lines_and_cleans_up() {
         "{}",
         text(&out.stdout)
     );
+    // An unbounded delete is held for approval even for the DBA, and refused
+    // while approvals are not available; nothing is deleted.
+    let out = paste(&format!(r#"{dba} -c "delete from orders""#));
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("approval required (rule \"review-unbounded-writes\")"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = paste(&format!(r#"{agent} -c "select count(*) from orders""#));
+    assert!(text(&out.stdout).contains("6000"), "{}", text(&out.stdout));
 
     demo.interrupt();
     let status = demo.wait_for_exit(Duration::from_secs(20));
