@@ -988,22 +988,6 @@ async fn listen_notify_and_notices_arrive() {
 // ---------------------------------------------------------------------------
 // 8. pgbench.
 
-/// Drops the database when the test ends, however it ends.
-struct DropDatabase(String);
-
-impl Drop for DropDatabase {
-    fn drop(&mut self) {
-        let _ = common::psql(
-            &format!(
-                "host=127.0.0.1 port={} dbname=test user=postgres",
-                common::LOCAL_PG_PORT
-            ),
-            "",
-            &format!("drop database if exists {} with (force)", self.0),
-        );
-    }
-}
-
 async fn pgbench(gw: &Gateway, token: &str, args: &[&str]) -> Output {
     let (host, port, token) = (
         gw.pg.ip().to_string(),
@@ -1029,7 +1013,10 @@ async fn pgbench(gw: &Gateway, token: &str, args: &[&str]) -> Output {
 async fn pgbench_runs_through_the_gateway() {
     let db = common::unique("airlock_bench");
     direct(&format!("create database {db}")).await;
-    let _drop = DropDatabase(db.clone());
+    let _drop = common::Cleanup::sql(format!(
+        "drop database if exists {} with (force)",
+        db.clone()
+    ));
     let connections = format!(
         "  bench:\n    upstream: {{host: 127.0.0.1, port: {}, database: {db}, tls: disable}}\n    roles:\n      admin: {{user: postgres}}\n",
         common::LOCAL_PG_PORT
@@ -1160,22 +1147,6 @@ async fn session_is_cut_when_the_token_expires() {
     gw.stop().await;
 }
 
-/// Drops a table on the machine's PostgreSQL when the test ends.
-struct DropTable(String);
-
-impl Drop for DropTable {
-    fn drop(&mut self) {
-        let _ = common::psql(
-            &format!(
-                "host=127.0.0.1 port={} dbname=test user=postgres",
-                common::LOCAL_PG_PORT
-            ),
-            "",
-            &format!("drop table if exists {}", self.0),
-        );
-    }
-}
-
 /// Cutting a session must also stop what it is running upstream: a
 /// statement still executing when the token expires is canceled, so
 /// nothing it would do later (here, an INSERT) commits under an expired
@@ -1185,7 +1156,7 @@ async fn cut_session_stops_its_running_statement() {
     let gw = Gateway::start(&common::local_config("")).await;
     let table = common::unique("cut_write");
     direct(&format!("create table {table} (id int)")).await;
-    let _drop = DropTable(table.clone());
+    let _drop = common::Cleanup::sql(format!("drop table if exists {table}"));
     let token = gw.token_with("alice", &["dba"], Duration::from_secs(2));
     let (client, _conn) = connect(&gw, "test", "admin", &token).await;
     let started = Instant::now();

@@ -164,6 +164,26 @@ pub fn direct(sql: &str) -> String {
     stdout(&o)
 }
 
+/// Runs SQL directly on the machine's PostgreSQL when dropped, however the
+/// test ends: cleanup of databases and tables a test made.
+pub struct Cleanup(String);
+
+impl Cleanup {
+    pub fn sql(sql: String) -> Cleanup {
+        Cleanup(sql)
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = psql(
+            &format!("host=127.0.0.1 port={LOCAL_PG_PORT} dbname=test user=postgres"),
+            "",
+            &self.0,
+        );
+    }
+}
+
 /// A name unique within this test run, for tables and roles.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
