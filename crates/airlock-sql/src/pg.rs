@@ -90,8 +90,8 @@ const WRITING_FUNCTIONS: &[&str] = &[
     "lo_from_bytea",
     "lowrite",
     "lo_truncate",
-    "pg_advisory_lock",
-    "pg_advisory_xact_lock",
+    "pg_advisory_*",
+    "pg_try_advisory_*",
 ];
 
 /// Functions that change session settings.
@@ -248,6 +248,19 @@ impl Analyzer {
                 effects.insert(TransactionControl);
                 if begins_read_write(t) {
                     effects.insert(SessionConfig);
+                }
+                // Two-phase commit persists or commits a transaction, maybe
+                // another session's: that is a write.
+                use protobuf::TransactionStmtKind as T;
+                if [
+                    T::TransStmtPrepare,
+                    T::TransStmtCommitPrepared,
+                    T::TransStmtRollbackPrepared,
+                ]
+                .iter()
+                .any(|k| *k as i32 == t.kind)
+                {
+                    effects.insert(Write);
                 }
                 K::Transaction
             }

@@ -248,6 +248,21 @@ fn escapes_and_dangerous_things() {
         &[],
     );
     check("truncate t", &["truncate"], &["truncate"], &[]);
+    check("commit prepared 'x'", &["transaction"], &["write"], &[]);
+    check("rollback prepared 'x'", &["transaction"], &["write"], &[]);
+    check("prepare transaction 'x'", &["transaction"], &["write"], &[]);
+    check(
+        "commit",
+        &["transaction"],
+        &["transaction_control"],
+        &["write"],
+    );
+    check(
+        "select pg_try_advisory_lock(1)",
+        &["select"],
+        &["write"],
+        &[],
+    );
 }
 
 #[test]
