@@ -150,5 +150,13 @@ mod tests {
         let write = airlock_policy::Effect::Write;
         assert!(!off.statements[0].effects.contains(write));
         assert!(on.statements[0].effects.contains(write));
+
+        // `FROM ''` names no file; a real path must not inherit that.
+        let copy_file = airlock_policy::Effect::CopyFile;
+        let none = analyze(&a, "copy t from ''");
+        let file = analyze(&a, "copy t from '/etc/passwd'");
+        assert!(file.exact, "COPY analyses are not shared by shape");
+        assert!(!none.statements[0].effects.contains(copy_file));
+        assert!(file.statements[0].effects.contains(copy_file));
     }
 }

@@ -553,6 +553,9 @@ impl Analyzer {
         inner: &mut Option<Box<Statement>>,
     ) -> StatementKind {
         use Effect::*;
+        // Whether a file is named is read from a string literal (`FROM ''`
+        // names none): COPY analyses must not be shared by shape.
+        READ_LITERAL.set(true);
         if c.is_program {
             effects.insert(CopyProgram);
         } else if !c.filename.is_empty() {

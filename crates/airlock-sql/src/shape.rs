@@ -48,8 +48,13 @@ pub fn shape(sql: &str) -> Option<String> {
                 out.push_str(&sql[start..i]);
             }
             b'0'..=b'9' => {
+                let start = i;
                 while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
                     i += 1;
+                }
+                // `1.2.3` is two numbers to PostgreSQL.
+                if sql[start..i].matches('.').count() > 1 {
+                    return None;
                 }
                 if matches!(b.get(i), Some(b'e' | b'E')) {
                     i += 1;
@@ -169,6 +174,7 @@ mod tests {
             "select 'a' 'b'",
             "select 'a'\n'b'",
             "select 1e from t",
+            "select 1.2.3",
             "select 1e+ from t",
             "select 'unterminated",
             "select \"unterminated",
