@@ -1,7 +1,8 @@
 //! The shape cache must never let two statements that classify differently
-//! share an analysis. Checked over the policy evasion corpus: every text
-//! that has a shape is mutated (numbers and string contents changed), and
-//! the mutation must keep its shape and its classification; and any two
+//! share an analysis. Checked over the policy evasion corpus, for the texts
+//! the cache would share (those with a shape whose analysis read no literal
+//! value): every such text is mutated (numbers and string contents changed),
+//! and the mutation must keep its shape and its classification; and any two
 //! corpus texts of the same shape must classify the same.
 
 use std::collections::HashMap;
@@ -76,6 +77,9 @@ fn same_shape_same_classification() {
     let mut shaped = 0;
     for sql in texts() {
         let Some(key) = shape(&sql) else { continue };
+        if a.analyze_reporting(&sql).1 {
+            continue; // a literal decided: the cache does not share it
+        }
         shaped += 1;
         let class = classification(&a, &sql);
         let variant = mutate(&sql);
