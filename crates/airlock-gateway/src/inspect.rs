@@ -92,37 +92,29 @@ impl PolicyInspector {
             Some(Plan::Unavailable) | None => Estimate::Unavailable,
         };
         let p = &self.policy;
-        let mut decision = Decision::Allow;
-        for s in statements {
-            let d = match p.guardrails.evaluate(s, p.mode, &p.access_rule, estimate) {
-                Evaluation::Decided(d) => d,
-                // Only a single-statement Query gets a real estimate: EXPLAIN
-                // takes one statement.
-                Evaluation::NeedsEstimate if statements.len() == 1 => {
-                    // A shared analysis's span belongs to another text.
-                    let span = if cached.exact {
-                        s.span
-                    } else {
-                        self.policy.analyzer.analyze(&text)[0].span
-                    };
-                    return Verdict::Estimate {
-                        statement: text[span.0..span.1].to_string(),
-                    };
-                }
-                Evaluation::NeedsEstimate => {
-                    match p
-                        .guardrails
-                        .evaluate(s, p.mode, &p.access_rule, Estimate::Unavailable)
-                    {
-                        Evaluation::Decided(d) => d,
-                        Evaluation::NeedsEstimate => {
-                            unreachable!("an unavailable estimate decides")
-                        }
+        let decision = match statements {
+            // Only a single-statement Query gets a real estimate: EXPLAIN
+            // takes one statement.
+            [s] if estimate == Estimate::NotFetched => {
+                match p.guardrails.evaluate(s, p.mode, &p.access_rule, estimate) {
+                    Evaluation::Decided(d) => d,
+                    Evaluation::NeedsEstimate => {
+                        // A shared analysis's span belongs to another text.
+                        let span = if cached.exact {
+                            s.span
+                        } else {
+                            p.analyzer.analyze(&text)[0].span
+                        };
+                        return Verdict::Estimate {
+                            statement: text[span.0..span.1].to_string(),
+                        };
                     }
                 }
-            };
-            decision = decision.stricter(d);
-        }
+            }
+            _ => statements.iter().fold(Decision::Allow, |d, s| {
+                d.stricter(p.guardrails.decide(s, p.mode, &p.access_rule, estimate))
+            }),
+        };
         match decision {
             Decision::Allow => {
                 tracing::debug!(kinds = %kinds(statements), "allowed");

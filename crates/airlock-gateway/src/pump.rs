@@ -108,16 +108,26 @@ where
     pub async fn run(&mut self) -> PumpEnd {
         if !self.from_client.is_empty() && self.to_upstream.is_empty() {
             // Messages pipelined behind the password.
-            match self
-                .relay
-                .handle_client(&mut self.from_client, &mut self.to_upstream)
-            {
-                Ok(ClientFlow::Continue) => {}
-                Ok(ClientFlow::Terminate) => self.terminating = true,
-                Err(e) => return PumpEnd::Protocol(Side::Client, e),
+            if let Err(end) = self.feed_client() {
+                return end;
             }
         }
         poll_fn(|cx| self.poll(cx)).await
+    }
+
+    /// Hands what the client sent to the relay.
+    fn feed_client(&mut self) -> Result<(), PumpEnd> {
+        match self
+            .relay
+            .handle_client(&mut self.from_client, &mut self.to_upstream)
+        {
+            Ok(ClientFlow::Continue) => Ok(()),
+            Ok(ClientFlow::Terminate) => {
+                self.terminating = true;
+                Ok(())
+            }
+            Err(e) => Err(PumpEnd::Protocol(Side::Client, e)),
+        }
     }
 
     /// Whether the upstream may still be executing something for the client.
@@ -198,13 +208,8 @@ where
                     Poll::Ready(Ok(0)) => return Poll::Ready(PumpEnd::ClientClosed),
                     Poll::Ready(Ok(n)) => {
                         self.counters.client_to_upstream.increment(n as u64);
-                        match self
-                            .relay
-                            .handle_client(&mut self.from_client, &mut self.to_upstream)
-                        {
-                            Ok(ClientFlow::Continue) => {}
-                            Ok(ClientFlow::Terminate) => self.terminating = true,
-                            Err(e) => return Poll::Ready(PumpEnd::Protocol(Side::Client, e)),
+                        if let Err(end) = self.feed_client() {
+                            return Poll::Ready(end);
                         }
                         progress = true;
                     }
@@ -228,14 +233,11 @@ where
                         ) {
                             Ok(false) => {}
                             // A held message can be judged now.
-                            Ok(true) => match self
-                                .relay
-                                .handle_client(&mut self.from_client, &mut self.to_upstream)
-                            {
-                                Ok(ClientFlow::Continue) => {}
-                                Ok(ClientFlow::Terminate) => self.terminating = true,
-                                Err(e) => return Poll::Ready(PumpEnd::Protocol(Side::Client, e)),
-                            },
+                            Ok(true) => {
+                                if let Err(end) = self.feed_client() {
+                                    return Poll::Ready(end);
+                                }
+                            }
                             Err(e) => return Poll::Ready(PumpEnd::Protocol(Side::Upstream, e)),
                         }
                         progress = true;

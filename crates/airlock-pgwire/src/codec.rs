@@ -182,9 +182,9 @@ fn write_message(tag: u8, buf: &mut BytesMut, f: impl FnOnce(&mut BytesMut)) {
     buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
 }
 
-fn put_cstr(buf: &mut BytesMut, s: &str) {
+fn put_cstr(buf: &mut BytesMut, s: impl AsRef<[u8]>) {
     // NULs would end the field early and shift every later one.
-    buf.extend(s.bytes().filter(|&b| b != 0));
+    buf.extend(s.as_ref().iter().copied().filter(|&b| b != 0));
     buf.put_u8(0);
 }
 
@@ -327,6 +327,47 @@ pub fn negotiate_protocol_version(minor: i32, unrecognized: &[&str], buf: &mut B
 pub fn ssl_request(buf: &mut BytesMut) {
     buf.put_i32(8);
     buf.put_i32(SSL_REQUEST_CODE);
+}
+
+/// A Parse message with no parameter types.
+pub fn parse(statement: impl AsRef<[u8]>, sql: &str, buf: &mut BytesMut) {
+    write_message(b'P', buf, |b| {
+        put_cstr(b, statement);
+        put_cstr(b, sql);
+        b.put_i16(0);
+    });
+}
+
+/// A Bind message with no parameters, all results in text.
+pub fn bind(portal: &str, statement: &str, buf: &mut BytesMut) {
+    write_message(b'B', buf, |b| {
+        put_cstr(b, portal);
+        put_cstr(b, statement);
+        b.put_i16(0);
+        b.put_i16(0);
+        b.put_i16(0);
+    });
+}
+
+/// An Execute message fetching every row.
+pub fn execute(portal: &str, buf: &mut BytesMut) {
+    write_message(b'E', buf, |b| {
+        put_cstr(b, portal);
+        b.put_i32(0);
+    });
+}
+
+/// A Close message for a prepared statement (`S`) or portal (`P`).
+pub fn close(kind: u8, name: &str, buf: &mut BytesMut) {
+    write_message(b'C', buf, |b| {
+        b.put_u8(kind);
+        put_cstr(b, name);
+    });
+}
+
+/// A Sync message.
+pub fn sync(buf: &mut BytesMut) {
+    write_message(b'S', buf, |_| {});
 }
 
 /// A CancelRequest packet.

@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BytesMut};
 
 use crate::codec::{self, Notice, Severity};
 use crate::error::ProtocolError;
@@ -323,15 +323,7 @@ impl<I: Inspector> Relay<I> {
         self.next_refusal += 1;
         let token = format!("{REFUSED_TOKEN}{}", self.next_refusal);
         match parse_name {
-            Some(name) => {
-                to_upstream.put_u8(b'P');
-                to_upstream.put_i32((4 + name.len() + 1 + token.len() + 1 + 2) as i32);
-                to_upstream.extend_from_slice(name);
-                to_upstream.put_u8(0);
-                to_upstream.extend_from_slice(token.as_bytes());
-                to_upstream.put_u8(0);
-                to_upstream.put_i16(0);
-            }
+            Some(name) => codec::parse(name, &token, to_upstream),
             None => codec::query(&token, to_upstream),
         }
         if self.pending.len() == MAX_PENDING {
@@ -521,48 +513,19 @@ impl<I: Inspector> Relay<I> {
 /// ones), closing them before and after, then Sync. Closing a name that does
 /// not exist is not an error.
 fn internal_batch(statements: &[&str], out: &mut BytesMut) {
-    fn message(tag: u8, out: &mut BytesMut, body: impl FnOnce(&mut BytesMut)) {
-        out.put_u8(tag);
-        let at = out.len();
-        out.put_i32(0);
-        body(out);
-        let len = (out.len() - at) as i32;
-        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
-    }
-    fn cstr(out: &mut BytesMut, s: &str) {
-        out.extend_from_slice(s.as_bytes());
-        out.put_u8(0);
-    }
     let close = |out: &mut BytesMut, name: &str| {
-        for kind in [b'S', b'P'] {
-            message(b'C', out, |b| {
-                b.put_u8(kind);
-                cstr(b, name);
-            });
-        }
+        codec::close(b'S', name, out);
+        codec::close(b'P', name, out);
     };
     for (i, sql) in statements.iter().enumerate() {
         let name = format!("airlock_internal_{i}");
         close(out, &name);
-        message(b'P', out, |b| {
-            cstr(b, &name);
-            cstr(b, sql);
-            b.put_i16(0);
-        });
-        message(b'B', out, |b| {
-            cstr(b, &name);
-            cstr(b, &name);
-            b.put_i16(0);
-            b.put_i16(0);
-            b.put_i16(0);
-        });
-        message(b'E', out, |b| {
-            cstr(b, &name);
-            b.put_i32(0);
-        });
+        codec::parse(&name, sql, out);
+        codec::bind(&name, &name, out);
+        codec::execute(&name, out);
         close(out, &name);
     }
-    message(b'S', out, |_| {});
+    codec::sync(out);
 }
 
 /// The first column of a DataRow, as text.
@@ -588,6 +551,8 @@ fn cstr(body: &[u8]) -> Result<&[u8], ProtocolError> {
 
 #[cfg(test)]
 mod tests {
+    use bytes::BufMut;
+
     use super::*;
 
     fn msg(tag: u8, body: &[u8]) -> BytesMut {

@@ -161,6 +161,27 @@ impl Guardrails {
         }
     }
 
+    /// [`Guardrails::evaluate`] when no (further) estimate can be fetched:
+    /// a missing estimate counts as over every threshold.
+    pub fn decide(
+        &self,
+        stmt: &Statement,
+        mode: AccessMode,
+        access_rule: &str,
+        estimate: Estimate,
+    ) -> Decision {
+        let estimate = match estimate {
+            Estimate::NotFetched => Estimate::Unavailable,
+            e => e,
+        };
+        match self.evaluate(stmt, mode, access_rule, estimate) {
+            Evaluation::Decided(d) => d,
+            Evaluation::NeedsEstimate => {
+                unreachable!("rules decide once the estimate is known or unavailable")
+            }
+        }
+    }
+
     /// Every rule that matches `stmt` (the estimate taken as given), for
     /// `policy explain`.
     pub fn matches(&self, stmt: &Statement, estimate: Estimate) -> Vec<Match> {

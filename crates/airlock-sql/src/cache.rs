@@ -36,7 +36,9 @@ pub struct Cached {
 
 /// Shape keys start with a NUL, which no query text contains.
 fn shape_key(sql: &str) -> Option<Box<str>> {
-    crate::shape::shape(sql).map(|s| format!("\0{s}").into())
+    let mut prefix = String::with_capacity(sql.len() + 1);
+    prefix.push('\0');
+    crate::shape::shape_after(prefix, sql).map(String::into_boxed_str)
 }
 
 #[derive(Default)]

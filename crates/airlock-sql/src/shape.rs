@@ -17,8 +17,15 @@
 /// The shape of `sql`, or `None` when its text is outside the small language
 /// described above.
 pub fn shape(sql: &str) -> Option<String> {
+    shape_after(String::with_capacity(sql.len()), sql)
+}
+
+/// The shape of `sql`, appended to `prefix` (one allocation for a cache
+/// key that starts with a marker).
+pub fn shape_after(prefix: String, sql: &str) -> Option<String> {
     let b = sql.as_bytes();
-    let mut out = String::with_capacity(sql.len());
+    let mut out = prefix;
+    out.reserve(sql.len());
     let mut i = 0;
     // Two strings separated only by whitespace are one string to PostgreSQL
     // when a newline is among it, and an error otherwise: refuse both.

@@ -75,13 +75,17 @@ fn report(guardrails: &Guardrails, route: &Route, sql: &str, s: Statement) -> St
         .unwrap_or_default()
         .trim()
         .to_string();
-    let mut estimate = Estimate::NotFetched;
-    let decision = loop {
-        match guardrails.evaluate(&s, route.mode, &route.rule, estimate) {
-            Evaluation::Decided(d) => break d,
-            Evaluation::NeedsEstimate => estimate = Estimate::Unavailable,
-        }
+    // Explain has no database: no estimate counts as over the threshold.
+    let estimate_unavailable = matches!(
+        guardrails.evaluate(&s, route.mode, &route.rule, Estimate::NotFetched),
+        Evaluation::NeedsEstimate
+    );
+    let estimate = if estimate_unavailable {
+        Estimate::Unavailable
+    } else {
+        Estimate::NotFetched
     };
+    let decision = guardrails.decide(&s, route.mode, &route.rule, estimate);
     let matched = guardrails
         .matches(&s, estimate)
         .into_iter()
@@ -92,7 +96,7 @@ fn report(guardrails: &Guardrails, route: &Route, sql: &str, s: Statement) -> St
         statement: s,
         matched,
         decision,
-        estimate_unavailable: estimate == Estimate::Unavailable,
+        estimate_unavailable,
     }
 }
 
