@@ -12,6 +12,8 @@
 #   airlock    pgbench -> airlock serve (dev-issuer token as password) -> PostgreSQL
 #   airlock-b  the same with a second airlock binary (only with COMPARE_BIN)
 #   airlock-policy  the same binary with the example policy's guardrails loaded
+#   airlock-masking the same binary with masking rules loaded (two column
+#                   rules and every content detector)
 #
 # Every (mode, clients) cell runs all targets back to back, the start target
 # rotating each round, for ROUNDS rounds; the report gives the median TPS and
@@ -281,6 +283,16 @@ GUARDRAILS='guardrails:
   - {name: review-large-writes, match: {statements: [update, delete], estimated_rows_over: 1000}, action: approve, approvers: [dba]}'
 if [[ " $TARGETS " == *" airlock-policy "* ]]; then
     setup_airlock airlock-policy "$AIRLOCK_BIN" "$GUARDRAILS"
+fi
+# Two column rules and every detector: every text value pgbench reads is
+# scanned.
+MASKING='masking:
+  rules:
+    - {name: ssn, columns: ["*.ssn"], strategy: {partial: {keep_last: 4}}}
+    - {name: email, columns: ["*.email"], strategy: email}
+    - {name: detectors, detect: [credit_card, ssn, email, phone, iban, jwt, aws_access_key_id], strategy: redact}'
+if [[ " $TARGETS " == *" airlock-masking "* ]]; then
+    setup_airlock airlock-masking "$AIRLOCK_BIN" "$MASKING"
 fi
 if [[ " $TARGETS " == *" airlock-b "* ]]; then
     [[ -n "$COMPARE_BIN" ]] || die "target airlock-b needs COMPARE_BIN"

@@ -16,6 +16,9 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# psycopg, for the Python driver tests.
+python3 -c 'import psycopg' 2>/dev/null || python3 -m pip install -q 'psycopg[binary]>=3.1,<4'
+
 # initdb/pg_ctl/postgres are not on PATH in Debian's packaging.
 if ! command -v initdb >/dev/null 2>&1; then
   for f in /usr/lib/postgresql/*/bin/{initdb,pg_ctl,postgres}; do

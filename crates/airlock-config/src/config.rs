@@ -16,7 +16,7 @@ use crate::{ByteSize, ConfigError, Guardrail, HumanDuration, Secret, SessionLife
 
 /// airlock's configuration: listeners, identity, connections and who may use them.
 ///
-/// Sections the gateway does not implement yet (such as `masking`, `store` or `approvals`) are
+/// Sections the gateway does not implement yet (such as `store` or `approvals`) are
 /// unknown keys and rejected, so that nobody believes they are enforced.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
@@ -49,6 +49,9 @@ pub struct Config {
     /// and admin functions). A trailing `*` matches a prefix.
     #[serde(default)]
     pub unsafe_functions: Vec<String>,
+    /// Masking of sensitive values in results, COPY output, errors and notices.
+    #[serde(default)]
+    pub masking: crate::Masking,
     /// Resource limits.
     #[serde(default)]
     pub limits: Limits,
@@ -213,6 +216,9 @@ pub struct AccessRule {
     pub roles: Vec<String>,
     #[serde(default)]
     pub mode: AccessMode,
+    /// Sessions routed by this rule see result data unmasked (for approvers and DBAs).
+    #[serde(default)]
+    pub unmask: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -568,6 +574,7 @@ limits:
                     connections: strings(&["orders"]),
                     roles: strings(&["readonly"]),
                     mode: AccessMode::ReadOnly,
+                    unmask: false,
                 },
                 AccessRule {
                     name: "dba".into(),
@@ -576,10 +583,12 @@ limits:
                     connections: strings(&["*"]),
                     roles: strings(&["readonly", "admin"]),
                     mode: AccessMode::ReadWrite,
+                    unmask: false,
                 },
             ],
             guardrails: Vec::new(),
             unsafe_functions: Vec::new(),
+            masking: Default::default(),
             limits: Limits {
                 max_message_size: ByteSize(16 << 20),
                 startup_timeout: HumanDuration(Duration::from_secs(30)),
@@ -644,8 +653,8 @@ identity: {issuers: [{name: corp, issuer: https://x/, audience: airlock}]}
         let conn = "connections:\n  orders:\n    upstream: {host: h, database: d}\n    roles:\n";
         for (yaml, want) in [
             (
-                format!("{listen}masking:\n  - name: x\n"),
-                "t.yaml:3:1: unknown field `masking`, expected one of `listen`, `tls`, `identity`, `data_dir`, `connections`, `access`, `guardrails`, `unsafe_functions`, `limits`",
+                format!("{listen}store:\n  - name: x\n"),
+                "t.yaml:3:1: unknown field `store`, expected one of `listen`, `tls`, `identity`, `data_dir`, `connections`, `access`, `guardrails`, `unsafe_functions`, `masking`, `limits`",
             ),
             (
                 format!("{listen}  mysql: 127.0.0.1:6033\n"),

@@ -3,7 +3,7 @@
 //!
 //! - Syntax errors, values of the wrong type and unknown keys are reported as
 //!   `FILE:LINE:COLUMN: message`. Unknown keys are errors, never warnings: a section that airlock
-//!   does not implement yet (`masking`, `store`…) is rejected rather than silently
+//!   does not implement yet (`store`, `approvals`…) is rejected rather than silently
 //!   ignored, so nobody believes it is enforced.
 //! - Semantic rules (references between sections, listener and TLS safety, limits) are checked
 //!   after parsing. Every broken rule is reported, not only the first, as `FILE: KEY: message`.
@@ -27,6 +27,7 @@
 mod config;
 mod error;
 mod guardrails;
+mod masking;
 mod secret;
 mod units;
 mod validate;
@@ -39,6 +40,7 @@ pub use config::{
 };
 pub use error::ConfigError;
 pub use guardrails::{Guardrail, GuardrailAction, GuardrailMatch, WhereClause};
+pub use masking::{MaskRule, MaskStrategy, Masking, Partial};
 pub use secret::{ConnectionSecrets, ResolvedSecrets, Secret, SecretValue, TlsKeyPair};
 pub use units::{ByteSize, HumanDuration, SessionLifetime};
 
@@ -94,7 +96,7 @@ mod tests {
     fn schema_rejects_unknown_keys_and_inline_secrets() {
         let schema = json_schema();
         assert_eq!(schema["additionalProperties"], false);
-        assert!(schema["properties"].get("masking").is_none());
+        assert!(schema["properties"].get("store").is_none());
         let secret = &schema["definitions"]["Secret"];
         let variants = secret["oneOf"].as_array().unwrap();
         assert!(variants.iter().all(|v| v["type"] == "object"), "{secret:#}");
@@ -226,7 +228,7 @@ access:
 
         let bad = files.write(
             "bad.yaml",
-            "listen: {postgres: 127.0.0.1:6432}\nmasking: []\n",
+            "listen: {postgres: 127.0.0.1:6432}\nstore: []\n",
         );
         let errors: Vec<String> = check_file(&bad)
             .unwrap_err()
@@ -235,7 +237,7 @@ access:
             .collect();
         assert_eq!(errors.len(), 1);
         assert!(
-            errors[0].starts_with(&format!("{bad}:2:1: unknown field `masking`")),
+            errors[0].starts_with(&format!("{bad}:2:1: unknown field `store`")),
             "{}",
             errors[0]
         );

@@ -19,6 +19,7 @@ pub(crate) fn validate(config: &Config, origin: &str) -> Vec<ConfigError> {
     connections(config, &mut problems);
     access(config, &mut problems);
     guardrails(config, &mut problems);
+    masking(config, &mut problems);
     limits(config, &mut problems);
     problems.errors
 }
@@ -285,6 +286,44 @@ fn guardrails(config: &Config, p: &mut Problems) {
     for (i, f) in config.unsafe_functions.iter().enumerate() {
         if f.is_empty() || f.trim() != f {
             p.add(format!("unsafe_functions[{i}]"), "must be a function name");
+        }
+    }
+}
+
+fn masking(config: &Config, p: &mut Problems) {
+    use airlock_policy::masking::{ColumnPattern, Detector};
+    let mut names = HashMap::new();
+    for (i, r) in config.masking.rules.iter().enumerate() {
+        let at = |key: &str| format!("masking.rules[{i}]{key}");
+        if let Some(first) = names.insert(r.name.as_str(), i) {
+            p.add(
+                at(".name"),
+                format!("{:?} is already the name of masking.rules[{first}]", r.name),
+            );
+        }
+        if r.columns.is_empty() && r.detect.is_empty() {
+            p.add(at(""), "give columns, detect or both");
+        }
+        for (j, c) in r.columns.iter().enumerate() {
+            if let Err(e) = ColumnPattern::parse(c) {
+                p.add(at(&format!(".columns[{j}]")), e);
+            }
+        }
+        for (j, d) in r.detect.iter().enumerate() {
+            if Detector::from_name(d).is_none() {
+                p.add(
+                    at(&format!(".detect[{j}]")),
+                    format!("unknown detector {d:?}"),
+                );
+            }
+        }
+        if let crate::MaskStrategy::Partial(k) = r.strategy {
+            if k.keep_first == 0 && k.keep_last == 0 {
+                p.add(
+                    at(".strategy.partial"),
+                    "keeps nothing; give keep_first or keep_last, or use redact",
+                );
+            }
         }
     }
 }
@@ -590,6 +629,41 @@ unsafe_functions: ['']
             &format!(
                 "{base}guardrails:
   - {{name: ok, match: {{statements: [update, delete], where: absent, estimated_rows_over: 10}}, action: approve, approvers: [dba]}}
+"
+            ),
+            &[],
+        );
+    }
+
+    #[test]
+    fn masking() {
+        let base = format!("{LISTEN}{IDENTITY}");
+        check(
+            &format!(
+                "{base}masking:
+  rules:
+    - {{name: a, columns: [ssn, \"*.ssn\"], strategy: redact}}
+    - {{name: a, detect: [credit_card, dna], strategy: hash}}
+    - {{name: c, strategy: null}}
+    - {{name: d, columns: [\"x.y\"], strategy: {{partial: {{}}}}}}
+"
+            ),
+            &[
+                "t.yaml: masking.rules[0].columns[0]: \"ssn\" is not [schema.]table.column (use \"*.ssn\" for a column of any table)",
+                "t.yaml: masking.rules[1].name: \"a\" is already the name of masking.rules[0]",
+                "t.yaml: masking.rules[1].detect[1]: unknown detector \"dna\"",
+                "t.yaml: masking.rules[2]: give columns, detect or both",
+                "t.yaml: masking.rules[3].strategy.partial: keeps nothing; give keep_first or keep_last, or use redact",
+            ],
+        );
+        check(
+            &format!(
+                "{base}masking:
+  deny_predicates: true
+  rules:
+    - {{name: ssn, columns: [\"*.ssn\", public.customers.tax_id], strategy: {{partial: {{keep_last: 4}}}}}}
+    - {{name: email, columns: [\"*.email\"], strategy: email}}
+    - {{name: cards, detect: [credit_card], strategy: redact}}
 "
             ),
             &[],

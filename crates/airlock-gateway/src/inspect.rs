@@ -6,15 +6,22 @@
 //! the guardrails. Logs carry the decision, the rule, the statement kinds and
 //! effects, never the statement text (its literals may be sensitive).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use airlock_pgwire::relay::{Inspector, Plan, Verdict};
+use airlock_pgwire::relay::{Inspector, Plan, StatementRef, Verdict};
 use airlock_pgwire::sqlstate;
+use airlock_policy::lineage::{CopyFormat, Cursor, Lineage};
+use airlock_policy::masking::SensitiveCatalog;
 use airlock_policy::{
     AccessMode, Decision, Effect, Effects, Estimate, Evaluation, Guardrails, Statement,
     StatementKind,
 };
 use airlock_sql::{Analyzer, SessionState};
+use bytes::BytesMut;
+
+use crate::catalog::CatalogCache;
+use crate::mask::{self, CopyMask, Masking, RowMask};
 
 /// Client encodings whose bytes airlock can read as UTF-8.
 fn utf8_compatible(encoding: &str) -> bool {
@@ -31,6 +38,23 @@ pub struct SessionPolicy {
     pub mode: AccessMode,
     /// The access rule that granted the route, for messages.
     pub access_rule: String,
+    /// Result masking, unless the session is exempt or nothing is masked.
+    pub masking: Option<SessionMasking>,
+}
+
+/// What a masked session needs: the rules, the connection's catalog as the
+/// session started, and the cache to mark stale when the schema changes.
+pub struct SessionMasking {
+    pub masking: Arc<Masking>,
+    pub catalog: Arc<SensitiveCatalog>,
+    pub catalogs: Arc<CatalogCache>,
+    pub connection: String,
+}
+
+/// The mask of one result.
+pub enum ResultMask {
+    Rows(RowMask),
+    Copy(CopyMask),
 }
 
 /// One session's judge.
@@ -39,6 +63,15 @@ pub struct PolicyInspector {
     sql_state: SessionState,
     standard_conforming_strings: bool,
     utf8: bool,
+    /// With masking: the statements of each message the relay may still
+    /// ask about, by message id.
+    judged: HashMap<u64, Arc<[Statement]>>,
+    /// With masking: what each declared cursor returns.
+    cursors: HashMap<String, Lineage>,
+    /// With masking: the names the client gave Parse messages. SQL PREPARE
+    /// shares their namespace, and a statement it replaced behind the
+    /// relay's back would be described with the wrong lineage.
+    protocol_names: std::collections::HashSet<Vec<u8>>,
 }
 
 impl PolicyInspector {
@@ -48,13 +81,88 @@ impl PolicyInspector {
             sql_state: SessionState::default(),
             standard_conforming_strings: true,
             utf8: true,
+            judged: HashMap::new(),
+            cursors: HashMap::new(),
+            protocol_names: Default::default(),
         }
+    }
+
+    /// The statement a result answers, when known.
+    fn statement(&self, at: StatementRef) -> Option<&Statement> {
+        self.judged.get(&at.id)?.get(at.index)
+    }
+
+    /// The lineage of the rows a result carries: a FETCH's come from its
+    /// cursor's query. Unknown statements and cursors trace to nothing
+    /// (everything that may be sensitive is masked).
+    fn lineage(&self, at: StatementRef) -> Lineage {
+        match self.statement(at) {
+            Some(s) => match &s.lineage.cursor {
+                Some(Cursor::Fetch(name)) => self
+                    .cursors
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(Lineage::opaque),
+                _ => s.lineage.clone(),
+            },
+            None => Lineage::opaque(),
+        }
+    }
+
+    /// The masking policy's refusal of a statement, if any.
+    fn masking_refusal(&mut self, text: &str, statements: &[Statement]) -> Option<Verdict> {
+        let m = self.policy.masking.as_ref()?;
+        for s in statements {
+            if let Err(refusal) = m.masking.policy.check(&m.catalog, s) {
+                tracing::info!(kind = %s.kind, "statement denied by masking");
+                return Some(Verdict::Refuse {
+                    code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                    message: format!("airlock: statement denied by masking: {refusal}"),
+                });
+            }
+        }
+        // (DEALLOCATE alone is harmless: a Bind of the name then fails.)
+        let shadows = |s: &Statement| {
+            s.kind == StatementKind::Prepare
+                && s.name
+                    .as_ref()
+                    .is_some_and(|n| self.protocol_names.contains(n.as_bytes()))
+        };
+        if statements.iter().any(shadows) {
+            return Some(Verdict::Refuse {
+                code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                message: "airlock: statement denied by masking: SQL PREPARE may not reuse the name of a statement prepared with the extended protocol in a masked session".into(),
+            });
+        }
+        let writes = statements.iter().any(|s| s.effects.contains(Effect::Write));
+        if writes && airlock_mask::looks_masked(text.as_bytes()) {
+            return Some(masked_write_refusal());
+        }
+        None
+    }
+
+    /// Keeps what later results of message `id` need: its statements, and
+    /// the cursors it declares. A schema change makes the connection's
+    /// catalog stale.
+    fn remember(&mut self, id: u64, statements: Arc<[Statement]>) {
+        let Some(m) = &self.policy.masking else {
+            return;
+        };
+        for s in statements.iter() {
+            if s.effects.contains(Effect::Ddl) {
+                m.catalogs.invalidate(&m.connection);
+            }
+            if let Some(Cursor::Declare(name)) = &s.lineage.cursor {
+                self.cursors.insert(name.clone(), s.lineage.clone());
+            }
+        }
+        self.judged.insert(id, statements);
     }
 
     /// Judges one message. `plan` is the upstream's plan when one was asked
     /// for; `None` for a Parse, whose parameters are not known yet, so no
     /// estimate can be had.
-    fn judge(&mut self, bytes: &[u8], plan: Option<Plan<'_>>) -> Verdict {
+    fn judge(&mut self, id: u64, bytes: &[u8], plan: Option<Plan<'_>>) -> Verdict {
         let text = match self.text(bytes) {
             Ok(t) => t,
             Err(refusal) => return refusal,
@@ -79,20 +187,19 @@ impl PolicyInspector {
                 StatementKind::Prepare | StatementKind::Execute | StatementKind::Deallocate
             ) || s.nested.contains(&StatementKind::Execute)
         });
-        let resolved;
-        let statements: &[Statement] = if needs_session {
-            resolved = airlock_sql::resolve(&analyzed, &mut self.sql_state);
-            &resolved
+        let statements: Arc<[Statement]> = if needs_session {
+            airlock_sql::resolve(&analyzed, &mut self.sql_state).into()
         } else {
-            &analyzed
+            analyzed
         };
+        let statements = &statements;
         let estimate = match plan {
             Some(Plan::NotFetched) => Estimate::NotFetched,
             Some(Plan::Json(json)) => plan_rows(json).map_or(Estimate::Unavailable, Estimate::Rows),
             Some(Plan::Unavailable) | None => Estimate::Unavailable,
         };
         let p = &self.policy;
-        let decision = match statements {
+        let decision = match &statements[..] {
             // Only a single-statement Query gets a real estimate: EXPLAIN
             // takes one statement.
             [s] if estimate == Estimate::NotFetched => {
@@ -117,6 +224,10 @@ impl PolicyInspector {
         };
         match decision {
             Decision::Allow => {
+                if let Some(refusal) = self.masking_refusal(&text, statements) {
+                    return refusal;
+                }
+                self.remember(id, Arc::clone(statements));
                 tracing::debug!(kinds = %kinds(statements), "allowed");
                 // A setting change (or SQL the analyzer cannot see) may alter
                 // how the next statement parses: `standard_conforming_strings`
@@ -208,13 +319,133 @@ fn plan_rows(json: &str) -> Option<u64> {
     max
 }
 
+fn masked_write_refusal() -> Verdict {
+    Verdict::Refuse {
+        code: sqlstate::INSUFFICIENT_PRIVILEGE,
+        message: format!(
+            "airlock: statement denied by masking: it writes a value that looks like a masking placeholder (\"{}\" or a hash_ pseudonym); writing masked values back would corrupt the data",
+            airlock_mask::PLACEHOLDER
+        ),
+    }
+}
+
+/// The parameter values of a Bind message body.
+fn bind_parameters(body: &[u8]) -> Option<Vec<&[u8]>> {
+    let skip_cstr = |at: usize| -> Option<usize> {
+        Some(at + body.get(at..)?.iter().position(|&b| b == 0)? + 1)
+    };
+    let i16_at = |at: usize| -> Option<i16> { Some(i16::from_be_bytes(body.get(at..at + 2)?.try_into().ok()?)) };
+    let mut at = skip_cstr(skip_cstr(0)?)?;
+    let formats = i16_at(at)?.max(0) as usize;
+    at += 2 + 2 * formats;
+    let count = i16_at(at)?.max(0) as usize;
+    at += 2;
+    let mut values = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        if len >= 0 {
+            values.push(body.get(at..at + len as usize)?);
+            at += len as usize;
+        }
+    }
+    Some(values)
+}
+
 impl Inspector for PolicyInspector {
-    fn query(&mut self, sql: &[u8], plan: Plan<'_>) -> Verdict {
-        self.judge(sql, Some(plan))
+    type Mask = ResultMask;
+
+    fn query(&mut self, id: u64, sql: &[u8], plan: Plan<'_>) -> Verdict {
+        self.judge(id, sql, Some(plan))
     }
 
-    fn parse(&mut self, _name: &[u8], sql: &[u8]) -> Verdict {
-        self.judge(sql, None)
+    fn parse(&mut self, id: u64, name: &[u8], sql: &[u8]) -> Verdict {
+        if self.policy.masking.is_some() && !name.is_empty() {
+            self.protocol_names.insert(name.to_vec());
+        }
+        self.judge(id, sql, None)
+    }
+
+    fn bind(&mut self, id: u64, body: &[u8]) -> Verdict {
+        let Some(statements) = self.judged.get(&id) else {
+            return Verdict::Forward;
+        };
+        if !statements.iter().any(|s| s.effects.contains(Effect::Write)) {
+            return Verdict::Forward;
+        }
+        match bind_parameters(body) {
+            Some(values) if values.iter().any(|v| airlock_mask::looks_masked(v)) => {
+                masked_write_refusal()
+            }
+            Some(_) => Verdict::Forward,
+            None => Verdict::Refuse {
+                code: sqlstate::PROTOCOL_VIOLATION,
+                message: "airlock: malformed Bind message".into(),
+            },
+        }
+    }
+
+    fn forget(&mut self, id: u64) {
+        self.judged.remove(&id);
+    }
+
+    fn masks(&self) -> bool {
+        self.policy.masking.is_some()
+    }
+
+    fn describe(&mut self, at: StatementRef, body: &[u8]) -> Option<Arc<ResultMask>> {
+        let m = self.policy.masking.as_ref()?;
+        let Some(fields) = mask::fields(body) else {
+            return Some(Arc::new(ResultMask::Rows(RowMask::everything(&m.masking))));
+        };
+        let origins: Vec<_> = fields.iter().map(|f| f.0).collect();
+        if origins.iter().any(|o| !m.catalog.knows(o.table_oid)) {
+            // A relation created since the catalog was read: the next
+            // session reads it again.
+            m.catalogs.invalidate(&m.connection);
+        }
+        let plan = m.masking.policy.plan(&m.catalog, &self.lineage(at), &origins);
+        RowMask::new(&m.masking, plan, &fields).map(|r| Arc::new(ResultMask::Rows(r)))
+    }
+
+    fn copy_out(&mut self, at: StatementRef, _body: &[u8]) -> Option<Arc<ResultMask>> {
+        let m = self.policy.masking.as_ref()?;
+        let lineage = self.lineage(at);
+        // No known format (the statement is not a traced COPY): rows cannot
+        // be read, so none pass.
+        let format = lineage.copy.unwrap_or(CopyFormat::Binary);
+        let plan = m.masking.policy.copy_plan(&m.catalog, &lineage);
+        CopyMask::new(&m.masking, plan, format).map(|c| Arc::new(ResultMask::Copy(c)))
+    }
+
+    fn mask_row(&mut self, mask: &ResultMask, body: &[u8], out: &mut BytesMut) {
+        match mask {
+            ResultMask::Rows(r) => r.data_row(body, out),
+            // Rows where COPY data was expected: mask them whole.
+            ResultMask::Copy(c) => RowMask::everything(c.masking()).data_row(body, out),
+        }
+    }
+
+    fn mask_copy(&mut self, mask: &ResultMask, body: &[u8], out: &mut BytesMut) {
+        if let ResultMask::Copy(c) = mask {
+            c.copy_data(body, out);
+        }
+    }
+
+    fn scrub(&mut self, at: Option<StatementRef>, tag: u8, body: &[u8], out: &mut BytesMut) -> bool {
+        let Some(m) = self.policy.masking.as_ref() else {
+            return false;
+        };
+        match tag {
+            b'E' | b'N' => {
+                let sensitive = match at.and_then(|at| self.statement(at)) {
+                    Some(s) => m.masking.policy.touches_sensitive(&m.catalog, &s.relations),
+                    None => m.catalog.any_sensitive,
+                };
+                mask::notice(&m.masking, tag, body, sensitive, out)
+            }
+            _ => mask::async_message(&m.masking, tag, body, out),
+        }
     }
 
     fn parameter_status(&mut self, name: &str, value: &str) {

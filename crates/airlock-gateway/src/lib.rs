@@ -14,7 +14,9 @@
 #![forbid(unsafe_code)]
 
 pub mod cancel;
+pub mod catalog;
 pub mod inspect;
+pub mod mask;
 pub mod metrics;
 pub mod pump;
 mod session;

@@ -56,7 +56,7 @@ pub struct ByteCounters {
 }
 
 /// The buffers and streams of a ready session.
-pub struct Pump<C, U, I> {
+pub struct Pump<C, U, I: Inspector> {
     pub client: C,
     pub upstream: U,
     relay: Relay<I>,

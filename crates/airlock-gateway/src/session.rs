@@ -18,7 +18,7 @@ use tracing::{Instrument, field};
 
 use crate::Gateway;
 use crate::cancel::{CancelKey, CancelTarget};
-use crate::inspect::{PolicyInspector, SessionPolicy};
+use crate::inspect::{PolicyInspector, SessionMasking, SessionPolicy};
 use crate::pump::{Pump, PumpEnd, Side};
 use crate::snapshot::Snapshot;
 use crate::stream::{ClientStream, MaybeTls};
@@ -83,6 +83,8 @@ struct Opened {
     upstream: crate::stream::UpstreamStream,
     status: u8,
     cancel: CancelKey,
+    /// The connection's catalog as masking sees it, for a masked session.
+    catalog: Option<Arc<airlock_policy::masking::SensitiveCatalog>>,
 }
 
 /// Runs the handshake, verifies the token, routes and opens the upstream.
@@ -191,7 +193,7 @@ async fn open(
         upstream::connect(&conn.target, credential, &settings),
     )
     .await;
-    let (upstream, ready) = match connected {
+    let (mut upstream, ready) = match connected {
         Ok(Ok(ok)) => ok,
         Ok(Err(e)) => {
             upstream_failed(out, &route, &e);
@@ -212,6 +214,36 @@ async fn open(
     };
     gateway.metrics.upstream_login(started.elapsed());
 
+    // A masked session needs the upstream's catalog before its first
+    // statement; without it nothing could be masked, so the session is
+    // refused.
+    let catalog = if snapshot.masking.is_active() && !route.unmask {
+        match snapshot.catalogs.fresh(&route.connection) {
+            Some(c) => Some(c),
+            None => match crate::catalog::read(&mut upstream, &snapshot.masking.policy).await {
+                Ok(c) => {
+                    let c = Arc::new(c);
+                    snapshot.catalogs.insert(&route.connection, Arc::clone(&c));
+                    Some(c)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the upstream catalog for masking");
+                    fatal(
+                        out,
+                        sqlstate::SYSTEM_ERROR,
+                        &format!(
+                            "airlock: connection \"{}\" cannot be masked: reading its catalog failed",
+                            route.connection
+                        ),
+                    );
+                    return None;
+                }
+            },
+        }
+    } else {
+        None
+    };
+
     let cancel = gateway.cancels.register(CancelTarget {
         host: conn.target.host.clone(),
         port: conn.target.port,
@@ -228,6 +260,7 @@ async fn open(
         upstream,
         status: ready.status,
         cancel,
+        catalog,
     })
 }
 
@@ -314,6 +347,12 @@ async fn run(
         guardrails: Arc::clone(&snapshot.guardrails),
         mode: opened.route.mode,
         access_rule: opened.route.rule.clone(),
+        masking: opened.catalog.map(|catalog| SessionMasking {
+            masking: Arc::clone(&snapshot.masking),
+            catalog,
+            catalogs: Arc::clone(&snapshot.catalogs),
+            connection: opened.route.connection.clone(),
+        }),
     });
     for (name, value) in &opened.parameters {
         inspector.parameter_status(name, value);

@@ -15,6 +15,8 @@ use airlock_pgwire::startup::TlsOffer;
 use airlock_policy::{AccessMode, AccessPolicy, AccessRule, Effects, Guardrail, Guardrails};
 use airlock_sql::Analyzer;
 
+use crate::catalog::CatalogCache;
+use crate::mask::Masking;
 use crate::tls::{self, TlsError};
 use crate::upstream::{Credential, UpstreamTarget, UpstreamTls};
 
@@ -43,6 +45,18 @@ pub struct Snapshot {
     pub limits: Limits,
     pub session_lifetime: SessionLifetime,
     pub verifier: Arc<Verifier>,
+    pub masking: Arc<Masking>,
+    /// Upstream catalogs as masking sees them; a reload starts afresh.
+    pub catalogs: Arc<CatalogCache>,
+}
+
+/// Why a snapshot could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("masking: the hash key in {0}: {1}")]
+    MaskKey(std::path::PathBuf, std::io::Error),
 }
 
 impl Snapshot {
@@ -51,7 +65,7 @@ impl Snapshot {
         config: &Config,
         secrets: &ResolvedSecrets,
         verifier: Arc<Verifier>,
-    ) -> Result<Snapshot, TlsError> {
+    ) -> Result<Snapshot, BuildError> {
         let tls = match &secrets.tls {
             Some(pair) if config.tls_mode() != TlsMode::Disabled => Some(tls::acceptor(
                 pair.cert_pem.expose(),
@@ -108,7 +122,21 @@ impl Snapshot {
             };
             connections.insert(name.clone(), ConnectionRuntime { target, roles });
         }
+        let masking_policy = masking_policy(config);
+        // The key is only needed (and only created) for the hash strategy.
+        let masker = if masking_policy
+            .rules
+            .iter()
+            .any(|r| r.strategy == airlock_policy::masking::Strategy::Hash)
+        {
+            airlock_mask::Masker::load_or_create(&config.data_dir)
+                .map_err(|e| BuildError::MaskKey(config.data_dir.clone(), e))?
+        } else {
+            airlock_mask::Masker::new([0; 32])
+        };
         Ok(Snapshot {
+            masking: Arc::new(Masking::new(masking_policy, masker)),
+            catalogs: Arc::default(),
             access: access_policy(config),
             analyzer: Arc::new(Analyzer::new(&config.unsafe_functions)),
             guardrails: Arc::new(guardrails(config)),
@@ -142,6 +170,7 @@ pub fn access_policy(config: &Config) -> AccessPolicy {
                 airlock_config::AccessMode::ReadOnly => AccessMode::ReadOnly,
                 airlock_config::AccessMode::ReadWrite => AccessMode::ReadWrite,
             },
+            unmask: r.unmask,
         })
         .collect();
     let connections: BTreeMap<String, Vec<String>> = config
@@ -186,4 +215,38 @@ pub fn guardrails(config: &Config) -> Guardrails {
         })
         .collect();
     Guardrails::new(rules)
+}
+
+/// The policy core's view of the `masking` section. Patterns and detector
+/// names were validated with the configuration.
+pub fn masking_policy(config: &Config) -> airlock_policy::masking::MaskingPolicy {
+    use airlock_config::MaskStrategy;
+    use airlock_policy::masking::{ColumnPattern, Detector, MaskRule, MaskingPolicy, Strategy};
+    MaskingPolicy {
+        rules: config
+            .masking
+            .rules
+            .iter()
+            .map(|r| MaskRule {
+                name: r.name.clone(),
+                columns: r
+                    .columns
+                    .iter()
+                    .filter_map(|c| ColumnPattern::parse(c).ok())
+                    .collect(),
+                detect: r.detect.iter().filter_map(|d| Detector::from_name(d)).collect(),
+                strategy: match r.strategy {
+                    MaskStrategy::Redact => Strategy::Redact,
+                    MaskStrategy::Partial(p) => Strategy::Partial {
+                        keep_first: p.keep_first,
+                        keep_last: p.keep_last,
+                    },
+                    MaskStrategy::Email => Strategy::Email,
+                    MaskStrategy::Hash => Strategy::Hash,
+                    MaskStrategy::Null => Strategy::Null,
+                },
+            })
+            .collect(),
+        deny_predicates: config.masking.deny_predicates,
+    }
 }

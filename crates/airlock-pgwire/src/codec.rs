@@ -339,7 +339,7 @@ pub fn parse(statement: impl AsRef<[u8]>, sql: &str, buf: &mut BytesMut) {
 }
 
 /// A Bind message with no parameters, all results in text.
-pub fn bind(portal: &str, statement: &str, buf: &mut BytesMut) {
+pub fn bind(portal: impl AsRef<[u8]>, statement: impl AsRef<[u8]>, buf: &mut BytesMut) {
     write_message(b'B', buf, |b| {
         put_cstr(b, portal);
         put_cstr(b, statement);
@@ -360,6 +360,14 @@ pub fn execute(portal: &str, buf: &mut BytesMut) {
 /// A Close message for a prepared statement (`S`) or portal (`P`).
 pub fn close(kind: u8, name: &str, buf: &mut BytesMut) {
     write_message(b'C', buf, |b| {
+        b.put_u8(kind);
+        put_cstr(b, name);
+    });
+}
+
+/// A Describe message for a prepared statement (`S`) or portal (`P`).
+pub fn describe(kind: u8, name: impl AsRef<[u8]>, buf: &mut BytesMut) {
+    write_message(b'D', buf, |b| {
         b.put_u8(kind);
         put_cstr(b, name);
     });

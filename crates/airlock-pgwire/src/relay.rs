@@ -18,7 +18,8 @@
 //! refusal on its way back. Nothing of the refused message reaches the
 //! upstream.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::{Buf, BytesMut};
 
@@ -34,6 +35,15 @@ const REFUSED_TOKEN: &str = "AIRLOCK_REFUSED_";
 
 /// The syntax error PostgreSQL raises for a refusal's stand-in.
 const SYNTAX_ERROR: &str = "42601";
+/// The error PostgreSQL raises for a refused Bind's stand-in.
+const UNDEFINED_STATEMENT: &str = "26000";
+
+/// What replaces a refused message upstream.
+enum Standin {
+    Query,
+    Parse(Vec<u8>),
+    Bind(Vec<u8>),
+}
 
 /// How long refusals wait for their error before being forgotten (their
 /// stand-in was skipped because an earlier error aborted the batch).
@@ -72,18 +82,70 @@ pub enum Plan<'a> {
     Json(&'a str),
 }
 
-/// Judges statements for a [`Relay`]. Implemented by the gateway with the
-/// policy core; the relay knows nothing of SQL.
+/// The statement a result belongs to: the Query or Parse message the relay
+/// numbered `id` when it passed it to the inspector, and for a simple Query,
+/// the statement's position in its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatementRef {
+    pub id: u64,
+    pub index: usize,
+}
+
+/// Judges statements and masks results for a [`Relay`]. Implemented by the
+/// gateway with the policy core; the relay knows nothing of SQL. The masking
+/// methods have pass-through defaults.
 pub trait Inspector {
+    /// How one result's rows are masked, as the inspector decided from its
+    /// RowDescription or CopyOutResponse.
+    type Mask;
+
     /// The text of a simple Query message (all its statements), as bytes in
     /// the session's client encoding, with the plan fetched for it when the
-    /// inspector asked for one.
-    fn query(&mut self, sql: &[u8], plan: Plan<'_>) -> Verdict;
+    /// inspector asked for one. `id` numbers the message for later calls.
+    fn query(&mut self, id: u64, sql: &[u8], plan: Plan<'_>) -> Verdict;
     /// The statement text of a Parse message creating statement `name`.
-    fn parse(&mut self, name: &[u8], sql: &[u8]) -> Verdict;
+    fn parse(&mut self, id: u64, name: &[u8], sql: &[u8]) -> Verdict;
+    /// A Bind of the statement Parse message `id` created, with the Bind
+    /// message's body (parameters included).
+    fn bind(&mut self, _id: u64, _body: &[u8]) -> Verdict {
+        Verdict::Forward
+    }
+    /// Message `id` will not be referred to again.
+    fn forget(&mut self, _id: u64) {}
     /// A ParameterStatus the upstream reported (`standard_conforming_strings`,
     /// `client_encoding`…).
     fn parameter_status(&mut self, name: &str, value: &str);
+    /// Whether results may need masking: the relay then makes sure every
+    /// Execute's result is described before its rows arrive.
+    fn masks(&self) -> bool {
+        false
+    }
+    /// A result's RowDescription body: how to mask its rows (`None`: they
+    /// pass).
+    fn describe(&mut self, _at: StatementRef, _fields: &[u8]) -> Option<Arc<Self::Mask>> {
+        None
+    }
+    /// A CopyOutResponse body: how to mask the COPY's data rows.
+    fn copy_out(&mut self, _at: StatementRef, _body: &[u8]) -> Option<Arc<Self::Mask>> {
+        None
+    }
+    /// Writes DataRow `body`, masked, as a whole message to `out`.
+    fn mask_row(&mut self, _mask: &Self::Mask, _body: &[u8], _out: &mut BytesMut) {}
+    /// Writes CopyData `body`, masked, as a whole message to `out`.
+    fn mask_copy(&mut self, _mask: &Self::Mask, _body: &[u8], _out: &mut BytesMut) {}
+    /// An ErrorResponse, NoticeResponse, NotificationResponse or
+    /// ParameterStatus (by `tag`) on its way to the client, answering
+    /// statement `at` when known. Returns whether it wrote a replacement
+    /// message to `out`; otherwise the message is forwarded as it is.
+    fn scrub(
+        &mut self,
+        _at: Option<StatementRef>,
+        _tag: u8,
+        _body: &[u8],
+        _out: &mut BytesMut,
+    ) -> bool {
+        false
+    }
 }
 
 /// An inspector that forwards everything.
@@ -91,13 +153,112 @@ pub trait Inspector {
 pub struct PassThrough;
 
 impl Inspector for PassThrough {
-    fn query(&mut self, _: &[u8], _: Plan<'_>) -> Verdict {
+    type Mask = ();
+    fn query(&mut self, _: u64, _: &[u8], _: Plan<'_>) -> Verdict {
         Verdict::Forward
     }
-    fn parse(&mut self, _: &[u8], _: &[u8]) -> Verdict {
+    fn parse(&mut self, _: u64, _: &[u8], _: &[u8]) -> Verdict {
         Verdict::Forward
     }
     fn parameter_status(&mut self, _: &str, _: &str) {}
+}
+
+/// A prepared statement: the id of the Parse that created it, shared by
+/// everything that refers to it (its name, the portals bound to it, the
+/// answers still due). The inspector forgets it once nothing does.
+type Statement = Arc<u64>;
+
+/// What the upstream owes the client for one forwarded message, in order.
+enum Expect<M> {
+    /// A simple Query: results, statement by statement, then ReadyForQuery.
+    Query {
+        id: u64,
+        index: usize,
+    },
+    Parse {
+        id: Statement,
+        name: Vec<u8>,
+    },
+    Bind {
+        name: Vec<u8>,
+        bound: Arc<Bound<M>>,
+    },
+    DescribeStatement {
+        id: Option<Statement>,
+    },
+    /// A portal's RowDescription or NoData, for a Describe sent in `epoch`;
+    /// `injected` when the relay sent the Describe itself (the answer is the
+    /// relay's, not the client's).
+    DescribePortal {
+        bound: Arc<Bound<M>>,
+        epoch: u64,
+        injected: bool,
+    },
+    /// `started` once its first answer arrived.
+    Execute {
+        bound: Arc<Bound<M>>,
+        started: bool,
+    },
+    CloseStatement {
+        name: Vec<u8>,
+    },
+    ClosePortal {
+        name: Vec<u8>,
+    },
+    Sync,
+}
+
+/// A portal as one Bind created it. The answers due for it hold it, not its
+/// name: a Bind or Close of the same name queued behind them must not change
+/// what they refer to.
+struct Bound<M> {
+    /// Its statement; `None` when the relay saw no Bind for it (a cursor
+    /// declared in SQL).
+    id: Option<Statement>,
+    /// The last answered Describe of it: the epoch the Describe was sent in,
+    /// and how to mask the rows.
+    answer: Mutex<Option<(u64, Option<Arc<M>>)>>,
+}
+
+impl<M> Bound<M> {
+    fn new(id: Option<Statement>) -> Arc<Self> {
+        Arc::new(Bound {
+            id,
+            answer: Mutex::new(None),
+        })
+    }
+
+    fn answer(&self) -> MutexGuard<'_, Option<(u64, Option<Arc<M>>)>> {
+        // Never locked across a call out of the relay: cannot be poisoned.
+        self.answer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A portal name, as the client's messages left it.
+struct Portal<M> {
+    bound: Arc<Bound<M>>,
+    /// The last Describe sent for it.
+    described: Option<Described>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Described {
+    /// The epoch the Describe was sent in.
+    epoch: u64,
+    /// The epoch its answer still holds in (moved on by the portal's own
+    /// Executes).
+    valid: u64,
+    /// The batch it was sent in.
+    batch: u64,
+}
+
+/// How a result message is to be passed on.
+enum Route {
+    Forward,
+    Swallow,
+    /// Masked with the current result's mask.
+    Row,
+    Copy,
 }
 
 /// What the driver must do after [`Relay::handle_client`].
@@ -137,8 +298,34 @@ enum Held {
 }
 
 /// The ready-phase state machine of one session.
-pub struct Relay<I> {
+pub struct Relay<I: Inspector> {
     inspector: I,
+    /// Whether results are masked (the inspector's [`Inspector::masks`]).
+    masks: bool,
+    /// The id of the last Query or Parse passed to the inspector.
+    next_id: u64,
+    /// Prepared statements and portals by name, as the client's messages
+    /// left them: what the messages it sends next refer to, unless an error
+    /// makes the upstream skip some of those already sent.
+    statements: HashMap<Vec<u8>, Statement>,
+    portals: HashMap<Vec<u8>, Portal<I::Mask>>,
+    /// The same, as the upstream's answers left them.
+    confirmed_statements: HashMap<Vec<u8>, Statement>,
+    confirmed_portals: HashMap<Vec<u8>, Arc<Bound<I::Mask>>>,
+    /// Statements no name refers to any more: forgotten once nothing else
+    /// does.
+    retired: Vec<Statement>,
+    /// Counts the messages that may run SQL, which may close any portal and
+    /// declare a cursor under its name.
+    epoch: u64,
+    /// Counts the Syncs sent.
+    batch: u64,
+    expect: VecDeque<Expect<I::Mask>>,
+    /// After an error in an extended batch, the upstream ignores every
+    /// message until Sync: those owe nothing.
+    skipping: bool,
+    /// The mask of the result being relayed.
+    current: Option<Arc<I::Mask>>,
     max_message: usize,
     status: u8,
     next_refusal: u64,
@@ -162,7 +349,19 @@ impl<I: Inspector> Relay<I> {
     /// ReadyForQuery; `max_message` bounds every message in both directions.
     pub fn new(inspector: I, max_message: usize, status: u8) -> Self {
         Relay {
+            masks: inspector.masks(),
             inspector,
+            next_id: 0,
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            confirmed_statements: HashMap::new(),
+            confirmed_portals: HashMap::new(),
+            retired: Vec::new(),
+            epoch: 0,
+            batch: 0,
+            expect: VecDeque::new(),
+            skipping: false,
+            current: None,
             max_message,
             status,
             next_refusal: 0,
@@ -223,7 +422,27 @@ impl<I: Inspector> Relay<I> {
                 }
                 self.barrier = false;
             }
+            if self.unanswered > 0 && self.unsettled(h.tag, &input[end + 5..end + h.total_len])? {
+                // Wait until the name is settled, as behind a barrier.
+                self.barrier = true;
+                break;
+            }
+            if h.tag == b'E' && self.masks && !self.skipping {
+                // Rows are masked by their description: make sure the
+                // portal has one, asked for by the relay if the client did
+                // not ask itself.
+                let portal = cstr(&input[end + 5..end + h.total_len])?.to_vec();
+                if !self.described(&portal) {
+                    to_upstream.extend_from_slice(&input[..end]);
+                    input.advance(end);
+                    end = 0;
+                    codec::describe(b'P', &portal, to_upstream);
+                    let expect = self.describe_portal(&portal, true);
+                    self.expect.push_back(expect);
+                }
+            }
             let body = &input[end + 5..end + h.total_len];
+            let id = self.next_id + 1;
             let verdict = match h.tag {
                 b'Q' => {
                     let fetched = self.fetched.take();
@@ -232,7 +451,7 @@ impl<I: Inspector> Relay<I> {
                         Some(None) => Plan::Unavailable,
                         Some(Some(json)) => Plan::Json(json),
                     };
-                    match self.inspector.query(cstr(body)?, plan) {
+                    match self.inspector.query(id, cstr(body)?, plan) {
                         Verdict::Estimate { .. } if fetched.is_some() => Verdict::Refuse {
                             code: sqlstate::INSUFFICIENT_PRIVILEGE,
                             message: "airlock: the statement could not be judged (estimate asked twice)".into(),
@@ -258,7 +477,15 @@ impl<I: Inspector> Relay<I> {
                 b'P' => {
                     let name = cstr(body)?;
                     let sql = cstr(&body[name.len() + 1..])?;
-                    self.inspector.parse(name, sql)
+                    self.inspector.parse(id, name, sql)
+                }
+                b'B' => {
+                    let portal = cstr(body)?;
+                    let statement = cstr(&body[portal.len() + 1..])?;
+                    match self.statements.get(statement) {
+                        Some(sid) => self.inspector.bind(**sid, body),
+                        None => Verdict::Forward,
+                    }
                 }
                 b'F' => Verdict::Refuse {
                     code: sqlstate::FEATURE_NOT_SUPPORTED,
@@ -277,11 +504,20 @@ impl<I: Inspector> Relay<I> {
                     });
                 }
             };
+            if matches!(h.tag, b'Q' | b'P' | b'F') {
+                self.next_id = id;
+            }
+            self.track_client(h.tag, body, id)?;
             match h.tag {
+                // Ignored by the upstream until Sync: nothing will answer it.
+                b'Q' | b'F' if self.skipping => {}
                 b'Q' | b'S' | b'F' => {
                     self.unanswered += 1;
                     self.unsynced = false;
                 }
+                // COPY data belongs to a Query or Execute already counted:
+                // once it is answered, nothing is left unsynced.
+                b'd' | b'c' | b'f' => {}
                 _ => self.unsynced = true,
             }
             match verdict {
@@ -296,13 +532,15 @@ impl<I: Inspector> Relay<I> {
                     ));
                 }
                 Verdict::Refuse { code, message } => {
-                    let name = (h.tag == b'P')
-                        .then(|| cstr(body).map(<[u8]>::to_vec))
-                        .transpose()?;
+                    let standin = match h.tag {
+                        b'P' => Standin::Parse(cstr(body)?.to_vec()),
+                        b'B' => Standin::Bind(cstr(body)?.to_vec()),
+                        _ => Standin::Query,
+                    };
                     to_upstream.extend_from_slice(&input[..end]);
                     input.advance(end + h.total_len);
                     end = 0;
-                    self.refuse(name.as_deref(), code, message, to_upstream);
+                    self.refuse(standin, code, message, to_upstream);
                 }
             }
         }
@@ -311,20 +549,23 @@ impl<I: Inspector> Relay<I> {
         Ok(flow)
     }
 
-    /// Queues the stand-in of a refused message: a Parse of statement
-    /// `name` for a refused Parse, a Query otherwise.
+    /// Queues the stand-in of a refused message: one the upstream fails
+    /// with an error naming the refusal's token.
     fn refuse(
         &mut self,
-        parse_name: Option<&[u8]>,
+        standin: Standin,
         code: &'static str,
         message: String,
         to_upstream: &mut BytesMut,
     ) {
         self.next_refusal += 1;
         let token = format!("{REFUSED_TOKEN}{}", self.next_refusal);
-        match parse_name {
-            Some(name) => codec::parse(name, &token, to_upstream),
-            None => codec::query(&token, to_upstream),
+        match standin {
+            // Fails to parse: 42601.
+            Standin::Parse(name) => codec::parse(name, &token, to_upstream),
+            Standin::Query => codec::query(&token, to_upstream),
+            // Binds a statement that does not exist: 26000.
+            Standin::Bind(portal) => bind_standin(&portal, &token, to_upstream),
         }
         if self.pending.len() == MAX_PENDING {
             self.pending.pop_front();
@@ -333,6 +574,392 @@ impl<I: Inspector> Relay<I> {
             id: self.next_refusal,
             code,
             message,
+        });
+    }
+
+    /// Notes what the upstream owes for a client message about to be
+    /// forwarded (or replaced by its stand-in), and the statements and
+    /// portals it creates or closes. `id` is the number a Query or Parse was
+    /// given.
+    fn track_client(&mut self, tag: u8, body: &[u8], id: u64) -> Result<(), ProtocolError> {
+        if matches!(tag, b'Q' | b'F' | b'P' | b'B' | b'E') {
+            // May run SQL (a Bind plans its statement, which may call
+            // functions): no portal's description is sure to hold after it.
+            self.epoch += 1;
+        }
+        if self.skipping && tag != b'S' {
+            // The upstream ignores it: nothing owed, nothing created, and
+            // its id never referred to.
+            if matches!(tag, b'Q' | b'P' | b'F') {
+                self.inspector.forget(id);
+            }
+            return Ok(());
+        }
+        let expect = match tag {
+            b'Q' | b'F' => Expect::Query { id, index: 0 },
+            b'P' => {
+                let name = cstr(body)?.to_vec();
+                let id = Arc::new(id);
+                self.statements.insert(name.clone(), Arc::clone(&id));
+                Expect::Parse { id, name }
+            }
+            b'B' => {
+                let name = cstr(body)?.to_vec();
+                let statement = cstr(&body[name.len() + 1..])?;
+                let bound = Bound::new(self.statements.get(statement).cloned());
+                let portal = Portal {
+                    bound: Arc::clone(&bound),
+                    described: None,
+                };
+                self.portals.insert(name.clone(), portal);
+                Expect::Bind { name, bound }
+            }
+            b'D' => {
+                let name = cstr(body.get(1..).unwrap_or_default())?;
+                match body.first() {
+                    Some(b'S') => Expect::DescribeStatement {
+                        id: self.statements.get(name).cloned(),
+                    },
+                    Some(b'P') => self.describe_portal(name, false),
+                    _ => return Err(ProtocolError::Malformed("Describe of an unknown kind")),
+                }
+            }
+            b'E' => {
+                let epoch = self.epoch;
+                let portal = self.portal(cstr(body)?);
+                if let Some(d) = &mut portal.described
+                    && d.valid + 1 == epoch
+                {
+                    // The portal's own run leaves it as it was.
+                    d.valid = epoch;
+                }
+                Expect::Execute {
+                    bound: Arc::clone(&portal.bound),
+                    started: false,
+                }
+            }
+            b'C' => {
+                let name = cstr(body.get(1..).unwrap_or_default())?.to_vec();
+                match body.first() {
+                    Some(b'S') => {
+                        self.statements.remove(&name);
+                        Expect::CloseStatement { name }
+                    }
+                    _ => {
+                        self.portals.remove(&name);
+                        Expect::ClosePortal { name }
+                    }
+                }
+            }
+            b'S' => {
+                self.skipping = false;
+                self.batch += 1;
+                Expect::Sync
+            }
+            _ => return Ok(()),
+        };
+        self.expect.push_back(expect);
+        Ok(())
+    }
+
+    /// The portal `name`; one the client did not bind (a cursor declared in
+    /// SQL, or nothing the upstream knows) is noted with no statement.
+    fn portal(&mut self, name: &[u8]) -> &mut Portal<I::Mask> {
+        self.portals.entry(name.to_vec()).or_insert_with(|| Portal {
+            bound: Bound::new(None),
+            described: None,
+        })
+    }
+
+    /// Notes a Describe of portal `name` about to be sent.
+    fn describe_portal(&mut self, name: &[u8], injected: bool) -> Expect<I::Mask> {
+        let (epoch, batch) = (self.epoch, self.batch);
+        let portal = self.portal(name);
+        portal.described = Some(Described {
+            epoch,
+            valid: epoch,
+            batch,
+        });
+        Expect::DescribePortal {
+            bound: Arc::clone(&portal.bound),
+            epoch,
+            injected,
+        }
+    }
+
+    /// Whether an Execute of portal `name` sent now will find a description
+    /// of it answered first. That takes a Describe sent since the last
+    /// message that may have run SQL (other than the portal's own
+    /// Executes), whose answer either came already or comes in this batch:
+    /// an error that makes the upstream skip it skips the Execute as well.
+    fn described(&self, name: &[u8]) -> bool {
+        let Some(portal) = self.portals.get(name) else {
+            return false;
+        };
+        let Some(d) = portal.described else {
+            return false;
+        };
+        d.valid == self.epoch
+            && (d.batch == self.batch
+                || portal.bound.answer().as_ref().map(|(epoch, _)| *epoch) == Some(d.epoch))
+    }
+
+    /// Whether the client message uses a name (a Bind its statement, to be
+    /// judged by the inspector; when masking, an Execute or Describe its
+    /// portal) that a message of an earlier batch not answered yet changes.
+    /// An error in that batch would make the upstream skip the change, so
+    /// what the name will refer to is not known yet.
+    fn unsettled(&self, tag: u8, body: &[u8]) -> Result<bool, ProtocolError> {
+        let (statement, name) = match (tag, body.first()) {
+            (b'B', _) => {
+                let portal = cstr(body)?;
+                (true, cstr(&body[portal.len() + 1..])?)
+            }
+            (b'E', _) if self.masks => (false, cstr(body)?),
+            (b'D', Some(b'P')) if self.masks => (false, cstr(&body[1..])?),
+            _ => return Ok(false),
+        };
+        // Newest first: the last change to the name decides.
+        let mut this_batch = true;
+        for e in self.expect.iter().rev() {
+            let changes = match e {
+                Expect::Sync => {
+                    this_batch = false;
+                    false
+                }
+                Expect::Parse { name: n, .. } | Expect::CloseStatement { name: n } => {
+                    statement && n == name
+                }
+                Expect::Bind { name: n, .. } | Expect::ClosePortal { name: n } => {
+                    !statement && n == name
+                }
+                _ => false,
+            };
+            if changes {
+                return Ok(!this_batch);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The statement the upstream is answering now.
+    fn answering(&self) -> Option<StatementRef> {
+        let id = match self.expect.front()? {
+            Expect::Query { id, index } => {
+                return Some(StatementRef {
+                    id: *id,
+                    index: *index,
+                });
+            }
+            Expect::Parse { id, .. } => Some(&**id),
+            Expect::DescribeStatement { id } => id.as_deref(),
+            Expect::Bind { bound, .. }
+            | Expect::DescribePortal { bound, .. }
+            | Expect::Execute { bound, .. } => bound.id.as_deref(),
+            Expect::CloseStatement { .. } | Expect::ClosePortal { .. } | Expect::Sync => None,
+        };
+        Some(StatementRef {
+            id: id.copied().unwrap_or(0),
+            index: 0,
+        })
+    }
+
+    /// Follows one upstream message through what is owed, and says how to
+    /// pass it on.
+    fn track_upstream(&mut self, tag: u8, body: &[u8]) -> Route {
+        if matches!(tag, b'N' | b'A' | b'S') {
+            return Route::Forward;
+        }
+        if let Some(Expect::Execute { bound, started }) = self.expect.front_mut()
+            && !*started
+        {
+            // An Execute's rows are masked as its portal's description
+            // said.
+            *started = true;
+            self.current = bound.answer().as_ref().and_then(|(_, mask)| mask.clone());
+        }
+        let at = self.answering();
+        let Some(head) = self.expect.front_mut() else {
+            return Route::Forward;
+        };
+        let mut done = false;
+        let route = match (head, tag) {
+            (Expect::Query { .. }, b'T') => {
+                self.current = at.and_then(|at| self.inspector.describe(at, body));
+                Route::Forward
+            }
+            (Expect::Query { .. } | Expect::Execute { .. }, b'H') => {
+                self.current = at.and_then(|at| self.inspector.copy_out(at, body));
+                Route::Forward
+            }
+            (Expect::Query { .. } | Expect::Execute { .. }, b'D') if self.current.is_some() => {
+                Route::Row
+            }
+            (Expect::Query { .. } | Expect::Execute { .. }, b'd') if self.current.is_some() => {
+                Route::Copy
+            }
+            (Expect::Query { index, .. }, b'C' | b'I') => {
+                *index += 1;
+                self.current = None;
+                Route::Forward
+            }
+            (Expect::Query { id, .. }, b'Z') => {
+                let id = *id;
+                self.inspector.forget(id);
+                self.current = None;
+                done = true;
+                Route::Forward
+            }
+            (Expect::Query { .. }, b'E') => {
+                self.current = None;
+                Route::Forward
+            }
+            (Expect::Parse { id, name }, b'1') => {
+                if let Some(old) = self
+                    .confirmed_statements
+                    .insert(name.clone(), Arc::clone(id))
+                {
+                    self.retired.push(old);
+                }
+                done = true;
+                Route::Forward
+            }
+            (Expect::Bind { name, bound }, b'2') => {
+                self.confirmed_portals
+                    .insert(name.clone(), Arc::clone(bound));
+                done = true;
+                Route::Forward
+            }
+            (Expect::CloseStatement { name }, b'3') => {
+                if let Some(old) = self.confirmed_statements.remove(name) {
+                    self.retired.push(old);
+                }
+                done = true;
+                Route::Forward
+            }
+            (Expect::ClosePortal { name }, b'3') => {
+                self.confirmed_portals.remove(name);
+                done = true;
+                Route::Forward
+            }
+            (Expect::Sync, b'Z') => {
+                done = true;
+                Route::Forward
+            }
+            (Expect::DescribeStatement { .. }, b'T' | b'n') => {
+                done = true;
+                Route::Forward
+            }
+            (
+                Expect::DescribePortal {
+                    bound,
+                    epoch,
+                    injected,
+                },
+                b'T' | b'n',
+            ) => {
+                let mask = match (tag, at) {
+                    (b'T', Some(at)) => self.inspector.describe(at, body),
+                    _ => None,
+                };
+                *bound.answer() = Some((*epoch, mask));
+                done = true;
+                if *injected {
+                    Route::Swallow
+                } else {
+                    Route::Forward
+                }
+            }
+            (Expect::Execute { .. }, b'C' | b'I' | b's') => {
+                self.current = None;
+                done = true;
+                Route::Forward
+            }
+            (_, b'E') => {
+                self.current = None;
+                self.skip_to_sync();
+                return Route::Forward;
+            }
+            _ => Route::Forward,
+        };
+        if done {
+            self.expect.pop_front();
+            if tag == b'Z' {
+                self.release();
+            }
+        }
+        route
+    }
+
+    /// After an error in an extended batch the upstream skips everything
+    /// up to Sync: those messages owe nothing, and the statements and
+    /// portals they would have created or closed are as they were.
+    fn skip_to_sync(&mut self) {
+        while let Some(e) = self.expect.front() {
+            if matches!(e, Expect::Sync) {
+                break;
+            }
+            match self.expect.pop_front().expect("front exists") {
+                // Forgotten with the batch's ReadyForQuery: the error being
+                // relayed still refers to it.
+                Expect::Parse { id, .. } => self.retired.push(id),
+                Expect::Query { id, .. } => {
+                    // Inside the batch, skipped too: no ReadyForQuery of its
+                    // own will come.
+                    self.retired.push(Arc::new(id));
+                    self.unanswered = self.unanswered.saturating_sub(1);
+                }
+                _ => {}
+            }
+        }
+        self.skipping = self.expect.is_empty();
+        // What the names refer to: what the upstream confirmed, changed by
+        // what it still owes (later batches included), and by nothing it
+        // skipped.
+        let mut statements = self.confirmed_statements.clone();
+        let mut bound = self.confirmed_portals.clone();
+        for e in &self.expect {
+            match e {
+                Expect::Parse { id, name } => {
+                    statements.insert(name.clone(), Arc::clone(id));
+                }
+                Expect::CloseStatement { name } => {
+                    statements.remove(name);
+                }
+                Expect::Bind { name, bound: b } => {
+                    bound.insert(name.clone(), Arc::clone(b));
+                }
+                Expect::ClosePortal { name } => {
+                    bound.remove(name);
+                }
+                _ => {}
+            }
+        }
+        let mut portals = std::mem::take(&mut self.portals);
+        self.statements = statements;
+        self.portals = bound
+            .into_iter()
+            .map(|(name, bound)| {
+                // A portal left as it was keeps its description.
+                let described = portals
+                    .remove(&name)
+                    .filter(|p| Arc::ptr_eq(&p.bound, &bound))
+                    .and_then(|p| p.described);
+                (name, Portal { bound, described })
+            })
+            .collect();
+    }
+
+    /// Tells the inspector to forget the retired statements nothing refers
+    /// to any more.
+    fn release(&mut self) {
+        let inspector = &mut self.inspector;
+        self.retired.retain(|id| {
+            if Arc::strong_count(id) > 1 {
+                return true;
+            }
+            inspector.forget(**id);
+            false
         });
     }
 
@@ -438,6 +1065,26 @@ impl<I: Inspector> Relay<I> {
                 resume |= done;
                 continue;
             }
+            let scrub_at = match h.tag {
+                b'E' | b'N' | b'A' | b'S' if self.masks => Some(self.answering()),
+                _ => None,
+            };
+            match self.track_upstream(h.tag, body) {
+                Route::Forward => {}
+                route => {
+                    to_client.extend_from_slice(&input[..end]);
+                    match (route, self.current.as_deref()) {
+                        (Route::Row, Some(mask)) => self.inspector.mask_row(mask, body, to_client),
+                        (Route::Copy, Some(mask)) => {
+                            self.inspector.mask_copy(mask, body, to_client)
+                        }
+                        _ => {}
+                    }
+                    input.advance(end + h.total_len);
+                    end = 0;
+                    continue;
+                }
+            }
             match h.tag {
                 b'Z' if body.len() == 1 => {
                     self.status = body[0];
@@ -479,6 +1126,15 @@ impl<I: Inspector> Relay<I> {
                 }
                 _ => {}
             }
+            if let Some(at) = scrub_at {
+                to_client.extend_from_slice(&input[..end]);
+                if !self.inspector.scrub(at, h.tag, body, to_client) {
+                    to_client.extend_from_slice(&input[end..end + h.total_len]);
+                }
+                input.advance(end + h.total_len);
+                end = 0;
+                continue;
+            }
             end += h.total_len;
         }
         to_client.extend_from_slice(&input[..end]);
@@ -495,13 +1151,15 @@ impl<I: Inspector> Relay<I> {
                 .find(|(f, _)| *f == c)
                 .map(|(_, v)| v.as_str())
         };
-        if field(b'C') != Some(SYNTAX_ERROR) {
-            return None;
-        }
         let message = field(b'M')?;
-        let rest = message
-            .strip_prefix("syntax error at or near \"")?
-            .strip_prefix(REFUSED_TOKEN)?;
+        let rest = match field(b'C')? {
+            SYNTAX_ERROR => message.strip_prefix("syntax error at or near \"")?,
+            UNDEFINED_STATEMENT => message
+                .strip_prefix("prepared statement \"")?
+                .strip_suffix(" does not exist")?,
+            _ => return None,
+        };
+        let rest = rest.strip_prefix(REFUSED_TOKEN)?;
         let id: u64 = rest.strip_suffix('"')?.parse().ok()?;
         let at = self.pending.iter().position(|r| r.id == id)?;
         self.pending.remove(at)
@@ -526,6 +1184,26 @@ fn internal_batch(statements: &[&str], out: &mut BytesMut) {
         close(out, &name);
     }
     codec::sync(out);
+}
+
+/// A refused Bind's stand-in: binds portal `portal` to statement `token`,
+/// which does not exist (26000). The client could have created a statement
+/// of that name itself (`PREPARE "AIRLOCK_REFUSED_1"`), so the message also
+/// contradicts itself, two parameter formats for no parameter, and fails
+/// anyway (08P01, checked once the statement is found).
+fn bind_standin(portal: &[u8], token: &str, out: &mut BytesMut) {
+    let mut body = Vec::with_capacity(portal.len() + token.len() + 12);
+    for name in [portal, token.as_bytes()] {
+        body.extend_from_slice(name);
+        body.push(0);
+    }
+    // Two parameter formats (text), no parameter, no result format.
+    for n in [2i16, 0, 0, 0, 0] {
+        body.extend_from_slice(&n.to_be_bytes());
+    }
+    out.extend_from_slice(b"B");
+    out.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    out.extend_from_slice(&body);
 }
 
 /// The first column of a DataRow, as text.
@@ -571,7 +1249,8 @@ mod tests {
     }
 
     impl Inspector for NoDrops {
-        fn query(&mut self, sql: &[u8], plan: Plan<'_>) -> Verdict {
+        type Mask = ();
+        fn query(&mut self, _: u64, sql: &[u8], plan: Plan<'_>) -> Verdict {
             if sql.starts_with(b"delete") {
                 return match plan {
                     Plan::NotFetched => Verdict::Estimate {
@@ -586,7 +1265,7 @@ mod tests {
             }
             self.judge(sql)
         }
-        fn parse(&mut self, _: &[u8], sql: &[u8]) -> Verdict {
+        fn parse(&mut self, _: u64, _: &[u8], sql: &[u8]) -> Verdict {
             self.judge(sql)
         }
         fn parameter_status(&mut self, name: &str, value: &str) {
@@ -1016,15 +1695,16 @@ mod tests {
     struct Setter;
 
     impl Inspector for Setter {
-        fn query(&mut self, sql: &[u8], _: Plan<'_>) -> Verdict {
+        type Mask = ();
+        fn query(&mut self, _: u64, sql: &[u8], _: Plan<'_>) -> Verdict {
             if sql.starts_with(b"set") {
                 Verdict::ForwardAndWait
             } else {
                 Verdict::Forward
             }
         }
-        fn parse(&mut self, _: &[u8], sql: &[u8]) -> Verdict {
-            self.query(sql, Plan::NotFetched)
+        fn parse(&mut self, id: u64, _: &[u8], sql: &[u8]) -> Verdict {
+            self.query(id, sql, Plan::NotFetched)
         }
         fn parameter_status(&mut self, _: &str, _: &str) {}
     }
@@ -1077,5 +1757,1570 @@ mod tests {
             .unwrap();
         assert_eq!(relay.transaction_status(), b'T');
         assert_eq!(out.len(), 17);
+    }
+
+    // ---- Result masking ----
+
+    /// Masks the results of statements whose text contains "secret", and of
+    /// results whose description names a column "secret" (the way a real
+    /// inspector knows a table's columns); the mask is the statement's id.
+    /// Scrubs errors and notices showing "123-45-6789", refuses Binds
+    /// carrying "***", and records every call. Referring to a statement after
+    /// it was forgotten, or forgetting it twice, fails the test. `plain`
+    /// turns masking off.
+    #[derive(Default)]
+    struct Masking {
+        plain: bool,
+        /// (id, text) of every Query and Parse.
+        seen: Vec<(u64, String)>,
+        binds: Vec<(u64, Vec<u8>)>,
+        forgotten: Vec<u64>,
+        described: Vec<(StatementRef, Vec<u8>)>,
+        copies: Vec<StatementRef>,
+        scrubbed: Vec<(Option<StatementRef>, u8)>,
+    }
+
+    impl Masking {
+        fn live(&self, id: u64) {
+            assert!(
+                !self.forgotten.contains(&id),
+                "statement {id} referred to after it was forgotten"
+            );
+        }
+
+        fn decide(&self, at: StatementRef, fields: &[u8]) -> Option<Arc<u64>> {
+            self.live(at.id);
+            let text = self
+                .seen
+                .iter()
+                .find(|(id, _)| *id == at.id)
+                .and_then(|(_, sql)| sql.split(';').nth(at.index))
+                .unwrap_or_default();
+            let secret = text.contains("secret") || fields.windows(7).any(|w| w == b"secret\0");
+            secret.then(|| Arc::new(at.id))
+        }
+
+        fn described_at(&self) -> Vec<(u64, usize)> {
+            self.described
+                .iter()
+                .map(|(at, _)| (at.id, at.index))
+                .collect()
+        }
+
+        fn bound(&self) -> Vec<u64> {
+            self.binds.iter().map(|(id, _)| *id).collect()
+        }
+    }
+
+    impl Inspector for Masking {
+        type Mask = u64;
+        fn query(&mut self, id: u64, sql: &[u8], _: Plan<'_>) -> Verdict {
+            self.seen
+                .push((id, String::from_utf8_lossy(sql).into_owned()));
+            Verdict::Forward
+        }
+        fn parse(&mut self, id: u64, _: &[u8], sql: &[u8]) -> Verdict {
+            self.seen
+                .push((id, String::from_utf8_lossy(sql).into_owned()));
+            Verdict::Forward
+        }
+        fn bind(&mut self, id: u64, body: &[u8]) -> Verdict {
+            self.live(id);
+            self.binds.push((id, body.to_vec()));
+            if body.windows(3).any(|w| w == b"***") {
+                Verdict::Refuse {
+                    code: "42501",
+                    message: "airlock: a masked value cannot be bound".into(),
+                }
+            } else {
+                Verdict::Forward
+            }
+        }
+        fn forget(&mut self, id: u64) {
+            assert!(
+                !self.forgotten.contains(&id),
+                "statement {id} forgotten twice"
+            );
+            self.forgotten.push(id);
+        }
+        fn parameter_status(&mut self, _: &str, _: &str) {}
+        fn masks(&self) -> bool {
+            !self.plain
+        }
+        fn describe(&mut self, at: StatementRef, fields: &[u8]) -> Option<Arc<u64>> {
+            self.described.push((at, fields.to_vec()));
+            self.decide(at, fields)
+        }
+        fn copy_out(&mut self, at: StatementRef, _: &[u8]) -> Option<Arc<u64>> {
+            self.copies.push(at);
+            self.decide(at, b"")
+        }
+        fn mask_row(&mut self, _: &u64, body: &[u8], out: &mut BytesMut) {
+            let count = i16::from_be_bytes([body[0], body[1]]) as usize;
+            out.extend_from_slice(&row(&vec!["***"; count]));
+        }
+        fn mask_copy(&mut self, _: &u64, _: &[u8], out: &mut BytesMut) {
+            out.extend_from_slice(&msg(b'd', b"***\n"));
+        }
+        fn scrub(
+            &mut self,
+            at: Option<StatementRef>,
+            tag: u8,
+            body: &[u8],
+            out: &mut BytesMut,
+        ) -> bool {
+            if let Some(at) = at {
+                self.live(at.id);
+            }
+            self.scrubbed.push((at, tag));
+            let fields = codec::notice_fields(body);
+            let field = |c: u8| {
+                fields
+                    .iter()
+                    .find(|(f, _)| *f == c)
+                    .map(|(_, v)| v.as_str())
+            };
+            if !matches!(tag, b'E' | b'N')
+                || !field(b'M').is_some_and(|m| m.contains("123-45-6789"))
+            {
+                return false;
+            }
+            let severity = if tag == b'E' {
+                Severity::Error
+            } else {
+                Severity::Notice
+            };
+            let code = field(b'C').unwrap_or("XX000");
+            codec::notice_message(&Notice::new(severity, code, "[scrubbed]"), out);
+            true
+        }
+    }
+
+    fn masking() -> Relay<Masking> {
+        Relay::new(Masking::default(), 1 << 16, b'I')
+    }
+
+    fn cat(parts: &[BytesMut]) -> BytesMut {
+        let mut b = BytesMut::new();
+        for p in parts {
+            b.extend_from_slice(p);
+        }
+        b
+    }
+
+    fn query_msg(sql: &str) -> BytesMut {
+        let mut b = BytesMut::new();
+        codec::query(sql, &mut b);
+        b
+    }
+
+    fn parse_msg(name: &str, sql: &str) -> BytesMut {
+        let mut b = BytesMut::new();
+        codec::parse(name, sql, &mut b);
+        b
+    }
+
+    fn bind_msg(portal: &str, statement: &str) -> BytesMut {
+        let mut b = BytesMut::new();
+        codec::bind(portal, statement, &mut b);
+        b
+    }
+
+    /// A Bind with one text parameter.
+    fn bind_with(portal: &str, statement: &str, value: &str) -> BytesMut {
+        let mut b = BytesMut::new();
+        for name in [portal, statement] {
+            b.extend_from_slice(name.as_bytes());
+            b.put_u8(0);
+        }
+        b.put_i16(0);
+        b.put_i16(1);
+        b.put_i32(value.len() as i32);
+        b.extend_from_slice(value.as_bytes());
+        b.put_i16(0);
+        msg(b'B', &b)
+    }
+
+    fn execute_msg(portal: &str, max_rows: i32) -> BytesMut {
+        let mut b = BytesMut::new();
+        b.extend_from_slice(portal.as_bytes());
+        b.put_u8(0);
+        b.put_i32(max_rows);
+        msg(b'E', &b)
+    }
+
+    fn describe_msg(kind: u8, name: &str) -> BytesMut {
+        let mut b = BytesMut::new();
+        codec::describe(kind, name, &mut b);
+        b
+    }
+
+    fn close_msg(kind: u8, name: &str) -> BytesMut {
+        let mut b = BytesMut::new();
+        codec::close(kind, name, &mut b);
+        b
+    }
+
+    fn sync_msg() -> BytesMut {
+        msg(b'S', b"")
+    }
+
+    fn parse_complete() -> BytesMut {
+        msg(b'1', b"")
+    }
+
+    fn bind_complete() -> BytesMut {
+        msg(b'2', b"")
+    }
+
+    fn close_complete() -> BytesMut {
+        msg(b'3', b"")
+    }
+
+    fn suspended() -> BytesMut {
+        msg(b's', b"")
+    }
+
+    fn complete(tag: &str) -> BytesMut {
+        msg(b'C', format!("{tag}\0").as_bytes())
+    }
+
+    fn ready(status: u8) -> BytesMut {
+        msg(b'Z', &[status])
+    }
+
+    fn notice(code: &str, message: &str) -> BytesMut {
+        let mut b = BytesMut::new();
+        codec::notice_message(&Notice::new(Severity::Notice, code, message), &mut b);
+        b
+    }
+
+    /// A RowDescription of text columns of table 16384.
+    fn row_description(names: &[&str]) -> BytesMut {
+        let mut b = BytesMut::new();
+        b.put_i16(names.len() as i16);
+        for (i, name) in names.iter().enumerate() {
+            b.extend_from_slice(name.as_bytes());
+            b.put_u8(0);
+            b.put_i32(16384);
+            b.put_i16(i as i16 + 1);
+            b.put_i32(25);
+            b.put_i16(-1);
+            b.put_i32(-1);
+            b.put_i16(0);
+        }
+        msg(b'T', &b)
+    }
+
+    fn row(values: &[&str]) -> BytesMut {
+        let mut b = BytesMut::new();
+        b.put_i16(values.len() as i16);
+        for v in values {
+            b.put_i32(v.len() as i32);
+            b.extend_from_slice(v.as_bytes());
+        }
+        msg(b'D', &b)
+    }
+
+    fn body(m: &BytesMut) -> Vec<u8> {
+        m[5..].to_vec()
+    }
+
+    /// Hands the client's messages to the relay, which must take them all;
+    /// returns what it sends upstream.
+    fn send<I: Inspector>(relay: &mut Relay<I>, parts: &[BytesMut]) -> BytesMut {
+        let mut input = cat(parts);
+        let mut out = BytesMut::new();
+        assert_eq!(
+            relay.handle_client(&mut input, &mut out).unwrap(),
+            ClientFlow::Continue
+        );
+        assert!(input.is_empty(), "every message was relayed");
+        out
+    }
+
+    /// Hands the upstream's messages to the relay; returns what the client
+    /// gets.
+    fn answer<I: Inspector>(relay: &mut Relay<I>, parts: &[BytesMut]) -> BytesMut {
+        let mut input = cat(parts);
+        let mut to_client = BytesMut::new();
+        let mut to_upstream = BytesMut::new();
+        relay
+            .handle_upstream(&mut input, &mut to_client, &mut to_upstream)
+            .unwrap();
+        assert!(input.is_empty());
+        assert!(to_upstream.is_empty());
+        to_client
+    }
+
+    #[test]
+    fn simple_query_masks_each_statement_by_its_own_description() {
+        let mut relay = masking();
+        let q = query_msg("select 1; select secret, b from t");
+        assert_eq!(send(&mut relay, std::slice::from_ref(&q)), q);
+        let first = row_description(&["?column?"]);
+        let second = row_description(&["ssn", "b"]);
+        let got = answer(
+            &mut relay,
+            &[
+                first.clone(),
+                row(&["1"]),
+                complete("SELECT 1"),
+                second.clone(),
+                row(&["123-45-6789", "x"]),
+                row(&["987-65-4321", "y"]),
+                complete("SELECT 2"),
+            ],
+        );
+        assert_eq!(
+            got,
+            cat(&[
+                first.clone(),
+                row(&["1"]),
+                complete("SELECT 1"),
+                second.clone(),
+                row(&["***", "***"]),
+                row(&["***", "***"]),
+                complete("SELECT 2"),
+            ])
+        );
+        let i = relay.inspector();
+        assert_eq!(
+            i.seen,
+            vec![(1, "select 1; select secret, b from t".into())]
+        );
+        assert_eq!(
+            i.described,
+            vec![
+                (StatementRef { id: 1, index: 0 }, body(&first)),
+                (StatementRef { id: 1, index: 1 }, body(&second)),
+            ]
+        );
+        assert!(i.forgotten.is_empty(), "the query is still being answered");
+        assert_eq!(answer(&mut relay, &[ready(b'I')]), ready(b'I'));
+        assert_eq!(relay.inspector().forgotten, vec![1]);
+        assert!(!relay.busy());
+    }
+
+    #[test]
+    fn an_execute_without_describe_gets_one_whose_answer_is_swallowed() {
+        let mut relay = masking();
+        let sent = send(
+            &mut relay,
+            &[
+                parse_msg("s1", "select secret from t"),
+                bind_msg("p", "s1"),
+                execute_msg("p", 0),
+                sync_msg(),
+            ],
+        );
+        assert_eq!(
+            sent,
+            cat(&[
+                parse_msg("s1", "select secret from t"),
+                bind_msg("p", "s1"),
+                describe_msg(b'P', "p"),
+                execute_msg("p", 0),
+                sync_msg(),
+            ])
+        );
+        let fields = row_description(&["ssn"]);
+        let got = answer(
+            &mut relay,
+            &[
+                parse_complete(),
+                bind_complete(),
+                fields.clone(),
+                row(&["123-45-6789"]),
+                row(&["987-65-4321"]),
+                complete("SELECT 2"),
+                ready(b'I'),
+            ],
+        );
+        assert_eq!(
+            got,
+            cat(&[
+                parse_complete(),
+                bind_complete(),
+                row(&["***"]),
+                row(&["***"]),
+                complete("SELECT 2"),
+                ready(b'I'),
+            ]),
+            "no RowDescription the client did not ask for"
+        );
+        let i = relay.inspector();
+        assert_eq!(i.binds, vec![(1, body(&bind_msg("p", "s1")))]);
+        assert_eq!(
+            i.described,
+            vec![(StatementRef { id: 1, index: 0 }, body(&fields))]
+        );
+        assert!(i.forgotten.is_empty(), "s1 still exists");
+        assert!(!relay.busy());
+
+        // A NoData answer to an injected Describe is swallowed too.
+        let sent = send(
+            &mut relay,
+            &[
+                parse_msg("", "insert into t values (1)"),
+                bind_msg("", ""),
+                execute_msg("", 0),
+                sync_msg(),
+            ],
+        );
+        assert_eq!(messages(sent).iter().filter(|m| m.tag == b'D').count(), 1);
+        let got = answer(
+            &mut relay,
+            &[
+                parse_complete(),
+                bind_complete(),
+                msg(b'n', b""),
+                complete("INSERT 0 1"),
+                ready(b'I'),
+            ],
+        );
+        assert_eq!(
+            got,
+            cat(&[
+                parse_complete(),
+                bind_complete(),
+                complete("INSERT 0 1"),
+                ready(b'I'),
+            ])
+        );
+    }
+
+    #[test]
+    fn the_clients_own_describe_is_answered_to_it_and_masks() {
+        let mut relay = masking();
+        let batch = [
+            parse_msg("", "select secret from t"),
+            bind_msg("", ""),
+            describe_msg(b'P', ""),
+            execute_msg("", 0),
+            sync_msg(),
+        ];
+        assert_eq!(send(&mut relay, &batch), cat(&batch), "nothing injected");
+        let fields = row_description(&["ssn"]);
+        let got = answer(
+            &mut relay,
+            &[
+                parse_complete(),
+                bind_complete(),
+                fields.clone(),
+                row(&["123-45-6789"]),
+                complete("SELECT 1"),
+                ready(b'I'),
+            ],
+        );
+        assert_eq!(
+            got,
+            cat(&[
+                parse_complete(),
+                bind_complete(),
+                fields,
+                row(&["***"]),
+                complete("SELECT 1"),
+                ready(b'I'),
+            ])
+        );
+        assert_eq!(relay.inspector().described_at(), vec![(1, 0)]);
+    }
+
+    #[test]
+    fn a_statement_described_then_bound_later_is_masked() {
+        // tokio-postgres: prepare (Parse, Describe S, Sync), then query
+        // (Bind of the unnamed portal, Execute, Sync).
+        let mut relay = masking();
+        let prepare = [
+            parse_msg("s0", "select secret from t where a = $1"),
+            describe_msg(b'S', "s0"),
+            sync_msg(),
+        ];
+        assert_eq!(send(&mut relay, &prepare), cat(&prepare));
+        let fields = row_description(&["ssn"]);
+        let answers = [
+            parse_complete(),
+            msg(b't', b"\0\x01\0\0\0\x17"),
+            fields.clone(),
+            ready(b'I'),
+        ];
+        assert_eq!(
+            answer(&mut relay, &answers),
+            cat(&answers),
+            "a statement's description passes as it is"
+        );
+        assert!(relay.inspector().described.is_empty());
+
+        let run = [bind_with("", "s0", "1"), execute_msg("", 0), sync_msg()];
+        assert_eq!(
+            send(&mut relay, &run),
+            cat(&[
+                run[0].clone(),
+                describe_msg(b'P', ""),
+                run[1].clone(),
+                run[2].clone(),
+            ])
+        );
+        let got = answer(
+            &mut relay,
+            &[
+                bind_complete(),
+                fields,
+                row(&["123-45-6789"]),
+                complete("SELECT 1"),
+                ready(b'I'),
+            ],
+        );
+        assert_eq!(
+            got,
+            cat(&[
+                bind_complete(),
+                row(&["***"]),
+                complete("SELECT 1"),
+                ready(b'I'),
+            ])
+        );
+        assert_eq!(relay.inspector().bound(), vec![1]);
+        assert_eq!(relay.inspector().described_at(), vec![(1, 0)]);
+    }
+
+    #[test]
+    fn a_suspended_portal_stays_masked_without_a_second_describe() {
+        let mut relay = masking();
+        let sent = send(
+            &mut relay,
+            &[
+                parse_msg("", "select secret from t"),
+                bind_msg("c", ""),
+                execute_msg("c", 1),
+                sync_msg(),
+            ],
+        );
+        assert_eq!(
+            sent,
+            cat(&[
+                parse_msg("", "select secret from t"),
+                bind_msg("c", ""),
+                describe_msg(b'P', "c"),
+                execute_msg("c", 1),
+                sync_msg(),
+            ])
+        );
+        let got = answer(
+            &mut relay,
+            &[
+                parse_complete(),
+                bind_complete(),
+                row_description(&["ssn"]),
+                row(&["1"]),
+                suspended(),
+                ready(b'T'),
+            ],
+        );
+        assert_eq!(
+            got,
+            cat(&[
+                parse_complete(),
+                bind_complete(),
+                row(&["***"]),
+                suspended(),
+                ready(b'T'),
+            ])
+        );
+        // The next fetch in a batch of its own (JDBC), then two in one.
+        let fetch = [execute_msg("c", 1), sync_msg()];
+        assert_eq!(send(&mut relay, &fetch), cat(&fetch), "no second Describe");
+        assert_eq!(
+            answer(&mut relay, &[row(&["2"]), suspended(), ready(b'T')]),
+            cat(&[row(&["***"]), suspended(), ready(b'T')])
+        );
+        let fetch = [execute_msg("c", 1), execute_msg("c", 0), sync_msg()];
+        assert_eq!(send(&mut relay, &fetch), cat(&fetch));
+        assert_eq!(
+            answer(
+                &mut relay,
+                &[
+                    row(&["3"]),
+                    suspended(),
+                    row(&["4"]),
+                    complete("SELECT 4"),
+                    ready(b'T'),
+                ]
+            ),
+            cat(&[
+                row(&["***"]),
+                suspended(),
+                row(&["***"]),
+                complete("SELECT 4"),
+                ready(b'T'),
+            ])
+        );
+        assert_eq!(relay.inspector().described_at(), vec![(1, 0)]);
+    }
+
+    #[test]
+    fn pipelined_statements_on_the_unnamed_statement_keep_their_own_masks() {
+        for secret_first in [true, false] {
+            let texts = if secret_first {
+                ["select secret from t", "select 1"]
+            } else {
+                ["select 1", "select secret from t"]
+            };
+            let mut relay = masking();
+            let mut batch = Vec::new();
+            let mut upstream = Vec::new();
+            for sql in texts {
+                batch.extend([parse_msg("", sql), bind_msg("", ""), execute_msg("", 0)]);
+                upstream.extend([
+                    parse_msg("", sql),
+                    bind_msg("", ""),
+                    describe_msg(b'P', ""),
+                    execute_msg("", 0),
+                ]);
+            }
+            batch.push(sync_msg());
+            upstream.push(sync_msg());
+            assert_eq!(send(&mut relay, &batch), cat(&upstream));
+            let fields = [row_description(&["a"]), row_description(&["b"])];
+            let mut answers = Vec::new();
+            let mut expected = Vec::new();
+            for (i, sql) in texts.iter().enumerate() {
+                answers.extend([
+                    parse_complete(),
+                    bind_complete(),
+                    fields[i].clone(),
+                    row(&["123-45-6789"]),
+                    complete("SELECT 1"),
+                ]);
+                let shown = if sql.contains("secret") {
+                    row(&["***"])
+                } else {
+                    row(&["123-45-6789"])
+                };
+                expected.extend([
+                    parse_complete(),
+                    bind_complete(),
+                    shown,
+                    complete("SELECT 1"),
+                ]);
+            }
+            answers.push(ready(b'I'));
+            expected.push(ready(b'I'));
+            assert_eq!(
+                answer(&mut relay, &answers),
+                cat(&expected),
+                "secret first: {secret_first}"
+            );
+            assert_eq!(
+                relay.inspector().described,
+                vec![
+                    (StatementRef { id: 1, index: 0 }, body(&fields[0])),
+                    (StatementRef { id: 2, index: 0 }, body(&fields[1])),
+                ]
+            );
+            assert_eq!(
+                relay.inspector().forgotten,
+                vec![1],
+                "the replaced unnamed statement"
+            );
+        }
+    }
+
+    #[test]
+    fn a_portal_closed_behind_its_execute_is_still_masked() {
+        let mut relay = masking();
+        let sent = send(
+            &mut relay,
+            &[
+                parse_msg("s1", "select secret from t"),
+                bind_msg("p", "s1"),
+                execute_msg("p", 0),
+                close_msg(b'P', "p"),
+                sync_msg(),
+            ],
+        );
+        assert_eq!(messages(sent).iter().filter(|m| m.tag == b'D').count(), 1);
+        let got = answer(
+            &mut relay,
+            &[
+                parse_complete(),
+                bind_complete(),
+                row_description(&["ssn"]),
+                row(&["123-45-6789"]),
+                complete("SELECT 1"),
+                close_complete(),
+                ready(b'I'),
+            ],
+        );
+        assert_eq!(
+            got,
+            cat(&[
+                parse_complete(),
+                bind_complete(),
+                row(&["***"]),
+                complete("SELECT 1"),
+                close_complete(),
+                ready(b'I'),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_cursor_declared_in_sql_is_described_and_masked() {
+        let mut relay = masking();
+        send(
+            &mut relay,
+            &[query_msg(
+                "declare c cursor with hold for select secret from t",
+            )],
+        );
+        answer(&mut relay, &[complete("DECLARE CURSOR"), ready(b'I')]);
+        let sent = send(&mut relay, &[execute_msg("c", 0), sync_msg()]);
+        assert_eq!(
+            sent,
+            cat(&[describe_msg(b'P', "c"), execute_msg("c", 0), sync_msg()])
+        );
+        let got = answer(
+            &mut relay,
+            &[
+                row_description(&["secret"]),
+                row(&["123-45-6789"]),
+                complete("FETCH 1"),
+                ready(b'I'),
+            ],
+        );
+        assert_eq!(got, cat(&[row(&["***"]), complete("FETCH 1"), ready(b'I')]));
+        assert_eq!(
+            relay.inspector().described_at(),
+            vec![(0, 0)],
+            "the relay does not know the cursor's statement"
+        );
+    }
+
+    #[test]
+    fn a_description_does_not_outlive_other_statements() {
+        // Portal c is described as harmless; SQL then closes it and declares
+        // a cursor of the same name over secret data.
+        let mut relay = masking();
+        send(
+            &mut relay,
+            &[
+                parse_msg("", "select 1"),
+                bind_msg("c", ""),
+                describe_msg(b'P', "c"),
+                execute_msg("c", 1),
+                sync_msg(),
+            ],
+        );
+        answer(
+            &mut relay,
+            &[
+                parse_complete(),
+                bind_complete(),
+                row_description(&["a"]),
+                row(&["1"]),
+                suspended(),
+                ready(b'T'),
+            ],
+        );
+        send(
+            &mut relay,
+            &[query_msg(
+                "close c; declare c cursor for select secret from t",
+            )],
+        );
+        answer(
+            &mut relay,
+            &[
+                complete("CLOSE CURSOR"),
+                complete("DECLARE CURSOR"),
+                ready(b'T'),
+            ],
+        );
+        let sent = send(&mut relay, &[execute_msg("c", 0), sync_msg()]);
+        assert_eq!(
+            sent,
+            cat(&[describe_msg(b'P', "c"), execute_msg("c", 0), sync_msg()]),
+            "described again"
+        );
+        let got = answer(
+            &mut relay,
+            &[
+                row_description(&["secret"]),
+                row(&["123-45-6789"]),
+                complete("FETCH 1"),
+                ready(b'T'),
+            ],
+        );
+        assert_eq!(got, cat(&[row(&["***"]), complete("FETCH 1"), ready(b'T')]));
+    }
+
+    #[test]
+    fn a_failed_reparse_leaves_the_name_on_the_old_statement() {
+        let mut relay = masking();
+        send(
+            &mut relay,
+            &[parse_msg("s1", "select secret from t"), sync_msg()],
+        );
+        answer(&mut relay, &[parse_complete(), ready(b'I')]);
+        let again = [parse_msg("s1", "select 1"), sync_msg()];
+        assert_eq!(send(&mut relay, &again), cat(&again));
+        let exists = error("42P05", "prepared statement \"s1\" already exists");
+        assert_eq!(
+            answer(&mut relay, &[exists.clone(), ready(b'I')]),
+            cat(&[exists, ready(b'I')])
+        );
+        assert_eq!(relay.inspector().forgotten, vec![2], "the failed Parse");
+        send(
+            &mut relay,
+            &[bind_msg("p", "s1"), execute_msg("p", 0), sync_msg()],
+        );
+        let got = answer(
+            &mut relay,
+            &[
+                bind_complete(),
+                row_description(&["ssn"]),
+                row(&["123-45-6789"]),
+                complete("SELECT 1"),
+                ready(b'I'),
+            ],
+        );
+        assert_eq!(
+            got,
+            cat(&[
+                bind_complete(),
+                row(&["***"]),
+                complete("SELECT 1"),
+                ready(b'I'),
+            ])
+        );
+        assert_eq!(relay.inspector().bound(), vec![1]);
+        assert_eq!(relay.inspector().described_at(), vec![(1, 0)]);
+    }
+
+    #[test]
+    fn a_bind_waits_while_an_earlier_batch_may_revert_its_statement() {
+        // The same three batches, pipelined: when the Bind is read, the
+        // re-Parse's failure is not known yet.
+        let mut relay = masking();
+        let batches = [
+            parse_msg("s1", "select secret from t"),
+            sync_msg(),
+            parse_msg("s1", "select 1"),
+            sync_msg(),
+            bind_msg("p", "s1"),
+            execute_msg("p", 0),
+            sync_msg(),
+        ];
+        let mut input = cat(&batches);
+        let mut to_upstream = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut to_upstream).unwrap();
+        assert_eq!(to_upstream, cat(&batches[..4]));
+        assert_eq!(input, cat(&batches[4..]));
+        assert!(relay.holding());
+
+        let exists = error("42P05", "prepared statement \"s1\" already exists");
+        let mut up = cat(&[parse_complete(), ready(b'I')]);
+        let mut to_client = BytesMut::new();
+        let resume = relay
+            .handle_upstream(&mut up, &mut to_client, &mut to_upstream)
+            .unwrap();
+        assert!(
+            !resume && relay.holding(),
+            "the re-Parse is not answered yet"
+        );
+        let mut up = cat(&[exists.clone(), ready(b'I')]);
+        let resume = relay
+            .handle_upstream(&mut up, &mut to_client, &mut to_upstream)
+            .unwrap();
+        assert!(resume && !relay.holding());
+        assert_eq!(
+            to_client,
+            cat(&[parse_complete(), ready(b'I'), exists, ready(b'I')])
+        );
+        to_upstream.clear();
+        let _ = relay.handle_client(&mut input, &mut to_upstream).unwrap();
+        assert!(input.is_empty());
+        assert_eq!(
+            to_upstream,
+            cat(&[
+                bind_msg("p", "s1"),
+                describe_msg(b'P', "p"),
+                execute_msg("p", 0),
+                sync_msg(),
+            ])
+        );
+        let got = answer(
+            &mut relay,
+            &[
+                bind_complete(),
+                row_description(&["ssn"]),
+                row(&["123-45-6789"]),
+                complete("SELECT 1"),
+                ready(b'I'),
+            ],
+        );
+        assert_eq!(
+            got,
+            cat(&[
+                bind_complete(),
+                row(&["***"]),
+                complete("SELECT 1"),
+                ready(b'I'),
+            ])
+        );
+        assert_eq!(relay.inspector().bound(), vec![1]);
+        assert_eq!(relay.inspector().described_at(), vec![(1, 0)]);
+    }
+
+    #[test]
+    fn an_error_does_not_undo_what_later_batches_did() {
+        let mut relay = masking();
+        send(&mut relay, &[parse_msg("s1", "select 1"), sync_msg()]);
+        answer(&mut relay, &[parse_complete(), ready(b'I')]);
+        // Pipelined: a re-Parse that fails, then a Close and a Parse that
+        // succeed; then, in a transaction, the unnamed portal bound in a
+        // failing batch and again in the next.
+        let batches = [
+            parse_msg("s1", "select x"),
+            sync_msg(),
+            close_msg(b'S', "s1"),
+            parse_msg("s1", "select secret from t"),
+            sync_msg(),
+        ];
+        assert_eq!(send(&mut relay, &batches), cat(&batches));
+        answer(
+            &mut relay,
+            &[
+                error("42P05", "prepared statement \"s1\" already exists"),
+                ready(b'I'),
+                close_complete(),
+                parse_complete(),
+                ready(b'I'),
+            ],
+        );
+        assert_eq!(relay.inspector().forgotten, vec![2, 1]);
+        send(
+            &mut relay,
+            &[bind_msg("p", "s1"), execute_msg("p", 0), sync_msg()],
+        );
+        let got = answer(
+            &mut relay,
+            &[
+                bind_complete(),
+                row_description(&["ssn"]),
+                row(&["123-45-6789"]),
+                complete("SELECT 1"),
+                ready(b'I'),
+            ],
+        );
+        assert_eq!(
+            got,
+            cat(&[
+                bind_complete(),
+                row(&["***"]),
+                complete("SELECT 1"),
+                ready(b'I'),
+            ])
+        );
+        assert_eq!(relay.inspector().bound(), vec![3]);
+        assert_eq!(relay.inspector().described_at(), vec![(3, 0)]);
+
+        let batches = [
+            parse_msg("", "select ("),
+            bind_msg("", ""),
+            sync_msg(),
+            bind_msg("", "s1"),
+            sync_msg(),
+        ];
+        assert_eq!(send(&mut relay, &batches), cat(&batches));
+        answer(
+            &mut relay,
+            &[
+                error("42601", "syntax error at end of input"),
+                ready(b'E'),
+                bind_complete(),
+                ready(b'T'),
+            ],
+        );
+        let sent = send(&mut relay, &[execute_msg("", 0), sync_msg()]);
+        assert_eq!(
+            sent,
+            cat(&[describe_msg(b'P', ""), execute_msg("", 0), sync_msg()])
+        );
+        let got = answer(
+            &mut relay,
+            &[
+                row_description(&["ssn"]),
+                row(&["123-45-6789"]),
+                complete("SELECT 1"),
+                ready(b'T'),
+            ],
+        );
+        assert_eq!(
+            got,
+            cat(&[row(&["***"]), complete("SELECT 1"), ready(b'T')])
+        );
+        assert_eq!(relay.inspector().described_at(), vec![(3, 0), (3, 0)]);
+    }
+
+    #[test]
+    fn a_closed_statement_is_remembered_while_a_portal_uses_it() {
+        let mut relay = masking();
+        send(
+            &mut relay,
+            &[
+                parse_msg("s1", "select secret from t"),
+                bind_msg("p", "s1"),
+                close_msg(b'S', "s1"),
+                sync_msg(),
+            ],
+        );
+        answer(
+            &mut relay,
+            &[
+                parse_complete(),
+                bind_complete(),
+                close_complete(),
+                ready(b'T'),
+            ],
+        );
+        assert!(relay.inspector().forgotten.is_empty(), "portal p uses it");
+        send(&mut relay, &[execute_msg("p", 0), sync_msg()]);
+        let got = answer(
+            &mut relay,
+            &[
+                row_description(&["ssn"]),
+                row(&["123-45-6789"]),
+                complete("SELECT 1"),
+                ready(b'T'),
+            ],
+        );
+        assert_eq!(
+            got,
+            cat(&[row(&["***"]), complete("SELECT 1"), ready(b'T')])
+        );
+        send(&mut relay, &[close_msg(b'P', "p"), sync_msg()]);
+        answer(&mut relay, &[close_complete(), ready(b'T')]);
+        assert_eq!(relay.inspector().forgotten, vec![1]);
+    }
+
+    #[test]
+    fn messages_after_an_error_owe_nothing_until_sync() {
+        let mut relay = masking();
+        // The client flushes, sees the error, then finishes its batch.
+        send(
+            &mut relay,
+            &[parse_msg("s1", "select secret from"), msg(b'H', b"")],
+        );
+        let syntax = error("42601", "syntax error at end of input");
+        assert_eq!(answer(&mut relay, std::slice::from_ref(&syntax)), syntax);
+        assert_eq!(
+            relay.inspector().scrubbed,
+            vec![(Some(StatementRef { id: 1, index: 0 }), b'E')]
+        );
+        assert!(
+            relay.inspector().forgotten.is_empty(),
+            "forgotten with the batch's ReadyForQuery"
+        );
+        let rest = [
+            bind_msg("p", "s1"),
+            execute_msg("p", 0),
+            parse_msg("s2", "select secret from t"),
+            query_msg("select 1"),
+            sync_msg(),
+        ];
+        assert_eq!(send(&mut relay, &rest), cat(&rest), "nothing injected");
+        assert_eq!(
+            relay.inspector().forgotten,
+            vec![2, 3],
+            "a Parse or Query the upstream ignores is not referred to again"
+        );
+        assert_eq!(answer(&mut relay, &[ready(b'I')]), ready(b'I'));
+        assert_eq!(relay.inspector().forgotten, vec![2, 3, 1]);
+        assert!(!relay.busy(), "the ignored Query is not awaited");
+
+        // The next batch is tracked from scratch.
+        let sent = send(
+            &mut relay,
+            &[
+                parse_msg("s1", "select secret from t"),
+                bind_msg("p", "s1"),
+                execute_msg("p", 0),
+                sync_msg(),
+            ],
+        );
+        assert_eq!(messages(sent).iter().filter(|m| m.tag == b'D').count(), 1);
+        let got = answer(
+            &mut relay,
+            &[
+                parse_complete(),
+                bind_complete(),
+                row_description(&["ssn"]),
+                row(&["123-45-6789"]),
+                complete("SELECT 1"),
+                ready(b'I'),
+            ],
+        );
+        assert_eq!(
+            got,
+            cat(&[
+                parse_complete(),
+                bind_complete(),
+                row(&["***"]),
+                complete("SELECT 1"),
+                ready(b'I'),
+            ])
+        );
+        assert_eq!(relay.inspector().described_at(), vec![(4, 0)]);
+    }
+
+    #[test]
+    fn messages_skipped_after_an_error_leave_no_trace() {
+        // Sent before the error arrived, skipped by the upstream: a Query
+        // inside the batch, and a Describe an Execute in the next batch
+        // counted on.
+        let mut relay = masking();
+        send(
+            &mut relay,
+            &[
+                parse_msg("s1", "select secret from t"),
+                bind_msg("p", "s1"),
+                sync_msg(),
+            ],
+        );
+        answer(
+            &mut relay,
+            &[parse_complete(), bind_complete(), ready(b'T')],
+        );
+        let batches = [
+            parse_msg("", "select ("),
+            query_msg("select 1"),
+            describe_msg(b'P', "p"),
+            sync_msg(),
+            execute_msg("p", 0),
+            sync_msg(),
+        ];
+        let sent = send(&mut relay, &batches);
+        assert_eq!(
+            sent,
+            cat(&[
+                batches[0].clone(),
+                batches[1].clone(),
+                batches[2].clone(),
+                batches[3].clone(),
+                describe_msg(b'P', "p"),
+                batches[4].clone(),
+                batches[5].clone(),
+            ]),
+            "the Describe in the previous batch may be skipped"
+        );
+        let syntax = error("42601", "syntax error at end of input");
+        let got = answer(&mut relay, &[syntax.clone(), ready(b'T')]);
+        assert_eq!(got, cat(&[syntax, ready(b'T')]));
+        assert_eq!(
+            relay.inspector().forgotten,
+            vec![2, 3],
+            "the skipped Parse and Query"
+        );
+        let got = answer(
+            &mut relay,
+            &[
+                row_description(&["ssn"]),
+                row(&["123-45-6789"]),
+                complete("SELECT 1"),
+                ready(b'T'),
+            ],
+        );
+        assert_eq!(
+            got,
+            cat(&[row(&["***"]), complete("SELECT 1"), ready(b'T')])
+        );
+        assert!(!relay.busy(), "no answer is awaited for the skipped Query");
+    }
+
+    #[test]
+    fn copy_out_data_is_masked_for_secret_statements_only() {
+        for (sql, secret) in [
+            ("copy (select secret from t) to stdout", true),
+            ("copy t to stdout", false),
+        ] {
+            let mut relay = masking();
+            send(&mut relay, &[query_msg(sql)]);
+            let header = msg(b'H', b"\0\0\x01\0\0");
+            let data = [msg(b'd', b"123-45-6789\n"), msg(b'd', b"987-65-4321\n")];
+            let tail = [msg(b'c', b""), complete("COPY 2"), ready(b'I')];
+            let got = answer(
+                &mut relay,
+                &[
+                    header.clone(),
+                    data[0].clone(),
+                    data[1].clone(),
+                    tail[0].clone(),
+                    tail[1].clone(),
+                    tail[2].clone(),
+                ],
+            );
+            let shown = if secret {
+                [msg(b'd', b"***\n"), msg(b'd', b"***\n")]
+            } else {
+                data
+            };
+            assert_eq!(
+                got,
+                cat(&[
+                    header,
+                    shown[0].clone(),
+                    shown[1].clone(),
+                    tail[0].clone(),
+                    tail[1].clone(),
+                    tail[2].clone(),
+                ]),
+                "{sql}"
+            );
+            assert_eq!(
+                relay.inspector().copies,
+                vec![StatementRef { id: 1, index: 0 }]
+            );
+        }
+
+        // Through the extended protocol: the injected Describe's NoData is
+        // swallowed, the data masked.
+        let mut relay = masking();
+        let sent = send(
+            &mut relay,
+            &[
+                parse_msg("", "copy (select secret from t) to stdout"),
+                bind_msg("", ""),
+                execute_msg("", 0),
+                sync_msg(),
+            ],
+        );
+        assert_eq!(messages(sent).iter().filter(|m| m.tag == b'D').count(), 1);
+        let header = msg(b'H', b"\0\0\x01\0\0");
+        let got = answer(
+            &mut relay,
+            &[
+                parse_complete(),
+                bind_complete(),
+                msg(b'n', b""),
+                header.clone(),
+                msg(b'd', b"123-45-6789\n"),
+                msg(b'c', b""),
+                complete("COPY 1"),
+                ready(b'I'),
+            ],
+        );
+        assert_eq!(
+            got,
+            cat(&[
+                parse_complete(),
+                bind_complete(),
+                header,
+                msg(b'd', b"***\n"),
+                msg(b'c', b""),
+                complete("COPY 1"),
+                ready(b'I'),
+            ])
+        );
+        assert_eq!(
+            relay.inspector().copies,
+            vec![StatementRef { id: 1, index: 0 }]
+        );
+    }
+
+    #[test]
+    fn errors_and_notices_are_scrubbed_with_their_statement() {
+        let mut relay = masking();
+        send(&mut relay, &[query_msg("select 1; select secret from t")]);
+        let leak = notice("01000", "value 123-45-6789");
+        let harmless = notice("01000", "nothing to see");
+        let failure = error(
+            "22P02",
+            "invalid input syntax for type integer: \"123-45-6789\"",
+        );
+        let got = answer(
+            &mut relay,
+            &[
+                leak.clone(),
+                complete("SELECT 1"),
+                harmless.clone(),
+                failure.clone(),
+                ready(b'I'),
+            ],
+        );
+        assert_eq!(
+            got,
+            cat(&[
+                notice("01000", "[scrubbed]"),
+                complete("SELECT 1"),
+                harmless.clone(),
+                error("22P02", "[scrubbed]"),
+                ready(b'I'),
+            ])
+        );
+        let at = |index| Some(StatementRef { id: 1, index });
+        assert_eq!(
+            relay.inspector().scrubbed,
+            vec![(at(0), b'N'), (at(1), b'N'), (at(1), b'E')]
+        );
+
+        // In an extended batch, the statement is the Execute's.
+        send(
+            &mut relay,
+            &[
+                parse_msg("s1", "select secret from t"),
+                bind_msg("p", "s1"),
+                execute_msg("p", 0),
+                sync_msg(),
+            ],
+        );
+        let got = answer(
+            &mut relay,
+            &[
+                parse_complete(),
+                bind_complete(),
+                row_description(&["ssn"]),
+                row(&["123-45-6789"]),
+                failure,
+                ready(b'I'),
+            ],
+        );
+        assert_eq!(
+            got,
+            cat(&[
+                parse_complete(),
+                bind_complete(),
+                row(&["***"]),
+                error("22P02", "[scrubbed]"),
+                ready(b'I'),
+            ])
+        );
+        assert_eq!(
+            relay.inspector().scrubbed[3..],
+            [(Some(StatementRef { id: 2, index: 0 }), b'E')]
+        );
+        // A notice with nothing owed.
+        assert_eq!(answer(&mut relay, &[leak]), notice("01000", "[scrubbed]"));
+        assert_eq!(relay.inspector().scrubbed[4], (None, b'N'));
+    }
+
+    #[test]
+    fn errors_and_notices_pass_untouched_without_masking() {
+        let leak = notice("01000", "value 123-45-6789");
+        let failure = error(
+            "22P02",
+            "invalid input syntax for type integer: \"123-45-6789\"",
+        );
+        let mut relay = relay();
+        send(&mut relay, &[query_msg("select secret from t")]);
+        let answers = [leak.clone(), failure.clone(), ready(b'I')];
+        assert_eq!(answer(&mut relay, &answers), cat(&answers));
+
+        let mut relay = Relay::new(
+            Masking {
+                plain: true,
+                ..Masking::default()
+            },
+            1024,
+            b'I',
+        );
+        let batch = [
+            parse_msg("", "select secret from t"),
+            bind_msg("", ""),
+            execute_msg("", 0),
+            sync_msg(),
+        ];
+        assert_eq!(send(&mut relay, &batch), cat(&batch), "nothing injected");
+        let answers = [
+            parse_complete(),
+            bind_complete(),
+            row(&["123-45-6789"]),
+            leak,
+            failure,
+            ready(b'I'),
+        ];
+        assert_eq!(answer(&mut relay, &answers), cat(&answers));
+        assert!(relay.inspector().scrubbed.is_empty());
+        assert!(relay.inspector().described.is_empty());
+    }
+
+    #[test]
+    fn a_refused_bind_is_replaced_and_its_error_rewritten() {
+        let mut relay = masking();
+        send(
+            &mut relay,
+            &[parse_msg("s1", "update t set secret = $1"), sync_msg()],
+        );
+        answer(&mut relay, &[parse_complete(), ready(b'I')]);
+        let refused = bind_with("p", "s1", "***");
+        let sent = send(
+            &mut relay,
+            &[refused.clone(), execute_msg("p", 0), sync_msg()],
+        );
+        // Fails whether or not the client created a statement of that name:
+        // two parameter formats for no parameter.
+        let standin = msg(b'B', b"p\0AIRLOCK_REFUSED_1\0\0\x02\0\0\0\0\0\0\0\0");
+        assert_eq!(
+            sent,
+            cat(&[
+                standin,
+                describe_msg(b'P', "p"),
+                execute_msg("p", 0),
+                sync_msg(),
+            ])
+        );
+        assert!(!sent.windows(3).any(|w| w == b"***"));
+        assert_eq!(relay.inspector().binds, vec![(1, body(&refused))]);
+        let got = answer(
+            &mut relay,
+            &[
+                error(
+                    "26000",
+                    "prepared statement \"AIRLOCK_REFUSED_1\" does not exist",
+                ),
+                ready(b'I'),
+            ],
+        );
+        assert_eq!(
+            got,
+            cat(&[
+                error("42501", "airlock: a masked value cannot be bound"),
+                ready(b'I'),
+            ])
+        );
+
+        // While another refusal waits (its stand-in skipped behind an
+        // error), an unrelated 26000 passes untouched.
+        send(
+            &mut relay,
+            &[
+                bind_msg("q", "nope"),
+                bind_with("r", "s1", "***"),
+                sync_msg(),
+            ],
+        );
+        let missing = error("26000", "prepared statement \"nope\" does not exist");
+        assert_eq!(
+            answer(&mut relay, &[missing.clone(), ready(b'I')]),
+            cat(&[missing, ready(b'I')])
+        );
+
+        // The statement is still usable.
+        send(
+            &mut relay,
+            &[bind_with("p", "s1", "x"), execute_msg("p", 0), sync_msg()],
+        );
+        let got = answer(
+            &mut relay,
+            &[
+                bind_complete(),
+                msg(b'n', b""),
+                complete("UPDATE 1"),
+                ready(b'I'),
+            ],
+        );
+        assert_eq!(
+            got,
+            cat(&[bind_complete(), complete("UPDATE 1"), ready(b'I')])
+        );
+        assert_eq!(relay.inspector().bound(), vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn upstream_bytes_one_at_a_time_give_the_same_answer() {
+        let client = [
+            query_msg("select 1; select secret from t"),
+            parse_msg("s1", "select secret from t"),
+            bind_msg("p", "s1"),
+            execute_msg("p", 0),
+            bind_with("r", "s1", "***"),
+            sync_msg(),
+            query_msg("copy (select secret from t) to stdout"),
+        ];
+        let upstream = cat(&[
+            row_description(&["a"]),
+            row(&["1"]),
+            complete("SELECT 1"),
+            row_description(&["ssn", "b"]),
+            row(&["123-45-6789", "x"]),
+            notice("01000", "123-45-6789"),
+            complete("SELECT 1"),
+            ready(b'I'),
+            parse_complete(),
+            bind_complete(),
+            row_description(&["ssn"]),
+            row(&["123-45-6789"]),
+            msg(b'S', b"application_name\0x\0"),
+            complete("SELECT 1"),
+            error(
+                "26000",
+                "prepared statement \"AIRLOCK_REFUSED_1\" does not exist",
+            ),
+            ready(b'I'),
+            msg(b'H', b"\0\0\x01\0\0"),
+            msg(b'd', b"123-45-6789\n"),
+            msg(b'c', b""),
+            complete("COPY 1"),
+            ready(b'I'),
+        ]);
+        let run = |dribble: bool| {
+            let mut relay = masking();
+            send(&mut relay, &client);
+            let mut input = BytesMut::new();
+            let mut to_client = BytesMut::new();
+            let mut to_upstream = BytesMut::new();
+            if dribble {
+                for &b in upstream.iter() {
+                    input.put_u8(b);
+                    relay
+                        .handle_upstream(&mut input, &mut to_client, &mut to_upstream)
+                        .unwrap();
+                }
+            } else {
+                input.extend_from_slice(&upstream);
+                relay
+                    .handle_upstream(&mut input, &mut to_client, &mut to_upstream)
+                    .unwrap();
+            }
+            assert!(input.is_empty() && to_upstream.is_empty());
+            let i = relay.inspector();
+            (
+                to_client,
+                i.described.clone(),
+                i.scrubbed.clone(),
+                i.forgotten.clone(),
+            )
+        };
+        let whole = run(false);
+        assert_eq!(
+            messages(whole.0.clone())
+                .iter()
+                .map(|m| m.tag)
+                .collect::<Vec<_>>(),
+            b"TDCTDNCZ12DSCEZHdcCZ"
+        );
+        assert!(!whole.0.windows(11).any(|w| w == b"123-45-6789"));
+        assert_eq!(whole, run(true));
+    }
+
+    #[test]
+    fn copy_in_data_does_not_leave_the_session_unsynced() {
+        let mut relay = relay();
+        send(&mut relay, &[query_msg("copy t from stdin")]);
+        answer(&mut relay, &[msg(b'G', b"\0\0\x01\0\0")]);
+        send(&mut relay, &[msg(b'd', b"1\n"), msg(b'c', b"")]);
+        answer(&mut relay, &[complete("COPY 1"), ready(b'I')]);
+        assert!(!relay.busy());
+        // An estimate can be had.
+        let mut to_upstream = BytesMut::new();
+        let _ = relay
+            .handle_client(
+                &mut query_msg("delete from t where a = 1"),
+                &mut to_upstream,
+            )
+            .unwrap();
+        assert!(relay.holding(), "holding for the estimate");
     }
 }

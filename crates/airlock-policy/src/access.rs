@@ -35,6 +35,8 @@ pub struct AccessRule {
     pub connections: Vec<String>,
     pub roles: Vec<String>,
     pub mode: AccessMode,
+    /// Sessions routed by this rule see result data unmasked.
+    pub unmask: bool,
 }
 
 impl AccessRule {
@@ -64,6 +66,8 @@ pub struct Route {
     /// The access rule that granted the route.
     pub rule: String,
     pub mode: AccessMode,
+    /// Whether the session is exempt from masking.
+    pub unmask: bool,
     /// Whether the role is the principal's first allowed one because the
     /// requested `user` named no role profile.
     pub role_defaulted: bool,
@@ -194,6 +198,7 @@ impl AccessPolicy {
             role: role.to_string(),
             rule: rule.name.clone(),
             mode: rule.mode,
+            unmask: rule.unmask,
             role_defaulted,
         })
     }
@@ -232,6 +237,7 @@ mod tests {
             connections: v(conns),
             roles: v(roles),
             mode,
+            unmask: false,
         }
     }
 

@@ -293,6 +293,7 @@ mod tests {
             unknown_reason: None,
             name: None,
             span: (0, 0),
+            lineage: Default::default(),
         }
     }
 

@@ -13,6 +13,8 @@
 
 pub mod access;
 pub mod guardrails;
+pub mod lineage;
+pub mod masking;
 pub mod principal;
 pub mod statement;
 

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use crate::lineage::Lineage;
+
 /// What kind of statement this is, by its top-level node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StatementKind {
@@ -314,6 +316,8 @@ pub struct Statement {
     pub name: Option<String>,
     /// Byte range of this statement in the message text.
     pub span: (usize, usize),
+    /// Where its result values come from, for masking.
+    pub lineage: Lineage,
 }
 
 impl Statement {
@@ -330,6 +334,7 @@ impl Statement {
             unknown_reason: Some(reason.into()),
             name: None,
             span,
+            lineage: Lineage::default(),
         }
     }
 

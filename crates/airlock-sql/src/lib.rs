@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
+mod lineage;
 pub mod pg;
 pub mod scs;
 pub mod shape;

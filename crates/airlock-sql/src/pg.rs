@@ -97,7 +97,7 @@ const WRITING_FUNCTIONS: &[&str] = &[
 /// Functions that change session settings.
 const CONFIG_FUNCTIONS: &[&str] = &["set_config"];
 
-fn matches(list: &[impl AsRef<str>], name: &str) -> bool {
+pub(crate) fn matches(list: &[impl AsRef<str>], name: &str) -> bool {
     list.iter().any(|p| {
         let p = p.as_ref();
         match p.strip_suffix('*') {
@@ -217,6 +217,8 @@ impl Analyzer {
         let mut effects = Effects::EMPTY;
         let mut explain_analyze_flag = false;
         let mut inner = None;
+        // The lineage of a DECLARE's query.
+        let mut declared = None;
         let kind = match node {
             N::SelectStmt(_) | N::SetOperationStmt(_) => {
                 effects.insert(Read);
@@ -292,7 +294,9 @@ impl Analyzer {
             N::DeclareCursorStmt(d) => {
                 effects.insert(Read);
                 if let Some(q) = d.query.as_ref().and_then(|q| q.node.as_ref()) {
-                    effects.extend(self.statement(q, span).effects);
+                    let s = self.statement(q, span);
+                    effects.extend(s.effects);
+                    declared = Some(s.lineage);
                 }
                 K::Cursor
             }
@@ -532,6 +536,12 @@ impl Analyzer {
             Some(s) if kind == K::Explain && effects.contains(Write) => s.has_where,
             _ => facts.has_where,
         };
+        let lineage = crate::lineage::of(
+            node,
+            inner.as_deref().map(|s| &s.lineage).or(declared.as_ref()),
+            explain_analyze_flag,
+            &facts.functions,
+        );
         Statement {
             kind,
             nested,
@@ -543,6 +553,7 @@ impl Analyzer {
             unknown_reason: None,
             span,
             name: statement_name(node),
+            lineage,
         }
     }
 
@@ -633,6 +644,12 @@ thread_local! {
     static READ_LITERAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Records that a literal's value steered the analysis (its lineage
+/// included): it must not be shared by shape.
+pub(crate) fn read_literal() {
+    READ_LITERAL.set(true);
+}
+
 /// The truth of a DefElem argument: absent means true.
 fn const_truthy(arg: Option<&protobuf::Node>) -> bool {
     let Some(node) = arg.and_then(|a| a.node.as_ref()) else {
@@ -689,6 +706,7 @@ pub fn resolve(statements: &[Statement], session: &mut SessionState) -> Vec<Stat
                 out.effects.extend(executed.effects);
                 out.has_where = executed.has_where;
                 out.nested.extend(executed.nested.iter().copied());
+                out.lineage = crate::lineage::explain_execute(&s.lineage, &executed.lineage);
                 out.inner = Some(Box::new(executed));
                 out
             }
@@ -703,6 +721,7 @@ pub fn resolve(statements: &[Statement], session: &mut SessionState) -> Vec<Stat
                         functions: prepared.functions.clone(),
                         has_where: prepared.has_where,
                         inner: Some(Box::new(prepared.clone())),
+                        lineage: crate::lineage::execute(&prepared.lineage, &s.lineage),
                         ..s.clone()
                     }
                 }

@@ -33,13 +33,26 @@ pub(crate) struct Facts {
     /// Names that may call a function through attribute notation: `(x).f`
     /// and `t.f` are `f(x)` and `f(t)` when no column `f` exists.
     pub attributes: Vec<String>,
+    /// The name parts of every column reference (`t.*` is `["t"]`, `*` is
+    /// `[]`), only from [`Facts::collect_columns`].
+    pub columns: Vec<Vec<String>>,
 }
 
 impl Facts {
     pub fn collect<T: Serialize + ?Sized>(node: &T) -> Facts {
+        Facts::collect_with(node, false)
+    }
+
+    /// [`Facts::collect`], with the column references too.
+    pub fn collect_columns<T: Serialize + ?Sized>(node: &T) -> Facts {
+        Facts::collect_with(node, true)
+    }
+
+    fn collect_with<T: Serialize + ?Sized>(node: &T, keep_columns: bool) -> Facts {
         let mut w = Walker {
             stack: Vec::new(),
             facts: Facts::default(),
+            keep_columns,
         };
         // The walker's own error type is never produced.
         let _ = node.serialize(&mut w);
@@ -64,6 +77,7 @@ struct Frame {
 struct Walker {
     stack: Vec<Frame>,
     facts: Facts,
+    keep_columns: bool,
 }
 
 impl Walker {
@@ -128,9 +142,14 @@ impl Walker {
                     f.functions.push(name);
                 }
             }
-            "ColumnRef" if frame.parts.len() >= 2 => {
-                if let Some(last) = frame.parts.last() {
+            "ColumnRef" => {
+                if frame.parts.len() >= 2
+                    && let Some(last) = frame.parts.last()
+                {
                     f.attributes.push(last.to_lowercase());
+                }
+                if self.keep_columns {
+                    f.columns.push(frame.parts);
                 }
             }
             "MergeWhenClause" => {

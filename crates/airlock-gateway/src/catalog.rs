@@ -1,0 +1,219 @@
+//! The upstream's catalog, as masking needs it.
+//!
+//! Read once per connection and policy on a new session's own upstream
+//! connection, right after login and before the client is let in (so the
+//! catalog is read with the session's role, and nothing else is in flight),
+//! then shared by the connection's sessions. It goes stale when a statement
+//! run through airlock changes the schema, when a result names a relation
+//! it does not know, and after [`MAX_AGE`]; the next session reads it again.
+//! A session keeps the catalog it started with.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airlock_pgwire::codec;
+use airlock_policy::masking::{
+    system_sensitive_relations, CatalogFacts, CatalogRelation, MaskingPolicy, SensitiveCatalog,
+};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::stream::UpstreamStream;
+
+/// How long a catalog is trusted before it is read again, so schema changes
+/// made outside airlock are picked up.
+pub const MAX_AGE: Duration = Duration::from_secs(60);
+
+/// The largest catalog answer read (a few million columns).
+const MAX_ANSWER: usize = 256 << 20;
+
+struct Entry {
+    catalog: Arc<SensitiveCatalog>,
+    read_at: Instant,
+    stale: bool,
+}
+
+/// Catalogs by connection name, for one policy snapshot.
+#[derive(Default)]
+pub struct CatalogCache {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl CatalogCache {
+    /// The connection's catalog if it is fresh.
+    pub fn fresh(&self, connection: &str) -> Option<Arc<SensitiveCatalog>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(connection)
+            .filter(|e| !e.stale && e.read_at.elapsed() < MAX_AGE)
+            .map(|e| Arc::clone(&e.catalog))
+    }
+
+    pub fn insert(&self, connection: &str, catalog: Arc<SensitiveCatalog>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.insert(
+            connection.to_string(),
+            Entry {
+                catalog,
+                read_at: Instant::now(),
+                stale: false,
+            },
+        );
+    }
+
+    /// Makes the next session on `connection` read the catalog again.
+    pub fn invalidate(&self, connection: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = entries.get_mut(connection) {
+            e.stale = true;
+        }
+    }
+}
+
+/// Why the catalog could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the upstream refused the catalog query (SQLSTATE {0})")]
+    Refused(String),
+    #[error("the upstream's answer was malformed: {0}")]
+    Malformed(&'static str),
+}
+
+/// The catalog query: relations and their columns, views' column reads,
+/// inheritance, user functions. Each is one statement of one simple Query.
+fn query() -> String {
+    let system: Vec<String> = system_sensitive_relations()
+        .map(|r| format!("'{r}'"))
+        .collect();
+    format!(
+        "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname \
+         FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+         WHERE (c.oid >= 16384 AND c.relkind IN ('r', 'v', 'm', 'f', 'p')) \
+            OR (n.nspname = 'pg_catalog' AND c.relname IN ({})) \
+         ORDER BY c.oid, a.attnum; \
+         SELECT DISTINCT r.ev_class, d.refobjid, d.refobjsubid \
+         FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite r ON d.objid = r.oid \
+         WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
+           AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+           AND d.refobjid <> r.ev_class; \
+         SELECT inhrelid, inhparent FROM pg_catalog.pg_inherits; \
+         SELECT n.nspname, p.proname FROM pg_catalog.pg_proc p \
+         JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+         WHERE p.oid >= 16384 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+           WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid AND d.deptype = 'e')",
+        system.join(", ")
+    )
+}
+
+type Rows = Vec<Vec<Option<String>>>;
+
+/// Reads the catalog on an idle upstream session (after login, before the
+/// client's first message) and compiles it against `policy`.
+pub async fn read(
+    upstream: &mut UpstreamStream,
+    policy: &MaskingPolicy,
+) -> Result<SensitiveCatalog, CatalogError> {
+    let mut out = BytesMut::new();
+    codec::query(&query(), &mut out);
+    upstream.write_all(&out).await?;
+    upstream.flush().await?;
+    let results = answers(upstream).await?;
+    let [relations, views, inherits, functions] = <[Rows; 4]>::try_from(results)
+        .map_err(|_| CatalogError::Malformed("expected four results"))?;
+    Ok(SensitiveCatalog::build(policy, facts(relations, views, inherits, functions)?))
+}
+
+/// The rows of each statement's result, until ReadyForQuery.
+async fn answers(upstream: &mut UpstreamStream) -> Result<Vec<Rows>, CatalogError> {
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    let mut results: Vec<Rows> = Vec::new();
+    let mut current: Rows = Vec::new();
+    let mut error = None;
+    loop {
+        while let Some(msg) = codec::parse_message(&mut buf, MAX_ANSWER)
+            .map_err(|_| CatalogError::Malformed("bad message"))?
+        {
+            match msg.tag {
+                b'D' => current.push(data_row(&msg.body)?),
+                b'C' => results.push(std::mem::take(&mut current)),
+                b'E' => {
+                    let fields = codec::notice_fields(&msg.body);
+                    let code = fields.iter().find(|(f, _)| *f == b'C').map(|(_, v)| v.clone());
+                    error = Some(code.unwrap_or_default());
+                }
+                b'Z' => {
+                    return match error {
+                        Some(code) => Err(CatalogError::Refused(code)),
+                        None => Ok(results),
+                    };
+                }
+                _ => {}
+            }
+        }
+        if upstream.read_buf(&mut buf).await? == 0 {
+            return Err(CatalogError::Malformed("the upstream closed the connection"));
+        }
+    }
+}
+
+fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, CatalogError> {
+    let bad = CatalogError::Malformed("bad DataRow");
+    let count = i16::from_be_bytes(body.get(..2).ok_or(bad)?.try_into().expect("2 bytes"));
+    let mut at = 2;
+    let mut row = Vec::with_capacity(count.max(0) as usize);
+    for _ in 0..count {
+        let len = body
+            .get(at..at + 4)
+            .map(|b| i32::from_be_bytes(b.try_into().expect("4 bytes")))
+            .ok_or(CatalogError::Malformed("bad DataRow"))?;
+        at += 4;
+        if len < 0 {
+            row.push(None);
+            continue;
+        }
+        let value = body
+            .get(at..at + len as usize)
+            .ok_or(CatalogError::Malformed("bad DataRow"))?;
+        row.push(Some(String::from_utf8_lossy(value).into_owned()));
+        at += len as usize;
+    }
+    Ok(row)
+}
+
+fn facts(relations: Rows, views: Rows, inherits: Rows, functions: Rows) -> Result<CatalogFacts, CatalogError> {
+    fn col<T: std::str::FromStr>(row: &[Option<String>], i: usize) -> Result<T, CatalogError> {
+        row.get(i)
+            .and_then(|v| v.as_deref())
+            .and_then(|v| v.parse().ok())
+            .ok_or(CatalogError::Malformed("unexpected catalog value"))
+    }
+    let mut out = CatalogFacts::default();
+    for row in relations {
+        let oid: u32 = col(&row, 0)?;
+        let column = (col(&row, 3)?, col(&row, 4)?);
+        match out.relations.last_mut() {
+            Some(r) if r.oid == oid => r.columns.push(column),
+            _ => out.relations.push(CatalogRelation {
+                oid,
+                schema: col(&row, 1)?,
+                name: col(&row, 2)?,
+                columns: vec![column],
+            }),
+        }
+    }
+    for row in views {
+        out.view_reads.push((col(&row, 0)?, col(&row, 1)?, col(&row, 2)?));
+    }
+    for row in inherits {
+        out.inherits.push((col(&row, 0)?, col(&row, 1)?));
+    }
+    for row in functions {
+        out.user_functions.push((col(&row, 0)?, col(&row, 1)?));
+    }
+    Ok(out)
+}
