@@ -34,7 +34,7 @@ pub struct MaskRule {
 
 /// How matched values are hidden.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "StrategyRepr")]
+#[serde(from = "StrategyRepr")]
 pub enum MaskStrategy {
     /// `*****` for text, NULL for other types.
     Redact,
@@ -84,16 +84,15 @@ enum StrategyName {
     Null,
 }
 
-impl TryFrom<StrategyRepr> for MaskStrategy {
-    type Error = std::convert::Infallible;
-    fn try_from(r: StrategyRepr) -> Result<Self, Self::Error> {
-        Ok(match r {
+impl From<StrategyRepr> for MaskStrategy {
+    fn from(r: StrategyRepr) -> Self {
+        match r {
             StrategyRepr::Name(StrategyName::Redact) => MaskStrategy::Redact,
             StrategyRepr::Name(StrategyName::Email) => MaskStrategy::Email,
             StrategyRepr::Name(StrategyName::Hash) => MaskStrategy::Hash,
             StrategyRepr::Name(StrategyName::Null) | StrategyRepr::Null(()) => MaskStrategy::Null,
             StrategyRepr::Partial(p) => MaskStrategy::Partial(p.partial),
-        })
+        }
     }
 }
 

@@ -317,13 +317,14 @@ fn masking(config: &Config, p: &mut Problems) {
                 );
             }
         }
-        if let crate::MaskStrategy::Partial(k) = r.strategy {
-            if k.keep_first == 0 && k.keep_last == 0 {
-                p.add(
-                    at(".strategy.partial"),
-                    "keeps nothing; give keep_first or keep_last, or use redact",
-                );
-            }
+        if let crate::MaskStrategy::Partial(k) = r.strategy
+            && k.keep_first == 0
+            && k.keep_last == 0
+        {
+            p.add(
+                at(".strategy.partial"),
+                "keeps nothing; give keep_first or keep_last, or use redact",
+            );
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use airlock_pgwire::codec;
 use airlock_policy::masking::{
-    system_sensitive_relations, CatalogFacts, CatalogRelation, MaskingPolicy, SensitiveCatalog,
+    CatalogFacts, CatalogRelation, MaskingPolicy, SensitiveCatalog, system_sensitive_relations,
 };
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -125,7 +125,10 @@ pub async fn read(
     let results = answers(upstream).await?;
     let [relations, views, inherits, functions] = <[Rows; 4]>::try_from(results)
         .map_err(|_| CatalogError::Malformed("expected four results"))?;
-    Ok(SensitiveCatalog::build(policy, facts(relations, views, inherits, functions)?))
+    Ok(SensitiveCatalog::build(
+        policy,
+        facts(relations, views, inherits, functions)?,
+    ))
 }
 
 /// The rows of each statement's result, until ReadyForQuery.
@@ -143,7 +146,10 @@ async fn answers(upstream: &mut UpstreamStream) -> Result<Vec<Rows>, CatalogErro
                 b'C' => results.push(std::mem::take(&mut current)),
                 b'E' => {
                     let fields = codec::notice_fields(&msg.body);
-                    let code = fields.iter().find(|(f, _)| *f == b'C').map(|(_, v)| v.clone());
+                    let code = fields
+                        .iter()
+                        .find(|(f, _)| *f == b'C')
+                        .map(|(_, v)| v.clone());
                     error = Some(code.unwrap_or_default());
                 }
                 b'Z' => {
@@ -156,7 +162,9 @@ async fn answers(upstream: &mut UpstreamStream) -> Result<Vec<Rows>, CatalogErro
             }
         }
         if upstream.read_buf(&mut buf).await? == 0 {
-            return Err(CatalogError::Malformed("the upstream closed the connection"));
+            return Err(CatalogError::Malformed(
+                "the upstream closed the connection",
+            ));
         }
     }
 }
@@ -185,7 +193,12 @@ fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, CatalogError> {
     Ok(row)
 }
 
-fn facts(relations: Rows, views: Rows, inherits: Rows, functions: Rows) -> Result<CatalogFacts, CatalogError> {
+fn facts(
+    relations: Rows,
+    views: Rows,
+    inherits: Rows,
+    functions: Rows,
+) -> Result<CatalogFacts, CatalogError> {
     fn col<T: std::str::FromStr>(row: &[Option<String>], i: usize) -> Result<T, CatalogError> {
         row.get(i)
             .and_then(|v| v.as_deref())
@@ -207,7 +220,8 @@ fn facts(relations: Rows, views: Rows, inherits: Rows, functions: Rows) -> Resul
         }
     }
     for row in views {
-        out.view_reads.push((col(&row, 0)?, col(&row, 1)?, col(&row, 2)?));
+        out.view_reads
+            .push((col(&row, 0)?, col(&row, 1)?, col(&row, 2)?));
     }
     for row in inherits {
         out.inherits.push((col(&row, 0)?, col(&row, 1)?));

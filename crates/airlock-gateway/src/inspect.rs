@@ -334,7 +334,9 @@ fn bind_parameters(body: &[u8]) -> Option<Vec<&[u8]>> {
     let skip_cstr = |at: usize| -> Option<usize> {
         Some(at + body.get(at..)?.iter().position(|&b| b == 0)? + 1)
     };
-    let i16_at = |at: usize| -> Option<i16> { Some(i16::from_be_bytes(body.get(at..at + 2)?.try_into().ok()?)) };
+    let i16_at = |at: usize| -> Option<i16> {
+        Some(i16::from_be_bytes(body.get(at..at + 2)?.try_into().ok()?))
+    };
     let mut at = skip_cstr(skip_cstr(0)?)?;
     let formats = i16_at(at)?.max(0) as usize;
     at += 2 + 2 * formats;
@@ -404,7 +406,10 @@ impl Inspector for PolicyInspector {
             // session reads it again.
             m.catalogs.invalidate(&m.connection);
         }
-        let plan = m.masking.policy.plan(&m.catalog, &self.lineage(at), &origins);
+        let plan = m
+            .masking
+            .policy
+            .plan(&m.catalog, &self.lineage(at), &origins);
         RowMask::new(&m.masking, plan, &fields).map(|r| Arc::new(ResultMask::Rows(r)))
     }
 
@@ -432,7 +437,13 @@ impl Inspector for PolicyInspector {
         }
     }
 
-    fn scrub(&mut self, at: Option<StatementRef>, tag: u8, body: &[u8], out: &mut BytesMut) -> bool {
+    fn scrub(
+        &mut self,
+        at: Option<StatementRef>,
+        tag: u8,
+        body: &[u8],
+        out: &mut BytesMut,
+    ) -> bool {
         let Some(m) = self.policy.masking.as_ref() else {
             return false;
         };

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use airlock_mask::copy::{self, Edit, Field};
 use airlock_mask::{Detectors, Masked, Masker};
 use airlock_policy::lineage::CopyFormat;
-use airlock_policy::masking::{CopyPlan, Detector, FieldOrigin, Mask, MaskPlan, MaskingPolicy, Strategy};
+use airlock_policy::masking::{
+    CopyPlan, Detector, FieldOrigin, Mask, MaskPlan, MaskingPolicy, Strategy,
+};
 use bytes::{BufMut, BytesMut};
 
 /// The masking half of a snapshot: the compiled rules, the HMAC key and the
@@ -109,7 +111,11 @@ pub fn fields(body: &[u8]) -> Option<Vec<(FieldOrigin, u32, bool)>> {
 
 impl RowMask {
     /// `None` when the plan changes nothing.
-    pub fn new(masking: &Arc<Masking>, plan: MaskPlan, fields: &[(FieldOrigin, u32, bool)]) -> Option<RowMask> {
+    pub fn new(
+        masking: &Arc<Masking>,
+        plan: MaskPlan,
+        fields: &[(FieldOrigin, u32, bool)],
+    ) -> Option<RowMask> {
         if plan.is_pass() {
             return None;
         }
@@ -148,7 +154,9 @@ impl RowMask {
             // A malformed row: send its columns as NULLs rather than
             // anything unmasked.
             out.truncate(start + 5);
-            let count = body.get(..2).map_or(0, |c| i16::from_be_bytes([c[0], c[1]]));
+            let count = body
+                .get(..2)
+                .map_or(0, |c| i16::from_be_bytes([c[0], c[1]]));
             out.put_i16(count.max(0));
             for _ in 0..count.max(0) {
                 out.put_i32(-1);
@@ -191,7 +199,11 @@ impl RowMask {
                 }
                 Some(m) => {
                     scratch.clear();
-                    match self.masking.masker.apply(m.strategy, value, column.text, &mut scratch) {
+                    match self
+                        .masking
+                        .masker
+                        .apply(m.strategy, value, column.text, &mut scratch)
+                    {
                         Masked::Value => {
                             out.put_i32(scratch.len() as i32);
                             out.extend_from_slice(&scratch);
@@ -300,7 +312,13 @@ fn write_copy_data(body: &[u8], out: &mut BytesMut) {
 /// Scrubs an ErrorResponse or NoticeResponse: detectors over every text
 /// field, and when the statement touches masked data, quoted values too.
 /// Writes the replacement to `out` and returns true when anything changed.
-pub fn notice(masking: &Masking, tag: u8, body: &[u8], sensitive: bool, out: &mut BytesMut) -> bool {
+pub fn notice(
+    masking: &Masking,
+    tag: u8,
+    body: &[u8],
+    sensitive: bool,
+    out: &mut BytesMut,
+) -> bool {
     let fields = airlock_pgwire::codec::notice_fields(body);
     let mut changed = false;
     let scrubbed: Vec<(u8, String)> = fields
@@ -370,10 +388,7 @@ pub fn async_message(masking: &Masking, tag: u8, body: &[u8], out: &mut BytesMut
         Some((start, end))
     };
     let Some((start, end)) = (match tag {
-        b'A' => body
-            .get(4..)
-            .and_then(split)
-            .map(|(s, e)| (s + 4, e + 4)),
+        b'A' => body.get(4..).and_then(split).map(|(s, e)| (s + 4, e + 4)),
         b'S' => split(body),
         _ => None,
     }) else {

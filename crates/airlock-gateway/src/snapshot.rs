@@ -234,7 +234,11 @@ pub fn masking_policy(config: &Config) -> airlock_policy::masking::MaskingPolicy
                     .iter()
                     .filter_map(|c| ColumnPattern::parse(c).ok())
                     .collect(),
-                detect: r.detect.iter().filter_map(|d| Detector::from_name(d)).collect(),
+                detect: r
+                    .detect
+                    .iter()
+                    .filter_map(|d| Detector::from_name(d))
+                    .collect(),
                 strategy: match r.strategy {
                     MaskStrategy::Redact => Strategy::Redact,
                     MaskStrategy::Partial(p) => Strategy::Partial {

@@ -52,7 +52,9 @@ pub enum Output {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CopyFormat {
     /// `FORMAT text` (the default): columns split by `delimiter`.
-    Text { delimiter: u8 },
+    Text {
+        delimiter: u8,
+    },
     /// `FORMAT csv`.
     Csv {
         delimiter: u8,

@@ -234,7 +234,11 @@ impl Mask {
                 let null = a.strategy == Strategy::Null || b.strategy == Strategy::Null;
                 Mask {
                     rule: a.rule.min(b.rule),
-                    strategy: if null { Strategy::Null } else { Strategy::Redact },
+                    strategy: if null {
+                        Strategy::Null
+                    } else {
+                        Strategy::Redact
+                    },
                 }
             }
         }
@@ -385,10 +389,10 @@ impl MaskingPolicy {
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                if f.table_oid != 0 {
-                    if let Some(m) = catalog.origin(f.table_oid, f.attnum) {
-                        return m;
-                    }
+                if f.table_oid != 0
+                    && let Some(m) = catalog.origin(f.table_oid, f.attnum)
+                {
+                    return m;
                 }
                 // A computed column, or a relation created after the catalog
                 // was read: follow the statement's lineage by name.
@@ -419,9 +423,7 @@ impl MaskingPolicy {
                 Output::Star(sources) => match sources.as_slice() {
                     [Source::WholeRow(rel)] => match catalog.relation_columns(rel) {
                         Some(cols) => columns.extend(cols.iter().map(|(name, mask)| {
-                            mask.or_else(|| {
-                                self.by_name(rel.schema.as_deref(), &rel.name, name)
-                            })
+                            mask.or_else(|| self.by_name(rel.schema.as_deref(), &rel.name, name))
                         })),
                         None => return self.copy_uniform(catalog, sources, detect),
                     },
@@ -432,7 +434,12 @@ impl MaskingPolicy {
         CopyPlan::Columns(MaskPlan { columns, detect })
     }
 
-    fn copy_uniform(&self, catalog: &SensitiveCatalog, sources: &[Source], detect: bool) -> CopyPlan {
+    fn copy_uniform(
+        &self,
+        catalog: &SensitiveCatalog,
+        sources: &[Source],
+        detect: bool,
+    ) -> CopyPlan {
         match self.sources(catalog, sources, &FieldOrigin::default()) {
             Some(m) => CopyPlan::Uniform(m, detect),
             None => CopyPlan::Columns(MaskPlan {
@@ -443,7 +450,12 @@ impl MaskingPolicy {
     }
 
     /// The mask for a value computed from `sources`.
-    fn sources(&self, catalog: &SensitiveCatalog, sources: &[Source], field: &FieldOrigin) -> ColumnMask {
+    fn sources(
+        &self,
+        catalog: &SensitiveCatalog,
+        sources: &[Source],
+        field: &FieldOrigin,
+    ) -> ColumnMask {
         let mut acc: Option<Mask> = None;
         let mut add = |m: Option<Mask>| {
             if let Some(m) = m {
@@ -547,8 +559,10 @@ impl MaskingPolicy {
                 self.rule_name(mask)
             )));
         }
-        if self.deny_predicates {
-            if let Some((source, mask)) = self.first_masked(catalog, &lineage.predicates) {
+        if self.deny_predicates
+            && let Some((source, mask)) = self.first_masked(catalog, &lineage.predicates)
+        {
+            {
                 return Err(MaskRefusal(format!(
                     "the statement filters, joins, groups or orders on {} (masked by rule \"{}\"), and masking.deny_predicates is on",
                     describe(source),
@@ -743,7 +757,10 @@ impl SensitiveCatalog {
                     (attnum, col, mask)
                 })
                 .collect();
-            cat.by_name.entry(rel.name.clone()).or_default().push(rel.oid);
+            cat.by_name
+                .entry(rel.name.clone())
+                .or_default()
+                .push(rel.oid);
             cat.relations.insert(
                 rel.oid,
                 RelationInfo {
@@ -760,27 +777,39 @@ impl SensitiveCatalog {
         while changed {
             changed = false;
             for (child, parent) in &facts.inherits {
-                let Some(p) = cat.relations.get(parent) else { continue };
+                let Some(p) = cat.relations.get(parent) else {
+                    continue;
+                };
                 let inherited: Vec<(String, Mask)> = p
                     .columns
                     .iter()
                     .filter_map(|(_, n, m)| m.map(|m| (n.clone(), m)))
                     .collect();
-                let Some(c) = cat.relations.get_mut(child) else { continue };
+                let Some(c) = cat.relations.get_mut(child) else {
+                    continue;
+                };
                 for (name, mask) in inherited {
-                    for col in c.columns.iter_mut().filter(|c| c.1 == name && c.2.is_none()) {
+                    for col in c
+                        .columns
+                        .iter_mut()
+                        .filter(|c| c.1 == name && c.2.is_none())
+                    {
                         col.2 = Some(mask);
                         changed = true;
                     }
                 }
             }
             for (view, rel, attnum) in &facts.view_reads {
-                let reads_masked = cat.relations.get(rel).is_some_and(|r| r.mask(*attnum).is_some());
-                if let Some(v) = cat.relations.get_mut(view) {
-                    if reads_masked && !v.tainted {
-                        v.tainted = true;
-                        changed = true;
-                    }
+                let reads_masked = cat
+                    .relations
+                    .get(rel)
+                    .is_some_and(|r| r.mask(*attnum).is_some());
+                if let Some(v) = cat.relations.get_mut(view)
+                    && reads_masked
+                    && !v.tainted
+                {
+                    v.tainted = true;
+                    changed = true;
                 }
             }
         }
@@ -833,12 +862,7 @@ impl SensitiveCatalog {
 
     fn column_by_name(&self, rel: &Relation, column: &str) -> Option<Mask> {
         self.named(rel)
-            .filter_map(|r| {
-                r.columns
-                    .iter()
-                    .find(|c| c.1 == column)
-                    .and_then(|c| c.2)
-            })
+            .filter_map(|r| r.columns.iter().find(|c| c.1 == column).and_then(|c| c.2))
             .fold(None, |acc, m| Some(Mask::combine(acc, m)))
     }
 
@@ -941,11 +965,21 @@ mod tests {
             p,
             CatalogFacts {
                 relations: vec![
-                    relation(CUSTOMERS, "public", "customers", &["id", "name", "email", "ssn"]),
+                    relation(
+                        CUSTOMERS,
+                        "public",
+                        "customers",
+                        &["id", "name", "email", "ssn"],
+                    ),
                     relation(ORDERS, "public", "orders", &["id", "customer_id", "total"]),
                     relation(VIEW, "public", "customer_names", &["id", "label"]),
                     relation(CHILD, "archive", "customers_2020", &["id", "tax"]),
-                    relation(PG_STATS, "pg_catalog", "pg_stats", &["attname", "most_common_vals"]),
+                    relation(
+                        PG_STATS,
+                        "pg_catalog",
+                        "pg_stats",
+                        &["attname", "most_common_vals"],
+                    ),
                 ],
                 view_reads: vec![(VIEW, CUSTOMERS, 1), (VIEW, CUSTOMERS, 4)],
                 inherits: vec![],
@@ -1002,7 +1036,12 @@ mod tests {
         let plan = p.plan(
             &c,
             &lineage(vec![]),
-            &[origin(CUSTOMERS, 1), origin(CUSTOMERS, 4), origin(CUSTOMERS, 3), origin(ORDERS, 3)],
+            &[
+                origin(CUSTOMERS, 1),
+                origin(CUSTOMERS, 4),
+                origin(CUSTOMERS, 3),
+                origin(ORDERS, 3),
+            ],
         );
         assert_eq!(plan.columns, vec![None, Some(SSN), Some(EMAIL), None]);
         assert!(plan.detect);
@@ -1013,7 +1052,10 @@ mod tests {
         let p = policy();
         let c = catalog(&p);
         let l = lineage(vec![
-            Output::Column(vec![col("customers", "ssn"), Source::Function("upper".into())]),
+            Output::Column(vec![
+                col("customers", "ssn"),
+                Source::Function("upper".into()),
+            ]),
             Output::Column(vec![Source::Function("count".into())]),
             Output::Column(vec![Source::WholeRow(rel(None, "customers"))]),
             Output::Column(vec![col("customers", "ssn"), col("customers", "email")]),
@@ -1022,10 +1064,23 @@ mod tests {
             Output::Column(vec![col("customer_names", "label")]),
         ]);
         let plan = p.plan(&c, &l, &[FieldOrigin::default(); 7]);
-        let redact = |rule| Some(Mask { rule, strategy: Strategy::Redact });
+        let redact = |rule| {
+            Some(Mask {
+                rule,
+                strategy: Strategy::Redact,
+            })
+        };
         assert_eq!(
             plan.columns,
-            vec![Some(SSN), None, redact(0), redact(0), Some(Mask::UNTRACED), Some(Mask::UNTRACED), Some(Mask::UNTRACED)]
+            vec![
+                Some(SSN),
+                None,
+                redact(0),
+                redact(0),
+                Some(Mask::UNTRACED),
+                Some(Mask::UNTRACED),
+                Some(Mask::UNTRACED)
+            ]
         );
     }
 
@@ -1033,8 +1088,15 @@ mod tests {
     fn views_over_masked_columns_and_statistics_are_masked_whole() {
         let p = policy();
         let c = catalog(&p);
-        let plan = p.plan(&c, &lineage(vec![]), &[origin(VIEW, 1), origin(PG_STATS, 1), origin(1259, 1)]);
-        assert_eq!(plan.columns, vec![Some(Mask::UNTRACED), Some(Mask::UNTRACED), None]);
+        let plan = p.plan(
+            &c,
+            &lineage(vec![]),
+            &[origin(VIEW, 1), origin(PG_STATS, 1), origin(1259, 1)],
+        );
+        assert_eq!(
+            plan.columns,
+            vec![Some(Mask::UNTRACED), Some(Mask::UNTRACED), None]
+        );
     }
 
     #[test]
@@ -1042,7 +1104,10 @@ mod tests {
         let p = policy();
         let c = catalog(&p);
         // A table created after the catalog was read, with an ssn column.
-        let l = lineage(vec![Output::Column(vec![col("fresh", "ssn")]), Output::Column(vec![col("fresh", "x")])]);
+        let l = lineage(vec![
+            Output::Column(vec![col("fresh", "ssn")]),
+            Output::Column(vec![col("fresh", "x")]),
+        ]);
         let plan = p.plan(&c, &l, &[origin(17000, 1), origin(17000, 2)]);
         assert_eq!(plan.columns, vec![Some(SSN), None]);
         // No lineage at all for an unknown relation: masked.
@@ -1092,7 +1157,10 @@ mod tests {
     fn copy_expands_stars_through_the_catalog() {
         let p = policy();
         let c = catalog(&p);
-        let l = lineage(vec![Output::Star(vec![Source::WholeRow(rel(None, "customers"))])]);
+        let l = lineage(vec![Output::Star(vec![Source::WholeRow(rel(
+            None,
+            "customers",
+        ))])]);
         assert_eq!(
             p.copy_plan(&c, &l),
             CopyPlan::Columns(MaskPlan {
@@ -1101,10 +1169,18 @@ mod tests {
             })
         );
         // A relation the catalog has not seen may have an ssn column.
-        let l = lineage(vec![Output::Star(vec![Source::WholeRow(rel(None, "fresh"))])]);
+        let l = lineage(vec![Output::Star(vec![Source::WholeRow(rel(
+            None, "fresh",
+        ))])]);
         assert_eq!(
             p.copy_plan(&c, &l),
-            CopyPlan::Uniform(Mask { rule: 0, strategy: Strategy::Redact }, true)
+            CopyPlan::Uniform(
+                Mask {
+                    rule: 0,
+                    strategy: Strategy::Redact
+                },
+                true
+            )
         );
         let l = lineage(vec![Output::Star(vec![Source::Opaque])]);
         assert_eq!(p.copy_plan(&c, &l), CopyPlan::Uniform(Mask::UNTRACED, true));
@@ -1117,12 +1193,20 @@ mod tests {
         let mut stmt = Statement::unknown("", (0, 0));
         stmt.lineage.written = vec![col("customers", "ssn")];
         let err = p.check(&c, &stmt).unwrap_err().0;
-        assert!(err.contains("customers.ssn") && err.contains("\"ssn\""), "{err}");
+        assert!(
+            err.contains("customers.ssn") && err.contains("\"ssn\""),
+            "{err}"
+        );
         stmt.lineage.written.clear();
         stmt.lineage.predicates = vec![col("customers", "email")];
         assert!(p.check(&c, &stmt).is_ok());
         p.deny_predicates = true;
-        assert!(p.check(&c, &stmt).unwrap_err().0.contains("deny_predicates"));
+        assert!(
+            p.check(&c, &stmt)
+                .unwrap_err()
+                .0
+                .contains("deny_predicates")
+        );
         stmt.lineage.predicates = vec![col("customers", "name")];
         assert!(p.check(&c, &stmt).is_ok());
         stmt.lineage.copy = Some(CopyFormat::Binary);
@@ -1158,7 +1242,13 @@ mod tests {
             },
         );
         let _ = p;
-        assert_eq!(c.origin(CHILD, 2), Some(Some(Mask { rule: 0, strategy: Strategy::Null })));
+        assert_eq!(
+            c.origin(CHILD, 2),
+            Some(Some(Mask {
+                rule: 0,
+                strategy: Strategy::Null
+            }))
+        );
         assert_eq!(c.origin(CHILD, 1), Some(None));
     }
 

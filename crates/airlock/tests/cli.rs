@@ -290,6 +290,20 @@ fn demo_prints_working_lines_and_cleans_up() {
         .find_map(|l| l.trim().parse().ok())
         .unwrap_or_else(|| panic!("no count in {}", text(&out.stdout)));
     assert!(count > 1000, "{count} customers");
+    // ...sees sensitive columns masked...
+    let out = paste(&format!(
+        r#"{agent} -A -t -c "select ssn, email, card_number from customers order by id limit 1""#
+    ));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let row = text(&out.stdout);
+    let masked: Vec<&str> = row.trim().rsplit('\n').next().unwrap().split('|').collect();
+    assert!(
+        masked.len() == 3
+            && masked[0].starts_with("*****")
+            && masked[1].contains("***@")
+            && masked[2] == "*****",
+        "{row}"
+    );
     // ...but may not write; the DBA may.
     let out = paste(&format!(r#"{agent} -c "delete from orders""#));
     assert!(

@@ -144,7 +144,10 @@ fn leaks(bytes: &[u8]) -> Vec<&'static str> {
     leaks_of(SECRETS.iter().chain(UNRULED_SECRETS), bytes)
 }
 
-fn leaks_of<'a>(secrets: impl Iterator<Item = &'a &'static str>, bytes: &[u8]) -> Vec<&'static str> {
+fn leaks_of<'a>(
+    secrets: impl Iterator<Item = &'a &'static str>,
+    bytes: &[u8],
+) -> Vec<&'static str> {
     secrets
         .copied()
         .filter(|s| bytes.windows(s.len()).any(|w| w == s.as_bytes()))
@@ -214,11 +217,17 @@ enum Want {
 /// seeded raw value.
 const CORPUS: &[(&str, Want)] = &[
     // Plain columns, aliases, casts.
-    ("SELECT ssn, email, card_number, external_id FROM customers", Want::Rows),
+    (
+        "SELECT ssn, email, card_number, external_id FROM customers",
+        Want::Rows,
+    ),
     ("SELECT ssn AS x FROM customers", Want::Rows),
     ("SELECT c.ssn AS not_sensitive FROM customers c", Want::Rows),
     ("SELECT ssn::text FROM customers", Want::Rows),
-    ("SELECT ssn::varchar(40), email::bpchar FROM customers", Want::Rows),
+    (
+        "SELECT ssn::varchar(40), email::bpchar FROM customers",
+        Want::Rows,
+    ),
     ("SELECT CAST(ssn AS bytea) FROM customers", Want::Rows),
     ("SELECT * FROM customers", Want::Rows),
     ("SELECT customers.* FROM customers", Want::Rows),
@@ -226,43 +235,106 @@ const CORPUS: &[(&str, Want)] = &[
     // String functions and concatenation.
     ("SELECT upper(ssn), lower(email) FROM customers", Want::Rows),
     ("SELECT replace(ssn, '-', '') FROM customers", Want::Rows),
-    ("SELECT substr(ssn, 1, 3) || '-' || substr(ssn, 5) FROM customers", Want::Rows),
+    (
+        "SELECT substr(ssn, 1, 3) || '-' || substr(ssn, 5) FROM customers",
+        Want::Rows,
+    ),
     ("SELECT 'x' || ssn || 'y' FROM customers", Want::Rows),
-    ("SELECT concat_ws(',', name, email, ssn) FROM customers", Want::Rows),
-    ("SELECT format('%s/%s', ssn, card_number) FROM customers", Want::Rows),
+    (
+        "SELECT concat_ws(',', name, email, ssn) FROM customers",
+        Want::Rows,
+    ),
+    (
+        "SELECT format('%s/%s', ssn, card_number) FROM customers",
+        Want::Rows,
+    ),
     ("SELECT reverse(reverse(ssn)) FROM customers", Want::Rows),
-    ("SELECT translate(card_number, ' -', '') FROM customers", Want::Rows),
-    ("SELECT encode(convert_to(ssn, 'UTF8'), 'base64') FROM customers", Want::Rows),
+    (
+        "SELECT translate(card_number, ' -', '') FROM customers",
+        Want::Rows,
+    ),
+    (
+        "SELECT encode(convert_to(ssn, 'UTF8'), 'base64') FROM customers",
+        Want::Rows,
+    ),
     ("SELECT md5(ssn) FROM customers", Want::Rows),
-    ("SELECT CASE WHEN id > 0 THEN ssn END FROM customers", Want::Rows),
+    (
+        "SELECT CASE WHEN id > 0 THEN ssn END FROM customers",
+        Want::Rows,
+    ),
     ("SELECT coalesce(NULL, ssn) FROM customers", Want::Rows),
-    ("SELECT (SELECT ssn FROM customers c2 WHERE c2.id = c.id) FROM customers c", Want::Rows),
+    (
+        "SELECT (SELECT ssn FROM customers c2 WHERE c2.id = c.id) FROM customers c",
+        Want::Rows,
+    ),
     // Aggregates.
     ("SELECT string_agg(ssn, ',') FROM customers", Want::Rows),
     ("SELECT array_agg(email) FROM customers", Want::Rows),
     ("SELECT json_agg(c) FROM customers c", Want::Rows),
     ("SELECT jsonb_agg(card_number) FROM customers", Want::Rows),
-    ("SELECT max(ssn), min(external_id) FROM customers", Want::Rows),
-    ("SELECT array_to_string(array_agg(ssn), ';') FROM customers", Want::Rows),
+    (
+        "SELECT max(ssn), min(external_id) FROM customers",
+        Want::Rows,
+    ),
+    (
+        "SELECT array_to_string(array_agg(ssn), ';') FROM customers",
+        Want::Rows,
+    ),
     // Whole rows.
     ("SELECT row_to_json(c) FROM customers c", Want::Rows),
     ("SELECT to_jsonb(c.*) FROM customers c", Want::Rows),
     ("SELECT c::text FROM customers c", Want::Rows),
     ("SELECT c FROM customers c", Want::Rows),
     ("SELECT ROW(c.*)::text FROM customers c", Want::Rows),
-    ("SELECT hstore_like FROM (SELECT c::text AS hstore_like FROM customers c) s", Want::Rows),
+    (
+        "SELECT hstore_like FROM (SELECT c::text AS hstore_like FROM customers c) s",
+        Want::Rows,
+    ),
     // Subqueries, CTEs, UNION, joins, lateral.
-    ("SELECT x FROM (SELECT ssn AS x FROM customers) s", Want::Rows),
-    ("SELECT * FROM (SELECT upper(ssn) FROM customers) s(y)", Want::Rows),
-    ("WITH t AS (SELECT email AS e FROM customers) SELECT e FROM t", Want::Rows),
-    ("WITH t AS (SELECT lower(email) AS e FROM customers) SELECT * FROM t", Want::Rows),
-    ("WITH RECURSIVE r(v, n) AS (SELECT ssn, 1 FROM customers UNION ALL SELECT v, n + 1 FROM r WHERE n < 2) SELECT v FROM r", Want::Rows),
-    ("SELECT name FROM customers UNION SELECT ssn FROM customers", Want::Rows),
-    ("SELECT 'a' UNION ALL SELECT email FROM customers", Want::Rows),
-    ("SELECT o.id, c.card_number FROM orders o JOIN customers c ON c.id = o.customer_id", Want::Rows),
-    ("SELECT l.v FROM customers c, LATERAL (SELECT c.ssn || '') l(v)", Want::Rows),
-    ("SELECT u FROM customers, unnest(ARRAY[ssn, email]) u", Want::Rows),
-    ("SELECT * FROM (VALUES (1)) v(a), LATERAL (SELECT ssn FROM customers LIMIT 1) s", Want::Rows),
+    (
+        "SELECT x FROM (SELECT ssn AS x FROM customers) s",
+        Want::Rows,
+    ),
+    (
+        "SELECT * FROM (SELECT upper(ssn) FROM customers) s(y)",
+        Want::Rows,
+    ),
+    (
+        "WITH t AS (SELECT email AS e FROM customers) SELECT e FROM t",
+        Want::Rows,
+    ),
+    (
+        "WITH t AS (SELECT lower(email) AS e FROM customers) SELECT * FROM t",
+        Want::Rows,
+    ),
+    (
+        "WITH RECURSIVE r(v, n) AS (SELECT ssn, 1 FROM customers UNION ALL SELECT v, n + 1 FROM r WHERE n < 2) SELECT v FROM r",
+        Want::Rows,
+    ),
+    (
+        "SELECT name FROM customers UNION SELECT ssn FROM customers",
+        Want::Rows,
+    ),
+    (
+        "SELECT 'a' UNION ALL SELECT email FROM customers",
+        Want::Rows,
+    ),
+    (
+        "SELECT o.id, c.card_number FROM orders o JOIN customers c ON c.id = o.customer_id",
+        Want::Rows,
+    ),
+    (
+        "SELECT l.v FROM customers c, LATERAL (SELECT c.ssn || '') l(v)",
+        Want::Rows,
+    ),
+    (
+        "SELECT u FROM customers, unnest(ARRAY[ssn, email]) u",
+        Want::Rows,
+    ),
+    (
+        "SELECT * FROM (VALUES (1)) v(a), LATERAL (SELECT ssn FROM customers LIMIT 1) s",
+        Want::Rows,
+    ),
     // Views and functions.
     ("SELECT * FROM customer_contacts", Want::Rows),
     ("SELECT contact FROM customer_contacts", Want::Rows),
@@ -272,45 +344,129 @@ const CORPUS: &[(&str, Want)] = &[
     ("SELECT * FROM all_ssns()", Want::Rows),
     ("SELECT all_ssns()", Want::Rows),
     // Planner statistics hold sampled values.
-    ("SELECT most_common_vals::text, histogram_bounds::text FROM pg_stats WHERE tablename = 'customers'", Want::Rows),
+    (
+        "SELECT most_common_vals::text, histogram_bounds::text FROM pg_stats WHERE tablename = 'customers'",
+        Want::Rows,
+    ),
     // COPY, text and CSV; binary is refused.
     ("COPY customers TO STDOUT", Want::Rows),
-    ("COPY customers (ssn, email) TO STDOUT WITH (FORMAT csv, HEADER)", Want::Rows),
-    ("COPY (SELECT upper(ssn), card_number FROM customers) TO STDOUT WITH (FORMAT csv, DELIMITER ';')", Want::Rows),
-    ("COPY (SELECT * FROM customer_contacts) TO STDOUT", Want::Rows),
-    ("COPY customers TO STDOUT WITH (FORMAT binary)", Want::Error("42501")),
+    (
+        "COPY customers (ssn, email) TO STDOUT WITH (FORMAT csv, HEADER)",
+        Want::Rows,
+    ),
+    (
+        "COPY (SELECT upper(ssn), card_number FROM customers) TO STDOUT WITH (FORMAT csv, DELIMITER ';')",
+        Want::Rows,
+    ),
+    (
+        "COPY (SELECT * FROM customer_contacts) TO STDOUT",
+        Want::Rows,
+    ),
+    (
+        "COPY customers TO STDOUT WITH (FORMAT binary)",
+        Want::Error("42501"),
+    ),
     // Cursors and SQL-level prepared statements.
-    ("BEGIN; DECLARE k CURSOR FOR SELECT upper(ssn), email FROM customers; FETCH ALL FROM k; COMMIT", Want::Rows),
-    ("BEGIN; DECLARE k2 CURSOR FOR SELECT * FROM customers; FETCH 2 FROM k2; FETCH ALL FROM k2; COMMIT", Want::Rows),
-    ("PREPARE p1 AS SELECT lower(ssn) FROM customers; EXECUTE p1; DEALLOCATE p1", Want::Rows),
+    (
+        "BEGIN; DECLARE k CURSOR FOR SELECT upper(ssn), email FROM customers; FETCH ALL FROM k; COMMIT",
+        Want::Rows,
+    ),
+    (
+        "BEGIN; DECLARE k2 CURSOR FOR SELECT * FROM customers; FETCH 2 FROM k2; FETCH ALL FROM k2; COMMIT",
+        Want::Rows,
+    ),
+    (
+        "PREPARE p1 AS SELECT lower(ssn) FROM customers; EXECUTE p1; DEALLOCATE p1",
+        Want::Rows,
+    ),
     // Writes that return values.
-    ("BEGIN; UPDATE customers SET notes = notes WHERE id = 1 RETURNING ssn, upper(email); ROLLBACK", Want::Rows),
-    ("BEGIN; DELETE FROM orders WHERE id = 10 RETURNING (SELECT card_number FROM customers WHERE id = 1); ROLLBACK", Want::Rows),
-    ("WITH d AS (UPDATE customers SET notes = notes RETURNING ssn) SELECT * FROM d", Want::Rows),
+    (
+        "BEGIN; UPDATE customers SET notes = notes WHERE id = 1 RETURNING ssn, upper(email); ROLLBACK",
+        Want::Rows,
+    ),
+    (
+        "BEGIN; DELETE FROM orders WHERE id = 10 RETURNING (SELECT card_number FROM customers WHERE id = 1); ROLLBACK",
+        Want::Rows,
+    ),
+    (
+        "WITH d AS (UPDATE customers SET notes = notes RETURNING ssn) SELECT * FROM d",
+        Want::Rows,
+    ),
     // Errors that quote values.
     ("SELECT ssn::int FROM customers", Want::Error("22P02")),
-    ("SELECT card_number::numeric FROM customers", Want::Error("22P02")),
-    ("INSERT INTO customers (id, name, ssn) SELECT 99, 'x', ssn FROM customers WHERE id = 1", Want::Error("42501")),
-    ("UPDATE customers SET ssn = (SELECT ssn FROM customers WHERE id = 2) WHERE id = 1", Want::Error("42501")),
-    ("SELECT 1/0 FROM customers WHERE ssn = '123-45-6789'", Want::Error("22012")),
-    ("INSERT INTO customers (id, name, ssn) VALUES (50, 'x', '234-56-7891')", Want::Error("23505")),
-    ("SELECT to_date(email, 'YYYY') FROM customers", Want::Error("22007")),
-    ("SELECT jsonb_path_query(to_jsonb(c), '$.ssn')::text FROM customers c", Want::Rows),
-    ("CREATE TEMP VIEW peek AS SELECT email AS e FROM customers", Want::Error("42501")),
-    ("SELECT ssn COLLATE \"C\" FROM customers ORDER BY 1", Want::Rows),
-    ("SELECT (c).ssn FROM (SELECT c FROM customers c) s", Want::Rows),
-    ("SELECT xmlelement(name x, ssn)::text FROM customers", Want::Rows),
+    (
+        "SELECT card_number::numeric FROM customers",
+        Want::Error("22P02"),
+    ),
+    (
+        "INSERT INTO customers (id, name, ssn) SELECT 99, 'x', ssn FROM customers WHERE id = 1",
+        Want::Error("42501"),
+    ),
+    (
+        "UPDATE customers SET ssn = (SELECT ssn FROM customers WHERE id = 2) WHERE id = 1",
+        Want::Error("42501"),
+    ),
+    (
+        "SELECT 1/0 FROM customers WHERE ssn = '123-45-6789'",
+        Want::Error("22012"),
+    ),
+    (
+        "INSERT INTO customers (id, name, ssn) VALUES (50, 'x', '234-56-7891')",
+        Want::Error("23505"),
+    ),
+    (
+        "SELECT to_date(email, 'YYYY') FROM customers",
+        Want::Error("22007"),
+    ),
+    (
+        "SELECT jsonb_path_query(to_jsonb(c), '$.ssn')::text FROM customers c",
+        Want::Rows,
+    ),
+    (
+        "CREATE TEMP VIEW peek AS SELECT email AS e FROM customers",
+        Want::Error("42501"),
+    ),
+    (
+        "SELECT ssn COLLATE \"C\" FROM customers ORDER BY 1",
+        Want::Rows,
+    ),
+    (
+        "SELECT (c).ssn FROM (SELECT c FROM customers c) s",
+        Want::Rows,
+    ),
+    (
+        "SELECT xmlelement(name x, ssn)::text FROM customers",
+        Want::Rows,
+    ),
     ("SELECT ssn FROM ONLY public.customers", Want::Rows),
     ("SELECT q.* FROM (TABLE customers) q", Want::Rows),
-    ("DO $$ BEGIN RAISE NOTICE '%', (SELECT string_agg(ssn, ',') FROM customers); END $$", Want::Ok),
-    ("DO $$ BEGIN RAISE EXCEPTION 'boom %', (SELECT email FROM customers LIMIT 1); END $$", Want::Error("P0001")),
+    (
+        "DO $$ BEGIN RAISE NOTICE '%', (SELECT string_agg(ssn, ',') FROM customers); END $$",
+        Want::Ok,
+    ),
+    (
+        "DO $$ BEGIN RAISE EXCEPTION 'boom %', (SELECT email FROM customers LIMIT 1); END $$",
+        Want::Error("P0001"),
+    ),
     // Values moved out of the result path.
-    ("SELECT set_config('application_name', ssn, false) FROM customers LIMIT 1", Want::Error("42501")),
-    ("SELECT pg_notify('c', ssn) FROM customers", Want::Error("42501")),
-    ("CREATE TEMP TABLE stash AS SELECT ssn AS harmless FROM customers", Want::Error("42501")),
+    (
+        "SELECT set_config('application_name', ssn, false) FROM customers LIMIT 1",
+        Want::Error("42501"),
+    ),
+    (
+        "SELECT pg_notify('c', ssn) FROM customers",
+        Want::Error("42501"),
+    ),
+    (
+        "CREATE TEMP TABLE stash AS SELECT ssn AS harmless FROM customers",
+        Want::Error("42501"),
+    ),
     // Content detectors catch values in columns no rule names.
     ("SELECT notes FROM customers WHERE id = 3", Want::Rows),
-    ("SELECT '999-12-3456 and carol.private@example.com'::text AS free_text", Want::Rows),
+    (
+        "SELECT '999-12-3456 and carol.private@example.com'::text AS free_text",
+        Want::Rows,
+    ),
 ];
 
 /// Notices are answers too: collect them with the rest.
@@ -484,7 +640,10 @@ async fn masked_values_keep_their_types_in_every_driver() {
     // PortalSuspended) stays masked.
     let mut client = client;
     let tx = client.transaction().await.unwrap();
-    let stmt = tx.prepare("SELECT ssn FROM customers ORDER BY id").await.unwrap();
+    let stmt = tx
+        .prepare("SELECT ssn FROM customers ORDER BY id")
+        .await
+        .unwrap();
     let portal = tx.bind(&stmt, &[]).await.unwrap();
     let mut n = 0;
     loop {
@@ -527,7 +686,11 @@ async fn masked_values_keep_their_types_in_every_driver() {
     assert!(out.contains("*****6789"), "{out}");
     // Masked CSV fields are always quoted.
     assert!(out.contains("\"a***@example.org\",\"*****\""), "{out}");
-    assert_eq!(out.matches("***@").count(), 3, "every COPY row arrives: {out}");
+    assert_eq!(
+        out.matches("***@").count(),
+        3,
+        "every COPY row arrives: {out}"
+    );
 
     // psycopg (text format by default; binary on request).
     let script = format!(
@@ -574,15 +737,29 @@ async fn refusals_and_scrubbed_errors() {
     let mut s = common::raw_login(gw.pg, "reader", "shop", &token).await;
 
     // Writing a placeholder back would corrupt the data.
-    let (_, msgs) = simple(&mut s, "UPDATE customers SET ssn = '*****6789' WHERE id = 1").await;
+    let (_, msgs) = simple(
+        &mut s,
+        "UPDATE customers SET ssn = '*****6789' WHERE id = 1",
+    )
+    .await;
     assert_eq!(common::error_code(&msgs).as_deref(), Some("42501"));
-    assert!(common::error_message(&msgs).unwrap().contains("masking placeholder"));
+    assert!(
+        common::error_message(&msgs)
+            .unwrap()
+            .contains("masking placeholder")
+    );
     let client = connect(&gw.conninfo("shop", "reader"), &token).await;
     let err = client
-        .execute("UPDATE customers SET notes = $1 WHERE id = 1", &[&"hash_0123456789abcdef"])
+        .execute(
+            "UPDATE customers SET notes = $1 WHERE id = 1",
+            &[&"hash_0123456789abcdef"],
+        )
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
     // The same statement with an honest value runs, on the same connection.
     assert_eq!(
         client
@@ -598,8 +775,16 @@ async fn refusals_and_scrubbed_errors() {
     assert_eq!(message, "invalid input syntax for type integer: \"*****\"");
     let (_, msgs) = simple(&mut s, "INSERT INTO orders VALUES (10, 1, 1)").await;
     assert_eq!(common::error_code(&msgs).as_deref(), Some("23505"));
-    let detail = msgs.iter().find(|m| m.tag == b'E').unwrap().field(b'D').unwrap();
-    assert_eq!(detail, "Key (id)=(10) already exists.", "orders has no masked column");
+    let detail = msgs
+        .iter()
+        .find(|m| m.tag == b'E')
+        .unwrap()
+        .field(b'D')
+        .unwrap();
+    assert_eq!(
+        detail, "Key (id)=(10) already exists.",
+        "orders has no masked column"
+    );
 
     // Inference through predicates is allowed by default...
     let (_, msgs) = simple(&mut s, "SELECT count(*) FROM customers WHERE ssn LIKE '1%'").await;
@@ -607,7 +792,11 @@ async fn refusals_and_scrubbed_errors() {
     gw.stop().await;
 
     // ...and refused with deny_predicates.
-    let gw = gateway(&db, &MASKING.replace("masking:\n", "masking:\n  deny_predicates: true\n")).await;
+    let gw = gateway(
+        &db,
+        &MASKING.replace("masking:\n", "masking:\n  deny_predicates: true\n"),
+    )
+    .await;
     let token = gw.token("agent", &["agents"]);
     let mut s = common::raw_login(gw.pg, "reader", "shop", &token).await;
     for sql in [
@@ -618,9 +807,18 @@ async fn refusals_and_scrubbed_errors() {
     ] {
         let (_, msgs) = simple(&mut s, sql).await;
         assert_eq!(common::error_code(&msgs).as_deref(), Some("42501"), "{sql}");
-        assert!(common::error_message(&msgs).unwrap().contains("deny_predicates"), "{sql}");
+        assert!(
+            common::error_message(&msgs)
+                .unwrap()
+                .contains("deny_predicates"),
+            "{sql}"
+        );
     }
-    let (_, msgs) = simple(&mut s, "SELECT name FROM customers WHERE id = 1 ORDER BY name").await;
+    let (_, msgs) = simple(
+        &mut s,
+        "SELECT name FROM customers WHERE id = 1 ORDER BY name",
+    )
+    .await;
     assert_eq!(rows(&msgs), vec![vec![Some("Alice".to_string())]]);
     gw.stop().await;
 }
@@ -633,11 +831,17 @@ async fn unmask_exempts_and_the_scan_would_see_leaks() {
     // does find them when they are there.
     let token = gw.token("dba-person", &["dba"]);
     let mut s = common::raw_login(gw.pg, "dba", "shop", &token).await;
-    let (raw, msgs) = simple(&mut s, "SELECT ssn, email, card_number, external_id FROM customers").await;
+    let (raw, msgs) = simple(
+        &mut s,
+        "SELECT ssn, email, card_number, external_id FROM customers",
+    )
+    .await;
     assert_eq!(rows(&msgs)[0][0].as_deref(), Some("123-45-6789"));
     assert_eq!(leaks(&raw).len(), 12);
     let (raw, _) = simple(&mut s, "SELECT ssn::int FROM customers").await;
-    assert!(!leaks(&raw).is_empty(), "errors are not scrubbed for exempt sessions");
+    assert!(
+        !leaks(&raw).is_empty(),
+        "errors are not scrubbed for exempt sessions"
+    );
     gw.stop().await;
 }
-
