@@ -94,6 +94,10 @@ grep -q '\*\*\*\*\*' "$TMP/sample" || die "airlock did not mask: $(cat "$TMP/sam
 
 Q="SELECT id, name, email, ssn, card_number FROM mask_bench"
 ms() { local t0 t1; t0=$(date +%s%N); "$@" >/dev/null; t1=$(date +%s%N); echo $(((t1 - t0) / 1000000)); }
+# The gateway's own CPU time (user + system, in clock ticks).
+cpu() { awk '{print $14 + $15}' "/proc/$GW/stat"; }
+TICKS=$(getconf CLK_TCK)
+CPU0=$(cpu)
 declare -a T_DIRECT T_AIRLOCK
 for r in $(seq "$ROUNDS"); do
     if ((r % 2)); then
@@ -105,6 +109,7 @@ for r in $(seq "$ROUNDS"); do
     fi
     log "round $r: direct ${T_DIRECT[-1]} ms, airlock ${T_AIRLOCK[-1]} ms"
 done
+CPU_MS=$((($(cpu) - CPU0) * 1000 / TICKS / ROUNDS))
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 MD=$(median "${T_DIRECT[@]}")
 MA=$(median "${T_AIRLOCK[@]}")
@@ -143,6 +148,8 @@ OUT="$RESULTS_DIR/masking-$(date -u +%Y-%m-%d-%H%M).md"
     echo "| airlock, masking | $MA | ${T_AIRLOCK[*]} |"
     echo
     echo "Ratio airlock/direct: $(awk -v a="$MA" -v d="$MD" 'BEGIN {printf "%.2f", a / d}')"
+    echo "Gateway CPU per masked SELECT: $CPU_MS ms ($(awk -v c="$CPU_MS" -v r="$ROWS" 'BEGIN {printf "%.0f", c * 1e6 / r}') ns per row)."
+    echo "(Masked values are shorter than the originals, so psql has less to read and print through airlock.)"
     echo
     echo "Streaming $BIG_ROWS rows of ~1.1 KB (about $((BIG_ROWS * 1100 / 1048576)) MiB) with FETCH_COUNT=1000 in $BIG_MS ms:"
     echo "gateway RSS before $((RSS_BEFORE / 1024)) MiB, peak $((RSS_PEAK / 1024)) MiB, after $((RSS_AFTER / 1024)) MiB."

@@ -80,32 +80,48 @@ pub enum CatalogError {
     Refused(String),
     #[error("the upstream's answer was malformed: {0}")]
     Malformed(&'static str),
+    #[error("reading the catalog timed out")]
+    TimedOut,
 }
 
 /// The catalog query: relations and their columns, views' column reads,
-/// inheritance, user functions. Each is one statement of one simple Query.
+/// views over user functions, inheritance, user functions. Each is one
+/// statement of one simple Query, which runs as one implicit transaction:
+/// its first statement pins `search_path` to `pg_catalog` (so no operator or
+/// function a client created can stand in for the built-in ones) and the
+/// client encoding to UTF8 (so names compare with the policy's), both for
+/// that transaction only.
 fn query() -> String {
     let system: Vec<String> = system_sensitive_relations()
         .map(|r| format!("'{r}'"))
         .collect();
+    let rewrite = "'pg_catalog.pg_rewrite'::pg_catalog.regclass::pg_catalog.oid";
     format!(
-        "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname \
+        "SELECT pg_catalog.set_config('search_path', 'pg_catalog', true), \
+                pg_catalog.set_config('client_encoding', 'UTF8', true); \
+         SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname, a.attgenerated <> '' \
          FROM pg_catalog.pg_class c \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-         WHERE (c.oid >= 16384 AND c.relkind IN ('r', 'v', 'm', 'f', 'p')) \
+         WHERE (c.oid >= 16384::pg_catalog.oid AND c.relkind IN ('r', 'v', 'm', 'f', 'p')) \
             OR (n.nspname = 'pg_catalog' AND c.relname IN ({})) \
          ORDER BY c.oid, a.attnum; \
          SELECT DISTINCT r.ev_class, d.refobjid, d.refobjsubid \
          FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite r ON d.objid = r.oid \
-         WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
-           AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+         WHERE d.classid = {rewrite} \
+           AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid \
            AND d.refobjid <> r.ev_class; \
+         SELECT DISTINCT r.ev_class \
+         FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite r ON d.objid = r.oid \
+         WHERE d.classid = {rewrite} \
+           AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid \
+           AND d.refobjid >= 16384::pg_catalog.oid; \
          SELECT inhrelid, inhparent FROM pg_catalog.pg_inherits; \
          SELECT n.nspname, p.proname FROM pg_catalog.pg_proc p \
          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-         WHERE p.oid >= 16384 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
-           WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid AND d.deptype = 'e')",
+         WHERE p.oid >= 16384::pg_catalog.oid AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+           WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid \
+             AND d.objid = p.oid AND d.deptype = 'e')",
         system.join(", ")
     )
 }
@@ -123,11 +139,18 @@ pub async fn read(
     upstream.write_all(&out).await?;
     upstream.flush().await?;
     let results = answers(upstream).await?;
-    let [relations, views, inherits, functions] = <[Rows; 4]>::try_from(results)
-        .map_err(|_| CatalogError::Malformed("expected four results"))?;
+    let [
+        _settings,
+        relations,
+        views,
+        view_functions,
+        inherits,
+        functions,
+    ] = <[Rows; 6]>::try_from(results)
+        .map_err(|_| CatalogError::Malformed("expected six results"))?;
     Ok(SensitiveCatalog::build(
         policy,
-        facts(relations, views, inherits, functions)?,
+        facts(relations, views, view_functions, inherits, functions)?,
     ))
 }
 
@@ -196,6 +219,7 @@ fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, CatalogError> {
 fn facts(
     relations: Rows,
     views: Rows,
+    view_functions: Rows,
     inherits: Rows,
     functions: Rows,
 ) -> Result<CatalogFacts, CatalogError> {
@@ -208,20 +232,30 @@ fn facts(
     let mut out = CatalogFacts::default();
     for row in relations {
         let oid: u32 = col(&row, 0)?;
-        let column = (col(&row, 3)?, col(&row, 4)?);
-        match out.relations.last_mut() {
-            Some(r) if r.oid == oid => r.columns.push(column),
-            _ => out.relations.push(CatalogRelation {
+        let attnum: i16 = col(&row, 3)?;
+        let column = (attnum, col(&row, 4)?);
+        let generated = col::<String>(&row, 5)? == "t";
+        if !matches!(out.relations.last(), Some(r) if r.oid == oid) {
+            out.relations.push(CatalogRelation {
                 oid,
                 schema: col(&row, 1)?,
                 name: col(&row, 2)?,
-                columns: vec![column],
-            }),
+                columns: Vec::new(),
+                generated: Vec::new(),
+            });
+        }
+        let r = out.relations.last_mut().expect("pushed above");
+        r.columns.push(column);
+        if generated {
+            r.generated.push(attnum);
         }
     }
     for row in views {
         out.view_reads
             .push((col(&row, 0)?, col(&row, 1)?, col(&row, 2)?));
+    }
+    for row in view_functions {
+        out.view_functions.push(col(&row, 0)?);
     }
     for row in inherits {
         out.inherits.push((col(&row, 0)?, col(&row, 1)?));

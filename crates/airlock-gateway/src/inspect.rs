@@ -6,6 +6,7 @@
 //! the guardrails. Logs carry the decision, the rule, the statement kinds and
 //! effects, never the statement text (its literals may be sensitive).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -31,6 +32,32 @@ fn utf8_compatible(encoding: &str) -> bool {
     )
 }
 
+/// Cursors remembered per session before the oldest are forgotten.
+const MAX_CURSORS: usize = 1024;
+
+/// Client encodings whose multi-byte characters may contain ASCII bytes
+/// (a backslash, a tab), so their COPY rows cannot be split byte-wise.
+fn ascii_safe(encoding: &str) -> bool {
+    !matches!(
+        encoding.to_ascii_uppercase().as_str(),
+        "SJIS"
+            | "SHIFT_JIS"
+            | "BIG5"
+            | "GBK"
+            | "UHC"
+            | "GB18030"
+            | "JOHAB"
+            | "WIN932"
+            | "WIN936"
+            | "WIN949"
+            | "WIN950"
+            | "CP932"
+            | "CP936"
+            | "CP949"
+            | "CP950"
+    )
+}
+
 /// The policy a session runs under.
 pub struct SessionPolicy {
     pub analyzer: Arc<Analyzer>,
@@ -40,15 +67,17 @@ pub struct SessionPolicy {
     pub access_rule: String,
     /// Result masking, unless the session is exempt or nothing is masked.
     pub masking: Option<SessionMasking>,
+    /// The connection's catalog cache, made stale by schema changes made
+    /// through any session, masked or not.
+    pub catalogs: Arc<CatalogCache>,
+    pub connection: String,
 }
 
-/// What a masked session needs: the rules, the connection's catalog as the
-/// session started, and the cache to mark stale when the schema changes.
+/// What a masked session needs: the rules and the connection's catalog as
+/// the session started.
 pub struct SessionMasking {
     pub masking: Arc<Masking>,
     pub catalog: Arc<SensitiveCatalog>,
-    pub catalogs: Arc<CatalogCache>,
-    pub connection: String,
 }
 
 /// The mask of one result.
@@ -66,8 +95,12 @@ pub struct PolicyInspector {
     /// With masking: the statements of each message the relay may still
     /// ask about, by message id.
     judged: HashMap<u64, Arc<[Statement]>>,
-    /// With masking: what each declared cursor returns.
-    cursors: HashMap<String, Lineage>,
+    /// With masking: what each declared cursor returns; `None` once a name
+    /// was declared twice (which declaration is open cannot be told).
+    cursors: HashMap<String, Option<Lineage>>,
+    /// Whether the client encoding keeps ASCII bytes ASCII (COPY rows can be
+    /// split on delimiter bytes).
+    ascii_safe: bool,
     /// With masking: the names the client gave Parse messages. SQL PREPARE
     /// shares their namespace, and a statement it replaced behind the
     /// relay's back would be described with the wrong lineage.
@@ -83,6 +116,7 @@ impl PolicyInspector {
             utf8: true,
             judged: HashMap::new(),
             cursors: HashMap::new(),
+            ascii_safe: true,
             protocol_names: Default::default(),
         }
     }
@@ -95,30 +129,49 @@ impl PolicyInspector {
     /// The lineage of the rows a result carries: a FETCH's come from its
     /// cursor's query. Unknown statements and cursors trace to nothing
     /// (everything that may be sensitive is masked).
-    fn lineage(&self, at: StatementRef) -> Lineage {
-        match self.statement(at) {
-            Some(s) => match &s.lineage.cursor {
-                Some(Cursor::Fetch(name)) => self
-                    .cursors
-                    .get(name)
-                    .cloned()
-                    .unwrap_or_else(Lineage::opaque),
-                _ => s.lineage.clone(),
-            },
-            None => Lineage::opaque(),
-        }
+    fn lineage(&self, at: StatementRef) -> Cow<'_, Lineage> {
+        let found = self.statement(at).and_then(|s| match &s.lineage.cursor {
+            Some(Cursor::Fetch(name)) => self.cursors.get(name).and_then(Option::as_ref),
+            _ => Some(&s.lineage),
+        });
+        found.map_or_else(|| Cow::Owned(Lineage::opaque()), Cow::Borrowed)
     }
 
     /// The masking policy's refusal of a statement, if any.
     fn masking_refusal(&mut self, text: &str, statements: &[Statement]) -> Option<Verdict> {
         let m = self.policy.masking.as_ref()?;
+        let refuse = |why: &str| {
+            tracing::info!("statement denied by masking");
+            Some(Verdict::Refuse {
+                code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                message: format!("airlock: statement denied by masking: {why}"),
+            })
+        };
+        let policy = &m.masking.policy;
         for s in statements {
-            if let Err(refusal) = m.masking.policy.check(&m.catalog, s) {
-                tracing::info!(kind = %s.kind, "statement denied by masking");
-                return Some(Verdict::Refuse {
-                    code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                    message: format!("airlock: statement denied by masking: {refusal}"),
-                });
+            if let Err(refusal) = policy.check(&m.catalog, s) {
+                return refuse(&refusal.0);
+            }
+            if !m.catalog.any_sensitive {
+                continue;
+            }
+            // SQL airlock cannot see (DO, function and trigger bodies, SQL
+            // passed as text) could read masked columns out of lineage's
+            // sight; DDL on a relation with masked columns could copy them
+            // (a generated column, a rule).
+            if s.effects.contains(Effect::DynamicSql) {
+                return refuse(
+                    "it runs SQL airlock cannot see into (DO, a function body, SQL text), which could read masked columns",
+                );
+            }
+            if s.effects.contains(Effect::Ddl) && policy.touches_sensitive(&m.catalog, &s.relations)
+            {
+                return refuse("it changes the schema of a relation with masked columns");
+            }
+            if s.lineage.copy.is_some() && !self.ascii_safe {
+                return refuse(
+                    "COPY output cannot be masked in this client_encoding; use UTF8 or a single-byte encoding",
+                );
             }
         }
         // (DEALLOCATE alone is harmless: a Bind of the name then fails.)
@@ -145,18 +198,37 @@ impl PolicyInspector {
     /// the cursors it declares. A schema change makes the connection's
     /// catalog stale.
     fn remember(&mut self, id: u64, statements: Arc<[Statement]>) {
-        let Some(m) = &self.policy.masking else {
+        if statements.iter().any(|s| s.effects.contains(Effect::Ddl)) {
+            self.policy.catalogs.invalidate(&self.policy.connection);
+        }
+        if self.policy.masking.is_none() {
             return;
-        };
+        }
         for s in statements.iter() {
-            if s.effects.contains(Effect::Ddl) {
-                m.catalogs.invalidate(&m.connection);
-            }
             if let Some(Cursor::Declare(name)) = &s.lineage.cursor {
-                self.cursors.insert(name.clone(), s.lineage.clone());
+                if self.cursors.len() >= MAX_CURSORS {
+                    // Forgotten cursors are fetched as untraceable.
+                    self.cursors.clear();
+                }
+                // A name declared again may be either declaration (the
+                // second may fail, or the first be closed): neither is
+                // trusted.
+                let lineage = (!self.cursors.contains_key(name)).then(|| s.lineage.clone());
+                self.cursors.insert(name.clone(), lineage);
             }
         }
         self.judged.insert(id, statements);
+    }
+
+    /// Whether a PREPARE names a statement already prepared, in this
+    /// session or earlier in the same message.
+    fn prepares_again(&self, statements: &[Statement]) -> bool {
+        let mut seen = std::collections::HashSet::new();
+        statements
+            .iter()
+            .filter(|s| s.kind == StatementKind::Prepare)
+            .filter_map(|s| s.name.as_deref())
+            .any(|n| self.sql_state.prepared.contains_key(n) || !seen.insert(n))
     }
 
     /// Judges one message. `plan` is the upstream's plan when one was asked
@@ -187,6 +259,14 @@ impl PolicyInspector {
                 StatementKind::Prepare | StatementKind::Execute | StatementKind::Deallocate
             ) || s.nested.contains(&StatementKind::Execute)
         });
+        // A SQL PREPARE of a name this session already prepared fails
+        // upstream, but would replace the lineage airlock keeps for it.
+        if self.policy.masking.is_some() && self.prepares_again(&analyzed) {
+            return Verdict::Refuse {
+                code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                message: "airlock: statement denied by masking: a statement of that name is already prepared; DEALLOCATE it first".into(),
+            };
+        }
         let statements: Arc<[Statement]> = if needs_session {
             airlock_sql::resolve(&analyzed, &mut self.sql_state).into()
         } else {
@@ -404,7 +484,7 @@ impl Inspector for PolicyInspector {
         if origins.iter().any(|o| !m.catalog.knows(o.table_oid)) {
             // A relation created since the catalog was read: the next
             // session reads it again.
-            m.catalogs.invalidate(&m.connection);
+            self.policy.catalogs.invalidate(&self.policy.connection);
         }
         let plan = m
             .masking
@@ -449,11 +529,11 @@ impl Inspector for PolicyInspector {
         };
         match tag {
             b'E' | b'N' => {
-                let sensitive = match at.and_then(|at| self.statement(at)) {
-                    Some(s) => m.masking.policy.touches_sensitive(&m.catalog, &s.relations),
-                    None => m.catalog.any_sensitive,
-                };
-                mask::notice(&m.masking, tag, body, sensitive, out)
+                // Errors can quote values read by functions, views and
+                // deferred constraints no statement names: whenever anything
+                // is masked, every error and notice is scrubbed.
+                let _ = at;
+                mask::notice(&m.masking, tag, body, m.catalog.any_sensitive, out)
             }
             _ => mask::async_message(&m.masking, tag, body, out),
         }
@@ -462,7 +542,10 @@ impl Inspector for PolicyInspector {
     fn parameter_status(&mut self, name: &str, value: &str) {
         match name {
             "standard_conforming_strings" => self.standard_conforming_strings = value == "on",
-            "client_encoding" => self.utf8 = utf8_compatible(value),
+            "client_encoding" => {
+                self.utf8 = utf8_compatible(value);
+                self.ascii_safe = ascii_safe(value);
+            }
             _ => {}
         }
     }

@@ -232,7 +232,9 @@ impl CopyMask {
             CopyPlan::Columns(p) => p.is_pass(),
             CopyPlan::Uniform(..) => false,
         };
-        if pass && format != CopyFormat::Binary {
+        if pass {
+            // (A binary COPY gets here only when nothing in it is masked and
+            // no detector runs: `MaskingPolicy::check` refuses the rest.)
             return None;
         }
         let header = matches!(format, CopyFormat::Csv { header: true, .. });
@@ -262,7 +264,10 @@ impl CopyMask {
             CopyPlan::Uniform(m, detect) => (Some(*m), *detect),
         };
         let column_mask = |i: usize| match &self.plan {
-            CopyPlan::Columns(p) => p.columns.get(i).copied().flatten(),
+            // A field the plan does not cover (the row is wider than the
+            // statement said) is masked.
+            CopyPlan::Columns(p) if p.columns.is_empty() => None,
+            CopyPlan::Columns(p) => p.columns.get(i).copied().unwrap_or(Some(Mask::UNTRACED)),
             CopyPlan::Uniform(..) => mask,
         };
         let m = &self.masking;
@@ -332,12 +337,13 @@ pub fn notice(
             if !values && !names {
                 return (f, v);
             }
-            if f == b'D' && sensitive {
+            if matches!(f, b'D' | b'W' | b'q') && sensitive {
                 // Details quote keys and whole rows (`Key (ssn)=(…)`,
-                // `Failing row contains (…)`) in forms no pattern can
-                // delimit reliably: hidden whole.
+                // `Failing row contains (…)`), contexts quote the data being
+                // parsed and internal queries their literals, in forms no
+                // pattern can delimit reliably: hidden whole.
                 changed = true;
-                return (f, DETAIL_HIDDEN.to_string());
+                return (f, HIDDEN.to_string());
             }
             match scrub_text(masking, &v, sensitive && values) {
                 Some(new) => {
@@ -365,8 +371,9 @@ pub fn notice(
     true
 }
 
-/// What a DETAIL becomes when the statement touches masked data.
-pub const DETAIL_HIDDEN: &str = "(detail hidden: the statement touches masked columns)";
+/// What DETAIL, CONTEXT and internal-query fields become when anything is
+/// masked.
+pub const HIDDEN: &str = "(hidden by airlock masking)";
 
 fn scrub_text(masking: &Masking, text: &str, sensitive: bool) -> Option<String> {
     airlock_mask::scrub(
@@ -394,11 +401,17 @@ pub fn async_message(masking: &Masking, tag: u8, body: &[u8], out: &mut BytesMut
     }) else {
         return false;
     };
-    let Ok(value) = std::str::from_utf8(&body[start..end]) else {
-        return false;
-    };
-    let Some(new) = scrub_text(masking, value, false) else {
-        return false;
+    let new = match std::str::from_utf8(&body[start..end]) {
+        Ok(value) => match scrub_text(masking, value, false) {
+            Some(new) => new,
+            None => return false,
+        },
+        // Not UTF-8 (another client encoding): scanned as bytes, hidden
+        // whole on a match.
+        Err(_) => match masking.detectors.scan(&body[start..end]) {
+            Some(_) => airlock_mask::PLACEHOLDER.to_string(),
+            None => return false,
+        },
     };
     let len = (body.len() - (end - start) + new.len() + 4) as i32;
     out.put_u8(tag);

@@ -220,7 +220,13 @@ async fn open(
     let catalog = if snapshot.masking.is_active() && !route.unmask {
         match snapshot.catalogs.fresh(&route.connection) {
             Some(c) => Some(c),
-            None => match crate::catalog::read(&mut upstream, &snapshot.masking.policy).await {
+            None => match tokio::time::timeout(
+                snapshot.limits.upstream_connect_timeout,
+                crate::catalog::read(&mut upstream, &snapshot.masking.policy),
+            )
+            .await
+            .unwrap_or_else(|_| Err(crate::catalog::CatalogError::TimedOut))
+            {
                 Ok(c) => {
                     let c = Arc::new(c);
                     snapshot.catalogs.insert(&route.connection, Arc::clone(&c));
@@ -350,9 +356,9 @@ async fn run(
         masking: opened.catalog.map(|catalog| SessionMasking {
             masking: Arc::clone(&snapshot.masking),
             catalog,
-            catalogs: Arc::clone(&snapshot.catalogs),
-            connection: opened.route.connection.clone(),
         }),
+        catalogs: Arc::clone(&snapshot.catalogs),
+        connection: opened.route.connection.clone(),
     });
     for (name, value) in &opened.parameters {
         inspector.parameter_status(name, value);

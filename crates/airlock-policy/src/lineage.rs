@@ -38,8 +38,9 @@ pub enum Source {
 /// One entry of a result's column list.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Output {
-    /// One result column computed from these sources (empty for a constant
-    /// or a value that reads nothing, such as `count(*)` or `now()`).
+    /// One result column computed from these sources (empty for a
+    /// constant; only `Function`s for a value that reads no column, such as
+    /// `count(*)` or `now()`).
     Column(Vec<Source>),
     /// A star that expands to a number of columns the statement text does
     /// not tell (`*` or `t.*` over a relation), each computed from these
@@ -51,7 +52,9 @@ pub enum Output {
 /// How `COPY … TO STDOUT` formats its rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CopyFormat {
-    /// `FORMAT text` (the default): columns split by `delimiter`.
+    /// `FORMAT text` (the default): columns split by `delimiter`. (A
+    /// `HEADER` line in text format, PostgreSQL 15 and later, is masked as if
+    /// it were data.)
     Text {
         delimiter: u8,
     },
@@ -83,8 +86,9 @@ pub struct Lineage {
     /// arms' sources), the RETURNING list of a DML statement, the query of
     /// `COPY (query) TO`, the columns of `COPY table [(cols)] TO`, the query
     /// of `DECLARE … CURSOR FOR`, the prepared query of an `EXECUTE` when
-    /// known. `[Star([Opaque])]` when the statement returns rows the analyzer
-    /// cannot trace (`CALL`, an unknown `EXECUTE`); empty when it returns no
+    /// known. `[Star([Function(procedure), …its arguments' sources])]` for
+    /// `CALL`, `[Star([Opaque])]` when the statement returns rows the
+    /// analyzer cannot trace (an unknown `EXECUTE`); empty when it returns no
     /// table data (`SHOW`, `EXPLAIN`, DDL, DML without RETURNING).
     pub outputs: Vec<Output>,
     /// Columns that choose, join, group or order rows, at any depth: WHERE,

@@ -33,19 +33,6 @@ pub enum Strategy {
     Null,
 }
 
-impl Strategy {
-    /// How much a strategy reveals, least first; when several rules apply
-    /// to one value, the one that reveals least is used.
-    pub fn strictness(self) -> u8 {
-        match self {
-            Strategy::Null => 4,
-            Strategy::Redact => 3,
-            Strategy::Hash => 2,
-            Strategy::Email | Strategy::Partial { .. } => 1,
-        }
-    }
-}
-
 impl fmt::Display for Strategy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -365,7 +352,7 @@ impl MaskingPolicy {
         fields: &[FieldOrigin],
     ) -> MaskPlan {
         let detect = self.rules.iter().any(|r| !r.detect.is_empty());
-        if !catalog.any_sensitive {
+        if !catalog.any_sensitive && fields.iter().all(|f| catalog.knows(f.table_oid)) {
             return MaskPlan {
                 columns: vec![None; fields.len()],
                 detect,
@@ -408,12 +395,6 @@ impl MaskingPolicy {
     /// masked with [`Mask::UNTRACED`] (see [`CopyPlan`]).
     pub fn copy_plan(&self, catalog: &SensitiveCatalog, lineage: &Lineage) -> CopyPlan {
         let detect = self.rules.iter().any(|r| !r.detect.is_empty());
-        if !catalog.any_sensitive {
-            return CopyPlan::Columns(MaskPlan {
-                columns: Vec::new(),
-                detect,
-            });
-        }
         let mut columns = Vec::new();
         for output in &lineage.outputs {
             match output {
@@ -425,6 +406,10 @@ impl MaskingPolicy {
                         Some(cols) => columns.extend(cols.iter().map(|(name, mask)| {
                             mask.or_else(|| self.by_name(rel.schema.as_deref(), &rel.name, name))
                         })),
+                        // A relation created since the catalog was read.
+                        None if !catalog.knows_name(rel) => {
+                            return CopyPlan::Uniform(Mask::UNTRACED, detect);
+                        }
                         None => return self.copy_uniform(catalog, sources, detect),
                     },
                     _ => return self.copy_uniform(catalog, sources, detect),
@@ -462,11 +447,13 @@ impl MaskingPolicy {
                 acc = Some(Mask::combine(acc, m));
             }
         };
-        if field.table_oid != 0 && !catalog.knows(field.table_oid) && sources.is_empty() {
-            // A relation the catalog has not seen and no lineage: it may be
-            // a copy of anything.
+        if !catalog.knows(field.table_oid) {
+            // A relation created since the catalog was read: it may hold a
+            // copy of anything.
             add(Some(Mask::UNTRACED));
         }
+        // Lineage that stops can hide a masked value only if there is one.
+        let untraced = catalog.any_sensitive.then_some(Mask::UNTRACED);
         for s in sources {
             match s {
                 Source::Column { relation, column } => {
@@ -497,10 +484,10 @@ impl MaskingPolicy {
                 }
                 Source::Function(name) => {
                     if catalog.is_user_function(name) {
-                        add(Some(Mask::UNTRACED));
+                        add(untraced);
                     }
                 }
-                Source::Opaque => add(Some(Mask::UNTRACED)),
+                Source::Opaque => add(untraced),
             }
         }
         acc
@@ -637,9 +624,10 @@ fn per_column(outputs: &[Output], n: usize) -> Option<Vec<&[Source]>> {
     None
 }
 
-/// System relations whose values can reveal user data: planner statistics
+/// Built-in relations whose values can reveal user data: planner statistics
 /// hold sampled column values, and `pg_stat_activity.query` holds other
-/// sessions' statement text. `None` taints every column.
+/// sessions' statement text. `None` taints every column. All are in
+/// `pg_catalog`.
 const SYSTEM_SENSITIVE: &[(&str, Option<&str>)] = &[
     ("pg_stats", None),
     ("pg_stats_ext", None),
@@ -647,8 +635,11 @@ const SYSTEM_SENSITIVE: &[(&str, Option<&str>)] = &[
     ("pg_statistic", None),
     ("pg_statistic_ext_data", None),
     ("pg_stat_activity", Some("query")),
-    ("pg_stat_statements", Some("query")),
 ];
+
+/// Extension relations of the same kind, in whatever schema the extension
+/// was installed.
+const EXTENSION_SENSITIVE: &[(&str, Option<&str>)] = &[("pg_stat_statements", Some("query"))];
 
 /// The names of [`SYSTEM_SENSITIVE`] relations, for the catalog query.
 pub fn system_sensitive_relations() -> impl Iterator<Item = &'static str> {
@@ -667,6 +658,9 @@ pub struct CatalogRelation {
     pub name: String,
     /// `(attnum, name)` of its live columns, in attnum order.
     pub columns: Vec<(i16, String)>,
+    /// The attnums of its generated columns, which `COPY table TO` leaves
+    /// out.
+    pub generated: Vec<i16>,
 }
 
 /// What the masking plan needs from the upstream's catalog.
@@ -679,6 +673,9 @@ pub struct CatalogFacts {
     /// `(view, relation, attnum)`: the view's (or materialized view's)
     /// query reads that column (`pg_depend` through `pg_rewrite`).
     pub view_reads: Vec<(u32, u32, i16)>,
+    /// Views (and materialized views) whose query calls a user-defined
+    /// function: what they return cannot be traced.
+    pub view_functions: Vec<u32>,
     /// `(child, parent)` from `pg_inherits`.
     pub inherits: Vec<(u32, u32)>,
     /// User-defined functions and procedures, `(schema, name)`, not
@@ -689,8 +686,10 @@ pub struct CatalogFacts {
 #[derive(Debug, Clone)]
 struct RelationInfo {
     schema: String,
+    name: String,
     /// `(attnum, name, mask)` of its columns, in attnum order.
     columns: Vec<(i16, String, Option<Mask>)>,
+    generated: Vec<i16>,
     /// Every column is masked with [`Mask::UNTRACED`]: a view over masked
     /// columns, or a system relation of [`SYSTEM_SENSITIVE`].
     tainted: bool,
@@ -740,9 +739,13 @@ impl SensitiveCatalog {
         let mut cat = SensitiveCatalog::default();
         for rel in facts.relations {
             let system = rel.oid < FIRST_NORMAL_OID;
-            let system_rule = SYSTEM_SENSITIVE
-                .iter()
-                .find(|(n, _)| system && rel.schema == "pg_catalog" && *n == rel.name);
+            let system_rule = if system {
+                SYSTEM_SENSITIVE
+                    .iter()
+                    .find(|(n, _)| rel.schema == "pg_catalog" && *n == rel.name)
+            } else {
+                EXTENSION_SENSITIVE.iter().find(|(n, _)| *n == rel.name)
+            };
             let columns = rel
                 .columns
                 .into_iter()
@@ -750,8 +753,8 @@ impl SensitiveCatalog {
                     let mask = match system_rule {
                         Some((_, None)) => Some(Mask::UNTRACED),
                         Some((_, Some(c))) if *c == col => Some(Mask::UNTRACED),
-                        Some(_) => None,
-                        None if system => None,
+                        Some(_) | None if system => None,
+                        Some(_) => policy.by_name(Some(&rel.schema), &rel.name, &col),
                         None => policy.by_name(Some(&rel.schema), &rel.name, &col),
                     };
                     (attnum, col, mask)
@@ -765,7 +768,9 @@ impl SensitiveCatalog {
                 rel.oid,
                 RelationInfo {
                     schema: rel.schema,
+                    name: rel.name,
                     columns,
+                    generated: rel.generated,
                     tainted: matches!(system_rule, Some((_, None))),
                 },
             );
@@ -773,6 +778,11 @@ impl SensitiveCatalog {
         // Inheritance children and partitions: a column named like a masked
         // column of an ancestor is masked the same way. Views over masked
         // columns (or over such views) mask everything.
+        for view in &facts.view_functions {
+            if let Some(v) = cat.relations.get_mut(view) {
+                v.tainted = true;
+            }
+        }
         let mut changed = true;
         while changed {
             changed = false;
@@ -813,13 +823,21 @@ impl SensitiveCatalog {
                 }
             }
         }
-        cat.any_sensitive = cat
-            .relations
-            .iter()
-            .any(|(oid, r)| *oid >= FIRST_NORMAL_OID && r.combined().is_some());
+        // Extension statistics views alone do not turn masking on.
+        cat.any_sensitive = cat.relations.iter().any(|(oid, r)| {
+            *oid >= FIRST_NORMAL_OID
+                && !EXTENSION_SENSITIVE.iter().any(|(n, _)| r.name == *n)
+                && r.combined().is_some()
+        });
+        // Names as written in statements are folded to lower case unless
+        // quoted; a quoted mixed-case name counts under both spellings.
         for (schema, name) in facts.user_functions {
-            cat.user_functions.insert(format!("{schema}.{name}"));
-            cat.user_functions.insert(name);
+            for n in [name.clone(), name.to_lowercase()] {
+                cat.user_functions.insert(format!("{schema}.{n}"));
+                cat.user_functions
+                    .insert(format!("{}.{n}", schema.to_lowercase()));
+                cat.user_functions.insert(n);
+            }
         }
         cat
     }
@@ -835,7 +853,8 @@ impl SensitiveCatalog {
         }
     }
 
-    /// Whether the catalog knows the relation (built-in relations always).
+    /// Whether the catalog knows the relation (built-in relations and
+    /// computed columns, OID 0, always).
     pub fn knows(&self, oid: u32) -> bool {
         oid < FIRST_NORMAL_OID || self.relations.contains_key(&oid)
     }
@@ -883,6 +902,7 @@ impl SensitiveCatalog {
         Some(
             r.columns
                 .iter()
+                .filter(|(a, _, _)| !r.generated.contains(a))
                 .map(|(_, n, m)| (n.clone(), if r.tainted { Some(Mask::UNTRACED) } else { *m }))
                 .collect(),
         )
@@ -957,6 +977,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, c)| (i as i16 + 1, c.to_string()))
                 .collect(),
+            generated: Vec::new(),
         }
     }
 
@@ -982,6 +1003,7 @@ mod tests {
                     ),
                 ],
                 view_reads: vec![(VIEW, CUSTOMERS, 1), (VIEW, CUSTOMERS, 4)],
+                view_functions: vec![],
                 inherits: vec![],
                 user_functions: vec![("public".into(), "leak".into())],
             },
@@ -1100,15 +1122,23 @@ mod tests {
     }
 
     #[test]
-    fn unknown_relations_fall_back_to_names() {
+    fn unknown_relations_are_masked_whole() {
         let p = policy();
         let c = catalog(&p);
-        // A table created after the catalog was read, with an ssn column.
+        // A table created after the catalog was read: masked whole, whatever
+        // its columns are called (it may be a renamed copy of anything).
         let l = lineage(vec![
             Output::Column(vec![col("fresh", "ssn")]),
             Output::Column(vec![col("fresh", "x")]),
         ]);
         let plan = p.plan(&c, &l, &[origin(17000, 1), origin(17000, 2)]);
+        let redact = Mask {
+            rule: 0,
+            strategy: Strategy::Redact,
+        };
+        assert_eq!(plan.columns, vec![Some(redact), Some(Mask::UNTRACED)]);
+        // Computed from it, by name, a column still gets the rule it matches.
+        let plan = p.plan(&c, &l, &[FieldOrigin::default(); 2]);
         assert_eq!(plan.columns, vec![Some(SSN), None]);
         // No lineage at all for an unknown relation: masked.
         let plan = p.plan(&c, &lineage(vec![]), &[origin(17000, 1)]);
@@ -1168,19 +1198,13 @@ mod tests {
                 detect: true
             })
         );
-        // A relation the catalog has not seen may have an ssn column.
-        let l = lineage(vec![Output::Star(vec![Source::WholeRow(rel(
+        // A relation the catalog has not seen may be a copy of anything.
+        let fresh = lineage(vec![Output::Star(vec![Source::WholeRow(rel(
             None, "fresh",
         ))])]);
         assert_eq!(
-            p.copy_plan(&c, &l),
-            CopyPlan::Uniform(
-                Mask {
-                    rule: 0,
-                    strategy: Strategy::Redact
-                },
-                true
-            )
+            p.copy_plan(&c, &fresh),
+            CopyPlan::Uniform(Mask::UNTRACED, true)
         );
         let l = lineage(vec![Output::Star(vec![Source::Opaque])]);
         assert_eq!(p.copy_plan(&c, &l), CopyPlan::Uniform(Mask::UNTRACED, true));

@@ -448,6 +448,10 @@ struct Level<'a> {
     /// Items before this one are out of sight (a JOIN's ON clause sees
     /// only the join's own items).
     from: usize,
+    /// A join with USING or NATURAL is among the items: PostgreSQL's `*`
+    /// then puts the merged columns first, in an order the items do not
+    /// tell.
+    merged: bool,
 }
 
 impl<'a> Level<'a> {
@@ -456,6 +460,7 @@ impl<'a> Level<'a> {
             items: Vec::new(),
             visible,
             from: 0,
+            merged: false,
         }
     }
 
@@ -842,10 +847,27 @@ impl<'a> Builder<'a> {
                 }
             }
         }
+        // Over a USING/NATURAL join the expansion's order is unknown: one
+        // star of everything.
+        fn collapse<'a>(expanded: Vec<Col<'a>>, cols: &mut Vec<Col<'a>>) {
+            let mut all = Vec::new();
+            for c in expanded {
+                match c.out {
+                    Output::Column(s) | Output::Star(s) => all.extend(s),
+                }
+            }
+            push_star(cols, &all);
+        }
         if parts.is_empty() {
             if let Some(level) = self.levels.last() {
+                let mut expanded = Vec::new();
                 for it in level.items.iter().filter(|i| !i.is_join()) {
-                    expand(level, it, cols);
+                    expand(level, it, &mut expanded);
+                }
+                if level.merged {
+                    collapse(expanded, cols);
+                } else {
+                    cols.extend(expanded);
                 }
             }
             return;
@@ -858,7 +880,13 @@ impl<'a> Builder<'a> {
         if let Some(li) = self.find_level(schema, name) {
             let level = &self.levels[li];
             for it in level.items.iter().filter(|i| i.matches(schema, name)) {
-                expand(level, it, cols);
+                if level.merged && it.is_join() {
+                    let mut expanded = Vec::new();
+                    expand(level, it, &mut expanded);
+                    collapse(expanded, cols);
+                } else {
+                    expand(level, it, cols);
+                }
             }
             return;
         }
@@ -1400,6 +1428,7 @@ impl<'a> Builder<'a> {
             return;
         };
         let end = level.items.len();
+        level.merged |= j.is_natural || !j.using_clause.is_empty();
         if let Some(q) = j.quals.as_deref() {
             let vis = self.set_visible(true);
             let from = self
