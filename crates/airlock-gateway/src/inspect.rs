@@ -519,7 +519,7 @@ impl Inspector for PolicyInspector {
 
     fn scrub(
         &mut self,
-        at: Option<StatementRef>,
+        _at: Option<StatementRef>,
         tag: u8,
         body: &[u8],
         out: &mut BytesMut,
@@ -531,8 +531,8 @@ impl Inspector for PolicyInspector {
             b'E' | b'N' => {
                 // Errors can quote values read by functions, views and
                 // deferred constraints no statement names: whenever anything
-                // is masked, every error and notice is scrubbed.
-                let _ = at;
+                // is masked, every error and notice is scrubbed, whatever
+                // statement it answers.
                 mask::notice(&m.masking, tag, body, m.catalog.any_sensitive, out)
             }
             _ => mask::async_message(&m.masking, tag, body, out),

@@ -1043,6 +1043,12 @@ impl<'a> Builder<'a> {
 
     /// The sources of an expression's value into `out`; its conditions
     /// into `self.predicates`.
+    fn opt_expr(&mut self, node: Option<&'a Node>, out: &mut Vec<Source>) {
+        if let Some(n) = node {
+            self.expr(n, out);
+        }
+    }
+
     fn expr(&mut self, node: &'a Node, out: &mut Vec<Source>) {
         let Some(n) = &node.node else { return };
         match n {
@@ -1072,31 +1078,11 @@ impl<'a> Builder<'a> {
                     self.expr(r, out);
                 }
             }
-            N::TypeCast(t) => {
-                if let Some(a) = t.arg.as_deref() {
-                    self.expr(a, out);
-                }
-            }
-            N::CollateClause(c) => {
-                if let Some(a) = c.arg.as_deref() {
-                    self.expr(a, out);
-                }
-            }
-            N::NamedArgExpr(a) => {
-                if let Some(a) = a.arg.as_deref() {
-                    self.expr(a, out);
-                }
-            }
-            N::NullTest(t) => {
-                if let Some(a) = t.arg.as_deref() {
-                    self.expr(a, out);
-                }
-            }
-            N::BooleanTest(t) => {
-                if let Some(a) = t.arg.as_deref() {
-                    self.expr(a, out);
-                }
-            }
+            N::TypeCast(t) => self.opt_expr(t.arg.as_deref(), out),
+            N::CollateClause(c) => self.opt_expr(c.arg.as_deref(), out),
+            N::NamedArgExpr(a) => self.opt_expr(a.arg.as_deref(), out),
+            N::NullTest(t) => self.opt_expr(t.arg.as_deref(), out),
+            N::BooleanTest(t) => self.opt_expr(t.arg.as_deref(), out),
             N::BoolExpr(b) => self.exprs(&b.args, out),
             N::CoalesceExpr(c) => self.exprs(&c.args, out),
             N::MinMaxExpr(m) => self.exprs(&m.args, out),
