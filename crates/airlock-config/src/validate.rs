@@ -292,6 +292,11 @@ fn guardrails(config: &Config, p: &mut Problems) {
 
 fn masking(config: &Config, p: &mut Problems) {
     use airlock_policy::masking::{ColumnPattern, Detector};
+    // Rules are numbered in 16 bits, one number reserved.
+    const MAX_RULES: usize = 10_000;
+    if config.masking.rules.len() > MAX_RULES {
+        p.add("masking.rules", format!("at most {MAX_RULES} rules"));
+    }
     let mut names = HashMap::new();
     for (i, r) in config.masking.rules.iter().enumerate() {
         let at = |key: &str| format!("masking.rules[{i}]{key}");
