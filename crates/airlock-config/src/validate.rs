@@ -675,4 +675,16 @@ unsafe_functions: ['']
             &[],
         );
     }
+
+    #[test]
+    fn masking_rule_count_is_bounded() {
+        let base = format!("{LISTEN}{IDENTITY}");
+        let rules: String = (0..10_001)
+            .map(|i| format!("    - {{name: r{i}, columns: [\"*.c{i}\"], strategy: redact}}\n"))
+            .collect();
+        check(
+            &format!("{base}masking:\n  rules:\n{rules}"),
+            &["t.yaml: masking.rules: at most 10000 rules"],
+        );
+    }
 }
