@@ -193,25 +193,13 @@ async fn answers(upstream: &mut UpstreamStream) -> Result<Vec<Rows>, CatalogErro
 }
 
 fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, CatalogError> {
-    let bad = CatalogError::Malformed("bad DataRow");
-    let count = i16::from_be_bytes(body.get(..2).ok_or(bad)?.try_into().expect("2 bytes"));
-    let mut at = 2;
-    let mut row = Vec::with_capacity(count.max(0) as usize);
-    for _ in 0..count {
-        let len = body
-            .get(at..at + 4)
-            .map(|b| i32::from_be_bytes(b.try_into().expect("4 bytes")))
-            .ok_or(CatalogError::Malformed("bad DataRow"))?;
-        at += 4;
-        if len < 0 {
-            row.push(None);
-            continue;
-        }
-        let value = body
-            .get(at..at + len as usize)
-            .ok_or(CatalogError::Malformed("bad DataRow"))?;
-        row.push(Some(String::from_utf8_lossy(value).into_owned()));
-        at += len as usize;
+    let mut values = codec::data_row_values(body);
+    let row = values
+        .by_ref()
+        .map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    if !values.is_complete() {
+        return Err(CatalogError::Malformed("bad DataRow"));
     }
     Ok(row)
 }

@@ -167,19 +167,14 @@ impl RowMask {
     }
 
     fn rewrite(&self, body: &[u8], out: &mut BytesMut) -> Option<()> {
-        let count = i16::from_be_bytes(body.get(..2)?.try_into().ok()?);
-        out.put_i16(count);
-        let mut at = 2;
+        out.put_i16(airlock_pgwire::codec::DataRowValues::declared(body));
+        let mut values = airlock_pgwire::codec::data_row_values(body);
         let mut scratch = Vec::new();
-        for i in 0..count.max(0) as usize {
-            let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
-            at += 4;
-            if len < 0 {
+        for (i, value) in values.by_ref().enumerate() {
+            let Some(value) = value else {
                 out.put_i32(-1);
                 continue;
-            }
-            let value = body.get(at..at + len as usize)?;
-            at += len as usize;
+            };
             // Columns the description did not cover are masked whole.
             let column = self.columns.get(i).copied().unwrap_or(Column {
                 mask: Some(Mask::UNTRACED),
@@ -194,7 +189,7 @@ impl RowMask {
             });
             match mask {
                 None => {
-                    out.put_i32(len);
+                    out.put_i32(value.len() as i32);
                     out.extend_from_slice(value);
                 }
                 Some(m) => {
@@ -213,7 +208,7 @@ impl RowMask {
                 }
             }
         }
-        Some(())
+        values.is_complete().then_some(())
     }
 }
 

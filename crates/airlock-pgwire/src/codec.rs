@@ -265,6 +265,74 @@ pub fn notice_message(n: &Notice<'_>, buf: &mut BytesMut) {
     });
 }
 
+/// The values of a DataRow body, in order; `None` is SQL NULL. Iteration
+/// stops at the first malformed value, and [`DataRowValues::is_complete`]
+/// then says so: a row is never read past what it declares.
+pub fn data_row_values(body: &[u8]) -> DataRowValues<'_> {
+    let count = body
+        .get(..2)
+        .map_or(-1, |c| i16::from_be_bytes([c[0], c[1]]));
+    DataRowValues {
+        body,
+        at: 2,
+        left: count,
+    }
+}
+
+/// See [`data_row_values`].
+pub struct DataRowValues<'a> {
+    body: &'a [u8],
+    at: usize,
+    /// Values still to read; negative when the row is malformed.
+    left: i16,
+}
+
+impl<'a> DataRowValues<'a> {
+    /// The number of values the row declares (0 for a malformed one).
+    pub fn declared(body: &[u8]) -> i16 {
+        body.get(..2)
+            .map_or(0, |c| i16::from_be_bytes([c[0], c[1]]).max(0))
+    }
+
+    /// Whether every declared value was read and well-formed.
+    pub fn is_complete(&self) -> bool {
+        self.left == 0
+    }
+}
+
+impl<'a> Iterator for DataRowValues<'a> {
+    type Item = Option<&'a [u8]>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left <= 0 {
+            return None;
+        }
+        let Some(len) = self
+            .body
+            .get(self.at..self.at + 4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            self.left = -1;
+            return None;
+        };
+        self.at += 4;
+        self.left -= 1;
+        if len < 0 {
+            return Some(None);
+        }
+        match self.body.get(self.at..self.at + len as usize) {
+            Some(v) => {
+                self.at += len as usize;
+                Some(Some(v))
+            }
+            None => {
+                self.left = -1;
+                None
+            }
+        }
+    }
+}
+
 /// The fields of a received ErrorResponse or NoticeResponse, by field code.
 pub fn notice_fields(body: &[u8]) -> Vec<(u8, String)> {
     let mut out = Vec::new();
@@ -550,5 +618,32 @@ mod tests {
         let mut buf = BytesMut::new();
         notice_message(&Notice::new(Severity::Notice, "00000", "hi"), &mut buf);
         assert_eq!(buf[0], b'N');
+    }
+
+    #[test]
+    fn data_row_values_stop_at_malformed_values() {
+        let row = |parts: &[&[u8]]| parts.concat();
+        let good = row(&[
+            &2i16.to_be_bytes(),
+            &3i32.to_be_bytes(),
+            b"abc",
+            &(-1i32).to_be_bytes(),
+        ]);
+        let mut v = data_row_values(&good);
+        assert_eq!(
+            v.by_ref().collect::<Vec<_>>(),
+            vec![Some(&b"abc"[..]), None]
+        );
+        assert!(v.is_complete());
+        // Declares two values, carries one; and a length past the end.
+        for bad in [
+            row(&[&2i16.to_be_bytes(), &3i32.to_be_bytes(), b"abc"]),
+            row(&[&1i16.to_be_bytes(), &9i32.to_be_bytes(), b"abc"]),
+            row(&[&[0u8][..]]),
+        ] {
+            let mut v = data_row_values(&bad);
+            let _ = v.by_ref().count();
+            assert!(!v.is_complete(), "{bad:?}");
+        }
     }
 }

@@ -1208,12 +1208,7 @@ fn bind_standin(portal: &[u8], token: &str, out: &mut BytesMut) {
 
 /// The first column of a DataRow, as text.
 fn first_column(body: &[u8]) -> Option<String> {
-    let count = i16::from_be_bytes(body.get(..2)?.try_into().ok()?);
-    if count < 1 {
-        return None;
-    }
-    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
-    let value = body.get(6..6 + usize::try_from(len).ok()?)?;
+    let value = codec::data_row_values(body).next()??;
     String::from_utf8(value.to_vec()).ok()
 }
 

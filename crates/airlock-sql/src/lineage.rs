@@ -1760,7 +1760,13 @@ impl<'a> Builder<'a> {
                 l.items.truncate(1);
             }
         }
-        let returning = self.target_list(&s.returning_list);
+        self.dml_end(with, &s.returning_list)
+    }
+
+    /// A DML statement's RETURNING list, in the target's scope, which then
+    /// closes (with the statement's WITH, if any).
+    fn dml_end(&mut self, with: bool, returning: &'a [Node]) -> Vec<Col<'a>> {
+        let returning = self.target_list(returning);
         self.levels.pop();
         if with {
             self.ctes.pop();
@@ -1776,12 +1782,7 @@ impl<'a> Builder<'a> {
             self.assign(t);
         }
         self.pred_opt(&s.where_clause);
-        let returning = self.target_list(&s.returning_list);
-        self.levels.pop();
-        if with {
-            self.ctes.pop();
-        }
-        returning
+        self.dml_end(with, &s.returning_list)
     }
 
     fn delete(&mut self, s: &'a protobuf::DeleteStmt) -> Vec<Col<'a>> {
@@ -1789,12 +1790,7 @@ impl<'a> Builder<'a> {
         self.target_level(s.relation.as_ref());
         self.range_items(&s.using_clause);
         self.pred_opt(&s.where_clause);
-        let returning = self.target_list(&s.returning_list);
-        self.levels.pop();
-        if with {
-            self.ctes.pop();
-        }
-        returning
+        self.dml_end(with, &s.returning_list)
     }
 
     fn merge(&mut self, s: &'a protobuf::MergeStmt) -> Vec<Col<'a>> {
@@ -1818,12 +1814,7 @@ impl<'a> Builder<'a> {
                 _ => self.assign(w),
             }
         }
-        let returning = self.target_list(&s.returning_list);
-        self.levels.pop();
-        if with {
-            self.ctes.pop();
-        }
-        returning
+        self.dml_end(with, &s.returning_list)
     }
 
     // --- COPY ---
