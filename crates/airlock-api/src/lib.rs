@@ -1,10 +1,15 @@
-//! airlock's HTTP listener: health, readiness, Prometheus metrics and the
-//! dev issuer's OIDC discovery document and JWKS.
+//! airlock's HTTP listener: health, readiness, Prometheus metrics, the
+//! dev issuer's OIDC discovery document and JWKS, and under `/api/v1` the
+//! read-only audit endpoints ([`audit`]) and their OpenAPI document
+//! ([`openapi`]).
 //!
 //! Architecture invariant: this is the only crate that knows HTTP routes and
 //! JSON response shapes. It makes no decisions: readiness comes from a probe
 //! the binary passes in, and metrics from the installed recorder.
 #![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod openapi;
 
 use std::sync::Arc;
 
@@ -12,10 +17,13 @@ use airlock_identity::dev::DevIssuer;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
+use axum::handler::Handler;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
+
+pub use audit::{AuditApi, Authenticate, Caller};
 
 /// Says whether the gateway can serve: configuration loaded (and, as they
 /// land, store and journal writable).
@@ -28,17 +36,49 @@ pub struct ApiState {
     pub ready: ReadinessProbe,
     /// The dev issuer and the URL its JWKS is served at, when enabled.
     pub dev_issuer: Option<(Arc<DevIssuer>, String)>,
+    /// The audit endpoints' authenticator and store. Without it they
+    /// answer 503.
+    pub audit: Option<AuditApi>,
 }
 
 /// The HTTP routes.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/.well-known/openid-configuration", get(discovery))
-        .route("/.well-known/jwks.json", get(jwks))
+    routes()
+        .router
+        .fallback(|| async { audit::error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
+}
+
+/// The router under construction, and the paths it serves (which the
+/// OpenAPI document must list: a test checks).
+struct Routes {
+    router: Router<ApiState>,
+    paths: Vec<&'static str>,
+}
+
+impl Routes {
+    fn get<H: Handler<T, ApiState>, T: 'static>(mut self, path: &'static str, handler: H) -> Self {
+        self.paths.push(path);
+        self.router = self.router.route(path, get(handler));
+        self
+    }
+}
+
+fn routes() -> Routes {
+    Routes {
+        router: Router::new(),
+        paths: Vec::new(),
+    }
+    .get("/healthz", || async { "ok\n" })
+    .get("/readyz", readyz)
+    .get("/metrics", metrics)
+    .get("/.well-known/openid-configuration", discovery)
+    .get("/.well-known/jwks.json", jwks)
+    .get("/api/v1/openapi.json", || async {
+        Json(openapi::document())
+    })
+    .get("/api/v1/sessions", audit::list_sessions)
+    .get("/api/v1/sessions/{id}", audit::show_session)
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.
@@ -82,5 +122,43 @@ async fn jwks(State(state): State<ApiState>) -> Response {
     match &state.dev_issuer {
         Some((dev, _)) => Json(dev.jwks()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_every_route() {
+        let doc = openapi::document();
+        // It survives a round trip through text, as clients read it.
+        let doc: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let documented: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut served = routes().paths;
+        served.sort_unstable();
+        let mut documented_sorted = documented.clone();
+        documented_sorted.sort_unstable();
+        assert_eq!(served, documented_sorted);
+        for path in documented {
+            let ops = doc["paths"][path].as_object().unwrap();
+            assert_eq!(ops.keys().collect::<Vec<_>>(), ["get"], "{path}");
+            let op = &ops["get"];
+            assert!(op["operationId"].is_string(), "{path}");
+            assert!(op["responses"]["200"].is_object(), "{path}");
+        }
+        // Every reference resolves.
+        let text = doc.to_string();
+        for piece in text.split("\"$ref\":\"#/").skip(1) {
+            let pointer = format!("/{}", &piece[..piece.find('"').unwrap()]);
+            assert!(doc.pointer(&pointer).is_some(), "dangling $ref {pointer}");
+        }
     }
 }

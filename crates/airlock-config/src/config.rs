@@ -16,8 +16,8 @@ use crate::{ByteSize, ConfigError, Guardrail, HumanDuration, Secret, SessionLife
 
 /// airlock's configuration: listeners, identity, connections and who may use them.
 ///
-/// Sections the gateway does not implement yet (such as `store` or `approvals`) are
-/// unknown keys and rejected, so that nobody believes they are enforced.
+/// Sections the gateway does not implement yet (such as `approvals`) are unknown keys and
+/// rejected, so that nobody believes they are enforced.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 #[schemars(title = "airlock configuration")]
@@ -55,6 +55,18 @@ pub struct Config {
     /// Resource limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Where shipped audit events are kept.
+    #[serde(default)]
+    pub store: crate::Store,
+    /// The local audit journal.
+    #[serde(default)]
+    pub journal: crate::Journal,
+    /// What session recordings keep.
+    #[serde(default)]
+    pub recording: crate::Recording,
+    /// Who may use the HTTP API.
+    #[serde(default)]
+    pub api: crate::Api,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -276,9 +288,21 @@ impl Config {
     pub(crate) fn parse(text: &str, origin: &str) -> Result<Config, Vec<ConfigError>> {
         // serde_yaml reports a type error in the part before a syntax error rather than the
         // syntax error itself; a first pass that accepts any shape surfaces the syntax error.
-        serde_yaml::from_str::<de::IgnoredAny>(text)
+        let mut config: Config = serde_yaml::from_str::<de::IgnoredAny>(text)
             .and_then(|_| serde_yaml::from_str(text))
-            .map_err(|e| vec![ConfigError::parse(origin, &e)])
+            .map_err(|e| vec![ConfigError::parse(origin, &e)])?;
+        config.fill_audit_defaults();
+        Ok(config)
+    }
+
+    /// The journal and the store live under `data_dir` unless placed elsewhere.
+    fn fill_audit_defaults(&mut self) {
+        if self.journal.dir.as_os_str().is_empty() {
+            self.journal.dir = self.data_dir.join("journal");
+        }
+        if self.store.url.is_empty() {
+            self.store.url = format!("sqlite://{}/airlock.db", self.data_dir.display());
+        }
     }
 
     /// The client-facing TLS mode; `disabled` when there is no `tls` section.
@@ -324,8 +348,17 @@ impl Config {
                 (name.clone(), ConnectionSecrets { ca_pem, passwords })
             })
             .collect();
+        let store_password = self
+            .store
+            .password
+            .as_ref()
+            .and_then(|p| keep(&mut errors, "store.password".into(), p.resolve_string()));
         if errors.is_empty() {
-            Ok(ResolvedSecrets { tls, connections })
+            Ok(ResolvedSecrets {
+                tls,
+                connections,
+                store_password,
+            })
         } else {
             Err(errors)
         }
@@ -471,6 +504,16 @@ limits:
   startup_timeout: 30s
   upstream_connect_timeout: 1500ms
   max_sessions: 50
+store:
+  url: postgres://airlock@db.internal/airlock
+  password: {env: AIRLOCK_STORE_PASSWORD}
+journal:
+  fsync: always
+recording:
+  result_sample: {max_rows: 10, max_bytes: 4KiB}
+  retention: 90d
+api:
+  auditor_groups: [security]
 "#;
 
     fn strings(v: &[&str]) -> Vec<String> {
@@ -595,6 +638,26 @@ limits:
                 upstream_connect_timeout: HumanDuration(Duration::from_millis(1500)),
                 max_sessions: 50,
             },
+            store: crate::Store {
+                url: "postgres://airlock@db.internal/airlock".into(),
+                password: Some(Secret::Env("AIRLOCK_STORE_PASSWORD".into())),
+            },
+            journal: crate::Journal {
+                dir: "/var/lib/airlock/journal".into(),
+                fsync: crate::JournalFsync::Always,
+            },
+            recording: crate::Recording {
+                result_sample: crate::ResultSample {
+                    max_rows: 10,
+                    max_bytes: ByteSize(4 << 10),
+                },
+                max_statement_bytes: ByteSize(64 << 10),
+                retention: Some(HumanDuration(Duration::from_secs(90 * 86400))),
+            },
+            api: crate::Api {
+                admin_groups: vec![],
+                auditor_groups: strings(&["security"]),
+            },
         };
         assert_eq!(config, want);
         assert_eq!(config.tls_mode(), TlsMode::Optional);
@@ -626,6 +689,13 @@ identity: {issuers: [{name: corp, issuer: https://x/, audience: airlock}]}
         assert!(!config.identity.allow_dev_issuer_on_non_loopback);
         assert_eq!(config.identity.session_lifetime, SessionLifetime::Token);
         assert_eq!(config.data_dir, PathBuf::from("airlock-data"));
+        assert_eq!(config.journal.dir, PathBuf::from("airlock-data/journal"));
+        assert_eq!(config.store.url, "sqlite://airlock-data/airlock.db");
+        assert_eq!(
+            config.journal.fsync,
+            crate::JournalFsync::Interval(Duration::from_millis(100))
+        );
+        assert_eq!(config.recording.result_sample.max_rows, 100);
         assert!(config.connections.is_empty() && config.access.is_empty());
         assert_eq!(
             config.limits,
@@ -653,8 +723,8 @@ identity: {issuers: [{name: corp, issuer: https://x/, audience: airlock}]}
         let conn = "connections:\n  orders:\n    upstream: {host: h, database: d}\n    roles:\n";
         for (yaml, want) in [
             (
-                format!("{listen}store:\n  - name: x\n"),
-                "t.yaml:3:1: unknown field `store`, expected one of `listen`, `tls`, `identity`, `data_dir`, `connections`, `access`, `guardrails`, `unsafe_functions`, `masking`, `limits`",
+                format!("{listen}approvals:\n  - name: x\n"),
+                "t.yaml:3:1: unknown field `approvals`, expected one of `listen`, `tls`, `identity`, `data_dir`, `connections`, `access`, `guardrails`, `unsafe_functions`, `masking`, `limits`, `store`, `journal`, `recording`, `api`",
             ),
             (
                 format!("{listen}  mysql: 127.0.0.1:6033\n"),

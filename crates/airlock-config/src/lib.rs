@@ -28,6 +28,7 @@ mod config;
 mod error;
 mod guardrails;
 mod masking;
+mod recording;
 mod secret;
 mod units;
 mod validate;
@@ -41,6 +42,7 @@ pub use config::{
 pub use error::ConfigError;
 pub use guardrails::{Guardrail, GuardrailAction, GuardrailMatch, WhereClause};
 pub use masking::{MaskRule, MaskStrategy, Masking, Partial};
+pub use recording::{Api, Journal, JournalFsync, Recording, ResultSample, Store};
 pub use secret::{ConnectionSecrets, ResolvedSecrets, Secret, SecretValue, TlsKeyPair};
 pub use units::{ByteSize, HumanDuration, SessionLifetime};
 
@@ -96,7 +98,7 @@ mod tests {
     fn schema_rejects_unknown_keys_and_inline_secrets() {
         let schema = json_schema();
         assert_eq!(schema["additionalProperties"], false);
-        assert!(schema["properties"].get("store").is_none());
+        assert!(schema["properties"].get("approvals").is_none());
         let secret = &schema["definitions"]["Secret"];
         let variants = secret["oneOf"].as_array().unwrap();
         assert!(variants.iter().all(|v| v["type"] == "object"), "{secret:#}");
@@ -228,7 +230,7 @@ access:
 
         let bad = files.write(
             "bad.yaml",
-            "listen: {postgres: 127.0.0.1:6432}\nstore: []\n",
+            "listen: {postgres: 127.0.0.1:6432}\napprovals: []\n",
         );
         let errors: Vec<String> = check_file(&bad)
             .unwrap_err()
@@ -237,7 +239,7 @@ access:
             .collect();
         assert_eq!(errors.len(), 1);
         assert!(
-            errors[0].starts_with(&format!("{bad}:2:1: unknown field `store`")),
+            errors[0].starts_with(&format!("{bad}:2:1: unknown field `approvals`")),
             "{}",
             errors[0]
         );

@@ -150,6 +150,8 @@ pub struct ResolvedSecrets {
     pub tls: Option<TlsKeyPair>,
     /// By connection name; every configured connection has an entry.
     pub connections: BTreeMap<String, ConnectionSecrets>,
+    /// The PostgreSQL store's password, when `store.password` names one.
+    pub store_password: Option<SecretValue<String>>,
 }
 
 #[derive(Debug)]

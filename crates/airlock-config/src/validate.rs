@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::{
     ByteSize, Config, ConfigError, GuardrailAction, SessionLifetime, TlsMode, UpstreamTls,
@@ -21,6 +22,7 @@ pub(crate) fn validate(config: &Config, origin: &str) -> Vec<ConfigError> {
     guardrails(config, &mut problems);
     masking(config, &mut problems);
     limits(config, &mut problems);
+    audit(config, &mut problems);
     problems.errors
 }
 
@@ -236,6 +238,62 @@ fn limits(config: &Config, p: &mut Problems) {
     }
     if limits.max_sessions == 0 {
         p.add("limits.max_sessions", "must be at least 1");
+    }
+}
+
+fn audit(config: &Config, p: &mut Problems) {
+    let url = &config.store.url;
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    match scheme {
+        Some("sqlite") => {
+            if config.store.password.is_some() {
+                p.add("store.password", "only a PostgreSQL store takes a password");
+            }
+        }
+        Some("postgres" | "postgresql") => {
+            let authority = url["postgres://".len()..]
+                .split(['/', '?'])
+                .next()
+                .unwrap_or("");
+            if let Some((userinfo, _)) = authority.rsplit_once('@')
+                && userinfo.contains(':')
+            {
+                p.add(
+                    "store.url",
+                    "holds a password; secrets are never written inline: use store.password: {env: NAME} or {file: PATH}",
+                );
+            }
+        }
+        _ => p.add(
+            "store.url",
+            format!("\"{url}\" is not a sqlite:// or postgres:// URL"),
+        ),
+    }
+    if let crate::JournalFsync::Interval(d) = config.journal.fsync
+        && !(Duration::from_millis(1)..=Duration::from_secs(10)).contains(&d)
+    {
+        p.add(
+            "journal.fsync",
+            "an interval must be between 1ms and 10s (or write `always`)",
+        );
+    }
+    let r = &config.recording;
+    if r.result_sample.max_rows > 10_000 {
+        p.add("recording.result_sample.max_rows", "must be at most 10000");
+    }
+    if r.result_sample.max_bytes > ByteSize(16 * ByteSize::MIB.0) {
+        p.add("recording.result_sample.max_bytes", "must be at most 16MiB");
+    }
+    if !(ByteSize::KIB..=ByteSize(8 * ByteSize::MIB.0)).contains(&r.max_statement_bytes) {
+        p.add(
+            "recording.max_statement_bytes",
+            "must be between 1KiB and 8MiB",
+        );
+    }
+    if let Some(d) = r.retention
+        && d.0 < Duration::from_secs(3600)
+    {
+        p.add("recording.retention", "must be at least 1h");
     }
 }
 
@@ -576,6 +634,55 @@ mod tests {
         ] {
             check(&format!("{LISTEN}{IDENTITY}limits: {limits}\n"), want);
         }
+    }
+
+    #[test]
+    fn audit_sections() {
+        for (yaml, want) in [
+            (
+                "store: {url: 'sqlite:///var/lib/a.db'}\njournal: {fsync: always}\n",
+                &[][..],
+            ),
+            (
+                "store: {url: 'postgres://airlock@db/audit', password: {env: P}}\n",
+                &[],
+            ),
+            (
+                "store: {url: 'postgres://airlock:hunter2@db/audit'}\n",
+                &[
+                    "t.yaml: store.url: holds a password; secrets are never written inline: use store.password: {env: NAME} or {file: PATH}",
+                ],
+            ),
+            (
+                "store: {url: 'mysql://db/audit'}\n",
+                &["t.yaml: store.url: \"mysql://db/audit\" is not a sqlite:// or postgres:// URL"],
+            ),
+            (
+                "store: {password: {env: P}}\n",
+                &["t.yaml: store.password: only a PostgreSQL store takes a password"],
+            ),
+            (
+                "journal: {fsync: 0ms}\nrecording: {result_sample: {max_rows: 10001, max_bytes: 17MiB}, max_statement_bytes: 100, retention: 10m}\n",
+                &[
+                    "t.yaml: journal.fsync: an interval must be between 1ms and 10s (or write `always`)",
+                    "t.yaml: recording.result_sample.max_rows: must be at most 10000",
+                    "t.yaml: recording.result_sample.max_bytes: must be at most 16MiB",
+                    "t.yaml: recording.max_statement_bytes: must be between 1KiB and 8MiB",
+                    "t.yaml: recording.retention: must be at least 1h",
+                ],
+            ),
+        ] {
+            check(&format!("{LISTEN}{IDENTITY}{yaml}"), want);
+        }
+        let bad = Config::from_yaml_str(
+            &format!("{LISTEN}{IDENTITY}journal: {{fsync: sometimes}}\n"),
+            "t.yaml",
+        );
+        assert!(
+            bad.unwrap_err()[0]
+                .to_string()
+                .contains("write `always` or an interval")
+        );
     }
 
     #[test]

@@ -21,8 +21,11 @@ use airlock_policy::{
 use airlock_sql::{Analyzer, SessionState};
 use bytes::BytesMut;
 
+use airlock_audit::event::{Decision as Recorded, Protocol};
+
 use crate::catalog::CatalogCache;
 use crate::mask::{self, CopyMask, Masking, RowMask};
+use crate::record::{Judgement, SessionRecorder};
 
 /// Client encodings whose bytes airlock can read as UTF-8.
 fn utf8_compatible(encoding: &str) -> bool {
@@ -71,6 +74,8 @@ pub struct SessionPolicy {
     /// through any session, masked or not.
     pub catalogs: Arc<CatalogCache>,
     pub connection: String,
+    /// The session's recording (`None` only in tests of the judge alone).
+    pub recorder: Option<SessionRecorder>,
 }
 
 /// What a masked session needs: the rules and the connection's catalog as
@@ -105,11 +110,23 @@ pub struct PolicyInspector {
     /// shares their namespace, and a statement it replaced behind the
     /// relay's back would be described with the wrong lineage.
     protocol_names: std::collections::HashSet<Vec<u8>>,
+    recorder: Option<SessionRecorder>,
+    /// What the last judgement decided, for its statement event.
+    last: Option<Judged>,
+}
+
+/// A judgement, as recorded.
+struct Judged {
+    statements: Arc<[Statement]>,
+    decision: Recorded,
+    rule: Option<String>,
 }
 
 impl PolicyInspector {
-    pub fn new(policy: SessionPolicy) -> Self {
+    pub fn new(mut policy: SessionPolicy) -> Self {
         PolicyInspector {
+            recorder: policy.recorder.take(),
+            last: None,
             policy,
             sql_state: SessionState::default(),
             standard_conforming_strings: true,
@@ -119,6 +136,13 @@ impl PolicyInspector {
             ascii_safe: true,
             protocol_names: Default::default(),
         }
+    }
+
+    /// Statements recorded in this session so far.
+    pub fn statements_recorded(&self) -> u64 {
+        self.recorder
+            .as_ref()
+            .map_or(0, SessionRecorder::statements)
     }
 
     /// The statement a result answers, when known.
@@ -235,6 +259,7 @@ impl PolicyInspector {
     /// for; `None` for a Parse, whose parameters are not known yet, so no
     /// estimate can be had.
     fn judge(&mut self, id: u64, bytes: &[u8], plan: Option<Plan<'_>>) -> Verdict {
+        self.last = None;
         let text = match self.text(bytes) {
             Ok(t) => t,
             Err(refusal) => return refusal,
@@ -272,6 +297,13 @@ impl PolicyInspector {
         } else {
             analyzed
         };
+        if self.recorder.is_some() {
+            self.last = Some(Judged {
+                statements: Arc::clone(&statements),
+                decision: Recorded::Allow,
+                rule: None,
+            });
+        }
         let statements = &statements;
         let estimate = match plan {
             Some(Plan::NotFetched) => Estimate::NotFetched,
@@ -325,6 +357,7 @@ impl PolicyInspector {
             }
             Decision::Deny { rule, message } => {
                 tracing::info!(kinds = %kinds(statements), rule = %rule, "statement denied");
+                self.judged_by(Recorded::Deny, &rule);
                 Verdict::Refuse {
                     code: sqlstate::INSUFFICIENT_PRIVILEGE,
                     message: format!("airlock: statement denied by rule \"{rule}\": {message}"),
@@ -332,6 +365,7 @@ impl PolicyInspector {
             }
             Decision::Approve { rule, .. } => {
                 tracing::info!(kinds = %kinds(statements), rule = %rule, "statement needs approval; approvals are not configured");
+                self.judged_by(Recorded::Approve, &rule);
                 Verdict::Refuse {
                     code: sqlstate::INSUFFICIENT_PRIVILEGE,
                     message: format!(
@@ -339,6 +373,74 @@ impl PolicyInspector {
                     ),
                 }
             }
+        }
+    }
+
+    fn judged_by(&mut self, decision: Recorded, rule: &str) {
+        if let Some(last) = self.last.as_mut() {
+            last.decision = decision;
+            last.rule = Some(rule.to_string());
+        }
+    }
+
+    /// Records the statement event of a judged message before its verdict
+    /// takes effect. An allowed statement that cannot be recorded is
+    /// refused.
+    fn record(&mut self, id: u64, protocol: Protocol, sql: &[u8], verdict: Verdict) -> Verdict {
+        let Some(recorder) = self.recorder.as_mut() else {
+            return verdict;
+        };
+        if matches!(verdict, Verdict::Estimate { .. }) {
+            return verdict;
+        }
+        let (statements, decision, rule) = match self.last.take() {
+            Some(j) => (j.statements, j.decision, j.rule),
+            None => (Arc::from(Vec::new()), Recorded::Deny, None),
+        };
+        let refusal = match &verdict {
+            Verdict::Refuse { code, message } => Some((*code, message.as_str())),
+            _ => None,
+        };
+        let decision = match decision {
+            Recorded::Allow if refusal.is_some() => Recorded::Deny,
+            d => d,
+        };
+        let text = String::from_utf8_lossy(sql);
+        if refusal.is_none() && protocol == Protocol::Extended {
+            // Recorded at each Bind, with its parameters.
+            recorder.parsed(id, &text, statements);
+            return verdict;
+        }
+        let judgement = Judgement {
+            decision,
+            rule: rule.as_deref(),
+            refusal,
+        };
+        match recorder.statement(id, protocol, &text, &statements, None, judgement) {
+            Ok(()) => verdict,
+            Err(_) if refusal.is_some() => verdict,
+            Err(e) => journal_refusal(&e),
+        }
+    }
+
+    /// The masking policy's verdict on a Bind: parameters that look like
+    /// masking placeholders may not be written back.
+    fn bind_verdict(&self, id: u64, body: &[u8]) -> Verdict {
+        let Some(statements) = self.judged.get(&id) else {
+            return Verdict::Forward;
+        };
+        if !statements.iter().any(|s| s.effects.contains(Effect::Write)) {
+            return Verdict::Forward;
+        }
+        match bind_parameters(body) {
+            Some(values) if values.iter().any(|v| airlock_mask::looks_masked(v)) => {
+                masked_write_refusal()
+            }
+            Some(_) => Verdict::Forward,
+            None => Verdict::Refuse {
+                code: sqlstate::PROTOCOL_VIOLATION,
+                message: "airlock: malformed Bind message".into(),
+            },
         }
     }
 
@@ -353,6 +455,15 @@ impl PolicyInspector {
             code: sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
             message: "airlock: invalid byte sequence for encoding \"UTF8\" in the statement".into(),
         })
+    }
+}
+
+/// The refusal of a statement whose event could not be journaled.
+fn journal_refusal(e: &airlock_audit::RecordError) -> Verdict {
+    tracing::error!(error = %e, "statement refused: the audit journal cannot be written");
+    Verdict::Refuse {
+        code: sqlstate::SYSTEM_ERROR,
+        message: "airlock: the statement was not run: the audit journal cannot be written, and airlock runs nothing it cannot record".into(),
     }
 }
 
@@ -438,37 +549,64 @@ impl Inspector for PolicyInspector {
     type Mask = ResultMask;
 
     fn query(&mut self, id: u64, sql: &[u8], plan: Plan<'_>) -> Verdict {
-        self.judge(id, sql, Some(plan))
+        let verdict = self.judge(id, sql, Some(plan));
+        self.record(id, Protocol::Simple, sql, verdict)
     }
 
     fn parse(&mut self, id: u64, name: &[u8], sql: &[u8]) -> Verdict {
         if self.policy.masking.is_some() && !name.is_empty() {
             self.protocol_names.insert(name.to_vec());
         }
-        self.judge(id, sql, None)
+        let verdict = self.judge(id, sql, None);
+        self.record(id, Protocol::Extended, sql, verdict)
     }
 
     fn bind(&mut self, id: u64, body: &[u8]) -> Verdict {
-        let Some(statements) = self.judged.get(&id) else {
-            return Verdict::Forward;
+        let verdict = self.bind_verdict(id, body);
+        let Some(recorder) = self.recorder.as_mut() else {
+            return verdict;
         };
-        if !statements.iter().any(|s| s.effects.contains(Effect::Write)) {
-            return Verdict::Forward;
-        }
-        match bind_parameters(body) {
-            Some(values) if values.iter().any(|v| airlock_mask::looks_masked(v)) => {
-                masked_write_refusal()
-            }
-            Some(_) => Verdict::Forward,
-            None => Verdict::Refuse {
-                code: sqlstate::PROTOCOL_VIOLATION,
-                message: "airlock: malformed Bind message".into(),
-            },
+        let recorded = match &verdict {
+            Verdict::Refuse { code, message } => recorder.bound(
+                id,
+                body,
+                Judgement {
+                    decision: Recorded::Deny,
+                    rule: None,
+                    refusal: Some((*code, message.as_str())),
+                },
+            ),
+            _ => recorder.bound(
+                id,
+                body,
+                Judgement {
+                    decision: Recorded::Allow,
+                    rule: None,
+                    refusal: None,
+                },
+            ),
+        };
+        match recorded {
+            Err(e) if !matches!(verdict, Verdict::Refuse { .. }) => journal_refusal(&e),
+            _ => verdict,
         }
     }
 
     fn forget(&mut self, id: u64) {
         self.judged.remove(&id);
+        if let Some(r) = self.recorder.as_mut() {
+            r.forget(id);
+        }
+    }
+
+    fn records(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    fn observe(&mut self, at: StatementRef, tag: u8, body: &[u8]) {
+        if let Some(r) = self.recorder.as_mut() {
+            r.observe(at, tag, body);
+        }
     }
 
     fn masks(&self) -> bool {

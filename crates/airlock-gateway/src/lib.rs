@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod mask;
 pub mod metrics;
 pub mod pump;
+pub mod record;
 mod session;
 pub mod snapshot;
 pub mod stream;
@@ -93,6 +94,9 @@ pub struct Gateway {
     cancels: Arc<cancel::CancelRegistry>,
     sessions: Arc<Semaphore>,
     metrics: metrics::Metrics,
+    /// The journal every session reports to; set once by the binary before
+    /// serving. Without it sessions are refused (nothing runs unrecorded).
+    recorder: std::sync::OnceLock<Arc<airlock_audit::Recorder>>,
 }
 
 impl Gateway {
@@ -109,7 +113,34 @@ impl Gateway {
             cancels: Arc::default(),
             sessions: Arc::new(Semaphore::new(config.limits.max_sessions as usize)),
             metrics: metrics::Metrics,
+            recorder: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Connects the gateway to the process's recorder (once).
+    pub fn set_recorder(&self, recorder: Arc<airlock_audit::Recorder>) {
+        let _ = self.recorder.set(recorder);
+    }
+
+    pub fn recorder(&self) -> Option<&Arc<airlock_audit::Recorder>> {
+        self.recorder.get()
+    }
+
+    /// Records a reload attempt (the policy in force is part of the trail).
+    pub fn record_reload(&self, result: Result<(), String>, config_sha256: Option<String>) {
+        let Some(recorder) = self.recorder.get() else {
+            return;
+        };
+        let event = airlock_audit::Event::now(airlock_audit::Body::PolicyReload(
+            airlock_audit::event::PolicyReload {
+                ok: result.is_ok(),
+                error: result.err(),
+                config_sha256,
+            },
+        ));
+        if let Err(e) = recorder.record(&event) {
+            tracing::error!(error = %e, "a policy reload could not be recorded");
+        }
     }
 
     /// Swaps in a new configuration for sessions that start from now on.

@@ -370,7 +370,7 @@ pub fn notice(
 /// masked.
 pub const HIDDEN: &str = "(hidden by airlock masking)";
 
-fn scrub_text(masking: &Masking, text: &str, sensitive: bool) -> Option<String> {
+pub(crate) fn scrub_text(masking: &Masking, text: &str, sensitive: bool) -> Option<String> {
     airlock_mask::scrub(
         text,
         &masking.detectors,

@@ -135,6 +135,11 @@ where
         self.relay.busy() || !self.to_upstream.is_empty()
     }
 
+    /// The relay's inspector.
+    pub fn inspector(&self) -> &I {
+        self.relay.inspector()
+    }
+
     /// The messages still queued for the client (to append a last FATAL).
     pub fn to_client(&mut self) -> &mut BytesMut {
         &mut self.to_client

@@ -16,10 +16,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{Instrument, field};
 
+use airlock_audit::event::{SessionEnd, SessionStart};
+use airlock_audit::{Body, Event, Recorder};
+
 use crate::Gateway;
 use crate::cancel::{CancelKey, CancelTarget};
 use crate::inspect::{PolicyInspector, SessionMasking, SessionPolicy};
 use crate::pump::{Pump, PumpEnd, Side};
+use crate::record::SessionRecorder;
 use crate::snapshot::Snapshot;
 use crate::stream::{ClientStream, MaybeTls};
 use crate::upstream::{self, ConnectError};
@@ -44,7 +48,15 @@ pub(crate) async fn serve(gateway: Arc<Gateway>, tcp: TcpStream, peer: SocketAdd
         let deadline = tokio::time::Instant::now() + snapshot.limits.startup_timeout;
         let opened = tokio::time::timeout_at(
             deadline,
-            open(&gateway, &snapshot, &mut client, &mut out, loopback, id),
+            open(
+                &gateway,
+                &snapshot,
+                &mut client,
+                &mut out,
+                loopback,
+                id,
+                peer,
+            ),
         )
         .await;
         let Some(mut client) = client else { return };
@@ -75,6 +87,7 @@ async fn finish_early(client: &mut ClientStream, out: &[u8]) {
 
 /// An authenticated, routed session with its upstream open.
 struct Opened {
+    id: uuid::Uuid,
     principal: airlock_policy::Principal,
     route: Route,
     /// Client bytes that arrived behind the password.
@@ -85,6 +98,7 @@ struct Opened {
     cancel: CancelKey,
     /// The connection's catalog as masking sees it, for a masked session.
     catalog: Option<Arc<airlock_policy::masking::SensitiveCatalog>>,
+    recorder: SessionRecorder,
 }
 
 /// Runs the handshake, verifies the token, routes and opens the upstream.
@@ -96,6 +110,7 @@ async fn open(
     out: &mut BytesMut,
     loopback: bool,
     id: uuid::Uuid,
+    peer: SocketAddr,
 ) -> Option<Opened> {
     let mut hs = ClientHandshake::new(snapshot.tls_offer, loopback);
     let mut input = BytesMut::with_capacity(1024);
@@ -250,6 +265,35 @@ async fn open(
         None
     };
 
+    // Nothing runs unrecorded: the session's start is journaled before its
+    // first statement can be.
+    let recorder = match record_start(
+        gateway, snapshot, slot, &principal, &route, &startup, id, peer,
+    ) {
+        Ok(r) => r,
+        Err(why) => {
+            tracing::error!(error = %why, "session refused: it cannot be recorded");
+            fatal(
+                out,
+                sqlstate::SYSTEM_ERROR,
+                "airlock: the audit journal cannot be written; airlock serves no session it cannot record",
+            );
+            return None;
+        }
+    };
+    let recorder = SessionRecorder::new(
+        recorder,
+        id,
+        snapshot.recording,
+        Arc::clone(&snapshot.masking),
+        // An exempt session reads no catalog; a cached one makes its
+        // redaction precise.
+        catalog
+            .clone()
+            .or_else(|| snapshot.catalogs.fresh(&route.connection)),
+        route.unmask,
+    );
+
     let cancel = gateway.cancels.register(CancelTarget {
         host: conn.target.host.clone(),
         port: conn.target.port,
@@ -259,6 +303,7 @@ async fn open(
     welcome(out, &ready, &cancel, &route, &startup, id);
     tracing::info!(rule = %route.rule, mode = ?route.mode, "session opened");
     Some(Opened {
+        id,
         principal,
         route,
         pending: input,
@@ -267,7 +312,58 @@ async fn open(
         status: ready.status,
         cancel,
         catalog,
+        recorder,
     })
+}
+
+/// Journals the session's start; the recorder to use from then on.
+#[allow(clippy::too_many_arguments)]
+fn record_start(
+    gateway: &Gateway,
+    snapshot: &Snapshot,
+    slot: &Option<ClientStream>,
+    principal: &airlock_policy::Principal,
+    route: &Route,
+    startup: &Startup,
+    id: uuid::Uuid,
+    peer: SocketAddr,
+) -> Result<Arc<Recorder>, String> {
+    let recorder = gateway
+        .recorder
+        .get()
+        .ok_or("the gateway has no recorder")?;
+    let application_name = startup.param("application_name").map(|a| {
+        // A client-chosen string: the detectors see it like any text.
+        match snapshot.masking.is_active() {
+            true => crate::mask::scrub_text(&snapshot.masking, a, false)
+                .unwrap_or_else(|| a.to_string()),
+            false => a.to_string(),
+        }
+    });
+    let event = Event::now(Body::SessionStart(SessionStart {
+        session: id,
+        principal: principal.subject.clone(),
+        issuer: principal.issuer.clone(),
+        groups: principal.groups.clone(),
+        act: principal.act.clone(),
+        connection: route.connection.clone(),
+        role: route.role.clone(),
+        access_rule: route.rule.clone(),
+        mode: mode_name(route.mode).into(),
+        unmask: route.unmask,
+        client_addr: peer.to_string(),
+        application_name,
+        tls: matches!(slot, Some(MaybeTls::Tls(_))),
+    }));
+    recorder.record(&event).map_err(|e| e.to_string())?;
+    Ok(Arc::clone(recorder))
+}
+
+fn mode_name(mode: AccessMode) -> &'static str {
+    match mode {
+        AccessMode::ReadOnly => "read-only",
+        AccessMode::ReadWrite => "read-write",
+    }
 }
 
 async fn authenticate(
@@ -321,10 +417,7 @@ fn welcome(
         codec::parameter_status(name, value, out);
     }
     codec::backend_key_data(key.process_id, key.secret_key, out);
-    let mode = match route.mode {
-        AccessMode::ReadOnly => "read-only",
-        AccessMode::ReadWrite => "read-write",
-    };
+    let mode = mode_name(route.mode);
     let mut message = format!(
         "airlock: connection \"{}\" as role \"{}\" ({mode}, rule \"{}\"), session {id}",
         route.connection, route.role, route.rule
@@ -359,6 +452,7 @@ async fn run(
         }),
         catalogs: Arc::clone(&snapshot.catalogs),
         connection: opened.route.connection.clone(),
+        recorder: Some(opened.recorder),
     });
     for (name, value) in &opened.parameters {
         inspector.parameter_status(name, value);
@@ -388,6 +482,29 @@ async fn run(
     // Whether the session ends while the client still expects answers: a
     // statement the upstream is running must then be cancelled, or it would
     // run on (and commit) after the session is gone.
+    let reason: &str = match &end {
+        None => match snapshot.session_lifetime {
+            SessionLifetime::Token => "token expired",
+            _ => "session lifetime reached",
+        },
+        Some(PumpEnd::Terminated) => "client closed",
+        Some(PumpEnd::ClientClosed) => "client went away",
+        Some(PumpEnd::UpstreamClosed) => "upstream closed",
+        Some(PumpEnd::Io(Side::Client, _)) => "client socket error",
+        Some(PumpEnd::Io(Side::Upstream, _)) => "upstream socket error",
+        Some(PumpEnd::Protocol(Side::Client, _)) => "client protocol violation",
+        Some(PumpEnd::Protocol(Side::Upstream, _)) => "upstream protocol violation",
+    };
+    if let Some(recorder) = gateway.recorder.get() {
+        let event = Event::now(Body::SessionEnd(SessionEnd {
+            session: opened.id,
+            reason: reason.into(),
+            statements: pump.inspector().statements_recorded(),
+        }));
+        if let Err(e) = recorder.record(&event) {
+            tracing::error!(error = %e, "a session's end could not be recorded");
+        }
+    }
     let abandoned = match &end {
         None => {
             let why = match snapshot.session_lifetime {

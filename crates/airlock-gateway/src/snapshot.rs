@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub masking: Arc<Masking>,
     /// Upstream catalogs as masking sees them; a reload starts afresh.
     pub catalogs: Arc<CatalogCache>,
+    /// How much a session recording keeps.
+    pub recording: crate::record::Limits,
 }
 
 /// Why a snapshot could not be built.
@@ -150,6 +152,13 @@ impl Snapshot {
                 upstream_connect_timeout: config.limits.upstream_connect_timeout.0,
             },
             session_lifetime: config.identity.session_lifetime,
+            recording: crate::record::Limits {
+                sample_rows: config.recording.result_sample.max_rows as usize,
+                sample_bytes: usize::try_from(config.recording.result_sample.max_bytes.0)
+                    .unwrap_or(usize::MAX),
+                max_text: usize::try_from(config.recording.max_statement_bytes.0)
+                    .unwrap_or(usize::MAX),
+            },
             verifier,
         })
     }

@@ -70,7 +70,7 @@ use std::time::Duration;
 pub use format::{Hash, MAX_PAYLOAD};
 pub use journal::{Appended, Journal, SyncJob, Synced};
 pub use prune::{Pruned, prune};
-pub use reader::{Reader, Record};
+pub use reader::{Position, Reader, Record};
 pub use recover::{Damage, Recovery, StreamState, TornTail};
 pub use verify::{Broken, Reason, StreamSummary, VerifyError, VerifySummary, verify};
 

@@ -14,7 +14,13 @@ use crate::segment::{OpenError, SegmentFile, SegmentReader, Step, list};
 pub struct Record {
     pub stream: Uuid,
     pub seq: u64,
+    /// The hash this record chains from: the record before's `hash`, the
+    /// stream's genesis hash, or the anchor's hash after a prune. The
+    /// shipper checks it against what the store holds before sending.
+    pub prev: Hash,
     pub hash: Hash,
+    /// Where it ends: [`Reader::resume_at`] starts a later reader here.
+    pub end: Position,
     pub payload: Vec<u8>,
 }
 
@@ -32,11 +38,28 @@ pub struct Record {
 pub struct Reader {
     streams: VecDeque<(Uuid, Vec<SegmentFile>)>,
     resume: HashMap<Uuid, u64>,
+    /// Where a stream's reading may start, by byte, instead of by scanning.
+    hints: HashMap<Uuid, (Position, Hash)>,
     current: Option<Cursor>,
+}
+
+/// Where a record ends in its stream's segments: a later reader of the same
+/// stream can start there without scanning the records before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// The record's seq.
+    pub seq: u64,
+    /// The first seq of its segment (which names the segment).
+    pub segment: u64,
+    /// The byte offset just past the record.
+    pub end: u64,
 }
 
 struct Cursor {
     stream: Uuid,
+    /// Start the segment of this first seq at this byte, chaining from the
+    /// hash.
+    hint: Option<(Position, Hash)>,
     segments: VecDeque<SegmentFile>,
     reader: Option<SegmentReader>,
     /// The next seq and the hash it must chain from, once a segment is open.
@@ -56,6 +79,7 @@ impl Reader {
         Ok(Reader {
             streams,
             resume: HashMap::new(),
+            hints: HashMap::new(),
             current: None,
         })
     }
@@ -65,10 +89,29 @@ impl Reader {
         self.streams.iter().map(|(s, _)| *s).collect()
     }
 
+    /// Keeps only the streams `keep` accepts; call it before iterating.
+    /// The shipper leaves out streams it knows are shipped (so their last
+    /// segments are not scanned again), and a check of one stream reads
+    /// that stream only.
+    pub fn retain(&mut self, mut keep: impl FnMut(Uuid) -> bool) -> &mut Self {
+        self.streams.retain(|(s, _)| keep(*s));
+        self
+    }
+
     /// Skips `stream`'s records up to and including `seq` (what the store
     /// already has). Whole segments before it are not opened at all.
     pub fn resume_after(&mut self, stream: Uuid, seq: u64) -> &mut Self {
         self.resume.insert(stream, seq);
+        self
+    }
+
+    /// Like [`resume_after`](Reader::resume_after)`(stream, at.seq)`, but
+    /// starts reading at `at` (a [`Record::end`] an earlier reader returned,
+    /// whose hash was `hash`) instead of scanning up to it. A record there
+    /// that does not continue `at.seq` with `hash` is reported as corrupt.
+    pub fn resume_at(&mut self, stream: Uuid, at: Position, hash: Hash) -> &mut Self {
+        self.resume.insert(stream, at.seq);
+        self.hints.insert(stream, (at, hash));
         self
     }
 
@@ -77,15 +120,21 @@ impl Reader {
             return false;
         };
         let after = self.resume.get(&stream).copied().unwrap_or(0);
+        let hint = self.hints.get(&stream).copied();
         // A segment lies wholly at or before `after` if its successor starts
         // at or before `after + 1`.
         let skip = segments
             .windows(2)
             .take_while(|w| w[1].first_seq <= after.saturating_add(1))
             .count();
+        let segments: VecDeque<SegmentFile> = segments.into_iter().skip(skip).collect();
+        // The hint holds only if its segment is still where reading starts.
+        let hint =
+            hint.filter(|(at, _)| segments.front().is_some_and(|s| s.first_seq == at.segment));
         self.current = Some(Cursor {
             stream,
-            segments: segments.into_iter().skip(skip).collect(),
+            hint,
+            segments,
             reader: None,
             expected: None,
             after,
@@ -134,6 +183,15 @@ impl Cursor {
                         return Err(corrupt(segment, 0, why.to_string()));
                     }
                 };
+                let mut reader = reader;
+                if let Some((at, hash)) = self.hint.take() {
+                    reader
+                        .skip_to(at.end)
+                        .map_err(|e| JournalError::io("read", &segment.path, e))?;
+                    self.expected = Some((at.seq + 1, hash));
+                    self.reader = Some(reader);
+                    continue;
+                }
                 let header = reader.header();
                 if let Some((seq, prev)) = self.expected
                     && (header.first_seq != seq || header.prev != prev)
@@ -170,7 +228,13 @@ impl Cursor {
                         return Ok(Some(Record {
                             stream: self.stream,
                             seq: r.seq,
+                            prev: r.prev,
                             hash: r.hash,
+                            end: Position {
+                                seq: r.seq,
+                                segment: segment.first_seq,
+                                end: reader.offset(),
+                            },
                             payload: r.payload,
                         }));
                     }

@@ -137,6 +137,25 @@ impl SegmentReader {
         self.len
     }
 
+    /// Where the next record starts.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Continues reading at `offset` (the end of a record an earlier
+    /// reader returned), past the header.
+    pub fn skip_to(&mut self, offset: u64) -> io::Result<()> {
+        if offset < HEADER_LEN as u64 || offset > self.len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("offset {offset} is outside the segment"),
+            ));
+        }
+        self.input.seek(SeekFrom::Start(offset))?;
+        self.offset = offset;
+        Ok(())
+    }
+
     pub fn next_step(&mut self) -> io::Result<Step> {
         let offset = self.offset;
         let remaining = self.len - offset;

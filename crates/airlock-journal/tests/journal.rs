@@ -45,8 +45,15 @@ fn append_reopen_round_trip() {
 
     let old_records = records_of(dir.path(), old);
     assert_eq!(old_records.len(), 10);
+    let mut prev = genesis_hash(old);
     for (r, a) in old_records.iter().zip(&appended) {
         assert_eq!((r.seq, r.hash, &r.payload), (a.seq, a.hash, &event(a.seq)));
+        assert_eq!(
+            r.prev, prev,
+            "seq {} carries the hash it chains from",
+            r.seq
+        );
+        prev = r.hash;
     }
     let new_payloads: Vec<_> = records_of(dir.path(), new)
         .into_iter()
@@ -103,6 +110,11 @@ fn rotation_continues_the_chain_across_segments() {
         records.iter().map(|r| r.seq).collect::<Vec<_>>(),
         (1..=50).collect::<Vec<_>>()
     );
+    // `prev` links across segment boundaries too.
+    assert_eq!(records[0].prev, genesis_hash(stream));
+    for w in records.windows(2) {
+        assert_eq!(w[1].prev, w[0].hash, "seq {}", w[1].seq);
+    }
     let summary = verify(dir.path()).unwrap();
     assert_eq!(
         (summary.streams[0].segments, summary.records()),
@@ -263,7 +275,7 @@ fn a_live_streams_tail_is_left_alone() {
 #[test]
 fn reader_resumes_after_a_seq() {
     let dir = tempfile::tempdir().unwrap();
-    let (stream, _) = write_stream(dir.path(), 40, 512);
+    let (stream, appended) = write_stream(dir.path(), 40, 512);
     let (other, _) = write_stream(dir.path(), 3, 512);
     let mut reader = Reader::open(dir.path()).unwrap();
     assert_eq!(reader.streams(), {
@@ -272,11 +284,62 @@ fn reader_resumes_after_a_seq() {
         s
     });
     reader.resume_after(stream, 33).resume_after(other, 3);
+    let records: Vec<_> = reader.map(Result::unwrap).collect();
+    let seqs: Vec<_> = records.iter().map(|r| (r.stream, r.seq)).collect();
+    assert_eq!(seqs, (34..=40).map(|s| (stream, s)).collect::<Vec<_>>());
+    // The first record after the resume point chains from the last skipped
+    // one: what the shipper compares with the store's last hash.
+    assert_eq!(records[0].prev, appended[32].hash);
+
+    // Only the streams kept are read.
+    let mut reader = Reader::open(dir.path()).unwrap();
+    reader.retain(|s| s == other);
+    assert_eq!(reader.streams(), vec![other]);
     let seqs: Vec<_> = reader
         .map(Result::unwrap)
         .map(|r| (r.stream, r.seq))
         .collect();
-    assert_eq!(seqs, (34..=40).map(|s| (stream, s)).collect::<Vec<_>>());
+    assert_eq!(seqs, (1..=3).map(|s| (other, s)).collect::<Vec<_>>());
+}
+
+#[test]
+fn reader_resumes_at_a_position_without_rescanning() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small segments: positions in an earlier segment and in the last one.
+    let (stream, appended) = write_stream(dir.path(), 40, 512);
+    let all: Vec<_> = Reader::open(dir.path())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for k in [0, 5, 38, 39] {
+        let mut reader = Reader::open(dir.path()).unwrap();
+        reader.resume_at(stream, all[k].end, all[k].hash);
+        let seqs: Vec<_> = reader.map(|r| r.unwrap().seq).collect();
+        assert_eq!(seqs, ((k as u64 + 2)..=40).collect::<Vec<_>>(), "after {k}");
+    }
+    assert_eq!(all[39].end.seq, 40);
+    assert_eq!(all[39].hash, appended[39].hash);
+
+    // A hint whose hash is not the record's: the next record (in the same
+    // segment) does not chain.
+    let k = (0..39)
+        .find(|&k| all[k].end.segment == all[k + 1].end.segment)
+        .unwrap();
+    let mut reader = Reader::open(dir.path()).unwrap();
+    reader.resume_at(stream, all[k].end, [7; 32]);
+    assert!(matches!(
+        reader.next(),
+        Some(Err(JournalError::Corrupt { .. }))
+    ));
+    // A hint into a segment that is no longer first falls back to seq.
+    let mut reader = Reader::open(dir.path()).unwrap();
+    let stale = airlock_journal::Position {
+        seq: 38,
+        segment: 999,
+        end: 1,
+    };
+    reader.resume_at(stream, stale, all[37].hash);
+    assert_eq!(reader.next().unwrap().unwrap().seq, 39);
 }
 
 #[test]

@@ -294,7 +294,9 @@ fn prune_writes_an_anchor_that_verify_starts_from() {
         (s.anchor, s.records, s.last_seq),
         (Some(anchor_seq), 30 - anchor_seq, 30)
     );
-    assert_eq!(read_all(dir.path()).first().unwrap().seq, kept_from);
+    let first = read_all(dir.path()).remove(0);
+    assert_eq!(first.seq, kept_from);
+    assert_eq!(first.prev, appended[kept_from as usize - 2].hash);
 
     // Pruning again to the same point does nothing; the live stream goes on.
     assert!(prune(dir.path(), stream, 15).unwrap().removed.is_empty());

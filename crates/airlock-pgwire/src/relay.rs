@@ -146,6 +146,16 @@ pub trait Inspector {
     ) -> bool {
         false
     }
+    /// Whether the inspector records results: the relay then shows it every
+    /// RowDescription, DataRow, CommandComplete, EmptyQueryResponse,
+    /// PortalSuspended and ErrorResponse that answers a statement.
+    fn records(&self) -> bool {
+        false
+    }
+    /// One of those messages answering statement `at`, with `body` as the
+    /// client gets it (masked, scrubbed). Airlock's own refusals are not
+    /// shown.
+    fn observe(&mut self, _at: StatementRef, _tag: u8, _body: &[u8]) {}
 }
 
 /// An inspector that forwards everything.
@@ -302,6 +312,8 @@ pub struct Relay<I: Inspector> {
     inspector: I,
     /// Whether results are masked (the inspector's [`Inspector::masks`]).
     masks: bool,
+    /// [`Inspector::records`], asked once.
+    records: bool,
     /// The id of the last Query or Parse passed to the inspector.
     next_id: u64,
     /// Prepared statements and portals by name, as the client's messages
@@ -350,6 +362,7 @@ impl<I: Inspector> Relay<I> {
     pub fn new(inspector: I, max_message: usize, status: u8) -> Self {
         Relay {
             masks: inspector.masks(),
+            records: inspector.records(),
             inspector,
             next_id: 0,
             statements: HashMap::new(),
@@ -1069,16 +1082,27 @@ impl<I: Inspector> Relay<I> {
                 b'E' | b'N' | b'A' | b'S' if self.masks => Some(self.answering()),
                 _ => None,
             };
+            let observe_at = match h.tag {
+                b'T' | b'D' | b'C' | b'I' | b's' | b'E' if self.records => self.answering(),
+                _ => None,
+            };
             match self.track_upstream(h.tag, body) {
                 Route::Forward => {}
                 route => {
                     to_client.extend_from_slice(&input[..end]);
+                    let start = to_client.len();
                     match (route, self.current.as_deref()) {
                         (Route::Row, Some(mask)) => self.inspector.mask_row(mask, body, to_client),
                         (Route::Copy, Some(mask)) => {
                             self.inspector.mask_copy(mask, body, to_client)
                         }
                         _ => {}
+                    }
+                    if let Some(at) = observe_at {
+                        let sent = to_client
+                            .get(start + 5..)
+                            .filter(|_| to_client.len() > start);
+                        self.inspector.observe(at, h.tag, sent.unwrap_or(body));
                     }
                     input.advance(end + h.total_len);
                     end = 0;
@@ -1128,12 +1152,23 @@ impl<I: Inspector> Relay<I> {
             }
             if let Some(at) = scrub_at {
                 to_client.extend_from_slice(&input[..end]);
+                let start = to_client.len();
                 if !self.inspector.scrub(at, h.tag, body, to_client) {
                     to_client.extend_from_slice(&input[end..end + h.total_len]);
+                }
+                if let Some(at) = observe_at {
+                    self.inspector.observe(
+                        at,
+                        h.tag,
+                        to_client.get(start + 5..).unwrap_or_default(),
+                    );
                 }
                 input.advance(end + h.total_len);
                 end = 0;
                 continue;
+            }
+            if let Some(at) = observe_at {
+                self.inspector.observe(at, h.tag, body);
             }
             end += h.total_len;
         }
@@ -1773,6 +1808,8 @@ mod tests {
         described: Vec<(StatementRef, Vec<u8>)>,
         copies: Vec<StatementRef>,
         scrubbed: Vec<(Option<StatementRef>, u8)>,
+        /// Every observed answer, as the client got it.
+        observed: Vec<(StatementRef, u8, Vec<u8>)>,
     }
 
     impl Masking {
@@ -1841,6 +1878,13 @@ mod tests {
         fn parameter_status(&mut self, _: &str, _: &str) {}
         fn masks(&self) -> bool {
             !self.plain
+        }
+        fn records(&self) -> bool {
+            true
+        }
+        fn observe(&mut self, at: StatementRef, tag: u8, body: &[u8]) {
+            self.live(at.id);
+            self.observed.push((at, tag, body.to_vec()));
         }
         fn describe(&mut self, at: StatementRef, fields: &[u8]) -> Option<Arc<u64>> {
             self.described.push((at, fields.to_vec()));
@@ -2095,6 +2139,76 @@ mod tests {
         assert_eq!(answer(&mut relay, &[ready(b'I')]), ready(b'I'));
         assert_eq!(relay.inspector().forgotten, vec![1]);
         assert!(!relay.busy());
+    }
+
+    #[test]
+    fn the_recorder_sees_each_answer_as_the_client_got_it() {
+        let mut relay = masking();
+        let q = query_msg("select 1; select secret from t; select oops");
+        send(&mut relay, std::slice::from_ref(&q));
+        let failed = error("42703", "column 123-45-6789 does not exist");
+        answer(
+            &mut relay,
+            &[
+                row_description(&["?column?"]),
+                row(&["1"]),
+                complete("SELECT 1"),
+                row_description(&["ssn"]),
+                row(&["123-45-6789"]),
+                complete("SELECT 1"),
+                failed,
+                ready(b'I'),
+            ],
+        );
+        let at = |index| StatementRef { id: 1, index };
+        let observed: Vec<_> = relay
+            .inspector()
+            .observed
+            .iter()
+            .map(|(at, tag, body)| (*at, *tag as char, body.clone()))
+            .collect();
+        let scrubbed = codec::notice_fields(&observed[6].2);
+        assert!(
+            scrubbed.contains(&(b'M', "[scrubbed]".into())),
+            "{scrubbed:?}"
+        );
+        assert_eq!(
+            observed[..6],
+            [
+                (at(0), 'T', body(&row_description(&["?column?"]))),
+                (at(0), 'D', body(&row(&["1"]))),
+                (at(0), 'C', b"SELECT 1\0".to_vec()),
+                (at(1), 'T', body(&row_description(&["ssn"]))),
+                (at(1), 'D', body(&row(&["***"]))),
+                (at(1), 'C', b"SELECT 1\0".to_vec()),
+            ]
+        );
+        assert_eq!((observed[6].0, observed[6].1), (at(2), 'E'));
+        assert_eq!(observed.len(), 7, "ReadyForQuery is not an answer");
+
+        // A refusal is airlock's own: the recorder already has it.
+        let mut relay = masking();
+        send(
+            &mut relay,
+            &[parse_msg("s1", "update t set secret = $1"), sync_msg()],
+        );
+        answer(&mut relay, &[parse_complete(), ready(b'I')]);
+        send(
+            &mut relay,
+            &[bind_with("p", "s1", "***"), execute_msg("p", 0), sync_msg()],
+        );
+        let got = answer(
+            &mut relay,
+            &[
+                error(
+                    "26000",
+                    "prepared statement \"AIRLOCK_REFUSED_1\" does not exist",
+                ),
+                ready(b'I'),
+            ],
+        );
+        assert!(codec::notice_fields(&got[5..]).contains(&(b'C', "42501".into())));
+        assert!(relay.inspector().observed.is_empty());
     }
 
     #[test]

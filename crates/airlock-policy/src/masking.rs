@@ -326,6 +326,16 @@ impl MaskingPolicy {
         })
     }
 
+    /// Whether a column rule could cover some column of one of `relations`,
+    /// judged by name alone (no catalog: a view over a masked table is not
+    /// seen). Recording uses it to decide which statements' literals to hide.
+    pub fn may_name_masked(&self, relations: &[crate::statement::Relation]) -> bool {
+        relations.iter().any(|r| {
+            self.relation_by_name(r.schema.as_deref(), &r.name)
+                .is_some()
+        })
+    }
+
     /// Every rule that could mask some column of a relation, by name only.
     fn relation_by_name(&self, schema: Option<&str>, table: &str) -> Option<Mask> {
         let mut acc = None;

@@ -13,6 +13,7 @@
 
 pub mod cache;
 mod lineage;
+pub mod literals;
 pub mod pg;
 pub mod scs;
 pub mod shape;

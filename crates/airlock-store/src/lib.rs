@@ -17,6 +17,13 @@
 //!   the same event again is a no-op, while a *different* event under the
 //!   same key is a [`StoreError::Conflict`] (a forked or forged stream),
 //!   never a silent overwrite.
+//! - **The tail is accounted for.** `streams` holds each stream's last
+//!   shipped seq and hash, written in the same transaction as the events
+//!   ([`Store::high_water`]), so deleting the newest events is detectable.
+//! - **Retention keeps the chain checkable.** [`Store::prune`] deletes a
+//!   prefix of a stream (never its last shipped event) and records the last
+//!   deleted event's seq and hash in `anchors` in the same transaction; the
+//!   events left chain from it.
 //! - **Down is an error, quickly.** Every pool acquire is bounded by the
 //!   connect timeout, so readiness and the shipper learn of an unreachable
 //!   store instead of hanging; the journal keeps the events meanwhile.
@@ -79,9 +86,45 @@ pub struct EventRow {
     pub session_id: Option<String>,
     /// The event kind (`session_start`, `statement`, ...), for filtering.
     pub kind: Option<String>,
+    /// Who the session is (a `session_start`'s principal), for filtering.
+    pub principal: Option<String>,
+    /// The connection the session was routed to (`session_start`).
+    pub connection: Option<String>,
+    /// A statement's decision (`allow`, `deny`, `approve`).
+    pub decision: Option<String>,
     /// When the event was recorded, Unix milliseconds.
     pub recorded_at: i64,
 }
+
+/// Which sessions [`Store::sessions`] lists. Every `Some` must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionFilter {
+    pub principal: Option<String>,
+    pub connection: Option<String>,
+    /// Sessions started at or after this time, Unix milliseconds.
+    pub since_ms: Option<i64>,
+    /// Sessions with at least one statement that got this decision.
+    pub decision: Option<String>,
+    /// At most this many sessions (the newest).
+    pub limit: u32,
+}
+
+impl Default for SessionFilter {
+    /// Every session, the newest 100.
+    fn default() -> Self {
+        SessionFilter {
+            principal: None,
+            connection: None,
+            since_ms: None,
+            decision: None,
+            limit: 100,
+        }
+    }
+}
+
+/// The columns every event query reads, as `decode_row` reads them.
+const COLUMNS: &str = "stream, seq, prev, hash, payload, session_id, kind, \
+                       principal, connection, decision, recorded_at";
 
 /// A connection pool to the store. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -133,18 +176,28 @@ impl Store {
     /// Inserts `events` in one transaction and returns how many were new.
     /// Events already stored with the same hash are skipped, so a shipper
     /// may resend after a crash; one stored with a different hash fails the
-    /// whole batch with [`StoreError::Conflict`].
+    /// whole batch with [`StoreError::Conflict`]. Each stream's high-water
+    /// mark moves up to the highest seq of the batch in the same
+    /// transaction (never down).
     pub async fn insert_events(&self, events: &[EventRow]) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut inserted = 0;
+        // Per stream, the highest seq of the batch and its hash.
+        let mut marks: Vec<(Uuid, u64, Hash)> = Vec::new();
         for e in events {
             let seq = to_i64(e.seq)?;
             let stream = e.stream.hyphenated().to_string();
             let hash = hex(&e.hash);
+            match marks.iter_mut().find(|m| m.0 == e.stream) {
+                Some(m) if m.1 < e.seq => (m.1, m.2) = (e.seq, e.hash),
+                Some(_) => {}
+                None => marks.push((e.stream, e.seq, e.hash)),
+            }
             let done = sqlx::query(
                 "INSERT INTO events \
-                 (stream, seq, prev, hash, payload, session_id, kind, recorded_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 (stream, seq, prev, hash, payload, session_id, kind, \
+                  principal, connection, decision, recorded_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT (stream, seq) DO NOTHING",
             )
             .bind(&stream)
@@ -154,6 +207,9 @@ impl Store {
             .bind(B64.encode(&e.payload))
             .bind(e.session_id.as_deref())
             .bind(e.kind.as_deref())
+            .bind(e.principal.as_deref())
+            .bind(e.connection.as_deref())
+            .bind(e.decision.as_deref())
             .bind(e.recorded_at)
             .execute(&mut *tx)
             .await?;
@@ -178,32 +234,224 @@ impl Store {
                 });
             }
         }
+        for (stream, seq, hash) in marks {
+            sqlx::query(
+                "INSERT INTO streams (stream, shipped_seq, shipped_hash) VALUES ($1, $2, $3) \
+                 ON CONFLICT (stream) DO UPDATE \
+                 SET shipped_seq = excluded.shipped_seq, shipped_hash = excluded.shipped_hash \
+                 WHERE streams.shipped_seq < excluded.shipped_seq",
+            )
+            .bind(stream.hyphenated().to_string())
+            .bind(to_i64(seq)?)
+            .bind(hex(&hash))
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(inserted)
     }
 
+    /// The high-water mark of `stream`: the highest seq ever shipped and its
+    /// hash. Retention never deletes that event, so a store whose events end
+    /// before it has lost its tail.
+    pub async fn high_water(&self, stream: Uuid) -> Result<Option<(u64, Hash)>, StoreError> {
+        let row = sqlx::query("SELECT shipped_seq, shipped_hash FROM streams WHERE stream = $1")
+            .bind(stream.hyphenated().to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| seq_and_hash(&r, "shipped_seq", "shipped_hash"))
+            .transpose()
+    }
+
+    /// Where retention cut `stream`: the seq and hash of the last event
+    /// [`prune`](Store::prune) deleted. The first event kept chains from it.
+    pub async fn anchor(&self, stream: Uuid) -> Result<Option<(u64, Hash)>, StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM anchors WHERE stream = $1")
+            .bind(stream.hyphenated().to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| seq_and_hash(&r, "seq", "hash")).transpose()
+    }
+
+    /// Retention: deletes `stream`'s events from its oldest up to (not
+    /// including) the first one recorded at or after `before_ms`, and never
+    /// its last shipped event, so the events left are a suffix of the chain
+    /// and the high-water mark stays corroborated. In the same transaction
+    /// the anchor becomes the last deleted event's seq and hash. Returns how
+    /// many events were deleted.
+    pub async fn prune(&self, stream: Uuid, before_ms: i64) -> Result<u64, StoreError> {
+        let id = stream.hyphenated().to_string();
+        let mut tx = self.pool.begin().await?;
+        let high_water: Option<i64> =
+            sqlx::query_scalar("SELECT shipped_seq FROM streams WHERE stream = $1")
+                .bind(&id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM events WHERE stream = $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(&id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        // Without a mark (it was deleted), the last event stored stands in.
+        let Some(keep_last) = high_water.or(last) else {
+            return Ok(0);
+        };
+        let first_recent: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM events WHERE stream = $1 AND recorded_at >= $2 \
+             ORDER BY seq LIMIT 1",
+        )
+        .bind(&id)
+        .bind(before_ms)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let keep_from = first_recent.map_or(keep_last, |s| s.min(keep_last));
+        let Some(cut) = sqlx::query(
+            "SELECT seq, hash FROM events WHERE stream = $1 AND seq < $2 \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(&id)
+        .bind(keep_from)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(0);
+        };
+        let (seq, hash): (i64, String) = (cut.try_get("seq")?, cut.try_get("hash")?);
+        let done = sqlx::query("DELETE FROM events WHERE stream = $1 AND seq <= $2")
+            .bind(&id)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO anchors (stream, seq, hash, pruned_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (stream) DO UPDATE \
+             SET seq = excluded.seq, hash = excluded.hash, pruned_at = excluded.pruned_at \
+             WHERE anchors.seq < excluded.seq",
+        )
+        .bind(&id)
+        .bind(seq)
+        .bind(&hash)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The `session_start` events of the sessions `filter` matches, newest
+    /// first.
+    pub async fn sessions(&self, filter: &SessionFilter) -> Result<Vec<EventRow>, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM events s WHERE s.kind = 'session_start'");
+        let mut n = 0;
+        let mut param = |sql: &mut String, clause: &str| {
+            n += 1;
+            sql.push_str(&clause.replace('?', &format!("${n}")));
+        };
+        if filter.principal.is_some() {
+            param(&mut sql, " AND s.principal = ?");
+        }
+        if filter.connection.is_some() {
+            param(&mut sql, " AND s.connection = ?");
+        }
+        if filter.since_ms.is_some() {
+            param(&mut sql, " AND s.recorded_at >= ?");
+        }
+        if filter.decision.is_some() {
+            param(
+                &mut sql,
+                " AND EXISTS (SELECT 1 FROM events d WHERE d.decision = ? \
+                 AND d.session_id = s.session_id AND d.kind = 'statement')",
+            );
+        }
+        param(
+            &mut sql,
+            " ORDER BY s.recorded_at DESC, s.stream DESC, s.seq DESC LIMIT ?",
+        );
+        let mut query = sqlx::query(&sql);
+        if let Some(p) = &filter.principal {
+            query = query.bind(p.as_str());
+        }
+        if let Some(c) = &filter.connection {
+            query = query.bind(c.as_str());
+        }
+        if let Some(t) = filter.since_ms {
+            query = query.bind(t);
+        }
+        if let Some(d) = &filter.decision {
+            query = query.bind(d.as_str());
+        }
+        let rows = query
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    /// Every event of a session, in journal order (by stream, then seq).
+    pub async fn session_events(&self, session_id: &str) -> Result<Vec<EventRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM events WHERE session_id = $1 ORDER BY stream, seq"
+        ))
+        .bind(session_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
     /// The highest stored seq of `stream` and its hash: where the shipper
     /// resumes, and what the next event's `prev` must be.
+    ///
+    /// It reads the events themselves: compare it with
+    /// [`high_water`](Store::high_water) to tell a lost tail.
     pub async fn shipped(&self, stream: Uuid) -> Result<Option<(u64, Hash)>, StoreError> {
         let row =
             sqlx::query("SELECT seq, hash FROM events WHERE stream = $1 ORDER BY seq DESC LIMIT 1")
                 .bind(stream.hyphenated().to_string())
                 .fetch_optional(&self.pool)
                 .await?;
-        row.map(|r| {
-            let seq = from_i64(r.try_get("seq")?)?;
-            let hash = unhex(&r.try_get::<String, _>("hash")?)?;
-            Ok((seq, hash))
-        })
-        .transpose()
+        row.map(|r| seq_and_hash(&r, "seq", "hash")).transpose()
     }
 
-    /// Every stream that has events, in id order (UUID v7: oldest first).
+    /// [`shipped`](Store::shipped) and [`high_water`](Store::high_water)
+    /// read in one statement, so one snapshot: apart, a shipper committing
+    /// in between would make them disagree as if the tail had been cut.
+    pub async fn shipped_and_high_water(
+        &self,
+        stream: Uuid,
+    ) -> Result<(Option<(u64, Hash)>, Option<(u64, Hash)>), StoreError> {
+        let row = sqlx::query(
+            "SELECT e.seq, e.hash, m.shipped_seq, m.shipped_hash \
+             FROM (SELECT 1 AS one) k \
+             LEFT JOIN (SELECT seq, hash FROM events WHERE stream = $1 \
+                        ORDER BY seq DESC LIMIT 1) e ON 1 = 1 \
+             LEFT JOIN streams m ON m.stream = $2",
+        )
+        .bind(stream.hyphenated().to_string())
+        .bind(stream.hyphenated().to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        let pair = |seq: &str, hash: &str| -> Result<Option<(u64, Hash)>, StoreError> {
+            match (
+                row.try_get::<Option<i64>, _>(seq)?,
+                row.try_get::<Option<String>, _>(hash)?,
+            ) {
+                (Some(s), Some(h)) => Ok(Some((from_i64(s)?, unhex(&h)?))),
+                _ => Ok(None),
+            }
+        };
+        Ok((pair("seq", "hash")?, pair("shipped_seq", "shipped_hash")?))
+    }
+
+    /// Every stream that has events or a high-water mark (a stream whose
+    /// events were all deleted is still listed), in id order (UUID v7:
+    /// oldest first).
     pub async fn streams(&self) -> Result<Vec<Uuid>, StoreError> {
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT DISTINCT stream FROM events ORDER BY stream")
-                .fetch_all(&self.pool)
-                .await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT stream FROM events UNION SELECT stream FROM streams ORDER BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         ids.iter()
             .map(|s| Uuid::try_parse(s).map_err(|e| bad("stream", e)))
             .collect()
@@ -217,10 +465,9 @@ impl Store {
         after_seq: u64,
         limit: u32,
     ) -> Result<Vec<EventRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT stream, seq, prev, hash, payload, session_id, kind, recorded_at \
-             FROM events WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM events WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
         .bind(stream.hyphenated().to_string())
         .bind(to_i64(after_seq)?)
         .bind(i64::from(limit))
@@ -229,9 +476,9 @@ impl Store {
         rows.iter().map(decode_row).collect()
     }
 
-    /// Retention: deletes the events of `stream` with seq below `seq` and
-    /// returns how many. Keep the event just before the first one kept if
-    /// `verify` is to check where the remaining chain starts.
+    /// Deletes the events of `stream` with seq below `seq` and returns how
+    /// many, without recording an anchor: `verify` then reports the events
+    /// as missing. Retention is [`prune`](Store::prune).
     pub async fn delete_before(&self, stream: Uuid, seq: u64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM events WHERE stream = $1 AND seq < $2")
             .bind(stream.hyphenated().to_string())
@@ -254,8 +501,24 @@ fn decode_row(r: &AnyRow) -> Result<EventRow, StoreError> {
             .map_err(|e| bad("payload", e))?,
         session_id: r.try_get("session_id")?,
         kind: r.try_get("kind")?,
+        principal: r.try_get("principal")?,
+        connection: r.try_get("connection")?,
+        decision: r.try_get("decision")?,
         recorded_at: r.try_get("recorded_at")?,
     })
+}
+
+fn seq_and_hash(r: &AnyRow, seq: &str, hash: &str) -> Result<(u64, Hash), StoreError> {
+    Ok((
+        from_i64(r.try_get(seq)?)?,
+        unhex(&r.try_get::<String, _>(hash)?)?,
+    ))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn bad(what: &str, e: impl std::fmt::Display) -> StoreError {

@@ -283,12 +283,20 @@ impl Demo {
                 pg.port()
             )
         };
+        let server = self
+            .running
+            .http
+            .map(|h| format!("http://{}", airlock_gateway::local_addr(h)))
+            .unwrap_or_default();
         format!(
             "airlock demo is running. Paste these in another terminal:\n\
              \n  # an AI agent (group ai-agents): read-only\n  {}\n\
              \n  # a DBA (group dba): read-write\n  {}\n\
              \nTry: select name, email from customers limit 5;   delete from orders;\n  (the agent is read-only; the DBA's unbounded delete needs an approval)\n\
-             Press Ctrl-C to stop; everything the demo created is removed.",
+             \n  # an auditor (group security): every session is recorded\n  \
+             export AIRLOCK_SERVER={server} AIRLOCK_TOKEN=$({exe} token --config {config} --sub auditor --groups security)\n  \
+             {exe} sessions list\n  {exe} sessions replay <session id>\n\
+             \nPress Ctrl-C to stop; everything the demo created is removed.",
             line("agent", "ai-agents", "readonly"),
             line("dba", "dba", "admin"),
         )

@@ -6,6 +6,8 @@ use airlock_identity::dev::{DevIssuer, MintRequest};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+mod audit_cli;
+
 /// airlock: an identity-aware gateway between AI agents, CI jobs, people and
 /// production databases.
 #[derive(Parser)]
@@ -48,6 +50,18 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Recorded sessions, through the HTTP API (auditor or admin token).
+    Sessions {
+        #[command(flatten)]
+        server: audit_cli::Server,
+        #[command(subcommand)]
+        command: audit_cli::SessionsCommand,
+    },
+    /// The audit trail on this host: verify its hash chains, export it.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cli::AuditCommand,
     },
 }
 
@@ -181,6 +195,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sessions { server, command } => audit_cli::sessions(server, command),
+        Command::Audit { command } => audit_cli::audit(command),
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => {

@@ -8,7 +8,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use airlock_api::ApiState;
-use airlock_config::Config;
+use airlock_audit::Recorder;
+use airlock_audit::ship::StoreSlot;
+use airlock_config::{Config, JournalFsync};
 use airlock_gateway::Gateway;
 use airlock_identity::dev::DevIssuer;
 use anyhow::{Context, Result};
@@ -59,6 +61,59 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// The journal's write options from `journal`.
+pub fn journal_options(config: &Config) -> airlock_journal::Options {
+    airlock_journal::Options {
+        fsync: match config.journal.fsync {
+            JournalFsync::Always => airlock_journal::Fsync::Always,
+            JournalFsync::Interval(d) => airlock_journal::Fsync::Interval(d),
+        },
+        ..airlock_journal::Options::default()
+    }
+}
+
+/// The store URL to connect to: an SQLite file is created (with its
+/// directory) when missing; a PostgreSQL store gets `store.password`.
+pub fn store_url(config: &Config) -> Result<String> {
+    let url = &config.store.url;
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let file = path.split('?').next().unwrap_or(path);
+        if let Some(dir) = Path::new(file)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the store's directory {}", dir.display()))?;
+        }
+        if url.contains("mode=") {
+            return Ok(url.clone());
+        }
+        let sep = if url.contains('?') { '&' } else { '?' };
+        return Ok(format!("{url}{sep}mode=rwc"));
+    }
+    let Some(password) = &config.store.password else {
+        return Ok(url.clone());
+    };
+    let password = password
+        .resolve_string()
+        .map_err(|e| anyhow::anyhow!("store.password: {e}"))?;
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let (user, host) = rest
+        .split_once('@')
+        .context("store.url names no user for store.password")?;
+    let encoded: String = password
+        .expose()
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    Ok(format!("{scheme}://{user}:{encoded}@{host}"))
 }
 
 /// Loads and validates a configuration file, formatting every error.
@@ -119,11 +174,50 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
+    // The recorder: a journal that cannot be opened does not stop the
+    // gateway (health and metrics stay up), but every session is refused
+    // with 58000 and /readyz says why until it can be.
+    let recorder = Recorder::open(&config.journal.dir, journal_options(&config));
+    gateway.set_recorder(Arc::clone(&recorder));
+    let store_slot = Arc::new(StoreSlot::new());
+    tasks.push(tokio::spawn(
+        Arc::clone(&recorder).run_sync_timer(stopped(shutdown_rx.clone())),
+    ));
+    {
+        let url = store_url(&config)?;
+        let recorder = Arc::clone(&recorder);
+        let slot = Arc::clone(&store_slot);
+        let retention = config.recording.retention.map(|d| d.0);
+        let stop = stopped(shutdown_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            airlock_audit::ship::run(
+                recorder,
+                url,
+                airlock_store::Store::DEFAULT_CONNECT_TIMEOUT,
+                retention,
+                slot,
+                stop,
+            )
+            .await;
+        }));
+    }
+
     if let Some(listener) = http_listener {
         let state = ApiState {
             metrics: metrics_handle(),
-            ready: Arc::new(|| Ok(())),
+            ready: {
+                let recorder = Arc::clone(&recorder);
+                Arc::new(move || recorder.ready())
+            },
             dev_issuer,
+            audit: Some(airlock_api::AuditApi::new(
+                Some(Arc::new(ApiAuth {
+                    gateway: Arc::clone(&gateway),
+                    auditor_groups: config.api.auditor_groups.clone(),
+                    admin_groups: config.api.admin_groups.clone(),
+                })),
+                Arc::clone(&store_slot),
+            )),
         };
         let stop = stopped(shutdown_rx.clone());
         tasks.push(tokio::spawn(async move {
@@ -188,7 +282,12 @@ async fn watch_config(
             }
             _ = stop.wait_for(|s| *s) => return,
         };
-        match reload(&gateway, &path) {
+        let result = reload(&gateway, &path);
+        gateway.record_reload(
+            result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+            file_sha256(&path),
+        );
+        match result {
             Ok(config) => {
                 files = config.watched_files();
                 seen = fingerprint(&path, &files);
@@ -209,6 +308,13 @@ fn reload(gateway: &Gateway, path: &Path) -> Result<Config> {
     Ok(config)
 }
 
+/// SHA-256 of a file, hex.
+fn file_sha256(path: &Path) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+    Some(airlock_audit::event::hex(digest.as_ref()))
+}
+
 /// Modification time and length of each file (following symlinks).
 fn fingerprint(path: &Path, files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
     std::iter::once(path)
@@ -218,4 +324,36 @@ fn fingerprint(path: &Path, files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>>
             Some((m.modified().ok()?, m.len()))
         })
         .collect()
+}
+
+/// The HTTP API's callers: tokens checked by the gateway's current verifier,
+/// rights from the token's groups and `api.auditor_groups` / `api.admin_groups`.
+struct ApiAuth {
+    gateway: Arc<Gateway>,
+    auditor_groups: Vec<String>,
+    admin_groups: Vec<String>,
+}
+
+impl airlock_api::Authenticate for ApiAuth {
+    fn authenticate<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = std::result::Result<airlock_api::Caller, String>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            let verifier = Arc::clone(&self.gateway.snapshot().verifier);
+            let authenticated = verifier
+                .verify(token, SystemTime::now())
+                .await
+                .map_err(|e| e.to_string())?;
+            let principal = authenticated.principal();
+            let member = |groups: &[String]| principal.groups.iter().any(|g| groups.contains(g));
+            Ok(airlock_api::Caller {
+                subject: principal.subject.clone(),
+                auditor: member(&self.auditor_groups),
+                admin: member(&self.admin_groups),
+            })
+        })
+    }
 }

@@ -1,0 +1,315 @@
+//! The read-only audit endpoints: `GET /api/v1/sessions` and
+//! `GET /api/v1/sessions/{id}`.
+//!
+//! Every request is authenticated by an OIDC bearer token through the
+//! binary's [`Authenticate`] (the same issuers as the gateway), then
+//! authorized: only callers in an auditor or admin group read sessions.
+//! Checks run in that order, before anything else, so an unauthenticated
+//! caller learns nothing, not even whether the store is up. Errors are
+//! JSON: `{"error": "..."}`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use airlock_audit::StoreSlot;
+use airlock_audit::event::{Body, Event};
+use airlock_audit::export::{parse_since, row_json};
+use airlock_store::{EventRow, SessionFilter, Store, StoreError};
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::ApiState;
+
+/// Sessions listed when the caller gives no `limit`.
+pub const DEFAULT_LIMIT: u32 = 100;
+/// The most sessions one request lists.
+pub const MAX_LIMIT: u32 = 1000;
+
+/// Who called, as the binary's authenticator established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's subject.
+    pub subject: String,
+    /// In one of `api.auditor_groups`: may read sessions and events.
+    pub auditor: bool,
+    /// In one of `api.admin_groups`: every API right.
+    pub admin: bool,
+}
+
+/// Verifies a bearer token. The binary implements it with the identity
+/// verifier (signature, issuer, audience, expiry) and maps the token's
+/// groups to [`Caller`] rights; `Err` is why the token is refused, shown to
+/// the caller (it must not contain the token).
+pub trait Authenticate: Send + Sync {
+    fn authenticate<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Caller, String>> + Send + 'a>>;
+}
+
+/// What the audit endpoints need.
+#[derive(Clone)]
+pub struct AuditApi {
+    /// Without one, every audit request is refused (503): nobody can be
+    /// authenticated.
+    pub auth: Option<Arc<dyn Authenticate>>,
+    /// The event store, once the shipper has connected it.
+    pub store: Arc<StoreSlot>,
+}
+
+impl AuditApi {
+    pub fn new(auth: Option<Arc<dyn Authenticate>>, store: Arc<StoreSlot>) -> AuditApi {
+        AuditApi { auth, store }
+    }
+}
+
+/// A JSON error response.
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn unauthorized(message: impl Into<String>, challenge: &'static str) -> Response {
+    let mut response = error(StatusCode::UNAUTHORIZED, message);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    response
+}
+
+/// Authenticates and authorizes a reader of sessions, and finds the store.
+async fn reader(state: &ApiState, headers: &HeaderMap) -> Result<(Caller, Store), Response> {
+    let Some(audit) = &state.audit else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the audit API is not enabled on this gateway",
+        ));
+    };
+    let Some(auth) = &audit.auth else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "API authentication is not configured (no token issuer)",
+        ));
+    };
+    let token = match headers.get(header::AUTHORIZATION).map(HeaderValue::to_str) {
+        None => {
+            return Err(unauthorized(
+                "missing bearer token: send Authorization: Bearer <OIDC token>",
+                "Bearer realm=\"airlock\"",
+            ));
+        }
+        Some(Ok(value)) => match value.split_once(' ') {
+            Some((scheme, token))
+                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+            {
+                token.trim()
+            }
+            _ => {
+                return Err(unauthorized(
+                    "the Authorization header is not a bearer token",
+                    "Bearer realm=\"airlock\", error=\"invalid_request\"",
+                ));
+            }
+        },
+        Some(Err(_)) => {
+            return Err(unauthorized(
+                "the Authorization header is not a bearer token",
+                "Bearer realm=\"airlock\", error=\"invalid_request\"",
+            ));
+        }
+    };
+    let caller = match auth.authenticate(token).await {
+        Ok(caller) => caller,
+        Err(why) => {
+            tracing::info!(reason = %why, "audit API: token refused");
+            return Err(unauthorized(
+                format!("invalid token: {why}"),
+                "Bearer realm=\"airlock\", error=\"invalid_token\"",
+            ));
+        }
+    };
+    if !caller.auditor && !caller.admin {
+        tracing::info!(subject = %caller.subject, "audit API: caller is neither auditor nor admin");
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} may not read sessions: that takes a group in api.auditor_groups or \
+                 api.admin_groups",
+                caller.subject
+            ),
+        ));
+    }
+    match audit.store.get() {
+        Some(store) => Ok((caller, store.clone())),
+        None => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit store unavailable",
+        )),
+    }
+}
+
+fn store_error(e: &StoreError) -> Response {
+    tracing::error!(error = %e, "audit API: store query failed");
+    // A query the database refused is most likely the database being
+    // down or unreachable: the caller may retry.
+    match e {
+        StoreError::Timeout(_) | StoreError::Db(_) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "audit store unavailable")
+        }
+        _ => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "audit store query failed",
+        ),
+    }
+}
+
+/// The query of `GET /api/v1/sessions`. Unknown parameters are refused, so
+/// a misspelt filter cannot silently widen an audit query.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    principal: Option<String>,
+    connection: Option<String>,
+    /// A duration (`1h`) before now, or an RFC 3339 time.
+    since: Option<String>,
+    /// `allow`, `deny` or `approve`.
+    decision: Option<String>,
+    limit: Option<String>,
+}
+
+pub(crate) async fn list_sessions(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let (caller, store) = match reader(&state, &headers).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let filter = match filter(q, SystemTime::now()) {
+        Ok(f) => f,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    let rows = match store.sessions(&filter).await {
+        Ok(rows) => rows,
+        Err(e) => return store_error(&e),
+    };
+    tracing::info!(subject = %caller.subject, sessions = rows.len(), "audit API: sessions listed");
+    let sessions: Vec<Value> = rows.iter().map(session_summary).collect();
+    Json(json!({ "sessions": sessions })).into_response()
+}
+
+/// The store filter of a list query.
+pub(crate) fn filter(q: ListQuery, now: SystemTime) -> Result<SessionFilter, String> {
+    let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let since_ms = match nonempty(q.since) {
+        Some(s) => Some(parse_since(&s, now).map_err(|e| format!("since: {e}"))?),
+        None => None,
+    };
+    let decision = nonempty(q.decision);
+    if let Some(d) = &decision
+        && !matches!(d.as_str(), "allow" | "deny" | "approve")
+    {
+        return Err(format!(
+            "decision: {d:?} is not one of allow, deny, approve"
+        ));
+    }
+    let limit = match nonempty(q.limit) {
+        None => DEFAULT_LIMIT,
+        Some(l) => match l.parse::<u32>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(format!(
+                    "limit: {l:?} is not a number from 1 to {MAX_LIMIT}"
+                ));
+            }
+        },
+    };
+    Ok(SessionFilter {
+        principal: nonempty(q.principal),
+        connection: nonempty(q.connection),
+        since_ms,
+        decision,
+        limit,
+    })
+}
+
+/// One line of the session list, from the session's `session_start` row.
+fn session_summary(row: &EventRow) -> Value {
+    let mut summary = match Event::decode(&row.payload) {
+        Ok(Event {
+            at,
+            body: Body::SessionStart(s),
+            ..
+        }) => json!({
+            "id": s.session.hyphenated().to_string(),
+            "principal": s.principal,
+            "act": s.act,
+            "groups": s.groups,
+            "connection": s.connection,
+            "role": s.role,
+            "access_rule": s.access_rule,
+            "mode": s.mode,
+            "client_addr": s.client_addr,
+            "application_name": s.application_name,
+            "tls": s.tls,
+            "started_at": at,
+        }),
+        // Not readable as this schema's session start: what the store's
+        // columns say.
+        _ => json!({
+            "id": row.session_id,
+            "principal": row.principal,
+            "act": null,
+            "connection": row.connection,
+            "started_at": millis_rfc3339(row.recorded_at),
+        }),
+    };
+    summary["stream"] = json!(row.stream.hyphenated().to_string());
+    summary["seq"] = json!(row.seq);
+    summary
+}
+
+fn millis_rfc3339(ms: i64) -> String {
+    let t = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub(crate) async fn show_session(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let (caller, store) = match reader(&state, &headers).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let Ok(id) = Uuid::try_parse(&id) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not a session id (a UUID)"),
+        );
+    };
+    let id = id.hyphenated().to_string();
+    let rows = match store.session_events(&id).await {
+        Ok(rows) => rows,
+        Err(e) => return store_error(&e),
+    };
+    if rows.is_empty() {
+        return error(StatusCode::NOT_FOUND, format!("session {id} not found"));
+    }
+    tracing::info!(subject = %caller.subject, session = %id, "audit API: session read");
+    let events: Vec<Value> = rows.iter().map(row_json).collect();
+    Json(json!({ "id": id, "events": events })).into_response()
+}

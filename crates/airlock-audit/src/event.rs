@@ -1,0 +1,428 @@
+//! The audit event schema, version 1 (SPEC §9, `docs/audit.md`).
+//!
+//! Every event is one JSON object with `v`, `at` and `kind`; the rest
+//! depends on the kind. The bytes [`Event::encode`] produces are what the
+//! journal hashes and the store keeps: they are never re-encoded, so field
+//! order does not matter to `verify`, only to readers' eyes.
+//!
+//! A statement is two events: `statement`, appended before it goes
+//! upstream (its text, parameters and decision), and `result`, appended when
+//! its answer is complete (rows, command tag, error, sample, duration). Both
+//! carry the session id and the statement's `seq` within the session; a
+//! simple Query with several statements has one `result` per statement
+//! (`index`). A statement refused by airlock has no `result`.
+//!
+//! Values that masking would hide never appear here: texts, parameters,
+//! errors and samples are redacted before an event is built (see
+//! `docs/audit.md` for the rules).
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The schema version written in every event's `v`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One recorded event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Schema version ([`SCHEMA_VERSION`]).
+    pub v: u32,
+    /// When the gateway recorded it: RFC 3339, UTC, milliseconds.
+    pub at: String,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+/// What happened, by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Body {
+    SessionStart(SessionStart),
+    Statement(Statement),
+    Result(StatementResult),
+    SessionEnd(SessionEnd),
+    PolicyReload(PolicyReload),
+}
+
+/// A client session was authenticated, routed and logged in upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionStart {
+    pub session: Uuid,
+    /// The token's subject.
+    pub principal: String,
+    /// The issuer that vouched for it.
+    pub issuer: String,
+    pub groups: Vec<String>,
+    /// The human the principal acts for (the token's `act.sub`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<String>,
+    pub connection: String,
+    pub role: String,
+    /// The access rule that granted the route.
+    pub access_rule: String,
+    /// `read-only` or `read-write`.
+    pub mode: String,
+    /// Whether the session sees unmasked values (`access[].unmask`).
+    pub unmask: bool,
+    pub client_addr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_name: Option<String>,
+    pub tls: bool,
+}
+
+/// How a statement reached the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// A simple Query message (possibly several statements).
+    Simple,
+    /// Parse/Bind/Execute: recorded at Bind, with its parameters.
+    Extended,
+}
+
+/// What the policy decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Allow,
+    Deny,
+    Approve,
+}
+
+impl Decision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+            Decision::Approve => "approve",
+        }
+    }
+}
+
+/// A statement, as judged, before it goes upstream (or instead of going,
+/// when refused).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Statement {
+    pub session: Uuid,
+    /// 1 for the session's first statement, then +1 each.
+    pub seq: u64,
+    pub protocol: Protocol,
+    /// The statement text with sensitive literals replaced, cut to
+    /// `recording.max_statement_bytes`.
+    pub text: String,
+    /// Set when `text` was cut: the redacted text's full length and
+    /// SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<Truncated>,
+    /// Bind parameters (extended protocol), redacted like literals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<Value>,
+    /// Statement kinds, in order (`select`, `update`…).
+    pub kinds: Vec<String>,
+    /// Effects, sorted (`read`, `write`, `ddl`…).
+    pub effects: Vec<String>,
+    pub decision: Decision,
+    /// The guardrail that decided, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// For a refusal: the SQLSTATE and message the client got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<ErrorInfo>,
+    /// The approval that released it (approvals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
+}
+
+/// Where a long text was cut.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Truncated {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+impl Truncated {
+    /// `text` cut to at most `max` bytes (at a character boundary), with
+    /// what was cut when it was.
+    pub fn cut(mut text: String, max: usize) -> (String, Option<Truncated>) {
+        if text.len() <= max {
+            return (text, None);
+        }
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+        let truncated = Truncated {
+            bytes: text.len() as u64,
+            sha256: hex(digest.as_ref()),
+        };
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        (text, Some(truncated))
+    }
+}
+
+/// An error sent to the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    pub sqlstate: String,
+    pub message: String,
+}
+
+/// One value: a parameter or a result cell. JSON `null`, a string, or
+/// `{"hex": "…"}` for bytes that are not UTF-8 (binary format, or text in
+/// another encoding).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Null,
+    Text(String),
+    Bytes { hex: String },
+}
+
+impl Value {
+    /// `bytes` as text when it is UTF-8, as hex otherwise.
+    pub fn from_bytes(bytes: Option<&[u8]>) -> Value {
+        match bytes {
+            None => Value::Null,
+            Some(b) => match std::str::from_utf8(b) {
+                Ok(s) => Value::Text(s.to_string()),
+                Err(_) => Value::Bytes { hex: hex(b) },
+            },
+        }
+    }
+
+    /// Bytes the value takes in a sample's budget.
+    pub fn weight(&self) -> usize {
+        match self {
+            Value::Null => 4,
+            Value::Text(s) => s.len() + 2,
+            Value::Bytes { hex } => hex.len() + 10,
+        }
+    }
+}
+
+/// How one statement (one `index` of a simple Query) ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatementResult {
+    pub session: Uuid,
+    /// The `seq` of its `statement` event.
+    pub seq: u64,
+    /// Which statement of a multi-statement simple Query (0 for the first).
+    #[serde(default)]
+    pub index: u32,
+    /// From the statement event's append to the last answer, microseconds.
+    pub duration_us: u64,
+    /// Rows returned to the client.
+    pub rows: u64,
+    /// The command tag (`SELECT 3`, `UPDATE 0`), absent on error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Whether a portal suspended at its row limit (more Executes follow).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspended: bool,
+    /// The upstream error, scrubbed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// The first rows as the client saw them (masked), within
+    /// `recording.result_sample`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<Sample>,
+}
+
+/// The first rows of a result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+    /// Rows were left out (over `max_rows` or `max_bytes`), or values are
+    /// withheld (an unmasked session's values are never recorded).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// Why values are missing, when they are withheld rather than cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<String>,
+}
+
+/// A session ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEnd {
+    pub session: Uuid,
+    /// `client closed`, `token expired`, `upstream closed`…
+    pub reason: String,
+    /// Statements recorded in the session.
+    pub statements: u64,
+}
+
+/// A configuration reload was attempted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyReload {
+    pub ok: bool,
+    /// Why it was refused (the old policy stays in force).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// SHA-256 of the configuration file as read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_sha256: Option<String>,
+}
+
+/// The columns the store indexes an event by, for listing and filtering.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Index<'a> {
+    pub kind: &'static str,
+    pub session: Option<Uuid>,
+    pub principal: Option<&'a str>,
+    pub connection: Option<&'a str>,
+    pub decision: Option<Decision>,
+}
+
+impl Event {
+    /// An event recorded now.
+    pub fn now(body: Body) -> Event {
+        Event::at(SystemTime::now(), body)
+    }
+
+    pub fn at(at: SystemTime, body: Body) -> Event {
+        Event {
+            v: SCHEMA_VERSION,
+            at: humantime::format_rfc3339_millis(at).to_string(),
+            body,
+        }
+    }
+
+    /// The bytes the journal hashes: compact JSON.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing plain structs of strings and numbers cannot fail.
+        serde_json::to_vec(self).expect("events serialize")
+    }
+
+    /// Reads an event's bytes back.
+    pub fn decode(bytes: &[u8]) -> Result<Event, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// `at` as Unix milliseconds (0 if it does not parse).
+    pub fn at_millis(&self) -> i64 {
+        humantime::parse_rfc3339(&self.at)
+            .ok()
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as i64)
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match &self.body {
+            Body::SessionStart(_) => "session_start",
+            Body::Statement(_) => "statement",
+            Body::Result(_) => "result",
+            Body::SessionEnd(_) => "session_end",
+            Body::PolicyReload(_) => "policy_reload",
+        }
+    }
+
+    /// The session the event belongs to, if any.
+    pub fn session(&self) -> Option<Uuid> {
+        match &self.body {
+            Body::SessionStart(e) => Some(e.session),
+            Body::Statement(e) => Some(e.session),
+            Body::Result(e) => Some(e.session),
+            Body::SessionEnd(e) => Some(e.session),
+            Body::PolicyReload(_) => None,
+        }
+    }
+
+    /// What the store indexes.
+    pub fn index(&self) -> Index<'_> {
+        let mut index = Index {
+            kind: self.kind(),
+            session: self.session(),
+            ..Index::default()
+        };
+        match &self.body {
+            Body::SessionStart(e) => {
+                index.principal = Some(&e.principal);
+                index.connection = Some(&e.connection);
+            }
+            Body::Statement(e) => index.decision = Some(e.decision),
+            _ => {}
+        }
+        index
+    }
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statement() -> Event {
+        Event::at(
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123),
+            Body::Statement(Statement {
+                session: Uuid::nil(),
+                seq: 7,
+                protocol: Protocol::Extended,
+                text: "select $1".into(),
+                truncated: None,
+                params: vec![
+                    Value::Null,
+                    Value::Text("a".into()),
+                    Value::from_bytes(Some(&[0xff, 0x00])),
+                ],
+                kinds: vec!["select".into()],
+                effects: vec!["read".into()],
+                decision: Decision::Allow,
+                rule: None,
+                refusal: None,
+                approval: None,
+            }),
+        )
+    }
+
+    #[test]
+    fn round_trips_and_reads_like_the_docs() {
+        let e = statement();
+        let bytes = e.encode();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(
+            text.starts_with(r#"{"v":1,"at":"2023-11-14T22:13:20.123Z","kind":"statement","#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""params":[null,"a",{"hex":"ff00"}]"#),
+            "{text}"
+        );
+        assert!(!text.contains("refusal"), "{text}");
+        assert_eq!(Event::decode(&bytes).unwrap(), e);
+        assert_eq!(e.at_millis(), 1_700_000_000_123);
+        assert_eq!(e.index().decision, Some(Decision::Allow));
+        assert_eq!(e.index().kind, "statement");
+    }
+
+    #[test]
+    fn long_texts_are_cut_at_a_character() {
+        let (short, none) = Truncated::cut("abc".into(), 3);
+        assert_eq!((short.as_str(), none), ("abc", None));
+        let (cut, t) = Truncated::cut("aé".repeat(3), 4);
+        assert_eq!(cut, "aéa");
+        let t = t.unwrap();
+        assert_eq!(t.bytes, 9);
+        assert_eq!(t.sha256.len(), 64);
+    }
+
+    #[test]
+    fn unknown_kinds_do_not_decode() {
+        assert!(Event::decode(br#"{"v":1,"at":"x","kind":"nope"}"#).is_err());
+        assert!(Event::decode(b"not json").is_err());
+    }
+}

@@ -1,0 +1,949 @@
+//! The audit commands.
+//!
+//! - `airlock sessions list|show|replay`: clients of the HTTP API
+//!   (`/api/v1/sessions`), so an auditor needs a token, not the store's
+//!   credentials. Readable tables by default; `--json` prints the API's
+//!   JSON as it came.
+//! - `airlock audit verify|export`: local, on the host that has the
+//!   configuration: the journal directory and the store.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use airlock_audit::event::{Body, Decision, Event};
+use airlock_audit::export::{Ocsf, jsonl_line, parse_since};
+use airlock_audit::verify::VerifyError;
+use airlock_store::Store;
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::Value;
+
+/// Where the API is, when neither `--server` nor `AIRLOCK_SERVER` says.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+/// How long one API request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Store events read per query by `audit export`.
+const EXPORT_PAGE: u32 = 1000;
+
+/// The API server and the caller's token.
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct Server {
+    /// The airlock HTTP API.
+    #[arg(long, global = true, env = "AIRLOCK_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// An OIDC token of a caller in an auditor or admin group.
+    #[arg(long, global = true, env = "AIRLOCK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Subcommand, Debug, PartialEq)]
+pub enum SessionsCommand {
+    /// List recorded sessions, newest first.
+    List {
+        /// Only this principal (the token subject).
+        #[arg(long)]
+        principal: Option<String>,
+        /// Only this connection.
+        #[arg(long)]
+        connection: Option<String>,
+        /// Only sessions started since: a duration (30m, 1h, 7d) or an
+        /// RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only sessions with a statement that got this decision.
+        #[arg(long, value_enum)]
+        decision: Option<DecisionArg>,
+        /// At most this many sessions (1 to 1000; default 100).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one session's events.
+    Show {
+        /// The session id.
+        id: String,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one session as a psql-like transcript, with decisions and
+    /// masked results.
+    Replay {
+        /// The session id.
+        id: String,
+    },
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionArg {
+    Allow,
+    Deny,
+    Approve,
+}
+
+impl DecisionArg {
+    fn name(self) -> &'static str {
+        match self {
+            DecisionArg::Allow => "allow",
+            DecisionArg::Deny => "deny",
+            DecisionArg::Approve => "approve",
+        }
+    }
+}
+
+#[derive(Subcommand, Debug, PartialEq)]
+pub enum AuditCommand {
+    /// Check the hash chain of every recorded event, in the journal and in
+    /// the store; exit 1 naming the first broken link.
+    Verify {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Write the store's events to stdout, one JSON object per line.
+    Export {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// `jsonl`: the events with their chain position; `ocsf`: OCSF
+        /// Datastore Activity events for a SIEM.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        /// Only events recorded since: a duration (1h, 7d) or an RFC 3339
+        /// time.
+        #[arg(long)]
+        since: Option<String>,
+    },
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Jsonl,
+    Ocsf,
+}
+
+/// Runs a `sessions` command.
+pub fn sessions(server: Server, command: SessionsCommand) -> Result<ExitCode> {
+    let runtime = runtime()?;
+    let api = Api::new(server)?;
+    let out = &mut io::stdout().lock();
+    match command {
+        SessionsCommand::List {
+            principal,
+            connection,
+            since,
+            decision,
+            limit,
+            json,
+        } => {
+            let mut query: Vec<(&str, String)> = Vec::new();
+            query.extend(principal.map(|p| ("principal", p)));
+            query.extend(connection.map(|c| ("connection", c)));
+            query.extend(since.map(|s| ("since", s)));
+            query.extend(decision.map(|d| ("decision", d.name().to_string())));
+            query.extend(limit.map(|l| ("limit", l.to_string())));
+            let body = runtime.block_on(api.get("/api/v1/sessions", &query, None))?;
+            if json {
+                print_json(out, &body)?;
+            } else {
+                let sessions = body["sessions"].as_array().cloned().unwrap_or_default();
+                if sessions.is_empty() {
+                    eprintln!("No sessions found.");
+                } else {
+                    write_str(out, &sessions_table(&sessions))?;
+                }
+            }
+        }
+        SessionsCommand::Show { id, json } => {
+            let body = runtime.block_on(api.get(&session_path(&id), &[], Some(&id)))?;
+            if json {
+                print_json(out, &body)?;
+            } else {
+                write_str(out, &session_text(&body))?;
+            }
+        }
+        SessionsCommand::Replay { id } => {
+            let body = runtime.block_on(api.get(&session_path(&id), &[], Some(&id)))?;
+            let (events, unreadable) = decode_events(&body);
+            let mut text = String::new();
+            airlock_audit::replay::transcript(&events, &mut text)
+                .map_err(|_| anyhow!("rendering the transcript failed"))?;
+            write_str(out, &text)?;
+            if unreadable > 0 {
+                eprintln!(
+                    "airlock: {unreadable} event(s) of this session are not readable as events \
+                     of this airlock version and are left out (see `airlock sessions show {id} \
+                     --json`)"
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn session_path(id: &str) -> String {
+    // Escaped, so that an odd id cannot reach another route.
+    format!("/api/v1/sessions/{}", percent_encode(id))
+}
+
+/// RFC 3986 percent-encoding of everything but unreserved characters: safe
+/// in a path segment and in a query value.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `?name=value&…`, encoded; empty without parameters.
+fn query_string(query: &[(&str, String)]) -> String {
+    let mut q = String::new();
+    for (i, (name, value)) in query.iter().enumerate() {
+        q.push(if i == 0 { '?' } else { '&' });
+        q.push_str(&percent_encode(name));
+        q.push('=');
+        q.push_str(&percent_encode(value));
+    }
+    q
+}
+
+/// Writes, treating a closed stdout (`| head`) as the end.
+fn write_str(out: &mut impl Write, s: &str) -> Result<()> {
+    match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn print_json(out: &mut impl Write, body: &Value) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(body)?;
+    text.push('\n');
+    write_str(out, &text)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// An API client.
+struct Api {
+    base: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    fn new(server: Server) -> Result<Api> {
+        let token = server.token.filter(|t| !t.trim().is_empty()).context(
+            "no token: pass --token or set AIRLOCK_TOKEN to an OIDC token of a caller in an \
+             auditor or admin group (with the dev issuer: airlock token --sub NAME --groups GROUP)",
+        )?;
+        let base = server.server.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            bail!("--server {base:?}: give an http:// or https:// URL");
+        }
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Api {
+            base,
+            token: token.trim().to_string(),
+            client,
+        })
+    }
+
+    /// GETs `path` and returns its JSON; any other answer is an error that
+    /// says what to do. `session` names the session a 404 is about.
+    async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        session: Option<&str>,
+    ) -> Result<Value> {
+        let url = format!("{}{path}{}", self.base, query_string(query));
+        let response = self
+            .client
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.base, &e))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .with_context(|| format!("reading the answer of {url}"))?;
+        let json: Option<Value> = serde_json::from_slice(&body).ok();
+        if status.is_success() {
+            return json.with_context(|| format!("{url} did not answer JSON"));
+        }
+        let message = json
+            .as_ref()
+            .and_then(|j| j["error"].as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
+        Err(api_error(status.as_u16(), &message, session))
+    }
+}
+
+fn api_error(status: u16, message: &str, session: Option<&str>) -> anyhow::Error {
+    match (status, session) {
+        (401, _) => anyhow!(
+            "the API refused the token ({message}): pass a valid, unexpired token with --token \
+             or AIRLOCK_TOKEN"
+        ),
+        (400, _) => anyhow!("the API refused the request: {message}"),
+        (403, _) => anyhow!("not allowed: {message}"),
+        (404, Some(id)) => anyhow!("session {id} not found"),
+        (404, None) => {
+            anyhow!("not found ({message}): is --server an airlock API of this version?")
+        }
+        (503, _) => anyhow!("the API cannot answer now: {message}"),
+        (status, _) => anyhow!("the API answered {status}: {message}"),
+    }
+}
+
+/// A request that got no answer, said plainly.
+fn unreachable(base: &str, e: &reqwest::Error) -> anyhow::Error {
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<io::Error>()
+            && io.kind() == io::ErrorKind::ConnectionRefused
+        {
+            return anyhow!(
+                "cannot reach the airlock API at {base}: connection refused (is `airlock serve` \
+                 running with listen.http there? set --server or AIRLOCK_SERVER)"
+            );
+        }
+        cause = c.source();
+    }
+    if e.is_timeout() {
+        return anyhow!("the airlock API at {base} did not answer within {REQUEST_TIMEOUT:?}");
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    anyhow!("cannot reach the airlock API at {base}: {text}")
+}
+
+/// The events of a `GET /api/v1/sessions/{id}` answer that decode, and how
+/// many did not.
+fn decode_events(body: &Value) -> (Vec<Event>, usize) {
+    let mut events = Vec::new();
+    let mut unreadable = 0;
+    for e in body["events"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        match serde_json::from_value::<Event>(e["event"].clone()) {
+            Ok(event) => events.push(event),
+            Err(_) => unreadable += 1,
+        }
+    }
+    (events, unreadable)
+}
+
+/// A value for a terminal: control characters escaped, `-` for none.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => printable(s),
+        other => printable(&other.to_string()),
+    }
+}
+
+/// `s` with control characters escaped, so that recorded text cannot drive
+/// the terminal.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '\n' => "\\n".to_string(),
+            '\t' => "\\t".to_string(),
+            '\r' => "\\r".to_string(),
+            c if c.is_control() => format!("\\x{:02x}", c as u32),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// Columns separated by two spaces, left-aligned, headers in capitals.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, c) in width.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i > 0 {
+                l.push_str("  ");
+            }
+            l.push_str(c);
+            l.extend(std::iter::repeat_n(' ', width[i] - c.chars().count()));
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// The session list as a table.
+fn sessions_table(sessions: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = sessions
+        .iter()
+        .map(|s| {
+            vec![
+                cell(&s["id"]),
+                cell(&s["started_at"]),
+                cell(&s["principal"]),
+                cell(&s["act"]),
+                cell(&s["connection"]),
+                cell(&s["role"]),
+                cell(&s["client_addr"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "STARTED",
+            "PRINCIPAL",
+            "ACT",
+            "CONNECTION",
+            "ROLE",
+            "CLIENT",
+        ],
+        &rows,
+    )
+}
+
+/// A session's summary and its events, one line each.
+fn session_text(body: &Value) -> String {
+    let (events, unreadable) = decode_events(body);
+    let mut out = String::new();
+    let field = |out: &mut String, name: &str, value: String| {
+        out.push_str(&format!("{name:<12}{value}\n"));
+    };
+    field(&mut out, "Session:", cell(&body["id"]));
+    let mut statements = 0;
+    let mut denied = 0;
+    for e in &events {
+        match &e.body {
+            Body::SessionStart(s) => {
+                let mut who = printable(&s.principal);
+                if let Some(act) = &s.act {
+                    who.push_str(&format!(" (acting for {})", printable(act)));
+                }
+                field(&mut out, "Principal:", who);
+                field(&mut out, "Issuer:", printable(&s.issuer));
+                field(
+                    &mut out,
+                    "Connection:",
+                    format!(
+                        "{} as {} (rule \"{}\", {}{})",
+                        printable(&s.connection),
+                        printable(&s.role),
+                        printable(&s.access_rule),
+                        printable(&s.mode),
+                        if s.unmask { ", unmasked" } else { "" }
+                    ),
+                );
+                field(
+                    &mut out,
+                    "Client:",
+                    format!(
+                        "{}{}, TLS {}",
+                        printable(&s.client_addr),
+                        s.application_name
+                            .as_deref()
+                            .map(|a| format!(", {}", printable(a)))
+                            .unwrap_or_default(),
+                        if s.tls { "on" } else { "off" }
+                    ),
+                );
+                field(&mut out, "Started:", printable(&e.at));
+            }
+            Body::SessionEnd(s) => field(
+                &mut out,
+                "Ended:",
+                format!("{} ({})", printable(&e.at), printable(&s.reason)),
+            ),
+            Body::Statement(s) => {
+                statements += 1;
+                if s.decision == Decision::Deny {
+                    denied += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    field(
+        &mut out,
+        "Statements:",
+        format!("{statements} ({denied} denied)"),
+    );
+    out.push('\n');
+    let rows: Vec<Vec<String>> = events.iter().map(event_row).collect();
+    out.push_str(&table(&["AT", "KIND", "SEQ", "DETAIL"], &rows));
+    if unreadable > 0 {
+        out.push_str(&format!(
+            "\n{unreadable} event(s) not readable by this airlock version (see --json)\n"
+        ));
+    }
+    out
+}
+
+/// How long a statement's text may be on a line of `sessions show`.
+const TEXT_WIDTH: usize = 80;
+
+fn event_row(e: &Event) -> Vec<String> {
+    let (seq, detail) = match &e.body {
+        Body::SessionStart(s) => (
+            String::new(),
+            format!(
+                "{} on {} as {}",
+                printable(&s.principal),
+                printable(&s.connection),
+                printable(&s.role)
+            ),
+        ),
+        Body::Statement(s) => {
+            let mut d = s.decision.name().to_string();
+            if let Some(rule) = &s.rule {
+                d.push_str(&format!(" ({})", printable(rule)));
+            }
+            let text = printable(
+                s.text
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .as_str(),
+            );
+            let short: String = text.chars().take(TEXT_WIDTH).collect();
+            d.push_str("  ");
+            d.push_str(&short);
+            if text.chars().count() > TEXT_WIDTH || s.truncated.is_some() {
+                d.push('…');
+            }
+            (s.seq.to_string(), d)
+        }
+        Body::Result(r) => {
+            let mut d = match (&r.error, &r.tag) {
+                (Some(err), _) => format!(
+                    "ERROR {} {}",
+                    printable(&err.sqlstate),
+                    printable(&err.message)
+                ),
+                (None, Some(tag)) => printable(tag),
+                (None, None) => "-".into(),
+            };
+            d.push_str(&format!(
+                ", {} row{}, {:.1} ms",
+                r.rows,
+                if r.rows == 1 { "" } else { "s" },
+                r.duration_us as f64 / 1000.0
+            ));
+            let seq = if r.index > 0 {
+                format!("{}.{}", r.seq, r.index)
+            } else {
+                r.seq.to_string()
+            };
+            (seq, d)
+        }
+        Body::SessionEnd(s) => (String::new(), printable(&s.reason)),
+        Body::PolicyReload(p) => (
+            String::new(),
+            if p.ok { "ok".into() } else { "refused".into() },
+        ),
+    };
+    vec![printable(&e.at), e.kind().to_string(), seq, detail]
+}
+
+/// Runs an `audit` command.
+pub fn audit(command: AuditCommand) -> Result<ExitCode> {
+    match command {
+        AuditCommand::Verify { config } => {
+            let cfg = airlock::serve::load(&config)?;
+            runtime()?.block_on(verify(&cfg))
+        }
+        AuditCommand::Export {
+            config,
+            format,
+            since,
+        } => {
+            let since_ms = since
+                .map(|s| parse_since(&s, SystemTime::now()).map_err(|e| anyhow!("--since: {e}")))
+                .transpose()?;
+            let cfg = airlock::serve::load(&config)?;
+            runtime()?.block_on(export(&cfg, format, since_ms))
+        }
+    }
+}
+
+/// The SQLite file a `sqlite://` URL names, if it does.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let path = url.strip_prefix("sqlite://")?;
+    let file = path.split('?').next().unwrap_or(path);
+    (!file.is_empty() && !file.starts_with(':')).then(|| PathBuf::from(file))
+}
+
+/// The configured store; `None` when it is an SQLite file that does not
+/// exist yet (nothing was ever shipped, and a read must not create it).
+async fn open_store(cfg: &airlock_config::Config) -> Result<Option<Store>> {
+    if let Some(file) = sqlite_file(&cfg.store.url)
+        && !file.exists()
+    {
+        return Ok(None);
+    }
+    let url = airlock::serve::store_url(cfg)?;
+    let store = Store::connect(&url)
+        .await
+        .with_context(|| format!("connecting to the store ({})", redact_url(&cfg.store.url)))?;
+    Ok(Some(store))
+}
+
+/// A URL without a password, for messages.
+fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((user, host)) => {
+                let user = user.split(':').next().unwrap_or(user);
+                format!("{scheme}://{user}@{host}")
+            }
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+async fn verify(cfg: &airlock_config::Config) -> Result<ExitCode> {
+    let store = open_store(cfg).await?;
+    let journal = &cfg.journal.dir;
+    let report = match airlock_audit::verify::verify(journal, store.as_ref()).await {
+        Ok(report) => report,
+        Err(VerifyError::Broken(broken)) => {
+            eprintln!("airlock: audit verify: broken link: {broken}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => bail!("audit verify could not finish: {e}"),
+    };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "journal {}: {} stream(s), {} record(s): ok\n",
+        journal.display(),
+        report.journal.streams.len(),
+        report.journal.records()
+    ));
+    match &store {
+        Some(_) => {
+            let events: u64 = report.store.iter().map(|s| s.events).sum();
+            let cross: u64 = report.store.iter().map(|s| s.cross_checked).sum();
+            out.push_str(&format!(
+                "store {}: {} stream(s), {events} event(s), {cross} compared with the journal: ok\n",
+                redact_url(&cfg.store.url),
+                report.store.len()
+            ));
+        }
+        None => out.push_str(&format!(
+            "store {}: does not exist yet, nothing to check\n",
+            redact_url(&cfg.store.url)
+        )),
+    }
+    for (stream, n) in &report.unshipped {
+        out.push_str(&format!(
+            "stream {stream}: {n} record(s) not shipped to the store yet\n"
+        ));
+    }
+    out.push_str("ok: every hash chain is intact\n");
+    write_str(&mut io::stdout().lock(), &out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn export(
+    cfg: &airlock_config::Config,
+    format: ExportFormat,
+    since_ms: Option<i64>,
+) -> Result<ExitCode> {
+    let Some(store) = open_store(cfg).await? else {
+        bail!(
+            "no store at {}: nothing was shipped yet",
+            redact_url(&cfg.store.url)
+        );
+    };
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let mut ocsf = Ocsf::new();
+    let mut line = Vec::new();
+    for stream in store
+        .streams()
+        .await
+        .context("listing the store's streams")?
+    {
+        let mut after = 0;
+        loop {
+            let page = store
+                .events(stream, after, EXPORT_PAGE)
+                .await
+                .with_context(|| format!("reading stream {stream} after seq {after}"))?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for row in &page {
+                let wanted = since_ms.is_none_or(|t| row.recorded_at >= t);
+                line.clear();
+                match format {
+                    ExportFormat::Jsonl if wanted => jsonl_line(row, &mut line),
+                    ExportFormat::Jsonl => {}
+                    ExportFormat::Ocsf if wanted => {
+                        serde_json::to_writer(&mut line, &ocsf.map(row))?;
+                        line.push(b'\n');
+                    }
+                    // Earlier events still tell later ones their session.
+                    ExportFormat::Ocsf => ocsf.remember(row),
+                }
+                match out.write_all(&line) {
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    other => other?,
+                }
+            }
+            if page.len() < EXPORT_PAGE as usize {
+                break;
+            }
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        other => {
+            other?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        server: Server,
+        #[command(subcommand)]
+        command: SessionsCommand,
+    }
+
+    #[test]
+    fn sessions_arguments() {
+        let cli = Cli::try_parse_from([
+            "sessions",
+            "list",
+            "--principal",
+            "ci-bot",
+            "--since",
+            "1h",
+            "--decision",
+            "deny",
+            "--limit",
+            "5",
+            "--json",
+            "--server",
+            "http://gw:8080/",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        assert_eq!(cli.server.server, "http://gw:8080/");
+        assert_eq!(cli.server.token.as_deref(), Some("t"));
+        assert_eq!(
+            cli.command,
+            SessionsCommand::List {
+                principal: Some("ci-bot".into()),
+                connection: None,
+                since: Some("1h".into()),
+                decision: Some(DecisionArg::Deny),
+                limit: Some(5),
+                json: true,
+            }
+        );
+        assert!(Cli::try_parse_from(["sessions", "list", "--decision", "maybe"]).is_err());
+        assert!(Cli::try_parse_from(["sessions", "show"]).is_err());
+    }
+
+    #[test]
+    fn api_errors_say_what_to_do() {
+        assert!(
+            api_error(401, "invalid token: expired", None)
+                .to_string()
+                .contains("--token")
+        );
+        assert_eq!(
+            api_error(404, "session x not found", Some("x")).to_string(),
+            "session x not found"
+        );
+        assert!(
+            api_error(403, "bob may not", None)
+                .to_string()
+                .starts_with("not allowed")
+        );
+        assert!(
+            Api::new(Server {
+                server: DEFAULT_SERVER.into(),
+                token: None
+            })
+            .is_err()
+        );
+        assert!(
+            Api::new(Server {
+                server: "gw:8080".into(),
+                token: Some("t".into())
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn paths_and_urls() {
+        assert_eq!(session_path("abc-1"), "/api/v1/sessions/abc-1");
+        assert_eq!(session_path("../x?y"), "/api/v1/sessions/..%2Fx%3Fy");
+        assert_eq!(query_string(&[]), "");
+        assert_eq!(
+            query_string(&[
+                ("principal", "a b&c=d".into()),
+                ("since", "2024-05-01T12:00:00+02:00".into())
+            ]),
+            "?principal=a%20b%26c%3Dd&since=2024-05-01T12%3A00%3A00%2B02%3A00"
+        );
+        assert_eq!(
+            sqlite_file("sqlite://data/a.db?mode=rwc"),
+            Some("data/a.db".into())
+        );
+        assert_eq!(sqlite_file("postgres://u@h/db"), None);
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u@h:5432/db"
+        );
+        assert_eq!(redact_url("sqlite://a.db"), "sqlite://a.db");
+    }
+
+    #[test]
+    fn tables_are_aligned_and_printable() {
+        let sessions = vec![
+            serde_json::json!({"id": "s1", "started_at": "2024-05-01T12:00:00.000Z", "principal": "ci-bot", "act": null, "connection": "app", "role": "ro", "client_addr": "10.0.0.5:1"}),
+            serde_json::json!({"id": "s2", "started_at": "2024-05-01T12:00:01.000Z", "principal": "evil\u{1b}[2J", "act": "alice", "connection": "billing", "role": "rw", "client_addr": "[::1]:2"}),
+        ];
+        assert_eq!(
+            sessions_table(&sessions),
+            "ID  STARTED                   PRINCIPAL    ACT    CONNECTION  ROLE  CLIENT\n\
+             s1  2024-05-01T12:00:00.000Z  ci-bot       -      app         ro    10.0.0.5:1\n\
+             s2  2024-05-01T12:00:01.000Z  evil\\x1b[2J  alice  billing     rw    [::1]:2\n"
+        );
+    }
+
+    #[test]
+    fn show_lists_each_event() {
+        use airlock_audit::event::{Protocol, SessionStart, Statement, StatementResult};
+        let id = uuid::Uuid::nil();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_714_564_800_000);
+        let events = [
+            Event::at(
+                at,
+                Body::SessionStart(SessionStart {
+                    session: id,
+                    principal: "ci-bot".into(),
+                    issuer: "https://i".into(),
+                    groups: vec![],
+                    act: None,
+                    connection: "app".into(),
+                    role: "ro".into(),
+                    access_rule: "agents".into(),
+                    mode: "read-only".into(),
+                    unmask: false,
+                    client_addr: "10.0.0.5:1".into(),
+                    application_name: None,
+                    tls: false,
+                }),
+            ),
+            Event::at(
+                at,
+                Body::Statement(Statement {
+                    session: id,
+                    seq: 1,
+                    protocol: Protocol::Simple,
+                    text: "select\n  1".into(),
+                    truncated: None,
+                    params: vec![],
+                    kinds: vec!["select".into()],
+                    effects: vec!["read".into()],
+                    decision: Decision::Allow,
+                    rule: None,
+                    refusal: None,
+                    approval: None,
+                }),
+            ),
+            Event::at(
+                at,
+                Body::Result(StatementResult {
+                    session: id,
+                    seq: 1,
+                    index: 0,
+                    duration_us: 800,
+                    rows: 1,
+                    tag: Some("SELECT 1".into()),
+                    suspended: false,
+                    error: None,
+                    sample: None,
+                }),
+            ),
+        ];
+        let mut list: Vec<Value> = events
+            .iter()
+            .map(|e| serde_json::json!({"event": serde_json::to_value(e).unwrap()}))
+            .collect();
+        list.push(serde_json::json!({"payload_b64": "AA=="}));
+        let body = serde_json::json!({"id": id.to_string(), "events": list});
+        let text = session_text(&body);
+        assert_eq!(
+            text,
+            "Session:    00000000-0000-0000-0000-000000000000\n\
+             Principal:  ci-bot\n\
+             Issuer:     https://i\n\
+             Connection: app as ro (rule \"agents\", read-only)\n\
+             Client:     10.0.0.5:1, TLS off\n\
+             Started:    2024-05-01T12:00:00.000Z\n\
+             Statements: 1 (0 denied)\n\
+             \n\
+             AT                        KIND           SEQ  DETAIL\n\
+             2024-05-01T12:00:00.000Z  session_start       ci-bot on app as ro\n\
+             2024-05-01T12:00:00.000Z  statement      1    allow  select 1\n\
+             2024-05-01T12:00:00.000Z  result         1    SELECT 1, 1 row, 0.8 ms\n\
+             \n\
+             1 event(s) not readable by this airlock version (see --json)\n"
+        );
+    }
+}
