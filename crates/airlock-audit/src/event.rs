@@ -350,6 +350,46 @@ impl Event {
     }
 }
 
+/// The index fields of an event, read without decoding the whole event
+/// (the shipper reads every event it ships).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct IndexFields {
+    pub at: String,
+    pub kind: String,
+    #[serde(default)]
+    pub session: Option<Uuid>,
+    #[serde(default)]
+    pub principal: Option<String>,
+    #[serde(default)]
+    pub connection: Option<String>,
+    #[serde(default)]
+    pub decision: Option<Decision>,
+}
+
+impl IndexFields {
+    /// Reads them from an event's bytes.
+    pub fn decode(bytes: &[u8]) -> Result<IndexFields, serde_json::Error> {
+        let mut fields: IndexFields = serde_json::from_slice(bytes)?;
+        // Only session starts carry who and where; a statement's decision.
+        if fields.kind != "session_start" {
+            fields.principal = None;
+            fields.connection = None;
+        }
+        if fields.kind != "statement" {
+            fields.decision = None;
+        }
+        Ok(fields)
+    }
+
+    /// `at` as Unix milliseconds (0 if it does not parse).
+    pub fn at_millis(&self) -> i64 {
+        humantime::parse_rfc3339(&self.at)
+            .ok()
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as i64)
+    }
+}
+
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -406,6 +446,11 @@ mod tests {
         assert_eq!(Event::decode(&bytes).unwrap(), e);
         assert_eq!(e.at_millis(), 1_700_000_000_123);
         assert_eq!(e.index().decision, Some(Decision::Allow));
+        let fields = IndexFields::decode(&bytes).unwrap();
+        assert_eq!(fields.kind, "statement");
+        assert_eq!(fields.session, Some(Uuid::nil()));
+        assert_eq!(fields.decision, Some(Decision::Allow));
+        assert_eq!(fields.at_millis(), 1_700_000_000_123);
         assert_eq!(e.index().kind, "statement");
     }
 

@@ -649,6 +649,16 @@ impl Backoff {
 }
 
 /// A record as the store keeps it, with the columns it is listed by.
+/// An event's index fields; a payload that is not a known event kind does
+/// not decode (it ships as `unknown`).
+fn event_index(payload: &[u8]) -> Result<crate::event::IndexFields, String> {
+    let fields = crate::event::IndexFields::decode(payload).map_err(|e| e.to_string())?;
+    match fields.kind.as_str() {
+        "session_start" | "statement" | "result" | "session_end" | "policy_reload" => Ok(fields),
+        other => Err(format!("unknown event kind {other:?}")),
+    }
+}
+
 fn row(r: Record, now_ms: i64) -> EventRow {
     let mut row = EventRow {
         stream: r.stream,
@@ -664,15 +674,15 @@ fn row(r: Record, now_ms: i64) -> EventRow {
         // Unknown: when it was shipped is the best guess.
         recorded_at: now_ms,
     };
-    match Event::decode(&r.payload) {
-        Ok(event) => {
-            let index = event.index();
-            row.kind = Some(index.kind.into());
+    match event_index(&r.payload) {
+        Ok(index) => {
             row.session_id = index.session.map(|s| s.hyphenated().to_string());
-            row.principal = index.principal.map(str::to_owned);
-            row.connection = index.connection.map(str::to_owned);
             row.decision = index.decision.map(|d| d.name().to_owned());
-            match event.at_millis() {
+            let at = index.at_millis();
+            row.kind = Some(index.kind);
+            row.principal = index.principal;
+            row.connection = index.connection;
+            match at {
                 0 => {}
                 at => row.recorded_at = at,
             }
