@@ -592,6 +592,38 @@ impl Inspector for PolicyInspector {
         }
     }
 
+    fn bind_unseen(&mut self, name: &[u8], body: &[u8]) -> Verdict {
+        let Some(recorder) = self.recorder.as_mut() else {
+            return Verdict::Forward;
+        };
+        let name = String::from_utf8_lossy(name);
+        // What SQL PREPARE made of it, when airlock saw that.
+        let statements: Vec<Statement> = self
+            .sql_state
+            .prepared
+            .get(&*name)
+            .cloned()
+            .into_iter()
+            .collect();
+        let text = format!("EXECUTE {name} -- bound with the extended protocol");
+        let judgement = Judgement {
+            decision: Recorded::Allow,
+            rule: None,
+            refusal: None,
+        };
+        match recorder.statement(
+            0,
+            Protocol::Extended,
+            &text,
+            &statements,
+            Some(body),
+            judgement,
+        ) {
+            Ok(()) => Verdict::Forward,
+            Err(e) => journal_refusal(&e),
+        }
+    }
+
     fn forget(&mut self, id: u64) {
         self.judged.remove(&id);
         if let Some(r) = self.recorder.as_mut() {

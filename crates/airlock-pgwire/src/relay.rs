@@ -110,6 +110,12 @@ pub trait Inspector {
     fn bind(&mut self, _id: u64, _body: &[u8]) -> Verdict {
         Verdict::Forward
     }
+    /// A Bind of statement `name`, which no Parse the relay saw created (a
+    /// statement prepared with SQL `PREPARE`). Its answers are reported
+    /// with message id 0.
+    fn bind_unseen(&mut self, _name: &[u8], _body: &[u8]) -> Verdict {
+        Verdict::Forward
+    }
     /// Message `id` will not be referred to again.
     fn forget(&mut self, _id: u64) {}
     /// A ParameterStatus the upstream reported (`standard_conforming_strings`,
@@ -497,7 +503,7 @@ impl<I: Inspector> Relay<I> {
                     let statement = cstr(&body[portal.len() + 1..])?;
                     match self.statements.get(statement) {
                         Some(sid) => self.inspector.bind(**sid, body),
-                        None => Verdict::Forward,
+                        None => self.inspector.bind_unseen(statement, body),
                     }
                 }
                 b'F' => Verdict::Refuse {

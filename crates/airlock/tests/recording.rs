@@ -777,3 +777,57 @@ async fn kill_9_mid_workload_loses_no_statement_that_ran() {
         "{said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bind_of_a_statement_prepared_in_sql_is_recorded() {
+    use tokio::io::AsyncWriteExt;
+    let gw = Gateway::start(&local_config("")).await;
+    let token = gw.token("dba-5", &["dba"]);
+    let mut s = common::raw_login(gw.pg, "admin", "test", &token).await;
+    s.write_all(&common::message(
+        b'Q',
+        b"PREPARE s1(int) AS SELECT $1 + 1\0",
+    ))
+    .await
+    .unwrap();
+    common::read_until(&mut s, b'Z').await;
+    // Bind portal "" to SQL-prepared "s1" with the text parameter "41".
+    let mut bind = b"\0s1\0\0\0\0\x01".to_vec();
+    bind.extend_from_slice(&2i32.to_be_bytes());
+    bind.extend_from_slice(b"41\0\0");
+    let mut out = common::message(b'B', &bind);
+    out.extend_from_slice(&common::message(b'E', b"\0\0\0\0\0"));
+    out.extend_from_slice(&common::message(b'S', b""));
+    s.write_all(&out).await.unwrap();
+    let answers = common::read_until(&mut s, b'Z').await;
+    let row = answers.iter().find(|m| m.tag == b'D').expect("a row");
+    assert!(row.body.ends_with(b"42"));
+    drop(s);
+
+    let journal = gw.data_dir().join("journal");
+    let mut events = Vec::new();
+    wait_until("the session to end", Duration::from_secs(10), async || {
+        events = journal_events(&journal);
+        events
+            .iter()
+            .any(|(_, e)| matches!(e.body, Body::SessionEnd(_)))
+    })
+    .await;
+    let bound = events
+        .iter()
+        .find_map(|(_, e)| match &e.body {
+            Body::Statement(s) if s.text.starts_with("EXECUTE s1") => Some(s.clone()),
+            _ => None,
+        })
+        .expect("the Bind is recorded");
+    assert_eq!(bound.params, [Value::Text("41".into())]);
+    let result = events
+        .iter()
+        .find_map(|(_, e)| match &e.body {
+            Body::Result(r) if r.seq == bound.seq => Some(r.clone()),
+            _ => None,
+        })
+        .expect("and its result");
+    assert_eq!(result.rows, 1);
+    gw.stop().await;
+}
