@@ -149,10 +149,9 @@ impl Truncated {
         if text.len() <= max {
             return (text, None);
         }
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
         let truncated = Truncated {
             bytes: text.len() as u64,
-            sha256: hex(digest.as_ref()),
+            sha256: sha256_hex(text.as_bytes()),
         };
         let mut end = max;
         while !text.is_char_boundary(end) {
@@ -388,6 +387,11 @@ impl IndexFields {
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_millis() as i64)
     }
+}
+
+/// SHA-256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
 }
 
 /// Lowercase hex.

@@ -9,7 +9,6 @@
 //! not.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -33,9 +32,11 @@ pub struct Recorder {
     state: Mutex<State>,
     /// Woken after appends, for the shipper.
     appended: Notify,
-    /// Whether the last store operation succeeded (the shipper's view).
-    store_ok: AtomicBool,
+    /// Why the store failed last, as the shipper saw it; `None` while it
+    /// works.
     store_error: Mutex<Option<String>>,
+    /// Registered once: the macro looks the metric up on every call.
+    append_seconds: metrics::Histogram,
 }
 
 struct State {
@@ -66,8 +67,8 @@ impl Recorder {
                 last_open: Instant::now(),
             }),
             appended: Notify::new(),
-            store_ok: AtomicBool::new(true),
             store_error: Mutex::new(None),
+            append_seconds: metrics::histogram!("airlock_journal_append_seconds"),
         })
     }
 
@@ -112,8 +113,7 @@ impl Recorder {
             Ok(appended) => {
                 state.error = None;
                 drop(state);
-                metrics::histogram!("airlock_journal_append_seconds")
-                    .record(started.elapsed().as_secs_f64());
+                self.append_seconds.record(started.elapsed().as_secs_f64());
                 self.appended.notify_one();
                 Ok(appended)
             }
@@ -141,21 +141,18 @@ impl Recorder {
             return Err(format!("audit journal: {why}"));
         }
         drop(state);
-        if !self.store_ok.load(Ordering::Relaxed) {
-            let why = self
-                .store_error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-                .unwrap_or_default();
-            return Err(format!("audit store: {why}"));
+        match &*self
+            .store_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            Some(why) => Err(format!("audit store: {why}")),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The shipper reports whether the store works.
     pub fn set_store_status(&self, status: Result<(), String>) {
-        self.store_ok.store(status.is_ok(), Ordering::Relaxed);
         *self
             .store_error
             .lock()

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use airlock_pgwire::relay::{Inspector, Plan, StatementRef, Verdict};
-use airlock_pgwire::sqlstate;
+use airlock_pgwire::{codec, sqlstate};
 use airlock_policy::lineage::{CopyFormat, Cursor, Lineage};
 use airlock_policy::masking::SensitiveCatalog;
 use airlock_policy::{
@@ -383,6 +383,12 @@ impl PolicyInspector {
         }
     }
 
+    /// The statement SQL `PREPARE` made under the name a Bind binds.
+    fn sql_prepared(&self, body: &[u8]) -> Option<&Statement> {
+        let name = body.split(|&b| b == 0).nth(1)?;
+        self.sql_state.prepared.get(std::str::from_utf8(name).ok()?)
+    }
+
     /// Records the statement event of a judged message before its verdict
     /// takes effect. An allowed statement that cannot be recorded is
     /// refused.
@@ -423,17 +429,33 @@ impl PolicyInspector {
         }
     }
 
-    /// The masking policy's verdict on a Bind: parameters that look like
+    /// The masking policy's verdict on a Bind of Parse `id` (or, for
+    /// `None`, of a statement prepared in SQL): parameters that look like
     /// masking placeholders may not be written back.
-    fn bind_verdict(&self, id: u64, body: &[u8]) -> Verdict {
-        let Some(statements) = self.judged.get(&id) else {
-            return Verdict::Forward;
-        };
-        if !statements.iter().any(|s| s.effects.contains(Effect::Write)) {
+    fn bind_verdict(&self, id: Option<u64>, body: &[u8]) -> Verdict {
+        if self.policy.masking.is_none() {
             return Verdict::Forward;
         }
-        match bind_parameters(body) {
-            Some(values) if values.iter().any(|v| airlock_mask::looks_masked(v)) => {
+        let writes = match id {
+            Some(id) => match self.judged.get(&id) {
+                Some(statements) => statements.iter().any(|s| s.effects.contains(Effect::Write)),
+                None => return Verdict::Forward,
+            },
+            // What its PREPARE was, when airlock saw it; otherwise it may
+            // write.
+            None => self
+                .sql_prepared(body)
+                .is_none_or(|s| s.effects.contains(Effect::Write)),
+        };
+        if !writes {
+            return Verdict::Forward;
+        }
+        match codec::bind_parameters(body) {
+            Some(params)
+                if params
+                    .iter()
+                    .any(|p| p.value.is_some_and(airlock_mask::looks_masked)) =>
+            {
                 masked_write_refusal()
             }
             Some(_) => Verdict::Forward,
@@ -460,10 +482,10 @@ impl PolicyInspector {
 
 /// The refusal of a statement whose event could not be journaled.
 fn journal_refusal(e: &airlock_audit::RecordError) -> Verdict {
-    tracing::error!(error = %e, "statement refused: the audit journal cannot be written");
+    tracing::error!(error = %e, "statement refused: it cannot be recorded");
     Verdict::Refuse {
         code: sqlstate::SYSTEM_ERROR,
-        message: "airlock: the statement was not run: the audit journal cannot be written, and airlock runs nothing it cannot record".into(),
+        message: "airlock: the statement was not run because airlock cannot record it; airlock runs nothing it does not record".into(),
     }
 }
 
@@ -520,31 +542,6 @@ fn masked_write_refusal() -> Verdict {
     }
 }
 
-/// The parameter values of a Bind message body.
-fn bind_parameters(body: &[u8]) -> Option<Vec<&[u8]>> {
-    let skip_cstr = |at: usize| -> Option<usize> {
-        Some(at + body.get(at..)?.iter().position(|&b| b == 0)? + 1)
-    };
-    let i16_at = |at: usize| -> Option<i16> {
-        Some(i16::from_be_bytes(body.get(at..at + 2)?.try_into().ok()?))
-    };
-    let mut at = skip_cstr(skip_cstr(0)?)?;
-    let formats = i16_at(at)?.max(0) as usize;
-    at += 2 + 2 * formats;
-    let count = i16_at(at)?.max(0) as usize;
-    at += 2;
-    let mut values = Vec::with_capacity(count);
-    for _ in 0..count {
-        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
-        at += 4;
-        if len >= 0 {
-            values.push(body.get(at..at + len as usize)?);
-            at += len as usize;
-        }
-    }
-    Some(values)
-}
-
 impl Inspector for PolicyInspector {
     type Mask = ResultMask;
 
@@ -561,66 +558,48 @@ impl Inspector for PolicyInspector {
         self.record(id, Protocol::Extended, sql, verdict)
     }
 
-    fn bind(&mut self, id: u64, body: &[u8]) -> Verdict {
+    fn bind(&mut self, id: Option<u64>, body: &[u8]) -> Verdict {
         let verdict = self.bind_verdict(id, body);
+        let prepared: Vec<Statement> = match id {
+            Some(_) => Vec::new(),
+            None => self.sql_prepared(body).cloned().into_iter().collect(),
+        };
         let Some(recorder) = self.recorder.as_mut() else {
             return verdict;
         };
-        let recorded = match &verdict {
-            Verdict::Refuse { code, message } => recorder.bound(
-                id,
-                body,
-                Judgement {
-                    decision: Recorded::Deny,
-                    rule: None,
-                    refusal: Some((*code, message.as_str())),
-                },
-            ),
-            _ => recorder.bound(
-                id,
-                body,
-                Judgement {
-                    decision: Recorded::Allow,
-                    rule: None,
-                    refusal: None,
-                },
-            ),
+        let judgement = match &verdict {
+            Verdict::Refuse { code, message } => Judgement {
+                decision: Recorded::Deny,
+                rule: None,
+                refusal: Some((*code, message.as_str())),
+            },
+            _ => Judgement {
+                decision: Recorded::Allow,
+                rule: None,
+                refusal: None,
+            },
+        };
+        let recorded = match id {
+            Some(id) => recorder.bound(id, body, judgement),
+            None => {
+                let name = body.split(|&b| b == 0).nth(1).unwrap_or_default();
+                let text = format!(
+                    "EXECUTE {} -- bound with the extended protocol",
+                    String::from_utf8_lossy(name)
+                );
+                recorder.statement(
+                    0,
+                    Protocol::Extended,
+                    &text,
+                    &prepared,
+                    Some(body),
+                    judgement,
+                )
+            }
         };
         match recorded {
             Err(e) if !matches!(verdict, Verdict::Refuse { .. }) => journal_refusal(&e),
             _ => verdict,
-        }
-    }
-
-    fn bind_unseen(&mut self, name: &[u8], body: &[u8]) -> Verdict {
-        let Some(recorder) = self.recorder.as_mut() else {
-            return Verdict::Forward;
-        };
-        let name = String::from_utf8_lossy(name);
-        // What SQL PREPARE made of it, when airlock saw that.
-        let statements: Vec<Statement> = self
-            .sql_state
-            .prepared
-            .get(&*name)
-            .cloned()
-            .into_iter()
-            .collect();
-        let text = format!("EXECUTE {name} -- bound with the extended protocol");
-        let judgement = Judgement {
-            decision: Recorded::Allow,
-            rule: None,
-            refusal: None,
-        };
-        match recorder.statement(
-            0,
-            Protocol::Extended,
-            &text,
-            &statements,
-            Some(body),
-            judgement,
-        ) {
-            Ok(()) => Verdict::Forward,
-            Err(e) => journal_refusal(&e),
         }
     }
 

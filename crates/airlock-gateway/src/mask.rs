@@ -44,6 +44,19 @@ impl Masking {
         !self.policy.is_empty()
     }
 
+    /// `text` with the content detectors' matches masked (unchanged when
+    /// nothing is masked): for client-chosen text that is recorded.
+    pub fn detect_in<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        match self
+            .is_active()
+            .then(|| scrub_text(self, text, false))
+            .flatten()
+        {
+            Some(scrubbed) => scrubbed.into(),
+            None => text.into(),
+        }
+    }
+
     fn detector_mask(&self, d: Detector) -> Mask {
         self.detector_masks
             .iter()

@@ -343,9 +343,9 @@ impl SessionRecorder {
     /// The text to record: values hidden when `sensitive`, detector matches
     /// masked, cut to the limit.
     fn redact(&self, text: &str, sensitive: bool) -> (String, Option<Truncated>) {
-        let mut text = if sensitive {
+        let hidden: std::borrow::Cow<'_, str> = if sensitive {
             match airlock_sql::literals::value_spans(text) {
-                Some(spans) => replace_spans(text, &spans),
+                Some(spans) => replace_spans(text, &spans).into(),
                 None => {
                     return (
                         "(withheld: the statement touches masked data and could not be tokenized)"
@@ -355,25 +355,21 @@ impl SessionRecorder {
                 }
             }
         } else {
-            text.to_string()
+            text.into()
         };
-        if self.masking.is_active()
-            && let Some(scrubbed) = mask::scrub_text(&self.masking, &text, false)
-        {
-            text = scrubbed;
-        }
+        let text = self.masking.detect_in(&hidden).into_owned();
         Truncated::cut(text, self.limits.max_text)
     }
 
     fn params(&self, bind: &[u8], sensitive: bool) -> Vec<Value> {
-        let Some(params) = bind_parameters(bind) else {
+        let Some(params) = codec::bind_parameters(bind) else {
             return vec![Value::Text("(malformed Bind)".into())];
         };
         let mut budget = self.limits.max_text;
         params
             .into_iter()
-            .map(|(binary, value)| {
-                let Some(v) = value else {
+            .map(|p| {
+                let Some(v) = p.value else {
                     return Value::Null;
                 };
                 if sensitive
@@ -386,7 +382,7 @@ impl SessionRecorder {
                     return Value::Text(format!("(not recorded: {} bytes)", v.len()));
                 }
                 budget -= v.len();
-                if binary {
+                if p.binary {
                     Value::Bytes { hex: event::hex(v) }
                 } else {
                     Value::from_bytes(Some(v))
@@ -451,45 +447,6 @@ fn error_fields(body: &[u8]) -> (String, String) {
     (code, message)
 }
 
-/// A parameter of a Bind: whether it is in binary format, and its value
-/// (`None` for NULL).
-type Param<'a> = (bool, Option<&'a [u8]>);
-
-/// A Bind body's parameters.
-fn bind_parameters(body: &[u8]) -> Option<Vec<Param<'_>>> {
-    let skip_cstr = |at: usize| -> Option<usize> {
-        Some(at + body.get(at..)?.iter().position(|&b| b == 0)? + 1)
-    };
-    let i16_at = |at: usize| -> Option<i16> {
-        Some(i16::from_be_bytes(body.get(at..at + 2)?.try_into().ok()?))
-    };
-    let mut at = skip_cstr(skip_cstr(0)?)?;
-    let nformats = i16_at(at)?.max(0) as usize;
-    let formats: Vec<i16> = (0..nformats)
-        .map(|i| i16_at(at + 2 + 2 * i))
-        .collect::<Option<_>>()?;
-    at += 2 + 2 * nformats;
-    let count = i16_at(at)?.max(0) as usize;
-    at += 2;
-    let mut values = Vec::with_capacity(count);
-    for i in 0..count {
-        let format = match formats.len() {
-            0 => 0,
-            1 => formats[0],
-            _ => *formats.get(i)?,
-        };
-        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
-        at += 4;
-        if len < 0 {
-            values.push((format == 1, None));
-        } else {
-            values.push((format == 1, Some(body.get(at..at + len as usize)?)));
-            at += len as usize;
-        }
-    }
-    Some(values)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,28 +458,6 @@ mod tests {
             replace_spans(sql, &[(28, 31), (40, 41)]),
             "select * from t where ssn = '*****' and n = '*****'"
         );
-    }
-
-    #[test]
-    fn bind_parameters_with_formats() {
-        // portal "", statement "s", formats [0, 1, 0], 3 values, results: none.
-        let mut b = vec![0, b's', 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 3];
-        b.extend_from_slice(&1i32.to_be_bytes());
-        b.push(b'x');
-        b.extend_from_slice(&2i32.to_be_bytes());
-        b.extend_from_slice(&[0xff, 0x01]);
-        b.extend_from_slice(&(-1i32).to_be_bytes());
-        b.extend_from_slice(&[0, 0]);
-        let got = bind_parameters(&b).unwrap();
-        assert_eq!(got.len(), 3);
-        assert_eq!(got[0], (false, Some(&b"x"[..])));
-        assert_eq!(got[1], (true, Some(&[0xff, 0x01][..])));
-        assert!(got[2].1.is_none());
-        assert!(bind_parameters(&b[..8]).is_none());
-        // Two formats for three values is malformed.
-        let mut two = vec![0, b's', 0, 0, 2, 0, 0, 0, 1, 0, 3];
-        two.extend_from_slice(&b[13..]);
-        assert!(bind_parameters(&two).is_none());
     }
 
     #[test]

@@ -332,14 +332,10 @@ fn record_start(
         .recorder
         .get()
         .ok_or("the gateway has no recorder")?;
-    let application_name = startup.param("application_name").map(|a| {
-        // A client-chosen string: the detectors see it like any text.
-        match snapshot.masking.is_active() {
-            true => crate::mask::scrub_text(&snapshot.masking, a, false)
-                .unwrap_or_else(|| a.to_string()),
-            false => a.to_string(),
-        }
-    });
+    // A client-chosen string: the detectors see it like any text.
+    let application_name = startup
+        .param("application_name")
+        .map(|a| snapshot.masking.detect_in(a).into_owned());
     let event = Event::now(Body::SessionStart(SessionStart {
         session: id,
         principal: principal.subject.clone(),
@@ -349,7 +345,7 @@ fn record_start(
         connection: route.connection.clone(),
         role: route.role.clone(),
         access_rule: route.rule.clone(),
-        mode: mode_name(route.mode).into(),
+        mode: route.mode.name().into(),
         unmask: route.unmask,
         client_addr: peer.to_string(),
         application_name,
@@ -357,13 +353,6 @@ fn record_start(
     }));
     recorder.record(&event).map_err(|e| e.to_string())?;
     Ok(Arc::clone(recorder))
-}
-
-fn mode_name(mode: AccessMode) -> &'static str {
-    match mode {
-        AccessMode::ReadOnly => "read-only",
-        AccessMode::ReadWrite => "read-write",
-    }
 }
 
 async fn authenticate(
@@ -417,7 +406,7 @@ fn welcome(
         codec::parameter_status(name, value, out);
     }
     codec::backend_key_data(key.process_id, key.secret_key, out);
-    let mode = mode_name(route.mode);
+    let mode = route.mode.name();
     let mut message = format!(
         "airlock: connection \"{}\" as role \"{}\" ({mode}, rule \"{}\"), session {id}",
         route.connection, route.role, route.rule

@@ -265,6 +265,58 @@ pub fn notice_message(n: &Notice<'_>, buf: &mut BytesMut) {
     });
 }
 
+/// One parameter of a Bind message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindParam<'a> {
+    /// Format code 1: the value is in the type's binary format.
+    pub binary: bool,
+    /// `None` for SQL NULL.
+    pub value: Option<&'a [u8]>,
+}
+
+/// The parameters of a Bind body (portal, statement, format codes, values),
+/// or `None` when it is malformed: truncated, or with a number of format
+/// codes other than 0, 1 or one per parameter.
+pub fn bind_parameters(body: &[u8]) -> Option<Vec<BindParam<'_>>> {
+    let skip_cstr = |at: usize| -> Option<usize> {
+        Some(at + body.get(at..)?.iter().position(|&b| b == 0)? + 1)
+    };
+    let i16_at = |at: usize| -> Option<i16> {
+        Some(i16::from_be_bytes(body.get(at..at + 2)?.try_into().ok()?))
+    };
+    let mut at = skip_cstr(skip_cstr(0)?)?;
+    let nformats = usize::try_from(i16_at(at)?).ok()?;
+    let formats: Vec<i16> = (0..nformats)
+        .map(|i| i16_at(at + 2 + 2 * i))
+        .collect::<Option<_>>()?;
+    at += 2 + 2 * nformats;
+    let count = usize::try_from(i16_at(at)?).ok()?;
+    at += 2;
+    let mut params = Vec::with_capacity(count);
+    for i in 0..count {
+        let format = match formats.len() {
+            0 => 0,
+            1 => formats[0],
+            _ => *formats.get(i)?,
+        };
+        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        let value = match usize::try_from(len) {
+            Ok(len) => {
+                let v = body.get(at..at + len)?;
+                at += len;
+                Some(v)
+            }
+            Err(_) => None,
+        };
+        params.push(BindParam {
+            binary: format == 1,
+            value,
+        });
+    }
+    Some(params)
+}
+
 /// The values of a DataRow body, in order; `None` is SQL NULL. Iteration
 /// stops at the first malformed value, and [`DataRowValues::is_complete`]
 /// then says so: a row is never read past what it declares.
@@ -645,5 +697,34 @@ mod tests {
             let _ = v.by_ref().count();
             assert!(!v.is_complete(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn bind_parameters_with_formats() {
+        // portal "", statement "s", formats [0, 1, 0], 3 values, results: none.
+        let mut b = vec![0, b's', 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 3];
+        b.extend_from_slice(&1i32.to_be_bytes());
+        b.push(b'x');
+        b.extend_from_slice(&2i32.to_be_bytes());
+        b.extend_from_slice(&[0xff, 0x01]);
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.extend_from_slice(&[0, 0]);
+        let got = bind_parameters(&b).unwrap();
+        let param = |binary, value| BindParam { binary, value };
+        assert_eq!(
+            got,
+            [
+                param(false, Some(&b"x"[..])),
+                param(true, Some(&[0xff, 0x01][..])),
+                param(false, None)
+            ]
+        );
+        assert!(bind_parameters(&b[..8]).is_none(), "truncated");
+        // Two format codes for three values is malformed.
+        let mut two = vec![0, b's', 0, 0, 2, 0, 0, 0, 1, 0, 3];
+        two.extend_from_slice(&b[13..]);
+        assert!(bind_parameters(&two).is_none());
+        // So is a negative count.
+        assert!(bind_parameters(&[0, 0, 0xff, 0xff]).is_none());
     }
 }

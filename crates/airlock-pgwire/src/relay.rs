@@ -105,15 +105,11 @@ pub trait Inspector {
     fn query(&mut self, id: u64, sql: &[u8], plan: Plan<'_>) -> Verdict;
     /// The statement text of a Parse message creating statement `name`.
     fn parse(&mut self, id: u64, name: &[u8], sql: &[u8]) -> Verdict;
-    /// A Bind of the statement Parse message `id` created, with the Bind
-    /// message's body (parameters included).
-    fn bind(&mut self, _id: u64, _body: &[u8]) -> Verdict {
-        Verdict::Forward
-    }
-    /// A Bind of statement `name`, which no Parse the relay saw created (a
-    /// statement prepared with SQL `PREPARE`). Its answers are reported
-    /// with message id 0.
-    fn bind_unseen(&mut self, _name: &[u8], _body: &[u8]) -> Verdict {
+    /// A Bind, with its body (statement name and parameters included), of
+    /// the statement Parse message `id` created; `None` when no Parse the
+    /// relay saw created it (a statement prepared with SQL `PREPARE`),
+    /// whose answers are then reported with message id 0.
+    fn bind(&mut self, _id: Option<u64>, _body: &[u8]) -> Verdict {
         Verdict::Forward
     }
     /// Message `id` will not be referred to again.
@@ -501,10 +497,8 @@ impl<I: Inspector> Relay<I> {
                 b'B' => {
                     let portal = cstr(body)?;
                     let statement = cstr(&body[portal.len() + 1..])?;
-                    match self.statements.get(statement) {
-                        Some(sid) => self.inspector.bind(**sid, body),
-                        None => self.inspector.bind_unseen(statement, body),
-                    }
+                    let id = self.statements.get(statement).map(|sid| **sid);
+                    self.inspector.bind(id, body)
                 }
                 b'F' => Verdict::Refuse {
                     code: sqlstate::FEATURE_NOT_SUPPORTED,
@@ -1862,9 +1856,11 @@ mod tests {
                 .push((id, String::from_utf8_lossy(sql).into_owned()));
             Verdict::Forward
         }
-        fn bind(&mut self, id: u64, body: &[u8]) -> Verdict {
-            self.live(id);
-            self.binds.push((id, body.to_vec()));
+        fn bind(&mut self, id: Option<u64>, body: &[u8]) -> Verdict {
+            if let Some(id) = id {
+                self.live(id);
+            }
+            self.binds.push((id.unwrap_or(0), body.to_vec()));
             if body.windows(3).any(|w| w == b"***") {
                 Verdict::Refuse {
                     code: "42501",
@@ -3262,6 +3258,19 @@ mod tests {
     }
 
     #[test]
+    fn a_bind_of_a_statement_no_parse_created_is_judged_too() {
+        // "s9" was prepared with SQL PREPARE: the relay saw no Parse.
+        let mut relay = masking();
+        let refused = bind_with("p", "s9", "***");
+        let sent = send(
+            &mut relay,
+            &[refused.clone(), execute_msg("p", 0), sync_msg()],
+        );
+        assert!(!sent.windows(3).any(|w| w == b"***"), "refused, not sent");
+        assert_eq!(relay.inspector().binds, vec![(0, body(&refused))]);
+    }
+
+    #[test]
     fn a_refused_bind_is_replaced_and_its_error_rewritten() {
         let mut relay = masking();
         send(
@@ -3340,7 +3349,8 @@ mod tests {
             got,
             cat(&[bind_complete(), complete("UPDATE 1"), ready(b'I')])
         );
-        assert_eq!(relay.inspector().bound(), vec![1, 1, 1]);
+        // The Bind of "nope", which no Parse created, was judged too (as 0).
+        assert_eq!(relay.inspector().bound(), vec![1, 0, 1, 1]);
     }
 
     #[test]

@@ -25,6 +25,16 @@ pub enum AccessMode {
     ReadWrite,
 }
 
+impl AccessMode {
+    /// The name used in policy files and output.
+    pub fn name(self) -> &'static str {
+        match self {
+            AccessMode::ReadOnly => "read-only",
+            AccessMode::ReadWrite => "read-write",
+        }
+    }
+}
+
 /// One access rule, as the policy file gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessRule {

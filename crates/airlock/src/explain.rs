@@ -6,9 +6,7 @@ use std::time::SystemTime;
 
 use airlock_config::Config;
 use airlock_gateway::snapshot;
-use airlock_policy::{
-    AccessMode, Decision, Estimate, Evaluation, Guardrails, Principal, Route, Statement,
-};
+use airlock_policy::{Decision, Estimate, Evaluation, Guardrails, Principal, Route, Statement};
 use airlock_sql::{Analyzer, SessionState};
 use anyhow::Result;
 use serde_json::{Value, json};
@@ -123,13 +121,6 @@ fn decision_text(d: &Decision) -> String {
     }
 }
 
-fn mode_name(mode: AccessMode) -> &'static str {
-    match mode {
-        AccessMode::ReadOnly => "read-only",
-        AccessMode::ReadWrite => "read-write",
-    }
-}
-
 impl Report {
     pub fn to_json(&self) -> Value {
         json!({
@@ -137,7 +128,7 @@ impl Report {
                 "connection": self.route.connection,
                 "role": self.route.role,
                 "access_rule": self.route.rule,
-                "mode": mode_name(self.route.mode),
+                "mode": self.route.mode.name(),
             },
             "statements": self.statements.iter().map(|r| {
                 let s = &r.statement;
@@ -165,7 +156,7 @@ impl Report {
             "route: connection \"{}\" as role \"{}\" ({}, access rule \"{}\")\n",
             r.connection,
             r.role,
-            mode_name(r.mode),
+            r.mode.name(),
             r.rule
         );
         for (i, st) in self.statements.iter().enumerate() {

@@ -310,9 +310,7 @@ fn reload(gateway: &Gateway, path: &Path) -> Result<Config> {
 
 /// SHA-256 of a file, hex.
 fn file_sha256(path: &Path) -> Option<String> {
-    let bytes = std::fs::read(path).ok()?;
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
-    Some(airlock_audit::event::hex(digest.as_ref()))
+    Some(airlock_audit::event::sha256_hex(&std::fs::read(path).ok()?))
 }
 
 /// Modification time and length of each file (following symlinks).

@@ -30,6 +30,45 @@ fn journal_events(dir: &Path) -> Vec<(Vec<u8>, Event)> {
         .collect()
 }
 
+/// The journal's events once `sessions` sessions have ended.
+async fn journal_after_sessions(dir: &Path, sessions: usize) -> Vec<(Vec<u8>, Event)> {
+    let mut events = Vec::new();
+    wait_until("the sessions to end", Duration::from_secs(10), async || {
+        events = journal_events(dir);
+        let ended = events
+            .iter()
+            .filter(|(_, e)| matches!(e.body, Body::SessionEnd(_)))
+            .count();
+        ended >= sessions
+    })
+    .await;
+    events
+}
+
+fn statements_of<'a>(
+    events: impl IntoIterator<Item = &'a Event>,
+) -> Vec<airlock_audit::event::Statement> {
+    events
+        .into_iter()
+        .filter_map(|e| match &e.body {
+            Body::Statement(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn results_of<'a>(
+    events: impl IntoIterator<Item = &'a Event>,
+) -> Vec<airlock_audit::event::StatementResult> {
+    events
+        .into_iter()
+        .filter_map(|e| match &e.body {
+            Body::Result(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn session_of(events: &[(Vec<u8>, Event)], principal: &str) -> Vec<Event> {
     let id = events
         .iter()
@@ -173,20 +212,7 @@ api:
     drop(dba);
 
     let journal = gw.data_dir().join("journal");
-    let mut events = Vec::new();
-    wait_until(
-        "both sessions to end",
-        Duration::from_secs(10),
-        async || {
-            events = journal_events(&journal);
-            events
-                .iter()
-                .filter(|(_, e)| matches!(e.body, Body::SessionEnd(_)))
-                .count()
-                == 2
-        },
-    )
-    .await;
+    let events = journal_after_sessions(&journal, 2).await;
 
     // Nothing masking hides is in the journal, whatever field it could be in.
     for (bytes, _) in &events {
@@ -209,20 +235,8 @@ api:
         ("test", "readonly", "agents")
     );
     assert!(!start.tls && !start.unmask);
-    let statements: Vec<_> = agent
-        .iter()
-        .filter_map(|e| match &e.body {
-            Body::Statement(s) => Some(s.clone()),
-            _ => None,
-        })
-        .collect();
-    let results: Vec<_> = agent
-        .iter()
-        .filter_map(|e| match &e.body {
-            Body::Result(r) => Some(r.clone()),
-            _ => None,
-        })
-        .collect();
+    let statements = statements_of(&agent);
+    let results = results_of(&agent);
     // tokio-postgres's `query` prepares (Parse/Describe) before it binds:
     // one statement event per execution, at its Bind.
     assert_eq!(
@@ -265,13 +279,7 @@ api:
 
     // The unmasked session's values are withheld, its row count kept.
     let dba = session_of(&events, "dba-1");
-    let r = dba
-        .iter()
-        .find_map(|e| match &e.body {
-            Body::Result(r) => Some(r.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let r = results_of(&dba).remove(0);
     assert_eq!(r.rows, 1);
     let sample = r.sample.unwrap();
     assert!(sample.rows.is_empty() && sample.withheld.is_some());
@@ -374,44 +382,19 @@ async fn huge_statements_huge_results_and_non_utf8_values_stay_within_bounds() {
     assert_eq!(out.stdout, b"\xe9t\n");
 
     let journal = gw.data_dir().join("journal");
-    let mut events = Vec::new();
-    wait_until(
-        "both sessions to end",
-        Duration::from_secs(10),
-        async || {
-            events = journal_events(&journal);
-            events
-                .iter()
-                .filter(|(_, e)| matches!(e.body, Body::SessionEnd(_)))
-                .count()
-                == 2
-        },
-    )
-    .await;
+    let events = journal_after_sessions(&journal, 2).await;
     // Defaults: statements cut at 64 KiB, samples at 100 rows and 64 KiB.
     for (bytes, _) in &events {
         assert!(bytes.len() < 80 << 10, "an event of {} bytes", bytes.len());
     }
-    let statements: Vec<_> = events
-        .iter()
-        .filter_map(|(_, e)| match &e.body {
-            Body::Statement(s) => Some(s.clone()),
-            _ => None,
-        })
-        .collect();
+    let statements = statements_of(events.iter().map(|(_, e)| e));
     let cut = statements[0]
         .truncated
         .as_ref()
         .expect("the 1 MB statement is cut");
     assert_eq!(cut.bytes, (1 << 20) + "SELECT length('')".len() as u64);
     assert_eq!(statements[0].text.len(), 64 << 10);
-    let results: Vec<_> = events
-        .iter()
-        .filter_map(|(_, e)| match &e.body {
-            Body::Result(r) => Some(r.clone()),
-            _ => None,
-        })
-        .collect();
+    let results = results_of(events.iter().map(|(_, e)| e));
     let huge = &results[1];
     assert_eq!(huge.rows, 20000);
     let sample = huge.sample.as_ref().unwrap();
@@ -805,28 +788,15 @@ async fn a_bind_of_a_statement_prepared_in_sql_is_recorded() {
     drop(s);
 
     let journal = gw.data_dir().join("journal");
-    let mut events = Vec::new();
-    wait_until("the session to end", Duration::from_secs(10), async || {
-        events = journal_events(&journal);
-        events
-            .iter()
-            .any(|(_, e)| matches!(e.body, Body::SessionEnd(_)))
-    })
-    .await;
-    let bound = events
-        .iter()
-        .find_map(|(_, e)| match &e.body {
-            Body::Statement(s) if s.text.starts_with("EXECUTE s1") => Some(s.clone()),
-            _ => None,
-        })
+    let events = journal_after_sessions(&journal, 1).await;
+    let events: Vec<Event> = events.into_iter().map(|(_, e)| e).collect();
+    let bound = statements_of(&events)
+        .into_iter()
+        .find(|s| s.text.starts_with("EXECUTE s1"))
         .expect("the Bind is recorded");
-    assert_eq!(bound.params, [Value::Text("41".into())]);
-    let result = events
-        .iter()
-        .find_map(|(_, e)| match &e.body {
-            Body::Result(r) if r.seq == bound.seq => Some(r.clone()),
-            _ => None,
-        })
+    let result = results_of(&events)
+        .into_iter()
+        .find(|r| r.seq == bound.seq)
         .expect("and its result");
     assert_eq!(result.rows, 1);
     gw.stop().await;
