@@ -37,6 +37,8 @@ pub const MAX_LIMIT: u32 = 1000;
 pub struct Caller {
     /// The token's subject.
     pub subject: String,
+    /// Who the token says the caller is (groups, `act`), for approvals.
+    pub principal: airlock_policy::Principal,
     /// In one of `api.auditor_groups`: may read sessions and events.
     pub auditor: bool,
     /// In one of `api.admin_groups`: every API right.
@@ -86,6 +88,26 @@ fn unauthorized(message: impl Into<String>, challenge: &'static str) -> Response
 
 /// Authenticates and authorizes a reader of sessions, and finds the store.
 async fn reader(state: &ApiState, headers: &HeaderMap) -> Result<(Caller, Store), Response> {
+    let (caller, store) = authenticated(state, headers).await?;
+    if !caller.auditor && !caller.admin {
+        tracing::info!(subject = %caller.subject, "audit API: caller is neither auditor nor admin");
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} may not read sessions: that takes a group in api.auditor_groups or \
+                 api.admin_groups",
+                caller.subject
+            ),
+        ));
+    }
+    Ok((caller, store))
+}
+
+/// Authenticates the caller, and finds the store.
+pub(crate) async fn authenticated(
+    state: &ApiState,
+    headers: &HeaderMap,
+) -> Result<(Caller, Store), Response> {
     let Some(audit) = &state.audit else {
         return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -128,24 +150,13 @@ async fn reader(state: &ApiState, headers: &HeaderMap) -> Result<(Caller, Store)
     let caller = match auth.authenticate(token).await {
         Ok(caller) => caller,
         Err(why) => {
-            tracing::info!(reason = %why, "audit API: token refused");
+            tracing::info!(reason = %why, "API: token refused");
             return Err(unauthorized(
                 format!("invalid token: {why}"),
                 "Bearer realm=\"airlock\", error=\"invalid_token\"",
             ));
         }
     };
-    if !caller.auditor && !caller.admin {
-        tracing::info!(subject = %caller.subject, "audit API: caller is neither auditor nor admin");
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            format!(
-                "{} may not read sessions: that takes a group in api.auditor_groups or \
-                 api.admin_groups",
-                caller.subject
-            ),
-        ));
-    }
     match audit.store.get() {
         Some(store) => Ok((caller, store.clone())),
         None => Err(error(
@@ -155,7 +166,7 @@ async fn reader(state: &ApiState, headers: &HeaderMap) -> Result<(Caller, Store)
     }
 }
 
-fn store_error(e: &StoreError) -> Response {
+pub(crate) fn store_error(e: &StoreError) -> Response {
     tracing::error!(error = %e, "audit API: store query failed");
     // A query the database refused is most likely the database being
     // down or unreachable: the caller may retry.

@@ -8,6 +8,7 @@
 //! the binary passes in, and metrics from the installed recorder.
 #![forbid(unsafe_code)]
 
+pub mod approvals;
 pub mod audit;
 pub mod openapi;
 
@@ -20,9 +21,10 @@ use axum::extract::State;
 use axum::handler::Handler;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+pub use approvals::{ApprovalHooks, ApprovalsApi, JitTerms};
 pub use audit::{AuditApi, Authenticate, Caller};
 
 /// Says whether the gateway can serve: configuration loaded (and, as they
@@ -39,6 +41,9 @@ pub struct ApiState {
     /// The audit endpoints' authenticator and store. Without it they
     /// answer 503.
     pub audit: Option<AuditApi>,
+    /// The approvals and access endpoints (authenticated like the audit
+    /// ones). Without it they answer 503.
+    pub approvals: Option<ApprovalsApi>,
 }
 
 /// The HTTP routes.
@@ -62,6 +67,12 @@ impl Routes {
         self.router = self.router.route(path, get(handler));
         self
     }
+
+    fn post<H: Handler<T, ApiState>, T: 'static>(mut self, path: &'static str, handler: H) -> Self {
+        self.paths.push(path);
+        self.router = self.router.route(path, post(handler));
+        self
+    }
 }
 
 fn routes() -> Routes {
@@ -79,6 +90,19 @@ fn routes() -> Routes {
     })
     .get("/api/v1/sessions", audit::list_sessions)
     .get("/api/v1/sessions/{id}", audit::show_session)
+    .get("/api/v1/approvals", approvals::list_approvals)
+    .get("/api/v1/approvals/{id}", approvals::show_approval)
+    .post(
+        "/api/v1/approvals/{id}/approve",
+        approvals::approve_approval,
+    )
+    .post("/api/v1/approvals/{id}/deny", approvals::deny_approval)
+    .get("/api/v1/access", approvals::list_access)
+    .post("/api/v1/access/requests", approvals::request_access)
+    .get("/api/v1/access/{id}", approvals::show_access)
+    .post("/api/v1/access/{id}/approve", approvals::approve_access)
+    .post("/api/v1/access/{id}/deny", approvals::deny_access)
+    .post("/api/v1/access/{id}/revoke", approvals::revoke_access)
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.
@@ -149,10 +173,14 @@ mod tests {
         assert_eq!(served, documented_sorted);
         for path in documented {
             let ops = doc["paths"][path].as_object().unwrap();
-            assert_eq!(ops.keys().collect::<Vec<_>>(), ["get"], "{path}");
-            let op = &ops["get"];
+            assert_eq!(ops.len(), 1, "{path}: one method per path");
+            let (method, op) = ops.iter().next().unwrap();
+            assert!(method == "get" || method == "post", "{path}");
             assert!(op["operationId"].is_string(), "{path}");
-            assert!(op["responses"]["200"].is_object(), "{path}");
+            assert!(
+                op["responses"]["200"].is_object() || op["responses"]["201"].is_object(),
+                "{path}"
+            );
         }
         // Every reference resolves.
         let text = doc.to_string();

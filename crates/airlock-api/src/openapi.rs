@@ -4,8 +4,228 @@
 
 use serde_json::{Value as Json, json};
 
+/// One approvals operation: `method` on a path, taking an optional JSON
+/// `body` schema, answering `ok` (200 or 201) with `answer`.
+fn operation(id: &str, summary: &str, body: Option<Json>, ok: &str, answer: Json) -> Json {
+    let error = json!({ "$ref": "#/components/responses/Error" });
+    let mut op = json!({
+        "operationId": id,
+        "summary": summary,
+        "tags": ["approvals"],
+        "security": [{ "bearer": [] }],
+        "responses": {
+            ok: { "description": "OK", "content": { "application/json": { "schema": answer } } },
+            "400": error.clone(),
+            "401": { "$ref": "#/components/responses/Unauthorized" },
+            "403": { "$ref": "#/components/responses/Forbidden" },
+            "404": error.clone(),
+            "409": { "description": "Already decided, timed out, or already voted by this approver", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+            "503": { "$ref": "#/components/responses/Unavailable" }
+        }
+    });
+    if id.starts_with("show")
+        || id.starts_with("approve")
+        || id.starts_with("deny")
+        || id.starts_with("revoke")
+    {
+        op["parameters"] = json!([
+            { "name": "id", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } }
+        ]);
+    }
+    if id.starts_with("list") {
+        op["parameters"] = json!([
+            { "name": "status", "in": "query", "required": false, "description": "pending (default for approvals), open (default for access: pending and granted), all, or one status", "schema": { "type": "string" } },
+            { "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }
+        ]);
+    }
+    if let Some(schema) = body {
+        op["requestBody"] =
+            json!({ "required": false, "content": { "application/json": { "schema": schema } } });
+    }
+    op
+}
+
+/// The paths of `/api/v1/approvals` and `/api/v1/access`.
+fn approval_paths() -> Vec<(&'static str, &'static str, Json)> {
+    let one = json!({ "$ref": "#/components/schemas/Approval" });
+    let list = |key: &str| json!({ "type": "object", "required": [key], "properties": { key: { "type": "array", "items": { "$ref": "#/components/schemas/Approval" } } } });
+    let voted = json!({
+        "type": "object",
+        "required": ["result", "approval"],
+        "properties": {
+            "result": { "type": "string", "enum": ["approved", "denied", "counted", "granted", "revoked"] },
+            "approval": { "$ref": "#/components/schemas/Approval" }
+        }
+    });
+    let reason = |required: bool| {
+        let mut s = json!({ "type": "object", "properties": { "reason": { "type": ["string", "null"] } }, "additionalProperties": false });
+        if required {
+            s["required"] = json!(["reason"]);
+        }
+        s
+    };
+    vec![
+        (
+            "/api/v1/approvals",
+            "get",
+            operation(
+                "listApprovals",
+                "Held statements visible to the caller (requester, approver, auditor or admin)",
+                None,
+                "200",
+                list("approvals"),
+            ),
+        ),
+        (
+            "/api/v1/approvals/{id}",
+            "get",
+            operation(
+                "showApproval",
+                "One held statement",
+                None,
+                "200",
+                one.clone(),
+            ),
+        ),
+        (
+            "/api/v1/approvals/{id}/approve",
+            "post",
+            operation(
+                "approveApproval",
+                "Approve a held statement (an approver, never the requester)",
+                Some(reason(false)),
+                "200",
+                voted.clone(),
+            ),
+        ),
+        (
+            "/api/v1/approvals/{id}/deny",
+            "post",
+            operation(
+                "denyApproval",
+                "Deny a held statement (an approver or an admin; a reason is required)",
+                Some(reason(true)),
+                "200",
+                voted.clone(),
+            ),
+        ),
+        (
+            "/api/v1/access",
+            "get",
+            operation(
+                "listAccess",
+                "JIT access requests and grants visible to the caller",
+                None,
+                "200",
+                list("requests"),
+            ),
+        ),
+        (
+            "/api/v1/access/requests",
+            "post",
+            operation(
+                "requestAccess",
+                "Request a JIT grant of a role on a connection",
+                Some(json!({
+                    "type": "object",
+                    "required": ["connection", "role", "duration", "reason"],
+                    "properties": {
+                        "connection": { "type": "string" },
+                        "role": { "type": "string" },
+                        "duration": { "type": "string", "description": "e.g. 30m; at most the access rule's jit.max_duration" },
+                        "reason": { "type": "string" }
+                    },
+                    "additionalProperties": false
+                })),
+                "201",
+                one.clone(),
+            ),
+        ),
+        (
+            "/api/v1/access/{id}",
+            "get",
+            operation(
+                "showAccess",
+                "One JIT access request or grant",
+                None,
+                "200",
+                one,
+            ),
+        ),
+        (
+            "/api/v1/access/{id}/approve",
+            "post",
+            operation(
+                "approveAccess",
+                "Approve a JIT access request",
+                Some(reason(false)),
+                "200",
+                voted.clone(),
+            ),
+        ),
+        (
+            "/api/v1/access/{id}/deny",
+            "post",
+            operation(
+                "denyAccess",
+                "Deny a JIT access request (a reason is required)",
+                Some(reason(true)),
+                "200",
+                voted.clone(),
+            ),
+        ),
+        (
+            "/api/v1/access/{id}/revoke",
+            "post",
+            operation(
+                "revokeAccess",
+                "Revoke a grant: every session using it is cut (the grantee, an approver or an admin; a reason is required)",
+                Some(reason(true)),
+                "200",
+                voted,
+            ),
+        ),
+    ]
+}
+
 /// The document.
 pub fn document() -> Json {
+    let mut doc = base_document();
+    for (path, method, op) in approval_paths() {
+        doc["paths"][path] = json!({ method: op });
+    }
+    doc["components"]["schemas"]["Approval"] = json!({
+        "type": "object",
+        "required": ["id", "kind", "status", "requester", "connection", "role", "rule", "approvers", "min_approvals", "approvals", "created_at", "votes"],
+        "properties": {
+            "id": { "type": "string", "format": "uuid" },
+            "kind": { "type": "string", "enum": ["statement", "access"] },
+            "status": { "type": "string", "enum": ["pending", "approved", "denied", "timed_out", "cancelled", "abandoned", "granted", "expired", "revoked"] },
+            "requester": { "type": "string" },
+            "requester_issuer": { "type": "string" },
+            "act": { "type": ["string", "null"] },
+            "connection": { "type": "string" },
+            "role": { "type": "string" },
+            "rule": { "type": "string", "description": "The guardrail (statement) or access rule (access)" },
+            "approvers": { "type": "array", "items": { "type": "string" } },
+            "min_approvals": { "type": "integer" },
+            "approvals": { "type": "integer" },
+            "session": { "type": ["string", "null"] },
+            "created_at": { "type": "string", "format": "date-time" },
+            "deadline": { "type": ["string", "null"], "format": "date-time" },
+            "decided_at": { "type": ["string", "null"], "format": "date-time" },
+            "decided_by": { "type": ["string", "null"] },
+            "reason": { "type": ["string", "null"] },
+            "duration_seconds": { "type": ["integer", "null"] },
+            "expires_at": { "type": ["string", "null"], "format": "date-time" },
+            "detail": { "type": "object", "description": "statement: statement, parameters, kinds, effects, estimated_rows, in_transaction; access: reason" },
+            "votes": { "type": "array", "items": { "type": "object" } }
+        }
+    });
+    doc
+}
+
+fn base_document() -> Json {
     let error = json!({ "$ref": "#/components/responses/Error" });
     let unauthorized = json!({ "$ref": "#/components/responses/Unauthorized" });
     let forbidden = json!({ "$ref": "#/components/responses/Forbidden" });

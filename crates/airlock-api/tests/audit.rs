@@ -27,6 +27,15 @@ impl Authenticate for FakeAuth {
         Box::pin(async move {
             let caller = |auditor, admin| Caller {
                 subject: token.to_string(),
+                principal: airlock_policy::Principal {
+                    issuer_name: "test".into(),
+                    issuer: "test".into(),
+                    subject: token.to_string(),
+                    groups: Vec::new(),
+                    act: None,
+                    token_id: None,
+                    expires_at: std::time::SystemTime::UNIX_EPOCH,
+                },
                 auditor,
                 admin,
             };
@@ -69,6 +78,7 @@ fn start(n: u8, principal: &str, connection: &str) -> Body {
         mode: "read-only".into(),
         unmask: false,
         client_addr: "10.0.0.5:51234".into(),
+        grant: None,
         application_name: Some("psql".into()),
         tls: true,
     })
@@ -151,6 +161,7 @@ async fn serve(audit: Option<AuditApi>, dir: tempfile::TempDir) -> Api {
         ready: Arc::new(|| Ok(())),
         dev_issuer: None,
         audit,
+        approvals: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

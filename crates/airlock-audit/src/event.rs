@@ -44,6 +44,7 @@ pub enum Body {
     Result(StatementResult),
     SessionEnd(SessionEnd),
     PolicyReload(PolicyReload),
+    Approval(Approval),
 }
 
 /// A client session was authenticated, routed and logged in upstream.
@@ -67,6 +68,9 @@ pub struct SessionStart {
     /// Whether the session sees unmasked values (`access[].unmask`).
     pub unmask: bool,
     pub client_addr: String,
+    /// The just-in-time grant the session's role came through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_name: Option<String>,
     pub tls: bool,
@@ -244,6 +248,52 @@ pub struct Sample {
     pub withheld: Option<String>,
 }
 
+/// An approval or a just-in-time grant changed: a statement held, a vote,
+/// a decision, a grant given, revoked or expired. A held statement's events
+/// carry its session; a grant's carry none (it is recorded where it was
+/// decided), except its use by a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub id: Uuid,
+    /// `statement` (a held statement) or `access` (a JIT access request).
+    pub request: String,
+    /// `requested`, `vote`, `approved`, `denied`, `timed_out`, `cancelled`,
+    /// `abandoned`; for access also `granted`, `revoked`, `expired`, `used`.
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Uuid>,
+    /// The held statement's `seq`, when its statement event came first
+    /// (extended protocol: recorded at Bind, held at Execute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// The guardrail (statement) or access rule (access).
+    pub rule: String,
+    pub connection: String,
+    pub role: String,
+    /// Who asked, and the human they act for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<String>,
+    /// Who voted or decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The approver groups and how many distinct approvers are needed
+    /// (`requested`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_approvals: Option<u32>,
+    /// The planner's row estimate shown to approvers (UPDATE/DELETE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<u64>,
+    /// When the hold times out, or the grant ends: RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
 /// A session ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionEnd {
@@ -316,6 +366,7 @@ impl Event {
             Body::Result(_) => "result",
             Body::SessionEnd(_) => "session_end",
             Body::PolicyReload(_) => "policy_reload",
+            Body::Approval(_) => "approval",
         }
     }
 
@@ -327,6 +378,7 @@ impl Event {
             Body::Result(e) => Some(e.session),
             Body::SessionEnd(e) => Some(e.session),
             Body::PolicyReload(_) => None,
+            Body::Approval(e) => e.session,
         }
     }
 
@@ -473,5 +525,44 @@ mod tests {
     fn unknown_kinds_do_not_decode() {
         assert!(Event::decode(br#"{"v":1,"at":"x","kind":"nope"}"#).is_err());
         assert!(Event::decode(b"not json").is_err());
+    }
+}
+
+#[cfg(test)]
+mod approval_tests {
+    use super::*;
+
+    #[test]
+    fn approval_events_round_trip() {
+        let e = Event::now(Body::Approval(Approval {
+            id: Uuid::nil(),
+            request: "statement".into(),
+            action: "requested".into(),
+            session: Some(Uuid::nil()),
+            seq: None,
+            rule: "r".into(),
+            connection: "c".into(),
+            role: "x".into(),
+            requester: Some("devin".into()),
+            act: None,
+            by: None,
+            reason: None,
+            approvers: vec!["dba".into()],
+            min_approvals: Some(1),
+            estimate: Some(3),
+            until: None,
+        }));
+        let bytes = e.encode();
+        assert_eq!(
+            Event::decode(&bytes).unwrap(),
+            e,
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let fields = IndexFields::decode(&bytes).unwrap();
+        assert_eq!(
+            (fields.kind.as_str(), fields.session),
+            ("approval", Some(Uuid::nil()))
+        );
     }
 }

@@ -187,6 +187,7 @@ impl Ocsf {
                 session_end(row, &event, s, start.as_ref())
             }
             Body::PolicyReload(p) => policy_reload(row, &event, p),
+            Body::Approval(a) => approval(row, &event, a),
         }
     }
 }
@@ -532,6 +533,30 @@ fn policy_reload(row: &EventRow, event: &Event, p: &PolicyReload) -> Json {
     Json::Object(o)
 }
 
+/// An approval or grant event: Datastore Activity "Other", with the
+/// approval in `unmapped` (OCSF has no class for a held statement).
+fn approval(row: &EventRow, event: &Event, a: &crate::event::Approval) -> Json {
+    let mut o = base(row, event, DATASTORE, (99, "Other"));
+    o.insert("app".into(), product());
+    let ok = !matches!(
+        a.action.as_str(),
+        "denied" | "timed_out" | "cancelled" | "abandoned"
+    );
+    set_status(&mut o, ok);
+    let mut message = format!("{} {} {}", a.request, a.id, a.action);
+    if let Some(by) = &a.by {
+        message.push_str(&format!(" by {by}"));
+    }
+    o.insert("message".into(), json!(message));
+    let mut u = unmapped(row, event);
+    u.insert(
+        "approval".into(),
+        serde_json::to_value(a).unwrap_or(Json::Null),
+    );
+    o.insert("unmapped".into(), Json::Object(u));
+    Json::Object(o)
+}
+
 /// A payload that is not an event of this schema version.
 fn not_an_event(row: &EventRow) -> Json {
     let mut u = Map::new();
@@ -637,6 +662,7 @@ mod tests {
             mode: "read-only".into(),
             unmask: false,
             client_addr: "[::1]:5433".into(),
+            grant: None,
             application_name: Some("psql".into()),
             tls: false,
         }

@@ -49,7 +49,7 @@ use std::fmt::{self, Write};
 
 use crate::Event;
 use crate::event::{
-    Body, Decision, ErrorInfo, Protocol, Sample, SessionEnd, SessionStart, Statement,
+    Approval, Body, Decision, ErrorInfo, Protocol, Sample, SessionEnd, SessionStart, Statement,
     StatementResult, Value,
 };
 
@@ -82,12 +82,27 @@ pub fn transcript(events: &[Event], out: &mut impl Write) -> fmt::Result {
         list.sort_by_key(|r| r.index);
     }
 
+    // Approval events of a statement recorded before its hold (extended
+    // protocol) are shown with it, before its results.
+    let mut approvals: BTreeMap<u64, Vec<&Approval>> = BTreeMap::new();
+    for e in events {
+        if let Body::Approval(a @ Approval { seq: Some(seq), .. }) = &e.body {
+            approvals.entry(*seq).or_default().push(a);
+        }
+    }
+
     let mut end: Option<&SessionEnd> = None;
     for e in events {
         match &e.body {
             Body::Statement(s) => {
                 writeln!(out)?;
-                statement(prompt, s, results.remove(&s.seq).unwrap_or_default(), out)?;
+                let held = approvals.remove(&s.seq).unwrap_or_default();
+                let results = results.remove(&s.seq).unwrap_or_default();
+                statement(prompt, s, &held, results, out)?;
+            }
+            Body::Approval(a) if a.seq.is_none() => {
+                writeln!(out)?;
+                approval(a, out)?;
             }
             Body::SessionEnd(s) => end = Some(s),
             _ => {}
@@ -154,12 +169,54 @@ fn header(e: &Event, s: &SessionStart, out: &mut impl Write) -> fmt::Result {
         write!(out, ", application_name: {}", Clean(app))?;
     }
     writeln!(out, ", TLS: {}", if s.tls { "on" } else { "off" })?;
+    if let Some(grant) = &s.grant {
+        writeln!(out, "-- just-in-time grant: {}", Clean(grant))?;
+    }
     writeln!(out, "-- started: {}", Clean(&e.at))
+}
+
+/// One approval event, as a comment line.
+fn approval(a: &Approval, out: &mut impl Write) -> fmt::Result {
+    let what = if a.request == "access" {
+        "access request"
+    } else {
+        "approval"
+    };
+    write!(
+        out,
+        "-- {what} {}: {}",
+        a.id,
+        Clean(&a.action.replace('_', " "))
+    )?;
+    if let Some(by) = &a.by {
+        write!(out, " by {}", Clean(by))?;
+    }
+    if a.action == "requested" {
+        write!(out, " (rule \"{}\"", Clean(&a.rule))?;
+        if !a.approvers.is_empty() {
+            write!(out, ", approvers: {}", Clean(&a.approvers.join(", ")))?;
+        }
+        if let Some(n) = a.min_approvals.filter(|n| *n > 1) {
+            write!(out, ", {n} needed")?;
+        }
+        if let Some(rows) = a.estimate {
+            write!(out, ", estimated rows: {rows}")?;
+        }
+        write!(out, ")")?;
+    }
+    if let Some(reason) = &a.reason {
+        write!(out, ": {}", Clean(reason))?;
+    }
+    if let Some(until) = &a.until {
+        write!(out, " (until {})", Clean(until))?;
+    }
+    writeln!(out)
 }
 
 fn statement(
     prompt: &str,
     s: &Statement,
+    held: &[&Approval],
     results: Vec<&StatementResult>,
     out: &mut impl Write,
 ) -> fmt::Result {
@@ -194,6 +251,9 @@ fn statement(
         writeln!(out)?;
     }
     decision(s, out)?;
+    for a in held {
+        approval(a, out)?;
+    }
     if let Some(refusal) = &s.refusal {
         error(refusal, out)?;
     }
@@ -501,6 +561,7 @@ mod tests {
                 mode: "read-only".into(),
                 unmask: false,
                 client_addr: "10.0.0.5:51234".into(),
+                grant: None,
                 application_name: Some("psql".into()),
                 tls: true,
             }),

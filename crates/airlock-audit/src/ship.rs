@@ -654,7 +654,9 @@ impl Backoff {
 fn event_index(payload: &[u8]) -> Result<crate::event::IndexFields, String> {
     let fields = crate::event::IndexFields::decode(payload).map_err(|e| e.to_string())?;
     match fields.kind.as_str() {
-        "session_start" | "statement" | "result" | "session_end" | "policy_reload" => Ok(fields),
+        "session_start" | "statement" | "result" | "session_end" | "policy_reload" | "approval" => {
+            Ok(fields)
+        }
         other => Err(format!("unknown event kind {other:?}")),
     }
 }

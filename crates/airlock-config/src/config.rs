@@ -11,13 +11,13 @@ use schemars::JsonSchema;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::secret::{ConnectionSecrets, ResolvedSecrets, TlsKeyPair};
+use crate::secret::{ConnectionSecrets, ResolvedSecrets, SecretValue, TlsKeyPair};
 use crate::{ByteSize, ConfigError, Guardrail, HumanDuration, Secret, SessionLifetime, validate};
 
 /// airlock's configuration: listeners, identity, connections and who may use them.
 ///
-/// Sections the gateway does not implement yet (such as `approvals`) are unknown keys and
-/// rejected, so that nobody believes they are enforced.
+/// Keys the gateway does not implement (such as `listen.mysql`) are unknown keys and rejected,
+/// so that nobody believes they are enforced.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 #[schemars(title = "airlock configuration")]
@@ -49,6 +49,9 @@ pub struct Config {
     /// and admin functions). A trailing `*` matches a prefix.
     #[serde(default)]
     pub unsafe_functions: Vec<String>,
+    /// How long statements held for approval wait for a decision.
+    #[serde(default)]
+    pub approvals: crate::Approvals,
     /// Masking of sensitive values in results, COPY output, errors and notices.
     #[serde(default)]
     pub masking: crate::Masking,
@@ -64,6 +67,9 @@ pub struct Config {
     /// What session recordings keep.
     #[serde(default)]
     pub recording: crate::Recording,
+    /// Webhooks that receive approval and access events.
+    #[serde(default)]
+    pub notifications: crate::Notifications,
     /// Who may use the HTTP API.
     #[serde(default)]
     pub api: crate::Api,
@@ -231,6 +237,9 @@ pub struct AccessRule {
     /// Sessions routed by this rule see result data unmasked (for approvers and DBAs).
     #[serde(default)]
     pub unmask: bool,
+    /// Just-in-time access: the rule's roles are usable only through an approved, expiring
+    /// grant.
+    pub jit: Option<crate::Jit>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -310,8 +319,9 @@ impl Config {
         self.tls.as_ref().map_or(TlsMode::Disabled, |tls| tls.mode)
     }
 
-    /// Reads every secret the configuration names: role passwords (as text), the client TLS key
-    /// pair and upstream CA bundles (as bytes). Reports every secret that cannot be read, each
+    /// Reads every secret the configuration names: role passwords, the store password and
+    /// webhook signing keys (as text, without one trailing newline), the client TLS key pair and
+    /// upstream CA bundles (as bytes). Reports every secret that cannot be read, each
     /// with the key that names it.
     pub fn resolve_secrets(&self) -> Result<ResolvedSecrets, Vec<ConfigError>> {
         let mut errors = Vec::new();
@@ -353,11 +363,23 @@ impl Config {
             .password
             .as_ref()
             .and_then(|p| keep(&mut errors, "store.password".into(), p.resolve_string()));
+        let webhook_secrets = self
+            .notifications
+            .webhooks
+            .iter()
+            .enumerate()
+            .map(|(i, hook)| {
+                let key = format!("notifications.webhooks[{i}].secret");
+                let secret = keep(&mut errors, key, hook.secret.as_ref()?.resolve_string())?;
+                Some(SecretValue::new(secret.expose().as_bytes().to_vec()))
+            })
+            .collect();
         if errors.is_empty() {
             Ok(ResolvedSecrets {
                 tls,
                 connections,
                 store_password,
+                webhook_secrets,
             })
         } else {
             Err(errors)
@@ -374,7 +396,16 @@ impl Config {
                 .iter()
                 .chain(c.roles.values().filter_map(|r| r.password.as_ref()))
         });
-        let files: BTreeSet<&Path> = tls.chain(upstreams).filter_map(Secret::file).collect();
+        let webhooks = self
+            .notifications
+            .webhooks
+            .iter()
+            .filter_map(|w| w.secret.as_ref());
+        let files: BTreeSet<&Path> = tls
+            .chain(upstreams)
+            .chain(webhooks)
+            .filter_map(Secret::file)
+            .collect();
         files.into_iter().map(Path::to_path_buf).collect()
     }
 }
@@ -456,7 +487,7 @@ mod tests {
     use super::*;
     use crate::{AccessMode, Protocol, SessionLifetime, TlsMode, UpstreamTls};
 
-    const FULL: &str = r#"# like SPEC §3, with only the implemented sections
+    const FULL: &str = r#"# like SPEC §3, without the keys that are not implemented (listen.mysql)
 listen:
   postgres: 127.0.0.1:6432
   http: 127.0.0.1:8080
@@ -499,6 +530,20 @@ access:
     subjects: [alice@example.com]
     connections: ["*"]
     roles: [readonly, admin]
+  - name: agents-write-jit
+    groups: [ai-agents]
+    connections: [orders]
+    roles: [admin]
+    jit: {max_duration: 1h, approvers: [dba], min_approvals: 1}
+guardrails:
+  - name: review-schema-changes
+    match: {effects: [ddl, truncate]}
+    action: approve
+    approvers: [dba]
+    min_approvals: 2
+approvals:
+  timeout: 5m
+  timeout_in_transaction: 60s
 limits:
   max_message_size: 16MiB
   startup_timeout: 30s
@@ -512,6 +557,16 @@ journal:
 recording:
   result_sample: {max_rows: 10, max_bytes: 4KiB}
   retention: 90d
+notifications:
+  webhooks:
+    - url: http://127.0.0.1:9000/hook
+      events: [approval.requested, approval.decided, access.requested, access.granted]
+      format: json
+      secret: {env: WEBHOOK_SECRET}
+    - url: https://hooks.slack.com/services/T0/B0/X
+      format: slack
+      secret: {file: /run/secrets/slack-hook}
+      timeout: 10s
 api:
   auditor_groups: [security]
 "#;
@@ -618,6 +673,7 @@ api:
                     roles: strings(&["readonly"]),
                     mode: AccessMode::ReadOnly,
                     unmask: false,
+                    jit: None,
                 },
                 AccessRule {
                     name: "dba".into(),
@@ -627,10 +683,39 @@ api:
                     roles: strings(&["readonly", "admin"]),
                     mode: AccessMode::ReadWrite,
                     unmask: false,
+                    jit: None,
+                },
+                AccessRule {
+                    name: "agents-write-jit".into(),
+                    groups: strings(&["ai-agents"]),
+                    subjects: vec![],
+                    connections: strings(&["orders"]),
+                    roles: strings(&["admin"]),
+                    mode: AccessMode::ReadWrite,
+                    unmask: false,
+                    jit: Some(crate::Jit {
+                        max_duration: HumanDuration(Duration::from_secs(3600)),
+                        approvers: strings(&["dba"]),
+                        min_approvals: 1,
+                    }),
                 },
             ],
-            guardrails: Vec::new(),
+            guardrails: vec![Guardrail {
+                name: "review-schema-changes".into(),
+                matches: crate::GuardrailMatch {
+                    effects: strings(&["ddl", "truncate"]),
+                    ..Default::default()
+                },
+                action: crate::GuardrailAction::Approve,
+                message: None,
+                approvers: strings(&["dba"]),
+                min_approvals: Some(2),
+            }],
             unsafe_functions: Vec::new(),
+            approvals: crate::Approvals {
+                timeout: HumanDuration(Duration::from_secs(300)),
+                timeout_in_transaction: HumanDuration(Duration::from_secs(60)),
+            },
             masking: Default::default(),
             limits: Limits {
                 max_message_size: ByteSize(16 << 20),
@@ -654,6 +739,29 @@ api:
                 max_statement_bytes: ByteSize(64 << 10),
                 retention: Some(HumanDuration(Duration::from_secs(90 * 86400))),
             },
+            notifications: crate::Notifications {
+                webhooks: vec![
+                    crate::Webhook {
+                        url: "http://127.0.0.1:9000/hook".into(),
+                        events: vec![
+                            crate::WebhookEvent::ApprovalRequested,
+                            crate::WebhookEvent::ApprovalDecided,
+                            crate::WebhookEvent::AccessRequested,
+                            crate::WebhookEvent::AccessGranted,
+                        ],
+                        format: crate::WebhookFormat::Json,
+                        secret: Some(Secret::Env("WEBHOOK_SECRET".into())),
+                        timeout: HumanDuration(Duration::from_secs(5)),
+                    },
+                    crate::Webhook {
+                        url: "https://hooks.slack.com/services/T0/B0/X".into(),
+                        events: crate::WebhookEvent::ALL.to_vec(),
+                        format: crate::WebhookFormat::Slack,
+                        secret: Some(Secret::File("/run/secrets/slack-hook".into())),
+                        timeout: HumanDuration(Duration::from_secs(10)),
+                    },
+                ],
+            },
             api: crate::Api {
                 admin_groups: vec![],
                 auditor_groups: strings(&["security"]),
@@ -663,6 +771,7 @@ api:
         assert_eq!(config.tls_mode(), TlsMode::Optional);
         let watched = [
             "/run/secrets/orders-admin",
+            "/run/secrets/slack-hook",
             "ca.pem",
             "certs/tls.crt",
             "certs/tls.key",
@@ -697,6 +806,16 @@ identity: {issuers: [{name: corp, issuer: https://x/, audience: airlock}]}
         );
         assert_eq!(config.recording.result_sample.max_rows, 100);
         assert!(config.connections.is_empty() && config.access.is_empty());
+        assert_eq!(config.approvals, crate::Approvals::default());
+        assert_eq!(
+            config.approvals.timeout,
+            HumanDuration(Duration::from_secs(300))
+        );
+        assert_eq!(
+            config.approvals.timeout_in_transaction,
+            HumanDuration(Duration::from_secs(60))
+        );
+        assert!(config.notifications.webhooks.is_empty());
         assert_eq!(
             config.limits,
             Limits {
@@ -723,8 +842,68 @@ identity: {issuers: [{name: corp, issuer: https://x/, audience: airlock}]}
         let conn = "connections:\n  orders:\n    upstream: {host: h, database: d}\n    roles:\n";
         for (yaml, want) in [
             (
-                format!("{listen}approvals:\n  - name: x\n"),
-                "t.yaml:3:1: unknown field `approvals`, expected one of `listen`, `tls`, `identity`, `data_dir`, `connections`, `access`, `guardrails`, `unsafe_functions`, `masking`, `limits`, `store`, `journal`, `recording`, `api`",
+                format!("{listen}webhooks:\n  - url: http://x/\n"),
+                "t.yaml:3:1: unknown field `webhooks`, expected one of `listen`, `tls`, `identity`, `data_dir`, `connections`, `access`, `guardrails`, `unsafe_functions`, `approvals`, `masking`, `limits`, `store`, `journal`, `recording`, `notifications`, `api`",
+            ),
+            (
+                format!("{listen}approvals:\n  timeout: 5m\n  timout_in_transaction: 1m\n"),
+                "t.yaml:5:3: approvals: unknown field `timout_in_transaction`, expected `timeout` or `timeout_in_transaction`",
+            ),
+            (
+                format!("{listen}approvals:\n  timeout: soon\n"),
+                "t.yaml:4:12: approvals.timeout: invalid duration \"soon\"",
+            ),
+            (
+                format!(
+                    "{conn}      ro: {{user: u}}\naccess:\n  - {{name: a, groups: [g], connections: [orders], roles: [ro], jit: {{max_duration: 1h, approvers: [dba], min_approval: 2}}}}\n"
+                ),
+                "t.yaml:7:106: access[0].jit: unknown field `min_approval`, expected one of `max_duration`, `approvers`, `min_approvals`",
+            ),
+            (
+                format!(
+                    "{conn}      ro: {{user: u}}\naccess:\n  - {{name: a, groups: [g], connections: [orders], roles: [ro], jit: {{approvers: [dba]}}}}\n"
+                ),
+                "t.yaml:7:69: access[0].jit: missing field `max_duration`",
+            ),
+            (
+                format!(
+                    "{conn}      ro: {{user: u}}\naccess:\n  - {{name: a, groups: [g], connections: [orders], roles: [ro], jit: {{max_duration: 1h}}}}\n"
+                ),
+                "t.yaml:7:69: access[0].jit: missing field `approvers`",
+            ),
+            (
+                format!(
+                    "{listen}guardrails:\n  - {{name: g, match: {{effects: [ddl]}}, action: approve, approvers: [dba], min_approvals: -1}}\n"
+                ),
+                "t.yaml:4:90: guardrails[0].min_approvals: invalid type: integer `-1`, expected u32",
+            ),
+            (
+                format!(
+                    "{listen}notifications:\n  webhooks:\n    - url: http://x/\n      secret: hunter2\n"
+                ),
+                "t.yaml:6:15: notifications.webhooks[0].secret: a secret is never written inline; use {env: NAME} or {file: PATH}",
+            ),
+            (
+                format!(
+                    "{listen}notifications:\n  webhooks:\n    - url: http://x/\n      events: [approval.requested, approval.granted]\n"
+                ),
+                "t.yaml:6:36: notifications.webhooks[0].events[1]: unknown variant `approval.granted`, expected one of `approval.requested`, `approval.decided`, `access.requested`, `access.granted`, `access.expired`",
+            ),
+            (
+                format!(
+                    "{listen}notifications:\n  webhooks:\n    - url: http://x/\n      format: teams\n"
+                ),
+                "t.yaml:6:15: notifications.webhooks[0].format: unknown variant `teams`, expected `json` or `slack`",
+            ),
+            (
+                format!(
+                    "{listen}notifications:\n  webhooks:\n    - {{events: [access.granted]}}\n"
+                ),
+                "t.yaml:5:7: notifications.webhooks[0]: missing field `url`",
+            ),
+            (
+                format!("{listen}notifications:\n  webhook:\n    - url: http://x/\n"),
+                "t.yaml:4:3: notifications: unknown field `webhook`, expected `webhooks`",
             ),
             (
                 format!("{listen}  mysql: 127.0.0.1:6033\n"),

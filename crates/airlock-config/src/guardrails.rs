@@ -16,6 +16,9 @@ pub struct Guardrail {
     /// Groups whose members may approve (required with `action: approve`).
     #[serde(default)]
     pub approvers: Vec<String>,
+    /// How many distinct approvers are needed (1 to 10; default 1). Only with `action: approve`.
+    #[schemars(range(min = 1, max = 10))]
+    pub min_approvals: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, JsonSchema)]

@@ -2,8 +2,8 @@
 //! the secrets it names, and the JSON Schema that editors validate it with.
 //!
 //! - Syntax errors, values of the wrong type and unknown keys are reported as
-//!   `FILE:LINE:COLUMN: message`. Unknown keys are errors, never warnings: a section that airlock
-//!   does not implement yet (`store`, `approvals`…) is rejected rather than silently
+//!   `FILE:LINE:COLUMN: message`. Unknown keys are errors, never warnings: a key that airlock
+//!   does not implement (such as `listen.mysql`) is rejected rather than silently
 //!   ignored, so nobody believes it is enforced.
 //! - Semantic rules (references between sections, listener and TLS safety, limits) are checked
 //!   after parsing. Every broken rule is reported, not only the first, as `FILE: KEY: message`.
@@ -24,6 +24,7 @@
 //! mixes two loads.
 #![forbid(unsafe_code)]
 
+mod approvals;
 mod config;
 mod error;
 mod guardrails;
@@ -35,6 +36,7 @@ mod validate;
 
 use std::path::Path;
 
+pub use approvals::{Approvals, Jit, Notifications, Webhook, WebhookEvent, WebhookFormat};
 pub use config::{
     AccessMode, AccessRule, ClientTls, Config, Connection, Identity, Issuer, Limits, Listen,
     Protocol, RoleCredential, TlsMode, Upstream, UpstreamTls,
@@ -98,7 +100,26 @@ mod tests {
     fn schema_rejects_unknown_keys_and_inline_secrets() {
         let schema = json_schema();
         assert_eq!(schema["additionalProperties"], false);
-        assert!(schema["properties"].get("approvals").is_none());
+        assert!(
+            schema["definitions"]["Listen"]["properties"]
+                .get("mysql")
+                .is_none()
+        );
+        assert_eq!(
+            schema["definitions"]["Approvals"]["properties"]["timeout"]["default"],
+            "5m"
+        );
+        assert_eq!(
+            schema["definitions"]["Webhook"]["properties"]["events"]["default"],
+            serde_json::json!([
+                "approval.requested",
+                "approval.decided",
+                "access.requested",
+                "access.granted",
+                "access.expired"
+            ])
+        );
+        assert_eq!(schema["definitions"]["Jit"]["additionalProperties"], false);
         let secret = &schema["definitions"]["Secret"];
         let variants = secret["oneOf"].as_array().unwrap();
         assert!(variants.iter().all(|v| v["type"] == "object"), "{secret:#}");
@@ -175,6 +196,127 @@ connections:
         assert_eq!(watched, want);
     }
 
+    /// The approval sections of SPEC §3: approvals, JIT access, and a webhook signed with a key
+    /// from the environment.
+    #[test]
+    fn approvals_jit_and_webhooks_parse_and_resolve() {
+        let files = Files::new();
+        let key = files.write("hook.key", "k3y\n");
+        let config = files.write(
+            "airlock.yaml",
+            &format!(
+                "listen: {{postgres: 127.0.0.1:6432, http: 127.0.0.1:8080}}
+identity: {{dev_issuer: true}}
+connections:
+  orders:
+    protocol: postgres
+    upstream: {{host: 127.0.0.1, port: 5432, database: orders, tls: prefer}}
+    roles:
+      readonly: {{user: airlock_ro}}
+      admin: {{user: airlock_admin}}
+access:
+  - name: agents-read
+    groups: [ai-agents]
+    connections: [orders]
+    roles: [readonly]
+    mode: read-only
+  - name: agents-write-jit
+    groups: [ai-agents]
+    connections: [orders]
+    roles: [admin]
+    jit: {{max_duration: 1h, approvers: [dba], min_approvals: 1}}
+guardrails:
+  - name: review-schema-changes
+    match: {{effects: [ddl, truncate]}}
+    action: approve
+    approvers: [dba]
+approvals:
+  timeout: 5m
+  timeout_in_transaction: 60s
+notifications:
+  webhooks:
+    - url: http://127.0.0.1:9000/hook
+      events: [approval.requested, approval.decided, access.requested, access.granted]
+      format: json
+      secret: {{env: CARGO_PKG_NAME}}
+    - url: https://hooks.example.com/airlock
+      format: slack
+    - url: https://audit.example.com/airlock
+      secret: {{file: {key}}}
+"
+            ),
+        );
+        let loaded = check_file(&config).unwrap();
+        assert_eq!(
+            loaded.approvals,
+            Approvals {
+                timeout: HumanDuration(std::time::Duration::from_secs(300)),
+                timeout_in_transaction: HumanDuration(std::time::Duration::from_secs(60)),
+            }
+        );
+        assert_eq!(loaded.access[0].jit, None);
+        let jit = loaded.access[1].jit.as_ref().unwrap();
+        assert_eq!(
+            (
+                jit.max_duration.to_string(),
+                &jit.approvers[..],
+                jit.min_approvals
+            ),
+            ("1h".to_owned(), &["dba".to_owned()][..], 1)
+        );
+        assert_eq!(loaded.guardrails[0].min_approvals, None);
+        let hooks = &loaded.notifications.webhooks;
+        assert_eq!(hooks.len(), 3);
+        assert_eq!(hooks[0].events, &WebhookEvent::ALL[..4]);
+        assert_eq!(hooks[1].format, WebhookFormat::Slack);
+        assert_eq!(hooks[2].events, WebhookEvent::ALL);
+        assert_eq!(loaded.watched_files(), [std::path::PathBuf::from(&key)]);
+
+        let secrets = loaded.resolve_secrets().unwrap();
+        let keys: Vec<Option<&[u8]>> = secrets
+            .webhook_secrets
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.expose().as_slice()))
+            .collect();
+        assert_eq!(keys, [Some(&b"airlock-config"[..]), None, Some(b"k3y")]);
+    }
+
+    #[test]
+    fn unresolvable_webhook_secrets_are_reported_by_key() {
+        let files = Files::new();
+        let missing = files.0.path().join("missing-key").display().to_string();
+        let config = files.write(
+            "airlock.yaml",
+            &format!(
+                "listen: {{http: 127.0.0.1:8080}}
+identity: {{dev_issuer: true}}
+notifications:
+  webhooks:
+    - {{url: 'http://127.0.0.1:9000/a', secret: {{env: AIRLOCK_CONFIG_TEST_UNSET}}}}
+    - {{url: 'http://127.0.0.1:9000/b'}}
+    - {{url: 'http://127.0.0.1:9000/c', secret: {{file: {missing}}}}}
+"
+            ),
+        );
+        let errors: Vec<String> = check_file(&config)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert_eq!(
+            errors[0],
+            "notifications.webhooks[0].secret: environment variable AIRLOCK_CONFIG_TEST_UNSET is not set"
+        );
+        assert!(
+            errors[1].starts_with(&format!(
+                "notifications.webhooks[2].secret: cannot read secret file {missing}: "
+            )),
+            "{}",
+            errors[1]
+        );
+    }
+
     #[test]
     fn check_file_reports_rule_and_secret_errors_together() {
         let files = Files::new();
@@ -230,7 +372,7 @@ access:
 
         let bad = files.write(
             "bad.yaml",
-            "listen: {postgres: 127.0.0.1:6432}\napprovals: []\n",
+            "listen: {postgres: 127.0.0.1:6432}\nwebhooks: []\n",
         );
         let errors: Vec<String> = check_file(&bad)
             .unwrap_err()
@@ -239,7 +381,7 @@ access:
             .collect();
         assert_eq!(errors.len(), 1);
         assert!(
-            errors[0].starts_with(&format!("{bad}:2:1: unknown field `approvals`")),
+            errors[0].starts_with(&format!("{bad}:2:1: unknown field `webhooks`")),
             "{}",
             errors[0]
         );

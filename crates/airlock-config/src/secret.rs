@@ -152,6 +152,9 @@ pub struct ResolvedSecrets {
     pub connections: BTreeMap<String, ConnectionSecrets>,
     /// The PostgreSQL store's password, when `store.password` names one.
     pub store_password: Option<SecretValue<String>>,
+    /// The HMAC-SHA256 key of each webhook, index-aligned with `notifications.webhooks`; `None`
+    /// for a webhook without `secret`. Read as text, without one trailing newline.
+    pub webhook_secrets: Vec<Option<SecretValue>>,
 }
 
 #[derive(Debug)]

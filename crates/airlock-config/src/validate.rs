@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::{
-    ByteSize, Config, ConfigError, GuardrailAction, SessionLifetime, TlsMode, UpstreamTls,
+    ByteSize, Config, ConfigError, GuardrailAction, HumanDuration, SessionLifetime, TlsMode,
+    UpstreamTls,
 };
 
 pub(crate) fn validate(config: &Config, origin: &str) -> Vec<ConfigError> {
@@ -20,9 +21,11 @@ pub(crate) fn validate(config: &Config, origin: &str) -> Vec<ConfigError> {
     connections(config, &mut problems);
     access(config, &mut problems);
     guardrails(config, &mut problems);
+    approvals(config, &mut problems);
     masking(config, &mut problems);
     limits(config, &mut problems);
     audit(config, &mut problems);
+    notifications(config, &mut problems);
     problems.errors
 }
 
@@ -186,6 +189,21 @@ fn access(config: &Config, p: &mut Problems) {
         if rule.roles.is_empty() {
             p.add(format!("{at}.roles"), "must name at least one role");
         }
+        if let Some(jit) = &rule.jit {
+            duration_within(
+                p,
+                format!("{at}.jit.max_duration"),
+                jit.max_duration,
+                (Duration::from_secs(7 * 86400), "7d"),
+            );
+            if jit.approvers.is_empty() {
+                p.add(
+                    format!("{at}.jit.approvers"),
+                    "must name at least one group",
+                );
+            }
+            approval_count(p, format!("{at}.jit.min_approvals"), jit.min_approvals);
+        }
 
         let mut targets = Vec::new();
         for (j, name) in rule.connections.iter().enumerate() {
@@ -340,11 +358,77 @@ fn guardrails(config: &Config, p: &mut Problems) {
         if g.action != GuardrailAction::Approve && !g.approvers.is_empty() {
             p.add(at(".approvers"), "only meaningful with action: approve");
         }
+        if let Some(n) = g.min_approvals {
+            if g.action == GuardrailAction::Approve {
+                approval_count(p, at(".min_approvals"), n);
+            } else {
+                p.add(at(".min_approvals"), "only meaningful with action: approve");
+            }
+        }
     }
     for (i, f) in config.unsafe_functions.iter().enumerate() {
         if f.is_empty() || f.trim() != f {
             p.add(format!("unsafe_functions[{i}]"), "must be a function name");
         }
+    }
+}
+
+/// A duration that must be more than zero and at most `max.0`, which messages spell `max.1`.
+fn duration_within(p: &mut Problems, key: String, d: HumanDuration, max: (Duration, &str)) {
+    if d.0.is_zero() {
+        p.add(key, "must be greater than zero");
+    } else if d.0 > max.0 {
+        p.add(key, format!("must be at most {}", max.1));
+    }
+}
+
+/// A number of distinct approvers.
+fn approval_count(p: &mut Problems, key: String, n: u32) {
+    if !(1..=MAX_APPROVALS).contains(&n) {
+        p.add(key, format!("must be between 1 and {MAX_APPROVALS}"));
+    }
+}
+
+const MAX_APPROVALS: u32 = 10;
+
+fn approvals(config: &Config, p: &mut Problems) {
+    let a = &config.approvals;
+    let day = (Duration::from_secs(86400), "24h");
+    duration_within(p, "approvals.timeout".into(), a.timeout, day);
+    duration_within(
+        p,
+        "approvals.timeout_in_transaction".into(),
+        a.timeout_in_transaction,
+        day,
+    );
+}
+
+fn notifications(config: &Config, p: &mut Problems) {
+    for (i, hook) in config.notifications.webhooks.iter().enumerate() {
+        let at = |key: &str| format!("notifications.webhooks[{i}]{key}");
+        if let Some(problem) = crate::approvals::webhook_url_problem(&hook.url) {
+            p.add(at(".url"), problem);
+        }
+        if hook.events.is_empty() {
+            p.add(
+                at(".events"),
+                "must name at least one event (leave it out for every event)",
+            );
+        }
+        for (j, event) in hook.events.iter().enumerate() {
+            if hook.events[..j].contains(event) {
+                p.add(
+                    at(&format!(".events[{j}]")),
+                    format!("{:?} is listed twice", event.name()),
+                );
+            }
+        }
+        duration_within(
+            p,
+            at(".timeout"),
+            hook.timeout,
+            (Duration::from_secs(60), "60s"),
+        );
     }
 }
 
@@ -394,6 +478,8 @@ fn masking(config: &Config, p: &mut Problems) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::Config;
 
     const LISTEN: &str = "listen: {postgres: 127.0.0.1:6432, http: 127.0.0.1:8080}\n";
@@ -745,6 +831,182 @@ unsafe_functions: ['']
 "
             ),
             &[],
+        );
+    }
+
+    #[test]
+    fn guardrail_approvals() {
+        let base = format!("{LISTEN}{IDENTITY}");
+        let rows = "match: {statements: [delete]}";
+        check(
+            &format!(
+                "{base}guardrails:
+  - {{name: a, {rows}, action: approve, approvers: [dba], min_approvals: 0}}
+  - {{name: b, {rows}, action: approve, approvers: [dba], min_approvals: 11}}
+  - {{name: c, {rows}, action: deny, min_approvals: 2}}
+  - {{name: d, {rows}, action: approve, approvers: [], min_approvals: 2}}
+"
+            ),
+            &[
+                "t.yaml: guardrails[0].min_approvals: must be between 1 and 10",
+                "t.yaml: guardrails[1].min_approvals: must be between 1 and 10",
+                "t.yaml: guardrails[2].min_approvals: only meaningful with action: approve",
+                "t.yaml: guardrails[3].approvers: required with action: approve",
+            ],
+        );
+        let config = Config::from_yaml_str(
+            &format!(
+                "{base}guardrails:
+  - {{name: a, {rows}, action: approve, approvers: [dba], min_approvals: 10}}
+  - {{name: b, {rows}, action: approve, approvers: [dba]}}
+"
+            ),
+            "t.yaml",
+        )
+        .unwrap();
+        let counts: Vec<Option<u32>> = config.guardrails.iter().map(|g| g.min_approvals).collect();
+        assert_eq!(counts, [Some(10), None]);
+    }
+
+    #[test]
+    fn jit() {
+        let rule = "{name: j, groups: [g], connections: [orders], roles: [rw], jit:";
+        for (jit, want) in [
+            (
+                "{max_duration: 7d, approvers: [dba], min_approvals: 10}",
+                &[][..],
+            ),
+            ("{max_duration: 1h, approvers: [dba]}", &[]),
+            (
+                "{max_duration: 0s, approvers: [dba]}",
+                &["t.yaml: access[0].jit.max_duration: must be greater than zero"],
+            ),
+            (
+                "{max_duration: 7d 1s, approvers: [dba]}",
+                &["t.yaml: access[0].jit.max_duration: must be at most 7d"],
+            ),
+            (
+                "{max_duration: 1h, approvers: []}",
+                &["t.yaml: access[0].jit.approvers: must name at least one group"],
+            ),
+            (
+                "{max_duration: 1h, approvers: [], min_approvals: 0}",
+                &[
+                    "t.yaml: access[0].jit.approvers: must name at least one group",
+                    "t.yaml: access[0].jit.min_approvals: must be between 1 and 10",
+                ],
+            ),
+            (
+                "{max_duration: 1h, approvers: [dba], min_approvals: 11}",
+                &["t.yaml: access[0].jit.min_approvals: must be between 1 and 10"],
+            ),
+        ] {
+            check(&with_access(&format!("  - {rule} {jit}}}\n")), want);
+        }
+        let config = Config::from_yaml_str(
+            &with_access(&format!(
+                "  - {rule} {{max_duration: 1h, approvers: [dba]}}}}\n"
+            )),
+            "t.yaml",
+        )
+        .unwrap();
+        let jit = config.access[0].jit.as_ref().unwrap();
+        assert_eq!(
+            (jit.max_duration.0, jit.min_approvals),
+            (Duration::from_secs(3600), 1)
+        );
+    }
+
+    #[test]
+    fn approvals() {
+        for (approvals, want) in [
+            ("{timeout: 24h, timeout_in_transaction: 1s}", &[][..]),
+            (
+                "{timeout: 0s, timeout_in_transaction: 0ms}",
+                &[
+                    "t.yaml: approvals.timeout: must be greater than zero",
+                    "t.yaml: approvals.timeout_in_transaction: must be greater than zero",
+                ],
+            ),
+            (
+                "{timeout: 24h 1s, timeout_in_transaction: 2d}",
+                &[
+                    "t.yaml: approvals.timeout: must be at most 24h",
+                    "t.yaml: approvals.timeout_in_transaction: must be at most 24h",
+                ],
+            ),
+        ] {
+            check(&format!("{LISTEN}{IDENTITY}approvals: {approvals}\n"), want);
+        }
+        let defaults = Config::from_yaml_str(&format!("{LISTEN}{IDENTITY}"), "t.yaml").unwrap();
+        assert_eq!(
+            (
+                defaults.approvals.timeout.0,
+                defaults.approvals.timeout_in_transaction.0
+            ),
+            (Duration::from_secs(300), Duration::from_secs(60))
+        );
+        let partial = Config::from_yaml_str(
+            &format!("{LISTEN}{IDENTITY}approvals: {{timeout: 10m}}\n"),
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                partial.approvals.timeout.0,
+                partial.approvals.timeout_in_transaction.0
+            ),
+            (Duration::from_secs(600), Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn webhooks() {
+        let base = format!("{LISTEN}{IDENTITY}notifications:\n  webhooks:\n");
+        check(
+            &format!(
+                "{base}    - {{url: 'ftp://example.com/hook'}}
+    - {{url: 'https://u:pw@example.com/hook'}}
+    - {{url: 'http://127.0.0.1:9000/hook', events: []}}
+    - {{url: 'http://127.0.0.1:9000/hook', events: [access.granted, approval.decided, access.granted]}}
+    - {{url: 'http://127.0.0.1:9000/hook', timeout: 0s}}
+    - {{url: 'http://127.0.0.1:9000/hook', timeout: 61s}}
+"
+            ),
+            &[
+                "t.yaml: notifications.webhooks[0].url: \"ftp://example.com/hook\" is not an http:// or https:// URL with a host",
+                "t.yaml: notifications.webhooks[1].url: holds credentials (user@); deliveries are authenticated by their signature: use `secret`",
+                "t.yaml: notifications.webhooks[2].events: must name at least one event (leave it out for every event)",
+                "t.yaml: notifications.webhooks[3].events[2]: \"access.granted\" is listed twice",
+                "t.yaml: notifications.webhooks[4].timeout: must be greater than zero",
+                "t.yaml: notifications.webhooks[5].timeout: must be at most 60s",
+            ],
+        );
+        let config = Config::from_yaml_str(
+            &format!(
+                "{base}    - {{url: 'https://hooks.example.com/a', timeout: 60s, format: slack}}
+    - url: http://[::1]:9000/b
+      events: [access.expired]
+      secret: {{file: hook.key}}
+"
+            ),
+            "t.yaml",
+        )
+        .unwrap();
+        let hooks = &config.notifications.webhooks;
+        assert_eq!(hooks[0].events, crate::WebhookEvent::ALL);
+        assert_eq!(
+            (hooks[0].format, hooks[0].timeout.0, &hooks[0].secret),
+            (crate::WebhookFormat::Slack, Duration::from_secs(60), &None)
+        );
+        assert_eq!(hooks[1].events, [crate::WebhookEvent::AccessExpired]);
+        assert_eq!(
+            (hooks[1].format, hooks[1].timeout.0),
+            (crate::WebhookFormat::Json, Duration::from_secs(5))
+        );
+        assert_eq!(
+            config.watched_files(),
+            [std::path::PathBuf::from("hook.key")]
         );
     }
 

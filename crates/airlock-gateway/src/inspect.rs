@@ -76,6 +76,68 @@ pub struct SessionPolicy {
     pub connection: String,
     /// The session's recording (`None` only in tests of the judge alone).
     pub recorder: Option<SessionRecorder>,
+    /// Whether statements that need approval are held (the gateway has an
+    /// approvals service); otherwise they are refused.
+    pub approvals: bool,
+}
+
+/// What approvers are asked about a held statement (SPEC §8). Texts are
+/// redacted as the recording redacts them.
+#[derive(Debug, Clone)]
+pub struct HoldRequest {
+    pub rule: String,
+    pub approvers: Vec<String>,
+    pub min_approvals: u32,
+    pub text: String,
+    pub params: Vec<airlock_audit::event::Value>,
+    pub kinds: Vec<String>,
+    pub effects: Vec<String>,
+    /// The planner's row estimate, for an UPDATE or DELETE.
+    pub estimate: Option<u64>,
+    /// The statement event's seq, when it was recorded before the hold
+    /// (extended protocol: at Bind).
+    pub seq: Option<u64>,
+}
+
+/// How a hold ended, as the driver tells the inspector.
+#[derive(Debug, Clone)]
+pub enum HoldOutcome {
+    Approved {
+        approval: uuid::Uuid,
+    },
+    Refused {
+        approval: Option<uuid::Uuid>,
+        code: &'static str,
+        message: String,
+    },
+}
+
+/// A statement needing approval, as its Parse was judged: each execution
+/// is held.
+struct Need {
+    rule: String,
+    approvers: Vec<String>,
+    min_approvals: u32,
+    text: Arc<str>,
+    statements: Arc<[Statement]>,
+}
+
+/// A portal bound to a statement needing approval.
+struct PortalHold {
+    need: Arc<Need>,
+    bind: Vec<u8>,
+    seq: Option<u64>,
+}
+
+/// The message being held.
+struct Hold {
+    /// Taken by the driver.
+    request: Option<HoldRequest>,
+    /// Given by the driver.
+    outcome: Option<HoldOutcome>,
+    /// A Query's judgement, recorded once the outcome is known; `None` for
+    /// an Execute (recorded at its Bind).
+    judged: Option<(Judged, Verdict)>,
 }
 
 /// What a masked session needs: the rules and the connection's catalog as
@@ -113,6 +175,11 @@ pub struct PolicyInspector {
     recorder: Option<SessionRecorder>,
     /// What the last judgement decided, for its statement event.
     last: Option<Judged>,
+    /// Parse id → what its executions need approved.
+    needs: HashMap<u64, Arc<Need>>,
+    /// Portal name → the approval its Executes need.
+    portal_holds: HashMap<Vec<u8>, PortalHold>,
+    hold: Option<Hold>,
 }
 
 /// A judgement, as recorded.
@@ -120,6 +187,7 @@ struct Judged {
     statements: Arc<[Statement]>,
     decision: Recorded,
     rule: Option<String>,
+    approval: Option<uuid::Uuid>,
 }
 
 impl PolicyInspector {
@@ -135,6 +203,84 @@ impl PolicyInspector {
             cursors: HashMap::new(),
             ascii_safe: true,
             protocol_names: Default::default(),
+            needs: HashMap::new(),
+            portal_holds: HashMap::new(),
+            hold: None,
+        }
+    }
+
+    /// The recorded session's id.
+    pub fn session(&self) -> Option<uuid::Uuid> {
+        self.recorder.as_ref().map(SessionRecorder::session)
+    }
+
+    /// Records an approval event of this session (its id filled in).
+    pub fn record_approval(
+        &self,
+        mut event: airlock_audit::event::Approval,
+    ) -> Result<(), airlock_audit::RecordError> {
+        match &self.recorder {
+            Some(r) => {
+                event.session = Some(r.session());
+                r.approval(event)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The request of the hold that just began ([`Verdict::Hold`]).
+    pub fn take_hold_request(&mut self) -> Option<HoldRequest> {
+        self.hold.as_mut()?.request.take()
+    }
+
+    /// Ends the hold: the held message, judged again, gets `outcome`.
+    pub fn decide_hold(&mut self, outcome: HoldOutcome) {
+        if let Some(hold) = self.hold.as_mut() {
+            hold.outcome = Some(outcome);
+        }
+    }
+
+    /// The outcome of the hold being ended, if one is.
+    fn take_outcome(&mut self) -> Option<(HoldOutcome, Option<(Judged, Verdict)>)> {
+        if self.hold.as_ref()?.outcome.is_none() {
+            return None;
+        }
+        let hold = self.hold.take()?;
+        Some((hold.outcome?, hold.judged))
+    }
+
+    /// A held Query judged again once its hold ended.
+    fn resume_query(&mut self, id: u64, sql: &[u8]) -> Option<Verdict> {
+        let (outcome, judged) = self.take_outcome()?;
+        let (mut judged, allowed) = judged?;
+        let verdict = match outcome {
+            HoldOutcome::Approved { approval } => {
+                judged.approval = Some(approval);
+                allowed
+            }
+            HoldOutcome::Refused {
+                approval,
+                code,
+                message,
+            } => {
+                judged.approval = approval;
+                Verdict::Refuse { code, message }
+            }
+        };
+        self.last = Some(judged);
+        Some(self.record(id, Protocol::Simple, sql, verdict))
+    }
+
+    /// The redacted text and parameters approvers see.
+    fn redacted(
+        &self,
+        text: &str,
+        statements: &[Statement],
+        bind: Option<&[u8]>,
+    ) -> (String, Vec<airlock_audit::event::Value>) {
+        match &self.recorder {
+            Some(r) => r.redacted(text, statements, bind),
+            None => (text.to_string(), Vec::new()),
         }
     }
 
@@ -302,6 +448,7 @@ impl PolicyInspector {
                 statements: Arc::clone(&statements),
                 decision: Recorded::Allow,
                 rule: None,
+                approval: None,
             });
         }
         let statements = &statements;
@@ -341,19 +488,7 @@ impl PolicyInspector {
                 }
                 self.remember(id, Arc::clone(statements));
                 tracing::debug!(kinds = %kinds(statements), "allowed");
-                // A setting change (or SQL the analyzer cannot see) may alter
-                // how the next statement parses: `standard_conforming_strings`
-                // and `client_encoding` arrive by ParameterStatus after it
-                // runs, so later messages wait for its answer.
-                let may_reconfigure = Effects::of(&[Effect::SessionConfig, Effect::DynamicSql]);
-                if statements
-                    .iter()
-                    .any(|s| s.effects.intersects(may_reconfigure))
-                {
-                    Verdict::ForwardAndWait
-                } else {
-                    Verdict::Forward
-                }
+                allowed_verdict(statements)
             }
             Decision::Deny { rule, message } => {
                 tracing::info!(kinds = %kinds(statements), rule = %rule, "statement denied");
@@ -363,15 +498,77 @@ impl PolicyInspector {
                     message: format!("airlock: statement denied by rule \"{rule}\": {message}"),
                 }
             }
-            Decision::Approve { rule, .. } => {
-                tracing::info!(kinds = %kinds(statements), rule = %rule, "statement needs approval; approvals are not configured");
-                self.judged_by(Recorded::Approve, &rule);
-                Verdict::Refuse {
-                    code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                    message: format!(
-                        "airlock: approval required (rule \"{rule}\"), but approvals are not configured; the statement was not run"
-                    ),
+            Decision::Approve {
+                rule,
+                approvers,
+                min_approvals,
+            } => {
+                if !self.policy.approvals {
+                    tracing::info!(kinds = %kinds(statements), rule = %rule, "statement needs approval; approvals are not configured");
+                    self.judged_by(Recorded::Approve, &rule);
+                    return Verdict::Refuse {
+                        code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                        message: format!(
+                            "airlock: approval required (rule \"{rule}\"), but approvals are not configured; the statement was not run"
+                        ),
+                    };
                 }
+                // Approvers see the planner's estimate of an UPDATE or
+                // DELETE (a single statement: EXPLAIN takes one).
+                if let ([s], Estimate::NotFetched) = (&statements[..], estimate)
+                    && matches!(s.kind, StatementKind::Update | StatementKind::Delete)
+                {
+                    let span = if cached.exact {
+                        s.span
+                    } else {
+                        p.analyzer.analyze(&text)[0].span
+                    };
+                    return Verdict::Estimate {
+                        statement: text[span.0..span.1].to_string(),
+                    };
+                }
+                if let Some(refusal) = self.masking_refusal(&text, statements) {
+                    return refusal;
+                }
+                self.judged_by(Recorded::Approve, &rule);
+                self.remember(id, Arc::clone(statements));
+                let allowed = allowed_verdict(statements);
+                tracing::info!(kinds = %kinds(statements), rule = %rule, "statement needs approval");
+                if plan.is_none() {
+                    // A Parse: each execution is held, at its Execute.
+                    self.needs.insert(
+                        id,
+                        Arc::new(Need {
+                            rule,
+                            approvers,
+                            min_approvals,
+                            text: Arc::from(&*text),
+                            statements: Arc::clone(statements),
+                        }),
+                    );
+                    return allowed;
+                }
+                let (redacted, _) = self.redacted(&text, statements, None);
+                let request = HoldRequest {
+                    rule,
+                    approvers,
+                    min_approvals,
+                    text: redacted,
+                    params: Vec::new(),
+                    kinds: kinds_of(statements),
+                    effects: effects_of(statements),
+                    estimate: match estimate {
+                        Estimate::Rows(n) => Some(n),
+                        _ => None,
+                    },
+                    seq: None,
+                };
+                self.hold = Some(Hold {
+                    request: Some(request),
+                    outcome: None,
+                    judged: self.last.take().map(|j| (j, allowed)),
+                });
+                Verdict::Hold
             }
         }
     }
@@ -399,9 +596,9 @@ impl PolicyInspector {
         if matches!(verdict, Verdict::Estimate { .. }) {
             return verdict;
         }
-        let (statements, decision, rule) = match self.last.take() {
-            Some(j) => (j.statements, j.decision, j.rule),
-            None => (Arc::from(Vec::new()), Recorded::Deny, None),
+        let (statements, decision, rule, approval) = match self.last.take() {
+            Some(j) => (j.statements, j.decision, j.rule, j.approval),
+            None => (Arc::from(Vec::new()), Recorded::Deny, None, None),
         };
         let refusal = match &verdict {
             Verdict::Refuse { code, message } => Some((*code, message.as_str())),
@@ -421,6 +618,7 @@ impl PolicyInspector {
             decision,
             rule: rule.as_deref(),
             refusal,
+            approval,
         };
         match recorder.statement(id, protocol, &text, &statements, None, judgement) {
             Ok(()) => verdict,
@@ -478,6 +676,93 @@ impl PolicyInspector {
             message: "airlock: invalid byte sequence for encoding \"UTF8\" in the statement".into(),
         })
     }
+    /// The masking check and statement event of a Bind.
+    fn recorded_bind(&mut self, id: Option<u64>, body: &[u8], need: Option<&Need>) -> Verdict {
+        let verdict = self.bind_verdict(id, body);
+        let prepared: Vec<Statement> = match id {
+            Some(_) => Vec::new(),
+            None => self.sql_prepared(body).cloned().into_iter().collect(),
+        };
+        let Some(recorder) = self.recorder.as_mut() else {
+            return verdict;
+        };
+        let judgement = match &verdict {
+            Verdict::Refuse { code, message } => Judgement {
+                decision: Recorded::Deny,
+                rule: None,
+                refusal: Some((*code, message.as_str())),
+                approval: None,
+            },
+            _ => Judgement {
+                decision: if need.is_some() {
+                    Recorded::Approve
+                } else {
+                    Recorded::Allow
+                },
+                rule: need.map(|n| n.rule.as_str()),
+                refusal: None,
+                approval: None,
+            },
+        };
+        let recorded = match id {
+            Some(id) => recorder.bound(id, body, judgement),
+            None => {
+                let name = body.split(|&b| b == 0).nth(1).unwrap_or_default();
+                let text = format!(
+                    "EXECUTE {} -- bound with the extended protocol",
+                    String::from_utf8_lossy(name)
+                );
+                recorder.statement(
+                    0,
+                    Protocol::Extended,
+                    &text,
+                    &prepared,
+                    Some(body),
+                    judgement,
+                )
+            }
+        };
+        match recorded {
+            Err(e) if !matches!(verdict, Verdict::Refuse { .. }) => journal_refusal(&e),
+            _ => verdict,
+        }
+    }
+
+    /// What executions of a Bind need approved: its Parse's need, or for a
+    /// statement prepared in SQL, the guardrails' decision on it.
+    fn need_of_bind(&self, id: Option<u64>, body: &[u8]) -> Option<Arc<Need>> {
+        if let Some(id) = id {
+            return self.needs.get(&id).cloned();
+        }
+        if !self.policy.approvals {
+            return None;
+        }
+        let s = self.sql_prepared(body)?;
+        let p = &self.policy;
+        match p
+            .guardrails
+            .decide(s, p.mode, &p.access_rule, Estimate::Unavailable)
+        {
+            Decision::Approve {
+                rule,
+                approvers,
+                min_approvals,
+            } => {
+                let name = body.split(|&b| b == 0).nth(1).unwrap_or_default();
+                Some(Arc::new(Need {
+                    rule,
+                    approvers,
+                    min_approvals,
+                    text: Arc::from(format!(
+                        "EXECUTE {} -- bound with the extended protocol",
+                        String::from_utf8_lossy(name)
+                    )),
+                    statements: Arc::from(vec![s.clone()]),
+                }))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The refusal of a statement whose event could not be journaled.
@@ -496,6 +781,37 @@ fn deny_unknown(why: &str) -> Verdict {
             "airlock: statement denied by rule \"unknown\": statement refused because {why}"
         ),
     }
+}
+
+/// The verdict on an allowed message.
+fn allowed_verdict(statements: &[Statement]) -> Verdict {
+    // A setting change (or SQL the analyzer cannot see) may alter how the
+    // next statement parses: `standard_conforming_strings` and
+    // `client_encoding` arrive by ParameterStatus after it runs, so later
+    // messages wait for its answer.
+    let may_reconfigure = Effects::of(&[Effect::SessionConfig, Effect::DynamicSql]);
+    if statements
+        .iter()
+        .any(|s| s.effects.intersects(may_reconfigure))
+    {
+        Verdict::ForwardAndWait
+    } else {
+        Verdict::Forward
+    }
+}
+
+fn kinds_of(statements: &[Statement]) -> Vec<String> {
+    statements.iter().map(|s| s.kind.name().into()).collect()
+}
+
+fn effects_of(statements: &[Statement]) -> Vec<String> {
+    let mut effects: Vec<String> = statements
+        .iter()
+        .flat_map(|s| s.effects.iter().map(|e| e.name().to_string()))
+        .collect();
+    effects.sort();
+    effects.dedup();
+    effects
 }
 
 fn kinds(statements: &[Statement]) -> String {
@@ -546,8 +862,51 @@ impl Inspector for PolicyInspector {
     type Mask = ResultMask;
 
     fn query(&mut self, id: u64, sql: &[u8], plan: Plan<'_>) -> Verdict {
-        let verdict = self.judge(id, sql, Some(plan));
-        self.record(id, Protocol::Simple, sql, verdict)
+        if let Some(verdict) = self.resume_query(id, sql) {
+            return verdict;
+        }
+        match self.judge(id, sql, Some(plan)) {
+            // Recorded once the hold ends.
+            Verdict::Hold => Verdict::Hold,
+            verdict => self.record(id, Protocol::Simple, sql, verdict),
+        }
+    }
+
+    fn execute(&mut self, _statement: Option<u64>, portal: &[u8]) -> Verdict {
+        if self.portal_holds.is_empty() {
+            return Verdict::Forward;
+        }
+        if let Some((outcome, _)) = self.take_outcome() {
+            // Approved or not, the portal's next Executes (a suspended
+            // portal's rest) need nothing more.
+            self.portal_holds.remove(portal);
+            return match outcome {
+                HoldOutcome::Approved { .. } => Verdict::Forward,
+                HoldOutcome::Refused { code, message, .. } => Verdict::Refuse { code, message },
+            };
+        }
+        let Some(held) = self.portal_holds.get(portal) else {
+            return Verdict::Forward;
+        };
+        let need = Arc::clone(&held.need);
+        let seq = held.seq;
+        let (text, params) = self.redacted(&need.text, &need.statements, Some(&held.bind));
+        self.hold = Some(Hold {
+            request: Some(HoldRequest {
+                rule: need.rule.clone(),
+                approvers: need.approvers.clone(),
+                min_approvals: need.min_approvals,
+                text,
+                params,
+                kinds: kinds_of(&need.statements),
+                effects: effects_of(&need.statements),
+                estimate: None,
+                seq,
+            }),
+            outcome: None,
+            judged: None,
+        });
+        Verdict::Hold
     }
 
     fn parse(&mut self, id: u64, name: &[u8], sql: &[u8]) -> Verdict {
@@ -559,52 +918,39 @@ impl Inspector for PolicyInspector {
     }
 
     fn bind(&mut self, id: Option<u64>, body: &[u8]) -> Verdict {
-        let verdict = self.bind_verdict(id, body);
-        let prepared: Vec<Statement> = match id {
-            Some(_) => Vec::new(),
-            None => self.sql_prepared(body).cloned().into_iter().collect(),
-        };
-        let Some(recorder) = self.recorder.as_mut() else {
+        let need = self.need_of_bind(id, body);
+        let verdict = self.recorded_bind(id, body, need.as_deref());
+        if matches!(verdict, Verdict::Refuse { .. }) {
             return verdict;
-        };
-        let judgement = match &verdict {
-            Verdict::Refuse { code, message } => Judgement {
-                decision: Recorded::Deny,
-                rule: None,
-                refusal: Some((*code, message.as_str())),
-            },
-            _ => Judgement {
-                decision: Recorded::Allow,
-                rule: None,
-                refusal: None,
-            },
-        };
-        let recorded = match id {
-            Some(id) => recorder.bound(id, body, judgement),
-            None => {
-                let name = body.split(|&b| b == 0).nth(1).unwrap_or_default();
-                let text = format!(
-                    "EXECUTE {} -- bound with the extended protocol",
-                    String::from_utf8_lossy(name)
-                );
-                recorder.statement(
-                    0,
-                    Protocol::Extended,
-                    &text,
-                    &prepared,
-                    Some(body),
-                    judgement,
-                )
-            }
-        };
-        match recorded {
-            Err(e) if !matches!(verdict, Verdict::Refuse { .. }) => journal_refusal(&e),
-            _ => verdict,
         }
+        let portal = body.split(|&b| b == 0).next().unwrap_or_default();
+        match need {
+            Some(need) => {
+                let seq = self
+                    .recorder
+                    .as_ref()
+                    .map(SessionRecorder::statements)
+                    .filter(|n| *n > 0);
+                self.portal_holds.insert(
+                    portal.to_vec(),
+                    PortalHold {
+                        need,
+                        bind: body.to_vec(),
+                        seq,
+                    },
+                );
+            }
+            None if !self.portal_holds.is_empty() => {
+                self.portal_holds.remove(portal);
+            }
+            None => {}
+        }
+        verdict
     }
 
     fn forget(&mut self, id: u64) {
         self.judged.remove(&id);
+        self.needs.remove(&id);
         if let Some(r) = self.recorder.as_mut() {
             r.forget(id);
         }

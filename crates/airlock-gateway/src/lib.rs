@@ -13,6 +13,7 @@
 //! decisions of its own (it asks `airlock-policy`).
 #![forbid(unsafe_code)]
 
+pub mod approvals;
 pub mod cancel;
 pub mod catalog;
 pub mod inspect;
@@ -97,6 +98,9 @@ pub struct Gateway {
     /// The journal every session reports to; set once by the binary before
     /// serving. Without it sessions are refused (nothing runs unrecorded).
     recorder: std::sync::OnceLock<Arc<airlock_audit::Recorder>>,
+    /// Held statements and grants; set once by the binary. Without it,
+    /// statements that need approval are refused and JIT roles unusable.
+    approvals: std::sync::OnceLock<Arc<approvals::Approvals>>,
 }
 
 impl Gateway {
@@ -114,6 +118,7 @@ impl Gateway {
             sessions: Arc::new(Semaphore::new(config.limits.max_sessions as usize)),
             metrics: metrics::Metrics,
             recorder: std::sync::OnceLock::new(),
+            approvals: std::sync::OnceLock::new(),
         }))
     }
 
@@ -124,6 +129,15 @@ impl Gateway {
 
     pub fn recorder(&self) -> Option<&Arc<airlock_audit::Recorder>> {
         self.recorder.get()
+    }
+
+    /// Connects the gateway to the process's approvals worker (once).
+    pub fn set_approvals(&self, approvals: Arc<approvals::Approvals>) {
+        let _ = self.approvals.set(approvals);
+    }
+
+    pub fn approvals(&self) -> Option<&Arc<approvals::Approvals>> {
+        self.approvals.get()
     }
 
     /// Records a reload attempt (the policy in force is part of the trail).

@@ -26,6 +26,9 @@ const HIGH_WATER: usize = 256 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// Grow a buffer by at most this much for one read.
 const MAX_RESERVE: usize = 1024 * 1024;
+/// While a statement is held for approval, the client is still read (to
+/// notice it leaving) until this much waits behind the held message.
+const HELD_READ_LIMIT: usize = 64 * 1024;
 
 /// Which side of the session something happened on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +50,12 @@ pub enum PumpEnd {
     Protocol(Side, ProtocolError),
     /// A socket failed.
     Io(Side, io::Error),
+    /// The inspector holds a message ([`Verdict::Hold`]); the session is
+    /// intact. Run again to keep relaying while the hold lasts (the client
+    /// is read only to notice it leaving), and [`Pump::release`] to end it.
+    ///
+    /// [`Verdict::Hold`]: airlock_pgwire::relay::Verdict::Hold
+    Held,
 }
 
 /// Per-session byte counters.
@@ -140,6 +149,23 @@ where
         self.relay.inspector()
     }
 
+    pub fn inspector_mut(&mut self) -> &mut I {
+        self.relay.inspector_mut()
+    }
+
+    /// Whether the client is inside a transaction block, or in the middle
+    /// of an extended-protocol batch (an implicit transaction, holding
+    /// whatever locks its statements took).
+    pub fn in_transaction(&self) -> bool {
+        self.relay.transaction_status() != b'I' || self.relay.busy()
+    }
+
+    /// Ends a hold: the held message is judged again at once.
+    pub fn release(&mut self) -> Result<(), PumpEnd> {
+        self.relay.release_hold();
+        self.feed_client()
+    }
+
     /// The messages still queued for the client (to append a last FATAL).
     pub fn to_client(&mut self) -> &mut BytesMut {
         &mut self.to_client
@@ -201,12 +227,22 @@ where
             if self.upstream_eof && self.to_client.is_empty() && !self.client_dirty {
                 return Poll::Ready(PumpEnd::UpstreamClosed);
             }
+            if self.relay.take_new_hold() {
+                return Poll::Ready(PumpEnd::Held);
+            }
 
             // While a message is held for its row estimate, what follows it
-            // stays unread: the client's pipelining waits, memory does not grow.
+            // stays unread: the client's pipelining waits, memory does not
+            // grow. A hold for approval may last minutes: the client is read
+            // on, within a bound, to notice it leaving.
+            let reading = if self.relay.held_by_inspector() {
+                self.from_client.len() < HELD_READ_LIMIT
+            } else {
+                !self.relay.holding()
+            };
             if !self.terminating
                 && !self.upstream_eof
-                && !self.relay.holding()
+                && reading
                 && self.to_upstream.len() < HIGH_WATER
             {
                 match poll_fill(&mut self.client, cx, &mut self.from_client) {

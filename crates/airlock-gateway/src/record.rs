@@ -53,6 +53,8 @@ pub struct Judgement<'a> {
     pub decision: Decision,
     pub rule: Option<&'a str>,
     pub refusal: Option<(&'a str, &'a str)>,
+    /// The approval that decided a held statement.
+    pub approval: Option<Uuid>,
 }
 
 /// One session's recording.
@@ -153,7 +155,7 @@ impl SessionRecorder {
                 sqlstate: code.into(),
                 message: message.into(),
             }),
-            approval: None,
+            approval: judgement.approval.map(|a| a.to_string()),
         }));
         self.recorder.record(&event)?;
         self.next_seq += 1;
@@ -161,6 +163,32 @@ impl SessionRecorder {
             self.recorded.insert(id, (seq, Instant::now()));
         }
         Ok(())
+    }
+
+    /// A statement's text and a Bind's parameters, redacted as its statement
+    /// event redacts them (for approvers).
+    pub fn redacted(
+        &self,
+        text: &str,
+        statements: &[Statement],
+        bind: Option<&[u8]>,
+    ) -> (String, Vec<Value>) {
+        let sensitive = self.sensitive(statements);
+        let (text, _) = self.redact(text, sensitive);
+        let params = bind.map_or_else(Vec::new, |b| self.params(b, sensitive));
+        (text, params)
+    }
+
+    /// The session's id.
+    pub fn session(&self) -> Uuid {
+        self.session
+    }
+
+    /// Records an approval event of this session.
+    pub fn approval(&self, event: event::Approval) -> Result<(), RecordError> {
+        self.recorder
+            .record(&Event::now(Body::Approval(event)))
+            .map(drop)
     }
 
     /// Keeps a judged Parse's text for the statement events of its Binds.
@@ -257,6 +285,7 @@ impl SessionRecorder {
                         decision: Decision::Allow,
                         rule: None,
                         refusal: None,
+                        approval: None,
                     };
                     let _ =
                         self.statement(at.id, Protocol::Extended, &text, &statements, None, allow);

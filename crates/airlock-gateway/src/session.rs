@@ -20,13 +20,15 @@ use airlock_audit::event::{SessionEnd, SessionStart};
 use airlock_audit::{Body, Event, Recorder};
 
 use crate::Gateway;
+use crate::approvals::{self, Approvals, Decided};
 use crate::cancel::{CancelKey, CancelTarget};
-use crate::inspect::{PolicyInspector, SessionMasking, SessionPolicy};
+use crate::inspect::{HoldOutcome, HoldRequest, PolicyInspector, SessionMasking, SessionPolicy};
 use crate::pump::{Pump, PumpEnd, Side};
 use crate::record::SessionRecorder;
 use crate::snapshot::Snapshot;
 use crate::stream::{ClientStream, MaybeTls};
 use crate::upstream::{self, ConnectError};
+use airlock_store::ApprovalStatus;
 
 /// Serves one accepted client connection.
 pub(crate) async fn serve(gateway: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr, loopback: bool) {
@@ -180,7 +182,12 @@ async fn open(
 
     let user = startup.param("user").unwrap_or_default();
     let database = startup.param("database").unwrap_or(user);
-    let route = match snapshot.access.route(&principal, database, user) {
+    let grants = if snapshot.access.needs_grants(&principal, database) {
+        live_grants(gateway, &principal, database).await
+    } else {
+        Vec::new()
+    };
+    let route = match snapshot.access.route(&principal, database, user, &grants) {
         Ok(route) => route,
         Err(e) => {
             tracing::info!(error = %e, "no route");
@@ -316,6 +323,42 @@ async fn open(
     })
 }
 
+/// The principal's live grants on `connection`. A store that cannot be
+/// asked grants nothing: JIT roles are refused, others unaffected.
+async fn live_grants(
+    gateway: &Gateway,
+    principal: &airlock_policy::Principal,
+    connection: &str,
+) -> Vec<airlock_policy::Grant> {
+    let Some(store) = gateway.approvals().and_then(|a| a.store()) else {
+        tracing::warn!("just-in-time grants cannot be checked: no approvals store");
+        return Vec::new();
+    };
+    match store
+        .active_grants(
+            &principal.issuer,
+            &principal.subject,
+            connection,
+            approvals::now_ms(),
+        )
+        .await
+    {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|row| airlock_policy::Grant {
+                id: row.id.to_string(),
+                connection: row.connection,
+                role: row.role,
+                expires_at: approvals::from_millis(row.expires_ms.unwrap_or(0)),
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "just-in-time grants cannot be checked");
+            Vec::new()
+        }
+    }
+}
+
 /// Journals the session's start; the recorder to use from then on.
 #[allow(clippy::too_many_arguments)]
 fn record_start(
@@ -348,6 +391,7 @@ fn record_start(
         mode: route.mode.name().into(),
         unmask: route.unmask,
         client_addr: peer.to_string(),
+        grant: route.grant.as_ref().map(|g| g.id.clone()),
         application_name,
         tls: matches!(slot, Some(MaybeTls::Tls(_))),
     }));
@@ -421,6 +465,24 @@ fn welcome(
     codec::ready_for_query(ready.status, out);
 }
 
+/// Why a session was cut by airlock.
+enum Cut {
+    /// The token expired or the configured lifetime ended.
+    Lifetime,
+    /// The session's JIT grant expired or was revoked: why.
+    Grant(String),
+}
+
+/// A statement held for approval, as the session waits for it.
+struct Waiting {
+    id: uuid::Uuid,
+    decided: tokio::sync::oneshot::Receiver<Decided>,
+    deadline: tokio::time::Instant,
+    timeout: std::time::Duration,
+    in_transaction: bool,
+    request: HoldRequest,
+}
+
 /// Relays until the session ends, then closes both sides.
 async fn run(
     gateway: &Gateway,
@@ -430,6 +492,7 @@ async fn run(
     opened: Opened,
 ) {
     let _active = gateway.metrics.session_started();
+    let approvals = gateway.approvals().cloned();
     let mut inspector = PolicyInspector::new(SessionPolicy {
         analyzer: Arc::clone(&snapshot.analyzer),
         guardrails: Arc::clone(&snapshot.guardrails),
@@ -442,6 +505,7 @@ async fn run(
         catalogs: Arc::clone(&snapshot.catalogs),
         connection: opened.route.connection.clone(),
         recorder: Some(opened.recorder),
+        approvals: approvals.is_some(),
     });
     for (name, value) in &opened.parameters {
         inspector.parameter_status(name, value);
@@ -455,39 +519,111 @@ async fn run(
         opened.pending,
         out,
     );
-    let ends_at = match snapshot.session_lifetime {
+    let lifetime_ends = match snapshot.session_lifetime {
         SessionLifetime::Token => Some(opened.principal.expires_at),
         SessionLifetime::Unlimited => None,
         SessionLifetime::Fixed(d) => SystemTime::now().checked_add(d),
     };
+    let grant = opened.route.grant.as_ref();
+    // The session ends with its grant, timed here; a revocation comes from
+    // the approvals worker.
+    let grant_ends = grant.map(|g| g.expires_at);
+    let mut revoked = match (grant, &approvals) {
+        (Some(g), Some(a)) => g.id.parse().ok().map(|id| a.watch_grant(id)),
+        _ => None,
+    };
+    let ends_at = match (lifetime_ends, grant_ends) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let grant_first = grant_ends.is_some() && grant_ends == ends_at;
     let deadline = ends_at.map(|t| {
         let left = t.duration_since(SystemTime::now()).unwrap_or_default();
         tokio::time::Instant::now() + left
     });
-    let end = tokio::select! {
-        end = pump.run() => Some(end),
-        _ = sleep_until(deadline) => None,
+
+    let mut waiting: Option<Waiting> = None;
+    let end: Result<PumpEnd, Cut> = loop {
+        tokio::select! {
+            end = pump.run() => match end {
+                PumpEnd::Held => {
+                    let request = pump.inspector_mut().take_hold_request();
+                    let in_transaction = pump.in_transaction();
+                    match (request, &approvals) {
+                        (Some(request), Some(a)) => {
+                            match begin_hold(a, snapshot, &opened.principal, &opened.route, &mut pump, request, in_transaction).await {
+                                Ok(w) => waiting = Some(w),
+                                Err(outcome) => {
+                                    pump.inspector_mut().decide_hold(outcome);
+                                    if let Err(end) = pump.release() {
+                                        break Ok(end);
+                                    }
+                                }
+                            }
+                        }
+                        _ => {
+                            pump.inspector_mut().decide_hold(HoldOutcome::Refused {
+                                approval: None,
+                                code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                                message: "airlock: approval required, but approvals are not configured; the statement was not run".into(),
+                            });
+                            if let Err(end) = pump.release() {
+                                break Ok(end);
+                            }
+                        }
+                    }
+                }
+                end => break Ok(end),
+            },
+            decided = hold_ended(&mut waiting) => {
+                let w = waiting.take().expect("a hold ended");
+                let a = approvals.as_ref().expect("holds need approvals");
+                let outcome = end_hold(a, &opened.route, &mut pump, w, decided).await;
+                pump.inspector_mut().decide_hold(outcome);
+                if let Err(end) = pump.release() {
+                    break Ok(end);
+                }
+            }
+            _ = sleep_until(deadline) => break Err(if grant_first {
+                Cut::Grant(format!(
+                    "your just-in-time grant {} expired",
+                    grant.map_or("", |g| g.id.as_str())
+                ))
+            } else {
+                Cut::Lifetime
+            }),
+            why = grant_revoked(&mut revoked) => break Err(Cut::Grant(why)),
+        }
     };
+    if let (Some(w), Some(a)) = (waiting, &approvals) {
+        let why = match &end {
+            Err(_) => "the session was cut",
+            Ok(_) => "the client disconnected",
+        };
+        cancel_hold(a, &opened.route, &pump, &w, why).await;
+    }
     // Whether the session ends while the client still expects answers: a
     // statement the upstream is running must then be cancelled, or it would
     // run on (and commit) after the session is gone.
-    let reason: &str = match &end {
-        None => match snapshot.session_lifetime {
-            SessionLifetime::Token => "token expired",
-            _ => "session lifetime reached",
+    let reason: String = match &end {
+        Err(Cut::Lifetime) => match snapshot.session_lifetime {
+            SessionLifetime::Token => "token expired".into(),
+            _ => "session lifetime reached".into(),
         },
-        Some(PumpEnd::Terminated) => "client closed",
-        Some(PumpEnd::ClientClosed) => "client went away",
-        Some(PumpEnd::UpstreamClosed) => "upstream closed",
-        Some(PumpEnd::Io(Side::Client, _)) => "client socket error",
-        Some(PumpEnd::Io(Side::Upstream, _)) => "upstream socket error",
-        Some(PumpEnd::Protocol(Side::Client, _)) => "client protocol violation",
-        Some(PumpEnd::Protocol(Side::Upstream, _)) => "upstream protocol violation",
+        Err(Cut::Grant(why)) => why.clone(),
+        Ok(PumpEnd::Terminated) => "client closed".into(),
+        Ok(PumpEnd::ClientClosed) => "client went away".into(),
+        Ok(PumpEnd::UpstreamClosed) => "upstream closed".into(),
+        Ok(PumpEnd::Io(Side::Client, _)) => "client socket error".into(),
+        Ok(PumpEnd::Io(Side::Upstream, _)) => "upstream socket error".into(),
+        Ok(PumpEnd::Protocol(Side::Client, _)) => "client protocol violation".into(),
+        Ok(PumpEnd::Protocol(Side::Upstream, _)) => "upstream protocol violation".into(),
+        Ok(PumpEnd::Held) => unreachable!("a hold does not end the session"),
     };
     if let Some(recorder) = gateway.recorder.get() {
         let event = Event::now(Body::SessionEnd(SessionEnd {
             session: opened.id,
-            reason: reason.into(),
+            reason,
             statements: pump.inspector().statements_recorded(),
         }));
         if let Err(e) = recorder.record(&event) {
@@ -495,7 +631,7 @@ async fn run(
         }
     }
     let abandoned = match &end {
-        None => {
+        Err(Cut::Lifetime) => {
             let why = match snapshot.session_lifetime {
                 SessionLifetime::Token => "your token expired; reconnect with a fresh token",
                 _ => "the session reached its configured lifetime (identity.session_lifetime)",
@@ -505,23 +641,29 @@ async fn run(
             fatal(pump.to_client(), sqlstate::INVALID_AUTHORIZATION, &message);
             true
         }
-        Some(PumpEnd::Terminated) => {
+        Err(Cut::Grant(why)) => {
+            tracing::info!(reason = %why, "session cut: its grant ended");
+            let message = format!("airlock: session ended: {why}");
+            fatal(pump.to_client(), sqlstate::INVALID_AUTHORIZATION, &message);
+            true
+        }
+        Ok(PumpEnd::Terminated) => {
             tracing::info!("session closed by the client");
             false
         }
-        Some(PumpEnd::ClientClosed) => {
+        Ok(PumpEnd::ClientClosed) => {
             tracing::info!("client went away");
             true
         }
-        Some(PumpEnd::UpstreamClosed) => {
+        Ok(PumpEnd::UpstreamClosed) => {
             tracing::info!("session closed by the upstream");
             false
         }
-        Some(PumpEnd::Io(side, e)) => {
+        Ok(PumpEnd::Io(side, e)) => {
             tracing::info!(?side, error = %e, "session ended by a socket error");
             *side == Side::Client
         }
-        Some(PumpEnd::Protocol(side, e)) => {
+        Ok(PumpEnd::Protocol(side, e)) => {
             tracing::warn!(?side, error = %e, "protocol violation");
             let message = match side {
                 Side::Client => format!("airlock: {e}"),
@@ -532,6 +674,7 @@ async fn run(
             fatal(pump.to_client(), e.sqlstate(), &message);
             *side == Side::Client
         }
+        Ok(PumpEnd::Held) => false,
     };
     if abandoned && pump.upstream_busy() {
         let key = &opened.cancel;
@@ -539,6 +682,358 @@ async fn run(
     }
     pump.close_upstream().await;
     pump.close_client().await;
+}
+
+type SessionPump = Pump<ClientStream, crate::stream::UpstreamStream, PolicyInspector>;
+
+/// Resolves when the held statement is decided or its time is up
+/// (`Err`); never without one.
+async fn hold_ended(
+    waiting: &mut Option<Waiting>,
+) -> Result<Result<Decided, tokio::sync::oneshot::error::RecvError>, tokio::time::error::Elapsed> {
+    match waiting {
+        Some(w) => tokio::time::timeout_at(w.deadline, &mut w.decided).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves with why, when the session's grant is revoked.
+async fn grant_revoked(watch: &mut Option<tokio::sync::watch::Receiver<Option<String>>>) -> String {
+    if let Some(rx) = watch {
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+    std::future::pending().await
+}
+
+/// An approval event of this session's held statement.
+fn approval_event(
+    route: &Route,
+    principal: Option<&airlock_policy::Principal>,
+    id: uuid::Uuid,
+    action: &str,
+    request: &HoldRequest,
+) -> airlock_audit::event::Approval {
+    airlock_audit::event::Approval {
+        id,
+        request: "statement".into(),
+        action: action.into(),
+        session: None,
+        seq: request.seq,
+        rule: request.rule.clone(),
+        connection: route.connection.clone(),
+        role: route.role.clone(),
+        requester: principal.map(|p| p.subject.clone()),
+        act: principal.and_then(|p| p.act.clone()),
+        by: None,
+        reason: None,
+        approvers: Vec::new(),
+        min_approvals: None,
+        estimate: None,
+        until: None,
+    }
+}
+
+/// Creates the approval of a held statement, tells the client, and starts
+/// waiting; `Err` is the outcome when it cannot be held (nothing runs).
+#[allow(clippy::too_many_arguments)]
+async fn begin_hold(
+    approvals: &Approvals,
+    snapshot: &Snapshot,
+    principal: &airlock_policy::Principal,
+    route: &Route,
+    pump: &mut SessionPump,
+    request: HoldRequest,
+    in_transaction: bool,
+) -> Result<Waiting, HoldOutcome> {
+    let id = uuid::Uuid::new_v4();
+    let unavailable = |what: &str| HoldOutcome::Refused {
+        approval: Some(id),
+        code: sqlstate::SYSTEM_ERROR,
+        message: format!(
+            "airlock: approval required (rule \"{}\"), but {what}; the statement was not run",
+            request.rule
+        ),
+    };
+    let Some(store) = approvals.store() else {
+        tracing::warn!("statement needs approval, but the store is not connected");
+        return Err(unavailable("the approvals store is unavailable"));
+    };
+    let timeout = if in_transaction {
+        snapshot.approvals.in_transaction
+    } else {
+        snapshot.approvals.idle
+    };
+    let created = approvals::now_ms();
+    let deadline_ms = created + timeout.as_millis() as i64;
+    let session = pump.inspector().session();
+    let mut event = approval_event(route, Some(principal), id, "requested", &request);
+    event.approvers = request.approvers.clone();
+    event.min_approvals = Some(request.min_approvals);
+    event.estimate = request.estimate;
+    event.until = Some(approvals::rfc3339(deadline_ms));
+    // Journaled before anyone can act on it.
+    if let Err(e) = pump.inspector().record_approval(event) {
+        tracing::error!(error = %e, "a hold cannot be recorded");
+        return Err(HoldOutcome::Refused {
+            approval: None,
+            code: sqlstate::SYSTEM_ERROR,
+            message: "airlock: the statement was not run because airlock cannot record it; airlock runs nothing it does not record".into(),
+        });
+    }
+    let detail = serde_json::json!({
+        "statement": request.text,
+        "parameters": request.params,
+        "kinds": request.kinds,
+        "effects": request.effects,
+        "estimated_rows": request.estimate,
+        "in_transaction": in_transaction,
+        "timeout_seconds": timeout.as_secs(),
+    });
+    let row = airlock_store::NewApproval {
+        id,
+        kind: airlock_store::ApprovalKind::Statement,
+        requester_issuer: principal.issuer.clone(),
+        requester_subject: principal.subject.clone(),
+        requester_act: principal.act.clone(),
+        connection: route.connection.clone(),
+        role: route.role.clone(),
+        rule: request.rule.clone(),
+        approvers: request.approvers.clone(),
+        min_approvals: request.min_approvals,
+        detail: detail.to_string(),
+        session_id: session,
+        gateway: Some(approvals.gateway),
+        created_ms: created,
+        deadline_ms: Some(deadline_ms),
+        duration_ms: None,
+    };
+    if let Err(e) = store.create_approval(&row).await {
+        tracing::warn!(error = %e, "an approval could not be stored");
+        let mut cancelled = approval_event(route, None, id, "cancelled", &request);
+        cancelled.reason = Some("the approvals store is unavailable".into());
+        let _ = pump.inspector().record_approval(cancelled);
+        return Err(unavailable("the approvals store is unavailable"));
+    }
+    tracing::info!(approval = %id, rule = %request.rule, in_transaction, "statement held for approval");
+    codec::notice_message(
+        &Notice::new(
+            Severity::Notice,
+            "00000",
+            &format!(
+                "airlock: statement held for approval {id} (rule {}); approve with: airlock approvals approve {id}",
+                request.rule
+            ),
+        ),
+        pump.to_client(),
+    );
+    approvals.notifier.send(airlock_notify::Notification {
+        event: "approval.requested",
+        data: serde_json::json!({
+            "id": id,
+            "rule": request.rule,
+            "connection": route.connection,
+            "role": route.role,
+            "requester": principal.subject,
+            "act": principal.act,
+            "approvers": request.approvers,
+            "min_approvals": request.min_approvals,
+            "statement": request.text,
+            "kinds": request.kinds,
+            "estimated_rows": request.estimate,
+            "session": session,
+            "deadline": approvals::rfc3339(deadline_ms),
+        }),
+        summary: format!(
+            "airlock: {}{} asks to run a statement on {} (rule {}): approve with `airlock approvals approve {id}`",
+            principal.subject,
+            principal
+                .act
+                .as_deref()
+                .map(|a| format!(" (for {a})"))
+                .unwrap_or_default(),
+            route.connection,
+            request.rule
+        ),
+    });
+    Ok(Waiting {
+        id,
+        decided: approvals.wait(id),
+        deadline: tokio::time::Instant::now() + timeout,
+        timeout,
+        in_transaction,
+        request,
+    })
+}
+
+/// Settles a hold that was decided or timed out: the outcome the held
+/// message gets.
+async fn end_hold(
+    approvals: &Approvals,
+    route: &Route,
+    pump: &mut SessionPump,
+    w: Waiting,
+    decided: Result<
+        Result<Decided, tokio::sync::oneshot::error::RecvError>,
+        tokio::time::error::Elapsed,
+    >,
+) -> HoldOutcome {
+    let id = w.id;
+    let decided = match decided {
+        Ok(Ok(d)) => d,
+        // Timed out (or the worker is gone): time it out in the store,
+        // unless a decision won the race.
+        _ => {
+            let reason = format!(
+                "nobody decided within {} ({})",
+                humantime::format_duration(w.timeout),
+                if w.in_transaction {
+                    "approvals.timeout_in_transaction"
+                } else {
+                    "approvals.timeout"
+                }
+            );
+            let status = match approvals.store() {
+                Some(store) => store
+                    .finish(
+                        id,
+                        ApprovalStatus::TimedOut,
+                        Some(&reason),
+                        approvals::now_ms(),
+                    )
+                    .await
+                    .unwrap_or(ApprovalStatus::TimedOut),
+                None => ApprovalStatus::TimedOut,
+            };
+            match status {
+                ApprovalStatus::TimedOut => Decided {
+                    status,
+                    reason: Some(reason),
+                    by: None,
+                },
+                _ => match approvals.store().map(|s| s.approval(id)) {
+                    Some(found) => match found.await {
+                        Ok(Some(row)) => Decided {
+                            status: row.status,
+                            reason: row.reason,
+                            by: row.decided_by,
+                        },
+                        _ => Decided {
+                            status,
+                            reason: None,
+                            by: None,
+                        },
+                    },
+                    None => Decided {
+                        status,
+                        reason: None,
+                        by: None,
+                    },
+                },
+            }
+        }
+    };
+    let mut event = approval_event(route, None, id, decided.status.as_str(), &w.request);
+    event.by = decided.by.clone();
+    event.reason = decided.reason.clone();
+    let recorded = pump.inspector().record_approval(event);
+    approvals.notifier.send(airlock_notify::Notification {
+        event: "approval.decided",
+        data: serde_json::json!({
+            "id": id,
+            "status": decided.status.as_str(),
+            "by": decided.by,
+            "reason": decided.reason,
+            "rule": w.request.rule,
+            "connection": route.connection,
+        }),
+        summary: format!(
+            "airlock: approval {id} {}{}",
+            decided.status.as_str().replace('_', " "),
+            decided
+                .by
+                .as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default()
+        ),
+    });
+    tracing::info!(approval = %id, status = decided.status.as_str(), "hold ended");
+    let because = decided
+        .reason
+        .as_deref()
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default();
+    match decided.status {
+        ApprovalStatus::Approved => match recorded {
+            Ok(()) => HoldOutcome::Approved { approval: id },
+            Err(e) => {
+                tracing::error!(error = %e, "an approval cannot be recorded");
+                HoldOutcome::Refused {
+                    approval: Some(id),
+                    code: sqlstate::SYSTEM_ERROR,
+                    message: "airlock: the statement was not run because airlock cannot record it; airlock runs nothing it does not record".into(),
+                }
+            }
+        },
+        ApprovalStatus::Denied => HoldOutcome::Refused {
+            approval: Some(id),
+            code: sqlstate::INSUFFICIENT_PRIVILEGE,
+            message: format!(
+                "airlock: statement not run: approval {id} was denied by {}{because}",
+                decided.by.as_deref().unwrap_or("an approver")
+            ),
+        },
+        ApprovalStatus::TimedOut => HoldOutcome::Refused {
+            approval: Some(id),
+            code: sqlstate::INSUFFICIENT_PRIVILEGE,
+            message: format!("airlock: statement not run: approval {id} timed out{because}"),
+        },
+        other => HoldOutcome::Refused {
+            approval: Some(id),
+            code: sqlstate::INSUFFICIENT_PRIVILEGE,
+            message: format!(
+                "airlock: statement not run: approval {id} is {}{because}",
+                other.as_str().replace('_', " ")
+            ),
+        },
+    }
+}
+
+/// Marks a hold whose session ended cancelled.
+async fn cancel_hold(
+    approvals: &Approvals,
+    route: &Route,
+    pump: &SessionPump,
+    w: &Waiting,
+    why: &str,
+) {
+    let status = match approvals.store() {
+        Some(store) => store
+            .finish(
+                w.id,
+                ApprovalStatus::Cancelled,
+                Some(why),
+                approvals::now_ms(),
+            )
+            .await
+            .unwrap_or(ApprovalStatus::Cancelled),
+        None => ApprovalStatus::Cancelled,
+    };
+    tracing::info!(approval = %w.id, status = status.as_str(), "held statement's session ended");
+    let mut event = approval_event(route, None, w.id, "cancelled", &w.request);
+    event.reason = Some(why.into());
+    let _ = pump.inspector().record_approval(event);
+    approvals.notifier.send(airlock_notify::Notification {
+        event: "approval.decided",
+        data: serde_json::json!({"id": w.id, "status": "cancelled", "reason": why}),
+        summary: format!("airlock: approval {} cancelled: {why}", w.id),
+    });
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -50,6 +50,15 @@ pub struct Snapshot {
     pub catalogs: Arc<CatalogCache>,
     /// How much a session recording keeps.
     pub recording: crate::record::Limits,
+    /// How long a statement is held for approval.
+    pub approvals: HoldTimeouts,
+}
+
+/// `approvals.timeout` and `approvals.timeout_in_transaction`.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldTimeouts {
+    pub idle: Duration,
+    pub in_transaction: Duration,
 }
 
 /// Why a snapshot could not be built.
@@ -159,6 +168,10 @@ impl Snapshot {
                 max_text: usize::try_from(config.recording.max_statement_bytes.0)
                     .unwrap_or(usize::MAX),
             },
+            approvals: HoldTimeouts {
+                idle: config.approvals.timeout.0,
+                in_transaction: config.approvals.timeout_in_transaction.0,
+            },
             verifier,
         })
     }
@@ -180,6 +193,11 @@ pub fn access_policy(config: &Config) -> AccessPolicy {
                 airlock_config::AccessMode::ReadWrite => AccessMode::ReadWrite,
             },
             unmask: r.unmask,
+            jit: r.jit.as_ref().map(|j| airlock_policy::JitRule {
+                max_duration: j.max_duration.0,
+                approvers: j.approvers.clone(),
+                min_approvals: j.min_approvals,
+            }),
         })
         .collect();
     let connections: BTreeMap<String, Vec<String>> = config
@@ -221,6 +239,7 @@ pub fn guardrails(config: &Config) -> Guardrails {
             },
             message: g.message.clone(),
             approvers: g.approvers.clone(),
+            min_approvals: g.min_approvals.unwrap_or(1),
         })
         .collect();
     Guardrails::new(rules)

@@ -43,6 +43,11 @@ enum Standin {
     Query,
     Parse(Vec<u8>),
     Bind(Vec<u8>),
+    /// An Execute: a Parse of the token into a statement named after it,
+    /// which fails before any statement is created or replaced. (An Execute
+    /// of a portal that does not exist would do, but a client can declare a
+    /// cursor of any name.)
+    Execute,
 }
 
 /// How long refusals wait for their error before being forgotten (their
@@ -69,6 +74,11 @@ pub enum Verdict {
     Estimate {
         statement: String,
     },
+    /// Hold the message (a simple Query, or an Execute) and everything
+    /// behind it until the driver calls [`Relay::release_hold`], then judge it
+    /// again. The inspector keeps what it needs to answer the second time
+    /// (the approval's outcome).
+    Hold,
 }
 
 /// The upstream's plan for a held statement, as `EXPLAIN (FORMAT JSON)`
@@ -110,6 +120,13 @@ pub trait Inspector {
     /// relay saw created it (a statement prepared with SQL `PREPARE`),
     /// whose answers are then reported with message id 0.
     fn bind(&mut self, _id: Option<u64>, _body: &[u8]) -> Verdict {
+        Verdict::Forward
+    }
+    /// An Execute of portal `portal`, bound to the statement Parse message
+    /// `statement` created (`None`: a statement prepared in SQL, or a
+    /// cursor). Asked only for Executes the upstream will run (not after an
+    /// error in their batch).
+    fn execute(&mut self, _statement: Option<u64>, _portal: &[u8]) -> Verdict {
         Verdict::Forward
     }
     /// Message `id` will not be referred to again.
@@ -307,6 +324,9 @@ enum Held {
     },
     /// The EXPLAIN failed inside a block: rolling back to the savepoint.
     Restoring,
+    /// A simple Query or an Execute the inspector holds ([`Verdict::Hold`])
+    /// until the driver releases it.
+    Inspector,
 }
 
 /// The ready-phase state machine of one session.
@@ -356,6 +376,8 @@ pub struct Relay<I: Inspector> {
     /// A forwarded statement may change session settings: wait for its
     /// answers before judging more.
     barrier: bool,
+    /// A [`Verdict::Hold`] began that the driver has not been told of.
+    new_hold: bool,
 }
 
 impl<I: Inspector> Relay<I> {
@@ -386,6 +408,7 @@ impl<I: Inspector> Relay<I> {
             held: None,
             fetched: None,
             barrier: false,
+            new_hold: false,
         }
     }
 
@@ -393,6 +416,28 @@ impl<I: Inspector> Relay<I> {
     /// driver must not read more from the client meanwhile.
     pub fn holding(&self) -> bool {
         self.held.is_some() || (self.barrier && self.unanswered > 0)
+    }
+
+    /// Whether the inspector holds a message ([`Verdict::Hold`]).
+    pub fn held_by_inspector(&self) -> bool {
+        matches!(self.held, Some(Held::Inspector))
+    }
+
+    /// Whether a [`Verdict::Hold`] began since the last call.
+    pub fn take_new_hold(&mut self) -> bool {
+        std::mem::take(&mut self.new_hold)
+    }
+
+    /// Ends a [`Verdict::Hold`]: the held message is judged again by the
+    /// next [`Relay::handle_client`].
+    pub fn release_hold(&mut self) {
+        if self.held_by_inspector() {
+            self.held = None;
+        }
+    }
+
+    pub fn inspector_mut(&mut self) -> &mut I {
+        &mut self.inspector
     }
 
     /// Whether the upstream may be executing something for the client: a
@@ -471,6 +516,12 @@ impl<I: Inspector> Relay<I> {
                             code: sqlstate::INSUFFICIENT_PRIVILEGE,
                             message: "airlock: the statement could not be judged (estimate asked twice)".into(),
                         },
+                        Verdict::Hold => {
+                            to_upstream.extend_from_slice(&input[..end]);
+                            input.advance(end);
+                            self.hold();
+                            return Ok(flow);
+                        }
                         Verdict::Estimate { statement } => {
                             // Hold the message where it is, behind what was
                             // forwarded, until the estimate is in.
@@ -499,6 +550,22 @@ impl<I: Inspector> Relay<I> {
                     let statement = cstr(&body[portal.len() + 1..])?;
                     let id = self.statements.get(statement).map(|sid| **sid);
                     self.inspector.bind(id, body)
+                }
+                b'E' if !self.skipping => {
+                    let portal = cstr(body)?;
+                    let statement = self
+                        .portals
+                        .get(portal)
+                        .and_then(|p| p.bound.id.as_deref().copied());
+                    match self.inspector.execute(statement, portal) {
+                        Verdict::Hold => {
+                            to_upstream.extend_from_slice(&input[..end]);
+                            input.advance(end);
+                            self.hold();
+                            return Ok(flow);
+                        }
+                        v => v,
+                    }
                 }
                 b'F' => Verdict::Refuse {
                     code: sqlstate::FEATURE_NOT_SUPPORTED,
@@ -544,10 +611,16 @@ impl<I: Inspector> Relay<I> {
                         "an estimate is only for simple queries",
                     ));
                 }
+                Verdict::Hold => {
+                    return Err(ProtocolError::Malformed(
+                        "only a simple query or an Execute can be held",
+                    ));
+                }
                 Verdict::Refuse { code, message } => {
                     let standin = match h.tag {
                         b'P' => Standin::Parse(cstr(body)?.to_vec()),
                         b'B' => Standin::Bind(cstr(body)?.to_vec()),
+                        b'E' => Standin::Execute,
                         _ => Standin::Query,
                     };
                     to_upstream.extend_from_slice(&input[..end]);
@@ -577,6 +650,7 @@ impl<I: Inspector> Relay<I> {
             // Fails to parse: 42601.
             Standin::Parse(name) => codec::parse(name, &token, to_upstream),
             Standin::Query => codec::query(&token, to_upstream),
+            Standin::Execute => codec::parse(&token, &token, to_upstream),
             // Binds a statement that does not exist: 26000.
             Standin::Bind(portal) => bind_standin(&portal, &token, to_upstream),
         }
@@ -961,6 +1035,13 @@ impl<I: Inspector> Relay<I> {
                 (name, Portal { bound, described })
             })
             .collect();
+    }
+
+    /// Holds the message at the front of the client input for the
+    /// inspector.
+    fn hold(&mut self) {
+        self.held = Some(Held::Inspector);
+        self.new_hold = true;
     }
 
     /// Tells the inspector to forget the retired statements nothing refers
@@ -1551,6 +1632,156 @@ mod tests {
             relay.busy(),
             "a flushed batch without Sync may be executing"
         );
+    }
+
+    /// Holds queries starting with "delete" and Executes of portal "h";
+    /// once released, forwards or refuses them as `outcome` says.
+    #[derive(Default)]
+    struct Holder {
+        outcome: Option<bool>,
+        judged: usize,
+    }
+
+    impl Holder {
+        fn decide(&mut self) -> Verdict {
+            self.judged += 1;
+            match self.outcome.take() {
+                None => Verdict::Hold,
+                Some(true) => Verdict::Forward,
+                Some(false) => Verdict::Refuse {
+                    code: "42501",
+                    message: "denied by bob".into(),
+                },
+            }
+        }
+    }
+
+    impl Inspector for Holder {
+        type Mask = ();
+        fn query(&mut self, _: u64, sql: &[u8], _: Plan<'_>) -> Verdict {
+            if sql.starts_with(b"delete") {
+                self.decide()
+            } else {
+                Verdict::Forward
+            }
+        }
+        fn parse(&mut self, _: u64, _: &[u8], _: &[u8]) -> Verdict {
+            Verdict::Forward
+        }
+        fn execute(&mut self, statement: Option<u64>, portal: &[u8]) -> Verdict {
+            assert_eq!(statement, Some(1), "the portal's statement is known");
+            if portal == b"h" {
+                self.decide()
+            } else {
+                Verdict::Forward
+            }
+        }
+        fn parameter_status(&mut self, _: &str, _: &str) {}
+    }
+
+    #[test]
+    fn a_held_query_and_what_follows_wait_in_order_until_released() {
+        let mut relay = Relay::new(Holder::default(), 1024, b'I');
+        let mut input = msg(b'Q', b"select 1\0");
+        input.extend_from_slice(&msg(b'Q', b"delete from t\0"));
+        input.extend_from_slice(&msg(b'Q', b"select 2\0"));
+        let mut out = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut out).unwrap();
+        let sent = messages(out.split());
+        assert_eq!(sent.len(), 1, "only what came before is forwarded");
+        assert_eq!(&sent[0].body[..], b"select 1\0");
+        assert!(relay.holding() && relay.held_by_inspector());
+        assert!(relay.take_new_hold());
+        assert!(!relay.take_new_hold(), "told once");
+        // Nothing behind the held message is read while it is held, and the
+        // upstream's answers to earlier messages still flow.
+        let _ = relay.handle_client(&mut input, &mut out).unwrap();
+        assert!(out.is_empty());
+        let mut up = msg(b'C', b"SELECT 1\0");
+        up.extend_from_slice(&msg(b'Z', b"I"));
+        let mut to_client = BytesMut::new();
+        let resume = relay
+            .handle_upstream(&mut up, &mut to_client, &mut BytesMut::new())
+            .unwrap();
+        assert!(!resume, "an answer does not release a hold");
+        assert_eq!(messages(to_client).len(), 2);
+        assert!(relay.holding());
+
+        relay.inspector_mut().outcome = Some(true);
+        relay.release_hold();
+        assert!(!relay.holding());
+        let _ = relay.handle_client(&mut input, &mut out).unwrap();
+        let sent = messages(out);
+        assert_eq!(&sent[0].body[..], b"delete from t\0");
+        assert_eq!(&sent[1].body[..], b"select 2\0");
+        assert_eq!(relay.inspector().judged, 2, "judged again once released");
+    }
+
+    #[test]
+    fn a_held_execute_refused_fails_its_batch_with_the_refusal() {
+        let mut relay = Relay::new(Holder::default(), 1024, b'I');
+        let mut input = msg(b'P', b"\0delete from t\0\0\0");
+        input.extend_from_slice(&msg(b'B', b"h\0\0\0\0\0\0\0\0"));
+        input.extend_from_slice(&msg(b'E', b"h\0\0\0\0\0"));
+        input.extend_from_slice(&msg(b'S', b""));
+        let mut out = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut out).unwrap();
+        let sent = messages(out.split());
+        assert_eq!(
+            sent.iter().map(|m| m.tag).collect::<Vec<_>>(),
+            b"PB",
+            "held at Execute, after Bind"
+        );
+        assert!(relay.take_new_hold());
+        assert_eq!(input.len(), 11 + 5, "Execute and Sync wait");
+
+        relay.inspector_mut().outcome = Some(false);
+        relay.release_hold();
+        let _ = relay.handle_client(&mut input, &mut out).unwrap();
+        let sent = messages(out);
+        assert_eq!(sent.iter().map(|m| m.tag).collect::<Vec<_>>(), b"PS");
+        assert_eq!(
+            &sent[0].body[..],
+            b"AIRLOCK_REFUSED_1\0AIRLOCK_REFUSED_1\0\0\0",
+            "the stand-in creates nothing: it fails to parse"
+        );
+        let mut up = msg(b'1', b"");
+        up.extend_from_slice(&msg(b'2', b""));
+        up.extend_from_slice(&error(
+            "42601",
+            "syntax error at or near \"AIRLOCK_REFUSED_1\"",
+        ));
+        up.extend_from_slice(&msg(b'Z', b"I"));
+        let mut to_client = BytesMut::new();
+        relay
+            .handle_upstream(&mut up, &mut to_client, &mut BytesMut::new())
+            .unwrap();
+        let got = messages(to_client);
+        assert_eq!(got.iter().map(|m| m.tag).collect::<Vec<_>>(), b"12EZ");
+        let fields = codec::notice_fields(&got[2].body);
+        assert!(fields.contains(&(b'C', "42501".into())), "{fields:?}");
+        assert!(
+            fields.contains(&(b'M', "denied by bob".into())),
+            "{fields:?}"
+        );
+        assert!(!relay.busy());
+    }
+
+    #[test]
+    fn an_execute_after_an_error_in_its_batch_is_not_judged() {
+        let mut relay = Relay::new(Holder::default(), 1024, b'I');
+        let mut input = msg(b'P', b"\0delete from t\0\0\0");
+        input.extend_from_slice(&msg(b'B', b"h\0\0\0\0\0\0\0\0"));
+        let mut out = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut out).unwrap();
+        let mut up = error("42P01", "relation \"t\" does not exist");
+        relay
+            .handle_upstream(&mut up, &mut BytesMut::new(), &mut BytesMut::new())
+            .unwrap();
+        let mut input = msg(b'E', b"h\0\0\0\0\0");
+        let _ = relay.handle_client(&mut input, &mut out).unwrap();
+        assert!(!relay.holding(), "the upstream skips it anyway");
+        assert_eq!(relay.inspector().judged, 0);
     }
 
     fn data_row(text: &str) -> BytesMut {

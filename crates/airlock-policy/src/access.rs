@@ -12,6 +12,12 @@
 //! getting `readonly` would hide a misconfiguration. When it names no profile
 //! of the connection at all (psql's default `user` is the OS user name), the
 //! principal's first allowed role is used, and the startup notice says so.
+//!
+//! Just-in-time access: a rule with `jit` grants its roles only through a
+//! live grant (an approved access request, kept in the store). The caller
+//! passes the principal's live grants; a role reachable only through a JIT
+//! rule without one is refused with a message saying how to request it.
+//! A rule without `jit` that grants the same role wins (it needs no grant).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -47,6 +53,25 @@ pub struct AccessRule {
     pub mode: AccessMode,
     /// Sessions routed by this rule see result data unmasked.
     pub unmask: bool,
+    /// Its roles are usable only through a grant.
+    pub jit: Option<JitRule>,
+}
+
+/// How a JIT access rule's grants are approved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JitRule {
+    pub max_duration: std::time::Duration,
+    pub approvers: Vec<String>,
+    pub min_approvals: u32,
+}
+
+/// A live grant of one role on one connection to the principal at hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub id: String,
+    pub connection: String,
+    pub role: String,
+    pub expires_at: std::time::SystemTime,
 }
 
 impl AccessRule {
@@ -56,6 +81,26 @@ impl AccessRule {
 
     fn covers(&self, connection: &str) -> bool {
         self.connections.iter().any(|c| c == "*" || c == connection)
+    }
+
+    /// The grant that lets `role` be used through this rule: `Ok(None)`
+    /// for a rule that needs none, `Err(())` when it needs one and there is
+    /// none.
+    fn grant_for<'g>(
+        &self,
+        connection: &str,
+        role: &str,
+        grants: &'g [Grant],
+    ) -> Result<Option<&'g Grant>, ()> {
+        if self.jit.is_none() {
+            return Ok(None);
+        }
+        grants
+            .iter()
+            .filter(|g| g.connection == connection && g.role == role)
+            .max_by_key(|g| g.expires_at)
+            .map(Some)
+            .ok_or(())
     }
 }
 
@@ -81,6 +126,8 @@ pub struct Route {
     /// Whether the role is the principal's first allowed one because the
     /// requested `user` named no role profile.
     pub role_defaulted: bool,
+    /// The JIT grant the route uses: the session ends when it does.
+    pub grant: Option<Grant>,
 }
 
 /// Why a principal gets no route. Displays as the message the client sees:
@@ -99,6 +146,9 @@ pub enum RouteError {
         role: String,
         allowed_roles: Vec<String>,
     },
+    /// The role is granted just in time, and the principal holds no live
+    /// grant of it.
+    NeedsGrant { connection: String, role: String },
 }
 
 impl fmt::Display for RouteError {
@@ -128,6 +178,10 @@ impl fmt::Display for RouteError {
                 "role \"{role}\" on connection \"{connection}\" is not granted to you; you may use: {}",
                 allowed_roles.join(", ")
             ),
+            RouteError::NeedsGrant { connection, role } => write!(
+                f,
+                "role \"{role}\" on connection \"{connection}\" needs a just-in-time grant, and you hold none; request one with: airlock access request {connection} --role {role} --for 30m --reason \"...\""
+            ),
         }
     }
 }
@@ -140,52 +194,96 @@ impl AccessPolicy {
         AccessPolicy { rules, connections }
     }
 
-    /// The roles `p` may use on `connection`, in rule order, without
-    /// duplicates. Empty when the connection does not exist.
-    fn allowed_roles(&self, p: &Principal, connection: &str) -> Vec<String> {
-        let Some(existing) = self.connections.get(connection) else {
-            return Vec::new();
-        };
-        let mut roles: Vec<String> = Vec::new();
-        for rule in self
-            .rules
+    /// The rules that match `p` on `connection` and name an existing role,
+    /// in file order, with each role they name.
+    fn candidates<'a>(
+        &'a self,
+        p: &'a Principal,
+        connection: &'a str,
+    ) -> impl Iterator<Item = (&'a AccessRule, &'a String)> + 'a {
+        let existing = self.connections.get(connection);
+        self.rules
             .iter()
-            .filter(|r| r.matches(p) && r.covers(connection))
-        {
-            for role in &rule.roles {
-                if existing.contains(role) && !roles.contains(role) {
-                    roles.push(role.clone());
-                }
+            .filter(move |r| r.matches(p) && r.covers(connection))
+            .flat_map(|r| r.roles.iter().map(move |role| (r, role)))
+            .filter(move |(_, role)| existing.is_some_and(|e| e.contains(role)))
+    }
+
+    /// The roles `p` may use on `connection` now (JIT roles only through a
+    /// live grant), in rule order, without duplicates. Empty when the
+    /// connection does not exist.
+    fn allowed_roles(&self, p: &Principal, connection: &str, grants: &[Grant]) -> Vec<String> {
+        let mut roles: Vec<String> = Vec::new();
+        for (rule, role) in self.candidates(p, connection) {
+            if rule.grant_for(connection, role, grants).is_ok() && !roles.contains(role) {
+                roles.push(role.clone());
             }
         }
         roles
     }
 
-    /// Every connection `p` may use, with its roles.
-    pub fn allowed(&self, p: &Principal) -> Vec<(String, Vec<String>)> {
+    /// Every connection `p` may use now, with its roles.
+    pub fn allowed(&self, p: &Principal, grants: &[Grant]) -> Vec<(String, Vec<String>)> {
         self.connections
             .keys()
-            .map(|c| (c.clone(), self.allowed_roles(p, c)))
+            .map(|c| (c.clone(), self.allowed_roles(p, c, grants)))
             .filter(|(_, roles)| !roles.is_empty())
             .collect()
     }
 
-    /// Picks the route for `p` asking for `connection` as `requested_role`.
+    /// Whether routing `p` to `connection` may depend on its grants (a JIT
+    /// rule matches): only then need they be looked up.
+    pub fn needs_grants(&self, p: &Principal, connection: &str) -> bool {
+        self.candidates(p, connection)
+            .any(|(rule, _)| rule.jit.is_some())
+    }
+
+    /// The JIT rule under which `p` may request `role` on `connection`: the
+    /// first matching rule with `jit` naming it.
+    pub fn jit_rule<'a>(
+        &'a self,
+        p: &'a Principal,
+        connection: &'a str,
+        role: &str,
+    ) -> Option<&'a AccessRule> {
+        self.candidates(p, connection)
+            .find(|(rule, r)| rule.jit.is_some() && *r == role)
+            .map(|(rule, _)| rule)
+    }
+
+    /// Picks the route for `p` asking for `connection` as `requested_role`,
+    /// given the principal's live grants.
     pub fn route(
         &self,
         p: &Principal,
         connection: &str,
         requested_role: &str,
+        grants: &[Grant],
     ) -> Result<Route, RouteError> {
-        let allowed_roles = self.allowed_roles(p, connection);
+        let allowed_roles = self.allowed_roles(p, connection, grants);
+        let requested_jit = || {
+            self.candidates(p, connection)
+                .any(|(rule, role)| rule.jit.is_some() && role == requested_role)
+        };
         let Some(first) = allowed_roles.first() else {
+            if requested_jit() {
+                return Err(RouteError::NeedsGrant {
+                    connection: connection.to_string(),
+                    role: requested_role.to_string(),
+                });
+            }
             return Err(RouteError::NoAccess {
                 connection: connection.to_string(),
-                allowed: self.allowed(p),
+                allowed: self.allowed(p, grants),
             });
         };
         let (role, role_defaulted) = if allowed_roles.iter().any(|r| r == requested_role) {
             (requested_role, false)
+        } else if requested_jit() {
+            return Err(RouteError::NeedsGrant {
+                connection: connection.to_string(),
+                role: requested_role.to_string(),
+            });
         } else if self.connections[connection]
             .iter()
             .any(|r| r == requested_role)
@@ -198,10 +296,10 @@ impl AccessPolicy {
         } else {
             (first.as_str(), true)
         };
-        let rule = self
-            .rules
-            .iter()
-            .find(|r| r.matches(p) && r.covers(connection) && r.roles.iter().any(|x| x == role))
+        let (rule, grant) = self
+            .candidates(p, connection)
+            .filter(|(_, r)| *r == role)
+            .find_map(|(rule, _)| Some((rule, rule.grant_for(connection, role, grants).ok()?)))
             .expect("an allowed role comes from a matching rule");
         Ok(Route {
             connection: connection.to_string(),
@@ -210,6 +308,7 @@ impl AccessPolicy {
             mode: rule.mode,
             unmask: rule.unmask,
             role_defaulted,
+            grant: grant.cloned(),
         })
     }
 }
@@ -248,6 +347,7 @@ mod tests {
             roles: v(roles),
             mode,
             unmask: false,
+            jit: None,
         }
     }
 
@@ -381,7 +481,7 @@ mod tests {
             ),
         ];
         for (who, conn, role, want) in cases {
-            let got = p.route(who, conn, role);
+            let got = p.route(who, conn, role, &[]);
             match (want, got) {
                 (Ok((r, rule, mode, defaulted)), Ok(route)) => {
                     assert_eq!(
@@ -408,10 +508,100 @@ mod tests {
     #[test]
     fn error_lists_only_the_principals_connections() {
         let err = policy()
-            .route(&principal("devin", &["ai-agents"]), "secret", "admin")
+            .route(&principal("devin", &["ai-agents"]), "secret", "admin", &[])
             .unwrap_err()
             .to_string();
         assert!(!err.contains("billing"));
         assert!(err.contains("orders"));
+    }
+
+    fn jit_policy() -> AccessPolicy {
+        let mut jit = rule(
+            "agents-write-jit",
+            &["ai-agents"],
+            &["orders"],
+            &["admin"],
+            AccessMode::ReadWrite,
+        );
+        jit.jit = Some(JitRule {
+            max_duration: std::time::Duration::from_secs(3600),
+            approvers: vec!["dba".into()],
+            min_approvals: 1,
+        });
+        let read = rule(
+            "agents-read",
+            &["ai-agents"],
+            &["orders"],
+            &["readonly"],
+            AccessMode::ReadOnly,
+        );
+        let dba = rule("dba", &["dba"], &["*"], &["admin"], AccessMode::ReadWrite);
+        let mut conns = BTreeMap::new();
+        conns.insert(
+            "orders".to_string(),
+            vec!["readonly".to_string(), "admin".to_string()],
+        );
+        AccessPolicy::new(vec![jit, read, dba], conns)
+    }
+
+    fn grant(id: &str, connection: &str, role: &str, secs: u64) -> Grant {
+        Grant {
+            id: id.into(),
+            connection: connection.into(),
+            role: role.into(),
+            expires_at: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+        }
+    }
+
+    #[test]
+    fn a_jit_role_needs_a_live_grant() {
+        let p = jit_policy();
+        let devin = principal("devin", &["ai-agents"]);
+        assert!(p.needs_grants(&devin, "orders"));
+        assert!(!p.needs_grants(&principal("bob", &["dba"]), "orders"));
+        let err = p.route(&devin, "orders", "admin", &[]).unwrap_err();
+        assert_eq!(
+            err,
+            RouteError::NeedsGrant {
+                connection: "orders".into(),
+                role: "admin".into()
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains("airlock access request orders --role admin")
+        );
+        // Without a grant the JIT role is not the default either.
+        let route = p.route(&devin, "orders", "postgres", &[]).unwrap();
+        assert_eq!((route.role.as_str(), route.grant), ("readonly", None));
+        // A grant of another role or connection does not count.
+        let other = [
+            grant("g0", "orders", "readonly", 10),
+            grant("g1", "billing", "admin", 10),
+        ];
+        assert!(p.route(&devin, "orders", "admin", &other).is_err());
+        // With one, the latest-ending grant is used.
+        let grants = [
+            grant("g1", "orders", "admin", 10),
+            grant("g2", "orders", "admin", 20),
+        ];
+        let route = p.route(&devin, "orders", "admin", &grants).unwrap();
+        assert_eq!(route.rule, "agents-write-jit");
+        assert_eq!(route.grant.unwrap().id, "g2");
+        // A standing rule needs no grant.
+        let route = p
+            .route(&principal("bob", &["dba"]), "orders", "admin", &[])
+            .unwrap();
+        assert_eq!((route.rule.as_str(), route.grant), ("dba", None));
+        assert_eq!(
+            p.jit_rule(&devin, "orders", "admin")
+                .map(|r| r.name.as_str()),
+            Some("agents-write-jit")
+        );
+        assert!(p.jit_rule(&devin, "orders", "readonly").is_none());
+        assert!(
+            p.jit_rule(&principal("bob", &["dba"]), "orders", "admin")
+                .is_none()
+        );
     }
 }

@@ -51,6 +51,8 @@ pub struct Guardrail {
     pub action: Action,
     pub message: Option<String>,
     pub approvers: Vec<String>,
+    /// Distinct approvers an `approve` needs.
+    pub min_approvals: u32,
 }
 
 /// A decision on a statement or a message.
@@ -64,6 +66,7 @@ pub enum Decision {
     Approve {
         rule: String,
         approvers: Vec<String>,
+        min_approvals: u32,
     },
 }
 
@@ -201,6 +204,7 @@ impl Guardrails {
             Action::Approve => Decision::Approve {
                 rule: rule.name.clone(),
                 approvers: rule.approvers.clone(),
+                min_approvals: rule.min_approvals,
             },
             Action::Deny => Decision::Deny {
                 rule: rule.name.clone(),
@@ -307,6 +311,7 @@ mod tests {
             action,
             message: None,
             approvers: vec!["dba".into()],
+            min_approvals: 1,
         }
     }
 
@@ -483,6 +488,7 @@ mod tests {
         let approve = Decision::Approve {
             rule: "a".into(),
             approvers: vec![],
+            min_approvals: 1,
         };
         assert_eq!(
             strictest([Decision::Allow, approve.clone(), denied.clone(), approve]),

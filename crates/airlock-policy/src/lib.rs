@@ -12,13 +12,14 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod approval;
 pub mod guardrails;
 pub mod lineage;
 pub mod masking;
 pub mod principal;
 pub mod statement;
 
-pub use access::{AccessMode, AccessPolicy, AccessRule, Route, RouteError};
+pub use access::{AccessMode, AccessPolicy, AccessRule, Grant, JitRule, Route, RouteError};
 pub use guardrails::{Action, Decision, Estimate, Evaluation, Guardrail, Guardrails};
 pub use principal::Principal;
 pub use statement::{Effect, Effects, Relation, Statement, StatementKind};

@@ -24,10 +24,19 @@
 //!   prefix of a stream (never its last shipped event) and records the last
 //!   deleted event's seq and hash in `anchors` in the same transaction; the
 //!   events left chain from it.
+//! - **Approvals are rows, decided by conditional updates.** Held
+//!   statements and just-in-time access grants share `approvals` (votes in
+//!   `approval_votes`, one per human; gateway liveness in `gateways`). Every
+//!   status change is an `UPDATE … WHERE status = 'pending'` (or
+//!   `'granted'`), and a vote updates the row before inserting itself, in
+//!   one transaction, so concurrent voters and replicas serialise on the
+//!   row and each change happens once ([`Store::vote`], `approvals.rs`).
 //! - **Down is an error, quickly.** Every pool acquire is bounded by the
 //!   connect timeout, so readiness and the shipper learn of an unreachable
 //!   store instead of hanging; the journal keeps the events meanwhile.
 #![forbid(unsafe_code)]
+
+mod approvals;
 
 use std::time::Duration;
 
@@ -36,6 +45,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row as _};
 use uuid::Uuid;
+
+pub use approvals::{
+    ApprovalFilter, ApprovalKind, ApprovalRow, ApprovalStatus, NewApproval, Vote, VoteKind,
+    VoteOutcome, VoteRow,
+};
 
 /// A SHA-256 chain hash, as in `airlock_journal::Hash`.
 pub type Hash = [u8; 32];

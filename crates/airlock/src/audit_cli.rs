@@ -35,7 +35,9 @@ pub struct Server {
     /// The airlock HTTP API.
     #[arg(long, global = true, env = "AIRLOCK_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
-    /// An OIDC token of a caller in an auditor or admin group.
+    /// An OIDC token of the caller; its groups decide what the API lets it
+    /// see and do (sessions: auditor or admin; approvals: the rule's
+    /// approvers).
     #[arg(long, global = true, env = "AIRLOCK_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
@@ -159,7 +161,7 @@ pub fn sessions(server: Server, command: SessionsCommand) -> Result<ExitCode> {
             }
         }
         SessionsCommand::Show { id, json } => {
-            let body = runtime.block_on(api.get(&session_path(&id), &[], Some(&id)))?;
+            let body = runtime.block_on(api.get(&session_path(&id), &[], Some(&not_found(&id))))?;
             if json {
                 print_json(out, &body)?;
             } else {
@@ -167,7 +169,7 @@ pub fn sessions(server: Server, command: SessionsCommand) -> Result<ExitCode> {
             }
         }
         SessionsCommand::Replay { id } => {
-            let body = runtime.block_on(api.get(&session_path(&id), &[], Some(&id)))?;
+            let body = runtime.block_on(api.get(&session_path(&id), &[], Some(&not_found(&id))))?;
             let (events, unreadable) = decode_events(&body);
             let mut text = String::new();
             airlock_audit::replay::transcript(&events, &mut text)
@@ -185,6 +187,11 @@ pub fn sessions(server: Server, command: SessionsCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What a 404 about session `id` means.
+fn not_found(id: &str) -> String {
+    format!("session {} not found", printable(id))
+}
+
 fn session_path(id: &str) -> String {
     // Escaped, so that an odd id cannot reach another route.
     format!("/api/v1/sessions/{}", percent_encode(id))
@@ -192,7 +199,7 @@ fn session_path(id: &str) -> String {
 
 /// RFC 3986 percent-encoding of everything but unreserved characters: safe
 /// in a path segment and in a query value.
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
@@ -204,7 +211,7 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// `?name=value&…`, encoded; empty without parameters.
-fn query_string(query: &[(&str, String)]) -> String {
+pub(crate) fn query_string(query: &[(&str, String)]) -> String {
     let mut q = String::new();
     for (i, (name, value)) in query.iter().enumerate() {
         q.push(if i == 0 { '?' } else { '&' });
@@ -216,37 +223,37 @@ fn query_string(query: &[(&str, String)]) -> String {
 }
 
 /// Writes, treating a closed stdout (`| head`) as the end.
-fn write_str(out: &mut impl Write, s: &str) -> Result<()> {
+pub(crate) fn write_str(out: &mut impl Write, s: &str) -> Result<()> {
     match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
 }
 
-fn print_json(out: &mut impl Write, body: &Value) -> Result<()> {
+pub(crate) fn print_json(out: &mut impl Write, body: &Value) -> Result<()> {
     let mut text = serde_json::to_string_pretty(body)?;
     text.push('\n');
     write_str(out, &text)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
 }
 
 /// An API client.
-struct Api {
+pub(crate) struct Api {
     base: String,
     token: String,
     client: reqwest::Client,
 }
 
 impl Api {
-    fn new(server: Server) -> Result<Api> {
+    pub(crate) fn new(server: Server) -> Result<Api> {
         let token = server.token.filter(|t| !t.trim().is_empty()).context(
-            "no token: pass --token or set AIRLOCK_TOKEN to an OIDC token of a caller in an \
-             auditor or admin group (with the dev issuer: airlock token --sub NAME --groups GROUP)",
+            "no token: pass --token or set AIRLOCK_TOKEN to an OIDC token of a caller in a \
+             group the API allows (with the dev issuer: airlock token --sub NAME --groups GROUP)",
         )?;
         let base = server.server.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
@@ -264,17 +271,38 @@ impl Api {
     }
 
     /// GETs `path` and returns its JSON; any other answer is an error that
-    /// says what to do. `session` names the session a 404 is about.
-    async fn get(
+    /// says what to do. `not_found` is what a 404 means, when the path names
+    /// one object.
+    pub(crate) async fn get(
         &self,
         path: &str,
         query: &[(&str, String)],
-        session: Option<&str>,
+        not_found: Option<&str>,
     ) -> Result<Value> {
         let url = format!("{}{path}{}", self.base, query_string(query));
-        let response = self
-            .client
-            .get(&url)
+        self.send(self.client.get(&url), &url, not_found).await
+    }
+
+    /// POSTs `body` as JSON to `path` and returns the answer's JSON, like
+    /// [`Api::get`].
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+        not_found: Option<&str>,
+    ) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        self.send(self.client.post(&url).json(body), &url, not_found)
+            .await
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+        not_found: Option<&str>,
+    ) -> Result<Value> {
+        let response = request
             .bearer_auth(&self.token)
             .send()
             .await
@@ -293,29 +321,35 @@ impl Api {
             .and_then(|j| j["error"].as_str())
             .map(str::to_owned)
             .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
-        Err(api_error(status.as_u16(), &message, session))
+        // The server's words are untrusted too.
+        Err(api_error(status.as_u16(), &printable(&message), not_found))
     }
 }
 
-fn api_error(status: u16, message: &str, session: Option<&str>) -> anyhow::Error {
-    match (status, session) {
+/// An error answer of the API, saying what to do. `not_found` is what a
+/// 404 means, when the request named one object.
+pub(crate) fn api_error(status: u16, message: &str, not_found: Option<&str>) -> anyhow::Error {
+    match (status, not_found) {
         (401, _) => anyhow!(
             "the API refused the token ({message}): pass a valid, unexpired token with --token \
-             or AIRLOCK_TOKEN"
+             or AIRLOCK_TOKEN (with the dev issuer, mint one: airlock token --sub NAME --groups \
+             GROUP)"
         ),
         (400, _) => anyhow!("the API refused the request: {message}"),
         (403, _) => anyhow!("not allowed: {message}"),
-        (404, Some(id)) => anyhow!("session {id} not found"),
+        (404, Some(what)) => anyhow!("{what}"),
         (404, None) => {
             anyhow!("not found ({message}): is --server an airlock API of this version?")
         }
+        // Already decided, timed out, voted twice: the server says which.
+        (409, _) => anyhow!("{message}"),
         (503, _) => anyhow!("the API cannot answer now: {message}"),
         (status, _) => anyhow!("the API answered {status}: {message}"),
     }
 }
 
 /// A request that got no answer, said plainly.
-fn unreachable(base: &str, e: &reqwest::Error) -> anyhow::Error {
+pub(crate) fn unreachable(base: &str, e: &reqwest::Error) -> anyhow::Error {
     let mut cause: Option<&dyn std::error::Error> = Some(e);
     while let Some(c) = cause {
         if let Some(io) = c.downcast_ref::<io::Error>()
@@ -360,7 +394,7 @@ fn decode_events(body: &Value) -> (Vec<Event>, usize) {
 }
 
 /// A value for a terminal: control characters escaped, `-` for none.
-fn cell(v: &Value) -> String {
+pub(crate) fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => printable(s),
@@ -370,7 +404,7 @@ fn cell(v: &Value) -> String {
 
 /// `s` with control characters escaped, so that recorded text cannot drive
 /// the terminal.
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     s.chars()
         .map(|c| match c {
             '\n' => "\\n".to_string(),
@@ -383,7 +417,7 @@ fn printable(s: &str) -> String {
 }
 
 /// Columns separated by two spaces, left-aligned, headers in capitals.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, c) in width.iter_mut().zip(row) {
@@ -578,6 +612,24 @@ fn event_row(e: &Event) -> Vec<String> {
             String::new(),
             if p.ok { "ok".into() } else { "refused".into() },
         ),
+        Body::Approval(a) => {
+            let what = if a.request == "access" {
+                "access request"
+            } else {
+                "approval"
+            };
+            let mut d = format!("{what} {} {}", a.id, printable(&a.action.replace('_', " ")));
+            if let Some(by) = &a.by {
+                d.push_str(&format!(" by {}", printable(by)));
+            }
+            if a.action == "requested" {
+                d.push_str(&format!(" (rule {})", printable(&a.rule)));
+            }
+            if let Some(reason) = &a.reason {
+                d.push_str(&format!(": {}", printable(reason)));
+            }
+            (a.seq.map(|s| s.to_string()).unwrap_or_default(), d)
+        }
     };
     vec![printable(&e.at), e.kind().to_string(), seq, detail]
 }
@@ -803,7 +855,7 @@ mod tests {
                 .contains("--token")
         );
         assert_eq!(
-            api_error(404, "session x not found", Some("x")).to_string(),
+            api_error(404, "no session x", Some(&not_found("x"))).to_string(),
             "session x not found"
         );
         assert!(
@@ -887,6 +939,7 @@ mod tests {
                     client_addr: "10.0.0.5:1".into(),
                     application_name: None,
                     tls: false,
+                    grant: None,
                 }),
             ),
             Event::at(
@@ -944,6 +997,52 @@ mod tests {
              2024-05-01T12:00:00.000Z  result         1    SELECT 1, 1 row, 0.8 ms\n\
              \n\
              1 event(s) not readable by this airlock version (see --json)\n"
+        );
+    }
+
+    #[test]
+    fn approval_events_are_one_line() {
+        use airlock_audit::event::Approval;
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_714_564_800_000);
+        let approval = |action: &str, by: Option<&str>, reason: Option<&str>| Approval {
+            id: uuid::Uuid::nil(),
+            request: "statement".into(),
+            action: action.into(),
+            session: None,
+            seq: Some(3),
+            rule: "review\u{1b}".into(),
+            connection: "app".into(),
+            role: "rw".into(),
+            requester: Some("devin".into()),
+            act: None,
+            by: by.map(Into::into),
+            reason: reason.map(Into::into),
+            approvers: vec!["dba".into()],
+            min_approvals: Some(1),
+            estimate: Some(10),
+            until: None,
+        };
+        let row = event_row(&Event::at(
+            at,
+            Body::Approval(approval("requested", None, None)),
+        ));
+        assert_eq!(
+            row,
+            [
+                "2024-05-01T12:00:00.000Z",
+                "approval",
+                "3",
+                "approval 00000000-0000-0000-0000-000000000000 requested (rule review\\x1b)"
+            ]
+        );
+        let mut denied = approval("denied", Some("bob"), Some("not now\n"));
+        denied.request = "access".into();
+        denied.seq = None;
+        let row = event_row(&Event::at(at, Body::Approval(denied)));
+        assert_eq!(row[2], "");
+        assert_eq!(
+            row[3],
+            "access request 00000000-0000-0000-0000-000000000000 denied by bob: not now\\n"
         );
     }
 }

@@ -48,8 +48,19 @@ pub fn explain(
         token_id: None,
         expires_at: SystemTime::now(),
     };
+    // A just-in-time role is explained as if granted: the guardrails are
+    // the same once it is.
+    let assumed: Vec<airlock_policy::Grant> = role
+        .map(|role| airlock_policy::Grant {
+            id: "(assumed by explain)".into(),
+            connection: connection.into(),
+            role: role.into(),
+            expires_at: SystemTime::now(),
+        })
+        .into_iter()
+        .collect();
     let route = snapshot::access_policy(config)
-        .route(&principal, connection, role.unwrap_or(""))
+        .route(&principal, connection, role.unwrap_or(""), &assumed)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let analyzer = Analyzer::new(&config.unsafe_functions);
     let guardrails = snapshot::guardrails(config);
@@ -104,7 +115,9 @@ fn decision_json(d: &Decision) -> Value {
         Decision::Deny { rule, message } => {
             json!({"action": "deny", "rule": rule, "message": message})
         }
-        Decision::Approve { rule, approvers } => {
+        Decision::Approve {
+            rule, approvers, ..
+        } => {
             json!({"action": "approve", "rule": rule, "approvers": approvers})
         }
     }
@@ -114,7 +127,9 @@ fn decision_text(d: &Decision) -> String {
     match d {
         Decision::Allow => "allow".into(),
         Decision::Deny { rule, message } => format!("deny (rule \"{rule}\": {message})"),
-        Decision::Approve { rule, approvers } => format!(
+        Decision::Approve {
+            rule, approvers, ..
+        } => format!(
             "approve (rule \"{rule}\", approvers: {})",
             approvers.join(", ")
         ),

@@ -6,6 +6,7 @@ use airlock_identity::dev::{DevIssuer, MintRequest};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+mod approvals_cli;
 mod audit_cli;
 
 /// airlock: an identity-aware gateway between AI agents, CI jobs, people and
@@ -50,6 +51,22 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Statements held for approval, through the HTTP API: list, show,
+    /// approve, deny.
+    Approvals {
+        #[command(flatten)]
+        server: audit_cli::Server,
+        #[command(subcommand)]
+        command: approvals_cli::ApprovalsCommand,
+    },
+    /// Just-in-time access, through the HTTP API: request a role, list,
+    /// show, approve, deny, revoke grants.
+    Access {
+        #[command(flatten)]
+        server: audit_cli::Server,
+        #[command(subcommand)]
+        command: approvals_cli::AccessCommand,
     },
     /// Recorded sessions, through the HTTP API (auditor or admin token).
     Sessions {
@@ -195,6 +212,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Approvals { server, command } => approvals_cli::approvals(server, command),
+        Command::Access { server, command } => approvals_cli::access(server, command),
         Command::Sessions { server, command } => audit_cli::sessions(server, command),
         Command::Audit { command } => audit_cli::audit(command),
         Command::Policy {

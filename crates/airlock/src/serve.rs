@@ -12,7 +12,9 @@ use airlock_audit::Recorder;
 use airlock_audit::ship::StoreSlot;
 use airlock_config::{Config, JournalFsync};
 use airlock_gateway::Gateway;
+use airlock_gateway::approvals::Approvals;
 use airlock_identity::dev::DevIssuer;
+use airlock_notify::Notifier;
 use anyhow::{Context, Result};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -202,6 +204,19 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         }));
     }
 
+    // Approvals and grants: held statements wait on the store, shared with
+    // every replica on it; webhooks are delivered in the background.
+    let notifier = notifier(&config)?;
+    let approvals = Approvals::new(
+        Arc::clone(&store_slot),
+        notifier,
+        Some(Arc::clone(&recorder)),
+    );
+    gateway.set_approvals(Arc::clone(&approvals));
+    tasks.push(tokio::spawn(
+        Arc::clone(&approvals).run(stopped(shutdown_rx.clone())),
+    ));
+
     if let Some(listener) = http_listener {
         let state = ApiState {
             metrics: metrics_handle(),
@@ -218,6 +233,12 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
                 })),
                 Arc::clone(&store_slot),
             )),
+            approvals: Some(airlock_api::ApprovalsApi {
+                hooks: Arc::new(Hooks {
+                    gateway: Arc::clone(&gateway),
+                    approvals: Arc::clone(&approvals),
+                }),
+            }),
         };
         let stop = stopped(shutdown_rx.clone());
         tasks.push(tokio::spawn(async move {
@@ -247,6 +268,85 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         shutdown,
         tasks,
     })
+}
+
+/// The webhook notifier of `notifications.webhooks`.
+fn notifier(config: &Config) -> Result<Notifier> {
+    if config.notifications.webhooks.is_empty() {
+        return Ok(Notifier::disabled());
+    }
+    let secrets = config.resolve_secrets().map_err(|errors| {
+        anyhow::anyhow!(
+            "{}",
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    let webhooks = config
+        .notifications
+        .webhooks
+        .iter()
+        .enumerate()
+        .map(|(i, w)| airlock_notify::Webhook {
+            url: w.url.clone(),
+            events: w.events.iter().map(|e| e.name().to_string()).collect(),
+            format: match w.format {
+                airlock_config::WebhookFormat::Json => airlock_notify::Format::Json,
+                airlock_config::WebhookFormat::Slack => airlock_notify::Format::Slack,
+            },
+            secret: secrets
+                .webhook_secrets
+                .get(i)
+                .and_then(Option::as_ref)
+                .map(|s| s.expose().clone()),
+            timeout: w.timeout.0,
+        })
+        .collect();
+    Ok(Notifier::start(webhooks, airlock_notify::Retry::default()))
+}
+
+/// What the approvals endpoints need from this process.
+struct Hooks {
+    gateway: Arc<Gateway>,
+    approvals: Arc<Approvals>,
+}
+
+impl airlock_api::ApprovalHooks for Hooks {
+    fn jit_terms(
+        &self,
+        p: &airlock_policy::Principal,
+        connection: &str,
+        role: &str,
+    ) -> Option<airlock_api::JitTerms> {
+        let snapshot = self.gateway.snapshot();
+        let rule = snapshot.access.jit_rule(p, connection, role)?;
+        let jit = rule.jit.as_ref()?;
+        Some(airlock_api::JitTerms {
+            rule: rule.name.clone(),
+            approvers: jit.approvers.clone(),
+            min_approvals: jit.min_approvals,
+            max_duration: jit.max_duration,
+        })
+    }
+
+    fn nudge(&self) {
+        self.approvals.nudge();
+    }
+
+    fn record(&self, event: airlock_audit::event::Approval) {
+        self.approvals.record(event);
+    }
+
+    fn notify(&self, event: &'static str, data: serde_json::Value, summary: String) {
+        self.approvals.notifier.send(airlock_notify::Notification {
+            event,
+            data,
+            summary,
+        });
+    }
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -351,6 +451,7 @@ impl airlock_api::Authenticate for ApiAuth {
                 subject: principal.subject.clone(),
                 auditor: member(&self.auditor_groups),
                 admin: member(&self.admin_groups),
+                principal: principal.clone(),
             })
         })
     }

@@ -201,6 +201,7 @@ pub fn session(
         mode: "read-only".into(),
         unmask: false,
         client_addr: "127.0.0.1:5000".into(),
+        grant: None,
         application_name: Some("psql".into()),
         tls: false,
     }));
