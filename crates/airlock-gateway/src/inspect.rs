@@ -242,9 +242,7 @@ impl PolicyInspector {
 
     /// The outcome of the hold being ended, if one is.
     fn take_outcome(&mut self) -> Option<(HoldOutcome, Option<(Judged, Verdict)>)> {
-        if self.hold.as_ref()?.outcome.is_none() {
-            return None;
-        }
+        self.hold.as_ref()?.outcome.as_ref()?;
         let hold = self.hold.take()?;
         Some((hold.outcome?, hold.judged))
     }
