@@ -292,7 +292,10 @@ impl Demo {
             "airlock demo is running. Paste these in another terminal:\n\
              \n  # an AI agent (group ai-agents): read-only\n  {}\n\
              \n  # a DBA (group dba): read-write\n  {}\n\
-             \nTry: select name, email from customers limit 5;   delete from orders;\n  (the agent is read-only; the DBA's unbounded delete needs an approval)\n\
+             \nTry: select name, email from customers limit 5;   delete from orders;\n  (the agent is read-only; the DBA's unbounded delete waits for an approval)\n\
+             \n  # a reviewer (group dba) decides held statements; nobody approves their own\n  \
+             export AIRLOCK_SERVER={server} AIRLOCK_TOKEN=$({exe} token --config {config} --sub reviewer --groups dba)\n  \
+             {exe} approvals list\n  {exe} approvals approve <id>   # or: deny <id> --reason \"...\"\n\
              \n  # an auditor (group security): every session is recorded\n  \
              export AIRLOCK_SERVER={server} AIRLOCK_TOKEN=$({exe} token --config {config} --sub auditor --groups security)\n  \
              {exe} sessions list\n  {exe} sessions replay <session id>\n\

@@ -320,14 +320,56 @@ fn demo_prints_working_lines_and_cleans_up() {
         "{}",
         text(&out.stdout)
     );
-    // An unbounded delete is held for approval even for the DBA, and refused
-    // while approvals are not available; nothing is deleted.
-    let out = paste(&format!(r#"{dba} -c "delete from orders""#));
+    // An unbounded delete is held for approval even for the DBA; the
+    // reviewer's lines deny it, and nothing is deleted.
+    let held = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            r#"{dba} -v VERBOSITY=verbose -c "delete from orders""#
+        ))
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let reviewer = lines
+        .iter()
+        .find(|l| l.contains("--sub reviewer --groups dba"))
+        .unwrap_or_else(|| panic!("no reviewer line in:\n{printed}"))
+        .trim()
+        .to_owned();
+    let exe = reviewer
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("AIRLOCK_TOKEN=$("))
+        .unwrap_or_else(|| panic!("no binary in {reviewer}"));
+    let mut id = String::new();
+    for _ in 0..200 {
+        let out = paste(&format!("{reviewer}; {exe} approvals list --json"));
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(found) = list["approvals"][0]["id"].as_str() {
+            id = found.to_owned();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!id.is_empty(), "the delete was not held");
+    let out = paste(&format!(
+        "{reviewer}; {exe} approvals deny {id} --reason 'demo says no'"
+    ));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = held.wait_with_output().unwrap();
     assert!(!out.status.success(), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
     assert!(
-        text(&out.stderr).contains("approval required (rule \"review-unbounded-writes\")"),
-        "{}",
-        text(&out.stderr)
+        err.contains(&format!(
+            "statement held for approval {id} (rule review-unbounded-writes)"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("42501") && err.contains("demo says no"),
+        "{err}"
     );
     let out = paste(&format!(r#"{agent} -c "select count(*) from orders""#));
     assert!(text(&out.stdout).contains("6000"), "{}", text(&out.stdout));
