@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_audit::event::Approval as ApprovalEvent;
+use airlock_audit::event::{Approval as ApprovalEvent, now_ms, rfc3339_ms as rfc3339};
 use airlock_policy::Principal;
 use airlock_policy::approval::{Requester, Vote, check_vote, human};
 use airlock_store::{
@@ -55,19 +55,6 @@ pub trait ApprovalHooks: Send + Sync {
 #[derive(Clone)]
 pub struct ApprovalsApi {
     pub hooks: Arc<dyn ApprovalHooks>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_millis(
-        std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
-    )
-    .to_string()
 }
 
 /// The approval or request as the API shows it.
@@ -137,12 +124,23 @@ pub(crate) struct ListQuery {
     limit: Option<u32>,
 }
 
-async fn list(
-    state: ApiState,
+/// `ACCESS`: the kind of request a route serves (access requests, or held
+/// statements).
+const fn kind(access: bool) -> ApprovalKind {
+    if access {
+        ApprovalKind::Access
+    } else {
+        ApprovalKind::Statement
+    }
+}
+
+/// `GET /approvals`, `GET /access`.
+pub(crate) async fn list<const ACCESS: bool>(
+    State(state): State<ApiState>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-    kind: ApprovalKind,
 ) -> Response {
+    let kind = kind(ACCESS);
     let (caller, store, _) = match caller(&state, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -196,20 +194,25 @@ async fn list(
     }
 }
 
-pub(crate) async fn list_approvals(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    list(state, headers, query, ApprovalKind::Statement).await
+/// What a request of `kind` is called in messages.
+fn noun(kind: ApprovalKind) -> &'static str {
+    match kind {
+        ApprovalKind::Statement => "approval",
+        ApprovalKind::Access => "access request",
+    }
 }
 
-pub(crate) async fn list_access(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    list(state, headers, query, ApprovalKind::Access).await
+/// The row `id` of `kind`.
+async fn fetch(store: &Store, id: &str, kind: ApprovalKind) -> Result<ApprovalRow, Response> {
+    let not_found = || error(StatusCode::NOT_FOUND, format!("no {} {id}", noun(kind)));
+    let Ok(uuid) = id.parse::<Uuid>() else {
+        return Err(not_found());
+    };
+    match store.approval(uuid).await {
+        Ok(Some(row)) if row.kind == kind => Ok(row),
+        Ok(_) => Err(not_found()),
+        Err(e) => Err(store_error(&e)),
+    }
 }
 
 /// The row `id` of `kind`, if the caller may read it.
@@ -219,34 +222,27 @@ async fn find(
     id: &str,
     kind: ApprovalKind,
 ) -> Result<ApprovalRow, Response> {
-    let what = match kind {
-        ApprovalKind::Statement => "approval",
-        ApprovalKind::Access => "access request",
-    };
-    let not_found = || error(StatusCode::NOT_FOUND, format!("no {what} {id}"));
-    let Ok(uuid) = id.parse::<Uuid>() else {
-        return Err(not_found());
-    };
-    match store.approval(uuid).await {
-        Ok(Some(row)) if row.kind == kind => {
-            if may_read(caller, &row) {
-                Ok(row)
-            } else {
-                Err(error(
-                    StatusCode::FORBIDDEN,
-                    format!(
-                        "{} may not see {what} {id}: it is visible to its requester, its approvers, auditors and admins",
-                        caller.principal.subject
-                    ),
-                ))
-            }
-        }
-        Ok(_) => Err(not_found()),
-        Err(e) => Err(store_error(&e)),
+    let row = fetch(store, id, kind).await?;
+    if may_read(caller, &row) {
+        return Ok(row);
     }
+    Err(error(
+        StatusCode::FORBIDDEN,
+        format!(
+            "{} may not see {} {id}: it is visible to its requester, its approvers, auditors and admins",
+            caller.principal.subject,
+            noun(kind)
+        ),
+    ))
 }
 
-async fn show(state: ApiState, headers: HeaderMap, id: String, kind: ApprovalKind) -> Response {
+/// `GET /approvals/{id}`, `GET /access/{id}`.
+pub(crate) async fn show<const ACCESS: bool>(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let kind = kind(ACCESS);
     let (caller, store, _) = match caller(&state, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -255,22 +251,6 @@ async fn show(state: ApiState, headers: HeaderMap, id: String, kind: ApprovalKin
         Ok(row) => Json(approval_json(&row)).into_response(),
         Err(r) => r,
     }
-}
-
-pub(crate) async fn show_approval(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    show(state, headers, id, ApprovalKind::Statement).await
-}
-
-pub(crate) async fn show_access(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    show(state, headers, id, ApprovalKind::Access).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -290,14 +270,15 @@ fn body<T: Default>(body: Result<Json<T>, JsonRejection>) -> Result<T, Response>
     }
 }
 
-async fn vote(
-    state: ApiState,
+/// `POST …/{id}/approve` (`APPROVE`) and `…/{id}/deny`.
+pub(crate) async fn vote<const ACCESS: bool, const APPROVE: bool>(
+    State(state): State<ApiState>,
     headers: HeaderMap,
-    id: String,
-    kind: ApprovalKind,
-    vote: Vote,
+    Path(id): Path<String>,
     decision: Result<Json<Decision>, JsonRejection>,
 ) -> Response {
+    let kind = kind(ACCESS);
+    let vote = if APPROVE { Vote::Approve } else { Vote::Deny };
     let (caller, store, hooks) = match caller(&state, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -310,19 +291,10 @@ async fn vote(
         .reason
         .map(|r| r.trim().to_string())
         .filter(|r| !r.is_empty());
-    let row = match find(&store, &caller, &id, kind).await {
+    // Who may vote is the check below, which says why not.
+    let row = match fetch(&store, &id, kind).await {
         Ok(row) => row,
-        // An approver who may not read it may still not vote on it: the
-        // check below says why.
-        Err(r) if r.status() != StatusCode::FORBIDDEN => return r,
-        Err(_) => match id.parse::<Uuid>().ok() {
-            Some(uuid) => match store.approval(uuid).await {
-                Ok(Some(row)) => row,
-                Ok(None) => return error(StatusCode::NOT_FOUND, format!("no approval {id}")),
-                Err(e) => return store_error(&e),
-            },
-            None => return error(StatusCode::NOT_FOUND, format!("no approval {id}")),
-        },
+        Err(r) => return r,
     };
     let requester = Requester {
         subject: &row.requester_subject,
@@ -358,10 +330,7 @@ async fn vote(
         Ok(o) => o,
         Err(e) => return store_error(&e),
     };
-    let what = match kind {
-        ApprovalKind::Statement => "approval",
-        ApprovalKind::Access => "access request",
-    };
+    let what = noun(kind);
     let result = match outcome {
         VoteOutcome::NotFound => return error(StatusCode::NOT_FOUND, format!("no {what} {id}")),
         VoteOutcome::NotPending(status) => {
@@ -435,95 +404,10 @@ async fn vote(
 /// An approval event for `row`.
 fn event(row: &ApprovalRow, action: &str, by: Option<&str>, reason: Option<&str>) -> ApprovalEvent {
     ApprovalEvent {
-        id: row.id,
-        request: row.kind.as_str().into(),
-        action: action.into(),
-        session: None,
-        seq: None,
-        rule: row.rule.clone(),
-        connection: row.connection.clone(),
-        role: row.role.clone(),
-        requester: Some(row.requester_subject.clone()),
-        act: row.requester_act.clone(),
         by: by.map(Into::into),
         reason: reason.map(Into::into),
-        approvers: if action == "requested" {
-            row.approvers.clone()
-        } else {
-            Vec::new()
-        },
-        min_approvals: (action == "requested").then_some(row.min_approvals),
-        estimate: None,
-        until: row.expires_ms.map(rfc3339),
+        ..ApprovalEvent::of_row(row, action)
     }
-}
-
-pub(crate) async fn approve_approval(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    decision: Result<Json<Decision>, JsonRejection>,
-) -> Response {
-    vote(
-        state,
-        headers,
-        id,
-        ApprovalKind::Statement,
-        Vote::Approve,
-        decision,
-    )
-    .await
-}
-
-pub(crate) async fn deny_approval(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    decision: Result<Json<Decision>, JsonRejection>,
-) -> Response {
-    vote(
-        state,
-        headers,
-        id,
-        ApprovalKind::Statement,
-        Vote::Deny,
-        decision,
-    )
-    .await
-}
-
-pub(crate) async fn approve_access(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    decision: Result<Json<Decision>, JsonRejection>,
-) -> Response {
-    vote(
-        state,
-        headers,
-        id,
-        ApprovalKind::Access,
-        Vote::Approve,
-        decision,
-    )
-    .await
-}
-
-pub(crate) async fn deny_access(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    decision: Result<Json<Decision>, JsonRejection>,
-) -> Response {
-    vote(
-        state,
-        headers,
-        id,
-        ApprovalKind::Access,
-        Vote::Deny,
-        decision,
-    )
-    .await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -665,8 +549,14 @@ pub(crate) async fn revoke_access(
         );
     }
     let by = caller.principal.subject.clone();
-    match store.revoke(row.id, &by, &reason, now_ms()).await {
-        Ok(ApprovalStatus::Revoked) => {}
+    // A grant already ended is not revoked again (revoke answers with the
+    // status afterwards, whoever ended it).
+    let revoked = match row.status {
+        ApprovalStatus::Granted => store.revoke(row.id, &by, &reason, now_ms()).await,
+        other => Ok(other),
+    };
+    match revoked {
+        Ok(ApprovalStatus::Revoked) if row.status == ApprovalStatus::Granted => {}
         Ok(other) => {
             return error(
                 StatusCode::CONFLICT,

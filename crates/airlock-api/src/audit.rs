@@ -10,7 +10,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use airlock_audit::StoreSlot;
 use airlock_audit::event::{Body, Event};
@@ -284,17 +284,12 @@ fn session_summary(row: &EventRow) -> Value {
             "principal": row.principal,
             "act": null,
             "connection": row.connection,
-            "started_at": millis_rfc3339(row.recorded_at),
+            "started_at": airlock_audit::event::rfc3339_ms(row.recorded_at),
         }),
     };
     summary["stream"] = json!(row.stream.hyphenated().to_string());
     summary["seq"] = json!(row.seq);
     summary
-}
-
-fn millis_rfc3339(ms: i64) -> String {
-    let t = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 pub(crate) async fn show_session(

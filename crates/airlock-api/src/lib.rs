@@ -90,18 +90,21 @@ fn routes() -> Routes {
     })
     .get("/api/v1/sessions", audit::list_sessions)
     .get("/api/v1/sessions/{id}", audit::show_session)
-    .get("/api/v1/approvals", approvals::list_approvals)
-    .get("/api/v1/approvals/{id}", approvals::show_approval)
+    .get("/api/v1/approvals", approvals::list::<false>)
+    .get("/api/v1/approvals/{id}", approvals::show::<false>)
     .post(
         "/api/v1/approvals/{id}/approve",
-        approvals::approve_approval,
+        approvals::vote::<false, true>,
     )
-    .post("/api/v1/approvals/{id}/deny", approvals::deny_approval)
-    .get("/api/v1/access", approvals::list_access)
+    .post(
+        "/api/v1/approvals/{id}/deny",
+        approvals::vote::<false, false>,
+    )
+    .get("/api/v1/access", approvals::list::<true>)
     .post("/api/v1/access/requests", approvals::request_access)
-    .get("/api/v1/access/{id}", approvals::show_access)
-    .post("/api/v1/access/{id}/approve", approvals::approve_access)
-    .post("/api/v1/access/{id}/deny", approvals::deny_access)
+    .get("/api/v1/access/{id}", approvals::show::<true>)
+    .post("/api/v1/access/{id}/approve", approvals::vote::<true, true>)
+    .post("/api/v1/access/{id}/deny", approvals::vote::<true, false>)
     .post("/api/v1/access/{id}/revoke", approvals::revoke_access)
 }
 

@@ -252,7 +252,7 @@ pub struct Sample {
 /// a decision, a grant given, revoked or expired. A held statement's events
 /// carry its session; a grant's carry none (it is recorded where it was
 /// decided), except its use by a session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
     pub id: Uuid,
     /// `statement` (a held statement) or `access` (a JIT access request).
@@ -292,6 +292,33 @@ pub struct Approval {
     /// When the hold times out, or the grant ends: RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+}
+
+impl Approval {
+    /// An event about a stored approval or access request: who asked, for
+    /// what, under which rule, and (for `requested`) who may decide.
+    pub fn of_row(row: &airlock_store::ApprovalRow, action: &str) -> Approval {
+        let requested = action == "requested";
+        Approval {
+            id: row.id,
+            request: row.kind.as_str().into(),
+            action: action.into(),
+            session: row.session_id,
+            rule: row.rule.clone(),
+            connection: row.connection.clone(),
+            role: row.role.clone(),
+            requester: Some(row.requester_subject.clone()),
+            act: row.requester_act.clone(),
+            approvers: if requested {
+                row.approvers.clone()
+            } else {
+                Vec::new()
+            },
+            min_approvals: requested.then_some(row.min_approvals),
+            until: row.expires_ms.map(rfc3339_ms),
+            ..Approval::default()
+        }
+    }
 }
 
 /// A session ended.
@@ -358,6 +385,16 @@ impl Event {
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_millis() as i64)
     }
+
+    /// Every kind this schema version writes.
+    pub const KINDS: &'static [&'static str] = &[
+        "session_start",
+        "statement",
+        "result",
+        "session_end",
+        "policy_reload",
+        "approval",
+    ];
 
     pub fn kind(&self) -> &'static str {
         match &self.body {
@@ -442,6 +479,25 @@ impl IndexFields {
 }
 
 /// SHA-256 of `bytes`, lowercase hex.
+/// Unix milliseconds, the store's time unit.
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+pub fn now_ms() -> i64 {
+    unix_ms(SystemTime::now())
+}
+
+pub fn from_unix_ms(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// Unix milliseconds as RFC 3339, UTC, milliseconds (as events write `at`).
+pub fn rfc3339_ms(ms: i64) -> String {
+    humantime::format_rfc3339_millis(from_unix_ms(ms)).to_string()
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
 }
@@ -558,6 +614,10 @@ mod approval_tests {
             e,
             "{}",
             String::from_utf8_lossy(&bytes)
+        );
+        assert!(
+            Event::KINDS.contains(&e.kind()),
+            "the shipper knows the kind"
         );
         let fields = IndexFields::decode(&bytes).unwrap();
         assert_eq!(

@@ -42,14 +42,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use airlock_journal::format::genesis_hash;
 use airlock_journal::{Hash, JournalError, Reader, Record};
 use airlock_store::{EventRow, Store, StoreError};
 use uuid::Uuid;
 
-use crate::event::{Event, hex};
+use crate::event::{Event, hex, now_ms};
 use crate::recorder::Recorder;
 
 /// Events sent to the store per transaction.
@@ -653,11 +653,10 @@ impl Backoff {
 /// not decode (it ships as `unknown`).
 fn event_index(payload: &[u8]) -> Result<crate::event::IndexFields, String> {
     let fields = crate::event::IndexFields::decode(payload).map_err(|e| e.to_string())?;
-    match fields.kind.as_str() {
-        "session_start" | "statement" | "result" | "session_end" | "policy_reload" | "approval" => {
-            Ok(fields)
-        }
-        other => Err(format!("unknown event kind {other:?}")),
+    if Event::KINDS.contains(&fields.kind.as_str()) {
+        Ok(fields)
+    } else {
+        Err(format!("unknown event kind {:?}", fields.kind))
     }
 }
 
@@ -810,12 +809,6 @@ fn parse_segment_name(name: &str) -> Option<(Uuid, u64)> {
         return None;
     }
     Some((Uuid::try_parse(id).ok()?, seq.parse().ok()?))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -25,8 +25,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use airlock_audit::event::{now_ms, rfc3339_ms};
 use airlock_audit::ship::StoreSlot;
 use airlock_audit::{Body, Event, Recorder};
 use airlock_notify::{Notification, Notifier};
@@ -49,25 +50,6 @@ pub struct Decided {
     pub status: ApprovalStatus,
     pub reason: Option<String>,
     pub by: Option<String>,
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    millis(SystemTime::now())
-}
-
-pub fn millis(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-pub fn from_millis(ms: i64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
-}
-
-/// RFC 3339, UTC, milliseconds.
-pub fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_millis(from_millis(ms)).to_string()
 }
 
 /// The approvals worker of one gateway process.
@@ -107,6 +89,39 @@ impl Approvals {
     /// Polls for decisions now (a vote was cast through this process).
     pub fn nudge(&self) {
         self.nudge.notify_one();
+    }
+
+    /// Ends pending approval `id` as `to` (timed out, cancelled), unless a
+    /// decision won the race: how it ended. Without a store it ends as
+    /// `to` (nothing can approve it).
+    pub async fn finish(&self, id: Uuid, to: ApprovalStatus, reason: &str) -> Decided {
+        let ended = Decided {
+            status: to,
+            reason: Some(reason.to_string()),
+            by: None,
+        };
+        let Some(store) = self.store.get() else {
+            return ended;
+        };
+        match store.finish(id, to, Some(reason), now_ms()).await {
+            Ok(status) if status == to => ended,
+            Ok(status) => match store.approval(id).await {
+                Ok(Some(row)) => Decided {
+                    status: row.status,
+                    reason: row.reason,
+                    by: row.decided_by,
+                },
+                _ => Decided {
+                    status,
+                    reason: None,
+                    by: None,
+                },
+            },
+            Err(e) => {
+                tracing::warn!(approval = %id, error = %e, "an approval could not be ended in the store");
+                ended
+            }
+        }
     }
 
     /// Waits for approval `id` to be decided (the caller times out).
@@ -255,24 +270,7 @@ impl Approvals {
     /// A grant this process found expired: recorded and announced once.
     fn expired(&self, row: &ApprovalRow) {
         tracing::info!(grant = %row.id, "just-in-time grant expired");
-        self.record(airlock_audit::event::Approval {
-            id: row.id,
-            request: "access".into(),
-            action: "expired".into(),
-            session: None,
-            seq: None,
-            rule: row.rule.clone(),
-            connection: row.connection.clone(),
-            role: row.role.clone(),
-            requester: Some(row.requester_subject.clone()),
-            act: row.requester_act.clone(),
-            by: None,
-            reason: None,
-            approvers: Vec::new(),
-            min_approvals: None,
-            estimate: None,
-            until: row.expires_ms.map(rfc3339),
-        });
+        self.record(airlock_audit::event::Approval::of_row(row, "expired"));
         self.notifier.send(Notification {
             event: "access.expired",
             data: serde_json::json!({
@@ -280,7 +278,7 @@ impl Approvals {
                 "connection": row.connection,
                 "role": row.role,
                 "requester": row.requester_subject,
-                "expired_at": row.expires_ms.map(rfc3339),
+                "expired_at": row.expires_ms.map(rfc3339_ms),
             }),
             summary: format!(
                 "airlock: just-in-time grant {} ({} as {} on {}) expired",

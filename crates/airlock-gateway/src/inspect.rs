@@ -870,7 +870,7 @@ impl Inspector for PolicyInspector {
         }
     }
 
-    fn execute(&mut self, _statement: Option<u64>, portal: &[u8]) -> Verdict {
+    fn execute(&mut self, portal: &[u8]) -> Verdict {
         if self.portal_holds.is_empty() {
             return Verdict::Forward;
         }

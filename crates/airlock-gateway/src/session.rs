@@ -20,7 +20,7 @@ use airlock_audit::event::{SessionEnd, SessionStart};
 use airlock_audit::{Body, Event, Recorder};
 
 use crate::Gateway;
-use crate::approvals::{self, Approvals, Decided};
+use crate::approvals::{Approvals, Decided};
 use crate::cancel::{CancelKey, CancelTarget};
 use crate::inspect::{HoldOutcome, HoldRequest, PolicyInspector, SessionMasking, SessionPolicy};
 use crate::pump::{Pump, PumpEnd, Side};
@@ -28,6 +28,7 @@ use crate::record::SessionRecorder;
 use crate::snapshot::Snapshot;
 use crate::stream::{ClientStream, MaybeTls};
 use crate::upstream::{self, ConnectError};
+use airlock_audit::event::{from_unix_ms, now_ms, rfc3339_ms};
 use airlock_store::ApprovalStatus;
 
 /// Serves one accepted client connection.
@@ -335,12 +336,7 @@ async fn live_grants(
         return Vec::new();
     };
     match store
-        .active_grants(
-            &principal.issuer,
-            &principal.subject,
-            connection,
-            approvals::now_ms(),
-        )
+        .active_grants(&principal.issuer, &principal.subject, connection, now_ms())
         .await
     {
         Ok(rows) => rows
@@ -349,7 +345,7 @@ async fn live_grants(
                 id: row.id.to_string(),
                 connection: row.connection,
                 role: row.role,
-                expires_at: approvals::from_millis(row.expires_ms.unwrap_or(0)),
+                expires_at: from_unix_ms(row.expires_ms.unwrap_or(0)),
             })
             .collect(),
         Err(e) => {
@@ -724,19 +720,13 @@ fn approval_event(
         id,
         request: "statement".into(),
         action: action.into(),
-        session: None,
         seq: request.seq,
         rule: request.rule.clone(),
         connection: route.connection.clone(),
         role: route.role.clone(),
         requester: principal.map(|p| p.subject.clone()),
         act: principal.and_then(|p| p.act.clone()),
-        by: None,
-        reason: None,
-        approvers: Vec::new(),
-        min_approvals: None,
-        estimate: None,
-        until: None,
+        ..Default::default()
     }
 }
 
@@ -770,14 +760,14 @@ async fn begin_hold(
     } else {
         snapshot.approvals.idle
     };
-    let created = approvals::now_ms();
+    let created = now_ms();
     let deadline_ms = created + timeout.as_millis() as i64;
     let session = pump.inspector().session();
     let mut event = approval_event(route, Some(principal), id, "requested", &request);
     event.approvers = request.approvers.clone();
     event.min_approvals = Some(request.min_approvals);
     event.estimate = request.estimate;
-    event.until = Some(approvals::rfc3339(deadline_ms));
+    event.until = Some(rfc3339_ms(deadline_ms));
     // Journaled before anyone can act on it.
     if let Err(e) = pump.inspector().record_approval(event) {
         tracing::error!(error = %e, "a hold cannot be recorded");
@@ -848,7 +838,7 @@ async fn begin_hold(
             "kinds": request.kinds,
             "estimated_rows": request.estimate,
             "session": session,
-            "deadline": approvals::rfc3339(deadline_ms),
+            "deadline": rfc3339_ms(deadline_ms),
         }),
         summary: format!(
             "airlock: {}{} asks to run a statement on {} (rule {}): approve with `airlock approvals approve {id}`",
@@ -899,44 +889,9 @@ async fn end_hold(
                     "approvals.timeout"
                 }
             );
-            let status = match approvals.store() {
-                Some(store) => store
-                    .finish(
-                        id,
-                        ApprovalStatus::TimedOut,
-                        Some(&reason),
-                        approvals::now_ms(),
-                    )
-                    .await
-                    .unwrap_or(ApprovalStatus::TimedOut),
-                None => ApprovalStatus::TimedOut,
-            };
-            match status {
-                ApprovalStatus::TimedOut => Decided {
-                    status,
-                    reason: Some(reason),
-                    by: None,
-                },
-                _ => match approvals.store().map(|s| s.approval(id)) {
-                    Some(found) => match found.await {
-                        Ok(Some(row)) => Decided {
-                            status: row.status,
-                            reason: row.reason,
-                            by: row.decided_by,
-                        },
-                        _ => Decided {
-                            status,
-                            reason: None,
-                            by: None,
-                        },
-                    },
-                    None => Decided {
-                        status,
-                        reason: None,
-                        by: None,
-                    },
-                },
-            }
+            approvals
+                .finish(id, ApprovalStatus::TimedOut, &reason)
+                .await
         }
     };
     let mut event = approval_event(route, None, id, decided.status.as_str(), &w.request);
@@ -1013,26 +968,22 @@ async fn cancel_hold(
     w: &Waiting,
     why: &str,
 ) {
-    let status = match approvals.store() {
-        Some(store) => store
-            .finish(
-                w.id,
-                ApprovalStatus::Cancelled,
-                Some(why),
-                approvals::now_ms(),
-            )
-            .await
-            .unwrap_or(ApprovalStatus::Cancelled),
-        None => ApprovalStatus::Cancelled,
-    };
-    tracing::info!(approval = %w.id, status = status.as_str(), "held statement's session ended");
-    let mut event = approval_event(route, None, w.id, "cancelled", &w.request);
-    event.reason = Some(why.into());
+    // A decision may have won the race: the event says how it ended.
+    let decided = approvals.finish(w.id, ApprovalStatus::Cancelled, why).await;
+    let status = decided.status.as_str();
+    tracing::info!(approval = %w.id, status, "held statement's session ended");
+    let mut event = approval_event(route, None, w.id, status, &w.request);
+    event.by = decided.by;
+    event.reason = decided.reason.clone();
     let _ = pump.inspector().record_approval(event);
     approvals.notifier.send(airlock_notify::Notification {
         event: "approval.decided",
-        data: serde_json::json!({"id": w.id, "status": "cancelled", "reason": why}),
-        summary: format!("airlock: approval {} cancelled: {why}", w.id),
+        data: serde_json::json!({"id": w.id, "status": status, "reason": decided.reason}),
+        summary: format!(
+            "airlock: approval {} {}: {why}",
+            w.id,
+            status.replace('_', " ")
+        ),
     });
 }
 

@@ -122,11 +122,11 @@ pub trait Inspector {
     fn bind(&mut self, _id: Option<u64>, _body: &[u8]) -> Verdict {
         Verdict::Forward
     }
-    /// An Execute of portal `portal`, bound to the statement Parse message
-    /// `statement` created (`None`: a statement prepared in SQL, or a
-    /// cursor). Asked only for Executes the upstream will run (not after an
-    /// error in their batch).
-    fn execute(&mut self, _statement: Option<u64>, _portal: &[u8]) -> Verdict {
+    /// An Execute of portal `portal` (the inspector saw its Bind). Asked
+    /// only for Executes the upstream will run (not after an error in their
+    /// batch); on the hot path, so it should answer fast when nothing is
+    /// held.
+    fn execute(&mut self, _portal: &[u8]) -> Verdict {
         Verdict::Forward
     }
     /// Message `id` will not be referred to again.
@@ -552,12 +552,7 @@ impl<I: Inspector> Relay<I> {
                     self.inspector.bind(id, body)
                 }
                 b'E' if !self.skipping => {
-                    let portal = cstr(body)?;
-                    let statement = self
-                        .portals
-                        .get(portal)
-                        .and_then(|p| p.bound.id.as_deref().copied());
-                    match self.inspector.execute(statement, portal) {
+                    match self.inspector.execute(cstr(body)?) {
                         Verdict::Hold => {
                             to_upstream.extend_from_slice(&input[..end]);
                             input.advance(end);
@@ -1668,8 +1663,7 @@ mod tests {
         fn parse(&mut self, _: u64, _: &[u8], _: &[u8]) -> Verdict {
             Verdict::Forward
         }
-        fn execute(&mut self, statement: Option<u64>, portal: &[u8]) -> Verdict {
-            assert_eq!(statement, Some(1), "the portal's statement is known");
+        fn execute(&mut self, portal: &[u8]) -> Verdict {
             if portal == b"h" {
                 self.decide()
             } else {

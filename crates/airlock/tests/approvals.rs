@@ -144,8 +144,11 @@ fn wait(child: Child) -> Output {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_held_delete_runs_once_approved_through_the_cli_and_not_when_denied() {
+    // A webhook endpoint that is down: the data path does not notice, and
+    // the retries show in the metrics.
     let gw = Gateway::start(&config(
-        "approvals: {timeout: 60s}\napi: {auditor_groups: [security]}\n",
+        "approvals: {timeout: 60s}\napi: {auditor_groups: [security]}\n\
+         notifications:\n  webhooks:\n    - {url: \"http://127.0.0.1:1/hook\", timeout: 1s}\n",
     ))
     .await;
     let devin = mint(
@@ -254,6 +257,28 @@ async fn a_held_delete_runs_once_approved_through_the_cli_and_not_when_denied() 
     assert!(
         transcript.contains("(rule \"review-unbounded-writes\""),
         "{transcript}"
+    );
+
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = reqwest::get(format!("http://{}/metrics", gw.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("airlock_webhook_retries_total") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        metrics.contains("airlock_webhook_retries_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("airlock_webhook_attempts_total{result=\"error\"}"),
+        "{metrics}"
     );
     gw.stop().await;
 }
@@ -573,6 +598,18 @@ async fn a_jit_role_works_only_while_its_grant_lives() {
     let err = conn.await.unwrap().expect_err("the session is cut");
     let message = err.as_db_error().unwrap().message().to_string();
     assert!(message.contains("revoked by bob: done"), "{message}");
+    let (code, body) = post(
+        &gw,
+        &bob,
+        &format!("/access/{id}/revoke"),
+        json!({"reason": "again"}),
+    )
+    .await;
+    assert_eq!(code, 409, "revoking twice: {body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("is revoked"),
+        "{body}"
+    );
     gw.stop().await;
 }
 
