@@ -69,9 +69,12 @@ const GUARDRAILS: &str = r#"guardrails:
 
 /// The test policy: the harness's connection `test` (roles `readonly` and
 /// `admin`, access rules `agents`, read-only, and `dba`), pointed at
-/// `database`, with [`GUARDRAILS`].
+/// `database`, with [`GUARDRAILS`]. Nobody approves: held statements time
+/// out at once.
 fn policy(database: &str) -> String {
-    let yaml = common::local_config(GUARDRAILS);
+    let yaml = common::local_config(&format!(
+        "{GUARDRAILS}approvals: {{timeout: 100ms, timeout_in_transaction: 100ms}}\n"
+    ));
     let from = "database: test,";
     assert!(yaml.contains(from), "the harness config changed shape");
     yaml.replace(from, &format!("database: {database},"))
@@ -824,9 +827,17 @@ fn check_answer(expect: &Expect, msgs: &[Received]) -> Result<(), String> {
             None => Ok(()),
         },
         Expect::Deny(rule) => refusal(format!("airlock: statement denied by rule \"{rule}\": ")),
-        Expect::Approve(rule) => refusal(format!(
-            "airlock: approval required (rule \"{rule}\"), but approvals are not configured"
-        )),
+        // Held under the rule (the notice says which), then timed out.
+        Expect::Approve(rule) => {
+            let held = format!("(rule {rule}); approve with:");
+            if !msgs
+                .iter()
+                .any(|m| m.tag == b'N' && m.field(b'M').is_some_and(|t| t.contains(&held)))
+            {
+                return Err(format!("expected a hold {held}…, got {}", describe(msgs)));
+            }
+            refusal("airlock: statement not run: approval ".into())
+        }
         Expect::Error(code) => match errs.first() {
             Some((c, _)) if c == code => Ok(()),
             _ => Err(format!("expected error {code}, got {}", describe(msgs))),

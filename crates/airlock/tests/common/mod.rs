@@ -73,6 +73,16 @@ impl Gateway {
         let running = airlock::serve::start(config, Some(config_path.clone()))
             .await
             .expect("gateway starts");
+        // Ready: the store connected (approvals need it). A gateway that
+        // cannot get ready (a test of that) is returned as it is.
+        if let Some(http) = running.http {
+            for _ in 0..100 {
+                match reqwest::get(format!("http://{http}/readyz")).await {
+                    Ok(r) if r.status() == 200 => break,
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }
         Gateway {
             pg: running.postgres.unwrap(),
             http: running.http.unwrap(),
