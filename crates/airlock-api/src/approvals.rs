@@ -102,8 +102,10 @@ async fn caller(
             "approvals are not enabled on this gateway",
         ));
     };
-    let (caller, store) = crate::audit::authenticated(state, headers).await?;
-    Ok((caller, store, Arc::clone(&api.hooks)))
+    // Who may do what depends on the request itself (its approvers, its
+    // requester): each handler checks after reading it.
+    let caller = crate::audit::authenticated(state, headers).await?;
+    Ok((caller, crate::audit::store(state)?, Arc::clone(&api.hooks)))
 }
 
 /// Whether `caller` may read `row`.

@@ -88,7 +88,7 @@ fn unauthorized(message: impl Into<String>, challenge: &'static str) -> Response
 
 /// Authenticates and authorizes a reader of sessions, and finds the store.
 async fn reader(state: &ApiState, headers: &HeaderMap) -> Result<(Caller, Store), Response> {
-    let (caller, store) = authenticated(state, headers).await?;
+    let caller = authenticated(state, headers).await?;
     if !caller.auditor && !caller.admin {
         tracing::info!(subject = %caller.subject, "audit API: caller is neither auditor nor admin");
         return Err(error(
@@ -100,14 +100,15 @@ async fn reader(state: &ApiState, headers: &HeaderMap) -> Result<(Caller, Store)
             ),
         ));
     }
-    Ok((caller, store))
+    Ok((caller, store(state)?))
 }
 
-/// Authenticates the caller, and finds the store.
+/// Authenticates the caller. Authorization comes next, then the store: a
+/// caller learns nothing of the store before both.
 pub(crate) async fn authenticated(
     state: &ApiState,
     headers: &HeaderMap,
-) -> Result<(Caller, Store), Response> {
+) -> Result<Caller, Response> {
     let Some(audit) = &state.audit else {
         return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -157,8 +158,13 @@ pub(crate) async fn authenticated(
             ));
         }
     };
-    match audit.store.get() {
-        Some(store) => Ok((caller, store.clone())),
+    Ok(caller)
+}
+
+/// The store, once connected.
+pub(crate) fn store(state: &ApiState) -> Result<Store, Response> {
+    match state.audit.as_ref().and_then(|a| a.store.get()) {
+        Some(store) => Ok(store.clone()),
         None => Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "audit store unavailable",
