@@ -262,7 +262,6 @@ pub(crate) struct Decision {
     reason: Option<String>,
 }
 
-#[allow(clippy::result_large_err)] // a response built once, on the error path
 fn body<T: Default>(body: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
     match body {
         Ok(Json(t)) => Ok(t),
