@@ -201,7 +201,7 @@ async fn undecodable_payloads_ship_as_unknown(url: &str) {
     let garbage = b"\xff\xfe not an event".to_vec();
     journal.append(&garbage).unwrap();
     journal
-        .append(br#"{"v":1,"at":"x","kind":"approval"}"#)
+        .append(br#"{"v":1,"at":"x","kind":"a_kind_from_a_later_version"}"#)
         .unwrap();
     let reload = Event::at(
         epoch_ms(1_700_000_000_000),
