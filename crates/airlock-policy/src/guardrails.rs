@@ -4,7 +4,9 @@
 //! 1. An `unknown` statement is denied (rule `unknown`), whatever the
 //!    guardrails say: what cannot be classified cannot be allowed.
 //! 2. On a `read-only` route, any effect other than `read` and
-//!    `transaction_control` is denied (rule `read-only`).
+//!    `transaction_control` is denied (rule `read-only`), except
+//!    `session_config` when the analyzer found every setting changed
+//!    harmless ([`Statement::harmless_config`]).
 //! 3. Every guardrail is matched; the strictest matching action wins
 //!    (deny, then approve, then allow), the first in file order among equals.
 //!    No match allows.
@@ -229,7 +231,10 @@ fn built_in(stmt: &Statement, mode: AccessMode, access_rule: &str) -> Option<Dec
             message: format!("statement refused because {why}"),
         });
     }
-    let allowed = Effects::of(&[Effect::Read, Effect::TransactionControl]);
+    let mut allowed = Effects::of(&[Effect::Read, Effect::TransactionControl]);
+    if stmt.config_is_harmless() {
+        allowed.insert(Effect::SessionConfig);
+    }
     if mode == AccessMode::ReadOnly {
         let forbidden = stmt.effects.minus(allowed);
         if !forbidden.is_empty() {
@@ -295,9 +300,11 @@ mod tests {
             has_where,
             inner: None,
             unknown_reason: None,
+            syntax_error: None,
             name: None,
             span: (0, 0),
             lineage: Default::default(),
+            harmless_config: false,
         }
     }
 

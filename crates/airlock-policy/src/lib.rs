@@ -22,4 +22,4 @@ pub mod statement;
 pub use access::{AccessMode, AccessPolicy, AccessRule, Grant, JitRule, Route, RouteError};
 pub use guardrails::{Action, Decision, Estimate, Evaluation, Guardrail, Guardrails};
 pub use principal::Principal;
-pub use statement::{Effect, Effects, Relation, Statement, StatementKind};
+pub use statement::{Effect, Effects, Relation, Statement, StatementKind, SyntaxError};

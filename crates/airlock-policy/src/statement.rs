@@ -287,6 +287,18 @@ impl fmt::Display for Relation {
     }
 }
 
+/// The dialect's own error for a statement that does not parse, as its
+/// server would report it: a door refuses the statement with exactly this,
+/// so that a client cannot tell airlock's refusal from the server's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    /// The dialect's error code (a SQLSTATE for PostgreSQL).
+    pub code: &'static str,
+    pub message: String,
+    /// Where the error is, 1-based, in characters of the message text.
+    pub position: Option<u32>,
+}
+
 /// What one statement does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
@@ -311,6 +323,9 @@ pub struct Statement {
     pub inner: Option<Box<Statement>>,
     /// Why the statement is `unknown`, when it is.
     pub unknown_reason: Option<String>,
+    /// For an `unknown` statement that does not parse: the error the
+    /// server would give.
+    pub syntax_error: Option<Box<SyntaxError>>,
     /// The prepared statement a PREPARE, EXECUTE or DEALLOCATE names
     /// (`None` for DEALLOCATE ALL).
     pub name: Option<String>,
@@ -318,6 +333,11 @@ pub struct Statement {
     pub span: (usize, usize),
     /// Where its result values come from, for masking.
     pub lineage: Lineage,
+    /// Whether every setting the statement changes is one its dialect's
+    /// analyzer deems harmless to enforcement (how results are presented,
+    /// timed or planned). Only then may a read-only route run a statement
+    /// with the `session_config` effect. Meaningless without that effect.
+    pub harmless_config: bool,
 }
 
 impl Statement {
@@ -332,10 +352,18 @@ impl Statement {
             has_where: None,
             inner: None,
             unknown_reason: Some(reason.into()),
+            syntax_error: None,
             name: None,
             span,
             lineage: Lineage::default(),
+            harmless_config: false,
         }
+    }
+
+    /// The `session_config` effects a read-only route may allow: none,
+    /// unless every setting changed is harmless.
+    pub fn config_is_harmless(&self) -> bool {
+        !self.effects.contains(Effect::SessionConfig) || self.harmless_config
     }
 
     /// Whether this is an UPDATE/DELETE (possibly nested) statement.

@@ -8,15 +8,22 @@
 //!
 //! Architecture invariant: no I/O, no clock, no wire protocol. A statement
 //! that does not parse, or whose node is not mapped, is `unknown`: a
-//! decision the policy core denies, not an error.
-#![forbid(unsafe_code)]
+//! decision the policy core denies, not an error; [`syntax`] gives it the
+//! error PostgreSQL itself would report.
+//!
+//! `unsafe` is denied everywhere but in [`syntax`], which calls libpg_query's
+//! C API for what pg_query's Rust API leaves out (a parse error's cursor
+//! position).
+#![deny(unsafe_code)]
 
 pub mod cache;
 mod lineage;
 pub mod literals;
+mod parse_sqlstate;
 pub mod pg;
 pub mod scs;
 pub mod shape;
+pub mod syntax;
 mod walk;
 
 pub use pg::{Analyzer, SessionState, resolve};

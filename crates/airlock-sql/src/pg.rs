@@ -97,6 +97,123 @@ const WRITING_FUNCTIONS: &[&str] = &[
 /// Functions that change session settings.
 const CONFIG_FUNCTIONS: &[&str] = &["set_config"];
 
+/// Session settings a read-only principal may change with `SET`, `RESET`
+/// or `set_config()`: they change how results are presented, how long
+/// statements may run, or how they are planned, never what airlock
+/// enforces or what the statement it judged does. `search_path` only while
+/// `pg_catalog` stays first (or unnamed, which searches it first), so that
+/// no user function can shadow a built-in the analyzer and lineage trust.
+/// Everything else, custom `app.*` settings (which row security policies
+/// may read) and `transaction_read_only`/`default_transaction_read_only`,
+/// `role` and `session_authorization` included, stays refused. Entries
+/// ending in `*` match a prefix. docs/policy.md lists them.
+pub const HARMLESS_SETTINGS: &[&str] = &[
+    "application_name",
+    "extra_float_digits",
+    "search_path",
+    "timezone",
+    "datestyle",
+    "intervalstyle",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "idle_session_timeout",
+    "client_min_messages",
+    "bytea_output",
+    "lc_monetary",
+    "lc_numeric",
+    "lc_time",
+    "xmlbinary",
+    "xmloption",
+    "transaction_isolation",
+    "default_transaction_isolation",
+    "transaction_deferrable",
+    "default_transaction_deferrable",
+    "jit*",
+    "enable_*",
+    "geqo*",
+    "plan_cache_mode",
+    "work_mem",
+    "hash_mem_multiplier",
+    "random_page_cost",
+    "seq_page_cost",
+    "cpu_tuple_cost",
+    "cpu_index_tuple_cost",
+    "cpu_operator_cost",
+    "effective_cache_size",
+    "effective_io_concurrency",
+    "join_collapse_limit",
+    "from_collapse_limit",
+    "cursor_tuple_fraction",
+    "max_parallel_workers_per_gather",
+    "parallel_setup_cost",
+    "parallel_tuple_cost",
+    "default_statistics_target",
+];
+
+/// Whether setting `name` (lower case) to `value` (`None`: its default)
+/// is harmless ([`HARMLESS_SETTINGS`]).
+fn harmless_setting(name: &str, value: Option<&[String]>) -> bool {
+    if !matches(HARMLESS_SETTINGS, name) {
+        return false;
+    }
+    name != "search_path"
+        || value.is_none_or(|schemas| {
+            schemas
+                .iter()
+                .position(|s| s == "pg_catalog")
+                .is_none_or(|i| i == 0)
+        })
+}
+
+/// PostgreSQL's reading of a list of identifiers in one string
+/// (`SplitIdentifierString`): comma-separated, unquoted names folded to
+/// lower case, `"…"` kept as written. `None` when malformed (PostgreSQL
+/// refuses it too).
+fn identifier_list(text: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut name = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        name.push('"');
+                    }
+                    '"' => break,
+                    c => name.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ',' || c.is_whitespace() {
+                    break;
+                }
+                name.extend(c.to_lowercase());
+                chars.next();
+            }
+            if name.is_empty() {
+                return None;
+            }
+        }
+        out.push(name);
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        match chars.next() {
+            None => return Some(out),
+            Some(',') => {}
+            Some(_) => return None,
+        }
+    }
+}
+
 pub(crate) fn matches(list: &[impl AsRef<str>], name: &str) -> bool {
     list.iter().any(|p| {
         let p = p.as_ref();
@@ -165,7 +282,13 @@ impl Analyzer {
     pub fn analyze_reporting(&self, sql: &str) -> (Vec<Statement>, bool) {
         READ_LITERAL.set(false);
         let statements = self.analyze_uncached(sql);
-        (statements, READ_LITERAL.get())
+        // Whether a text parses can depend on a literal's value (`ALTER
+        // INDEX i ALTER COLUMN 0` does not parse, `… COLUMN 2` does), and
+        // so can what statements other than plain DML and queries do (`SET
+        // x = …`, options): only those are shared by shape, and only when
+        // they parsed.
+        let by_shape = statements.iter().all(|s| shareable_by_shape(s.kind));
+        (statements, READ_LITERAL.get() || !by_shape)
     }
 
     fn analyze_uncached(&self, sql: &str) -> Vec<Statement> {
@@ -182,10 +305,16 @@ impl Analyzer {
                 )];
             }
             Err(e) => {
-                return vec![Statement::unknown(
-                    format!("it does not parse: {e}"),
-                    (0, sql.len()),
-                )];
+                let syntax_error = match &e {
+                    pg_query::Error::Parse(message) => {
+                        crate::syntax::of(sql, message).map(Box::new)
+                    }
+                    _ => None,
+                };
+                return vec![Statement {
+                    syntax_error,
+                    ..Statement::unknown(format!("it does not parse: {e}"), (0, sql.len()))
+                }];
             }
         };
         let stmts = &parsed.protobuf.stmts;
@@ -215,6 +344,9 @@ impl Analyzer {
         use StatementKind as K;
         let facts = Facts::collect(node);
         let mut effects = Effects::EMPTY;
+        // Set by every source of `session_config` that is not a harmless
+        // setting change.
+        let mut config_unsafe = false;
         let mut explain_analyze_flag = false;
         let mut inner = None;
         // The lineage of a DECLARE's query.
@@ -241,7 +373,12 @@ impl Analyzer {
                 K::Merge
             }
             N::CopyStmt(c) => self.copy(c, &mut effects, &mut inner),
-            N::VariableSetStmt(v) => variable_set(v, &mut effects),
+            N::VariableSetStmt(v) => {
+                // A value can decide (`search_path`): never shared by shape.
+                READ_LITERAL.set(true);
+                config_unsafe |= !harmless_set(v);
+                variable_set(v, &mut effects)
+            }
             N::VariableShowStmt(_) => {
                 effects.insert(Read);
                 K::Show
@@ -250,6 +387,7 @@ impl Analyzer {
                 effects.insert(TransactionControl);
                 if begins_read_write(t) {
                     effects.insert(SessionConfig);
+                    config_unsafe = true;
                 }
                 // Two-phase commit persists or commits a transaction, maybe
                 // another session's: that is a write.
@@ -342,10 +480,12 @@ impl Analyzer {
             }
             N::DiscardStmt(_) => {
                 effects.insert(SessionConfig);
+                config_unsafe = true;
                 K::SetConfig
             }
             N::AlterSystemStmt(_) => {
                 effects.extend(Effects::of(&[AlterSystem, SessionConfig]));
+                config_unsafe = true;
                 K::SetConfig
             }
             N::GrantStmt(_)
@@ -496,6 +636,20 @@ impl Analyzer {
             .map(|f| f.rsplit('.').next().unwrap_or(f));
         // Attribute notation may call a function: judge those names as calls.
         let attributes = facts.attributes.iter().map(String::as_str);
+        if !facts.config_calls.is_empty() {
+            // The setting's name is a literal that decides.
+            READ_LITERAL.set(true);
+        }
+        for [name, value] in &facts.config_calls {
+            let harmless = match (name.as_deref(), value) {
+                (Some("search_path"), Some(v)) => identifier_list(v)
+                    .is_some_and(|schemas| harmless_setting("search_path", Some(&schemas))),
+                (Some("search_path"), None) => false,
+                (Some(name), _) => harmless_setting(&name.to_lowercase(), None),
+                (None, _) => false,
+            };
+            config_unsafe |= !harmless;
+        }
         for base in called.chain(attributes).filter(|_| kind != K::Explain) {
             if matches(&self.unsafe_functions, base) {
                 effects.insert(UnsafeFunction);
@@ -509,6 +663,14 @@ impl Analyzer {
             if matches(CONFIG_FUNCTIONS, base) {
                 effects.insert(SessionConfig);
             }
+        }
+        // Attribute notation can call a function but shows no arguments.
+        config_unsafe |= facts
+            .attributes
+            .iter()
+            .any(|a| matches(CONFIG_FUNCTIONS, a));
+        if let Some(s) = &inner {
+            config_unsafe |= !s.config_is_harmless();
         }
         // Nested statement kinds: DML other than the top-level one, plus
         // what EXPLAIN ANALYZE runs.
@@ -551,9 +713,11 @@ impl Analyzer {
             has_where,
             inner,
             unknown_reason: None,
+            syntax_error: None,
             span,
             name: statement_name(node),
             lineage,
+            harmless_config: effects.contains(SessionConfig) && !config_unsafe,
         }
     }
 
@@ -587,6 +751,33 @@ impl Analyzer {
     }
 }
 
+/// Statement kinds whose analyses may be shared by texts of the same shape
+/// (the hot path's): in these the grammar checks no literal's value beyond
+/// its token type (an integer or another number), which the shape keeps.
+fn shareable_by_shape(kind: StatementKind) -> bool {
+    use StatementKind as K;
+    matches!(
+        kind,
+        K::Select
+            | K::Insert
+            | K::Update
+            | K::Delete
+            | K::Merge
+            | K::Transaction
+            | K::Show
+            | K::Explain
+            | K::Prepare
+            | K::Execute
+            | K::Cursor
+            | K::Call
+            | K::Listen
+            | K::Notify
+            | K::Lock
+            | K::CopyIn
+            | K::CopyOut
+    )
+}
+
 fn empty(span: (usize, usize)) -> Statement {
     Statement {
         kind: StatementKind::Empty,
@@ -614,6 +805,41 @@ fn variable_set(v: &protobuf::VariableSetStmt, effects: &mut Effects) -> Stateme
     }
     effects.insert(Effect::SessionConfig);
     StatementKind::SetConfig
+}
+
+/// Whether a SET/RESET changes only harmless settings
+/// ([`HARMLESS_SETTINGS`]). `SET TRANSACTION` and `SET SESSION
+/// CHARACTERISTICS AS TRANSACTION` are harmless unless they make
+/// transactions read-write.
+fn harmless_set(v: &protobuf::VariableSetStmt) -> bool {
+    use protobuf::VariableSetKind as V;
+    let name = v.name.to_lowercase();
+    let kind = v.kind;
+    if kind == V::VarSetMulti as i32 {
+        return v.args.iter().all(|a| match a.node.as_ref() {
+            Some(N::DefElem(d)) => match d.defname.as_str() {
+                "transaction_isolation" | "transaction_deferrable" => true,
+                "transaction_read_only" => const_truthy(d.arg.as_deref()),
+                _ => false,
+            },
+            _ => false,
+        });
+    }
+    if kind == V::VarSetValue as i32 {
+        let values: Vec<String> = v
+            .args
+            .iter()
+            .map(|a| match a.node.as_ref() {
+                Some(N::AConst(c)) => match &c.val {
+                    Some(a_const::Val::Sval(s)) => s.sval.clone(),
+                    _ => String::new(),
+                },
+                _ => String::new(),
+            })
+            .collect();
+        return harmless_setting(&name, Some(&values));
+    }
+    (kind == V::VarSetDefault as i32 || kind == V::VarReset as i32) && harmless_setting(&name, None)
 }
 
 /// BEGIN/START TRANSACTION … READ WRITE.
@@ -703,6 +929,7 @@ pub fn resolve(statements: &[Statement], session: &mut SessionState) -> Vec<Stat
                     return Statement { span: s.span, ..executed };
                 }
                 let mut out = s.clone();
+                out.harmless_config = s.config_is_harmless() && executed.config_is_harmless();
                 out.effects.extend(executed.effects);
                 out.has_where = executed.has_where;
                 out.nested.extend(executed.nested.iter().copied());
@@ -717,6 +944,7 @@ pub fn resolve(statements: &[Statement], session: &mut SessionState) -> Vec<Stat
                     Statement {
                         nested,
                         effects: prepared.effects,
+                        harmless_config: prepared.harmless_config,
                         relations: prepared.relations.clone(),
                         functions: prepared.functions.clone(),
                         has_where: prepared.has_where,

@@ -52,6 +52,13 @@ pub fn shape_after(prefix: String, sql: &str) -> Option<String> {
                 if matches!(b.get(i), Some(b'\'' | b'$' | b'&' | b'"')) {
                     return None;
                 }
+                // `float(p)`: the grammar itself checks p's value (1 to 53),
+                // so texts differing only in p may not both parse.
+                if sql[start..i].eq_ignore_ascii_case("float")
+                    && sql[i..].trim_start().starts_with('(')
+                {
+                    return None;
+                }
                 out.push_str(&sql[start..i]);
             }
             b'0'..=b'9' => {
@@ -82,7 +89,15 @@ pub fn shape_after(prefix: String, sql: &str) -> Option<String> {
                 {
                     return None;
                 }
-                out.push_str("\u{1}n");
+                // PostgreSQL's scanner makes an integer that fits in 32 bits
+                // one token (ICONST) and every other number another (FCONST),
+                // and the grammar takes only the first in places (`FETCH 5`,
+                // not `FETCH 5.5` or `FETCH 99999999999`): keep them apart.
+                if sql[start..i].parse::<i32>().is_ok() {
+                    out.push_str("\u{1}n");
+                } else {
+                    out.push_str("\u{1}f");
+                }
             }
             b'\'' => {
                 if after_string {
@@ -139,7 +154,8 @@ mod tests {
             shape("SELECT abalance FROM pgbench_accounts WHERE aid = 48213;"),
             shape("SELECT abalance FROM pgbench_accounts WHERE aid = 7;")
         );
-        assert_eq!(shape("select 'a''b', 1.5e-3"), shape("select 'x', 2"));
+        assert_eq!(shape("select 'a''b', 1.5e-3"), shape("select 'x', 2.0"));
+        assert_eq!(shape("fetch 5 from c"), shape("fetch 2147483647 from c"));
         assert_eq!(shape("select   1\n"), Some("select \u{1}n ".into()));
     }
 
@@ -152,6 +168,10 @@ mod tests {
         assert!(!same("delete from t where a = 1", "delete from t"));
         assert!(!same("select 1; delete from t", "select 1"));
         assert!(!same("begin read write", "begin read only"));
+        // Integers that fit in 32 bits are another token than other numbers.
+        assert!(!same("fetch 5 from c", "fetch 5.5 from c"));
+        assert!(!same("fetch 5 from c", "fetch 2147483648 from c"));
+        assert!(!same("select 1", "select 1e3"));
         assert!(!same(
             "explain (analyze off) delete from t",
             "explain (analyze on) delete from t"
@@ -188,6 +208,8 @@ mod tests {
             "select `x`",
             "select {x}",
             "select ?",
+            "select 1::float(5)",
+            "select 1::FLOAT (5)",
         ] {
             assert_eq!(shape(sql), None, "{sql}");
         }

@@ -36,6 +36,9 @@ pub(crate) struct Facts {
     /// The name parts of every column reference (`t.*` is `["t"]`, `*` is
     /// `[]`), only from [`Facts::collect_columns`].
     pub columns: Vec<Vec<String>>,
+    /// Every call of a function named `set_config`: its first two
+    /// arguments when they are plain string constants, `None` otherwise.
+    pub config_calls: Vec<[Option<String>; 2]>,
 }
 
 impl Facts {
@@ -72,6 +75,8 @@ struct Frame {
     has_where: bool,
     /// A MergeWhenClause's UPDATE or DELETE action.
     command: Option<StatementKind>,
+    /// A FuncCall's arguments, each a plain string constant or `None`.
+    args: Vec<Option<String>>,
 }
 
 struct Walker {
@@ -110,6 +115,17 @@ impl Walker {
                         _ => {}
                     }
                 }
+                // A string constant argument of a function call: String in
+                // AConst in Node in FuncCall's args.
+                if n >= 4 && self.stack[n - 2].name == "AConst" && self.stack[n - 3].name == "Node"
+                {
+                    let owner = &mut self.stack[n - 4];
+                    if (owner.name, owner.field) == ("FuncCall", "args")
+                        && let Some(last) = owner.args.last_mut()
+                    {
+                        *last = Some(v.to_string());
+                    }
+                }
             }
             _ => {}
         }
@@ -138,6 +154,13 @@ impl Walker {
             }
             "FuncCall" => {
                 let name = frame.parts.join(".").to_lowercase();
+                if name.rsplit('.').next() == Some("set_config") {
+                    // Only the built-in's arguments can be trusted.
+                    let builtin = name == "set_config" || name == "pg_catalog.set_config";
+                    let mut args = frame.args.into_iter().filter(|_| builtin);
+                    f.config_calls
+                        .push([args.next().flatten(), args.next().flatten()]);
+                }
                 if !name.is_empty() && !f.functions.contains(&name) {
                     f.functions.push(name);
                 }
@@ -314,12 +337,19 @@ impl ser::Serializer for &mut Walker {
         Ok(self)
     }
     fn serialize_struct(self, name: &'static str, _: usize) -> Result<Self, Never> {
+        if name == "Node"
+            && let Some(top) = self.stack.last_mut()
+            && (top.name, top.field) == ("FuncCall", "args")
+        {
+            top.args.push(None);
+        }
         self.stack.push(Frame {
             name,
             field: "",
             parts: Vec::new(),
             has_where: false,
             command: None,
+            args: Vec::new(),
         });
         Ok(self)
     }
