@@ -173,6 +173,23 @@ pub struct Connection {
     /// Role profiles by name (the client's `user`): the upstream credential each one uses.
     #[serde(deserialize_with = "unique_keys")]
     pub roles: BTreeMap<String, RoleCredential>,
+    /// When a client is told at login, in a NOTICE, which connection, role and rule it got.
+    #[serde(default)]
+    pub startup_notice: StartupNotice,
+}
+
+/// When the login NOTICE naming the route is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StartupNotice {
+    /// On every login (a person at psql sees what they got).
+    #[default]
+    Always,
+    /// Only when the client's `user` named no role profile it may use, so another role was
+    /// chosen for it.
+    WhenRoleDefaulted,
+    /// Never (scripts and tools that capture notices).
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -641,6 +658,7 @@ api:
                                 },
                             ),
                         ]),
+                        startup_notice: StartupNotice::Always,
                     },
                 ),
                 (
@@ -661,6 +679,7 @@ api:
                                 password: None,
                             },
                         )]),
+                        startup_notice: StartupNotice::Always,
                     },
                 ),
             ]),

@@ -39,7 +39,7 @@ use std::path::Path;
 pub use approvals::{Approvals, Jit, Notifications, Webhook, WebhookEvent, WebhookFormat};
 pub use config::{
     AccessMode, AccessRule, ClientTls, Config, Connection, Identity, Issuer, Limits, Listen,
-    Protocol, RoleCredential, TlsMode, Upstream, UpstreamTls,
+    Protocol, RoleCredential, StartupNotice, TlsMode, Upstream, UpstreamTls,
 };
 pub use error::ConfigError;
 pub use guardrails::{Guardrail, GuardrailAction, GuardrailMatch, WhereClause};

@@ -420,6 +420,9 @@ impl PolicyInspector {
                 }
             }
         };
+        // Positions in the analyzed text are the client's only when it was
+        // not rewritten.
+        let rewritten = matches!(text, std::borrow::Cow::Owned(_));
         let cached = airlock_sql::cache::analyze(&self.policy.analyzer, &text);
         let analyzed = cached.statements;
         let needs_session = analyzed.iter().any(|s| {
@@ -491,6 +494,16 @@ impl PolicyInspector {
             Decision::Deny { rule, message } => {
                 tracing::info!(kinds = %kinds(statements), rule = %rule, "statement denied");
                 self.judged_by(Recorded::Deny, &rule);
+                // A statement that does not parse gets PostgreSQL's own
+                // error (positions only hold for the text as sent).
+                let syntax = statements.iter().find_map(|s| s.syntax_error.as_deref());
+                if let Some(e) = syntax.filter(|_| rule == "unknown") {
+                    return Verdict::SyntaxError {
+                        code: e.code,
+                        message: e.message.clone(),
+                        position: e.position.filter(|_| !rewritten),
+                    };
+                }
                 Verdict::Refuse {
                     code: sqlstate::INSUFFICIENT_PRIVILEGE,
                     message: format!("airlock: statement denied by rule \"{rule}\": {message}"),
@@ -599,7 +612,9 @@ impl PolicyInspector {
             None => (Arc::from(Vec::new()), Recorded::Deny, None, None),
         };
         let refusal = match &verdict {
-            Verdict::Refuse { code, message } => Some((*code, message.as_str())),
+            Verdict::Refuse { code, message } | Verdict::SyntaxError { code, message, .. } => {
+                Some((*code, message.as_str()))
+            }
             _ => None,
         };
         let decision = match decision {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use airlock_config::SessionLifetime;
+use airlock_config::{SessionLifetime, StartupNotice};
 use airlock_identity::Authenticated;
 use airlock_pgwire::codec::{self, Notice, Severity, Startup};
 use airlock_pgwire::relay::{Inspector, Relay};
@@ -308,7 +308,15 @@ async fn open(
         process_id: ready.backend_key.map_or(0, |k| k.0),
         secret_key: ready.backend_key.map_or(0, |k| k.1),
     });
-    welcome(out, &ready, &cancel, &route, &startup, id);
+    welcome(
+        out,
+        &ready,
+        &cancel,
+        &route,
+        &startup,
+        id,
+        conn.startup_notice,
+    );
     tracing::info!(rule = %route.rule, mode = ?route.mode, "session opened");
     Some(Opened {
         id,
@@ -440,12 +448,22 @@ fn welcome(
     route: &Route,
     startup: &Startup,
     id: uuid::Uuid,
+    notice: StartupNotice,
 ) {
     codec::authentication_ok(out);
     for (name, value) in &ready.parameters {
         codec::parameter_status(name, value, out);
     }
     codec::backend_key_data(key.process_id, key.secret_key, out);
+    let wanted = match notice {
+        StartupNotice::Always => true,
+        StartupNotice::WhenRoleDefaulted => route.role_defaulted,
+        StartupNotice::Never => false,
+    };
+    if !wanted {
+        codec::ready_for_query(ready.status, out);
+        return;
+    }
     let mode = route.mode.name();
     let mut message = format!(
         "airlock: connection \"{}\" as role \"{}\" ({mode}, rule \"{}\"), session {id}",

@@ -32,6 +32,7 @@ pub struct Limits {
 pub struct ConnectionRuntime {
     pub target: UpstreamTarget,
     pub roles: HashMap<String, Credential>,
+    pub startup_notice: airlock_config::StartupNotice,
 }
 
 /// Everything a new session needs, from one load of the configuration.
@@ -131,7 +132,14 @@ impl Snapshot {
                 database: up.database.clone(),
                 tls,
             };
-            connections.insert(name.clone(), ConnectionRuntime { target, roles });
+            connections.insert(
+                name.clone(),
+                ConnectionRuntime {
+                    target,
+                    roles,
+                    startup_notice: conn.startup_notice,
+                },
+            );
         }
         let masking_policy = masking_policy(config);
         // The key is only needed (and only created) for the hash strategy.

@@ -216,6 +216,8 @@ pub struct Notice<'a> {
     pub message: &'a str,
     pub detail: Option<&'a str>,
     pub hint: Option<&'a str>,
+    /// The error's cursor position in the statement (1-based, characters).
+    pub position: Option<u32>,
 }
 
 impl<'a> Notice<'a> {
@@ -226,7 +228,13 @@ impl<'a> Notice<'a> {
             message,
             detail: None,
             hint: None,
+            position: None,
         }
+    }
+
+    pub fn position(mut self, position: Option<u32>) -> Self {
+        self.position = position;
+        self
     }
 
     pub fn hint(mut self, hint: &'a str) -> Self {
@@ -247,6 +255,7 @@ pub fn notice_message(n: &Notice<'_>, buf: &mut BytesMut) {
         Severity::Fatal | Severity::Error => b'E',
         Severity::Notice | Severity::Warning => b'N',
     };
+    let position = n.position.map(|p| p.to_string());
     write_message(tag, buf, |b| {
         for (field, value) in [
             (b'S', Some(n.severity.as_str())),
@@ -255,6 +264,7 @@ pub fn notice_message(n: &Notice<'_>, buf: &mut BytesMut) {
             (b'M', Some(n.message)),
             (b'D', n.detail),
             (b'H', n.hint),
+            (b'P', position.as_deref()),
         ] {
             if let Some(v) = value {
                 b.put_u8(field);

@@ -50,6 +50,18 @@ enum Standin {
     Execute,
 }
 
+impl Standin {
+    /// The stand-in of a refused message with tag `tag` and body `body`.
+    fn of(tag: u8, body: &[u8]) -> Result<Standin, ProtocolError> {
+        Ok(match tag {
+            b'P' => Standin::Parse(cstr(body)?.to_vec()),
+            b'B' => Standin::Bind(cstr(body)?.to_vec()),
+            b'E' => Standin::Execute,
+            _ => Standin::Query,
+        })
+    }
+}
+
 /// How long refusals wait for their error before being forgotten (their
 /// stand-in was skipped because an earlier error aborted the batch).
 const MAX_PENDING: usize = 64;
@@ -67,6 +79,14 @@ pub enum Verdict {
     Refuse {
         code: &'static str,
         message: String,
+    },
+    /// Refuse the whole message as the upstream's own parser would: an
+    /// ERROR with `code`, `message` and the cursor `position` (a statement
+    /// that does not parse).
+    SyntaxError {
+        code: &'static str,
+        message: String,
+        position: Option<u32>,
     },
     /// Fetch the planner's estimate for `statement` (one SQL statement) on
     /// the session's upstream, then judge the message again with the plan.
@@ -305,6 +325,7 @@ struct Refusal {
     id: u64,
     code: &'static str,
     message: String,
+    position: Option<u32>,
 }
 
 /// The savepoint an estimate runs under inside a transaction block, so that
@@ -612,16 +633,22 @@ impl<I: Inspector> Relay<I> {
                     ));
                 }
                 Verdict::Refuse { code, message } => {
-                    let standin = match h.tag {
-                        b'P' => Standin::Parse(cstr(body)?.to_vec()),
-                        b'B' => Standin::Bind(cstr(body)?.to_vec()),
-                        b'E' => Standin::Execute,
-                        _ => Standin::Query,
-                    };
                     to_upstream.extend_from_slice(&input[..end]);
+                    let standin = Standin::of(h.tag, body)?;
                     input.advance(end + h.total_len);
                     end = 0;
-                    self.refuse(standin, code, message, to_upstream);
+                    self.refuse(standin, code, message, None, to_upstream);
+                }
+                Verdict::SyntaxError {
+                    code,
+                    message,
+                    position,
+                } => {
+                    to_upstream.extend_from_slice(&input[..end]);
+                    let standin = Standin::of(h.tag, body)?;
+                    input.advance(end + h.total_len);
+                    end = 0;
+                    self.refuse(standin, code, message, position, to_upstream);
                 }
             }
         }
@@ -637,6 +664,7 @@ impl<I: Inspector> Relay<I> {
         standin: Standin,
         code: &'static str,
         message: String,
+        position: Option<u32>,
         to_upstream: &mut BytesMut,
     ) {
         self.next_refusal += 1;
@@ -656,6 +684,7 @@ impl<I: Inspector> Relay<I> {
             id: self.next_refusal,
             code,
             message,
+            position,
         });
     }
 
@@ -1218,7 +1247,8 @@ impl<I: Inspector> Relay<I> {
                         input.advance(end + h.total_len);
                         end = 0;
                         codec::notice_message(
-                            &Notice::new(Severity::Error, refusal.code, &refusal.message),
+                            &Notice::new(Severity::Error, refusal.code, &refusal.message)
+                                .position(refusal.position),
                             to_client,
                         );
                         continue;
@@ -1253,7 +1283,12 @@ impl<I: Inspector> Relay<I> {
         Ok(resume)
     }
 
-    /// The refusal an upstream ErrorResponse answers, if it is one.
+    /// The refusal an upstream ErrorResponse answers, if it is one: a
+    /// syntax error (the stand-in of a Query, Parse or Execute) or an
+    /// unknown prepared statement (a Bind's) whose message names a pending
+    /// refusal's token. The token is looked for anywhere in the message,
+    /// so that it is found whatever language the upstream's `lc_messages`
+    /// speaks and however it quotes it.
     fn take_refusal(&mut self, body: &[u8]) -> Option<Refusal> {
         let fields = codec::notice_fields(body);
         let field = |c: u8| {
@@ -1262,16 +1297,13 @@ impl<I: Inspector> Relay<I> {
                 .find(|(f, _)| *f == c)
                 .map(|(_, v)| v.as_str())
         };
+        if !matches!(field(b'C')?, SYNTAX_ERROR | UNDEFINED_STATEMENT) {
+            return None;
+        }
         let message = field(b'M')?;
-        let rest = match field(b'C')? {
-            SYNTAX_ERROR => message.strip_prefix("syntax error at or near \"")?,
-            UNDEFINED_STATEMENT => message
-                .strip_prefix("prepared statement \"")?
-                .strip_suffix(" does not exist")?,
-            _ => return None,
-        };
-        let rest = rest.strip_prefix(REFUSED_TOKEN)?;
-        let id: u64 = rest.strip_suffix('"')?.parse().ok()?;
+        let (_, rest) = message.split_once(REFUSED_TOKEN)?;
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let id: u64 = rest[..digits].parse().ok()?;
         let at = self.pending.iter().position(|r| r.id == id)?;
         self.pending.remove(at)
     }
@@ -1388,6 +1420,12 @@ mod tests {
                     code: "42501",
                     message: "no drops".into(),
                 }
+            } else if sql.starts_with("selec ") {
+                Verdict::SyntaxError {
+                    code: "42601",
+                    message: "syntax error at or near \"selec\"".into(),
+                    position: Some(1),
+                }
             } else {
                 Verdict::Forward
             }
@@ -1482,6 +1520,48 @@ mod tests {
         let fields = codec::notice_fields(&got[2].body);
         assert!(fields.contains(&(b'C', "42501".into())));
         assert!(fields.contains(&(b'M', "no drops".into())));
+    }
+
+    /// One refused Query answered by the upstream with `error`: what the
+    /// client gets.
+    fn refused_and_answered(sql: &[u8], code: &str, message: &str) -> Vec<(u8, String)> {
+        let mut relay = relay();
+        let mut input = msg(b'Q', sql);
+        let mut out = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut out).unwrap();
+        assert_eq!(&messages(out)[0].body[..], b"AIRLOCK_REFUSED_1\0");
+        let mut up = error(code, message);
+        up.extend_from_slice(&msg(b'Z', b"I"));
+        let mut to_client = BytesMut::new();
+        relay
+            .handle_upstream(&mut up, &mut to_client, &mut BytesMut::new())
+            .unwrap();
+        codec::notice_fields(&messages(to_client)[0].body)
+    }
+
+    #[test]
+    fn refusals_are_recognised_in_any_message_language() {
+        for message in [
+            "syntax error at or near \"AIRLOCK_REFUSED_1\"",
+            "erreur de syntaxe sur ou près de « AIRLOCK_REFUSED_1 »",
+            "Syntaxfehler bei »AIRLOCK_REFUSED_1«",
+            "AIRLOCK_REFUSED_1",
+        ] {
+            let fields = refused_and_answered(b"drop table t\0", "42601", message);
+            assert!(fields.contains(&(b'C', "42501".into())), "{message}");
+            assert!(fields.contains(&(b'M', "no drops".into())), "{message}");
+        }
+        // Another refusal's number is not this one's.
+        let fields = refused_and_answered(b"drop table t\0", "42601", "near AIRLOCK_REFUSED_12");
+        assert!(fields.contains(&(b'C', "42601".into())));
+    }
+
+    #[test]
+    fn a_syntax_error_carries_its_position() {
+        let fields = refused_and_answered(b"selec 1\0", "42601", "x AIRLOCK_REFUSED_1 x");
+        assert!(fields.contains(&(b'C', "42601".into())));
+        assert!(fields.contains(&(b'M', "syntax error at or near \"selec\"".into())));
+        assert!(fields.contains(&(b'P', "1".into())));
     }
 
     #[test]
