@@ -1,4 +1,5 @@
-//! The upstream's catalog, as masking needs it.
+//! The upstream's catalog, as masking needs it, and its unique keys, which
+//! bound the rows an UPDATE or DELETE changes without a planner estimate.
 //!
 //! Read once per connection and policy on a new session's own upstream
 //! connection, right after login and before the client is let in (so the
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_pgwire::codec;
+use airlock_policy::UniqueKeys;
 use airlock_policy::masking::{
     CatalogFacts, CatalogRelation, MaskingPolicy, SensitiveCatalog, system_sensitive_relations,
 };
@@ -28,21 +30,28 @@ pub const MAX_AGE: Duration = Duration::from_secs(60);
 /// The largest catalog answer read (a few million columns).
 const MAX_ANSWER: usize = 256 << 20;
 
-struct Entry {
-    catalog: Arc<SensitiveCatalog>,
+struct Entry<T> {
+    catalog: Arc<T>,
     read_at: Instant,
     stale: bool,
 }
 
-/// Catalogs by connection name, for one policy snapshot.
-#[derive(Default)]
-pub struct CatalogCache {
-    entries: Mutex<HashMap<String, Entry>>,
+/// One kind of catalog facts by connection name, for one policy snapshot.
+pub struct CatalogCache<T> {
+    entries: Mutex<HashMap<String, Entry<T>>>,
 }
 
-impl CatalogCache {
+impl<T> Default for CatalogCache<T> {
+    fn default() -> Self {
+        CatalogCache {
+            entries: Mutex::default(),
+        }
+    }
+}
+
+impl<T> CatalogCache<T> {
     /// The connection's catalog if it is fresh.
-    pub fn fresh(&self, connection: &str) -> Option<Arc<SensitiveCatalog>> {
+    pub fn fresh(&self, connection: &str) -> Option<Arc<T>> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .get(connection)
@@ -50,7 +59,7 @@ impl CatalogCache {
             .map(|e| Arc::clone(&e.catalog))
     }
 
-    pub fn insert(&self, connection: &str, catalog: Arc<SensitiveCatalog>) {
+    pub fn insert(&self, connection: &str, catalog: Arc<T>) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.insert(
             connection.to_string(),
@@ -68,6 +77,24 @@ impl CatalogCache {
         if let Some(e) = entries.get_mut(connection) {
             e.stale = true;
         }
+    }
+}
+
+/// What the gateway reads of each connection's catalog: what masking needs
+/// (masked sessions), and the unique keys that bound an UPDATE's or
+/// DELETE's rows without a planner estimate (sessions whose guardrails
+/// have `estimated_rows_over`).
+#[derive(Default)]
+pub struct Catalogs {
+    pub masking: CatalogCache<SensitiveCatalog>,
+    pub keys: CatalogCache<UniqueKeys>,
+}
+
+impl Catalogs {
+    /// A schema change: the next session on `connection` reads both again.
+    pub fn invalidate(&self, connection: &str) {
+        self.masking.invalidate(connection);
+        self.keys.invalidate(connection);
     }
 }
 
@@ -134,11 +161,7 @@ pub async fn read(
     upstream: &mut UpstreamStream,
     policy: &MaskingPolicy,
 ) -> Result<SensitiveCatalog, CatalogError> {
-    let mut out = BytesMut::new();
-    codec::query(&query(), &mut out);
-    upstream.write_all(&out).await?;
-    upstream.flush().await?;
-    let results = answers(upstream).await?;
+    let results = run(upstream, &query()).await?;
     let [
         _settings,
         relations,
@@ -152,6 +175,70 @@ pub async fn read(
         policy,
         facts(relations, views, view_functions, inherits, functions)?,
     ))
+}
+
+/// The unique-key query: every relation's name (whatever its kind, so that
+/// an unqualified name known in several schemas is known to be ambiguous)
+/// and the columns of each unique key that bounds rows: of a plain table
+/// without inheritance children or of a partitioned table, enforced
+/// immediately (a deferred one may hold duplicates inside a transaction),
+/// valid, on plain columns, without a predicate. `search_path` is pinned as
+/// for the masking catalog.
+const KEYS: &str = "SELECT pg_catalog.set_config('search_path', 'pg_catalog', true), \
+        pg_catalog.set_config('client_encoding', 'UTF8', true); \
+    SELECT n.nspname, c.relname, NULL::pg_catalog.oid, NULL::pg_catalog.name \
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+    UNION ALL \
+    SELECT n.nspname, c.relname, i.indexrelid, a.attname \
+    FROM pg_catalog.pg_index i \
+    JOIN pg_catalog.pg_class c ON c.oid = i.indrelid \
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (i.indkey) \
+    WHERE i.indisunique AND i.indimmediate AND i.indisvalid \
+      AND i.indpred IS NULL AND i.indexprs IS NULL \
+      AND (c.relkind = 'p' OR (c.relkind = 'r' AND NOT c.relhassubclass)) \
+    ORDER BY 1, 2, 3";
+
+/// Reads the unique keys on an idle upstream session, like [`read`].
+pub async fn read_keys(upstream: &mut UpstreamStream) -> Result<UniqueKeys, CatalogError> {
+    let results = run(upstream, KEYS).await?;
+    let [_settings, rows] = <[Rows; 2]>::try_from(results)
+        .map_err(|_| CatalogError::Malformed("expected two results"))?;
+    let mut keys = UniqueKeys::default();
+    // Rows come ordered by relation and index: each index's columns are
+    // consecutive.
+    let mut indexes: Vec<([String; 3], Vec<String>)> = Vec::new();
+    for row in rows {
+        let [Some(schema), Some(name), index, column] = <[Option<String>; 4]>::try_from(row)
+            .map_err(|_| CatalogError::Malformed("expected four columns"))?
+        else {
+            return Err(CatalogError::Malformed("a relation without a name"));
+        };
+        match (index, column) {
+            (Some(index), Some(column)) => {
+                let id = [schema, name, index];
+                match indexes.last_mut() {
+                    Some((last, columns)) if *last == id => columns.push(column),
+                    _ => indexes.push((id, vec![column])),
+                }
+            }
+            _ => keys.add_relation(&schema, &name),
+        }
+    }
+    for ([schema, name, _], columns) in indexes {
+        keys.add_key(&schema, &name, columns);
+    }
+    Ok(keys)
+}
+
+/// Runs `sql` as one simple Query and returns each statement's rows.
+async fn run(upstream: &mut UpstreamStream, sql: &str) -> Result<Vec<Rows>, CatalogError> {
+    let mut out = BytesMut::new();
+    codec::query(sql, &mut out);
+    upstream.write_all(&out).await?;
+    upstream.flush().await?;
+    answers(upstream).await
 }
 
 /// The rows of each statement's result, until ReadyForQuery.

@@ -23,7 +23,7 @@ use bytes::BytesMut;
 
 use airlock_audit::event::{Decision as Recorded, Protocol};
 
-use crate::catalog::CatalogCache;
+use crate::catalog::Catalogs;
 use crate::mask::{self, CopyMask, Masking, RowMask};
 use crate::record::{Judgement, SessionRecorder};
 
@@ -72,7 +72,10 @@ pub struct SessionPolicy {
     pub masking: Option<SessionMasking>,
     /// The connection's catalog cache, made stale by schema changes made
     /// through any session, masked or not.
-    pub catalogs: Arc<CatalogCache>,
+    pub catalogs: Arc<Catalogs>,
+    /// The connection's unique keys as the session started, when its
+    /// guardrails use row estimates and they could be read.
+    pub keys: Option<Arc<airlock_policy::UniqueKeys>>,
     pub connection: String,
     /// The session's recording (`None` only in tests of the judge alone).
     pub recorder: Option<SessionRecorder>,
@@ -368,6 +371,8 @@ impl PolicyInspector {
     fn remember(&mut self, id: u64, statements: Arc<[Statement]>) {
         if statements.iter().any(|s| s.effects.contains(Effect::Ddl)) {
             self.policy.catalogs.invalidate(&self.policy.connection);
+            // A relation created now may shadow a keyed one by name.
+            self.policy.keys = None;
         }
         if self.policy.masking.is_none() {
             return;
@@ -453,12 +458,27 @@ impl PolicyInspector {
             });
         }
         let statements = &statements;
-        let estimate = match plan {
+        let fetched = match plan {
             Some(Plan::NotFetched) => Estimate::NotFetched,
             Some(Plan::Json(json)) => plan_rows(json).map_or(Estimate::Unavailable, Estimate::Rows),
             Some(Plan::Unavailable) | None => Estimate::Unavailable,
         };
         let p = &self.policy;
+        // A statement that pins a unique key changes at most one row: no
+        // estimate is fetched for it. Not after a schema change in the same
+        // message (a new relation may shadow a keyed one).
+        let keys = p
+            .keys
+            .as_deref()
+            .filter(|_| !statements.iter().any(|s| s.effects.contains(Effect::Ddl)));
+        let estimate_of = |s: &Statement| match keys {
+            Some(k) if k.at_most_one_row(s) => Estimate::Rows(1),
+            _ => fetched,
+        };
+        let estimate = match &statements[..] {
+            [s] => estimate_of(s),
+            _ => fetched,
+        };
         let decision = match &statements[..] {
             // Only a single-statement Query gets a real estimate: EXPLAIN
             // takes one statement.
@@ -479,7 +499,10 @@ impl PolicyInspector {
                 }
             }
             _ => statements.iter().fold(Decision::Allow, |d, s| {
-                d.stricter(p.guardrails.decide(s, p.mode, &p.access_rule, estimate))
+                d.stricter(
+                    p.guardrails
+                        .decide(s, p.mode, &p.access_rule, estimate_of(s)),
+                )
             }),
         };
         match decision {
@@ -752,10 +775,11 @@ impl PolicyInspector {
         }
         let s = self.sql_prepared(body)?;
         let p = &self.policy;
-        match p
-            .guardrails
-            .decide(s, p.mode, &p.access_rule, Estimate::Unavailable)
-        {
+        let estimate = match &p.keys {
+            Some(k) if k.at_most_one_row(s) => Estimate::Rows(1),
+            _ => Estimate::Unavailable,
+        };
+        match p.guardrails.decide(s, p.mode, &p.access_rule, estimate) {
             Decision::Approve {
                 rule,
                 approvers,
@@ -992,7 +1016,10 @@ impl Inspector for PolicyInspector {
         if origins.iter().any(|o| !m.catalog.knows(o.table_oid)) {
             // A relation created since the catalog was read: the next
             // session reads it again.
-            self.policy.catalogs.invalidate(&self.policy.connection);
+            self.policy
+                .catalogs
+                .masking
+                .invalidate(&self.policy.connection);
         }
         let plan = m
             .masking

@@ -101,6 +101,8 @@ struct Opened {
     cancel: CancelKey,
     /// The connection's catalog as masking sees it, for a masked session.
     catalog: Option<Arc<airlock_policy::masking::SensitiveCatalog>>,
+    /// The connection's unique keys, for row bounds.
+    keys: Option<Arc<airlock_policy::UniqueKeys>>,
     recorder: SessionRecorder,
 }
 
@@ -241,7 +243,7 @@ async fn open(
     // statement; without it nothing could be masked, so the session is
     // refused.
     let catalog = if snapshot.masking.is_active() && !route.unmask {
-        match snapshot.catalogs.fresh(&route.connection) {
+        match snapshot.catalogs.masking.fresh(&route.connection) {
             Some(c) => Some(c),
             None => match tokio::time::timeout(
                 snapshot.limits.upstream_connect_timeout,
@@ -252,7 +254,10 @@ async fn open(
             {
                 Ok(c) => {
                     let c = Arc::new(c);
-                    snapshot.catalogs.insert(&route.connection, Arc::clone(&c));
+                    snapshot
+                        .catalogs
+                        .masking
+                        .insert(&route.connection, Arc::clone(&c));
                     Some(c)
                 }
                 Err(e) => {
@@ -262,6 +267,49 @@ async fn open(
                         sqlstate::SYSTEM_ERROR,
                         &format!(
                             "airlock: connection \"{}\" cannot be masked: reading its catalog failed",
+                            route.connection
+                        ),
+                    );
+                    return None;
+                }
+            },
+        }
+    } else {
+        None
+    };
+
+    // A read-write session whose guardrails use row estimates reads the
+    // unique keys that spare it most of them. Without them it fetches
+    // estimates as before; an upstream left mid-answer refuses the session.
+    let keys = if snapshot.guardrails.use_estimates() && route.mode != AccessMode::ReadOnly {
+        match snapshot.catalogs.keys.fresh(&route.connection) {
+            Some(k) => Some(k),
+            None => match tokio::time::timeout(
+                snapshot.limits.upstream_connect_timeout,
+                crate::catalog::read_keys(&mut upstream),
+            )
+            .await
+            .unwrap_or_else(|_| Err(crate::catalog::CatalogError::TimedOut))
+            {
+                Ok(k) => {
+                    let k = Arc::new(k);
+                    snapshot
+                        .catalogs
+                        .keys
+                        .insert(&route.connection, Arc::clone(&k));
+                    Some(k)
+                }
+                Err(e @ crate::catalog::CatalogError::Refused(_)) => {
+                    tracing::warn!(error = %e, "cannot read the upstream's unique keys; estimates are fetched");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the upstream's unique keys");
+                    fatal(
+                        out,
+                        sqlstate::SYSTEM_ERROR,
+                        &format!(
+                            "airlock: connection \"{}\" is unavailable: reading its catalog failed",
                             route.connection
                         ),
                     );
@@ -298,7 +346,7 @@ async fn open(
         // redaction precise.
         catalog
             .clone()
-            .or_else(|| snapshot.catalogs.fresh(&route.connection)),
+            .or_else(|| snapshot.catalogs.masking.fresh(&route.connection)),
         route.unmask,
     );
 
@@ -328,6 +376,7 @@ async fn open(
         status: ready.status,
         cancel,
         catalog,
+        keys,
         recorder,
     })
 }
@@ -517,6 +566,7 @@ async fn run(
             catalog,
         }),
         catalogs: Arc::clone(&snapshot.catalogs),
+        keys: opened.keys,
         connection: opened.route.connection.clone(),
         recorder: Some(opened.recorder),
         approvals: approvals.is_some(),

@@ -15,7 +15,7 @@ use airlock_pgwire::startup::TlsOffer;
 use airlock_policy::{AccessMode, AccessPolicy, AccessRule, Effects, Guardrail, Guardrails};
 use airlock_sql::Analyzer;
 
-use crate::catalog::CatalogCache;
+use crate::catalog::Catalogs;
 use crate::mask::Masking;
 use crate::tls::{self, TlsError};
 use crate::upstream::{Credential, UpstreamTarget, UpstreamTls};
@@ -47,8 +47,9 @@ pub struct Snapshot {
     pub session_lifetime: SessionLifetime,
     pub verifier: Arc<Verifier>,
     pub masking: Arc<Masking>,
-    /// Upstream catalogs as masking sees them; a reload starts afresh.
-    pub catalogs: Arc<CatalogCache>,
+    /// Upstream catalogs as masking and row bounds see them; a reload
+    /// starts afresh.
+    pub catalogs: Arc<Catalogs>,
     /// How much a session recording keeps.
     pub recording: crate::record::Limits,
     /// How long a statement is held for approval.

@@ -137,6 +137,11 @@ impl Guardrails {
         Guardrails { rules }
     }
 
+    /// Whether any rule decides by the planner's row estimate.
+    pub fn use_estimates(&self) -> bool {
+        self.rules.iter().any(|r| r.estimated_rows_over.is_some())
+    }
+
     /// Evaluates one statement on a route with `mode` (`access_rule` names
     /// the access rule, for the message).
     pub fn evaluate(
@@ -301,6 +306,7 @@ mod tests {
             inner: None,
             unknown_reason: None,
             syntax_error: None,
+            pinned: None,
             name: None,
             span: (0, 0),
             lineage: Default::default(),

@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod approval;
+pub mod bounds;
 pub mod guardrails;
 pub mod lineage;
 pub mod masking;
@@ -20,6 +21,7 @@ pub mod principal;
 pub mod statement;
 
 pub use access::{AccessMode, AccessPolicy, AccessRule, Grant, JitRule, Route, RouteError};
+pub use bounds::UniqueKeys;
 pub use guardrails::{Action, Decision, Estimate, Evaluation, Guardrail, Guardrails};
 pub use principal::Principal;
-pub use statement::{Effect, Effects, Relation, Statement, StatementKind, SyntaxError};
+pub use statement::{Effect, Effects, Pinned, Relation, Statement, StatementKind, SyntaxError};

@@ -287,6 +287,15 @@ impl fmt::Display for Relation {
     }
 }
 
+/// The relation an UPDATE or DELETE changes, and the columns its WHERE
+/// clause pins to one value each (`col = constant or parameter`, joined by
+/// AND at the top): with a unique key among them it changes at most one row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pinned {
+    pub relation: Relation,
+    pub columns: Vec<String>,
+}
+
 /// The dialect's own error for a statement that does not parse, as its
 /// server would report it: a door refuses the statement with exactly this,
 /// so that a client cannot tell airlock's refusal from the server's.
@@ -326,6 +335,8 @@ pub struct Statement {
     /// For an `unknown` statement that does not parse: the error the
     /// server would give.
     pub syntax_error: Option<Box<SyntaxError>>,
+    /// For a plain UPDATE or DELETE: what its WHERE clause pins.
+    pub pinned: Option<Box<Pinned>>,
     /// The prepared statement a PREPARE, EXECUTE or DEALLOCATE names
     /// (`None` for DEALLOCATE ALL).
     pub name: Option<String>,
@@ -353,6 +364,7 @@ impl Statement {
             inner: None,
             unknown_reason: Some(reason.into()),
             syntax_error: None,
+            pinned: None,
             name: None,
             span,
             lineage: Lineage::default(),

@@ -704,10 +704,20 @@ impl Analyzer {
             explain_analyze_flag,
             &facts.functions,
         );
+        let pinned = match node {
+            N::UpdateStmt(u) if u.with_clause.is_none() => {
+                pinned(u.relation.as_ref(), u.where_clause.as_deref())
+            }
+            N::DeleteStmt(d) if d.with_clause.is_none() => {
+                pinned(d.relation.as_ref(), d.where_clause.as_deref())
+            }
+            _ => None,
+        };
         Statement {
             kind,
             nested,
             effects,
+            pinned,
             relations: facts.relations,
             functions: facts.functions,
             has_where,
@@ -748,6 +758,80 @@ impl Analyzer {
             effects.extend(Effects::of(&[Read, Export]));
             StatementKind::CopyOut
         }
+    }
+}
+
+/// What an UPDATE's or DELETE's WHERE clause pins: the columns of the
+/// target compared with `=` to a constant or a parameter (possibly cast),
+/// in a top-level AND.
+fn pinned(
+    relation: Option<&protobuf::RangeVar>,
+    where_clause: Option<&protobuf::Node>,
+) -> Option<Box<airlock_policy::Pinned>> {
+    let relation = relation?;
+    let target = relation
+        .alias
+        .as_ref()
+        .map_or(relation.relname.as_str(), |a| a.aliasname.as_str());
+    let mut columns = Vec::new();
+    let mut pending = vec![where_clause?];
+    while let Some(node) = pending.pop() {
+        match node.node.as_ref()? {
+            N::BoolExpr(b) if b.boolop == protobuf::BoolExprType::AndExpr as i32 => {
+                pending.extend(b.args.iter());
+            }
+            N::AExpr(e) if e.kind == protobuf::AExprKind::AexprOp as i32 => {
+                let is_eq = matches!(&e.name[..], [op] if matches!(op.node.as_ref(), Some(N::String(s)) if s.sval == "="));
+                if !is_eq {
+                    continue;
+                }
+                let (l, r) = (e.lexpr.as_deref(), e.rexpr.as_deref());
+                let column = match (column_of(l, target), column_of(r, target)) {
+                    (Some(c), None) if is_value(r) => c,
+                    (None, Some(c)) if is_value(l) => c,
+                    _ => continue,
+                };
+                columns.push(column);
+            }
+            // Anything else narrows the rows further without pinning.
+            _ => {}
+        }
+    }
+    Some(Box::new(airlock_policy::Pinned {
+        relation: airlock_policy::Relation {
+            schema: (!relation.schemaname.is_empty()).then(|| relation.schemaname.clone()),
+            name: relation.relname.clone(),
+        },
+        columns,
+    }))
+}
+
+/// The target's column a node references: `col`, or `target.col`.
+fn column_of(node: Option<&protobuf::Node>, target: &str) -> Option<String> {
+    let N::ColumnRef(c) = node?.node.as_ref()? else {
+        return None;
+    };
+    let names: Vec<&str> = c
+        .fields
+        .iter()
+        .map(|f| match f.node.as_ref() {
+            Some(N::String(s)) => Some(s.sval.as_str()),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    match names[..] {
+        [column] => Some(column.to_string()),
+        [qualifier, column] if qualifier == target => Some(column.to_string()),
+        _ => None,
+    }
+}
+
+/// A constant or a parameter, possibly cast: one value.
+fn is_value(node: Option<&protobuf::Node>) -> bool {
+    match node.and_then(|n| n.node.as_ref()) {
+        Some(N::AConst(_) | N::ParamRef(_)) => true,
+        Some(N::TypeCast(t)) => is_value(t.arg.as_deref()),
+        _ => false,
     }
 }
 

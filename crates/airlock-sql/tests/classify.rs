@@ -367,3 +367,43 @@ fn attribute_notation_merge_and_explain_analyze() {
     let s = resolve(&a.analyze("explain execute p"), &mut session);
     assert!(!s[0].effects.contains(Effect::Write));
 }
+
+/// What an UPDATE's or DELETE's WHERE clause pins, as (schema, relation,
+/// sorted columns).
+fn pinned(sql: &str) -> Option<(Option<String>, String, Vec<String>)> {
+    let s = Analyzer::default().analyze(sql).remove(0);
+    s.pinned.map(|p| {
+        let mut columns = p.columns.clone();
+        columns.sort();
+        (p.relation.schema.clone(), p.relation.name.clone(), columns)
+    })
+}
+
+#[test]
+fn equalities_pin_columns() {
+    let cols = |sql: &str| pinned(sql).map(|p| p.2);
+    let v = |c: &[&str]| Some(c.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        pinned("UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2"),
+        Some((None, "pgbench_accounts".into(), vec!["aid".into()]))
+    );
+    assert_eq!(
+        pinned("delete from s.t as x where x.a = 1 and 'k'::text = b and c > 3"),
+        Some((Some("s".into()), "t".into(), vec!["a".into(), "b".into()]))
+    );
+    assert_eq!(cols("update t set v = 1 where t.\"Id\" = $1"), v(&["Id"]));
+    // Not pinned: OR, another relation's column, a computed value, another
+    // operator, no WHERE.
+    assert_eq!(cols("update t set v = 1 where id = 1 or id = 2"), v(&[]));
+    assert_eq!(cols("update t set v = 1 from u where u.id = 1"), v(&[]));
+    assert_eq!(cols("update t set v = 1 where id = abs(1)"), v(&[]));
+    assert_eq!(cols("update t set v = 1 where id = other"), v(&[]));
+    assert_eq!(cols("update t set v = 1 where id >= 1"), v(&[]));
+    assert_eq!(cols("update t set v = 1"), None);
+    // Not a plain UPDATE or DELETE.
+    assert_eq!(
+        cols("with x as (select 1) update t set v = 1 where id = 1"),
+        None
+    );
+    assert_eq!(cols("select * from t where id = 1"), None);
+}
