@@ -165,6 +165,12 @@ pub struct PolicyInspector {
     /// With masking: the statements of each message the relay may still
     /// ask about, by message id.
     judged: HashMap<u64, Arc<[Statement]>>,
+    /// With masking of anything sensitive: the text of each such message,
+    /// whose words an error may quote back unmasked.
+    texts: HashMap<u64, Arc<str>>,
+    /// Likewise: the message id and body of the last Bind, whose
+    /// parameters an error may quote back (the buffer is reused).
+    last_bind: (u64, Vec<u8>),
     /// With masking: what each declared cursor returns; `None` once a name
     /// was declared twice (which declaration is open cannot be told).
     cursors: HashMap<String, Option<Lineage>>,
@@ -203,6 +209,8 @@ impl PolicyInspector {
             standard_conforming_strings: true,
             utf8: true,
             judged: HashMap::new(),
+            texts: HashMap::new(),
+            last_bind: (0, Vec::new()),
             cursors: HashMap::new(),
             ascii_safe: true,
             protocol_names: Default::default(),
@@ -368,7 +376,7 @@ impl PolicyInspector {
     /// Keeps what later results of message `id` need: its statements, and
     /// the cursors it declares. A schema change makes the connection's
     /// catalog stale.
-    fn remember(&mut self, id: u64, statements: Arc<[Statement]>) {
+    fn remember(&mut self, id: u64, text: &str, statements: Arc<[Statement]>) {
         if statements.iter().any(|s| s.effects.contains(Effect::Ddl)) {
             self.policy.catalogs.invalidate(&self.policy.connection);
             // A relation created now may shadow a keyed one by name.
@@ -391,6 +399,19 @@ impl PolicyInspector {
             }
         }
         self.judged.insert(id, statements);
+        if self.hides_quoted() {
+            // Errors answering it may quote the client's own words back.
+            self.texts.insert(id, Arc::from(text));
+        }
+    }
+
+    /// Whether errors and notices lose quoted values: the session is masked
+    /// and something is sensitive.
+    fn hides_quoted(&self) -> bool {
+        self.policy
+            .masking
+            .as_ref()
+            .is_some_and(|m| m.catalog.any_sensitive)
     }
 
     /// Whether a PREPARE names a statement already prepared, in this
@@ -510,7 +531,7 @@ impl PolicyInspector {
                 if let Some(refusal) = self.masking_refusal(&text, statements) {
                     return refusal;
                 }
-                self.remember(id, Arc::clone(statements));
+                self.remember(id, &text, Arc::clone(statements));
                 tracing::debug!(kinds = %kinds(statements), "allowed");
                 allowed_verdict(statements)
             }
@@ -565,7 +586,7 @@ impl PolicyInspector {
                     return refusal;
                 }
                 self.judged_by(Recorded::Approve, &rule);
-                self.remember(id, Arc::clone(statements));
+                self.remember(id, &text, Arc::clone(statements));
                 let allowed = allowed_verdict(statements);
                 tracing::info!(kinds = %kinds(statements), rule = %rule, "statement needs approval");
                 if plan.is_none() {
@@ -955,6 +976,11 @@ impl Inspector for PolicyInspector {
     }
 
     fn bind(&mut self, id: Option<u64>, body: &[u8]) -> Verdict {
+        if let Some(id) = id.filter(|_| self.hides_quoted()) {
+            self.last_bind.0 = id;
+            self.last_bind.1.clear();
+            self.last_bind.1.extend_from_slice(body);
+        }
         let need = self.need_of_bind(id, body);
         let verdict = self.recorded_bind(id, body, need.as_deref());
         if matches!(verdict, Verdict::Refuse { .. }) {
@@ -987,6 +1013,7 @@ impl Inspector for PolicyInspector {
 
     fn forget(&mut self, id: u64) {
         self.judged.remove(&id);
+        self.texts.remove(&id);
         self.needs.remove(&id);
         if let Some(r) = self.recorder.as_mut() {
             r.forget(id);
@@ -1054,7 +1081,7 @@ impl Inspector for PolicyInspector {
 
     fn scrub(
         &mut self,
-        _at: Option<StatementRef>,
+        at: Option<StatementRef>,
         tag: u8,
         body: &[u8],
         out: &mut BytesMut,
@@ -1067,8 +1094,27 @@ impl Inspector for PolicyInspector {
                 // Errors can quote values read by functions, views and
                 // deferred constraints no statement names: whenever anything
                 // is masked, every error and notice is scrubbed, whatever
-                // statement it answers.
-                mask::notice(&m.masking, tag, body, m.catalog.any_sensitive, out)
+                // statement it answers. What the client wrote itself (in
+                // the statement's text or its last Bind's parameters) and
+                // the catalog's names stay readable.
+                let id = at.map(|a| a.id);
+                let words = id
+                    .and_then(|id| self.texts.get(&id))
+                    .map(|text| airlock_sql::literals::own_words(text))
+                    .unwrap_or_default();
+                let params = match id {
+                    Some(id) if self.last_bind.0 == id => {
+                        codec::bind_parameters(&self.last_bind.1).unwrap_or_default()
+                    }
+                    _ => Vec::new(),
+                };
+                let catalog = &m.catalog;
+                let keep = |quoted: &[u8]| {
+                    words.iter().any(|w| w.as_bytes() == quoted)
+                        || params.iter().any(|p| p.value == Some(quoted))
+                        || std::str::from_utf8(quoted).is_ok_and(|n| catalog.names_object(n))
+                };
+                mask::notice(&m.masking, tag, body, catalog.any_sensitive, &keep, out)
             }
             _ => mask::async_message(&m.masking, tag, body, out),
         }

@@ -49,7 +49,7 @@ impl Masking {
     pub fn detect_in<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
         match self
             .is_active()
-            .then(|| scrub_text(self, text, false))
+            .then(|| scrub_text(self, text, None))
             .flatten()
         {
             Some(scrubbed) => scrubbed.into(),
@@ -325,11 +325,16 @@ fn write_copy_data(body: &[u8], out: &mut BytesMut) {
 /// Scrubs an ErrorResponse or NoticeResponse: detectors over every text
 /// field, and when the statement touches masked data, quoted values too.
 /// Writes the replacement to `out` and returns true when anything changed.
+/// Scrubs an ErrorResponse or NoticeResponse. When `sensitive`, quoted
+/// values in its text fields are hidden, but those `keep` accepts (the
+/// client's own words, names it may know). Returns true when it wrote a
+/// replacement.
 pub fn notice(
     masking: &Masking,
     tag: u8,
     body: &[u8],
     sensitive: bool,
+    keep: airlock_mask::Keep<'_>,
     out: &mut BytesMut,
 ) -> bool {
     let fields = airlock_pgwire::codec::notice_fields(body);
@@ -353,7 +358,7 @@ pub fn notice(
                 changed = true;
                 return (f, HIDDEN.to_string());
             }
-            match scrub_text(masking, &v, sensitive && values) {
+            match scrub_text(masking, &v, (sensitive && values).then_some(keep)) {
                 Some(new) => {
                     changed = true;
                     (f, new)
@@ -383,7 +388,11 @@ pub fn notice(
 /// masked.
 pub const HIDDEN: &str = "(hidden by airlock masking)";
 
-pub(crate) fn scrub_text(masking: &Masking, text: &str, sensitive: bool) -> Option<String> {
+pub(crate) fn scrub_text(
+    masking: &Masking,
+    text: &str,
+    sensitive: Option<airlock_mask::Keep<'_>>,
+) -> Option<String> {
     airlock_mask::scrub(
         text,
         &masking.detectors,
@@ -410,7 +419,7 @@ pub fn async_message(masking: &Masking, tag: u8, body: &[u8], out: &mut BytesMut
         return false;
     };
     let new = match std::str::from_utf8(&body[start..end]) {
-        Ok(value) => match scrub_text(masking, value, false) {
+        Ok(value) => match scrub_text(masking, value, None) {
             Some(new) => new,
             None => return false,
         },

@@ -271,7 +271,7 @@ impl SessionRecorder {
             b'E' => {
                 let (code, message) = error_fields(body);
                 let message = if self.withhold {
-                    mask::scrub_text(&self.masking, &message, true).unwrap_or(message)
+                    mask::scrub_text(&self.masking, &message, Some(&|_| false)).unwrap_or(message)
                 } else {
                     message
                 };

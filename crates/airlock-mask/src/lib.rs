@@ -21,4 +21,4 @@ mod scrub;
 pub use airlock_policy::masking::{Detector, Strategy};
 pub use detect::Detectors;
 pub use mask::{Masked, Masker, PLACEHOLDER, looks_masked};
-pub use scrub::scrub;
+pub use scrub::{Keep, scrub};

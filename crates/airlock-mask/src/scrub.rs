@@ -14,21 +14,25 @@ use memchr::memchr;
 use crate::detect::Detectors;
 use crate::mask::{Masker, PLACEHOLDER};
 
+/// Which quoted segments of a sensitive text stay as they are: the
+/// client's own words, and names it may know. Given the segment's content.
+pub type Keep<'a> = &'a dyn Fn(&[u8]) -> bool;
+
 /// Scrubs one field of an error or notice (message, detail, hint, where).
 /// Detector matches are masked with `detector_strategy` of their detector.
-/// When `sensitive`, every `"…"` becomes `"*****"`, and the value lists of
-/// `=(…)` and `contains (…)` become `(*****)`. `None` when nothing changed.
+/// When `sensitive` is given, every `"…"` whose content it does not keep
+/// becomes `"*****"`, and the value lists of `=(…)` and `contains (…)`
+/// become `(*****)`. `None` when nothing changed.
 pub fn scrub(
     text: &str,
     detectors: &Detectors,
     masker: &Masker,
     detector_strategy: impl Fn(Detector) -> Strategy,
-    sensitive: bool,
+    sensitive: Option<Keep<'_>>,
 ) -> Option<String> {
-    let base = if sensitive {
-        hide_values(text.as_bytes())
-    } else {
-        Cow::Borrowed(text.as_bytes())
+    let base = match sensitive {
+        Some(keep) => hide_values(text.as_bytes(), keep),
+        None => Cow::Borrowed(text.as_bytes()),
     };
     let spans: Vec<_> = detectors
         .find(&base)
@@ -53,16 +57,22 @@ pub fn scrub(
     )
 }
 
-/// Replaces the contents of quoted segments and of `=(…)` and
-/// `contains (…)` lists by the placeholder. An unclosed one runs to the
+/// Replaces the contents of quoted segments (but those `keep` accepts) and
+/// of `=(…)` and `contains (…)` lists by the placeholder. An unclosed one runs to the
 /// end of the text: hiding too much is better than leaking.
-fn hide_values(t: &[u8]) -> Cow<'_, [u8]> {
+fn hide_values<'t>(t: &'t [u8], keep: Keep<'_>) -> Cow<'t, [u8]> {
     const CONTAINS: &[u8] = b"contains (";
     let mut out = Vec::new();
     let (mut copied, mut i) = (0, 0);
     while i < t.len() {
         let (open, close) = if t[i] == b'"' {
             let close = memchr(b'"', &t[i + 1..]).map(|j| i + 1 + j);
+            if let Some(close) = close
+                && keep(&t[i + 1..close])
+            {
+                i = close + 1;
+                continue;
+            }
             (i + 1, close)
         } else if t[i] == b'=' && t.get(i + 1) == Some(&b'(') {
             (i + 2, balanced_close(t, i + 2))
@@ -109,6 +119,10 @@ mod tests {
     use super::*;
 
     fn scrubbed(text: &str, sensitive: bool) -> Option<String> {
+        scrubbed_keeping(text, sensitive, &|_| false)
+    }
+
+    fn scrubbed_keeping(text: &str, sensitive: bool, keep: Keep<'_>) -> Option<String> {
         let detectors = Detectors::new(Detector::ALL);
         let masker = Masker::new([1; 32]);
         let strategy = |d| match d {
@@ -120,7 +134,31 @@ mod tests {
             Detector::Jwt => Strategy::Null,
             _ => Strategy::Redact,
         };
-        scrub(text, &detectors, &masker, strategy, sensitive)
+        scrub(
+            text,
+            &detectors,
+            &masker,
+            strategy,
+            sensitive.then_some(keep),
+        )
+    }
+
+    #[test]
+    fn kept_segments_stay_and_the_rest_is_hidden() {
+        let keep: Keep<'_> = &|s| s == b"abc" || s == b"people";
+        assert_eq!(
+            scrubbed_keeping("invalid input syntax for type integer: \"abc\"", true, keep),
+            None
+        );
+        assert_eq!(
+            scrubbed_keeping("column \"ssn\" of relation \"people\"", true, keep).as_deref(),
+            Some("column \"*****\" of relation \"people\"")
+        );
+        // Value lists are hidden whatever they hold.
+        assert_eq!(
+            scrubbed_keeping("Key (id)=(abc) exists", true, keep).as_deref(),
+            Some("Key (id)=(*****) exists")
+        );
     }
 
     #[test]

@@ -745,6 +745,18 @@ pub struct SensitiveCatalog {
 }
 
 impl SensitiveCatalog {
+    /// Whether `name` names something in the catalog: a relation, one of
+    /// its columns, its schema, or a user function. Errors quote such names,
+    /// which masking need not hide.
+    pub fn names_object(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+            || self.user_functions.contains(name)
+            || self
+                .relations
+                .values()
+                .any(|r| r.schema == name || r.columns.iter().any(|(_, c, _)| c == name))
+    }
+
     pub fn build(policy: &MaskingPolicy, facts: CatalogFacts) -> SensitiveCatalog {
         let mut cat = SensitiveCatalog::default();
         for rel in facts.relations {

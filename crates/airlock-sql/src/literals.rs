@@ -6,7 +6,7 @@
 //! numbers, bit strings) and every comment, so nothing a hand-written lexer
 //! could miscount slips through.
 
-use pg_query::protobuf::Token;
+use pg_query::protobuf::{KeywordKind, Token};
 
 /// Byte ranges of `sql`'s constants and comments, in order; `None` when
 /// PostgreSQL's scanner rejects the text (the caller then withholds it).
@@ -37,6 +37,39 @@ pub fn value_spans(sql: &str) -> Option<Vec<(usize, usize)>> {
     Some(spans)
 }
 
+/// The words a client wrote in `sql`, as PostgreSQL would quote them back
+/// in an error: identifiers (folded to lower case unless quoted),
+/// keywords, numbers and the contents of plain string literals. Empty when
+/// the scanner rejects the text.
+pub fn own_words(sql: &str) -> Vec<String> {
+    let Ok(scanned) = pg_query::scan(sql) else {
+        return Vec::new();
+    };
+    let mut words = Vec::new();
+    for t in &scanned.tokens {
+        let (Ok(start), Ok(end)) = (usize::try_from(t.start), usize::try_from(t.end)) else {
+            continue;
+        };
+        let Some(raw) = sql.get(start..end) else {
+            continue;
+        };
+        let keyword = t.keyword_kind != KeywordKind::NoKeyword as i32;
+        let word = match Token::try_from(t.token) {
+            Ok(Token::Ident) if raw.starts_with('"') => raw.trim_matches('"').replace("\"\"", "\""),
+            Ok(Token::Sconst) if raw.starts_with('\'') => raw
+                .strip_prefix('\'')
+                .and_then(|r| r.strip_suffix('\''))
+                .unwrap_or(raw)
+                .replace("''", "'"),
+            Ok(Token::Ident | Token::Iconst | Token::Fconst) => raw.to_lowercase(),
+            _ if keyword => raw.to_lowercase(),
+            _ => continue,
+        };
+        words.push(word);
+    }
+    words
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +80,17 @@ mod tests {
             .into_iter()
             .map(|(a, b)| &sql[a..b])
             .collect()
+    }
+
+    #[test]
+    fn own_words_are_as_postgresql_quotes_them() {
+        assert_eq!(
+            own_words("SELECT \"Nme\", Age FROM people WHERE id = 'a''b' AND n = 12"),
+            [
+                "select", "Nme", "age", "from", "people", "where", "id", "a'b", "and", "n", "12"
+            ]
+        );
+        assert!(own_words("select 'unterminated").is_empty());
     }
 
     #[test]

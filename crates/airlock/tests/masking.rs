@@ -808,11 +808,51 @@ async fn refusals_and_scrubbed_errors() {
             .unwrap(),
         1
     );
+    // A bound parameter is the client's own: an error may quote it.
+    let err = client
+        .query("SELECT $1::text::int", &[&"xyz"])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_db_error().map(|e| e.message()),
+        Some("invalid input syntax for type integer: \"xyz\"")
+    );
 
     // Errors quoting masked values are scrubbed, others keep their detail.
     let (_, msgs) = simple(&mut s, "SELECT ssn::int FROM customers").await;
     let message = common::error_message(&msgs).unwrap();
     assert_eq!(message, "invalid input syntax for type integer: \"*****\"");
+    // ...even when the client filters on it, unless it wrote that very value.
+    let (_, msgs) = simple(&mut s, "SELECT name::int FROM customers WHERE id = 1").await;
+    let message = common::error_message(&msgs).unwrap();
+    assert_eq!(message, "invalid input syntax for type integer: \"*****\"");
+    let (_, msgs) = simple(
+        &mut s,
+        "SELECT name::int FROM customers WHERE name = 'Alice'",
+    )
+    .await;
+    let message = common::error_message(&msgs).unwrap();
+    assert_eq!(message, "invalid input syntax for type integer: \"Alice\"");
+    // What the client wrote itself, and the catalog's names, stay readable.
+    for (sql, expected) in [
+        ("SELECT nme FROM customers", "column \"nme\" does not exist"),
+        ("SELECT * FROM nope", "relation \"nope\" does not exist"),
+        (
+            "SELECT 'abc'::int",
+            "invalid input syntax for type integer: \"abc\"",
+        ),
+        (
+            "INSERT INTO customers (id) VALUES (9)",
+            "null value in column \"name\" of relation \"customers\" violates not-null constraint",
+        ),
+    ] {
+        let (_, msgs) = simple(&mut s, sql).await;
+        assert_eq!(
+            common::error_message(&msgs).as_deref(),
+            Some(expected),
+            "{sql}"
+        );
+    }
     let (_, msgs) = simple(&mut s, "INSERT INTO orders VALUES (10, 1, 1)").await;
     assert_eq!(common::error_code(&msgs).as_deref(), Some("23505"));
     let detail = msgs
