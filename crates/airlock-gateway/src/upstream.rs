@@ -79,15 +79,20 @@ pub async fn connect(
     credential: &Credential,
     settings: &[(String, String)],
 ) -> Result<(UpstreamStream, UpstreamReady), ConnectError> {
-    let tcp = TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(ConnectError::Unreachable)?;
-    tcp.set_nodelay(true).map_err(ConnectError::Unreachable)?;
+    let tcp = tcp_connect(target).await?;
     let mut stream = match &target.tls {
         UpstreamTls::Disable => MaybeTls::Plain(tcp),
-        UpstreamTls::Prefer(c) | UpstreamTls::Require(c) | UpstreamTls::VerifyFull(c) => {
-            let require = !matches!(target.tls, UpstreamTls::Prefer(_));
-            negotiate_tls(tcp, c, &target.host, require).await?
+        // As libpq's sslmode=prefer: a server that accepts the SSLRequest
+        // but fails the handshake is tried again without TLS.
+        UpstreamTls::Prefer(c) => match negotiate_tls(tcp, c, &target.host, false).await {
+            Err(ConnectError::Tls(e)) => {
+                tracing::warn!(error = %e, "upstream TLS handshake failed; connecting without TLS (tls: prefer)");
+                MaybeTls::Plain(tcp_connect(target).await?)
+            }
+            other => other?,
+        },
+        UpstreamTls::Require(c) | UpstreamTls::VerifyFull(c) => {
+            negotiate_tls(tcp, c, &target.host, true).await?
         }
     };
 
@@ -129,6 +134,14 @@ pub async fn connect(
             return Ok((stream, ready));
         }
     }
+}
+
+async fn tcp_connect(target: &UpstreamTarget) -> Result<TcpStream, ConnectError> {
+    let tcp = TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(ConnectError::Unreachable)?;
+    tcp.set_nodelay(true).map_err(ConnectError::Unreachable)?;
+    Ok(tcp)
 }
 
 async fn negotiate_tls(
