@@ -45,6 +45,25 @@ async fn direct(sql: &str) -> String {
     blocking(move || common::direct(&sql)).await
 }
 
+/// [`direct`] in database `db`.
+async fn direct_in(db: &str, sql: &str) -> String {
+    let (db, sql) = (db.to_string(), sql.to_string());
+    blocking(move || {
+        let conninfo = format!(
+            "host=127.0.0.1 port={} dbname={db} user=postgres",
+            common::LOCAL_PG_PORT
+        );
+        let o = common::psql(&conninfo, "", &sql);
+        assert!(
+            o.status.success(),
+            "direct SQL failed: {}",
+            common::stderr(&o)
+        );
+        common::stdout(&o)
+    })
+    .await
+}
+
 /// psql through the gateway, off the runtime's workers.
 async fn psql(gw: &Gateway, token: &str, dbname: &str, user: &str, sql: &str) -> Output {
     psql_env(gw, token, dbname, user, &["-c", sql], &[]).await
@@ -373,6 +392,17 @@ async fn upstream_tls_modes() {
         assert_eq!(fatal.field(b'S').as_deref(), Some("FATAL"), "{db}");
         assert!(msgs.iter().all(|m| m.tag != b'Z'), "{db}: no session opens");
     }
+
+    // A server that accepts the SSLRequest but whose handshake fails (it
+    // speaks only TLS versions nothing accepts any more): `prefer` falls
+    // back to plaintext, as libpq does; `require` fails.
+    cluster_sql(&tls, "alter system set ssl_min_protocol_version = 'TLSv1'").await;
+    cluster_sql(&tls, "alter system set ssl_max_protocol_version = 'TLSv1.1'").await;
+    cluster_sql(&tls, "select pg_reload_conf()").await;
+    let out = psql(&gw, &token, "pref", "app", ssl_sql).await;
+    assert_eq!(ok_stdout(&out), "f", "prefer falls back to plaintext");
+    let msgs = raw_login(&gw, "req", "app", &token).await;
+    assert_eq!(common::error_code(&msgs).as_deref(), Some("08006"), "{msgs:?}");
     gw.stop().await;
 }
 
@@ -1093,6 +1123,167 @@ async fn pgbench_runs_through_the_gateway() {
     gw.stop().await;
 }
 
+/// pgbench's TPC-B-like script as a read-write principal that is masked,
+/// under the example policy's guardrails (unbounded and large writes held
+/// for approval, by `estimated_rows_over`): every UPDATE pins a primary
+/// key, so nothing is held and no estimate is fetched, in every protocol
+/// mode; every committed transaction is in the recording.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_tpcb_under_the_example_guardrails_holds_nothing() {
+    let db = common::unique("airlock_tpcb");
+    direct(&format!("create database {db}")).await;
+    let _drop = common::Cleanup::sql(format!("drop database if exists {db} with (force)"));
+    let init = {
+        let db = db.clone();
+        blocking(move || {
+            Command::new("pgbench")
+                .args(["-h", "127.0.0.1", "-p", &common::LOCAL_PG_PORT.to_string()])
+                .args(["-U", "postgres", "-i", "-s", "1", "-q", &db])
+                .output()
+                .expect("pgbench runs")
+        })
+        .await
+    };
+    assert!(
+        init.status.success(),
+        "pgbench -i: {}",
+        common::stderr(&init)
+    );
+    let yaml = format!(
+        r#"listen:
+  postgres: 127.0.0.1:0
+  http: 127.0.0.1:0
+identity:
+  dev_issuer: true
+connections:
+  bench:
+    upstream: {{host: 127.0.0.1, port: {port}, database: {db}, tls: disable}}
+    roles:
+      admin: {{user: postgres}}
+access:
+  - name: writers
+    groups: [writers]
+    connections: [bench]
+    roles: [admin]
+masking:
+  rules:
+    - name: email
+      columns: ["*.email"]
+      strategy: email
+    - name: cards
+      detect: [credit_card]
+      strategy: redact
+guardrails:
+  - name: review-schema-changes
+    match: {{effects: [ddl, truncate]}}
+    action: approve
+    approvers: [dba]
+  - name: review-unbounded-writes
+    match: {{statements: [update, delete], where: absent}}
+    action: approve
+    approvers: [dba]
+  - name: review-large-writes
+    match: {{statements: [update, delete], estimated_rows_over: 1000}}
+    action: approve
+    approvers: [dba]
+approvals: {{timeout: 100ms, timeout_in_transaction: 100ms}}
+"#,
+        port = common::LOCAL_PG_PORT
+    );
+    let gw = Gateway::start(&yaml).await;
+    let token = gw.token("ci-writer", &["writers"]);
+    let transactions = 50;
+    for mode in ["simple", "extended", "prepared"] {
+        // -n: no vacuum and no TRUNCATE of pgbench_history first (a TRUNCATE
+        // would rightly be held).
+        let t = transactions.to_string();
+        let args = ["-n", "-c", "4", "-j", "2", "-t", &t, "-M", mode];
+        let out = pgbench(&gw, &token, &args).await;
+        let (so, se) = (common::stdout(&out), common::stderr(&out));
+        assert!(out.status.success(), "pgbench {args:?}: {so}\n{se}");
+        let all = 4 * transactions;
+        assert!(
+            so.contains(&format!(
+                "number of transactions actually processed: {all}/{all}"
+            )),
+            "pgbench {args:?}: {so}\n{se}"
+        );
+        assert!(
+            so.contains("number of failed transactions: 0 "),
+            "pgbench {args:?}: {so}"
+        );
+        assert!(
+            !se.to_lowercase().contains("held for approval"),
+            "pgbench {args:?}: {se}"
+        );
+    }
+    let committed: usize = direct_in(&db, "select count(*) from pgbench_history")
+        .await
+        .parse()
+        .unwrap();
+    assert_eq!(committed, 3 * 4 * transactions);
+    // Every statement's event was journaled before it ran.
+    let events: Vec<airlock_audit::event::Event> =
+        airlock_journal::Reader::open(&gw.data_dir().join("journal"))
+            .unwrap()
+            .map(|r| airlock_audit::event::Event::decode(&r.unwrap().payload).unwrap())
+            .collect();
+    gw.stop().await;
+    use airlock_audit::event::{Body, Decision};
+    let inserts = events
+        .iter()
+        .filter(|e| {
+            matches!(&e.body, Body::Statement(s)
+            if s.text.starts_with("INSERT INTO pgbench_history") && s.decision == Decision::Allow)
+        })
+        .count();
+    assert_eq!(
+        inserts, committed,
+        "every committed transaction is recorded"
+    );
+    let held = events
+        .iter()
+        .filter(|e| matches!(&e.body, Body::Approval(_)))
+        .count();
+    assert_eq!(held, 0, "nothing was held");
+}
+
+/// An estimate the upstream cannot give (EXPLAIN fails, or hits the
+/// session's statement_timeout) counts as over every threshold: the
+/// statement is held for approval, never allowed on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_or_timed_out_estimate_holds_the_statement() {
+    let table = common::unique("est_fail");
+    direct(&format!(
+        "create table {table} (id int, v int); insert into {table} select g, 0 from generate_series(1, 10) g; \
+         create function {table}_boom() returns int immutable language plpgsql as $$begin raise exception 'no plan'; end$$; \
+         create function {table}_slow() returns int immutable language plpgsql as $$begin perform pg_sleep(5); return 0; end$$"
+    ))
+    .await;
+    let _drop = common::Cleanup::sql(format!(
+        "drop table if exists {table}; drop function if exists {table}_boom(); drop function if exists {table}_slow()"
+    ));
+    let yaml = common::local_config(
+        "guardrails:\n  - name: review-large-writes\n    match: {statements: [update, delete], estimated_rows_over: 1000}\n    action: approve\n    approvers: [dba]\napprovals: {timeout: 100ms, timeout_in_transaction: 100ms}\n",
+    );
+    let gw = Gateway::start(&yaml).await;
+    let token = gw.token("alice", &["dba"]);
+    // Each statement is its own message (a multi-statement message gets no
+    // estimate at all).
+    for (setup, function) in [("select 1", "boom"), ("set statement_timeout = '200ms'", "slow")] {
+        let sql = format!("update {table} set v = 1 where id > {table}_{function}()");
+        let out = psql_env(&gw, &token, "test", "admin", &["-c", setup, "-c", &sql], &[]).await;
+        let err = common::stderr(&out);
+        assert!(!out.status.success(), "{sql}: {}", common::stdout(&out));
+        assert!(
+            err.contains("approval") && err.contains("review-large-writes"),
+            "{sql}: held for approval, then refused: {err}"
+        );
+    }
+    assert_eq!(direct(&format!("select count(*) from {table} where v <> 0")).await, "0");
+    gw.stop().await;
+}
+
 // ---------------------------------------------------------------------------
 // 10. session_lifetime.
 
@@ -1241,6 +1432,57 @@ async fn read_only_mode_is_enforced_by_the_parser_and_upstream() {
         .await
         .unwrap_err();
     assert_sqlstate(&e, &SqlState::INSUFFICIENT_PRIVILEGE);
+
+    // Harmless settings may be changed through the extended protocol too
+    // (drivers do at connect); the ones enforcement depends on may not,
+    // however they are spelled.
+    client.execute("SET extra_float_digits = 3", &[]).await.unwrap();
+    client.execute("SET application_name = 'x'", &[]).await.unwrap();
+    let row = client
+        .query_one("SELECT set_config('jit', 'off', false)", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "off");
+    for sql in [
+        "SET default_transaction_read_only = off",
+        "SET transaction_read_only = off",
+        "SET session_replication_role = replica",
+        "SET ROLE postgres",
+        "SET SESSION AUTHORIZATION postgres",
+        "SET search_path = public, pg_catalog",
+        "SELECT set_config('default_transaction_read_only', 'off', false)",
+        "SELECT set_config('search_path', 'public, pg_catalog', false)",
+        "SELECT set_config($1, 'off', false)",
+        "ALTER ROLE current_user SET default_transaction_read_only = off",
+        "RESET ALL",
+    ] {
+        let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] = if sql.contains("$1") {
+            &[&"default_transaction_read_only"]
+        } else {
+            &[]
+        };
+        let e = client.execute(sql, params).await.unwrap_err();
+        assert_sqlstate(&e, &SqlState::INSUFFICIENT_PRIVILEGE);
+    }
+    // Inside a transaction block, as SET LOCAL, and behind a harmless SET in
+    // one message.
+    client.batch_execute("BEGIN").await.unwrap();
+    let e = client
+        .execute("SET LOCAL default_transaction_read_only = off", &[])
+        .await
+        .unwrap_err();
+    assert_sqlstate(&e, &SqlState::INSUFFICIENT_PRIVILEGE);
+    client.batch_execute("ROLLBACK").await.unwrap();
+    let e = client
+        .batch_execute("SET jit = off; SET LOCAL transaction_read_only = off")
+        .await
+        .unwrap_err();
+    assert_sqlstate(&e, &SqlState::INSUFFICIENT_PRIVILEGE);
+    assert_eq!(
+        scalar(&client, "show default_transaction_read_only").await,
+        "on"
+    );
+    assert_eq!(scalar(&client, "show jit").await, "off");
 
     let dba = gw.token("alice", &["dba"]);
     let (client, _conn) = connect(&gw, "test", "admin", &dba).await;
