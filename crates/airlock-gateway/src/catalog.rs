@@ -78,6 +78,24 @@ impl<T> CatalogCache<T> {
             e.stale = true;
         }
     }
+    /// The connection's catalog if it is fresh; otherwise `read` (within
+    /// `timeout`), cached for the connection's next sessions.
+    pub async fn get_or_read(
+        &self,
+        connection: &str,
+        timeout: Duration,
+        read: impl Future<Output = Result<T, CatalogError>>,
+    ) -> Result<Arc<T>, CatalogError> {
+        if let Some(c) = self.fresh(connection) {
+            return Ok(c);
+        }
+        let c = tokio::time::timeout(timeout, read)
+            .await
+            .unwrap_or(Err(CatalogError::TimedOut))?;
+        let c = Arc::new(c);
+        self.insert(connection, Arc::clone(&c));
+        Ok(c)
+    }
 }
 
 /// What the gateway reads of each connection's catalog: what masking needs

@@ -130,6 +130,19 @@ struct PortalHold {
     need: Arc<Need>,
     bind: Vec<u8>,
     seq: Option<u64>,
+    /// The planner's estimate its Bind was judged with, if any.
+    estimate: Option<u64>,
+}
+
+/// A Parse whose decision waits for a row estimate: each Bind is estimated
+/// with its own parameters.
+struct EstimateNeed {
+    /// The statement to EXPLAIN.
+    statement: String,
+    /// The Parse's parameter types section.
+    types: Vec<u8>,
+    /// Its analysis (one statement).
+    statements: Arc<[Statement]>,
 }
 
 /// The message being held.
@@ -186,6 +199,8 @@ pub struct PolicyInspector {
     last: Option<Judged>,
     /// Parse id → what its executions need approved.
     needs: HashMap<u64, Arc<Need>>,
+    /// Parse id → the estimate each of its Binds needs first.
+    estimates: HashMap<u64, Arc<EstimateNeed>>,
     /// Portal name → the approval its Executes need.
     portal_holds: HashMap<Vec<u8>, PortalHold>,
     hold: Option<Hold>,
@@ -215,6 +230,7 @@ impl PolicyInspector {
             ascii_safe: true,
             protocol_names: Default::default(),
             needs: HashMap::new(),
+            estimates: HashMap::new(),
             portal_holds: HashMap::new(),
             hold: None,
         }
@@ -479,11 +495,13 @@ impl PolicyInspector {
             });
         }
         let statements = &statements;
+        // A Parse (no plan) is estimated at each Bind, with its parameters.
         let fetched = match plan {
-            Some(Plan::NotFetched) => Estimate::NotFetched,
+            Some(Plan::NotFetched) | None => Estimate::NotFetched,
             Some(Plan::Json(json)) => plan_rows(json).map_or(Estimate::Unavailable, Estimate::Rows),
-            Some(Plan::Unavailable) | None => Estimate::Unavailable,
+            Some(Plan::Unavailable) => Estimate::Unavailable,
         };
+        let mut estimate_at_bind = None;
         let p = &self.policy;
         // A statement that pins a unique key changes at most one row: no
         // estimate is fetched for it. Not after a schema change in the same
@@ -513,9 +531,13 @@ impl PolicyInspector {
                         } else {
                             p.analyzer.analyze(&text)[0].span
                         };
-                        return Verdict::Estimate {
-                            statement: text[span.0..span.1].to_string(),
-                        };
+                        let statement = text[span.0..span.1].to_string();
+                        if plan.is_some() {
+                            return Verdict::Estimate { statement };
+                        }
+                        // A Parse runs nothing: decided at each Bind.
+                        estimate_at_bind = Some(statement);
+                        Decision::Allow
                     }
                 }
             }
@@ -532,6 +554,16 @@ impl PolicyInspector {
                     return refusal;
                 }
                 self.remember(id, &text, Arc::clone(statements));
+                if let Some(statement) = estimate_at_bind {
+                    self.estimates.insert(
+                        id,
+                        Arc::new(EstimateNeed {
+                            statement,
+                            types: Vec::new(),
+                            statements: Arc::clone(statements),
+                        }),
+                    );
+                }
                 tracing::debug!(kinds = %kinds(statements), "allowed");
                 allowed_verdict(statements)
             }
@@ -570,7 +602,7 @@ impl PolicyInspector {
                 }
                 // Approvers see the planner's estimate of an UPDATE or
                 // DELETE (a single statement: EXPLAIN takes one).
-                if let ([s], Estimate::NotFetched) = (&statements[..], estimate)
+                if let ([s], Estimate::NotFetched, Some(_)) = (&statements[..], estimate, plan)
                     && matches!(s.kind, StatementKind::Update | StatementKind::Delete)
                 {
                     let span = if cached.exact {
@@ -734,8 +766,21 @@ impl PolicyInspector {
         })
     }
     /// The masking check and statement event of a Bind.
-    fn recorded_bind(&mut self, id: Option<u64>, body: &[u8], need: Option<&Need>) -> Verdict {
-        let verdict = self.bind_verdict(id, body);
+    fn recorded_bind(
+        &mut self,
+        id: Option<u64>,
+        body: &[u8],
+        need: Option<&Need>,
+        denied: Option<(&str, String)>,
+    ) -> Verdict {
+        let rule = denied.as_ref().map(|(rule, _)| *rule);
+        let verdict = match denied {
+            Some((_, message)) => Verdict::Refuse {
+                code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                message,
+            },
+            None => self.bind_verdict(id, body),
+        };
         let prepared: Vec<Statement> = match id {
             Some(_) => Vec::new(),
             None => self.sql_prepared(body).cloned().into_iter().collect(),
@@ -746,7 +791,7 @@ impl PolicyInspector {
         let judgement = match &verdict {
             Verdict::Refuse { code, message } => Judgement {
                 decision: Recorded::Deny,
-                rule: None,
+                rule,
                 refusal: Some((*code, message.as_str())),
                 approval: None,
             },
@@ -782,6 +827,66 @@ impl PolicyInspector {
         match recorded {
             Err(e) if !matches!(verdict, Verdict::Refuse { .. }) => journal_refusal(&e),
             _ => verdict,
+        }
+    }
+
+    /// For a Bind of a Parse whose decision waits for a row estimate: the
+    /// estimate to fetch first (`Err(Refused::Estimate)`), then, with it,
+    /// what its executions need approved and the estimate, or its refusal.
+    /// `Ok(None)` for every other Bind.
+    fn estimated_need(
+        &self,
+        id: Option<u64>,
+        plan: Plan<'_>,
+    ) -> Result<Option<Estimated>, Refused> {
+        let Some(e) = id.and_then(|id| self.estimates.get(&id)) else {
+            return Ok(None);
+        };
+        let estimate = match plan {
+            Plan::NotFetched => {
+                return Err(Refused::Estimate(Verdict::EstimateBound {
+                    statement: e.statement.clone(),
+                    param_types: e.types.clone(),
+                }));
+            }
+            Plan::Json(json) => plan_rows(json).map_or(Estimate::Unavailable, Estimate::Rows),
+            Plan::Unavailable => Estimate::Unavailable,
+        };
+        let rows = match estimate {
+            Estimate::Rows(n) => Some(n),
+            _ => None,
+        };
+        let p = &self.policy;
+        let decision = e.statements.iter().fold(Decision::Allow, |d, s| {
+            d.stricter(p.guardrails.decide(s, p.mode, &p.access_rule, estimate))
+        });
+        tracing::debug!(kinds = %kinds(&e.statements), rule = ?decision.rule(), "judged with the Bind's estimate");
+        match decision {
+            Decision::Allow => Ok(Some((None, rows))),
+            Decision::Deny { rule, message } => Err(Refused::Rule(
+                rule.clone(),
+                format!("airlock: statement denied by rule \"{rule}\": {message}"),
+            )),
+            Decision::Approve { rule, .. } if !p.approvals => Err(Refused::Rule(
+                rule.clone(),
+                format!(
+                    "airlock: approval required (rule \"{rule}\"), but approvals are not configured; the statement was not run"
+                ),
+            )),
+            Decision::Approve {
+                rule,
+                approvers,
+                min_approvals,
+            } => Ok(Some((
+                Some(Arc::new(Need {
+                    rule,
+                    approvers,
+                    min_approvals,
+                    text: Arc::from(e.statement.as_str()),
+                    statements: Arc::clone(&e.statements),
+                })),
+                rows,
+            ))),
         }
     }
 
@@ -821,6 +926,18 @@ impl PolicyInspector {
             _ => None,
         }
     }
+}
+
+/// A Bind judged with its estimate: what its executions need approved, and
+/// the estimate.
+type Estimated = (Option<Arc<Need>>, Option<u64>);
+
+/// Why a Bind does not go on as it is.
+enum Refused {
+    /// Its estimate is fetched first.
+    Estimate(Verdict),
+    /// A rule refuses it: the rule and the client's message.
+    Rule(String, String),
 }
 
 /// The refusal of a statement whose event could not be journaled.
@@ -947,7 +1064,7 @@ impl Inspector for PolicyInspector {
             return Verdict::Forward;
         };
         let need = Arc::clone(&held.need);
-        let seq = held.seq;
+        let (seq, estimate) = (held.seq, held.estimate);
         let (text, params) = self.redacted(&need.text, &need.statements, Some(&held.bind));
         self.hold = Some(Hold {
             request: Some(HoldRequest {
@@ -958,7 +1075,7 @@ impl Inspector for PolicyInspector {
                 params,
                 kinds: kinds_of(&need.statements),
                 effects: effects_of(&need.statements),
-                estimate: None,
+                estimate,
                 seq,
             }),
             outcome: None,
@@ -967,22 +1084,32 @@ impl Inspector for PolicyInspector {
         Verdict::Hold
     }
 
-    fn parse(&mut self, id: u64, name: &[u8], sql: &[u8]) -> Verdict {
+    fn parse(&mut self, id: u64, name: &[u8], sql: &[u8], types: &[u8]) -> Verdict {
         if self.policy.masking.is_some() && !name.is_empty() {
             self.protocol_names.insert(name.to_vec());
         }
         let verdict = self.judge(id, sql, None);
+        if let Some(e) = self.estimates.get_mut(&id).and_then(Arc::get_mut) {
+            e.types = types.to_vec();
+        }
         self.record(id, Protocol::Extended, sql, verdict)
     }
 
-    fn bind(&mut self, id: Option<u64>, body: &[u8]) -> Verdict {
+    fn bind(&mut self, id: Option<u64>, body: &[u8], plan: Plan<'_>) -> Verdict {
         if let Some(id) = id.filter(|_| self.hides_quoted()) {
             self.last_bind.0 = id;
             self.last_bind.1.clear();
             self.last_bind.1.extend_from_slice(body);
         }
-        let need = self.need_of_bind(id, body);
-        let verdict = self.recorded_bind(id, body, need.as_deref());
+        let (need, estimate) = match self.estimated_need(id, plan) {
+            Ok(Some((need, estimate))) => (need, estimate),
+            Ok(None) => (self.need_of_bind(id, body), None),
+            Err(Refused::Estimate(verdict)) => return verdict,
+            Err(Refused::Rule(rule, message)) => {
+                return self.recorded_bind(id, body, None, Some((&rule, message)));
+            }
+        };
+        let verdict = self.recorded_bind(id, body, need.as_deref(), None);
         if matches!(verdict, Verdict::Refuse { .. }) {
             return verdict;
         }
@@ -1000,6 +1127,7 @@ impl Inspector for PolicyInspector {
                         need,
                         bind: body.to_vec(),
                         seq,
+                        estimate,
                     },
                 );
             }
@@ -1012,6 +1140,7 @@ impl Inspector for PolicyInspector {
     }
 
     fn forget(&mut self, id: u64) {
+        self.estimates.remove(&id);
         self.judged.remove(&id);
         self.texts.remove(&id);
         self.needs.remove(&id);

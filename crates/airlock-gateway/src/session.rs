@@ -242,37 +242,28 @@ async fn open(
     // A masked session needs the upstream's catalog before its first
     // statement; without it nothing could be masked, so the session is
     // refused.
+    let timeout = snapshot.limits.upstream_connect_timeout;
     let catalog = if snapshot.masking.is_active() && !route.unmask {
-        match snapshot.catalogs.masking.fresh(&route.connection) {
-            Some(c) => Some(c),
-            None => match tokio::time::timeout(
-                snapshot.limits.upstream_connect_timeout,
-                crate::catalog::read(&mut upstream, &snapshot.masking.policy),
-            )
+        let read = crate::catalog::read(&mut upstream, &snapshot.masking.policy);
+        match snapshot
+            .catalogs
+            .masking
+            .get_or_read(&route.connection, timeout, read)
             .await
-            .unwrap_or_else(|_| Err(crate::catalog::CatalogError::TimedOut))
-            {
-                Ok(c) => {
-                    let c = Arc::new(c);
-                    snapshot
-                        .catalogs
-                        .masking
-                        .insert(&route.connection, Arc::clone(&c));
-                    Some(c)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the upstream catalog for masking");
-                    fatal(
-                        out,
-                        sqlstate::SYSTEM_ERROR,
-                        &format!(
-                            "airlock: connection \"{}\" cannot be masked: reading its catalog failed",
-                            route.connection
-                        ),
-                    );
-                    return None;
-                }
-            },
+        {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the upstream catalog for masking");
+                fatal(
+                    out,
+                    sqlstate::SYSTEM_ERROR,
+                    &format!(
+                        "airlock: connection \"{}\" cannot be masked: reading its catalog failed",
+                        route.connection
+                    ),
+                );
+                return None;
+            }
         }
     } else {
         None
@@ -282,40 +273,30 @@ async fn open(
     // unique keys that spare it most of them. Without them it fetches
     // estimates as before; an upstream left mid-answer refuses the session.
     let keys = if snapshot.guardrails.use_estimates() && route.mode != AccessMode::ReadOnly {
-        match snapshot.catalogs.keys.fresh(&route.connection) {
-            Some(k) => Some(k),
-            None => match tokio::time::timeout(
-                snapshot.limits.upstream_connect_timeout,
-                crate::catalog::read_keys(&mut upstream),
-            )
+        let read = crate::catalog::read_keys(&mut upstream);
+        match snapshot
+            .catalogs
+            .keys
+            .get_or_read(&route.connection, timeout, read)
             .await
-            .unwrap_or_else(|_| Err(crate::catalog::CatalogError::TimedOut))
-            {
-                Ok(k) => {
-                    let k = Arc::new(k);
-                    snapshot
-                        .catalogs
-                        .keys
-                        .insert(&route.connection, Arc::clone(&k));
-                    Some(k)
-                }
-                Err(e @ crate::catalog::CatalogError::Refused(_)) => {
-                    tracing::warn!(error = %e, "cannot read the upstream's unique keys; estimates are fetched");
-                    None
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the upstream's unique keys");
-                    fatal(
-                        out,
-                        sqlstate::SYSTEM_ERROR,
-                        &format!(
-                            "airlock: connection \"{}\" is unavailable: reading its catalog failed",
-                            route.connection
-                        ),
-                    );
-                    return None;
-                }
-            },
+        {
+            Ok(k) => Some(k),
+            Err(e @ crate::catalog::CatalogError::Refused(_)) => {
+                tracing::warn!(error = %e, "cannot read the upstream's unique keys; estimates are fetched");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the upstream's unique keys");
+                fatal(
+                    out,
+                    sqlstate::SYSTEM_ERROR,
+                    &format!(
+                        "airlock: connection \"{}\" is unavailable: reading its catalog failed",
+                        route.connection
+                    ),
+                );
+                return None;
+            }
         }
     } else {
         None

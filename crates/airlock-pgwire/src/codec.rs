@@ -468,6 +468,70 @@ pub fn parse(statement: impl AsRef<[u8]>, sql: &str, buf: &mut BytesMut) {
     });
 }
 
+/// A Parse message with the parameter types `types` (a Parse body's own
+/// types section: a count, then that many type OIDs).
+pub fn parse_typed(statement: &str, sql: &str, types: &[u8], buf: &mut BytesMut) {
+    write_message(b'P', buf, |b| {
+        put_cstr(b, statement);
+        put_cstr(b, sql);
+        if types.is_empty() {
+            b.put_i16(0);
+        } else {
+            b.extend_from_slice(types);
+        }
+    });
+}
+
+/// The parameter types section of a Parse body (after the name and the
+/// query), or `None` when it is malformed.
+pub fn parse_types(body: &[u8]) -> Option<&[u8]> {
+    let name = body.iter().position(|&b| b == 0)?;
+    let sql = body[name + 1..].iter().position(|&b| b == 0)?;
+    let types = &body[name + 1 + sql + 1..];
+    let n = i16::from_be_bytes(types.get(..2)?.try_into().ok()?);
+    let len = 2 + 4 * usize::try_from(n).ok()?;
+    (types.len() == len).then_some(types)
+}
+
+/// A Bind of `statement` to `portal` with the parameter formats and values
+/// of another Bind's body, all results in text.
+pub fn bind_like(portal: &str, statement: &str, like: &[u8], buf: &mut BytesMut) -> Option<()> {
+    let params = bind_params_section(like)?;
+    write_message(b'B', buf, |b| {
+        put_cstr(b, portal);
+        put_cstr(b, statement);
+        b.extend_from_slice(params);
+        b.put_i16(0);
+    });
+    Some(())
+}
+
+/// The part of a Bind body with its parameter formats and values (between
+/// the names and the result formats), or `None` when it is malformed.
+fn bind_params_section(body: &[u8]) -> Option<&[u8]> {
+    let skip_cstr = |at: usize| -> Option<usize> {
+        Some(at + body.get(at..)?.iter().position(|&b| b == 0)? + 1)
+    };
+    let i16_at = |at: usize| -> Option<i16> {
+        Some(i16::from_be_bytes(body.get(at..at + 2)?.try_into().ok()?))
+    };
+    let start = skip_cstr(skip_cstr(0)?)?;
+    let formats = usize::try_from(i16_at(start)?).ok()?;
+    let mut at = start + 2 + 2 * formats;
+    let params = usize::try_from(i16_at(at)?).ok()?;
+    at += 2;
+    for _ in 0..params {
+        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
+        at += 4 + usize::try_from(len).unwrap_or(0);
+    }
+    body.get(start..at)
+}
+
+/// A Flush message.
+pub fn flush(buf: &mut BytesMut) {
+    write_message(b'H', buf, |_| {});
+}
+
 /// A Bind message with no parameters, all results in text.
 pub fn bind(portal: impl AsRef<[u8]>, statement: impl AsRef<[u8]>, buf: &mut BytesMut) {
     write_message(b'B', buf, |b| {

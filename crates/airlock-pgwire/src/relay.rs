@@ -94,6 +94,15 @@ pub enum Verdict {
     Estimate {
         statement: String,
     },
+    /// For a Bind: fetch the planner's estimate for `statement` (its Parse's
+    /// text, with parameter types `param_types` as that Parse gave them,
+    /// see [`codec::parse_types`]) bound with this Bind's own parameters,
+    /// then judge the Bind again with the plan. Only valid when the
+    /// inspector was given [`Plan::NotFetched`].
+    EstimateBound {
+        statement: String,
+        param_types: Vec<u8>,
+    },
     /// Hold the message (a simple Query, or an Execute) and everything
     /// behind it until the driver calls [`Relay::release_hold`], then judge it
     /// again. The inspector keeps what it needs to answer the second time
@@ -133,13 +142,16 @@ pub trait Inspector {
     /// the session's client encoding, with the plan fetched for it when the
     /// inspector asked for one. `id` numbers the message for later calls.
     fn query(&mut self, id: u64, sql: &[u8], plan: Plan<'_>) -> Verdict;
-    /// The statement text of a Parse message creating statement `name`.
-    fn parse(&mut self, id: u64, name: &[u8], sql: &[u8]) -> Verdict;
+    /// The statement text of a Parse message creating statement `name`,
+    /// and the Parse's parameter types section (a count, then the OIDs).
+    fn parse(&mut self, id: u64, name: &[u8], sql: &[u8], types: &[u8]) -> Verdict;
     /// A Bind, with its body (statement name and parameters included), of
     /// the statement Parse message `id` created; `None` when no Parse the
     /// relay saw created it (a statement prepared with SQL `PREPARE`),
-    /// whose answers are then reported with message id 0.
-    fn bind(&mut self, _id: Option<u64>, _body: &[u8]) -> Verdict {
+    /// whose answers are then reported with message id 0. `plan` is the
+    /// estimate fetched for it when the inspector asked for one
+    /// ([`Verdict::EstimateBound`]).
+    fn bind(&mut self, _id: Option<u64>, _body: &[u8], _plan: Plan<'_>) -> Verdict {
         Verdict::Forward
     }
     /// An Execute of portal `portal` (the inspector saw its Bind). Asked
@@ -206,7 +218,7 @@ impl Inspector for PassThrough {
     fn query(&mut self, _: u64, _: &[u8], _: Plan<'_>) -> Verdict {
         Verdict::Forward
     }
-    fn parse(&mut self, _: u64, _: &[u8], _: &[u8]) -> Verdict {
+    fn parse(&mut self, _: u64, _: &[u8], _: &[u8], _: &[u8]) -> Verdict {
         Verdict::Forward
     }
     fn parameter_status(&mut self, _: &str, _: &str) {}
@@ -255,7 +267,33 @@ enum Expect<M> {
         name: Vec<u8>,
     },
     Sync,
+    /// An answer to a message the relay sent itself inside the client's
+    /// batch (a Bind's estimate): the client never sees it.
+    Internal(Internal),
 }
+
+/// The relay's own messages of a Bind's estimate, in the order sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Internal {
+    Close,
+    Parse,
+    Bind,
+    Execute,
+}
+
+/// What a Bind's estimate sends, in order.
+const BOUND_ESTIMATE: [Internal; 7] = [
+    Internal::Close,
+    Internal::Close,
+    Internal::Parse,
+    Internal::Bind,
+    Internal::Execute,
+    Internal::Close,
+    Internal::Close,
+];
+
+/// The statement and portal name of a Bind's estimate.
+const BOUND_ESTIMATE_NAME: &str = "airlock_internal_estimate";
 
 /// A portal as one Bind created it. The answers due for it hold it, not its
 /// name: a Bind or Close of the same name queued behind them must not change
@@ -348,6 +386,9 @@ enum Held {
     /// A simple Query or an Execute the inspector holds ([`Verdict::Hold`])
     /// until the driver releases it.
     Inspector,
+    /// A Bind whose estimate runs inside its batch (before it): the
+    /// largest row count of the EXPLAIN so far.
+    Bound { plan: Option<String> },
 }
 
 /// The ready-phase state machine of one session.
@@ -399,6 +440,9 @@ pub struct Relay<I: Inspector> {
     barrier: bool,
     /// A [`Verdict::Hold`] began that the driver has not been told of.
     new_hold: bool,
+    /// A held Bind's estimate ended while the upstream's answers were
+    /// followed: judge it again.
+    resume_pending: bool,
 }
 
 impl<I: Inspector> Relay<I> {
@@ -430,6 +474,7 @@ impl<I: Inspector> Relay<I> {
             fetched: None,
             barrier: false,
             new_hold: false,
+            resume_pending: false,
         }
     }
 
@@ -564,13 +609,48 @@ impl<I: Inspector> Relay<I> {
                 b'P' => {
                     let name = cstr(body)?;
                     let sql = cstr(&body[name.len() + 1..])?;
-                    self.inspector.parse(id, name, sql)
+                    let types = codec::parse_types(body)
+                        .ok_or(ProtocolError::Malformed("Parse with malformed parameter types"))?;
+                    self.inspector.parse(id, name, sql, types)
                 }
                 b'B' => {
                     let portal = cstr(body)?;
                     let statement = cstr(&body[portal.len() + 1..])?;
                     let id = self.statements.get(statement).map(|sid| **sid);
-                    self.inspector.bind(id, body)
+                    let fetched = self.fetched.take();
+                    let plan = match &fetched {
+                        None => Plan::NotFetched,
+                        Some(None) => Plan::Unavailable,
+                        Some(Some(json)) => Plan::Json(json),
+                    };
+                    match self.inspector.bind(id, body, plan) {
+                        Verdict::EstimateBound { .. } if fetched.is_some() => Verdict::Refuse {
+                            code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                            message: "airlock: the statement could not be judged (estimate asked twice)".into(),
+                        },
+                        Verdict::EstimateBound {
+                            statement,
+                            param_types,
+                        } => {
+                            let bind = body.to_vec();
+                            to_upstream.extend_from_slice(&input[..end]);
+                            input.advance(end);
+                            end = 0;
+                            // After an error the upstream skips the batch:
+                            // no estimate can be had.
+                            if self.skipping
+                                || !self.start_bound_estimate(&statement, &param_types, &bind, to_upstream)
+                            {
+                                self.fetched = Some(None);
+                            }
+                            if self.held.is_some() {
+                                return Ok(flow);
+                            }
+                            // Judge the same Bind again.
+                            continue;
+                        }
+                        v => v,
+                    }
                 }
                 b'E' if !self.skipping => {
                     match self.inspector.execute(cstr(body)?) {
@@ -622,9 +702,9 @@ impl<I: Inspector> Relay<I> {
                     end += h.total_len;
                     self.barrier = true;
                 }
-                Verdict::Estimate { .. } => {
+                Verdict::Estimate { .. } | Verdict::EstimateBound { .. } => {
                     return Err(ProtocolError::Malformed(
-                        "an estimate is only for simple queries",
+                        "an estimate is only for a simple query or a Bind",
                     ));
                 }
                 Verdict::Hold => {
@@ -868,6 +948,7 @@ impl<I: Inspector> Relay<I> {
             | Expect::DescribePortal { bound, .. }
             | Expect::Execute { bound, .. } => bound.id.as_deref(),
             Expect::CloseStatement { .. } | Expect::ClosePortal { .. } | Expect::Sync => None,
+            Expect::Internal(_) => return None,
         };
         Some(StatementRef {
             id: id.copied().unwrap_or(0),
@@ -986,6 +1067,26 @@ impl<I: Inspector> Relay<I> {
                 done = true;
                 Route::Forward
             }
+            (Expect::Internal(Internal::Execute), b'D') => {
+                if let Some(Held::Bound { plan }) = &mut self.held {
+                    *plan = first_column(body);
+                }
+                Route::Swallow
+            }
+            (Expect::Internal(Internal::Execute), b'C') => {
+                if let Some(Held::Bound { plan }) = self.held.take() {
+                    self.fetched = Some(plan);
+                    self.resume_pending = true;
+                }
+                done = true;
+                Route::Swallow
+            }
+            (Expect::Internal(Internal::Close), b'3')
+            | (Expect::Internal(Internal::Parse), b'1')
+            | (Expect::Internal(Internal::Bind), b'2') => {
+                done = true;
+                Route::Swallow
+            }
             (_, b'E') => {
                 self.current = None;
                 self.skip_to_sync();
@@ -1019,6 +1120,15 @@ impl<I: Inspector> Relay<I> {
                     // own will come.
                     self.retired.push(Arc::new(id));
                     self.unanswered = self.unanswered.saturating_sub(1);
+                }
+                // A held Bind's estimate that will not come: judged again
+                // without one.
+                Expect::Internal(_) => {
+                    if let Some(Held::Bound { .. }) = self.held {
+                        self.held = None;
+                        self.fetched = Some(None);
+                        self.resume_pending = true;
+                    }
                 }
                 _ => {}
             }
@@ -1117,6 +1227,44 @@ impl<I: Inspector> Relay<I> {
         });
     }
 
+    /// Sends a held Bind's estimate inside its batch, ahead of it: the
+    /// EXPLAIN of `statement` parsed with `types` and bound with the Bind's
+    /// own parameters on airlock's own statement and portal, then a Flush
+    /// so that the answers come before the batch's Sync. Nothing the client
+    /// sent is held up behind a Sync it has not sent yet. An error skips the
+    /// rest of the batch, as the statement's own error would have. Returns
+    /// false (nothing sent) when the Bind is malformed.
+    fn start_bound_estimate(
+        &mut self,
+        statement: &str,
+        types: &[u8],
+        bind: &[u8],
+        to_upstream: &mut BytesMut,
+    ) -> bool {
+        let name = BOUND_ESTIMATE_NAME;
+        let mut out = BytesMut::new();
+        codec::close(b'S', name, &mut out);
+        codec::close(b'P', name, &mut out);
+        codec::parse_typed(
+            name,
+            &format!("EXPLAIN (FORMAT JSON) {statement}"),
+            types,
+            &mut out,
+        );
+        if codec::bind_like(name, name, bind, &mut out).is_none() {
+            return false;
+        }
+        codec::execute(name, &mut out);
+        codec::close(b'P', name, &mut out);
+        codec::close(b'S', name, &mut out);
+        codec::flush(&mut out);
+        to_upstream.extend_from_slice(&out);
+        self.expect
+            .extend(BOUND_ESTIMATE.iter().map(|i| Expect::Internal(*i)));
+        self.held = Some(Held::Bound { plan: None });
+        true
+    }
+
     /// Consumes one upstream message that answers the estimate's own
     /// queries. Returns whether the estimate is complete.
     fn on_estimate_message(&mut self, tag: u8, body: &[u8], to_upstream: &mut BytesMut) -> bool {
@@ -1191,7 +1339,9 @@ impl<I: Inspector> Relay<I> {
                 b'T' | b'D' | b'C' | b'I' | b's' | b'E' if self.records => self.answering(),
                 _ => None,
             };
-            match self.track_upstream(h.tag, body) {
+            let route = self.track_upstream(h.tag, body);
+            resume |= std::mem::take(&mut self.resume_pending);
+            match route {
                 Route::Forward => {}
                 route => {
                     to_client.extend_from_slice(&input[..end]);
@@ -1403,7 +1553,7 @@ mod tests {
             }
             self.judge(sql)
         }
-        fn parse(&mut self, _: u64, _: &[u8], sql: &[u8]) -> Verdict {
+        fn parse(&mut self, _: u64, _: &[u8], sql: &[u8], _: &[u8]) -> Verdict {
             self.judge(sql)
         }
         fn parameter_status(&mut self, name: &str, value: &str) {
@@ -1740,7 +1890,7 @@ mod tests {
                 Verdict::Forward
             }
         }
-        fn parse(&mut self, _: u64, _: &[u8], _: &[u8]) -> Verdict {
+        fn parse(&mut self, _: u64, _: &[u8], _: &[u8], _: &[u8]) -> Verdict {
             Verdict::Forward
         }
         fn execute(&mut self, portal: &[u8]) -> Verdict {
@@ -2038,7 +2188,7 @@ mod tests {
                 Verdict::Forward
             }
         }
-        fn parse(&mut self, id: u64, _: &[u8], sql: &[u8]) -> Verdict {
+        fn parse(&mut self, id: u64, _: &[u8], sql: &[u8], _: &[u8]) -> Verdict {
             self.query(id, sql, Plan::NotFetched)
         }
         fn parameter_status(&mut self, _: &str, _: &str) {}
@@ -2156,12 +2306,12 @@ mod tests {
                 .push((id, String::from_utf8_lossy(sql).into_owned()));
             Verdict::Forward
         }
-        fn parse(&mut self, id: u64, _: &[u8], sql: &[u8]) -> Verdict {
+        fn parse(&mut self, id: u64, _: &[u8], sql: &[u8], _: &[u8]) -> Verdict {
             self.seen
                 .push((id, String::from_utf8_lossy(sql).into_owned()));
             Verdict::Forward
         }
-        fn bind(&mut self, id: Option<u64>, body: &[u8]) -> Verdict {
+        fn bind(&mut self, id: Option<u64>, body: &[u8], _: Plan<'_>) -> Verdict {
             if let Some(id) = id {
                 self.live(id);
             }
@@ -3752,5 +3902,127 @@ mod tests {
             )
             .unwrap();
         assert!(relay.holding(), "holding for the estimate");
+    }
+
+    /// Asks for an estimate at every Bind; forwards it when the plan says
+    /// 5 rows, refuses it otherwise.
+    #[derive(Default)]
+    struct BindEstimates {
+        plans: Vec<String>,
+    }
+
+    impl Inspector for BindEstimates {
+        type Mask = ();
+        fn query(&mut self, _: u64, _: &[u8], _: Plan<'_>) -> Verdict {
+            Verdict::Forward
+        }
+        fn parse(&mut self, _: u64, _: &[u8], _: &[u8], _: &[u8]) -> Verdict {
+            Verdict::Forward
+        }
+        fn bind(&mut self, _: Option<u64>, _: &[u8], plan: Plan<'_>) -> Verdict {
+            self.plans.push(format!("{plan:?}"));
+            match plan {
+                Plan::NotFetched => Verdict::EstimateBound {
+                    statement: "update t set v = $1".into(),
+                    param_types: vec![0, 1, 0, 0, 0, 23],
+                },
+                Plan::Json("5") => Verdict::Forward,
+                _ => Verdict::Refuse {
+                    code: "42501",
+                    message: "too many".into(),
+                },
+            }
+        }
+        fn parameter_status(&mut self, _: &str, _: &str) {}
+    }
+
+    fn bound_estimate_batch() -> (Relay<BindEstimates>, Vec<codec::Message>) {
+        let mut relay = Relay::new(BindEstimates::default(), 1 << 16, b'I');
+        let mut input = cat(&[
+            parse_msg("s1", "update t set v = $1"),
+            bind_with("", "s1", "7"),
+            execute_msg("", 0),
+            sync_msg(),
+        ]);
+        let mut out = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut out).unwrap();
+        assert!(relay.holding(), "the Bind waits for its estimate");
+        assert_eq!(
+            input[0], b'B',
+            "the Bind and what follows stay in the input"
+        );
+        (relay, messages(out))
+    }
+
+    #[test]
+    fn a_bind_is_estimated_inside_its_batch_with_its_own_parameters() {
+        let (mut relay, sent) = bound_estimate_batch();
+        let tags: Vec<u8> = sent.iter().map(|m| m.tag).collect();
+        assert_eq!(
+            tags, b"PCCPBECCH",
+            "the client's Parse, then the estimate and a Flush"
+        );
+        assert!(sent[3].body.starts_with(
+            b"airlock_internal_estimate\0EXPLAIN (FORMAT JSON) update t set v = $1\0"
+        ));
+        assert!(
+            sent[3].body.ends_with(&[0, 1, 0, 0, 0, 23]),
+            "the Parse's parameter types"
+        );
+        assert!(
+            sent[4]
+                .body
+                .ends_with(&[0, 0, 0, 1, 0, 0, 0, 1, b'7', 0, 0]),
+            "the Bind's own parameter, results in text"
+        );
+        // The upstream answers the client's Parse, then the estimate.
+        let mut up = cat(&[parse_complete(), close_complete(), close_complete()]);
+        up.extend_from_slice(&parse_complete());
+        up.extend_from_slice(&bind_complete());
+        up.extend_from_slice(&row(&["5"]));
+        up.extend_from_slice(&msg(b'C', b"EXPLAIN\0"));
+        up.extend_from_slice(&cat(&[close_complete(), close_complete()]));
+        let mut to_client = BytesMut::new();
+        let resume = relay
+            .handle_upstream(&mut up, &mut to_client, &mut BytesMut::new())
+            .unwrap();
+        assert!(resume);
+        let got: Vec<u8> = messages(to_client).iter().map(|m| m.tag).collect();
+        assert_eq!(got, b"1", "the client sees only its own answers");
+        // Judged again with the plan: the batch goes on.
+        let mut input = cat(&[bind_with("", "s1", "7"), execute_msg("", 0), sync_msg()]);
+        let mut out = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut out).unwrap();
+        let tags: Vec<u8> = messages(out).iter().map(|m| m.tag).collect();
+        assert_eq!(tags, b"BES");
+        assert_eq!(relay.inspector().plans, ["NotFetched", "Json(\"5\")"]);
+    }
+
+    #[test]
+    fn a_failed_bind_estimate_reaches_the_client_and_the_batch_is_skipped() {
+        let (mut relay, _) = bound_estimate_batch();
+        let mut up = cat(&[parse_complete(), close_complete(), close_complete()]);
+        up.extend_from_slice(&error("42P01", "relation \"t\" does not exist"));
+        let mut to_client = BytesMut::new();
+        let resume = relay
+            .handle_upstream(&mut up, &mut to_client, &mut BytesMut::new())
+            .unwrap();
+        assert!(resume, "judged again without an estimate");
+        let got: Vec<u8> = messages(to_client).iter().map(|m| m.tag).collect();
+        assert_eq!(got, b"1E");
+        let mut input = cat(&[bind_with("", "s1", "7"), execute_msg("", 0), sync_msg()]);
+        let mut out = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut out).unwrap();
+        assert_eq!(relay.inspector().plans, ["NotFetched", "Unavailable"]);
+        // The refusal's stand-in and the rest go; the upstream skips them
+        // until Sync, and its ReadyForQuery ends the batch.
+        let tags: Vec<u8> = messages(out).iter().map(|m| m.tag).collect();
+        assert_eq!(tags, b"BES");
+        let mut up = msg(b'Z', b"I");
+        let mut to_client = BytesMut::new();
+        relay
+            .handle_upstream(&mut up, &mut to_client, &mut BytesMut::new())
+            .unwrap();
+        assert!(!relay.busy());
     }
 }

@@ -13,6 +13,9 @@ use std::collections::HashMap;
 
 use crate::statement::{Statement, StatementKind};
 
+/// A unique key: its columns.
+type Key = Vec<String>;
+
 /// The relations of the upstream's catalog by name, with the unique keys
 /// that bound rows: those of plain tables without inheritance children and
 /// of partitioned tables, enforced immediately, on plain columns, without a
@@ -21,7 +24,7 @@ use crate::statement::{Statement, StatementKind};
 pub struct UniqueKeys {
     /// Relation name → (schema, its bounding keys) for every relation of
     /// that name, keyed or not.
-    by_name: HashMap<String, Vec<(String, Vec<Vec<String>>)>>,
+    by_name: HashMap<String, Vec<(String, Vec<Key>)>>,
 }
 
 impl UniqueKeys {
@@ -55,7 +58,7 @@ impl UniqueKeys {
         let Some(candidates) = self.by_name.get(&pinned.relation.name) else {
             return false;
         };
-        let pins = |keys: &Vec<Vec<String>>| {
+        let pins = |keys: &Vec<Key>| {
             keys.iter()
                 .any(|key| !key.is_empty() && key.iter().all(|c| pinned.columns.contains(c)))
         };

@@ -397,12 +397,20 @@ async fn upstream_tls_modes() {
     // speaks only TLS versions nothing accepts any more): `prefer` falls
     // back to plaintext, as libpq does; `require` fails.
     cluster_sql(&tls, "alter system set ssl_min_protocol_version = 'TLSv1'").await;
-    cluster_sql(&tls, "alter system set ssl_max_protocol_version = 'TLSv1.1'").await;
+    cluster_sql(
+        &tls,
+        "alter system set ssl_max_protocol_version = 'TLSv1.1'",
+    )
+    .await;
     cluster_sql(&tls, "select pg_reload_conf()").await;
     let out = psql(&gw, &token, "pref", "app", ssl_sql).await;
     assert_eq!(ok_stdout(&out), "f", "prefer falls back to plaintext");
     let msgs = raw_login(&gw, "req", "app", &token).await;
-    assert_eq!(common::error_code(&msgs).as_deref(), Some("08006"), "{msgs:?}");
+    assert_eq!(
+        common::error_code(&msgs).as_deref(),
+        Some("08006"),
+        "{msgs:?}"
+    );
     gw.stop().await;
 }
 
@@ -1248,6 +1256,65 @@ approvals: {{timeout: 100ms, timeout_in_transaction: 100ms}}
     assert_eq!(held, 0, "nothing was held");
 }
 
+/// Extended-protocol UPDATEs that no key bounds are estimated at each Bind
+/// with that Bind's own parameters: the same prepared statement is allowed
+/// for a few rows and held for many, in and out of a transaction block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_writes_are_estimated_with_their_parameters() {
+    let table = common::unique("est_bind");
+    direct(&format!(
+        "create table {table} (id int primary key, grp int, v int); \
+         insert into {table} select g, g % 500, 0 from generate_series(1, 5000) g; \
+         analyze {table}"
+    ))
+    .await;
+    let _drop = common::Cleanup::sql(format!("drop table if exists {table}"));
+    let yaml = common::local_config(
+        "guardrails:\n  - name: review-large-writes\n    match: {statements: [update, delete], estimated_rows_over: 1000}\n    action: approve\n    approvers: [dba]\napprovals: {timeout: 100ms, timeout_in_transaction: 100ms}\n",
+    );
+    let gw = Gateway::start(&yaml).await;
+    let token = gw.token("alice", &["dba"]);
+    let (client, _conn) = connect(&gw, "test", "admin", &token).await;
+    let by_group = client
+        .prepare(&format!("update {table} set v = $1 where grp = $2"))
+        .await
+        .unwrap();
+    let above = client
+        .prepare(&format!("update {table} set v = $1 where id > $2"))
+        .await
+        .unwrap();
+    // A few rows: allowed, repeatedly (past any driver's prepare threshold).
+    for g in 0..7 {
+        assert_eq!(client.execute(&by_group, &[&1i32, &g]).await.unwrap(), 10);
+    }
+    assert_eq!(
+        client.execute(&above, &[&2i32, &4990i32]).await.unwrap(),
+        10
+    );
+    // The same statement over thousands of rows: held, and refused when
+    // nobody approves.
+    let e = client.execute(&above, &[&3i32, &0i32]).await.unwrap_err();
+    assert_sqlstate(&e, &SqlState::INSUFFICIENT_PRIVILEGE);
+    let message = e.as_db_error().unwrap().message().to_string();
+    assert!(
+        message.contains("approval") && message.contains("timed out"),
+        "{message}"
+    );
+    assert_eq!(
+        direct(&format!("select count(*) from {table} where v = 3")).await,
+        "0"
+    );
+    // Inside a transaction block.
+    client.batch_execute("begin").await.unwrap();
+    assert_eq!(client.execute(&above, &[&4i32, &4995i32]).await.unwrap(), 5);
+    client.batch_execute("commit").await.unwrap();
+    assert_eq!(
+        direct(&format!("select count(*) from {table} where v = 4")).await,
+        "5"
+    );
+    gw.stop().await;
+}
+
 /// An estimate the upstream cannot give (EXPLAIN fails, or hits the
 /// session's statement_timeout) counts as over every threshold: the
 /// statement is held for approval, never allowed on its own.
@@ -1270,9 +1337,20 @@ async fn a_failed_or_timed_out_estimate_holds_the_statement() {
     let token = gw.token("alice", &["dba"]);
     // Each statement is its own message (a multi-statement message gets no
     // estimate at all).
-    for (setup, function) in [("select 1", "boom"), ("set statement_timeout = '200ms'", "slow")] {
+    for (setup, function) in [
+        ("select 1", "boom"),
+        ("set statement_timeout = '200ms'", "slow"),
+    ] {
         let sql = format!("update {table} set v = 1 where id > {table}_{function}()");
-        let out = psql_env(&gw, &token, "test", "admin", &["-c", setup, "-c", &sql], &[]).await;
+        let out = psql_env(
+            &gw,
+            &token,
+            "test",
+            "admin",
+            &["-c", setup, "-c", &sql],
+            &[],
+        )
+        .await;
         let err = common::stderr(&out);
         assert!(!out.status.success(), "{sql}: {}", common::stdout(&out));
         assert!(
@@ -1280,7 +1358,10 @@ async fn a_failed_or_timed_out_estimate_holds_the_statement() {
             "{sql}: held for approval, then refused: {err}"
         );
     }
-    assert_eq!(direct(&format!("select count(*) from {table} where v <> 0")).await, "0");
+    assert_eq!(
+        direct(&format!("select count(*) from {table} where v <> 0")).await,
+        "0"
+    );
     gw.stop().await;
 }
 
@@ -1436,8 +1517,14 @@ async fn read_only_mode_is_enforced_by_the_parser_and_upstream() {
     // Harmless settings may be changed through the extended protocol too
     // (drivers do at connect); the ones enforcement depends on may not,
     // however they are spelled.
-    client.execute("SET extra_float_digits = 3", &[]).await.unwrap();
-    client.execute("SET application_name = 'x'", &[]).await.unwrap();
+    client
+        .execute("SET extra_float_digits = 3", &[])
+        .await
+        .unwrap();
+    client
+        .execute("SET application_name = 'x'", &[])
+        .await
+        .unwrap();
     let row = client
         .query_one("SELECT set_config('jit', 'off', false)", &[])
         .await
