@@ -940,6 +940,19 @@ enum Refused {
     Rule(String, String),
 }
 
+/// The query naming function `oid`, schema-qualified and quoted as SQL
+/// would write it. Every operator and function is pg_catalog's, whatever
+/// the session's search_path.
+fn function_name_query(oid: u32) -> String {
+    format!(
+        "SELECT pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||) '.' \
+         OPERATOR(pg_catalog.||) pg_catalog.quote_ident(p.proname) \
+         FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n \
+         ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
+         WHERE p.oid OPERATOR(pg_catalog.=) {oid}::pg_catalog.oid"
+    )
+}
+
 /// The refusal of a statement whose event could not be journaled.
 fn journal_refusal(e: &airlock_audit::RecordError) -> Verdict {
     tracing::error!(error = %e, "statement refused: it cannot be recorded");
@@ -1044,6 +1057,110 @@ impl Inspector for PolicyInspector {
             // Recorded once the hold ends.
             Verdict::Hold => Verdict::Hold,
             verdict => self.record(id, Protocol::Simple, sql, verdict),
+        }
+    }
+
+    fn function_call(&mut self, id: u64, body: &[u8], answer: Plan<'_>) -> Verdict {
+        let malformed = || Verdict::Refuse {
+            code: sqlstate::PROTOCOL_VIOLATION,
+            message: "airlock: malformed FunctionCall message".into(),
+        };
+        // The arguments as a Bind body (no names, no result formats), for
+        // the recording.
+        let (Some(oid), Some(args)) = (body.get(..4), body.get(4..body.len().saturating_sub(2)))
+        else {
+            return malformed();
+        };
+        let oid = u32::from_be_bytes(oid.try_into().expect("four bytes"));
+        let mut bind = b"\0\0".to_vec();
+        bind.extend_from_slice(args);
+        bind.extend_from_slice(&[0, 0]);
+        let Some(count) = codec::bind_parameters(&bind).map(|p| p.len()) else {
+            return malformed();
+        };
+        let name = match answer {
+            Plan::NotFetched => {
+                return Verdict::Lookup {
+                    sql: function_name_query(oid),
+                };
+            }
+            Plan::Json(name) => name.to_string(),
+            Plan::Unavailable => {
+                return Verdict::Refuse {
+                    code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                    message: format!(
+                        "airlock: statement denied by rule \"unknown\": the FunctionCall names function OID {oid}, which cannot be looked up"
+                    ),
+                };
+            }
+        };
+        // Judged as the SELECT it is equivalent to.
+        let placeholders: Vec<String> = (1..=count).map(|i| format!("${i}")).collect();
+        let text = format!("SELECT {name}({}) -- FunctionCall", placeholders.join(", "));
+        let statements = self.policy.analyzer.analyze(&text);
+        let p = &self.policy;
+        let decision = statements.iter().fold(Decision::Allow, |d, s| {
+            d.stricter(
+                p.guardrails
+                    .decide(s, p.mode, &p.access_rule, Estimate::Unavailable),
+            )
+        });
+        let sensitive = p.masking.as_ref().is_some_and(|m| m.catalog.any_sensitive);
+        let (verdict, rule) = match decision {
+            Decision::Allow if sensitive => (
+                Verdict::Refuse {
+                    code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                    message: "airlock: statement denied by masking: a FunctionCall's result cannot be masked; call the function in a SQL statement".into(),
+                },
+                None,
+            ),
+            Decision::Allow => (Verdict::Forward, None),
+            Decision::Deny { rule, message } => (
+                Verdict::Refuse {
+                    code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                    message: format!("airlock: statement denied by rule \"{rule}\": {message}"),
+                },
+                Some(rule),
+            ),
+            // Only a Query or an Execute can wait for an approver.
+            Decision::Approve { rule, .. } => (
+                Verdict::Refuse {
+                    code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                    message: format!(
+                        "airlock: approval required (rule \"{rule}\"), which a FunctionCall cannot wait for; call the function in a SQL statement"
+                    ),
+                },
+                Some(rule),
+            ),
+        };
+        tracing::info!(kinds = %kinds(&statements), rule = ?rule, "FunctionCall judged");
+        let Some(recorder) = self.recorder.as_mut() else {
+            return verdict;
+        };
+        let refusal = match &verdict {
+            Verdict::Refuse { code, message } => Some((*code, message.as_str())),
+            _ => None,
+        };
+        let judgement = Judgement {
+            decision: if refusal.is_some() {
+                Recorded::Deny
+            } else {
+                Recorded::Allow
+            },
+            rule: rule.as_deref(),
+            refusal,
+            approval: None,
+        };
+        match recorder.statement(
+            id,
+            Protocol::Extended,
+            &text,
+            &statements,
+            Some(&bind),
+            judgement,
+        ) {
+            Err(e) if refusal.is_none() => journal_refusal(&e),
+            _ => verdict,
         }
     }
 

@@ -94,6 +94,12 @@ pub enum Verdict {
     Estimate {
         statement: String,
     },
+    /// For a FunctionCall: run `sql` (one statement) on the session's
+    /// upstream, then judge the message again with the first column of its
+    /// first row (as [`Plan::Json`]).
+    Lookup {
+        sql: String,
+    },
     /// For a Bind: fetch the planner's estimate for `statement` (its Parse's
     /// text, with parameter types `param_types` as that Parse gave them,
     /// see [`codec::parse_types`]) bound with this Bind's own parameters,
@@ -153,6 +159,16 @@ pub trait Inspector {
     /// ([`Verdict::EstimateBound`]).
     fn bind(&mut self, _id: Option<u64>, _body: &[u8], _plan: Plan<'_>) -> Verdict {
         Verdict::Forward
+    }
+    /// A FunctionCall message's body (function OID, argument formats and
+    /// values, result format), with the answer of the lookup the inspector
+    /// asked for ([`Verdict::Lookup`]), if any. Refused by default: it names
+    /// a function by OID, with no SQL to inspect.
+    fn function_call(&mut self, _id: u64, _body: &[u8], _answer: Plan<'_>) -> Verdict {
+        Verdict::Refuse {
+            code: sqlstate::FEATURE_NOT_SUPPORTED,
+            message: "airlock: the FunctionCall protocol message is not supported; call the function in a SQL statement".into(),
+        }
     }
     /// An Execute of portal `portal` (the inspector saw its Bind). Asked
     /// only for Executes the upstream will run (not after an error in their
@@ -374,7 +390,7 @@ const ESTIMATE_SAVEPOINT: &str = "airlock_estimate";
 /// at the front of the client input; nothing behind it is read meanwhile.
 enum Held {
     /// Earlier messages are still being answered.
-    WaitingForIdle { statement: String },
+    WaitingForIdle { sql: String },
     /// The EXPLAIN (inside a savepoint when `in_block`) is running.
     Explaining {
         in_block: bool,
@@ -580,7 +596,9 @@ impl<I: Inspector> Relay<I> {
                     match self.inspector.query(id, cstr(body)?, plan) {
                         Verdict::Estimate { .. } if fetched.is_some() => Verdict::Refuse {
                             code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                            message: "airlock: the statement could not be judged (estimate asked twice)".into(),
+                            message:
+                                "airlock: the statement could not be judged (estimate asked twice)"
+                                    .into(),
                         },
                         Verdict::Hold => {
                             to_upstream.extend_from_slice(&input[..end]);
@@ -593,9 +611,8 @@ impl<I: Inspector> Relay<I> {
                             // forwarded, until the estimate is in.
                             to_upstream.extend_from_slice(&input[..end]);
                             input.advance(end);
-                            self.held = Some(Held::WaitingForIdle { statement });
-                            self.start_estimate(to_upstream);
-                            if self.held.is_some() {
+                            let sql = format!("EXPLAIN (FORMAT JSON) {statement}");
+                            if self.look_up(sql, to_upstream) {
                                 return Ok(flow);
                             }
                             // Decided on the spot (no plan can be had):
@@ -606,11 +623,38 @@ impl<I: Inspector> Relay<I> {
                         v => v,
                     }
                 }
+                b'F' => {
+                    let fetched = self.fetched.take();
+                    let answer = match &fetched {
+                        None => Plan::NotFetched,
+                        Some(None) => Plan::Unavailable,
+                        Some(Some(text)) => Plan::Json(text),
+                    };
+                    match self.inspector.function_call(id, body, answer) {
+                        Verdict::Lookup { .. } if fetched.is_some() => Verdict::Refuse {
+                            code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                            message:
+                                "airlock: the function call could not be judged (looked up twice)"
+                                    .into(),
+                        },
+                        Verdict::Lookup { sql } => {
+                            to_upstream.extend_from_slice(&input[..end]);
+                            input.advance(end);
+                            if self.look_up(sql, to_upstream) {
+                                return Ok(flow);
+                            }
+                            end = 0;
+                            continue;
+                        }
+                        v => v,
+                    }
+                }
                 b'P' => {
                     let name = cstr(body)?;
                     let sql = cstr(&body[name.len() + 1..])?;
-                    let types = codec::parse_types(body)
-                        .ok_or(ProtocolError::Malformed("Parse with malformed parameter types"))?;
+                    let types = codec::parse_types(body).ok_or(ProtocolError::Malformed(
+                        "Parse with malformed parameter types",
+                    ))?;
                     self.inspector.parse(id, name, sql, types)
                 }
                 b'B' => {
@@ -626,7 +670,9 @@ impl<I: Inspector> Relay<I> {
                     match self.inspector.bind(id, body, plan) {
                         Verdict::EstimateBound { .. } if fetched.is_some() => Verdict::Refuse {
                             code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                            message: "airlock: the statement could not be judged (estimate asked twice)".into(),
+                            message:
+                                "airlock: the statement could not be judged (estimate asked twice)"
+                                    .into(),
                         },
                         Verdict::EstimateBound {
                             statement,
@@ -639,7 +685,12 @@ impl<I: Inspector> Relay<I> {
                             // After an error the upstream skips the batch:
                             // no estimate can be had.
                             if self.skipping
-                                || !self.start_bound_estimate(&statement, &param_types, &bind, to_upstream)
+                                || !self.start_bound_estimate(
+                                    &statement,
+                                    &param_types,
+                                    &bind,
+                                    to_upstream,
+                                )
                             {
                                 self.fetched = Some(None);
                             }
@@ -652,20 +703,14 @@ impl<I: Inspector> Relay<I> {
                         v => v,
                     }
                 }
-                b'E' if !self.skipping => {
-                    match self.inspector.execute(cstr(body)?) {
-                        Verdict::Hold => {
-                            to_upstream.extend_from_slice(&input[..end]);
-                            input.advance(end);
-                            self.hold();
-                            return Ok(flow);
-                        }
-                        v => v,
+                b'E' if !self.skipping => match self.inspector.execute(cstr(body)?) {
+                    Verdict::Hold => {
+                        to_upstream.extend_from_slice(&input[..end]);
+                        input.advance(end);
+                        self.hold();
+                        return Ok(flow);
                     }
-                }
-                b'F' => Verdict::Refuse {
-                    code: sqlstate::FEATURE_NOT_SUPPORTED,
-                    message: "airlock: the FunctionCall protocol message is not supported; call the function in a SQL statement".into(),
+                    v => v,
                 },
                 b'X' => {
                     end += h.total_len;
@@ -702,9 +747,11 @@ impl<I: Inspector> Relay<I> {
                     end += h.total_len;
                     self.barrier = true;
                 }
-                Verdict::Estimate { .. } | Verdict::EstimateBound { .. } => {
+                Verdict::Estimate { .. }
+                | Verdict::EstimateBound { .. }
+                | Verdict::Lookup { .. } => {
                     return Err(ProtocolError::Malformed(
-                        "an estimate is only for a simple query or a Bind",
+                        "an estimate is only for a simple query or a Bind, a lookup for a FunctionCall",
                     ));
                 }
                 Verdict::Hold => {
@@ -1191,10 +1238,20 @@ impl<I: Inspector> Relay<I> {
         });
     }
 
-    /// Sends the held statement's EXPLAIN once the upstream has answered
-    /// everything before it. In an aborted transaction there is no plan.
+    /// Holds the message at the front of the client input while `sql` runs
+    /// (an EXPLAIN, a catalog lookup) once the upstream is idle; its first
+    /// column is then given back. Returns false when it cannot run (no
+    /// answer: judge the message again at once).
+    fn look_up(&mut self, sql: String, to_upstream: &mut BytesMut) -> bool {
+        self.held = Some(Held::WaitingForIdle { sql });
+        self.start_estimate(to_upstream);
+        self.held.is_some()
+    }
+
+    /// Sends the held message's lookup once the upstream has answered
+    /// everything before it. In an aborted transaction nothing can run.
     fn start_estimate(&mut self, to_upstream: &mut BytesMut) {
-        let Some(Held::WaitingForIdle { statement }) = &self.held else {
+        let Some(Held::WaitingForIdle { sql }) = &self.held else {
             return;
         };
         if self.unanswered > 0 {
@@ -1212,13 +1269,13 @@ impl<I: Inspector> Relay<I> {
         // The extended protocol runs exactly one statement per Parse: even a
         // statement text that split differently on the server could not run
         // a second statement under cover of the EXPLAIN.
-        let explain = format!("EXPLAIN (FORMAT JSON) {statement}");
+        let explain = sql.as_str();
         let savepoint = format!("SAVEPOINT {ESTIMATE_SAVEPOINT}");
         let release = format!("RELEASE SAVEPOINT {ESTIMATE_SAVEPOINT}");
         if in_block {
-            internal_batch(&[&savepoint, &explain, &release], to_upstream);
+            internal_batch(&[&savepoint, explain, &release], to_upstream);
         } else {
-            internal_batch(&[&explain], to_upstream);
+            internal_batch(&[explain], to_upstream);
         }
         self.held = Some(Held::Explaining {
             in_block,
