@@ -2,6 +2,7 @@
 # Installs what airlock's build, tests and demo need on a Debian machine and
 # starts the local PostgreSQL and MariaDB when they are down. Idempotent.
 set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
 
 need=()
 command -v pg_ctl >/dev/null 2>&1 || [ -x /usr/lib/postgresql/15/bin/pg_ctl ] || need+=(postgresql)
@@ -9,6 +10,13 @@ command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v pgbench >/dev/null 2>&1 || need+=(postgresql-contrib)
 command -v pgbouncer >/dev/null 2>&1 || need+=(pgbouncer)
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
+# The driver matrix (crates/airlock/tests/data_path/drivers.rs): pgjdbc run
+# with `java File.java` (single-file launch needs the JDK's compiler), and
+# node-postgres.
+[ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
+command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -18,6 +26,16 @@ fi
 
 # psycopg, for the Python driver tests.
 python3 -c 'import psycopg' 2>/dev/null || python3 -m pip install -q 'psycopg[binary]>=3.1,<4'
+# asyncpg, for the driver matrix.
+python3 -c 'import asyncpg' 2>/dev/null || python3 -m pip install -q 'asyncpg>=0.29,<1'
+# node-postgres, for the driver matrix, at the versions package-lock.json pins.
+drivers="$root/crates/airlock/tests/drivers"
+if ! (cd "$drivers" && node -e 'require("pg")' >/dev/null 2>&1) \
+  || ! cmp -s "$drivers/package-lock.json" "$drivers/node_modules/.airlock-lock"; then
+  echo "setup: installing node-postgres"
+  (cd "$drivers" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$drivers/package-lock.json" "$drivers/node_modules/.airlock-lock"
+fi
 
 # initdb/pg_ctl/postgres are not on PATH in Debian's packaging.
 if ! command -v initdb >/dev/null 2>&1; then

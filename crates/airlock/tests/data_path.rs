@@ -1,9 +1,12 @@
 //! End-to-end tests of the data path: upstream authentication and TLS,
 //! credential rotation and reloads, cancel, real drivers (tokio-postgres,
 //! psql, pgbench), asynchronous messages, session lifetime, read-only mode,
-//! startup parameters and the HTTP listener.
+//! startup parameters and the HTTP listener; and the driver matrix
+//! (`drivers/`: psql, psycopg, asyncpg, node-postgres and pgjdbc as
+//! read-only and read-write principals).
 
 mod common;
+mod drivers;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -1311,6 +1314,109 @@ async fn extended_protocol_writes_are_estimated_with_their_parameters() {
     assert_eq!(
         direct(&format!("select count(*) from {table} where v = 4")).await,
         "5"
+    );
+    gw.stop().await;
+}
+
+/// psql's large-object commands use the FunctionCall message: each call is
+/// looked up by OID, judged as the SELECT it is equivalent to and recorded;
+/// a read-only principal's writing calls are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_calls_are_judged_like_their_select() {
+    let gw = Gateway::start(&common::local_config("")).await;
+    let dba = gw.token("alice", &["dba"]);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.bin");
+    let output = dir.path().join("out.bin");
+    let content: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&input, &content).unwrap();
+    // Written by the client, read back through the gateway.
+    let out = psql_env(
+        &gw,
+        &dba,
+        "test",
+        "admin",
+        &["-c", &format!("\\lo_import {}", input.display())],
+        &[],
+    )
+    .await;
+    let stdout = ok_stdout(&out);
+    let oid = stdout
+        .trim()
+        .strip_prefix("lo_import ")
+        .expect(&stdout)
+        .to_string();
+    let _unlink = common::Cleanup::sql(format!(
+        "select lo_unlink({oid}) from pg_largeobject_metadata where oid = {oid}"
+    ));
+    let out = psql_env(
+        &gw,
+        &dba,
+        "test",
+        "admin",
+        &["-c", &format!("\\lo_export {oid} {}", output.display())],
+        &[],
+    )
+    .await;
+    assert_eq!(ok_stdout(&out), "lo_export");
+    assert_eq!(std::fs::read(&output).unwrap(), content);
+    // A read-only principal may not write a large object.
+    let agent = gw.token("agent-7", &["ai-agents"]);
+    let out = psql_env(
+        &gw,
+        &agent,
+        "test",
+        "readonly",
+        &["-c", &format!("\\lo_import {}", input.display())],
+        &[],
+    )
+    .await;
+    let err = common::stderr(&out);
+    assert!(!out.status.success(), "{}", common::stdout(&out));
+    assert!(err.contains("read-only"), "{err}");
+    let out = psql_env(
+        &gw,
+        &dba,
+        "test",
+        "admin",
+        &["-c", &format!("\\lo_unlink {oid}")],
+        &[],
+    )
+    .await;
+    assert_eq!(ok_stdout(&out), format!("lo_unlink {oid}"));
+    assert_eq!(
+        direct(&format!(
+            "select count(*) from pg_largeobject_metadata where oid = {oid}"
+        ))
+        .await,
+        "0"
+    );
+    // Each call is in the recording, as the SELECT it stands for.
+    let events: Vec<airlock_audit::event::Event> =
+        airlock_journal::Reader::open(&gw.data_dir().join("journal"))
+            .unwrap()
+            .map(|r| airlock_audit::event::Event::decode(&r.unwrap().payload).unwrap())
+            .collect();
+    let calls: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            airlock_audit::event::Body::Statement(s) if s.text.ends_with("-- FunctionCall") => {
+                Some(s.text.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        calls
+            .iter()
+            .any(|t| t.starts_with("SELECT pg_catalog.lowrite(")),
+        "{calls:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|t| t.starts_with("SELECT pg_catalog.loread(")),
+        "{calls:?}"
     );
     gw.stop().await;
 }
