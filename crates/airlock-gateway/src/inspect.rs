@@ -578,6 +578,8 @@ impl PolicyInspector {
                         code: e.code,
                         message: e.message.clone(),
                         position: e.position.filter(|_| !rewritten),
+                        detail: e.detail,
+                        hint: e.hint,
                     };
                 }
                 Verdict::Refuse {

@@ -87,6 +87,8 @@ pub enum Verdict {
         code: &'static str,
         message: String,
         position: Option<u32>,
+        detail: Option<&'static str>,
+        hint: Option<&'static str>,
     },
     /// Fetch the planner's estimate for `statement` (one SQL statement) on
     /// the session's upstream, then judge the message again with the plan.
@@ -379,7 +381,16 @@ struct Refusal {
     id: u64,
     code: &'static str,
     message: String,
+    /// What a syntax error adds: position, DETAIL, HINT.
+    syntax: Option<Syntax>,
+}
+
+/// What a syntax error's ErrorResponse adds to the code and message.
+#[derive(Debug, Clone, Copy)]
+struct Syntax {
     position: Option<u32>,
+    detail: Option<&'static str>,
+    hint: Option<&'static str>,
 }
 
 /// The savepoint an estimate runs under inside a transaction block, so that
@@ -770,12 +781,19 @@ impl<I: Inspector> Relay<I> {
                     code,
                     message,
                     position,
+                    detail,
+                    hint,
                 } => {
                     to_upstream.extend_from_slice(&input[..end]);
                     let standin = Standin::of(h.tag, body)?;
                     input.advance(end + h.total_len);
                     end = 0;
-                    self.refuse(standin, code, message, position, to_upstream);
+                    let syntax = Syntax {
+                        position,
+                        detail,
+                        hint,
+                    };
+                    self.refuse(standin, code, message, Some(syntax), to_upstream);
                 }
             }
         }
@@ -791,7 +809,7 @@ impl<I: Inspector> Relay<I> {
         standin: Standin,
         code: &'static str,
         message: String,
-        position: Option<u32>,
+        syntax: Option<Syntax>,
         to_upstream: &mut BytesMut,
     ) {
         self.next_refusal += 1;
@@ -811,7 +829,7 @@ impl<I: Inspector> Relay<I> {
             id: self.next_refusal,
             code,
             message,
-            position,
+            syntax,
         });
     }
 
@@ -1453,11 +1471,14 @@ impl<I: Inspector> Relay<I> {
                         to_client.extend_from_slice(&input[..end]);
                         input.advance(end + h.total_len);
                         end = 0;
-                        codec::notice_message(
-                            &Notice::new(Severity::Error, refusal.code, &refusal.message)
-                                .position(refusal.position),
-                            to_client,
-                        );
+                        let mut notice =
+                            Notice::new(Severity::Error, refusal.code, &refusal.message);
+                        if let Some(s) = refusal.syntax {
+                            notice.position = s.position;
+                            notice.detail = s.detail;
+                            notice.hint = s.hint;
+                        }
+                        codec::notice_message(&notice, to_client);
                         continue;
                     }
                 }
@@ -1632,6 +1653,8 @@ mod tests {
                     code: "42601",
                     message: "syntax error at or near \"selec\"".into(),
                     position: Some(1),
+                    detail: None,
+                    hint: Some("a hint"),
                 }
             } else {
                 Verdict::Forward
@@ -1769,6 +1792,7 @@ mod tests {
         assert!(fields.contains(&(b'C', "42601".into())));
         assert!(fields.contains(&(b'M', "syntax error at or near \"selec\"".into())));
         assert!(fields.contains(&(b'P', "1".into())));
+        assert!(fields.contains(&(b'H', "a hint".into())));
     }
 
     #[test]

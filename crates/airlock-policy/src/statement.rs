@@ -306,6 +306,8 @@ pub struct SyntaxError {
     pub message: String,
     /// Where the error is, 1-based, in characters of the message text.
     pub position: Option<u32>,
+    pub detail: Option<&'static str>,
+    pub hint: Option<&'static str>,
 }
 
 /// What one statement does.

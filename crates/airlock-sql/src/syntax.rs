@@ -4,9 +4,10 @@
 //! pg_query's Rust API gives only the message of a parse error.
 //! libpg_query, which it links, also reports the cursor position; this
 //! module asks it through its C API, on the cold path only (after
-//! `pg_query::parse` failed). The SQLSTATE is not reported at all: it is
-//! looked up by message in a table generated from the parser's sources
-//! (`parse_sqlstate.rs`); every other parser error is 42601.
+//! `pg_query::parse` failed). The SQLSTATE, DETAIL and HINT are not
+//! reported at all: they are looked up by message in a table generated from
+//! the parser's sources (`parse_sqlstate.rs`); every other parser error is
+//! 42601 with neither.
 //!
 //! This is the crate's one use of `unsafe`: a call into the C library the
 //! `pg_query` crate already links, with the result freed by the library's
@@ -17,7 +18,7 @@ use std::ffi::{CStr, CString, c_char, c_int};
 
 use airlock_policy::SyntaxError;
 
-use crate::parse_sqlstate::NOT_SYNTAX_ERRORS;
+use crate::parse_sqlstate::PARSER_ERRORS;
 
 #[repr(C)]
 struct PgQueryError {
@@ -44,20 +45,39 @@ unsafe extern "C" {
 /// PostgreSQL's error for `sql`, which `pg_query::parse` refused with
 /// `message`. `None` when the parser accepts it after all.
 pub fn of(sql: &str, message: &str) -> Option<SyntaxError> {
-    let position = cursor_position(sql);
+    let position = cursor_position(sql)?;
+    let (code, detail, hint) = known(sql, message);
     Some(SyntaxError {
-        code: sqlstate(message),
+        code,
         message: message.to_string(),
-        position: position?,
+        position,
+        detail,
+        hint,
+    })
+}
+
+/// The SQLSTATE, DETAIL and HINT of a raw parser error with this message
+/// (42601 and neither when the table has none). "invalid Unicode escape" is
+/// raised for `E''` strings (22025) and for `U&''` strings (42601, another
+/// hint): the text tells which.
+fn known(sql: &str, message: &str) -> (&'static str, Option<&'static str>, Option<&'static str>) {
+    let unicode = sql.contains("U&") || sql.contains("u&");
+    let mut found = PARSER_ERRORS
+        .iter()
+        .filter(|(pieces, ..)| matches_format(message, pieces));
+    let first = found.next();
+    let chosen = match (first, found.next()) {
+        (Some(a), Some(b)) => Some(if (a.1 == "42601") == unicode { a } else { b }),
+        (a, _) => a,
+    };
+    chosen.map_or(("42601", None, None), |(_, code, detail, hint)| {
+        (code, *detail, *hint)
     })
 }
 
 /// The SQLSTATE of a raw parser error with this message.
 pub fn sqlstate(message: &str) -> &'static str {
-    NOT_SYNTAX_ERRORS
-        .iter()
-        .find(|(pieces, _)| matches_format(message, pieces))
-        .map_or("42601", |(_, code)| code)
+    known("", message).0
 }
 
 /// Whether `message` is `pieces` joined by arbitrary text (a format's
@@ -137,6 +157,32 @@ mod tests {
         assert_eq!(e.code, "22023");
         let e = error("create assertion a check (true)");
         assert_eq!(e.code, "0A000");
+        let e = error("select 1 + ");
+        assert_eq!(e.hint, None);
+        let e = error("select 1 ! ");
+        assert_eq!(e.code, "42601");
+        let e = error("SELECT E'wrong: \\u061';");
+        assert_eq!(
+            (e.code, e.hint),
+            (
+                "22025",
+                Some("Unicode escapes must be \\uXXXX or \\UXXXXXXXX.")
+            )
+        );
+        let e = error("SELECT U&'wrong: \\061';");
+        assert_eq!(
+            (e.code, e.hint),
+            (
+                "42601",
+                Some("Unicode escapes must be \\XXXX or \\+XXXXXX.")
+            )
+        );
+        let e = error("CREATE PUBLICATION p FOR s.t");
+        assert_eq!(e.message, "invalid publication object list");
+        assert!(
+            e.detail
+                .is_some_and(|d| d.starts_with("One of TABLE or TABLES IN SCHEMA"))
+        );
         let e = error("select 'unterminated");
         assert_eq!(e.code, "42601");
         assert_eq!(
