@@ -46,8 +46,8 @@
 #   4. Compare each test's output through airlock with the direct run's (not
 #      with the expected files). The connection has `startup_notice: never`;
 #      the per-connection startup notice (`NOTICE:  airlock: connection "…"
-#      as role …, session <uuid>`) is still deleted, for builds before it. A test whose output is missing on one side counts as
-#      different.
+#      as role …, session <uuid>`) is still deleted, for builds before it.
+#      A test whose output is missing on one side counts as different.
 #
 # Output, in WORKDIR/<mode> for mode direct, direct-control, airlock,
 # airlock-masking:
@@ -288,7 +288,7 @@ if [[ $NEED_AIRLOCK == 1 ]]; then
         [[ -f $AIRLOCK_BIN.txt ]] && AIRLOCK_VERSION="$AIRLOCK_VERSION ($(cat "$AIRLOCK_BIN.txt"))"
     else
         AIRLOCK_VERSION="$AIRLOCK_BIN, work tree at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(
-            [[ -n $(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null) ]] && echo ' with uncommitted changes')"
+            [[ -z $(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null) ]] || echo ' with uncommitted changes')"
     fi
     AIRLOCK_VERSION="$AIRLOCK_VERSION, built $(date -u -r "$AIRLOCK_BIN" +%Y-%m-%dT%H:%M:%SZ), sha256 $(sha256sum "$AIRLOCK_BIN" | cut -c1-12)"
     cp "$AIRLOCK_BIN" "$GW_BIN.tmp" && mv "$GW_BIN.tmp" "$GW_BIN"

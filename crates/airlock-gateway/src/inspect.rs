@@ -201,6 +201,10 @@ pub struct PolicyInspector {
     needs: HashMap<u64, Arc<Need>>,
     /// Parse id → the estimate each of its Binds needs first.
     estimates: HashMap<u64, Arc<EstimateNeed>>,
+    /// With masking: the catalog is to be read again at the next point
+    /// where the upstream is idle outside a transaction block (a schema
+    /// change ran, or a result came from a relation it does not know).
+    stale_catalog: bool,
     /// Portal name → the approval its Executes need.
     portal_holds: HashMap<Vec<u8>, PortalHold>,
     hold: Option<Hold>,
@@ -231,8 +235,18 @@ impl PolicyInspector {
             protocol_names: Default::default(),
             needs: HashMap::new(),
             estimates: HashMap::new(),
+            stale_catalog: false,
             portal_holds: HashMap::new(),
             hold: None,
+        }
+    }
+
+    /// The catalog read again after [`Inspector::wants_idle_upstream`]
+    /// (`None`: it could not be; the session keeps its own).
+    pub fn catalog_read(&mut self, catalog: Option<Arc<SensitiveCatalog>>) {
+        self.stale_catalog = false;
+        if let (Some(m), Some(catalog)) = (self.policy.masking.as_mut(), catalog) {
+            m.catalog = catalog;
         }
     }
 
@@ -397,6 +411,7 @@ impl PolicyInspector {
             self.policy.catalogs.invalidate(&self.policy.connection);
             // A relation created now may shadow a keyed one by name.
             self.policy.keys = None;
+            self.stale_catalog = self.policy.masking.is_some();
         }
         if self.policy.masking.is_none() {
             return;
@@ -1062,6 +1077,10 @@ impl Inspector for PolicyInspector {
         }
     }
 
+    fn wants_idle_upstream(&self) -> bool {
+        self.stale_catalog
+    }
+
     fn function_call(&mut self, id: u64, body: &[u8], answer: Plan<'_>) -> Verdict {
         let malformed = || Verdict::Refuse {
             code: sqlstate::PROTOCOL_VIOLATION,
@@ -1289,12 +1308,13 @@ impl Inspector for PolicyInspector {
         };
         let origins: Vec<_> = fields.iter().map(|f| f.0).collect();
         if origins.iter().any(|o| !m.catalog.knows(o.table_oid)) {
-            // A relation created since the catalog was read: the next
-            // session reads it again.
+            // A relation created since the catalog was read: masked whole
+            // this time; read again before the next statement.
             self.policy
                 .catalogs
                 .masking
                 .invalidate(&self.policy.connection);
+            self.stale_catalog = true;
         }
         let plan = m
             .masking

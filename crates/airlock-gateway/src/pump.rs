@@ -56,6 +56,12 @@ pub enum PumpEnd {
     ///
     /// [`Verdict::Hold`]: airlock_pgwire::relay::Verdict::Hold
     Held,
+    /// The inspector wants the upstream to itself
+    /// ([`Inspector::wants_idle_upstream`]) and it is idle: use it, tell the
+    /// inspector, and run again.
+    ///
+    /// [`Inspector::wants_idle_upstream`]: airlock_pgwire::relay::Inspector::wants_idle_upstream
+    Idle,
 }
 
 /// Per-session byte counters.
@@ -126,6 +132,12 @@ where
 
     /// Hands what the client sent to the relay.
     fn feed_client(&mut self) -> Result<(), PumpEnd> {
+        if self.relay.inspector().wants_idle_upstream()
+            && self.relay.idle_outside_transaction()
+            && self.to_upstream.is_empty()
+        {
+            return Err(PumpEnd::Idle);
+        }
         match self
             .relay
             .handle_client(&mut self.from_client, &mut self.to_upstream)

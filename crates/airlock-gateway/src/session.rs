@@ -469,6 +469,47 @@ fn upstream_failed(out: &mut BytesMut, route: &Route, e: &ConnectError) {
     fatal(out, e.sqlstate(), &message);
 }
 
+/// Reads the masking catalog again on the session's idle upstream, for a
+/// masked session that created or met a relation its catalog does not know,
+/// and shares it with the connection's next sessions. A catalog the
+/// upstream refuses to give leaves the session's as it was (a relation it
+/// does not know stays masked whole); an upstream left mid-answer ends the
+/// session.
+async fn refresh_catalog<C>(
+    snapshot: &Snapshot,
+    route: &Route,
+    pump: &mut Pump<C, crate::stream::UpstreamStream, PolicyInspector>,
+) -> Result<(), crate::catalog::CatalogError>
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    let read = tokio::time::timeout(
+        snapshot.limits.upstream_connect_timeout,
+        crate::catalog::read(&mut pump.upstream, &snapshot.masking.policy),
+    )
+    .await
+    .unwrap_or(Err(crate::catalog::CatalogError::TimedOut));
+    match read {
+        Ok(catalog) => {
+            let catalog = Arc::new(catalog);
+            snapshot
+                .catalogs
+                .masking
+                .insert(&route.connection, Arc::clone(&catalog));
+            pump.inspector_mut().catalog_read(Some(catalog));
+            tracing::debug!(took = ?started.elapsed(), "catalog read again");
+            Ok(())
+        }
+        Err(e @ crate::catalog::CatalogError::Refused(_)) => {
+            tracing::warn!(error = %e, "the upstream refused the catalog; unknown relations stay masked whole");
+            pump.inspector_mut().catalog_read(None);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The client's login answer: AuthenticationOk, the upstream's parameters,
 /// the gateway's own key, a notice naming the route, ReadyForQuery.
 fn welcome(
@@ -591,6 +632,12 @@ async fn run(
     let end: Result<PumpEnd, Cut> = loop {
         tokio::select! {
             end = pump.run() => match end {
+                PumpEnd::Idle => {
+                    if let Err(e) = refresh_catalog(snapshot, &opened.route, &mut pump).await {
+                        tracing::warn!(error = %e, "reading the catalog again failed");
+                        break Ok(PumpEnd::Io(Side::Upstream, std::io::Error::other(e.to_string())));
+                    }
+                }
                 PumpEnd::Held => {
                     let request = pump.inspector_mut().take_hold_request();
                     let in_transaction = pump.in_transaction();
@@ -663,7 +710,7 @@ async fn run(
         Ok(PumpEnd::Io(Side::Upstream, _)) => "upstream socket error".into(),
         Ok(PumpEnd::Protocol(Side::Client, _)) => "client protocol violation".into(),
         Ok(PumpEnd::Protocol(Side::Upstream, _)) => "upstream protocol violation".into(),
-        Ok(PumpEnd::Held) => unreachable!("a hold does not end the session"),
+        Ok(PumpEnd::Held | PumpEnd::Idle) => unreachable!("neither ends the session"),
     };
     if let Some(recorder) = gateway.recorder.get() {
         let event = Event::now(Body::SessionEnd(SessionEnd {
@@ -719,7 +766,7 @@ async fn run(
             fatal(pump.to_client(), e.sqlstate(), &message);
             *side == Side::Client
         }
-        Ok(PumpEnd::Held) => false,
+        Ok(PumpEnd::Held | PumpEnd::Idle) => false,
     };
     if abandoned && pump.upstream_busy() {
         let key = &opened.cancel;

@@ -162,6 +162,13 @@ pub trait Inspector {
     fn bind(&mut self, _id: Option<u64>, _body: &[u8], _plan: Plan<'_>) -> Verdict {
         Verdict::Forward
     }
+    /// Whether the inspector wants the upstream to itself once it is idle
+    /// outside a transaction block (to read the catalog again): the driver
+    /// then stops feeding the client's messages at such a point, uses the
+    /// upstream, and tells the inspector. Asked before every feed.
+    fn wants_idle_upstream(&self) -> bool {
+        false
+    }
     /// A FunctionCall message's body (function OID, argument formats and
     /// values, result format), with the answer of the lookup the inspector
     /// asked for ([`Verdict::Lookup`]), if any. Refused by default: it names
@@ -509,6 +516,13 @@ impl<I: Inspector> Relay<I> {
     /// driver must not read more from the client meanwhile.
     pub fn holding(&self) -> bool {
         self.held.is_some() || (self.barrier && self.unanswered > 0)
+    }
+
+    /// Whether the upstream has answered everything, outside a transaction
+    /// block, with nothing held: a query of airlock's own would run alone
+    /// in its own implicit transaction.
+    pub fn idle_outside_transaction(&self) -> bool {
+        self.held.is_none() && !self.busy() && self.status == b'I' && !self.barrier
     }
 
     /// Whether the inspector holds a message ([`Verdict::Hold`]).

@@ -1111,14 +1111,24 @@ async fn terminate_closes_the_session_promptly() {
     assert_serves(&gw).await;
 }
 
-fn function_call() -> BytesMut {
+/// A FunctionCall of function `oid` with text arguments.
+fn function_call(oid: i32, args: &[&str]) -> BytesMut {
     let mut body = BytesMut::new();
-    body.put_i32(1299); // now()
-    body.put_i16(0); // argument format codes
-    body.put_i16(0); // arguments
+    body.put_i32(oid);
+    body.put_i16(0); // argument format codes: all text
+    body.put_i16(args.len() as i16);
+    for a in args {
+        body.put_i32(a.len() as i32);
+        body.extend_from_slice(a.as_bytes());
+    }
     body.put_i16(0); // result format
     message(b'F', &body)
 }
+
+/// now(), lo_creat(integer), and an OID no function has.
+const NOW: i32 = 1299;
+const LO_CREAT: i32 = 957;
+const NO_FUNCTION: i32 = 999_999_999;
 
 fn query(sql: &str) -> BytesMut {
     let mut body = BytesMut::from(sql.as_bytes());
@@ -1133,28 +1143,46 @@ fn status(msgs: &[Received]) -> u8 {
     last.body[0]
 }
 
+/// A FunctionCall names a function by OID, with no SQL: airlock looks the
+/// name up and judges the SELECT it stands for. A read-only principal may
+/// call a function that reads, not one that writes; an OID no function has
+/// is refused; the session goes on after each refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn function_call_is_refused_and_the_session_goes_on() {
+async fn function_calls_are_judged_and_the_session_goes_on() {
     let gw = Gateway::start(&common::local_config("")).await;
     let token = gw.token("devin", &["ai-agents"]);
     let mut s = raw_login(gw.pg, "readonly", "test", &token).await;
 
-    s.write_all(&function_call()).await.unwrap();
+    s.write_all(&function_call(NOW, &[])).await.unwrap();
     let msgs = read_until(&mut s, b'Z').await;
-    assert_eq!(msgs.iter().filter(|m| m.tag == b'E').count(), 1, "{msgs:?}");
-    assert_eq!(error_code(&msgs).as_deref(), Some("0A000"));
+    assert_eq!(error_code(&msgs), None, "{msgs:?}");
     assert!(
-        error_message(&msgs).unwrap().contains("FunctionCall"),
-        "{:?}",
-        error_message(&msgs)
+        msgs.iter().any(|m| m.tag == b'V'),
+        "a FunctionCallResponse: {msgs:?}"
     );
-    let error = msgs.iter().find(|m| m.tag == b'E').unwrap();
-    assert_eq!(
-        error.field(b'S').as_deref(),
-        Some("ERROR"),
-        "an ERROR, not FATAL"
-    );
-    assert_eq!(status(&msgs), b'I');
+
+    for (call, code, says) in [
+        (function_call(LO_CREAT, &["-1"]), "42501", "read-only"),
+        (
+            function_call(NO_FUNCTION, &[]),
+            "42501",
+            "cannot be looked up",
+        ),
+    ] {
+        s.write_all(&call).await.unwrap();
+        let msgs = read_until(&mut s, b'Z').await;
+        assert_eq!(msgs.iter().filter(|m| m.tag == b'E').count(), 1, "{msgs:?}");
+        assert_eq!(error_code(&msgs).as_deref(), Some(code));
+        let message = error_message(&msgs).unwrap();
+        assert!(message.contains(says), "{message}");
+        let error = msgs.iter().find(|m| m.tag == b'E').unwrap();
+        assert_eq!(
+            error.field(b'S').as_deref(),
+            Some("ERROR"),
+            "an ERROR, not FATAL"
+        );
+        assert_eq!(status(&msgs), b'I');
+    }
 
     s.write_all(&query("select 42")).await.unwrap();
     let msgs = read_until(&mut s, b'Z').await;
@@ -1163,12 +1191,15 @@ async fn function_call_is_refused_and_the_session_goes_on() {
     // DataRow: 1 column, length 2, "42".
     assert_eq!(rows[0].body, b"\0\x01\0\0\0\x0242");
 
-    // Inside a transaction it aborts the transaction, as PostgreSQL would.
+    // Inside a transaction a refusal aborts the transaction, as PostgreSQL
+    // would.
     s.write_all(&query("begin")).await.unwrap();
     assert_eq!(status(&read_until(&mut s, b'Z').await), b'T');
-    s.write_all(&function_call()).await.unwrap();
+    s.write_all(&function_call(LO_CREAT, &["-1"]))
+        .await
+        .unwrap();
     let msgs = read_until(&mut s, b'Z').await;
-    assert_eq!(error_code(&msgs).as_deref(), Some("0A000"));
+    assert_eq!(error_code(&msgs).as_deref(), Some("42501"));
     assert_eq!(status(&msgs), b'E');
     s.write_all(&query("select 1")).await.unwrap();
     let msgs = read_until(&mut s, b'Z').await;

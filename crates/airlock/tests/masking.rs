@@ -924,3 +924,57 @@ async fn unmask_exempts_and_the_scan_would_see_leaks() {
     );
     gw.stop().await;
 }
+
+/// A relation created after the session read its catalog (DDL on one that
+/// a column rule could match is refused) is masked by the rules once the
+/// catalog is read again, at the next statement outside a
+/// transaction block; until then (inside the block that created it), it is
+/// masked whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relations_created_in_the_session_are_masked_by_the_rules() {
+    let db = tokio::task::spawn_blocking(seed).await.unwrap();
+    // Rules that name their tables: DDL on a new relation is allowed (with
+    // `*.column` rules any new relation could hold a masked column, and its
+    // DDL is refused).
+    let masking = r#"masking:
+  rules:
+    - {name: email, columns: [public.customers.email], strategy: email}
+    - {name: content, detect: [email], strategy: redact}
+"#;
+    let gw = gateway(&db, masking).await;
+    let token = gw.token("agent", &["agents"]);
+    let mut s = common::raw_login(gw.pg, "reader", "shop", &token).await;
+    let (_, msgs) = simple(
+        &mut s,
+        "CREATE TABLE signups (id int, name text, note text); \
+         INSERT INTO signups VALUES (1, 'Dana', 'mail dana.secret@example.org')",
+    )
+    .await;
+    assert_eq!(common::error_code(&msgs), None, "{msgs:?}");
+    let (bytes, msgs) = simple(&mut s, "SELECT id, name, note FROM signups").await;
+    let got = rows(&msgs);
+    assert_eq!(
+        got[0][..2],
+        [Some("1".to_string()), Some("Dana".to_string())],
+        "masked by the rules (here a content detector), not whole: {got:?}"
+    );
+    assert!(!String::from_utf8_lossy(&bytes).contains("dana.secret"));
+    // Inside the block that creates it, a relation is masked whole: the
+    // catalog is read again only outside one.
+    let (_, msgs) = simple(
+        &mut s,
+        "BEGIN; CREATE TABLE later (id int, note text); INSERT INTO later VALUES (7, 'x')",
+    )
+    .await;
+    assert_eq!(common::error_code(&msgs), None, "{msgs:?}");
+    let (_, msgs) = simple(&mut s, "SELECT id, note FROM later").await;
+    assert_eq!(rows(&msgs), vec![vec![None, Some("*****".to_string())]]);
+    let (_, msgs) = simple(&mut s, "COMMIT").await;
+    assert_eq!(common::error_code(&msgs), None, "{msgs:?}");
+    let (_, msgs) = simple(&mut s, "SELECT id, note FROM later").await;
+    assert_eq!(
+        rows(&msgs),
+        vec![vec![Some("7".to_string()), Some("x".to_string())]]
+    );
+    gw.stop().await;
+}

@@ -1232,11 +1232,12 @@ async fn read_only_paths_beyond_simple_query() {
     assert_psql_refused("\\gexec", &o);
 
     // \lo_import uses the FunctionCall protocol message, which names a
-    // function by OID with no SQL to judge: refused.
+    // function by OID: judged as the SELECT it stands for, a write.
     let o = psql(&gw, &agent, &["-c", "\\lo_import /etc/hostname"], None).await;
     assert!(!o.status.success(), "\\lo_import succeeded");
     assert!(
-        common::stderr(&o).contains("airlock: the FunctionCall protocol message is not supported"),
+        common::stderr(&o).contains("statement denied by rule \"read-only\"")
+            && common::stderr(&o).contains("effects: write"),
         "{}",
         common::stderr(&o)
     );
