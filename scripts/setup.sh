@@ -37,6 +37,13 @@ if ! (cd "$drivers" && node -e 'require("pg")' >/dev/null 2>&1) \
   cp "$drivers/package-lock.json" "$drivers/node_modules/.airlock-lock"
 fi
 
+# A German locale, so that a test can prove refusals do not depend on the
+# upstream's lc_messages (PostgreSQL's German messages ship with it).
+if ! locale -a 2>/dev/null | grep -qi '^de_DE\.utf-\?8$'; then
+  command -v localedef >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq locales >/dev/null; }
+  localedef -i de_DE -c -f UTF-8 de_DE.UTF-8
+fi
+
 # initdb/pg_ctl/postgres are not on PATH in Debian's packaging.
 if ! command -v initdb >/dev/null 2>&1; then
   for f in /usr/lib/postgresql/*/bin/{initdb,pg_ctl,postgres}; do

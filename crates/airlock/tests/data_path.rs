@@ -417,6 +417,52 @@ async fn upstream_tls_modes() {
     gw.stop().await;
 }
 
+/// A refusal reaches the client as airlock's own error whatever language
+/// the upstream speaks: with `lc_messages` German (scripts/setup.sh
+/// generates the locale; a fresh cluster sees it), the stand-in's syntax
+/// error is still recognised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_do_not_depend_on_the_upstream_language() {
+    let cluster = start_cluster(HostAuth::Trust, false).await;
+    let connections = format!(
+        "  de:\n    upstream: {{host: 127.0.0.1, port: {}, database: postgres, tls: disable}}\n    roles:\n      admin: {{user: postgres}}\n",
+        cluster.port
+    );
+    let yaml = config("", &connections, "admin").replace(
+        "access:",
+        "guardrails:\n  - name: no-drops\n    match: {effects: [drop]}\n    action: deny\n    message: no drops here\naccess:",
+    );
+    let gw = Gateway::start(&yaml).await;
+    let token = gw.token("alice", &["dba"]);
+    let out = psql_env(
+        &gw,
+        &token,
+        "de",
+        "admin",
+        &[
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-c",
+            "set lc_messages = 'de_DE.UTF-8'",
+            "-c",
+            "drop table if exists nothing_here",
+            "-c",
+            "select 1/0",
+        ],
+        &[("PGOPTIONS", "")],
+    )
+    .await;
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("airlock: statement denied by rule \"no-drops\": no drops here"),
+        "{err}"
+    );
+    // The upstream does speak German: its own errors say so.
+    assert!(err.contains("Division durch Null"), "{err}");
+    assert!(!err.contains("AIRLOCK_REFUSED"), "{err}");
+    gw.stop().await;
+}
+
 fn cluster_ca(c: &Cluster) -> PathBuf {
     let p = c.ca_path();
     assert!(p.exists(), "the ssl cluster wrote its certificate");
