@@ -469,10 +469,22 @@ impl PolicyInspector {
             text.into()
         } else {
             match airlock_sql::scs::to_conforming(text) {
-                Some(t) => t,
-                None => {
+                Ok(t) => t,
+                // As PostgreSQL's scanner refuses it in such a session.
+                Err(airlock_sql::scs::Unconforming::UnicodeString { at }) => {
+                    return Verdict::SyntaxError {
+                        code: sqlstate::FEATURE_NOT_SUPPORTED,
+                        message: "unsafe use of string constant with Unicode escapes".into(),
+                        position: u32::try_from(text[..at].chars().count() + 1).ok(),
+                        detail: Some(
+                            "String constants with Unicode escapes cannot be used when standard_conforming_strings is off.",
+                        ),
+                        hint: None,
+                    };
+                }
+                Err(airlock_sql::scs::Unconforming::Unhandled) => {
                     return deny_unknown(
-                        "it uses a Unicode or national string with a backslash while standard_conforming_strings is off",
+                        "it uses a national or typed string with a backslash while standard_conforming_strings is off",
                     );
                 }
             }

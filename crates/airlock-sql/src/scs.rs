@@ -14,13 +14,28 @@
 
 use std::borrow::Cow;
 
-/// `sql` as a `standard_conforming_strings = on` parser must see it, or
-/// `None` when the text uses a form this rewrite does not handle (a Unicode
-/// `U&'…'` or national `N'…'` string containing a backslash), which the
-/// caller must treat as unclassifiable.
-pub fn to_conforming(sql: &str) -> Option<Cow<'_, str>> {
-    if !sql.contains('\\') {
-        return Some(Cow::Borrowed(sql));
+/// Why a text cannot be read as a `standard_conforming_strings = off`
+/// session's server reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unconforming {
+    /// A Unicode `U&'…'` string at byte `at`, which PostgreSQL's scanner
+    /// itself refuses in such a session ("unsafe use of string constant
+    /// with Unicode escapes").
+    UnicodeString { at: usize },
+    /// A form this rewrite does not handle (a national `N'…'` or typed
+    /// string with a backslash): the caller treats it as unclassifiable.
+    Unhandled,
+}
+
+/// `sql` as a `standard_conforming_strings = on` parser must see it, or why
+/// it cannot be.
+pub fn to_conforming(sql: &str) -> Result<Cow<'_, str>, Unconforming> {
+    let unicode = sql
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[0].eq_ignore_ascii_case(&b'u') && w[1] == b'&' && w[2] == b'\'');
+    if !sql.contains('\\') && !unicode {
+        return Ok(Cow::Borrowed(sql));
     }
     let b = sql.as_bytes();
     let mut out = String::with_capacity(sql.len() + 8);
@@ -79,11 +94,13 @@ pub fn to_conforming(sql: &str) -> Option<Cow<'_, str>> {
                     Prefix::Escape => true,
                     Prefix::Plain => true,
                     Prefix::Bit => false,
+                    Prefix::Unicode(at) => return Err(Unconforming::UnicodeString { at }),
                     Prefix::Other => {
-                        // U&'…' and N'…': refuse if a backslash is inside.
+                        // N'…' and typed strings: refuse if a backslash is
+                        // inside.
                         let end = string_end(b, i, true);
                         if b[i..end].contains(&b'\\') {
-                            return None;
+                            return Err(Unconforming::Unhandled);
                         }
                         i = end;
                         continue;
@@ -101,7 +118,7 @@ pub fn to_conforming(sql: &str) -> Option<Cow<'_, str>> {
         }
     }
     out.push_str(&sql[copied..]);
-    Some(Cow::Owned(out))
+    Ok(Cow::Owned(out))
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -109,6 +126,8 @@ enum Prefix {
     Plain,
     Escape,
     Bit,
+    /// `U&`, starting at this byte.
+    Unicode(usize),
     Other,
 }
 
@@ -131,6 +150,7 @@ fn prefix_of(b: &[u8], i: usize) -> Prefix {
         [] => Prefix::Plain,
         [e] if e.eq_ignore_ascii_case(&b'e') => Prefix::Escape,
         [x] if x.eq_ignore_ascii_case(&b'b') || x.eq_ignore_ascii_case(&b'x') => Prefix::Bit,
+        [u, b'&'] if u.eq_ignore_ascii_case(&b'u') => Prefix::Unicode(start),
         _ => Prefix::Other,
     }
 }
@@ -206,15 +226,26 @@ mod tests {
             (r"select $1, '\'", r"select $1, E'\'"),
         ];
         for (input, want) in cases {
-            assert_eq!(to_conforming(input).as_deref(), Some(want), "{input}");
+            assert_eq!(to_conforming(input).as_deref(), Ok(want), "{input}");
         }
     }
 
     #[test]
-    fn refuses_unicode_and_national_strings_with_backslashes() {
-        assert_eq!(to_conforming(r"select U&'\0041'"), None);
-        assert_eq!(to_conforming(r"select N'a\'"), None);
-        assert!(to_conforming(r"select N'a', '\'").is_some());
+    fn refuses_unicode_strings_and_national_strings_with_backslashes() {
+        // PostgreSQL refuses every U&'' string in such a session.
+        assert_eq!(
+            to_conforming(r"select U&'\0041'"),
+            Err(Unconforming::UnicodeString { at: 7 })
+        );
+        assert_eq!(
+            to_conforming(r"select 1, u&'wrong: +0061' UESCAPE '+'"),
+            Err(Unconforming::UnicodeString { at: 10 })
+        );
+        // Not a string: a Unicode identifier, or U& inside another string.
+        assert!(to_conforming(r#"select 'tricky' AS U&"\" UESCAPE '!'"#).is_ok());
+        assert!(to_conforming(r"select 'U&''x'''").is_ok());
+        assert_eq!(to_conforming(r"select N'a\'"), Err(Unconforming::Unhandled));
+        assert!(to_conforming(r"select N'a', '\'").is_ok());
     }
 
     #[test]

@@ -467,8 +467,8 @@ fn explain_case(config: &airlock_config::Config, case: &Case) -> Result<(), Stri
     // rewrite cannot handle; explain is asked about the same text.
     let text: Cow<'_, str> = if case.scs_off {
         match airlock_sql::scs::to_conforming(text) {
-            Some(t) => t,
-            None => {
+            Ok(t) => t,
+            Err(_) => {
                 let got = Expect::Deny("unknown".into());
                 return if got == case.expect {
                     Ok(())
