@@ -35,6 +35,10 @@ fn utf8_compatible(encoding: &str) -> bool {
     )
 }
 
+/// Unknown relations a session reads its catalog again for, between two
+/// schema changes of its own.
+const MAX_ASKED: usize = 1024;
+
 /// Cursors remembered per session before the oldest are forgotten.
 const MAX_CURSORS: usize = 1024;
 
@@ -205,6 +209,10 @@ pub struct PolicyInspector {
     /// where the upstream is idle outside a transaction block (a schema
     /// change ran, or a result came from a relation it does not know).
     stale_catalog: bool,
+    /// Relations met unknown since the last schema change: already asked
+    /// for once (a sequence, say, which the catalog does not list, stays
+    /// unknown; it is not read again for it).
+    asked_for: std::collections::HashSet<u32>,
     /// Portal name → the approval its Executes need.
     portal_holds: HashMap<Vec<u8>, PortalHold>,
     hold: Option<Hold>,
@@ -236,6 +244,7 @@ impl PolicyInspector {
             needs: HashMap::new(),
             estimates: HashMap::new(),
             stale_catalog: false,
+            asked_for: Default::default(),
             portal_holds: HashMap::new(),
             hold: None,
         }
@@ -412,6 +421,7 @@ impl PolicyInspector {
             // A relation created now may shadow a keyed one by name.
             self.policy.keys = None;
             self.stale_catalog = self.policy.masking.is_some();
+            self.asked_for.clear();
         }
         if self.policy.masking.is_none() {
             return;
@@ -1319,14 +1329,24 @@ impl Inspector for PolicyInspector {
             return Some(Arc::new(ResultMask::Rows(RowMask::everything(&m.masking))));
         };
         let origins: Vec<_> = fields.iter().map(|f| f.0).collect();
-        if origins.iter().any(|o| !m.catalog.knows(o.table_oid)) {
+        let mut unknown = origins
+            .iter()
+            .map(|o| o.table_oid)
+            .filter(|oid| !m.catalog.knows(*oid))
+            .peekable();
+        if unknown.peek().is_some() {
             // A relation created since the catalog was read: masked whole
-            // this time; read again before the next statement.
+            // this time; read again before the next statement, once per
+            // relation.
             self.policy
                 .catalogs
                 .masking
                 .invalidate(&self.policy.connection);
-            self.stale_catalog = true;
+            let mut new = false;
+            for oid in unknown {
+                new |= self.asked_for.insert(oid);
+            }
+            self.stale_catalog |= new && self.asked_for.len() <= MAX_ASKED;
         }
         let plan = m
             .masking
