@@ -200,8 +200,9 @@ pub async fn read(
 /// and the columns of each unique key that bounds rows: of a plain table
 /// without inheritance children or of a partitioned table, enforced
 /// immediately (a deferred one may hold duplicates inside a transaction),
-/// valid, on plain columns, without a predicate. `search_path` is pinned as
-/// for the masking catalog.
+/// valid, on plain columns, without a predicate, each column compared in
+/// its own collation, on a relation without rules. `search_path` is pinned
+/// as for the masking catalog.
 const KEYS: &str = "SELECT pg_catalog.set_config('search_path', 'pg_catalog', true), \
         pg_catalog.set_config('client_encoding', 'UTF8', true); \
     SELECT n.nspname, c.relname, NULL::pg_catalog.oid, NULL::pg_catalog.name \
@@ -214,8 +215,11 @@ const KEYS: &str = "SELECT pg_catalog.set_config('search_path', 'pg_catalog', tr
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (i.indkey) \
     WHERE i.indisunique AND i.indimmediate AND i.indisvalid \
-      AND i.indpred IS NULL AND i.indexprs IS NULL \
+      AND i.indpred IS NULL AND i.indexprs IS NULL AND NOT c.relhasrules \
       AND (c.relkind = 'p' OR (c.relkind = 'r' AND NOT c.relhassubclass)) \
+      AND NOT EXISTS (SELECT 1 FROM pg_catalog.generate_subscripts(i.indkey, 1) k \
+        JOIN pg_catalog.pg_attribute ka ON ka.attrelid = i.indrelid AND ka.attnum = i.indkey[k] \
+        WHERE i.indcollation[k] <> ka.attcollation) \
     ORDER BY 1, 2, 3";
 
 /// Reads the unique keys on an idle upstream session, like [`read`].

@@ -78,7 +78,8 @@ pub struct SessionPolicy {
     /// through any session, masked or not.
     pub catalogs: Arc<Catalogs>,
     /// The connection's unique keys as the session started, when its
-    /// guardrails use row estimates and they could be read.
+    /// guardrails use row estimates and they could be read. Trusted for
+    /// [`crate::catalog::MAX_AGE`], as the shared cache is.
     pub keys: Option<Arc<airlock_policy::UniqueKeys>>,
     pub connection: String,
     /// The session's recording (`None` only in tests of the judge alone).
@@ -188,6 +189,11 @@ pub struct PolicyInspector {
     /// Likewise: the message id and body of the last Bind, whose
     /// parameters an error may quote back (the buffer is reused).
     last_bind: (u64, Vec<u8>),
+    /// The words of the last message an error quoted, by message id.
+    words: Option<(u64, Vec<String>)>,
+    /// The session ran LISTEN: notifications may arrive at any time, so it
+    /// does not read its catalog again on its own connection.
+    listening: bool,
     /// With masking: what each declared cursor returns; `None` once a name
     /// was declared twice (which declaration is open cannot be told).
     cursors: HashMap<String, Option<Lineage>>,
@@ -209,6 +215,8 @@ pub struct PolicyInspector {
     /// where the upstream is idle outside a transaction block (a schema
     /// change ran, or a result came from a relation it does not know).
     stale_catalog: bool,
+    /// Until when the session's unique keys are trusted.
+    keys_until: std::time::Instant,
     /// Relations met unknown since the last schema change: already asked
     /// for once (a sequence, say, which the catalog does not list, stays
     /// unknown; it is not read again for it).
@@ -238,12 +246,15 @@ impl PolicyInspector {
             judged: HashMap::new(),
             texts: HashMap::new(),
             last_bind: (0, Vec::new()),
+            words: None,
+            listening: false,
             cursors: HashMap::new(),
             ascii_safe: true,
             protocol_names: Default::default(),
             needs: HashMap::new(),
             estimates: HashMap::new(),
             stale_catalog: false,
+            keys_until: std::time::Instant::now() + crate::catalog::MAX_AGE,
             asked_for: Default::default(),
             portal_holds: HashMap::new(),
             hold: None,
@@ -416,6 +427,17 @@ impl PolicyInspector {
     /// the cursors it declares. A schema change makes the connection's
     /// catalog stale.
     fn remember(&mut self, id: u64, text: &str, statements: Arc<[Statement]>) {
+        if statements.iter().any(|s| s.kind == StatementKind::Listen) {
+            self.listening = true;
+        }
+        // SQL airlock cannot see may change the schema as well: a relation
+        // created by it may shadow a keyed one.
+        if statements
+            .iter()
+            .any(|s| s.effects.contains(Effect::DynamicSql) || s.kind == StatementKind::Call)
+        {
+            self.policy.keys = None;
+        }
         if statements.iter().any(|s| s.effects.contains(Effect::Ddl)) {
             self.policy.catalogs.invalidate(&self.policy.connection);
             // A relation created now may shadow a keyed one by name.
@@ -543,10 +565,10 @@ impl PolicyInspector {
         // A statement that pins a unique key changes at most one row: no
         // estimate is fetched for it. Not after a schema change in the same
         // message (a new relation may shadow a keyed one).
-        let keys = p
-            .keys
-            .as_deref()
-            .filter(|_| !statements.iter().any(|s| s.effects.contains(Effect::Ddl)));
+        let keys = p.keys.as_deref().filter(|_| {
+            !statements.iter().any(|s| s.effects.contains(Effect::Ddl))
+                && std::time::Instant::now() < self.keys_until
+        });
         let estimate_of = |s: &Statement| match keys {
             Some(k) if k.at_most_one_row(s) => Estimate::Rows(1),
             _ => fetched,
@@ -726,9 +748,17 @@ impl PolicyInspector {
             Some(j) => (j.statements, j.decision, j.rule, j.approval),
             None => (Arc::from(Vec::new()), Recorded::Deny, None, None),
         };
+        // A parse error quotes the client's text (`at or near "'123-45-6789"`):
+        // recorded with the detectors' matches masked.
+        let detected;
         let refusal = match &verdict {
-            Verdict::Refuse { code, message } | Verdict::SyntaxError { code, message, .. } => {
-                Some((*code, message.as_str()))
+            Verdict::Refuse { code, message } => Some((*code, message.as_str())),
+            Verdict::SyntaxError { code, message, .. } => {
+                detected = match &self.policy.masking {
+                    Some(m) => m.masking.detect_in(message),
+                    None => std::borrow::Cow::Borrowed(message.as_str()),
+                };
+                Some((*code, &*detected))
             }
             _ => None,
         };
@@ -1100,7 +1130,7 @@ impl Inspector for PolicyInspector {
     }
 
     fn wants_idle_upstream(&self) -> bool {
-        self.stale_catalog
+        self.stale_catalog && !self.listening
     }
 
     fn function_call(&mut self, id: u64, body: &[u8], answer: Plan<'_>) -> Verdict {
@@ -1157,7 +1187,7 @@ impl Inspector for PolicyInspector {
                 },
                 None,
             ),
-            Decision::Allow => (Verdict::Forward, None),
+            Decision::Allow => (allowed_verdict(&statements), None),
             Decision::Deny { rule, message } => (
                 Verdict::Refuse {
                     code: sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -1397,11 +1427,21 @@ impl Inspector for PolicyInspector {
                 // statement it answers. What the client wrote itself (in
                 // the statement's text or its last Bind's parameters) and
                 // the catalog's names stay readable.
-                let id = at.map(|a| a.id);
-                let words = id
-                    .and_then(|id| self.texts.get(&id))
-                    .map(|text| airlock_sql::literals::own_words(text))
-                    .unwrap_or_default();
+                // With deny_predicates, an echo of the client's own word
+                // would tell it a stored value equals it: names only.
+                let id = at
+                    .map(|a| a.id)
+                    .filter(|_| !m.masking.policy.deny_predicates);
+                if let Some(id) = id
+                    && self.words.as_ref().is_none_or(|(w, _)| *w != id)
+                    && let Some(text) = self.texts.get(&id)
+                {
+                    self.words = Some((id, airlock_sql::literals::own_words(text)));
+                }
+                let words = match (&self.words, id) {
+                    (Some((w, words)), Some(id)) if *w == id => words.as_slice(),
+                    _ => &[],
+                };
                 let params = match id {
                     Some(id) if self.last_bind.0 == id => {
                         codec::bind_parameters(&self.last_bind.1).unwrap_or_default()

@@ -135,6 +135,7 @@ where
         if self.relay.inspector().wants_idle_upstream()
             && self.relay.idle_outside_transaction()
             && self.to_upstream.is_empty()
+            && self.from_upstream.is_empty()
         {
             return Err(PumpEnd::Idle);
         }

@@ -1539,8 +1539,13 @@ impl<I: Inspector> Relay<I> {
                 .find(|(f, _)| *f == c)
                 .map(|(_, v)| v.as_str())
         };
-        if !matches!(field(b'C')?, SYNTAX_ERROR | UNDEFINED_STATEMENT) {
-            return None;
+        match field(b'C')? {
+            // A stand-in's text is its token alone: the error is at 1, and
+            // an error raised at run time (a client's own `to_tsquery` of
+            // the token's text) has no position.
+            SYNTAX_ERROR if field(b'P') == Some("1") => {}
+            UNDEFINED_STATEMENT => {}
+            _ => return None,
         }
         let message = field(b'M')?;
         let (_, rest) = message.split_once(REFUSED_TOKEN)?;
@@ -1680,9 +1685,14 @@ mod tests {
         Relay::new(NoDrops::default(), 1024, b'I')
     }
 
+    /// An upstream error; a syntax error at position 1, as a stand-in's.
     fn error(code: &str, message: &str) -> BytesMut {
         let mut b = BytesMut::new();
-        codec::notice_message(&Notice::new(Severity::Error, code, message), &mut b);
+        let position = (code == "42601").then_some(1);
+        codec::notice_message(
+            &Notice::new(Severity::Error, code, message).position(position),
+            &mut b,
+        );
         b
     }
 
@@ -1798,6 +1808,28 @@ mod tests {
         // Another refusal's number is not this one's.
         let fields = refused_and_answered(b"drop table t\0", "42601", "near AIRLOCK_REFUSED_12");
         assert!(fields.contains(&(b'C', "42601".into())));
+        // A syntax error elsewhere than at the stand-in's first character
+        // (a function's, at run time) is not the stand-in's.
+        let mut relay = relay();
+        let mut out = BytesMut::new();
+        let _ = relay
+            .handle_client(&mut msg(b'Q', b"drop x\0"), &mut out)
+            .unwrap();
+        let mut up = BytesMut::new();
+        codec::notice_message(
+            &Notice::new(
+                Severity::Error,
+                "42601",
+                "syntax error in tsquery: \"AIRLOCK_REFUSED_1 &\"",
+            ),
+            &mut up,
+        );
+        let mut to_client = BytesMut::new();
+        relay
+            .handle_upstream(&mut up, &mut to_client, &mut BytesMut::new())
+            .unwrap();
+        let fields = codec::notice_fields(&messages(to_client)[0].body);
+        assert!(fields.contains(&(b'C', "42601".into())), "{fields:?}");
     }
 
     #[test]

@@ -742,6 +742,8 @@ pub struct SensitiveCatalog {
     relations: HashMap<u32, RelationInfo>,
     by_name: HashMap<String, Vec<u32>>,
     user_functions: HashSet<String>,
+    /// Every schema and column name of its relations.
+    names: HashSet<String>,
 }
 
 impl SensitiveCatalog {
@@ -751,10 +753,7 @@ impl SensitiveCatalog {
     pub fn names_object(&self, name: &str) -> bool {
         self.by_name.contains_key(name)
             || self.user_functions.contains(name)
-            || self
-                .relations
-                .values()
-                .any(|r| r.schema == name || r.columns.iter().any(|(_, c, _)| c == name))
+            || self.names.contains(name)
     }
 
     pub fn build(policy: &MaskingPolicy, facts: CatalogFacts) -> SensitiveCatalog {
@@ -768,7 +767,7 @@ impl SensitiveCatalog {
             } else {
                 EXTENSION_SENSITIVE.iter().find(|(n, _)| *n == rel.name)
             };
-            let columns = rel
+            let columns: Vec<(i16, String, Option<Mask>)> = rel
                 .columns
                 .into_iter()
                 .map(|(attnum, col)| {
@@ -786,6 +785,8 @@ impl SensitiveCatalog {
                 .entry(rel.name.clone())
                 .or_default()
                 .push(rel.oid);
+            cat.names.insert(rel.schema.clone());
+            cat.names.extend(columns.iter().map(|(_, c, _)| c.clone()));
             cat.relations.insert(
                 rel.oid,
                 RelationInfo {

@@ -154,7 +154,9 @@ pub const HARMLESS_SETTINGS: &[&str] = &[
 /// Whether setting `name` (lower case) to `value` (`None`: its default)
 /// is harmless ([`HARMLESS_SETTINGS`]).
 fn harmless_setting(name: &str, value: Option<&[String]>) -> bool {
-    if !matches(HARMLESS_SETTINGS, name) {
+    // A dotted name is a custom setting (`jit.tenant`), whatever prefix it
+    // shares with a harmless one.
+    if name.contains('.') || !matches(HARMLESS_SETTINGS, name) {
         return false;
     }
     name != "search_path"
@@ -826,11 +828,20 @@ fn column_of(node: Option<&protobuf::Node>, target: &str) -> Option<String> {
     }
 }
 
-/// A constant or a parameter, possibly cast: one value.
+/// A constant or a parameter, possibly cast: one value. Not one cast to a
+/// floating-point type: many integers compare equal to one float.
 fn is_value(node: Option<&protobuf::Node>) -> bool {
     match node.and_then(|n| n.node.as_ref()) {
         Some(N::AConst(_) | N::ParamRef(_)) => true,
-        Some(N::TypeCast(t)) => is_value(t.arg.as_deref()),
+        Some(N::TypeCast(t)) => {
+            let lossy = t.type_name.as_ref().is_some_and(|tn| {
+                tn.names.iter().any(|n| {
+                    matches!(n.node.as_ref(), Some(N::String(s))
+                        if matches!(s.sval.to_lowercase().as_str(), "float4" | "float8" | "real" | "double precision" | "float"))
+                })
+            });
+            !lossy && is_value(t.arg.as_deref())
+        }
         _ => false,
     }
 }
@@ -1025,12 +1036,20 @@ pub fn resolve(statements: &[Statement], session: &mut SessionState) -> Vec<Stat
                 Some(prepared) => {
                     let mut nested = vec![prepared.kind];
                     nested.extend(prepared.nested.iter().copied());
+                    // The EXECUTE's own parameters run too: what they call
+                    // counts with what the prepared statement does.
+                    let mut effects = prepared.effects;
+                    effects.extend(s.effects);
+                    let mut relations = prepared.relations.clone();
+                    relations.extend(s.relations.iter().filter(|r| !prepared.relations.contains(r)).cloned());
+                    let mut functions = prepared.functions.clone();
+                    functions.extend(s.functions.iter().filter(|f| !prepared.functions.contains(f)).cloned());
                     Statement {
                         nested,
-                        effects: prepared.effects,
-                        harmless_config: prepared.harmless_config,
-                        relations: prepared.relations.clone(),
-                        functions: prepared.functions.clone(),
+                        effects,
+                        harmless_config: s.config_is_harmless() && prepared.config_is_harmless(),
+                        relations,
+                        functions,
                         has_where: prepared.has_where,
                         inner: Some(Box::new(prepared.clone())),
                         lineage: crate::lineage::execute(&prepared.lineage, &s.lineage),

@@ -399,6 +399,12 @@ fn equalities_pin_columns() {
     assert_eq!(cols("update t set v = 1 where id = abs(1)"), v(&[]));
     assert_eq!(cols("update t set v = 1 where id = other"), v(&[]));
     assert_eq!(cols("update t set v = 1 where id >= 1"), v(&[]));
+    assert_eq!(cols("update t set v = 1 where id = 1e18::float8"), v(&[]));
+    assert_eq!(
+        cols("update t set v = 1 where id = $1::double precision"),
+        v(&[])
+    );
+    assert_eq!(cols("update t set v = 1 where id = $1::bigint"), v(&["id"]));
     assert_eq!(cols("update t set v = 1"), None);
     // Not a plain UPDATE or DELETE.
     assert_eq!(

@@ -1350,3 +1350,37 @@ async fn a_token_expired_within_the_leeway_is_not_logged_in_then_cut() {
     }
     assert_serves(&gw).await;
 }
+
+/// A FunctionCall that changes a setting airlock parses by makes the
+/// messages behind it wait for its answer, as a SET does: a query pipelined
+/// behind `set_config('standard_conforming_strings', 'off')` is parsed as
+/// the server will parse it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_call_that_changes_settings_makes_later_messages_wait() {
+    const SET_CONFIG: i32 = 2078;
+    let table = common::unique("fc_barrier");
+    common::direct(&format!("create table {table} (a int)"));
+    let _drop = common::Cleanup::sql(format!("drop table if exists {table}"));
+    let gw = Gateway::start(&common::local_config(
+        "guardrails:\n  - name: no-drops\n    match: {effects: [drop]}\n    action: deny\n",
+    ))
+    .await;
+    let token = gw.token("alice", &["dba"]);
+    let mut s = raw_login(gw.pg, "admin", "test", &token).await;
+    let mut batch = function_call(SET_CONFIG, &["standard_conforming_strings", "off", "false"]);
+    batch.extend_from_slice(&query(&format!("select '\\', '; drop table {table}; -- '")));
+    s.write_all(&batch).await.unwrap();
+    let first = read_until(&mut s, b'Z').await;
+    assert_eq!(error_code(&first), None, "{first:?}");
+    let second = read_until(&mut s, b'Z').await;
+    assert_eq!(error_code(&second).as_deref(), Some("42501"), "{second:?}");
+    assert!(error_message(&second).unwrap().contains("no-drops"));
+    assert_eq!(
+        common::direct(&format!(
+            "select count(*) from pg_class where relname = '{table}'"
+        )),
+        "1",
+        "the table is still there"
+    );
+    assert_serves(&gw).await;
+}
