@@ -210,6 +210,21 @@ async fn open(
     let credential = &conn.roles[&route.role];
     let mut settings = params::check(&startup).unwrap_or_default();
     if route.mode == AccessMode::ReadOnly {
+        // As for SET: pg_catalog first, or a user function could shadow a
+        // built-in the analyzer trusts.
+        if let Some((_, path)) = settings.iter().find(|(n, v)| {
+            n.eq_ignore_ascii_case("search_path") && !airlock_sql::pg::harmless_search_path(v)
+        }) {
+            tracing::info!("session refused: a search_path that does not search pg_catalog first");
+            fatal(
+                out,
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                &format!(
+                    "airlock: startup parameter \"search_path\" = \"{path}\" is not allowed on a read-only route: pg_catalog must come first or not be named"
+                ),
+            );
+            return None;
+        }
         settings.push(("default_transaction_read_only".into(), "on".into()));
     }
     let started = Instant::now();

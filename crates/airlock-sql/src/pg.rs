@@ -168,6 +168,12 @@ fn harmless_setting(name: &str, value: Option<&[String]>) -> bool {
         })
 }
 
+/// Whether a `search_path` given as text (a startup parameter, a
+/// `set_config` value) keeps `pg_catalog` first or leaves it out.
+pub fn harmless_search_path(value: &str) -> bool {
+    identifier_list(value).is_some_and(|schemas| harmless_setting("search_path", Some(&schemas)))
+}
+
 /// PostgreSQL's reading of a list of identifiers in one string
 /// (`SplitIdentifierString`): comma-separated, unquoted names folded to
 /// lower case, `"…"` kept as written. `None` when malformed (PostgreSQL
@@ -644,8 +650,7 @@ impl Analyzer {
         }
         for [name, value] in &facts.config_calls {
             let harmless = match (name.as_deref(), value) {
-                (Some("search_path"), Some(v)) => identifier_list(v)
-                    .is_some_and(|schemas| harmless_setting("search_path", Some(&schemas))),
+                (Some("search_path"), Some(v)) => harmless_search_path(v),
                 (Some("search_path"), None) => false,
                 (Some(name), _) => harmless_setting(&name.to_lowercase(), None),
                 (None, _) => false,

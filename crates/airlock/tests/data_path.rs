@@ -1740,6 +1740,27 @@ async fn startup_parameters_are_filtered() {
     let gw = Gateway::start(&common::local_config("")).await;
     let agent = gw.token("agent-7", &["ai-agents"]);
 
+    // A search_path at startup, as with SET: pg_catalog first or not named.
+    for (path, ok) in [
+        ("public", true),
+        ("pg_catalog,public", true),
+        ("evil,pg_catalog", false),
+    ] {
+        let out = psql_env(
+            &gw,
+            &agent,
+            "test",
+            "readonly",
+            &["-c", "show search_path"],
+            &[("PGOPTIONS", &format!("-c search_path={path}"))],
+        )
+        .await;
+        assert_eq!(out.status.success(), ok, "{path}: {}", common::stderr(&out));
+        if !ok {
+            assert!(common::stderr(&out).contains("pg_catalog must come first"));
+        }
+    }
+
     let out = psql_env(
         &gw,
         &agent,
