@@ -118,15 +118,29 @@ pub enum Verdict {
     Hold,
 }
 
-/// The upstream's plan for a held statement, as `EXPLAIN (FORMAT JSON)`
-/// returned it.
+/// What the relay fetched for a held message: the upstream's plan, as
+/// `EXPLAIN (FORMAT JSON)` returned it ([`Verdict::Estimate`],
+/// [`Verdict::EstimateBound`]), or a lookup's answer ([`Verdict::Lookup`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan<'a> {
     NotFetched,
-    /// The plan could not be had (the transaction is aborted, EXPLAIN
-    /// failed).
+    /// Nothing could be had (the transaction is aborted, the query failed
+    /// or returned no row).
     Unavailable,
+    /// The first column of the first row.
     Json(&'a str),
+}
+
+impl<'a> Plan<'a> {
+    /// What the relay fetched for a held message: nothing yet, nothing to
+    /// be had, or the first column of the first row.
+    fn of(fetched: &'a Option<Option<String>>) -> Plan<'a> {
+        match fetched {
+            None => Plan::NotFetched,
+            Some(None) => Plan::Unavailable,
+            Some(Some(text)) => Plan::Json(text),
+        }
+    }
 }
 
 /// The statement a result belongs to: the Query or Parse message the relay
@@ -613,11 +627,7 @@ impl<I: Inspector> Relay<I> {
             let verdict = match h.tag {
                 b'Q' => {
                     let fetched = self.fetched.take();
-                    let plan = match &fetched {
-                        None => Plan::NotFetched,
-                        Some(None) => Plan::Unavailable,
-                        Some(Some(json)) => Plan::Json(json),
-                    };
+                    let plan = Plan::of(&fetched);
                     match self.inspector.query(id, cstr(body)?, plan) {
                         Verdict::Estimate { .. } if fetched.is_some() => Verdict::Refuse {
                             code: sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -650,11 +660,7 @@ impl<I: Inspector> Relay<I> {
                 }
                 b'F' => {
                     let fetched = self.fetched.take();
-                    let answer = match &fetched {
-                        None => Plan::NotFetched,
-                        Some(None) => Plan::Unavailable,
-                        Some(Some(text)) => Plan::Json(text),
-                    };
+                    let answer = Plan::of(&fetched);
                     match self.inspector.function_call(id, body, answer) {
                         Verdict::Lookup { .. } if fetched.is_some() => Verdict::Refuse {
                             code: sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -687,11 +693,7 @@ impl<I: Inspector> Relay<I> {
                     let statement = cstr(&body[portal.len() + 1..])?;
                     let id = self.statements.get(statement).map(|sid| **sid);
                     let fetched = self.fetched.take();
-                    let plan = match &fetched {
-                        None => Plan::NotFetched,
-                        Some(None) => Plan::Unavailable,
-                        Some(Some(json)) => Plan::Json(json),
-                    };
+                    let plan = Plan::of(&fetched);
                     match self.inspector.bind(id, body, plan) {
                         Verdict::EstimateBound { .. } if fetched.is_some() => Verdict::Refuse {
                             code: sqlstate::INSUFFICIENT_PRIVILEGE,
