@@ -66,7 +66,7 @@ fn hide_values<'t>(t: &'t [u8], keep: Keep<'_>) -> Cow<'t, [u8]> {
     let (mut copied, mut i) = (0, 0);
     while i < t.len() {
         let (open, close) = if t[i] == b'"' {
-            let close = memchr(b'"', &t[i + 1..]).map(|j| i + 1 + j);
+            let close = quote_close(t, i + 1);
             if let Some(close) = close
                 && keep(&t[i + 1..close])
             {
@@ -98,6 +98,24 @@ fn hide_values<'t>(t: &'t [u8], keep: Keep<'_>) -> Cow<'t, [u8]> {
     }
     out.extend_from_slice(&t[copied..]);
     Cow::Owned(out)
+}
+
+/// The `"` that closes a quoted value opened just before `from`.
+/// PostgreSQL does not escape a `"` inside the value it quotes, and in its
+/// messages a closing quote is never followed by a letter, a digit or
+/// another quote: a quote that is belongs to the value (`"a"SECRET"b"` is
+/// one value).
+fn quote_close(t: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    loop {
+        let close = at + memchr(b'"', t.get(at..)?)?;
+        match t.get(close + 1) {
+            Some(c) if c.is_ascii_alphanumeric() || *c == b'_' || *c == b'"' || !c.is_ascii() => {
+                at = close + 1;
+            }
+            _ => return Some(close),
+        }
+    }
 }
 
 /// The `)` that closes the parenthesis opened just before `from`.
@@ -141,6 +159,27 @@ mod tests {
             strategy,
             sensitive.then_some(keep),
         )
+    }
+
+    #[test]
+    fn a_quote_inside_a_quoted_value_does_not_end_it() {
+        assert_eq!(
+            scrubbed(
+                "invalid input syntax for type integer: \"a\"SECRET\"b\"",
+                true
+            )
+            .as_deref(),
+            Some("invalid input syntax for type integer: \"*****\"")
+        );
+        assert_eq!(
+            scrubbed("value \"x\"\"y\" of column \"c\"", true).as_deref(),
+            Some("value \"*****\" of column \"*****\"")
+        );
+        // An unclosed value runs to the end.
+        assert_eq!(
+            scrubbed("bad \"a\"SECRET", true).as_deref(),
+            Some("bad \"*****")
+        );
     }
 
     #[test]
