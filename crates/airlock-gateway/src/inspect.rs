@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use airlock_pgwire::relay::{Inspector, Plan, StatementRef, Verdict};
 use airlock_pgwire::{codec, sqlstate};
+use airlock_policy::guardrails::strictest;
 use airlock_policy::lineage::{CopyFormat, Cursor, Lineage};
 use airlock_policy::masking::SensitiveCatalog;
 use airlock_policy::{
@@ -555,23 +556,19 @@ impl PolicyInspector {
         }
         let statements = &statements;
         // A Parse (no plan) is estimated at each Bind, with its parameters.
-        let fetched = match plan {
-            Some(Plan::NotFetched) | None => Estimate::NotFetched,
-            Some(Plan::Json(json)) => plan_rows(json).map_or(Estimate::Unavailable, Estimate::Rows),
-            Some(Plan::Unavailable) => Estimate::Unavailable,
-        };
+        let fetched = estimate_from(plan.unwrap_or(Plan::NotFetched));
         let mut estimate_at_bind = None;
         let p = &self.policy;
         // A statement that pins a unique key changes at most one row: no
         // estimate is fetched for it. Not after a schema change in the same
         // message (a new relation may shadow a keyed one).
-        let keys = p.keys.as_deref().filter(|_| {
-            !statements.iter().any(|s| s.effects.contains(Effect::Ddl))
-                && std::time::Instant::now() < self.keys_until
-        });
-        let estimate_of = |s: &Statement| match keys {
-            Some(k) if k.at_most_one_row(s) => Estimate::Rows(1),
-            _ => fetched,
+        let ddl = statements.iter().any(|s| s.effects.contains(Effect::Ddl));
+        let estimate_of = |s: &Statement| {
+            if !ddl && self.key_bounds(s) {
+                Estimate::Rows(1)
+            } else {
+                fetched
+            }
         };
         let estimate = match &statements[..] {
             [s] => estimate_of(s),
@@ -600,12 +597,10 @@ impl PolicyInspector {
                     }
                 }
             }
-            _ => statements.iter().fold(Decision::Allow, |d, s| {
-                d.stricter(
-                    p.guardrails
-                        .decide(s, p.mode, &p.access_rule, estimate_of(s)),
-                )
-            }),
+            _ => strictest(statements.iter().map(|s| {
+                p.guardrails
+                    .decide(s, p.mode, &p.access_rule, estimate_of(s))
+            })),
         };
         match decision {
             Decision::Allow => {
@@ -643,7 +638,7 @@ impl PolicyInspector {
                 }
                 Verdict::Refuse {
                     code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                    message: format!("airlock: statement denied by rule \"{rule}\": {message}"),
+                    message: denied_by(&rule, &message),
                 }
             }
             Decision::Approve {
@@ -656,9 +651,7 @@ impl PolicyInspector {
                     self.judged_by(Recorded::Approve, &rule);
                     return Verdict::Refuse {
                         code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                        message: format!(
-                            "airlock: approval required (rule \"{rule}\"), but approvals are not configured; the statement was not run"
-                        ),
+                        message: approvals_unconfigured(&rule),
                     };
                 }
                 // Approvers see the planner's estimate of an UPDATE or
@@ -911,37 +904,36 @@ impl PolicyInspector {
         let Some(e) = id.and_then(|id| self.estimates.get(&id)) else {
             return Ok(None);
         };
-        let estimate = match plan {
-            Plan::NotFetched => {
+        let estimate = match estimate_from(plan) {
+            Estimate::NotFetched => {
                 return Err(Refused::Estimate(Verdict::EstimateBound {
                     statement: e.statement.clone(),
                     param_types: e.types.clone(),
                 }));
             }
-            Plan::Json(json) => plan_rows(json).map_or(Estimate::Unavailable, Estimate::Rows),
-            Plan::Unavailable => Estimate::Unavailable,
+            estimate => estimate,
         };
         let rows = match estimate {
             Estimate::Rows(n) => Some(n),
             _ => None,
         };
         let p = &self.policy;
-        let decision = e.statements.iter().fold(Decision::Allow, |d, s| {
-            d.stricter(p.guardrails.decide(s, p.mode, &p.access_rule, estimate))
-        });
+        let decision = strictest(
+            e.statements
+                .iter()
+                .map(|s| p.guardrails.decide(s, p.mode, &p.access_rule, estimate)),
+        );
         tracing::debug!(kinds = %kinds(&e.statements), rule = ?decision.rule(), "judged with the Bind's estimate");
         match decision {
             Decision::Allow => Ok(Some((None, rows))),
-            Decision::Deny { rule, message } => Err(Refused::Rule(
-                rule.clone(),
-                format!("airlock: statement denied by rule \"{rule}\": {message}"),
-            )),
-            Decision::Approve { rule, .. } if !p.approvals => Err(Refused::Rule(
-                rule.clone(),
-                format!(
-                    "airlock: approval required (rule \"{rule}\"), but approvals are not configured; the statement was not run"
-                ),
-            )),
+            Decision::Deny { rule, message } => {
+                let message = denied_by(&rule, &message);
+                Err(Refused::Rule(rule, message))
+            }
+            Decision::Approve { rule, .. } if !p.approvals => {
+                let message = approvals_unconfigured(&rule);
+                Err(Refused::Rule(rule, message))
+            }
             Decision::Approve {
                 rule,
                 approvers,
@@ -959,6 +951,15 @@ impl PolicyInspector {
         }
     }
 
+    /// Whether the session's unique keys (while trusted) bound `s` to one
+    /// row, so no estimate is needed.
+    fn key_bounds(&self, s: &Statement) -> bool {
+        self.policy
+            .keys
+            .as_deref()
+            .is_some_and(|k| k.at_most_one_row(s) && std::time::Instant::now() < self.keys_until)
+    }
+
     /// What executions of a Bind need approved: its Parse's need, or for a
     /// statement prepared in SQL, the guardrails' decision on it.
     fn need_of_bind(&self, id: Option<u64>, body: &[u8]) -> Option<Arc<Need>> {
@@ -970,9 +971,10 @@ impl PolicyInspector {
         }
         let s = self.sql_prepared(body)?;
         let p = &self.policy;
-        let estimate = match &p.keys {
-            Some(k) if k.at_most_one_row(s) => Estimate::Rows(1),
-            _ => Estimate::Unavailable,
+        let estimate = if self.key_bounds(s) {
+            Estimate::Rows(1)
+        } else {
+            Estimate::Unavailable
         };
         match p.guardrails.decide(s, p.mode, &p.access_rule, estimate) {
             Decision::Approve {
@@ -1034,9 +1036,29 @@ fn journal_refusal(e: &airlock_audit::RecordError) -> Verdict {
 fn deny_unknown(why: &str) -> Verdict {
     Verdict::Refuse {
         code: sqlstate::INSUFFICIENT_PRIVILEGE,
-        message: format!(
-            "airlock: statement denied by rule \"unknown\": statement refused because {why}"
-        ),
+        message: denied_by("unknown", &format!("statement refused because {why}")),
+    }
+}
+
+/// The client's message for a statement rule `rule` denies.
+fn denied_by(rule: &str, message: &str) -> String {
+    format!("airlock: statement denied by rule \"{rule}\": {message}")
+}
+
+/// The client's message for a statement rule `rule` holds for approval
+/// when approvals are not configured.
+fn approvals_unconfigured(rule: &str) -> String {
+    format!(
+        "airlock: approval required (rule \"{rule}\"), but approvals are not configured; the statement was not run"
+    )
+}
+
+/// The estimate a fetched plan gives (no plan or no row count: unavailable).
+fn estimate_from(plan: Plan<'_>) -> Estimate {
+    match plan {
+        Plan::NotFetched => Estimate::NotFetched,
+        Plan::Json(json) => plan_rows(json).map_or(Estimate::Unavailable, Estimate::Rows),
+        Plan::Unavailable => Estimate::Unavailable,
     }
 }
 
@@ -1161,8 +1183,11 @@ impl Inspector for PolicyInspector {
             Plan::Unavailable => {
                 return Verdict::Refuse {
                     code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                    message: format!(
-                        "airlock: statement denied by rule \"unknown\": the FunctionCall names function OID {oid}, which cannot be looked up"
+                    message: denied_by(
+                        "unknown",
+                        &format!(
+                            "the FunctionCall names function OID {oid}, which cannot be looked up"
+                        ),
                     ),
                 };
             }
@@ -1172,12 +1197,10 @@ impl Inspector for PolicyInspector {
         let text = format!("SELECT {name}({}) -- FunctionCall", placeholders.join(", "));
         let statements = self.policy.analyzer.analyze(&text);
         let p = &self.policy;
-        let decision = statements.iter().fold(Decision::Allow, |d, s| {
-            d.stricter(
-                p.guardrails
-                    .decide(s, p.mode, &p.access_rule, Estimate::Unavailable),
-            )
-        });
+        let decision = strictest(statements.iter().map(|s| {
+            p.guardrails
+                .decide(s, p.mode, &p.access_rule, Estimate::Unavailable)
+        }));
         let sensitive = p.masking.as_ref().is_some_and(|m| m.catalog.any_sensitive);
         let (verdict, rule) = match decision {
             Decision::Allow if sensitive => (
@@ -1191,7 +1214,7 @@ impl Inspector for PolicyInspector {
             Decision::Deny { rule, message } => (
                 Verdict::Refuse {
                     code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                    message: format!("airlock: statement denied by rule \"{rule}\": {message}"),
+                    message: denied_by(&rule, &message),
                 },
                 Some(rule),
             ),

@@ -786,30 +786,30 @@ impl<I: Inspector> Relay<I> {
                         "only a simple query or an Execute can be held",
                     ));
                 }
-                Verdict::Refuse { code, message } => {
-                    to_upstream.extend_from_slice(&input[..end]);
-                    let standin = Standin::of(h.tag, body)?;
-                    input.advance(end + h.total_len);
-                    end = 0;
-                    self.refuse(standin, code, message, None, to_upstream);
-                }
-                Verdict::SyntaxError {
-                    code,
-                    message,
-                    position,
-                    detail,
-                    hint,
-                } => {
-                    to_upstream.extend_from_slice(&input[..end]);
-                    let standin = Standin::of(h.tag, body)?;
-                    input.advance(end + h.total_len);
-                    end = 0;
-                    let syntax = Syntax {
-                        position,
-                        detail,
-                        hint,
+                refusal @ (Verdict::Refuse { .. } | Verdict::SyntaxError { .. }) => {
+                    let (code, message, syntax) = match refusal {
+                        Verdict::SyntaxError {
+                            code,
+                            message,
+                            position,
+                            detail,
+                            hint,
+                        } => {
+                            let syntax = Syntax {
+                                position,
+                                detail,
+                                hint,
+                            };
+                            (code, message, Some(syntax))
+                        }
+                        Verdict::Refuse { code, message } => (code, message, None),
+                        _ => unreachable!("matched above"),
                     };
-                    self.refuse(standin, code, message, Some(syntax), to_upstream);
+                    to_upstream.extend_from_slice(&input[..end]);
+                    let standin = Standin::of(h.tag, body)?;
+                    input.advance(end + h.total_len);
+                    end = 0;
+                    self.refuse(standin, code, message, syntax, to_upstream);
                 }
             }
         }

@@ -250,6 +250,23 @@ identity:
     )
 }
 
+/// A top-level section of examples/airlock.yaml, as shipped.
+fn example_section(key: &str) -> String {
+    let example = include_str!("../../../examples/airlock.yaml");
+    let start = example
+        .find(&format!("\n{key}:"))
+        .unwrap_or_else(|| panic!("the example has no {key}"))
+        + 1;
+    let rest = &example[start..];
+    // Up to the next top-level key.
+    let end = rest
+        .match_indices('\n')
+        .map(|(i, _)| i + 1)
+        .find(|&i| rest[i..].starts_with(|c: char| c.is_ascii_lowercase()))
+        .unwrap_or(rest.len());
+    rest[..end].to_string()
+}
+
 // ---------------------------------------------------------------------------
 // 1. Upstream authentication methods.
 
@@ -1206,49 +1223,20 @@ async fn pgbench_tpcb_under_the_example_guardrails_holds_nothing() {
         "pgbench -i: {}",
         common::stderr(&init)
     );
-    let yaml = format!(
-        r#"listen:
-  postgres: 127.0.0.1:0
-  http: 127.0.0.1:0
-identity:
-  dev_issuer: true
-connections:
-  bench:
-    upstream: {{host: 127.0.0.1, port: {port}, database: {db}, tls: disable}}
-    roles:
-      admin: {{user: postgres}}
-access:
-  - name: writers
-    groups: [writers]
-    connections: [bench]
-    roles: [admin]
-masking:
-  rules:
-    - name: email
-      columns: ["*.email"]
-      strategy: email
-    - name: cards
-      detect: [credit_card]
-      strategy: redact
-guardrails:
-  - name: review-schema-changes
-    match: {{effects: [ddl, truncate]}}
-    action: approve
-    approvers: [dba]
-  - name: review-unbounded-writes
-    match: {{statements: [update, delete], where: absent}}
-    action: approve
-    approvers: [dba]
-  - name: review-large-writes
-    match: {{statements: [update, delete], estimated_rows_over: 1000}}
-    action: approve
-    approvers: [dba]
-approvals: {{timeout: 100ms, timeout_in_transaction: 100ms}}
-"#,
-        port = common::LOCAL_PG_PORT
+    // The example policy's guardrails, as shipped; a principal without
+    // `unmask`, so its session is masked.
+    let connections = format!(
+        "  bench:\n    upstream: {{host: 127.0.0.1, port: {}, database: {db}, tls: disable}}\n    roles:\n      admin: {{user: postgres}}\n",
+        common::LOCAL_PG_PORT
     );
+    let yaml = format!(
+        "{}masking:\n  rules:\n    - {{name: email, columns: [\"*.email\"], strategy: email}}\n    - {{name: cards, detect: [credit_card], strategy: redact}}\n{}approvals: {{timeout: 100ms, timeout_in_transaction: 100ms}}\n",
+        config("", &connections, "admin"),
+        example_section("guardrails")
+    );
+    assert!(yaml.contains("estimated_rows_over: 1000"), "{yaml}");
     let gw = Gateway::start(&yaml).await;
-    let token = gw.token("ci-writer", &["writers"]);
+    let token = gw.token("ci-writer", &["dba"]);
     let transactions = 50;
     for mode in ["simple", "extended", "prepared"] {
         // -n: no vacuum and no TRUNCATE of pgbench_history first (a TRUNCATE
