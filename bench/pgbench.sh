@@ -14,6 +14,10 @@
 #   airlock-policy  the same binary with the example policy's guardrails loaded
 #   airlock-masking the same binary with masking rules loaded (two column
 #                   rules and every content detector)
+#   airlock-full    full policy: the guardrails and the masking rules above,
+#                   recording with journal fsync every 100ms to the default
+#                   SQLite store
+#   airlock-full-b  full policy with the COMPARE_BIN binary
 #
 # Every (mode, clients) cell runs all targets back to back, the start target
 # rotating each round, for ROUNDS rounds; the report gives the median TPS and
@@ -33,7 +37,8 @@
 #   NO_BUILD=1         skip cargo build (use the binaries already in target/)
 #   AIRLOCK_BIN        the airlock binary to measure (target/release/airlock)
 #   COMPARE_BIN        a second airlock binary (say, another commit's build),
-#                      measured in the same run as target "airlock-b"
+#                      measured in the same run as target "airlock-b" (and
+#                      "airlock-full-b" when TARGETS names it)
 #   RESULTS_DIR        where the markdown report goes (bench/results)
 #
 # Writes the report to stdout and to $RESULTS_DIR/<UTC date-time>.md. Every
@@ -64,7 +69,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 AIRLOCK_BIN_GIVEN=${AIRLOCK_BIN:+1}
 AIRLOCK_BIN=${AIRLOCK_BIN:-$TARGET_DIR/release/airlock}
 COMPARE_BIN=${COMPARE_BIN:-}
-if [[ -n "$COMPARE_BIN" && " $TARGETS " != *" airlock-b "* ]]; then
+if [[ -n "$COMPARE_BIN" && " $TARGETS " != *" airlock-b "* && " $TARGETS " != *" airlock-full-b "* ]]; then
     TARGETS="$TARGETS airlock-b"
 fi
 FORWARDER_BIN=$TARGET_DIR/release/examples/tcp_forwarder
@@ -297,6 +302,17 @@ fi
 if [[ " $TARGETS " == *" airlock-b "* ]]; then
     [[ -n "$COMPARE_BIN" ]] || die "target airlock-b needs COMPARE_BIN"
     setup_airlock airlock-b "$COMPARE_BIN"
+fi
+# Full policy: what a production deployment runs on every statement.
+FULL="$GUARDRAILS
+$MASKING
+journal: {fsync: 100ms}"
+if [[ " $TARGETS " == *" airlock-full "* ]]; then
+    setup_airlock airlock-full "$AIRLOCK_BIN" "$FULL"
+fi
+if [[ " $TARGETS " == *" airlock-full-b "* ]]; then
+    [[ -n "$COMPARE_BIN" ]] || die "target airlock-full-b needs COMPARE_BIN"
+    setup_airlock airlock-full-b "$COMPARE_BIN" "$FULL"
 fi
 
 read -r -a TARGET_LIST <<<"$TARGETS"

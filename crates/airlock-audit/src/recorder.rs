@@ -1,24 +1,49 @@
 //! The process's one journal writer, shared by every session.
 //!
-//! [`Recorder::record`] encodes an event and appends it under a mutex; it
-//! returns once `write(2)` has (and, with `fsync: always`, `fdatasync`).
-//! An append that fails is the caller's cue to refuse the statement with
-//! `58000`. A journal that cannot be opened (or broke) is retried at most
-//! once a second by the next append, so a directory that becomes writable
-//! again heals without a restart; until then [`Recorder::ready`] says why
-//! not.
+//! **Group commit.** [`Recorder::record`] encodes an event outside any
+//! lock, chains it into the journal's pending batch under a short lock (no
+//! syscall), and returns once a batch holding it has been written (and,
+//! with `fsync: always`, synced). Whoever needs a batch written and finds
+//! none being written writes it, outside the lock, for everyone whose
+//! events are in it; the others wait on a condition variable for that
+//! batch to complete. One client pays one `write(2)` per durable event, as
+//! a dedicated writer would, without two thread hand-offs per statement;
+//! many clients share one `write(2)` (and one `fdatasync`) per batch.
+//!
+//! [`Recorder::record_later`] is for events whose statement has already
+//! run (results): queued, not waited for, written with the next batch or
+//! by the flusher ([`Recorder::run_sync_timer`]) within [`FLUSH_DELAY`].
+//!
+//! **Back-pressure.** The pending batch is bounded
+//! ([`airlock_journal::MAX_PENDING`]): when it is full, a session writes it
+//! or waits for the batch being written, so a slow disk slows sessions down
+//! and no event is dropped.
+//!
+//! **Failure.** A batch that fails to write is cut off the file; every
+//! event in it, and every event chained after it, is lost, and each
+//! `record` waiting for one of them fails: the caller refuses the
+//! statement with `58000`. A journal that cannot be opened (or broke) is
+//! retried at most once a second by the next event, so a directory that
+//! becomes writable again heals without a restart; until then
+//! [`Recorder::ready`] says why not.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use airlock_journal::{Appended, Fsync, Journal, JournalError, Options};
+use airlock_journal::{Appended, Fsync, Journal, JournalError, Options, Push};
 use tokio::sync::Notify;
 
 use crate::event::Event;
 
 /// How often a broken journal is reopened, at most.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
+/// How long an event queued by [`Recorder::record_later`] waits for a
+/// batch to join before the flusher writes it.
+pub const FLUSH_DELAY: Duration = Duration::from_millis(5);
+/// Epochs whose outcome a late waiter may still ask about.
+const EPOCHS_KEPT: usize = 64;
 
 /// Why an event was not recorded.
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +55,12 @@ pub struct Recorder {
     dir: PathBuf,
     options: Options,
     state: Mutex<State>,
+    /// Signalled when a batch completes (written or lost).
+    batch_done: Condvar,
     /// Woken after appends, for the shipper.
     appended: Notify,
+    /// Woken when [`Recorder::record_later`] leaves events pending.
+    later: Notify,
     /// Why the store failed last, as the shipper saw it; `None` while it
     /// works.
     store_error: Mutex<Option<String>>,
@@ -41,9 +70,56 @@ pub struct Recorder {
 
 struct State {
     journal: Option<Journal>,
-    /// Why there is no journal.
+    /// Why there is no journal, or why the last batch failed.
     error: Option<String>,
     last_open: Instant,
+    /// Bumped whenever pending or in-flight events are lost (a failed
+    /// batch, a new journal), so that a seq reused afterwards is never
+    /// taken for the lost event's.
+    epoch: u64,
+    /// For recent epochs: the last seq written before the epoch ended.
+    ended: VecDeque<(u64, u64)>,
+}
+
+/// Where an event is: its epoch and seq.
+#[derive(Clone, Copy)]
+struct Ticket {
+    epoch: u64,
+    seq: u64,
+}
+
+impl State {
+    /// Whether the event is written (`Some(Ok)`), lost (`Some(Err)`), or
+    /// still pending (`None`).
+    fn outcome(&self, t: Ticket) -> Option<Result<(), RecordError>> {
+        let lost = || {
+            Err(RecordError(self.error.clone().unwrap_or_else(|| {
+                "the audit journal lost the event".into()
+            })))
+        };
+        if t.epoch != self.epoch {
+            let written = self
+                .ended
+                .iter()
+                .find(|(e, _)| *e == t.epoch)
+                .is_some_and(|&(_, upto)| t.seq <= upto);
+            return Some(if written { Ok(()) } else { lost() });
+        }
+        match &self.journal {
+            Some(j) if j.written_seq() >= t.seq => Some(Ok(())),
+            Some(j) if !j.is_poisoned() => None,
+            _ => Some(lost()),
+        }
+    }
+
+    /// Ends the epoch: whatever is pending or in flight is lost.
+    fn end_epoch(&mut self, written: u64) {
+        self.ended.push_back((self.epoch, written));
+        if self.ended.len() > EPOCHS_KEPT {
+            self.ended.pop_front();
+        }
+        self.epoch += 1;
+    }
 }
 
 impl Recorder {
@@ -65,8 +141,12 @@ impl Recorder {
                 journal,
                 error,
                 last_open: Instant::now(),
+                epoch: 0,
+                ended: VecDeque::new(),
             }),
+            batch_done: Condvar::new(),
             appended: Notify::new(),
+            later: Notify::new(),
             store_error: Mutex::new(None),
             append_seconds: metrics::histogram!("airlock_journal_append_seconds"),
         })
@@ -84,11 +164,154 @@ impl Recorder {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Appends `event`; `Ok` once it is in the journal.
+    /// Appends `event`; `Ok` once it is in the journal (written, and with
+    /// `fsync: always` synced). The rule of the data path: a statement goes
+    /// upstream only after this returned `Ok` for its event.
     pub fn record(&self, event: &Event) -> Result<Appended, RecordError> {
         let payload = event.encode();
         let started = Instant::now();
+        let state = self.state();
+        let (mut state, appended, ticket) = self.push(state, &payload)?;
+        loop {
+            match state.outcome(ticket) {
+                Some(Ok(())) => break,
+                Some(Err(e)) => return Err(e),
+                None => state = self.write_or_wait(state),
+            }
+        }
+        drop(state);
+        self.append_seconds.record(started.elapsed().as_secs_f64());
+        Ok(appended)
+    }
+
+    /// Queues `event` without waiting for it to be written: for events
+    /// whose statement has already run. It is written with the next batch,
+    /// or by the flusher within [`FLUSH_DELAY`]. Waits only while the
+    /// pending batch is full. A write that fails later is logged and makes
+    /// the recorder not ready.
+    pub fn record_later(&self, event: &Event) -> Result<(), RecordError> {
+        let payload = event.encode();
+        let state = self.state();
+        let was_idle = state
+            .journal
+            .as_ref()
+            .is_some_and(|j| !j.has_pending() && !j.writing());
+        let (state, _, _) = self.push(state, &payload)?;
+        drop(state);
+        if was_idle {
+            self.later.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Chains `payload` into the pending batch, writing or waiting first
+    /// while that is full.
+    fn push<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        payload: &[u8],
+    ) -> Result<(MutexGuard<'a, State>, Appended, Ticket), RecordError> {
+        loop {
+            self.reopen_if_due(&mut state);
+            let Some(journal) = state.journal.as_mut() else {
+                metrics::counter!("airlock_journal_append_failures_total").increment(1);
+                return Err(RecordError(
+                    state
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "the audit journal is not open".into()),
+                ));
+            };
+            match journal.push(payload) {
+                Ok(Push::Queued(appended)) => {
+                    let ticket = Ticket {
+                        epoch: state.epoch,
+                        seq: appended.seq,
+                    };
+                    return Ok((state, appended, ticket));
+                }
+                Ok(Push::WriteFirst) => state = self.write_or_wait(state),
+                Err(e) => {
+                    metrics::counter!("airlock_journal_append_failures_total").increment(1);
+                    tracing::error!(error = %e, "audit journal append failed");
+                    if journal.is_poisoned() || matches!(e, JournalError::Poisoned) {
+                        self.drop_journal(&mut state);
+                    }
+                    // Not ready until an append succeeds again.
+                    state.error = Some(e.to_string());
+                    return Err(RecordError(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// One step towards getting pending events written: writes the pending
+    /// batch if no batch is out (for every session with events in it), or
+    /// else waits for the batch that is out.
+    fn write_or_wait<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let Some(journal) = state.journal.as_mut() else {
+            return state;
+        };
+        let Some(batch) = journal.take_batch() else {
+            if journal.writing() {
+                return self
+                    .batch_done
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            return state;
+        };
+        drop(state);
+        let outcome = batch.write();
         let mut state = self.state();
+        let journal = state
+            .journal
+            .as_mut()
+            .expect("the journal stays while its batch is out");
+        let written = journal.written_seq();
+        match journal.finish_batch(batch, outcome) {
+            Ok(()) => {
+                state.error = None;
+                self.appended.notify_one();
+            }
+            Err(lost) => {
+                let events = lost.seqs.end() + 1 - lost.seqs.start();
+                metrics::counter!("airlock_journal_append_failures_total").increment(events);
+                tracing::error!(error = %lost.error, events, "audit journal write failed; the statements waiting on it are refused");
+                let poisoned = journal.is_poisoned();
+                state.error = Some(lost.error.to_string());
+                if poisoned {
+                    self.drop_journal(&mut state);
+                } else {
+                    state.end_epoch(written);
+                }
+            }
+        }
+        self.batch_done.notify_all();
+        state
+    }
+
+    /// Writes what is pending now (the flusher, shutdown).
+    pub fn flush(&self) {
+        let mut state = self.state();
+        while state
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.has_pending() || j.writing())
+        {
+            state = self.write_or_wait(state);
+        }
+    }
+
+    /// A journal whose state is unknown: a new stream on the next attempt.
+    fn drop_journal(&self, state: &mut State) {
+        let written = state.journal.as_ref().map_or(0, Journal::written_seq);
+        state.journal = None;
+        state.last_open = Instant::now();
+        state.end_epoch(written);
+    }
+
+    fn reopen_if_due(&self, state: &mut State) {
         if state.journal.is_none() && state.last_open.elapsed() >= REOPEN_EVERY {
             state.last_open = Instant::now();
             match open_journal(&self.dir, self.options) {
@@ -98,37 +321,6 @@ impl Recorder {
                     state.error = None;
                 }
                 Err(e) => state.error = Some(e),
-            }
-        }
-        let Some(journal) = state.journal.as_mut() else {
-            metrics::counter!("airlock_journal_append_failures_total").increment(1);
-            return Err(RecordError(
-                state
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| "the audit journal is not open".into()),
-            ));
-        };
-        match journal.append(&payload) {
-            Ok(appended) => {
-                state.error = None;
-                drop(state);
-                self.append_seconds.record(started.elapsed().as_secs_f64());
-                self.appended.notify_one();
-                Ok(appended)
-            }
-            Err(e) => {
-                metrics::counter!("airlock_journal_append_failures_total").increment(1);
-                tracing::error!(error = %e, "audit journal append failed");
-                if journal.is_poisoned() || matches!(e, JournalError::Poisoned) {
-                    // A new stream on the next attempt: this one's state is
-                    // unknown.
-                    state.journal = None;
-                    state.last_open = Instant::now();
-                }
-                // Not ready until an append succeeds again.
-                state.error = Some(e.to_string());
-                Err(RecordError(e.to_string()))
             }
         }
     }
@@ -170,24 +362,44 @@ impl Recorder {
         self.state().journal.as_ref().map(Journal::stream)
     }
 
-    /// With `fsync: <interval>`, syncs what was written at that interval
-    /// (the sync itself runs on the blocking pool, outside the lock) until
-    /// `stop` resolves. Returns at once with `fsync: always`.
+    /// The recorder's background duties until `stop` resolves: writes
+    /// events that [`Recorder::record_later`] left pending for
+    /// [`FLUSH_DELAY`] and no batch took, and with `fsync: <interval>`
+    /// syncs what was written at that interval. The writes and syncs run on
+    /// the blocking pool, outside the lock. Flushes and syncs once more on
+    /// the way out.
     pub async fn run_sync_timer(self: Arc<Self>, stop: impl Future<Output = ()>) {
-        let Fsync::Interval(every) = self.options.fsync else {
-            return;
-        };
         tokio::pin!(stop);
-        let mut tick = tokio::time::interval(every);
+        let every = match self.options.fsync {
+            Fsync::Interval(every) => Some(every),
+            Fsync::Always => None,
+        };
+        let mut tick = tokio::time::interval(every.unwrap_or(Duration::from_secs(3600)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
-                _ = &mut stop => break,
+                _ = tick.tick(), if every.is_some() => self.sync_now().await,
+                () = self.later.notified() => {
+                    tokio::time::sleep(FLUSH_DELAY).await;
+                    self.flush_off_thread().await;
+                }
+                () = &mut stop => break,
             }
-            self.sync_now().await;
         }
+        self.flush_off_thread().await;
         self.sync_now().await;
+    }
+
+    async fn flush_off_thread(self: &Arc<Self>) {
+        let pending = self
+            .state()
+            .journal
+            .as_ref()
+            .is_some_and(Journal::has_pending);
+        if pending {
+            let me = Arc::clone(self);
+            let _ = tokio::task::spawn_blocking(move || me.flush()).await;
+        }
     }
 
     async fn sync_now(&self) {
@@ -218,7 +430,7 @@ impl Recorder {
         {
             tracing::error!(error = %e, "audit journal sync failed; opening a new stream");
             state.error = Some(e.to_string());
-            state.journal = None;
+            self.drop_journal(&mut state);
         }
     }
 }

@@ -335,10 +335,11 @@ impl SessionRecorder {
             error,
             sample: sample.filter(|s| !s.columns.is_empty() || !s.rows.is_empty()),
         }));
-        // The statement has run: a result that cannot be recorded cannot
-        // un-run it. The recorder is now not ready, and the session's next
-        // statement is refused.
-        if let Err(e) = self.recorder.record(&event) {
+        // The statement has run: its result is queued, not waited for (it
+        // is written with the next batch). A result that cannot be
+        // recorded cannot un-run it: the recorder is then not ready, and
+        // the session's next statement is refused.
+        if let Err(e) = self.recorder.record_later(&event) {
             tracing::error!(error = %e, "a statement's result could not be recorded");
         }
     }

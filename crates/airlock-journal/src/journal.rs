@@ -2,8 +2,10 @@
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{self, Write};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use uuid::Uuid;
@@ -16,9 +18,15 @@ use crate::fsutil::{create_dir, create_new, remove_if_exists, sync_dir, tmp_path
 use crate::recover::{Recovery, recover};
 use crate::{Fsync, JournalError, Options};
 
-/// The record buffer is kept between appends up to this capacity, so a
+/// The batch buffers are kept between batches up to this capacity, so a
 /// rare huge event does not pin its size in memory.
 const KEEP_BUFFER: usize = 64 << 10;
+
+/// [`Journal::push`] takes no more records while this many bytes are
+/// pending (one record of any size is always taken into an empty batch):
+/// the caller writes a batch first. This bounds the memory of records
+/// waiting for a slow disk.
+pub const MAX_PENDING: usize = 1 << 20;
 
 /// Where an event went: the shipper's idempotency key is (stream, `seq`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,19 +35,59 @@ pub struct Appended {
     pub hash: Hash,
 }
 
+/// What [`Journal::push`] did with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// In the pending batch: chained and numbered, not yet written.
+    Queued(Appended),
+    /// Not taken: the pending batch is full, or the record starts a new
+    /// segment. Write the pending batch ([`Journal::take_batch`]) and push
+    /// again.
+    WriteFirst,
+}
+
+/// A batch of records that failed to reach the file, with every record
+/// chained after it: none of them is in the journal.
+#[derive(Debug)]
+pub struct Lost {
+    pub seqs: RangeInclusive<u64>,
+    pub error: JournalError,
+}
+
 /// An open stream. Not shared: the gateway puts it behind its own lock.
+///
+/// Records are written in batches (group commit): [`Journal::push`] chains
+/// a record into the pending batch under the caller's lock,
+/// [`Journal::take_batch`] hands the batch out to be written *outside* the
+/// lock ([`Batch::write`]: one `write(2)`, plus the `fdatasync` with
+/// [`Fsync::Always`]), and [`Journal::finish_batch`] takes the outcome. At
+/// most one batch is out at a time, so batches reach the file in seq order.
+/// [`Journal::append`] does all three for one record.
 pub struct Journal {
     dir: PathBuf,
     stream: Uuid,
     options: Options,
     /// The current segment, `O_APPEND`, holding an exclusive `flock` that
-    /// tells other processes this stream is live.
-    file: File,
-    segment: PathBuf,
+    /// tells other processes this stream is live. Shared with the batch
+    /// being written.
+    file: Arc<File>,
+    segment: Arc<Path>,
+    /// The segment's length once the pending batch is written.
     segment_len: u64,
+    /// The segment's length on disk (what a failed batch is cut back to).
+    written_len: u64,
     next_seq: u64,
     last_hash: Hash,
-    buf: Vec<u8>,
+    /// Encoded records not yet handed to a batch.
+    pending: Vec<u8>,
+    /// A spare buffer, so batches do not allocate.
+    spare: Vec<u8>,
+    /// The batch being written, if one is out.
+    in_flight: Option<InFlight>,
+    /// Records up to this seq have been written (`write(2)` returned).
+    written_seq: u64,
+    /// The hash of record `written_seq`: what a batch chains from.
+    written_hash: Hash,
     /// Records up to this seq are on disk (as far as `fdatasync` knows).
     synced_seq: u64,
     /// The `now` of the last sync the timer did ([`Journal::sync_if_due`]).
@@ -61,12 +109,17 @@ impl Journal {
             dir: dir.to_path_buf(),
             stream,
             options,
-            file,
-            segment,
+            file: Arc::new(file),
+            segment: segment.into(),
             segment_len: HEADER_LEN as u64,
+            written_len: HEADER_LEN as u64,
             next_seq: 1,
             last_hash,
-            buf: Vec::with_capacity(4096),
+            pending: Vec::with_capacity(4096),
+            spare: Vec::with_capacity(4096),
+            in_flight: None,
+            written_seq: 0,
+            written_hash: last_hash,
             synced_seq: 0,
             timer_synced_at: None,
             poisoned: false,
@@ -74,10 +127,35 @@ impl Journal {
         Ok((journal, recovery))
     }
 
-    /// Appends one event. Returns once the whole record has been handed to
-    /// `write(2)` (and, with [`Fsync::Always`], synced). On error nothing of
-    /// the record stays in the file, or the journal is poisoned.
+    /// Appends one event and writes it (with any records pushed before it).
+    /// Returns once the whole record has been handed to `write(2)` (and,
+    /// with [`Fsync::Always`], synced). On error nothing of the record stays
+    /// in the file, or the journal is poisoned.
     pub fn append(&mut self, payload: &[u8]) -> Result<Appended, JournalError> {
+        let appended = loop {
+            match self.push(payload)? {
+                Push::Queued(a) => break a,
+                Push::WriteFirst => self.write_pending()?,
+            }
+        };
+        self.write_pending()?;
+        Ok(appended)
+    }
+
+    /// Writes the pending batch here and now.
+    fn write_pending(&mut self) -> Result<(), JournalError> {
+        if let Some(batch) = self.take_batch() {
+            let written = batch.write();
+            self.finish_batch(batch, written)
+                .map_err(|lost| lost.error)?;
+        }
+        Ok(())
+    }
+
+    /// Chains one event into the pending batch. It is in the journal once a
+    /// batch holding it is written ([`Journal::written_seq`] reaches its
+    /// seq).
+    pub fn push(&mut self, payload: &[u8]) -> Result<Push, JournalError> {
         if self.poisoned {
             return Err(JournalError::Poisoned);
         }
@@ -87,36 +165,120 @@ impl Journal {
                 max: MAX_PAYLOAD,
             });
         }
-        let seq = self.next_seq;
+        let idle = self.pending.is_empty() && self.in_flight.is_none();
+        if !self.pending.is_empty() && self.pending.len() + payload.len() > MAX_PENDING {
+            return Ok(Push::WriteFirst);
+        }
         let record_len = (RECORD_OVERHEAD + payload.len()) as u64;
         if self.segment_len > HEADER_LEN as u64
             && self.segment_len + record_len > self.options.segment_bytes
         {
-            self.rotate(seq)?;
-        }
-        let hash = record_hash(&self.last_hash, seq, payload);
-        self.buf.clear();
-        encode_record(&mut self.buf, seq, &self.last_hash, &hash, payload);
-        // One write_all of the whole record: O_APPEND puts it after the last
-        // one, and a crash can only tear this record, at the tail.
-        let written = self.file.write_all(&self.buf);
-        self.buf.clear();
-        self.buf.shrink_to(KEEP_BUFFER);
-        if let Err(e) = written {
-            // Cut off a partial record, or the next one would land after
-            // garbage and turn a failed write into mid-file damage.
-            if self.file.set_len(self.segment_len).is_err() {
-                self.poisoned = true;
+            // Rotation syncs the records before it, so it waits for them.
+            if !idle {
+                return Ok(Push::WriteFirst);
             }
-            return Err(JournalError::io("write", &self.segment, e));
+            self.rotate(self.next_seq)?;
         }
+        let seq = self.next_seq;
+        let hash = record_hash(&self.last_hash, seq, payload);
+        encode_record(&mut self.pending, seq, &self.last_hash, &hash, payload);
         self.segment_len += record_len;
         self.next_seq += 1;
         self.last_hash = hash;
-        if self.options.fsync == Fsync::Always {
-            self.sync_file()?;
+        Ok(Push::Queued(Appended { seq, hash }))
+    }
+
+    /// The pending records as a batch to write, unless there are none or a
+    /// batch is already out.
+    pub fn take_batch(&mut self) -> Option<Batch> {
+        if self.pending.is_empty() || self.in_flight.is_some() || self.poisoned {
+            return None;
         }
-        Ok(Appended { seq, hash })
+        let bytes = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
+        let first_seq = self.written_seq + 1;
+        let last_seq = self.next_seq - 1;
+        self.in_flight = Some(InFlight {
+            first_seq,
+            last_seq,
+            prev: self.written_hash,
+            last_hash: self.last_hash,
+        });
+        Some(Batch {
+            file: Arc::clone(&self.file),
+            segment: Arc::clone(&self.segment),
+            bytes,
+            sync: self.options.fsync == Fsync::Always,
+            seqs: first_seq..=last_seq,
+        })
+    }
+
+    /// Takes a written batch's outcome. On success its records are in the
+    /// journal. On failure nothing of it stays in the file, and the records
+    /// pushed since are dropped too (they chain from the lost ones): the
+    /// journal continues from the record before the batch, or is poisoned
+    /// if the file could not be cut back or the sync failed.
+    pub fn finish_batch(
+        &mut self,
+        batch: Batch,
+        outcome: Result<(), BatchError>,
+    ) -> Result<(), Lost> {
+        let Some(flight) = self.in_flight.take() else {
+            return Err(Lost {
+                seqs: batch.seqs,
+                error: JournalError::Poisoned,
+            });
+        };
+        let len = batch.bytes.len() as u64;
+        self.reuse(batch.bytes);
+        match outcome {
+            Ok(()) => {
+                self.written_len += len;
+                self.written_seq = flight.last_seq;
+                self.written_hash = flight.last_hash;
+                if batch.sync {
+                    self.synced_seq = flight.last_seq;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let lost = flight.first_seq..=self.next_seq - 1;
+                // Cut off a partial batch, or the next one would land after
+                // garbage and turn a failed write into mid-file damage. A
+                // failed sync leaves the file's state unknown.
+                if e.op == "sync" || self.file.set_len(self.written_len).is_err() {
+                    self.poisoned = true;
+                }
+                self.next_seq = flight.first_seq;
+                self.last_hash = flight.prev;
+                self.segment_len = self.written_len;
+                self.pending.clear();
+                Err(Lost {
+                    seqs: lost,
+                    error: JournalError::io(e.op, &self.segment, e.source),
+                })
+            }
+        }
+    }
+
+    fn reuse(&mut self, mut bytes: Vec<u8>) {
+        bytes.clear();
+        bytes.shrink_to(KEEP_BUFFER);
+        self.spare = bytes;
+    }
+
+    /// Records pushed and not yet written.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Whether a batch is out being written.
+    pub fn writing(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// The last seq whose batch was written.
+    pub fn written_seq(&self) -> u64 {
+        self.written_seq
     }
 
     /// Whether the caller's timer should sync now: there are unsynced
@@ -153,6 +315,9 @@ impl Journal {
         if self.poisoned {
             return Err(JournalError::Poisoned);
         }
+        if self.in_flight.is_none() {
+            self.write_pending()?;
+        }
         if self.dirty() {
             self.sync_file()?;
         }
@@ -170,15 +335,11 @@ impl Journal {
         if !self.sync_due(now) {
             return Ok(None);
         }
-        let file = self
-            .file
-            .try_clone()
-            .map_err(|e| JournalError::io("sync", &self.segment, e))?;
         self.timer_synced_at = Some(now);
         Ok(Some(SyncJob {
-            file,
-            segment: self.segment.clone(),
-            up_to: self.last_seq(),
+            file: Arc::clone(&self.file),
+            segment: Arc::clone(&self.segment),
+            up_to: self.written_seq,
         }))
     }
 
@@ -232,7 +393,7 @@ impl Journal {
     }
 
     fn dirty(&self) -> bool {
-        self.last_seq() > self.synced_seq
+        self.written_seq > self.synced_seq
     }
 
     fn sync_file(&mut self) -> Result<(), JournalError> {
@@ -240,28 +401,29 @@ impl Journal {
             self.poisoned = true;
             return Err(JournalError::io("sync", &self.segment, e));
         }
-        self.synced_seq = self.last_seq();
+        self.synced_seq = self.written_seq;
         Ok(())
     }
 
     /// Closes the current segment, synced, and continues the chain in a new
-    /// one starting at `first_seq`.
+    /// one starting at `first_seq`. Only with nothing pending or in flight.
     fn rotate(&mut self, first_seq: u64) -> Result<(), JournalError> {
         self.sync_file()?;
         let (file, segment) = create_segment(&self.dir, self.stream, first_seq, &self.last_hash)?;
         // The old segment's lock is released only now, after the new one is
         // in place and locked: the stream never looks dead while live.
-        self.file = file;
-        self.segment = segment;
+        self.file = Arc::new(file);
+        self.segment = segment.into();
         self.segment_len = HEADER_LEN as u64;
+        self.written_len = HEADER_LEN as u64;
         Ok(())
     }
 }
 
 impl Drop for Journal {
     fn drop(&mut self) {
-        if self.dirty() && !self.poisoned {
-            let _ = self.file.sync_data();
+        if !self.poisoned {
+            let _ = self.sync();
         }
     }
 }
@@ -279,13 +441,73 @@ impl fmt::Debug for Journal {
     }
 }
 
+/// The batch being written.
+#[derive(Debug)]
+struct InFlight {
+    first_seq: u64,
+    last_seq: u64,
+    /// The hash the batch's first record chains from.
+    prev: Hash,
+    /// The batch's last record's hash.
+    last_hash: Hash,
+}
+
+/// Pending records to write outside the journal's lock, from
+/// [`Journal::take_batch`].
+#[must_use = "write it and pass the outcome to Journal::finish_batch"]
+#[derive(Debug)]
+pub struct Batch {
+    file: Arc<File>,
+    segment: Arc<Path>,
+    bytes: Vec<u8>,
+    sync: bool,
+    seqs: RangeInclusive<u64>,
+}
+
+/// Why a batch did not reach the file.
+#[derive(Debug)]
+pub struct BatchError {
+    op: &'static str,
+    source: io::Error,
+}
+
+impl Batch {
+    /// One `write_all` of every record: `O_APPEND` puts them after the last
+    /// batch, and a crash can only tear the tail. With [`Fsync::Always`],
+    /// one `fdatasync` for the whole batch (the group commit).
+    pub fn write(&self) -> Result<(), BatchError> {
+        (&*self.file)
+            .write_all(&self.bytes)
+            .map_err(|source| BatchError {
+                op: "write",
+                source,
+            })?;
+        if self.sync {
+            self.file
+                .sync_data()
+                .map_err(|source| BatchError { op: "sync", source })?;
+        }
+        Ok(())
+    }
+
+    /// The records it holds.
+    pub fn seqs(&self) -> RangeInclusive<u64> {
+        self.seqs.clone()
+    }
+
+    /// The segment it goes to.
+    pub fn segment(&self) -> &Path {
+        &self.segment
+    }
+}
+
 /// An `fdatasync` of the journal's current segment that runs without the
 /// journal, from [`Journal::begin_sync`].
 #[must_use = "run it and pass the result to Journal::finish_sync"]
 #[derive(Debug)]
 pub struct SyncJob {
-    file: File,
-    segment: PathBuf,
+    file: Arc<File>,
+    segment: Arc<Path>,
     up_to: u64,
 }
 
@@ -344,5 +566,141 @@ fn create_segment(
             let _ = fs::remove_file(&tmp);
             Err(JournalError::io("create segment", &path, e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Reader, verify};
+
+    fn open(dir: &Path) -> Journal {
+        Journal::open(dir, Options::default()).unwrap().0
+    }
+
+    fn queued(j: &mut Journal, payload: &[u8]) -> u64 {
+        match j.push(payload).unwrap() {
+            Push::Queued(a) => a.seq,
+            Push::WriteFirst => panic!("not taken"),
+        }
+    }
+
+    fn payloads(dir: &Path) -> Vec<Vec<u8>> {
+        Reader::open(dir)
+            .unwrap()
+            .map(|r| r.unwrap().payload)
+            .collect()
+    }
+
+    #[test]
+    fn records_pushed_while_a_batch_is_out_go_in_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = open(dir.path());
+        assert_eq!((queued(&mut j, b"a"), queued(&mut j, b"b")), (1, 2));
+        let first = j.take_batch().unwrap();
+        assert_eq!(first.seqs(), 1..=2);
+        assert!(j.take_batch().is_none(), "one batch out at a time");
+        assert_eq!(queued(&mut j, b"c"), 3);
+        assert_eq!(j.written_seq(), 0);
+        let outcome = first.write();
+        j.finish_batch(first, outcome).unwrap();
+        assert_eq!(j.written_seq(), 2);
+        let second = j.take_batch().unwrap();
+        assert_eq!(second.seqs(), 3..=3);
+        let outcome = second.write();
+        j.finish_batch(second, outcome).unwrap();
+        assert_eq!(j.written_seq(), 3);
+        assert!(j.take_batch().is_none());
+        drop(j);
+        assert_eq!(payloads(dir.path()), [b"a", b"b", b"c"]);
+        verify(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_failed_batch_loses_itself_and_what_chained_from_it_and_the_chain_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = open(dir.path());
+        j.append(b"kept").unwrap();
+        queued(&mut j, b"lost 1");
+        queued(&mut j, b"lost 2");
+        let batch = j.take_batch().unwrap();
+        queued(&mut j, b"lost 3, pushed while the batch was out");
+        // Half the batch reached the file before the disk failed.
+        (&*batch.file).write_all(&batch.bytes[..10]).unwrap();
+        let failed = Err(BatchError {
+            op: "write",
+            source: io::Error::from_raw_os_error(28),
+        });
+        let lost = j.finish_batch(batch, failed).unwrap_err();
+        assert_eq!(lost.seqs, 2..=4);
+        assert!(lost.error.to_string().contains("write"), "{}", lost.error);
+        assert!(!j.is_poisoned(), "the partial batch was cut off");
+        assert!(!j.has_pending());
+        assert_eq!(j.append(b"after").unwrap().seq, 2, "the chain goes on");
+        drop(j);
+        assert_eq!(payloads(dir.path()), [&b"kept"[..], b"after"]);
+        verify(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_failed_sync_poisons() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = open(dir.path());
+        queued(&mut j, b"x");
+        let batch = j.take_batch().unwrap();
+        let failed = Err(BatchError {
+            op: "sync",
+            source: io::Error::from_raw_os_error(5),
+        });
+        assert_eq!(j.finish_batch(batch, failed).unwrap_err().seqs, 1..=1);
+        assert!(j.is_poisoned());
+        assert!(matches!(j.push(b"y"), Err(JournalError::Poisoned)));
+    }
+
+    #[test]
+    fn a_full_batch_takes_no_more_until_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = open(dir.path());
+        let big = vec![b'x'; MAX_PENDING / 2];
+        queued(&mut j, &big);
+        queued(&mut j, &big[..big.len() - 2 * RECORD_OVERHEAD]);
+        assert_eq!(j.push(&big).unwrap(), Push::WriteFirst);
+        let batch = j.take_batch().unwrap();
+        // Still full while the batch is out: nothing new is pending, so a
+        // record goes into the next batch.
+        assert_eq!(queued(&mut j, &big), 3);
+        assert_eq!(j.push(&big).unwrap(), Push::WriteFirst);
+        let outcome = batch.write();
+        j.finish_batch(batch, outcome).unwrap();
+        j.sync().unwrap();
+        assert_eq!(j.written_seq(), 3);
+        assert_eq!(payloads(dir.path()).len(), 3);
+    }
+
+    #[test]
+    fn rotation_waits_for_the_batch_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(
+            dir.path(),
+            Options {
+                fsync: Fsync::Always,
+                segment_bytes: 300,
+            },
+        )
+        .unwrap()
+        .0;
+        let payload = [b'p'; 100];
+        queued(&mut j, &payload);
+        assert_eq!(j.push(&payload).unwrap(), Push::WriteFirst);
+        let batch = j.take_batch().unwrap();
+        assert_eq!(j.push(&payload).unwrap(), Push::WriteFirst, "one is out");
+        let outcome = batch.write();
+        j.finish_batch(batch, outcome).unwrap();
+        assert_eq!(queued(&mut j, &payload), 2, "in a new segment");
+        j.sync().unwrap();
+        assert_ne!(j.segment(), dir.path().join(segment_name(j.stream(), 1)));
+        drop(j);
+        assert_eq!(payloads(dir.path()).len(), 2);
+        verify(dir.path()).unwrap();
     }
 }

@@ -68,7 +68,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use format::{Hash, MAX_PAYLOAD};
-pub use journal::{Appended, Journal, SyncJob, Synced};
+pub use journal::{Appended, Batch, BatchError, Journal, Lost, MAX_PENDING, Push, SyncJob, Synced};
 pub use prune::{Pruned, prune};
 pub use reader::{Position, Reader, Record};
 pub use recover::{Damage, Recovery, StreamState, TornTail};

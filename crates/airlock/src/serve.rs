@@ -191,7 +191,8 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         let slot = Arc::clone(&store_slot);
         let retention = config.recording.retention.map(|d| d.0);
         let stop = stopped(shutdown_rx.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(spawn_low_priority(
+            "airlock-ship",
             airlock_audit::ship::run(
                 recorder,
                 url,
@@ -199,9 +200,8 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
                 retention,
                 slot,
                 stop,
-            )
-            .await;
-        }));
+            ),
+        )?);
     }
 
     // Approvals and grants: held statements wait on the store, shared with
@@ -347,6 +347,37 @@ impl airlock_api::ApprovalHooks for Hooks {
             summary,
         });
     }
+}
+
+/// Runs `work` on a thread of its own at the lowest CPU priority (nice
+/// 19), with a current-thread runtime, so that it never competes with the
+/// data path for the cores: shipping to the store inserts every event into
+/// SQLite, which costs more CPU than relaying the statement did. Threads it
+/// starts (sqlx-sqlite's connection workers) inherit the priority. It still
+/// gets a share of a busy machine (about 1/70 of a core's time against a
+/// nice-0 thread), so the store catches up and never stops; the journal
+/// holds what it has not shipped yet.
+fn spawn_low_priority(
+    name: &str,
+    work: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            // On Linux the nice value is per thread: this one only.
+            if let Err(e) = rustix::process::setpriority_process(None, 19) {
+                tracing::warn!(error = %e, "cannot lower the shipper's priority");
+            }
+            runtime.block_on(work);
+            let _ = done.send(());
+        })?;
+    Ok(tokio::spawn(async move {
+        let _ = finished.await;
+    }))
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
