@@ -66,6 +66,9 @@ pub struct Recorder {
     store_error: Mutex<Option<String>>,
     /// Registered once: the macro looks the metric up on every call.
     append_seconds: metrics::Histogram,
+    /// Tests: runs before each batch is written (a slow disk).
+    #[cfg(test)]
+    before_write: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 struct State {
@@ -149,6 +152,8 @@ impl Recorder {
             later: Notify::new(),
             store_error: Mutex::new(None),
             append_seconds: metrics::histogram!("airlock_journal_append_seconds"),
+            #[cfg(test)]
+            before_write: std::sync::OnceLock::new(),
         })
     }
 
@@ -262,6 +267,10 @@ impl Recorder {
             return state;
         };
         drop(state);
+        #[cfg(test)]
+        if let Some(stall) = self.before_write.get() {
+            stall();
+        }
         let outcome = batch.write();
         let mut state = self.state();
         let journal = state
@@ -483,6 +492,103 @@ mod tests {
         assert!(recorder.ready().unwrap_err().starts_with("audit journal: "));
         assert!(recorder.record(&event()).is_err());
         assert!(recorder.stream().is_none());
+    }
+
+    fn big_event(writer: usize, n: usize) -> Event {
+        Event::now(Body::PolicyReload(PolicyReload {
+            ok: true,
+            error: Some(format!("{writer} {n} {}", "x".repeat(100 << 10))),
+            config_sha256: None,
+        }))
+    }
+
+    #[test]
+    fn a_slow_disk_makes_sessions_wait_and_drops_nothing() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::mpsc;
+
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            fsync: Fsync::Interval(Duration::from_secs(3600)),
+            ..Options::default()
+        };
+        let recorder = Recorder::open(dir.path(), options);
+        // Each batch's write waits for a token: the disk is as slow as the
+        // test wants.
+        let (disk, stalled) = mpsc::channel::<()>();
+        let stalled = Mutex::new(stalled);
+        assert!(
+            recorder
+                .before_write
+                .set(Box::new(move || stalled.lock().unwrap().recv().unwrap()))
+                .is_ok()
+        );
+        const WRITERS: usize = 4;
+        const EACH: usize = 30; // 4 × 30 × 100 KiB: 12 times the pending bound
+        let queued = Arc::new(AtomicUsize::new(0));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (recorder, queued) = (Arc::clone(&recorder), Arc::clone(&queued));
+                std::thread::spawn(move || {
+                    for n in 0..EACH {
+                        if w == 0 && n % 10 == 9 {
+                            // A statement: waits until its event is written.
+                            recorder.record(&big_event(w, n)).unwrap();
+                        } else {
+                            recorder.record_later(&big_event(w, n)).unwrap();
+                        }
+                        queued.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        // The first batch is stuck on the disk and the next one fills up.
+        let start = Instant::now();
+        while !{
+            let state = recorder.state();
+            let j = state.journal.as_ref().unwrap();
+            j.writing() && j.pending_bytes() + (100 << 10) > airlock_journal::MAX_PENDING
+        } {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the batch never filled"
+            );
+            std::thread::yield_now();
+        }
+        assert!(
+            queued.load(Ordering::SeqCst) < WRITERS * EACH,
+            "sessions wait while the disk is slow"
+        );
+        assert!(recorder.state().error.is_none(), "a full batch is no error");
+        // The disk catches up.
+        for _ in 0..10_000 {
+            let _ = disk.send(());
+        }
+        for w in writers {
+            w.join().unwrap();
+        }
+        recorder.flush();
+        let records: Vec<_> = airlock_journal::Reader::open(dir.path())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(records.len(), WRITERS * EACH, "nothing was dropped");
+        for w in 0..WRITERS {
+            let order: Vec<usize> = records
+                .iter()
+                .filter_map(|r| match Event::decode(&r.payload).unwrap().body {
+                    Body::PolicyReload(p) => {
+                        let text = p.error.unwrap();
+                        let mut words = text.split(' ');
+                        (words.next() == Some(&w.to_string()))
+                            .then(|| words.next().unwrap().parse().unwrap())
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(order, (0..EACH).collect::<Vec<_>>(), "writer {w} in order");
+        }
+        airlock_journal::verify(dir.path()).unwrap();
     }
 
     #[test]

@@ -271,6 +271,11 @@ impl Journal {
         !self.pending.is_empty()
     }
 
+    /// The bytes of the records pushed and not yet written.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Whether a batch is out being written.
     pub fn writing(&self) -> bool {
         self.in_flight.is_some()

@@ -564,37 +564,60 @@ impl Serve {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_journal_that_fails_mid_session_refuses_statements_with_58000() {
+async fn a_journal_that_fails_mid_batch_refuses_every_statement_in_it_with_58000() {
     let dir = tempfile::tempdir().unwrap();
     let table = unique("rec_efbig");
-    direct(&format!("CREATE TABLE {table} (id int)"));
+    direct(&format!("CREATE TABLE {table} (id int PRIMARY KEY)"));
     let _cleanup = Cleanup::sql(format!("DROP TABLE IF EXISTS {table}"));
     let (pg, http) = (common::free_port(), common::free_port());
-    // The limit bites the SQLite store too: only the data path matters here.
+    // `fsync: always`: while one batch syncs, the next fills with the other
+    // sessions' statements. The file-size limit bites the SQLite store
+    // too: only the data path matters here.
     let config = write_config(dir.path(), pg, http, "journal: {fsync: always}\n");
     let gw = serve(dir.path(), &config, pg, Some(256));
-    let client = gw.ready_client(&gw.token("dba-4", &["dba"])).await;
+    let token = gw.token("dba-4", &["dba"]);
     let pad = "p".repeat(2000);
-    let mut refused = None;
-    for i in 0..400 {
-        match client
-            .simple_query(&format!(
-                "INSERT INTO {table} SELECT {i} WHERE '{pad}' <> ''"
-            ))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) => {
-                refused = Some((i, e));
-                break;
+    let mut sessions = Vec::new();
+    for w in 0..4 {
+        let client = gw.ready_client(&token).await;
+        let (table, pad) = (table.clone(), pad.clone());
+        sessions.push(tokio::spawn(async move {
+            let mut ran = Vec::new();
+            for n in 0..400 {
+                let id = w * 1000 + n;
+                match client
+                    .simple_query(&format!(
+                        "INSERT INTO {table} SELECT {id} WHERE '{pad}' <> ''"
+                    ))
+                    .await
+                {
+                    Ok(_) => ran.push(id),
+                    Err(e) => return (ran, Some((id, e))),
+                }
             }
-        }
+            (ran, None)
+        }));
     }
-    let (i, e) = refused.expect("the journal fills up within 400 statements");
-    assert_eq!(e.code().unwrap().code(), "58000", "{e}");
-    // Refused before it reached the database.
-    let ids = direct(&format!("SELECT count(*), max(id) FROM {table}"));
-    assert_eq!(ids, format!("{i}|{}", i - 1));
+    let mut ran = BTreeSet::new();
+    let mut refused = Vec::new();
+    for s in sessions {
+        let (ok, err) = s.await.unwrap();
+        ran.extend(ok);
+        let (id, e) = err.expect("the journal fills up within 400 statements a session");
+        assert_eq!(e.code().unwrap().code(), "58000", "{e}");
+        refused.push(id);
+    }
+    // Every refused statement, in the failed batch or after it, was
+    // refused before it reached the database; every other one ran.
+    let in_db: BTreeSet<i32> = direct(&format!("SELECT id FROM {table} ORDER BY id"))
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(
+        in_db, ran,
+        "the database holds exactly what was not refused"
+    );
+    assert!(refused.iter().all(|id| !in_db.contains(id)));
     let ready = reqwest::get(format!("http://127.0.0.1:{http}/readyz"))
         .await
         .unwrap();
@@ -603,16 +626,58 @@ async fn a_journal_that_fails_mid_session_refuses_statements_with_58000() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    // What the journal holds is intact: the failed batch was cut off.
+    drop(gw);
+    let journal = dir.path().join("data/journal");
+    let records: Vec<_> = airlock_journal::Reader::open(&journal)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let prefix = format!("INSERT INTO {table} SELECT ");
+    let recorded: BTreeSet<i32> = records
+        .iter()
+        .filter_map(|r| match Event::decode(&r.payload).ok()?.body {
+            Body::Statement(s) => s
+                .text
+                .strip_prefix(&prefix)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        recorded, ran,
+        "the journal holds every statement that ran, and no other"
+    );
+    airlock_journal::verify(&journal).expect("the journal's chain verifies");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_workload_loses_no_statement_that_ran() {
+    kill_9_mid_workload("100ms").await;
+}
+
+/// With `fsync: always` each batch is a group commit: the kill lands while
+/// one is being written or synced.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_group_commit_loses_no_statement_that_ran() {
+    kill_9_mid_workload("always").await;
+}
+
+async fn kill_9_mid_workload(fsync: &str) {
     let dir = tempfile::tempdir().unwrap();
     let table = unique("rec_crash");
     direct(&format!("CREATE TABLE {table} (id int PRIMARY KEY)"));
     let _cleanup = Cleanup::sql(format!("DROP TABLE IF EXISTS {table}"));
     let (pg, http) = (common::free_port(), common::free_port());
-    let config = write_config(dir.path(), pg, http, "journal: {fsync: 100ms}\n");
+    let config = write_config(
+        dir.path(),
+        pg,
+        http,
+        &format!("journal: {{fsync: {fsync}}}\n"),
+    );
     let mut gw = serve(dir.path(), &config, pg, None);
     let token = gw.token("ci-crash", &["dba"]);
 
