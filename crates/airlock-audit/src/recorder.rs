@@ -82,6 +82,11 @@ struct State {
     epoch: u64,
     /// For recent epochs: the last seq written before the epoch ended.
     ended: VecDeque<(u64, u64)>,
+    /// The journal broke while a batch was out: it takes no more events and
+    /// is dropped when that batch's writer comes back.
+    retiring: bool,
+    /// Sessions waiting on `batch_done`.
+    waiters: usize,
 }
 
 /// Where an event is: its epoch and seq.
@@ -110,7 +115,8 @@ impl State {
         }
         match &self.journal {
             Some(j) if j.written_seq() >= t.seq => Some(Ok(())),
-            Some(j) if !j.is_poisoned() => None,
+            // A retiring journal's batch decides when its writer is back.
+            Some(j) if !j.is_poisoned() || j.writing() => None,
             _ => Some(lost()),
         }
     }
@@ -146,6 +152,8 @@ impl Recorder {
                 last_open: Instant::now(),
                 epoch: 0,
                 ended: VecDeque::new(),
+                retiring: false,
+                waiters: 0,
             }),
             batch_done: Condvar::new(),
             appended: Notify::new(),
@@ -197,13 +205,15 @@ impl Recorder {
     pub fn record_later(&self, event: &Event) -> Result<(), RecordError> {
         let payload = event.encode();
         let state = self.state();
-        let was_idle = state
+        let (state, _, _) = self.push(state, &payload)?;
+        // Only the first pending event wakes the flusher: the ones after it
+        // go out with it.
+        let first = state
             .journal
             .as_ref()
-            .is_some_and(|j| !j.has_pending() && !j.writing());
-        let (state, _, _) = self.push(state, &payload)?;
+            .is_some_and(|j| j.pending_records() == 1);
         drop(state);
-        if was_idle {
+        if first {
             self.later.notify_one();
         }
         Ok(())
@@ -218,7 +228,8 @@ impl Recorder {
     ) -> Result<(MutexGuard<'a, State>, Appended, Ticket), RecordError> {
         loop {
             self.reopen_if_due(&mut state);
-            let Some(journal) = state.journal.as_mut() else {
+            let retiring = state.retiring;
+            let Some(journal) = state.journal.as_mut().filter(|_| !retiring) else {
                 metrics::counter!("airlock_journal_append_failures_total").increment(1);
                 return Err(RecordError(
                     state
@@ -259,10 +270,13 @@ impl Recorder {
         };
         let Some(batch) = journal.take_batch() else {
             if journal.writing() {
-                return self
+                state.waiters += 1;
+                let mut state = self
                     .batch_done
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
+                state.waiters -= 1;
+                return state;
             }
             return state;
         };
@@ -273,47 +287,70 @@ impl Recorder {
         }
         let outcome = batch.write();
         let mut state = self.state();
-        let journal = state
-            .journal
-            .as_mut()
-            .expect("the journal stays while its batch is out");
-        let written = journal.written_seq();
-        match journal.finish_batch(batch, outcome) {
-            Ok(()) => {
-                state.error = None;
-                self.appended.notify_one();
-            }
-            Err(lost) => {
-                let events = lost.seqs.end() + 1 - lost.seqs.start();
-                metrics::counter!("airlock_journal_append_failures_total").increment(events);
-                tracing::error!(error = %lost.error, events, "audit journal write failed; the statements waiting on it are refused");
-                let poisoned = journal.is_poisoned();
-                state.error = Some(lost.error.to_string());
-                if poisoned {
-                    self.drop_journal(&mut state);
-                } else {
-                    state.end_epoch(written);
+        // The journal stays while its batch is out (`drop_journal` defers to
+        // this writer), so this is the batch's own journal.
+        if let Some(journal) = state.journal.as_mut() {
+            let written = journal.written_seq();
+            match journal.finish_batch(batch, outcome) {
+                Ok(()) => {
+                    if !state.retiring {
+                        state.error = None;
+                    }
+                    self.appended.notify_one();
+                }
+                Err(lost) => {
+                    let events = lost.seqs.end() + 1 - lost.seqs.start();
+                    metrics::counter!("airlock_journal_append_failures_total").increment(events);
+                    tracing::error!(error = %lost.error, events, "audit journal write failed; the statements waiting on it are refused");
+                    let poisoned = journal.is_poisoned();
+                    state.error = Some(lost.error.to_string());
+                    if poisoned {
+                        state.retiring = true;
+                    } else {
+                        state.end_epoch(written);
+                    }
                 }
             }
+            if state.retiring {
+                self.drop_journal(&mut state);
+            }
         }
-        self.batch_done.notify_all();
+        if state.waiters > 0 {
+            self.batch_done.notify_all();
+        }
         state
     }
 
-    /// Writes what is pending now (the flusher, shutdown).
+    /// Writes what is pending now (the flusher, shutdown): every event
+    /// pushed before the call is written or lost when it returns.
     pub fn flush(&self) {
         let mut state = self.state();
-        while state
-            .journal
-            .as_ref()
-            .is_some_and(|j| j.has_pending() || j.writing())
-        {
+        let Some(target) = state.journal.as_ref().map(|j| Ticket {
+            epoch: state.epoch,
+            seq: j.last_seq(),
+        }) else {
+            return;
+        };
+        while state.outcome(target).is_none() {
+            let busy = state
+                .journal
+                .as_ref()
+                .is_some_and(|j| j.has_pending() || j.writing());
+            if !busy {
+                break;
+            }
             state = self.write_or_wait(state);
         }
     }
 
     /// A journal whose state is unknown: a new stream on the next attempt.
+    /// While a batch is out, its writer drops the journal when it is back.
     fn drop_journal(&self, state: &mut State) {
+        if state.journal.as_ref().is_some_and(Journal::writing) {
+            state.retiring = true;
+            return;
+        }
+        state.retiring = false;
         let written = state.journal.as_ref().map_or(0, Journal::written_seq);
         state.journal = None;
         state.last_open = Instant::now();
@@ -395,8 +432,19 @@ impl Recorder {
                 () = &mut stop => break,
             }
         }
-        self.flush_off_thread().await;
-        self.sync_now().await;
+        let me = Arc::clone(&self);
+        let _ = tokio::task::spawn_blocking(move || me.close()).await;
+    }
+
+    /// Writes and syncs everything pending (shutdown).
+    pub fn close(&self) {
+        self.flush();
+        let mut state = self.state();
+        if let Some(j) = state.journal.as_mut().filter(|j| !j.writing())
+            && let Err(e) = j.sync()
+        {
+            tracing::error!(error = %e, "audit journal sync at shutdown failed");
+        }
     }
 
     async fn flush_off_thread(self: &Arc<Self>) {
@@ -412,8 +460,8 @@ impl Recorder {
     }
 
     async fn sync_now(&self) {
-        let job = match self.state().journal.as_mut() {
-            Some(j) => j.begin_sync(std::time::Instant::now()),
+        let (stream, job) = match self.state().journal.as_mut() {
+            Some(j) => (j.stream(), j.begin_sync(std::time::Instant::now())),
             None => return,
         };
         let job = match job {
@@ -434,7 +482,8 @@ impl Recorder {
                 })
             });
         let mut state = self.state();
-        if let Some(j) = state.journal.as_mut()
+        // Only the journal the job synced: another may have replaced it.
+        if let Some(j) = state.journal.as_mut().filter(|j| j.stream() == stream)
             && let Err(e) = j.finish_sync(done)
         {
             tracing::error!(error = %e, "audit journal sync failed; opening a new stream");
@@ -589,6 +638,41 @@ mod tests {
             assert_eq!(order, (0..EACH).collect::<Vec<_>>(), "writer {w} in order");
         }
         airlock_journal::verify(dir.path()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn queued_events_are_written_by_the_flusher_and_synced_at_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            fsync: Fsync::Interval(Duration::from_secs(3600)),
+            ..Options::default()
+        };
+        let recorder = Recorder::open(dir.path(), options);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let flusher = tokio::spawn(Arc::clone(&recorder).run_sync_timer(async {
+            let _ = stopped.await;
+        }));
+        let on_disk = || airlock_journal::Reader::open(dir.path()).unwrap().count();
+        for round in 1..=3 {
+            // Queued while nothing else is written: only the flusher writes it.
+            recorder.record_later(&event()).unwrap();
+            recorder.record_later(&event()).unwrap();
+            let start = Instant::now();
+            while on_disk() < 2 * round {
+                assert!(start.elapsed() < Duration::from_secs(10), "never written");
+                tokio::task::yield_now().await;
+            }
+        }
+        recorder.record_later(&event()).unwrap();
+        stop.send(()).unwrap();
+        flusher.await.unwrap();
+        assert_eq!(on_disk(), 7, "written at stop");
+        let state = recorder.state();
+        let j = state.journal.as_ref().unwrap();
+        assert!(
+            !j.sync_due(Instant::now() + Duration::from_secs(7200)),
+            "and synced"
+        );
     }
 
     #[test]

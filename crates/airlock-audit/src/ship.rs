@@ -53,12 +53,12 @@ use crate::event::{Event, hex, now_ms};
 use crate::recorder::Recorder;
 
 /// Events sent to the store per transaction.
-pub const BATCH: usize = 512;
+pub const BATCH: usize = 2048;
 /// How often the shipper looks at the journal when nothing wakes it.
 const TICK: Duration = Duration::from_millis(250);
 /// After an append wakes the shipper, how long it waits for more before a
 /// round.
-const GATHER: Duration = Duration::from_millis(50);
+const GATHER: Duration = Duration::from_millis(100);
 /// The first retry delay after a failure, doubled up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);

@@ -337,8 +337,8 @@ impl SessionRecorder {
         }));
         // The statement has run: its result is queued, not waited for (it
         // is written with the next batch). A result that cannot be
-        // recorded cannot un-run it: the recorder is then not ready, and
-        // the session's next statement is refused.
+        // recorded cannot un-run it; it is logged and counted, and the
+        // recorder is not ready until a batch is written again.
         if let Err(e) = self.recorder.record_later(&event) {
             tracing::error!(error = %e, "a statement's result could not be recorded");
         }

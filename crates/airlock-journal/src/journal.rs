@@ -131,7 +131,11 @@ impl Journal {
     /// Returns once the whole record has been handed to `write(2)` (and,
     /// with [`Fsync::Always`], synced). On error nothing of the record stays
     /// in the file, or the journal is poisoned.
+    ///
+    /// For a journal written by one thread: not while a batch from
+    /// [`Journal::take_batch`] is out.
     pub fn append(&mut self, payload: &[u8]) -> Result<Appended, JournalError> {
+        debug_assert!(self.in_flight.is_none(), "append while a batch is out");
         let appended = loop {
             match self.push(payload)? {
                 Push::Queued(a) => break a,
@@ -166,10 +170,10 @@ impl Journal {
             });
         }
         let idle = self.pending.is_empty() && self.in_flight.is_none();
-        if !self.pending.is_empty() && self.pending.len() + payload.len() > MAX_PENDING {
+        let record_len = (RECORD_OVERHEAD + payload.len()) as u64;
+        if !self.pending.is_empty() && self.pending.len() + record_len as usize > MAX_PENDING {
             return Ok(Push::WriteFirst);
         }
-        let record_len = (RECORD_OVERHEAD + payload.len()) as u64;
         if self.segment_len > HEADER_LEN as u64
             && self.segment_len + record_len > self.options.segment_bytes
         {
@@ -274,6 +278,15 @@ impl Journal {
     /// The bytes of the records pushed and not yet written.
     pub fn pending_bytes(&self) -> usize {
         self.pending.len()
+    }
+
+    /// How many records are pushed and not yet handed to a batch.
+    pub fn pending_records(&self) -> u64 {
+        let handed = self
+            .in_flight
+            .as_ref()
+            .map_or(self.written_seq, |f| f.last_seq);
+        self.next_seq - 1 - handed
     }
 
     /// Whether a batch is out being written.

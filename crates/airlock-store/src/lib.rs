@@ -184,6 +184,12 @@ impl Store {
                             sqlx::query("PRAGMA synchronous = NORMAL")
                                 .execute(&mut *conn)
                                 .await?;
+                            // A multi-row INSERT keeps a statement journal
+                            // (to undo itself on a constraint error): in
+                            // memory, not in a temporary file.
+                            sqlx::query("PRAGMA temp_store = MEMORY")
+                                .execute(&mut *conn)
+                                .await?;
                         }
                         Ok(())
                     })
