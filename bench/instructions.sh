@@ -4,6 +4,12 @@
 # can be measured on a noisy machine where TPS cannot resolve it.
 #
 #   bench/instructions.sh     # MODES="simple extended prepared" LOW=200 HIGH=1200
+#   CONFIGS="full" AIRLOCK_BIN=/tmp/airlock-old bench/instructions.sh
+#
+# Configurations (CONFIGS, default "plain masking"): plain (no policy),
+# masking (the masking rules below), full (the example guardrails, the
+# masking rules, journal fsync every 100ms). Every thread of the gateway is
+# counted, the shipper's included.
 #
 # For each mode and configuration it runs the gateway under callgrind twice,
 # once with LOW and once with HIGH transactions of one pgbench client, and
@@ -11,6 +17,7 @@
 # Needs valgrind, pgbench and the airlock_bench database of bench/pgbench.sh.
 set -euo pipefail
 MODES=${MODES:-simple extended prepared}
+CONFIGS=${CONFIGS:-plain masking}
 LOW=${LOW:-200}
 HIGH=${HIGH:-1200}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -53,13 +60,23 @@ ir() { # name port mode transactions -> total instructions
     awk '/^summary:/ {print $2}' "$out"
 }
 
+GUARDRAILS='guardrails:
+  - {name: no-drop-database, match: {effects: [drop_database, alter_system, copy_program, unsafe_function]}, action: deny}
+  - {name: review-schema-changes, match: {effects: [ddl, truncate]}, action: approve, approvers: [dba]}
+  - {name: review-unbounded-writes, match: {statements: [update, delete], where: absent}, action: approve, approvers: [dba]}
+  - {name: review-large-writes, match: {statements: [update, delete], estimated_rows_over: 1000}, action: approve, approvers: [dba]}'
+
+declare -A PORT=([plain]=7501 [masking]=7502 [full]=7503)
 config plain 7501
 config masking 7502 "$MASKING"
+config full 7503 "$GUARDRAILS
+$MASKING
+journal: {fsync: 100ms}"
 echo "| mode | configuration | instructions per transaction |"
 echo "|---|---|---:|"
 for mode in $MODES; do
-    for name in plain masking; do
-        port=$([[ $name == plain ]] && echo 7501 || echo 7502)
+    for name in $CONFIGS; do
+        port=${PORT[$name]}
         # A first run creates the dev issuer's key; it is not measured.
         ir "$name" "$port" "$mode" 10 >/dev/null
         lo=$(ir "$name" "$port" "$mode" "$LOW")
