@@ -335,7 +335,7 @@ impl Recorder {
             let busy = state
                 .journal
                 .as_ref()
-                .is_some_and(|j| j.has_pending() || j.writing());
+                .is_some_and(|j| j.pending_records() > 0 || j.writing());
             if !busy {
                 break;
             }
@@ -452,7 +452,7 @@ impl Recorder {
             .state()
             .journal
             .as_ref()
-            .is_some_and(Journal::has_pending);
+            .is_some_and(|j| j.pending_records() > 0);
         if pending {
             let me = Arc::clone(self);
             let _ = tokio::task::spawn_blocking(move || me.flush()).await;

@@ -209,7 +209,6 @@ impl Journal {
         });
         Some(Batch {
             file: Arc::clone(&self.file),
-            segment: Arc::clone(&self.segment),
             bytes,
             sync: self.options.fsync == Fsync::Always,
             seqs: first_seq..=last_seq,
@@ -270,17 +269,13 @@ impl Journal {
         self.spare = bytes;
     }
 
-    /// Records pushed and not yet written.
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
     /// The bytes of the records pushed and not yet written.
     pub fn pending_bytes(&self) -> usize {
         self.pending.len()
     }
 
-    /// How many records are pushed and not yet handed to a batch.
+    /// How many records are pushed and not yet handed to a batch (nor
+    /// written).
     pub fn pending_records(&self) -> u64 {
         let handed = self
             .in_flight
@@ -476,7 +471,6 @@ struct InFlight {
 #[derive(Debug)]
 pub struct Batch {
     file: Arc<File>,
-    segment: Arc<Path>,
     bytes: Vec<u8>,
     sync: bool,
     seqs: RangeInclusive<u64>,
@@ -509,13 +503,9 @@ impl Batch {
     }
 
     /// The records it holds.
-    pub fn seqs(&self) -> RangeInclusive<u64> {
+    #[cfg(test)]
+    fn seqs(&self) -> RangeInclusive<u64> {
         self.seqs.clone()
-    }
-
-    /// The segment it goes to.
-    pub fn segment(&self) -> &Path {
-        &self.segment
     }
 }
 
@@ -653,7 +643,7 @@ mod tests {
         assert_eq!(lost.seqs, 2..=4);
         assert!(lost.error.to_string().contains("write"), "{}", lost.error);
         assert!(!j.is_poisoned(), "the partial batch was cut off");
-        assert!(!j.has_pending());
+        assert_eq!(j.pending_records(), 0);
         assert_eq!(j.append(b"after").unwrap().seq, 2, "the chain goes on");
         drop(j);
         assert_eq!(payloads(dir.path()), [&b"kept"[..], b"after"]);

@@ -628,13 +628,7 @@ impl<I: Inspector> Relay<I> {
                 b'Q' => {
                     let fetched = self.fetched.take();
                     let plan = Plan::of(&fetched);
-                    match self.inspector.query(id, cstr(body)?, plan) {
-                        Verdict::Estimate { .. } if fetched.is_some() => Verdict::Refuse {
-                            code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                            message:
-                                "airlock: the statement could not be judged (estimate asked twice)"
-                                    .into(),
-                        },
+                    match asked_once(self.inspector.query(id, cstr(body)?, plan), &fetched) {
                         Verdict::Hold => {
                             to_upstream.extend_from_slice(&input[..end]);
                             input.advance(end);
@@ -661,13 +655,7 @@ impl<I: Inspector> Relay<I> {
                 b'F' => {
                     let fetched = self.fetched.take();
                     let answer = Plan::of(&fetched);
-                    match self.inspector.function_call(id, body, answer) {
-                        Verdict::Lookup { .. } if fetched.is_some() => Verdict::Refuse {
-                            code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                            message:
-                                "airlock: the function call could not be judged (looked up twice)"
-                                    .into(),
-                        },
+                    match asked_once(self.inspector.function_call(id, body, answer), &fetched) {
                         Verdict::Lookup { sql } => {
                             to_upstream.extend_from_slice(&input[..end]);
                             input.advance(end);
@@ -694,13 +682,7 @@ impl<I: Inspector> Relay<I> {
                     let id = self.statements.get(statement).map(|sid| **sid);
                     let fetched = self.fetched.take();
                     let plan = Plan::of(&fetched);
-                    match self.inspector.bind(id, body, plan) {
-                        Verdict::EstimateBound { .. } if fetched.is_some() => Verdict::Refuse {
-                            code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                            message:
-                                "airlock: the statement could not be judged (estimate asked twice)"
-                                    .into(),
-                        },
+                    match asked_once(self.inspector.bind(id, body, plan), &fetched) {
                         Verdict::EstimateBound {
                             statement,
                             param_types,
@@ -1605,6 +1587,24 @@ fn first_column(body: &[u8]) -> Option<String> {
 }
 
 /// The NUL-terminated string at the start of `body`.
+/// A message is judged again once with what the upstream answered; a
+/// verdict that asks the upstream a second time could loop, so it refuses.
+fn asked_once<T>(verdict: Verdict, fetched: &Option<T>) -> Verdict {
+    match verdict {
+        Verdict::Estimate { .. } | Verdict::Lookup { .. } | Verdict::EstimateBound { .. }
+            if fetched.is_some() =>
+        {
+            Verdict::Refuse {
+                code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                message:
+                    "airlock: the statement could not be judged (the upstream was asked twice)"
+                        .into(),
+            }
+        }
+        v => v,
+    }
+}
+
 fn cstr(body: &[u8]) -> Result<&[u8], ProtocolError> {
     body.iter()
         .position(|&b| b == 0)
@@ -1619,6 +1619,34 @@ mod tests {
     use bytes::BufMut;
 
     use super::*;
+
+    #[test]
+    fn a_verdict_asking_the_upstream_again_is_refused() {
+        let asks = [
+            Verdict::Estimate {
+                statement: "s".into(),
+            },
+            Verdict::Lookup { sql: "s".into() },
+            Verdict::EstimateBound {
+                statement: "s".into(),
+                param_types: vec![],
+            },
+        ];
+        for verdict in asks {
+            assert!(matches!(
+                asked_once(verdict.clone(), &Some(None::<String>)),
+                Verdict::Refuse { code, .. } if code == sqlstate::INSUFFICIENT_PRIVILEGE
+            ));
+            assert_eq!(
+                asked_once(verdict.clone(), &None::<Option<String>>),
+                verdict
+            );
+        }
+        assert_eq!(
+            asked_once(Verdict::Forward, &Some(None::<String>)),
+            Verdict::Forward
+        );
+    }
 
     fn msg(tag: u8, body: &[u8]) -> BytesMut {
         let mut b = BytesMut::new();
