@@ -26,6 +26,6 @@ pub mod verify;
 pub use event::{Body, Event};
 pub use recorder::{RecordError, Recorder};
 pub use ship::{
-    PruneReport, ShipError, ShipReport, Shipper, StoreSlot, TamperAlarm, run, ship_once,
+    PruneReport, ShipError, ShipReport, Shipper, StoreSlot, TamperAlarm, connect, run, ship_once,
 };
 pub use verify::{Broken, Problem, Report, StoreBroken, VerifyError, verify};

@@ -493,34 +493,25 @@ pub async fn ship_once(dir: &Path, store: &Store) -> Result<ShipReport, ShipErro
     Shipper::new(dir, store.clone()).ship().await
 }
 
-/// The background shipper of a gateway process, until `stop` resolves.
-///
-/// Connects to `store_url` (retrying with capped exponential backoff),
-/// puts the store in `slot` for the HTTP API, then ships a round on every
-/// append or every 250 ms, whichever comes first, and after a failure at
-/// the backoff's pace. The recorder's store status follows: `Err` while the
-/// store is unreachable, `Ok` when a round succeeds. With `retention`,
-/// prunes once when connected and then at most every 10 minutes. On
-/// `stop`, one last round (bounded by `connect_timeout`) ships what the
-/// last statements recorded.
-pub async fn run(
-    recorder: Arc<Recorder>,
-    store_url: String,
+/// Connects to `store_url`, retrying with capped exponential backoff until
+/// it answers (or `stop` resolves: `None`). The recorder's store status is
+/// `Err` while it does not.
+pub async fn connect(
+    recorder: &Recorder,
+    store_url: &str,
     connect_timeout: Duration,
-    retention: Option<Duration>,
-    slot: Arc<StoreSlot>,
     stop: impl Future<Output = ()>,
-) {
+) -> Option<Store> {
     tokio::pin!(stop);
     let mut backoff = Backoff::default();
     let mut down = false;
-    let store = loop {
+    loop {
         let attempt = tokio::select! {
-            _ = &mut stop => return,
-            r = Store::connect_with(&store_url, connect_timeout) => r,
+            _ = &mut stop => return None,
+            r = Store::connect_with(store_url, connect_timeout) => r,
         };
         match attempt {
-            Ok(store) => break store,
+            Ok(store) => return Some(store),
             Err(e) => {
                 if !down {
                     tracing::warn!(error = %e, "the audit store is unreachable; events stay in the journal and are shipped when it is back");
@@ -530,11 +521,35 @@ pub async fn run(
             }
         }
         tokio::select! {
-            _ = &mut stop => return,
+            _ = &mut stop => return None,
             _ = tokio::time::sleep(backoff.next()) => {}
         }
+    }
+}
+
+/// The background shipper of a gateway process, until `stop` resolves.
+///
+/// [`connect`]s to `store_url` with a pool of its own (the caller runs it
+/// where its connection threads should run: at low priority), then ships a
+/// round on every append or every 250 ms, whichever comes first, and after
+/// a failure at the backoff's pace. The recorder's store status follows:
+/// `Err` while the store is unreachable, `Ok` when a round succeeds. With
+/// `retention`, prunes once when connected and then at most every 10
+/// minutes. On `stop`, one last round (bounded by `connect_timeout`) ships
+/// what the last statements recorded.
+pub async fn run(
+    recorder: Arc<Recorder>,
+    store_url: String,
+    connect_timeout: Duration,
+    retention: Option<Duration>,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut backoff = Backoff::default();
+    let mut down = false;
+    let Some(store) = connect(&recorder, &store_url, connect_timeout, &mut stop).await else {
+        return;
     };
-    slot.set(store.clone());
     let mut shipper = Shipper::new(recorder.dir(), store);
     let mut next_prune = Instant::now();
     let mut last_contact = Instant::now();

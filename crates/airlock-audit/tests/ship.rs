@@ -6,11 +6,10 @@ mod common;
 
 use std::fs;
 use std::io::Write as _;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use airlock_audit::event::{Body, Decision, PolicyReload};
-use airlock_audit::{Event, ShipError, Shipper, StoreSlot, run, ship_once, verify};
+use airlock_audit::{Event, ShipError, Shipper, connect, run, ship_once, verify};
 use airlock_journal::Journal;
 use airlock_store::{SessionFilter, Store};
 use common::{PgDb, Proxy, eventually, raw, recorder, session, sessions};
@@ -414,14 +413,12 @@ async fn run_catches_up_when_the_sqlite_store_appears() {
     let rec = recorder(dir.path());
     let stream = rec.stream().unwrap();
     let mut n = sessions(&rec, 3, SystemTime::now());
-    let slot = Arc::new(StoreSlot::new());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(run(
         rec.clone(),
         url.clone(),
         Duration::from_millis(500),
         Some(Duration::from_secs(3600)),
-        slot.clone(),
         async {
             let _ = rx.await;
         },
@@ -434,28 +431,23 @@ async fn run_catches_up_when_the_sqlite_store_appears() {
     )
     .await;
     assert!(rec.ready().unwrap_err().starts_with("audit store"));
-    assert!(slot.get().is_none());
     n += sessions(&rec, 2, SystemTime::now());
 
     fs::create_dir(&store_dir).unwrap();
-    let s = &*slot;
+    // Ready again once the shipper connected (and migrated) and shipped.
     eventually(
         Duration::from_secs(15),
         "the shipper to connect",
-        || async move { s.get().is_some() },
+        || async move { r.ready().is_ok() },
     )
     .await;
-    let store = slot.get().unwrap().clone();
+    let store = Store::connect(&url).await.unwrap();
     let st = &store;
     let shipped = |want: u64| async move {
         st.shipped(stream).await.unwrap().map(|(seq, _)| seq) == Some(want)
     };
     eventually(Duration::from_secs(10), "the backlog shipped", || {
         shipped(n)
-    })
-    .await;
-    eventually(Duration::from_secs(5), "readiness", || async move {
-        r.ready().is_ok()
     })
     .await;
     // Connected, an append ships promptly.
@@ -479,14 +471,12 @@ async fn run_rides_out_a_postgres_outage() {
     let rec = recorder(dir.path());
     let stream = rec.stream().unwrap();
     let mut n = sessions(&rec, 2, SystemTime::now());
-    let slot = Arc::new(StoreSlot::new());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(run(
         rec.clone(),
-        url,
+        url.clone(),
         Duration::from_secs(1),
         None,
-        slot.clone(),
         async {
             let _ = rx.await;
         },
@@ -497,14 +487,9 @@ async fn run_rides_out_a_postgres_outage() {
     eventually(Duration::from_secs(5), "the store reported down", down).await;
 
     proxy.start().await;
-    let s = &*slot;
-    eventually(
-        Duration::from_secs(15),
-        "the shipper to connect",
-        || async move { s.get().is_some() },
-    )
-    .await;
-    let store = slot.get().unwrap().clone();
+    // Ready again once the shipper connected and shipped.
+    eventually(Duration::from_secs(15), "the shipper to connect", up).await;
+    let store = Store::connect(&url).await.unwrap();
     let st = &store;
     let shipped = |want: u64| async move {
         st.shipped(stream).await.ok().flatten().map(|(seq, _)| seq) == Some(want)
@@ -513,7 +498,6 @@ async fn run_rides_out_a_postgres_outage() {
         shipped(n)
     })
     .await;
-    eventually(Duration::from_secs(5), "readiness", up).await;
 
     // Down again, with the pool connected: connections cut and refused.
     proxy.stop().await;
@@ -546,18 +530,25 @@ async fn run_rides_out_a_postgres_outage() {
 async fn stop_before_the_store_answers_returns() {
     let dir = tempfile::tempdir().unwrap();
     let rec = recorder(dir.path());
-    let slot = Arc::new(StoreSlot::new());
     let port = Proxy::closed().port;
+    let url = format!("postgres://postgres@127.0.0.1:{port}/x");
     let started = std::time::Instant::now();
+    let connected = connect(
+        &rec,
+        &url,
+        Duration::from_millis(200),
+        tokio::time::sleep(Duration::from_millis(600)),
+    )
+    .await;
+    assert!(connected.is_none());
+    assert!(rec.ready().unwrap_err().starts_with("audit store"));
     run(
         rec,
-        format!("postgres://postgres@127.0.0.1:{port}/x"),
+        url,
         Duration::from_millis(200),
         None,
-        slot.clone(),
         tokio::time::sleep(Duration::from_millis(600)),
     )
     .await;
     assert!(started.elapsed() < Duration::from_secs(3));
-    assert!(slot.get().is_none());
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use airlock_api::ApiState;
 use airlock_audit::Recorder;
-use airlock_audit::ship::StoreSlot;
+use airlock_audit::ship::{self, StoreSlot};
 use airlock_config::{Config, JournalFsync};
 use airlock_gateway::Gateway;
 use airlock_gateway::approvals::Approvals;
@@ -190,18 +190,27 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         let recorder = Arc::clone(&recorder);
         let slot = Arc::clone(&store_slot);
         let retention = config.recording.retention.map(|d| d.0);
-        let stop = stopped(shutdown_rx.clone());
-        tasks.push(spawn_low_priority(
-            "airlock-ship",
-            airlock_audit::ship::run(
-                recorder,
-                url,
-                airlock_store::Store::DEFAULT_CONNECT_TIMEOUT,
-                retention,
-                slot,
-                stop,
-            ),
-        )?);
+        let rx = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            // The store of the HTTP API and of approvals (which held
+            // statements wait on) is connected here, at normal priority;
+            // first, so that its migrations have run before the shipper
+            // opens a pool of its own on its low-priority thread.
+            let timeout = airlock_store::Store::DEFAULT_CONNECT_TIMEOUT;
+            let connected = ship::connect(&recorder, &url, timeout, stopped(rx.clone())).await;
+            let Some(store) = connected else { return };
+            slot.set(store);
+            let shipper = ship::run(Arc::clone(&recorder), url, timeout, retention, stopped(rx));
+            match spawn_low_priority("airlock-ship", shipper) {
+                Ok(done) => {
+                    let _ = done.await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the audit shipper");
+                    recorder.set_store_status(Err(format!("the shipper did not start: {e}")));
+                }
+            }
+        }));
     }
 
     // Approvals and grants: held statements wait on the store, shared with
@@ -356,11 +365,12 @@ impl airlock_api::ApprovalHooks for Hooks {
 /// starts (sqlx-sqlite's connection workers) inherit the priority. It still
 /// gets a share of a busy machine (about 1/70 of a core's time against a
 /// nice-0 thread), so the store catches up and never stops; the journal
-/// holds what it has not shipped yet.
+/// holds what it has not shipped yet. The receiver resolves when `work`
+/// is done.
 fn spawn_low_priority(
     name: &str,
     work: impl Future<Output = ()> + Send + 'static,
-) -> Result<tokio::task::JoinHandle<()>> {
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
     let (done, finished) = tokio::sync::oneshot::channel();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -375,9 +385,7 @@ fn spawn_low_priority(
             runtime.block_on(work);
             let _ = done.send(());
         })?;
-    Ok(tokio::spawn(async move {
-        let _ = finished.await;
-    }))
+    Ok(finished)
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
