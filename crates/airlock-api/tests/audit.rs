@@ -81,6 +81,7 @@ fn start(n: u8, principal: &str, connection: &str) -> Body {
         grant: None,
         application_name: Some("psql".into()),
         tls: true,
+        door: airlock_audit::event::Door::Postgres,
     })
 }
 
@@ -97,7 +98,7 @@ fn statement(n: u8, seq: u64, decision: Decision) -> Body {
         decision,
         rule: (decision == Decision::Deny).then(|| "no".into()),
         refusal: (decision == Decision::Deny).then(|| ErrorInfo {
-            sqlstate: "42501".into(),
+            code: "42501".into(),
             message: "denied".into(),
         }),
         approval: None,

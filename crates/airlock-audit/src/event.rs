@@ -1,4 +1,11 @@
-//! The audit event schema, version 1 (SPEC §9, `docs/audit.md`).
+//! The audit event schema, version 2 (SPEC §9, `docs/audit.md`).
+//!
+//! Version 2 adds the door a session came through (`session_start.door`:
+//! `postgres`, `mysql`, `mcp`) and names an error's code generically
+//! (`code`: a SQLSTATE, a MySQL error number, a JSON-RPC code). Version 1
+//! events still decode (a session without `door` came through the
+//! PostgreSQL door; `sqlstate` reads as `code`), and verify unchanged: the
+//! journal and the store hash the bytes as written.
 //!
 //! Every event is one JSON object with `v`, `at` and `kind`; the rest
 //! depends on the kind. The bytes [`Event::encode`] produces are what the
@@ -22,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// The schema version written in every event's `v`.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// One recorded event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +81,19 @@ pub struct SessionStart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_name: Option<String>,
     pub tls: bool,
+    /// The door the session came through (version 2; `postgres` before).
+    #[serde(default)]
+    pub door: Door,
+}
+
+/// The protocol a session came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Door {
+    #[default]
+    Postgres,
+    Mysql,
+    Mcp,
 }
 
 /// How a statement reached the gateway.
@@ -169,7 +189,10 @@ impl Truncated {
 /// An error sent to the client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorInfo {
-    pub sqlstate: String,
+    /// The door's own code: a SQLSTATE, a MySQL error number, a JSON-RPC
+    /// error code (`sqlstate` in version 1).
+    #[serde(alias = "sqlstate")]
+    pub code: String,
     pub message: String,
 }
 
@@ -547,7 +570,7 @@ mod tests {
         let bytes = e.encode();
         let text = std::str::from_utf8(&bytes).unwrap();
         assert!(
-            text.starts_with(r#"{"v":1,"at":"2023-11-14T22:13:20.123Z","kind":"statement","#),
+            text.starts_with(r#"{"v":2,"at":"2023-11-14T22:13:20.123Z","kind":"statement","#),
             "{text}"
         );
         assert!(
@@ -575,6 +598,24 @@ mod tests {
         let t = t.unwrap();
         assert_eq!(t.bytes, 9);
         assert_eq!(t.sha256.len(), 64);
+    }
+
+    #[test]
+    fn version_1_events_still_decode() {
+        let start = br#"{"v":1,"at":"x","kind":"session_start","session":"00000000-0000-0000-0000-000000000000","principal":"p","issuer":"i","groups":[],"connection":"c","role":"r","access_rule":"a","mode":"read-only","unmask":false,"client_addr":"1.2.3.4:5","tls":false}"#;
+        let Body::SessionStart(s) = Event::decode(start).unwrap().body else {
+            panic!("not a session start");
+        };
+        assert_eq!(
+            s.door,
+            Door::Postgres,
+            "v1 sessions came through the PostgreSQL door"
+        );
+        let refused = br#"{"v":1,"at":"x","kind":"statement","session":"00000000-0000-0000-0000-000000000000","seq":1,"protocol":"simple","text":"drop table t","params":[],"kinds":["ddl"],"effects":["ddl"],"decision":"deny","rule":"r","refusal":{"sqlstate":"42501","message":"no"}}"#;
+        let Body::Statement(s) = Event::decode(refused).unwrap().body else {
+            panic!("not a statement");
+        };
+        assert_eq!(s.refusal.unwrap().code, "42501", "sqlstate reads as code");
     }
 
     #[test]

@@ -416,7 +416,7 @@ fn statement(row: &EventRow, event: &Event, s: &Statement, start: Option<&Sessio
         o.insert("policy".into(), json!({ "name": rule }));
     }
     if let Some(r) = &s.refusal {
-        o.insert("status_code".into(), json!(r.sqlstate));
+        o.insert("status_code".into(), json!(r.code));
         o.insert("status_detail".into(), json!(r.message));
     }
     let verb = match s.decision {
@@ -460,7 +460,7 @@ fn result(
     match &r.error {
         Some(e) => {
             set_status(&mut o, false);
-            o.insert("status_code".into(), json!(e.sqlstate));
+            o.insert("status_code".into(), json!(e.code));
             o.insert("status_detail".into(), json!(e.message));
             o.insert("message".into(), json!(e.message));
         }
@@ -665,6 +665,7 @@ mod tests {
             grant: None,
             application_name: Some("psql".into()),
             tls: false,
+            door: crate::event::Door::Postgres,
         }
     }
 
@@ -681,7 +682,7 @@ mod tests {
             decision,
             rule: Some("no-deletes".into()),
             refusal: (decision == Decision::Deny).then(|| ErrorInfo {
-                sqlstate: "42501".into(),
+                code: "42501".into(),
                 message: "denied".into(),
             }),
             approval: None,
@@ -890,7 +891,7 @@ mod tests {
             tag: None,
             sample: None,
             error: Some(ErrorInfo {
-                sqlstate: "57014".into(),
+                code: "57014".into(),
                 message: "canceling statement".into(),
             }),
             ..r

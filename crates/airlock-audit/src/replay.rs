@@ -283,7 +283,7 @@ fn decision(s: &Statement, out: &mut impl Write) -> fmt::Result {
             write!(out, "-- denied")?;
             rule(out)?;
             if let Some(r) = &s.refusal {
-                write!(out, " ({})", Clean(&r.sqlstate))?;
+                write!(out, " ({})", Clean(&r.code))?;
             }
             writeln!(out)?;
         }
@@ -296,7 +296,7 @@ fn decision(s: &Statement, out: &mut impl Write) -> fmt::Result {
                     if let Some(id) = &s.approval {
                         write!(out, " (approval {})", Clean(id))?;
                     }
-                    write!(out, " ({})", Clean(&r.sqlstate))?;
+                    write!(out, " ({})", Clean(&r.code))?;
                 }
                 (Some(id), None) => write!(out, ", approved (approval {})", Clean(id))?,
                 (None, None) => {}
@@ -312,7 +312,7 @@ fn error(e: &ErrorInfo, out: &mut impl Write) -> fmt::Result {
         out,
         "ERROR:  {}  (SQLSTATE {})",
         Clean(&e.message),
-        Clean(&e.sqlstate)
+        Clean(&e.code)
     )
 }
 
@@ -564,6 +564,7 @@ mod tests {
                 grant: None,
                 application_name: Some("psql".into()),
                 tls: true,
+                door: crate::event::Door::Postgres,
             }),
         )
     }
@@ -637,7 +638,7 @@ mod tests {
         denied.decision = Decision::Deny;
         denied.rule = Some("no-drops".into());
         denied.refusal = Some(ErrorInfo {
-            sqlstate: "42501".into(),
+            code: "42501".into(),
             message: "airlock: statement denied by rule \"no-drops\"".into(),
         });
         let mut held = stmt(4, "delete from sessions");
@@ -646,7 +647,7 @@ mod tests {
         held.approval = Some("apr-7".into());
         let mut failed = res(5, 0, 0, None);
         failed.error = Some(ErrorInfo {
-            sqlstate: "42P01".into(),
+            code: "42P01".into(),
             message: "relation \"nope\" does not exist".into(),
         });
         let mut withheld = res(6, 0, 2, Some("SELECT 2"));

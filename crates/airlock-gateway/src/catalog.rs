@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use airlock_pgwire::codec;
 use airlock_policy::UniqueKeys;
 use airlock_policy::masking::{
-    CatalogFacts, CatalogRelation, MaskingPolicy, SensitiveCatalog, system_sensitive_relations,
+    CatalogFacts, CatalogRelation, MaskingPolicy, RelationKind, SensitiveCatalog,
 };
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -129,6 +129,48 @@ pub enum CatalogError {
     TimedOut,
 }
 
+/// PostgreSQL's first OID for objects created after initdb: lower OIDs are
+/// built in.
+const FIRST_NORMAL_OID: u32 = 16384;
+
+/// Built-in relations that hold values copied from other relations, masked
+/// whole (`None`) or in one column whatever the policy says: the planner's
+/// statistics hold sampled column values, and `pg_stat_activity.query`
+/// holds other sessions' statements with their literals. All in
+/// `pg_catalog`.
+const SYSTEM_SENSITIVE: &[(&str, Option<&str>)] = &[
+    ("pg_stats", None),
+    ("pg_stats_ext", None),
+    ("pg_stats_ext_exprs", None),
+    ("pg_statistic", None),
+    ("pg_statistic_ext_data", None),
+    ("pg_stat_activity", Some("query")),
+];
+
+/// Extension relations of the same kind, in whatever schema the extension
+/// was installed.
+const EXTENSION_SENSITIVE: &[(&str, Option<&str>)] = &[("pg_stat_statements", Some("query"))];
+
+/// What the masking policy needs to know of a PostgreSQL relation.
+fn kind(oid: u32, schema: &str, name: &str) -> RelationKind {
+    let built_in = oid < FIRST_NORMAL_OID;
+    let exposes = if built_in {
+        SYSTEM_SENSITIVE
+            .iter()
+            .find(|(n, _)| schema == "pg_catalog" && *n == name)
+    } else {
+        EXTENSION_SENSITIVE.iter().find(|(n, _)| *n == name)
+    };
+    match exposes {
+        Some((_, column)) => RelationKind::Exposes {
+            column: column.map(str::to_string),
+            built_in,
+        },
+        None if built_in => RelationKind::BuiltIn,
+        None => RelationKind::User,
+    }
+}
+
 /// The catalog query: relations and their columns, views' column reads,
 /// views over user functions, inheritance, user functions. Each is one
 /// statement of one simple Query, which runs as one implicit transaction:
@@ -137,8 +179,9 @@ pub enum CatalogError {
 /// client encoding to UTF8 (so names compare with the policy's), both for
 /// that transaction only.
 fn query() -> String {
-    let system: Vec<String> = system_sensitive_relations()
-        .map(|r| format!("'{r}'"))
+    let system: Vec<String> = SYSTEM_SENSITIVE
+        .iter()
+        .map(|(r, _)| format!("'{r}'"))
         .collect();
     let rewrite = "'pg_catalog.pg_rewrite'::pg_catalog.regclass::pg_catalog.oid";
     format!(
@@ -326,17 +369,22 @@ fn facts(
             .and_then(|v| v.parse().ok())
             .ok_or(CatalogError::Malformed("unexpected catalog value"))
     }
-    let mut out = CatalogFacts::default();
+    let mut out = CatalogFacts {
+        first_user_id: FIRST_NORMAL_OID,
+        ..CatalogFacts::default()
+    };
     for row in relations {
         let oid: u32 = col(&row, 0)?;
         let attnum: i16 = col(&row, 3)?;
         let column = (attnum, col(&row, 4)?);
         let generated = col::<String>(&row, 5)? == "t";
         if !matches!(out.relations.last(), Some(r) if r.oid == oid) {
+            let (schema, name): (String, String) = (col(&row, 1)?, col(&row, 2)?);
             out.relations.push(CatalogRelation {
                 oid,
-                schema: col(&row, 1)?,
-                name: col(&row, 2)?,
+                kind: kind(oid, &schema, &name),
+                schema,
+                name,
                 columns: Vec::new(),
                 generated: Vec::new(),
             });

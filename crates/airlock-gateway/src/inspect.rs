@@ -12,13 +12,10 @@ use std::sync::Arc;
 
 use airlock_pgwire::relay::{Inspector, Plan, StatementRef, Verdict};
 use airlock_pgwire::{codec, sqlstate};
-use airlock_policy::guardrails::strictest;
+use airlock_policy::judge::{self, Denial, DeniedBy, Ruling};
 use airlock_policy::lineage::{CopyFormat, Cursor, Lineage};
-use airlock_policy::masking::SensitiveCatalog;
-use airlock_policy::{
-    AccessMode, Decision, Effect, Effects, Estimate, Evaluation, Guardrails, Statement,
-    StatementKind,
-};
+use airlock_policy::masking::{FieldOrigin, SensitiveCatalog};
+use airlock_policy::{AccessMode, Effect, Estimate, Guardrails, Statement, StatementKind};
 use airlock_sql::{Analyzer, SessionState};
 use bytes::BytesMut;
 
@@ -26,7 +23,9 @@ use airlock_audit::event::{Decision as Recorded, Protocol};
 
 use crate::catalog::Catalogs;
 use crate::mask::{self, CopyMask, Masking, RowMask};
-use crate::record::{Judgement, SessionRecorder};
+use crate::record;
+use airlock_engine::hold::{HoldOutcome, HoldRequest, Refusal};
+use airlock_engine::recording::{Judgement, Params, RecordingSession};
 
 /// Client encodings whose bytes airlock can read as UTF-8.
 fn utf8_compatible(encoding: &str) -> bool {
@@ -84,41 +83,10 @@ pub struct SessionPolicy {
     pub keys: Option<Arc<airlock_policy::UniqueKeys>>,
     pub connection: String,
     /// The session's recording (`None` only in tests of the judge alone).
-    pub recorder: Option<SessionRecorder>,
+    pub recorder: Option<RecordingSession>,
     /// Whether statements that need approval are held (the gateway has an
     /// approvals service); otherwise they are refused.
     pub approvals: bool,
-}
-
-/// What approvers are asked about a held statement (SPEC §8). Texts are
-/// redacted as the recording redacts them.
-#[derive(Debug, Clone)]
-pub struct HoldRequest {
-    pub rule: String,
-    pub approvers: Vec<String>,
-    pub min_approvals: u32,
-    pub text: String,
-    pub params: Vec<airlock_audit::event::Value>,
-    pub kinds: Vec<String>,
-    pub effects: Vec<String>,
-    /// The planner's row estimate, for an UPDATE or DELETE.
-    pub estimate: Option<u64>,
-    /// The statement event's seq, when it was recorded before the hold
-    /// (extended protocol: at Bind).
-    pub seq: Option<u64>,
-}
-
-/// How a hold ended, as the driver tells the inspector.
-#[derive(Debug, Clone)]
-pub enum HoldOutcome {
-    Approved {
-        approval: uuid::Uuid,
-    },
-    Refused {
-        approval: Option<uuid::Uuid>,
-        code: &'static str,
-        message: String,
-    },
 }
 
 /// A statement needing approval, as its Parse was judged: each execution
@@ -205,7 +173,7 @@ pub struct PolicyInspector {
     /// shares their namespace, and a statement it replaced behind the
     /// relay's back would be described with the wrong lineage.
     protocol_names: std::collections::HashSet<Vec<u8>>,
-    recorder: Option<SessionRecorder>,
+    recorder: Option<RecordingSession>,
     /// What the last judgement decided, for its statement event.
     last: Option<Judged>,
     /// Parse id → what its executions need approved.
@@ -271,25 +239,6 @@ impl PolicyInspector {
         }
     }
 
-    /// The recorded session's id.
-    pub fn session(&self) -> Option<uuid::Uuid> {
-        self.recorder.as_ref().map(SessionRecorder::session)
-    }
-
-    /// Records an approval event of this session (its id filled in).
-    pub fn record_approval(
-        &self,
-        mut event: airlock_audit::event::Approval,
-    ) -> Result<(), airlock_audit::RecordError> {
-        match &self.recorder {
-            Some(r) => {
-                event.session = Some(r.session());
-                r.approval(event)
-            }
-            None => Ok(()),
-        }
-    }
-
     /// The request of the hold that just began ([`Verdict::Hold`]).
     pub fn take_hold_request(&mut self) -> Option<HoldRequest> {
         self.hold.as_mut()?.request.take()
@@ -313,20 +262,8 @@ impl PolicyInspector {
     fn resume_query(&mut self, id: u64, sql: &[u8]) -> Option<Verdict> {
         let (outcome, judged) = self.take_outcome()?;
         let (mut judged, allowed) = judged?;
-        let verdict = match outcome {
-            HoldOutcome::Approved { approval } => {
-                judged.approval = Some(approval);
-                allowed
-            }
-            HoldOutcome::Refused {
-                approval,
-                code,
-                message,
-            } => {
-                judged.approval = approval;
-                Verdict::Refuse { code, message }
-            }
-        };
+        judged.approval = outcome.approval();
+        let verdict = hold_refusal(&outcome).unwrap_or(allowed);
         self.last = Some(judged);
         Some(self.record(id, Protocol::Simple, sql, verdict))
     }
@@ -339,7 +276,7 @@ impl PolicyInspector {
         bind: Option<&[u8]>,
     ) -> (String, Vec<airlock_audit::event::Value>) {
         match &self.recorder {
-            Some(r) => r.redacted(text, statements, bind),
+            Some(r) => r.redacted(text, statements, &bind.map_or(Params::None, record::params)),
             None => (text.to_string(), Vec::new()),
         }
     }
@@ -348,7 +285,7 @@ impl PolicyInspector {
     pub fn statements_recorded(&self) -> u64 {
         self.recorder
             .as_ref()
-            .map_or(0, SessionRecorder::statements)
+            .map_or(0, RecordingSession::statements)
     }
 
     /// The statement a result answers, when known.
@@ -365,63 +302,6 @@ impl PolicyInspector {
             _ => Some(&s.lineage),
         });
         found.map_or_else(|| Cow::Owned(Lineage::opaque()), Cow::Borrowed)
-    }
-
-    /// The masking policy's refusal of a statement, if any.
-    fn masking_refusal(&mut self, text: &str, statements: &[Statement]) -> Option<Verdict> {
-        let m = self.policy.masking.as_ref()?;
-        let refuse = |why: &str| {
-            tracing::info!("statement denied by masking");
-            Some(Verdict::Refuse {
-                code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                message: format!("airlock: statement denied by masking: {why}"),
-            })
-        };
-        let policy = &m.masking.policy;
-        for s in statements {
-            if let Err(refusal) = policy.check(&m.catalog, s) {
-                return refuse(&refusal.0);
-            }
-            if !m.catalog.any_sensitive {
-                continue;
-            }
-            // SQL airlock cannot see (DO, function and trigger bodies, SQL
-            // passed as text) could read masked columns out of lineage's
-            // sight; DDL on a relation with masked columns could copy them
-            // (a generated column, a rule).
-            if s.effects.contains(Effect::DynamicSql) {
-                return refuse(
-                    "it runs SQL airlock cannot see into (DO, a function body, SQL text), which could read masked columns",
-                );
-            }
-            if s.effects.contains(Effect::Ddl) && policy.touches_sensitive(&m.catalog, &s.relations)
-            {
-                return refuse("it changes the schema of a relation with masked columns");
-            }
-            if s.lineage.copy.is_some() && !self.ascii_safe {
-                return refuse(
-                    "COPY output cannot be masked in this client_encoding; use UTF8 or a single-byte encoding",
-                );
-            }
-        }
-        // (DEALLOCATE alone is harmless: a Bind of the name then fails.)
-        let shadows = |s: &Statement| {
-            s.kind == StatementKind::Prepare
-                && s.name
-                    .as_ref()
-                    .is_some_and(|n| self.protocol_names.contains(n.as_bytes()))
-        };
-        if statements.iter().any(shadows) {
-            return Some(Verdict::Refuse {
-                code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                message: "airlock: statement denied by masking: SQL PREPARE may not reuse the name of a statement prepared with the extended protocol in a masked session".into(),
-            });
-        }
-        let writes = statements.iter().any(|s| s.effects.contains(Effect::Write));
-        if writes && airlock_mask::looks_masked(text.as_bytes()) {
-            return Some(masked_write_refusal());
-        }
-        None
     }
 
     /// Keeps what later results of message `id` need: its statements, and
@@ -489,6 +369,25 @@ impl PolicyInspector {
             .any(|n| self.sql_state.prepared.contains_key(n) || !seen.insert(n))
     }
 
+    /// What the judge knows of this session.
+    fn session_view(&self, keys: bool) -> judge::Session<'_> {
+        let p = &self.policy;
+        judge::Session {
+            guardrails: &p.guardrails,
+            mode: p.mode,
+            access_rule: &p.access_rule,
+            approvals: p.approvals,
+            masking: p.masking.as_ref().map(|m| judge::Masked {
+                policy: &m.masking.policy,
+                catalog: &m.catalog,
+            }),
+            keys: p
+                .keys
+                .as_deref()
+                .filter(|_| keys && std::time::Instant::now() < self.keys_until),
+        }
+    }
+
     /// Judges one message. `plan` is the upstream's plan when one was asked
     /// for; `None` for a Parse, whose parameters are not known yet, so no
     /// estimate can be had.
@@ -516,9 +415,9 @@ impl PolicyInspector {
                     };
                 }
                 Err(airlock_sql::scs::Unconforming::Unhandled) => {
-                    return deny_unknown(
+                    return refusal(judge::unknown(
                         "it uses a national or typed string with a backslash while standard_conforming_strings is off",
-                    );
+                    ));
                 }
             }
         };
@@ -534,17 +433,19 @@ impl PolicyInspector {
             ) || s.nested.contains(&StatementKind::Execute)
         });
         // A SQL PREPARE of a name this session already prepared fails
-        // upstream, but would replace the lineage airlock keeps for it.
-        if self.policy.masking.is_some() && self.prepares_again(&analyzed) {
-            return Verdict::Refuse {
-                code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                message: "airlock: statement denied by masking: a statement of that name is already prepared; DEALLOCATE it first".into(),
-            };
-        }
-        let statements: Arc<[Statement]> = if needs_session {
-            airlock_sql::resolve(&analyzed, &mut self.sql_state).into()
-        } else {
+        // upstream; it must not replace what airlock keeps for the name
+        // unless it is let through.
+        let prepares_again = needs_session && self.prepares_again(&analyzed);
+        let mut scratch = None;
+        let statements: Arc<[Statement]> = if !needs_session {
             analyzed
+        } else if prepares_again {
+            let mut state = self.sql_state.clone();
+            let resolved = airlock_sql::resolve(&analyzed, &mut state);
+            scratch = Some(state);
+            resolved.into()
+        } else {
+            airlock_sql::resolve(&analyzed, &mut self.sql_state).into()
         };
         if self.recorder.is_some() {
             self.last = Some(Judged {
@@ -555,60 +456,45 @@ impl PolicyInspector {
             });
         }
         let statements = &statements;
-        // A Parse (no plan) is estimated at each Bind, with its parameters.
-        let fetched = estimate_from(plan.unwrap_or(Plan::NotFetched));
-        let mut estimate_at_bind = None;
-        let p = &self.policy;
-        // A statement that pins a unique key changes at most one row: no
-        // estimate is fetched for it. Not after a schema change in the same
-        // message (a new relation may shadow a keyed one).
-        let ddl = statements.iter().any(|s| s.effects.contains(Effect::Ddl));
-        let estimate_of = |s: &Statement| {
-            if !ddl && self.key_bounds(s) {
-                Estimate::Rows(1)
+        let ask = judge::Ask {
+            statements,
+            estimate: estimate_from(plan.unwrap_or(Plan::NotFetched)),
+            // A Parse runs nothing: its estimate is fetched at each Bind.
+            fetch: if plan.is_some() {
+                judge::Fetch::Now
             } else {
-                fetched
-            }
+                judge::Fetch::AtExecution
+            },
+            ..judge::Ask::message(statements, Estimate::NotFetched)
         };
-        let estimate = match &statements[..] {
-            [s] => estimate_of(s),
-            _ => fetched,
+        let facts = TextFacts {
+            text: &text,
+            prepares_again,
+            inspector: self,
         };
-        let decision = match &statements[..] {
-            // Only a single-statement Query gets a real estimate: EXPLAIN
-            // takes one statement.
-            [s] if estimate == Estimate::NotFetched => {
-                match p.guardrails.evaluate(s, p.mode, &p.access_rule, estimate) {
-                    Evaluation::Decided(d) => d,
-                    Evaluation::NeedsEstimate => {
-                        // A shared analysis's span belongs to another text.
-                        let span = if cached.exact {
-                            s.span
-                        } else {
-                            p.analyzer.analyze(&text)[0].span
-                        };
-                        let statement = text[span.0..span.1].to_string();
-                        if plan.is_some() {
-                            return Verdict::Estimate { statement };
-                        }
-                        // A Parse runs nothing: decided at each Bind.
-                        estimate_at_bind = Some(statement);
-                        Decision::Allow
-                    }
-                }
-            }
-            _ => strictest(statements.iter().map(|s| {
-                p.guardrails
-                    .decide(s, p.mode, &p.access_rule, estimate_of(s))
-            })),
+        let ruling = judge::judge(&self.session_view(true), &ask, &facts);
+        if let (Some(state), false) = (scratch, matches!(ruling, Ruling::Deny(_))) {
+            self.sql_state = state;
+        }
+        // A shared analysis's span belongs to another text.
+        let span_of = |i: usize| {
+            let span = if cached.exact {
+                statements[i].span
+            } else {
+                self.policy.analyzer.analyze(&text)[i].span
+            };
+            text[span.0..span.1].to_string()
         };
-        match decision {
-            Decision::Allow => {
-                if let Some(refusal) = self.masking_refusal(&text, statements) {
-                    return refusal;
-                }
+        match ruling {
+            Ruling::NeedsEstimate { index } => Verdict::Estimate {
+                statement: span_of(index),
+            },
+            Ruling::Allow {
+                estimate_at_execution,
+            } => {
+                let estimate = estimate_at_execution.map(span_of);
                 self.remember(id, &text, Arc::clone(statements));
-                if let Some(statement) = estimate_at_bind {
+                if let Some(statement) = estimate {
                     self.estimates.insert(
                         id,
                         Arc::new(EstimateNeed {
@@ -621,13 +507,22 @@ impl PolicyInspector {
                 tracing::debug!(kinds = %kinds(statements), "allowed");
                 allowed_verdict(statements)
             }
-            Decision::Deny { rule, message } => {
-                tracing::info!(kinds = %kinds(statements), rule = %rule, "statement denied");
-                self.judged_by(Recorded::Deny, &rule);
+            Ruling::Deny(denial) => {
+                match &denial.by {
+                    DeniedBy::Rule(rule) => {
+                        tracing::info!(kinds = %kinds(statements), rule = %rule, "statement denied");
+                        self.judged_by(Recorded::Deny, rule);
+                    }
+                    DeniedBy::Unapprovable(rule) => {
+                        tracing::info!(kinds = %kinds(statements), rule = %rule, "statement needs approval, which it cannot get");
+                        self.judged_by(Recorded::Approve, rule);
+                    }
+                    DeniedBy::Masking => tracing::info!("statement denied by masking"),
+                }
                 // A statement that does not parse gets PostgreSQL's own
                 // error (positions only hold for the text as sent).
                 let syntax = statements.iter().find_map(|s| s.syntax_error.as_deref());
-                if let Some(e) = syntax.filter(|_| rule == "unknown") {
+                if let (Some(e), Some("unknown")) = (syntax, denial.rule()) {
                     return Verdict::SyntaxError {
                         code: e.code,
                         message: e.message.clone(),
@@ -636,41 +531,14 @@ impl PolicyInspector {
                         hint: e.hint,
                     };
                 }
-                Verdict::Refuse {
-                    code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                    message: denied_by(&rule, &message),
-                }
+                refusal(denial)
             }
-            Decision::Approve {
+            Ruling::Approve {
                 rule,
                 approvers,
                 min_approvals,
+                estimate,
             } => {
-                if !self.policy.approvals {
-                    tracing::info!(kinds = %kinds(statements), rule = %rule, "statement needs approval; approvals are not configured");
-                    self.judged_by(Recorded::Approve, &rule);
-                    return Verdict::Refuse {
-                        code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                        message: approvals_unconfigured(&rule),
-                    };
-                }
-                // Approvers see the planner's estimate of an UPDATE or
-                // DELETE (a single statement: EXPLAIN takes one).
-                if let ([s], Estimate::NotFetched, Some(_)) = (&statements[..], estimate, plan)
-                    && matches!(s.kind, StatementKind::Update | StatementKind::Delete)
-                {
-                    let span = if cached.exact {
-                        s.span
-                    } else {
-                        p.analyzer.analyze(&text)[0].span
-                    };
-                    return Verdict::Estimate {
-                        statement: text[span.0..span.1].to_string(),
-                    };
-                }
-                if let Some(refusal) = self.masking_refusal(&text, statements) {
-                    return refusal;
-                }
                 self.judged_by(Recorded::Approve, &rule);
                 self.remember(id, &text, Arc::clone(statements));
                 let allowed = allowed_verdict(statements);
@@ -698,10 +566,7 @@ impl PolicyInspector {
                     params: Vec::new(),
                     kinds: kinds_of(statements),
                     effects: effects_of(statements),
-                    estimate: match estimate {
-                        Estimate::Rows(n) => Some(n),
-                        _ => None,
-                    },
+                    estimate,
                     seq: None,
                 };
                 self.hold = Some(Hold {
@@ -771,56 +636,51 @@ impl PolicyInspector {
             refusal,
             approval,
         };
-        match recorder.statement(id, protocol, &text, &statements, None, judgement) {
+        match recorder.statement(id, protocol, &text, &statements, &Params::None, judgement) {
             Ok(()) => verdict,
             Err(_) if refusal.is_some() => verdict,
             Err(e) => journal_refusal(&e),
         }
     }
 
-    /// The masking policy's verdict on a Bind of Parse `id` (or, for
-    /// `None`, of a statement prepared in SQL): parameters that look like
-    /// masking placeholders may not be written back.
+    /// The judge's verdict on the values a Bind of Parse `id` (or, for
+    /// `None`, of a statement prepared in SQL) binds.
     fn bind_verdict(&self, id: Option<u64>, body: &[u8]) -> Verdict {
         if self.policy.masking.is_none() {
             return Verdict::Forward;
         }
-        let writes = match id {
+        let prepared;
+        let statements = match id {
             Some(id) => match self.judged.get(&id) {
-                Some(statements) => statements.iter().any(|s| s.effects.contains(Effect::Write)),
+                Some(statements) => Some(&statements[..]),
                 None => return Verdict::Forward,
             },
-            // What its PREPARE was, when airlock saw it; otherwise it may
-            // write.
-            None => self
-                .sql_prepared(body)
-                .is_none_or(|s| s.effects.contains(Effect::Write)),
-        };
-        if !writes {
-            return Verdict::Forward;
-        }
-        match codec::bind_parameters(body) {
-            Some(params)
-                if params
-                    .iter()
-                    .any(|p| p.value.is_some_and(airlock_mask::looks_masked)) =>
-            {
-                masked_write_refusal()
+            // What its PREPARE was, when airlock saw it.
+            None => {
+                prepared = self.sql_prepared(body).map(std::slice::from_ref);
+                prepared
             }
-            Some(_) => Verdict::Forward,
-            None => Verdict::Refuse {
+        };
+        let facts = BindFacts {
+            body,
+            malformed: std::cell::Cell::new(false),
+        };
+        match judge::bound(&self.session_view(false), statements, &facts) {
+            _ if facts.malformed.get() => Verdict::Refuse {
                 code: sqlstate::PROTOCOL_VIOLATION,
                 message: "airlock: malformed Bind message".into(),
             },
+            Some(denial) => refusal(denial),
+            None => Verdict::Forward,
         }
     }
 
     /// The statement text, or the refusal for bytes airlock cannot read.
     fn text<'a>(&self, bytes: &'a [u8]) -> Result<&'a str, Verdict> {
         if !self.utf8 && !bytes.is_ascii() {
-            return Err(deny_unknown(
+            return Err(refusal(judge::unknown(
                 "the session's client_encoding is not UTF8; airlock reads non-ASCII statements only in UTF8",
-            ));
+            )));
         }
         std::str::from_utf8(bytes).map_err(|_| Verdict::Refuse {
             code: sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
@@ -869,7 +729,7 @@ impl PolicyInspector {
             },
         };
         let recorded = match id {
-            Some(id) => recorder.bound(id, body, judgement),
+            Some(id) => recorder.bound(id, &record::params(body), judgement),
             None => {
                 let name = body.split(|&b| b == 0).nth(1).unwrap_or_default();
                 let text = format!(
@@ -881,7 +741,7 @@ impl PolicyInspector {
                     Protocol::Extended,
                     &text,
                     &prepared,
-                    Some(body),
+                    &record::params(body),
                     judgement,
                 )
             }
@@ -913,31 +773,30 @@ impl PolicyInspector {
             }
             estimate => estimate,
         };
-        let rows = match estimate {
-            Estimate::Rows(n) => Some(n),
-            _ => None,
+        let ask = judge::Ask {
+            fetch: judge::Fetch::Never,
+            masking_checks: false,
+            ..judge::Ask::message(&e.statements, estimate)
         };
-        let p = &self.policy;
-        let decision = strictest(
-            e.statements
-                .iter()
-                .map(|s| p.guardrails.decide(s, p.mode, &p.access_rule, estimate)),
-        );
-        tracing::debug!(kinds = %kinds(&e.statements), rule = ?decision.rule(), "judged with the Bind's estimate");
-        match decision {
-            Decision::Allow => Ok(Some((None, rows))),
-            Decision::Deny { rule, message } => {
-                let message = denied_by(&rule, &message);
-                Err(Refused::Rule(rule, message))
-            }
-            Decision::Approve { rule, .. } if !p.approvals => {
-                let message = approvals_unconfigured(&rule);
-                Err(Refused::Rule(rule, message))
-            }
-            Decision::Approve {
+        let ruling = judge::judge(&self.session_view(false), &ask, &judge::NoFacts);
+        tracing::debug!(kinds = %kinds(&e.statements), rule = ?ruling.decision().rule(), "judged with the Bind's estimate");
+        match ruling {
+            Ruling::Allow { .. } | Ruling::NeedsEstimate { .. } => Ok(Some((
+                None,
+                match estimate {
+                    Estimate::Rows(n) => Some(n),
+                    _ => None,
+                },
+            ))),
+            Ruling::Deny(denial) => Err(Refused::Rule(
+                denial.rule().unwrap_or_default().to_string(),
+                denial.message,
+            )),
+            Ruling::Approve {
                 rule,
                 approvers,
                 min_approvals,
+                estimate,
             } => Ok(Some((
                 Some(Arc::new(Need {
                     rule,
@@ -946,18 +805,9 @@ impl PolicyInspector {
                     text: Arc::from(e.statement.as_str()),
                     statements: Arc::clone(&e.statements),
                 })),
-                rows,
+                estimate,
             ))),
         }
-    }
-
-    /// Whether the session's unique keys (while trusted) bound `s` to one
-    /// row, so no estimate is needed.
-    fn key_bounds(&self, s: &Statement) -> bool {
-        self.policy
-            .keys
-            .as_deref()
-            .is_some_and(|k| k.at_most_one_row(s) && std::time::Instant::now() < self.keys_until)
     }
 
     /// What executions of a Bind need approved: its Parse's need, or for a
@@ -966,21 +816,18 @@ impl PolicyInspector {
         if let Some(id) = id {
             return self.needs.get(&id).cloned();
         }
-        if !self.policy.approvals {
-            return None;
-        }
         let s = self.sql_prepared(body)?;
-        let p = &self.policy;
-        let estimate = if self.key_bounds(s) {
-            Estimate::Rows(1)
-        } else {
-            Estimate::Unavailable
+        let ask = judge::Ask {
+            fetch: judge::Fetch::Never,
+            masking_checks: false,
+            ..judge::Ask::message(std::slice::from_ref(s), Estimate::Unavailable)
         };
-        match p.guardrails.decide(s, p.mode, &p.access_rule, estimate) {
-            Decision::Approve {
+        match judge::judge(&self.session_view(true), &ask, &judge::NoFacts) {
+            Ruling::Approve {
                 rule,
                 approvers,
                 min_approvals,
+                ..
             } => {
                 let name = body.split(|&b| b == 0).nth(1).unwrap_or_default();
                 Some(Arc::new(Need {
@@ -1029,28 +876,68 @@ fn journal_refusal(e: &airlock_audit::RecordError) -> Verdict {
     tracing::error!(error = %e, "statement refused: it cannot be recorded");
     Verdict::Refuse {
         code: sqlstate::SYSTEM_ERROR,
-        message: "airlock: the statement was not run because airlock cannot record it; airlock runs nothing it does not record".into(),
+        message: airlock_engine::hold::UNRECORDED.into(),
     }
 }
 
-fn deny_unknown(why: &str) -> Verdict {
+/// The client's refusal of a held statement its hold did not approve.
+fn hold_refusal(outcome: &HoldOutcome) -> Option<Verdict> {
+    let (kind, message) = outcome.refusal()?;
+    let code = match kind {
+        Refusal::Policy => sqlstate::INSUFFICIENT_PRIVILEGE,
+        Refusal::System => sqlstate::SYSTEM_ERROR,
+    };
+    Some(Verdict::Refuse { code, message })
+}
+
+/// The client's refusal of a message the judge denied.
+fn refusal(denial: Denial) -> Verdict {
     Verdict::Refuse {
         code: sqlstate::INSUFFICIENT_PRIVILEGE,
-        message: denied_by("unknown", &format!("statement refused because {why}")),
+        message: denial.message,
     }
 }
 
-/// The client's message for a statement rule `rule` denies.
-fn denied_by(rule: &str, message: &str) -> String {
-    format!("airlock: statement denied by rule \"{rule}\": {message}")
+/// What the judge asks of a message's text.
+struct TextFacts<'a> {
+    text: &'a str,
+    prepares_again: bool,
+    inspector: &'a PolicyInspector,
 }
 
-/// The client's message for a statement rule `rule` holds for approval
-/// when approvals are not configured.
-fn approvals_unconfigured(rule: &str) -> String {
-    format!(
-        "airlock: approval required (rule \"{rule}\"), but approvals are not configured; the statement was not run"
-    )
+impl judge::Facts for TextFacts<'_> {
+    fn prepares_again(&self) -> bool {
+        self.prepares_again
+    }
+    fn protocol_name(&self, name: &str) -> bool {
+        self.inspector.protocol_names.contains(name.as_bytes())
+    }
+    fn copy_splittable(&self) -> bool {
+        self.inspector.ascii_safe
+    }
+    fn writes_placeholder(&self) -> bool {
+        airlock_mask::looks_masked(self.text.as_bytes())
+    }
+}
+
+/// What the judge asks of a Bind's values.
+struct BindFacts<'a> {
+    body: &'a [u8],
+    malformed: std::cell::Cell<bool>,
+}
+
+impl judge::Facts for BindFacts<'_> {
+    fn writes_placeholder(&self) -> bool {
+        match codec::bind_parameters(self.body) {
+            Some(params) => params
+                .iter()
+                .any(|p| p.value.is_some_and(airlock_mask::looks_masked)),
+            None => {
+                self.malformed.set(true);
+                false
+            }
+        }
+    }
 }
 
 /// The estimate a fetched plan gives (no plan or no row count: unavailable).
@@ -1062,17 +949,11 @@ fn estimate_from(plan: Plan<'_>) -> Estimate {
     }
 }
 
-/// The verdict on an allowed message.
+/// The verdict on an allowed message: one that may change how the next
+/// parses (`standard_conforming_strings` and `client_encoding` arrive by
+/// ParameterStatus after it runs) makes later messages wait for its answer.
 fn allowed_verdict(statements: &[Statement]) -> Verdict {
-    // A setting change (or SQL the analyzer cannot see) may alter how the
-    // next statement parses: `standard_conforming_strings` and
-    // `client_encoding` arrive by ParameterStatus after it runs, so later
-    // messages wait for its answer.
-    let may_reconfigure = Effects::of(&[Effect::SessionConfig, Effect::DynamicSql]);
-    if statements
-        .iter()
-        .any(|s| s.effects.intersects(may_reconfigure))
-    {
+    if judge::may_reconfigure(statements) {
         Verdict::ForwardAndWait
     } else {
         Verdict::Forward
@@ -1127,16 +1008,6 @@ fn plan_rows(json: &str) -> Option<u64> {
     max
 }
 
-fn masked_write_refusal() -> Verdict {
-    Verdict::Refuse {
-        code: sqlstate::INSUFFICIENT_PRIVILEGE,
-        message: format!(
-            "airlock: statement denied by masking: it writes a value that looks like a masking placeholder (\"{}\" or a hash_ pseudonym); writing masked values back would corrupt the data",
-            airlock_mask::PLACEHOLDER
-        ),
-    }
-}
-
 impl Inspector for PolicyInspector {
     type Mask = ResultMask;
 
@@ -1181,53 +1052,28 @@ impl Inspector for PolicyInspector {
             }
             Plan::Json(name) => name.to_string(),
             Plan::Unavailable => {
-                return Verdict::Refuse {
-                    code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                    message: denied_by(
-                        "unknown",
-                        &format!(
-                            "the FunctionCall names function OID {oid}, which cannot be looked up"
-                        ),
-                    ),
-                };
+                return refusal(judge::unknown(&format!(
+                    "the FunctionCall names function OID {oid}, which cannot be looked up"
+                )));
             }
         };
         // Judged as the SELECT it is equivalent to.
         let placeholders: Vec<String> = (1..=count).map(|i| format!("${i}")).collect();
         let text = format!("SELECT {name}({}) -- FunctionCall", placeholders.join(", "));
         let statements = self.policy.analyzer.analyze(&text);
-        let p = &self.policy;
-        let decision = strictest(statements.iter().map(|s| {
-            p.guardrails
-                .decide(s, p.mode, &p.access_rule, Estimate::Unavailable)
-        }));
-        let sensitive = p.masking.as_ref().is_some_and(|m| m.catalog.any_sensitive);
-        let (verdict, rule) = match decision {
-            Decision::Allow if sensitive => (
-                Verdict::Refuse {
-                    code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                    message: "airlock: statement denied by masking: a FunctionCall's result cannot be masked; call the function in a SQL statement".into(),
-                },
-                None,
-            ),
-            Decision::Allow => (allowed_verdict(&statements), None),
-            Decision::Deny { rule, message } => (
-                Verdict::Refuse {
-                    code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                    message: denied_by(&rule, &message),
-                },
-                Some(rule),
-            ),
-            // Only a Query or an Execute can wait for an approver.
-            Decision::Approve { rule, .. } => (
-                Verdict::Refuse {
-                    code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                    message: format!(
-                        "airlock: approval required (rule \"{rule}\"), which a FunctionCall cannot wait for; call the function in a SQL statement"
-                    ),
-                },
-                Some(rule),
-            ),
+        let ask = judge::Ask {
+            fetch: judge::Fetch::Never,
+            can_hold: false,
+            masking_checks: false,
+            unmaskable_result: true,
+            ..judge::Ask::message(&statements, Estimate::Unavailable)
+        };
+        let (verdict, rule) = match judge::judge(&self.session_view(false), &ask, &judge::NoFacts) {
+            Ruling::Deny(denial) => {
+                let rule = denial.rule().map(str::to_string);
+                (refusal(denial), rule)
+            }
+            _ => (allowed_verdict(&statements), None),
         };
         tracing::info!(kinds = %kinds(&statements), rule = ?rule, "FunctionCall judged");
         let Some(recorder) = self.recorder.as_mut() else {
@@ -1252,7 +1098,7 @@ impl Inspector for PolicyInspector {
             Protocol::Extended,
             &text,
             &statements,
-            Some(&bind),
+            &record::params(&bind),
             judgement,
         ) {
             Err(e) if refusal.is_none() => journal_refusal(&e),
@@ -1268,10 +1114,7 @@ impl Inspector for PolicyInspector {
             // Approved or not, the portal's next Executes (a suspended
             // portal's rest) need nothing more.
             self.portal_holds.remove(portal);
-            return match outcome {
-                HoldOutcome::Approved { .. } => Verdict::Forward,
-                HoldOutcome::Refused { code, message, .. } => Verdict::Refuse { code, message },
-            };
+            return hold_refusal(&outcome).unwrap_or(Verdict::Forward);
         }
         let Some(held) = self.portal_holds.get(portal) else {
             return Verdict::Forward;
@@ -1332,7 +1175,7 @@ impl Inspector for PolicyInspector {
                 let seq = self
                     .recorder
                     .as_ref()
-                    .map(SessionRecorder::statements)
+                    .map(RecordingSession::statements)
                     .filter(|n| *n > 0);
                 self.portal_holds.insert(
                     portal.to_vec(),
@@ -1368,7 +1211,7 @@ impl Inspector for PolicyInspector {
 
     fn observe(&mut self, at: StatementRef, tag: u8, body: &[u8]) {
         if let Some(r) = self.recorder.as_mut() {
-            r.observe(at, tag, body);
+            record::observe(r, at, tag, body);
         }
     }
 
@@ -1381,11 +1224,13 @@ impl Inspector for PolicyInspector {
         let Some(fields) = mask::fields(body) else {
             return Some(Arc::new(ResultMask::Rows(RowMask::everything(&m.masking))));
         };
-        let origins: Vec<_> = fields.iter().map(|f| f.0).collect();
+        let origins: Vec<_> = fields.iter().map(|f| f.0.clone()).collect();
         let mut unknown = origins
             .iter()
-            .map(|o| o.table_oid)
-            .filter(|oid| !m.catalog.knows(*oid))
+            .filter_map(|o| match o {
+                FieldOrigin::Oid { table, .. } if !m.catalog.knows(*table) => Some(*table),
+                _ => None,
+            })
             .peekable();
         if unknown.peek().is_some() {
             // A relation created since the catalog was read: masked whole

@@ -13,19 +13,18 @@
 //! decisions of its own (it asks `airlock-policy`).
 #![forbid(unsafe_code)]
 
-pub mod approvals;
-pub mod cancel;
-pub mod catalog;
-pub mod inspect;
-pub mod mask;
+pub(crate) mod cancel;
+pub(crate) mod catalog;
+pub(crate) mod inspect;
+pub(crate) mod mask;
 pub mod metrics;
-pub mod pump;
-pub mod record;
+pub(crate) mod pump;
+pub(crate) mod record;
 mod session;
 pub mod snapshot;
-pub mod stream;
-pub mod tls;
-pub mod upstream;
+pub(crate) mod stream;
+pub(crate) mod tls;
+pub(crate) mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -100,7 +99,10 @@ pub struct Gateway {
     recorder: std::sync::OnceLock<Arc<airlock_audit::Recorder>>,
     /// Held statements and grants; set once by the binary. Without it,
     /// statements that need approval are refused and JIT roles unusable.
-    approvals: std::sync::OnceLock<Arc<approvals::Approvals>>,
+    approvals: std::sync::OnceLock<Arc<airlock_engine::approvals::Approvals>>,
+    /// The wall clock sessions verify tokens and time lifetimes by; set
+    /// once (tests), the system's otherwise.
+    clock: std::sync::OnceLock<Arc<dyn airlock_engine::clock::Clock>>,
 }
 
 impl Gateway {
@@ -119,6 +121,7 @@ impl Gateway {
             metrics: metrics::Metrics,
             recorder: std::sync::OnceLock::new(),
             approvals: std::sync::OnceLock::new(),
+            clock: std::sync::OnceLock::new(),
         }))
     }
 
@@ -132,12 +135,24 @@ impl Gateway {
     }
 
     /// Connects the gateway to the process's approvals worker (once).
-    pub fn set_approvals(&self, approvals: Arc<approvals::Approvals>) {
+    pub fn set_approvals(&self, approvals: Arc<airlock_engine::approvals::Approvals>) {
         let _ = self.approvals.set(approvals);
     }
 
-    pub fn approvals(&self) -> Option<&Arc<approvals::Approvals>> {
+    pub fn approvals(&self) -> Option<&Arc<airlock_engine::approvals::Approvals>> {
         self.approvals.get()
+    }
+
+    /// Sets the wall clock of sessions opened from now on (once; tests).
+    pub fn set_clock(&self, clock: Arc<dyn airlock_engine::clock::Clock>) {
+        let _ = self.clock.set(clock);
+    }
+
+    fn clock(&self) -> Arc<dyn airlock_engine::clock::Clock> {
+        match self.clock.get() {
+            Some(c) => Arc::clone(c),
+            None => Arc::new(airlock_engine::clock::SystemClock),
+        }
     }
 
     /// Records a reload attempt (the policy in force is part of the trail).

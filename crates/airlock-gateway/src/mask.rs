@@ -10,64 +10,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use airlock_mask::Masked;
+pub use airlock_mask::Masking;
 use airlock_mask::copy::{self, Edit, Field};
-use airlock_mask::{Detectors, Masked, Masker};
 use airlock_policy::lineage::CopyFormat;
-use airlock_policy::masking::{
-    CopyPlan, Detector, FieldOrigin, Mask, MaskPlan, MaskingPolicy, Strategy,
-};
+use airlock_policy::masking::{CopyPlan, FieldOrigin, Mask, MaskPlan};
 use bytes::{BufMut, BytesMut};
-
-/// The masking half of a snapshot: the compiled rules, the HMAC key and the
-/// detectors.
-pub struct Masking {
-    pub policy: Arc<MaskingPolicy>,
-    pub masker: Masker,
-    pub detectors: Detectors,
-    /// The mask of each detector (the first rule naming it).
-    detector_masks: Vec<(Detector, Mask)>,
-}
-
-impl Masking {
-    pub fn new(policy: MaskingPolicy, masker: Masker) -> Masking {
-        let detector_masks = policy.detectors();
-        let names: Vec<Detector> = detector_masks.iter().map(|(d, _)| *d).collect();
-        Masking {
-            detectors: Detectors::new(&names),
-            detector_masks,
-            policy: Arc::new(policy),
-            masker,
-        }
-    }
-
-    pub fn is_active(&self) -> bool {
-        !self.policy.is_empty()
-    }
-
-    /// `text` with the content detectors' matches masked (unchanged when
-    /// nothing is masked): for client-chosen text that is recorded.
-    pub fn detect_in<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        match self
-            .is_active()
-            .then(|| scrub_text(self, text, None))
-            .flatten()
-        {
-            Some(scrubbed) => scrubbed.into(),
-            None => text.into(),
-        }
-    }
-
-    fn detector_mask(&self, d: Detector) -> Mask {
-        self.detector_masks
-            .iter()
-            .find(|(x, _)| *x == d)
-            .map_or(Mask::UNTRACED, |(_, m)| *m)
-    }
-
-    fn detector_strategy(&self, d: Detector) -> Strategy {
-        self.detector_mask(d).strategy
-    }
-}
 
 /// Type OIDs whose values are text the client reads as text, in either
 /// format: a placeholder can stand in for them.
@@ -116,7 +64,14 @@ pub fn fields(body: &[u8]) -> Option<Vec<(FieldOrigin, u32, bool)>> {
         let attnum = i16::from_be_bytes(f[4..6].try_into().ok()?);
         let type_oid = u32::from_be_bytes(f[6..10].try_into().ok()?);
         let format = i16::from_be_bytes(f[16..18].try_into().ok()?);
-        out.push((FieldOrigin { table_oid, attnum }, type_oid, format == 1));
+        out.push((
+            FieldOrigin::Oid {
+                table: table_oid,
+                attnum,
+            },
+            type_oid,
+            format == 1,
+        ));
         at += 18;
     }
     Some(out)
@@ -358,7 +313,7 @@ pub fn notice(
                 changed = true;
                 return (f, HIDDEN.to_string());
             }
-            match scrub_text(masking, &v, (sensitive && values).then_some(keep)) {
+            match masking.scrub(&v, (sensitive && values).then_some(keep)) {
                 Some(new) => {
                     changed = true;
                     (f, new)
@@ -388,20 +343,6 @@ pub fn notice(
 /// masked.
 pub const HIDDEN: &str = "(hidden by airlock masking)";
 
-pub(crate) fn scrub_text(
-    masking: &Masking,
-    text: &str,
-    sensitive: Option<airlock_mask::Keep<'_>>,
-) -> Option<String> {
-    airlock_mask::scrub(
-        text,
-        &masking.detectors,
-        &masking.masker,
-        |d| masking.detector_strategy(d),
-        sensitive,
-    )
-}
-
 /// Scrubs a NotificationResponse payload or a ParameterStatus value with
 /// the detectors. Returns true when it wrote a replacement.
 pub fn async_message(masking: &Masking, tag: u8, body: &[u8], out: &mut BytesMut) -> bool {
@@ -419,7 +360,7 @@ pub fn async_message(masking: &Masking, tag: u8, body: &[u8], out: &mut BytesMut
         return false;
     };
     let new = match std::str::from_utf8(&body[start..end]) {
-        Ok(value) => match scrub_text(masking, value, None) {
+        Ok(value) => match masking.scrub(value, None) {
             Some(new) => new,
             None => return false,
         },

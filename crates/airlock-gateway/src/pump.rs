@@ -180,7 +180,7 @@ where
     }
 
     /// The messages still queued for the client (to append a last FATAL).
-    pub fn to_client(&mut self) -> &mut BytesMut {
+    pub fn client_out(&mut self) -> &mut BytesMut {
         &mut self.to_client
     }
 

@@ -1,443 +1,58 @@
-//! Recording one PostgreSQL session: audit events built from what the
-//! judge decided and what the relay passed back, appended to the process's
-//! [`Recorder`].
+//! Recording, as the PostgreSQL door reports to the engine's
+//! [`RecordingSession`]: what its messages mean.
 //!
-//! What is recorded when:
-//! - a simple Query's `statement` event as it is judged, before it is
+//! - a simple Query's statement is recorded as it is judged, before it is
 //!   forwarded (or instead, when refused);
-//! - an extended-protocol statement's at its Bind (text from its Parse,
+//! - an extended-protocol statement at its Bind (text from its Parse,
 //!   parameters from the Bind), before the Bind and Execute are forwarded;
 //!   one refused at Parse, at the Parse;
-//! - a `result` event per statement once its CommandComplete,
-//!   EmptyQueryResponse, PortalSuspended or ErrorResponse passes.
-//!
-//! Redaction, so that nothing masking would hide is recorded:
-//! - texts always go through the content detectors;
-//! - a statement that names a relation a column rule could cover (by name,
-//!   or by the session's catalog), or that airlock could not parse, has
-//!   every literal and comment replaced and every parameter recorded as the
-//!   placeholder;
-//! - result samples are the rows as the client got them, so masked; a
-//!   session exempt from masking (`unmask`) has its values withheld from
-//!   samples and its errors scrubbed as if sensitive.
+//! - a result per statement once its CommandComplete, EmptyQueryResponse,
+//!   PortalSuspended or ErrorResponse passes, with the RowDescription's
+//!   column names and the DataRows as the client got them.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Instant;
-
-use airlock_audit::event::{
-    self, Decision, ErrorInfo, Protocol, Sample, StatementResult, Truncated, Value,
-};
-use airlock_audit::{Body, Event, RecordError, Recorder};
+use airlock_engine::recording::{At, Param, Params, RecordingSession};
 use airlock_pgwire::codec;
 use airlock_pgwire::relay::StatementRef;
-use airlock_policy::Statement;
-use airlock_policy::masking::SensitiveCatalog;
-use uuid::Uuid;
 
-use crate::mask::{self, Masking};
-
-/// Results kept open at once (a pipelining client's answers in flight).
-const MAX_OPEN: usize = 256;
-
-/// How much a recording keeps, from `recording`.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub sample_rows: usize,
-    pub sample_bytes: usize,
-    pub max_text: usize,
-}
-
-/// What a statement event says of the decision.
-pub struct Judgement<'a> {
-    pub decision: Decision,
-    pub rule: Option<&'a str>,
-    pub refusal: Option<(&'a str, &'a str)>,
-    /// The approval that decided a held statement.
-    pub approval: Option<Uuid>,
-}
-
-/// One session's recording.
-pub struct SessionRecorder {
-    recorder: Arc<Recorder>,
-    session: Uuid,
-    limits: Limits,
-    masking: Arc<Masking>,
-    catalog: Option<Arc<SensitiveCatalog>>,
-    /// Values are withheld from samples: the session sees unmasked values.
-    withhold: bool,
-    next_seq: u64,
-    /// Message id → the statement event its results belong to.
-    recorded: HashMap<u64, (u64, Instant)>,
-    /// Parse id → what its Binds record.
-    parsed: HashMap<u64, Parsed>,
-    /// Results being answered, by statement.
-    open: HashMap<(u64, usize), Open>,
-    /// The last RowDescription's column names, by message id.
-    columns: HashMap<u64, Arc<[String]>>,
-}
-
-struct Parsed {
-    text: Arc<str>,
-    statements: Arc<[Statement]>,
-}
-
-#[derive(Default)]
-struct Open {
-    rows: u64,
-    sample: Vec<Vec<Value>>,
-    bytes: usize,
-    truncated: bool,
-}
-
-impl SessionRecorder {
-    pub fn new(
-        recorder: Arc<Recorder>,
-        session: Uuid,
-        limits: Limits,
-        masking: Arc<Masking>,
-        catalog: Option<Arc<SensitiveCatalog>>,
-        unmask: bool,
-    ) -> SessionRecorder {
-        SessionRecorder {
-            withhold: unmask && masking.is_active(),
-            recorder,
-            session,
-            limits,
-            masking,
-            catalog,
-            next_seq: 1,
-            recorded: HashMap::new(),
-            parsed: HashMap::new(),
-            open: HashMap::new(),
-            columns: HashMap::new(),
-        }
-    }
-
-    /// Statements recorded so far.
-    pub fn statements(&self) -> u64 {
-        self.next_seq - 1
-    }
-
-    /// Records a statement for message `id` (a Query, or the Parse a Bind
-    /// binds). `bind` is the Bind body of an extended-protocol execution.
-    pub fn statement(
-        &mut self,
-        id: u64,
-        protocol: Protocol,
-        text: &str,
-        statements: &[Statement],
-        bind: Option<&[u8]>,
-        judgement: Judgement<'_>,
-    ) -> Result<(), RecordError> {
-        let sensitive = self.sensitive(statements);
-        let (text, truncated) = self.redact(text, sensitive);
-        let params = bind.map_or_else(Vec::new, |b| self.params(b, sensitive));
-        let seq = self.next_seq;
-        let mut effects: Vec<String> = statements
-            .iter()
-            .flat_map(|s| s.effects.iter().map(|e| e.name().to_string()))
-            .collect();
-        effects.sort();
-        effects.dedup();
-        let event = Event::now(Body::Statement(event::Statement {
-            session: self.session,
-            seq,
-            protocol,
-            text,
-            truncated,
-            params,
-            kinds: statements.iter().map(|s| s.kind.name().into()).collect(),
-            effects,
-            decision: judgement.decision,
-            rule: judgement.rule.map(Into::into),
-            refusal: judgement.refusal.map(|(code, message)| ErrorInfo {
-                sqlstate: code.into(),
-                message: message.into(),
-            }),
-            approval: judgement.approval.map(|a| a.to_string()),
-        }));
-        self.recorder.record(&event)?;
-        self.next_seq += 1;
-        if judgement.refusal.is_none() {
-            self.recorded.insert(id, (seq, Instant::now()));
-        }
-        Ok(())
-    }
-
-    /// A statement's text and a Bind's parameters, redacted as its statement
-    /// event redacts them (for approvers).
-    pub fn redacted(
-        &self,
-        text: &str,
-        statements: &[Statement],
-        bind: Option<&[u8]>,
-    ) -> (String, Vec<Value>) {
-        let sensitive = self.sensitive(statements);
-        let (text, _) = self.redact(text, sensitive);
-        let params = bind.map_or_else(Vec::new, |b| self.params(b, sensitive));
-        (text, params)
-    }
-
-    /// The session's id.
-    pub fn session(&self) -> Uuid {
-        self.session
-    }
-
-    /// Records an approval event of this session.
-    pub fn approval(&self, event: event::Approval) -> Result<(), RecordError> {
-        self.recorder
-            .record(&Event::now(Body::Approval(event)))
-            .map(drop)
-    }
-
-    /// Keeps a judged Parse's text for the statement events of its Binds.
-    pub fn parsed(&mut self, id: u64, text: &str, statements: Arc<[Statement]>) {
-        self.parsed.insert(
-            id,
-            Parsed {
-                text: text.into(),
-                statements,
-            },
-        );
-    }
-
-    /// Records the execution a Bind of Parse `id` starts (or its refusal).
-    pub fn bound(
-        &mut self,
-        id: u64,
-        body: &[u8],
-        judgement: Judgement<'_>,
-    ) -> Result<(), RecordError> {
-        let (text, statements) = match self.parsed.get(&id) {
-            Some(p) => (Arc::clone(&p.text), Arc::clone(&p.statements)),
-            // Every Parse the relay forwards was judged; fail closed anyway.
-            None => {
-                return Err(RecordError(
-                    "a Bind of a statement airlock did not see".into(),
-                ));
-            }
-        };
-        self.statement(
-            id,
-            Protocol::Extended,
-            &text,
-            &statements,
-            Some(body),
-            judgement,
-        )
-    }
-
-    /// An upstream message answering statement `at`, as the client gets it
-    /// (masked and scrubbed).
-    pub fn observe(&mut self, at: StatementRef, tag: u8, body: &[u8]) {
-        match tag {
-            b'T' => {
-                self.columns.insert(at.id, column_names(body).into());
-            }
-            b'D' => {
-                if !self.recorded.contains_key(&at.id) {
-                    return;
-                }
-                if self.open.len() >= MAX_OPEN && !self.open.contains_key(&(at.id, at.index)) {
-                    return;
-                }
-                let limits = self.limits;
-                let withhold = self.withhold;
-                let open = self.open.entry((at.id, at.index)).or_default();
-                open.rows += 1;
-                if withhold || open.truncated {
-                    return;
-                }
-                if open.sample.len() >= limits.sample_rows {
-                    open.truncated = true;
-                    return;
-                }
-                let row: Vec<Value> = codec::data_row_values(body)
-                    .map(Value::from_bytes)
-                    .collect();
-                let weight: usize = row.iter().map(Value::weight).sum();
-                if open.bytes + weight > limits.sample_bytes {
-                    open.truncated = true;
-                    return;
-                }
-                open.bytes += weight;
-                open.sample.push(row);
-            }
-            b'C' | b'I' | b's' => {
-                let tag_text = (tag == b'C').then(|| cstr(body));
-                self.finish(at, tag_text, tag == b's', None);
-            }
-            b'E' => {
-                let (code, message) = error_fields(body);
-                let message = if self.withhold {
-                    mask::scrub_text(&self.masking, &message, Some(&|_| false)).unwrap_or(message)
-                } else {
-                    message
-                };
-                if !self.recorded.contains_key(&at.id)
-                    && let Some(p) = self.parsed.get(&at.id)
-                {
-                    // The Parse itself failed upstream (an unknown table):
-                    // there was no Bind to record it at.
-                    let (text, statements) = (Arc::clone(&p.text), Arc::clone(&p.statements));
-                    let allow = Judgement {
-                        decision: Decision::Allow,
-                        rule: None,
-                        refusal: None,
-                        approval: None,
-                    };
-                    let _ =
-                        self.statement(at.id, Protocol::Extended, &text, &statements, None, allow);
-                }
-                self.finish(
-                    at,
-                    None,
-                    false,
-                    Some(ErrorInfo {
-                        sqlstate: code,
-                        message,
-                    }),
-                );
-            }
-            _ => {}
-        }
-    }
-
-    fn finish(
-        &mut self,
-        at: StatementRef,
-        tag: Option<String>,
-        suspended: bool,
-        error: Option<ErrorInfo>,
-    ) {
-        let Some(&(seq, started)) = self.recorded.get(&at.id) else {
-            return;
-        };
-        let open = self.open.remove(&(at.id, at.index)).unwrap_or_default();
-        let columns = self.columns.get(&at.id);
-        let sample = (open.rows > 0 || columns.is_some()).then(|| Sample {
-            columns: columns.map_or_else(Vec::new, |c| c.to_vec()),
-            rows: open.sample,
-            truncated: open.truncated || (self.withhold && open.rows > 0),
-            withheld: (self.withhold && open.rows > 0).then(|| {
-                "the session sees unmasked values; airlock records no values from it".into()
-            }),
-        });
-        let event = Event::now(Body::Result(StatementResult {
-            session: self.session,
-            seq,
-            index: at.index as u32,
-            duration_us: started.elapsed().as_micros() as u64,
-            rows: open.rows,
-            tag,
-            suspended,
-            error,
-            sample: sample.filter(|s| !s.columns.is_empty() || !s.rows.is_empty()),
-        }));
-        // The statement has run: its result is queued, not waited for (it
-        // is written with the next batch). A result that cannot be
-        // recorded cannot un-run it; it is logged and counted, and the
-        // recorder is not ready until a batch is written again.
-        if let Err(e) = self.recorder.record_later(&event) {
-            tracing::error!(error = %e, "a statement's result could not be recorded");
-        }
-    }
-
-    /// Message `id` will not be referred to again.
-    pub fn forget(&mut self, id: u64) {
-        self.recorded.remove(&id);
-        self.parsed.remove(&id);
-        self.columns.remove(&id);
-        self.open.retain(|(i, _), _| *i != id);
-    }
-
-    /// Whether a statement's values must be hidden from the recording.
-    fn sensitive(&self, statements: &[Statement]) -> bool {
-        if !self.masking.is_active() {
-            return false;
-        }
-        let policy = &self.masking.policy;
-        statements.is_empty()
-            || statements.iter().any(|s| {
-                s.kind == airlock_policy::StatementKind::Unknown
-                    || match &self.catalog {
-                        // Precise: relations the catalog knows to hold (or
-                        // derive from) masked columns, by name otherwise.
-                        Some(c) => policy.touches_sensitive(c, &s.relations),
-                        None => policy.may_name_masked(&s.relations),
-                    }
-            })
-    }
-
-    /// The text to record: values hidden when `sensitive`, detector matches
-    /// masked, cut to the limit.
-    fn redact(&self, text: &str, sensitive: bool) -> (String, Option<Truncated>) {
-        let hidden: std::borrow::Cow<'_, str> = if sensitive {
-            match airlock_sql::literals::value_spans(text) {
-                Some(spans) => replace_spans(text, &spans).into(),
-                None => {
-                    return (
-                        "(withheld: the statement touches masked data and could not be tokenized)"
-                            .into(),
-                        None,
-                    );
-                }
-            }
-        } else {
-            text.into()
-        };
-        let text = self.masking.detect_in(&hidden).into_owned();
-        Truncated::cut(text, self.limits.max_text)
-    }
-
-    fn params(&self, bind: &[u8], sensitive: bool) -> Vec<Value> {
-        let Some(params) = codec::bind_parameters(bind) else {
-            return vec![Value::Text("(malformed Bind)".into())];
-        };
-        let mut budget = self.limits.max_text;
-        params
-            .into_iter()
-            .map(|p| {
-                let Some(v) = p.value else {
-                    return Value::Null;
-                };
-                if sensitive
-                    || (self.masking.is_active() && self.masking.detectors.scan(v).is_some())
-                {
-                    return Value::Text(airlock_mask::PLACEHOLDER.into());
-                }
-                if v.len() > budget {
-                    budget = 0;
-                    return Value::Text(format!("(not recorded: {} bytes)", v.len()));
-                }
-                budget -= v.len();
-                if p.binary {
-                    Value::Bytes { hex: event::hex(v) }
-                } else {
-                    Value::from_bytes(Some(v))
-                }
-            })
-            .collect()
+/// A Bind body's parameters, as recording reads them.
+pub(crate) fn params(bind: &[u8]) -> Params<'_> {
+    match codec::bind_parameters(bind) {
+        Some(params) => Params::Values(
+            params
+                .into_iter()
+                .map(|p| Param {
+                    value: p.value,
+                    binary: p.binary,
+                })
+                .collect(),
+        ),
+        None => Params::Malformed,
     }
 }
 
-/// `text` with each span replaced by the placeholder, quoted.
-fn replace_spans(text: &str, spans: &[(usize, usize)]) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut at = 0;
-    for &(start, end) in spans {
-        if start < at {
-            continue;
-        }
-        out.push_str(&text[at..start]);
-        out.push('\'');
-        out.push_str(airlock_mask::PLACEHOLDER);
-        out.push('\'');
-        at = end;
+fn at(r: StatementRef) -> At {
+    At {
+        id: r.id,
+        index: r.index,
     }
-    out.push_str(&text[at..]);
-    out
+}
+
+/// An upstream message answering statement `at`, as the client gets it
+/// (masked and scrubbed).
+pub(crate) fn observe(recording: &mut RecordingSession, r: StatementRef, tag: u8, body: &[u8]) {
+    match tag {
+        b'T' => recording.columns(r.id, column_names(body).into()),
+        b'D' => recording.row(at(r), codec::data_row_values(body)),
+        b'C' | b'I' | b's' => {
+            let tag_text = (tag == b'C').then(|| cstr(body));
+            recording.complete(at(r), tag_text, tag == b's');
+        }
+        b'E' => {
+            let (code, message) = error_fields(body);
+            recording.error(at(r), code, message);
+        }
+        _ => {}
+    }
 }
 
 /// The field names of a RowDescription body.
@@ -480,15 +95,6 @@ fn error_fields(body: &[u8]) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn spans_become_placeholders() {
-        let sql = "select * from t where ssn = '1' and n = 2";
-        assert_eq!(
-            replace_spans(sql, &[(28, 31), (40, 41)]),
-            "select * from t where ssn = '*****' and n = '*****'"
-        );
-    }
 
     #[test]
     fn row_description_names() {

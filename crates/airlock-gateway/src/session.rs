@@ -2,10 +2,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use airlock_config::{SessionLifetime, StartupNotice};
-use airlock_identity::Authenticated;
+use airlock_config::StartupNotice;
+use airlock_engine::hold::{self, HoldOutcome, Holder, Waiting};
+use airlock_engine::open::{self, Authorized, Cut};
+use airlock_engine::recording::RecordingSession;
 use airlock_pgwire::codec::{self, Notice, Severity, Startup};
 use airlock_pgwire::relay::{Inspector, Relay};
 use airlock_pgwire::startup::{ClientHandshake, Step, fatal};
@@ -16,20 +18,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{Instrument, field};
 
-use airlock_audit::event::{SessionEnd, SessionStart};
-use airlock_audit::{Body, Event, Recorder};
-
 use crate::Gateway;
-use crate::approvals::{Approvals, Decided};
 use crate::cancel::{CancelKey, CancelTarget};
-use crate::inspect::{HoldOutcome, HoldRequest, PolicyInspector, SessionMasking, SessionPolicy};
+use crate::inspect::{PolicyInspector, SessionMasking, SessionPolicy};
 use crate::pump::{Pump, PumpEnd, Side};
-use crate::record::SessionRecorder;
 use crate::snapshot::Snapshot;
 use crate::stream::{ClientStream, MaybeTls};
 use crate::upstream::{self, ConnectError};
-use airlock_audit::event::{from_unix_ms, now_ms, rfc3339_ms};
-use airlock_store::ApprovalStatus;
 
 /// Serves one accepted client connection.
 pub(crate) async fn serve(gateway: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr, loopback: bool) {
@@ -91,8 +86,7 @@ async fn finish_early(client: &mut ClientStream, out: &[u8]) {
 /// An authenticated, routed session with its upstream open.
 struct Opened {
     id: uuid::Uuid,
-    principal: airlock_policy::Principal,
-    route: Route,
+    authorized: Authorized,
     /// Client bytes that arrived behind the password.
     pending: BytesMut,
     parameters: Vec<(String, String)>,
@@ -103,7 +97,7 @@ struct Opened {
     catalog: Option<Arc<airlock_policy::masking::SensitiveCatalog>>,
     /// The connection's unique keys, for row bounds.
     keys: Option<Arc<airlock_policy::UniqueKeys>>,
-    recorder: SessionRecorder,
+    recorder: RecordingSession,
 }
 
 /// Runs the handshake, verifies the token, routes and opens the upstream.
@@ -159,50 +153,30 @@ async fn open(
         }
     };
 
-    let principal = match authenticate(gateway, snapshot, &token).await {
-        Ok(a) => a.into_principal(),
-        Err(message) => {
-            fatal(out, sqlstate::INVALID_AUTHORIZATION, &message);
-            return None;
-        }
-    };
-    // Verification allows clock skew past `exp`, but a session that lives
-    // as long as its token would be cut the moment it opened.
-    if snapshot.session_lifetime == SessionLifetime::Token
-        && principal.expires_at <= SystemTime::now()
-    {
-        gateway.metrics.auth_failure("expired");
-        fatal(
-            out,
-            sqlstate::INVALID_AUTHORIZATION,
-            "airlock: token has expired",
-        );
-        return None;
-    }
-    drop(token);
-    let span = tracing::Span::current();
-    span.record("principal", principal.subject.as_str());
-
     let user = startup.param("user").unwrap_or_default();
     let database = startup.param("database").unwrap_or(user);
-    let grants = if snapshot.access.needs_grants(&principal, database) {
-        live_grants(gateway, &principal, database).await
-    } else {
-        Vec::new()
+    let policy = open::Policy {
+        verifier: &snapshot.verifier,
+        access: &snapshot.access,
+        lifetime: snapshot.session_lifetime,
+        approvals: gateway.approvals().map(|a| &**a),
     };
-    let route = match snapshot.access.route(&principal, database, user, &grants) {
-        Ok(route) => route,
-        Err(e) => {
-            tracing::info!(error = %e, "no route");
-            gateway.metrics.auth_failure("no_access");
-            fatal(
-                out,
-                sqlstate::INVALID_AUTHORIZATION,
-                &format!("airlock: {e}"),
-            );
+    let request = open::Request {
+        token: &token,
+        connection: database,
+        role: user,
+    };
+    let authorized = match open::authorize(&policy, &request, gateway.clock().now()).await {
+        Ok(a) => a,
+        Err(refused) => {
+            gateway.metrics.auth_failure(refused.reason());
+            fatal(out, sqlstate::INVALID_AUTHORIZATION, refused.message());
             return None;
         }
     };
+    drop(token);
+    let route = &authorized.route;
+    let span = tracing::Span::current();
     span.record("connection", route.connection.as_str());
     span.record("role", route.role.as_str());
 
@@ -236,7 +210,7 @@ async fn open(
     let (mut upstream, ready) = match connected {
         Ok(Ok(ok)) => ok,
         Ok(Err(e)) => {
-            upstream_failed(out, &route, &e);
+            upstream_failed(out, route, &e);
             return None;
         }
         Err(_) => {
@@ -319,9 +293,19 @@ async fn open(
 
     // Nothing runs unrecorded: the session's start is journaled before its
     // first statement can be.
-    let recorder = match record_start(
-        gateway, snapshot, slot, &principal, &route, &startup, id, peer,
-    ) {
+    let client = open::Client {
+        door: airlock_audit::event::Door::Postgres,
+        addr: peer.to_string(),
+        tls: matches!(slot, Some(MaybeTls::Tls(_))),
+        application_name: startup.param("application_name"),
+    };
+    let recorder = match gateway.recorder.get() {
+        Some(recorder) => open::start(recorder, &snapshot.masking, id, &authorized, &client)
+            .map(|()| Arc::clone(recorder))
+            .map_err(|e| e.to_string()),
+        None => Err("the gateway has no recorder".into()),
+    };
+    let recorder = match recorder {
         Ok(r) => r,
         Err(why) => {
             tracing::error!(error = %why, "session refused: it cannot be recorded");
@@ -333,7 +317,7 @@ async fn open(
             return None;
         }
     };
-    let recorder = SessionRecorder::new(
+    let recorder = RecordingSession::new(
         recorder,
         id,
         snapshot.recording,
@@ -344,6 +328,7 @@ async fn open(
             .clone()
             .or_else(|| snapshot.catalogs.masking.fresh(&route.connection)),
         route.unmask,
+        airlock_sql::literals::value_spans,
     );
 
     let cancel = gateway.cancels.register(CancelTarget {
@@ -356,7 +341,7 @@ async fn open(
         out,
         &ready,
         &cancel,
-        &route,
+        route,
         &startup,
         id,
         conn.startup_notice,
@@ -364,8 +349,7 @@ async fn open(
     tracing::info!(rule = %route.rule, mode = ?route.mode, "session opened");
     Some(Opened {
         id,
-        principal,
-        route,
+        authorized,
         pending: input,
         parameters: ready.parameters,
         upstream,
@@ -375,97 +359,6 @@ async fn open(
         keys,
         recorder,
     })
-}
-
-/// The principal's live grants on `connection`. A store that cannot be
-/// asked grants nothing: JIT roles are refused, others unaffected.
-async fn live_grants(
-    gateway: &Gateway,
-    principal: &airlock_policy::Principal,
-    connection: &str,
-) -> Vec<airlock_policy::Grant> {
-    let Some(store) = gateway.approvals().and_then(|a| a.store()) else {
-        tracing::warn!("just-in-time grants cannot be checked: no approvals store");
-        return Vec::new();
-    };
-    match store
-        .active_grants(&principal.issuer, &principal.subject, connection, now_ms())
-        .await
-    {
-        Ok(rows) => rows
-            .into_iter()
-            .map(|row| airlock_policy::Grant {
-                id: row.id.to_string(),
-                connection: row.connection,
-                role: row.role,
-                expires_at: from_unix_ms(row.expires_ms.unwrap_or(0)),
-            })
-            .collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "just-in-time grants cannot be checked");
-            Vec::new()
-        }
-    }
-}
-
-/// Journals the session's start; the recorder to use from then on.
-#[allow(clippy::too_many_arguments)]
-fn record_start(
-    gateway: &Gateway,
-    snapshot: &Snapshot,
-    slot: &Option<ClientStream>,
-    principal: &airlock_policy::Principal,
-    route: &Route,
-    startup: &Startup,
-    id: uuid::Uuid,
-    peer: SocketAddr,
-) -> Result<Arc<Recorder>, String> {
-    let recorder = gateway
-        .recorder
-        .get()
-        .ok_or("the gateway has no recorder")?;
-    // A client-chosen string: the detectors see it like any text.
-    let application_name = startup
-        .param("application_name")
-        .map(|a| snapshot.masking.detect_in(a).into_owned());
-    let event = Event::now(Body::SessionStart(SessionStart {
-        session: id,
-        principal: principal.subject.clone(),
-        issuer: principal.issuer.clone(),
-        groups: principal.groups.clone(),
-        act: principal.act.clone(),
-        connection: route.connection.clone(),
-        role: route.role.clone(),
-        access_rule: route.rule.clone(),
-        mode: route.mode.name().into(),
-        unmask: route.unmask,
-        client_addr: peer.to_string(),
-        grant: route.grant.as_ref().map(|g| g.id.clone()),
-        application_name,
-        tls: matches!(slot, Some(MaybeTls::Tls(_))),
-    }));
-    recorder.record(&event).map_err(|e| e.to_string())?;
-    Ok(Arc::clone(recorder))
-}
-
-async fn authenticate(
-    gateway: &Gateway,
-    snapshot: &Snapshot,
-    token: &str,
-) -> Result<Authenticated, String> {
-    if token.is_empty() {
-        gateway.metrics.auth_failure("no_token");
-        return Err("airlock: no token: send an OIDC token as the password".into());
-    }
-    snapshot
-        .verifier
-        .verify(token, SystemTime::now())
-        .await
-        .map_err(|e| {
-            tracing::info!(reason = e.reason(), "token refused");
-            gateway.metrics.auth_failure(e.reason());
-            format!("airlock: {e}")
-        })
 }
 
 fn upstream_failed(out: &mut BytesMut, route: &Route, e: &ConnectError) {
@@ -565,24 +458,6 @@ fn welcome(
     codec::ready_for_query(ready.status, out);
 }
 
-/// Why a session was cut by airlock.
-enum Cut {
-    /// The token expired or the configured lifetime ended.
-    Lifetime,
-    /// The session's JIT grant expired or was revoked: why.
-    Grant(String),
-}
-
-/// A statement held for approval, as the session waits for it.
-struct Waiting {
-    id: uuid::Uuid,
-    decided: tokio::sync::oneshot::Receiver<Decided>,
-    deadline: tokio::time::Instant,
-    timeout: std::time::Duration,
-    in_transaction: bool,
-    request: HoldRequest,
-}
-
 /// Relays until the session ends, then closes both sides.
 async fn run(
     gateway: &Gateway,
@@ -593,18 +468,20 @@ async fn run(
 ) {
     let _active = gateway.metrics.session_started();
     let approvals = gateway.approvals().cloned();
+    let (principal, route) = (&opened.authorized.principal, &opened.authorized.route);
+    let trail = opened.recorder.trail();
     let mut inspector = PolicyInspector::new(SessionPolicy {
         analyzer: Arc::clone(&snapshot.analyzer),
         guardrails: Arc::clone(&snapshot.guardrails),
-        mode: opened.route.mode,
-        access_rule: opened.route.rule.clone(),
+        mode: route.mode,
+        access_rule: route.rule.clone(),
         masking: opened.catalog.map(|catalog| SessionMasking {
             masking: Arc::clone(&snapshot.masking),
             catalog,
         }),
         catalogs: Arc::clone(&snapshot.catalogs),
         keys: opened.keys,
-        connection: opened.route.connection.clone(),
+        connection: route.connection.clone(),
         recorder: Some(opened.recorder),
         approvals: approvals.is_some(),
     });
@@ -620,35 +497,20 @@ async fn run(
         opened.pending,
         out,
     );
-    let lifetime_ends = match snapshot.session_lifetime {
-        SessionLifetime::Token => Some(opened.principal.expires_at),
-        SessionLifetime::Unlimited => None,
-        SessionLifetime::Fixed(d) => SystemTime::now().checked_add(d),
-    };
-    let grant = opened.route.grant.as_ref();
-    // The session ends with its grant, timed here; a revocation comes from
-    // the approvals worker.
-    let grant_ends = grant.map(|g| g.expires_at);
-    let mut revoked = match (grant, &approvals) {
+    let clock = gateway.clock();
+    let deadline = open::deadline(&opened.authorized, snapshot.session_lifetime, clock.now());
+    // A revocation comes from the approvals worker.
+    let mut revoked = match (&route.grant, &approvals) {
         (Some(g), Some(a)) => g.id.parse().ok().map(|id| a.watch_grant(id)),
         _ => None,
     };
-    let ends_at = match (lifetime_ends, grant_ends) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    let grant_first = grant_ends.is_some() && grant_ends == ends_at;
-    let deadline = ends_at.map(|t| {
-        let left = t.duration_since(SystemTime::now()).unwrap_or_default();
-        tokio::time::Instant::now() + left
-    });
 
     let mut waiting: Option<Waiting> = None;
     let end: Result<PumpEnd, Cut> = loop {
         tokio::select! {
             end = pump.run() => match end {
                 PumpEnd::Idle => {
-                    if let Err(e) = refresh_catalog(snapshot, &opened.route, &mut pump).await {
+                    if let Err(e) = refresh_catalog(snapshot, route, &mut pump).await {
                         tracing::warn!(error = %e, "reading the catalog again failed");
                         break Ok(PumpEnd::Io(Side::Upstream, std::io::Error::other(e.to_string())));
                     }
@@ -656,24 +518,27 @@ async fn run(
                 PumpEnd::Held => {
                     let request = pump.inspector_mut().take_hold_request();
                     let in_transaction = pump.in_transaction();
-                    match (request, &approvals) {
+                    let begun = match (request, &approvals) {
                         (Some(request), Some(a)) => {
-                            match begin_hold(a, snapshot, &opened.principal, &opened.route, &mut pump, request, in_transaction).await {
-                                Ok(w) => waiting = Some(w),
-                                Err(outcome) => {
-                                    pump.inspector_mut().decide_hold(outcome);
-                                    if let Err(end) = pump.release() {
-                                        break Ok(end);
-                                    }
-                                }
-                            }
+                            let holder = Holder { approvals: a, principal, route, trail: Some(&trail) };
+                            hold::begin(&holder, snapshot.approvals, request, in_transaction).await
                         }
-                        _ => {
-                            pump.inspector_mut().decide_hold(HoldOutcome::Refused {
-                                approval: None,
-                                code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                                message: "airlock: approval required, but approvals are not configured; the statement was not run".into(),
-                            });
+                        // The judge holds nothing without approvals.
+                        (request, _) => Err(HoldOutcome::Unavailable {
+                            approval: None,
+                            rule: request.map(|r| r.rule).unwrap_or_default(),
+                            what: "approvals are not configured",
+                        }),
+                    };
+                    match begun {
+                        Ok(w) => {
+                            let text = hold::held_notice(&w);
+                            let notice = Notice::new(Severity::Notice, "00000", &text);
+                            codec::notice_message(&notice, pump.client_out());
+                            waiting = Some(w);
+                        }
+                        Err(outcome) => {
+                            pump.inspector_mut().decide_hold(outcome);
                             if let Err(end) = pump.release() {
                                 break Ok(end);
                             }
@@ -682,23 +547,17 @@ async fn run(
                 }
                 end => break Ok(end),
             },
-            decided = hold_ended(&mut waiting) => {
+            wait = hold_ended(&mut waiting) => {
                 let w = waiting.take().expect("a hold ended");
                 let a = approvals.as_ref().expect("holds need approvals");
-                let outcome = end_hold(a, &opened.route, &mut pump, w, decided).await;
+                let holder = Holder { approvals: a, principal, route, trail: Some(&trail) };
+                let outcome = hold::end(&holder, w, wait).await;
                 pump.inspector_mut().decide_hold(outcome);
                 if let Err(end) = pump.release() {
                     break Ok(end);
                 }
             }
-            _ = sleep_until(deadline) => break Err(if grant_first {
-                Cut::Grant(format!(
-                    "your just-in-time grant {} expired",
-                    grant.map_or("", |g| g.id.as_str())
-                ))
-            } else {
-                Cut::Lifetime
-            }),
+            why = cut_at(&*clock, &deadline) => break Err(why),
             why = grant_revoked(&mut revoked) => break Err(Cut::Grant(why)),
         }
     };
@@ -707,17 +566,16 @@ async fn run(
             Err(_) => "the session was cut",
             Ok(_) => "the client disconnected",
         };
-        cancel_hold(a, &opened.route, &pump, &w, why).await;
+        let holder = Holder {
+            approvals: a,
+            principal,
+            route,
+            trail: Some(&trail),
+        };
+        hold::cancel(&holder, w, why).await;
     }
-    // Whether the session ends while the client still expects answers: a
-    // statement the upstream is running must then be cancelled, or it would
-    // run on (and commit) after the session is gone.
     let reason: String = match &end {
-        Err(Cut::Lifetime) => match snapshot.session_lifetime {
-            SessionLifetime::Token => "token expired".into(),
-            _ => "session lifetime reached".into(),
-        },
-        Err(Cut::Grant(why)) => why.clone(),
+        Err(cut) => cut.reason(),
         Ok(PumpEnd::Terminated) => "client closed".into(),
         Ok(PumpEnd::ClientClosed) => "client went away".into(),
         Ok(PumpEnd::UpstreamClosed) => "upstream closed".into(),
@@ -728,30 +586,24 @@ async fn run(
         Ok(PumpEnd::Held | PumpEnd::Idle) => unreachable!("neither ends the session"),
     };
     if let Some(recorder) = gateway.recorder.get() {
-        let event = Event::now(Body::SessionEnd(SessionEnd {
-            session: opened.id,
+        open::end(
+            recorder,
+            opened.id,
             reason,
-            statements: pump.inspector().statements_recorded(),
-        }));
-        if let Err(e) = recorder.record(&event) {
-            tracing::error!(error = %e, "a session's end could not be recorded");
-        }
+            pump.inspector().statements_recorded(),
+        );
     }
+    // Whether the session ends while the client still expects answers: a
+    // statement the upstream is running must then be cancelled, or it would
+    // run on (and commit) after the session is gone.
     let abandoned = match &end {
-        Err(Cut::Lifetime) => {
-            let why = match snapshot.session_lifetime {
-                SessionLifetime::Token => "your token expired; reconnect with a fresh token",
-                _ => "the session reached its configured lifetime (identity.session_lifetime)",
-            };
-            tracing::info!(reason = why, "session lifetime reached");
-            let message = format!("airlock: session ended: {why}");
-            fatal(pump.to_client(), sqlstate::INVALID_AUTHORIZATION, &message);
-            true
-        }
-        Err(Cut::Grant(why)) => {
-            tracing::info!(reason = %why, "session cut: its grant ended");
-            let message = format!("airlock: session ended: {why}");
-            fatal(pump.to_client(), sqlstate::INVALID_AUTHORIZATION, &message);
+        Err(cut) => {
+            tracing::info!(reason = %cut.reason(), "session cut");
+            fatal(
+                pump.client_out(),
+                sqlstate::INVALID_AUTHORIZATION,
+                &cut.message(),
+            );
             true
         }
         Ok(PumpEnd::Terminated) => {
@@ -778,7 +630,7 @@ async fn run(
                     format!("airlock: the upstream sent an unacceptable message: {e}")
                 }
             };
-            fatal(pump.to_client(), e.sqlstate(), &message);
+            fatal(pump.client_out(), e.sqlstate(), &message);
             *side == Side::Client
         }
         Ok(PumpEnd::Held | PumpEnd::Idle) => false,
@@ -791,15 +643,11 @@ async fn run(
     pump.close_client().await;
 }
 
-type SessionPump = Pump<ClientStream, crate::stream::UpstreamStream, PolicyInspector>;
-
-/// Resolves when the held statement is decided or its time is up
-/// (`Err`); never without one.
-async fn hold_ended(
-    waiting: &mut Option<Waiting>,
-) -> Result<Result<Decided, tokio::sync::oneshot::error::RecvError>, tokio::time::error::Elapsed> {
+/// Resolves when the held statement is decided or its time is up; never
+/// without one.
+async fn hold_ended(waiting: &mut Option<Waiting>) -> hold::Wait {
     match waiting {
-        Some(w) => tokio::time::timeout_at(w.deadline, &mut w.decided).await,
+        Some(w) => w.decided().await,
         None => std::future::pending().await,
     }
 }
@@ -819,288 +667,16 @@ async fn grant_revoked(watch: &mut Option<tokio::sync::watch::Receiver<Option<St
     std::future::pending().await
 }
 
-/// An approval event of this session's held statement.
-fn approval_event(
-    route: &Route,
-    principal: Option<&airlock_policy::Principal>,
-    id: uuid::Uuid,
-    action: &str,
-    request: &HoldRequest,
-) -> airlock_audit::event::Approval {
-    airlock_audit::event::Approval {
-        id,
-        request: "statement".into(),
-        action: action.into(),
-        seq: request.seq,
-        rule: request.rule.clone(),
-        connection: route.connection.clone(),
-        role: route.role.clone(),
-        requester: principal.map(|p| p.subject.clone()),
-        act: principal.and_then(|p| p.act.clone()),
-        ..Default::default()
-    }
-}
-
-/// Creates the approval of a held statement, tells the client, and starts
-/// waiting; `Err` is the outcome when it cannot be held (nothing runs).
-#[allow(clippy::too_many_arguments)]
-async fn begin_hold(
-    approvals: &Approvals,
-    snapshot: &Snapshot,
-    principal: &airlock_policy::Principal,
-    route: &Route,
-    pump: &mut SessionPump,
-    request: HoldRequest,
-    in_transaction: bool,
-) -> Result<Waiting, HoldOutcome> {
-    let id = uuid::Uuid::new_v4();
-    let unavailable = |what: &str| HoldOutcome::Refused {
-        approval: Some(id),
-        code: sqlstate::SYSTEM_ERROR,
-        message: format!(
-            "airlock: approval required (rule \"{}\"), but {what}; the statement was not run",
-            request.rule
-        ),
-    };
-    let Some(store) = approvals.store() else {
-        tracing::warn!("statement needs approval, but the store is not connected");
-        return Err(unavailable("the approvals store is unavailable"));
-    };
-    let timeout = if in_transaction {
-        snapshot.approvals.in_transaction
-    } else {
-        snapshot.approvals.idle
-    };
-    let created = now_ms();
-    let deadline_ms = created + timeout.as_millis() as i64;
-    let session = pump.inspector().session();
-    let mut event = approval_event(route, Some(principal), id, "requested", &request);
-    event.approvers = request.approvers.clone();
-    event.min_approvals = Some(request.min_approvals);
-    event.estimate = request.estimate;
-    event.until = Some(rfc3339_ms(deadline_ms));
-    // Journaled before anyone can act on it.
-    if let Err(e) = pump.inspector().record_approval(event) {
-        tracing::error!(error = %e, "a hold cannot be recorded");
-        return Err(HoldOutcome::Refused {
-            approval: None,
-            code: sqlstate::SYSTEM_ERROR,
-            message: "airlock: the statement was not run because airlock cannot record it; airlock runs nothing it does not record".into(),
-        });
-    }
-    let detail = serde_json::json!({
-        "statement": request.text,
-        "parameters": request.params,
-        "kinds": request.kinds,
-        "effects": request.effects,
-        "estimated_rows": request.estimate,
-        "in_transaction": in_transaction,
-        "timeout_seconds": timeout.as_secs(),
-    });
-    let row = airlock_store::NewApproval {
-        id,
-        kind: airlock_store::ApprovalKind::Statement,
-        requester_issuer: principal.issuer.clone(),
-        requester_subject: principal.subject.clone(),
-        requester_act: principal.act.clone(),
-        connection: route.connection.clone(),
-        role: route.role.clone(),
-        rule: request.rule.clone(),
-        approvers: request.approvers.clone(),
-        min_approvals: request.min_approvals,
-        detail: detail.to_string(),
-        session_id: session,
-        gateway: Some(approvals.gateway),
-        created_ms: created,
-        deadline_ms: Some(deadline_ms),
-        duration_ms: None,
-    };
-    if let Err(e) = store.create_approval(&row).await {
-        tracing::warn!(error = %e, "an approval could not be stored");
-        let mut cancelled = approval_event(route, None, id, "cancelled", &request);
-        cancelled.reason = Some("the approvals store is unavailable".into());
-        let _ = pump.inspector().record_approval(cancelled);
-        return Err(unavailable("the approvals store is unavailable"));
-    }
-    tracing::info!(approval = %id, rule = %request.rule, in_transaction, "statement held for approval");
-    codec::notice_message(
-        &Notice::new(
-            Severity::Notice,
-            "00000",
-            &format!(
-                "airlock: statement held for approval {id} (rule {}); approve with: airlock approvals approve {id}",
-                request.rule
-            ),
-        ),
-        pump.to_client(),
-    );
-    approvals.notifier.send(airlock_notify::Notification {
-        event: "approval.requested",
-        data: serde_json::json!({
-            "id": id,
-            "rule": request.rule,
-            "connection": route.connection,
-            "role": route.role,
-            "requester": principal.subject,
-            "act": principal.act,
-            "approvers": request.approvers,
-            "min_approvals": request.min_approvals,
-            "statement": request.text,
-            "kinds": request.kinds,
-            "estimated_rows": request.estimate,
-            "session": session,
-            "deadline": rfc3339_ms(deadline_ms),
-        }),
-        summary: format!(
-            "airlock: {}{} asks to run a statement on {} (rule {}): approve with `airlock approvals approve {id}`",
-            principal.subject,
-            principal
-                .act
-                .as_deref()
-                .map(|a| format!(" (for {a})"))
-                .unwrap_or_default(),
-            route.connection,
-            request.rule
-        ),
-    });
-    Ok(Waiting {
-        id,
-        decided: approvals.wait(id),
-        deadline: tokio::time::Instant::now() + timeout,
-        timeout,
-        in_transaction,
-        request,
-    })
-}
-
-/// Settles a hold that was decided or timed out: the outcome the held
-/// message gets.
-async fn end_hold(
-    approvals: &Approvals,
-    route: &Route,
-    pump: &mut SessionPump,
-    w: Waiting,
-    decided: Result<
-        Result<Decided, tokio::sync::oneshot::error::RecvError>,
-        tokio::time::error::Elapsed,
-    >,
-) -> HoldOutcome {
-    let id = w.id;
-    let decided = match decided {
-        Ok(Ok(d)) => d,
-        // Timed out (or the worker is gone): time it out in the store,
-        // unless a decision won the race.
-        _ => {
-            let reason = format!(
-                "nobody decided within {} ({})",
-                humantime::format_duration(w.timeout),
-                if w.in_transaction {
-                    "approvals.timeout_in_transaction"
-                } else {
-                    "approvals.timeout"
-                }
-            );
-            approvals
-                .finish(id, ApprovalStatus::TimedOut, &reason)
-                .await
-        }
-    };
-    let mut event = approval_event(route, None, id, decided.status.as_str(), &w.request);
-    event.by = decided.by.clone();
-    event.reason = decided.reason.clone();
-    let recorded = pump.inspector().record_approval(event);
-    approvals.notifier.send(airlock_notify::Notification {
-        event: "approval.decided",
-        data: serde_json::json!({
-            "id": id,
-            "status": decided.status.as_str(),
-            "by": decided.by,
-            "reason": decided.reason,
-            "rule": w.request.rule,
-            "connection": route.connection,
-        }),
-        summary: format!(
-            "airlock: approval {id} {}{}",
-            decided.status.as_str().replace('_', " "),
-            decided
-                .by
-                .as_deref()
-                .map(|b| format!(" by {b}"))
-                .unwrap_or_default()
-        ),
-    });
-    tracing::info!(approval = %id, status = decided.status.as_str(), "hold ended");
-    let because = decided
-        .reason
-        .as_deref()
-        .map(|r| format!(": {r}"))
-        .unwrap_or_default();
-    match decided.status {
-        ApprovalStatus::Approved => match recorded {
-            Ok(()) => HoldOutcome::Approved { approval: id },
-            Err(e) => {
-                tracing::error!(error = %e, "an approval cannot be recorded");
-                HoldOutcome::Refused {
-                    approval: Some(id),
-                    code: sqlstate::SYSTEM_ERROR,
-                    message: "airlock: the statement was not run because airlock cannot record it; airlock runs nothing it does not record".into(),
-                }
-            }
-        },
-        ApprovalStatus::Denied => HoldOutcome::Refused {
-            approval: Some(id),
-            code: sqlstate::INSUFFICIENT_PRIVILEGE,
-            message: format!(
-                "airlock: statement not run: approval {id} was denied by {}{because}",
-                decided.by.as_deref().unwrap_or("an approver")
-            ),
-        },
-        ApprovalStatus::TimedOut => HoldOutcome::Refused {
-            approval: Some(id),
-            code: sqlstate::INSUFFICIENT_PRIVILEGE,
-            message: format!("airlock: statement not run: approval {id} timed out{because}"),
-        },
-        other => HoldOutcome::Refused {
-            approval: Some(id),
-            code: sqlstate::INSUFFICIENT_PRIVILEGE,
-            message: format!(
-                "airlock: statement not run: approval {id} is {}{because}",
-                other.as_str().replace('_', " ")
-            ),
-        },
-    }
-}
-
-/// Marks a hold whose session ended cancelled.
-async fn cancel_hold(
-    approvals: &Approvals,
-    route: &Route,
-    pump: &SessionPump,
-    w: &Waiting,
-    why: &str,
-) {
-    // A decision may have won the race: the event says how it ended.
-    let decided = approvals.finish(w.id, ApprovalStatus::Cancelled, why).await;
-    let status = decided.status.as_str();
-    tracing::info!(approval = %w.id, status, "held statement's session ended");
-    let mut event = approval_event(route, None, w.id, status, &w.request);
-    event.by = decided.by;
-    event.reason = decided.reason.clone();
-    let _ = pump.inspector().record_approval(event);
-    approvals.notifier.send(airlock_notify::Notification {
-        event: "approval.decided",
-        data: serde_json::json!({"id": w.id, "status": status, "reason": decided.reason}),
-        summary: format!(
-            "airlock: approval {} {}: {why}",
-            w.id,
-            status.replace('_', " ")
-        ),
-    });
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+/// Resolves at the session's deadline, with why it ends; never without one.
+async fn cut_at(
+    clock: &dyn airlock_engine::clock::Clock,
+    deadline: &Option<open::Deadline>,
+) -> Cut {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
+        Some(d) => {
+            clock.sleep_until(d.at).await;
+            d.why.clone()
+        }
         None => std::future::pending().await,
     }
 }

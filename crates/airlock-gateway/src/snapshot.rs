@@ -51,17 +51,12 @@ pub struct Snapshot {
     /// starts afresh.
     pub catalogs: Arc<Catalogs>,
     /// How much a session recording keeps.
-    pub recording: crate::record::Limits,
+    pub recording: airlock_engine::recording::Limits,
     /// How long a statement is held for approval.
     pub approvals: HoldTimeouts,
 }
 
-/// `approvals.timeout` and `approvals.timeout_in_transaction`.
-#[derive(Debug, Clone, Copy)]
-pub struct HoldTimeouts {
-    pub idle: Duration,
-    pub in_transaction: Duration,
-}
+pub use airlock_engine::hold::HoldTimeouts;
 
 /// Why a snapshot could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +165,7 @@ impl Snapshot {
                 upstream_connect_timeout: config.limits.upstream_connect_timeout.0,
             },
             session_lifetime: config.identity.session_lifetime,
-            recording: crate::record::Limits {
+            recording: airlock_engine::recording::Limits {
                 sample_rows: config.recording.result_sample.max_rows as usize,
                 sample_bytes: usize::try_from(config.recording.result_sample.max_bytes.0)
                     .unwrap_or(usize::MAX),

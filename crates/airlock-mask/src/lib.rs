@@ -16,9 +16,11 @@
 pub mod copy;
 mod detect;
 mod mask;
+mod masking;
 mod scrub;
 
 pub use airlock_policy::masking::{Detector, Strategy};
 pub use detect::Detectors;
 pub use mask::{Masked, Masker, PLACEHOLDER, looks_masked};
+pub use masking::Masking;
 pub use scrub::{Keep, scrub};

@@ -15,7 +15,7 @@ use memchr::memmem;
 use crate::detect::{boundary_after, boundary_before};
 
 /// What a text value is replaced with when nothing of it may show.
-pub const PLACEHOLDER: &str = "*****";
+pub use airlock_policy::masking::PLACEHOLDER;
 
 /// The name of the key file in the data directory.
 const KEY_FILE: &str = "mask-key";

@@ -232,6 +232,10 @@ impl Mask {
     }
 }
 
+/// What a masked value is replaced with by `redact`, and what recordings
+/// write for a value they withhold.
+pub const PLACEHOLDER: &str = "*****";
+
 /// The `masking` section, compiled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MaskingPolicy {
@@ -261,13 +265,29 @@ impl MaskPlan {
     }
 }
 
-/// Where the wire protocol says a result column comes from: PostgreSQL's
-/// RowDescription table OID and attribute number (0 and 0 for a computed
-/// column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FieldOrigin {
-    pub table_oid: u32,
-    pub attnum: i16,
+/// Where a door's wire says a result column comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldOrigin {
+    /// By identifiers (PostgreSQL's RowDescription: table OID and attribute
+    /// number; 0 and 0 for a computed column).
+    Oid { table: u32, attnum: i16 },
+    /// By name (MySQL's ColumnDefinition: schema, original table and
+    /// column; an empty table for a computed column).
+    Named {
+        schema: String,
+        table: String,
+        column: String,
+    },
+}
+
+impl Default for FieldOrigin {
+    /// A computed column.
+    fn default() -> FieldOrigin {
+        FieldOrigin::Oid {
+            table: 0,
+            attnum: 0,
+        }
+    }
 }
 
 /// Why a statement is refused by the masking policy.
@@ -362,7 +382,7 @@ impl MaskingPolicy {
         fields: &[FieldOrigin],
     ) -> MaskPlan {
         let detect = self.rules.iter().any(|r| !r.detect.is_empty());
-        if !catalog.any_sensitive && fields.iter().all(|f| catalog.knows(f.table_oid)) {
+        if !catalog.any_sensitive && fields.iter().all(|f| catalog.knows_origin(f)) {
             return MaskPlan {
                 columns: vec![None; fields.len()],
                 detect,
@@ -386,9 +406,7 @@ impl MaskingPolicy {
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                if f.table_oid != 0
-                    && let Some(m) = catalog.origin(f.table_oid, f.attnum)
-                {
+                if let Some(m) = catalog.origin_of(f) {
                     return m;
                 }
                 // A computed column, or a relation created after the catalog
@@ -457,7 +475,7 @@ impl MaskingPolicy {
                 acc = Some(Mask::combine(acc, m));
             }
         };
-        if !catalog.knows(field.table_oid) {
+        if !catalog.knows_origin(field) {
             // A relation created since the catalog was read: it may hold a
             // copy of anything.
             add(Some(Mask::UNTRACED));
@@ -634,32 +652,6 @@ fn per_column(outputs: &[Output], n: usize) -> Option<Vec<&[Source]>> {
     None
 }
 
-/// Built-in relations whose values can reveal user data: planner statistics
-/// hold sampled column values, and `pg_stat_activity.query` holds other
-/// sessions' statement text. `None` taints every column. All are in
-/// `pg_catalog`.
-const SYSTEM_SENSITIVE: &[(&str, Option<&str>)] = &[
-    ("pg_stats", None),
-    ("pg_stats_ext", None),
-    ("pg_stats_ext_exprs", None),
-    ("pg_statistic", None),
-    ("pg_statistic_ext_data", None),
-    ("pg_stat_activity", Some("query")),
-];
-
-/// Extension relations of the same kind, in whatever schema the extension
-/// was installed.
-const EXTENSION_SENSITIVE: &[(&str, Option<&str>)] = &[("pg_stat_statements", Some("query"))];
-
-/// The names of [`SYSTEM_SENSITIVE`] relations, for the catalog query.
-pub fn system_sensitive_relations() -> impl Iterator<Item = &'static str> {
-    SYSTEM_SENSITIVE.iter().map(|(r, _)| *r)
-}
-
-/// PostgreSQL's first OID for objects created after initdb: lower OIDs are
-/// built in.
-const FIRST_NORMAL_OID: u32 = 16384;
-
 /// One relation of the upstream's catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogRelation {
@@ -671,15 +663,37 @@ pub struct CatalogRelation {
     /// The attnums of its generated columns, which `COPY table TO` leaves
     /// out.
     pub generated: Vec<i16>,
+    pub kind: RelationKind,
+}
+
+/// What a catalog source knows of a relation beyond its columns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RelationKind {
+    /// A user relation: the masking rules apply to it.
+    #[default]
+    User,
+    /// The server's own: no rule applies.
+    BuiltIn,
+    /// A relation (the server's, or an extension's) that shows values of
+    /// other relations (statistics, query texts): every column (`None`), or
+    /// the one named, is masked whole. It does not by itself turn masking
+    /// on.
+    Exposes {
+        column: Option<String>,
+        built_in: bool,
+    },
 }
 
 /// What the masking plan needs from the upstream's catalog.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CatalogFacts {
     /// User relations (tables, views, materialized views, foreign and
-    /// partitioned tables), plus the system relations of
-    /// [`system_sensitive_relations`].
+    /// partitioned tables), plus the built-in relations that expose values
+    /// ([`RelationKind::Exposes`]).
     pub relations: Vec<CatalogRelation>,
+    /// Relation identifiers below this are the server's own (built in),
+    /// whether listed or not (PostgreSQL: 16384); 0 when there are none.
+    pub first_user_id: u32,
     /// `(view, relation, attnum)`: the view's (or materialized view's)
     /// query reads that column (`pg_depend` through `pg_rewrite`).
     pub view_reads: Vec<(u32, u32, i16)>,
@@ -696,13 +710,14 @@ pub struct CatalogFacts {
 #[derive(Debug, Clone)]
 struct RelationInfo {
     schema: String,
-    name: String,
     /// `(attnum, name, mask)` of its columns, in attnum order.
     columns: Vec<(i16, String, Option<Mask>)>,
     generated: Vec<i16>,
     /// Every column is masked with [`Mask::UNTRACED`]: a view over masked
-    /// columns, or a system relation of [`SYSTEM_SENSITIVE`].
+    /// columns, or a relation that exposes every column.
     tainted: bool,
+    /// Its masked columns turn masking on ([`RelationKind::User`]).
+    counts: bool,
 }
 
 impl RelationInfo {
@@ -744,6 +759,8 @@ pub struct SensitiveCatalog {
     user_functions: HashSet<String>,
     /// Every schema and column name of its relations.
     names: HashSet<String>,
+    /// [`CatalogFacts::first_user_id`].
+    first_user_id: u32,
 }
 
 impl SensitiveCatalog {
@@ -757,26 +774,25 @@ impl SensitiveCatalog {
     }
 
     pub fn build(policy: &MaskingPolicy, facts: CatalogFacts) -> SensitiveCatalog {
-        let mut cat = SensitiveCatalog::default();
+        let mut cat = SensitiveCatalog {
+            first_user_id: facts.first_user_id,
+            ..SensitiveCatalog::default()
+        };
         for rel in facts.relations {
-            let system = rel.oid < FIRST_NORMAL_OID;
-            let system_rule = if system {
-                SYSTEM_SENSITIVE
-                    .iter()
-                    .find(|(n, _)| rel.schema == "pg_catalog" && *n == rel.name)
-            } else {
-                EXTENSION_SENSITIVE.iter().find(|(n, _)| *n == rel.name)
+            let (exposes, built_in) = match &rel.kind {
+                RelationKind::User => (None, false),
+                RelationKind::BuiltIn => (None, true),
+                RelationKind::Exposes { column, built_in } => (Some(column), *built_in),
             };
             let columns: Vec<(i16, String, Option<Mask>)> = rel
                 .columns
                 .into_iter()
                 .map(|(attnum, col)| {
-                    let mask = match system_rule {
-                        Some((_, None)) => Some(Mask::UNTRACED),
-                        Some((_, Some(c))) if *c == col => Some(Mask::UNTRACED),
-                        Some(_) | None if system => None,
-                        Some(_) => policy.by_name(Some(&rel.schema), &rel.name, &col),
-                        None => policy.by_name(Some(&rel.schema), &rel.name, &col),
+                    let mask = match exposes {
+                        Some(None) => Some(Mask::UNTRACED),
+                        Some(Some(c)) if *c == col => Some(Mask::UNTRACED),
+                        _ if built_in => None,
+                        _ => policy.by_name(Some(&rel.schema), &rel.name, &col),
                     };
                     (attnum, col, mask)
                 })
@@ -791,10 +807,10 @@ impl SensitiveCatalog {
                 rel.oid,
                 RelationInfo {
                     schema: rel.schema,
-                    name: rel.name,
                     columns,
                     generated: rel.generated,
-                    tainted: matches!(system_rule, Some((_, None))),
+                    tainted: matches!(exposes, Some(None)),
+                    counts: rel.kind == RelationKind::User,
                 },
             );
         }
@@ -846,12 +862,11 @@ impl SensitiveCatalog {
                 }
             }
         }
-        // Extension statistics views alone do not turn masking on.
-        cat.any_sensitive = cat.relations.iter().any(|(oid, r)| {
-            *oid >= FIRST_NORMAL_OID
-                && !EXTENSION_SENSITIVE.iter().any(|(n, _)| r.name == *n)
-                && r.combined().is_some()
-        });
+        // Relations that only expose others' values do not turn masking on.
+        cat.any_sensitive = cat
+            .relations
+            .values()
+            .any(|r| r.counts && r.combined().is_some());
         // Names as written in statements are folded to lower case unless
         // quoted; a quoted mixed-case name counts under both spellings.
         for (schema, name) in facts.user_functions {
@@ -871,7 +886,7 @@ impl SensitiveCatalog {
     fn origin(&self, oid: u32, attnum: i16) -> Option<ColumnMask> {
         match self.relations.get(&oid) {
             Some(r) => Some(r.mask(attnum)),
-            None if oid < FIRST_NORMAL_OID => Some(None),
+            None if oid < self.first_user_id => Some(None),
             None => None,
         }
     }
@@ -879,19 +894,67 @@ impl SensitiveCatalog {
     /// Whether the catalog knows the relation (built-in relations and
     /// computed columns, OID 0, always).
     pub fn knows(&self, oid: u32) -> bool {
-        oid < FIRST_NORMAL_OID || self.relations.contains_key(&oid)
+        oid < self.first_user_id || self.relations.contains_key(&oid)
+    }
+
+    /// Whether the catalog knows where a result column comes from
+    /// (computed columns always).
+    pub fn knows_origin(&self, origin: &FieldOrigin) -> bool {
+        match origin {
+            FieldOrigin::Oid { table, .. } => self.knows(*table),
+            FieldOrigin::Named { schema, table, .. } => {
+                table.is_empty() || self.named_in(schema, table).next().is_some()
+            }
+        }
+    }
+
+    /// The mask of a result column by its wire origin: `Some(None)` for a
+    /// known column that passes, `None` for a computed column or an unknown
+    /// relation (lineage decides).
+    fn origin_of(&self, origin: &FieldOrigin) -> Option<ColumnMask> {
+        match origin {
+            FieldOrigin::Oid { table: 0, .. } => None,
+            FieldOrigin::Oid { table, attnum } => self.origin(*table, *attnum),
+            FieldOrigin::Named { table, .. } if table.is_empty() => None,
+            FieldOrigin::Named {
+                schema,
+                table,
+                column,
+            } => {
+                let mut found = self.named_in(schema, table).peekable();
+                found.peek()?;
+                Some(found.fold(None, |acc, r| {
+                    let m = if r.tainted {
+                        Some(Mask::UNTRACED)
+                    } else {
+                        r.columns.iter().find(|c| c.1 == *column).and_then(|c| c.2)
+                    };
+                    m.map(|m| Mask::combine(acc, m)).or(acc)
+                }))
+            }
+        }
+    }
+
+    /// The relations named `schema.table` (any schema's when `schema` is
+    /// empty).
+    fn named_in<'a>(
+        &'a self,
+        schema: &'a str,
+        table: &'a str,
+    ) -> impl Iterator<Item = &'a RelationInfo> + 'a {
+        self.by_name
+            .get(table)
+            .into_iter()
+            .flatten()
+            .filter_map(|oid| self.relations.get(oid))
+            .filter(move |r| schema.is_empty() || r.schema == schema)
     }
 
     /// The relations a statement's name may refer to: every schema's when
     /// unqualified (the search path is the session's, so any could be
     /// meant).
     fn named<'a>(&'a self, rel: &'a Relation) -> impl Iterator<Item = &'a RelationInfo> + 'a {
-        self.by_name
-            .get(&rel.name)
-            .into_iter()
-            .flatten()
-            .filter_map(|oid| self.relations.get(oid))
-            .filter(move |r| rel.schema.as_ref().is_none_or(|s| *s == r.schema))
+        self.named_in(rel.schema.as_deref().unwrap_or(""), &rel.name)
     }
 
     fn knows_name(&self, rel: &Relation) -> bool {
@@ -1001,6 +1064,11 @@ mod tests {
                 .map(|(i, c)| (i as i16 + 1, c.to_string()))
                 .collect(),
             generated: Vec::new(),
+            kind: if oid < 16384 {
+                RelationKind::BuiltIn
+            } else {
+                RelationKind::User
+            },
         }
     }
 
@@ -1018,13 +1086,20 @@ mod tests {
                     relation(ORDERS, "public", "orders", &["id", "customer_id", "total"]),
                     relation(VIEW, "public", "customer_names", &["id", "label"]),
                     relation(CHILD, "archive", "customers_2020", &["id", "tax"]),
-                    relation(
-                        PG_STATS,
-                        "pg_catalog",
-                        "pg_stats",
-                        &["attname", "most_common_vals"],
-                    ),
+                    CatalogRelation {
+                        kind: RelationKind::Exposes {
+                            column: None,
+                            built_in: true,
+                        },
+                        ..relation(
+                            PG_STATS,
+                            "pg_catalog",
+                            "pg_stats",
+                            &["attname", "most_common_vals"],
+                        )
+                    },
                 ],
+                first_user_id: 16384,
                 view_reads: vec![(VIEW, CUSTOMERS, 1), (VIEW, CUSTOMERS, 4)],
                 view_functions: vec![],
                 inherits: vec![],
@@ -1045,8 +1120,8 @@ mod tests {
         strategy: Strategy::Email,
     };
 
-    fn origin(table_oid: u32, attnum: i16) -> FieldOrigin {
-        FieldOrigin { table_oid, attnum }
+    fn origin(table: u32, attnum: i16) -> FieldOrigin {
+        FieldOrigin::Oid { table, attnum }
     }
 
     fn lineage(outputs: Vec<Output>) -> Lineage {
@@ -1108,7 +1183,7 @@ mod tests {
             Output::Column(vec![Source::Opaque]),
             Output::Column(vec![col("customer_names", "label")]),
         ]);
-        let plan = p.plan(&c, &l, &[FieldOrigin::default(); 7]);
+        let plan = p.plan(&c, &l, &vec![FieldOrigin::default(); 7]);
         let redact = |rule| {
             Some(Mask {
                 rule,
@@ -1161,7 +1236,7 @@ mod tests {
         };
         assert_eq!(plan.columns, vec![Some(redact), Some(Mask::UNTRACED)]);
         // Computed from it, by name, a column still gets the rule it matches.
-        let plan = p.plan(&c, &l, &[FieldOrigin::default(); 2]);
+        let plan = p.plan(&c, &l, &vec![FieldOrigin::default(); 2]);
         assert_eq!(plan.columns, vec![Some(SSN), None]);
         // No lineage at all for an unknown relation: masked.
         let plan = p.plan(&c, &lineage(vec![]), &[origin(17000, 1)]);
@@ -1177,7 +1252,7 @@ mod tests {
             Output::Star(vec![Source::WholeRow(rel(None, "customers"))]),
             Output::Column(vec![col("customers", "ssn")]),
         ]);
-        let plan = p.plan(&c, &l, &[FieldOrigin::default(); 4]);
+        let plan = p.plan(&c, &l, &vec![FieldOrigin::default(); 4]);
         assert_eq!(plan.columns[0], None);
         assert_eq!(plan.columns[3], Some(SSN));
         // Two stars: any column may come from anywhere.
@@ -1185,7 +1260,7 @@ mod tests {
             Output::Star(vec![Source::WholeRow(rel(None, "orders"))]),
             Output::Star(vec![Source::WholeRow(rel(None, "customers"))]),
         ]);
-        let plan = p.plan(&c, &l, &[FieldOrigin::default(); 3]);
+        let plan = p.plan(&c, &l, &vec![FieldOrigin::default(); 3]);
         assert!(plan.columns.iter().all(Option::is_some));
     }
 
@@ -1285,6 +1360,7 @@ mod tests {
                     relation(CHILD, "archive", "people_2020", &["id", "tax"]),
                 ],
                 inherits: vec![(CHILD, 16700)],
+                first_user_id: 16384,
                 ..CatalogFacts::default()
             },
         );

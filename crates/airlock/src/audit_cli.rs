@@ -586,11 +586,9 @@ fn event_row(e: &Event) -> Vec<String> {
         }
         Body::Result(r) => {
             let mut d = match (&r.error, &r.tag) {
-                (Some(err), _) => format!(
-                    "ERROR {} {}",
-                    printable(&err.sqlstate),
-                    printable(&err.message)
-                ),
+                (Some(err), _) => {
+                    format!("ERROR {} {}", printable(&err.code), printable(&err.message))
+                }
                 (None, Some(tag)) => printable(tag),
                 (None, None) => "-".into(),
             };
@@ -939,6 +937,7 @@ mod tests {
                     client_addr: "10.0.0.5:1".into(),
                     application_name: None,
                     tls: false,
+                    door: airlock_audit::event::Door::Postgres,
                     grant: None,
                 }),
             ),

@@ -1,11 +1,13 @@
 //! `airlock policy explain`: what the gateway would decide for a principal's
-//! SQL, without a database. It runs the same analyzer, parse path and
-//! guardrails as the data path.
+//! SQL, without a database. It runs the same analyzer and parse path as the
+//! data path and asks the same judge (`airlock_policy::judge`), with no
+//! row estimate to fetch and approvals assumed configured.
 
 use std::time::SystemTime;
 
 use airlock_config::Config;
 use airlock_gateway::snapshot;
+use airlock_policy::judge::{self, Ask, Fetch, NoFacts};
 use airlock_policy::{Decision, Estimate, Evaluation, Guardrails, Principal, Route, Statement};
 use airlock_sql::{Analyzer, SessionState};
 use anyhow::Result;
@@ -65,12 +67,11 @@ pub fn explain(
     let analyzer = Analyzer::new(&config.unsafe_functions);
     let guardrails = snapshot::guardrails(config);
     let statements = airlock_sql::resolve(&analyzer.analyze(sql), &mut SessionState::default());
+    let decision = judged(&guardrails, &route, &statements);
     let statements: Vec<StatementReport> = statements
         .into_iter()
         .map(|s| report(&guardrails, &route, sql, s))
         .collect();
-    let decision =
-        airlock_policy::guardrails::strictest(statements.iter().map(|s| s.decision.clone()));
     Ok(Report {
         route,
         statements,
@@ -94,7 +95,7 @@ fn report(guardrails: &Guardrails, route: &Route, sql: &str, s: Statement) -> St
     } else {
         Estimate::NotFetched
     };
-    let decision = guardrails.decide(&s, route.mode, &route.rule, estimate);
+    let decision = judged(guardrails, route, std::slice::from_ref(&s));
     let matched = guardrails
         .matches(&s, estimate)
         .into_iter()
@@ -107,6 +108,24 @@ fn report(guardrails: &Guardrails, route: &Route, sql: &str, s: Statement) -> St
         decision,
         estimate_unavailable,
     }
+}
+
+/// The judge's decision on `statements`, as the data path would ask it with
+/// no estimate to be had.
+pub fn judged(guardrails: &Guardrails, route: &Route, statements: &[Statement]) -> Decision {
+    let session = judge::Session {
+        guardrails,
+        mode: route.mode,
+        access_rule: &route.rule,
+        approvals: true,
+        masking: None,
+        keys: None,
+    };
+    let ask = Ask {
+        fetch: Fetch::Never,
+        ..Ask::message(statements, Estimate::NotFetched)
+    };
+    judge::judge(&session, &ask, &NoFacts).decision()
 }
 
 fn decision_json(d: &Decision) -> Value {

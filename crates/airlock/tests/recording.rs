@@ -270,7 +270,7 @@ api:
     assert_eq!(statements[3].text, "SELECT 'paid with *****' AS memo");
     // 5: a refusal is recorded with its reason, and has no result.
     assert_eq!(statements[4].decision, Decision::Deny);
-    assert_eq!(statements[4].refusal.as_ref().unwrap().sqlstate, "42501");
+    assert_eq!(statements[4].refusal.as_ref().unwrap().code, "42501");
     assert!(results.iter().all(|r| r.seq != 5));
     let Body::SessionEnd(end) = &agent.last().unwrap().body else {
         panic!("a session ends with its end event")

@@ -204,6 +204,7 @@ pub fn session(
         grant: None,
         application_name: Some("psql".into()),
         tls: false,
+        door: airlock_audit::event::Door::Postgres,
     }));
     for (i, decision) in decisions.iter().enumerate() {
         let seq = i as u64 + 1;

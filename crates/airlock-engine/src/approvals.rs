@@ -1,4 +1,4 @@
-//! The gateway's side of approvals and just-in-time grants.
+//! The engine's side of approvals and just-in-time grants.
 //!
 //! Approvals and grants live in the store, so every replica on the same
 //! store sees them: a statement held on replica A is released by a vote
@@ -127,7 +127,10 @@ impl Approvals {
     /// Waits for approval `id` to be decided (the caller times out).
     pub fn wait(&self, id: Uuid) -> oneshot::Receiver<Decided> {
         let (tx, rx) = oneshot::channel();
-        self.waiters.lock().unwrap().insert(id, tx);
+        self.waiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, tx);
         self.nudge();
         rx
     }
@@ -136,7 +139,12 @@ impl Approvals {
     /// reason when the grant is revoked or expires.
     pub fn watch_grant(&self, id: Uuid) -> watch::Receiver<Option<String>> {
         let (tx, rx) = watch::channel(None);
-        self.grants.lock().unwrap().entry(id).or_default().push(tx);
+        self.grants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(id)
+            .or_default()
+            .push(tx);
         rx
     }
 
@@ -184,7 +192,12 @@ impl Approvals {
         }
         // Statements still held here are refused: nobody is left to wake
         // them.
-        for (_, tx) in self.waiters.lock().unwrap().drain() {
+        for (_, tx) in self
+            .waiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain()
+        {
             let _ = tx.send(Decided {
                 status: ApprovalStatus::Abandoned,
                 reason: Some("the gateway is shutting down".into()),
@@ -204,7 +217,10 @@ impl Approvals {
 
     async fn poll_waiters(&self, store: &Store) -> Result<(), airlock_store::StoreError> {
         let ids: Vec<Uuid> = {
-            let mut waiters = self.waiters.lock().unwrap();
+            let mut waiters = self
+                .waiters
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             waiters.retain(|_, tx| !tx.is_closed());
             waiters.keys().copied().collect()
         };
@@ -215,7 +231,12 @@ impl Approvals {
             if status == ApprovalStatus::Pending {
                 continue;
             }
-            if let Some(tx) = self.waiters.lock().unwrap().remove(&id) {
+            if let Some(tx) = self
+                .waiters
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&id)
+            {
                 let _ = tx.send(Decided { status, reason, by });
             }
         }
@@ -237,7 +258,10 @@ impl Approvals {
             self.expired(&row);
         }
         let ids: Vec<Uuid> = {
-            let mut grants = self.grants.lock().unwrap();
+            let mut grants = self
+                .grants
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             grants.retain(|_, senders| {
                 senders.retain(|tx| !tx.is_closed());
                 !senders.is_empty()
@@ -258,7 +282,12 @@ impl Approvals {
                 ApprovalStatus::Expired => format!("your just-in-time grant {id} expired"),
                 other => format!("your just-in-time grant {id} is {}", other.as_str()),
             };
-            if let Some(senders) = self.grants.lock().unwrap().remove(&id) {
+            if let Some(senders) = self
+                .grants
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&id)
+            {
                 for tx in senders {
                     let _ = tx.send(Some(why.clone()));
                 }

@@ -1,0 +1,173 @@
+//! The masking half of a configuration: compiled rules, the HMAC key, the
+//! detectors. Shared by every door and by recording.
+
+use std::sync::Arc;
+
+use airlock_policy::masking::{Detector, Mask, MaskPlan, MaskingPolicy, Strategy};
+
+use crate::{Detectors, Keep, Masked, Masker, scrub};
+
+/// The masking half of a snapshot: the compiled rules, the HMAC key and the
+/// detectors.
+pub struct Masking {
+    pub policy: Arc<MaskingPolicy>,
+    pub masker: Masker,
+    pub detectors: Detectors,
+    /// The mask of each detector (the first rule naming it).
+    detector_masks: Vec<(Detector, Mask)>,
+}
+
+impl Masking {
+    pub fn new(policy: MaskingPolicy, masker: Masker) -> Masking {
+        let detector_masks = policy.detectors();
+        let names: Vec<Detector> = detector_masks.iter().map(|(d, _)| *d).collect();
+        Masking {
+            detectors: Detectors::new(&names),
+            detector_masks,
+            policy: Arc::new(policy),
+            masker,
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        !self.policy.is_empty()
+    }
+
+    /// `text` with the content detectors' matches masked (unchanged when
+    /// nothing is masked): for client-chosen text that is recorded.
+    pub fn detect_in<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        match self.is_active().then(|| self.scrub(text, None)).flatten() {
+            Some(scrubbed) => scrubbed.into(),
+            None => text.into(),
+        }
+    }
+
+    /// The mask of detector `d`'s matches.
+    pub fn detector_mask(&self, d: Detector) -> Mask {
+        self.detector_masks
+            .iter()
+            .find(|(x, _)| *x == d)
+            .map_or(Mask::UNTRACED, |(_, m)| *m)
+    }
+
+    /// `text` scrubbed: detector matches masked, and with `sensitive`,
+    /// quoted values it does not keep. `None` when nothing changed.
+    pub fn scrub(&self, text: &str, sensitive: Option<Keep<'_>>) -> Option<String> {
+        scrub(
+            text,
+            &self.detectors,
+            &self.masker,
+            |d| self.detector_mask(d).strategy,
+            sensitive,
+        )
+    }
+}
+
+impl Masking {
+    /// Masks one result row of JSON values (an MCP tool's result) in place
+    /// with `plan`, column by column, as a door masks its wire rows: a
+    /// masked string takes the strategy; any other masked value (a number,
+    /// an object) becomes `null`, since a placeholder cannot stand in for
+    /// it; unmasked strings, at any depth, pass the detectors when the plan
+    /// says so. Columns past the plan's are masked whole.
+    pub fn mask_json_row(&self, plan: &MaskPlan, row: &mut [serde_json::Value]) {
+        for (i, value) in row.iter_mut().enumerate() {
+            let mask = match plan.columns.get(i) {
+                Some(m) => *m,
+                None => Some(Mask::UNTRACED),
+            };
+            match mask {
+                Some(m) => self.mask_json(m.strategy, value),
+                None if plan.detect => self.detect_json(value),
+                None => {}
+            }
+        }
+    }
+
+    fn mask_json(&self, strategy: Strategy, value: &mut serde_json::Value) {
+        let mut out = Vec::new();
+        *value = match value {
+            serde_json::Value::Null => return,
+            serde_json::Value::String(s) => {
+                match self.masker.apply(strategy, s.as_bytes(), true, &mut out) {
+                    Masked::Value => {
+                        serde_json::Value::String(String::from_utf8_lossy(&out).into_owned())
+                    }
+                    Masked::Null => serde_json::Value::Null,
+                }
+            }
+            _ => serde_json::Value::Null,
+        };
+    }
+
+    fn detect_json(&self, value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(s) => {
+                if let Some(scrubbed) = self.scrub(s, None) {
+                    *s = scrubbed;
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.detect_json(v)),
+            serde_json::Value::Object(map) => map.values_mut().for_each(|v| self.detect_json(v)),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_policy::masking::MaskPlan;
+    use serde_json::json;
+
+    fn masking() -> Masking {
+        let policy = MaskingPolicy {
+            rules: vec![airlock_policy::masking::MaskRule {
+                name: "pii".into(),
+                columns: vec![],
+                detect: vec![Detector::Email],
+                strategy: Strategy::Redact,
+            }],
+            deny_predicates: false,
+        };
+        Masking::new(policy, Masker::new([7; 32]))
+    }
+
+    #[test]
+    fn json_rows_are_masked_by_the_same_plan() {
+        let m = masking();
+        let plan = MaskPlan {
+            columns: vec![
+                None,
+                Some(Mask {
+                    rule: 0,
+                    strategy: Strategy::Redact,
+                }),
+                Some(Mask {
+                    rule: 0,
+                    strategy: Strategy::Redact,
+                }),
+                None,
+            ],
+            detect: true,
+        };
+        let mut row = vec![
+            json!(1),
+            json!("123-45-6789"),
+            json!(42),
+            json!({"note": "write to ann@example.com"}),
+            json!("an extra column"),
+        ];
+        m.mask_json_row(&plan, &mut row);
+        assert_eq!(row[0], json!(1));
+        assert_eq!(row[1], json!(crate::PLACEHOLDER));
+        assert_eq!(row[2], serde_json::Value::Null);
+        let note = row[3]["note"].as_str().unwrap();
+        assert!(!note.contains("ann@example.com"), "{note}");
+        assert_eq!(
+            row[4],
+            json!(crate::PLACEHOLDER),
+            "past the plan: masked whole"
+        );
+    }
+}

@@ -1,0 +1,542 @@
+//! The judge: the one place a message's statements are decided.
+//!
+//! Every door (the PostgreSQL door's Query, Parse, Bind and FunctionCall)
+//! and `airlock policy explain` ask [`judge`]; none folds decisions of its
+//! own. It combines, in this order:
+//! 1. the guardrails (built-in `unknown` and `read-only`, then the strictest
+//!    matching rule; several statements get the strictest of their
+//!    decisions), with a statement that pins a unique key counted as one row;
+//! 2. whether a row estimate is still missing, and what then happens
+//!    ([`Fetch`]);
+//! 3. whether an `approve` can be held (approvals configured; the door able
+//!    to wait);
+//! 4. the masking checks: what masking cannot make safe.
+//!
+//! What only the door can see (its encoding, its prepared-statement names,
+//! whether a value looks like a masking placeholder) it reports as
+//! [`Facts`]; the judge decides what they mean.
+
+use crate::AccessMode;
+use crate::bounds::UniqueKeys;
+use crate::guardrails::{Decision, Estimate, Evaluation, Guardrails, strictest};
+use crate::masking::{MaskingPolicy, PLACEHOLDER, SensitiveCatalog};
+use crate::statement::{Effect, Effects, Statement, StatementKind};
+
+/// What the judge knows of a session.
+#[derive(Clone, Copy)]
+pub struct Session<'a> {
+    pub guardrails: &'a Guardrails,
+    pub mode: AccessMode,
+    /// The access rule that granted the route, for messages.
+    pub access_rule: &'a str,
+    /// Whether statements needing approval can be held (an approvals
+    /// service is configured); otherwise they are refused.
+    pub approvals: bool,
+    /// Result masking, unless the session is exempt or nothing is masked.
+    pub masking: Option<Masked<'a>>,
+    /// The connection's unique keys, while they are trusted.
+    pub keys: Option<&'a UniqueKeys>,
+}
+
+/// A masked session's rules and the connection's catalog.
+#[derive(Clone, Copy)]
+pub struct Masked<'a> {
+    pub policy: &'a MaskingPolicy,
+    pub catalog: &'a SensitiveCatalog,
+}
+
+/// What happens when a rule's row estimate has not been fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    /// The door can fetch it now: [`Ruling::NeedsEstimate`].
+    Now,
+    /// The statement runs later, with parameters not known yet (a Parse):
+    /// allowed now, estimated at each execution.
+    AtExecution,
+    /// None can be had: a missing estimate counts as over every threshold.
+    Never,
+}
+
+/// One question to the judge.
+#[derive(Clone, Copy)]
+pub struct Ask<'a> {
+    pub statements: &'a [Statement],
+    pub estimate: Estimate,
+    pub fetch: Fetch,
+    /// Whether the door can wait for an approver (a FunctionCall cannot).
+    pub can_hold: bool,
+    /// Whether the masking checks run (a Bind's ran at its Parse).
+    pub masking_checks: bool,
+    /// The result cannot be masked (a FunctionCall's).
+    pub unmaskable_result: bool,
+}
+
+impl<'a> Ask<'a> {
+    /// A message run as it is sent (a simple Query).
+    pub fn message(statements: &'a [Statement], estimate: Estimate) -> Ask<'a> {
+        Ask {
+            statements,
+            estimate,
+            fetch: Fetch::Now,
+            can_hold: true,
+            masking_checks: true,
+            unmaskable_result: false,
+        }
+    }
+}
+
+/// What only a door can see about a message.
+pub trait Facts {
+    /// A SQL PREPARE in the message names a statement already prepared
+    /// (in the session, or earlier in the same message).
+    fn prepares_again(&self) -> bool {
+        false
+    }
+    /// `name` was prepared with the wire protocol's own Parse.
+    fn protocol_name(&self, _name: &str) -> bool {
+        false
+    }
+    /// The client encoding keeps ASCII bytes ASCII, so COPY rows can be
+    /// split on delimiter bytes.
+    fn copy_splittable(&self) -> bool {
+        true
+    }
+    /// The message's text or values hold something that looks like a
+    /// masking placeholder. Asked only of a masked message that writes.
+    fn writes_placeholder(&self) -> bool {
+        false
+    }
+}
+
+/// A door with nothing to report.
+pub struct NoFacts;
+impl Facts for NoFacts {}
+
+/// The judge's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ruling {
+    Allow {
+        /// The statement whose estimate each execution fetches first
+        /// ([`Fetch::AtExecution`]).
+        estimate_at_execution: Option<usize>,
+    },
+    Deny(Denial),
+    Approve {
+        rule: String,
+        approvers: Vec<String>,
+        min_approvals: u32,
+        /// The estimate approvers see.
+        estimate: Option<u64>,
+    },
+    /// Fetch the row estimate of statement `index` and ask again.
+    NeedsEstimate {
+        index: usize,
+    },
+}
+
+/// Why a message is refused, with the client's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub by: DeniedBy,
+    pub message: String,
+}
+
+/// Who refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeniedBy {
+    /// A guardrail (or the built-in `unknown` or `read-only`).
+    Rule(String),
+    /// Rule `rule` needs approval, which cannot be had here.
+    Unapprovable(String),
+    /// Masking cannot make it safe.
+    Masking,
+}
+
+impl Denial {
+    /// The rule that refused, when one did.
+    pub fn rule(&self) -> Option<&str> {
+        match &self.by {
+            DeniedBy::Rule(r) | DeniedBy::Unapprovable(r) => Some(r),
+            DeniedBy::Masking => None,
+        }
+    }
+}
+
+impl Ruling {
+    /// The guardrail decision it amounts to (a masking refusal has no
+    /// rule; one that could not be held stays an approval).
+    pub fn decision(&self) -> Decision {
+        match self {
+            Ruling::Allow { .. } | Ruling::NeedsEstimate { .. } => Decision::Allow,
+            Ruling::Deny(d) => match &d.by {
+                DeniedBy::Rule(rule) => Decision::Deny {
+                    rule: rule.clone(),
+                    message: d.message.clone(),
+                },
+                DeniedBy::Unapprovable(rule) => Decision::Approve {
+                    rule: rule.clone(),
+                    approvers: Vec::new(),
+                    min_approvals: 0,
+                },
+                DeniedBy::Masking => Decision::Deny {
+                    rule: "masking".into(),
+                    message: d.message.clone(),
+                },
+            },
+            Ruling::Approve {
+                rule,
+                approvers,
+                min_approvals,
+                ..
+            } => Decision::Approve {
+                rule: rule.clone(),
+                approvers: approvers.clone(),
+                min_approvals: *min_approvals,
+            },
+        }
+    }
+}
+
+/// Judges one message.
+pub fn judge(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Ruling {
+    let statements = ask.statements;
+    if session.masking.is_some() && ask.masking_checks && facts.prepares_again() {
+        return masking_denial("a statement of that name is already prepared; DEALLOCATE it first");
+    }
+    // A statement that pins a unique key changes at most one row: no
+    // estimate is needed. Not after a schema change in the same message
+    // (a new relation may shadow a keyed one).
+    let ddl = statements.iter().any(|s| s.effects.contains(Effect::Ddl));
+    let fetched = match (ask.estimate, ask.fetch) {
+        (Estimate::NotFetched, Fetch::Never) => Estimate::Unavailable,
+        (e, _) => e,
+    };
+    let estimate_of = |s: &Statement| match session.keys {
+        Some(k) if !ddl && k.at_most_one_row(s) => Estimate::Rows(1),
+        _ => fetched,
+    };
+    let estimate = match statements {
+        [s] => estimate_of(s),
+        _ => fetched,
+    };
+    let (g, mode, rule) = (session.guardrails, session.mode, session.access_rule);
+    let mut estimate_at_execution = None;
+    let decision = match statements {
+        // Only a single statement gets a real estimate: EXPLAIN takes one.
+        [s] if estimate == Estimate::NotFetched => match g.evaluate(s, mode, rule, estimate) {
+            Evaluation::Decided(d) => d,
+            Evaluation::NeedsEstimate => match ask.fetch {
+                Fetch::Now => return Ruling::NeedsEstimate { index: 0 },
+                // Runs nothing now: decided at each execution.
+                Fetch::AtExecution | Fetch::Never => {
+                    estimate_at_execution = Some(0);
+                    Decision::Allow
+                }
+            },
+        },
+        _ => strictest(
+            statements
+                .iter()
+                .map(|s| g.decide(s, mode, rule, estimate_of(s))),
+        ),
+    };
+    match decision {
+        Decision::Allow => {
+            if ask.unmaskable_result && session.masking.is_some_and(|m| m.catalog.any_sensitive) {
+                return masking_denial(
+                    "a FunctionCall's result cannot be masked; call the function in a SQL statement",
+                );
+            }
+            if let Some(denial) = masking_refusal(session, ask, facts) {
+                return Ruling::Deny(denial);
+            }
+            Ruling::Allow {
+                estimate_at_execution,
+            }
+        }
+        Decision::Deny { rule, message } => Ruling::Deny(Denial {
+            message: denied_by(&rule, &message),
+            by: DeniedBy::Rule(rule),
+        }),
+        Decision::Approve {
+            rule,
+            approvers,
+            min_approvals,
+        } => {
+            if !ask.can_hold {
+                return Ruling::Deny(Denial {
+                    message: format!(
+                        "airlock: approval required (rule \"{rule}\"), which a FunctionCall cannot wait for; call the function in a SQL statement"
+                    ),
+                    by: DeniedBy::Unapprovable(rule),
+                });
+            }
+            if !session.approvals {
+                return Ruling::Deny(Denial {
+                    message: format!(
+                        "airlock: approval required (rule \"{rule}\"), but approvals are not configured; the statement was not run"
+                    ),
+                    by: DeniedBy::Unapprovable(rule),
+                });
+            }
+            // Approvers see the planner's estimate of an UPDATE or DELETE.
+            if let ([s], Estimate::NotFetched, Fetch::Now) = (statements, estimate, ask.fetch)
+                && matches!(s.kind, StatementKind::Update | StatementKind::Delete)
+            {
+                return Ruling::NeedsEstimate { index: 0 };
+            }
+            if let Some(denial) = masking_refusal(session, ask, facts) {
+                return Ruling::Deny(denial);
+            }
+            Ruling::Approve {
+                rule,
+                approvers,
+                min_approvals,
+                estimate: match estimate {
+                    Estimate::Rows(n) => Some(n),
+                    _ => None,
+                },
+            }
+        }
+    }
+}
+
+/// Judges the values an execution binds to `statements` (`None`: a
+/// statement airlock did not see prepared, which may write): masking
+/// placeholders may not be written back.
+pub fn bound(
+    session: &Session<'_>,
+    statements: Option<&[Statement]>,
+    facts: &dyn Facts,
+) -> Option<Denial> {
+    session.masking?;
+    let writes = statements.is_none_or(|s| s.iter().any(|s| s.effects.contains(Effect::Write)));
+    (writes && facts.writes_placeholder()).then(masked_write)
+}
+
+/// Whether a message may change how the next one parses (a setting, or SQL
+/// the analyzer cannot see): a door then waits for its answer before
+/// judging the next.
+pub fn may_reconfigure(statements: &[Statement]) -> bool {
+    let may = Effects::of(&[Effect::SessionConfig, Effect::DynamicSql]);
+    statements.iter().any(|s| s.effects.intersects(may))
+}
+
+/// The refusal of a statement that cannot be classified, for a reason a
+/// door found before analysis (its encoding, say).
+pub fn unknown(why: &str) -> Denial {
+    Denial {
+        message: denied_by("unknown", &format!("statement refused because {why}")),
+        by: DeniedBy::Rule("unknown".into()),
+    }
+}
+
+/// The client's message for a statement rule `rule` denies.
+fn denied_by(rule: &str, message: &str) -> String {
+    format!("airlock: statement denied by rule \"{rule}\": {message}")
+}
+
+fn masking_denial(why: &str) -> Ruling {
+    Ruling::Deny(masking(why))
+}
+
+fn masking(why: &str) -> Denial {
+    Denial {
+        by: DeniedBy::Masking,
+        message: format!("airlock: statement denied by masking: {why}"),
+    }
+}
+
+fn masked_write() -> Denial {
+    masking(&format!(
+        "it writes a value that looks like a masking placeholder (\"{PLACEHOLDER}\" or a hash_ pseudonym); writing masked values back would corrupt the data"
+    ))
+}
+
+/// What masking cannot make safe in an allowed (or approvable) message.
+fn masking_refusal(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Option<Denial> {
+    let m = session.masking.filter(|_| ask.masking_checks)?;
+    let statements = ask.statements;
+    for s in statements {
+        if let Err(refusal) = m.policy.check(m.catalog, s) {
+            return Some(masking(&refusal.0));
+        }
+        if !m.catalog.any_sensitive {
+            continue;
+        }
+        // SQL airlock cannot see (DO, function and trigger bodies, SQL
+        // passed as text) could read masked columns out of lineage's sight;
+        // DDL on a relation with masked columns could copy them (a
+        // generated column, a rule).
+        if s.effects.contains(Effect::DynamicSql) {
+            return Some(masking(
+                "it runs SQL airlock cannot see into (DO, a function body, SQL text), which could read masked columns",
+            ));
+        }
+        if s.effects.contains(Effect::Ddl) && m.policy.touches_sensitive(m.catalog, &s.relations) {
+            return Some(masking(
+                "it changes the schema of a relation with masked columns",
+            ));
+        }
+        if s.lineage.copy.is_some() && !facts.copy_splittable() {
+            return Some(masking(
+                "COPY output cannot be masked in this client_encoding; use UTF8 or a single-byte encoding",
+            ));
+        }
+    }
+    // A SQL PREPARE may not replace, behind the door's back, a statement the
+    // wire protocol prepared (its results would be described with the wrong
+    // lineage). DEALLOCATE alone is harmless: executing the name then fails.
+    let shadows = |s: &Statement| {
+        s.kind == StatementKind::Prepare
+            && s.name.as_deref().is_some_and(|n| facts.protocol_name(n))
+    };
+    if statements.iter().any(shadows) {
+        return Some(masking(
+            "SQL PREPARE may not reuse the name of a statement prepared with the extended protocol in a masked session",
+        ));
+    }
+    let writes = statements.iter().any(|s| s.effects.contains(Effect::Write));
+    (writes && facts.writes_placeholder()).then(masked_write)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guardrails::{Action, Guardrail};
+
+    fn stmt(kind: StatementKind, effects: &[Effect]) -> Statement {
+        let mut s = Statement::unknown("", (0, 0));
+        s.kind = kind;
+        s.unknown_reason = None;
+        s.effects = Effects::of(effects);
+        if kind == StatementKind::Update {
+            s.has_where = Some(true);
+        }
+        s
+    }
+
+    fn rails() -> Guardrails {
+        Guardrails::new(vec![
+            Guardrail {
+                name: "no-drop".into(),
+                effects: Effects::of(&[Effect::DropDatabase]),
+                statements: vec![],
+                where_present: None,
+                estimated_rows_over: None,
+                action: Action::Deny,
+                message: Some("never".into()),
+                approvers: vec![],
+                min_approvals: 1,
+            },
+            Guardrail {
+                name: "big-writes".into(),
+                effects: Effects::default(),
+                statements: vec![StatementKind::Update, StatementKind::Delete],
+                where_present: None,
+                estimated_rows_over: Some(10),
+                action: Action::Approve,
+                message: None,
+                approvers: vec!["dba".into()],
+                min_approvals: 1,
+            },
+        ])
+    }
+
+    fn session(g: &Guardrails, approvals: bool) -> Session<'_> {
+        Session {
+            guardrails: g,
+            mode: AccessMode::ReadWrite,
+            access_rule: "agents",
+            approvals,
+            masking: None,
+            keys: None,
+        }
+    }
+
+    #[test]
+    fn an_empty_message_is_allowed() {
+        let g = rails();
+        let ask = Ask::message(&[], Estimate::NotFetched);
+        assert_eq!(
+            judge(&session(&g, true), &ask, &NoFacts),
+            Ruling::Allow {
+                estimate_at_execution: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_missing_estimate_is_fetched_deferred_or_counted_over() {
+        let g = rails();
+        let update = [stmt(StatementKind::Update, &[Effect::Write])];
+        let s = session(&g, true);
+        let mut ask = Ask::message(&update, Estimate::NotFetched);
+        assert_eq!(
+            judge(&s, &ask, &NoFacts),
+            Ruling::NeedsEstimate { index: 0 }
+        );
+        ask.fetch = Fetch::AtExecution;
+        assert_eq!(
+            judge(&s, &ask, &NoFacts),
+            Ruling::Allow {
+                estimate_at_execution: Some(0)
+            }
+        );
+        ask.fetch = Fetch::Never;
+        assert!(matches!(
+            judge(&s, &ask, &NoFacts),
+            Ruling::Approve { estimate: None, .. }
+        ));
+        let ask = Ask::message(&update, Estimate::Rows(3));
+        assert_eq!(
+            judge(&s, &ask, &NoFacts),
+            Ruling::Allow {
+                estimate_at_execution: None
+            }
+        );
+    }
+
+    #[test]
+    fn an_approval_that_cannot_be_held_is_refused_with_its_rule() {
+        let g = rails();
+        let update = [stmt(StatementKind::Update, &[Effect::Write])];
+        let ask = Ask::message(&update, Estimate::Rows(100));
+        let Ruling::Deny(d) = judge(&session(&g, false), &ask, &NoFacts) else {
+            panic!("not refused");
+        };
+        assert_eq!(d.by, DeniedBy::Unapprovable("big-writes".into()));
+        assert!(
+            d.message.contains("approvals are not configured"),
+            "{}",
+            d.message
+        );
+        let ask = Ask {
+            can_hold: false,
+            ..ask
+        };
+        let Ruling::Deny(d) = judge(&session(&g, true), &ask, &NoFacts) else {
+            panic!("not refused");
+        };
+        assert!(d.message.contains("cannot wait"), "{}", d.message);
+    }
+
+    #[test]
+    fn the_strictest_statement_decides_a_message() {
+        let g = rails();
+        let message = [
+            stmt(StatementKind::Select, &[Effect::Read]),
+            stmt(StatementKind::Update, &[Effect::Write]),
+            stmt(StatementKind::Ddl, &[Effect::DropDatabase]),
+        ];
+        let ask = Ask::message(&message, Estimate::NotFetched);
+        let Ruling::Deny(d) = judge(&session(&g, true), &ask, &NoFacts) else {
+            panic!("not refused");
+        };
+        assert_eq!(d.rule(), Some("no-drop"));
+        assert_eq!(
+            d.message,
+            "airlock: statement denied by rule \"no-drop\": never"
+        );
+    }
+}
