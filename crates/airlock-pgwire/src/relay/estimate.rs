@@ -236,3 +236,358 @@ pub(super) fn asked_once<T>(verdict: Verdict, fetched: &Option<T>) -> Verdict {
         v => v,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::{BufMut, BytesMut};
+
+    use super::super::testing::*;
+    use super::super::{Inspector, Plan, Relay, Verdict};
+    use super::*;
+    use crate::codec;
+    use crate::sqlstate;
+
+    #[test]
+    fn a_verdict_asking_the_upstream_again_is_refused() {
+        let estimate = Verdict::Estimate {
+            statement: "s".into(),
+        };
+        let lookup = Verdict::Lookup { sql: "s".into() };
+        let bound = Verdict::EstimateBound {
+            statement: "s".into(),
+            param_types: vec![],
+        };
+        // (verdict, whether the upstream was asked already, refused)
+        let cases = [
+            (estimate.clone(), false, false),
+            (estimate, true, true),
+            (lookup.clone(), false, false),
+            (lookup, true, true),
+            (bound.clone(), false, false),
+            (bound, true, true),
+            (Verdict::Forward, true, false),
+        ];
+        for (verdict, asked, refused) in cases {
+            let fetched = asked.then_some(None::<String>);
+            let got = asked_once(verdict.clone(), &fetched);
+            if refused {
+                assert!(
+                    matches!(got, Verdict::Refuse { code, .. } if code == sqlstate::INSUFFICIENT_PRIVILEGE),
+                    "{verdict:?}: {got:?}"
+                );
+            } else {
+                assert_eq!(got, verdict, "asked already: {asked}");
+            }
+        }
+    }
+
+    fn data_row(text: &str) -> BytesMut {
+        let mut body = BytesMut::new();
+        body.put_i16(1);
+        body.put_i32(text.len() as i32);
+        body.extend_from_slice(text.as_bytes());
+        msg(b'D', &body)
+    }
+
+    /// Drives an estimate: the held query, the EXPLAIN it causes, the
+    /// upstream's answer (`rows`, or an error), and the resumed judgement.
+    fn estimate(
+        status: u8,
+        answer: Result<u64, ()>,
+    ) -> (Vec<codec::Message>, BytesMut, Relay<NoDrops>) {
+        let mut relay = Relay::new(NoDrops::default(), 1 << 20, status);
+        let mut input = msg(b'Q', b"delete from t where a = 1\0");
+        input.extend_from_slice(&msg(b'Q', b"select 2\0"));
+        let mut to_up = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut to_up).unwrap();
+        assert!(relay.holding());
+        let explain = messages(to_up.split());
+        let parses: Vec<String> = explain
+            .iter()
+            .filter(|m| m.tag == b'P')
+            .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+            .collect();
+        assert!(
+            parses
+                .iter()
+                .any(|p| p.contains("EXPLAIN (FORMAT JSON) delete from t where a = 1")),
+            "{parses:?}"
+        );
+        assert_eq!(
+            parses
+                .iter()
+                .any(|p| p.contains("SAVEPOINT airlock_estimate")),
+            status == b'T',
+            "{parses:?}"
+        );
+        assert!(
+            explain.iter().all(|m| b"CPBES".contains(&m.tag)),
+            "extended protocol only"
+        );
+        assert_eq!(explain.last().unwrap().tag, b'S');
+        // More client input is not looked at while holding.
+        let _ = relay.handle_client(&mut input, &mut to_up).unwrap();
+        assert!(to_up.is_empty());
+
+        let mut up = BytesMut::new();
+        match answer {
+            Ok(rows) => {
+                up.extend_from_slice(&msg(
+                    b'T',
+                    b"\0\x01QUERY PLAN\0\0\0\0\0\0\0\0\0\0r\xff\xff\xff\xff\0\0",
+                ));
+                up.extend_from_slice(&data_row(&format!(
+                    "[{{\"Plan\": {{\"Plan Rows\": {rows}}}}}]"
+                )));
+                up.extend_from_slice(&msg(b'C', b"EXPLAIN\0"));
+            }
+            Err(()) => up.extend_from_slice(&error("42P01", "relation \"t\" does not exist")),
+        }
+        up.extend_from_slice(&msg(
+            b'Z',
+            &[if answer.is_err() && status == b'T' {
+                b'E'
+            } else {
+                status
+            }],
+        ));
+        let mut to_client = BytesMut::new();
+        let resume = relay
+            .handle_upstream(&mut up, &mut to_client, &mut to_up)
+            .unwrap();
+        assert!(
+            to_client.is_empty(),
+            "the estimate's answers are not the client's"
+        );
+        if answer.is_err() && status == b'T' {
+            assert!(!resume);
+            let restore = messages(to_up.split());
+            let parse = restore.iter().find(|m| m.tag == b'P').unwrap();
+            assert!(
+                String::from_utf8_lossy(&parse.body)
+                    .contains("ROLLBACK TO SAVEPOINT airlock_estimate")
+            );
+            let resume = relay
+                .handle_upstream(&mut msg(b'Z', b"T"), &mut to_client, &mut to_up)
+                .unwrap();
+            assert!(resume && to_client.is_empty());
+        } else {
+            assert!(resume);
+        }
+        assert!(!relay.holding());
+        let _ = relay.handle_client(&mut input, &mut to_up).unwrap();
+        (messages(to_up), input, relay)
+    }
+
+    #[test]
+    fn a_held_query_is_judged_again_with_its_estimate() {
+        // (transaction status, the EXPLAIN's rows or its failure, forwarded)
+        let cases = [
+            (b'I', Ok(5), true),
+            (b'T', Ok(5), true),
+            (b'I', Ok(5000), false),
+            (b'I', Err(()), false),
+            (b'T', Err(()), false),
+        ];
+        for (status, answer, forwarded) in cases {
+            let case = format!("{} {answer:?}", status as char);
+            let (sent, input, relay) = estimate(status, answer);
+            let first: &[u8] = if forwarded {
+                b"delete from t where a = 1\0"
+            } else {
+                b"AIRLOCK_REFUSED_1\0"
+            };
+            assert_eq!(&sent[0].body[..], first, "{case}");
+            assert_eq!(&sent[1].body[..], b"select 2\0", "{case}");
+            assert!(input.is_empty(), "{case}");
+            assert_eq!(relay.transaction_status(), status, "{case}");
+        }
+    }
+
+    #[test]
+    fn no_estimate_in_an_aborted_transaction() {
+        let mut relay = Relay::new(NoDrops::default(), 1024, b'E');
+        let mut input = msg(b'Q', b"delete from t where a = 1\0");
+        input.extend_from_slice(&msg(b'Q', b"select 2\0"));
+        let mut to_up = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut to_up).unwrap();
+        assert!(!relay.holding());
+        assert!(
+            input.is_empty(),
+            "judged at once, without waiting for more input"
+        );
+        let sent = messages(to_up);
+        assert_eq!(&sent[0].body[..], b"AIRLOCK_REFUSED_1\0");
+        assert_eq!(&sent[1].body[..], b"select 2\0");
+    }
+
+    #[test]
+    fn estimate_waits_for_earlier_answers() {
+        let mut relay = relay();
+        let mut input = msg(b'Q', b"select 1\0");
+        input.extend_from_slice(&msg(b'Q', b"delete from t where a = 1\0"));
+        let mut to_up = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut to_up).unwrap();
+        let sent = messages(to_up.split());
+        assert_eq!(sent.len(), 1, "only the first query until it is answered");
+        let mut up = msg(b'C', b"SELECT 1\0");
+        up.extend_from_slice(&msg(b'Z', b"I"));
+        let mut to_client = BytesMut::new();
+        let resume = relay
+            .handle_upstream(&mut up, &mut to_client, &mut to_up)
+            .unwrap();
+        assert!(!resume);
+        assert_eq!(
+            messages(to_client).len(),
+            2,
+            "the first answer reaches the client"
+        );
+        let explain = messages(to_up);
+        assert!(
+            explain
+                .iter()
+                .any(|m| m.tag == b'P' && String::from_utf8_lossy(&m.body).contains("EXPLAIN"))
+        );
+    }
+
+    #[test]
+    fn copy_in_data_does_not_leave_the_session_unsynced() {
+        let mut relay = relay();
+        send(&mut relay, &[query_msg("copy t from stdin")]);
+        answer(&mut relay, &[msg(b'G', b"\0\0\x01\0\0")]);
+        send(&mut relay, &[msg(b'd', b"1\n"), msg(b'c', b"")]);
+        answer(&mut relay, &[complete("COPY 1"), ready(b'I')]);
+        assert!(!relay.busy());
+        // An estimate can be had.
+        let mut to_upstream = BytesMut::new();
+        let _ = relay
+            .handle_client(
+                &mut query_msg("delete from t where a = 1"),
+                &mut to_upstream,
+            )
+            .unwrap();
+        assert!(relay.holding(), "holding for the estimate");
+    }
+
+    /// Asks for an estimate at every Bind; forwards it when the plan says
+    /// 5 rows, refuses it otherwise.
+    #[derive(Default)]
+    struct BindEstimates {
+        plans: Vec<String>,
+    }
+
+    impl Inspector for BindEstimates {
+        type Mask = ();
+        fn query(&mut self, _: u64, _: &[u8], _: Plan<'_>) -> Verdict {
+            Verdict::Forward
+        }
+        fn parse(&mut self, _: u64, _: &[u8], _: &[u8], _: &[u8]) -> Verdict {
+            Verdict::Forward
+        }
+        fn bind(&mut self, _: Option<u64>, _: &[u8], plan: Plan<'_>) -> Verdict {
+            self.plans.push(format!("{plan:?}"));
+            match plan {
+                Plan::NotFetched => Verdict::EstimateBound {
+                    statement: "update t set v = $1".into(),
+                    param_types: vec![0, 1, 0, 0, 0, 23],
+                },
+                Plan::Json("5") => Verdict::Forward,
+                _ => Verdict::Refuse {
+                    code: "42501",
+                    message: "too many".into(),
+                },
+            }
+        }
+        fn parameter_status(&mut self, _: &str, _: &str) {}
+    }
+
+    fn bound_estimate_batch() -> (Relay<BindEstimates>, Vec<codec::Message>) {
+        let mut relay = Relay::new(BindEstimates::default(), 1 << 16, b'I');
+        let mut input = cat(&[
+            parse_msg("s1", "update t set v = $1"),
+            bind_with("", "s1", "7"),
+            execute_msg("", 0),
+            sync_msg(),
+        ]);
+        let mut out = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut out).unwrap();
+        assert!(relay.holding(), "the Bind waits for its estimate");
+        assert_eq!(
+            input[0], b'B',
+            "the Bind and what follows stay in the input"
+        );
+        (relay, messages(out))
+    }
+
+    #[test]
+    fn a_bind_is_estimated_inside_its_batch_with_its_own_parameters() {
+        let (mut relay, sent) = bound_estimate_batch();
+        let tags: Vec<u8> = sent.iter().map(|m| m.tag).collect();
+        assert_eq!(
+            tags, b"PCCPBECCH",
+            "the client's Parse, then the estimate and a Flush"
+        );
+        assert!(sent[3].body.starts_with(
+            b"airlock_internal_estimate\0EXPLAIN (FORMAT JSON) update t set v = $1\0"
+        ));
+        assert!(
+            sent[3].body.ends_with(&[0, 1, 0, 0, 0, 23]),
+            "the Parse's parameter types"
+        );
+        assert!(
+            sent[4]
+                .body
+                .ends_with(&[0, 0, 0, 1, 0, 0, 0, 1, b'7', 0, 0]),
+            "the Bind's own parameter, results in text"
+        );
+        // The upstream answers the client's Parse, then the estimate.
+        let mut up = cat(&[parse_complete(), close_complete(), close_complete()]);
+        up.extend_from_slice(&parse_complete());
+        up.extend_from_slice(&bind_complete());
+        up.extend_from_slice(&row(&["5"]));
+        up.extend_from_slice(&msg(b'C', b"EXPLAIN\0"));
+        up.extend_from_slice(&cat(&[close_complete(), close_complete()]));
+        let mut to_client = BytesMut::new();
+        let resume = relay
+            .handle_upstream(&mut up, &mut to_client, &mut BytesMut::new())
+            .unwrap();
+        assert!(resume);
+        let got: Vec<u8> = messages(to_client).iter().map(|m| m.tag).collect();
+        assert_eq!(got, b"1", "the client sees only its own answers");
+        // Judged again with the plan: the batch goes on.
+        let mut input = cat(&[bind_with("", "s1", "7"), execute_msg("", 0), sync_msg()]);
+        let mut out = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut out).unwrap();
+        let tags: Vec<u8> = messages(out).iter().map(|m| m.tag).collect();
+        assert_eq!(tags, b"BES");
+        assert_eq!(relay.inspector().plans, ["NotFetched", "Json(\"5\")"]);
+    }
+
+    #[test]
+    fn a_failed_bind_estimate_reaches_the_client_and_the_batch_is_skipped() {
+        let (mut relay, _) = bound_estimate_batch();
+        let mut up = cat(&[parse_complete(), close_complete(), close_complete()]);
+        up.extend_from_slice(&error("42P01", "relation \"t\" does not exist"));
+        let mut to_client = BytesMut::new();
+        let resume = relay
+            .handle_upstream(&mut up, &mut to_client, &mut BytesMut::new())
+            .unwrap();
+        assert!(resume, "judged again without an estimate");
+        let got: Vec<u8> = messages(to_client).iter().map(|m| m.tag).collect();
+        assert_eq!(got, b"1E");
+        let mut input = cat(&[bind_with("", "s1", "7"), execute_msg("", 0), sync_msg()]);
+        let mut out = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut out).unwrap();
+        assert_eq!(relay.inspector().plans, ["NotFetched", "Unavailable"]);
+        // The refusal's stand-in and the rest go; the upstream skips them
+        // until Sync, and its ReadyForQuery ends the batch.
+        let tags: Vec<u8> = messages(out).iter().map(|m| m.tag).collect();
+        assert_eq!(tags, b"BES");
+        let mut up = msg(b'Z', b"I");
+        let mut to_client = BytesMut::new();
+        relay
+            .handle_upstream(&mut up, &mut to_client, &mut BytesMut::new())
+            .unwrap();
+        assert!(!relay.busy());
+    }
+}
