@@ -9,7 +9,8 @@
 //!
 //! What it deliberately does not do: sockets, TLS, timers, randomness and
 //! token verification all live in `airlock-gateway`, which drives these
-//! machines. Policy decisions are not made here either: the relay refuses
+//! machines. (One random value is drawn below this crate: SCRAM's client
+//! nonce, by `postgres-protocol`; see [`upstream`].) Policy decisions are not made here either: the relay refuses
 //! only what breaks or bypasses the protocol itself.
 #![forbid(unsafe_code)]
 

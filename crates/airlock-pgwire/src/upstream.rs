@@ -6,6 +6,10 @@
 //! BackendKeyData until the first ReadyForQuery. TLS negotiation happens
 //! before it, in the driver, because it changes the socket.
 //!
+//! SCRAM's client nonce is the one random value of a login, and it is not
+//! passed in: `postgres-protocol`'s `ScramSha256::new` draws it from its own
+//! thread RNG, and 0.6.12 keeps its nonce-taking constructor private.
+//!
 //! The upstream's error text is never passed on: PostgreSQL names the user in
 //! `password authentication failed for user "…"`, and that user is a
 //! credential only airlock holds. [`LoginError`] keeps the SQLSTATE only.
