@@ -101,6 +101,7 @@ pub async fn connect(
         &credential.user,
         &target.database,
         credential.password.clone(),
+        scram_nonce(),
         settings,
         &mut out,
     );
@@ -172,4 +173,12 @@ async fn negotiate_tls(
             "unexpected answer to SSLRequest",
         ))),
     }
+}
+
+/// A SCRAM client nonce: 18 random bytes in base64 (24 characters, as
+/// libpq's).
+fn scram_nonce() -> String {
+    use base64::Engine;
+    let bytes: [u8; 18] = rand::random();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

@@ -9,15 +9,16 @@
 //!
 //! What it deliberately does not do: sockets, TLS, timers, randomness and
 //! token verification all live in `airlock-gateway`, which drives these
-//! machines. (One random value is drawn below this crate: SCRAM's client
-//! nonce, by `postgres-protocol`; see [`upstream`].) Policy decisions are not made here either: the relay refuses
-//! only what breaks or bypasses the protocol itself.
+//! machines (SCRAM's client nonce is the caller's: [`scram`]). Policy
+//! decisions are not made here either: the relay refuses only what breaks
+//! or bypasses the protocol itself.
 #![forbid(unsafe_code)]
 
 pub mod codec;
 pub mod error;
 pub mod params;
 pub mod relay;
+pub mod scram;
 pub mod sqlstate;
 pub mod startup;
 pub mod upstream;

@@ -1,25 +1,24 @@
 //! The upstream login: airlock as a PostgreSQL client.
 //!
 //! [`UpstreamLogin`] writes the StartupMessage, answers the server's
-//! authentication request (trust, cleartext, md5 or SCRAM-SHA-256, using
-//! `postgres-protocol`'s helpers), and collects ParameterStatus and
-//! BackendKeyData until the first ReadyForQuery. TLS negotiation happens
-//! before it, in the driver, because it changes the socket.
-//!
-//! SCRAM's client nonce is the one random value of a login, and it is not
-//! passed in: `postgres-protocol`'s `ScramSha256::new` draws it from its own
-//! thread RNG, and 0.6.12 keeps its nonce-taking constructor private.
+//! authentication request (trust, cleartext, md5 with `postgres-protocol`'s
+//! helper, or SCRAM-SHA-256 with [`crate::scram`]), and collects
+//! ParameterStatus and BackendKeyData until the first ReadyForQuery. TLS
+//! negotiation happens before it, in the driver, because it changes the
+//! socket. SCRAM's client nonce, the one random value of a login, is the
+//! caller's.
 //!
 //! The upstream's error text is never passed on: PostgreSQL names the user in
 //! `password authentication failed for user "…"`, and that user is a
 //! credential only airlock holds. [`LoginError`] keeps the SQLSTATE only.
 
 use bytes::{Buf, BytesMut};
-use postgres_protocol::authentication::{md5_hash, sasl};
+use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::message::frontend;
 
 use crate::codec::{self, notice_fields};
 use crate::error::ProtocolError;
+use crate::scram::{self, Scram};
 
 /// Messages the upstream sends during login are small; this bounds them.
 const MAX_LOGIN_MESSAGE: usize = 1 << 20;
@@ -49,7 +48,7 @@ pub struct UpstreamReady {
 
 enum State {
     Authenticating,
-    Scram(Box<sasl::ScramSha256>),
+    Scram(Box<Scram>),
     Authenticated,
 }
 
@@ -58,6 +57,8 @@ pub struct UpstreamLogin {
     state: State,
     user: String,
     password: Option<String>,
+    /// SCRAM's client nonce.
+    nonce: String,
     parameters: Vec<(String, String)>,
     backend_key: Option<(i32, i32)>,
 }
@@ -70,11 +71,13 @@ impl std::fmt::Debug for UpstreamLogin {
 
 impl UpstreamLogin {
     /// Writes the StartupMessage for `user` on `database` with `settings`
-    /// (already allow-listed) to `out`.
+    /// (already allow-listed) to `out`. `nonce` is SCRAM's client nonce, in
+    /// case the server asks for SCRAM: random, printable ASCII, no comma.
     pub fn start(
         user: &str,
         database: &str,
         password: Option<String>,
+        nonce: String,
         settings: &[(String, String)],
         out: &mut BytesMut,
     ) -> Self {
@@ -86,6 +89,7 @@ impl UpstreamLogin {
             state: State::Authenticating,
             user: user.to_string(),
             password,
+            nonce,
             parameters: Vec::new(),
             backend_key: None,
         }
@@ -173,24 +177,27 @@ impl UpstreamLogin {
                     }
                     mechanisms.push(m);
                 }
-                if !mechanisms.iter().any(|m| m == sasl::SCRAM_SHA_256) {
+                if !mechanisms.iter().any(|m| m == scram::MECHANISM) {
                     return Err(LoginError::Unsupported(format!("SASL {mechanisms:?}")));
                 }
-                let scram =
-                    sasl::ScramSha256::new(self.password()?, sasl::ChannelBinding::unsupported());
-                frontend::sasl_initial_response(sasl::SCRAM_SHA_256, scram.message(), out)
-                    .map_err(io_protocol)?;
+                let scram = Scram::new(self.password()?, &self.nonce);
+                frontend::sasl_initial_response(
+                    scram::MECHANISM,
+                    scram.client_first().as_bytes(),
+                    out,
+                )
+                .map_err(io_protocol)?;
                 self.state = State::Scram(Box::new(scram));
             }
             (11, State::Scram(scram)) => {
-                scram
-                    .update(body)
+                let client_final = scram
+                    .server_first(body)
                     .map_err(|e| LoginError::Scram(e.to_string()))?;
-                frontend::sasl_response(scram.message(), out).map_err(io_protocol)?;
+                frontend::sasl_response(client_final.as_bytes(), out).map_err(io_protocol)?;
             }
             (12, State::Scram(scram)) => {
                 scram
-                    .finish(body)
+                    .server_final(body)
                     .map_err(|e| LoginError::Scram(e.to_string()))?;
                 self.state = State::Authenticating; // AuthenticationOk follows
             }
@@ -234,7 +241,7 @@ mod tests {
     #[test]
     fn trust_login_collects_parameters() {
         let mut out = BytesMut::new();
-        let mut login = UpstreamLogin::start("ro", "db", None, &[], &mut out);
+        let mut login = UpstreamLogin::start("ro", "db", None, "n0nce".into(), &[], &mut out);
         assert_eq!(out[4..8], codec::PROTOCOL_3_0.to_be_bytes());
         out.clear();
         let ready = login.handle(&mut after_ok(), &mut out).unwrap().unwrap();
@@ -250,7 +257,14 @@ mod tests {
     #[test]
     fn md5_answers_with_the_salted_hash() {
         let mut out = BytesMut::new();
-        let mut login = UpstreamLogin::start("ro", "db", Some("secret".into()), &[], &mut out);
+        let mut login = UpstreamLogin::start(
+            "ro",
+            "db",
+            Some("secret".into()),
+            "n0nce".into(),
+            &[],
+            &mut out,
+        );
         out.clear();
         assert_eq!(login.handle(&mut auth(5, b"abcd"), &mut out).unwrap(), None);
         let m = codec::parse_message(&mut out, 1024).unwrap().unwrap();
@@ -262,7 +276,7 @@ mod tests {
     #[test]
     fn cleartext_without_password_fails() {
         let mut out = BytesMut::new();
-        let mut login = UpstreamLogin::start("ro", "db", None, &[], &mut out);
+        let mut login = UpstreamLogin::start("ro", "db", None, "n0nce".into(), &[], &mut out);
         assert_eq!(
             login.handle(&mut auth(3, &[]), &mut out),
             Err(LoginError::PasswordRequired)
@@ -272,7 +286,8 @@ mod tests {
     #[test]
     fn rejection_keeps_only_the_sqlstate() {
         let mut out = BytesMut::new();
-        let mut login = UpstreamLogin::start("ro", "db", Some("pw".into()), &[], &mut out);
+        let mut login =
+            UpstreamLogin::start("ro", "db", Some("pw".into()), "n0nce".into(), &[], &mut out);
         let mut input = BytesMut::new();
         codec::notice_message(
             &codec::Notice::new(
@@ -296,14 +311,16 @@ mod tests {
     fn unsupported_methods() {
         for kind in [2, 7, 9] {
             let mut out = BytesMut::new();
-            let mut login = UpstreamLogin::start("ro", "db", Some("pw".into()), &[], &mut out);
+            let mut login =
+                UpstreamLogin::start("ro", "db", Some("pw".into()), "n0nce".into(), &[], &mut out);
             assert!(matches!(
                 login.handle(&mut auth(kind, &[]), &mut out),
                 Err(LoginError::Unsupported(_))
             ));
         }
         let mut out = BytesMut::new();
-        let mut login = UpstreamLogin::start("ro", "db", Some("pw".into()), &[], &mut out);
+        let mut login =
+            UpstreamLogin::start("ro", "db", Some("pw".into()), "n0nce".into(), &[], &mut out);
         assert!(matches!(
             login.handle(&mut auth(10, b"SCRAM-SHA-256-PLUS\0\0"), &mut out),
             Err(LoginError::Unsupported(_))
@@ -313,7 +330,8 @@ mod tests {
     #[test]
     fn scram_sends_initial_response_and_rejects_bad_server_first() {
         let mut out = BytesMut::new();
-        let mut login = UpstreamLogin::start("ro", "db", Some("pw".into()), &[], &mut out);
+        let mut login =
+            UpstreamLogin::start("ro", "db", Some("pw".into()), "n0nce".into(), &[], &mut out);
         out.clear();
         login
             .handle(&mut auth(10, b"SCRAM-SHA-256\0\0"), &mut out)
@@ -331,7 +349,7 @@ mod tests {
     #[test]
     fn messages_before_authentication_are_rejected() {
         let mut out = BytesMut::new();
-        let mut login = UpstreamLogin::start("ro", "db", None, &[], &mut out);
+        let mut login = UpstreamLogin::start("ro", "db", None, "n0nce".into(), &[], &mut out);
         let mut input = BytesMut::new();
         codec::ready_for_query(b'I', &mut input);
         assert!(matches!(
