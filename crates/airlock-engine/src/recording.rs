@@ -166,12 +166,6 @@ impl RecordingSession {
         let (text, truncated) = self.redact(text, sensitive);
         let params = self.params(params, sensitive);
         let seq = self.next_seq;
-        let mut effects: Vec<String> = statements
-            .iter()
-            .flat_map(|s| s.effects.iter().map(|e| e.name().to_string()))
-            .collect();
-        effects.sort();
-        effects.dedup();
         let event = Event::now(Body::Statement(event::Statement {
             session: self.session,
             seq,
@@ -179,8 +173,8 @@ impl RecordingSession {
             text,
             truncated,
             params,
-            kinds: statements.iter().map(|s| s.kind.name().into()).collect(),
-            effects,
+            kinds: kinds(statements),
+            effects: effects(statements),
             decision: judgement.decision,
             rule: judgement.rule.map(Into::into),
             refusal: judgement.refusal.map(|(code, message)| ErrorInfo {
@@ -447,6 +441,22 @@ impl RecordingSession {
             })
             .collect()
     }
+}
+
+/// The kinds of a message's statements, as events and approvers see them.
+pub fn kinds(statements: &[Statement]) -> Vec<String> {
+    statements.iter().map(|s| s.kind.name().into()).collect()
+}
+
+/// The effects of a message's statements, sorted, each once.
+pub fn effects(statements: &[Statement]) -> Vec<String> {
+    let mut effects: Vec<String> = statements
+        .iter()
+        .flat_map(|s| s.effects.iter().map(|e| e.name().to_string()))
+        .collect();
+    effects.sort();
+    effects.dedup();
+    effects
 }
 
 /// `text` with each span replaced by the placeholder, quoted.

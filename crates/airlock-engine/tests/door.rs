@@ -298,8 +298,8 @@ impl Door {
                     min_approvals,
                     text,
                     params,
-                    kinds: statements.iter().map(|s| s.kind.name().into()).collect(),
-                    effects: vec![],
+                    kinds: airlock_engine::recording::kinds(&statements),
+                    effects: airlock_engine::recording::effects(&statements),
                     estimate,
                     seq: None,
                 };

@@ -25,7 +25,7 @@ use crate::catalog::Catalogs;
 use crate::mask::{self, CopyMask, Masking, RowMask};
 use crate::record;
 use airlock_engine::hold::{HoldOutcome, HoldRequest, Refusal};
-use airlock_engine::recording::{Judgement, Params, RecordingSession};
+use airlock_engine::recording::{self, Judgement, Params, RecordingSession};
 
 /// Client encodings whose bytes airlock can read as UTF-8.
 fn utf8_compatible(encoding: &str) -> bool {
@@ -564,8 +564,8 @@ impl PolicyInspector {
                     min_approvals,
                     text: redacted,
                     params: Vec::new(),
-                    kinds: kinds_of(statements),
-                    effects: effects_of(statements),
+                    kinds: recording::kinds(statements),
+                    effects: recording::effects(statements),
                     estimate,
                     seq: None,
                 };
@@ -960,20 +960,6 @@ fn allowed_verdict(statements: &[Statement]) -> Verdict {
     }
 }
 
-fn kinds_of(statements: &[Statement]) -> Vec<String> {
-    statements.iter().map(|s| s.kind.name().into()).collect()
-}
-
-fn effects_of(statements: &[Statement]) -> Vec<String> {
-    let mut effects: Vec<String> = statements
-        .iter()
-        .flat_map(|s| s.effects.iter().map(|e| e.name().to_string()))
-        .collect();
-    effects.sort();
-    effects.dedup();
-    effects
-}
-
 fn kinds(statements: &[Statement]) -> String {
     statements
         .iter()
@@ -1129,8 +1115,8 @@ impl Inspector for PolicyInspector {
                 min_approvals: need.min_approvals,
                 text,
                 params,
-                kinds: kinds_of(&need.statements),
-                effects: effects_of(&need.statements),
+                kinds: recording::kinds(&need.statements),
+                effects: recording::effects(&need.statements),
                 estimate,
                 seq,
             }),
