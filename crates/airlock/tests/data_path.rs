@@ -1515,16 +1515,15 @@ async fn session_is_cut_when_the_token_expires() {
         "  dev_issuer: true\n  session_lifetime: token\n",
     );
     let gw = Gateway::start(&yaml).await;
+    // The gateway's wall clock moves when the test says: nothing sleeps.
+    let clock = gw.manual_clock();
     let token = gw.token_with("alice", &["dba"], Duration::from_secs(3));
     let (client, conn) = connect(&gw, "test", "admin", &token).await;
     assert_eq!(scalar(&client, "select 1").await, "1");
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    clock.advance(Duration::from_secs(5));
 
-    let e = client.simple_query("select 1").await.unwrap_err();
-    assert!(e.is_closed() || e.as_db_error().is_some(), "{e:?}");
-    assert!(client.is_closed(), "the connection is closed");
-    // The FATAL reached the client while it was idle; the connection
-    // surfaces it.
+    // The FATAL reaches the client while it is idle; the connection
+    // surfaces it and ends.
     let conn_end = tokio::time::timeout(Duration::from_secs(5), conn)
         .await
         .expect("the connection task ended")
@@ -1540,11 +1539,15 @@ async fn session_is_cut_when_the_token_expires() {
     );
     assert_eq!(db.severity(), "FATAL");
     assert!(db.message().contains("token expired"), "{db:?}");
+    let e = client.simple_query("select 1").await.unwrap_err();
+    assert!(e.is_closed() || e.as_db_error().is_some(), "{e:?}");
+    assert!(client.is_closed(), "the connection is closed");
 
     // The same, seen on the wire: the FATAL comes at expiry, then the close.
-    let token = gw.token_with("alice", &["dba"], Duration::from_secs(2));
+    let token = gw.token_with("alice", &["dba"], Duration::from_secs(10));
     let (mut s, _, _) = raw_session(&gw, "test", "admin", &token).await;
-    let (msgs, closed) = common::read_until_close(&mut s, Duration::from_secs(6)).await;
+    clock.advance(Duration::from_secs(6));
+    let (msgs, closed) = common::read_until_close(&mut s, Duration::from_secs(5)).await;
     assert!(closed, "the gateway closed the session: {msgs:?}");
     assert_eq!(
         common::error_code(&msgs).as_deref(),
@@ -1615,10 +1618,11 @@ async fn unlimited_sessions_outlive_the_token() {
         "  dev_issuer: true\n  session_lifetime: unlimited\n",
     );
     let gw = Gateway::start(&yaml).await;
+    let clock = gw.manual_clock();
     let token = gw.token_with("alice", &["dba"], Duration::from_secs(3));
     let (client, conn) = connect(&gw, "test", "admin", &token).await;
     assert_eq!(scalar(&client, "select 1").await, "1");
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    clock.advance(Duration::from_secs(5));
     assert_eq!(
         scalar(&client, "select 2").await,
         "2",

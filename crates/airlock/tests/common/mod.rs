@@ -92,6 +92,17 @@ impl Gateway {
         }
     }
 
+    /// Gives the gateway a wall clock the test moves (sessions opened from
+    /// now on verify tokens and time their lifetimes by it).
+    pub fn manual_clock(&self) -> std::sync::Arc<airlock_engine::clock::ManualClock> {
+        let clock = std::sync::Arc::new(airlock_engine::clock::ManualClock::new(
+            std::time::SystemTime::now(),
+        ));
+        let running = self.running.as_ref().expect("the gateway runs");
+        running.gateway.set_clock(clock.clone());
+        clock
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
