@@ -12,7 +12,7 @@ use airlock_pgwire::codec::{self, Notice, Severity, Startup};
 use airlock_pgwire::relay::{Inspector, Relay};
 use airlock_pgwire::startup::{ClientHandshake, Step, fatal};
 use airlock_pgwire::{params, sqlstate};
-use airlock_policy::{AccessMode, Route};
+use airlock_policy::{AccessMode, Route, judge};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -183,22 +183,19 @@ async fn open(
     let conn = &snapshot.connections[&route.connection];
     let credential = &conn.roles[&route.role];
     let mut settings = params::check(&startup).unwrap_or_default();
-    if route.mode == AccessMode::ReadOnly {
-        // As for SET: pg_catalog first, or a user function could shadow a
-        // built-in the analyzer trusts.
-        if let Some((_, path)) = settings.iter().find(|(n, v)| {
-            n.eq_ignore_ascii_case("search_path") && !airlock_sql::pg::harmless_search_path(v)
-        }) {
+    // As for SET: pg_catalog first, or a user function could shadow a
+    // built-in the analyzer trusts.
+    for (name, value) in &settings {
+        let harmless = !name.eq_ignore_ascii_case("search_path")
+            || airlock_sql::pg::harmless_search_path(value);
+        let why = "pg_catalog must come first or not be named";
+        if let Some(denial) = judge::setting(route.mode, name, value, harmless, why) {
             tracing::info!("session refused: a search_path that does not search pg_catalog first");
-            fatal(
-                out,
-                sqlstate::INSUFFICIENT_PRIVILEGE,
-                &format!(
-                    "airlock: startup parameter \"search_path\" = \"{path}\" is not allowed on a read-only route: pg_catalog must come first or not be named"
-                ),
-            );
+            fatal(out, sqlstate::INSUFFICIENT_PRIVILEGE, &denial.message);
             return None;
         }
+    }
+    if route.mode == AccessMode::ReadOnly {
         settings.push(("default_transaction_read_only".into(), "on".into()));
     }
     let started = Instant::now();

@@ -322,6 +322,25 @@ pub fn may_reconfigure(statements: &[Statement]) -> bool {
     statements.iter().any(|s| s.effects.intersects(may))
 }
 
+/// Judges a session setting the client asked for at login (PostgreSQL's
+/// startup parameters), which no statement carries: a read-only route takes
+/// only settings the door's analyzer deems `harmless`, as it does for SET.
+/// `why` is the dialect's reason, for the message.
+pub fn setting(
+    mode: AccessMode,
+    name: &str,
+    value: &str,
+    harmless: bool,
+    why: &str,
+) -> Option<Denial> {
+    (mode == AccessMode::ReadOnly && !harmless).then(|| Denial {
+        message: format!(
+            "airlock: startup parameter \"{name}\" = \"{value}\" is not allowed on a read-only route: {why}"
+        ),
+        by: DeniedBy::Rule("read-only".into()),
+    })
+}
+
 /// The refusal of a statement that cannot be classified, for a reason a
 /// door found before analysis (its encoding, say).
 pub fn unknown(why: &str) -> Denial {
@@ -519,6 +538,26 @@ mod tests {
             panic!("not refused");
         };
         assert!(d.message.contains("cannot wait"), "{}", d.message);
+    }
+
+    #[test]
+    fn a_read_only_route_takes_only_harmless_startup_settings() {
+        let why = "the dialect's reason";
+        assert_eq!(judge_setting(AccessMode::ReadWrite, false), None);
+        assert_eq!(judge_setting(AccessMode::ReadOnly, true), None);
+        let denial = judge_setting(AccessMode::ReadOnly, false).unwrap();
+        assert_eq!(denial.rule(), Some("read-only"));
+        assert!(denial.message.ends_with(why), "{}", denial.message);
+
+        fn judge_setting(mode: AccessMode, harmless: bool) -> Option<Denial> {
+            setting(
+                mode,
+                "search_path",
+                "evil",
+                harmless,
+                "the dialect's reason",
+            )
+        }
     }
 
     #[test]
