@@ -8,7 +8,7 @@
 //! auditors and admins.
 //!
 //! The request and answer types here are the endpoints' wire format: the
-//! handlers build them, and clients can read them. Their
+//! handlers build them and the [`client`](crate::client) reads them. Their
 //! fields are in alphabetical order, the order the API has always sent (and
 //! `airlock approvals --json` printed) them in; a test checks it.
 
@@ -289,6 +289,17 @@ pub struct ApprovalsQuery {
     pub status: Option<String>,
     /// At most this many (1 to 1000; 100 when absent).
     pub limit: Option<u32>,
+}
+
+impl ApprovalsQuery {
+    /// The query string's parameters, in this order.
+    pub(crate) fn pairs(&self) -> Vec<(&'static str, String)> {
+        let ApprovalsQuery { status, limit } = self;
+        let mut pairs = Vec::new();
+        pairs.extend(status.clone().map(|s| ("status", s)));
+        pairs.extend(limit.map(|l| ("limit", l.to_string())));
+        pairs
+    }
 }
 
 /// `ACCESS`: the kind of request a route serves (access requests, or held

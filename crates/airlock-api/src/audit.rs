@@ -9,7 +9,7 @@
 //! JSON: `{"error": "..."}` ([`ErrorBody`]).
 //!
 //! The query and answer types here are the endpoints' wire format: the
-//! handlers build them, and clients can read them.
+//! handlers build them and the [`client`](crate::client) reads them.
 //! Their fields are in alphabetical order, the order the API has always
 //! sent (and `airlock sessions --json` printed) them in; a test checks it.
 
@@ -219,6 +219,29 @@ pub struct SessionsQuery {
     pub decision: Option<String>,
     /// 1 to [`MAX_LIMIT`]; [`DEFAULT_LIMIT`] when absent.
     pub limit: Option<String>,
+}
+
+impl SessionsQuery {
+    /// The query string's parameters, in this order.
+    pub(crate) fn pairs(&self) -> Vec<(&'static str, String)> {
+        let SessionsQuery {
+            principal,
+            connection,
+            since,
+            decision,
+            limit,
+        } = self;
+        [
+            ("principal", principal),
+            ("connection", connection),
+            ("since", since),
+            ("decision", decision),
+            ("limit", limit),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value.clone()?)))
+        .collect()
+    }
 }
 
 /// The answer of `GET /api/v1/sessions`: newest first.

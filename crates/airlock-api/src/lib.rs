@@ -1,10 +1,12 @@
 //! airlock's HTTP listener: health, readiness, Prometheus metrics, the
 //! dev issuer's OIDC discovery document and JWKS, and under `/api/v1` the
 //! read-only audit endpoints ([`audit`]), approvals and just-in-time access
-//! ([`approvals`]) and their OpenAPI document ([`openapi`]).
+//! ([`approvals`]) and their OpenAPI document ([`openapi`]); and
+//! [`client`], the typed client the CLI calls them with.
 //!
 //! Architecture invariant: this is the only crate that knows HTTP routes and
-//! JSON request and response shapes ([`path`] and the wire types). It makes no
+//! JSON request and response shapes. The handlers and the client share the
+//! paths ([`path`]) and the wire types, so the two cannot drift. It makes no
 //! decisions: readiness comes from a probe the binary passes in, and
 //! metrics from the installed recorder.
 #![forbid(unsafe_code)]
@@ -14,6 +16,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod client;
 pub mod openapi;
 #[cfg(test)]
 mod wire_tests;
@@ -32,8 +35,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use approvals::{ApprovalHooks, ApprovalsApi, JitTerms};
 pub use audit::{AuditApi, Authenticate, Caller, ErrorBody};
+pub use client::Client;
 
-/// The `/api/v1` paths the router serves;
+/// The `/api/v1` paths the router serves and the [`client`] requests;
 /// `{id}` is the one path parameter.
 pub mod path {
     pub const OPENAPI: &str = "/api/v1/openapi.json";

@@ -14,10 +14,10 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::approvals::{
-    AccessList, AccessRequest, Approval, ApprovalList, ApprovalVote, DecisionRequest, VoteAnswer,
-    VoteResult,
+    AccessList, AccessRequest, Approval, ApprovalList, ApprovalVote, ApprovalsQuery,
+    DecisionRequest, VoteAnswer, VoteResult,
 };
-use crate::audit::{ErrorBody, SessionEvents, SessionList, StoredEvent};
+use crate::audit::{ErrorBody, SessionEvents, SessionList, SessionsQuery, StoredEvent};
 
 /// Deserializes any JSON, failing where an object's keys are not in
 /// strictly ascending order.
@@ -466,7 +466,7 @@ fn the_openapi_document_names_the_wire_fields() {
         .collect();
     assert_eq!(kinds, Event::KINDS.iter().copied().collect());
 
-    // Request bodies.
+    // Request bodies and query parameters.
     let paths = &doc["paths"];
     let body =
         |path: &str| &paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"];
@@ -485,6 +485,44 @@ fn the_openapi_document_names_the_wire_fields() {
         assert_eq!(
             keys(&body(path)["properties"]),
             keys(&serde_json::to_value(DecisionRequest::default()).unwrap()),
+            "{path}"
+        );
+    }
+    let parameters = |path: &str| -> BTreeSet<String> {
+        paths[path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let sessions = SessionsQuery {
+        principal: Some(String::new()),
+        connection: Some(String::new()),
+        since: Some(String::new()),
+        decision: Some(String::new()),
+        limit: Some(String::new()),
+    };
+    assert_eq!(
+        parameters(crate::path::SESSIONS),
+        sessions
+            .pairs()
+            .into_iter()
+            .map(|(k, _)| k.to_string())
+            .collect()
+    );
+    let approvals = ApprovalsQuery {
+        status: Some(String::new()),
+        limit: Some(1),
+    };
+    for path in [crate::path::APPROVALS, crate::path::ACCESS] {
+        assert_eq!(
+            parameters(path),
+            approvals
+                .pairs()
+                .into_iter()
+                .map(|(k, _)| k.to_string())
+                .collect(),
             "{path}"
         );
     }
