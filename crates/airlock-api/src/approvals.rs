@@ -6,6 +6,11 @@
 //! the store decides races (exactly one of a concurrent approve and deny
 //! wins). Reading: a request is visible to its requester, its approvers,
 //! auditors and admins.
+//!
+//! The request and answer types here are the endpoints' wire format: the
+//! handlers build them and the [`client`](crate::client) reads them. Their
+//! fields are in alphabetical order, the order the API has always sent (and
+//! `airlock approvals --json` printed) them in; a test checks it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +27,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -57,39 +62,197 @@ pub struct ApprovalsApi {
     pub hooks: Arc<dyn ApprovalHooks>,
 }
 
-/// The approval or request as the API shows it.
-pub(crate) fn approval_json(row: &ApprovalRow) -> Value {
-    let detail: Value = serde_json::from_str(&row.detail).unwrap_or(Value::Null);
-    json!({
-        "id": row.id,
-        "kind": row.kind.as_str(),
-        "status": row.status.as_str(),
-        "requester": row.requester_subject,
-        "requester_issuer": row.requester_issuer,
-        "act": row.requester_act,
-        "connection": row.connection,
-        "role": row.role,
-        "rule": row.rule,
-        "approvers": row.approvers,
-        "min_approvals": row.min_approvals,
-        "approvals": row.approvals,
-        "session": row.session_id,
-        "created_at": rfc3339(row.created_ms),
-        "deadline": row.deadline_ms.map(rfc3339),
-        "decided_at": row.decided_ms.map(rfc3339),
-        "decided_by": row.decided_by,
-        "reason": row.reason,
-        "duration_seconds": row.duration_ms.map(|ms| ms / 1000),
-        "expires_at": row.expires_ms.map(rfc3339),
-        "detail": detail,
-        "votes": row.votes.iter().map(|v| json!({
-            "voter": v.voter,
-            "human": v.human,
-            "vote": match v.vote { VoteKind::Approve => "approve", VoteKind::Deny => "deny" },
-            "reason": v.reason,
-            "at": rfc3339(v.at_ms),
-        })).collect::<Vec<_>>(),
-    })
+/// A held statement or an access request, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The human the requester acts for.
+    pub act: Option<String>,
+    /// Approve votes so far.
+    pub approvals: u32,
+    /// The groups that may decide.
+    pub approvers: Vec<String>,
+    pub connection: String,
+    /// RFC 3339, milliseconds, like every time here.
+    pub created_at: String,
+    /// A held statement: when it times out.
+    pub deadline: Option<String>,
+    pub decided_at: Option<String>,
+    /// The deciding voter, or the revoker.
+    pub decided_by: Option<String>,
+    /// What is asked, as the gateway stored it: [`Approval::detail()`]
+    /// reads it. Null when it is not JSON.
+    pub detail: Value,
+    /// An access request: how long the grant lasts.
+    pub duration_seconds: Option<i64>,
+    /// An access request: when the grant ends (or ended).
+    pub expires_at: Option<String>,
+    pub id: Uuid,
+    /// `statement` or `access`.
+    pub kind: String,
+    pub min_approvals: u32,
+    /// The reason given with the decision.
+    pub reason: Option<String>,
+    /// The requester's token subject.
+    pub requester: String,
+    pub requester_issuer: String,
+    pub role: String,
+    /// The guardrail (statement) or access rule (access).
+    pub rule: String,
+    /// A held statement's session.
+    pub session: Option<Uuid>,
+    /// `pending`, `approved`, `denied`, `timed_out`, `cancelled`,
+    /// `abandoned`, `granted`, `expired` or `revoked`.
+    pub status: String,
+    /// Oldest first.
+    pub votes: Vec<ApprovalVote>,
+}
+
+impl Approval {
+    pub(crate) fn from_row(row: &ApprovalRow) -> Approval {
+        Approval {
+            act: row.requester_act.clone(),
+            approvals: row.approvals,
+            approvers: row.approvers.clone(),
+            connection: row.connection.clone(),
+            created_at: rfc3339(row.created_ms),
+            deadline: row.deadline_ms.map(rfc3339),
+            decided_at: row.decided_ms.map(rfc3339),
+            decided_by: row.decided_by.clone(),
+            detail: serde_json::from_str(&row.detail).unwrap_or(Value::Null),
+            duration_seconds: row.duration_ms.map(|ms| ms / 1000),
+            expires_at: row.expires_ms.map(rfc3339),
+            id: row.id,
+            kind: row.kind.as_str().to_string(),
+            min_approvals: row.min_approvals,
+            reason: row.reason.clone(),
+            requester: row.requester_subject.clone(),
+            requester_issuer: row.requester_issuer.clone(),
+            role: row.role.clone(),
+            rule: row.rule.clone(),
+            session: row.session_id,
+            status: row.status.as_str().to_string(),
+            votes: row
+                .votes
+                .iter()
+                .map(|v| ApprovalVote {
+                    at: rfc3339(v.at_ms),
+                    human: v.human.clone(),
+                    reason: v.reason.clone(),
+                    vote: match v.vote {
+                        VoteKind::Approve => "approve",
+                        VoteKind::Deny => "deny",
+                    }
+                    .to_string(),
+                    voter: v.voter.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The `detail` field, read as far as it is readable.
+    pub fn detail(&self) -> ApprovalDetail {
+        ApprovalDetail::deserialize(&self.detail).unwrap_or_default()
+    }
+}
+
+/// One vote on an [`Approval`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalVote {
+    pub at: String,
+    /// The human behind the vote (one vote per human).
+    pub human: String,
+    pub reason: Option<String>,
+    /// `approve` or `deny`.
+    pub vote: String,
+    /// The identity that voted.
+    pub voter: String,
+}
+
+/// An [`Approval`]'s `detail`, read: a held statement's text and
+/// classification (written by the gateway), or an access request's reason.
+/// A field that is missing or not of its type reads as `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ApprovalDetail {
+    /// A held statement's text, redacted like its statement event.
+    #[serde(default, deserialize_with = "lenient")]
+    pub statement: Option<String>,
+    /// Its bound parameters, redacted.
+    #[serde(default, deserialize_with = "lenient")]
+    pub parameters: Option<Vec<airlock_audit::event::Value>>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub kinds: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub effects: Option<Vec<String>>,
+    /// The planner's row estimate.
+    #[serde(default, deserialize_with = "lenient")]
+    pub estimated_rows: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub in_transaction: Option<bool>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub timeout_seconds: Option<u64>,
+    /// An access request's reason.
+    #[serde(default, deserialize_with = "lenient")]
+    pub reason: Option<String>,
+}
+
+/// `Some` when the field is a `T`, `None` for anything else.
+fn lenient<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Ok(serde_json::from_value(Value::deserialize(d)?).ok())
+}
+
+/// The answer of `GET /api/v1/approvals`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalList {
+    pub approvals: Vec<Approval>,
+}
+
+/// The answer of `GET /api/v1/access`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessList {
+    pub requests: Vec<Approval>,
+}
+
+/// What a vote or a revocation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VoteResult {
+    /// A held statement runs.
+    Approved,
+    /// Refused.
+    Denied,
+    /// An approval counted; more are needed.
+    Counted,
+    /// An access request became a grant.
+    Granted,
+    /// A grant ended.
+    Revoked,
+}
+
+impl VoteResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoteResult::Approved => "approved",
+            VoteResult::Denied => "denied",
+            VoteResult::Counted => "counted",
+            VoteResult::Granted => "granted",
+            VoteResult::Revoked => "revoked",
+        }
+    }
+}
+
+/// The answer of `POST …/{id}/approve`, `…/deny` and `…/revoke`: what
+/// happened, and the approval afterwards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VoteAnswer {
+    pub approval: Approval,
+    pub result: VoteResult,
+}
+
+/// The approval or request as webhooks carry it.
+fn approval_json(row: &ApprovalRow) -> Value {
+    serde_json::to_value(Approval::from_row(row)).unwrap_or(Value::Null)
 }
 
 async fn caller(
@@ -117,13 +280,26 @@ fn may_read(caller: &Caller, row: &ApprovalRow) -> bool {
             && caller.principal.issuer == row.requester_issuer)
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The query of `GET /api/v1/approvals` and `GET /api/v1/access`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ListQuery {
+pub struct ApprovalsQuery {
     /// `pending` (statements' default), `open` (access default: pending and
     /// granted), `all`, or one status.
-    status: Option<String>,
-    limit: Option<u32>,
+    pub status: Option<String>,
+    /// At most this many (1 to 1000; 100 when absent).
+    pub limit: Option<u32>,
+}
+
+impl ApprovalsQuery {
+    /// The query string's parameters, in this order.
+    pub(crate) fn pairs(&self) -> Vec<(&'static str, String)> {
+        let ApprovalsQuery { status, limit } = self;
+        let mut pairs = Vec::new();
+        pairs.extend(status.clone().map(|s| ("status", s)));
+        pairs.extend(limit.map(|l| ("limit", l.to_string())));
+        pairs
+    }
 }
 
 /// `ACCESS`: the kind of request a route serves (access requests, or held
@@ -140,7 +316,7 @@ const fn kind(access: bool) -> ApprovalKind {
 pub(crate) async fn list<const ACCESS: bool>(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<ApprovalsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let kind = kind(ACCESS);
     let (caller, store, _) = match caller(&state, &headers).await {
@@ -178,19 +354,18 @@ pub(crate) async fn list<const ACCESS: bool>(
     };
     match store.approvals(&filter).await {
         Ok(rows) => {
-            let items: Vec<Value> = rows
+            let items = rows
                 .iter()
                 .filter(|r| {
                     !open || matches!(r.status, ApprovalStatus::Pending | ApprovalStatus::Granted)
                 })
                 .filter(|r| may_read(&caller, r))
-                .map(approval_json)
+                .map(Approval::from_row)
                 .collect();
-            let key = match kind {
-                ApprovalKind::Statement => "approvals",
-                ApprovalKind::Access => "requests",
-            };
-            Json(json!({ key: items })).into_response()
+            match kind {
+                ApprovalKind::Statement => Json(ApprovalList { approvals: items }).into_response(),
+                ApprovalKind::Access => Json(AccessList { requests: items }).into_response(),
+            }
         }
         Err(e) => store_error(&e),
     }
@@ -250,16 +425,19 @@ pub(crate) async fn show<const ACCESS: bool>(
         Err(r) => return r,
     };
     match find(&store, &caller, &id, kind).await {
-        Ok(row) => Json(approval_json(&row)).into_response(),
+        Ok(row) => Json(Approval::from_row(&row)).into_response(),
         Err(r) => r,
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The body of `POST …/{id}/approve`, `…/deny` and `…/revoke` (none at
+/// all is no reason).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Decision {
+pub struct DecisionRequest {
+    /// Why, for the record: required to deny or revoke.
     #[serde(default)]
-    reason: Option<String>,
+    pub reason: Option<String>,
 }
 
 fn body<T: Default>(body: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
@@ -276,7 +454,7 @@ pub(crate) async fn vote<const ACCESS: bool, const APPROVE: bool>(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    decision: Result<Json<Decision>, JsonRejection>,
+    decision: Result<Json<DecisionRequest>, JsonRejection>,
 ) -> Response {
     let kind = kind(ACCESS);
     let vote = if APPROVE { Vote::Approve } else { Vote::Deny };
@@ -358,10 +536,10 @@ pub(crate) async fn vote<const ACCESS: bool, const APPROVE: bool>(
                 ),
             );
         }
-        VoteOutcome::Counted { .. } => "counted",
-        VoteOutcome::Decided(ApprovalStatus::Granted) => "granted",
-        VoteOutcome::Decided(ApprovalStatus::Approved) => "approved",
-        VoteOutcome::Decided(_) => "denied",
+        VoteOutcome::Counted { .. } => VoteResult::Counted,
+        VoteOutcome::Decided(ApprovalStatus::Granted) => VoteResult::Granted,
+        VoteOutcome::Decided(ApprovalStatus::Approved) => VoteResult::Approved,
+        VoteOutcome::Decided(_) => VoteResult::Denied,
     };
     hooks.nudge();
     let row = match store.approval(row.id).await {
@@ -369,14 +547,17 @@ pub(crate) async fn vote<const ACCESS: bool, const APPROVE: bool>(
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no {what} {id}")),
         Err(e) => return store_error(&e),
     };
-    tracing::info!(approval = %row.id, voter = %cast.voter, result, "vote cast");
+    tracing::info!(approval = %row.id, voter = %cast.voter, result = result.as_str(), "vote cast");
     if kind == ApprovalKind::Access {
         // A held statement's events are its session's; an access request's
         // are recorded where they are decided.
-        let action = if result == "counted" { "vote" } else { result };
+        let action = match result {
+            VoteResult::Counted => "vote",
+            other => other.as_str(),
+        };
         hooks.record(event(&row, action, Some(&cast.voter), reason.as_deref()));
         match result {
-            "granted" => hooks.notify(
+            VoteResult::Granted => hooks.notify(
                 "access.granted",
                 approval_json(&row),
                 format!(
@@ -388,7 +569,7 @@ pub(crate) async fn vote<const ACCESS: bool, const APPROVE: bool>(
                     cast.voter
                 ),
             ),
-            "denied" => hooks.notify(
+            VoteResult::Denied => hooks.notify(
                 "approval.decided",
                 approval_json(&row),
                 format!(
@@ -399,7 +580,11 @@ pub(crate) async fn vote<const ACCESS: bool, const APPROVE: bool>(
             _ => {}
         }
     }
-    Json(json!({ "result": result, "approval": approval_json(&row) })).into_response()
+    Json(VoteAnswer {
+        approval: Approval::from_row(&row),
+        result,
+    })
+    .into_response()
 }
 
 /// An approval event for `row`.
@@ -411,14 +596,18 @@ fn event(row: &ApprovalRow, action: &str, by: Option<&str>, reason: Option<&str>
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The body of `POST /api/v1/access/requests`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct AccessRequest {
-    connection: String,
-    role: String,
-    /// `30m`, `1h`…
-    duration: String,
-    reason: String,
+pub struct AccessRequest {
+    /// The connection (a client's dbname).
+    pub connection: String,
+    /// The role profile to be granted.
+    pub role: String,
+    /// How long the grant lasts once approved: `30m`, `1h`…
+    pub duration: String,
+    /// Why, for the approvers and the record.
+    pub reason: String,
 }
 
 pub(crate) async fn request_access(
@@ -512,14 +701,14 @@ pub(crate) async fn request_access(
             row.id
         ),
     );
-    (StatusCode::CREATED, Json(approval_json(&row))).into_response()
+    (StatusCode::CREATED, Json(Approval::from_row(&row))).into_response()
 }
 
 pub(crate) async fn revoke_access(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    decision: Result<Json<Decision>, JsonRejection>,
+    decision: Result<Json<DecisionRequest>, JsonRejection>,
 ) -> Response {
     let (caller, store, hooks) = match caller(&state, &headers).await {
         Ok(c) => c,
@@ -577,5 +766,9 @@ pub(crate) async fn revoke_access(
     tracing::info!(grant = %row.id, by = %by, "grant revoked");
     hooks.record(event(&row, "revoked", Some(&by), Some(&reason)));
     hooks.nudge();
-    Json(json!({ "result": "revoked", "approval": approval_json(&row) })).into_response()
+    Json(VoteAnswer {
+        approval: Approval::from_row(&row),
+        result: VoteResult::Revoked,
+    })
+    .into_response()
 }

@@ -6,23 +6,28 @@
 //! authorized: only callers in an auditor or admin group read sessions.
 //! Checks run in that order, before anything else, so an unauthenticated
 //! caller learns nothing, not even whether the store is up. Errors are
-//! JSON: `{"error": "..."}`.
+//! JSON: `{"error": "..."}` ([`ErrorBody`]).
+//!
+//! The query and answer types here are the endpoints' wire format: the
+//! handlers build them and the [`client`](crate::client) reads them.
+//! Their fields are in alphabetical order, the order the API has always
+//! sent (and `airlock sessions --json` printed) them in; a test checks it.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use airlock_audit::StoreSlot;
-use airlock_audit::event::{Body, Event};
-use airlock_audit::export::{parse_since, row_json};
+use airlock_audit::event::{Body, Event, hex};
+use airlock_audit::export::{base64, parse_since};
 use airlock_store::{EventRow, SessionFilter, Store, StoreError};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::ApiState;
@@ -72,9 +77,19 @@ impl AuditApi {
     }
 }
 
+/// The body of every error answer of `/api/v1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Why, for a person.
+    pub error: String,
+}
+
 /// A JSON error response.
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+    let body = ErrorBody {
+        error: message.into(),
+    };
+    (status, Json(body)).into_response()
 }
 
 fn unauthorized(message: impl Into<String>, challenge: &'static str) -> Response {
@@ -188,23 +203,156 @@ pub(crate) fn store_error(e: &StoreError) -> Response {
 }
 
 /// The query of `GET /api/v1/sessions`. Unknown parameters are refused, so
-/// a misspelt filter cannot silently widen an audit query.
-#[derive(Debug, Default, Deserialize)]
+/// a misspelt filter cannot silently widen an audit query. Values are the
+/// query string's text (an empty one is no filter): the server says why
+/// one is wrong.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ListQuery {
-    principal: Option<String>,
-    connection: Option<String>,
+pub struct SessionsQuery {
+    /// Only this principal (the token subject).
+    pub principal: Option<String>,
+    /// Only this connection.
+    pub connection: Option<String>,
     /// A duration (`1h`) before now, or an RFC 3339 time.
-    since: Option<String>,
+    pub since: Option<String>,
     /// `allow`, `deny` or `approve`.
-    decision: Option<String>,
-    limit: Option<String>,
+    pub decision: Option<String>,
+    /// 1 to [`MAX_LIMIT`]; [`DEFAULT_LIMIT`] when absent.
+    pub limit: Option<String>,
+}
+
+impl SessionsQuery {
+    /// The query string's parameters, in this order.
+    pub(crate) fn pairs(&self) -> Vec<(&'static str, String)> {
+        let SessionsQuery {
+            principal,
+            connection,
+            since,
+            decision,
+            limit,
+        } = self;
+        [
+            ("principal", principal),
+            ("connection", connection),
+            ("since", since),
+            ("decision", decision),
+            ("limit", limit),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value.clone()?)))
+        .collect()
+    }
+}
+
+/// The answer of `GET /api/v1/sessions`: newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionList {
+    pub sessions: Vec<SessionSummary>,
+}
+
+/// One session of the list, from its `session_start` event. When that
+/// event is not readable as this version's schema, only what the store's
+/// columns say is there: the fields marked "absent" below are left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    /// The access rule that routed it (absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_rule: Option<String>,
+    /// The human the principal acts for.
+    pub act: Option<String>,
+    /// The client's `application_name`, null without one (absent).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub application_name: Option<Option<String>>,
+    /// The client's address and port (absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_addr: Option<String>,
+    pub connection: Option<String>,
+    /// The principal's groups (absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
+    /// The session id.
+    pub id: Option<String>,
+    /// `read-only` or `read-write` (absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The token subject.
+    pub principal: Option<String>,
+    /// The role profile (absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The `session_start` event's place in its stream.
+    pub seq: u64,
+    /// RFC 3339, milliseconds.
+    pub started_at: String,
+    /// The journal stream of the `session_start` event.
+    pub stream: Uuid,
+    /// Whether the client used TLS (absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+}
+
+/// A field that may be absent, null or a value: `Some(None)` is null.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// The answer of `GET /api/v1/sessions/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionEvents {
+    /// Every event of the session, in journal order.
+    pub events: Vec<StoredEvent>,
+    pub id: Uuid,
+}
+
+/// One event as the store keeps it: its place in the hash chain and the
+/// event itself. `airlock audit export`'s JSON lines are the same objects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// The payload, when it is JSON: an event of the schema
+    /// ([`StoredEvent::decode`]), or of another version's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<Value>,
+    /// `SHA-256(prev || seq || payload)`, hex.
+    pub hash: String,
+    /// The payload in base64, instead of `event` when it is not JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_b64: Option<String>,
+    /// The previous event's hash, hex.
+    pub prev: String,
+    /// When the store received it, Unix milliseconds.
+    pub recorded_at: i64,
+    pub seq: u64,
+    pub stream: Uuid,
+}
+
+impl StoredEvent {
+    pub(crate) fn from_row(row: &EventRow) -> StoredEvent {
+        let event: Option<Value> = serde_json::from_slice(&row.payload).ok();
+        StoredEvent {
+            payload_b64: event.is_none().then(|| base64(&row.payload)),
+            event,
+            hash: hex(&row.hash),
+            prev: hex(&row.prev),
+            recorded_at: row.recorded_at,
+            seq: row.seq,
+            stream: row.stream,
+        }
+    }
+
+    /// The event, if it is one of this version's schema.
+    pub fn decode(&self) -> Option<Event> {
+        Event::deserialize(self.event.as_ref()?).ok()
+    }
 }
 
 pub(crate) async fn list_sessions(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    query: Result<Query<SessionsQuery>, QueryRejection>,
 ) -> Response {
     let (caller, store) = match reader(&state, &headers).await {
         Ok(r) => r,
@@ -223,12 +371,12 @@ pub(crate) async fn list_sessions(
         Err(e) => return store_error(&e),
     };
     tracing::info!(subject = %caller.subject, sessions = rows.len(), "audit API: sessions listed");
-    let sessions: Vec<Value> = rows.iter().map(session_summary).collect();
-    Json(json!({ "sessions": sessions })).into_response()
+    let sessions = rows.iter().map(session_summary).collect();
+    Json(SessionList { sessions }).into_response()
 }
 
 /// The store filter of a list query.
-pub(crate) fn filter(q: ListQuery, now: SystemTime) -> Result<SessionFilter, String> {
+pub(crate) fn filter(q: SessionsQuery, now: SystemTime) -> Result<SessionFilter, String> {
     let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
     let since_ms = match nonempty(q.since) {
         Some(s) => Some(parse_since(&s, now).map_err(|e| format!("since: {e}"))?),
@@ -263,39 +411,47 @@ pub(crate) fn filter(q: ListQuery, now: SystemTime) -> Result<SessionFilter, Str
 }
 
 /// One line of the session list, from the session's `session_start` row.
-fn session_summary(row: &EventRow) -> Value {
-    let mut summary = match Event::decode(&row.payload) {
+pub(crate) fn session_summary(row: &EventRow) -> SessionSummary {
+    match Event::decode(&row.payload) {
         Ok(Event {
             at,
             body: Body::SessionStart(s),
             ..
-        }) => json!({
-            "id": s.session.hyphenated().to_string(),
-            "principal": s.principal,
-            "act": s.act,
-            "groups": s.groups,
-            "connection": s.connection,
-            "role": s.role,
-            "access_rule": s.access_rule,
-            "mode": s.mode,
-            "client_addr": s.client_addr,
-            "application_name": s.application_name,
-            "tls": s.tls,
-            "started_at": at,
-        }),
+        }) => SessionSummary {
+            access_rule: Some(s.access_rule),
+            act: s.act,
+            application_name: Some(s.application_name),
+            client_addr: Some(s.client_addr),
+            connection: Some(s.connection),
+            groups: Some(s.groups),
+            id: Some(s.session.hyphenated().to_string()),
+            mode: Some(s.mode),
+            principal: Some(s.principal),
+            role: Some(s.role),
+            seq: row.seq,
+            started_at: at,
+            stream: row.stream,
+            tls: Some(s.tls),
+        },
         // Not readable as this schema's session start: what the store's
         // columns say.
-        _ => json!({
-            "id": row.session_id,
-            "principal": row.principal,
-            "act": null,
-            "connection": row.connection,
-            "started_at": airlock_audit::event::rfc3339_ms(row.recorded_at),
-        }),
-    };
-    summary["stream"] = json!(row.stream.hyphenated().to_string());
-    summary["seq"] = json!(row.seq);
-    summary
+        _ => SessionSummary {
+            access_rule: None,
+            act: None,
+            application_name: None,
+            client_addr: None,
+            connection: row.connection.clone(),
+            groups: None,
+            id: row.session_id.clone(),
+            mode: None,
+            principal: row.principal.clone(),
+            role: None,
+            seq: row.seq,
+            started_at: airlock_audit::event::rfc3339_ms(row.recorded_at),
+            stream: row.stream,
+            tls: None,
+        },
+    }
 }
 
 pub(crate) async fn show_session(
@@ -313,8 +469,7 @@ pub(crate) async fn show_session(
             format!("{id:?} is not a session id (a UUID)"),
         );
     };
-    let id = id.hyphenated().to_string();
-    let rows = match store.session_events(&id).await {
+    let rows = match store.session_events(&id.hyphenated().to_string()).await {
         Ok(rows) => rows,
         Err(e) => return store_error(&e),
     };
@@ -322,6 +477,6 @@ pub(crate) async fn show_session(
         return error(StatusCode::NOT_FOUND, format!("session {id} not found"));
     }
     tracing::info!(subject = %caller.subject, session = %id, "audit API: session read");
-    let events: Vec<Value> = rows.iter().map(row_json).collect();
-    Json(json!({ "id": id, "events": events })).into_response()
+    let events = rows.iter().map(StoredEvent::from_row).collect();
+    Json(SessionEvents { events, id }).into_response()
 }

@@ -1,11 +1,14 @@
 //! airlock's HTTP listener: health, readiness, Prometheus metrics, the
 //! dev issuer's OIDC discovery document and JWKS, and under `/api/v1` the
-//! read-only audit endpoints ([`audit`]) and their OpenAPI document
-//! ([`openapi`]).
+//! read-only audit endpoints ([`audit`]), approvals and just-in-time access
+//! ([`approvals`]) and their OpenAPI document ([`openapi`]); and
+//! [`client`], the typed client the CLI calls them with.
 //!
 //! Architecture invariant: this is the only crate that knows HTTP routes and
-//! JSON response shapes. It makes no decisions: readiness comes from a probe
-//! the binary passes in, and metrics from the installed recorder.
+//! JSON request and response shapes. The handlers and the client share the
+//! paths ([`path`]) and the wire types, so the two cannot drift. It makes no
+//! decisions: readiness comes from a probe the binary passes in, and
+//! metrics from the installed recorder.
 #![forbid(unsafe_code)]
 // Handlers' helpers return the error response itself (`Result<_, Response>`),
 // built once, on the error path: boxing it would buy nothing.
@@ -13,7 +16,10 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod client;
 pub mod openapi;
+#[cfg(test)]
+mod wire_tests;
 
 use std::sync::Arc;
 
@@ -28,7 +34,26 @@ use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use approvals::{ApprovalHooks, ApprovalsApi, JitTerms};
-pub use audit::{AuditApi, Authenticate, Caller};
+pub use audit::{AuditApi, Authenticate, Caller, ErrorBody};
+pub use client::Client;
+
+/// The `/api/v1` paths the router serves and the [`client`] requests;
+/// `{id}` is the one path parameter.
+pub mod path {
+    pub const OPENAPI: &str = "/api/v1/openapi.json";
+    pub const SESSIONS: &str = "/api/v1/sessions";
+    pub const SESSION: &str = "/api/v1/sessions/{id}";
+    pub const APPROVALS: &str = "/api/v1/approvals";
+    pub const APPROVAL: &str = "/api/v1/approvals/{id}";
+    pub const APPROVE: &str = "/api/v1/approvals/{id}/approve";
+    pub const DENY: &str = "/api/v1/approvals/{id}/deny";
+    pub const ACCESS: &str = "/api/v1/access";
+    pub const ACCESS_REQUESTS: &str = "/api/v1/access/requests";
+    pub const ACCESS_REQUEST: &str = "/api/v1/access/{id}";
+    pub const ACCESS_APPROVE: &str = "/api/v1/access/{id}/approve";
+    pub const ACCESS_DENY: &str = "/api/v1/access/{id}/deny";
+    pub const ACCESS_REVOKE: &str = "/api/v1/access/{id}/revoke";
+}
 
 /// Says whether the gateway can serve: configuration loaded (and, as they
 /// land, store and journal writable).
@@ -88,27 +113,19 @@ fn routes() -> Routes {
     .get("/metrics", metrics)
     .get("/.well-known/openid-configuration", discovery)
     .get("/.well-known/jwks.json", jwks)
-    .get("/api/v1/openapi.json", || async {
-        Json(openapi::document())
-    })
-    .get("/api/v1/sessions", audit::list_sessions)
-    .get("/api/v1/sessions/{id}", audit::show_session)
-    .get("/api/v1/approvals", approvals::list::<false>)
-    .get("/api/v1/approvals/{id}", approvals::show::<false>)
-    .post(
-        "/api/v1/approvals/{id}/approve",
-        approvals::vote::<false, true>,
-    )
-    .post(
-        "/api/v1/approvals/{id}/deny",
-        approvals::vote::<false, false>,
-    )
-    .get("/api/v1/access", approvals::list::<true>)
-    .post("/api/v1/access/requests", approvals::request_access)
-    .get("/api/v1/access/{id}", approvals::show::<true>)
-    .post("/api/v1/access/{id}/approve", approvals::vote::<true, true>)
-    .post("/api/v1/access/{id}/deny", approvals::vote::<true, false>)
-    .post("/api/v1/access/{id}/revoke", approvals::revoke_access)
+    .get(path::OPENAPI, || async { Json(openapi::document()) })
+    .get(path::SESSIONS, audit::list_sessions)
+    .get(path::SESSION, audit::show_session)
+    .get(path::APPROVALS, approvals::list::<false>)
+    .get(path::APPROVAL, approvals::show::<false>)
+    .post(path::APPROVE, approvals::vote::<false, true>)
+    .post(path::DENY, approvals::vote::<false, false>)
+    .get(path::ACCESS, approvals::list::<true>)
+    .post(path::ACCESS_REQUESTS, approvals::request_access)
+    .get(path::ACCESS_REQUEST, approvals::show::<true>)
+    .post(path::ACCESS_APPROVE, approvals::vote::<true, true>)
+    .post(path::ACCESS_DENY, approvals::vote::<true, false>)
+    .post(path::ACCESS_REVOKE, approvals::revoke_access)
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.

@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 document served at `/api/v1/openapi.json`, written by
-//! hand next to the routes it describes. A test checks that it documents
-//! exactly the routes the router serves.
+//! hand next to the routes it describes. Tests check that it documents
+//! exactly the routes the router serves, and that its schemas, request
+//! bodies and query parameters name the fields of the wire types.
 
 use serde_json::{Value as Json, json};
 
@@ -49,14 +50,7 @@ fn operation(id: &str, summary: &str, body: Option<Json>, ok: &str, answer: Json
 fn approval_paths() -> Vec<(&'static str, &'static str, Json)> {
     let one = json!({ "$ref": "#/components/schemas/Approval" });
     let list = |key: &str| json!({ "type": "object", "required": [key], "properties": { key: { "type": "array", "items": { "$ref": "#/components/schemas/Approval" } } } });
-    let voted = json!({
-        "type": "object",
-        "required": ["result", "approval"],
-        "properties": {
-            "result": { "type": "string", "enum": ["approved", "denied", "counted", "granted", "revoked"] },
-            "approval": { "$ref": "#/components/schemas/Approval" }
-        }
-    });
+    let voted = json!({ "$ref": "#/components/schemas/VoteAnswer" });
     let reason = |required: bool| {
         let mut s = json!({ "type": "object", "properties": { "reason": { "type": ["string", "null"] } }, "additionalProperties": false });
         if required {
@@ -219,7 +213,26 @@ pub fn document() -> Json {
             "duration_seconds": { "type": ["integer", "null"] },
             "expires_at": { "type": ["string", "null"], "format": "date-time" },
             "detail": { "type": "object", "description": "statement: statement, parameters, kinds, effects, estimated_rows, in_transaction; access: reason" },
-            "votes": { "type": "array", "items": { "type": "object" } }
+            "votes": { "type": "array", "items": { "$ref": "#/components/schemas/ApprovalVote" } }
+        }
+    });
+    doc["components"]["schemas"]["ApprovalVote"] = json!({
+        "type": "object",
+        "required": ["at", "human", "reason", "vote", "voter"],
+        "properties": {
+            "at": { "type": "string", "format": "date-time" },
+            "human": { "type": "string", "description": "The human behind the vote: one vote per human" },
+            "reason": { "type": ["string", "null"] },
+            "vote": { "type": "string", "enum": ["approve", "deny"] },
+            "voter": { "type": "string", "description": "The identity that voted" }
+        }
+    });
+    doc["components"]["schemas"]["VoteAnswer"] = json!({
+        "type": "object",
+        "required": ["result", "approval"],
+        "properties": {
+            "result": { "type": "string", "enum": ["approved", "denied", "counted", "granted", "revoked"] },
+            "approval": { "$ref": "#/components/schemas/Approval" }
         }
     });
     doc
@@ -416,7 +429,7 @@ fn base_document() -> Json {
                             "properties": {
                                 "v": { "type": "integer" },
                                 "at": { "type": "string", "format": "date-time" },
-                                "kind": { "type": "string", "enum": ["session_start", "statement", "result", "session_end", "policy_reload"] }
+                                "kind": { "type": "string", "enum": ["session_start", "statement", "result", "session_end", "policy_reload", "approval"] }
                             },
                             "additionalProperties": true
                         },

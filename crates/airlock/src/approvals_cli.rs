@@ -5,21 +5,23 @@
 //! - `airlock access request|list|show|approve|deny|revoke`: just-in-time
 //!   access requests and grants (`/api/v1/access`).
 //!
-//! Readable output by default; `--json` prints the API's JSON as it came.
-//! Everything the API returns is untrusted text: it goes through
-//! [`printable`] before it reaches the terminal.
+//! Requests go through [`airlock_api::Client`]. Readable output by
+//! default; `--json` prints the API's answer as JSON. Everything the API
+//! returns is untrusted text: it goes through [`printable`] before it
+//! reaches the terminal.
 
 use std::io;
 use std::process::ExitCode;
 
+use airlock_api::approvals::{
+    AccessRequest, Approval, ApprovalsQuery, DecisionRequest, VoteAnswer, VoteResult,
+};
+use airlock_audit::event::Value;
 use anyhow::Result;
 use clap::Subcommand;
 use clap::builder::NonEmptyStringValueParser;
-use serde_json::{Value, json};
 
-use crate::audit_cli::{
-    Api, Server, cell, percent_encode, print_json, printable, runtime, table, write_str,
-};
+use crate::audit_cli::{Server, call, cell, connect, print_json, printable, table, write_str};
 
 /// How much of a statement or a reason a table shows.
 const CELL_WIDTH: usize = 60;
@@ -143,22 +145,6 @@ enum Kind {
 }
 
 impl Kind {
-    /// The collection's path.
-    fn base(self) -> &'static str {
-        match self {
-            Kind::Statement => "/api/v1/approvals",
-            Kind::Access => "/api/v1/access",
-        }
-    }
-
-    /// The key of a list answer.
-    fn list_key(self) -> &'static str {
-        match self {
-            Kind::Statement => "approvals",
-            Kind::Access => "requests",
-        }
-    }
-
     /// What one is called.
     fn noun(self) -> &'static str {
         match self {
@@ -175,17 +161,6 @@ impl Kind {
         }
     }
 
-    /// `/api/v1/…/{id}[/action]`, the id escaped so that an odd one cannot
-    /// reach another route.
-    fn path(self, id: &str, action: Option<&str>) -> String {
-        let mut p = format!("{}/{}", self.base(), percent_encode(id));
-        if let Some(action) = action {
-            p.push('/');
-            p.push_str(action);
-        }
-        p
-    }
-
     /// What a 404 about `id` means.
     fn not_found(self, id: &str) -> String {
         format!(
@@ -197,14 +172,36 @@ impl Kind {
     }
 }
 
+/// A decision on a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Approve(Kind),
+    Deny(Kind),
+    /// Ending a grant (access requests only).
+    Revoke,
+}
+
+impl Action {
+    fn kind(self) -> Kind {
+        match self {
+            Action::Approve(kind) | Action::Deny(kind) => kind,
+            Action::Revoke => Kind::Access,
+        }
+    }
+}
+
 /// Runs an `approvals` command.
 pub fn approvals(server: Server, command: ApprovalsCommand) -> Result<ExitCode> {
     let kind = Kind::Statement;
     match command {
         ApprovalsCommand::List { all, json } => list(server, kind, all, json),
         ApprovalsCommand::Show { id, json } => show(server, kind, &id, json),
-        ApprovalsCommand::Approve { id, reason } => decide(server, kind, &id, "approve", reason),
-        ApprovalsCommand::Deny { id, reason } => decide(server, kind, &id, "deny", Some(reason)),
+        ApprovalsCommand::Approve { id, reason } => {
+            decide(server, Action::Approve(kind), &id, reason)
+        }
+        ApprovalsCommand::Deny { id, reason } => {
+            decide(server, Action::Deny(kind), &id, Some(reason))
+        }
     }
 }
 
@@ -218,43 +215,49 @@ pub fn access(server: Server, command: AccessCommand) -> Result<ExitCode> {
             duration,
             reason,
         } => {
-            let api = Api::new(server)?;
-            let body = json!({
-                "connection": connection,
-                "role": role,
-                "duration": duration,
-                "reason": reason,
-            });
-            let created = runtime()?.block_on(api.post("/api/v1/access/requests", &body, None))?;
-            let line = requested_line(&created, &connection, &role, &duration);
+            let client = connect(server)?;
+            let request = AccessRequest {
+                connection,
+                role,
+                duration,
+                reason,
+            };
+            let created = call(&client, None, client.request_access(&request))?;
+            let line = requested_line(&created, &request);
             write_str(&mut io::stdout().lock(), &line)?;
             Ok(ExitCode::SUCCESS)
         }
         AccessCommand::List { all, json } => list(server, kind, all, json),
         AccessCommand::Show { id, json } => show(server, kind, &id, json),
-        AccessCommand::Approve { id, reason } => decide(server, kind, &id, "approve", reason),
-        AccessCommand::Deny { id, reason } => decide(server, kind, &id, "deny", Some(reason)),
-        AccessCommand::Revoke { id, reason } => decide(server, kind, &id, "revoke", Some(reason)),
+        AccessCommand::Approve { id, reason } => decide(server, Action::Approve(kind), &id, reason),
+        AccessCommand::Deny { id, reason } => decide(server, Action::Deny(kind), &id, Some(reason)),
+        AccessCommand::Revoke { id, reason } => decide(server, Action::Revoke, &id, Some(reason)),
     }
 }
 
 fn list(server: Server, kind: Kind, all: bool, json: bool) -> Result<ExitCode> {
-    let api = Api::new(server)?;
-    let query: Vec<(&str, String)> = if all {
-        vec![("status", "all".to_string())]
-    } else {
-        Vec::new()
+    let client = connect(server)?;
+    let query = ApprovalsQuery {
+        status: all.then(|| "all".to_string()),
+        limit: None,
     };
-    let body = runtime()?.block_on(api.get(kind.base(), &query, None))?;
     let out = &mut io::stdout().lock();
-    if json {
-        print_json(out, &body)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let items = body[kind.list_key()]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let items = match kind {
+        Kind::Statement => {
+            let list = call(&client, None, client.approvals(&query))?;
+            if json {
+                return print_json(out, &list).map(|()| ExitCode::SUCCESS);
+            }
+            list.approvals
+        }
+        Kind::Access => {
+            let list = call(&client, None, client.access_requests(&query))?;
+            if json {
+                return print_json(out, &list).map(|()| ExitCode::SUCCESS);
+            }
+            list.requests
+        }
+    };
     if items.is_empty() {
         eprintln!("{}", empty_list(kind, all));
     } else {
@@ -279,91 +282,84 @@ fn empty_list(kind: Kind, all: bool) -> &'static str {
 }
 
 fn show(server: Server, kind: Kind, id: &str, json: bool) -> Result<ExitCode> {
-    let api = Api::new(server)?;
-    let body =
-        runtime()?.block_on(api.get(&kind.path(id, None), &[], Some(&kind.not_found(id))))?;
+    let client = connect(server)?;
+    let not_found = kind.not_found(id);
+    let approval = match kind {
+        Kind::Statement => call(&client, Some(&not_found), client.approval(id))?,
+        Kind::Access => call(&client, Some(&not_found), client.access_request(id))?,
+    };
     let out = &mut io::stdout().lock();
     if json {
-        print_json(out, &body)?;
+        print_json(out, &approval)?;
     } else {
-        write_str(out, &show_text(kind, &body))?;
+        write_str(out, &show_text(kind, &approval))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn decide(
-    server: Server,
-    kind: Kind,
-    id: &str,
-    action: &str,
-    reason: Option<String>,
-) -> Result<ExitCode> {
-    let api = Api::new(server)?;
-    let body = json!({ "reason": reason });
-    let answer = runtime()?.block_on(api.post(
-        &kind.path(id, Some(action)),
-        &body,
-        Some(&kind.not_found(id)),
-    ))?;
-    write_str(&mut io::stdout().lock(), &decision_line(kind, id, &answer))?;
+fn decide(server: Server, action: Action, id: &str, reason: Option<String>) -> Result<ExitCode> {
+    let client = connect(server)?;
+    let body = DecisionRequest { reason };
+    let kind = action.kind();
+    let not_found = Some(kind.not_found(id));
+    let not_found = not_found.as_deref();
+    let answer = match action {
+        Action::Approve(Kind::Statement) => call(&client, not_found, client.approve(id, &body))?,
+        Action::Deny(Kind::Statement) => call(&client, not_found, client.deny(id, &body))?,
+        Action::Approve(Kind::Access) => {
+            call(&client, not_found, client.approve_access(id, &body))?
+        }
+        Action::Deny(Kind::Access) => call(&client, not_found, client.deny_access(id, &body))?,
+        Action::Revoke => call(&client, not_found, client.revoke_access(id, &body))?,
+    };
+    write_str(&mut io::stdout().lock(), &decision_line(kind, &answer))?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// The line `approve`, `deny` and `revoke` print, from the API's
-/// `{"result", "approval"}`.
-fn decision_line(kind: Kind, id: &str, answer: &Value) -> String {
-    let approval = &answer["approval"];
-    let id = approval["id"].as_str().unwrap_or(id);
-    let head = format!("{} {}", kind.noun(), printable(id));
-    let result = answer["result"].as_str().unwrap_or_default();
-    let text = match result {
-        "approved" => "approved".to_string(),
-        "denied" => "denied".to_string(),
-        "revoked" => "revoked; sessions using the grant are cut".to_string(),
-        "counted" => format!(
+/// The line `approve`, `deny` and `revoke` print.
+fn decision_line(kind: Kind, answer: &VoteAnswer) -> String {
+    let approval = &answer.approval;
+    let head = format!("{} {}", kind.noun(), approval.id);
+    let text = match answer.result {
+        VoteResult::Approved => "approved".to_string(),
+        VoteResult::Denied => "denied".to_string(),
+        VoteResult::Revoked => "revoked; sessions using the grant are cut".to_string(),
+        VoteResult::Counted => format!(
             "approval counted ({} of {})",
-            count(&approval["approvals"]),
-            count(&approval["min_approvals"])
+            approval.approvals, approval.min_approvals
         ),
-        "granted" => {
+        VoteResult::Granted => {
             let mut t = format!(
                 "granted: {} may use role {} on {}",
-                printable(approval["requester"].as_str().unwrap_or("the requester")),
-                cell(&approval["role"]),
-                cell(&approval["connection"]),
+                printable(&approval.requester),
+                printable(&approval.role),
+                printable(&approval.connection),
             );
-            if let Some(until) = approval["expires_at"].as_str() {
+            if let Some(until) = &approval.expires_at {
                 t.push_str(&format!(" until {}", printable(until)));
             }
             t
         }
-        "" => cell(&answer["result"]),
-        other => printable(other),
     };
     format!("{head}: {text}\n")
 }
 
 /// The line `access request` prints.
-fn requested_line(created: &Value, connection: &str, role: &str, duration: &str) -> String {
-    let id = cell(&created["id"]);
+fn requested_line(created: &Approval, request: &AccessRequest) -> String {
+    let id = created.id;
     format!(
         "access request {id} created for role {} on {} (for {}); an approver runs: airlock \
          access approve {id}\n",
-        printable(role),
-        printable(connection),
-        printable(duration)
+        printable(&request.role),
+        printable(&request.connection),
+        printable(&request.duration)
     )
 }
 
-/// A count, `-` for none.
-fn count(v: &Value) -> String {
-    v.as_u64().map_or_else(|| cell(v), |n| n.to_string())
-}
-
 /// The requester, and the human it acts for.
-fn requester(a: &Value) -> String {
-    let mut who = cell(&a["requester"]);
-    if let Some(act) = a["act"].as_str() {
+fn requester(a: &Approval) -> String {
+    let mut who = printable(&a.requester);
+    if let Some(act) = &a.act {
         who.push_str(&format!(" (for {})", printable(act)));
     }
     who
@@ -384,11 +380,8 @@ fn first_line(s: &str, width: usize) -> String {
 }
 
 /// A short text cell: `-` for none.
-fn text_cell(v: &Value) -> String {
-    match v.as_str() {
-        Some(s) => first_line(s, CELL_WIDTH),
-        None => cell(v),
-    }
+fn text_cell(v: Option<&str>) -> String {
+    v.map_or_else(|| "-".into(), |s| first_line(s, CELL_WIDTH))
 }
 
 /// `30m`, `1h30m`, `2d`: seconds as the `--for` that asked for them.
@@ -408,25 +401,28 @@ fn human_duration(secs: u64) -> String {
     out
 }
 
-fn duration_cell(v: &Value) -> String {
-    v.as_u64().map_or_else(|| cell(v), human_duration)
+fn duration_cell(secs: Option<i64>) -> String {
+    match secs {
+        None => "-".into(),
+        Some(s) => u64::try_from(s).map_or_else(|_| s.to_string(), human_duration),
+    }
 }
 
 /// The held statements as a table.
-fn approvals_table(items: &[Value]) -> String {
+fn approvals_table(items: &[Approval]) -> String {
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|a| {
             vec![
-                cell(&a["id"]),
-                cell(&a["status"]),
+                a.id.to_string(),
+                printable(&a.status),
                 requester(a),
-                cell(&a["connection"]),
-                cell(&a["role"]),
-                cell(&a["rule"]),
-                format!("{}/{}", count(&a["approvals"]), count(&a["min_approvals"])),
-                cell(&a["created_at"]),
-                text_cell(&a["detail"]["statement"]),
+                printable(&a.connection),
+                printable(&a.role),
+                printable(&a.rule),
+                format!("{}/{}", a.approvals, a.min_approvals),
+                printable(&a.created_at),
+                text_cell(a.detail().statement.as_deref()),
             ]
         })
         .collect();
@@ -447,19 +443,19 @@ fn approvals_table(items: &[Value]) -> String {
 }
 
 /// The access requests as a table.
-fn access_table(items: &[Value]) -> String {
+fn access_table(items: &[Approval]) -> String {
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|a| {
             vec![
-                cell(&a["id"]),
-                cell(&a["status"]),
+                a.id.to_string(),
+                printable(&a.status),
                 requester(a),
-                cell(&a["connection"]),
-                cell(&a["role"]),
-                duration_cell(&a["duration_seconds"]),
-                cell(&a["expires_at"]),
-                text_cell(&a["detail"]["reason"]),
+                printable(&a.connection),
+                printable(&a.role),
+                duration_cell(a.duration_seconds),
+                cell(a.expires_at.as_deref()),
+                text_cell(a.detail().reason.as_deref()),
             ]
         })
         .collect();
@@ -492,11 +488,14 @@ fn block(s: &str, indent: &str) -> String {
 }
 
 /// A list of strings, comma-separated; `-` for none.
-fn list_cell(v: &Value) -> String {
-    match v.as_array() {
-        Some(items) if !items.is_empty() => items.iter().map(cell).collect::<Vec<_>>().join(", "),
-        Some(_) => "-".into(),
-        None => cell(v),
+fn list_cell(items: Option<&[String]>) -> String {
+    match items {
+        Some(items) if !items.is_empty() => items
+            .iter()
+            .map(|i| printable(i))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => "-".into(),
     }
 }
 
@@ -504,79 +503,76 @@ fn list_cell(v: &Value) -> String {
 fn parameter(v: &Value) -> String {
     match v {
         Value::Null => "NULL".into(),
-        Value::String(s) => format!("'{}'", printable(&s.replace('\'', "''"))),
-        Value::Object(o) => match o.get("hex").and_then(Value::as_str) {
-            Some(hex) => format!("'\\x{}' (binary)", printable(hex)),
-            None => printable(&v.to_string()),
-        },
-        other => printable(&other.to_string()),
+        Value::Text(s) => format!("'{}'", printable(&s.replace('\'', "''"))),
+        Value::Bytes { hex } => format!("'\\x{}' (binary)", printable(hex)),
     }
 }
 
 /// An approval or access request, readably.
-fn show_text(kind: Kind, a: &Value) -> String {
+fn show_text(kind: Kind, a: &Approval) -> String {
     let mut out = String::new();
     let field = |out: &mut String, name: &str, value: String| {
         out.push_str(&format!("{name:<LABEL_WIDTH$}{value}\n"));
     };
-    let present = |v: &Value| !v.is_null();
-    let detail = &a["detail"];
+    let detail = a.detail();
     let title = match kind {
         Kind::Statement => "Approval:",
         Kind::Access => "Access request:",
     };
-    field(&mut out, title, cell(&a["id"]));
-    field(&mut out, "Status:", cell(&a["status"]));
+    field(&mut out, title, a.id.to_string());
+    field(&mut out, "Status:", printable(&a.status));
     field(&mut out, "Requester:", requester(a));
     field(
         &mut out,
         "Connection:",
-        format!("{} as {}", cell(&a["connection"]), cell(&a["role"])),
+        format!("{} as {}", printable(&a.connection), printable(&a.role)),
     );
-    field(&mut out, "Rule:", cell(&a["rule"]));
+    field(&mut out, "Rule:", printable(&a.rule));
     field(
         &mut out,
         "Approvers:",
         format!(
             "{} ({} of {} approvals)",
-            list_cell(&a["approvers"]),
-            count(&a["approvals"]),
-            count(&a["min_approvals"])
+            list_cell(Some(&a.approvers)),
+            a.approvals,
+            a.min_approvals
         ),
     );
     if kind == Kind::Access {
-        field(&mut out, "For:", duration_cell(&a["duration_seconds"]));
-        field(&mut out, "Reason:", cell(&detail["reason"]));
+        field(&mut out, "For:", duration_cell(a.duration_seconds));
+        field(&mut out, "Reason:", cell(detail.reason.as_deref()));
     }
-    field(&mut out, "Created:", cell(&a["created_at"]));
-    if present(&a["deadline"]) {
-        field(&mut out, "Deadline:", cell(&a["deadline"]));
+    field(&mut out, "Created:", printable(&a.created_at));
+    if let Some(deadline) = &a.deadline {
+        field(&mut out, "Deadline:", printable(deadline));
     }
-    if present(&a["decided_at"]) || present(&a["decided_by"]) {
-        let mut decided = cell(&a["decided_at"]);
-        if present(&a["decided_by"]) {
-            decided.push_str(&format!(" by {}", cell(&a["decided_by"])));
+    if a.decided_at.is_some() || a.decided_by.is_some() {
+        let mut decided = cell(a.decided_at.as_deref());
+        if let Some(by) = &a.decided_by {
+            decided.push_str(&format!(" by {}", printable(by)));
         }
         field(&mut out, "Decided:", decided);
     }
-    if present(&a["reason"]) {
-        field(&mut out, "Decision reason:", cell(&a["reason"]));
+    if let Some(reason) = &a.reason {
+        field(&mut out, "Decision reason:", printable(reason));
     }
-    if kind == Kind::Access && present(&a["expires_at"]) {
-        field(&mut out, "Expires:", cell(&a["expires_at"]));
+    if kind == Kind::Access
+        && let Some(expires) = &a.expires_at
+    {
+        field(&mut out, "Expires:", printable(expires));
     }
     if kind == Kind::Statement {
-        field(&mut out, "Kinds:", list_cell(&detail["kinds"]));
-        field(&mut out, "Effects:", list_cell(&detail["effects"]));
-        if present(&detail["estimated_rows"]) {
-            field(&mut out, "Estimated rows:", cell(&detail["estimated_rows"]));
+        field(&mut out, "Kinds:", list_cell(detail.kinds.as_deref()));
+        field(&mut out, "Effects:", list_cell(detail.effects.as_deref()));
+        if let Some(rows) = detail.estimated_rows {
+            field(&mut out, "Estimated rows:", rows.to_string());
         }
         out.push_str("\nStatement:\n");
-        match detail["statement"].as_str() {
+        match &detail.statement {
             Some(s) => out.push_str(&block(s, "  ")),
-            None => out.push_str(&format!("  {}\n", cell(&detail["statement"]))),
+            None => out.push_str("  -\n"),
         }
-        if let Some(params) = detail["parameters"].as_array()
+        if let Some(params) = &detail.parameters
             && !params.is_empty()
         {
             out.push_str("\nParameters:\n");
@@ -585,21 +581,24 @@ fn show_text(kind: Kind, a: &Value) -> String {
             }
         }
     }
-    let votes = a["votes"].as_array().map(Vec::as_slice).unwrap_or_default();
-    if votes.is_empty() {
+    if a.votes.is_empty() {
         out.push_str("\nVotes: none\n");
     } else {
         out.push_str("\nVotes:\n");
-        let rows: Vec<Vec<String>> = votes
+        let rows: Vec<Vec<String>> = a
+            .votes
             .iter()
             .map(|v| {
-                let mut voter = cell(&v["voter"]);
-                if let Some(human) = v["human"].as_str()
-                    && Some(human) != v["voter"].as_str()
-                {
-                    voter.push_str(&format!(" (for {})", printable(human)));
+                let mut voter = printable(&v.voter);
+                if v.human != v.voter {
+                    voter.push_str(&format!(" (for {})", printable(&v.human)));
                 }
-                vec![cell(&v["at"]), voter, cell(&v["vote"]), cell(&v["reason"])]
+                vec![
+                    printable(&v.at),
+                    voter,
+                    printable(&v.vote),
+                    cell(v.reason.as_deref()),
+                ]
             })
             .collect();
         for line in table(&["AT", "VOTER", "VOTE", "REASON"], &rows).lines() {
@@ -614,9 +613,13 @@ fn show_text(kind: Kind, a: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+    use serde_json::json;
 
     use super::*;
     use crate::audit_cli::{DEFAULT_SERVER, api_error};
+
+    const HELD: &str = "6f1c2a3b-0000-4000-8000-000000000001";
+    const GRANT: &str = "9a2b4c5d-0000-4000-8000-000000000002";
 
     #[derive(Parser, Debug)]
     struct ApprovalsCli {
@@ -797,19 +800,6 @@ mod tests {
     }
 
     #[test]
-    fn paths_escape_the_id() {
-        assert_eq!(
-            Kind::Statement.path("6f1c-1", Some("approve")),
-            "/api/v1/approvals/6f1c-1/approve"
-        );
-        assert_eq!(Kind::Access.path("x", None), "/api/v1/access/x");
-        assert_eq!(
-            Kind::Access.path("../requests", Some("deny")),
-            "/api/v1/access/..%2Frequests/deny"
-        );
-    }
-
-    #[test]
     fn errors_say_what_to_do() {
         let e = api_error(404, "no approval x", Some(&Kind::Statement.not_found("x"))).to_string();
         assert_eq!(
@@ -848,12 +838,17 @@ mod tests {
         );
     }
 
-    fn held() -> Value {
-        json!({
-            "id": "6f1c",
+    fn approval(json: serde_json::Value) -> Approval {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn held() -> Approval {
+        approval(json!({
+            "id": HELD,
             "kind": "statement",
             "status": "pending",
             "requester": "devin",
+            "requester_issuer": "https://issuer.example",
             "act": "alice",
             "connection": "orders",
             "role": "rw",
@@ -879,15 +874,16 @@ mod tests {
             "votes": [
                 {"voter": "bob", "human": "bob", "vote": "approve", "reason": null, "at": "2024-05-01T12:01:00.000Z"}
             ]
-        })
+        }))
     }
 
-    fn grant() -> Value {
-        json!({
-            "id": "9a2b",
+    fn grant() -> Approval {
+        approval(json!({
+            "id": GRANT,
             "kind": "access",
             "status": "granted",
             "requester": "devin",
+            "requester_issuer": "https://issuer.example",
             "act": null,
             "connection": "orders",
             "role": "admin",
@@ -906,59 +902,71 @@ mod tests {
             "votes": [
                 {"voter": "claude", "human": "bob", "vote": "approve", "reason": "ok", "at": "2024-05-01T12:02:00.000Z"}
             ]
-        })
+        }))
+    }
+
+    /// An id column of a table: the width of a UUID and the gap.
+    fn id_col(id: &str) -> String {
+        format!("{id:<36}  ")
     }
 
     #[test]
     fn approvals_table_is_aligned_and_printable() {
         let long = format!("UPDATE t SET a = '{}'", "x".repeat(80));
-        let items = vec![
-            held(),
-            json!({
-                "id": "7e3d",
-                "status": "denied",
-                "requester": "evil\u{1b}[2J",
-                "act": null,
-                "connection": "billing",
-                "role": "ro",
-                "rule": "r",
-                "min_approvals": 1,
-                "approvals": 0,
-                "created_at": "2024-05-01T12:00:01.000Z",
-                "detail": {"statement": long}
-            }),
-            json!({"id": "8f4e", "detail": {}}),
-        ];
+        let mut denied = held();
+        denied.id = "7e3d0000-0000-4000-8000-000000000003".parse().unwrap();
+        denied.status = "denied".into();
+        denied.requester = "evil\u{1b}[2J".into();
+        denied.act = None;
+        denied.connection = "billing".into();
+        denied.role = "ro".into();
+        denied.rule = "r".into();
+        denied.min_approvals = 1;
+        denied.approvals = 0;
+        denied.created_at = "2024-05-01T12:00:01.000Z".into();
+        denied.detail = json!({ "statement": long });
+        // A detail that says nothing readable.
+        let mut unreadable = held();
+        unreadable.id = "8f4e0000-0000-4000-8000-000000000004".parse().unwrap();
+        unreadable.act = None;
+        unreadable.detail = serde_json::Value::Null;
+        let items = vec![held(), denied, unreadable];
         assert_eq!(
             approvals_table(&items),
-            "ID    STATUS   REQUESTER          CONNECTION  ROLE  RULE                     APPROVALS  CREATED                   STATEMENT\n\
-             6f1c  pending  devin (for alice)  orders      rw    review-unbounded-writes  1/2        2024-05-01T12:00:00.000Z  DELETE FROM orders…\n\
-             7e3d  denied   evil\\x1b[2J        billing     ro    r                        0/1        2024-05-01T12:00:01.000Z  UPDATE t SET a = 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…\n\
-             8f4e  -        -                  -           -     -                        -/-        -                         -\n"
+            format!(
+                "{}STATUS   REQUESTER          CONNECTION  ROLE  RULE                     APPROVALS  CREATED                   STATEMENT\n\
+                 {}pending  devin (for alice)  orders      rw    review-unbounded-writes  1/2        2024-05-01T12:00:00.000Z  DELETE FROM orders…\n\
+                 {}denied   evil\\x1b[2J        billing     ro    r                        0/1        2024-05-01T12:00:01.000Z  UPDATE t SET a = 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…\n\
+                 {}pending  devin              orders      rw    review-unbounded-writes  1/2        2024-05-01T12:00:00.000Z  -\n",
+                id_col("ID"),
+                id_col(HELD),
+                id_col("7e3d0000-0000-4000-8000-000000000003"),
+                id_col("8f4e0000-0000-4000-8000-000000000004"),
+            )
         );
     }
 
     #[test]
     fn access_table_is_aligned_and_printable() {
-        let items = vec![
-            grant(),
-            json!({
-                "id": "a1",
-                "status": "pending",
-                "requester": "ci",
-                "act": "carol",
-                "connection": "orders",
-                "role": "admin",
-                "duration_seconds": 5400,
-                "expires_at": null,
-                "detail": {"reason": "line one\nline two"}
-            }),
-        ];
+        let mut pending = grant();
+        pending.id = "a1000000-0000-4000-8000-000000000005".parse().unwrap();
+        pending.status = "pending".into();
+        pending.requester = "ci".into();
+        pending.act = Some("carol".into());
+        pending.duration_seconds = Some(5400);
+        pending.expires_at = None;
+        pending.detail = json!({ "reason": "line one\nline two" });
+        let items = vec![grant(), pending];
         assert_eq!(
             access_table(&items),
-            "ID    STATUS   REQUESTER       CONNECTION  ROLE   FOR    EXPIRES                   REASON\n\
-             9a2b  granted  devin           orders      admin  30m    2024-05-01T12:32:00.000Z  fix ticket 42\n\
-             a1    pending  ci (for carol)  orders      admin  1h30m  -                         line one…\n"
+            format!(
+                "{}STATUS   REQUESTER       CONNECTION  ROLE   FOR    EXPIRES                   REASON\n\
+                 {}granted  devin           orders      admin  30m    2024-05-01T12:32:00.000Z  fix ticket 42\n\
+                 {}pending  ci (for carol)  orders      admin  1h30m  -                         line one…\n",
+                id_col("ID"),
+                id_col(GRANT),
+                id_col("a1000000-0000-4000-8000-000000000005"),
+            )
         );
     }
 
@@ -970,7 +978,8 @@ mod tests {
         assert_eq!(human_duration(3600), "1h");
         assert_eq!(human_duration(3661), "1h1m1s");
         assert_eq!(human_duration(2 * 86_400), "2d");
-        assert_eq!(duration_cell(&Value::Null), "-");
+        assert_eq!(duration_cell(None), "-");
+        assert_eq!(duration_cell(Some(90)), "1m30s");
         assert_eq!(duration_arg(" 30m "), Ok("30m".to_string()));
         assert!(duration_arg("1 fortnight").is_err());
     }
@@ -988,43 +997,45 @@ mod tests {
     fn show_a_held_statement() {
         assert_eq!(
             show_text(Kind::Statement, &held()),
-            "Approval:        6f1c\n\
-             Status:          pending\n\
-             Requester:       devin (for alice)\n\
-             Connection:      orders as rw\n\
-             Rule:            review-unbounded-writes\n\
-             Approvers:       dba, sre (1 of 2 approvals)\n\
-             Created:         2024-05-01T12:00:00.000Z\n\
-             Deadline:        2024-05-01T12:05:00.000Z\n\
-             Kinds:           delete\n\
-             Effects:         write\n\
-             Estimated rows:  1234\n\
-             \n\
-             Statement:\n  \
-               DELETE FROM orders\n  \
-               \tWHERE id = $1 OR note = $2 OR b = $3\n\
-             \n\
-             Parameters:\n  \
-               $1  '100'\n  \
-               $2  NULL\n  \
-               $3  '\\xff00' (binary)\n\
-             \n\
-             Votes:\n  \
-               AT                        VOTER  VOTE     REASON\n  \
-               2024-05-01T12:01:00.000Z  bob    approve  -\n"
+            format!(
+                "Approval:        {HELD}\n\
+                 Status:          pending\n\
+                 Requester:       devin (for alice)\n\
+                 Connection:      orders as rw\n\
+                 Rule:            review-unbounded-writes\n\
+                 Approvers:       dba, sre (1 of 2 approvals)\n\
+                 Created:         2024-05-01T12:00:00.000Z\n\
+                 Deadline:        2024-05-01T12:05:00.000Z\n\
+                 Kinds:           delete\n\
+                 Effects:         write\n\
+                 Estimated rows:  1234\n\
+                 \n\
+                 Statement:\n  \
+                   DELETE FROM orders\n  \
+                   \tWHERE id = $1 OR note = $2 OR b = $3\n\
+                 \n\
+                 Parameters:\n  \
+                   $1  '100'\n  \
+                   $2  NULL\n  \
+                   $3  '\\xff00' (binary)\n\
+                 \n\
+                 Votes:\n  \
+                   AT                        VOTER  VOTE     REASON\n  \
+                   2024-05-01T12:01:00.000Z  bob    approve  -\n"
+            )
         );
     }
 
     #[test]
     fn show_escapes_what_the_api_says() {
         let mut a = held();
-        a["detail"]["statement"] = json!("select 1; -- \u{1b}]0;pwned\u{7}\nselect 2");
-        a["detail"]["parameters"] = json!(["it's\u{1b}[2J", 5]);
-        a["status"] = json!("denied");
-        a["decided_at"] = json!("2024-05-01T12:03:00.000Z");
-        a["decided_by"] = json!("carol");
-        a["reason"] = json!("not now\nreally");
-        a["detail"]["estimated_rows"] = Value::Null;
+        a.detail["statement"] = json!("select 1; -- \u{1b}]0;pwned\u{7}\nselect 2");
+        a.detail["parameters"] = json!(["it's\u{1b}[2J", {"hex": "0a\u{1b}"}]);
+        a.status = "denied".into();
+        a.decided_at = Some("2024-05-01T12:03:00.000Z".into());
+        a.decided_by = Some("carol".into());
+        a.reason = Some("not now\nreally".into());
+        a.detail["estimated_rows"] = serde_json::Value::Null;
         let text = show_text(Kind::Statement, &a);
         assert!(
             !text.contains('\u{1b}') && !text.contains('\u{7}'),
@@ -1034,7 +1045,10 @@ mod tests {
             text.contains("  select 1; -- \\x1b]0;pwned\\x07\n  select 2\n"),
             "{text}"
         );
-        assert!(text.contains("  $1  'it''s\\x1b[2J'\n  $2  5\n"), "{text}");
+        assert!(
+            text.contains("  $1  'it''s\\x1b[2J'\n  $2  '\\x0a\\x1b' (binary)\n"),
+            "{text}"
+        );
         assert!(
             text.contains("Decided:         2024-05-01T12:03:00.000Z by carol\n"),
             "{text}"
@@ -1044,70 +1058,91 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("Estimated rows"), "{text}");
+        // A detail it cannot read shows as nothing known.
+        a.detail = json!("not an object");
+        let text = show_text(Kind::Statement, &a);
+        assert!(
+            text.contains("Kinds:           -\nEffects:         -\n\nStatement:\n  -\n\nVotes:"),
+            "{text}"
+        );
     }
 
     #[test]
     fn show_a_grant() {
         assert_eq!(
             show_text(Kind::Access, &grant()),
-            "Access request:  9a2b\n\
-             Status:          granted\n\
-             Requester:       devin\n\
-             Connection:      orders as admin\n\
-             Rule:            agents-write-jit\n\
-             Approvers:       dba (1 of 1 approvals)\n\
-             For:             30m\n\
-             Reason:          fix ticket 42\n\
-             Created:         2024-05-01T12:00:00.000Z\n\
-             Decided:         2024-05-01T12:02:00.000Z by bob\n\
-             Expires:         2024-05-01T12:32:00.000Z\n\
-             \n\
-             Votes:\n  \
-               AT                        VOTER             VOTE     REASON\n  \
-               2024-05-01T12:02:00.000Z  claude (for bob)  approve  ok\n"
+            format!(
+                "Access request:  {GRANT}\n\
+                 Status:          granted\n\
+                 Requester:       devin\n\
+                 Connection:      orders as admin\n\
+                 Rule:            agents-write-jit\n\
+                 Approvers:       dba (1 of 1 approvals)\n\
+                 For:             30m\n\
+                 Reason:          fix ticket 42\n\
+                 Created:         2024-05-01T12:00:00.000Z\n\
+                 Decided:         2024-05-01T12:02:00.000Z by bob\n\
+                 Expires:         2024-05-01T12:32:00.000Z\n\
+                 \n\
+                 Votes:\n  \
+                   AT                        VOTER             VOTE     REASON\n  \
+                   2024-05-01T12:02:00.000Z  claude (for bob)  approve  ok\n"
+            )
         );
         let mut pending = grant();
-        pending["votes"] = json!([]);
+        pending.votes = Vec::new();
         assert!(show_text(Kind::Access, &pending).ends_with("\nVotes: none\n"));
     }
 
     #[test]
     fn decision_lines() {
-        let answer =
-            |result: &str, approval: Value| json!({"result": result, "approval": approval});
+        let answer = |result, approval| VoteAnswer { approval, result };
         assert_eq!(
-            decision_line(Kind::Statement, "6f1c", &answer("approved", held())),
-            "approval 6f1c: approved\n"
+            decision_line(Kind::Statement, &answer(VoteResult::Approved, held())),
+            format!("approval {HELD}: approved\n")
         );
         assert_eq!(
-            decision_line(Kind::Statement, "6f1c", &answer("counted", held())),
-            "approval 6f1c: approval counted (1 of 2)\n"
+            decision_line(Kind::Statement, &answer(VoteResult::Counted, held())),
+            format!("approval {HELD}: approval counted (1 of 2)\n")
         );
         assert_eq!(
-            decision_line(Kind::Statement, "6f1c", &answer("denied", held())),
-            "approval 6f1c: denied\n"
+            decision_line(Kind::Statement, &answer(VoteResult::Denied, held())),
+            format!("approval {HELD}: denied\n")
         );
         assert_eq!(
-            decision_line(Kind::Access, "9a2b", &answer("granted", grant())),
-            "access request 9a2b: granted: devin may use role admin on orders until \
-             2024-05-01T12:32:00.000Z\n"
+            decision_line(Kind::Access, &answer(VoteResult::Granted, grant())),
+            format!(
+                "access request {GRANT}: granted: devin may use role admin on orders until \
+                 2024-05-01T12:32:00.000Z\n"
+            )
         );
         assert_eq!(
-            decision_line(Kind::Access, "9a2b", &answer("revoked", grant())),
-            "access request 9a2b: revoked; sessions using the grant are cut\n"
+            decision_line(Kind::Access, &answer(VoteResult::Revoked, grant())),
+            format!("access request {GRANT}: revoked; sessions using the grant are cut\n")
         );
+        let mut odd = grant();
+        odd.requester = "x\u{1b}".into();
+        odd.expires_at = None;
         assert_eq!(
-            decision_line(Kind::Access, "x\u{1b}", &json!({"result": "odd\u{7}"})),
-            "access request x\\x1b: odd\\x07\n"
+            decision_line(Kind::Access, &answer(VoteResult::Granted, odd)),
+            format!("access request {GRANT}: granted: x\\x1b may use role admin on orders\n")
         );
     }
 
     #[test]
     fn request_line() {
+        let request = AccessRequest {
+            connection: "orders".into(),
+            role: "admin".into(),
+            duration: "30m".into(),
+            reason: "fix ticket 42".into(),
+        };
         assert_eq!(
-            requested_line(&json!({"id": "9a2b"}), "orders", "admin", "30m"),
-            "access request 9a2b created for role admin on orders (for 30m); an approver \
-             runs: airlock access approve 9a2b\n"
+            requested_line(&grant(), &request),
+            format!(
+                "access request {GRANT} created for role admin on orders (for 30m); an approver \
+                 runs: airlock access approve {GRANT}\n"
+            )
         );
     }
 

@@ -1,30 +1,30 @@
 //! The audit commands.
 //!
 //! - `airlock sessions list|show|replay`: clients of the HTTP API
-//!   (`/api/v1/sessions`), so an auditor needs a token, not the store's
-//!   credentials. Readable tables by default; `--json` prints the API's
-//!   JSON as it came.
+//!   (through [`airlock_api::Client`]), so an auditor needs a token, not
+//!   the store's credentials. Readable tables by default; `--json` prints
+//!   the API's answer as JSON.
 //! - `airlock audit verify|export`: local, on the host that has the
 //!   configuration: the journal directory and the store.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
+use airlock_api::Client;
+use airlock_api::audit::{SessionEvents, SessionSummary, SessionsQuery};
+use airlock_api::client::{self, TIMEOUT};
 use airlock_audit::event::{Body, Decision, Event};
 use airlock_audit::export::{Ocsf, jsonl_line, parse_since};
 use airlock_audit::verify::VerifyError;
 use airlock_store::Store;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use serde_json::Value;
+use serde::Serialize;
 
 /// Where the API is, when neither `--server` nor `AIRLOCK_SERVER` says.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
-
-/// How long one API request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Store events read per query by `audit export`.
 const EXPORT_PAGE: u32 = 1000;
@@ -130,8 +130,7 @@ pub enum ExportFormat {
 
 /// Runs a `sessions` command.
 pub fn sessions(server: Server, command: SessionsCommand) -> Result<ExitCode> {
-    let runtime = runtime()?;
-    let api = Api::new(server)?;
+    let client = connect(server)?;
     let out = &mut io::stdout().lock();
     match command {
         SessionsCommand::List {
@@ -142,35 +141,33 @@ pub fn sessions(server: Server, command: SessionsCommand) -> Result<ExitCode> {
             limit,
             json,
         } => {
-            let mut query: Vec<(&str, String)> = Vec::new();
-            query.extend(principal.map(|p| ("principal", p)));
-            query.extend(connection.map(|c| ("connection", c)));
-            query.extend(since.map(|s| ("since", s)));
-            query.extend(decision.map(|d| ("decision", d.name().to_string())));
-            query.extend(limit.map(|l| ("limit", l.to_string())));
-            let body = runtime.block_on(api.get("/api/v1/sessions", &query, None))?;
+            let query = SessionsQuery {
+                principal,
+                connection,
+                since,
+                decision: decision.map(|d| d.name().to_string()),
+                limit: limit.map(|l| l.to_string()),
+            };
+            let list = call(&client, None, client.sessions(&query))?;
             if json {
-                print_json(out, &body)?;
+                print_json(out, &list)?;
+            } else if list.sessions.is_empty() {
+                eprintln!("No sessions found.");
             } else {
-                let sessions = body["sessions"].as_array().cloned().unwrap_or_default();
-                if sessions.is_empty() {
-                    eprintln!("No sessions found.");
-                } else {
-                    write_str(out, &sessions_table(&sessions))?;
-                }
+                write_str(out, &sessions_table(&list.sessions))?;
             }
         }
         SessionsCommand::Show { id, json } => {
-            let body = runtime.block_on(api.get(&session_path(&id), &[], Some(&not_found(&id))))?;
+            let session = call(&client, Some(&not_found(&id)), client.session(&id))?;
             if json {
-                print_json(out, &body)?;
+                print_json(out, &session)?;
             } else {
-                write_str(out, &session_text(&body))?;
+                write_str(out, &session_text(&session))?;
             }
         }
         SessionsCommand::Replay { id } => {
-            let body = runtime.block_on(api.get(&session_path(&id), &[], Some(&not_found(&id))))?;
-            let (events, unreadable) = decode_events(&body);
+            let session = call(&client, Some(&not_found(&id)), client.session(&id))?;
+            let (events, unreadable) = decode_events(&session);
             let mut text = String::new();
             airlock_audit::replay::transcript(&events, &mut text)
                 .map_err(|_| anyhow!("rendering the transcript failed"))?;
@@ -192,36 +189,6 @@ fn not_found(id: &str) -> String {
     format!("session {} not found", printable(id))
 }
 
-fn session_path(id: &str) -> String {
-    // Escaped, so that an odd id cannot reach another route.
-    format!("/api/v1/sessions/{}", percent_encode(id))
-}
-
-/// RFC 3986 percent-encoding of everything but unreserved characters: safe
-/// in a path segment and in a query value.
-pub(crate) fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// `?name=value&…`, encoded; empty without parameters.
-pub(crate) fn query_string(query: &[(&str, String)]) -> String {
-    let mut q = String::new();
-    for (i, (name, value)) in query.iter().enumerate() {
-        q.push(if i == 0 { '?' } else { '&' });
-        q.push_str(&percent_encode(name));
-        q.push('=');
-        q.push_str(&percent_encode(value));
-    }
-    q
-}
-
 /// Writes, treating a closed stdout (`| head`) as the end.
 pub(crate) fn write_str(out: &mut impl Write, s: &str) -> Result<()> {
     match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
@@ -230,7 +197,7 @@ pub(crate) fn write_str(out: &mut impl Write, s: &str) -> Result<()> {
     }
 }
 
-pub(crate) fn print_json(out: &mut impl Write, body: &Value) -> Result<()> {
+pub(crate) fn print_json(out: &mut impl Write, body: &impl Serialize) -> Result<()> {
     let mut text = serde_json::to_string_pretty(body)?;
     text.push('\n');
     write_str(out, &text)
@@ -242,87 +209,46 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// An API client.
-pub(crate) struct Api {
-    base: String,
-    token: String,
-    client: reqwest::Client,
+/// An API client for `server`, once it names an API and a token.
+pub(crate) fn connect(server: Server) -> Result<Client> {
+    let token = server.token.filter(|t| !t.trim().is_empty()).context(
+        "no token: pass --token or set AIRLOCK_TOKEN to an OIDC token of a caller in a \
+         group the API allows (with the dev issuer: airlock token --sub NAME --groups GROUP)",
+    )?;
+    let base = server.server.trim_end_matches('/');
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        bail!("--server {base:?}: give an http:// or https:// URL");
+    }
+    Ok(Client::new(base, token.trim())?)
 }
 
-impl Api {
-    pub(crate) fn new(server: Server) -> Result<Api> {
-        let token = server.token.filter(|t| !t.trim().is_empty()).context(
-            "no token: pass --token or set AIRLOCK_TOKEN to an OIDC token of a caller in a \
-             group the API allows (with the dev issuer: airlock token --sub NAME --groups GROUP)",
-        )?;
-        let base = server.server.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            bail!("--server {base:?}: give an http:// or https:// URL");
-        }
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .context("building the HTTP client")?;
-        Ok(Api {
-            base,
-            token: token.trim().to_string(),
-            client,
-        })
-    }
+/// Runs one request of `client` to its end; a failure is an error that says
+/// what to do. `not_found` is what a 404 means, when the request names one
+/// object.
+pub(crate) fn call<T>(
+    client: &Client,
+    not_found: Option<&str>,
+    request: impl Future<Output = Result<T, client::Error>>,
+) -> Result<T> {
+    runtime()?
+        .block_on(request)
+        .map_err(|e| failed(client.base(), e, not_found))
+}
 
-    /// GETs `path` and returns its JSON; any other answer is an error that
-    /// says what to do. `not_found` is what a 404 means, when the path names
-    /// one object.
-    pub(crate) async fn get(
-        &self,
-        path: &str,
-        query: &[(&str, String)],
-        not_found: Option<&str>,
-    ) -> Result<Value> {
-        let url = format!("{}{path}{}", self.base, query_string(query));
-        self.send(self.client.get(&url), &url, not_found).await
-    }
-
-    /// POSTs `body` as JSON to `path` and returns the answer's JSON, like
-    /// [`Api::get`].
-    pub(crate) async fn post(
-        &self,
-        path: &str,
-        body: &Value,
-        not_found: Option<&str>,
-    ) -> Result<Value> {
-        let url = format!("{}{path}", self.base);
-        self.send(self.client.post(&url).json(body), &url, not_found)
-            .await
-    }
-
-    async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-        url: &str,
-        not_found: Option<&str>,
-    ) -> Result<Value> {
-        let response = request
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| unreachable(&self.base, &e))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .with_context(|| format!("reading the answer of {url}"))?;
-        let json: Option<Value> = serde_json::from_slice(&body).ok();
-        if status.is_success() {
-            return json.with_context(|| format!("{url} did not answer JSON"));
-        }
-        let message = json
-            .as_ref()
-            .and_then(|j| j["error"].as_str())
-            .map(str::to_owned)
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
+/// A failed request, said plainly.
+fn failed(base: &str, e: client::Error, not_found: Option<&str>) -> anyhow::Error {
+    match e {
         // The server's words are untrusted too.
-        Err(api_error(status.as_u16(), &printable(&message), not_found))
+        client::Error::Api { status, message } => {
+            api_error(status, &printable(&message), not_found)
+        }
+        client::Error::Unreachable { source, .. } => unreachable(base, &source),
+        client::Error::Read { url, source } => {
+            anyhow::Error::new(source).context(format!("reading the answer of {url}"))
+        }
+        e @ (client::Error::Build(_)
+        | client::Error::NotJson { .. }
+        | client::Error::Shape { .. }) => e.into(),
     }
 }
 
@@ -363,7 +289,7 @@ pub(crate) fn unreachable(base: &str, e: &reqwest::Error) -> anyhow::Error {
         cause = c.source();
     }
     if e.is_timeout() {
-        return anyhow!("the airlock API at {base} did not answer within {REQUEST_TIMEOUT:?}");
+        return anyhow!("the airlock API at {base} did not answer within {TIMEOUT:?}");
     }
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
@@ -375,31 +301,22 @@ pub(crate) fn unreachable(base: &str, e: &reqwest::Error) -> anyhow::Error {
     anyhow!("cannot reach the airlock API at {base}: {text}")
 }
 
-/// The events of a `GET /api/v1/sessions/{id}` answer that decode, and how
-/// many did not.
-fn decode_events(body: &Value) -> (Vec<Event>, usize) {
+/// The events of a session that decode, and how many did not.
+fn decode_events(session: &SessionEvents) -> (Vec<Event>, usize) {
     let mut events = Vec::new();
     let mut unreadable = 0;
-    for e in body["events"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
-        match serde_json::from_value::<Event>(e["event"].clone()) {
-            Ok(event) => events.push(event),
-            Err(_) => unreadable += 1,
+    for e in &session.events {
+        match e.decode() {
+            Some(event) => events.push(event),
+            None => unreadable += 1,
         }
     }
     (events, unreadable)
 }
 
 /// A value for a terminal: control characters escaped, `-` for none.
-pub(crate) fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => printable(s),
-        other => printable(&other.to_string()),
-    }
+pub(crate) fn cell(v: Option<&str>) -> String {
+    v.map_or_else(|| "-".into(), printable)
 }
 
 /// `s` with control characters escaped, so that recorded text cannot drive
@@ -445,18 +362,18 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// The session list as a table.
-fn sessions_table(sessions: &[Value]) -> String {
+fn sessions_table(sessions: &[SessionSummary]) -> String {
     let rows: Vec<Vec<String>> = sessions
         .iter()
         .map(|s| {
             vec![
-                cell(&s["id"]),
-                cell(&s["started_at"]),
-                cell(&s["principal"]),
-                cell(&s["act"]),
-                cell(&s["connection"]),
-                cell(&s["role"]),
-                cell(&s["client_addr"]),
+                cell(s.id.as_deref()),
+                printable(&s.started_at),
+                cell(s.principal.as_deref()),
+                cell(s.act.as_deref()),
+                cell(s.connection.as_deref()),
+                cell(s.role.as_deref()),
+                cell(s.client_addr.as_deref()),
             ]
         })
         .collect();
@@ -475,13 +392,13 @@ fn sessions_table(sessions: &[Value]) -> String {
 }
 
 /// A session's summary and its events, one line each.
-fn session_text(body: &Value) -> String {
-    let (events, unreadable) = decode_events(body);
+fn session_text(session: &SessionEvents) -> String {
+    let (events, unreadable) = decode_events(session);
     let mut out = String::new();
     let field = |out: &mut String, name: &str, value: String| {
         out.push_str(&format!("{name:<12}{value}\n"));
     };
-    field(&mut out, "Session:", cell(&body["id"]));
+    field(&mut out, "Session:", session.id.to_string());
     let mut statements = 0;
     let mut denied = 0;
     for e in &events {
@@ -796,6 +713,8 @@ async fn export(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use clap::Parser;
 
     use super::*;
@@ -862,33 +781,29 @@ mod tests {
                 .starts_with("not allowed")
         );
         assert!(
-            Api::new(Server {
+            connect(Server {
                 server: DEFAULT_SERVER.into(),
                 token: None
             })
             .is_err()
         );
         assert!(
-            Api::new(Server {
+            connect(Server {
                 server: "gw:8080".into(),
                 token: Some("t".into())
             })
             .is_err()
         );
+        let client = connect(Server {
+            server: "http://gw:8080/".into(),
+            token: Some(" t ".into()),
+        })
+        .unwrap();
+        assert_eq!(client.base(), "http://gw:8080");
     }
 
     #[test]
-    fn paths_and_urls() {
-        assert_eq!(session_path("abc-1"), "/api/v1/sessions/abc-1");
-        assert_eq!(session_path("../x?y"), "/api/v1/sessions/..%2Fx%3Fy");
-        assert_eq!(query_string(&[]), "");
-        assert_eq!(
-            query_string(&[
-                ("principal", "a b&c=d".into()),
-                ("since", "2024-05-01T12:00:00+02:00".into())
-            ]),
-            "?principal=a%20b%26c%3Dd&since=2024-05-01T12%3A00%3A00%2B02%3A00"
-        );
+    fn store_urls() {
         assert_eq!(
             sqlite_file("sqlite://data/a.db?mode=rwc"),
             Some("data/a.db".into())
@@ -903,20 +818,25 @@ mod tests {
 
     #[test]
     fn tables_are_aligned_and_printable() {
-        let sessions = vec![
-            serde_json::json!({"id": "s1", "started_at": "2024-05-01T12:00:00.000Z", "principal": "ci-bot", "act": null, "connection": "app", "role": "ro", "client_addr": "10.0.0.5:1"}),
-            serde_json::json!({"id": "s2", "started_at": "2024-05-01T12:00:01.000Z", "principal": "evil\u{1b}[2J", "act": "alice", "connection": "billing", "role": "rw", "client_addr": "[::1]:2"}),
-        ];
+        let sessions: Vec<SessionSummary> = serde_json::from_value(serde_json::json!([
+            {"id": "s1", "started_at": "2024-05-01T12:00:00.000Z", "principal": "ci-bot", "act": null, "connection": "app", "role": "ro", "client_addr": "10.0.0.5:1", "stream": uuid::Uuid::nil(), "seq": 1},
+            {"id": "s2", "started_at": "2024-05-01T12:00:01.000Z", "principal": "evil\u{1b}[2J", "act": "alice", "connection": "billing", "role": "rw", "client_addr": "[::1]:2", "stream": uuid::Uuid::nil(), "seq": 2},
+            // What the list says of a session start this version cannot read.
+            {"id": null, "started_at": "2024-05-01T12:00:02.000Z", "principal": null, "act": null, "connection": null, "stream": uuid::Uuid::nil(), "seq": 3},
+        ]))
+        .unwrap();
         assert_eq!(
             sessions_table(&sessions),
             "ID  STARTED                   PRINCIPAL    ACT    CONNECTION  ROLE  CLIENT\n\
              s1  2024-05-01T12:00:00.000Z  ci-bot       -      app         ro    10.0.0.5:1\n\
-             s2  2024-05-01T12:00:01.000Z  evil\\x1b[2J  alice  billing     rw    [::1]:2\n"
+             s2  2024-05-01T12:00:01.000Z  evil\\x1b[2J  alice  billing     rw    [::1]:2\n\
+             -   2024-05-01T12:00:02.000Z  -            -      -           -     -\n"
         );
     }
 
     #[test]
     fn show_lists_each_event() {
+        use airlock_api::audit::StoredEvent;
         use airlock_audit::event::{Protocol, SessionStart, Statement, StatementResult};
         let id = uuid::Uuid::nil();
         let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_714_564_800_000);
@@ -973,12 +893,21 @@ mod tests {
                 }),
             ),
         ];
-        let mut list: Vec<Value> = events
-            .iter()
-            .map(|e| serde_json::json!({"event": serde_json::to_value(e).unwrap()}))
+        let stored = |seq: u64, event: Option<&Event>| StoredEvent {
+            event: event.map(|e| serde_json::to_value(e).unwrap()),
+            hash: "01".repeat(32),
+            payload_b64: event.is_none().then(|| "AA==".into()),
+            prev: "00".repeat(32),
+            recorded_at: 1_714_564_800_000,
+            seq,
+            stream: id,
+        };
+        let mut list: Vec<StoredEvent> = (1..)
+            .zip(&events)
+            .map(|(seq, e)| stored(seq, Some(e)))
             .collect();
-        list.push(serde_json::json!({"payload_b64": "AA=="}));
-        let body = serde_json::json!({"id": id.to_string(), "events": list});
+        list.push(stored(4, None));
+        let body = SessionEvents { id, events: list };
         let text = session_text(&body);
         assert_eq!(
             text,
