@@ -48,7 +48,10 @@ impl CancelRegistry {
     /// Mints a fresh key for a session whose upstream is `target`.
     pub fn register(self: &Arc<Self>, target: CancelTarget) -> CancelKey {
         let secret_key = rand::random::<i32>();
-        let mut map = self.by_pid.lock().unwrap();
+        let mut map = self
+            .by_pid
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let process_id = loop {
             // Positive, like a real backend pid, and unique among live sessions.
             let pid = rand::random::<i32>() & 0x7fff_ffff;
@@ -67,7 +70,10 @@ impl CancelRegistry {
     /// The upstream target for a client's key, if the key is live and the
     /// secret matches.
     pub fn lookup(&self, process_id: i32, secret_key: i32) -> Option<CancelTarget> {
-        let map = self.by_pid.lock().unwrap();
+        let map = self
+            .by_pid
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (secret, target) = map.get(&process_id)?;
         // Compare without an early exit on the first differing bit.
         ((secret ^ secret_key) == 0).then(|| target.clone())

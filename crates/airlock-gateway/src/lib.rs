@@ -177,21 +177,32 @@ impl Gateway {
     /// `limits.max_sessions` are fixed at start.
     pub fn reload(&self, config: &Config) -> Result<(), LoadError> {
         let specs = issuer_specs(config, self.dev_jwks_uri.as_deref());
-        let mut issuers = self.issuers.lock().unwrap();
+        let mut issuers = self
+            .issuers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let verifier = if *issuers == specs {
             Arc::clone(&self.snapshot().verifier)
         } else {
             build_verifier(&specs)?
         };
         let snapshot = build_snapshot(config, verifier)?;
-        *self.snapshot.write().unwrap() = Arc::new(snapshot);
+        *self
+            .snapshot
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(snapshot);
         *issuers = specs;
         Ok(())
     }
 
     /// The configuration new sessions use.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        Arc::clone(&self.snapshot.read().unwrap())
+        Arc::clone(
+            &self
+                .snapshot
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// Accepts PostgreSQL clients on `listener` until `shutdown` completes.
