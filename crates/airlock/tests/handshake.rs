@@ -9,7 +9,7 @@ mod common;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::Output;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use airlock_identity::dev::{self, DevIssuer, MintRequest};
@@ -854,6 +854,13 @@ async fn a_refused_upstream_credential_is_not_leaked() {
         .with_ansi(false)
         .with_max_level(tracing::Level::DEBUG)
         .finish();
+    // tracing-core caches whether a log line is wanted when the line first
+    // runs. While this test's subscriber is the only one registered, a line
+    // first run on another test's thread is asked of that thread's
+    // subscriber (none), cached as unwanted, and lost here too. With a second
+    // one registered for good, every registered subscriber is asked instead.
+    static SECOND: OnceLock<tracing::Dispatch> = OnceLock::new();
+    SECOND.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let cluster = Cluster::start(HostAuth::Scram, false);
