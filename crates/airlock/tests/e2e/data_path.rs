@@ -2,10 +2,10 @@
 //! credential rotation and reloads, cancel, real drivers (tokio-postgres,
 //! psql, pgbench), asynchronous messages, session lifetime, read-only mode,
 //! startup parameters and the HTTP listener; and the driver matrix
-//! (`drivers/`: psql, psycopg, asyncpg, node-postgres and pgjdbc as
-//! read-only and read-write principals).
+//! (`data_path/drivers.rs`, its scripts in `tests/drivers/`: psql, psycopg,
+//! asyncpg, node-postgres and pgjdbc as read-only and read-write
+//! principals).
 
-mod common;
 mod drivers;
 
 use std::path::{Path, PathBuf};
@@ -15,13 +15,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use airlock_identity::dev::{DevIssuer, MintRequest};
 use bytes::{BufMut, BytesMut};
-use common::{Cluster, Gateway, HostAuth, Received};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, NoTls, SimpleQueryMessage};
+
+use crate::common::{self, Cluster, Gateway, HostAuth, Received};
 
 // ---------------------------------------------------------------------------
 // Helpers local to this file.
@@ -252,7 +253,7 @@ identity:
 
 /// A top-level section of examples/airlock.yaml, as shipped.
 fn example_section(key: &str) -> String {
-    let example = include_str!("../../../examples/airlock.yaml");
+    let example = include_str!("../../../../examples/airlock.yaml");
     let start = example
         .find(&format!("\n{key}:"))
         .unwrap_or_else(|| panic!("the example has no {key}"))

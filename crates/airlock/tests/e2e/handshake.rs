@@ -4,8 +4,6 @@
 //! client's error with its SQLSTATE, then that the same gateway still serves
 //! a good client.
 
-mod common;
-
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::Output;
@@ -19,14 +17,15 @@ use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::{BufMut, BytesMut};
-use common::{
-    Cluster, Gateway, HostAuth, LOCAL_PG_PORT, Received, error_code, error_message, exchange,
-    free_port, message, password_message, raw_login, raw_login_with, read_until, read_until_close,
-    startup_message, startup_with_version,
-};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::common::{
+    self, Cluster, Gateway, HostAuth, LOCAL_PG_PORT, Received, error_code, error_message, exchange,
+    free_port, message, password_message, raw_login, raw_login_with, read_until, read_until_close,
+    startup_message, startup_with_version,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 

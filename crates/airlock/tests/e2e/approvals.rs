@@ -3,14 +3,15 @@
 //! process (the `airlock` CLI) or through the HTTP API, on SQLite and on a
 //! PostgreSQL store shared by two gateways.
 
-mod common;
-
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use airlock_identity::dev::{DevIssuer, MintRequest};
-use common::{Cleanup, Gateway, LOCAL_PG_PORT, direct, local_config, stderr, stdout, unique};
 use serde_json::{Value, json};
+
+use crate::common::{
+    Cleanup, Gateway, LOCAL_PG_PORT, direct, local_config, stderr, stdout, unique,
+};
 
 const AIRLOCK: &str = env!("CARGO_BIN_EXE_airlock");
 

@@ -3,8 +3,6 @@
 //! be written, a store that is down and comes back, and a gateway killed
 //! with SIGKILL in the middle of a write workload.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,9 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 use airlock_audit::Event;
 use airlock_audit::event::{Body, Decision, Value};
 use airlock_identity::dev::{DevIssuer, MintRequest};
-use common::{Cleanup, Gateway, direct, local_config, unique};
 
 const AIRLOCK: &str = env!("CARGO_BIN_EXE_airlock");
+
+use crate::common::{self, Cleanup, Gateway, direct, local_config, unique};
 
 /// Every event in a journal directory, in (stream, seq) order, with its raw
 /// bytes.

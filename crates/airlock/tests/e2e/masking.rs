@@ -3,16 +3,15 @@
 //! seeded raw value; real drivers (psql, tokio-postgres in binary, psycopg);
 //! COPY, errors and notices; the refusals; and the `unmask` exemption.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Cleanup, Gateway, Received};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_postgres::NoTls;
+
+use crate::common::{self, Cleanup, Gateway, Received};
 
 /// The raw sensitive values seeded; none may reach a masked client.
 const SECRETS: &[&str] = &[
