@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use airlock_identity::dev::{DevIssuer, MintRequest};
+use airlock_testkit::{Cluster, HostAuth};
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -22,7 +23,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, NoTls, SimpleQueryMessage};
 
-use crate::common::{self, Cluster, Gateway, HostAuth, Received};
+use crate::common::{self, Gateway, Received};
 
 // ---------------------------------------------------------------------------
 // Helpers local to this file.
@@ -604,7 +605,7 @@ async fn sighup_reloads_the_real_binary() {
     let dir = tempfile::tempdir().unwrap();
     let secret = write_file(dir.path(), "app-password", "old\n");
     let data_dir = dir.path().join("data");
-    let (pg_port, http_port) = (common::free_port(), common::free_port());
+    let (pg_port, http_port) = (airlock_testkit::free_port(), airlock_testkit::free_port());
     let yaml = format!(
         "data_dir: {}\n{}",
         data_dir.display(),
@@ -1116,12 +1117,8 @@ async fn pgbench(gw: &Gateway, token: &str, args: &[&str]) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_runs_through_the_gateway() {
-    let db = common::unique("airlock_bench");
-    direct(&format!("create database {db}")).await;
-    let _drop = common::Cleanup::sql(format!(
-        "drop database if exists {} with (force)",
-        db.clone()
-    ));
+    let pg = common::local_db("airlock_bench").await;
+    let db = pg.name();
     let connections = format!(
         "  bench:\n    upstream: {{host: 127.0.0.1, port: {}, database: {db}, tls: disable}}\n    roles:\n      admin: {{user: postgres}}\n",
         common::LOCAL_PG_PORT
@@ -1205,11 +1202,10 @@ async fn pgbench_runs_through_the_gateway() {
 /// mode; every committed transaction is in the recording.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_tpcb_under_the_example_guardrails_holds_nothing() {
-    let db = common::unique("airlock_tpcb");
-    direct(&format!("create database {db}")).await;
-    let _drop = common::Cleanup::sql(format!("drop database if exists {db} with (force)"));
+    let pg = common::local_db("airlock_tpcb").await;
+    let db = pg.name();
     let init = {
-        let db = db.clone();
+        let db = db.to_string();
         blocking(move || {
             Command::new("pgbench")
                 .args(["-h", "127.0.0.1", "-p", &common::LOCAL_PG_PORT.to_string()])
@@ -1263,7 +1259,7 @@ async fn pgbench_tpcb_under_the_example_guardrails_holds_nothing() {
             "pgbench {args:?}: {se}"
         );
     }
-    let committed: usize = direct_in(&db, "select count(*) from pgbench_history")
+    let committed: usize = direct_in(db, "select count(*) from pgbench_history")
         .await
         .parse()
         .unwrap();

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use airlock_identity::dev::{self, DevIssuer, MintRequest};
+use airlock_testkit::{Cluster, HostAuth, free_port};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize, PublicKeyComponents};
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256};
@@ -22,9 +23,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::{
-    self, Cluster, Gateway, HostAuth, LOCAL_PG_PORT, Received, error_code, error_message, exchange,
-    free_port, message, password_message, raw_login, raw_login_with, read_until, read_until_close,
-    startup_message, startup_with_version,
+    self, Gateway, LOCAL_PG_PORT, Received, error_code, error_message, exchange, message,
+    password_message, raw_login, raw_login_with, read_until, read_until_close, startup_message,
+    startup_with_version,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
