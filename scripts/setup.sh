@@ -10,7 +10,12 @@ command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v pgbench >/dev/null 2>&1 || need+=(postgresql-contrib)
 command -v pgbouncer >/dev/null 2>&1 || need+=(pgbouncer)
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
-# The driver matrix (crates/airlock/tests/data_path/drivers.rs): pgjdbc run
+# airlock-testkit's throwaway MariaDB: mariadb-install-db and mariadbd, and
+# the mysql client.
+command -v mariadb-install-db >/dev/null 2>&1 || need+=(mariadb-server)
+command -v mysql >/dev/null 2>&1 || need+=(mariadb-client)
+# The driver matrix (crates/airlock/tests/e2e/data_path/drivers.rs, its
+# scripts in crates/airlock/tests/drivers): pgjdbc run
 # with `java File.java` (single-file launch needs the JDK's compiler), and
 # node-postgres.
 [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)

@@ -12,7 +12,8 @@ use airlock_audit::event::{Body, Decision, PolicyReload};
 use airlock_audit::{Event, ShipError, Shipper, connect, run, ship_once, verify};
 use airlock_journal::Journal;
 use airlock_store::{SessionFilter, Store};
-use common::{PgDb, Proxy, eventually, raw, recorder, session, sessions};
+use airlock_testkit::{PgDb, both};
+use common::{Proxy, eventually, raw, recorder, session, sessions};
 
 both!(
     ships_and_indexes_every_event,
@@ -464,9 +465,9 @@ async fn run_catches_up_when_the_sqlite_store_appears() {
 
 #[tokio::test]
 async fn run_rides_out_a_postgres_outage() {
-    let db = PgDb::create().await;
+    let db = PgDb::create("airlock_audit_test").await;
     let proxy = Proxy::closed();
-    let url = proxy.url(&db.name);
+    let url = proxy.url(db.name());
     let dir = tempfile::tempdir().unwrap();
     let rec = recorder(dir.path());
     let stream = rec.stream().unwrap();

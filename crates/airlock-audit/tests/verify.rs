@@ -16,6 +16,7 @@ use airlock_audit::{
 };
 use airlock_journal::format::record_hash;
 use airlock_store::Store;
+use airlock_testkit::both;
 use common::{raw, recorder, sessions, swap};
 use tempfile::TempDir;
 use uuid::Uuid;

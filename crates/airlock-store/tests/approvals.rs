@@ -1,13 +1,11 @@
 //! Approvals and just-in-time access grants, against SQLite (a temp dir)
 //! and PostgreSQL (a throwaway database), as in `store.rs`.
 
-#[macro_use]
-mod common;
-
 use airlock_store::{
     ApprovalFilter, ApprovalKind, ApprovalRow, ApprovalStatus, NewApproval, Store, StoreError,
     Vote, VoteKind, VoteOutcome, VoteRow,
 };
+use airlock_testkit::both;
 use uuid::Uuid;
 
 both!(

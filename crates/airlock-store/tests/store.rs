@@ -1,13 +1,11 @@
 //! Every check runs against SQLite (a temp dir) and PostgreSQL (a throwaway
 //! database on `AIRLOCK_TEST_PG`, default `postgres://postgres@127.0.0.1:5432`,
-//! dropped afterwards even if the test panics).
-
-#[macro_use]
-mod common;
+//! dropped afterwards even if the test panics), by `airlock_testkit::both!`.
 
 use std::time::{Duration, Instant};
 
 use airlock_store::{EventRow, Hash, SessionFilter, Store, StoreError};
+use airlock_testkit::both;
 use uuid::Uuid;
 
 both!(
@@ -442,12 +440,7 @@ async fn upgrade_from_0001_backfills_the_high_water_marks(url: &str) {
 
 #[tokio::test]
 async fn store_that_is_down_fails_quickly() {
-    // A port nothing listens on: bind one, then close it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = airlock_testkit::free_port();
     let start = Instant::now();
     let err = Store::connect_with(
         &format!("postgres://postgres@127.0.0.1:{port}/x"),

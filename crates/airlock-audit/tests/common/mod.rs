@@ -1,27 +1,21 @@
-//! Helpers shared by the shipper and verify suites: stores on both backends
-//! (SQLite in a temp dir; a throwaway PostgreSQL database on
-//! `AIRLOCK_TEST_PG`, default `postgres://postgres@127.0.0.1:5432`, dropped
-//! even if the test panics), raw SQL for tampering, events recorded with a
-//! real `Recorder`, and a TCP proxy to take PostgreSQL down and up.
+//! Helpers shared by the shipper and verify suites (the stores on both
+//! backends come from `airlock_testkit`): raw SQL for tampering, events
+//! recorded with a real `Recorder`, and a TCP proxy to take PostgreSQL down
+//! and up.
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use airlock_audit::event::{
     Body, Decision, Protocol, SessionEnd, SessionStart, Statement, StatementResult,
 };
 use airlock_audit::{Event, Recorder};
 use airlock_journal::{Fsync, Options};
-use sqlx::Connection as _;
+use airlock_testkit::pg_base;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
-
-pub fn pg_base() -> String {
-    std::env::var("AIRLOCK_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
 
 /// `host:port` of the test PostgreSQL.
 pub fn pg_addr() -> String {
@@ -29,98 +23,6 @@ pub fn pg_addr() -> String {
     let rest = base.split_once("://").map_or(base.as_str(), |(_, r)| r);
     let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
     rest.split('/').next().unwrap().to_string()
-}
-
-/// Drops its database on drop, from a thread of its own: `Drop` cannot
-/// await, and the test's runtime may be the one unwinding.
-pub struct PgDb {
-    pub name: String,
-}
-
-impl PgDb {
-    pub async fn create() -> PgDb {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!(
-            "airlock_audit_test_{}_{}_{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut c = sqlx::PgConnection::connect(&format!("{}/postgres", pg_base()))
-            .await
-            .expect("PostgreSQL for tests (set AIRLOCK_TEST_PG)");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        PgDb { name }
-    }
-
-    pub fn url(&self) -> String {
-        format!("{}/{}", pg_base(), self.name)
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        let res = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let mut c = sqlx::PgConnection::connect(&format!("{}/postgres", pg_base())).await?;
-                sqlx::query(&sql).execute(&mut c).await.map(drop)
-            })
-        })
-        .join();
-        if !matches!(res, Ok(Ok(()))) {
-            eprintln!("could not drop test database {}: {res:?}", self.name);
-        }
-    }
-}
-
-/// Keeps the backing database alive for the test's duration.
-pub enum Backing {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Pg(#[allow(dead_code)] PgDb),
-}
-
-pub async fn sqlite() -> (String, Backing) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("store.db").display()
-    );
-    (url, Backing::Sqlite(dir))
-}
-
-pub async fn pg() -> (String, Backing) {
-    let db = PgDb::create().await;
-    (db.url(), Backing::Pg(db))
-}
-
-/// Runs `$check(url)` once per backend, as `<name>::sqlite` and `<name>::pg`.
-#[macro_export]
-macro_rules! both {
-    ($($name:ident),* $(,)?) => { $(
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                let (url, _keep) = $crate::common::sqlite().await;
-                super::$name(&url).await;
-            }
-            #[tokio::test]
-            async fn pg() {
-                let (url, _keep) = $crate::common::pg().await;
-                super::$name(&url).await;
-            }
-        }
-    )* };
 }
 
 /// Raw SQL on the store's database, as someone with write access to it.
@@ -274,13 +176,8 @@ pub struct Proxy {
 impl Proxy {
     /// A port nothing listens on yet.
     pub fn closed() -> Proxy {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         Proxy {
-            port,
+            port: airlock_testkit::free_port(),
             tasks: Arc::default(),
         }
     }

@@ -4,7 +4,7 @@
 //! a read-write one (rule `dba`); masking (`*.email`, strategy `email`)
 //! applies to both, neither is exempt.
 //!
-//! Each run is one script in this directory (`*_matrix.*`), started as a
+//! Each run is one script in `tests/drivers/` (`*_matrix.*`), started as a
 //! child process with the gateway's address, a token and a table of its own
 //! in the environment. A script runs these steps and prints one JSON line
 //! with what its driver decoded in each (or `{"error": {"sqlstate",
@@ -35,7 +35,7 @@
 //! prints sections the test turns into the same JSON ([`psql_result`]).
 //!
 //! What the scripts need is installed by `scripts/setup.sh` (psycopg and
-//! asyncpg with pip, `pg` with `npm ci` here, pgjdbc from Debian's
+//! asyncpg with pip, `pg` with `npm ci` there, pgjdbc from Debian's
 //! `libpostgresql-jdbc-java`); a missing one fails the test, never skips it.
 
 use std::path::PathBuf;
@@ -44,8 +44,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::common::{self, Cleanup, Gateway};
 use super::{blocking, direct};
+use crate::common::{self, Cleanup, Gateway};
 
 /// The only masking rule: every `email` column.
 const MASKING: &str = r#"masking:

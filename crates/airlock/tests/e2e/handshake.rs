@@ -4,29 +4,29 @@
 //! client's error with its SQLSTATE, then that the same gateway still serves
 //! a good client.
 
-mod common;
-
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::Output;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use airlock_identity::dev::{self, DevIssuer, MintRequest};
+use airlock_testkit::{Cluster, HostAuth, free_port};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize, PublicKeyComponents};
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::{BufMut, BytesMut};
-use common::{
-    Cluster, Gateway, HostAuth, LOCAL_PG_PORT, Received, error_code, error_message, exchange,
-    free_port, message, password_message, raw_login, raw_login_with, read_until, read_until_close,
-    startup_message, startup_with_version,
-};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::common::{
+    self, Gateway, LOCAL_PG_PORT, Received, error_code, error_message, exchange, message,
+    password_message, raw_login, raw_login_with, read_until, read_until_close, startup_message,
+    startup_with_version,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -854,6 +854,13 @@ async fn a_refused_upstream_credential_is_not_leaked() {
         .with_ansi(false)
         .with_max_level(tracing::Level::DEBUG)
         .finish();
+    // tracing-core caches whether a log line is wanted when the line first
+    // runs. While this test's subscriber is the only one registered, a line
+    // first run on another test's thread is asked of that thread's
+    // subscriber (none), cached as unwanted, and lost here too. With a second
+    // one registered for good, every registered subscriber is asked instead.
+    static SECOND: OnceLock<tracing::Dispatch> = OnceLock::new();
+    SECOND.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let cluster = Cluster::start(HostAuth::Scram, false);

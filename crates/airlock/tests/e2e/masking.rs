@@ -3,16 +3,16 @@
 //! seeded raw value; real drivers (psql, tokio-postgres in binary, psycopg);
 //! COPY, errors and notices; the refusals; and the `unmask` exemption.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Cleanup, Gateway, Received};
+use airlock_testkit::PgDb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_postgres::NoTls;
+
+use crate::common::{self, Gateway, Received};
 
 /// The raw sensitive values seeded; none may reach a masked client.
 const SECRETS: &[&str] = &[
@@ -85,34 +85,24 @@ fn detectors_only(sql: &str) -> bool {
 }
 
 /// A seeded database of its own, dropped when the test ends.
-struct Seeded {
-    name: String,
-    _cleanup: Cleanup,
-}
-
-fn seed() -> Seeded {
-    let name = common::unique("masking");
-    common::direct(&format!("CREATE DATABASE {name}"));
-    let cleanup = Cleanup::sql(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-    let o = common::psql(
-        &format!(
-            "host=127.0.0.1 port={} dbname={name} user=postgres",
-            common::LOCAL_PG_PORT
-        ),
-        "",
-        SEED,
+async fn seed() -> PgDb {
+    let db = common::local_db("masking").await;
+    let conninfo = format!(
+        "host=127.0.0.1 port={} dbname={} user=postgres",
+        common::LOCAL_PG_PORT,
+        db.name()
     );
+    let o = tokio::task::spawn_blocking(move || common::psql(&conninfo, "", SEED))
+        .await
+        .unwrap();
     assert!(o.status.success(), "seeding failed: {}", common::stderr(&o));
-    Seeded {
-        name,
-        _cleanup: cleanup,
-    }
+    db
 }
 
 /// A gateway whose connection `shop` is the seeded database: role
 /// `reader` (read-write, masked) for group `agents`, and `dba` (unmasked)
 /// for group `dba`.
-async fn gateway(db: &Seeded, masking: &str) -> Gateway {
+async fn gateway(db: &PgDb, masking: &str) -> Gateway {
     Gateway::start(&format!(
         r#"listen:
   postgres: 127.0.0.1:0
@@ -137,7 +127,7 @@ access:
     unmask: true
 {masking}"#,
         common::LOCAL_PG_PORT,
-        db.name
+        db.name()
     ))
     .await
 }
@@ -513,7 +503,7 @@ const CORPUS: &[(&str, Want)] = &[
 /// Notices are answers too: collect them with the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evasion_corpus_leaks_nothing() {
-    let db = tokio::task::spawn_blocking(seed).await.unwrap();
+    let db = seed().await;
     assert!(CORPUS.len() >= 50, "the corpus covers at least 50 queries");
     let mut failures = run_corpus(&db, MASKING, |_| true, true).await;
     // Without detectors, every query whose values lineage can see must
@@ -523,7 +513,7 @@ async fn evasion_corpus_leaks_nothing() {
 }
 
 async fn run_corpus(
-    db: &Seeded,
+    db: &PgDb,
     masking: &str,
     include: impl Fn(&str) -> bool,
     detectors: bool,
@@ -624,7 +614,7 @@ async fn connect(conninfo: &str, token: &str) -> tokio_postgres::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn masked_values_keep_their_types_in_every_driver() {
-    let db = tokio::task::spawn_blocking(seed).await.unwrap();
+    let db = seed().await;
     let gw = gateway(&db, MASKING).await;
     let rec = Recorder::start(gw.pg).await;
     let token = gw.token("agent", &["agents"]);
@@ -771,7 +761,7 @@ print("psycopg ok")
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_and_scrubbed_errors() {
-    let db = tokio::task::spawn_blocking(seed).await.unwrap();
+    let db = seed().await;
     let gw = gateway(&db, MASKING).await;
     let token = gw.token("agent", &["agents"]);
     let mut s = common::raw_login(gw.pg, "reader", "shop", &token).await;
@@ -904,7 +894,7 @@ async fn refusals_and_scrubbed_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unmask_exempts_and_the_scan_would_see_leaks() {
-    let db = tokio::task::spawn_blocking(seed).await.unwrap();
+    let db = seed().await;
     let gw = gateway(&db, MASKING).await;
     // The control: an exempt session sees raw values, so the corpus scan
     // does find them when they are there.
@@ -932,7 +922,7 @@ async fn unmask_exempts_and_the_scan_would_see_leaks() {
 /// masked whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relations_created_in_the_session_are_masked_by_the_rules() {
-    let db = tokio::task::spawn_blocking(seed).await.unwrap();
+    let db = seed().await;
     // Rules that name their tables: DDL on a new relation is allowed (with
     // `*.column` rules any new relation could hold a masked column, and its
     // DDL is refused).

@@ -3,14 +3,13 @@
 //! process (the `airlock` CLI) or through the HTTP API, on SQLite and on a
 //! PostgreSQL store shared by two gateways.
 
-mod common;
-
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use airlock_identity::dev::{DevIssuer, MintRequest};
-use common::{Cleanup, Gateway, LOCAL_PG_PORT, direct, local_config, stderr, stdout, unique};
 use serde_json::{Value, json};
+
+use crate::common::{self, Cleanup, Gateway, direct, local_config, stderr, stdout, unique};
 
 const AIRLOCK: &str = env!("CARGO_BIN_EXE_airlock");
 
@@ -639,10 +638,8 @@ async fn replica(data_dir: &std::path::Path, store_url: &str, journal: &str) -> 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_statement_held_on_one_replica_is_released_by_the_other() {
-    let db = unique("airlock_store");
-    direct(&format!("CREATE DATABASE {db}"));
-    let _drop_db = Cleanup::sql(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
-    let url = format!("postgres://postgres@127.0.0.1:{LOCAL_PG_PORT}/{db}");
+    let db = common::local_db("airlock_store").await;
+    let url = db.url();
     let shared = tempfile::tempdir().unwrap();
     let a = replica(shared.path(), &url, "journal-a").await;
     let b = replica(shared.path(), &url, "journal-b").await;

@@ -3,8 +3,6 @@
 //! be written, a store that is down and comes back, and a gateway killed
 //! with SIGKILL in the middle of a write workload.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use airlock_audit::Event;
 use airlock_audit::event::{Body, Decision, Value};
 use airlock_identity::dev::{DevIssuer, MintRequest};
-use common::{Cleanup, Gateway, direct, local_config, unique};
+
+use crate::common::{self, Cleanup, Gateway, direct, local_config, unique};
 
 const AIRLOCK: &str = env!("CARGO_BIN_EXE_airlock");
 
@@ -569,7 +568,7 @@ async fn a_journal_that_fails_mid_batch_refuses_every_statement_in_it_with_58000
     let table = unique("rec_efbig");
     direct(&format!("CREATE TABLE {table} (id int PRIMARY KEY)"));
     let _cleanup = Cleanup::sql(format!("DROP TABLE IF EXISTS {table}"));
-    let (pg, http) = (common::free_port(), common::free_port());
+    let (pg, http) = (airlock_testkit::free_port(), airlock_testkit::free_port());
     // `fsync: always`: while one batch syncs, the next fills with the other
     // sessions' statements. The file-size limit bites the SQLite store
     // too: only the data path matters here.
@@ -671,7 +670,7 @@ async fn kill_9_mid_workload(fsync: &str) {
     let table = unique("rec_crash");
     direct(&format!("CREATE TABLE {table} (id int PRIMARY KEY)"));
     let _cleanup = Cleanup::sql(format!("DROP TABLE IF EXISTS {table}"));
-    let (pg, http) = (common::free_port(), common::free_port());
+    let (pg, http) = (airlock_testkit::free_port(), airlock_testkit::free_port());
     let config = write_config(
         dir.path(),
         pg,

@@ -22,8 +22,6 @@
 //! Both corpus tests report every failing case at once, with what was
 //! expected and what happened.
 
-mod common;
-
 use std::borrow::Cow;
 use std::fmt;
 use std::process::{Command, Output};
@@ -31,14 +29,15 @@ use std::time::{Duration, Instant};
 
 use airlock_policy::Decision;
 use bytes::{BufMut, BytesMut};
-use common::{Gateway, Received};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
+use crate::common::{self, Gateway, Received};
+
 /// The corpus, compiled in (cargo rebuilds the test when it changes).
-const CORPUS: &str = include_str!("corpus/policy.txt");
+const CORPUS: &str = include_str!("../corpus/policy.txt");
 
 /// The guardrails of SPEC §3, in its order, plus `deny-copy-file`.
 const GUARDRAILS: &str = r#"guardrails:

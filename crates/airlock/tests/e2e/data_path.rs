@@ -2,10 +2,10 @@
 //! credential rotation and reloads, cancel, real drivers (tokio-postgres,
 //! psql, pgbench), asynchronous messages, session lifetime, read-only mode,
 //! startup parameters and the HTTP listener; and the driver matrix
-//! (`drivers/`: psql, psycopg, asyncpg, node-postgres and pgjdbc as
-//! read-only and read-write principals).
+//! (`data_path/drivers.rs`, its scripts in `tests/drivers/`: psql, psycopg,
+//! asyncpg, node-postgres and pgjdbc as read-only and read-write
+//! principals).
 
-mod common;
 mod drivers;
 
 use std::path::{Path, PathBuf};
@@ -14,14 +14,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use airlock_identity::dev::{DevIssuer, MintRequest};
+use airlock_testkit::{Cluster, HostAuth};
 use bytes::{BufMut, BytesMut};
-use common::{Cluster, Gateway, HostAuth, Received};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, NoTls, SimpleQueryMessage};
+
+use crate::common::{self, Gateway, Received};
 
 // ---------------------------------------------------------------------------
 // Helpers local to this file.
@@ -252,7 +254,7 @@ identity:
 
 /// A top-level section of examples/airlock.yaml, as shipped.
 fn example_section(key: &str) -> String {
-    let example = include_str!("../../../examples/airlock.yaml");
+    let example = include_str!("../../../../examples/airlock.yaml");
     let start = example
         .find(&format!("\n{key}:"))
         .unwrap_or_else(|| panic!("the example has no {key}"))
@@ -603,7 +605,7 @@ async fn sighup_reloads_the_real_binary() {
     let dir = tempfile::tempdir().unwrap();
     let secret = write_file(dir.path(), "app-password", "old\n");
     let data_dir = dir.path().join("data");
-    let (pg_port, http_port) = (common::free_port(), common::free_port());
+    let (pg_port, http_port) = (airlock_testkit::free_port(), airlock_testkit::free_port());
     let yaml = format!(
         "data_dir: {}\n{}",
         data_dir.display(),
@@ -1115,12 +1117,8 @@ async fn pgbench(gw: &Gateway, token: &str, args: &[&str]) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_runs_through_the_gateway() {
-    let db = common::unique("airlock_bench");
-    direct(&format!("create database {db}")).await;
-    let _drop = common::Cleanup::sql(format!(
-        "drop database if exists {} with (force)",
-        db.clone()
-    ));
+    let pg = common::local_db("airlock_bench").await;
+    let db = pg.name();
     let connections = format!(
         "  bench:\n    upstream: {{host: 127.0.0.1, port: {}, database: {db}, tls: disable}}\n    roles:\n      admin: {{user: postgres}}\n",
         common::LOCAL_PG_PORT
@@ -1204,11 +1202,10 @@ async fn pgbench_runs_through_the_gateway() {
 /// mode; every committed transaction is in the recording.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_tpcb_under_the_example_guardrails_holds_nothing() {
-    let db = common::unique("airlock_tpcb");
-    direct(&format!("create database {db}")).await;
-    let _drop = common::Cleanup::sql(format!("drop database if exists {db} with (force)"));
+    let pg = common::local_db("airlock_tpcb").await;
+    let db = pg.name();
     let init = {
-        let db = db.clone();
+        let db = db.to_string();
         blocking(move || {
             Command::new("pgbench")
                 .args(["-h", "127.0.0.1", "-p", &common::LOCAL_PG_PORT.to_string()])
@@ -1262,7 +1259,7 @@ async fn pgbench_tpcb_under_the_example_guardrails_holds_nothing() {
             "pgbench {args:?}: {se}"
         );
     }
-    let committed: usize = direct_in(&db, "select count(*) from pgbench_history")
+    let committed: usize = direct_in(db, "select count(*) from pgbench_history")
         .await
         .parse()
         .unwrap();

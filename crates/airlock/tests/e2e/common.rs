@@ -1,17 +1,18 @@
 //! End-to-end test harness: the real gateway started in-process on port 0,
-//! real PostgreSQL (the machine's server, or a throwaway cluster made with
-//! `initdb`), real clients (psql, pgbench, tokio-postgres) and tokens really
-//! signed by the dev issuer and verified through its HTTP JWKS.
-#![allow(dead_code)]
+//! real PostgreSQL (the machine's server, or a throwaway cluster from
+//! `airlock_testkit`), real clients (psql, pgbench, tokio-postgres) and
+//! tokens really signed by the dev issuer and verified through its HTTP
+//! JWKS.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use airlock::serve::Running;
 use airlock_identity::dev::{DevIssuer, MintRequest};
+use airlock_testkit::PgDb;
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -183,6 +184,16 @@ pub fn direct(sql: &str) -> String {
     );
     assert!(o.status.success(), "direct SQL failed: {}", stderr(&o));
     stdout(&o)
+}
+
+/// A throwaway database on the machine's PostgreSQL, dropped however the
+/// test ends.
+pub async fn local_db(prefix: &str) -> PgDb {
+    PgDb::create_on(
+        &format!("postgres://postgres@127.0.0.1:{LOCAL_PG_PORT}"),
+        prefix,
+    )
+    .await
 }
 
 /// Runs SQL directly on the machine's PostgreSQL when dropped, however the
@@ -397,213 +408,4 @@ pub async fn raw_login_with(addr: SocketAddr, params: &[(&str, &str)], token: &s
         error_message(&ready)
     );
     s
-}
-
-// ---------------------------------------------------------------------------
-// Throwaway PostgreSQL clusters.
-
-/// How a throwaway cluster authenticates TCP clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostAuth {
-    Trust,
-    Md5,
-    Scram,
-    /// `password`: the server asks for the password in cleartext.
-    Password,
-}
-
-/// A PostgreSQL cluster of its own, made with `initdb` in a temp dir and run
-/// as the `postgres` user when the tests run as root. Stopped on drop.
-pub struct Cluster {
-    pub dir: tempfile::TempDir,
-    pub port: u16,
-    pub ssl: bool,
-}
-
-fn as_postgres(cmd: &str, args: &[&str]) -> Command {
-    if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", cmd]).args(args);
-        c
-    } else {
-        let mut c = Command::new(cmd);
-        c.args(args);
-        c
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// A TCP port nobody listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn chown_postgres(path: &Path) {
-    if is_root() {
-        let status = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(path)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Cluster {
-    /// Starts a cluster whose TCP clients authenticate with `auth`; with
-    /// `ssl`, it also serves TLS with a self-signed certificate for
-    /// `localhost`/127.0.0.1 (returned PEM in `ca_pem()`).
-    pub fn start(auth: HostAuth, ssl: bool) -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("airlock-pg")
-            .tempdir()
-            .unwrap();
-        chown_postgres(dir.path());
-        let data = dir.path().join("data");
-        let method = match auth {
-            HostAuth::Trust => "trust",
-            HostAuth::Md5 => "md5",
-            HostAuth::Scram => "scram-sha-256",
-            HostAuth::Password => "password",
-        };
-        let out = as_postgres(
-            "initdb",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "--auth-local=trust",
-                &format!("--auth-host={method}"),
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ],
-        )
-        .output()
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if auth == HostAuth::Md5 {
-            let conf = data.join("postgresql.conf");
-            let mut text = std::fs::read_to_string(&conf).unwrap();
-            text.push_str("\npassword_encryption = md5\n");
-            std::fs::write(&conf, text).unwrap();
-        }
-        if ssl {
-            let cert =
-                rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-                    .unwrap();
-            std::fs::write(data.join("server.crt"), cert.cert.pem()).unwrap();
-            std::fs::write(data.join("server.key"), cert.signing_key.serialize_pem()).unwrap();
-            std::fs::write(dir.path().join("ca.pem"), cert.cert.pem()).unwrap();
-            let conf = data.join("postgresql.conf");
-            let mut text = std::fs::read_to_string(&conf).unwrap();
-            text.push_str("\nssl = on\n");
-            std::fs::write(&conf, text).unwrap();
-            chown_postgres(dir.path());
-            if is_root() {
-                Command::new("chmod")
-                    .arg("600")
-                    .arg(data.join("server.key"))
-                    .status()
-                    .unwrap();
-            }
-        }
-        let port = free_port();
-        let sock = dir.path().to_str().unwrap().to_string();
-        let log = dir.path().join("pg.log");
-        let out = as_postgres(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-l",
-                log.to_str().unwrap(),
-                "-w",
-                "-o",
-                &format!("-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"),
-                "start",
-            ],
-        )
-        .output()
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {} {}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        Cluster { dir, port, ssl }
-    }
-
-    /// Runs SQL as the superuser over the cluster's Unix socket (trust).
-    pub fn sql(&self, sql: &str) -> String {
-        let out = as_postgres(
-            "psql",
-            &[
-                "-X",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                self.dir.path().to_str().unwrap(),
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
-                sql,
-            ],
-        )
-        .output()
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "cluster SQL failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// The self-signed certificate the cluster serves, when `ssl`.
-    pub fn ca_path(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let _ = as_postgres(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-        )
-        .output();
-    }
 }

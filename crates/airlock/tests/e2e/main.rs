@@ -1,0 +1,21 @@
+//! airlock's end-to-end tests, one binary: the real gateway started
+//! in-process (or the `airlock` binary, for the CLI), real PostgreSQL, real
+//! clients. One binary rather than one per suite, so the harness and the
+//! whole dependency tree are compiled and linked once.
+//!
+//! Data the suites read stays beside this directory: the policy evasion
+//! corpus in `tests/corpus/` (the SQL crate's tests read it too) and the
+//! driver matrix's scripts in `tests/drivers/` (where `scripts/setup.sh`
+//! installs node-postgres).
+//!
+//! Run one suite with a filter: `cargo test -p airlock --test e2e -- masking::`.
+
+mod common;
+
+mod approvals;
+mod cli;
+mod data_path;
+mod handshake;
+mod masking;
+mod policy_corpus;
+mod recording;
