@@ -84,6 +84,8 @@ fn default_data_dir() -> PathBuf {
 pub struct Listen {
     /// PostgreSQL wire protocol listener, such as `127.0.0.1:6432`.
     pub postgres: Option<SocketAddr>,
+    /// MySQL/MariaDB wire protocol listener, such as `127.0.0.1:6033`.
+    pub mysql: Option<SocketAddr>,
     /// HTTP listener (API, metrics, health, the dev issuer's JWKS), such as `127.0.0.1:8080`.
     pub http: Option<SocketAddr>,
 }
@@ -197,14 +199,16 @@ pub enum StartupNotice {
 pub enum Protocol {
     #[default]
     Postgres,
+    /// MySQL and MariaDB.
+    Mysql,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct Upstream {
     pub host: String,
-    #[serde(default = "default_port")]
-    pub port: u16,
+    /// The upstream's port: 5432 for `protocol: postgres`, 3306 for `protocol: mysql`.
+    pub port: Option<u16>,
     pub database: String,
     #[serde(default)]
     pub tls: UpstreamTls,
@@ -212,8 +216,14 @@ pub struct Upstream {
     pub ca: Option<Secret>,
 }
 
-fn default_port() -> u16 {
-    5432
+impl Connection {
+    /// The upstream's port, or the protocol's default.
+    pub fn port(&self) -> u16 {
+        self.upstream.port.unwrap_or(match self.protocol {
+            Protocol::Postgres => 5432,
+            Protocol::Mysql => 3306,
+        })
+    }
 }
 
 /// TLS towards the upstream database, with libpq's `sslmode` meanings.
@@ -504,7 +514,7 @@ mod tests {
     use super::*;
     use crate::{AccessMode, Protocol, SessionLifetime, TlsMode, UpstreamTls};
 
-    const FULL: &str = r#"# like SPEC §3, without the keys that are not implemented (listen.mysql)
+    const FULL: &str = r#"# like SPEC §3
 listen:
   postgres: 127.0.0.1:6432
   http: 127.0.0.1:8080
@@ -597,6 +607,7 @@ api:
         let config = Config::from_yaml_str(FULL, "full.yaml").unwrap();
         let want = Config {
             listen: Listen {
+                mysql: None,
                 postgres: Some("127.0.0.1:6432".parse().unwrap()),
                 http: Some("127.0.0.1:8080".parse().unwrap()),
             },
@@ -635,7 +646,7 @@ api:
                         protocol: Protocol::Postgres,
                         upstream: Upstream {
                             host: "db.internal".into(),
-                            port: 5433,
+                            port: Some(5433),
                             database: "orders".into(),
                             tls: UpstreamTls::VerifyFull,
                             ca: Some(Secret::File("ca.pem".into())),
@@ -667,7 +678,7 @@ api:
                         protocol: Protocol::Postgres,
                         upstream: Upstream {
                             host: "127.0.0.1".into(),
-                            port: 5432,
+                            port: None,
                             database: "billing".into(),
                             tls: UpstreamTls::Prefer,
                             ca: None,
@@ -925,8 +936,8 @@ identity: {issuers: [{name: corp, issuer: https://x/, audience: airlock}]}
                 "t.yaml:4:3: notifications: unknown field `webhook`, expected `webhooks`",
             ),
             (
-                format!("{listen}  mysql: 127.0.0.1:6033\n"),
-                "t.yaml:3:3: listen: unknown field `mysql`, expected `postgres` or `http`",
+                format!("{listen}  redis: 127.0.0.1:6379\n"),
+                "t.yaml:3:3: listen: unknown field `redis`, expected one of `postgres`, `mysql`, `http`",
             ),
             (
                 format!("{conn}      ro: {{user: u, password: hunter2}}\n"),

@@ -50,8 +50,11 @@ fn is_loopback(addr: SocketAddr) -> bool {
 
 fn listeners(config: &Config, p: &mut Problems) {
     let listen = &config.listen;
-    if listen.postgres.is_none() && listen.http.is_none() {
-        p.add("listen", "at least one of `postgres` or `http` is required");
+    if listen.postgres.is_none() && listen.mysql.is_none() && listen.http.is_none() {
+        p.add(
+            "listen",
+            "at least one of `postgres`, `mysql` or `http` is required",
+        );
     }
     if let Some(tls) = &config.tls {
         match (&tls.cert, &tls.key) {
@@ -64,16 +67,18 @@ fn listeners(config: &Config, p: &mut Problems) {
             _ => {}
         }
     }
-    if let Some(addr) = listen.postgres.filter(|&a| !is_loopback(a))
-        && config.tls_mode() == TlsMode::Disabled
-    {
-        p.add(
-            "listen.postgres",
-            format!(
-                "{addr} is not a loopback address and client TLS is disabled; \
-                 cleartext token passwords need TLS on a non-loopback listener"
-            ),
-        );
+    for (name, addr) in [("postgres", listen.postgres), ("mysql", listen.mysql)] {
+        if let Some(addr) = addr.filter(|&a| !is_loopback(a))
+            && config.tls_mode() == TlsMode::Disabled
+        {
+            p.add(
+                format!("listen.{name}"),
+                format!(
+                    "{addr} is not a loopback address and client TLS is disabled; \
+                     cleartext token passwords need TLS on a non-loopback listener"
+                ),
+            );
+        }
     }
 }
 
@@ -118,6 +123,7 @@ fn identity(config: &Config, p: &mut Problems) {
         if !identity.allow_dev_issuer_on_non_loopback {
             for (name, addr) in [
                 ("postgres", config.listen.postgres),
+                ("mysql", config.listen.mysql),
                 ("http", config.listen.http),
             ] {
                 if let Some(addr) = addr.filter(|&a| !is_loopback(a)) {
@@ -512,7 +518,7 @@ mod tests {
         for (yaml, want) in [
             (
                 IDENTITY.to_owned(),
-                &["t.yaml: listen: at least one of `postgres` or `http` is required"][..],
+                &["t.yaml: listen: at least one of `postgres`, `mysql` or `http` is required"][..],
             ),
             (format!("listen: {{http: 0.0.0.0:8080}}\n{IDENTITY}"), &[]),
             (
@@ -783,7 +789,7 @@ limits: {max_sessions: 0}
         check(
             yaml,
             &[
-                "t.yaml: listen: at least one of `postgres` or `http` is required",
+                "t.yaml: listen: at least one of `postgres`, `mysql` or `http` is required",
                 "t.yaml: tls: tls.cert and tls.key are required unless tls.mode is disabled",
                 "t.yaml: identity: no issuers are configured and dev_issuer is false, so nobody could log in",
                 "t.yaml: connections.orders.roles: a connection needs at least one role",
@@ -795,7 +801,7 @@ limits: {max_sessions: 0}
         check(
             "# nothing yet\n",
             &[
-                "t.yaml: listen: at least one of `postgres` or `http` is required",
+                "t.yaml: listen: at least one of `postgres`, `mysql` or `http` is required",
                 "t.yaml: identity: no issuers are configured and dev_issuer is false, so nobody could log in",
             ],
         );

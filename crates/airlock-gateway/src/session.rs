@@ -181,6 +181,18 @@ async fn open(
     span.record("role", route.role.as_str());
 
     let conn = &snapshot.connections[&route.connection];
+    if conn.protocol != airlock_config::Protocol::Postgres {
+        gateway.metrics.auth_failure("wrong_door");
+        fatal(
+            out,
+            sqlstate::INVALID_AUTHORIZATION,
+            &format!(
+                "airlock: connection \"{}\" is a MySQL connection; connect to airlock's MySQL listener",
+                route.connection
+            ),
+        );
+        return None;
+    }
     let credential = &conn.roles[&route.role];
     let mut settings = params::check(&startup).unwrap_or_default();
     // As for SET: pg_catalog first, or a user function could shadow a

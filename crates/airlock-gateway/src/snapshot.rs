@@ -30,6 +30,8 @@ pub struct Limits {
 
 /// One connection's upstream and role credentials.
 pub struct ConnectionRuntime {
+    /// Which door serves it: a client of the other door is refused.
+    pub protocol: airlock_config::Protocol,
     pub target: UpstreamTarget,
     pub roles: HashMap<String, Credential>,
     pub startup_notice: airlock_config::StartupNotice,
@@ -124,13 +126,14 @@ impl Snapshot {
                 .collect();
             let target = UpstreamTarget {
                 host: up.host.clone(),
-                port: up.port,
+                port: conn.port(),
                 database: up.database.clone(),
                 tls,
             };
             connections.insert(
                 name.clone(),
                 ConnectionRuntime {
+                    protocol: conn.protocol,
                     target,
                     roles,
                     startup_notice: conn.startup_notice,

@@ -767,7 +767,7 @@ mod tests {
         assert!(config.identity.dev_issuer);
         assert_eq!(config.data_dir, dir.join("airlock-data"));
         let demo = &config.connections["demo"];
-        assert_eq!(demo.upstream.port, 54321);
+        assert_eq!(demo.port(), 54321);
         assert_eq!(demo.upstream.database, "demo");
         assert_eq!(demo.roles["readonly"].user, RO_ROLE);
         assert_eq!(demo.roles["admin"].user, ADMIN_ROLE);
