@@ -591,15 +591,33 @@ impl Walker {
                 )
             }
             SetExpr::Insert(sp::Statement::Insert(i)) => {
-                self.top_dml.get_or_insert(K::Insert);
+                // Only a WITH's body may be DML (MySQL 8); elsewhere the
+                // server refuses it.
+                if self.depth == 1 {
+                    self.top_dml.get_or_insert(K::Insert);
+                } else {
+                    self.bad = true;
+                }
                 (self.insert(i), None)
             }
             SetExpr::Update(sp::Statement::Update(u)) => {
-                self.top_dml.get_or_insert(K::Update);
+                // Only a WITH's body may be DML (MySQL 8); elsewhere the
+                // server refuses it.
+                if self.depth == 1 {
+                    self.top_dml.get_or_insert(K::Update);
+                } else {
+                    self.bad = true;
+                }
                 (self.update(u), None)
             }
             SetExpr::Delete(sp::Statement::Delete(d)) => {
-                self.top_dml.get_or_insert(K::Delete);
+                // Only a WITH's body may be DML (MySQL 8); elsewhere the
+                // server refuses it.
+                if self.depth == 1 {
+                    self.top_dml.get_or_insert(K::Delete);
+                } else {
+                    self.bad = true;
+                }
                 (self.delete(d), None)
             }
             other => {
@@ -902,7 +920,7 @@ impl Walker {
     /// The sources of an expression's value.
     fn expr(&mut self, e: &Expr) -> Vec<Source> {
         match e {
-            Expr::Identifier(i) => self.column(&[i.value.clone()]),
+            Expr::Identifier(i) => self.column(std::slice::from_ref(&i.value)),
             Expr::CompoundIdentifier(parts) => {
                 let parts: Vec<String> = parts.iter().map(|i| i.value.clone()).collect();
                 self.column(&parts)

@@ -654,7 +654,7 @@ impl Analyzer {
                     harmless = false;
                 }
             } else if matches!(target.name.as_str(), "names" | "character set") {
-                harmless &= target.value.first().is_some_and(|v| safe_charset(v));
+                harmless &= target.value.first().is_some_and(safe_charset);
             } else if CHARSET_VARIABLES.contains(&target.name.as_str()) {
                 harmless &= matches!(target.value, [v] if safe_charset(v));
             } else if matches!(
@@ -668,7 +668,12 @@ impl Analyzer {
             }
             // The value: a single word, literal or variable needs no parse;
             // an expression is read as `SELECT expr`.
-            let simple = matches!(target.value, [v] if matches!(v.kind, Kind::Word | Kind::Str | Kind::Number | Kind::UserVar | Kind::SysVar | Kind::Quoted))
+            let keywords = matches!(
+                target.name.as_str(),
+                "names" | "character set" | "transaction"
+            ) && !target.user;
+            let simple = keywords
+                || matches!(target.value, [v] if matches!(v.kind, Kind::Word | Kind::Str | Kind::Number | Kind::UserVar | Kind::SysVar | Kind::Quoted))
                 || target.value.is_empty()
                 || matches!(target.value, [sign, v] if sign.is_punct("-") && v.kind == Kind::Number);
             if simple {
@@ -974,7 +979,10 @@ impl Analyzer {
                 match skip_user(t, i + 2) {
                     Some(next) => i = next,
                     None => {
-                        return Statement::unknown("ALTER with a DEFINER airlock cannot read", span);
+                        return Statement::unknown(
+                            "ALTER with a DEFINER airlock cannot read",
+                            span,
+                        );
                     }
                 }
             }
@@ -1168,9 +1176,7 @@ fn qualified(t: &[Token]) -> Option<airlock_policy::Relation> {
 
 /// The tables of `LOCK TABLES t [AS a] READ, db.u WRITE`.
 fn lock_relations(t: &[Token]) -> Vec<airlock_policy::Relation> {
-    t.split(|t| t.is_punct(","))
-        .filter_map(|part| qualified(part))
-        .collect()
+    t.split(|t| t.is_punct(",")).filter_map(qualified).collect()
 }
 
 /// After `DEFINER =` (or `ALGORITHM =`) at `i`: the index past the value.
