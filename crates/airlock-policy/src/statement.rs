@@ -38,6 +38,12 @@ pub enum StatementKind {
     Notify,
     Lock,
     Maintenance,
+    /// MySQL's `LOAD DATA` and `LOAD XML`: rows from a file.
+    LoadData,
+    /// MySQL's `HANDLER`: reads a table's rows bypassing SQL.
+    Handler,
+    /// MySQL's `KILL`: ends another session or its statement.
+    Kill,
     Empty,
     Unknown,
 }
@@ -69,6 +75,9 @@ impl StatementKind {
         StatementKind::Notify,
         StatementKind::Lock,
         StatementKind::Maintenance,
+        StatementKind::LoadData,
+        StatementKind::Handler,
+        StatementKind::Kill,
         StatementKind::Empty,
         StatementKind::Unknown,
     ];
@@ -101,6 +110,9 @@ impl StatementKind {
             StatementKind::Notify => "notify",
             StatementKind::Lock => "lock",
             StatementKind::Maintenance => "maintenance",
+            StatementKind::LoadData => "load_data",
+            StatementKind::Handler => "handler",
+            StatementKind::Kill => "kill",
             StatementKind::Empty => "empty",
             StatementKind::Unknown => "unknown",
         }

@@ -1,7 +1,9 @@
 //! SQL analyzers: a door's statements mapped to the policy core's
 //! [`airlock_policy::Statement`] model.
 //!
-//! [`pg`] uses PostgreSQL's own parser (`pg_query`). Its companion [`scs`]
+//! [`pg`] uses PostgreSQL's own parser (`pg_query`); [`mysql`] reads
+//! MySQL and MariaDB texts with a pre-lexer of its own in front of
+//! sqlparser. Its companion [`scs`]
 //! makes the parser see strings the way a session with
 //! `standard_conforming_strings = off` does. [`cache`] keeps analyses by
 //! query text, per thread.
@@ -19,6 +21,7 @@
 pub mod cache;
 mod lineage;
 pub mod literals;
+pub mod mysql;
 mod parse_sqlstate;
 pub mod pg;
 pub mod scs;

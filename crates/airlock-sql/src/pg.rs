@@ -1006,8 +1006,18 @@ pub fn resolve(statements: &[Statement], session: &mut SessionState) -> Vec<Stat
         .iter()
         .map(|s| match s.kind {
             StatementKind::Prepare => {
-                if let (Some(name), Some(inner)) = (&s.name, &s.inner) {
-                    session.prepared.insert(name.clone(), (**inner).clone());
+                match (&s.name, &s.inner) {
+                    (Some(name), Some(inner)) => {
+                        session.prepared.insert(name.clone(), (**inner).clone());
+                    }
+                    // A PREPARE whose text airlock cannot see (MySQL's
+                    // `PREPARE s FROM @var`) replaces any statement of that
+                    // name: a later EXECUTE of it is unknown, never the
+                    // statement prepared before.
+                    (Some(name), None) => {
+                        session.prepared.remove(name);
+                    }
+                    _ => {}
                 }
                 s.clone()
             }
