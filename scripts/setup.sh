@@ -33,6 +33,9 @@ fi
 python3 -c 'import psycopg' 2>/dev/null || python3 -m pip install -q 'psycopg[binary]>=3.1,<4'
 # asyncpg, for the driver matrix.
 python3 -c 'import asyncpg' 2>/dev/null || python3 -m pip install -q 'asyncpg>=0.29,<1'
+# The MySQL door's driver tests: PyMySQL and mysql-connector-python.
+python3 -c 'import pymysql' 2>/dev/null || python3 -m pip install -q 'PyMySQL>=1.1,<2'
+python3 -c 'import mysql.connector' 2>/dev/null || python3 -m pip install -q 'mysql-connector-python>=8,<10'
 # node-postgres, for the driver matrix, at the versions package-lock.json pins.
 drivers="$root/crates/airlock/tests/drivers"
 if ! (cd "$drivers" && node -e 'require("pg")' >/dev/null 2>&1) \

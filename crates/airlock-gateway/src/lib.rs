@@ -18,6 +18,7 @@ pub(crate) mod catalog;
 pub(crate) mod inspect;
 pub(crate) mod mask;
 pub mod metrics;
+pub(crate) mod mysql;
 pub(crate) mod pump;
 pub(crate) mod record;
 mod session;
@@ -103,6 +104,9 @@ pub struct Gateway {
     /// The wall clock sessions verify tokens and time lifetimes by; set
     /// once (tests), the system's otherwise.
     clock: std::sync::OnceLock<Arc<dyn airlock_engine::clock::Clock>>,
+    /// The MySQL upstreams' version string and kind, for the greeting
+    /// (read once from the first MySQL connection's upstream).
+    mysql_version: tokio::sync::OnceCell<(Vec<u8>, bool)>,
 }
 
 impl Gateway {
@@ -122,6 +126,7 @@ impl Gateway {
             recorder: std::sync::OnceLock::new(),
             approvals: std::sync::OnceLock::new(),
             clock: std::sync::OnceLock::new(),
+            mysql_version: tokio::sync::OnceCell::new(),
         }))
     }
 
@@ -203,6 +208,79 @@ impl Gateway {
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
+    }
+
+    /// The version string MySQL clients are greeted with: the upstream's,
+    /// read from the greeting of the first MySQL connection (by name); a
+    /// MariaDB-like default while none answers (clients pick features by
+    /// it, and the login fails anyway when the upstream is down).
+    async fn mysql_version(&self, snapshot: &Snapshot) -> (Vec<u8>, bool) {
+        if let Some(v) = self.mysql_version.get() {
+            return v.clone();
+        }
+        let mut names: Vec<_> = snapshot
+            .connections
+            .iter()
+            .filter(|(_, c)| c.protocol == airlock_config::Protocol::Mysql)
+            .collect();
+        names.sort_by(|a, b| a.0.cmp(b.0));
+        if let Some((_, conn)) = names.first() {
+            let probe = tokio::time::timeout(
+                snapshot.limits.upstream_connect_timeout,
+                mysql::upstream::probe(&conn.target),
+            );
+            if let Ok(Ok(v)) = probe.await {
+                let _ = self.mysql_version.set(v.clone());
+                return v;
+            }
+        }
+        (b"5.5.5-10.11.0-MariaDB-airlock".to_vec(), false)
+    }
+
+    /// Accepts MySQL/MariaDB clients on `listener` until `shutdown` completes.
+    pub async fn serve_mysql(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+        tokio::pin!(shutdown);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut shutdown => return,
+            };
+            let gateway = Arc::clone(&self);
+            match Arc::clone(&self.sessions).try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(async move {
+                        mysql::session::serve(gateway, tcp, peer, loopback).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    tokio::spawn(async move {
+                        let mut tcp = tcp;
+                        let mut out = bytes::BytesMut::new();
+                        airlock_mywire::codec::err(
+                            &mut out,
+                            &mut 0,
+                            airlock_mywire::errno::CON_COUNT,
+                            "08004",
+                            "airlock: too many sessions (limits.max_sessions)",
+                        );
+                        let _ = tcp.write_all(&out).await;
+                    });
+                }
+            }
+        }
     }
 
     /// Accepts PostgreSQL clients on `listener` until `shutdown` completes.

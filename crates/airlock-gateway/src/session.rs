@@ -662,7 +662,9 @@ async fn hold_ended(waiting: &mut Option<Waiting>) -> hold::Wait {
 }
 
 /// Resolves with why, when the session's grant is revoked.
-async fn grant_revoked(watch: &mut Option<tokio::sync::watch::Receiver<Option<String>>>) -> String {
+pub(crate) async fn grant_revoked(
+    watch: &mut Option<tokio::sync::watch::Receiver<Option<String>>>,
+) -> String {
     if let Some(rx) = watch {
         loop {
             if let Some(why) = rx.borrow_and_update().clone() {
@@ -677,7 +679,7 @@ async fn grant_revoked(watch: &mut Option<tokio::sync::watch::Receiver<Option<St
 }
 
 /// Resolves at the session's deadline, with why it ends; never without one.
-async fn cut_at(
+pub(crate) async fn cut_at(
     clock: &dyn airlock_engine::clock::Clock,
     deadline: &Option<open::Deadline>,
 ) -> Cut {

@@ -41,6 +41,8 @@ pub struct ConnectionRuntime {
 pub struct Snapshot {
     pub access: AccessPolicy,
     pub analyzer: Arc<Analyzer>,
+    /// The MySQL door's analyzer.
+    pub mysql_analyzer: Arc<airlock_sql::mysql::Analyzer>,
     pub guardrails: Arc<Guardrails>,
     pub connections: HashMap<String, ConnectionRuntime>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
@@ -157,6 +159,7 @@ impl Snapshot {
             catalogs: Arc::default(),
             access: access_policy(config),
             analyzer: Arc::new(Analyzer::new(&config.unsafe_functions)),
+            mysql_analyzer: Arc::new(airlock_sql::mysql::Analyzer::new(&config.unsafe_functions)),
             guardrails: Arc::new(guardrails(config)),
             connections,
             tls,

@@ -1,7 +1,8 @@
 //! Fixtures shared by airlock's test suites, one copy each: a throwaway
 //! PostgreSQL database per test ([`PgDb`]), a store URL on each backend
 //! ([`backends`], [`both!`]), a PostgreSQL cluster of its own
-//! ([`Cluster`]), a MariaDB server of its own ([`MariaDb`]), free ports
+//! ([`Cluster`]), a MariaDB server of its own ([`MariaDb`]), a database of
+//! its own on the machine's MariaDB ([`MyDb`]), free ports
 //! and temp dirs.
 //!
 //! Everything a fixture starts or creates is stopped or dropped when the
@@ -19,6 +20,6 @@ mod os;
 mod pg;
 
 pub use cluster::{Cluster, HostAuth};
-pub use mariadb::MariaDb;
+pub use mariadb::{LOCAL_MARIADB_PORT, MariaDb, MyDb};
 pub use os::{free_port, temp_dir};
 pub use pg::{PgDb, pg_base};

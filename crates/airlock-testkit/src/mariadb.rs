@@ -129,6 +129,71 @@ impl Drop for MariaDb {
     }
 }
 
+/// The machine's MariaDB (trust for `root` from 127.0.0.1, no password).
+pub const LOCAL_MARIADB_PORT: u16 = 3306;
+
+/// A database of its own on the machine's MariaDB, created empty and
+/// dropped on drop (also when the test panics): a test never sees what
+/// another left.
+pub struct MyDb {
+    pub name: String,
+}
+
+impl MyDb {
+    pub fn create(prefix: &str) -> MyDb {
+        let name = format!("{prefix}_{}", uuid_like());
+        local_sql(&format!("CREATE DATABASE `{name}`"));
+        MyDb { name }
+    }
+
+    /// Runs SQL as `root` in this database over TCP; what it printed
+    /// (`-N -B`), trimmed. Panics if it fails.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = local_client(&["-D", &self.name], sql);
+        assert!(
+            out.status.success(),
+            "MariaDB SQL failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for MyDb {
+    fn drop(&mut self) {
+        let _ = local_client(&[], &format!("DROP DATABASE IF EXISTS `{}`", self.name));
+    }
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}{:x}", nanos & 0xFFFF_FFFF_FFFF, std::process::id())
+}
+
+fn local_sql(sql: &str) -> String {
+    let out = local_client(&[], sql);
+    assert!(
+        out.status.success(),
+        "MariaDB SQL failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn local_client(args: &[&str], sql: &str) -> Output {
+    Command::new("mysql")
+        .arg("--no-defaults")
+        .args(["-h", "127.0.0.1", "-P", &LOCAL_MARIADB_PORT.to_string()])
+        .args(["-u", "root", "-N", "-B"])
+        .args(args)
+        .args(["-e", sql])
+        .output()
+        .expect("the mysql client runs")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

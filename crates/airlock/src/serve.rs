@@ -26,6 +26,7 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// A running gateway.
 pub struct Running {
     pub postgres: Option<SocketAddr>,
+    pub mysql: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     shutdown: watch::Sender<bool>,
@@ -156,6 +157,18 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         .as_ref()
         .map(TcpListener::local_addr)
         .transpose()?;
+    let my_listener = match config.listen.mysql {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding listen.mysql {addr}"))?,
+        ),
+        None => None,
+    };
+    let mysql = my_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
 
     // The dev issuer's keys are served by this process's HTTP listener and
     // fetched from there, like any issuer's.
@@ -261,6 +274,11 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         let stop = stopped(shutdown_rx.clone());
         tasks.push(tokio::spawn(gw.serve_postgres(listener, stop)));
     }
+    if let Some(listener) = my_listener {
+        let gw = Arc::clone(&gateway);
+        let stop = stopped(shutdown_rx.clone());
+        tasks.push(tokio::spawn(gw.serve_mysql(listener, stop)));
+    }
     if let Some(path) = config_path {
         tasks.push(tokio::spawn(watch_config(
             Arc::clone(&gateway),
@@ -269,9 +287,10 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
             shutdown_rx,
         )));
     }
-    tracing::info!(?postgres, ?http, "airlock is serving");
+    tracing::info!(?postgres, ?mysql, ?http, "airlock is serving");
     Ok(Running {
         postgres,
+        mysql,
         http,
         gateway,
         shutdown,

@@ -629,6 +629,7 @@ async fn replica(data_dir: &std::path::Path, store_url: &str, journal: &str) -> 
         .expect("starts");
     Gateway {
         pg: running.postgres.unwrap(),
+        mysql: running.mysql,
         http: running.http.unwrap(),
         dir,
         config_path,

@@ -26,6 +26,8 @@ pub struct Gateway {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub pg: SocketAddr,
+    /// The MySQL listener, when the configuration has one.
+    pub mysql: Option<SocketAddr>,
     pub http: SocketAddr,
     pub running: Option<Running>,
 }
@@ -86,6 +88,7 @@ impl Gateway {
         }
         Gateway {
             pg: running.postgres.unwrap(),
+            mysql: running.mysql,
             http: running.http.unwrap(),
             dir,
             config_path,
@@ -408,4 +411,15 @@ pub async fn raw_login_with(addr: SocketAddr, params: &[(&str, &str)], token: &s
         error_message(&ready)
     );
     s
+}
+
+/// A self-signed certificate for localhost and 127.0.0.1: (dir, cert, key).
+pub fn self_signed() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    (dir, cert_path, key_path)
 }

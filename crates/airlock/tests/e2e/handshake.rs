@@ -24,8 +24,8 @@ use tokio::net::TcpStream;
 
 use crate::common::{
     self, Gateway, LOCAL_PG_PORT, Received, error_code, error_message, exchange, message,
-    password_message, raw_login, raw_login_with, read_until, read_until_close, startup_message,
-    startup_with_version,
+    password_message, raw_login, raw_login_with, read_until, read_until_close, self_signed,
+    startup_message, startup_with_version,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -926,17 +926,6 @@ async fn a_refused_upstream_credential_is_not_leaked() {
 
 // ---------------------------------------------------------------------------
 // 13-14: TLS and GSSAPI encryption
-
-/// A self-signed certificate for localhost and 127.0.0.1: (dir, cert, key).
-fn self_signed() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    (dir, cert_path, key_path)
-}
 
 fn tls_conninfo(gw: &Gateway, ssl: &str) -> String {
     format!(

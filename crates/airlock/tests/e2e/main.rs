@@ -17,5 +17,6 @@ mod cli;
 mod data_path;
 mod handshake;
 mod masking;
+mod mysql;
 mod policy_corpus;
 mod recording;

@@ -1,0 +1,100 @@
+//! Masking MySQL text-protocol rows with a plan from the policy core: which
+//! column types can hold a placeholder, how values are framed. A row is
+//! rewritten only when its result has something to mask.
+
+use std::sync::Arc;
+
+use airlock_mask::{Masked, Masking};
+use airlock_mywire::codec;
+use airlock_policy::masking::{Mask, MaskPlan};
+use bytes::BytesMut;
+
+/// The binary character set's id: such a string column holds bytes.
+const BINARY: u16 = 63;
+
+/// Whether a column of this type (and character set) is text a client
+/// reads as text: a placeholder can stand in for it, detectors read it.
+fn text_like(column_type: u8, charset: u16) -> bool {
+    // VARCHAR, JSON, ENUM, SET, the BLOB/TEXT types, VAR_STRING, STRING.
+    column_type == 245 || matches!(column_type, 15 | 247 | 248 | 249..=254) && charset != BINARY
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Column {
+    mask: Option<Mask>,
+    text: bool,
+}
+
+/// How to mask the rows of one result.
+pub struct RowMask {
+    masking: Arc<Masking>,
+    columns: Vec<Column>,
+    detect: bool,
+}
+
+impl RowMask {
+    /// `None` when the plan changes nothing. `types`: each column's
+    /// `(type, character set)`.
+    pub fn new(masking: &Arc<Masking>, plan: MaskPlan, types: &[(u8, u16)]) -> Option<RowMask> {
+        if plan.is_pass() {
+            return None;
+        }
+        let columns = types
+            .iter()
+            .zip(plan.columns.iter().chain(std::iter::repeat(&None)))
+            .map(|(&(t, cs), &mask)| Column {
+                mask,
+                text: text_like(t, cs),
+            })
+            .collect();
+        Some(RowMask {
+            masking: Arc::clone(masking),
+            columns,
+            detect: plan.detect,
+        })
+    }
+
+    /// Writes the masked payload of text row `row` to `out`. A malformed
+    /// row is sent as NULLs, never as it was.
+    pub fn text_row(&self, row: &[u8], out: &mut BytesMut) {
+        let mut b = row;
+        let mut scratch = Vec::new();
+        let mut i = 0;
+        while !b.is_empty() {
+            let Ok(value) = codec::text_value(&mut b) else {
+                out.clear();
+                out.extend(std::iter::repeat_n(0xFB, self.columns.len().max(1)));
+                return;
+            };
+            let column = self.columns.get(i).copied().unwrap_or(Column {
+                mask: Some(Mask::UNTRACED),
+                text: false,
+            });
+            i += 1;
+            let Some(value) = value else {
+                out.extend_from_slice(&[0xFB]);
+                continue;
+            };
+            let mask = column.mask.or_else(|| {
+                (self.detect && column.text)
+                    .then(|| self.masking.detectors.scan(value))
+                    .flatten()
+                    .map(|d| self.masking.detector_mask(d))
+            });
+            match mask {
+                None => codec::put_lenenc_bytes(out, value),
+                Some(m) => {
+                    scratch.clear();
+                    match self
+                        .masking
+                        .masker
+                        .apply(m.strategy, value, column.text, &mut scratch)
+                    {
+                        Masked::Value => codec::put_lenenc_bytes(out, &scratch),
+                        Masked::Null => out.extend_from_slice(&[0xFB]),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1005 @@
+//! One MySQL client session, from accept to close: the connection phase
+//! (token through `mysql_clear_password`), the engine's `authorize`, the
+//! upstream login, then commands one at a time: each COM_QUERY is judged
+//! (the same judge as every door), recorded before it goes upstream, held
+//! when a person must approve it, and its answer streamed back with rows
+//! masked by the same plan as every door's.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use airlock_audit::event::{Decision as Recorded, Door, Protocol};
+use airlock_engine::hold::{self, HoldOutcome, HoldRequest, Holder, Refusal};
+use airlock_engine::open::{self, Authorized, Cut};
+use airlock_engine::recording::{At, Judgement, Params, RecordingSession};
+use airlock_mywire::codec::{self, Framer, command, status};
+use airlock_mywire::errno;
+use airlock_mywire::handshake::{ClientHandshake, Greeting, Login, Step, TlsOffer};
+use airlock_mywire::response::{Expect, Part, Response};
+use airlock_policy::guardrails::Estimate;
+use airlock_policy::judge::{self, DeniedBy, Ruling};
+use airlock_policy::masking::{FieldOrigin, SensitiveCatalog};
+use airlock_policy::{AccessMode, Statement};
+use bytes::BytesMut;
+use mysql_common::constants::CapabilityFlags;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{Instrument, field};
+
+use super::mask::RowMask;
+use super::upstream::{self, ConnectError};
+use crate::Gateway;
+use crate::snapshot::Snapshot;
+use crate::stream::{ClientStream, MaybeTls, UpstreamStream};
+
+/// The server's default collation when the probe said nothing:
+/// utf8mb4_general_ci.
+const UTF8MB4: u8 = 45;
+
+/// Serves one accepted client connection.
+pub(crate) async fn serve(gateway: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr, loopback: bool) {
+    let id = uuid::Uuid::now_v7();
+    let span = tracing::info_span!(
+        "session",
+        door = "mysql",
+        id = %id,
+        peer = %peer,
+        connection = field::Empty,
+        role = field::Empty,
+    );
+    async move {
+        let _ = tcp.set_nodelay(true);
+        let snapshot = gateway.snapshot();
+        let mut client = Some(MaybeTls::Plain(tcp));
+        let mut out = BytesMut::new();
+        let deadline = tokio::time::Instant::now() + snapshot.limits.startup_timeout;
+        let opened = tokio::time::timeout_at(
+            deadline,
+            open(
+                &gateway,
+                &snapshot,
+                &mut client,
+                &mut out,
+                loopback,
+                id,
+                peer,
+            ),
+        )
+        .await;
+        let Some(mut client) = client else { return };
+        match opened {
+            Ok(Some(session)) => run(&gateway, &snapshot, client, out, session).await,
+            Ok(None) => {
+                let _ = client.write_all(&out).await;
+                let _ = client.shutdown().await;
+            }
+            Err(_) => {
+                tracing::info!("startup timed out");
+                let _ = client.shutdown().await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+struct Opened {
+    id: uuid::Uuid,
+    authorized: Authorized,
+    login: Login,
+    pending: BytesMut,
+    upstream: UpstreamStream,
+    upstream_input: BytesMut,
+    status: u16,
+    deprecate_eof: bool,
+    masking: Option<Arc<SensitiveCatalog>>,
+    recorder: RecordingSession,
+}
+
+async fn greeting(gateway: &Gateway, snapshot: &Snapshot, id: uuid::Uuid) -> Greeting {
+    let (server_version, mysql) = gateway.mysql_version(snapshot).await;
+    let mut scramble = [0u8; 20];
+    for (i, b) in uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .chain(id.as_bytes())
+        .take(20)
+        .enumerate()
+    {
+        // Printable, as servers send it.
+        scramble[i] = 0x21 + b % 0x5E;
+    }
+    Greeting {
+        server_version,
+        connection_id: (id.as_u128() as u32) & 0x7FFF_FFFF,
+        scramble,
+        mysql,
+        collation: UTF8MB4,
+    }
+}
+
+async fn open(
+    gateway: &Arc<Gateway>,
+    snapshot: &Snapshot,
+    slot: &mut Option<ClientStream>,
+    out: &mut BytesMut,
+    loopback: bool,
+    id: uuid::Uuid,
+    peer: SocketAddr,
+) -> Option<Opened> {
+    let offer = match (snapshot.tls.is_some(), snapshot.tls_offer) {
+        (false, _) => TlsOffer::Disabled,
+        (true, airlock_pgwire::startup::TlsOffer::Required) => TlsOffer::Required,
+        (true, _) => TlsOffer::Optional,
+    };
+    let greeting = greeting(gateway, snapshot, id).await;
+    let mut hs = ClientHandshake::start(&greeting, offer, loopback, out);
+    let mut input = BytesMut::with_capacity(1024);
+    let login = loop {
+        let client = slot.as_mut()?;
+        match hs.handle(&mut input, out) {
+            Step::NeedMore => {
+                if !out.is_empty() {
+                    client.write_all(out).await.ok()?;
+                    out.clear();
+                }
+                if client.read_buf(&mut input).await.ok()? == 0 {
+                    return None;
+                }
+            }
+            Step::StartTls => {
+                let acceptor = snapshot.tls.as_ref()?;
+                let Some(MaybeTls::Plain(tcp)) = slot.take() else {
+                    return None;
+                };
+                match acceptor.accept(tcp).await {
+                    Ok(tls) => *slot = Some(MaybeTls::Tls(Box::new(tls))),
+                    Err(e) => {
+                        tracing::info!(error = %e, "client TLS handshake failed");
+                        return None;
+                    }
+                }
+                hs.tls_established();
+            }
+            Step::Authenticate(login) => break login,
+            Step::Close => return None,
+        }
+    };
+    let refuse =
+        |hs: &mut ClientHandshake, out: &mut BytesMut, code: u16, state: &str, message: &str| {
+            hs.refuse(out, code, state, message);
+            None
+        };
+    let policy = open::Policy {
+        verifier: &snapshot.verifier,
+        access: &snapshot.access,
+        lifetime: snapshot.session_lifetime,
+        approvals: gateway.approvals().map(|a| &**a),
+    };
+    let Some(database) = login.database.clone() else {
+        return refuse(
+            &mut hs,
+            out,
+            errno::ACCESS_DENIED,
+            "28000",
+            "airlock: name the airlock connection as the database",
+        );
+    };
+    let request = open::Request {
+        token: &login.token,
+        connection: &database,
+        role: &login.user,
+    };
+    let authorized = match open::authorize(&policy, &request, gateway.clock().now()).await {
+        Ok(a) => a,
+        Err(refused) => {
+            gateway.metrics.auth_failure(refused.reason());
+            return refuse(
+                &mut hs,
+                out,
+                errno::ACCESS_DENIED,
+                "28000",
+                refused.message(),
+            );
+        }
+    };
+    let route = &authorized.route;
+    let span = tracing::Span::current();
+    span.record("connection", route.connection.as_str());
+    span.record("role", route.role.as_str());
+    let conn = &snapshot.connections[&route.connection];
+    if conn.protocol != airlock_config::Protocol::Mysql {
+        gateway.metrics.auth_failure("wrong_door");
+        let message = format!(
+            "airlock: connection \"{}\" is a PostgreSQL connection; connect to airlock's PostgreSQL listener",
+            route.connection
+        );
+        return refuse(&mut hs, out, errno::ACCESS_DENIED, "28000", &message);
+    }
+    let credential = &conn.roles[&route.role];
+    let connected = tokio::time::timeout(
+        snapshot.limits.upstream_connect_timeout,
+        upstream::connect(
+            &conn.target,
+            credential,
+            login.capabilities,
+            login.collation,
+        ),
+    )
+    .await;
+    let (mut upstream, ready, mut upstream_input) = match connected {
+        Ok(Ok(ok)) => ok,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "upstream login failed");
+            let message = match e {
+                ConnectError::Login(airlock_mywire::upstream::LoginError::Refused { .. }) => {
+                    format!(
+                        "airlock: the upstream of connection \"{}\" refused airlock's login for role \"{}\"; an administrator must check the role's credential",
+                        route.connection, route.role
+                    )
+                }
+                _ => format!(
+                    "airlock: connection \"{}\" is unavailable",
+                    route.connection
+                ),
+            };
+            return refuse(&mut hs, out, errno::UNKNOWN_ERROR, "HY000", &message);
+        }
+        Err(_) => {
+            let message = format!(
+                "airlock: connection \"{}\" is unavailable (timed out)",
+                route.connection
+            );
+            return refuse(&mut hs, out, errno::UNKNOWN_ERROR, "HY000", &message);
+        }
+    };
+    let deprecate_eof = ready
+        .capabilities
+        .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+    let timeout = snapshot.limits.upstream_connect_timeout;
+    // Defence in depth: the parser refuses writes, the upstream too.
+    if route.mode == AccessMode::ReadOnly {
+        let set = upstream::query(
+            &mut upstream,
+            &mut upstream_input,
+            deprecate_eof,
+            "SET SESSION TRANSACTION READ ONLY",
+        );
+        if !matches!(tokio::time::timeout(timeout, set).await, Ok(Ok(_))) {
+            return refuse(
+                &mut hs,
+                out,
+                errno::UNKNOWN_ERROR,
+                "HY000",
+                "airlock: the upstream session could not be made read-only",
+            );
+        }
+    }
+    let masking = if snapshot.masking.is_active() && !route.unmask {
+        let read = read_catalog(
+            &mut upstream,
+            &mut upstream_input,
+            deprecate_eof,
+            &snapshot.masking.policy,
+        );
+        match snapshot
+            .catalogs
+            .masking
+            .get_or_read(&route.connection, timeout, read)
+            .await
+        {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the upstream catalog for masking");
+                let message = format!(
+                    "airlock: connection \"{}\" cannot be masked: reading its catalog failed",
+                    route.connection
+                );
+                return refuse(&mut hs, out, errno::UNKNOWN_ERROR, "HY000", &message);
+            }
+        }
+    } else {
+        None
+    };
+    let client = open::Client {
+        door: Door::Mysql,
+        addr: peer.to_string(),
+        tls: hs.tls_active(),
+        application_name: login
+            .attributes
+            .iter()
+            .find(|(k, _)| k == "program_name")
+            .map(|(_, v)| v.as_str()),
+    };
+    let recorder = match gateway.recorder() {
+        Some(r) => open::start(r, &snapshot.masking, id, &authorized, &client)
+            .map(|()| Arc::clone(r))
+            .ok(),
+        None => None,
+    };
+    let Some(recorder) = recorder else {
+        tracing::error!("session refused: it cannot be recorded");
+        return refuse(
+            &mut hs,
+            out,
+            errno::UNKNOWN_ERROR,
+            "HY000",
+            "airlock: the audit journal cannot be written; airlock serves no session it cannot record",
+        );
+    };
+    let recorder = RecordingSession::new(
+        recorder,
+        id,
+        snapshot.recording,
+        Arc::clone(&snapshot.masking),
+        masking
+            .clone()
+            .or_else(|| snapshot.catalogs.masking.fresh(&route.connection)),
+        route.unmask,
+        super::value_spans,
+    );
+    hs.accept(out, ready.status);
+    tracing::info!(rule = %route.rule, mode = ?route.mode, "session opened");
+    Some(Opened {
+        id,
+        authorized,
+        login,
+        pending: input,
+        upstream,
+        upstream_input,
+        status: ready.status,
+        deprecate_eof,
+        masking,
+        recorder,
+    })
+}
+
+async fn read_catalog(
+    upstream: &mut UpstreamStream,
+    input: &mut BytesMut,
+    deprecate_eof: bool,
+    policy: &airlock_policy::masking::MaskingPolicy,
+) -> Result<SensitiveCatalog, crate::catalog::CatalogError> {
+    use crate::catalog::CatalogError;
+    let mut rows = Vec::new();
+    for sql in [
+        super::catalog::COLUMNS,
+        super::catalog::VIEWS,
+        super::catalog::ROUTINES,
+    ] {
+        let r = upstream::query(upstream, input, deprecate_eof, sql)
+            .await
+            .map_err(|e| match e {
+                upstream::QueryError::Io(e) => CatalogError::Io(e),
+                upstream::QueryError::Refused(code) => CatalogError::Refused(code.to_string()),
+                upstream::QueryError::Malformed(m) => CatalogError::Malformed(m),
+            })?;
+        rows.push(r);
+    }
+    let routines = rows.pop().unwrap_or_default();
+    let views = rows.pop().unwrap_or_default();
+    let columns = rows.pop().unwrap_or_default();
+    let facts = super::catalog::facts(columns, views, routines)
+        .map_err(|_| CatalogError::Malformed("catalog rows"))?;
+    Ok(SensitiveCatalog::build(policy, facts))
+}
+
+/// How a session ended.
+enum End {
+    Quit,
+    ClientGone,
+    UpstreamGone,
+    Protocol(&'static str),
+    Cut(Cut),
+}
+
+struct Session<'a> {
+    snapshot: &'a Snapshot,
+    client: ClientStream,
+    upstream: UpstreamStream,
+    client_in: BytesMut,
+    upstream_in: BytesMut,
+    out: BytesMut,
+    framer: Framer,
+    deprecate_eof: bool,
+    status: u16,
+    masking: Option<Arc<SensitiveCatalog>>,
+    recorder: RecordingSession,
+    authorized: &'a Authorized,
+    next_id: u64,
+    mode: airlock_sql::mysql::Mode,
+}
+
+async fn run(
+    gateway: &Gateway,
+    snapshot: &Snapshot,
+    client: ClientStream,
+    out: BytesMut,
+    opened: Opened,
+) {
+    let _active = gateway.metrics.session_started();
+    let authorized = &opened.authorized;
+    let mut s = Session {
+        snapshot,
+        client,
+        upstream: opened.upstream,
+        client_in: opened.pending,
+        upstream_in: opened.upstream_input,
+        out,
+        framer: Framer::new(snapshot.limits.max_message_size),
+        deprecate_eof: opened.deprecate_eof,
+        status: opened.status,
+        masking: opened.masking,
+        recorder: opened.recorder,
+        authorized,
+        next_id: 1,
+        mode: airlock_sql::mysql::Mode::default(),
+    };
+    let _ = &opened.login;
+    let clock = gateway.clock();
+    let deadline = open::deadline(authorized, snapshot.session_lifetime, clock.now());
+    let approvals = gateway.approvals().cloned();
+    let mut revoked = match (&authorized.route.grant, &approvals) {
+        (Some(g), Some(a)) => g.id.parse().ok().map(|id| a.watch_grant(id)),
+        _ => None,
+    };
+    let end = loop {
+        if let Err(e) = s.flush().await {
+            break e;
+        }
+        let packet = match s.framer.next(&mut s.client_in) {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                tokio::select! {
+                    read = s.client.read_buf(&mut s.client_in) => match read {
+                        Ok(0) | Err(_) => break End::ClientGone,
+                        Ok(_) => continue,
+                    },
+                    why = super::cut_at(&*clock, &deadline) => break End::Cut(why),
+                    why = super::grant_revoked(&mut revoked) => break End::Cut(Cut::Grant(why)),
+                }
+            }
+            Err(_) => break End::Protocol("a malformed or oversized packet"),
+        };
+        match s.command(packet, approvals.as_deref()).await {
+            Ok(()) => {}
+            Err(end) => break end,
+        }
+    };
+    let reason = match &end {
+        End::Quit => "client closed".to_string(),
+        End::ClientGone => "client went away".into(),
+        End::UpstreamGone => "upstream closed".into(),
+        End::Protocol(_) => "protocol violation".into(),
+        End::Cut(cut) => cut.reason(),
+    };
+    if let Some(recorder) = gateway.recorder() {
+        open::end(recorder, opened.id, reason, s.recorder.statements());
+    }
+    match &end {
+        End::Cut(cut) => {
+            tracing::info!(reason = %cut.reason(), "session cut");
+            codec::err(
+                &mut s.out,
+                &mut 0,
+                errno::CONNECTION_KILLED,
+                "70100",
+                &cut.message(),
+            );
+        }
+        End::Protocol(why) => {
+            tracing::warn!(why, "protocol violation");
+            codec::err(
+                &mut s.out,
+                &mut 0,
+                errno::HANDSHAKE_ERROR,
+                "08S01",
+                &format!("airlock: {why}"),
+            );
+        }
+        _ => {}
+    }
+    let _ = s.client.write_all(&s.out).await;
+    let _ = s.upstream.shutdown().await;
+    let _ = s.client.shutdown().await;
+}
+
+impl Session<'_> {
+    async fn flush(&mut self) -> Result<(), End> {
+        if !self.out.is_empty() {
+            self.client
+                .write_all(&self.out)
+                .await
+                .map_err(|_| End::ClientGone)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Refuses the command at hand with an ERR (sequence id 1: the
+    /// answer's first packet).
+    fn refuse(&mut self, code: u16, sqlstate: &str, message: &str) {
+        codec::err(&mut self.out, &mut 1, code, sqlstate, message);
+    }
+
+    async fn command(
+        &mut self,
+        packet: codec::Packet,
+        approvals: Option<&airlock_engine::approvals::Approvals>,
+    ) -> Result<(), End> {
+        let Some(&cmd) = packet.payload.first() else {
+            return Err(End::Protocol("an empty command"));
+        };
+        let expect = match cmd {
+            command::QUIT => return Err(End::Quit),
+            command::QUERY => return self.query(packet, approvals).await,
+            command::PING | command::STMT_RESET | command::SET_OPTION => Expect::Status,
+            command::INIT_DB => {
+                let db = String::from_utf8_lossy(&packet.payload[1..]).into_owned();
+                let target = &self.snapshot.connections[&self.authorized.route.connection].target;
+                if db != target.database && db != self.authorized.route.connection {
+                    let message = format!(
+                        "airlock: access denied to database '{db}': connection \"{}\" grants only its own database",
+                        self.authorized.route.connection
+                    );
+                    self.refuse(errno::DBACCESS_DENIED, "42000", &message);
+                    return Ok(());
+                }
+                // The connection's name stands for its upstream database.
+                let mut payload = vec![command::INIT_DB];
+                payload.extend_from_slice(target.database.as_bytes());
+                return self.forward_raw(&payload, Expect::Status, None).await;
+            }
+            command::RESET_CONNECTION => {
+                self.forward_raw(&packet.payload, Expect::Status, None)
+                    .await?;
+                // RESET undoes session settings: read-only is set again.
+                if self.authorized.route.mode == AccessMode::ReadOnly {
+                    upstream::query(
+                        &mut self.upstream,
+                        &mut self.upstream_in,
+                        self.deprecate_eof,
+                        "SET SESSION TRANSACTION READ ONLY",
+                    )
+                    .await
+                    .map_err(|_| End::UpstreamGone)?;
+                }
+                return Ok(());
+            }
+            command::STMT_PREPARE
+            | command::STMT_EXECUTE
+            | command::STMT_FETCH
+            | command::STMT_SEND_LONG_DATA => {
+                self.refuse(
+                    errno::UNKNOWN_COM,
+                    "08S01",
+                    "airlock: server-side prepared statements are not relayed yet; use client-side prepared statements (the default of PyMySQL, mysql-connector-python and Connector/J)",
+                );
+                return Ok(());
+            }
+            // No answer is owed.
+            command::STMT_CLOSE => return Ok(()),
+            command::CHANGE_USER => {
+                self.refuse(errno::UNKNOWN_COM, "08S01", "airlock: COM_CHANGE_USER is refused: open a new connection with the other role and a token");
+                return Ok(());
+            }
+            command::FIELD_LIST => {
+                self.refuse(
+                    errno::UNKNOWN_COM,
+                    "08S01",
+                    "airlock: COM_FIELD_LIST is refused: use SHOW COLUMNS",
+                );
+                return Ok(());
+            }
+            other => {
+                let message = format!(
+                    "airlock: command 0x{other:02x} is not relayed (replication and administration commands are refused)"
+                );
+                self.refuse(errno::UNKNOWN_COM, "08S01", &message);
+                return Ok(());
+            }
+        };
+        self.forward_raw(&packet.payload, expect, None).await
+    }
+
+    async fn query(
+        &mut self,
+        packet: codec::Packet,
+        approvals: Option<&airlock_engine::approvals::Approvals>,
+    ) -> Result<(), End> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let Ok(text) = std::str::from_utf8(&packet.payload[1..]) else {
+            self.refuse(
+                errno::SPECIFIC_ACCESS_DENIED,
+                "42000",
+                "airlock: the statement is not valid UTF-8, so airlock cannot classify it",
+            );
+            return Ok(());
+        };
+        let text = text.to_owned();
+        let statements: Vec<Statement> = self.snapshot.mysql_analyzer.analyze(&text, self.mode);
+        let route = &self.authorized.route;
+        let session = judge::Session {
+            guardrails: &self.snapshot.guardrails,
+            mode: route.mode,
+            access_rule: &route.rule,
+            approvals: approvals.is_some(),
+            masking: self.masking.as_deref().map(|catalog| judge::Masked {
+                policy: &self.snapshot.masking.policy,
+                catalog,
+            }),
+            keys: None,
+        };
+        let ask = judge::Ask {
+            fetch: judge::Fetch::Never,
+            ..judge::Ask::message(&statements, Estimate::Unavailable)
+        };
+        let ruling = judge::judge(&session, &ask, &judge::NoFacts);
+        let mut approval = None;
+        let (decision, rule) = match &ruling {
+            Ruling::Allow { .. } | Ruling::NeedsEstimate { .. } => (Recorded::Allow, None),
+            Ruling::Deny(d) => match &d.by {
+                DeniedBy::Rule(r) => (Recorded::Deny, Some(r.clone())),
+                DeniedBy::Unapprovable(r) => (Recorded::Approve, Some(r.clone())),
+                DeniedBy::Masking => (Recorded::Deny, None),
+            },
+            Ruling::Approve { rule, .. } => (Recorded::Approve, Some(rule.clone())),
+        };
+        if let Ruling::Deny(denial) = &ruling {
+            tracing::info!(rule = ?denial.rule(), "statement denied");
+            let message = denial.message.clone();
+            self.record(
+                id,
+                &text,
+                &statements,
+                decision,
+                rule.as_deref(),
+                Some(&message),
+                None,
+            );
+            self.refuse(errno::SPECIFIC_ACCESS_DENIED, "42000", &message);
+            return Ok(());
+        }
+        if let Ruling::Approve {
+            rule: r,
+            approvers,
+            min_approvals,
+            estimate,
+        } = ruling
+        {
+            let Some(approvals) = approvals else {
+                unreachable!("the judge holds nothing without approvals")
+            };
+            let (redacted, _) = self.recorder.redacted(&text, &statements, &Params::None);
+            let request = HoldRequest {
+                rule: r,
+                approvers,
+                min_approvals,
+                text: redacted,
+                params: Vec::new(),
+                kinds: airlock_engine::recording::kinds(&statements),
+                effects: airlock_engine::recording::effects(&statements),
+                estimate,
+                seq: None,
+            };
+            let outcome = self.hold(approvals, request).await?;
+            approval = outcome.approval();
+            if let Some((class, message)) = outcome.refusal() {
+                let (code, state) = match class {
+                    Refusal::Policy => (errno::SPECIFIC_ACCESS_DENIED, "42000"),
+                    Refusal::System => (errno::UNKNOWN_ERROR, "HY000"),
+                };
+                self.record(
+                    id,
+                    &text,
+                    &statements,
+                    Recorded::Approve,
+                    rule.as_deref(),
+                    Some(&message),
+                    approval,
+                );
+                self.refuse(code, state, &message);
+                return Ok(());
+            }
+        }
+        if !self.record(
+            id,
+            &text,
+            &statements,
+            decision,
+            rule.as_deref(),
+            None,
+            approval,
+        ) {
+            self.refuse(
+                errno::UNKNOWN_ERROR,
+                "HY000",
+                "airlock: the audit journal cannot be written; the statement was not run",
+            );
+            return Ok(());
+        }
+        self.forward_raw(
+            &packet.payload,
+            Expect::Results { binary: false },
+            Some((id, &statements)),
+        )
+        .await
+    }
+
+    /// Records a statement event; false when it could not be written.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        id: u64,
+        text: &str,
+        statements: &[Statement],
+        decision: Recorded,
+        rule: Option<&str>,
+        refusal: Option<&str>,
+        approval: Option<uuid::Uuid>,
+    ) -> bool {
+        let code = if refusal.is_some() {
+            errno::SPECIFIC_ACCESS_DENIED.to_string()
+        } else {
+            String::new()
+        };
+        let judgement = Judgement {
+            decision: if refusal.is_some() && decision == Recorded::Allow {
+                Recorded::Deny
+            } else {
+                decision
+            },
+            rule,
+            refusal: refusal.map(|m| (code.as_str(), m)),
+            approval,
+        };
+        self.recorder
+            .statement(
+                id,
+                Protocol::Simple,
+                text,
+                statements,
+                &Params::None,
+                judgement,
+            )
+            .is_ok()
+    }
+
+    /// Holds the statement until it is decided, the client goes away or
+    /// the session is cut.
+    async fn hold(
+        &mut self,
+        approvals: &airlock_engine::approvals::Approvals,
+        request: HoldRequest,
+    ) -> Result<HoldOutcome, End> {
+        let trail = self.recorder.trail();
+        let holder = Holder {
+            approvals,
+            principal: &self.authorized.principal,
+            route: &self.authorized.route,
+            trail: Some(&trail),
+        };
+        let in_transaction = self.status & status::IN_TRANS != 0;
+        let mut waiting =
+            match hold::begin(&holder, self.snapshot.approvals, request, in_transaction).await {
+                Ok(w) => w,
+                Err(outcome) => return Ok(outcome),
+            };
+        tracing::info!("{}", hold::held_notice(&waiting));
+        let mut probe = [0u8; 1];
+        tokio::select! {
+            wait = waiting.decided() => Ok(hold::end(&holder, waiting, wait).await),
+            // A half-duplex client sends nothing while it waits: anything
+            // but more bytes is a disconnect.
+            _ = self.client.read(&mut probe) => {
+                hold::cancel(&holder, waiting, "the client disconnected").await;
+                Err(End::ClientGone)
+            }
+        }
+    }
+
+    /// Sends `payload` upstream as a command and relays the answer.
+    async fn forward_raw(
+        &mut self,
+        payload: &[u8],
+        expect: Expect,
+        judged: Option<(u64, &[Statement])>,
+    ) -> Result<(), End> {
+        let mut up = BytesMut::with_capacity(payload.len() + 4);
+        codec::write(&mut up, &mut 0, payload);
+        self.upstream
+            .write_all(&up)
+            .await
+            .map_err(|_| End::UpstreamGone)?;
+        let mut response = Response::new(self.deprecate_eof);
+        response.expect(expect);
+        let framer = Framer::new(self.snapshot.limits.max_message_size);
+        let mut seq: u8 = 1;
+        let mut index = 0usize;
+        let mut origins: Vec<FieldOrigin> = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        let mut types: Vec<(u8, u16)> = Vec::new();
+        let mut mask: Option<RowMask> = None;
+        let mut planned = false;
+        let mut scratch = BytesMut::new();
+        while !response.done() {
+            let packet = loop {
+                match framer.next(&mut self.upstream_in) {
+                    Ok(Some(p)) => break p,
+                    Ok(None) => {
+                        // Pass on what is ready before waiting for more.
+                        self.flush().await?;
+                        match self.upstream.read_buf(&mut self.upstream_in).await {
+                            Ok(0) | Err(_) => {
+                                self.refuse_midway(&mut seq);
+                                let _ = self.flush().await;
+                                return Err(End::UpstreamGone);
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                    Err(_) => return Err(End::Protocol("the upstream sent a malformed packet")),
+                }
+            };
+            let part = response
+                .next(&packet.payload)
+                .map_err(|e| End::Protocol(e.0))?;
+            let at = judged.map(|(id, _)| At { id, index });
+            match part {
+                Part::ColumnCount(n) => {
+                    origins.clear();
+                    names.clear();
+                    types.clear();
+                    mask = None;
+                    planned = false;
+                    origins.reserve(n.min(4096) as usize);
+                }
+                Part::Column(_) => {
+                    let column = mysql_common::packets::Column::deserialize(
+                        (),
+                        &mut mysql_common::io::ParseBuf(&packet.payload),
+                    );
+                    let (origin, name, ty) = match &column {
+                        Ok(c) => (
+                            FieldOrigin::Named {
+                                schema: c.schema_str().into_owned(),
+                                table: c.org_table_str().into_owned(),
+                                column: c.org_name_str().to_lowercase(),
+                            },
+                            c.name_str().into_owned(),
+                            (c.column_type() as u8, c.character_set()),
+                        ),
+                        // Unreadable: masked whole.
+                        Err(_) => (
+                            FieldOrigin::Named {
+                                schema: String::new(),
+                                table: "?".into(),
+                                column: String::new(),
+                            },
+                            "?".into(),
+                            (0, 63),
+                        ),
+                    };
+                    origins.push(origin);
+                    names.push(name);
+                    types.push(ty);
+                }
+                Part::ColumnsEnd | Part::Row if !planned => {
+                    planned = true;
+                    mask = self.plan(judged.map(|(_, s)| s), index, &origins, &types);
+                    if let Some(id) = judged.map(|(id, _)| id) {
+                        self.recorder
+                            .columns(id, Arc::from(std::mem::take(&mut names)));
+                    }
+                }
+                _ => {}
+            }
+            match part {
+                Part::Row => {
+                    let row = match &mask {
+                        Some(m) => {
+                            scratch.clear();
+                            m.text_row(&packet.payload, &mut scratch);
+                            &scratch[..]
+                        }
+                        None => &packet.payload[..],
+                    };
+                    if let Some(at) = at {
+                        let mut b = row;
+                        let values = std::iter::from_fn(|| {
+                            if b.is_empty() {
+                                None
+                            } else {
+                                codec::text_value(&mut b).ok()
+                            }
+                        });
+                        self.recorder.row(at, values);
+                    }
+                    codec::write(&mut self.out, &mut seq, row);
+                }
+                Part::Err => {
+                    let e = codec::err_info(&packet.payload);
+                    let (code, state, message) = match e {
+                        Some(e) => (
+                            e.code,
+                            String::from_utf8_lossy(&e.sqlstate).into_owned(),
+                            String::from_utf8_lossy(&e.message).into_owned(),
+                        ),
+                        None => (errno::UNKNOWN_ERROR, "HY000".into(), "error".into()),
+                    };
+                    let message = self.scrub(&message);
+                    if let Some(at) = at {
+                        self.recorder.error(at, code.to_string(), message.clone());
+                    }
+                    codec::err(&mut self.out, &mut seq, code, &state, &message);
+                }
+                Part::Ok(info) | Part::ResultEnd(info) => {
+                    self.status = info.status;
+                    if let Some(at) = at {
+                        let tag = match part {
+                            Part::Ok(_) => Some(format!("OK {}", info.affected_rows)),
+                            _ => None,
+                        };
+                        self.recorder.complete(at, tag, false);
+                    }
+                    index += 1;
+                    codec::write(&mut self.out, &mut seq, &packet.payload);
+                }
+                _ => codec::write(&mut self.out, &mut seq, &packet.payload),
+            }
+        }
+        Ok(())
+    }
+
+    /// The upstream went away mid-answer: the client gets an error rather
+    /// than a truncated result.
+    fn refuse_midway(&mut self, seq: &mut u8) {
+        codec::err(
+            &mut self.out,
+            seq,
+            errno::UNKNOWN_ERROR,
+            "HY000",
+            "airlock: the upstream connection was lost during the statement",
+        );
+    }
+
+    fn scrub(&self, message: &str) -> String {
+        match &self.masking {
+            Some(catalog) => {
+                let keep = |quoted: &[u8]| {
+                    std::str::from_utf8(quoted).is_ok_and(|n| catalog.names_object(n))
+                };
+                let sensitive: Option<&dyn Fn(&[u8]) -> bool> =
+                    catalog.any_sensitive.then_some(&keep);
+                self.snapshot
+                    .masking
+                    .scrub(message, sensitive)
+                    .unwrap_or_else(|| message.to_owned())
+            }
+            None => message.to_owned(),
+        }
+    }
+
+    fn plan(
+        &self,
+        statements: Option<&[Statement]>,
+        index: usize,
+        origins: &[FieldOrigin],
+        types: &[(u8, u16)],
+    ) -> Option<RowMask> {
+        let catalog = self.masking.as_ref()?;
+        let lineage = statements
+            .and_then(|s| s.get(index))
+            .map(|s| std::borrow::Cow::Borrowed(&s.lineage))
+            .unwrap_or_else(|| std::borrow::Cow::Owned(airlock_policy::lineage::Lineage::opaque()));
+        let plan = self
+            .snapshot
+            .masking
+            .policy
+            .plan(catalog, &lineage, origins);
+        RowMask::new(&self.snapshot.masking, plan, types)
+    }
+}
+
+use mysql_common::proto::MyDeserialize;

@@ -1,0 +1,534 @@
+//! The MySQL door end to end: the in-process gateway in front of the
+//! machine's MariaDB (a database of its own per test), with real clients:
+//! the `mysql` CLI (MariaDB's), PyMySQL and mysql-connector-python, and the
+//! raw wire where a client cannot produce the bytes (a 16 MiB packet, a
+//! client that leaves while held).
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use airlock_mywire::codec::{self, Framer};
+use airlock_testkit::{LOCAL_MARIADB_PORT, MyDb};
+use bytes::BytesMut;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::{Gateway, self_signed, stderr, stdout};
+
+const SSN: &str = "123-45-6789";
+const EMAIL: &str = "ada@example.com";
+
+/// A gateway whose connection `shop` is `db` on the machine's MariaDB,
+/// with the SPEC §3 guardrails and masking of `*.ssn` and `*.email`.
+/// `access` is appended to the access rules, `extra` to the file.
+async fn gateway(db: &MyDb, access: &str, extra: &str) -> Gateway {
+    let yaml = format!(
+        r#"listen:
+  postgres: 127.0.0.1:0
+  mysql: 127.0.0.1:0
+  http: 127.0.0.1:0
+identity:
+  dev_issuer: true
+connections:
+  shop:
+    protocol: mysql
+    upstream: {{host: 127.0.0.1, port: {LOCAL_MARIADB_PORT}, database: {db}, tls: disable}}
+    roles:
+      readonly: {{user: root}}
+      admin: {{user: root}}
+access:
+  - name: agents
+    groups: [ai-agents]
+    connections: [shop]
+    roles: [readonly]
+    mode: read-only
+  - name: dba
+    groups: [dba]
+    connections: ["*"]
+    roles: [readonly, admin]
+{access}masking:
+  rules:
+    - name: ssn
+      columns: ["*.ssn"]
+      strategy: {{partial: {{keep_last: 4}}}}
+    - name: email
+      columns: ["*.email"]
+      strategy: email
+guardrails:
+  - name: no-drop-database
+    match: {{effects: [drop_database, alter_system, copy_program, copy_file, unsafe_function]}}
+    action: deny
+    message: "not allowed through airlock"
+  - name: review-unbounded-writes
+    match: {{statements: [update, delete], where: absent}}
+    action: approve
+    approvers: [dba]
+  - name: unknown
+    match: {{statements: [unknown]}}
+    action: deny
+{extra}"#,
+        db = db.name
+    );
+    Gateway::start(&yaml).await
+}
+
+fn seeded() -> MyDb {
+    let db = MyDb::create("airlock_my");
+    db.sql(&format!(
+        "CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(40), ssn VARCHAR(20), email VARCHAR(60));
+         INSERT INTO customers VALUES (1, 'Ada', '{SSN}', '{EMAIL}'), (2, 'Bob', '987-65-4321', 'bob@example.org');"
+    ));
+    db
+}
+
+fn mysql_addr(gw: &Gateway) -> SocketAddr {
+    gw.mysql.expect("the gateway listens for MySQL")
+}
+
+/// The MariaDB `mysql` CLI through the gateway, batch mode, the token as
+/// the password (it offers `mysql_clear_password` when asked).
+fn mysql_cli(gw: &Gateway, token: &str, user: &str, database: &str, sql: &str) -> Output {
+    let addr = mysql_addr(gw);
+    Command::new("mysql")
+        .arg("--no-defaults")
+        .args(["-h", &addr.ip().to_string(), "-P", &addr.port().to_string()])
+        .args(["-u", user, "-N", "-B", "--connect-timeout=10", database])
+        .args(["-e", sql])
+        .env("MYSQL_PWD", token)
+        .output()
+        .expect("the mysql client runs")
+}
+
+/// Runs a Python driver script with the gateway's address and a token in
+/// its environment; prints JSON.
+fn python(gw: &Gateway, token: &str, script: &str) -> Value {
+    let addr = mysql_addr(gw);
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .env("HOST", addr.ip().to_string())
+        .env("PORT", addr.port().to_string())
+        .env("TOKEN", token)
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    serde_json::from_str(stdout(&out).trim()).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mysql_cli_logs_in_with_a_token_reads_masked_rows_and_is_refused_writes() {
+    let db = seeded();
+    let gw = gateway(&db, "", "").await;
+    let agent = gw.token("devin", &["ai-agents"]);
+
+    let out = mysql_cli(
+        &gw,
+        &agent,
+        "readonly",
+        "shop",
+        "select id, name, ssn, email from customers order by id",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = stdout(&out);
+    assert!(!rows.contains(SSN) && !rows.contains(EMAIL), "{rows}");
+    assert!(rows.contains("Ada") && rows.contains("6789"), "{rows}");
+    assert!(rows.contains("a***@example.com"), "{rows}");
+
+    // Computed columns follow lineage; a view of them does too.
+    for sql in [
+        "select concat(ssn) from customers",
+        "select hex(ssn) from customers",
+        "select group_concat(ssn) from customers",
+        "select json_object('k', email) from customers",
+        "select x.s from (select ssn as s from customers) x",
+        "select ssn from customers union select 'a'",
+    ] {
+        let out = mysql_cli(&gw, &agent, "readonly", "shop", sql);
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            !text.contains(SSN) && !text.contains(EMAIL) && !text.contains("3132332D"),
+            "{sql}: {text}"
+        );
+    }
+
+    // Writes: refused by the read-only rule, with the MySQL error number.
+    for sql in [
+        "delete from customers where id = 1",
+        "drop table customers",
+        "insert into customers values (3, 'Eve', '1', 'e@x')",
+    ] {
+        let out = mysql_cli(&gw, &agent, "readonly", "shop", sql);
+        assert!(!out.status.success(), "{sql}");
+        assert!(
+            stderr(&out).contains("ERROR 1227"),
+            "{sql}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(db.sql("select count(*) from customers"), "2");
+
+    // Another database than the route's.
+    let out = mysql_cli(&gw, &agent, "readonly", "shop", "use mysql");
+    assert!(stderr(&out).contains("ERROR 1044"), "{}", stderr(&out));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_tokens_wrong_doors_and_unknown_connections_are_refused_at_login() {
+    let db = seeded();
+    let gw = gateway(&db, "", "").await;
+    let out = mysql_cli(&gw, "not-a-token", "readonly", "shop", "select 1");
+    assert!(stderr(&out).contains("ERROR 1045"), "{}", stderr(&out));
+    let agent = gw.token("devin", &["ai-agents"]);
+    let out = mysql_cli(&gw, &agent, "readonly", "nosuch", "select 1");
+    assert!(stderr(&out).contains("ERROR 1045"), "{}", stderr(&out));
+    // The PostgreSQL door refuses a MySQL connection.
+    let pg = gw.psql(&agent, "shop", "readonly", "select 1");
+    assert!(!pg.status.success());
+    assert!(stderr(&pg).contains("MySQL connection"), "{}", stderr(&pg));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pymysql_reads_masked_rows_runs_multi_statements_and_gets_refusals() {
+    let db = seeded();
+    let gw = gateway(&db, "", "").await;
+    let agent = gw.token("devin", &["ai-agents"]);
+    let got = python(
+        &gw,
+        &agent,
+        r#"
+import json, os, pymysql
+from pymysql.constants import CLIENT
+c = pymysql.connect(host=os.environ["HOST"], port=int(os.environ["PORT"]), user="readonly",
+                    password=os.environ["TOKEN"], database="shop", client_flag=CLIENT.MULTI_STATEMENTS)
+cur = c.cursor()
+cur.execute("select name, ssn, email from customers where id = %s", (1,))
+row = cur.fetchone()
+try:
+    cur.execute("update customers set name = 'x' where id = %s", (1,))
+    err = None
+except pymysql.err.MySQLError as e:
+    err = e.args[0]
+cur.execute("select 1; select ssn from customers where id = 2")
+more = [cur.fetchall()]
+while cur.nextset():
+    more.append(cur.fetchall())
+print(json.dumps({"row": list(row), "err": err, "more": [[list(r) for r in s] for s in more]}))
+"#,
+    );
+    assert_eq!(got["row"][0], "Ada");
+    assert_ne!(got["row"][1], SSN);
+    assert_ne!(got["row"][2], EMAIL);
+    assert_eq!(got["err"], 1227);
+    assert_eq!(got["more"][0], json!([[1]]));
+    assert!(!got["more"].to_string().contains("987-65-4321"), "{got}");
+
+    assert_eq!(db.sql("select count(*) from customers"), "2");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_that_insist_on_tls_for_cleartext_use_the_gateways_tls() {
+    let db = seeded();
+    let (_dir, cert, key) = self_signed();
+    let tls = format!(
+        "tls: {{cert: {{file: {}}}, key: {{file: {}}}, mode: required}}\n",
+        cert.display(),
+        key.display()
+    );
+    let gw = gateway(&db, "", &tls).await;
+    let agent = gw.token("devin", &["ai-agents"]);
+    // mysql-connector-python sends a cleartext password only over TLS.
+    let got = python(
+        &gw,
+        &agent,
+        r#"
+import json, os, mysql.connector
+c = mysql.connector.connect(host=os.environ["HOST"], port=int(os.environ["PORT"]), user="readonly",
+                            password=os.environ["TOKEN"], database="shop", ssl_verify_cert=False,
+                            auth_plugin="mysql_clear_password")
+cur = c.cursor()
+cur.execute("select name, ssn from customers order by id")
+rows = cur.fetchall()
+try:
+    cur.execute("drop table customers")
+    err = None
+except mysql.connector.Error as e:
+    err = e.errno
+print(json.dumps({"rows": [list(r) for r in rows], "err": err}))
+"#,
+    );
+    assert_eq!(got["rows"][0][0], "Ada");
+    assert!(!got.to_string().contains(SSN), "{got}");
+    assert_eq!(got["err"], 1227);
+    // The mysql CLI over TLS (MariaDB's client asks for it by default);
+    // without it the listener refuses the token.
+    let addr = mysql_addr(&gw);
+    let out = Command::new("mysql")
+        .arg("--no-defaults")
+        .args(["-h", &addr.ip().to_string(), "-P", &addr.port().to_string()])
+        .args([
+            "--skip-ssl",
+            "-u",
+            "readonly",
+            "-N",
+            "-B",
+            "shop",
+            "-e",
+            "select 1",
+        ])
+        .env("MYSQL_PWD", &agent)
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("ERROR 1045") && stderr(&out).contains("requires TLS"),
+        "{}",
+        stderr(&out)
+    );
+    let out = Command::new("mysql")
+        .arg("--no-defaults")
+        .args(["-h", &addr.ip().to_string(), "-P", &addr.port().to_string()])
+        .args([
+            "--ssl",
+            "--skip-ssl-verify-server-cert",
+            "-u",
+            "readonly",
+            "-N",
+            "-B",
+            "shop",
+        ])
+        .args(["-e", "select name, ssn from customers where id = 1"])
+        .env("MYSQL_PWD", &agent)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("Ada") && !stdout(&out).contains(SSN),
+        "{}",
+        stdout(&out)
+    );
+    gw.stop().await;
+}
+
+/// Reads one packet from a raw client socket.
+async fn read_packet(s: &mut TcpStream, input: &mut BytesMut) -> codec::Packet {
+    let framer = Framer::new(64 << 20);
+    loop {
+        if let Some(p) = framer.next(input).unwrap() {
+            return p;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read_buf(input))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(n > 0, "the gateway closed the connection");
+    }
+}
+
+/// Logs in over the raw wire with the token in a cleartext response.
+async fn raw_login(gw: &Gateway, user: &str, token: &str) -> (TcpStream, BytesMut) {
+    let mut s = TcpStream::connect(mysql_addr(gw)).await.unwrap();
+    let mut input = BytesMut::new();
+    let greeting = read_packet(&mut s, &mut input).await;
+    assert_eq!(greeting.payload[0], 10);
+    let caps: u32 =
+        0x0000_0200 | 0x0000_8000 | 0x0008_0000 | 0x0020_0000 | 0x0002_0000 | 0x0000_0008;
+    let mut p = BytesMut::new();
+    p.extend_from_slice(&caps.to_le_bytes());
+    p.extend_from_slice(&(64u32 << 20).to_le_bytes());
+    p.extend_from_slice(&[45]);
+    p.extend_from_slice(&[0; 23]);
+    p.extend_from_slice(user.as_bytes());
+    p.extend_from_slice(&[0]);
+    let mut auth = token.as_bytes().to_vec();
+    auth.push(0);
+    codec::put_lenenc_bytes(&mut p, &auth);
+    p.extend_from_slice(b"shop\0mysql_clear_password\0");
+    let mut out = BytesMut::new();
+    codec::write(&mut out, &mut 1, &p);
+    s.write_all(&out).await.unwrap();
+    let ok = read_packet(&mut s, &mut input).await;
+    assert_eq!(
+        ok.payload[0],
+        0,
+        "login OK: {:?}",
+        String::from_utf8_lossy(&ok.payload)
+    );
+    (s, input)
+}
+
+async fn raw_query(s: &mut TcpStream, sql: &[u8]) {
+    let mut payload = vec![codec::command::QUERY];
+    payload.extend_from_slice(sql);
+    let mut out = BytesMut::new();
+    codec::write(&mut out, &mut 0, &payload);
+    s.write_all(&out).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn packets_of_16_mib_and_more_pass_whole_and_unknown_commands_are_refused() {
+    let db = seeded();
+    let gw = gateway(&db, "", "").await;
+    let token = gw.token("dba", &["dba"]);
+    let (mut s, mut input) = raw_login(&gw, "admin", &token).await;
+    // A 17 MiB query, split into two frames on the way in.
+    let filler = "x".repeat(17 << 20);
+    raw_query(&mut s, format!("select length('{filler}')").as_bytes()).await;
+    let first = read_packet(&mut s, &mut input).await;
+    if first.payload[0] == 0xFF {
+        // The upstream's max_allowed_packet refused it: still its own
+        // error, whole, through the gateway.
+        let e = codec::err_info(&first.payload).unwrap();
+        assert_eq!(e.code, 1153, "{:?}", String::from_utf8_lossy(&e.message));
+    } else {
+        let mut rows = Vec::new();
+        loop {
+            let p = read_packet(&mut s, &mut input).await;
+            if codec::is_eof(&p.payload) {
+                break;
+            }
+            rows.push(p.payload);
+        }
+        assert!(rows.iter().any(|r| r.ends_with(b"17825809")), "{rows:?}");
+    }
+    // COM_CHANGE_USER and a replication command get clean errors, and the
+    // session goes on.
+    let (mut s, mut input) = raw_login(&gw, "admin", &token).await;
+    for cmd in [0x11u8, 0x12, 0x04] {
+        let mut out = BytesMut::new();
+        codec::write(&mut out, &mut 0, &[cmd, 0]);
+        s.write_all(&out).await.unwrap();
+        let e = read_packet(&mut s, &mut input).await;
+        assert_eq!(
+            codec::err_info(&e.payload).map(|e| e.code),
+            Some(1047),
+            "command {cmd:#x}"
+        );
+    }
+    raw_query(&mut s, b"select 41 + 1").await;
+    let mut got = Vec::new();
+    loop {
+        let p = read_packet(&mut s, &mut input).await;
+        if codec::is_eof(&p.payload) && !got.is_empty() && got.len() >= 3 {
+            break;
+        }
+        got.push(p.payload);
+    }
+    assert!(got.iter().any(|p| &p[..] == b"\x0242"), "{got:?}");
+    gw.stop().await;
+}
+
+fn spawn_cli(gw: &Gateway, token: &str, sql: &str) -> Child {
+    let addr = mysql_addr(gw);
+    Command::new("mysql")
+        .arg("--no-defaults")
+        .args(["-h", &addr.ip().to_string(), "-P", &addr.port().to_string()])
+        .args(["-u", "admin", "-N", "-B", "shop", "-e", sql])
+        .env("MYSQL_PWD", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+async fn pending(gw: &Gateway, token: &str) -> Value {
+    for _ in 0..200 {
+        let body: Value = reqwest::Client::new()
+            .get(format!("http://{}/api/v1/approvals", gw.http))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(first) = body["approvals"].as_array().and_then(|l| l.first()) {
+            return first.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no approval became pending");
+}
+
+async fn decide(gw: &Gateway, token: &str, id: &str, verb: &str, reason: &str) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/approvals/{id}/{verb}", gw.http))
+        .bearer_auth(token)
+        .json(&json!({"reason": reason}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_delete_waits_inline_and_runs_only_once_approved() {
+    let db = seeded();
+    let gw = gateway(
+        &db,
+        "  - name: writers\n    groups: [writers]\n    connections: [shop]\n    roles: [admin]\n",
+        "approvals: {timeout: 60s}\n",
+    )
+    .await;
+    let writer = gw.token("wes", &["writers"]);
+    let dba = gw.token("dana", &["dba"]);
+
+    // Denied: the client gets 1227 with the approval id; nothing ran.
+    let child = spawn_cli(&gw, &writer, "delete from customers");
+    let held = pending(&gw, &dba).await;
+    let id = held["id"].as_str().unwrap().to_string();
+    assert_eq!(held["rule"], "review-unbounded-writes");
+    decide(&gw, &dba, &id, "deny", "not today").await;
+    let out = child.wait_with_output().unwrap();
+    assert!(stderr(&out).contains("ERROR 1227"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&id) && stderr(&out).contains("not today"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(db.sql("select count(*) from customers"), "2");
+
+    // Approved: it runs.
+    let child = spawn_cli(&gw, &writer, "delete from customers");
+    let held = pending(&gw, &dba).await;
+    decide(&gw, &dba, held["id"].as_str().unwrap(), "approve", "ok").await;
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(db.sql("select count(*) from customers"), "0");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_while_held_cancels_its_approval() {
+    let db = seeded();
+    let gw = gateway(&db, "", "approvals: {timeout: 60s}\n").await;
+    let dba = gw.token("dana", &["dba"]);
+    let (mut s, _input) = raw_login(&gw, "admin", &dba).await;
+    raw_query(&mut s, b"delete from customers").await;
+    let other = gw.token("olga", &["dba"]);
+    let held = pending(&gw, &other).await;
+    let id = held["id"].as_str().unwrap().to_string();
+    drop(s);
+    let mut status = String::new();
+    for _ in 0..200 {
+        let body: Value = reqwest::Client::new()
+            .get(format!("http://{}/api/v1/approvals/{id}", gw.http))
+            .bearer_auth(&other)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        status = body["status"].as_str().unwrap_or_default().to_string();
+        if status == "cancelled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "cancelled");
+    assert_eq!(db.sql("select count(*) from customers"), "2");
+    gw.stop().await;
+}
