@@ -94,6 +94,23 @@ struct Opened {
     deprecate_eof: bool,
     masking: Option<Arc<SensitiveCatalog>>,
     recorder: RecordingSession,
+    mode: airlock_sql::mysql::Mode,
+}
+
+/// What decides how the server lexes a statement.
+const LEXING: &str = "SELECT @@SESSION.sql_mode, @@SESSION.character_set_client";
+
+/// The lexing mode from [`LEXING`]'s answer; `None` for a character set
+/// in which a multi-byte character can end in a backslash or quote byte
+/// (the pre-lexer would split strings where the server does not).
+fn lexing(rows: &[Vec<Option<String>>]) -> Option<airlock_sql::mysql::Mode> {
+    let row = rows.first()?;
+    let sql_mode = row.first().cloned().flatten().unwrap_or_default();
+    let charset = row.get(1).cloned().flatten().unwrap_or_default();
+    airlock_sql::mysql::SAFE_CHARSETS
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case(&charset))
+        .then(|| airlock_sql::mysql::Mode::from_sql_mode(&sql_mode))
 }
 
 async fn greeting(gateway: &Gateway, snapshot: &Snapshot, id: uuid::Uuid) -> Greeting {
@@ -275,6 +292,21 @@ async fn open(
             );
         }
     }
+    // How the server lexes: its sql_mode and the client's character set.
+    let state = upstream::query(&mut upstream, &mut upstream_input, deprecate_eof, LEXING);
+    let mode = match tokio::time::timeout(timeout, state).await {
+        Ok(Ok(rows)) => lexing(&rows),
+        _ => None,
+    };
+    let Some(mode) = mode else {
+        return refuse(
+            &mut hs,
+            out,
+            errno::UNKNOWN_ERROR,
+            "HY000",
+            "airlock: the session's character set is one airlock cannot lex safely; use utf8mb4, latin1 or ascii",
+        );
+    };
     let masking = if snapshot.masking.is_active() && !route.unmask {
         let read = read_catalog(
             &mut upstream,
@@ -351,6 +383,7 @@ async fn open(
         deprecate_eof,
         masking,
         recorder,
+        mode,
     })
 }
 
@@ -433,7 +466,7 @@ async fn run(
         recorder: opened.recorder,
         authorized,
         next_id: 1,
-        mode: airlock_sql::mysql::Mode::default(),
+        mode: opened.mode,
     };
     let _ = &opened.login;
     let clock = gateway.clock();
@@ -619,6 +652,44 @@ impl Session<'_> {
         };
         let text = text.to_owned();
         let statements: Vec<Statement> = self.snapshot.mysql_analyzer.analyze(&text, self.mode);
+        // `USE db` is harmless only for the route's own database.
+        let database = &self.snapshot.connections[&self.authorized.route.connection]
+            .target
+            .database;
+        if let Some(other) = statements
+            .iter()
+            .filter(|s| s.kind == airlock_policy::StatementKind::SetConfig)
+            .filter_map(|s| s.name.as_deref())
+            .find(|db| *db != database.as_str())
+        {
+            let message = format!(
+                "airlock: access denied to database '{other}': connection \"{}\" grants only its own database",
+                self.authorized.route.connection
+            );
+            self.record(
+                id,
+                &text,
+                &statements,
+                Recorded::Deny,
+                None,
+                Some(&message),
+                None,
+            );
+            self.refuse(errno::DBACCESS_DENIED, "42000", &message);
+            return Ok(());
+        }
+        let tracked = statements
+            .iter()
+            .fold(airlock_sql::mysql::Tracked::default(), |acc, s| {
+                let t = airlock_sql::mysql::tracked(
+                    text.get(s.span.0..s.span.1).unwrap_or(&text),
+                    self.mode,
+                );
+                airlock_sql::mysql::Tracked {
+                    sql_mode: acc.sql_mode || t.sql_mode,
+                    charset: acc.charset || t.charset,
+                }
+            });
         let route = &self.authorized.route;
         let session = judge::Session {
             guardrails: &self.snapshot.guardrails,
@@ -724,7 +795,23 @@ impl Session<'_> {
             Expect::Results { binary: false },
             Some((id, &statements)),
         )
-        .await
+        .await?;
+        if tracked.sql_mode || tracked.charset {
+            // The statement may have changed how the server lexes: follow
+            // it, or end the session if airlock cannot.
+            let rows = upstream::query(
+                &mut self.upstream,
+                &mut self.upstream_in,
+                self.deprecate_eof,
+                LEXING,
+            )
+            .await
+            .map_err(|_| End::UpstreamGone)?;
+            self.mode = lexing(&rows).ok_or(End::Protocol(
+                "the session switched to a character set airlock cannot lex safely",
+            ))?;
+        }
+        Ok(())
     }
 
     /// Records a statement event; false when it could not be written.

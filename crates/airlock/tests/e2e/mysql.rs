@@ -226,6 +226,41 @@ print(json.dumps({"row": list(row), "err": err, "more": [[list(r) for r in s] fo
     assert!(!got["more"].to_string().contains("987-65-4321"), "{got}");
 
     assert_eq!(db.sql("select count(*) from customers"), "2");
+
+    // The session's lexing is followed: with ANSI_QUOTES a double-quoted
+    // name is a column, masked; a character set airlock cannot lex ends
+    // the session; USE of another database is refused. (A read-only
+    // principal may change none of these.)
+    let dba = gw.token("dana", &["dba"]);
+    let got = python(
+        &gw,
+        &dba,
+        r#"
+import json, os, pymysql
+c = pymysql.connect(host=os.environ["HOST"], port=int(os.environ["PORT"]), user="admin",
+                    password=os.environ["TOKEN"], database="shop")
+cur = c.cursor()
+cur.execute("set sql_mode = 'ANSI_QUOTES'")
+cur.execute('select "ssn" from customers where id = 1')
+quoted = cur.fetchone()[0]
+try:
+    cur.execute("use mysql")
+    use = None
+except pymysql.err.MySQLError as e:
+    use = e.args[0]
+try:
+    cur.execute("set names big5")
+    cur.execute("select 1")
+    charset = None
+except pymysql.err.MySQLError as e:
+    charset = e.args[0]
+print(json.dumps({"quoted": quoted, "use": use, "charset": charset}))
+"#,
+    );
+    assert_ne!(got["quoted"], SSN, "{got}");
+    assert!(got["quoted"].as_str().unwrap().ends_with("6789"), "{got}");
+    assert_eq!(got["use"], 1044);
+    assert!(got["charset"].is_number(), "{got}");
     gw.stop().await;
 }
 
