@@ -23,6 +23,7 @@ fn text_like(column_type: u8, charset: u16) -> bool {
 struct Column {
     mask: Option<Mask>,
     text: bool,
+    column_type: u8,
 }
 
 /// How to mask the rows of one result.
@@ -45,6 +46,7 @@ impl RowMask {
             .map(|(&(t, cs), &mask)| Column {
                 mask,
                 text: text_like(t, cs),
+                column_type: t,
             })
             .collect();
         Some(RowMask {
@@ -66,22 +68,13 @@ impl RowMask {
                 out.extend(std::iter::repeat_n(0xFB, self.columns.len().max(1)));
                 return;
             };
-            let column = self.columns.get(i).copied().unwrap_or(Column {
-                mask: Some(Mask::UNTRACED),
-                text: false,
-            });
+            let column = self.column(i);
             i += 1;
             let Some(value) = value else {
                 out.extend_from_slice(&[0xFB]);
                 continue;
             };
-            let mask = column.mask.or_else(|| {
-                (self.detect && column.text)
-                    .then(|| self.masking.detectors.scan(value))
-                    .flatten()
-                    .map(|d| self.masking.detector_mask(d))
-            });
-            match mask {
+            match self.mask_of(column, value) {
                 None => codec::put_lenenc_bytes(out, value),
                 Some(m) => {
                     scratch.clear();
@@ -96,5 +89,90 @@ impl RowMask {
                 }
             }
         }
+    }
+
+    fn column(&self, i: usize) -> Column {
+        self.columns.get(i).copied().unwrap_or(Column {
+            mask: Some(Mask::UNTRACED),
+            text: false,
+            column_type: 0,
+        })
+    }
+
+    fn mask_of(&self, column: Column, value: &[u8]) -> Option<Mask> {
+        column.mask.or_else(|| {
+            (self.detect && column.text)
+                .then(|| self.masking.detectors.scan(value))
+                .flatten()
+                .map(|d| self.masking.detector_mask(d))
+        })
+    }
+
+    /// Writes the masked payload of binary row `row` (header, NULL bitmap
+    /// with its offset of 2, values by column type) to `out`. A masked
+    /// value that cannot stand as its type becomes NULL. A malformed row,
+    /// or one of more columns than described, is sent with every value
+    /// NULL.
+    pub fn binary_row(&self, row: &[u8], out: &mut BytesMut) {
+        let n = self.columns.len();
+        let bitmap_len = (n + 7 + 2) / 8;
+        let Some(bitmap) = row.get(1..1 + bitmap_len) else {
+            return self.all_null(out);
+        };
+        let mut bitmap = bitmap.to_vec();
+        let mut values = BytesMut::new();
+        let mut rest = &row[1 + bitmap_len..];
+        let mut scratch = Vec::new();
+        for (i, column) in self.columns.iter().enumerate() {
+            let (byte, bit) = ((i + 2) / 8, 1u8 << ((i + 2) % 8));
+            if bitmap[byte] & bit != 0 {
+                continue;
+            }
+            let Some(len) = super::binary::value_len(column.column_type, rest) else {
+                return self.all_null(out);
+            };
+            let (whole, tail) = rest.split_at(len);
+            rest = tail;
+            let string = super::binary::is_string(column.column_type);
+            let value = if string {
+                let mut b = whole;
+                let _ = codec::lenenc_int(&mut b);
+                b
+            } else {
+                whole
+            };
+            match self.mask_of(*column, value) {
+                None => values.extend_from_slice(whole),
+                Some(m) => {
+                    scratch.clear();
+                    match self.masking.masker.apply(
+                        m.strategy,
+                        value,
+                        column.text && string,
+                        &mut scratch,
+                    ) {
+                        Masked::Value => codec::put_lenenc_bytes(&mut values, &scratch),
+                        Masked::Null => bitmap[byte] |= bit,
+                    }
+                }
+            }
+        }
+        if !rest.is_empty() {
+            return self.all_null(out);
+        }
+        out.extend_from_slice(&[0x00]);
+        out.extend_from_slice(&bitmap);
+        out.extend_from_slice(&values);
+    }
+
+    fn all_null(&self, out: &mut BytesMut) {
+        let n = self.columns.len();
+        out.clear();
+        out.extend_from_slice(&[0x00]);
+        let mut bitmap = vec![0u8; (n + 7 + 2) / 8];
+        for i in 0..n {
+            bitmap[(i + 2) / 8] |= 1 << ((i + 2) % 8);
+        }
+        out.extend_from_slice(&bitmap);
     }
 }

@@ -4,6 +4,7 @@
 //! MySQL's wire format: ERR packets with MySQL error numbers, text rows
 //! masked by the policy core's plan, origins from ColumnDefinition names.
 
+pub(crate) mod binary;
 pub(crate) mod catalog;
 pub(crate) mod mask;
 pub(crate) mod session;

@@ -417,6 +417,52 @@ async fn read_catalog(
     Ok(SensitiveCatalog::build(policy, facts))
 }
 
+/// The judge's answer as the door applies it.
+enum Judged {
+    Allow,
+    Refuse {
+        code: u16,
+        decision: Recorded,
+        rule: Option<String>,
+        message: String,
+    },
+    Hold(HoldRequest),
+}
+
+/// A statement the client prepared, by the upstream's statement id.
+struct Prepared {
+    /// The message id its recording uses.
+    id: u64,
+    text: Arc<str>,
+    statements: Arc<[Statement]>,
+    params: u16,
+    /// The parameter types last bound.
+    types: Vec<(u8, bool)>,
+    /// Each execution is held with this request.
+    hold: Option<HoldRequest>,
+    /// The cursor its last execution opened, with the mask of its rows
+    /// (`Some(None)`: nothing to mask).
+    cursor: Option<Option<Arc<RowMask>>>,
+}
+
+/// Prepared statements airlock keeps per session (MySQL's own default
+/// limit for the whole server is 16,382).
+const MAX_PREPARED: usize = 1024;
+
+/// The statement id of a COM_STMT_* packet.
+fn statement_id(payload: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(payload.get(1..5)?.try_into().ok()?))
+}
+
+/// What the answer to a command established.
+#[derive(Default)]
+struct Answer {
+    /// COM_STMT_PREPARE: the statement id and its parameter count.
+    prepared: Option<(u32, u16)>,
+    /// COM_STMT_EXECUTE opened a cursor, to be fetched with this mask.
+    cursor: Option<Option<Arc<RowMask>>>,
+}
+
 /// How a session ended.
 enum End {
     Quit,
@@ -441,6 +487,7 @@ struct Session<'a> {
     authorized: &'a Authorized,
     next_id: u64,
     mode: airlock_sql::mysql::Mode,
+    prepared: std::collections::HashMap<u32, Prepared>,
 }
 
 async fn run(
@@ -467,6 +514,7 @@ async fn run(
         authorized,
         next_id: 1,
         mode: opened.mode,
+        prepared: std::collections::HashMap::new(),
     };
     let _ = &opened.login;
     let clock = gateway.clock();
@@ -566,7 +614,36 @@ impl Session<'_> {
         let expect = match cmd {
             command::QUIT => return Err(End::Quit),
             command::QUERY => return self.query(packet, approvals).await,
-            command::PING | command::STMT_RESET | command::SET_OPTION => Expect::Status,
+            command::STMT_PREPARE => return self.prepare(packet, approvals).await,
+            command::STMT_EXECUTE => return self.execute(packet, approvals).await,
+            command::STMT_FETCH => return self.fetch(packet).await,
+            command::PING | command::SET_OPTION => Expect::Status,
+            command::STMT_RESET | command::STMT_SEND_LONG_DATA | command::STMT_CLOSE => {
+                let known =
+                    statement_id(&packet.payload).is_some_and(|id| self.prepared.contains_key(&id));
+                if cmd == command::STMT_CLOSE
+                    && let Some(id) = statement_id(&packet.payload)
+                {
+                    self.prepared.remove(&id);
+                }
+                if cmd == command::STMT_RESET && !known {
+                    self.refuse(
+                        errno::UNKNOWN_STMT_HANDLER,
+                        "HY000",
+                        "Unknown prepared statement handler given to mysqld_stmt_reset",
+                    );
+                    return Ok(());
+                }
+                if cmd != command::STMT_RESET {
+                    // No answer is owed: sent on only for statements
+                    // airlock knows (an unknown one fails at execution).
+                    if known {
+                        self.send_upstream(&packet.payload).await?;
+                    }
+                    return Ok(());
+                }
+                Expect::Status
+            }
             command::INIT_DB => {
                 let db = String::from_utf8_lossy(&packet.payload[1..]).into_owned();
                 let target = &self.snapshot.connections[&self.authorized.route.connection].target;
@@ -581,12 +658,16 @@ impl Session<'_> {
                 // The connection's name stands for its upstream database.
                 let mut payload = vec![command::INIT_DB];
                 payload.extend_from_slice(target.database.as_bytes());
-                return self.forward_raw(&payload, Expect::Status, None).await;
+                self.forward_raw(&payload, Expect::Status, None, None)
+                    .await?;
+                return Ok(());
             }
             command::RESET_CONNECTION => {
-                self.forward_raw(&packet.payload, Expect::Status, None)
+                self.forward_raw(&packet.payload, Expect::Status, None, None)
                     .await?;
-                // RESET undoes session settings: read-only is set again.
+                // The upstream forgot its prepared statements and session
+                // settings: so does airlock, and read-only is set again.
+                self.prepared.clear();
                 if self.authorized.route.mode == AccessMode::ReadOnly {
                     upstream::query(
                         &mut self.upstream,
@@ -597,21 +678,19 @@ impl Session<'_> {
                     .await
                     .map_err(|_| End::UpstreamGone)?;
                 }
+                let rows = upstream::query(
+                    &mut self.upstream,
+                    &mut self.upstream_in,
+                    self.deprecate_eof,
+                    LEXING,
+                )
+                .await
+                .map_err(|_| End::UpstreamGone)?;
+                self.mode = lexing(&rows).ok_or(End::Protocol(
+                    "the session's character set cannot be lexed safely",
+                ))?;
                 return Ok(());
             }
-            command::STMT_PREPARE
-            | command::STMT_EXECUTE
-            | command::STMT_FETCH
-            | command::STMT_SEND_LONG_DATA => {
-                self.refuse(
-                    errno::UNKNOWN_COM,
-                    "08S01",
-                    "airlock: server-side prepared statements are not relayed yet; use client-side prepared statements (the default of PyMySQL, mysql-connector-python and Connector/J)",
-                );
-                return Ok(());
-            }
-            // No answer is owed.
-            command::STMT_CLOSE => return Ok(()),
             command::CHANGE_USER => {
                 self.refuse(errno::UNKNOWN_COM, "08S01", "airlock: COM_CHANGE_USER is refused: open a new connection with the other role and a token");
                 return Ok(());
@@ -632,30 +711,18 @@ impl Session<'_> {
                 return Ok(());
             }
         };
-        self.forward_raw(&packet.payload, expect, None).await
+        self.forward_raw(&packet.payload, expect, None, None)
+            .await?;
+        Ok(())
     }
 
-    async fn query(
-        &mut self,
-        packet: codec::Packet,
-        approvals: Option<&airlock_engine::approvals::Approvals>,
-    ) -> Result<(), End> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let Ok(text) = std::str::from_utf8(&packet.payload[1..]) else {
-            self.refuse(
-                errno::SPECIFIC_ACCESS_DENIED,
-                "42000",
-                "airlock: the statement is not valid UTF-8, so airlock cannot classify it",
-            );
-            return Ok(());
-        };
-        let text = text.to_owned();
-        let statements: Vec<Statement> = self.snapshot.mysql_analyzer.analyze(&text, self.mode);
+    /// Judges a statement text: the one judge, then the door's own check
+    /// of `USE` against the route.
+    fn judge(&self, text: &str, approvals: bool) -> (Vec<Statement>, Judged) {
+        let statements: Vec<Statement> = self.snapshot.mysql_analyzer.analyze(text, self.mode);
+        let route = &self.authorized.route;
         // `USE db` is harmless only for the route's own database.
-        let database = &self.snapshot.connections[&self.authorized.route.connection]
-            .target
-            .database;
+        let database = &self.snapshot.connections[&route.connection].target.database;
         if let Some(other) = statements
             .iter()
             .filter(|s| s.kind == airlock_policy::StatementKind::SetConfig)
@@ -664,120 +731,140 @@ impl Session<'_> {
         {
             let message = format!(
                 "airlock: access denied to database '{other}': connection \"{}\" grants only its own database",
-                self.authorized.route.connection
+                route.connection
             );
-            self.record(
-                id,
-                &text,
-                &statements,
-                Recorded::Deny,
-                None,
-                Some(&message),
-                None,
+            return (
+                statements,
+                Judged::Refuse {
+                    code: errno::DBACCESS_DENIED,
+                    decision: Recorded::Deny,
+                    rule: None,
+                    message,
+                },
             );
-            self.refuse(errno::DBACCESS_DENIED, "42000", &message);
-            return Ok(());
         }
-        let tracked = statements
-            .iter()
-            .fold(airlock_sql::mysql::Tracked::default(), |acc, s| {
-                let t = airlock_sql::mysql::tracked(
-                    text.get(s.span.0..s.span.1).unwrap_or(&text),
-                    self.mode,
-                );
-                airlock_sql::mysql::Tracked {
-                    sql_mode: acc.sql_mode || t.sql_mode,
-                    charset: acc.charset || t.charset,
-                }
-            });
-        let route = &self.authorized.route;
         let session = judge::Session {
             guardrails: &self.snapshot.guardrails,
             mode: route.mode,
             access_rule: &route.rule,
-            approvals: approvals.is_some(),
+            approvals,
             masking: self.masking.as_deref().map(|catalog| judge::Masked {
                 policy: &self.snapshot.masking.policy,
                 catalog,
             }),
             keys: None,
         };
+        // MySQL's EXPLAIN is not fetched: a rule that needs a row estimate
+        // counts it over its threshold.
         let ask = judge::Ask {
             fetch: judge::Fetch::Never,
             ..judge::Ask::message(&statements, Estimate::Unavailable)
         };
-        let ruling = judge::judge(&session, &ask, &judge::NoFacts);
-        let mut approval = None;
-        let (decision, rule) = match &ruling {
-            Ruling::Allow { .. } | Ruling::NeedsEstimate { .. } => (Recorded::Allow, None),
-            Ruling::Deny(d) => match &d.by {
-                DeniedBy::Rule(r) => (Recorded::Deny, Some(r.clone())),
-                DeniedBy::Unapprovable(r) => (Recorded::Approve, Some(r.clone())),
-                DeniedBy::Masking => (Recorded::Deny, None),
-            },
-            Ruling::Approve { rule, .. } => (Recorded::Approve, Some(rule.clone())),
-        };
-        if let Ruling::Deny(denial) = &ruling {
-            tracing::info!(rule = ?denial.rule(), "statement denied");
-            let message = denial.message.clone();
-            self.record(
-                id,
-                &text,
-                &statements,
-                decision,
-                rule.as_deref(),
-                Some(&message),
-                None,
-            );
-            self.refuse(errno::SPECIFIC_ACCESS_DENIED, "42000", &message);
-            return Ok(());
-        }
-        if let Ruling::Approve {
-            rule: r,
-            approvers,
-            min_approvals,
-            estimate,
-        } = ruling
-        {
-            let Some(approvals) = approvals else {
-                unreachable!("the judge holds nothing without approvals")
-            };
-            let (redacted, _) = self.recorder.redacted(&text, &statements, &Params::None);
-            let request = HoldRequest {
-                rule: r,
+        let judged = match judge::judge(&session, &ask, &judge::NoFacts) {
+            Ruling::Allow { .. } | Ruling::NeedsEstimate { .. } => Judged::Allow,
+            Ruling::Deny(d) => {
+                let (decision, rule) = match &d.by {
+                    DeniedBy::Rule(r) => (Recorded::Deny, Some(r.clone())),
+                    DeniedBy::Unapprovable(r) => (Recorded::Approve, Some(r.clone())),
+                    DeniedBy::Masking => (Recorded::Deny, None),
+                };
+                tracing::info!(rule = ?d.rule(), "statement denied");
+                Judged::Refuse {
+                    code: errno::SPECIFIC_ACCESS_DENIED,
+                    decision,
+                    rule,
+                    message: d.message,
+                }
+            }
+            Ruling::Approve {
+                rule,
                 approvers,
                 min_approvals,
-                text: redacted,
-                params: Vec::new(),
-                kinds: airlock_engine::recording::kinds(&statements),
-                effects: airlock_engine::recording::effects(&statements),
                 estimate,
-                seq: None,
-            };
-            let outcome = self.hold(approvals, request).await?;
-            approval = outcome.approval();
-            if let Some((class, message)) = outcome.refusal() {
-                let (code, state) = match class {
-                    Refusal::Policy => (errno::SPECIFIC_ACCESS_DENIED, "42000"),
-                    Refusal::System => (errno::UNKNOWN_ERROR, "HY000"),
-                };
+            } => {
+                let (redacted, _) = self.recorder.redacted(text, &statements, &Params::None);
+                Judged::Hold(HoldRequest {
+                    rule,
+                    approvers,
+                    min_approvals,
+                    text: redacted,
+                    params: Vec::new(),
+                    kinds: airlock_engine::recording::kinds(&statements),
+                    effects: airlock_engine::recording::effects(&statements),
+                    estimate,
+                    seq: None,
+                })
+            }
+        };
+        (statements, judged)
+    }
+
+    /// Settles a judged statement before it runs: refused (recorded, ERR
+    /// sent), or held until decided, then recorded. `Ok(false)` when it
+    /// must not run.
+    async fn settle(
+        &mut self,
+        id: u64,
+        text: &str,
+        statements: &[Statement],
+        judged: Judged,
+        params: &Params<'_>,
+        approvals: Option<&airlock_engine::approvals::Approvals>,
+    ) -> Result<bool, End> {
+        let (decision, rule, approval) = match judged {
+            Judged::Allow => (Recorded::Allow, None, None),
+            Judged::Refuse {
+                code,
+                decision,
+                rule,
+                message,
+            } => {
                 self.record(
                     id,
-                    &text,
-                    &statements,
-                    Recorded::Approve,
+                    text,
+                    statements,
+                    params,
+                    decision,
                     rule.as_deref(),
                     Some(&message),
-                    approval,
+                    None,
                 );
-                self.refuse(code, state, &message);
-                return Ok(());
+                self.refuse(code, "42000", &message);
+                return Ok(false);
             }
-        }
+            Judged::Hold(request) => {
+                let Some(approvals) = approvals else {
+                    unreachable!("the judge holds nothing without approvals")
+                };
+                let rule = request.rule.clone();
+                let outcome = self.hold(approvals, request).await?;
+                let approval = outcome.approval();
+                if let Some((class, message)) = outcome.refusal() {
+                    let (code, state) = match class {
+                        Refusal::Policy => (errno::SPECIFIC_ACCESS_DENIED, "42000"),
+                        Refusal::System => (errno::UNKNOWN_ERROR, "HY000"),
+                    };
+                    self.record(
+                        id,
+                        text,
+                        statements,
+                        params,
+                        Recorded::Approve,
+                        Some(&rule),
+                        Some(&message),
+                        approval,
+                    );
+                    self.refuse(code, state, &message);
+                    return Ok(false);
+                }
+                (Recorded::Approve, Some(rule), approval)
+            }
+        };
         if !self.record(
             id,
-            &text,
-            &statements,
+            text,
+            statements,
+            params,
             decision,
             rule.as_deref(),
             None,
@@ -788,29 +875,240 @@ impl Session<'_> {
                 "HY000",
                 "airlock: the audit journal cannot be written; the statement was not run",
             );
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    async fn query(
+        &mut self,
+        packet: codec::Packet,
+        approvals: Option<&airlock_engine::approvals::Approvals>,
+    ) -> Result<(), End> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let Some(text) = self.text(&packet.payload[1..]) else {
+            return Ok(());
+        };
+        let (statements, judged) = self.judge(&text, approvals.is_some());
+        if !self
+            .settle(id, &text, &statements, judged, &Params::None, approvals)
+            .await?
+        {
             return Ok(());
         }
         self.forward_raw(
             &packet.payload,
             Expect::Results { binary: false },
             Some((id, &statements)),
+            None,
         )
         .await?;
-        if tracked.sql_mode || tracked.charset {
-            // The statement may have changed how the server lexes: follow
-            // it, or end the session if airlock cannot.
-            let rows = upstream::query(
-                &mut self.upstream,
-                &mut self.upstream_in,
-                self.deprecate_eof,
-                LEXING,
-            )
-            .await
-            .map_err(|_| End::UpstreamGone)?;
-            self.mode = lexing(&rows).ok_or(End::Protocol(
-                "the session switched to a character set airlock cannot lex safely",
-            ))?;
+        self.follow_lexing(&text, &statements).await
+    }
+
+    /// The text of a statement, or `None` (refused) when it is not UTF-8.
+    fn text(&mut self, bytes: &[u8]) -> Option<String> {
+        match std::str::from_utf8(bytes) {
+            Ok(t) => Some(t.to_owned()),
+            Err(_) => {
+                self.refuse(
+                    errno::SPECIFIC_ACCESS_DENIED,
+                    "42000",
+                    "airlock: the statement is not valid UTF-8, so airlock cannot classify it",
+                );
+                None
+            }
         }
+    }
+
+    /// After statements that may have changed how the server lexes, reads
+    /// the session's state again; a character set airlock cannot lex ends
+    /// the session.
+    async fn follow_lexing(&mut self, text: &str, statements: &[Statement]) -> Result<(), End> {
+        let follow = statements.iter().any(|s| {
+            let t = airlock_sql::mysql::tracked(
+                text.get(s.span.0..s.span.1).unwrap_or(text),
+                self.mode,
+            );
+            t.sql_mode || t.charset
+        });
+        if !follow {
+            return Ok(());
+        }
+        let rows = upstream::query(
+            &mut self.upstream,
+            &mut self.upstream_in,
+            self.deprecate_eof,
+            LEXING,
+        )
+        .await
+        .map_err(|_| End::UpstreamGone)?;
+        self.mode = lexing(&rows).ok_or(End::Protocol(
+            "the session switched to a character set airlock cannot lex safely",
+        ))?;
+        Ok(())
+    }
+
+    /// COM_STMT_PREPARE: judged like a query; a refused one never reaches
+    /// the upstream; one that needs approval is held at each execution.
+    async fn prepare(
+        &mut self,
+        packet: codec::Packet,
+        approvals: Option<&airlock_engine::approvals::Approvals>,
+    ) -> Result<(), End> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let Some(text) = self.text(&packet.payload[1..]) else {
+            return Ok(());
+        };
+        let (statements, judged) = self.judge(&text, approvals.is_some());
+        let hold = match judged {
+            Judged::Refuse { .. } => {
+                self.settle(id, &text, &statements, judged, &Params::None, approvals)
+                    .await?;
+                return Ok(());
+            }
+            Judged::Hold(request) => Some(request),
+            Judged::Allow => None,
+        };
+        let answer = self
+            .forward_raw(&packet.payload, Expect::Prepare, None, None)
+            .await?;
+        if let Some((statement, params)) = answer.prepared {
+            if self.prepared.len() >= MAX_PREPARED && !self.prepared.contains_key(&statement) {
+                // Bounded: the oldest statement airlock knows is forgotten
+                // (and refused from then on).
+                let oldest = self
+                    .prepared
+                    .iter()
+                    .min_by_key(|(_, p)| p.id)
+                    .map(|(k, _)| *k);
+                if let Some(k) = oldest {
+                    self.prepared.remove(&k);
+                }
+            }
+            self.prepared.insert(
+                statement,
+                Prepared {
+                    id,
+                    text: Arc::from(text),
+                    statements: Arc::from(statements),
+                    params,
+                    types: Vec::new(),
+                    hold,
+                    cursor: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// COM_STMT_EXECUTE of a statement airlock saw prepared: its
+    /// parameters read and recorded, held if its rule says so, its binary
+    /// rows masked.
+    async fn execute(
+        &mut self,
+        packet: codec::Packet,
+        approvals: Option<&airlock_engine::approvals::Approvals>,
+    ) -> Result<(), End> {
+        let Some(statement) = statement_id(&packet.payload) else {
+            return Err(End::Protocol("a malformed COM_STMT_EXECUTE"));
+        };
+        let Some(p) = self.prepared.get_mut(&statement) else {
+            self.refuse(
+                errno::UNKNOWN_STMT_HANDLER,
+                "HY000",
+                &format!(
+                    "Unknown prepared statement handler ({statement}) given to mysqld_stmt_execute"
+                ),
+            );
+            return Ok(());
+        };
+        let Some(values) = super::binary::execute_params(&packet.payload, p.params, &mut p.types)
+        else {
+            self.refuse(
+                errno::WRONG_ARGUMENTS,
+                "HY000",
+                "Incorrect arguments to mysqld_stmt_execute",
+            );
+            return Ok(());
+        };
+        let (text, statements, hold, id) = (
+            Arc::clone(&p.text),
+            Arc::clone(&p.statements),
+            p.hold.clone(),
+            p.id,
+        );
+        let params = Params::Values(
+            values
+                .iter()
+                .map(|v| airlock_engine::recording::Param {
+                    value: v.value,
+                    binary: !v.text,
+                })
+                .collect(),
+        );
+        let judged = match hold {
+            Some(mut request) => {
+                request.params = self.recorder.redacted(&text, &statements, &params).1;
+                Judged::Hold(request)
+            }
+            None => Judged::Allow,
+        };
+        if !self
+            .settle(id, &text, &statements, judged, &params, approvals)
+            .await?
+        {
+            return Ok(());
+        }
+        drop(values);
+        let answer = self
+            .forward_raw(
+                &packet.payload,
+                Expect::Results { binary: true },
+                Some((id, &statements)),
+                None,
+            )
+            .await?;
+        if let Some(p) = self.prepared.get_mut(&statement) {
+            p.cursor = answer.cursor;
+        }
+        Ok(())
+    }
+
+    /// COM_STMT_FETCH: rows of an open cursor, masked as its execution's.
+    async fn fetch(&mut self, packet: codec::Packet) -> Result<(), End> {
+        let Some(statement) = statement_id(&packet.payload) else {
+            return Err(End::Protocol("a malformed COM_STMT_FETCH"));
+        };
+        let Some(p) = self.prepared.get(&statement) else {
+            self.refuse(
+                errno::UNKNOWN_STMT_HANDLER,
+                "HY000",
+                &format!(
+                    "Unknown prepared statement handler ({statement}) given to mysqld_stmt_fetch"
+                ),
+            );
+            return Ok(());
+        };
+        let (id, statements) = (p.id, Arc::clone(&p.statements));
+        // No cursor airlock saw opened: nothing to fetch that it can mask.
+        let Some(cursor) = p.cursor.clone() else {
+            self.refuse(
+                errno::UNKNOWN_STMT_HANDLER,
+                "HY000",
+                "airlock: the statement has no open cursor",
+            );
+            return Ok(());
+        };
+        self.forward_raw(
+            &packet.payload,
+            Expect::Fetch,
+            Some((id, &statements)),
+            Some(cursor),
+        )
+        .await?;
         Ok(())
     }
 
@@ -821,6 +1119,7 @@ impl Session<'_> {
         id: u64,
         text: &str,
         statements: &[Statement],
+        params: &Params<'_>,
         decision: Recorded,
         rule: Option<&str>,
         refusal: Option<&str>,
@@ -844,10 +1143,14 @@ impl Session<'_> {
         self.recorder
             .statement(
                 id,
-                Protocol::Simple,
+                if matches!(params, Params::None) {
+                    Protocol::Simple
+                } else {
+                    Protocol::Extended
+                },
                 text,
                 statements,
-                &Params::None,
+                params,
                 judgement,
             )
             .is_ok()
@@ -887,18 +1190,28 @@ impl Session<'_> {
     }
 
     /// Sends `payload` upstream as a command and relays the answer.
-    async fn forward_raw(
-        &mut self,
-        payload: &[u8],
-        expect: Expect,
-        judged: Option<(u64, &[Statement])>,
-    ) -> Result<(), End> {
+    async fn send_upstream(&mut self, payload: &[u8]) -> Result<(), End> {
         let mut up = BytesMut::with_capacity(payload.len() + 4);
         codec::write(&mut up, &mut 0, payload);
         self.upstream
             .write_all(&up)
             .await
-            .map_err(|_| End::UpstreamGone)?;
+            .map_err(|_| End::UpstreamGone)
+    }
+
+    /// Sends `payload` upstream as a command and relays the answer: rows
+    /// masked with the plan of their result's columns (or, for a cursor's
+    /// FETCH, with `cursor`), errors scrubbed, every result recorded.
+    async fn forward_raw(
+        &mut self,
+        payload: &[u8],
+        expect: Expect,
+        judged: Option<(u64, &[Statement])>,
+        cursor: Option<Option<Arc<RowMask>>>,
+    ) -> Result<Answer, End> {
+        self.send_upstream(payload).await?;
+        let binary = matches!(expect, Expect::Results { binary: true } | Expect::Fetch);
+        let mut answer = Answer::default();
         let mut response = Response::new(self.deprecate_eof);
         response.expect(expect);
         let framer = Framer::new(self.snapshot.limits.max_message_size);
@@ -907,8 +1220,8 @@ impl Session<'_> {
         let mut origins: Vec<FieldOrigin> = Vec::new();
         let mut names: Vec<String> = Vec::new();
         let mut types: Vec<(u8, u16)> = Vec::new();
-        let mut mask: Option<RowMask> = None;
-        let mut planned = false;
+        let mut planned = cursor.is_some();
+        let mut mask: Option<Arc<RowMask>> = cursor.flatten();
         let mut scratch = BytesMut::new();
         while !response.done() {
             let packet = loop {
@@ -972,7 +1285,9 @@ impl Session<'_> {
                     names.push(name);
                     types.push(ty);
                 }
-                Part::ColumnsEnd | Part::Row if !planned => {
+                Part::ColumnsEnd | Part::Row | Part::ResultEnd(_)
+                    if !planned && !origins.is_empty() =>
+                {
                     planned = true;
                     mask = self.plan(judged.map(|(_, s)| s), index, &origins, &types);
                     if let Some(id) = judged.map(|(id, _)| id) {
@@ -987,21 +1302,30 @@ impl Session<'_> {
                     let row = match &mask {
                         Some(m) => {
                             scratch.clear();
-                            m.text_row(&packet.payload, &mut scratch);
+                            if binary {
+                                m.binary_row(&packet.payload, &mut scratch);
+                            } else {
+                                m.text_row(&packet.payload, &mut scratch);
+                            }
                             &scratch[..]
                         }
                         None => &packet.payload[..],
                     };
                     if let Some(at) = at {
-                        let mut b = row;
-                        let values = std::iter::from_fn(|| {
-                            if b.is_empty() {
-                                None
-                            } else {
-                                codec::text_value(&mut b).ok()
-                            }
-                        });
-                        self.recorder.row(at, values);
+                        if binary {
+                            let values = super::binary::row_values(row, &types).unwrap_or_default();
+                            self.recorder.row(at, values.into_iter());
+                        } else {
+                            let mut b = row;
+                            let values = std::iter::from_fn(|| {
+                                if b.is_empty() {
+                                    None
+                                } else {
+                                    codec::text_value(&mut b).ok()
+                                }
+                            });
+                            self.recorder.row(at, values);
+                        }
                     }
                     codec::write(&mut self.out, &mut seq, row);
                 }
@@ -1021,8 +1345,19 @@ impl Session<'_> {
                     }
                     codec::err(&mut self.out, &mut seq, code, &state, &message);
                 }
+                Part::Prepared {
+                    statement, params, ..
+                } => {
+                    answer.prepared = Some((statement, params));
+                    codec::write(&mut self.out, &mut seq, &packet.payload);
+                }
                 Part::Ok(info) | Part::ResultEnd(info) => {
                     self.status = info.status;
+                    if matches!(part, Part::ResultEnd(_))
+                        && info.status & status::CURSOR_EXISTS != 0
+                    {
+                        answer.cursor = Some(mask.clone());
+                    }
                     if let Some(at) = at {
                         let tag = match part {
                             Part::Ok(_) => Some(format!("OK {}", info.affected_rows)),
@@ -1036,7 +1371,7 @@ impl Session<'_> {
                 _ => codec::write(&mut self.out, &mut seq, &packet.payload),
             }
         }
-        Ok(())
+        Ok(answer)
     }
 
     /// The upstream went away mid-answer: the client gets an error rather
@@ -1074,7 +1409,7 @@ impl Session<'_> {
         index: usize,
         origins: &[FieldOrigin],
         types: &[(u8, u16)],
-    ) -> Option<RowMask> {
+    ) -> Option<Arc<RowMask>> {
         let catalog = self.masking.as_ref()?;
         let lineage = statements
             .and_then(|s| s.get(index))
@@ -1085,7 +1420,7 @@ impl Session<'_> {
             .masking
             .policy
             .plan(catalog, &lineage, origins);
-        RowMask::new(&self.snapshot.masking, plan, types)
+        RowMask::new(&self.snapshot.masking, plan, types).map(Arc::new)
     }
 }
 

@@ -567,3 +567,81 @@ async fn a_client_that_leaves_while_held_cancels_its_approval() {
     assert_eq!(db.sql("select count(*) from customers"), "2");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_side_prepared_statements_are_judged_masked_and_checked() {
+    let db = seeded();
+    let (_dir, cert, key) = self_signed();
+    let tls = format!(
+        "tls: {{cert: {{file: {}}}, key: {{file: {}}}, mode: optional}}\n",
+        cert.display(),
+        key.display()
+    );
+    let gw = gateway(&db, "", &tls).await;
+    let agent = gw.token("devin", &["ai-agents"]);
+    // mysql-connector-python's prepared cursor: COM_STMT_PREPARE, EXECUTE
+    // with binary parameters, binary rows.
+    let got = python(
+        &gw,
+        &agent,
+        r#"
+import json, os, mysql.connector
+c = mysql.connector.connect(host=os.environ["HOST"], port=int(os.environ["PORT"]), user="readonly",
+                            password=os.environ["TOKEN"], database="shop", ssl_verify_cert=False,
+                            auth_plugin="mysql_clear_password")
+cur = c.cursor(prepared=True)
+cur.execute("select id, name, ssn, email from customers where id = %s", (1,))
+row = [v.decode() if isinstance(v, (bytes, bytearray)) else v for v in cur.fetchone()]
+cur.execute("select id, ssn from customers where id = %s", (2,))
+row2 = [v.decode() if isinstance(v, (bytes, bytearray)) else v for v in cur.fetchone()]
+try:
+    cur.execute("delete from customers where id = %s", (1,))
+    err = None
+except mysql.connector.Error as e:
+    err = e.errno
+print(json.dumps({"row": row, "row2": row2, "err": err}))
+"#,
+    );
+    assert_eq!(got["row"][0], 1);
+    assert_eq!(got["row"][1], "Ada");
+    assert!(got["row"][2].as_str().unwrap().ends_with("6789"), "{got}");
+    assert!(
+        !got.to_string().contains(SSN) && !got.to_string().contains(EMAIL),
+        "{got}"
+    );
+    assert!(!got.to_string().contains("987-65-4321"), "{got}");
+    assert_eq!(got["err"], 1227);
+    assert_eq!(db.sql("select count(*) from customers"), "2");
+
+    // The raw wire: an unknown statement id, and a wrong parameter count.
+    let dba = gw.token("dba", &["dba"]);
+    let (mut s, mut input) = raw_login(&gw, "admin", &dba).await;
+    let mut out = BytesMut::new();
+    codec::write(&mut out, &mut 0, &[0x17, 99, 0, 0, 0, 0, 1, 0, 0, 0]);
+    s.write_all(&out).await.unwrap();
+    let e = read_packet(&mut s, &mut input).await;
+    assert_eq!(codec::err_info(&e.payload).map(|e| e.code), Some(1243));
+    let mut prepare = vec![0x16];
+    prepare.extend_from_slice(b"select name from customers where id = ? and name = ?");
+    let mut out = BytesMut::new();
+    codec::write(&mut out, &mut 0, &prepare);
+    s.write_all(&out).await.unwrap();
+    let ok = read_packet(&mut s, &mut input).await;
+    assert_eq!(ok.payload[0], 0, "{:?}", ok.payload);
+    let id = u32::from_le_bytes(ok.payload[1..5].try_into().unwrap());
+    // Two parameter definitions and an EOF, one column and an EOF.
+    for _ in 0..5 {
+        read_packet(&mut s, &mut input).await;
+    }
+    // One parameter where two are owed.
+    let mut exec = vec![0x17];
+    exec.extend_from_slice(&id.to_le_bytes());
+    exec.extend_from_slice(&[0, 1, 0, 0, 0, 0, 1, 0x08, 0]);
+    exec.extend_from_slice(&1u64.to_le_bytes());
+    let mut out = BytesMut::new();
+    codec::write(&mut out, &mut 0, &exec);
+    s.write_all(&out).await.unwrap();
+    let e = read_packet(&mut s, &mut input).await;
+    assert_eq!(codec::err_info(&e.payload).map(|e| e.code), Some(1210));
+    gw.stop().await;
+}
