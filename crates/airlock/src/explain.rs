@@ -1,14 +1,17 @@
 //! `airlock policy explain`: what the gateway would decide for a principal's
 //! SQL, without a database. It runs the same analyzer and parse path as the
 //! data path and asks the same judge (`airlock_policy::judge`), with no
-//! row estimate to fetch and approvals assumed configured.
+//! row estimate to fetch and approvals assumed configured. A connection
+//! with `protocol: mysql` is analyzed as MySQL/MariaDB, with the default
+//! `sql_mode`.
 
 use std::time::SystemTime;
 
-use airlock_config::Config;
+use airlock_config::{Config, Protocol};
 use airlock_gateway::snapshot;
 use airlock_policy::judge::{self, Ask, Fetch, NoFacts};
 use airlock_policy::{Decision, Estimate, Evaluation, Guardrails, Principal, Route, Statement};
+use airlock_sql::mysql::Mode;
 use airlock_sql::{Analyzer, SessionState};
 use anyhow::Result;
 use serde_json::{Value, json};
@@ -41,6 +44,20 @@ pub fn explain(
     role: Option<&str>,
     sql: &str,
 ) -> Result<Report> {
+    explain_in_mode(config, connection, sub, groups, role, sql, Mode::default())
+}
+
+/// [`explain`], with the `sql_mode` a MySQL connection's session would
+/// have (ignored for PostgreSQL connections).
+pub fn explain_in_mode(
+    config: &Config,
+    connection: &str,
+    sub: &str,
+    groups: &[String],
+    role: Option<&str>,
+    sql: &str,
+    mode: Mode,
+) -> Result<Report> {
     let principal = Principal {
         issuer_name: "explain".into(),
         issuer: "explain".into(),
@@ -64,9 +81,11 @@ pub fn explain(
     let route = snapshot::access_policy(config)
         .route(&principal, connection, role.unwrap_or(""), &assumed)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let analyzer = Analyzer::new(&config.unsafe_functions);
     let guardrails = snapshot::guardrails(config);
-    let statements = airlock_sql::resolve(&analyzer.analyze(sql), &mut SessionState::default());
+    let statements = airlock_sql::resolve(
+        &analyze(config, connection, sql, mode),
+        &mut SessionState::default(),
+    );
     let decision = judged(&guardrails, &route, &statements);
     let statements: Vec<StatementReport> = statements
         .into_iter()
@@ -77,6 +96,20 @@ pub fn explain(
         statements,
         decision,
     })
+}
+
+/// The connection's dialect's analysis of `sql`. A MySQL connection's text
+/// is read in `mode`: `airlock policy explain` passes the default
+/// `sql_mode` (no `ANSI_QUOTES`, backslash escapes on), as it knows no
+/// session.
+fn analyze(config: &Config, connection: &str, sql: &str, mode: Mode) -> Vec<Statement> {
+    let protocol = config.connections.get(connection).map(|c| c.protocol);
+    match protocol {
+        Some(Protocol::Mysql) => {
+            airlock_sql::mysql::Analyzer::new(&config.unsafe_functions).analyze(sql, mode)
+        }
+        _ => Analyzer::new(&config.unsafe_functions).analyze(sql),
+    }
 }
 
 fn report(guardrails: &Guardrails, route: &Route, sql: &str, s: Statement) -> StatementReport {
@@ -245,5 +278,74 @@ impl Report {
         }
         out.push_str(&format!("\ndecision: {}\n", decision_text(&self.decision)));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(protocol: &str) -> Config {
+        let yaml = format!(
+            "listen: {{mysql: 127.0.0.1:6033, http: 127.0.0.1:0}}
+identity: {{dev_issuer: true}}
+connections:
+  shop:
+    protocol: {protocol}
+    upstream: {{host: 127.0.0.1, database: shop}}
+    roles:
+      readonly: {{user: ro}}
+access:
+  - name: agents
+    groups: [ai-agents]
+    connections: [shop]
+    roles: [readonly]
+    mode: read-only
+guardrails:
+  - name: no-drop-database
+    match: {{effects: [drop_database]}}
+    action: deny
+"
+        );
+        Config::from_yaml_str(&yaml, "t.yaml").unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    fn explained(protocol: &str, sql: &str) -> Report {
+        explain(
+            &config(protocol),
+            "shop",
+            "a",
+            &["ai-agents".into()],
+            None,
+            sql,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_mysql_connection_is_explained_as_mysql() {
+        // An executable comment is code to MySQL, a comment to PostgreSQL.
+        let sql = "select 1 /*!50000 , 2; drop database shop */";
+        let r = explained("mysql", sql);
+        let kinds: Vec<&str> = r
+            .statements
+            .iter()
+            .map(|s| s.statement.kind.name())
+            .collect();
+        assert_eq!(kinds, ["unknown"], "a `;` inside an executable comment");
+        let r = explained("mysql", "/*!50000 drop database shop */");
+        assert_eq!(r.statements[0].statement.kind.name(), "ddl");
+        assert!(matches!(&r.decision, Decision::Deny { rule, .. } if rule == "read-only"));
+        // The same text on PostgreSQL is one SELECT.
+        let r = explained("postgres", "select 1 /*!50000 drop database shop */");
+        assert_eq!(r.statements[0].statement.kind.name(), "select");
+        assert!(matches!(r.decision, Decision::Allow));
+        // MySQL's `#` comment and backquoted names.
+        let r = explained("mysql", "select `id` from t # ; delete from t");
+        assert_eq!(r.statements.len(), 1);
+        assert!(matches!(r.decision, Decision::Allow));
+        let text = r.to_text();
+        assert!(text.contains("kind:      select"), "{text}");
+        assert!(text.contains("relations: t"), "{text}");
     }
 }

@@ -535,7 +535,13 @@ impl<'a> Lexer<'a> {
             match lower.as_str() {
                 "n" => return self.string(b'\'', start),
                 "x" | "b" => {
-                    let body = self.string_body(b'\'')?;
+                    // Digits up to the next quote: no escapes, no doubled
+                    // quotes (`X'41''b'` is a literal and a string).
+                    let Some(len) = self.sql[self.i + 1..].find('\'') else {
+                        return err(start, "an unterminated hex or bit literal");
+                    };
+                    let body = self.sql[self.i + 1..self.i + 1 + len].to_string();
+                    self.i += len + 2;
                     let ok = body.chars().all(|c| {
                         if lower == "x" {
                             c.is_ascii_hexdigit()
@@ -601,7 +607,10 @@ impl<'a> Lexer<'a> {
 pub(crate) fn render(tokens: &[Token], strings: &mut Vec<String>) -> String {
     let mut out = String::new();
     for (n, t) in tokens.iter().enumerate() {
-        if n > 0 && t.space_before {
+        // A placeholder always stands apart: `X'41''b'` is two literals
+        // to the server, and `'s0x''s1x'` would be one to sqlparser.
+        let apart = t.kind == Kind::Str || tokens[n.saturating_sub(1)].kind == Kind::Str;
+        if n > 0 && (t.space_before || apart) {
             out.push(' ');
         }
         match t.kind {

@@ -174,6 +174,9 @@ fn literals_the_dialect_spells_its_own_way() {
         assert_eq!(kinds(sql), [K::Unknown], "{sql:?}");
     }
     assert_eq!(kinds("select 1e5, .5, 1.5e-3, \\N"), [K::Select]);
+    // A hex literal right before a string: two literals (an alias here).
+    assert_eq!(one("select x'41''b'").lineage.outputs.len(), 1);
+    assert_eq!(one("select x'41''b'").kind, K::Select);
 }
 
 #[test]

@@ -4,13 +4,15 @@
 //! whole dependency tree are compiled and linked once.
 //!
 //! Data the suites read stays beside this directory: the policy evasion
-//! corpus in `tests/corpus/` (the SQL crate's tests read it too) and the
-//! driver matrix's scripts in `tests/drivers/` (where `scripts/setup.sh`
+//! corpora in `tests/corpus/` (`policy.txt`, which the SQL crate's tests
+//! read too, and `mysql.txt`; `corpus.rs` parses both) and the driver
+//! matrix's scripts in `tests/drivers/` (where `scripts/setup.sh`
 //! installs node-postgres).
 //!
 //! Run one suite with a filter: `cargo test -p airlock --test e2e -- masking::`.
 
 mod common;
+mod corpus;
 
 mod approvals;
 mod cli;
@@ -18,5 +20,6 @@ mod data_path;
 mod handshake;
 mod masking;
 mod mysql;
+mod mysql_corpus;
 mod policy_corpus;
 mod recording;

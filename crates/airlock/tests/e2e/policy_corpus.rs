@@ -22,12 +22,10 @@
 //! Both corpus tests report every failing case at once, with what was
 //! expected and what happened.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use airlock_policy::Decision;
 use bytes::{BufMut, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -35,364 +33,36 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use crate::common::{self, Gateway, Received};
+use crate::corpus::{self, Case, Dialect, Expect, Who, explain_case, finish, parse_corpus};
 
 /// The corpus, compiled in (cargo rebuilds the test when it changes).
 const CORPUS: &str = include_str!("../corpus/policy.txt");
 
-/// The guardrails of SPEC §3, in its order, plus `deny-copy-file`.
-const GUARDRAILS: &str = r#"guardrails:
-  - name: no-drop-database
-    match: {effects: [drop_database, alter_system, copy_program, unsafe_function]}
-    action: deny
-    message: "not allowed through airlock"
-  - name: review-schema-changes
-    match: {effects: [ddl, truncate]}
-    action: approve
-    approvers: [dba]
-  - name: review-unbounded-writes
-    match: {statements: [update, delete], where: absent}
-    action: approve
-    approvers: [dba]
-  - name: review-large-writes
-    match: {statements: [update, delete], estimated_rows_over: 1000}
-    action: approve
-    approvers: [dba]
-  - name: unknown
-    match: {statements: [unknown]}
-    action: deny
-  - name: deny-copy-file
-    match: {effects: [copy_file]}
-    action: deny
-    message: "server-side files are not reachable through airlock"
-"#;
-
 /// The test policy: the harness's connection `test` (roles `readonly` and
 /// `admin`, access rules `agents`, read-only, and `dba`), pointed at
-/// `database`, with [`GUARDRAILS`]. Nobody approves: held statements time
+/// `database`, with [`corpus::GUARDRAILS`]. Nobody approves: held statements time
 /// out at once.
 fn policy(database: &str) -> String {
     let yaml = common::local_config(&format!(
-        "{GUARDRAILS}approvals: {{timeout: 100ms, timeout_in_transaction: 100ms}}\n"
+        "{}approvals: {{timeout: 100ms, timeout_in_transaction: 100ms}}\n",
+        corpus::GUARDRAILS
     ));
     let from = "database: test,";
     assert!(yaml.contains(from), "the harness config changed shape");
     yaml.replace(from, &format!("database: {database},"))
 }
 
-// ---------------------------------------------------------------------------
-// The corpus format (described at the top of policy.txt).
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Who {
-    Agent,
-    Dba,
-}
-
-impl Who {
-    fn sub(self) -> &'static str {
-        match self {
-            Who::Agent => "agent",
-            Who::Dba => "dba",
-        }
-    }
-
-    fn groups(self) -> &'static [&'static str] {
-        match self {
-            Who::Agent => &["ai-agents"],
-            Who::Dba => &["dba"],
-        }
-    }
-
-    /// The role profile asked for (`policy explain --role`).
-    fn role(self) -> Option<&'static str> {
-        match self {
-            Who::Agent => None,
-            Who::Dba => Some("admin"),
-        }
-    }
-
-    /// The startup `user`: the role profile the session gets.
-    fn user(self) -> &'static str {
-        match self {
-            Who::Agent => "readonly",
-            Who::Dba => "admin",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Expect {
-    Allow,
-    Deny(String),
-    Approve(String),
-    /// A clean error with this SQLSTATE.
-    Error(String),
-}
-
-impl Expect {
-    fn parse(s: &str) -> Result<Expect, String> {
-        let mut words = s.split_whitespace();
-        let (action, arg, rest) = (words.next(), words.next(), words.next());
-        match (action, arg, rest) {
-            (Some("allow"), None, None) => Ok(Expect::Allow),
-            (Some("deny"), Some(rule), None) => Ok(Expect::Deny(rule.into())),
-            (Some("approve"), Some(rule), None) => Ok(Expect::Approve(rule.into())),
-            (Some("error"), Some(code), None) if code.len() == 5 => Ok(Expect::Error(code.into())),
-            _ => Err(format!("bad expectation {s:?}")),
-        }
-    }
-
-    fn of(d: &Decision) -> Expect {
-        match d {
-            Decision::Allow => Expect::Allow,
-            Decision::Deny { rule, .. } => Expect::Deny(rule.clone()),
-            Decision::Approve { rule, .. } => Expect::Approve(rule.clone()),
-        }
-    }
-}
-
-impl fmt::Display for Expect {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Expect::Allow => f.write_str("allow"),
-            Expect::Deny(r) => write!(f, "deny {r}"),
-            Expect::Approve(r) => write!(f, "approve {r}"),
-            Expect::Error(c) => write!(f, "error {c}"),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Case {
-    name: String,
-    /// Line of its `-- case:` header in policy.txt.
-    line: usize,
-    who: Who,
-    expect: Expect,
-    /// The decision end to end, when the gateway knows more than explain
-    /// (the row estimate).
-    gateway: Option<Expect>,
-    /// The session runs `set standard_conforming_strings = off` first.
-    scs_off: bool,
-    /// …in the same write as the case.
-    pipelined: bool,
-    /// An allowed case that may change the database.
-    changes: bool,
-    sql: Vec<u8>,
-}
-
-impl Case {
-    /// The decision the gateway must reach.
-    fn end_to_end(&self) -> &Expect {
-        self.gateway.as_ref().unwrap_or(&self.expect)
-    }
-
-    /// How failures name the case.
-    fn label(&self) -> String {
-        let sql = String::from_utf8_lossy(&self.sql);
-        let mut short: String = sql.chars().take(100).collect();
-        if short.len() < sql.len() {
-            short.push('…');
-        }
-        format!(
-            "{} (policy.txt:{}, as {}) {short:?}",
-            self.name,
-            self.line,
-            self.who.sub()
-        )
-    }
-}
-
-const HEADER_KEYS: &[&str] = &[
-    "as",
-    "expect",
-    "scs",
-    "pipelined",
-    "escapes",
-    "changes",
-    "gateway",
-    "note",
-];
-
 fn corpus() -> Vec<Case> {
-    parse_corpus(CORPUS).unwrap_or_else(|e| panic!("tests/corpus/policy.txt: {e}"))
-}
-
-fn parse_corpus(text: &str) -> Result<Vec<Case>, String> {
-    struct Raw<'a> {
-        name: String,
-        line: usize,
-        headers: Vec<(&'a str, &'a str)>,
-        body: Vec<&'a str>,
-        in_headers: bool,
-    }
-    let mut raws: Vec<Raw> = Vec::new();
-    // Whether lines belong to the current case (not to a section comment).
-    let mut in_case = false;
-    // Not `lines()`: a carriage return is part of the SQL.
-    for (i, line) in text.split('\n').enumerate() {
-        if let Some(name) = line.strip_prefix("-- case:") {
-            raws.push(Raw {
-                name: name.trim().to_string(),
-                line: i + 1,
-                headers: Vec::new(),
-                body: Vec::new(),
-                in_headers: true,
-            });
-            in_case = true;
-            continue;
-        }
-        if line.starts_with("-- ===") {
-            in_case = false;
-            continue;
-        }
-        let Some(raw) = raws.last_mut().filter(|_| in_case) else {
-            continue;
-        };
-        if raw.in_headers {
-            let header = line
-                .strip_prefix("-- ")
-                .and_then(|h| h.split_once(':'))
-                .filter(|(k, _)| HEADER_KEYS.contains(k));
-            if let Some((key, value)) = header {
-                raw.headers.push((key, value.trim()));
-                continue;
-            }
-            raw.in_headers = false;
-        }
-        raw.body.push(line);
-    }
-
-    let mut cases: Vec<Case> = Vec::new();
-    for raw in raws {
-        let at = format!("line {} (case {})", raw.line, raw.name);
-        if raw.name.is_empty() || cases.iter().any(|c| c.name == raw.name) {
-            return Err(format!("{at}: a case needs a unique name"));
-        }
-        let one = |key: &str| -> Result<Option<&str>, String> {
-            let mut values = raw.headers.iter().filter(|(k, _)| *k == key);
-            match (values.next(), values.next()) {
-                (v, None) => Ok(v.map(|(_, v)| *v)),
-                _ => Err(format!("{at}: `{key}` given twice")),
-            }
-        };
-        let flag = |key: &str, on: &str| -> Result<bool, String> {
-            match one(key)? {
-                None => Ok(false),
-                Some(v) if v == on => Ok(true),
-                Some(v) => Err(format!("{at}: `{key}: {v}` (only `{on}` is known)")),
-            }
-        };
-        let who = match one("as")? {
-            Some("agent") => Who::Agent,
-            Some("dba") => Who::Dba,
-            other => return Err(format!("{at}: `as` must be agent or dba, not {other:?}")),
-        };
-        let expect = Expect::parse(one("expect")?.ok_or(format!("{at}: no `expect`"))?)
-            .map_err(|e| format!("{at}: {e}"))?;
-        let gateway = match one("gateway")? {
-            Some(g) => Some(Expect::parse(g).map_err(|e| format!("{at}: {e}"))?),
-            None => None,
-        };
-        let text =
-            expand(raw.body.join("\n").trim_end_matches('\n')).map_err(|e| format!("{at}: {e}"))?;
-        let sql = if flag("escapes", "yes")? {
-            unescape(&text).map_err(|e| format!("{at}: {e}"))?
-        } else {
-            text.into_bytes()
-        };
-        let case = Case {
-            name: raw.name.clone(),
-            line: raw.line,
-            who,
-            expect,
-            gateway,
-            scs_off: flag("scs", "off")?,
-            pipelined: flag("pipelined", "yes")?,
-            changes: flag("changes", "yes")?,
-            sql,
-        };
-        if case.pipelined && !case.scs_off {
-            return Err(format!("{at}: `pipelined` goes with `scs: off`"));
-        }
-        if case.changes && (case.who != Who::Dba || case.end_to_end() != &Expect::Allow) {
-            return Err(format!(
-                "{at}: only an allowed dba case may change the database"
-            ));
-        }
-        cases.push(case);
-    }
-    Ok(cases)
-}
-
-/// Expands `{{repeat:N:TEXT}}`.
-fn expand(sql: &str) -> Result<String, String> {
-    const OPEN: &str = "{{repeat:";
-    let mut out = String::with_capacity(sql.len());
-    let mut rest = sql;
-    while let Some(start) = rest.find(OPEN) {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + OPEN.len()..];
-        let end = after.find("}}").ok_or("unterminated {{repeat:…}}")?;
-        let (n, text) = after[..end]
-            .split_once(':')
-            .ok_or("expected {{repeat:N:TEXT}}")?;
-        let n: usize = n.parse().map_err(|_| format!("bad repeat count {n:?}"))?;
-        out.push_str(&text.repeat(n));
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// Decodes `\xHH`, `\u{H…}`, `\n`, `\r`, `\t`, `\f`, `\v`, `\0` and `\\`.
-fn unescape(s: &str) -> Result<Vec<u8>, String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] != b'\\' {
-            out.push(b[i]);
-            i += 1;
-            continue;
-        }
-        let simple = match b.get(i + 1) {
-            Some(b'n') => Some(b'\n'),
-            Some(b'r') => Some(b'\r'),
-            Some(b't') => Some(b'\t'),
-            Some(b'f') => Some(0x0c),
-            Some(b'v') => Some(0x0b),
-            Some(b'0') => Some(0),
-            Some(b'\\') => Some(b'\\'),
-            _ => None,
-        };
-        if let Some(byte) = simple {
-            out.push(byte);
-            i += 2;
-        } else if b.get(i + 1) == Some(&b'x') {
-            let hex = s.get(i + 2..i + 4).ok_or("short \\x escape")?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad \\x{hex}"))?);
-            i += 4;
-        } else if s[i..].starts_with("\\u{") {
-            let end = s[i..].find('}').ok_or("unterminated \\u{…}")? + i;
-            let hex = &s[i + 3..end];
-            let c = u32::from_str_radix(hex, 16)
-                .ok()
-                .and_then(char::from_u32)
-                .ok_or(format!("bad \\u{{{hex}}}"))?;
-            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
-            i = end + 1;
-        } else {
-            return Err(format!("unknown escape at byte {i}"));
-        }
-    }
-    Ok(out)
+    parse_corpus(CORPUS, "policy.txt", Dialect::Postgres)
+        .unwrap_or_else(|e| panic!("tests/corpus/policy.txt: {e}"))
 }
 
 #[test]
 fn the_corpus_format() {
     let cases = parse_corpus(
         "-- header\n-- case: a\n-- as: agent\n-- expect: deny read-only\n-- note: n\n-- lead comment\nselect 1;\r\ndelete from t\n\n\n-- ===\n-- section\n\n-- case: b\n-- as: dba\n-- escapes: yes\n-- expect: error 22021\nselect '\\xff{{repeat:3:(}}\\u{a0}\\\\'\n",
+        "t.txt",
+        Dialect::Postgres,
     )
     .unwrap();
     assert_eq!(cases.len(), 2);
@@ -400,8 +70,19 @@ fn the_corpus_format() {
     assert_eq!(cases[0].expect, Expect::Deny("read-only".into()));
     assert_eq!(cases[0].line, 2);
     assert_eq!(cases[1].sql, b"select '\xff(((\xc2\xa0\\'");
-    assert!(parse_corpus("-- case: a\n-- as: agent\n-- expect: maybe\nselect 1").is_err());
-    assert!(parse_corpus("-- case: a\n-- as: agent\n-- expect: allow\n-- case: a\n-- as: agent\n-- expect: allow\n").is_err());
+    assert!(
+        parse_corpus(
+            "-- case: a\n-- as: agent\n-- expect: maybe\nselect 1",
+            "t.txt",
+            Dialect::Postgres,
+        )
+        .is_err()
+    );
+    assert!(parse_corpus(
+        "-- case: a\n-- as: agent\n-- expect: allow\n-- case: a\n-- as: agent\n-- expect: allow\n",
+        "t.txt",
+        Dialect::Postgres,
+    ).is_err());
 
     // The corpus itself: big enough, and every family the issue asks for.
     let cases = corpus();
@@ -436,7 +117,7 @@ fn corpus_through_explain() {
         .unwrap_or_else(|e| panic!("the test policy is invalid: {e:?}"));
     let mut failures = Vec::new();
     for case in &cases {
-        if let Err(e) = explain_case(&config, case) {
+        if let Err(e) = explain_case(&config, "test", case) {
             failures.push(format!("{}: {e}", case.label()));
         }
     }
@@ -447,88 +128,6 @@ fn corpus_through_explain() {
         started.elapsed()
     );
     finish("through policy explain", cases.len(), failures);
-}
-
-fn explain_case(config: &airlock_config::Config, case: &Case) -> Result<(), String> {
-    let Ok(text) = std::str::from_utf8(&case.sql) else {
-        // explain takes text: bytes that are not UTF-8 cannot reach it. The
-        // gateway answers them with 22021, which the end-to-end test checks.
-        return match &case.expect {
-            Expect::Error(code) if code == "22021" => Ok(()),
-            other => Err(format!(
-                "not UTF-8, so it must expect error 22021, not {other}"
-            )),
-        };
-    };
-    // explain models no session. In a session with
-    // standard_conforming_strings off, the gateway parses the text as
-    // `to_conforming` rewrites it, and refuses (rule unknown) what that
-    // rewrite cannot handle; explain is asked about the same text.
-    let text: Cow<'_, str> = if case.scs_off {
-        match airlock_sql::scs::to_conforming(text) {
-            Ok(t) => t,
-            Err(_) => {
-                let got = Expect::Deny("unknown".into());
-                return if got == case.expect {
-                    Ok(())
-                } else {
-                    Err(format!("expected {}, got {got}", case.expect))
-                };
-            }
-        }
-    } else {
-        text.into()
-    };
-    let groups: Vec<String> = case.who.groups().iter().map(|g| g.to_string()).collect();
-    let report = airlock::explain::explain(
-        config,
-        "test",
-        case.who.sub(),
-        &groups,
-        case.who.role(),
-        &text,
-    )
-    .map_err(|e| format!("explain failed: {e}"))?;
-    let got = Expect::of(&report.decision);
-    let ok = match &case.expect {
-        // A clean error from the gateway or the server: explain must at
-        // least not allow the text.
-        Expect::Error(_) => got != Expect::Allow,
-        want => *want == got,
-    };
-    if ok {
-        return Ok(());
-    }
-    let statements: Vec<String> = report
-        .statements
-        .iter()
-        .map(|s| {
-            let st = &s.statement;
-            let mut d = format!("{}[{}]", st.kind, st.effects);
-            if !st.nested.is_empty() {
-                let nested: Vec<&str> = st.nested.iter().map(|k| k.name()).collect();
-                d.push_str(&format!(" runs {}", nested.join(",")));
-            }
-            if let Some(w) = st.has_where {
-                d.push_str(if w { " where:present" } else { " where:absent" });
-            }
-            d
-        })
-        .collect();
-    Err(format!(
-        "expected {}, got {got} (classified as {})",
-        case.expect,
-        statements.join("; ")
-    ))
-}
-
-fn finish(what: &str, total: usize, failures: Vec<String>) {
-    assert!(
-        failures.is_empty(),
-        "{} of {total} corpus cases failed {what}:\n  {}",
-        failures.len(),
-        failures.join("\n  ")
-    );
 }
 
 // ---------------------------------------------------------------------------
