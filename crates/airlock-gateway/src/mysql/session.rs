@@ -488,6 +488,8 @@ struct Session<'a> {
     next_id: u64,
     mode: airlock_sql::mysql::Mode,
     prepared: std::collections::HashMap<u32, Prepared>,
+    /// SQL-level prepared statements (`PREPARE s FROM '…'`).
+    sql_state: airlock_sql::SessionState,
 }
 
 async fn run(
@@ -515,6 +517,7 @@ async fn run(
         next_id: 1,
         mode: opened.mode,
         prepared: std::collections::HashMap::new(),
+        sql_state: airlock_sql::SessionState::default(),
     };
     let _ = &opened.login;
     let clock = gateway.clock();
@@ -668,6 +671,7 @@ impl Session<'_> {
                 // The upstream forgot its prepared statements and session
                 // settings: so does airlock, and read-only is set again.
                 self.prepared.clear();
+                self.sql_state = airlock_sql::SessionState::default();
                 if self.authorized.route.mode == AccessMode::ReadOnly {
                     upstream::query(
                         &mut self.upstream,
@@ -718,8 +722,26 @@ impl Session<'_> {
 
     /// Judges a statement text: the one judge, then the door's own check
     /// of `USE` against the route.
-    fn judge(&self, text: &str, approvals: bool) -> (Vec<Statement>, Judged) {
-        let statements: Vec<Statement> = self.snapshot.mysql_analyzer.analyze(text, self.mode);
+    /// SQL-level `PREPARE`/`EXECUTE` are resolved against the session's
+    /// prepared statements; the state they leave is returned, to keep once
+    /// the statement runs.
+    fn judge(
+        &self,
+        text: &str,
+        approvals: bool,
+    ) -> (Vec<Statement>, Judged, Option<airlock_sql::SessionState>) {
+        let analyzed = self.snapshot.mysql_analyzer.analyze(text, self.mode);
+        let needs_session = analyzed.iter().any(|s| {
+            use airlock_policy::StatementKind as K;
+            matches!(s.kind, K::Prepare | K::Execute | K::Deallocate)
+                || s.nested.contains(&K::Execute)
+        });
+        let (statements, state) = if needs_session {
+            let mut state = self.sql_state.clone();
+            (airlock_sql::resolve(&analyzed, &mut state), Some(state))
+        } else {
+            (analyzed, None)
+        };
         let route = &self.authorized.route;
         // `USE db` is harmless only for the route's own database.
         let database = &self.snapshot.connections[&route.connection].target.database;
@@ -741,6 +763,7 @@ impl Session<'_> {
                     rule: None,
                     message,
                 },
+                None,
             );
         }
         let session = judge::Session {
@@ -796,7 +819,7 @@ impl Session<'_> {
                 })
             }
         };
-        (statements, judged)
+        (statements, judged, state)
     }
 
     /// Settles a judged statement before it runs: refused (recorded, ERR
@@ -890,12 +913,15 @@ impl Session<'_> {
         let Some(text) = self.text(&packet.payload[1..]) else {
             return Ok(());
         };
-        let (statements, judged) = self.judge(&text, approvals.is_some());
+        let (statements, judged, state) = self.judge(&text, approvals.is_some());
         if !self
             .settle(id, &text, &statements, judged, &Params::None, approvals)
             .await?
         {
             return Ok(());
+        }
+        if let Some(state) = state {
+            self.sql_state = state;
         }
         self.forward_raw(
             &packet.payload,
@@ -962,7 +988,7 @@ impl Session<'_> {
         let Some(text) = self.text(&packet.payload[1..]) else {
             return Ok(());
         };
-        let (statements, judged) = self.judge(&text, approvals.is_some());
+        let (statements, judged, _) = self.judge(&text, approvals.is_some());
         let hold = match judged {
             Judged::Refuse { .. } => {
                 self.settle(id, &text, &statements, judged, &Params::None, approvals)

@@ -83,7 +83,7 @@ fn seeded() -> MyDb {
     db
 }
 
-fn mysql_addr(gw: &Gateway) -> SocketAddr {
+pub(crate) fn mysql_addr(gw: &Gateway) -> SocketAddr {
     gw.mysql.expect("the gateway listens for MySQL")
 }
 
@@ -348,7 +348,7 @@ print(json.dumps({"rows": [list(r) for r in rows], "err": err}))
 }
 
 /// Reads one packet from a raw client socket.
-async fn read_packet(s: &mut TcpStream, input: &mut BytesMut) -> codec::Packet {
+pub(crate) async fn read_packet(s: &mut TcpStream, input: &mut BytesMut) -> codec::Packet {
     let framer = Framer::new(64 << 20);
     loop {
         if let Some(p) = framer.next(input).unwrap() {
@@ -362,8 +362,20 @@ async fn read_packet(s: &mut TcpStream, input: &mut BytesMut) -> codec::Packet {
     }
 }
 
-/// Logs in over the raw wire with the token in a cleartext response.
+/// Logs in over the raw wire to connection `shop` with the token in a
+/// cleartext response.
 async fn raw_login(gw: &Gateway, user: &str, token: &str) -> (TcpStream, BytesMut) {
+    raw_login_to(gw, "shop", user, token).await
+}
+
+/// Logs in over the raw wire (multi-statements on) with the token in a
+/// cleartext response; panics unless the login succeeds.
+pub(crate) async fn raw_login_to(
+    gw: &Gateway,
+    database: &str,
+    user: &str,
+    token: &str,
+) -> (TcpStream, BytesMut) {
     let mut s = TcpStream::connect(mysql_addr(gw)).await.unwrap();
     let mut input = BytesMut::new();
     let greeting = read_packet(&mut s, &mut input).await;
@@ -380,7 +392,8 @@ async fn raw_login(gw: &Gateway, user: &str, token: &str) -> (TcpStream, BytesMu
     let mut auth = token.as_bytes().to_vec();
     auth.push(0);
     codec::put_lenenc_bytes(&mut p, &auth);
-    p.extend_from_slice(b"shop\0mysql_clear_password\0");
+    p.extend_from_slice(database.as_bytes());
+    p.extend_from_slice(b"\0mysql_clear_password\0");
     let mut out = BytesMut::new();
     codec::write(&mut out, &mut 1, &p);
     s.write_all(&out).await.unwrap();
@@ -394,7 +407,7 @@ async fn raw_login(gw: &Gateway, user: &str, token: &str) -> (TcpStream, BytesMu
     (s, input)
 }
 
-async fn raw_query(s: &mut TcpStream, sql: &[u8]) {
+pub(crate) async fn raw_query(s: &mut TcpStream, sql: &[u8]) {
     let mut payload = vec![codec::command::QUERY];
     payload.extend_from_slice(sql);
     let mut out = BytesMut::new();
