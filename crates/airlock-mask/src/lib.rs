@@ -23,4 +23,4 @@ pub use airlock_policy::masking::{Detector, Strategy};
 pub use detect::Detectors;
 pub use mask::{Masked, Masker, PLACEHOLDER, looks_masked};
 pub use masking::Masking;
-pub use scrub::{Keep, scrub};
+pub use scrub::{Keep, Quote, scrub};

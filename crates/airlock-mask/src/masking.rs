@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use airlock_policy::masking::{Detector, Mask, MaskPlan, MaskingPolicy, Strategy};
 
-use crate::{Detectors, Keep, Masked, Masker, scrub};
+use crate::{Detectors, Keep, Masked, Masker, Quote, scrub};
 
 /// The masking half of a snapshot: the compiled rules, the HMAC key and the
 /// detectors.
@@ -51,10 +51,22 @@ impl Masking {
     }
 
     /// `text` scrubbed: detector matches masked, and with `sensitive`,
-    /// quoted values it does not keep. `None` when nothing changed.
+    /// `"`-quoted values it does not keep (PostgreSQL's). `None` when
+    /// nothing changed.
     pub fn scrub(&self, text: &str, sensitive: Option<Keep<'_>>) -> Option<String> {
+        self.scrub_quoted(text, Quote::Double, sensitive)
+    }
+
+    /// As [`Masking::scrub`], for a server that quotes values with `quote`.
+    pub fn scrub_quoted(
+        &self,
+        text: &str,
+        quote: Quote,
+        sensitive: Option<Keep<'_>>,
+    ) -> Option<String> {
         scrub(
             text,
+            quote,
             &self.detectors,
             &self.masker,
             |d| self.detector_mask(d).strategy,

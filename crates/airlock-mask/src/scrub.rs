@@ -18,20 +18,40 @@ use crate::mask::{Masker, PLACEHOLDER};
 /// client's own words, and names it may know. Given the segment's content.
 pub type Keep<'a> = &'a dyn Fn(&[u8]) -> bool;
 
+/// How a server quotes the values it copies into its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quote {
+    /// PostgreSQL: `"…"`.
+    Double,
+    /// MySQL and MariaDB: `'…'` (`Duplicate entry '…' for key`,
+    /// `Truncated incorrect INTEGER value: '…'`).
+    Single,
+}
+
+impl Quote {
+    fn byte(self) -> u8 {
+        match self {
+            Quote::Double => b'"',
+            Quote::Single => b'\'',
+        }
+    }
+}
+
 /// Scrubs one field of an error or notice (message, detail, hint, where).
 /// Detector matches are masked with `detector_strategy` of their detector.
-/// When `sensitive` is given, every `"…"` whose content it does not keep
-/// becomes `"*****"`, and the value lists of `=(…)` and `contains (…)`
-/// become `(*****)`. `None` when nothing changed.
+/// When `sensitive` is given, every value quoted with `quote` whose content
+/// it does not keep becomes `"*****"`, and the value lists of `=(…)` and
+/// `contains (…)` become `(*****)`. `None` when nothing changed.
 pub fn scrub(
     text: &str,
+    quote: Quote,
     detectors: &Detectors,
     masker: &Masker,
     detector_strategy: impl Fn(Detector) -> Strategy,
     sensitive: Option<Keep<'_>>,
 ) -> Option<String> {
     let base = match sensitive {
-        Some(keep) => hide_values(text.as_bytes(), keep),
+        Some(keep) => hide_values(text.as_bytes(), quote.byte(), keep),
         None => Cow::Borrowed(text.as_bytes()),
     };
     let spans: Vec<_> = detectors
@@ -60,13 +80,13 @@ pub fn scrub(
 /// Replaces the contents of quoted segments (but those `keep` accepts) and
 /// of `=(…)` and `contains (…)` lists by the placeholder. An unclosed one runs to the
 /// end of the text: hiding too much is better than leaking.
-fn hide_values<'t>(t: &'t [u8], keep: Keep<'_>) -> Cow<'t, [u8]> {
+fn hide_values<'t>(t: &'t [u8], quote: u8, keep: Keep<'_>) -> Cow<'t, [u8]> {
     const CONTAINS: &[u8] = b"contains (";
     let mut out = Vec::new();
     let (mut copied, mut i) = (0, 0);
     while i < t.len() {
-        let (open, close) = if t[i] == b'"' {
-            let close = quote_close(t, i + 1);
+        let (open, close) = if t[i] == quote {
+            let close = quote_close(t, quote, i + 1);
             if let Some(close) = close
                 && keep(&t[i + 1..close])
             {
@@ -100,17 +120,17 @@ fn hide_values<'t>(t: &'t [u8], keep: Keep<'_>) -> Cow<'t, [u8]> {
     Cow::Owned(out)
 }
 
-/// The `"` that closes a quoted value opened just before `from`.
-/// PostgreSQL does not escape a `"` inside the value it quotes, and in its
-/// messages a closing quote is never followed by a letter, a digit or
-/// another quote: a quote that is belongs to the value (`"a"SECRET"b"` is
-/// one value).
-fn quote_close(t: &[u8], from: usize) -> Option<usize> {
+/// The `quote` that closes a quoted value opened just before `from`.
+/// Neither PostgreSQL nor MySQL escapes a quote inside the value it quotes,
+/// and in their messages a closing quote is never followed by a letter, a
+/// digit or another quote: a quote that is belongs to the value
+/// (`"a"SECRET"b"` is one value).
+fn quote_close(t: &[u8], quote: u8, from: usize) -> Option<usize> {
     let mut at = from;
     loop {
-        let close = at + memchr(b'"', t.get(at..)?)?;
+        let close = at + memchr(quote, t.get(at..)?)?;
         match t.get(close + 1) {
-            Some(c) if c.is_ascii_alphanumeric() || *c == b'_' || *c == b'"' || !c.is_ascii() => {
+            Some(c) if c.is_ascii_alphanumeric() || *c == b'_' || *c == quote || !c.is_ascii() => {
                 at = close + 1;
             }
             _ => return Some(close),
@@ -154,11 +174,43 @@ mod tests {
         };
         scrub(
             text,
+            Quote::Double,
             &detectors,
             &masker,
             strategy,
             sensitive.then_some(keep),
         )
+    }
+
+    #[test]
+    fn mysql_messages_quote_values_in_single_quotes() {
+        let detectors = Detectors::new(&[]);
+        let masker = Masker::new([1; 32]);
+        let keep = |n: &[u8]| n == b"uniq.PRIMARY";
+        let got = scrub(
+            "Duplicate entry '123-45-6789' for key 'uniq.PRIMARY'",
+            Quote::Single,
+            &detectors,
+            &masker,
+            |_| Strategy::Redact,
+            Some(&keep),
+        );
+        assert_eq!(
+            got.as_deref(),
+            Some("Duplicate entry '*****' for key 'uniq.PRIMARY'")
+        );
+        // A PostgreSQL scrub leaves single quotes alone.
+        assert_eq!(
+            scrub(
+                "entry 'x'",
+                Quote::Double,
+                &detectors,
+                &masker,
+                |_| Strategy::Redact,
+                Some(&keep)
+            ),
+            None
+        );
     }
 
     #[test]

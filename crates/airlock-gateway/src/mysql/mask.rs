@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use airlock_mask::{Masked, Masking};
+use airlock_mask::{Masked, Masking, Quote};
 use airlock_mywire::codec;
-use airlock_policy::masking::{Mask, MaskPlan};
+use airlock_policy::masking::{Mask, MaskPlan, SensitiveCatalog};
 use bytes::BytesMut;
 
 /// The binary character set's id: such a string column holds bytes.
@@ -31,13 +31,21 @@ pub struct RowMask {
     masking: Arc<Masking>,
     columns: Vec<Column>,
     detect: bool,
+    /// Text values are scrubbed as error messages are (SHOW output): every
+    /// single-quoted value but the catalog's names is hidden.
+    scrub: Option<Arc<SensitiveCatalog>>,
 }
 
 impl RowMask {
     /// `None` when the plan changes nothing. `types`: each column's
     /// `(type, character set)`.
-    pub fn new(masking: &Arc<Masking>, plan: MaskPlan, types: &[(u8, u16)]) -> Option<RowMask> {
-        if plan.is_pass() {
+    pub fn new(
+        masking: &Arc<Masking>,
+        plan: MaskPlan,
+        types: &[(u8, u16)],
+        scrub: Option<Arc<SensitiveCatalog>>,
+    ) -> Option<RowMask> {
+        if plan.is_pass() && scrub.is_none() {
             return None;
         }
         let columns = types
@@ -53,6 +61,7 @@ impl RowMask {
             masking: Arc::clone(masking),
             columns,
             detect: plan.detect,
+            scrub,
         })
     }
 
@@ -75,7 +84,10 @@ impl RowMask {
                 continue;
             };
             match self.mask_of(column, value) {
-                None => codec::put_lenenc_bytes(out, value),
+                None => match self.scrubbed(column, value) {
+                    Some(s) => codec::put_lenenc_bytes(out, s.as_bytes()),
+                    None => codec::put_lenenc_bytes(out, value),
+                },
                 Some(m) => {
                     scratch.clear();
                     match self
@@ -89,6 +101,15 @@ impl RowMask {
                 }
             }
         }
+    }
+
+    /// A SHOW value with its quoted values hidden, when it has any.
+    fn scrubbed(&self, column: Column, value: &[u8]) -> Option<String> {
+        let catalog = self.scrub.as_ref().filter(|_| column.text)?;
+        let text = std::str::from_utf8(value).ok()?;
+        let keep =
+            |quoted: &[u8]| std::str::from_utf8(quoted).is_ok_and(|n| catalog.names_object(n));
+        self.masking.scrub_quoted(text, Quote::Single, Some(&keep))
     }
 
     fn column(&self, i: usize) -> Column {
@@ -142,7 +163,10 @@ impl RowMask {
                 whole
             };
             match self.mask_of(*column, value) {
-                None => values.extend_from_slice(whole),
+                None => match self.scrubbed(*column, value).filter(|_| string) {
+                    Some(s) => codec::put_lenenc_bytes(&mut values, s.as_bytes()),
+                    None => values.extend_from_slice(whole),
+                },
                 Some(m) => {
                     scratch.clear();
                     match self.masking.masker.apply(

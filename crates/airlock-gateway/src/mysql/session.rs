@@ -1422,7 +1422,7 @@ impl Session<'_> {
                     catalog.any_sensitive.then_some(&keep);
                 self.snapshot
                     .masking
-                    .scrub(message, sensitive)
+                    .scrub_quoted(message, airlock_mask::Quote::Single, sensitive)
                     .unwrap_or_else(|| message.to_owned())
             }
             None => message.to_owned(),
@@ -1446,7 +1446,14 @@ impl Session<'_> {
             .masking
             .policy
             .plan(catalog, &lineage, origins);
-        RowMask::new(&self.snapshot.masking, plan, types).map(Arc::new)
+        // SHOW output quotes values it read elsewhere (SHOW WARNINGS after
+        // `CAST(ssn AS UNSIGNED)`, SHOW PROCESSLIST's statement texts):
+        // scrubbed like an error message.
+        let show = statements
+            .and_then(|s| s.get(index))
+            .is_some_and(|s| s.kind == airlock_policy::StatementKind::Show);
+        let scrub = (show && catalog.any_sensitive).then(|| Arc::clone(catalog));
+        RowMask::new(&self.snapshot.masking, plan, types, scrub).map(Arc::new)
     }
 }
 

@@ -658,3 +658,112 @@ print(json.dumps({"row": row, "row2": row2, "err": err}))
     assert_eq!(codec::err_info(&e.payload).map(|e| e.code), Some(1210));
     gw.stop().await;
 }
+
+/// Reads the whole answer to one command from a raw socket: every byte.
+async fn raw_answer(s: &mut TcpStream, input: &mut BytesMut) -> Vec<u8> {
+    let mut response = airlock_mywire::response::Response::new(false);
+    response.expect(airlock_mywire::response::Expect::Results { binary: false });
+    let mut bytes = Vec::new();
+    while !response.done() {
+        let p = read_packet(s, input).await;
+        bytes.extend_from_slice(&p.payload);
+        response.next(&p.payload).unwrap();
+    }
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_seeded_value_reaches_a_masked_client_by_any_route() {
+    let db = seeded();
+    db.sql("CREATE VIEW v AS SELECT id, ssn FROM customers; CREATE TABLE uniq (ssn VARCHAR(20) PRIMARY KEY)");
+    db.sql(&format!("INSERT INTO uniq VALUES ('{SSN}')"));
+    let gw = gateway(&db, "", "").await;
+    let dba = gw.token("dana", &["dba"]);
+    let raw: [&[u8]; 4] = [
+        SSN.as_bytes(),
+        EMAIL.as_bytes(),
+        b"987-65-4321",
+        b"123456789",
+    ];
+    let leaks = |what: &str, bytes: &[u8]| -> Vec<String> {
+        raw.iter()
+            .filter(|r| bytes.windows(r.len()).any(|w| w == **r))
+            .map(|r| format!("{what}: leaks {:?}", String::from_utf8_lossy(r)))
+            .collect()
+    };
+    // Each is one COM_QUERY on the raw wire (the session is read-write,
+    // masked): every byte the client gets is scanned.
+    let queries = [
+        "select * from customers",
+        "select ssn, email from customers",
+        "select concat(ssn, '') from customers",
+        "select concat_ws(',', name, ssn) from customers",
+        "select upper(email), lower(ssn) from customers",
+        "select reverse(ssn) from customers",
+        "select replace(ssn, '-', '') from customers",
+        "select substring(ssn, 1, 11) from customers",
+        "select hex(ssn), unhex(hex(ssn)) from customers",
+        "select to_base64(ssn), from_base64(to_base64(ssn)) from customers",
+        "select cast(ssn as char) from customers",
+        "select convert(ssn using utf8mb4) from customers",
+        "select group_concat(ssn separator ';') from customers",
+        "select json_object('s', ssn, 'e', email) from customers",
+        "select json_arrayagg(ssn) from customers",
+        "select x.s from (select ssn as s from customers) as x",
+        "with c as (select ssn from customers) select * from c",
+        "select ssn from customers union all select email from customers",
+        "select (select ssn from customers where id = 1)",
+        "select * from v",
+        "select id from customers where ssn = '123-45-6789'",
+        "set @x = (select ssn from customers where id = 1); select @x",
+        "select ssn into @y from customers where id = 1; select @y",
+        "select if(id = 1, ssn, email) from customers",
+        "select case when id = 1 then ssn else email end from customers",
+        "select coalesce(null, ssn) from customers",
+        "select t.* from customers t",
+        "select * from customers natural join v",
+        "insert into uniq values ('123-45-6789')",
+        "select cast(ssn as unsigned) from customers; show warnings",
+        "select cast(ssn as unsigned) from customers",
+        "show warnings",
+        "select ssn + 0 from customers",
+        "show warnings",
+        "select * from information_schema.processlist",
+        "select substr(ssn, 1, 3), substr(ssn, 5, 2), substr(ssn, 8) from customers",
+    ];
+    let mut found = Vec::new();
+    let (mut s, mut input) = raw_login(&gw, "admin", &dba).await;
+    for sql in queries {
+        raw_query(&mut s, sql.as_bytes()).await;
+        let bytes = raw_answer(&mut s, &mut input).await;
+        found.extend(leaks(sql, &bytes));
+    }
+    // The same through the mysql CLI, PyMySQL and a prepared statement.
+    let all = queries.join(";\n");
+    let out = mysql_cli(&gw, &dba, "admin", "shop", &format!("{all};"));
+    found.extend(leaks("mysql CLI", &out.stdout));
+    found.extend(leaks("mysql CLI stderr", &out.stderr));
+    let got = python(
+        &gw,
+        &dba,
+        r#"
+import json, os, pymysql
+c = pymysql.connect(host=os.environ["HOST"], port=int(os.environ["PORT"]), user="admin",
+                    password=os.environ["TOKEN"], database="shop")
+cur = c.cursor()
+out = []
+for q in ["select * from customers", "select concat(ssn) from customers", "select * from v",
+          "select json_object('s', ssn) from customers"]:
+    cur.execute(q)
+    out.append([list(map(str, r)) for r in cur.fetchall()])
+try:
+    cur.execute("insert into uniq values ('123-45-6789')")
+except pymysql.err.MySQLError as e:
+    out.append(str(e))
+print(json.dumps(out))
+"#,
+    );
+    found.extend(leaks("PyMySQL", got.to_string().as_bytes()));
+    assert!(found.is_empty(), "{found:#?}");
+    gw.stop().await;
+}
