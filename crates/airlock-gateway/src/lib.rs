@@ -107,6 +107,8 @@ pub struct Gateway {
     /// The MySQL upstreams' version string and kind, for the greeting
     /// (read once from the first MySQL connection's upstream).
     mysql_version: tokio::sync::OnceCell<(Vec<u8>, bool)>,
+    /// MySQL sessions by airlock's connection id, for `KILL QUERY`.
+    mysql_sessions: mysql::Sessions,
 }
 
 impl Gateway {
@@ -127,6 +129,7 @@ impl Gateway {
             approvals: std::sync::OnceLock::new(),
             clock: std::sync::OnceLock::new(),
             mysql_version: tokio::sync::OnceCell::new(),
+            mysql_sessions: mysql::Sessions::default(),
         }))
     }
 

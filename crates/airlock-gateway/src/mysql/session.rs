@@ -85,6 +85,9 @@ pub(crate) async fn serve(gateway: Arc<Gateway>, tcp: TcpStream, peer: SocketAdd
 
 struct Opened {
     id: uuid::Uuid,
+    /// airlock's connection id, as the greeting gave it.
+    connection_id: u32,
+    upstream_id: u32,
     authorized: Authorized,
     login: Login,
     pending: BytesMut,
@@ -374,6 +377,8 @@ async fn open(
     tracing::info!(rule = %route.rule, mode = ?route.mode, "session opened");
     Some(Opened {
         id,
+        connection_id: greeting.connection_id,
+        upstream_id: ready.connection_id,
         authorized,
         login,
         pending: input,
@@ -473,6 +478,7 @@ enum End {
 }
 
 struct Session<'a> {
+    gateway: &'a Gateway,
     snapshot: &'a Snapshot,
     client: ClientStream,
     upstream: UpstreamStream,
@@ -501,7 +507,18 @@ async fn run(
 ) {
     let _active = gateway.metrics.session_started();
     let authorized = &opened.authorized;
+    let conn = &snapshot.connections[&authorized.route.connection];
+    let _registered = gateway.mysql_sessions.register(
+        opened.connection_id,
+        super::Registered {
+            owner: super::owner(&authorized.principal),
+            target: conn.target.clone(),
+            credential: conn.roles[&authorized.route.role].clone(),
+            upstream_id: opened.upstream_id,
+        },
+    );
     let mut s = Session {
+        gateway,
         snapshot,
         client,
         upstream: opened.upstream,
@@ -914,6 +931,11 @@ impl Session<'_> {
             return Ok(());
         };
         let (statements, judged, state) = self.judge(&text, approvals.is_some());
+        if let [one] = &statements[..]
+            && let Some(target) = airlock_sql::mysql::kill_target(one)
+        {
+            return self.kill(id, &text, &statements, target).await;
+        }
         if !self
             .settle(id, &text, &statements, judged, &Params::None, approvals)
             .await?
@@ -931,6 +953,103 @@ impl Session<'_> {
         )
         .await?;
         self.follow_lexing(&text, &statements).await
+    }
+
+    /// `KILL QUERY <id>`: ids are airlock's, and only the principal's own
+    /// sessions can be reached; the upstream's own KILL runs on a
+    /// connection of the session's role. Never sent on as written.
+    async fn kill(
+        &mut self,
+        id: u64,
+        text: &str,
+        statements: &[Statement],
+        target: airlock_sql::mysql::KillTarget,
+    ) -> Result<(), End> {
+        let airlock_sql::mysql::KillTarget::Query(n) = target else {
+            let message = "airlock: KILL CONNECTION is refused; KILL QUERY cancels a statement of your own session";
+            self.record(
+                id,
+                text,
+                statements,
+                &Params::None,
+                Recorded::Deny,
+                None,
+                Some(message),
+                None,
+            );
+            self.refuse(errno::KILL_DENIED, "HY000", message);
+            return Ok(());
+        };
+        let owner = super::owner(&self.authorized.principal);
+        let found = u32::try_from(n)
+            .ok()
+            .and_then(|n| self.gateway.mysql_sessions.owned(n, &owner));
+        let Some(session) = found else {
+            let message = format!("Unknown thread id: {n}");
+            self.record(
+                id,
+                text,
+                statements,
+                &Params::None,
+                Recorded::Deny,
+                None,
+                Some(&message),
+                None,
+            );
+            self.refuse(errno::NO_SUCH_THREAD, "HY000", &message);
+            return Ok(());
+        };
+        if !self.record(
+            id,
+            text,
+            statements,
+            &Params::None,
+            Recorded::Allow,
+            None,
+            None,
+            None,
+        ) {
+            self.refuse(
+                errno::UNKNOWN_ERROR,
+                "HY000",
+                "airlock: the audit journal cannot be written; the statement was not run",
+            );
+            return Ok(());
+        }
+        let killed = tokio::time::timeout(self.snapshot.limits.upstream_connect_timeout, async {
+            let (mut up, ready, mut input) = upstream::connect(
+                &session.target,
+                &session.credential,
+                mysql_common::constants::CapabilityFlags::CLIENT_PROTOCOL_41,
+                UTF8MB4,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let deprecate_eof = ready
+                .capabilities
+                .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+            let sql = format!("KILL QUERY {}", session.upstream_id);
+            upstream::query(&mut up, &mut input, deprecate_eof, &sql)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        match killed {
+            Ok(Ok(_)) => codec::ok(
+                &mut self.out,
+                &mut 1,
+                codec::OkInfo {
+                    status: self.status,
+                    ..Default::default()
+                },
+            ),
+            _ => self.refuse(
+                errno::UNKNOWN_ERROR,
+                "HY000",
+                "airlock: the query could not be killed upstream",
+            ),
+        }
+        Ok(())
     }
 
     /// The text of a statement, or `None` (refused) when it is not UTF-8.

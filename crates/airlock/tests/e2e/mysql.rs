@@ -767,3 +767,57 @@ print(json.dumps(out))
     assert!(found.is_empty(), "{found:#?}");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_query_reaches_only_the_principals_own_sessions() {
+    let db = seeded();
+    let gw = gateway(&db, "", "").await;
+    let dba = gw.token("dana", &["dba"]);
+    let other = gw.token("olga", &["dba"]);
+    let got = python(
+        &gw,
+        &dba,
+        &format!(
+            r#"
+import json, os, threading, time, pymysql
+def connect(token):
+    return pymysql.connect(host=os.environ["HOST"], port=int(os.environ["PORT"]), user="admin",
+                           password=token, database="shop")
+a = connect(os.environ["TOKEN"])
+victim = a.thread_id()
+out = {{}}
+def run():
+    t = time.time()
+    try:
+        with a.cursor() as c:
+            c.execute("select sleep(30)")
+            out["result"] = c.fetchone()[0]
+    except pymysql.err.MySQLError as e:
+        out["result"] = e.args[0]
+    out["took"] = time.time() - t
+th = threading.Thread(target=run)
+th.start()
+time.sleep(1)
+stranger = connect("{other}")
+try:
+    stranger.cursor().execute("kill query %d" % victim)
+    out["stranger"] = None
+except pymysql.err.MySQLError as e:
+    out["stranger"] = e.args[0]
+try:
+    connect(os.environ["TOKEN"]).cursor().execute("kill connection %d" % victim)
+    out["connection"] = None
+except pymysql.err.MySQLError as e:
+    out["connection"] = e.args[0]
+connect(os.environ["TOKEN"]).cursor().execute("kill query %d" % victim)
+th.join()
+print(json.dumps(out))
+"#
+        ),
+    );
+    assert_eq!(got["stranger"], 1094, "{got}");
+    assert_eq!(got["connection"], 1095, "{got}");
+    // Interrupted: SLEEP returns 1 (or the statement fails), long before 30 s.
+    assert!(got["took"].as_f64().unwrap() < 20.0, "{got}");
+    gw.stop().await;
+}
