@@ -16,6 +16,7 @@
 pub(crate) mod cancel;
 pub(crate) mod catalog;
 pub(crate) mod inspect;
+pub(crate) mod lifetime;
 pub(crate) mod mask;
 pub mod metrics;
 pub(crate) mod mysql;

@@ -21,6 +21,7 @@ use tracing::{Instrument, field};
 use crate::Gateway;
 use crate::cancel::{CancelKey, CancelTarget};
 use crate::inspect::{PolicyInspector, SessionMasking, SessionPolicy};
+use crate::lifetime::{cut_at, grant_revoked};
 use crate::pump::{Pump, PumpEnd, Side};
 use crate::snapshot::Snapshot;
 use crate::stream::{ClientStream, MaybeTls};
@@ -657,37 +658,6 @@ async fn run(
 async fn hold_ended(waiting: &mut Option<Waiting>) -> hold::Wait {
     match waiting {
         Some(w) => w.decided().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Resolves with why, when the session's grant is revoked.
-pub(crate) async fn grant_revoked(
-    watch: &mut Option<tokio::sync::watch::Receiver<Option<String>>>,
-) -> String {
-    if let Some(rx) = watch {
-        loop {
-            if let Some(why) = rx.borrow_and_update().clone() {
-                return why;
-            }
-            if rx.changed().await.is_err() {
-                break;
-            }
-        }
-    }
-    std::future::pending().await
-}
-
-/// Resolves at the session's deadline, with why it ends; never without one.
-pub(crate) async fn cut_at(
-    clock: &dyn airlock_engine::clock::Clock,
-    deadline: &Option<open::Deadline>,
-) -> Cut {
-    match deadline {
-        Some(d) => {
-            clock.sleep_until(d.at).await;
-            d.why.clone()
-        }
         None => std::future::pending().await,
     }
 }

@@ -47,6 +47,8 @@ pub struct Snapshot {
     pub connections: HashMap<String, ConnectionRuntime>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub tls_offer: TlsOffer,
+    /// `tls.mode`, for doors other than PostgreSQL's.
+    pub tls_mode: airlock_config::TlsMode,
     pub limits: Limits,
     pub session_lifetime: SessionLifetime,
     pub verifier: Arc<Verifier>,
@@ -164,6 +166,7 @@ impl Snapshot {
             connections,
             tls,
             tls_offer,
+            tls_mode: config.tls_mode(),
             limits: Limits {
                 max_message_size: usize::try_from(config.limits.max_message_size.0)
                     .unwrap_or(usize::MAX),

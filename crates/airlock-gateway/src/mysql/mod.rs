@@ -10,7 +10,7 @@ pub(crate) mod mask;
 pub(crate) mod session;
 pub(crate) mod upstream;
 
-pub(crate) use crate::session::{cut_at, grant_revoked};
+pub(crate) use crate::lifetime::{cut_at, grant_revoked};
 
 /// Literal spans for the recording's redaction, in the default `sql_mode`
 /// (a text lexed with other modes is at worst redacted more).

@@ -147,10 +147,10 @@ async fn open(
     id: uuid::Uuid,
     peer: SocketAddr,
 ) -> Option<Opened> {
-    let offer = match (snapshot.tls.is_some(), snapshot.tls_offer) {
-        (false, _) => TlsOffer::Disabled,
-        (true, airlock_pgwire::startup::TlsOffer::Required) => TlsOffer::Required,
-        (true, _) => TlsOffer::Optional,
+    let offer = match (snapshot.tls.is_some(), snapshot.tls_mode) {
+        (false, _) | (_, airlock_config::TlsMode::Disabled) => TlsOffer::Disabled,
+        (true, airlock_config::TlsMode::Required) => TlsOffer::Required,
+        (true, airlock_config::TlsMode::Optional) => TlsOffer::Optional,
     };
     let greeting = greeting(gateway, snapshot, id).await;
     let mut hs = ClientHandshake::start(&greeting, offer, loopback, out);

@@ -1,0 +1,35 @@
+//! How a session's life ends, for every door: at its deadline (token,
+//! lifetime or grant expiry) or when its grant is revoked.
+
+use airlock_engine::open::{self, Cut};
+
+/// Resolves with why, when the session's grant is revoked.
+pub(crate) async fn grant_revoked(
+    watch: &mut Option<tokio::sync::watch::Receiver<Option<String>>>,
+) -> String {
+    if let Some(rx) = watch {
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+    std::future::pending().await
+}
+
+/// Resolves at the session's deadline, with why it ends; never without one.
+pub(crate) async fn cut_at(
+    clock: &dyn airlock_engine::clock::Clock,
+    deadline: &Option<open::Deadline>,
+) -> Cut {
+    match deadline {
+        Some(d) => {
+            clock.sleep_until(d.at).await;
+            d.why.clone()
+        }
+        None => std::future::pending().await,
+    }
+}
