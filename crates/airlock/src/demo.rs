@@ -40,6 +40,7 @@ const TEMPLATE: &str = include_str!("../../../examples/demo.yaml");
 /// The gateway's listeners, when these ports are free.
 const DEFAULT_POSTGRES_PORT: u16 = 6432;
 const DEFAULT_HTTP_PORT: u16 = 8080;
+const DEFAULT_MYSQL_PORT: u16 = 6033;
 
 /// How long the gateway may take to close its listeners at shutdown.
 const GATEWAY_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,6 +99,7 @@ impl Demo {
         let mut sandbox = Sandbox {
             dir: Some(temp),
             server: None,
+            mariadb: None,
         };
         tracing::info!(dir = %dir.display(), "starting the airlock demo");
         if dir.to_str().is_none() {
@@ -237,15 +239,62 @@ impl Demo {
             &admin_password,
         )?;
 
+        // The same data in MariaDB, when it is installed.
+        if crate::demo_mariadb::available() {
+            let export = |sql: &str| {
+                let mut psql = tokio::process::Command::new(&bins.psql);
+                psql.current_dir(&pg_dir)
+                    .args(["-X", "-q", "-A", "-t", "-F", "\t", "-h"])
+                    .arg(&pg_dir)
+                    .args([
+                        "-p",
+                        &pg_port.to_string(),
+                        "-U",
+                        "postgres",
+                        "-d",
+                        "demo",
+                        "-c",
+                        sql,
+                    ]);
+                run_tool(psql, None, "exporting the demo data for MariaDB")
+            };
+            let customers = export(
+                "SELECT id, name, email, ssn, card_number, external_id FROM customers ORDER BY id",
+            )
+            .await?;
+            let orders = export(
+                "SELECT id, customer_id, amount, status, to_char(created_at, 'YYYY-MM-DD HH24:MI:SS') \
+                 FROM orders ORDER BY id",
+            )
+            .await?;
+            let my_dir = dir.join("mysql");
+            let my_port = free_port(0)?;
+            tracing::info!(port = my_port, "starting MariaDB");
+            let (ro, admin) = (ro_password.clone(), admin_password.clone());
+            let started = tokio::task::spawn_blocking(move || {
+                let db = crate::demo_mariadb::start(&my_dir, my_port, is_root())?;
+                db.seed([(RO_ROLE, &ro), (ADMIN_ROLE, &admin)], &customers, &orders)?;
+                anyhow::Ok(db)
+            })
+            .await
+            .context("starting MariaDB")?;
+            sandbox.mariadb = Some(started.context("the demo's MariaDB")?);
+        } else {
+            tracing::info!("MariaDB is not installed: the demo runs PostgreSQL alone");
+        }
+        let my_port = sandbox.mariadb.as_ref().map(|m| m.port);
+
         let config_path = dir.join("airlock.yaml");
         let mut listen = (
             free_port(DEFAULT_POSTGRES_PORT)?,
             free_port(DEFAULT_HTTP_PORT)?,
+            free_port(DEFAULT_MYSQL_PORT)?,
         );
         let mut attempt = 1;
         let running = loop {
             let loopback = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let yaml = render(&dir, pg_port, loopback(listen.0), loopback(listen.1))?;
+            let mysql = my_port.map(|port| (port, loopback(listen.2)));
+            let yaml = render(&dir, pg_port, loopback(listen.0), loopback(listen.1), mysql)?;
             fs::write(&config_path, yaml)
                 .with_context(|| format!("writing {}", config_path.display()))?;
             let config = crate::serve::load(&config_path)?;
@@ -255,7 +304,7 @@ impl Demo {
                 Err(e) if attempt < 3 && format!("{e:#}").contains("binding listen.") => {
                     tracing::warn!(error = %format!("{e:#}"), "retrying on other ports");
                     attempt += 1;
-                    listen = (free_port(0)?, free_port(0)?);
+                    listen = (free_port(0)?, free_port(0)?, free_port(0)?);
                 }
                 Err(e) => return Err(e.context("starting the gateway")),
             }
@@ -288,10 +337,28 @@ impl Demo {
             .http
             .map(|h| format!("http://{}", airlock_gateway::local_addr(h)))
             .unwrap_or_default();
+        let mysql = match self.running.mysql {
+            Some(my) => {
+                let line = |sub: &str, group: &str, user: &str| {
+                    format!(
+                        "MYSQL_PWD=$({exe} token --config {config} --sub {sub} --groups {group}) \
+                         mysql -h {} -P {} -u {user} demo_mysql",
+                        my.ip(),
+                        my.port()
+                    )
+                };
+                format!(
+                    "\n  # the same, through MySQL (MariaDB with the same data)\n  {}\n  {}\n",
+                    line("agent", "ai-agents", "readonly"),
+                    line("dba", "dba", "admin")
+                )
+            }
+            None => String::new(),
+        };
         format!(
             "airlock demo is running. Paste these in another terminal:\n\
              \n  # an AI agent (group ai-agents): read-only\n  {}\n\
-             \n  # a DBA (group dba): read-write\n  {}\n\
+             \n  # a DBA (group dba): read-write\n  {}\n{mysql}\
              \nTry: select name, email from customers limit 5;   delete from orders;\n  (the agent is read-only; the DBA's unbounded delete waits for an approval)\n\
              \n  # a reviewer (group dba) decides held statements; nobody approves their own\n  \
              export AIRLOCK_SERVER={server} AIRLOCK_TOKEN=$({exe} token --config {config} --sub reviewer --groups dba)\n  \
@@ -329,6 +396,7 @@ impl Demo {
 struct Sandbox {
     dir: Option<tempfile::TempDir>,
     server: Option<Server>,
+    mariadb: Option<crate::demo_mariadb::MariaDb>,
 }
 
 struct Server {
@@ -347,6 +415,8 @@ impl Sandbox {
         if let Some(server) = self.server.take() {
             server.stop();
         }
+        // Dropping it stops MariaDB.
+        self.mariadb.take();
         match self.dir.take() {
             Some(dir) => {
                 let path = dir.path().to_path_buf();
@@ -584,8 +654,16 @@ fn free_port(preferred: u16) -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// Renders the template: YAML single-quoted strings hold the dir.
-fn render(dir: &Path, pg_port: u16, postgres: SocketAddr, http: SocketAddr) -> Result<String> {
+/// Renders the template: YAML single-quoted strings hold the dir. `mysql`:
+/// MariaDB's port and the gateway's MySQL listener, when MariaDB runs
+/// (otherwise the lines marked `# mysql` are left out).
+fn render(
+    dir: &Path,
+    pg_port: u16,
+    postgres: SocketAddr,
+    http: SocketAddr,
+    mysql: Option<(u16, SocketAddr)>,
+) -> Result<String> {
     let dir = path_str(dir)?.replace('\'', "''");
     // The template's own header explains the placeholders; the rendered file
     // gets a header of its own instead.
@@ -597,6 +675,18 @@ fn render(dir: &Path, pg_port: u16, postgres: SocketAddr, http: SocketAddr) -> R
         .replace("{{pg_port}}", &pg_port.to_string())
         .replace("{{postgres_listen}}", &postgres.to_string())
         .replace("{{http_listen}}", &http.to_string());
+    let body: String = body
+        .lines()
+        .filter_map(|line| match (line.strip_suffix("  # mysql"), mysql) {
+            (None, _) => Some(line.to_string()),
+            (Some(_), None) => None,
+            (Some(kept), Some((port, listen))) => Some(
+                kept.replace("{{mysql_port}}", &port.to_string())
+                    .replace("{{mysql_listen}}", &listen.to_string()),
+            ),
+        })
+        .map(|l| l + "\n")
+        .collect();
     Ok(format!(
         "# Written by `airlock demo` from examples/demo.yaml; removed when the demo stops.\n\n{body}"
     ))
@@ -755,9 +845,10 @@ mod tests {
             54321,
             "127.0.0.1:6432".parse().unwrap(),
             "127.0.0.1:18080".parse().unwrap(),
+            None,
         )
         .unwrap();
-        assert!(!yaml.contains("{{"), "{yaml}");
+        assert!(!yaml.contains("{{") && !yaml.contains("mysql"), "{yaml}");
         let config = airlock_config::Config::from_yaml_str(&yaml, "demo.yaml").unwrap();
         assert_eq!(
             config.listen.postgres,
@@ -780,6 +871,24 @@ mod tests {
         );
         let rules: Vec<&str> = config.access.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(rules, ["agents-read", "dba"]);
+
+        // With MariaDB: its connection, listener and access rule.
+        let yaml = render(
+            dir,
+            54321,
+            "127.0.0.1:6432".parse().unwrap(),
+            "127.0.0.1:18080".parse().unwrap(),
+            Some((33061, "127.0.0.1:6033".parse().unwrap())),
+        )
+        .unwrap();
+        assert!(!yaml.contains("{{") && !yaml.contains("# mysql"), "{yaml}");
+        let config = airlock_config::Config::from_yaml_str(&yaml, "demo.yaml").unwrap();
+        assert_eq!(config.listen.mysql, Some("127.0.0.1:6033".parse().unwrap()));
+        let my = &config.connections["demo_mysql"];
+        assert_eq!(my.protocol, airlock_config::Protocol::Mysql);
+        assert_eq!(my.port(), 33061);
+        let rules: Vec<&str> = config.access.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(rules, ["agents-read", "agents-read-mysql", "dba"]);
     }
 
     #[test]

@@ -6,5 +6,6 @@
 #![forbid(unsafe_code)]
 
 pub mod demo;
+mod demo_mariadb;
 pub mod explain;
 pub mod serve;

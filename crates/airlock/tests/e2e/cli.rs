@@ -374,6 +374,27 @@ fn demo_prints_working_lines_and_cleans_up() {
     let out = paste(&format!(r#"{agent} -c "select count(*) from orders""#));
     assert!(text(&out.stdout).contains("6000"), "{}", text(&out.stdout));
 
+    // The MySQL lines: the same data in MariaDB, masked for the agent.
+    let my_agent = lines
+        .iter()
+        .find(|l| l.contains("--sub agent") && l.contains("mysql -h"))
+        .unwrap_or_else(|| panic!("no MySQL agent line in:\n{printed}"))
+        .trim()
+        .to_owned();
+    let out = paste(&format!(
+        r#"{my_agent} -N -B -e "select count(*), max(ssn) from customers; select ssn, email from customers order by id limit 1""#
+    ));
+    assert!(out.status.success(), "{my_agent}\n{}", text(&out.stderr));
+    let rows = text(&out.stdout);
+    assert!(rows.starts_with("2500\t"), "{rows}");
+    assert!(rows.contains("*****") && rows.contains("***@"), "{rows}");
+    let out = paste(&format!(r#"{my_agent} -e "delete from orders""#));
+    assert!(
+        text(&out.stderr).contains("ERROR 1227"),
+        "{}",
+        text(&out.stderr)
+    );
+
     demo.interrupt();
     let status = demo.wait_for_exit(Duration::from_secs(20));
     let status =
