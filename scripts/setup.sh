@@ -36,11 +36,12 @@ python3 -c 'import asyncpg' 2>/dev/null || python3 -m pip install -q 'asyncpg>=0
 # The MySQL door's driver tests: PyMySQL and mysql-connector-python.
 python3 -c 'import pymysql' 2>/dev/null || python3 -m pip install -q 'PyMySQL>=1.1,<2'
 python3 -c 'import mysql.connector' 2>/dev/null || python3 -m pip install -q 'mysql-connector-python>=8,<10'
-# node-postgres, for the driver matrix, at the versions package-lock.json pins.
+# node-postgres and mysql2, for the driver tests, at the versions
+# package-lock.json pins.
 drivers="$root/crates/airlock/tests/drivers"
-if ! (cd "$drivers" && node -e 'require("pg")' >/dev/null 2>&1) \
+if ! (cd "$drivers" && node -e 'require("pg"); require("mysql2")' >/dev/null 2>&1) \
   || ! cmp -s "$drivers/package-lock.json" "$drivers/node_modules/.airlock-lock"; then
-  echo "setup: installing node-postgres"
+  echo "setup: installing node-postgres and mysql2"
   (cd "$drivers" && npm ci --no-audit --no-fund --loglevel=error)
   cp "$drivers/package-lock.json" "$drivers/node_modules/.airlock-lock"
 fi

@@ -821,3 +821,42 @@ print(json.dumps(out))
     assert!(got["took"].as_f64().unwrap() < 20.0, "{got}");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_mysql2_with_cleartext_opted_in_reads_masked_text_and_binary_rows() {
+    let db = seeded();
+    let gw = gateway(&db, "", "").await;
+    let agent = gw.token("devin", &["ai-agents"]);
+    let addr = mysql_addr(&gw);
+    let drivers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/drivers");
+    let out = Command::new("node")
+        .arg("node_mysql2.js")
+        .current_dir(&drivers)
+        .env("HOST", addr.ip().to_string())
+        .env("PORT", addr.port().to_string())
+        .env("TOKEN", &agent)
+        .output()
+        .expect("node runs");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let got: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(got["text"][0]["name"], "Ada");
+    assert!(
+        got["text"][0]["ssn"].as_str().unwrap().ends_with("6789"),
+        "{got}"
+    );
+    assert_eq!(got["prepared"][0]["name"], "Bob");
+    assert!(
+        got["prepared"][0]["ssn"]
+            .as_str()
+            .unwrap()
+            .ends_with("4321"),
+        "{got}"
+    );
+    let all = got.to_string();
+    assert!(
+        !all.contains(SSN) && !all.contains(EMAIL) && !all.contains("987-65-4321"),
+        "{got}"
+    );
+    assert_eq!(got["err"], 1227);
+    gw.stop().await;
+}
