@@ -860,3 +860,50 @@ async fn node_mysql2_with_cleartext_opted_in_reads_masked_text_and_binary_rows()
     assert_eq!(got["err"], 1227);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_goes_away_mid_result_ends_in_an_error_not_a_short_result() {
+    let db = seeded();
+    let gw = gateway(&db, "", "").await;
+    let dba = gw.token("dana", &["dba"]);
+    let (mut s, mut input) = raw_login(&gw, "admin", &dba).await;
+    // A result far larger than any socket buffer: the upstream is still
+    // sending when it is killed.
+    raw_query(
+        &mut s,
+        b"select seq, repeat('x', 100) from seq_1_to_3000000",
+    )
+    .await;
+    let mut response = airlock_mywire::response::Response::new(false);
+    response.expect(airlock_mywire::response::Expect::Results { binary: false });
+    // The first rows (MariaDB's sequence engine streams them).
+    let mut rows = 0u64;
+    while rows < 10 {
+        let p = read_packet(&mut s, &mut input).await;
+        if response.next(&p.payload).unwrap() == airlock_mywire::response::Part::Row {
+            rows += 1;
+        }
+    }
+    let victim = db.sql("select id from information_schema.processlist where info like '%seq_1_to_3000000%' and info not like '%processlist%'");
+    assert!(
+        !victim.is_empty(),
+        "the query runs upstream: {}",
+        db.sql("select id, command, state, info from information_schema.processlist")
+    );
+    db.sql(&format!("kill connection {victim}"));
+    let mut last = airlock_mywire::response::Part::Row;
+    while !response.done() {
+        let p = read_packet(&mut s, &mut input).await;
+        last = response.next(&p.payload).unwrap();
+        if last == airlock_mywire::response::Part::Row {
+            rows += 1;
+        }
+    }
+    assert_eq!(
+        last,
+        airlock_mywire::response::Part::Err,
+        "after {rows} rows"
+    );
+    assert!(rows < 3_000_000, "{rows}");
+    gw.stop().await;
+}
