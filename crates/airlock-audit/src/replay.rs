@@ -1,4 +1,7 @@
-//! A recorded session as a psql-like transcript (`airlock sessions replay`).
+//! A recorded session as a psql-like transcript (`airlock sessions replay`);
+//! a session of the MySQL door reads like the mysql CLI instead (prompt
+//! `mysql [conn]>`, bordered tables, `N rows in set`, `Query OK, N rows
+//! affected`, `ERROR <errno>: …`).
 //!
 //! The transcript reads like the terminal of someone who ran the session's
 //! statements in `psql`, with what only airlock knows written as SQL
@@ -49,9 +52,16 @@ use std::fmt::{self, Write};
 
 use crate::Event;
 use crate::event::{
-    Approval, Body, Decision, ErrorInfo, Protocol, Sample, SessionEnd, SessionStart, Statement,
-    StatementResult, Value,
+    Approval, Body, Decision, Door, ErrorInfo, Protocol, Sample, SessionEnd, SessionStart,
+    Statement, StatementResult, Value,
 };
+
+/// Whose terminal the transcript imitates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    Psql,
+    Mysql,
+}
 
 /// Writes `events` (one session's, in recording order) as a transcript.
 pub fn transcript(events: &[Event], out: &mut impl Write) -> fmt::Result {
@@ -60,6 +70,10 @@ pub fn transcript(events: &[Event], out: &mut impl Write) -> fmt::Result {
         _ => None,
     });
     let prompt = start.map_or("?", |(_, s)| s.connection.as_str());
+    let style = match start.map(|(_, s)| s.door) {
+        Some(Door::Mysql) => Style::Mysql,
+        _ => Style::Psql,
+    };
     match start {
         Some((e, s)) => header(e, s, out)?,
         None => {
@@ -98,7 +112,7 @@ pub fn transcript(events: &[Event], out: &mut impl Write) -> fmt::Result {
                 writeln!(out)?;
                 let held = approvals.remove(&s.seq).unwrap_or_default();
                 let results = results.remove(&s.seq).unwrap_or_default();
-                statement(prompt, s, &held, results, out)?;
+                statement(style, prompt, s, &held, results, out)?;
             }
             Body::Approval(a) if a.seq.is_none() => {
                 writeln!(out)?;
@@ -116,7 +130,7 @@ pub fn transcript(events: &[Event], out: &mut impl Write) -> fmt::Result {
             "-- result of statement #{seq}, whose text was not recorded"
         )?;
         for r in list {
-            result(r, out)?;
+            result(style, r, out)?;
         }
     }
 
@@ -214,6 +228,7 @@ fn approval(a: &Approval, out: &mut impl Write) -> fmt::Result {
 }
 
 fn statement(
+    style: Style,
     prompt: &str,
     s: &Statement,
     held: &[&Approval],
@@ -224,8 +239,12 @@ fn statement(
     let text = s.text.trim_end();
     for (i, line) in text.split('\n').enumerate() {
         let line = line.strip_suffix('\r').unwrap_or(line);
-        let sep = if i == 0 { "=>" } else { "->" };
-        writeln!(out, "{prompt}{sep} {}", Clean(line))?;
+        match (style, i) {
+            (Style::Psql, 0) => writeln!(out, "{prompt}=> {}", Clean(line))?,
+            (Style::Psql, _) => writeln!(out, "{prompt}-> {}", Clean(line))?,
+            (Style::Mysql, 0) => writeln!(out, "mysql [{prompt}]> {}", Clean(line))?,
+            (Style::Mysql, _) => writeln!(out, "    -> {}", Clean(line))?,
+        }
     }
     if let Some(t) = &s.truncated {
         writeln!(
@@ -255,10 +274,10 @@ fn statement(
         approval(a, out)?;
     }
     if let Some(refusal) = &s.refusal {
-        error(refusal, out)?;
+        error(style, refusal, out)?;
     }
     for r in results {
-        result(r, out)?;
+        result(style, r, out)?;
     }
     Ok(())
 }
@@ -307,18 +326,23 @@ fn decision(s: &Statement, out: &mut impl Write) -> fmt::Result {
     Ok(())
 }
 
-fn error(e: &ErrorInfo, out: &mut impl Write) -> fmt::Result {
-    writeln!(
-        out,
-        "ERROR:  {}  (SQLSTATE {})",
-        Clean(&e.message),
-        Clean(&e.code)
-    )
+fn error(style: Style, e: &ErrorInfo, out: &mut impl Write) -> fmt::Result {
+    match style {
+        Style::Psql => writeln!(
+            out,
+            "ERROR:  {}  (SQLSTATE {})",
+            Clean(&e.message),
+            Clean(&e.code)
+        ),
+        Style::Mysql => writeln!(out, "ERROR {}: {}", Clean(&e.code), Clean(&e.message)),
+    }
 }
 
-fn result(r: &StatementResult, out: &mut impl Write) -> fmt::Result {
+fn result(style: Style, r: &StatementResult, out: &mut impl Write) -> fmt::Result {
     if let Some(e) = &r.error {
-        error(e, out)?;
+        error(style, e, out)?;
+    } else if style == Style::Mysql {
+        mysql_result(r, out)?;
     } else {
         let tag = r.tag.as_deref().unwrap_or("");
         let returns_rows = returns_rows(tag);
@@ -358,6 +382,104 @@ fn result(r: &StatementResult, out: &mut impl Write) -> fmt::Result {
         }
     }
     writeln!(out, "-- {} ms", Millis(r.duration_us))
+}
+
+/// A result as the mysql CLI prints it: a bordered table and `N rows in
+/// set`, or `Query OK, N rows affected` (the door records an OK as `OK N`).
+fn mysql_result(r: &StatementResult, out: &mut impl Write) -> fmt::Result {
+    let tag = r.tag.as_deref().unwrap_or("");
+    if let Some(affected) = tag.strip_prefix("OK ") {
+        let n: u64 = affected.parse().unwrap_or(0);
+        let s = if n == 1 { "" } else { "s" };
+        return writeln!(out, "Query OK, {n} row{s} affected");
+    }
+    if let Some(sample) = &r.sample {
+        bordered(sample, out)?;
+    }
+    match r.rows {
+        0 => writeln!(out, "Empty set")?,
+        1 => writeln!(out, "1 row in set")?,
+        n => writeln!(out, "{n} rows in set")?,
+    }
+    match &r.sample {
+        Some(sample) if sample.withheld.is_some() => {
+            writeln!(
+                out,
+                "(values withheld: {})",
+                Clean(sample.withheld.as_deref().unwrap_or(""))
+            )
+        }
+        Some(sample) if sample.truncated => {
+            writeln!(out, "(sample: first {} rows)", sample.rows.len())
+        }
+        None if r.rows > 0 => writeln!(out, "(no sample recorded)"),
+        _ => Ok(()),
+    }
+}
+
+/// A mysql-CLI table: `+---+` rules above, below the header and at the end,
+/// `| a | b |` rows, numbers right-aligned, NULL as `NULL`.
+fn bordered(sample: &Sample, out: &mut impl Write) -> fmt::Result {
+    let cols = sample.columns.len();
+    if cols == 0 {
+        return Ok(());
+    }
+    let header: Vec<String> = sample.columns.iter().map(|c| clean(c)).collect();
+    let cells: Vec<Vec<String>> = sample
+        .rows
+        .iter()
+        .map(|row| {
+            (0..cols)
+                .map(|i| match row.get(i) {
+                    None | Some(Value::Null) => "NULL".to_string(),
+                    v => cell(v),
+                })
+                .collect()
+        })
+        .collect();
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    let mut numeric = vec![!cells.is_empty(); cols];
+    for (row, raw) in cells.iter().zip(&sample.rows) {
+        for (i, c) in row.iter().enumerate() {
+            width[i] = width[i].max(c.chars().count());
+            if let Some(Value::Text(t)) = raw.get(i)
+                && !is_number(t)
+            {
+                numeric[i] = false;
+            }
+            if let Some(Value::Bytes { .. }) = raw.get(i) {
+                numeric[i] = false;
+            }
+        }
+    }
+    let mut rule = String::from("+");
+    for w in &width {
+        rule.extend(std::iter::repeat_n('-', w + 2));
+        rule.push('+');
+    }
+    let row_line = |cells: &[String], right: &[bool]| {
+        let mut line = String::from("|");
+        for (i, c) in cells.iter().enumerate() {
+            let pad = width[i] - c.chars().count();
+            line.push(' ');
+            if right[i] {
+                push_spaces(&mut line, pad);
+                line.push_str(c);
+            } else {
+                line.push_str(c);
+                push_spaces(&mut line, pad);
+            }
+            line.push_str(" |");
+        }
+        line
+    };
+    writeln!(out, "{rule}")?;
+    writeln!(out, "{}", row_line(&header, &vec![false; cols]))?;
+    writeln!(out, "{rule}")?;
+    for row in &cells {
+        writeln!(out, "{}", row_line(row, &numeric))?;
+    }
+    writeln!(out, "{rule}")
 }
 
 /// Tags of commands whose rows psql prints as a table.
@@ -608,6 +730,58 @@ mod tests {
         let mut s = String::new();
         transcript(events, &mut s).unwrap();
         s
+    }
+
+    #[test]
+    fn a_mysql_session_reads_like_the_mysql_cli() {
+        let mut start = start();
+        if let Body::SessionStart(s) = &mut start.body {
+            s.door = crate::event::Door::Mysql;
+        }
+        let mut sample_result = res(1, 0, 2, None);
+        sample_result.sample = Some(Sample {
+            columns: vec!["id".into(), "email".into()],
+            rows: vec![
+                vec![text("1"), text("a***@example.com")],
+                vec![text("10"), Value::Null],
+            ],
+            truncated: false,
+            withheld: None,
+        });
+        let mut denied = stmt(3, "drop table t");
+        denied.decision = Decision::Deny;
+        denied.rule = Some("no-drops".into());
+        denied.refusal = Some(ErrorInfo {
+            code: "1227".into(),
+            message: "airlock: statement denied by rule \"no-drops\"".into(),
+        });
+        let events = vec![
+            start,
+            Event::at(
+                at(1),
+                Body::Statement(stmt(1, "select id, email from users")),
+            ),
+            Event::at(at(2), Body::Result(sample_result)),
+            Event::at(
+                at(3),
+                Body::Statement(stmt(2, "delete from t where id = 1")),
+            ),
+            Event::at(at(4), Body::Result(res(2, 0, 0, Some("OK 1")))),
+            Event::at(at(5), Body::Statement(denied)),
+        ];
+        let got = render(&events);
+        for want in [
+            "mysql [app]> select id, email from users",
+            "+----+------------------+",
+            "| id | email            |",
+            "|  1 | a***@example.com |",
+            "| 10 | NULL             |",
+            "2 rows in set",
+            "Query OK, 1 row affected",
+            "ERROR 1227: airlock: statement denied by rule \"no-drops\"",
+        ] {
+            assert!(got.contains(want), "{want:?} missing in:\n{got}");
+        }
     }
 
     #[test]

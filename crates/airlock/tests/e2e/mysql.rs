@@ -119,7 +119,7 @@ fn python(gw: &Gateway, token: &str, script: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_mysql_cli_logs_in_with_a_token_reads_masked_rows_and_is_refused_writes() {
     let db = seeded();
-    let gw = gateway(&db, "", "").await;
+    let gw = gateway(&db, "", "api: {auditor_groups: [security]}\n").await;
     let agent = gw.token("devin", &["ai-agents"]);
 
     let out = mysql_cli(
@@ -171,6 +171,43 @@ async fn the_mysql_cli_logs_in_with_a_token_reads_masked_rows_and_is_refused_wri
     // Another database than the route's.
     let out = mysql_cli(&gw, &agent, "readonly", "shop", "use mysql");
     assert!(stderr(&out).contains("ERROR 1044"), "{}", stderr(&out));
+
+    // Recorded, and replayed like the mysql CLI, masked.
+    let auditor = gw.token("audrey", &["security"]);
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_airlock"))
+            .args(args)
+            .args(["--server", &format!("http://{}", gw.http)])
+            .env("AIRLOCK_TOKEN", &auditor)
+            .output()
+            .unwrap()
+    };
+    let mut transcript = String::new();
+    for _ in 0..150 {
+        let listed = cli(&["sessions", "list", "--principal", "devin", "--json"]);
+        let list: Value = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+        let sessions = list["sessions"].as_array().cloned().unwrap_or_default();
+        // The first session: the masked select.
+        if let Some(first) = sessions.last().and_then(|s| s["id"].as_str()) {
+            transcript = stdout(&cli(&["sessions", "replay", first]));
+            if transcript.contains("rows in set") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        transcript.contains("mysql [shop]> select id, name, ssn, email from customers"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("2 rows in set") && transcript.contains("| Ada "),
+        "{transcript}"
+    );
+    assert!(
+        !transcript.contains(SSN) && !transcript.contains(EMAIL),
+        "{transcript}"
+    );
     gw.stop().await;
 }
 
