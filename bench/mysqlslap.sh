@@ -6,14 +6,16 @@
 #
 # Configurations: plain (no guardrails, no masking; recording is always on)
 # and full (the SPEC §3 guardrails, masking rules on ssn/email and every
-# content detector, journal fsync every 100ms). Each round runs direct,
-# plain and full in a rotating order, QUERIES point selects
+# content detector, journal fsync every 100ms). For scale, a bare TCP
+# forwarder (socat, one process per connection) in front of the same
+# MariaDB: the cost of one more hop and nothing else. Each round runs
+# direct, forward, plain and full in a rotating order, QUERIES point selects
 # (`select v from t where id = 42`) spread over the clients; each client
 # logs in once. Reports the median queries per second of each and the
 # ratios to direct.
 #
-# Needs the machine's MariaDB on 127.0.0.1:3306 (root, no password) and a
-# release build (built unless NO_BUILD=1; AIRLOCK_BIN overrides).
+# Needs the machine's MariaDB on 127.0.0.1:3306 (root, no password), socat,
+# and a release build (built unless NO_BUILD=1; AIRLOCK_BIN overrides).
 set -euo pipefail
 QUERIES=${QUERIES:-20000}
 ROUNDS=${ROUNDS:-3}
@@ -69,6 +71,8 @@ guardrails:
   - {name: review-unbounded-writes, match: {statements: [update, delete], where: absent}, action: approve, approvers: [dba]}
   - {name: unknown, match: {statements: [unknown]}, action: deny}'
 
+socat TCP-LISTEN:16035,bind=127.0.0.1,reuseaddr,fork "TCP:$MY_HOST:$MY_PORT" &
+PIDS+=($!)
 for c in plain full; do
     RUST_LOG=warn "$BIN" serve --config "$TMP/$c.yaml" >"$TMP/$c.log" 2>&1 &
     PIDS+=($!)
@@ -93,13 +97,14 @@ slap() { # port user password schema clients -> queries per second
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 for clients in $CLIENTS; do
-    : >"$TMP/direct" ; : >"$TMP/plain" ; : >"$TMP/full"
+    : >"$TMP/direct" ; : >"$TMP/forward" ; : >"$TMP/plain" ; : >"$TMP/full"
     for round in $(seq "$ROUNDS"); do
-        order=(direct plain full)
-        for _ in $(seq $((round % 3))); do order=("${order[@]:1}" "${order[0]}"); done
+        order=(direct forward plain full)
+        for _ in $(seq $((round % 4))); do order=("${order[@]:1}" "${order[0]}"); done
         for who in "${order[@]}"; do
             case $who in
                 direct) qps=$(slap "$MY_PORT" root "" "$DB" "$clients") ;;
+                forward) qps=$(slap 16035 root "" "$DB" "$clients") ;;
                 plain) qps=$(slap 16033 readonly "$TOKEN" bench "$clients") ;;
                 full) qps=$(slap 16034 readonly "$TOKEN_FULL" bench "$clients") ;;
             esac
@@ -107,7 +112,9 @@ for clients in $CLIENTS; do
             log "clients=$clients round=$round $who: $qps q/s"
         done
     done
-    d=$(median <"$TMP/direct"); p=$(median <"$TMP/plain"); f=$(median <"$TMP/full")
-    printf 'clients=%s direct=%s plain=%s (%.2f x direct) full=%s (%.2f x direct)\n' \
-        "$clients" "$d" "$p" "$(echo "$p / $d" | bc -l)" "$f" "$(echo "$f / $d" | bc -l)"
+    d=$(median <"$TMP/direct"); w=$(median <"$TMP/forward")
+    p=$(median <"$TMP/plain"); f=$(median <"$TMP/full")
+    printf 'clients=%s direct=%s forward=%s (%.2f x direct) plain=%s (%.2f x direct, %.2f x forward) full=%s (%.2f x direct, %.2f x forward)\n' \
+        "$clients" "$d" "$w" "$(echo "$w / $d" | bc -l)" "$p" "$(echo "$p / $d" | bc -l)" \
+        "$(echo "$p / $w" | bc -l)" "$f" "$(echo "$f / $d" | bc -l)" "$(echo "$f / $w" | bc -l)"
 done

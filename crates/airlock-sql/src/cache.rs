@@ -50,6 +50,41 @@ struct Generations {
 
 thread_local! {
     static CACHE: RefCell<Generations> = RefCell::default();
+    static MYSQL: RefCell<Generations> = RefCell::default();
+}
+
+/// `analyzer.analyze(sql, mode)` (MySQL), from this thread's cache when it
+/// can be: by exact text and lexing mode only (no shapes: MySQL's lexing
+/// depends on the mode, and the shape language is PostgreSQL's).
+pub fn analyze_mysql(
+    analyzer: &crate::mysql::Analyzer,
+    sql: &str,
+    mode: crate::mysql::Mode,
+) -> Entry {
+    if sql.len() > MAX_TEXT {
+        return analyzer.analyze(sql, mode).into();
+    }
+    MYSQL.with_borrow_mut(|g| {
+        if g.analyzer != analyzer.id() {
+            *g = Generations {
+                analyzer: analyzer.id(),
+                ..Generations::default()
+            };
+        }
+        // The mode is a one-character prefix no query text collides with:
+        // keys of different modes never meet.
+        let mut key = String::with_capacity(sql.len() + 1);
+        key.push(char::from(
+            b'\x01' + u8::from(mode.ansi_quotes) + 2 * u8::from(mode.no_backslash_escapes),
+        ));
+        key.push_str(sql);
+        if let Some(hit) = g.get(&key) {
+            return hit;
+        }
+        let entry: Entry = analyzer.analyze(sql, mode).into();
+        g.insert(key.into(), Arc::clone(&entry));
+        entry
+    })
 }
 
 /// `analyzer.analyze(sql)`, from this thread's cache when it can be.
@@ -133,6 +168,31 @@ mod tests {
         assert!(!Arc::ptr_eq(
             &analyze(&b, &long).statements,
             &analyze(&b, &long).statements
+        ));
+    }
+
+    #[test]
+    fn mysql_analyses_are_kept_per_text_mode_and_analyzer() {
+        use crate::mysql::{Analyzer as My, Mode};
+        let a = My::default();
+        let ansi = Mode {
+            ansi_quotes: true,
+            no_backslash_escapes: false,
+        };
+        let first = analyze_mysql(&a, "select \"a\" from t", Mode::default());
+        assert!(Arc::ptr_eq(
+            &first,
+            &analyze_mysql(&a, "select \"a\" from t", Mode::default())
+        ));
+        // The same text in another mode is analysed again (and differs:
+        // a string there, a column here).
+        let other = analyze_mysql(&a, "select \"a\" from t", ansi);
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert_eq!(*other, *a.analyze("select \"a\" from t", ansi));
+        let b = My::default();
+        assert!(!Arc::ptr_eq(
+            &first,
+            &analyze_mysql(&b, "select \"a\" from t", Mode::default())
         ));
     }
 

@@ -196,7 +196,19 @@ async fn open(
         lifetime: snapshot.session_lifetime,
         approvals: gateway.approvals().map(|a| &**a),
     };
-    let Some(database) = login.database.clone() else {
+    // No database: the one MySQL connection, when there is only one (a
+    // client such as mysqlslap selects its schema after login).
+    let only = || {
+        let mut mysql = snapshot
+            .connections
+            .iter()
+            .filter(|(_, c)| c.protocol == airlock_config::Protocol::Mysql);
+        match (mysql.next(), mysql.next()) {
+            (Some((name, _)), None) => Some(name.clone()),
+            _ => None,
+        }
+    };
+    let Some(database) = login.database.clone().or_else(only) else {
         return refuse(
             &mut hs,
             out,
@@ -746,8 +758,9 @@ impl Session<'_> {
         &self,
         text: &str,
         approvals: bool,
-    ) -> (Vec<Statement>, Judged, Option<airlock_sql::SessionState>) {
-        let analyzed = self.snapshot.mysql_analyzer.analyze(text, self.mode);
+    ) -> (Arc<[Statement]>, Judged, Option<airlock_sql::SessionState>) {
+        let analyzed =
+            airlock_sql::cache::analyze_mysql(&self.snapshot.mysql_analyzer, text, self.mode);
         let needs_session = analyzed.iter().any(|s| {
             use airlock_policy::StatementKind as K;
             matches!(s.kind, K::Prepare | K::Execute | K::Deallocate)
@@ -755,7 +768,10 @@ impl Session<'_> {
         });
         let (statements, state) = if needs_session {
             let mut state = self.sql_state.clone();
-            (airlock_sql::resolve(&analyzed, &mut state), Some(state))
+            (
+                airlock_sql::resolve(&analyzed, &mut state).into(),
+                Some(state),
+            )
         } else {
             (analyzed, None)
         };
@@ -1138,7 +1154,7 @@ impl Session<'_> {
                 Prepared {
                     id,
                     text: Arc::from(text),
-                    statements: Arc::from(statements),
+                    statements,
                     params,
                     types: Vec::new(),
                     hold,

@@ -255,6 +255,8 @@ pub fn value_spans(sql: &str, mode: Mode) -> Option<Vec<(usize, usize)>> {
 /// Analyzes MySQL and MariaDB statements.
 #[derive(Debug, Clone)]
 pub struct Analyzer {
+    /// Tells analyzers apart, for the analysis cache.
+    id: u64,
     unsafe_functions: Vec<String>,
 }
 
@@ -274,7 +276,16 @@ impl Analyzer {
             .map(|s| s.to_string())
             .collect();
         unsafe_functions.extend(extra_unsafe.iter().map(|s| s.to_lowercase()));
-        Analyzer { unsafe_functions }
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Analyzer {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            unsafe_functions,
+        }
+    }
+
+    /// This analyzer's identity, for caches.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Every statement of a COM_QUERY text (multi-statements included), in
