@@ -1553,7 +1553,7 @@ impl Session<'_> {
                 let keep = |quoted: &[u8]| {
                     std::str::from_utf8(quoted).is_ok_and(|n| catalog.names_object(n))
                 };
-                let sensitive: Option<&dyn Fn(&[u8]) -> bool> =
+                let sensitive: Option<airlock_mask::Keep<'_>> =
                     catalog.any_sensitive.then_some(&keep);
                 self.snapshot
                     .masking
