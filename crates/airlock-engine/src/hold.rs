@@ -38,6 +38,34 @@ pub struct HoldRequest {
     pub seq: Option<u64>,
 }
 
+impl HoldRequest {
+    /// The request for `statements`, which the judge's `Ruling::Approve`
+    /// (`rule`, `approvers`, `min_approvals`, `estimate`) holds; `text` and
+    /// `params` already redacted as the recording redacts them
+    /// (`RecordingSession::redacted`). Not yet recorded (`seq` is `None`).
+    pub fn new(
+        rule: String,
+        approvers: Vec<String>,
+        min_approvals: u32,
+        estimate: Option<u64>,
+        statements: &[airlock_policy::Statement],
+        text: String,
+        params: Vec<Value>,
+    ) -> HoldRequest {
+        HoldRequest {
+            rule,
+            approvers,
+            min_approvals,
+            text,
+            params,
+            kinds: crate::recording::kinds(statements),
+            effects: crate::recording::effects(statements),
+            estimate,
+            seq: None,
+        }
+    }
+}
+
 /// How a hold ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HoldOutcome {

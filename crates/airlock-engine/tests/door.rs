@@ -292,17 +292,15 @@ impl Door {
                 estimate,
             } => {
                 let (text, params) = self.recording.redacted(sql, &statements, &Params::None);
-                let request = HoldRequest {
+                let request = HoldRequest::new(
                     rule,
                     approvers,
                     min_approvals,
+                    estimate,
+                    &statements,
                     text,
                     params,
-                    kinds: airlock_engine::recording::kinds(&statements),
-                    effects: airlock_engine::recording::effects(&statements),
-                    estimate,
-                    seq: None,
-                };
+                );
                 match hold::begin(&self.holder(), self.timeouts, request, false).await {
                     Ok(waiting) => Step::Held(Box::new(Held {
                         waiting,

@@ -25,7 +25,7 @@ use crate::catalog::Catalogs;
 use crate::mask::{self, CopyMask, Masking, RowMask};
 use crate::record;
 use airlock_engine::hold::{HoldOutcome, HoldRequest, Refusal};
-use airlock_engine::recording::{self, Judgement, Params, RecordingSession};
+use airlock_engine::recording::{Judgement, Params, RecordingSession};
 
 /// Client encodings whose bytes airlock can read as UTF-8.
 fn utf8_compatible(encoding: &str) -> bool {
@@ -558,17 +558,15 @@ impl PolicyInspector {
                     return allowed;
                 }
                 let (redacted, _) = self.redacted(&text, statements, None);
-                let request = HoldRequest {
+                let request = HoldRequest::new(
                     rule,
                     approvers,
                     min_approvals,
-                    text: redacted,
-                    params: Vec::new(),
-                    kinds: recording::kinds(statements),
-                    effects: recording::effects(statements),
                     estimate,
-                    seq: None,
-                };
+                    statements,
+                    redacted,
+                    Vec::new(),
+                );
                 self.hold = Some(Hold {
                     request: Some(request),
                     outcome: None,
@@ -1110,15 +1108,16 @@ impl Inspector for PolicyInspector {
         let (text, params) = self.redacted(&need.text, &need.statements, Some(&held.bind));
         self.hold = Some(Hold {
             request: Some(HoldRequest {
-                rule: need.rule.clone(),
-                approvers: need.approvers.clone(),
-                min_approvals: need.min_approvals,
-                text,
-                params,
-                kinds: recording::kinds(&need.statements),
-                effects: recording::effects(&need.statements),
-                estimate,
                 seq,
+                ..HoldRequest::new(
+                    need.rule.clone(),
+                    need.approvers.clone(),
+                    need.min_approvals,
+                    estimate,
+                    &need.statements,
+                    text,
+                    params,
+                )
             }),
             outcome: None,
             judged: None,

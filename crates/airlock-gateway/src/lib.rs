@@ -247,44 +247,7 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) {
-        let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
-        tokio::pin!(shutdown);
-        loop {
-            let (tcp, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = &mut shutdown => return,
-            };
-            let gateway = Arc::clone(&self);
-            match Arc::clone(&self.sessions).try_acquire_owned() {
-                Ok(permit) => {
-                    tokio::spawn(async move {
-                        mysql::session::serve(gateway, tcp, peer, loopback).await;
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
-                    tokio::spawn(async move {
-                        let mut tcp = tcp;
-                        let mut out = bytes::BytesMut::new();
-                        airlock_mywire::codec::err(
-                            &mut out,
-                            &mut 0,
-                            airlock_mywire::errno::CON_COUNT,
-                            "08004",
-                            "airlock: too many sessions (limits.max_sessions)",
-                        );
-                        let _ = tcp.write_all(&out).await;
-                    });
-                }
-            }
-        }
+        self.accept(listener, shutdown, Door::Mysql).await
     }
 
     /// Accepts PostgreSQL clients on `listener` until `shutdown` completes.
@@ -292,6 +255,18 @@ impl Gateway {
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
+    ) {
+        self.accept(listener, shutdown, Door::Postgres).await
+    }
+
+    /// One listener's accept loop: each client gets a session slot and a
+    /// task of `door`'s, or, with every slot taken, the door's own
+    /// "too many connections" error.
+    async fn accept(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+        door: Door,
     ) {
         let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
         tokio::pin!(shutdown);
@@ -311,7 +286,12 @@ impl Gateway {
             match Arc::clone(&self.sessions).try_acquire_owned() {
                 Ok(permit) => {
                     tokio::spawn(async move {
-                        session::serve(gateway, tcp, peer, loopback).await;
+                        match door {
+                            Door::Postgres => session::serve(gateway, tcp, peer, loopback).await,
+                            Door::Mysql => {
+                                mysql::session::serve(gateway, tcp, peer, loopback).await
+                            }
+                        }
                         drop(permit);
                     });
                 }
@@ -319,17 +299,34 @@ impl Gateway {
                     tokio::spawn(async move {
                         let mut tcp = tcp;
                         let mut out = bytes::BytesMut::new();
-                        airlock_pgwire::startup::fatal(
-                            &mut out,
-                            sqlstate::TOO_MANY_CONNECTIONS,
-                            "airlock: too many sessions (limits.max_sessions)",
-                        );
+                        let message = "airlock: too many sessions (limits.max_sessions)";
+                        match door {
+                            Door::Postgres => airlock_pgwire::startup::fatal(
+                                &mut out,
+                                sqlstate::TOO_MANY_CONNECTIONS,
+                                message,
+                            ),
+                            Door::Mysql => airlock_mywire::codec::err(
+                                &mut out,
+                                &mut 0,
+                                airlock_mywire::errno::CON_COUNT,
+                                "08004",
+                                message,
+                            ),
+                        }
                         let _ = tcp.write_all(&out).await;
                     });
                 }
             }
         }
     }
+}
+
+/// Which wire a listener speaks.
+#[derive(Debug, Clone, Copy)]
+enum Door {
+    Postgres,
+    Mysql,
 }
 
 fn build_verifier(specs: &[IssuerSpec]) -> Result<Arc<Verifier>, LoadError> {

@@ -13,8 +13,6 @@ pub const ACCESS_DENIED: u16 = 1045;
 pub const UNKNOWN_COM: u16 = 1047;
 /// ER_NO_SUCH_THREAD (HY000): KILL of an id that is not the principal's.
 pub const NO_SUCH_THREAD: u16 = 1094;
-/// ER_KILL_DENIED_ERROR (HY000): KILL CONNECTION through airlock.
-pub const KILL_DENIED: u16 = 1095;
 /// ER_UNKNOWN_ERROR (HY000): airlock's own failures: the audit journal
 /// cannot be written, the upstream is unavailable.
 pub const UNKNOWN_ERROR: u16 = 1105;

@@ -24,6 +24,11 @@ pub struct MariaDb {
 
 impl MariaDb {
     pub fn start() -> MariaDb {
+        MariaDb::start_with(&[])
+    }
+
+    /// A server started with `extra` server options (`--max-allowed-packet=64M`).
+    pub fn start_with(extra: &[&str]) -> MariaDb {
         let dir = temp_dir_for("mysql", "airlock-mariadb");
         let data = dir.path().join("data");
         let as_mysql: &[&str] = if is_root() { &["--user=mysql"] } else { &[] };
@@ -67,6 +72,7 @@ impl MariaDb {
                 // A throwaway server: no flush per commit.
                 "--innodb-flush-log-at-trx-commit=0",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

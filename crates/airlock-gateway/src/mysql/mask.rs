@@ -200,3 +200,12 @@ impl RowMask {
         out.extend_from_slice(&bitmap);
     }
 }
+
+/// `text` (a MySQL error message or SHOW value) scrubbed: detector matches
+/// masked and, when anything is masked, every single-quoted value but the
+/// catalog's names hidden. `None` when nothing changed.
+pub fn scrub(masking: &Masking, catalog: &SensitiveCatalog, text: &str) -> Option<String> {
+    let keep = |quoted: &[u8]| std::str::from_utf8(quoted).is_ok_and(|n| catalog.names_object(n));
+    let sensitive: Option<airlock_mask::Keep<'_>> = catalog.any_sensitive.then_some(&keep);
+    masking.scrub_quoted(text, Quote::Single, sensitive)
+}

@@ -466,6 +466,10 @@ struct Prepared {
 /// limit for the whole server is 16,382).
 const MAX_PREPARED: usize = 1024;
 
+/// Bytes a held client may send ahead of its answer before airlock takes it
+/// for a misbehaving client and ends the session.
+const MAX_AHEAD: usize = 1 << 20;
+
 /// The statement id of a COM_STMT_* packet.
 fn statement_id(payload: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(payload.get(1..5)?.try_into().ok()?))
@@ -711,18 +715,7 @@ impl Session<'_> {
                     .await
                     .map_err(|_| End::UpstreamGone)?;
                 }
-                let rows = upstream::query(
-                    &mut self.upstream,
-                    &mut self.upstream_in,
-                    self.deprecate_eof,
-                    LEXING,
-                )
-                .await
-                .map_err(|_| End::UpstreamGone)?;
-                self.mode = lexing(&rows).ok_or(End::Protocol(
-                    "the session's character set cannot be lexed safely",
-                ))?;
-                return Ok(());
+                return self.reread_lexing().await;
             }
             command::CHANGE_USER => {
                 self.refuse(errno::UNKNOWN_COM, "08S01", "airlock: COM_CHANGE_USER is refused: open a new connection with the other role and a token");
@@ -839,17 +832,15 @@ impl Session<'_> {
                 estimate,
             } => {
                 let (redacted, _) = self.recorder.redacted(text, &statements, &Params::None);
-                Judged::Hold(HoldRequest {
+                Judged::Hold(HoldRequest::new(
                     rule,
                     approvers,
                     min_approvals,
-                    text: redacted,
-                    params: Vec::new(),
-                    kinds: airlock_engine::recording::kinds(&statements),
-                    effects: airlock_engine::recording::effects(&statements),
                     estimate,
-                    seq: None,
-                })
+                    &statements,
+                    redacted,
+                    Vec::new(),
+                ))
             }
         };
         (statements, judged, state)
@@ -947,16 +938,20 @@ impl Session<'_> {
             return Ok(());
         };
         let (statements, judged, state) = self.judge(&text, approvals.is_some());
-        if let [one] = &statements[..]
-            && let Some(target) = airlock_sql::mysql::kill_target(one)
-        {
-            return self.kill(id, &text, &statements, target).await;
-        }
+        // `KILL` is judged like any statement; once allowed (and
+        // recorded), the door carries it out itself.
+        let kill = match &statements[..] {
+            [one] => airlock_sql::mysql::kill_target(one),
+            _ => None,
+        };
         if !self
             .settle(id, &text, &statements, judged, &Params::None, approvals)
             .await?
         {
             return Ok(());
+        }
+        if let Some(target) = kill {
+            return self.kill(target).await;
         }
         if let Some(state) = state {
             self.sql_state = state;
@@ -971,67 +966,28 @@ impl Session<'_> {
         self.follow_lexing(&text, &statements).await
     }
 
-    /// `KILL QUERY <id>`: ids are airlock's, and only the principal's own
-    /// sessions can be reached; the upstream's own KILL runs on a
-    /// connection of the session's role. Never sent on as written.
-    async fn kill(
-        &mut self,
-        id: u64,
-        text: &str,
-        statements: &[Statement],
-        target: airlock_sql::mysql::KillTarget,
-    ) -> Result<(), End> {
-        let airlock_sql::mysql::KillTarget::Query(n) = target else {
-            let message = "airlock: KILL CONNECTION is refused; KILL QUERY cancels a statement of your own session";
-            self.record(
-                id,
-                text,
-                statements,
-                &Params::None,
-                Recorded::Deny,
-                None,
-                Some(message),
-                None,
-            );
-            self.refuse(errno::KILL_DENIED, "HY000", message);
-            return Ok(());
+    /// An allowed `KILL [QUERY|CONNECTION] <id>`: ids are airlock's, and
+    /// only the principal's own sessions can be reached (others' are
+    /// unknown, as MySQL tells a user without the privilege); the
+    /// upstream's own KILL runs on a connection of the session's role.
+    /// Never sent on as written.
+    async fn kill(&mut self, target: airlock_sql::mysql::KillTarget) -> Result<(), End> {
+        let (n, what) = match target {
+            airlock_sql::mysql::KillTarget::Query(n) => (n, "QUERY"),
+            airlock_sql::mysql::KillTarget::Connection(n) => (n, "CONNECTION"),
         };
         let owner = super::owner(&self.authorized.principal);
         let found = u32::try_from(n)
             .ok()
             .and_then(|n| self.gateway.mysql_sessions.owned(n, &owner));
         let Some(session) = found else {
-            let message = format!("Unknown thread id: {n}");
-            self.record(
-                id,
-                text,
-                statements,
-                &Params::None,
-                Recorded::Deny,
-                None,
-                Some(&message),
-                None,
+            self.refuse(
+                errno::NO_SUCH_THREAD,
+                "HY000",
+                &format!("Unknown thread id: {n}"),
             );
-            self.refuse(errno::NO_SUCH_THREAD, "HY000", &message);
             return Ok(());
         };
-        if !self.record(
-            id,
-            text,
-            statements,
-            &Params::None,
-            Recorded::Allow,
-            None,
-            None,
-            None,
-        ) {
-            self.refuse(
-                errno::UNKNOWN_ERROR,
-                "HY000",
-                "airlock: the audit journal cannot be written; the statement was not run",
-            );
-            return Ok(());
-        }
         let killed = tokio::time::timeout(self.snapshot.limits.upstream_connect_timeout, async {
             let (mut up, ready, mut input) = upstream::connect(
                 &session.target,
@@ -1044,7 +1000,7 @@ impl Session<'_> {
             let deprecate_eof = ready
                 .capabilities
                 .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
-            let sql = format!("KILL QUERY {}", session.upstream_id);
+            let sql = format!("KILL {what} {}", session.upstream_id);
             upstream::query(&mut up, &mut input, deprecate_eof, &sql)
                 .await
                 .map_err(|e| e.to_string())
@@ -1097,6 +1053,12 @@ impl Session<'_> {
         if !follow {
             return Ok(());
         }
+        self.reread_lexing().await
+    }
+
+    /// Reads the session's `sql_mode` and character set again; a character
+    /// set airlock cannot lex ends the session.
+    async fn reread_lexing(&mut self) -> Result<(), End> {
         let rows = upstream::query(
             &mut self.upstream,
             &mut self.upstream_in,
@@ -1338,26 +1300,35 @@ impl Session<'_> {
                 Err(outcome) => return Ok(outcome),
             };
         tracing::info!("{}", hold::held_notice(&waiting));
-        let mut probe = [0u8; 1];
-        tokio::select! {
-            wait = waiting.decided() => Ok(hold::end(&holder, waiting, wait).await),
-            // A half-duplex client sends nothing while it waits: anything
-            // but more bytes is a disconnect.
-            _ = self.client.read(&mut probe) => {
-                hold::cancel(&holder, waiting, "the client disconnected").await;
-                Err(End::ClientGone)
+        loop {
+            tokio::select! {
+                wait = waiting.decided() => return Ok(hold::end(&holder, waiting, wait).await),
+                // Watching for a disconnect; bytes a client sends ahead
+                // are kept for after the answer.
+                read = self.client.read_buf(&mut self.client_in) => match read {
+                    Ok(n) if n > 0 && self.client_in.len() <= MAX_AHEAD => {}
+                    _ => {
+                        hold::cancel(&holder, waiting, "the client disconnected").await;
+                        return Err(End::ClientGone);
+                    }
+                },
             }
         }
     }
 
     /// Sends `payload` upstream as a command and relays the answer.
+    /// Sends a command upstream. An upstream that went away (one that
+    /// closes on a packet over its `max_allowed_packet`, say) leaves the
+    /// client an error, not a silent close.
     async fn send_upstream(&mut self, payload: &[u8]) -> Result<(), End> {
         let mut up = BytesMut::with_capacity(payload.len() + 4);
         codec::write(&mut up, &mut 0, payload);
-        self.upstream
-            .write_all(&up)
-            .await
-            .map_err(|_| End::UpstreamGone)
+        if self.upstream.write_all(&up).await.is_err() {
+            self.refuse_midway(&mut 1);
+            let _ = self.flush().await;
+            return Err(End::UpstreamGone);
+        }
+        Ok(())
     }
 
     /// Sends `payload` upstream as a command and relays the answer: rows
@@ -1548,20 +1519,10 @@ impl Session<'_> {
     }
 
     fn scrub(&self, message: &str) -> String {
-        match &self.masking {
-            Some(catalog) => {
-                let keep = |quoted: &[u8]| {
-                    std::str::from_utf8(quoted).is_ok_and(|n| catalog.names_object(n))
-                };
-                let sensitive: Option<airlock_mask::Keep<'_>> =
-                    catalog.any_sensitive.then_some(&keep);
-                self.snapshot
-                    .masking
-                    .scrub_quoted(message, airlock_mask::Quote::Single, sensitive)
-                    .unwrap_or_else(|| message.to_owned())
-            }
-            None => message.to_owned(),
-        }
+        self.masking
+            .as_ref()
+            .and_then(|catalog| super::mask::scrub(&self.snapshot.masking, catalog, message))
+            .unwrap_or_else(|| message.to_owned())
     }
 
     fn plan(

@@ -454,30 +454,62 @@ pub(crate) async fn raw_query(s: &mut TcpStream, sql: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn packets_of_16_mib_and_more_pass_whole_and_unknown_commands_are_refused() {
+    // A server of its own that takes packets of 64 MiB, with a database.
+    let server = airlock_testkit::MariaDb::start_with(&["--max-allowed-packet=64M"]);
+    server.sql("CREATE DATABASE shop; CREATE TABLE shop.customers (id INT PRIMARY KEY, name TEXT, ssn TEXT, email TEXT)");
     let db = seeded();
+    let yaml = format!(
+        "listen: {{postgres: 127.0.0.1:0, mysql: 127.0.0.1:0, http: 127.0.0.1:0}}
+identity: {{dev_issuer: true}}
+connections:
+  shop:
+    protocol: mysql
+    upstream: {{host: 127.0.0.1, port: {}, database: shop, tls: disable}}
+    roles: {{admin: {{user: root}}}}
+access:
+  - {{name: dba, groups: [dba], connections: [shop], roles: [admin]}}
+",
+        server.port
+    );
+    let big = Gateway::start(&yaml).await;
+    let token = big.token("dba", &["dba"]);
+    let (mut s, mut input) = raw_login(&big, "admin", &token).await;
+    // A 17 MiB query, split into two frames on the way in; a 17 MiB value
+    // back, split on the way out.
+    let filler = "x".repeat(17 << 20);
+    raw_query(
+        &mut s,
+        format!("select length('{filler}'), '{filler}'").as_bytes(),
+    )
+    .await;
+    let mut response = airlock_mywire::response::Response::new(false);
+    response.expect(airlock_mywire::response::Expect::Results { binary: false });
+    let mut packets = Vec::new();
+    while !response.done() {
+        let p = read_packet(&mut s, &mut input).await;
+        assert_ne!(
+            p.payload[0],
+            0xFF,
+            "{:?}",
+            String::from_utf8_lossy(&p.payload)
+        );
+        response.next(&p.payload).unwrap();
+        packets.push(p.payload);
+    }
+    let row = packets
+        .iter()
+        .find(|p| p.len() > 17 << 20)
+        .expect("the big row");
+    let mut b = &row[..];
+    assert_eq!(codec::text_value(&mut b).unwrap(), Some(&b"17825792"[..]));
+    assert_eq!(
+        codec::text_value(&mut b).unwrap().map(<[u8]>::len),
+        Some(17 << 20)
+    );
+    big.stop().await;
+
     let gw = gateway(&db, "", "").await;
     let token = gw.token("dba", &["dba"]);
-    let (mut s, mut input) = raw_login(&gw, "admin", &token).await;
-    // A 17 MiB query, split into two frames on the way in.
-    let filler = "x".repeat(17 << 20);
-    raw_query(&mut s, format!("select length('{filler}')").as_bytes()).await;
-    let first = read_packet(&mut s, &mut input).await;
-    if first.payload[0] == 0xFF {
-        // The upstream's max_allowed_packet refused it: still its own
-        // error, whole, through the gateway.
-        let e = codec::err_info(&first.payload).unwrap();
-        assert_eq!(e.code, 1153, "{:?}", String::from_utf8_lossy(&e.message));
-    } else {
-        let mut rows = Vec::new();
-        loop {
-            let p = read_packet(&mut s, &mut input).await;
-            if codec::is_eof(&p.payload) {
-                break;
-            }
-            rows.push(p.payload);
-        }
-        assert!(rows.iter().any(|r| r.ends_with(b"17825809")), "{rows:?}");
-    }
     // COM_CHANGE_USER and a replication command get clean errors, and the
     // session goes on.
     let (mut s, mut input) = raw_login(&gw, "admin", &token).await;
@@ -841,19 +873,25 @@ try:
     out["stranger"] = None
 except pymysql.err.MySQLError as e:
     out["stranger"] = e.args[0]
+connect(os.environ["TOKEN"]).cursor().execute("kill query %d" % victim)
+th.join()
+# KILL CONNECTION of one's own idle session ends it.
+idle = connect(os.environ["TOKEN"])
+connect(os.environ["TOKEN"]).cursor().execute("kill connection %d" % idle.thread_id())
 try:
-    connect(os.environ["TOKEN"]).cursor().execute("kill connection %d" % victim)
+    idle.cursor().execute("select 1")
     out["connection"] = None
 except pymysql.err.MySQLError as e:
     out["connection"] = e.args[0]
-connect(os.environ["TOKEN"]).cursor().execute("kill query %d" % victim)
-th.join()
 print(json.dumps(out))
 "#
         ),
     );
     assert_eq!(got["stranger"], 1094, "{got}");
-    assert_eq!(got["connection"], 1095, "{got}");
+    assert!(
+        got["connection"].is_number(),
+        "the killed session ran on: {got}"
+    );
     // Interrupted: SLEEP returns 1 (or the statement fails), long before 30 s.
     assert!(got["took"].as_f64().unwrap() < 20.0, "{got}");
     gw.stop().await;
