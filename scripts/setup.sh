@@ -19,6 +19,7 @@ command -v mysql >/dev/null 2>&1 || need+=(mariadb-client)
 # with `java File.java` (single-file launch needs the JDK's compiler), and
 # node-postgres.
 [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
+[ -f /usr/share/java/mariadb-java-client.jar ] || need+=(libmariadb-java)
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)

@@ -189,6 +189,28 @@ fn matches(list: &[impl AsRef<str>], name: &str) -> bool {
     crate::pg::matches(list, name)
 }
 
+/// Whether a `sql_mode` value visibly leaves lexing alone: built only of
+/// string literals naming no mode that changes it (`ANSI_QUOTES`,
+/// `NO_BACKSLASH_ESCAPES`, `ANSI`), the current `@@sql_mode`, `CONCAT` and
+/// punctuation. Connector/J's `concat(@@sql_mode, ',STRICT_TRANS_TABLES')`
+/// is such a value; `@x` or a function of anything else is not.
+fn sql_mode_keeps_lexing(value: &[Token]) -> bool {
+    !value.is_empty()
+        && value.iter().all(|t| match t.kind {
+            // A character string's text is `'` and its value; hex and bit
+            // literals are not read.
+            Kind::Str => t.text.strip_prefix('\'').is_some_and(|v| {
+                !v.split(',')
+                    .map(|m| m.trim().to_ascii_uppercase())
+                    .any(|m| matches!(m.as_str(), "ANSI_QUOTES" | "NO_BACKSLASH_ESCAPES" | "ANSI"))
+            }),
+            Kind::SysVar => matches!(t.text.as_str(), "sql_mode" | "session.sql_mode"),
+            Kind::Word => t.is("concat"),
+            Kind::Punct => t.is_punct("(") || t.is_punct(")") || t.is_punct(","),
+            _ => false,
+        })
+}
+
 /// What a statement changes in the session that the door must follow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tracked {
@@ -306,7 +328,7 @@ impl Analyzer {
             }
         };
         let n = lexed.pieces.len();
-        let statements: Vec<Statement> = lexed
+        let mut statements: Vec<Statement> = lexed
             .pieces
             .iter()
             .enumerate()
@@ -314,6 +336,22 @@ impl Analyzer {
             .filter(|(i, p)| !(p.tokens.is_empty() && *i + 1 == n && n > 1))
             .map(|(_, p)| self.statement(&p.tokens, p.span, mode))
             .collect();
+        // The server lexes what follows a change of sql_mode or of the
+        // character set in the new way, which this analysis did not: such
+        // a SET must come last in its message.
+        if let Some(at) = statements.iter().position(|st| {
+            let t = tracked(sql.get(st.span.0..st.span.1).unwrap_or(sql), mode);
+            t.sql_mode || t.charset
+        }) {
+            for st in statements.iter_mut().skip(at + 1) {
+                if st.kind != StatementKind::Empty {
+                    *st = Statement::unknown(
+                        "it follows, in the same message, a statement that may change how the server lexes (sql_mode or the character set); send such a SET on its own",
+                        st.span,
+                    );
+                }
+            }
+        }
         statements
     }
 
@@ -668,6 +706,8 @@ impl Analyzer {
                 harmless &= target.value.first().is_some_and(safe_charset);
             } else if CHARSET_VARIABLES.contains(&target.name.as_str()) {
                 harmless &= matches!(target.value, [v] if safe_charset(v));
+            } else if target.name == "sql_mode" {
+                harmless &= sql_mode_keeps_lexing(target.value);
             } else if matches!(
                 target.name.as_str(),
                 "transaction_read_only" | "tx_read_only"

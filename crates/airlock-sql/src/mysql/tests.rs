@@ -657,13 +657,20 @@ fn set_statements_and_harmless_settings() {
         "set @a = 1, @b := 'x'",
         "set @a = (select ssn from customers)",
         "use shop",
+        // sql_mode values that name no mode changing how a text lexes (the
+        // door reads the session's mode again after them).
+        "set sql_mode = ''",
+        "set autocommit=1, sql_mode = concat(@@sql_mode,',STRICT_TRANS_TABLES')",
     ] {
         let s = one(sql);
         assert!(s.effects.contains(Effect::SessionConfig), "{sql}");
         assert!(s.harmless_config, "{sql} should be harmless");
     }
     for sql in [
-        "set sql_mode = ''",
+        "set sql_mode = concat(@@sql_mode, ',ANSI_QUOTES')",
+        "set sql_mode = 'no_backslash_escapes'",
+        "set sql_mode = @m",
+        "set sql_mode = upper(@m)",
         "set @@sql_mode = 'ANSI'",
         "set session sql_mode = 'ANSI'",
         "set names big5",
@@ -680,6 +687,28 @@ fn set_statements_and_harmless_settings() {
     }
     // USE names its database for the door to check.
     assert_eq!(one("use `shop`").name.as_deref(), Some("shop"));
+}
+
+#[test]
+fn what_follows_a_lexing_change_in_one_message_is_unknown() {
+    let a = Analyzer::default();
+    let got = a.analyze(
+        "set sql_mode = 'NO_BACKSLASH_ESCAPES'; select 'a\\'; drop table t; -- '",
+        Mode::default(),
+    );
+    assert_eq!(got[0].kind, StatementKind::SetConfig);
+    assert!(
+        got[1..].iter().all(|s| s.kind == StatementKind::Unknown),
+        "{got:?}"
+    );
+    let got = a.analyze("set names utf8mb4; select 1", Mode::default());
+    assert_eq!(got[1].kind, StatementKind::Unknown);
+    // Last in its message, or before nothing, it is judged as itself.
+    let got = a.analyze("select 1; set sql_mode = ''", Mode::default());
+    assert!(
+        got.iter().all(|s| s.kind != StatementKind::Unknown),
+        "{got:?}"
+    );
 }
 
 #[test]

@@ -982,3 +982,47 @@ async fn an_upstream_that_goes_away_mid_result_ends_in_an_error_not_a_short_resu
     assert!(rows < 3_000_000, "{rows}");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_connector_j_over_tls_reads_masked_text_and_binary_rows() {
+    let db = seeded();
+    let (_dir, cert, key) = self_signed();
+    let tls = format!(
+        "tls: {{cert: {{file: {}}}, key: {{file: {}}}, mode: required}}\n",
+        cert.display(),
+        key.display()
+    );
+    let gw = gateway(&db, "", &tls).await;
+    let agent = gw.token("devin", &["ai-agents"]);
+    let addr = mysql_addr(&gw);
+    let drivers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/drivers");
+    let out = Command::new("java")
+        .args(["-cp", "/usr/share/java/mariadb-java-client.jar"])
+        .arg(drivers.join("ConnectorJ.java"))
+        .env("HOST", addr.ip().to_string())
+        .env("PORT", addr.port().to_string())
+        .env("TOKEN", &agent)
+        .output()
+        .expect("java runs");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    let line = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+            .to_string()
+    };
+    let first: Vec<String> = line("text").split('|').map(str::to_string).collect();
+    assert_eq!(first[0], "Ada");
+    assert!(first[1].ends_with("6789") && first[1] != SSN, "{text}");
+    assert!(first[2] != EMAIL && first[2].contains("***@"), "{text}");
+    let prepared: Vec<String> = line("prepared").split('|').map(str::to_string).collect();
+    assert_eq!(prepared[0], "Bob");
+    assert!(
+        prepared[1].ends_with("4321") && prepared[1] != "987-65-4321",
+        "{text}"
+    );
+    assert_eq!(line("write"), "1227");
+    assert_eq!(db.sql("select count(*) from customers"), "2");
+    gw.stop().await;
+}
