@@ -1,5 +1,6 @@
-//! The MySQL door's catalog source: `information_schema` read into the
-//! neutral `CatalogFacts` masking is compiled from.
+//! The MySQL door's catalog source: `information_schema` (the connection's
+//! database and the server's own schemas) read into the neutral
+//! `CatalogFacts` masking is compiled from.
 //!
 //! MySQL has databases where PostgreSQL has schemas: a relation's `schema`
 //! is its database. Relation ids are assigned here, in the order read (the
@@ -15,15 +16,37 @@ use airlock_policy::masking::{CatalogFacts, CatalogRelation, RelationKind};
 
 use super::upstream::QueryError;
 
-pub const COLUMNS: &str = "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, ORDINAL_POSITION, EXTRA \
-     FROM information_schema.COLUMNS ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION";
-pub const VIEWS: &str = "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.VIEWS";
-pub const ROUTINES: &str = "SELECT ROUTINE_SCHEMA, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_TYPE = 'FUNCTION'";
+/// The schemas read: the connection's database and the server's own. A
+/// relation of another database is unknown to masking, so masked whole
+/// (and a scan of every database would race other sessions' DDL and cost
+/// time on a server with many).
+const SCHEMAS: &str = "(DATABASE(), 'information_schema', 'performance_schema', 'mysql', 'sys')";
+
+pub fn columns() -> String {
+    format!(
+        "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, ORDINAL_POSITION, EXTRA \
+         FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN {SCHEMAS} \
+         ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION"
+    )
+}
+
+pub fn views() -> String {
+    format!(
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA IN {SCHEMAS}"
+    )
+}
+
+pub fn routines() -> String {
+    format!(
+        "SELECT ROUTINE_SCHEMA, ROUTINE_NAME FROM information_schema.ROUTINES \
+         WHERE ROUTINE_TYPE = 'FUNCTION' AND ROUTINE_SCHEMA IN {SCHEMAS}"
+    )
+}
 
 type Rows = Vec<Vec<Option<String>>>;
 
-/// Builds the facts from the answers to [`COLUMNS`], [`VIEWS`] and
-/// [`ROUTINES`].
+/// Builds the facts from the answers to [`columns`], [`views`] and
+/// [`routines`].
 pub fn facts(columns: Rows, views: Rows, routines: Rows) -> Result<CatalogFacts, QueryError> {
     let text = |row: &[Option<String>], i: usize| -> Result<String, QueryError> {
         row.get(i)

@@ -14,7 +14,7 @@ use airlock_engine::open::{self, Authorized, Cut};
 use airlock_engine::recording::{At, Judgement, Params, RecordingSession};
 use airlock_mywire::codec::{self, Framer, command, status};
 use airlock_mywire::errno;
-use airlock_mywire::handshake::{ClientHandshake, Greeting, Login, Step, TlsOffer};
+use airlock_mywire::handshake::{ClientHandshake, Greeting, Step, TlsOffer};
 use airlock_mywire::response::{Expect, Part, Response};
 use airlock_policy::guardrails::Estimate;
 use airlock_policy::judge::{self, DeniedBy, Ruling};
@@ -89,7 +89,6 @@ struct Opened {
     connection_id: u32,
     upstream_id: u32,
     authorized: Authorized,
-    login: Login,
     pending: BytesMut,
     upstream: UpstreamStream,
     upstream_input: BytesMut,
@@ -392,7 +391,6 @@ async fn open(
         connection_id: greeting.connection_id,
         upstream_id: ready.connection_id,
         authorized,
-        login,
         pending: input,
         upstream,
         upstream_input,
@@ -413,11 +411,11 @@ async fn read_catalog(
     use crate::catalog::CatalogError;
     let mut rows = Vec::new();
     for sql in [
-        super::catalog::COLUMNS,
-        super::catalog::VIEWS,
-        super::catalog::ROUTINES,
+        super::catalog::columns(),
+        super::catalog::views(),
+        super::catalog::routines(),
     ] {
-        let r = upstream::query(upstream, input, deprecate_eof, sql)
+        let r = upstream::query(upstream, input, deprecate_eof, &sql)
             .await
             .map_err(|e| match e {
                 upstream::QueryError::Io(e) => CatalogError::Io(e),
@@ -552,7 +550,6 @@ async fn run(
         prepared: std::collections::HashMap::new(),
         sql_state: airlock_sql::SessionState::default(),
     };
-    let _ = &opened.login;
     let clock = gateway.clock();
     let deadline = open::deadline(authorized, snapshot.session_lifetime, clock.now());
     let approvals = gateway.approvals().cloned();
@@ -747,10 +744,15 @@ impl Session<'_> {
     /// SQL-level `PREPARE`/`EXECUTE` are resolved against the session's
     /// prepared statements; the state they leave is returned, to keep once
     /// the statement runs.
-    fn judge(
-        &self,
+    /// `fetch`: whether a rule's row estimate is fetched now (`EXPLAIN` on
+    /// the session's upstream, for a message run as sent) or never (a
+    /// prepared statement's parameters are not known: a missing estimate
+    /// counts as over the threshold).
+    async fn judge(
+        &mut self,
         text: &str,
         approvals: bool,
+        fetch: judge::Fetch,
     ) -> (Arc<[Statement]>, Judged, Option<airlock_sql::SessionState>) {
         let analyzed =
             airlock_sql::cache::analyze_mysql(&self.snapshot.mysql_analyzer, text, self.mode);
@@ -792,24 +794,40 @@ impl Session<'_> {
                 None,
             );
         }
-        let session = judge::Session {
-            guardrails: &self.snapshot.guardrails,
-            mode: route.mode,
-            access_rule: &route.rule,
-            approvals,
-            masking: self.masking.as_deref().map(|catalog| judge::Masked {
-                policy: &self.snapshot.masking.policy,
-                catalog,
-            }),
-            keys: None,
+        let mut estimate = Estimate::NotFetched;
+        let ruling = loop {
+            let session = judge::Session {
+                guardrails: &self.snapshot.guardrails,
+                mode: self.authorized.route.mode,
+                access_rule: &self.authorized.route.rule,
+                approvals,
+                masking: self.masking.as_deref().map(|catalog| judge::Masked {
+                    policy: &self.snapshot.masking.policy,
+                    catalog,
+                }),
+                keys: None,
+            };
+            // One estimate is fetched at most.
+            let ask = judge::Ask {
+                fetch: if estimate == Estimate::NotFetched {
+                    fetch
+                } else {
+                    judge::Fetch::Never
+                },
+                ..judge::Ask::message(&statements, estimate)
+            };
+            match judge::judge(&session, &ask, &judge::NoFacts) {
+                Ruling::NeedsEstimate { index } => {
+                    let span = statements.get(index).map_or((0, 0), |s| s.span);
+                    estimate = match text.get(span.0..span.1) {
+                        Some(sql) => self.explain_rows(sql).await,
+                        None => Estimate::Unavailable,
+                    };
+                }
+                ruling => break ruling,
+            }
         };
-        // MySQL's EXPLAIN is not fetched: a rule that needs a row estimate
-        // counts it over its threshold.
-        let ask = judge::Ask {
-            fetch: judge::Fetch::Never,
-            ..judge::Ask::message(&statements, Estimate::Unavailable)
-        };
-        let judged = match judge::judge(&session, &ask, &judge::NoFacts) {
+        let judged = match ruling {
             Ruling::Allow { .. } | Ruling::NeedsEstimate { .. } => Judged::Allow,
             Ruling::Deny(d) => {
                 let (decision, rule) = match &d.by {
@@ -844,6 +862,35 @@ impl Session<'_> {
             }
         };
         (statements, judged, state)
+    }
+
+    /// The upstream's row estimate for `sql`: the largest `rows` of its
+    /// `EXPLAIN` (run on the session's own connection, inside its
+    /// transaction; nothing runs). Unavailable when the upstream cannot
+    /// explain it, which counts as over every threshold.
+    async fn explain_rows(&mut self, sql: &str) -> Estimate {
+        let explained = upstream::query_named(
+            &mut self.upstream,
+            &mut self.upstream_in,
+            self.deprecate_eof,
+            &format!("EXPLAIN {sql}"),
+        )
+        .await;
+        let Ok((names, rows)) = explained else {
+            return Estimate::Unavailable;
+        };
+        let Some(at) = names.iter().position(|n| n.eq_ignore_ascii_case("rows")) else {
+            return Estimate::Unavailable;
+        };
+        rows.iter()
+            .map(|r| {
+                r.get(at)
+                    .cloned()
+                    .flatten()
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .try_fold(0u64, |max, v| v.map(|v| max.max(v)))
+            .map_or(Estimate::Unavailable, Estimate::Rows)
     }
 
     /// Settles a judged statement before it runs: refused (recorded, ERR
@@ -937,7 +984,9 @@ impl Session<'_> {
         let Some(text) = self.text(&packet.payload[1..]) else {
             return Ok(());
         };
-        let (statements, judged, state) = self.judge(&text, approvals.is_some());
+        let (statements, judged, state) = self
+            .judge(&text, approvals.is_some(), judge::Fetch::Now)
+            .await;
         // `KILL` is judged like any statement; once allowed (and
         // recorded), the door carries it out itself.
         let kill = match &statements[..] {
@@ -1085,7 +1134,9 @@ impl Session<'_> {
         let Some(text) = self.text(&packet.payload[1..]) else {
             return Ok(());
         };
-        let (statements, judged, _) = self.judge(&text, approvals.is_some());
+        let (statements, judged, _) = self
+            .judge(&text, approvals.is_some(), judge::Fetch::Never)
+            .await;
         let hold = match judged {
             Judged::Refuse { .. } => {
                 self.settle(id, &text, &statements, judged, &Params::None, approvals)

@@ -128,6 +128,19 @@ pub async fn query(
     deprecate_eof: bool,
     sql: &str,
 ) -> Result<Vec<Vec<Option<String>>>, QueryError> {
+    query_named(upstream, input, deprecate_eof, sql)
+        .await
+        .map(|(_, rows)| rows)
+}
+
+/// Runs `sql` on the idle upstream and returns its (last) result's column
+/// names and its text rows.
+pub async fn query_named(
+    upstream: &mut UpstreamStream,
+    input: &mut BytesMut,
+    deprecate_eof: bool,
+    sql: &str,
+) -> Result<(Vec<String>, Vec<Vec<Option<String>>>), QueryError> {
     let mut out = BytesMut::new();
     let mut payload = Vec::with_capacity(sql.len() + 1);
     payload.push(codec::command::QUERY);
@@ -138,6 +151,7 @@ pub async fn query(
     let mut response = Response::new(deprecate_eof);
     response.expect(Expect::Results { binary: false });
     let mut rows = Vec::new();
+    let mut names = Vec::new();
     let mut error = None;
     while !response.done() {
         let packet = loop {
@@ -162,6 +176,15 @@ pub async fn query(
                 }
                 rows.push(row);
             }
+            Ok(Part::ColumnCount(_)) => names.clear(),
+            Ok(Part::Column(_)) => {
+                let column = mysql_common::packets::Column::deserialize(
+                    (),
+                    &mut mysql_common::io::ParseBuf(&packet.payload),
+                )
+                .map_err(|_| QueryError::Malformed("a bad column definition"))?;
+                names.push(column.name_str().into_owned());
+            }
             Ok(Part::Err) => {
                 error = Some(codec::err_info(&packet.payload).map_or(0, |e| e.code));
             }
@@ -171,6 +194,6 @@ pub async fn query(
     }
     match error {
         Some(code) => Err(QueryError::Refused(code)),
-        None => Ok(rows),
+        None => Ok((names, rows)),
     }
 }

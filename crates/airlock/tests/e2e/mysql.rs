@@ -1026,3 +1026,52 @@ async fn mariadb_connector_j_over_tls_reads_masked_text_and_binary_rows() {
     assert_eq!(db.sql("select count(*) from customers"), "2");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn row_estimates_come_from_the_upstreams_explain() {
+    let db = seeded();
+    let gw = gateway(
+        &db,
+        "",
+        "  - name: review-large-writes
+    match: {statements: [update, delete], estimated_rows_over: 1}
+    action: approve
+    approvers: [dba]
+approvals: {timeout: 60s}
+",
+    )
+    .await;
+    let writer = gw.token("wes", &["dba"]);
+    let reviewer = gw.token("rita", &["dba"]);
+    // One row by the estimate: under the threshold, it runs.
+    let out = mysql_cli(
+        &gw,
+        &writer,
+        "admin",
+        "shop",
+        "delete from customers where id = 2",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(db.sql("select count(*) from customers"), "1");
+    // Every row: over it, held, and the approver sees the estimate.
+    db.sql("insert into customers values (2, 'Bob', '987-65-4321', 'bob@example.org'), (3, 'Cy', '1', 'c@x')");
+    let child = spawn_cli(&gw, &writer, "delete from customers where id > 0");
+    let held = pending(&gw, &reviewer).await;
+    assert_eq!(held["rule"], "review-large-writes", "{held}");
+    assert!(
+        held["detail"]["estimated_rows"].as_u64().is_some_and(|n| n >= 2),
+        "{held}"
+    );
+    decide(
+        &gw,
+        &reviewer,
+        held["id"].as_str().unwrap(),
+        "deny",
+        "too many",
+    )
+    .await;
+    let out = child.wait_with_output().unwrap();
+    assert!(stderr(&out).contains("ERROR 1227"), "{}", stderr(&out));
+    assert_eq!(db.sql("select count(*) from customers"), "3");
+    gw.stop().await;
+}
