@@ -1059,7 +1059,9 @@ approvals: {timeout: 60s}
     let held = pending(&gw, &reviewer).await;
     assert_eq!(held["rule"], "review-large-writes", "{held}");
     assert!(
-        held["detail"]["estimated_rows"].as_u64().is_some_and(|n| n >= 2),
+        held["detail"]["estimated_rows"]
+            .as_u64()
+            .is_some_and(|n| n >= 2),
         "{held}"
     );
     decide(
