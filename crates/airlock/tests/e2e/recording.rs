@@ -591,16 +591,21 @@ async fn a_journal_that_fails_mid_batch_refuses_every_statement_in_it_with_58000
                     .await
                 {
                     Ok(_) => ran.push(id),
-                    Err(e) => return (ran, Some((id, e))),
+                    Err(e) => return (ran, Some((id, e)), client),
                 }
             }
-            (ran, None)
+            (ran, None, client)
         }));
     }
     let mut ran = BTreeSet::new();
     let mut refused = Vec::new();
+    // The sessions stay open until readiness is checked: a session's end
+    // is an append that may fit again once the failed batch is cut off,
+    // and would make the gateway ready again.
+    let mut open = Vec::new();
     for s in sessions {
-        let (ok, err) = s.await.unwrap();
+        let (ok, err, client) = s.await.unwrap();
+        open.push(client);
         ran.extend(ok);
         let (id, e) = err.expect("the journal fills up within 400 statements a session");
         assert_eq!(e.code().unwrap().code(), "58000", "{e}");
@@ -625,6 +630,7 @@ async fn a_journal_that_fails_mid_batch_refuses_every_statement_in_it_with_58000
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    drop(open);
     // What the journal holds is intact: the failed batch was cut off.
     drop(gw);
     let journal = dir.path().join("data/journal");
