@@ -417,41 +417,70 @@ fn mysql_result(r: &StatementResult, out: &mut impl Write) -> fmt::Result {
     }
 }
 
+/// A sample laid out for a terminal: header and cells cleaned, each
+/// column's width, and whether it is numeric (right-aligned: every value
+/// looks like a number, and there is at least one row).
+struct Grid {
+    header: Vec<String>,
+    cells: Vec<Vec<String>>,
+    width: Vec<usize>,
+    numeric: Vec<bool>,
+}
+
+impl Grid {
+    /// `None` for a sample without columns; `null` is how NULL prints.
+    fn of(sample: &Sample, null: &str) -> Option<Grid> {
+        let cols = sample.columns.len();
+        if cols == 0 {
+            return None;
+        }
+        let header: Vec<String> = sample.columns.iter().map(|c| clean(c)).collect();
+        let cells: Vec<Vec<String>> = sample
+            .rows
+            .iter()
+            .map(|row| {
+                (0..cols)
+                    .map(|i| match row.get(i) {
+                        None | Some(Value::Null) => null.to_string(),
+                        v => cell(v),
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+        let mut numeric = vec![!cells.is_empty(); cols];
+        for (row, raw) in cells.iter().zip(&sample.rows) {
+            for (i, c) in row.iter().enumerate() {
+                width[i] = width[i].max(c.chars().count());
+                match raw.get(i) {
+                    Some(Value::Text(t)) if is_number(t) => {}
+                    Some(Value::Null) | None => {}
+                    _ => numeric[i] = false,
+                }
+            }
+        }
+        Some(Grid {
+            header,
+            cells,
+            width,
+            numeric,
+        })
+    }
+}
+
 /// A mysql-CLI table: `+---+` rules above, below the header and at the end,
 /// `| a | b |` rows, numbers right-aligned, NULL as `NULL`.
 fn bordered(sample: &Sample, out: &mut impl Write) -> fmt::Result {
-    let cols = sample.columns.len();
-    if cols == 0 {
+    let Some(Grid {
+        header,
+        cells,
+        width,
+        numeric,
+    }) = Grid::of(sample, "NULL")
+    else {
         return Ok(());
-    }
-    let header: Vec<String> = sample.columns.iter().map(|c| clean(c)).collect();
-    let cells: Vec<Vec<String>> = sample
-        .rows
-        .iter()
-        .map(|row| {
-            (0..cols)
-                .map(|i| match row.get(i) {
-                    None | Some(Value::Null) => "NULL".to_string(),
-                    v => cell(v),
-                })
-                .collect()
-        })
-        .collect();
-    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    let mut numeric = vec![!cells.is_empty(); cols];
-    for (row, raw) in cells.iter().zip(&sample.rows) {
-        for (i, c) in row.iter().enumerate() {
-            width[i] = width[i].max(c.chars().count());
-            if let Some(Value::Text(t)) = raw.get(i)
-                && !is_number(t)
-            {
-                numeric[i] = false;
-            }
-            if let Some(Value::Bytes { .. }) = raw.get(i) {
-                numeric[i] = false;
-            }
-        }
-    }
+    };
+    let cols = header.len();
     let mut rule = String::from("+");
     for w in &width {
         rule.extend(std::iter::repeat_n('-', w + 2));
@@ -501,31 +530,15 @@ fn footer(rows: u64, out: &mut impl Write) -> fmt::Result {
 /// A psql-aligned table: centered header, `-` rule with `+` joints, cells
 /// padded with one space, numbers right-aligned, trailing spaces trimmed.
 fn table(sample: &Sample, out: &mut impl Write) -> fmt::Result {
-    let cols = sample.columns.len();
-    if cols == 0 {
+    let Some(Grid {
+        header,
+        cells,
+        width,
+        numeric,
+    }) = Grid::of(sample, "")
+    else {
         return Ok(());
-    }
-    let header: Vec<String> = sample.columns.iter().map(|c| clean(c)).collect();
-    let cells: Vec<Vec<String>> = sample
-        .rows
-        .iter()
-        .map(|row| (0..cols).map(|i| cell(row.get(i))).collect())
-        .collect();
-    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    let mut numeric = vec![true; cols];
-    for (row, raw) in cells.iter().zip(&sample.rows) {
-        for (i, c) in row.iter().enumerate() {
-            width[i] = width[i].max(c.chars().count());
-            match raw.get(i) {
-                Some(Value::Text(t)) if is_number(t) => {}
-                Some(Value::Null) | None => {}
-                _ => numeric[i] = false,
-            }
-        }
-    }
-    if cells.is_empty() {
-        numeric.iter_mut().for_each(|n| *n = false);
-    }
+    };
 
     let mut line = String::new();
     for (i, h) in header.iter().enumerate() {

@@ -30,3 +30,10 @@ pub mod syntax;
 mod walk;
 
 pub use pg::{Analyzer, SessionState, resolve};
+
+/// A new analyzer's identity (both dialects' share one sequence), so
+/// that caches keep apart the analyses of different policies.
+pub(crate) fn next_analyzer_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}

@@ -262,10 +262,8 @@ impl Analyzer {
             .map(|s| s.to_string())
             .collect();
         unsafe_functions.extend(extra.iter().map(|s| s.to_lowercase()));
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Analyzer {
-            id,
+            id: crate::next_analyzer_id(),
             unsafe_functions,
         }
     }

@@ -10,8 +10,6 @@ pub(crate) mod mask;
 pub(crate) mod session;
 pub(crate) mod upstream;
 
-pub(crate) use crate::lifetime::{cut_at, grant_revoked};
-
 /// Literal spans for the recording's redaction, in the default `sql_mode`
 /// (a text lexed with other modes is at worst redacted more).
 pub(crate) fn value_spans(sql: &str) -> Option<Vec<(usize, usize)>> {

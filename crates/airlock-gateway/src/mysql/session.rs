@@ -402,7 +402,28 @@ async fn open(
     })
 }
 
+/// Reads the masking catalog. `information_schema` reports an error when a
+/// table it lists is dropped while it is read (other sessions' DDL): a
+/// refused read is tried again, up to three times in all.
 async fn read_catalog(
+    upstream: &mut UpstreamStream,
+    input: &mut BytesMut,
+    deprecate_eof: bool,
+    policy: &airlock_policy::masking::MaskingPolicy,
+) -> Result<SensitiveCatalog, crate::catalog::CatalogError> {
+    let mut attempt = 1;
+    loop {
+        match read_catalog_once(upstream, input, deprecate_eof, policy).await {
+            Err(crate::catalog::CatalogError::Refused(code)) if attempt < 3 => {
+                tracing::debug!(code, attempt, "catalog read refused; reading again");
+                attempt += 1;
+            }
+            read => return read,
+        }
+    }
+}
+
+async fn read_catalog_once(
     upstream: &mut UpstreamStream,
     input: &mut BytesMut,
     deprecate_eof: bool,
@@ -569,8 +590,8 @@ async fn run(
                         Ok(0) | Err(_) => break End::ClientGone,
                         Ok(_) => continue,
                     },
-                    why = super::cut_at(&*clock, &deadline) => break End::Cut(why),
-                    why = super::grant_revoked(&mut revoked) => break End::Cut(Cut::Grant(why)),
+                    why = crate::lifetime::cut_at(&*clock, &deadline) => break End::Cut(why),
+                    why = crate::lifetime::grant_revoked(&mut revoked) => break End::Cut(Cut::Grant(why)),
                 }
             }
             Err(_) => break End::Protocol("a malformed or oversized packet"),
@@ -920,7 +941,7 @@ impl Session<'_> {
                     params,
                     decision,
                     rule.as_deref(),
-                    Some(&message),
+                    Some((code, &message)),
                     None,
                 );
                 self.refuse(code, "42000", &message);
@@ -945,7 +966,7 @@ impl Session<'_> {
                         params,
                         Recorded::Approve,
                         Some(&rule),
-                        Some(&message),
+                        Some((code, &message)),
                         approval,
                     );
                     self.refuse(code, state, &message);
@@ -979,9 +1000,7 @@ impl Session<'_> {
         packet: codec::Packet,
         approvals: Option<&airlock_engine::approvals::Approvals>,
     ) -> Result<(), End> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let Some(text) = self.text(&packet.payload[1..]) else {
+        let Some((id, text)) = self.statement_text(&packet.payload[1..]) else {
             return Ok(());
         };
         let (statements, judged, state) = self
@@ -1073,14 +1092,17 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// The text of a statement, or `None` (refused) when it is not UTF-8.
-    fn text(&mut self, bytes: &[u8]) -> Option<String> {
+    /// A new message id and the statement's text, or `None` (refused)
+    /// when it is not UTF-8.
+    fn statement_text(&mut self, bytes: &[u8]) -> Option<(u64, String)> {
+        let id = self.next_id;
+        self.next_id += 1;
         match std::str::from_utf8(bytes) {
-            Ok(t) => Some(t.to_owned()),
+            Ok(t) => Some((id, t.to_owned())),
             Err(_) => {
                 self.refuse(
-                    errno::SPECIFIC_ACCESS_DENIED,
-                    "42000",
+                    errno::INVALID_CHARACTER_STRING,
+                    "HY000",
                     "airlock: the statement is not valid UTF-8, so airlock cannot classify it",
                 );
                 None
@@ -1092,13 +1114,24 @@ impl Session<'_> {
     /// the session's state again; a character set airlock cannot lex ends
     /// the session.
     async fn follow_lexing(&mut self, text: &str, statements: &[Statement]) -> Result<(), End> {
-        let follow = statements.iter().any(|s| {
-            let t = airlock_sql::mysql::tracked(
-                text.get(s.span.0..s.span.1).unwrap_or(text),
-                self.mode,
-            );
-            t.sql_mode || t.charset
-        });
+        // Only a SET (or what airlock cannot read) changes the lexing state:
+        // nothing else is lexed again.
+        let follow = statements
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.kind,
+                    airlock_policy::StatementKind::SetConfig
+                        | airlock_policy::StatementKind::Unknown
+                )
+            })
+            .any(|s| {
+                let t = airlock_sql::mysql::tracked(
+                    text.get(s.span.0..s.span.1).unwrap_or(text),
+                    self.mode,
+                );
+                t.sql_mode || t.charset
+            });
         if !follow {
             return Ok(());
         }
@@ -1129,9 +1162,7 @@ impl Session<'_> {
         packet: codec::Packet,
         approvals: Option<&airlock_engine::approvals::Approvals>,
     ) -> Result<(), End> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let Some(text) = self.text(&packet.payload[1..]) else {
+        let Some((id, text)) = self.statement_text(&packet.payload[1..]) else {
             return Ok(());
         };
         let (statements, judged, _) = self
@@ -1296,14 +1327,13 @@ impl Session<'_> {
         params: &Params<'_>,
         decision: Recorded,
         rule: Option<&str>,
-        refusal: Option<&str>,
+        refusal: Option<(u16, &str)>,
         approval: Option<uuid::Uuid>,
     ) -> bool {
-        let code = if refusal.is_some() {
-            errno::SPECIFIC_ACCESS_DENIED.to_string()
-        } else {
-            String::new()
-        };
+        // The error number the client got.
+        let code = refusal
+            .map(|(code, _)| code.to_string())
+            .unwrap_or_default();
         let judgement = Judgement {
             decision: if refusal.is_some() && decision == Recorded::Allow {
                 Recorded::Deny
@@ -1311,7 +1341,7 @@ impl Session<'_> {
                 decision
             },
             rule,
-            refusal: refusal.map(|m| (code.as_str(), m)),
+            refusal: refusal.map(|(_, m)| (code.as_str(), m)),
             approval,
         };
         self.recorder

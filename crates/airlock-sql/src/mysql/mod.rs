@@ -298,9 +298,8 @@ impl Analyzer {
             .map(|s| s.to_string())
             .collect();
         unsafe_functions.extend(extra_unsafe.iter().map(|s| s.to_lowercase()));
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Analyzer {
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id: crate::next_analyzer_id(),
             unsafe_functions,
         }
     }
@@ -340,8 +339,11 @@ impl Analyzer {
         // character set in the new way, which this analysis did not: such
         // a SET must come last in its message.
         if let Some(at) = statements.iter().position(|st| {
-            let t = tracked(sql.get(st.span.0..st.span.1).unwrap_or(sql), mode);
-            t.sql_mode || t.charset
+            // Only a SET (or what could not be read) changes lexing.
+            matches!(st.kind, StatementKind::SetConfig | StatementKind::Unknown) && {
+                let t = tracked(sql.get(st.span.0..st.span.1).unwrap_or(sql), mode);
+                t.sql_mode || t.charset
+            }
         }) {
             for st in statements.iter_mut().skip(at + 1) {
                 if st.kind != StatementKind::Empty {

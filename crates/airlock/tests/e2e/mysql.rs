@@ -524,6 +524,11 @@ access:
             "command {cmd:#x}"
         );
     }
+    // A statement that is not UTF-8 cannot be classified: MySQL's own
+    // "invalid character string" error, and the session goes on.
+    raw_query(&mut s, b"select '\xff\xfe'").await;
+    let e = read_packet(&mut s, &mut input).await;
+    assert_eq!(codec::err_info(&e.payload).map(|e| e.code), Some(1300));
     raw_query(&mut s, b"select 41 + 1").await;
     let mut got = Vec::new();
     loop {
