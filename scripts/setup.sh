@@ -37,6 +37,9 @@ python3 -c 'import asyncpg' 2>/dev/null || python3 -m pip install -q 'asyncpg>=0
 # The MySQL door's driver tests: PyMySQL and mysql-connector-python.
 python3 -c 'import pymysql' 2>/dev/null || python3 -m pip install -q 'PyMySQL>=1.1,<2'
 python3 -c 'import mysql.connector' 2>/dev/null || python3 -m pip install -q 'mysql-connector-python>=8,<10'
+# The MCP endpoint's client tests: the Python MCP SDK, 2.x (both protocol
+# eras: `Client(mode=...)`).
+python3 -c 'from mcp import Client; import httpx2' 2>/dev/null || python3 -m pip install -q 'mcp>=2.3,<3'
 # node-postgres and mysql2, for the driver tests, at the versions
 # package-lock.json pins.
 drivers="$root/crates/airlock/tests/drivers"

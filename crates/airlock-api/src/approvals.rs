@@ -623,13 +623,51 @@ pub(crate) async fn request_access(
         Ok(Json(r)) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
+    match file_access_request(&store, &*hooks, &caller.principal, &request).await {
+        Ok(approval) => (StatusCode::CREATED, Json(approval)).into_response(),
+        Err(AccessRefused::Invalid(status, message)) => error(status, message),
+        Err(AccessRefused::Store(e)) => store_error(&e),
+    }
+}
+
+/// Why an access request was not filed.
+#[derive(Debug)]
+pub enum AccessRefused {
+    /// The request is not one the principal may file (the status the API
+    /// answers with, and why).
+    Invalid(StatusCode, String),
+    Store(airlock_store::StoreError),
+}
+
+impl std::fmt::Display for AccessRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccessRefused::Invalid(_, message) => f.write_str(message),
+            AccessRefused::Store(_) => f.write_str("the approvals store is unavailable"),
+        }
+    }
+}
+
+/// Files a just-in-time access request for `p`: checked against the JIT
+/// rules, stored, journaled and announced. `POST /api/v1/access/requests`
+/// and the MCP endpoint's `request_access` tool both call it.
+pub async fn file_access_request(
+    store: &Store,
+    hooks: &dyn ApprovalHooks,
+    p: &Principal,
+    request: &AccessRequest,
+) -> Result<Approval, AccessRefused> {
+    let invalid = |status, message: String| Err(AccessRefused::Invalid(status, message));
     if request.reason.trim().is_empty() {
-        return error(StatusCode::BAD_REQUEST, "an access request needs a reason");
+        return invalid(
+            StatusCode::BAD_REQUEST,
+            "an access request needs a reason".into(),
+        );
     }
     let duration = match humantime::parse_duration(request.duration.trim()) {
         Ok(d) if !d.is_zero() => d,
         _ => {
-            return error(
+            return invalid(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "invalid duration {:?} (write e.g. 30m or 1h)",
@@ -638,9 +676,8 @@ pub(crate) async fn request_access(
             );
         }
     };
-    let p = &caller.principal;
     let Some(terms) = hooks.jit_terms(p, &request.connection, &request.role) else {
-        return error(
+        return invalid(
             StatusCode::FORBIDDEN,
             format!(
                 "no just-in-time access rule lets {} request role \"{}\" on connection \"{}\"",
@@ -649,7 +686,7 @@ pub(crate) async fn request_access(
         );
     };
     if duration > terms.max_duration {
-        return error(
+        return invalid(
             StatusCode::BAD_REQUEST,
             format!(
                 "{} is longer than access rule \"{}\" allows (jit.max_duration: {})",
@@ -678,13 +715,19 @@ pub(crate) async fn request_access(
         deadline_ms: None,
         duration_ms: Some(duration.as_millis() as i64),
     };
-    if let Err(e) = store.create_approval(&row).await {
-        return store_error(&e);
-    }
+    store
+        .create_approval(&row)
+        .await
+        .map_err(AccessRefused::Store)?;
     let row = match store.approval(row.id).await {
         Ok(Some(row)) => row,
-        Ok(None) => return error(StatusCode::INTERNAL_SERVER_ERROR, "the request vanished"),
-        Err(e) => return store_error(&e),
+        Ok(None) => {
+            return invalid(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the request vanished".into(),
+            );
+        }
+        Err(e) => return Err(AccessRefused::Store(e)),
     };
     tracing::info!(request = %row.id, connection = %row.connection, role = %row.role, "access requested");
     hooks.record(event(&row, "requested", None, Some(request.reason.trim())));
@@ -701,7 +744,7 @@ pub(crate) async fn request_access(
             row.id
         ),
     );
-    (StatusCode::CREATED, Json(Approval::from_row(&row))).into_response()
+    Ok(Approval::from_row(&row))
 }
 
 pub(crate) async fn revoke_access(

@@ -33,7 +33,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 
-pub use approvals::{ApprovalHooks, ApprovalsApi, JitTerms};
+pub use approvals::{
+    AccessRefused, AccessRequest, ApprovalHooks, ApprovalsApi, JitTerms, file_access_request,
+};
 pub use audit::{AuditApi, Authenticate, Caller, ErrorBody};
 pub use client::Client;
 
@@ -128,15 +130,25 @@ fn routes() -> Routes {
     .post(path::ACCESS_REVOKE, approvals::revoke_access)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// Serves the API's routes, and `more` (the MCP endpoint's), on `listener`
+/// until `shutdown` completes. Handlers can read the peer's address
+/// (`ConnectInfo<SocketAddr>`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
+    more: Option<Router>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let mut app = router(state);
+    if let Some(more) = more {
+        app = app.merge(more);
+    }
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {

@@ -166,7 +166,12 @@ async fn serve(audit: Option<AuditApi>, dir: tempfile::TempDir) -> Api {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(airlock_api::serve(listener, state, std::future::pending()));
+    tokio::spawn(airlock_api::serve(
+        listener,
+        state,
+        None,
+        std::future::pending(),
+    ));
     Api {
         addr,
         client: reqwest::Client::new(),

@@ -73,6 +73,9 @@ pub struct Config {
     /// Who may use the HTTP API.
     #[serde(default)]
     pub api: crate::Api,
+    /// The MCP endpoint for agents.
+    #[serde(default)]
+    pub mcp: crate::Mcp,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -596,6 +599,12 @@ notifications:
       timeout: 10s
 api:
   auditor_groups: [security]
+mcp:
+  enabled: true
+  max_rows: 500
+  max_bytes: 256KiB
+  statement_timeout: 10s
+  allowed_origins: ["https://app.example.com"]
 "#;
 
     fn strings(v: &[&str]) -> Vec<String> {
@@ -795,6 +804,14 @@ api:
             api: crate::Api {
                 admin_groups: vec![],
                 auditor_groups: strings(&["security"]),
+            },
+            mcp: crate::Mcp {
+                enabled: true,
+                max_rows: 500,
+                max_bytes: crate::ByteSize(256 * 1024),
+                statement_timeout: crate::HumanDuration(Duration::from_secs(10)),
+                allowed_origins: strings(&["https://app.example.com"]),
+                ..crate::Mcp::default()
             },
         };
         assert_eq!(config, want);

@@ -29,6 +29,7 @@ mod config;
 mod error;
 mod guardrails;
 mod masking;
+mod mcp;
 mod recording;
 mod secret;
 mod units;
@@ -44,6 +45,7 @@ pub use config::{
 pub use error::ConfigError;
 pub use guardrails::{Guardrail, GuardrailAction, GuardrailMatch, WhereClause};
 pub use masking::{MaskRule, MaskStrategy, Masking, Partial};
+pub use mcp::Mcp;
 pub use recording::{Api, Journal, JournalFsync, Recording, ResultSample, Store};
 pub use secret::{ConnectionSecrets, ResolvedSecrets, Secret, SecretValue, TlsKeyPair};
 pub use units::{ByteSize, HumanDuration, SessionLifetime};

@@ -26,6 +26,7 @@ pub(crate) fn validate(config: &Config, origin: &str) -> Vec<ConfigError> {
     limits(config, &mut problems);
     audit(config, &mut problems);
     notifications(config, &mut problems);
+    mcp(config, &mut problems);
     problems.errors
 }
 
@@ -262,6 +263,49 @@ fn limits(config: &Config, p: &mut Problems) {
     }
     if limits.max_sessions == 0 {
         p.add("limits.max_sessions", "must be at least 1");
+    }
+}
+
+fn mcp(config: &Config, p: &mut Problems) {
+    let mcp = &config.mcp;
+    if !mcp.enabled {
+        return;
+    }
+    if config.listen.http.is_none() {
+        p.add(
+            "mcp.enabled",
+            "the MCP endpoint is served on listen.http, which is not set",
+        );
+    }
+    if mcp.max_rows == 0 {
+        p.add("mcp.max_rows", "must be at least 1");
+    }
+    if mcp.max_bytes < ByteSize::KIB {
+        p.add("mcp.max_bytes", "must be at least 1KiB");
+    }
+    if !(ByteSize::KIB..=ByteSize(64 * ByteSize::MIB.0)).contains(&mcp.max_request_size) {
+        p.add(
+            "mcp.max_request_size",
+            format!(
+                "{} is out of range: it must be between 1KiB and 64MiB",
+                mcp.max_request_size
+            ),
+        );
+    }
+    if mcp.statement_timeout.0.is_zero() {
+        p.add("mcp.statement_timeout", "must be greater than zero");
+    }
+    for (i, origin) in mcp.allowed_origins.iter().enumerate() {
+        let ok = origin == "null"
+            || origin.split_once("://").is_some_and(|(scheme, host)| {
+                matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains('/')
+            });
+        if !ok {
+            p.add(
+                format!("mcp.allowed_origins[{i}]"),
+                format!("{origin:?} is not an origin: write scheme://host[:port], such as https://app.example.com"),
+            );
+        }
     }
 }
 
@@ -696,6 +740,36 @@ mod tests {
         ] {
             check(&with_access(rules), want);
         }
+    }
+
+    #[test]
+    fn mcp() {
+        for (mcp, want) in [
+            ("{enabled: true}", &[][..]),
+            ("{enabled: false, max_rows: 0}", &[]),
+            (
+                "{enabled: true, max_rows: 0, max_bytes: 10, statement_timeout: 0s, max_request_size: 2GiB}",
+                &[
+                    "t.yaml: mcp.max_rows: must be at least 1",
+                    "t.yaml: mcp.max_bytes: must be at least 1KiB",
+                    "t.yaml: mcp.max_request_size: 2GiB is out of range: it must be between 1KiB and 64MiB",
+                    "t.yaml: mcp.statement_timeout: must be greater than zero",
+                ],
+            ),
+            (
+                "{enabled: true, allowed_origins: [\"https://ok.example\", \"ok.example\", \"null\", \"https://a/b\"]}",
+                &[
+                    "t.yaml: mcp.allowed_origins[1]: \"ok.example\" is not an origin: write scheme://host[:port], such as https://app.example.com",
+                    "t.yaml: mcp.allowed_origins[3]: \"https://a/b\" is not an origin: write scheme://host[:port], such as https://app.example.com",
+                ],
+            ),
+        ] {
+            check(&format!("{LISTEN}{IDENTITY}mcp: {mcp}\n"), want);
+        }
+        check(
+            &format!("listen: {{postgres: 127.0.0.1:6432}}\n{IDENTITY}mcp: {{enabled: true}}\n"),
+            &["t.yaml: mcp.enabled: the MCP endpoint is served on listen.http, which is not set"],
+        );
     }
 
     #[test]

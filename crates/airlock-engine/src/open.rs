@@ -78,13 +78,25 @@ pub async fn authorize(
     request: &Request<'_>,
     now: SystemTime,
 ) -> Result<Authorized, Refused> {
-    if request.token.is_empty() {
+    let principal = verify(policy, request.token, now).await?;
+    route(policy, principal, request.connection, request.role, now).await
+}
+
+/// Verifies a token at `now`: the principal it names, or why not. A door
+/// that authenticates once and routes per request (MCP) calls this, then
+/// [`route`] for each request.
+pub async fn verify(
+    policy: &Policy<'_>,
+    token: &str,
+    now: SystemTime,
+) -> Result<Principal, Refused> {
+    if token.is_empty() {
         return Err(Refused::Token {
             reason: "no_token",
             message: "airlock: no token: send an OIDC token as the password".into(),
         });
     }
-    let principal = match policy.verifier.verify(request.token, now).await {
+    let principal = match policy.verifier.verify(token, now).await {
         Ok(a) => a.into_principal(),
         Err(e) => {
             tracing::info!(reason = e.reason(), "token refused");
@@ -103,21 +115,54 @@ pub async fn authorize(
         });
     }
     tracing::Span::current().record("principal", principal.subject.as_str());
-    let grants = if policy.access.needs_grants(&principal, request.connection) {
-        live_grants(policy.approvals, &principal, request.connection, now).await
+    Ok(principal)
+}
+
+/// Routes a verified principal to `connection` as `role` at `now` (with
+/// its live just-in-time grants).
+pub async fn route(
+    policy: &Policy<'_>,
+    principal: Principal,
+    connection: &str,
+    role: &str,
+    now: SystemTime,
+) -> Result<Authorized, Refused> {
+    let grants = if policy.access.needs_grants(&principal, connection) {
+        live_grants(policy.approvals, &principal, connection, now).await
     } else {
         Vec::new()
     };
-    match policy
-        .access
-        .route(&principal, request.connection, request.role, &grants)
-    {
+    match policy.access.route(&principal, connection, role, &grants) {
         Ok(route) => Ok(Authorized { principal, route }),
         Err(e) => {
             tracing::info!(error = %e, "no route");
             Err(Refused::NoRoute(format!("airlock: {e}")))
         }
     }
+}
+
+/// Every route the principal may take at `now` (its live just-in-time
+/// grants included): each connection with each role it may use there.
+pub async fn routes(policy: &Policy<'_>, principal: &Principal, now: SystemTime) -> Vec<Route> {
+    let mut routes = Vec::new();
+    for connection in policy.access.connection_names() {
+        let grants = if policy.access.needs_grants(principal, connection) {
+            live_grants(policy.approvals, principal, connection, now).await
+        } else {
+            Vec::new()
+        };
+        for (c, roles) in policy.access.allowed(principal, &grants) {
+            if c != connection {
+                continue;
+            }
+            routes.extend(
+                roles
+                    .iter()
+                    .filter_map(|role| policy.access.route(principal, &c, role, &grants).ok()),
+            );
+        }
+    }
+    routes
 }
 
 /// The principal's live grants on `connection`. A store that cannot be

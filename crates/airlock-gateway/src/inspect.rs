@@ -969,7 +969,7 @@ fn kinds(statements: &[Statement]) -> String {
 /// The planner's largest row estimate in an `EXPLAIN (FORMAT JSON)` plan.
 /// The largest node is taken, not the top one: a ModifyTable node without
 /// RETURNING estimates 0 rows while its scan estimates what it will change.
-fn plan_rows(json: &str) -> Option<u64> {
+pub(crate) fn plan_rows(json: &str) -> Option<u64> {
     fn walk(v: &serde_json::Value, max: &mut Option<u64>) {
         match v {
             serde_json::Value::Object(map) => {

@@ -18,6 +18,7 @@ pub(crate) mod catalog;
 pub(crate) mod inspect;
 pub(crate) mod lifetime;
 pub(crate) mod mask;
+pub(crate) mod mcp;
 pub mod metrics;
 pub(crate) mod mysql;
 pub(crate) mod pump;
@@ -38,6 +39,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+pub use mcp::AccessRequests;
 pub use snapshot::Snapshot;
 
 /// The issuers a configuration trusts, the dev issuer included when enabled:

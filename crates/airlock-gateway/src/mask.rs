@@ -19,7 +19,7 @@ use bytes::{BufMut, BytesMut};
 
 /// Type OIDs whose values are text the client reads as text, in either
 /// format: a placeholder can stand in for them.
-fn text_like(type_oid: u32) -> bool {
+pub(crate) fn text_like(type_oid: u32) -> bool {
     // text, varchar, bpchar, name, unknown
     matches!(type_oid, 25 | 1043 | 1042 | 19 | 705)
 }

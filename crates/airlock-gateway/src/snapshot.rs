@@ -60,6 +60,11 @@ pub struct Snapshot {
     pub recording: airlock_engine::recording::Limits,
     /// How long a statement is held for approval.
     pub approvals: HoldTimeouts,
+    /// The MCP endpoint's settings and caps.
+    pub mcp: airlock_config::Mcp,
+    /// The identifiers of the issuers whose tokens are accepted (for the
+    /// MCP endpoint's protected-resource metadata).
+    pub issuers: Vec<String>,
 }
 
 pub use airlock_engine::hold::HoldTimeouts;
@@ -185,6 +190,11 @@ impl Snapshot {
                 idle: config.approvals.timeout.0,
                 in_transaction: config.approvals.timeout_in_transaction.0,
             },
+            mcp: config.mcp.clone(),
+            issuers: crate::issuer_specs(config, Some(""))
+                .into_iter()
+                .map(|i| i.issuer)
+                .collect(),
             verifier,
         })
     }

@@ -543,11 +543,37 @@ pub fn bind(portal: impl AsRef<[u8]>, statement: impl AsRef<[u8]>, buf: &mut Byt
     });
 }
 
+/// A Bind message with `params` in text (`None` is NULL), all results in
+/// text.
+pub fn bind_text(portal: &str, statement: &str, params: &[Option<&[u8]>], buf: &mut BytesMut) {
+    write_message(b'B', buf, |b| {
+        put_cstr(b, portal);
+        put_cstr(b, statement);
+        b.put_i16(0);
+        b.put_i16(params.len() as i16);
+        for p in params {
+            match p {
+                Some(v) => {
+                    b.put_i32(v.len() as i32);
+                    b.extend_from_slice(v);
+                }
+                None => b.put_i32(-1),
+            }
+        }
+        b.put_i16(0);
+    });
+}
+
 /// An Execute message fetching every row.
 pub fn execute(portal: &str, buf: &mut BytesMut) {
+    execute_rows(portal, 0, buf);
+}
+
+/// An Execute message fetching at most `max_rows` rows (0: every row).
+pub fn execute_rows(portal: &str, max_rows: u32, buf: &mut BytesMut) {
     write_message(b'E', buf, |b| {
         put_cstr(b, portal);
-        b.put_i32(0);
+        b.put_i32(max_rows as i32);
     });
 }
 

@@ -222,6 +222,11 @@ impl AccessPolicy {
         roles
     }
 
+    /// The names of every connection, in order.
+    pub fn connection_names(&self) -> impl Iterator<Item = &str> {
+        self.connections.keys().map(String::as_str)
+    }
+
     /// Every connection `p` may use now, with its roles.
     pub fn allowed(&self, p: &Principal, grants: &[Grant]) -> Vec<(String, Vec<String>)> {
         self.connections

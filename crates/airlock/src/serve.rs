@@ -262,9 +262,15 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
                 }),
             }),
         };
+        let mcp = config.mcp.enabled.then(|| {
+            gateway.mcp_router(Arc::new(Hooks {
+                gateway: Arc::clone(&gateway),
+                approvals: Arc::clone(&approvals),
+            }))
+        });
         let stop = stopped(shutdown_rx.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = airlock_api::serve(listener, state, stop).await {
+            if let Err(e) = airlock_api::serve(listener, state, mcp, stop).await {
                 tracing::error!(error = %e, "HTTP listener failed");
             }
         }));
@@ -374,6 +380,36 @@ impl airlock_api::ApprovalHooks for Hooks {
             data,
             summary,
         });
+    }
+}
+
+/// The MCP endpoint's `request_access` tool files requests as the API does.
+impl airlock_gateway::AccessRequests for Hooks {
+    fn request<'a>(
+        &'a self,
+        principal: &'a airlock_policy::Principal,
+        connection: &'a str,
+        role: &'a str,
+        duration: &'a str,
+        reason: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = std::result::Result<serde_json::Value, String>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            let Some(store) = self.approvals.store() else {
+                return Err("airlock: the approvals store is unavailable".into());
+            };
+            let request = airlock_api::AccessRequest {
+                connection: connection.into(),
+                role: role.into(),
+                duration: duration.into(),
+                reason: reason.into(),
+            };
+            airlock_api::file_access_request(store, self, principal, &request)
+                .await
+                .map(|a| serde_json::to_value(a).unwrap_or_default())
+                .map_err(|e| format!("airlock: {e}"))
+        })
     }
 }
 

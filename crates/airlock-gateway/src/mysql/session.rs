@@ -34,7 +34,7 @@ use crate::stream::{ClientStream, MaybeTls, UpstreamStream};
 
 /// The server's default collation when the probe said nothing:
 /// utf8mb4_general_ci.
-const UTF8MB4: u8 = 45;
+pub(crate) const UTF8MB4: u8 = 45;
 
 /// Serves one accepted client connection.
 pub(crate) async fn serve(gateway: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr, loopback: bool) {
@@ -100,12 +100,12 @@ struct Opened {
 }
 
 /// What decides how the server lexes a statement.
-const LEXING: &str = "SELECT @@SESSION.sql_mode, @@SESSION.character_set_client";
+pub(crate) const LEXING: &str = "SELECT @@SESSION.sql_mode, @@SESSION.character_set_client";
 
 /// The lexing mode from [`LEXING`]'s answer; `None` for a character set
 /// in which a multi-byte character can end in a backslash or quote byte
 /// (the pre-lexer would split strings where the server does not).
-fn lexing(rows: &[Vec<Option<String>>]) -> Option<airlock_sql::mysql::Mode> {
+pub(crate) fn lexing(rows: &[Vec<Option<String>>]) -> Option<airlock_sql::mysql::Mode> {
     let row = rows.first()?;
     let sql_mode = row.first().cloned().flatten().unwrap_or_default();
     let charset = row.get(1).cloned().flatten().unwrap_or_default();
@@ -405,7 +405,7 @@ async fn open(
 /// Reads the masking catalog. `information_schema` reports an error when a
 /// table it lists is dropped while it is read (other sessions' DDL): a
 /// refused read is tried again, up to three times in all.
-async fn read_catalog(
+pub(crate) async fn read_catalog(
     upstream: &mut UpstreamStream,
     input: &mut BytesMut,
     deprecate_eof: bool,

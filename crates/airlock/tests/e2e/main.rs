@@ -19,6 +19,7 @@ mod cli;
 mod data_path;
 mod handshake;
 mod masking;
+mod mcp;
 mod mysql;
 mod mysql_corpus;
 mod policy_corpus;

@@ -1,0 +1,1103 @@
+//! One tool call that runs SQL, through the same engine steps as a wire
+//! door's statement and in the same order: route the principal, journal
+//! the session's start, log in upstream as the route's role (reading the
+//! masking catalog), analyze with the connection's dialect, ask the judge
+//! (fetching a row estimate when a rule needs one), then refuse, hold or
+//! record-and-run; rows are masked with the policy's plan by the engine's
+//! JSON masker, capped by `mcp.*`, and recorded as the agent got them.
+//!
+//! Each call is one session in the audit trail (`door: mcp`); a held call's
+//! session lasts until its statement is decided and, when approved, run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_audit::event::{Decision as Recorded, Door, Protocol};
+use airlock_engine::hold::{self, HoldRequest, Holder, Refusal};
+use airlock_engine::open::{self, Authorized};
+use airlock_engine::recording::{At, Judgement, Param as RecordedParam, Params, RecordingSession};
+use airlock_policy::guardrails::Estimate;
+use airlock_policy::judge::{self, DeniedBy, Ruling};
+use airlock_policy::masking::{FieldOrigin, MaskPlan, SensitiveCatalog};
+use airlock_policy::{Principal, Statement, StatementKind};
+use serde_json::{Value, json};
+
+use super::holds::Holds;
+use super::{my, pg};
+use crate::Gateway;
+use crate::snapshot::Snapshot;
+
+/// A parameter as the agent gave it (JSON), bound by its type.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Param {
+    Null,
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Param {
+    /// Objects and arrays are bound as their JSON text.
+    pub(crate) fn from_json(v: &Value) -> Param {
+        match v {
+            Value::Null => Param::Null,
+            Value::Bool(b) => Param::Bool(*b),
+            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => Param::Int(i),
+                (None, Some(f)) if n.is_f64() => Param::Float(f),
+                _ => Param::Text(n.to_string()),
+            },
+            Value::String(s) => Param::Text(s.clone()),
+            other => Param::Text(other.to_string()),
+        }
+    }
+
+    /// The value in text (PostgreSQL's text format; the recording).
+    pub(crate) fn text(&self) -> Option<Vec<u8>> {
+        match self {
+            Param::Null => None,
+            Param::Text(s) => Some(s.as_bytes().to_vec()),
+            Param::Int(i) => Some(i.to_string().into_bytes()),
+            Param::Float(f) => Some(f.to_string().into_bytes()),
+            Param::Bool(b) => Some(if *b {
+                b"true".to_vec()
+            } else {
+                b"false".to_vec()
+            }),
+        }
+    }
+}
+
+/// A result column as the upstream described it.
+pub(crate) struct Column {
+    pub name: String,
+    pub origin: FieldOrigin,
+    /// Its values are text: a masked value takes the strategy (else it
+    /// becomes null, as on the wire doors).
+    pub text: bool,
+}
+
+/// How a statement that ran ended.
+pub(crate) struct Done {
+    pub tag: Option<String>,
+    /// Rows were left (the row cap).
+    pub suspended: bool,
+}
+
+/// The upstream's error, before scrubbing.
+pub(crate) struct UpstreamError {
+    pub code: String,
+    pub message: String,
+    /// PostgreSQL: the ErrorResponse body, for the door's scrubber.
+    pub raw: Vec<u8>,
+}
+
+pub(crate) type Answer = Result<Done, UpstreamError>;
+
+/// The upstream connection was lost or answered nonsense.
+pub(crate) struct Lost;
+
+/// Where an upstream streams its answer.
+pub(crate) trait Sink {
+    /// The result's columns (none for a statement without rows); once,
+    /// before any row.
+    fn columns(&mut self, columns: Vec<Column>);
+    fn row(&mut self, row: Vec<Value>);
+}
+
+/// An internal query's first value.
+#[derive(Default)]
+pub(crate) struct FirstValue {
+    pub value: Option<Value>,
+}
+
+impl Sink for FirstValue {
+    fn columns(&mut self, _: Vec<Column>) {}
+    fn row(&mut self, row: Vec<Value>) {
+        if self.value.is_none() {
+            self.value = row.into_iter().next();
+        }
+    }
+}
+
+/// An internal query's rows.
+#[derive(Default)]
+pub(crate) struct AllRows {
+    pub names: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+impl Sink for AllRows {
+    fn columns(&mut self, columns: Vec<Column>) {
+        self.names = columns.into_iter().map(|c| c.name).collect();
+    }
+    fn row(&mut self, row: Vec<Value>) {
+        self.rows.push(row);
+    }
+}
+
+/// Why a call produced no result, as the agent is told.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    /// `no_access`, `denied`, `invalid`, `unavailable`, `error`.
+    pub status: &'static str,
+    /// A SQLSTATE or MySQL error number from the upstream, or airlock's
+    /// own (`42501` for a policy refusal, `58000` for the audit).
+    pub code: String,
+    pub message: String,
+    pub rule: Option<String>,
+    pub approval: Option<uuid::Uuid>,
+}
+
+impl Failure {
+    fn new(status: &'static str, code: &str, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            code: code.into(),
+            message: message.into(),
+            rule: None,
+            approval: None,
+        }
+    }
+
+    pub(crate) fn unavailable(connection: &str) -> Failure {
+        Failure::new(
+            "unavailable",
+            "08006",
+            format!("airlock: connection \"{connection}\" is unavailable"),
+        )
+    }
+
+    pub(crate) fn unmaskable(connection: &str) -> Failure {
+        Failure::new(
+            "unavailable",
+            "58000",
+            format!(
+                "airlock: connection \"{connection}\" cannot be masked: reading its catalog failed"
+            ),
+        )
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Failure {
+        Failure::new("invalid", "22023", message)
+    }
+
+    fn unrecorded() -> Failure {
+        Failure::new(
+            "unavailable",
+            "58000",
+            "airlock: the audit journal cannot be written; airlock runs nothing it cannot record",
+        )
+    }
+}
+
+/// A statement that ran: what the agent gets.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ran {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+    /// Rows the agent got.
+    pub row_count: u64,
+    pub truncated: bool,
+    pub masked_columns: Vec<String>,
+    pub command: Option<String>,
+    pub session: uuid::Uuid,
+    pub seq: u64,
+    /// Values that read like instructions to an agent.
+    pub flags: Vec<Value>,
+    /// The approval that released it.
+    pub approval: Option<uuid::Uuid>,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone)]
+pub(crate) enum Outcome {
+    Ran(Ran),
+    Pending {
+        approval: uuid::Uuid,
+        rule: String,
+        session: uuid::Uuid,
+    },
+    Failed(Failure),
+}
+
+impl Outcome {
+    /// The tool result's structured content, and whether it is an error.
+    pub(crate) fn to_json(&self) -> (Value, bool) {
+        match self {
+            Outcome::Ran(r) => (
+                json!({
+                    "status": "ok",
+                    "columns": r.columns,
+                    "rows": r.rows,
+                    "row_count": r.row_count,
+                    "truncated": r.truncated,
+                    "masked_columns": r.masked_columns,
+                    "command": r.command,
+                    "statement_id": format!("{}:{}", r.session, r.seq),
+                    "session_id": r.session.to_string(),
+                    "flags": r.flags,
+                    "approval_id": r.approval.map(|a| a.to_string()),
+                }),
+                false,
+            ),
+            Outcome::Pending {
+                approval,
+                rule,
+                session,
+            } => (
+                json!({
+                    "status": "pending_approval",
+                    "approval_id": approval.to_string(),
+                    "rule": rule,
+                    "session_id": session.to_string(),
+                    "message": format!(
+                        "airlock: statement held for approval {approval} (rule {rule}); poll approval_status with this approval_id for the result"
+                    ),
+                    "approve_command": format!("airlock approvals approve {approval}"),
+                }),
+                false,
+            ),
+            Outcome::Failed(f) => (
+                json!({
+                    "status": f.status,
+                    "code": f.code,
+                    "message": f.message,
+                    "rule": f.rule,
+                    "approval_id": f.approval.map(|a| a.to_string()),
+                }),
+                true,
+            ),
+        }
+    }
+}
+
+/// The caps the operator set (`mcp.*`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caps {
+    pub max_rows: u64,
+    pub max_bytes: usize,
+    pub statement_timeout: Duration,
+}
+
+/// What a tool asks to run.
+pub(crate) struct Request {
+    pub connection: String,
+    pub role: String,
+    pub sql: String,
+    pub params: Vec<Param>,
+    /// Run `EXPLAIN <sql>`, judged like `sql` itself.
+    pub explain: bool,
+}
+
+/// Who calls, and with what configuration.
+#[derive(Clone)]
+pub(crate) struct Context {
+    pub gateway: Arc<Gateway>,
+    pub snapshot: Arc<Snapshot>,
+    pub principal: Principal,
+    pub holds: Arc<Holds>,
+    pub caps: Caps,
+    pub client_addr: String,
+    pub tls: bool,
+}
+
+/// An upstream of either dialect.
+enum Db {
+    Pg(pg::Conn),
+    My(my::Conn),
+}
+
+impl Db {
+    async fn open(
+        snapshot: &Snapshot,
+        authorized: &Authorized,
+        caps: Caps,
+    ) -> Result<(Db, Option<Arc<SensitiveCatalog>>), Failure> {
+        let route = &authorized.route;
+        match snapshot.connections[&route.connection].protocol {
+            airlock_config::Protocol::Postgres => pg::open(snapshot, route, caps.statement_timeout)
+                .await
+                .map(|(c, k)| (Db::Pg(c), k)),
+            airlock_config::Protocol::Mysql => my::open(snapshot, route, caps.statement_timeout)
+                .await
+                .map(|(c, k)| (Db::My(c), k)),
+        }
+    }
+
+    fn analyze(&self, snapshot: &Snapshot, sql: &str) -> Arc<[Statement]> {
+        let analyzed: Arc<[Statement]> = match self {
+            Db::Pg(_) => snapshot.analyzer.analyze(sql).into(),
+            Db::My(c) => airlock_sql::cache::analyze_mysql(&snapshot.mysql_analyzer, sql, c.mode),
+        };
+        // SQL-level PREPARE/EXECUTE are resolved against the session's
+        // (new, empty) prepared statements, as the wire doors do.
+        let needs_session = analyzed.iter().any(|s| {
+            matches!(
+                s.kind,
+                StatementKind::Prepare | StatementKind::Execute | StatementKind::Deallocate
+            ) || s.nested.contains(&StatementKind::Execute)
+        });
+        if needs_session {
+            airlock_sql::resolve(&analyzed, &mut airlock_sql::SessionState::default()).into()
+        } else {
+            analyzed
+        }
+    }
+
+    fn redactor(&self) -> airlock_engine::recording::Redactor {
+        match self {
+            Db::Pg(_) => airlock_sql::literals::value_spans,
+            Db::My(_) => crate::mysql::value_spans,
+        }
+    }
+
+    async fn execute(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+        max_rows: u64,
+        sink: &mut (dyn Sink + Send),
+    ) -> Result<Answer, Lost> {
+        match self {
+            Db::Pg(c) => c.execute(sql, params, max_rows, sink).await,
+            Db::My(c) => c.execute(sql, params, max_rows, sink).await,
+        }
+    }
+
+    async fn estimate(&mut self, sql: &str, params: &[Param]) -> Estimate {
+        let rows = match self {
+            Db::Pg(c) => c.estimate(sql, params).await,
+            Db::My(c) => c.estimate(sql, params).await,
+        };
+        rows.map_or(Estimate::Unavailable, Estimate::Rows)
+    }
+
+    /// The upstream's error message as the agent may see it: detectors
+    /// always; quoted values hidden when anything is masked.
+    fn scrub(
+        &self,
+        masking: &airlock_mask::Masking,
+        catalog: Option<&SensitiveCatalog>,
+        error: &UpstreamError,
+    ) -> String {
+        let scrubbed = match (self, catalog) {
+            (Db::Pg(_), Some(catalog)) if !error.raw.is_empty() => {
+                let keep = |quoted: &[u8]| {
+                    std::str::from_utf8(quoted).is_ok_and(|n| catalog.names_object(n))
+                };
+                let mut out = bytes::BytesMut::new();
+                crate::mask::notice(
+                    masking,
+                    b'E',
+                    &error.raw,
+                    catalog.any_sensitive,
+                    &keep,
+                    &mut out,
+                )
+                .then(|| {
+                    airlock_pgwire::codec::notice_fields(&out[5..])
+                        .into_iter()
+                        .find(|(f, _)| *f == b'M')
+                        .map(|(_, m)| m)
+                })
+                .flatten()
+            }
+            (Db::My(_), Some(catalog)) => {
+                crate::mysql::mask::scrub(masking, catalog, &error.message)
+            }
+            _ => masking.scrub(&error.message, None),
+        };
+        scrubbed.unwrap_or_else(|| error.message.clone())
+    }
+}
+
+/// What the judge asks of the agent's text and values.
+struct CallFacts<'a> {
+    text: &'a str,
+    params: &'a [Param],
+}
+
+impl judge::Facts for CallFacts<'_> {
+    fn writes_placeholder(&self) -> bool {
+        airlock_mask::looks_masked(self.text.as_bytes())
+            || self
+                .params
+                .iter()
+                .filter_map(Param::text)
+                .any(|v| airlock_mask::looks_masked(&v))
+    }
+}
+
+/// The judge's answer as this door applies it.
+enum Judged {
+    Allow,
+    Refuse {
+        decision: Recorded,
+        rule: Option<String>,
+        message: String,
+    },
+    Hold(HoldRequest),
+}
+
+/// One call's open session: its route, upstream and recording.
+struct Open {
+    authorized: Authorized,
+    db: Db,
+    catalog: Option<Arc<SensitiveCatalog>>,
+    recorder: RecordingSession,
+    journal: Arc<airlock_audit::Recorder>,
+}
+
+/// The message id the call's one statement is recorded under.
+const ID: u64 = 1;
+
+/// Routes, opens and judges one statement, then runs it, holds it (the
+/// result reaches [`Holds`]), or refuses it.
+pub(crate) async fn run(cx: &Context, request: Request) -> Outcome {
+    let mut open = match open_session(cx, &request).await {
+        Ok(o) => o,
+        Err(f) => return Outcome::Failed(f),
+    };
+    let session = open.recorder.session();
+    let outcome = judge_and_run(cx, &mut open, request).await;
+    match outcome {
+        Err(HoldOpen { waiting, run }) => {
+            let pending = Outcome::Pending {
+                approval: waiting.id,
+                rule: waiting.request().rule.clone(),
+                session,
+            };
+            cx.holds
+                .register(waiting.id, super::holds::owner(&cx.principal));
+            let cx = cx.clone();
+            tokio::spawn(async move {
+                let id = waiting.id;
+                let outcome = settle_hold(&cx, &mut open, waiting, run).await;
+                end(&open, &outcome);
+                cx.holds.finish(id, outcome.to_json());
+            });
+            pending
+        }
+        Ok(outcome) => {
+            end(&open, &outcome);
+            outcome
+        }
+    }
+}
+
+fn end(open: &Open, outcome: &Outcome) {
+    let reason = match outcome {
+        Outcome::Ran(_) => "the tool call completed".to_string(),
+        Outcome::Failed(f) => format!("the tool call failed: {}", f.status),
+        Outcome::Pending { .. } => return,
+    };
+    open::end(
+        &open.journal,
+        open.recorder.session(),
+        reason,
+        open.recorder.statements(),
+    );
+}
+
+async fn open_session(cx: &Context, request: &Request) -> Result<Open, Failure> {
+    let snapshot = &cx.snapshot;
+    let policy = open::Policy {
+        verifier: &snapshot.verifier,
+        access: &snapshot.access,
+        lifetime: snapshot.session_lifetime,
+        approvals: cx.gateway.approvals().map(|a| &**a),
+    };
+    let now = cx.gateway.clock().now();
+    let authorized = open::route(
+        &policy,
+        cx.principal.clone(),
+        &request.connection,
+        &request.role,
+        now,
+    )
+    .await
+    .map_err(|refused| Failure::new("no_access", "28000", refused.message()))?;
+    let Some(journal) = cx.gateway.recorder().cloned() else {
+        return Err(Failure::unrecorded());
+    };
+    let id = uuid::Uuid::now_v7();
+    let client = open::Client {
+        door: Door::Mcp,
+        addr: cx.client_addr.clone(),
+        tls: cx.tls,
+        application_name: Some("mcp"),
+    };
+    open::start(&journal, &snapshot.masking, id, &authorized, &client)
+        .map_err(|_| Failure::unrecorded())?;
+    let (db, catalog) = match Db::open(snapshot, &authorized, cx.caps).await {
+        Ok(ok) => ok,
+        Err(f) => {
+            open::end(
+                &journal,
+                id,
+                format!("the upstream could not be opened: {}", f.message),
+                0,
+            );
+            return Err(f);
+        }
+    };
+    let route = &authorized.route;
+    let recorder = RecordingSession::new(
+        Arc::clone(&journal),
+        id,
+        snapshot.recording,
+        Arc::clone(&snapshot.masking),
+        catalog
+            .clone()
+            .or_else(|| snapshot.catalogs.masking.fresh(&route.connection)),
+        route.unmask,
+        db.redactor(),
+    );
+    Ok(Open {
+        authorized,
+        db,
+        catalog,
+        recorder,
+        journal,
+    })
+}
+
+/// What runs once a held statement is approved.
+struct Run {
+    text: String,
+    statements: Arc<[Statement]>,
+    params: Vec<Param>,
+    rule: String,
+}
+
+/// A statement held: the hold, and what runs once it is approved.
+struct HoldOpen {
+    waiting: hold::Waiting,
+    run: Run,
+}
+
+async fn judge_and_run(
+    cx: &Context,
+    open: &mut Open,
+    request: Request,
+) -> Result<Outcome, HoldOpen> {
+    let snapshot = &cx.snapshot;
+    let statements = open.db.analyze(snapshot, &request.sql);
+    let text = if request.explain {
+        format!("EXPLAIN {}", request.sql)
+    } else {
+        request.sql.clone()
+    };
+    if statements.len() != 1 {
+        let message = if statements.is_empty() {
+            "airlock: no statement: send exactly one SQL statement per call"
+        } else {
+            "airlock: one statement per call: send each statement in a call of its own"
+        };
+        let failure = Failure::invalid(message);
+        let _ = record(
+            open,
+            &text,
+            &statements,
+            &request.params,
+            Recorded::Deny,
+            None,
+            Some(&failure),
+            None,
+        );
+        return Ok(Outcome::Failed(failure));
+    }
+    // EXPLAIN is judged as the statement it wraps, and as itself.
+    let statements: Arc<[Statement]> = if request.explain {
+        let wrapped = open.db.analyze(snapshot, &text);
+        statements.iter().chain(wrapped.iter()).cloned().collect()
+    } else {
+        statements
+    };
+    let approvals = cx.gateway.approvals().cloned();
+    let judged = judge(
+        cx,
+        open,
+        &request.sql,
+        &statements,
+        &request.params,
+        approvals.is_some(),
+    )
+    .await;
+    let params = request.params;
+    // A result of COPY rows has no place in a tool's answer: what the
+    // judge would let run is still refused, as not available here.
+    let copy = statements
+        .iter()
+        .any(|s| matches!(s.kind, StatementKind::CopyIn | StatementKind::CopyOut));
+    if copy && !matches!(judged, Judged::Refuse { .. }) {
+        let failure = Failure::invalid(
+            "airlock: COPY is not available through MCP: read with SELECT, write with INSERT",
+        );
+        let _ = record(
+            open,
+            &text,
+            &statements,
+            &params,
+            Recorded::Deny,
+            None,
+            Some(&failure),
+            None,
+        );
+        return Ok(Outcome::Failed(failure));
+    }
+    match judged {
+        Judged::Refuse {
+            decision,
+            rule,
+            message,
+        } => {
+            let failure = Failure {
+                rule: rule.clone(),
+                ..Failure::new("denied", "42501", message)
+            };
+            let _ = record(
+                open,
+                &text,
+                &statements,
+                &params,
+                decision,
+                rule.as_deref(),
+                Some(&failure),
+                None,
+            );
+            Ok(Outcome::Failed(failure))
+        }
+        Judged::Hold(hold_request) => {
+            let Some(approvals) = approvals else {
+                unreachable!("the judge holds nothing without approvals")
+            };
+            let rule = hold_request.rule.clone();
+            let trail = open.recorder.trail();
+            let holder = Holder {
+                approvals: &approvals,
+                principal: &open.authorized.principal,
+                route: &open.authorized.route,
+                trail: Some(&trail),
+            };
+            match hold::begin(&holder, snapshot.approvals, hold_request, false).await {
+                Ok(waiting) => {
+                    tracing::info!("{}", hold::held_notice(&waiting));
+                    Err(HoldOpen {
+                        waiting,
+                        run: Run {
+                            text,
+                            statements,
+                            params,
+                            rule,
+                        },
+                    })
+                }
+                Err(outcome) => Ok(refused_hold(
+                    open,
+                    &outcome,
+                    &text,
+                    &statements,
+                    &params,
+                    &rule,
+                )),
+            }
+        }
+        Judged::Allow => {
+            if !record(
+                open,
+                &text,
+                &statements,
+                &params,
+                Recorded::Allow,
+                None,
+                None,
+                None,
+            ) {
+                return Ok(Outcome::Failed(Failure::unrecorded()));
+            }
+            Ok(execute(cx, open, &text, &statements, &params, None).await)
+        }
+    }
+}
+
+/// Waits for a held statement's decision, then refuses or runs it.
+async fn settle_hold(
+    cx: &Context,
+    open: &mut Open,
+    mut waiting: hold::Waiting,
+    run: Run,
+) -> Outcome {
+    let Some(approvals) = cx.gateway.approvals().cloned() else {
+        return Outcome::Failed(Failure::unrecorded());
+    };
+    let trail = open.recorder.trail();
+    let holder = Holder {
+        approvals: &approvals,
+        principal: &open.authorized.principal,
+        route: &open.authorized.route,
+        trail: Some(&trail),
+    };
+    let wait = waiting.decided().await;
+    let outcome = hold::end(&holder, waiting, wait).await;
+    if outcome.refusal().is_some() {
+        return refused_hold(
+            open,
+            &outcome,
+            &run.text,
+            &run.statements,
+            &run.params,
+            &run.rule,
+        );
+    }
+    let approval = outcome.approval();
+    if !record(
+        open,
+        &run.text,
+        &run.statements,
+        &run.params,
+        Recorded::Approve,
+        Some(&run.rule),
+        None,
+        approval,
+    ) {
+        return Outcome::Failed(Failure::unrecorded());
+    }
+    execute(cx, open, &run.text, &run.statements, &run.params, approval).await
+}
+
+fn refused_hold(
+    open: &mut Open,
+    outcome: &hold::HoldOutcome,
+    text: &str,
+    statements: &[Statement],
+    params: &[Param],
+    rule: &str,
+) -> Outcome {
+    let Some((class, message)) = outcome.refusal() else {
+        unreachable!("an approved hold is not refused")
+    };
+    let (status, code) = match class {
+        Refusal::Policy => ("denied", "42501"),
+        Refusal::System => ("unavailable", "58000"),
+    };
+    let failure = Failure {
+        rule: Some(rule.to_string()),
+        approval: outcome.approval(),
+        ..Failure::new(status, code, message)
+    };
+    let _ = record(
+        open,
+        text,
+        statements,
+        params,
+        Recorded::Approve,
+        Some(rule),
+        Some(&failure),
+        outcome.approval(),
+    );
+    Outcome::Failed(failure)
+}
+
+/// Asks the judge, fetching one row estimate when a rule needs it.
+async fn judge(
+    cx: &Context,
+    open: &mut Open,
+    sql: &str,
+    statements: &[Statement],
+    params: &[Param],
+    approvals: bool,
+) -> Judged {
+    let snapshot = &cx.snapshot;
+    let route = &open.authorized.route;
+    let facts = CallFacts { text: sql, params };
+    let mut estimate = Estimate::NotFetched;
+    let ruling = loop {
+        let session = judge::Session {
+            guardrails: &snapshot.guardrails,
+            mode: route.mode,
+            access_rule: &route.rule,
+            approvals,
+            masking: open.catalog.as_deref().map(|catalog| judge::Masked {
+                policy: &snapshot.masking.policy,
+                catalog,
+            }),
+            keys: None,
+        };
+        let ask = judge::Ask {
+            fetch: if estimate == Estimate::NotFetched {
+                judge::Fetch::Now
+            } else {
+                judge::Fetch::Never
+            },
+            ..judge::Ask::message(statements, estimate)
+        };
+        match judge::judge(&session, &ask, &facts) {
+            // The one statement (an EXPLAIN's estimate is its inner one's).
+            Ruling::NeedsEstimate { .. } => estimate = open.db.estimate(sql, params).await,
+            ruling => break ruling,
+        }
+    };
+    match ruling {
+        Ruling::Allow { .. } | Ruling::NeedsEstimate { .. } => Judged::Allow,
+        Ruling::Deny(d) => {
+            let (decision, rule) = match &d.by {
+                DeniedBy::Rule(r) => (Recorded::Deny, Some(r.clone())),
+                DeniedBy::Unapprovable(r) => (Recorded::Approve, Some(r.clone())),
+                DeniedBy::Masking => (Recorded::Deny, None),
+            };
+            tracing::info!(rule = ?d.rule(), "statement denied");
+            Judged::Refuse {
+                decision,
+                rule,
+                message: d.message,
+            }
+        }
+        Ruling::Approve {
+            rule,
+            approvers,
+            min_approvals,
+            estimate,
+        } => {
+            let texts: Vec<Option<Vec<u8>>> = params.iter().map(Param::text).collect();
+            let (redacted, values) = open.recorder.redacted(sql, statements, &recorded(&texts));
+            Judged::Hold(HoldRequest::new(
+                rule,
+                approvers,
+                min_approvals,
+                estimate,
+                statements,
+                redacted,
+                values,
+            ))
+        }
+    }
+}
+
+fn recorded(texts: &[Option<Vec<u8>>]) -> Params<'_> {
+    if texts.is_empty() {
+        return Params::None;
+    }
+    Params::Values(
+        texts
+            .iter()
+            .map(|t| RecordedParam {
+                value: t.as_deref(),
+                binary: false,
+            })
+            .collect(),
+    )
+}
+
+/// Records the statement event; false when it could not be written.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    open: &mut Open,
+    text: &str,
+    statements: &[Statement],
+    params: &[Param],
+    decision: Recorded,
+    rule: Option<&str>,
+    refusal: Option<&Failure>,
+    approval: Option<uuid::Uuid>,
+) -> bool {
+    let texts: Vec<Option<Vec<u8>>> = params.iter().map(Param::text).collect();
+    let judgement = Judgement {
+        decision: if refusal.is_some() && decision == Recorded::Allow {
+            Recorded::Deny
+        } else {
+            decision
+        },
+        rule,
+        refusal: refusal.map(|f| (f.code.as_str(), f.message.as_str())),
+        approval,
+    };
+    open.recorder
+        .statement(
+            ID,
+            Protocol::Extended,
+            text,
+            statements,
+            &recorded(&texts),
+            judgement,
+        )
+        .is_ok()
+}
+
+/// Runs the statement upstream and collects its masked, capped result.
+async fn execute(
+    cx: &Context,
+    open: &mut Open,
+    text: &str,
+    statements: &[Statement],
+    params: &[Param],
+    approval: Option<uuid::Uuid>,
+) -> Outcome {
+    let snapshot = &cx.snapshot;
+    let at = At { id: ID, index: 0 };
+    let mut collector = Collector {
+        masking: &snapshot.masking,
+        catalog: open.catalog.as_deref(),
+        statement: statements.last(),
+        recorder: &mut open.recorder,
+        caps: cx.caps,
+        plan: None,
+        text: Vec::new(),
+        show_scrub: false,
+        ran: Ran {
+            approval,
+            ..Ran::default()
+        },
+        bytes: 0,
+        received: 0,
+    };
+    // The upstream's own statement timeout ends the statement; this one
+    // ends an upstream that stops answering.
+    let grace = cx.caps.statement_timeout + snapshot.limits.upstream_connect_timeout;
+    let answer = tokio::time::timeout(
+        grace,
+        open.db
+            .execute(text, params, cx.caps.max_rows, &mut collector),
+    )
+    .await;
+    let Collector { mut ran, .. } = collector;
+    ran.session = open.recorder.session();
+    ran.seq = open.recorder.statements();
+    match answer {
+        Ok(Ok(Ok(done))) => {
+            ran.truncated |= done.suspended;
+            open.recorder.complete(at, done.tag.clone(), done.suspended);
+            ran.command = done.tag;
+            Outcome::Ran(ran)
+        }
+        Ok(Ok(Err(error))) => {
+            let message = open
+                .db
+                .scrub(&snapshot.masking, open.catalog.as_deref(), &error);
+            open.recorder.error(at, error.code.clone(), message.clone());
+            Outcome::Failed(Failure {
+                approval,
+                ..Failure::new("error", &error.code, message)
+            })
+        }
+        Ok(Err(Lost)) | Err(_) => {
+            let failure = Failure {
+                approval,
+                ..Failure::new(
+                    "unavailable",
+                    "08006",
+                    "airlock: the upstream connection was lost during the statement",
+                )
+            };
+            open.recorder
+                .error(at, failure.code.clone(), failure.message.clone());
+            Outcome::Failed(failure)
+        }
+    }
+}
+
+/// Masks, caps, scans and records rows as they arrive.
+struct Collector<'a> {
+    masking: &'a airlock_mask::Masking,
+    catalog: Option<&'a SensitiveCatalog>,
+    statement: Option<&'a Statement>,
+    recorder: &'a mut RecordingSession,
+    caps: Caps,
+    plan: Option<MaskPlan>,
+    /// Per column: its values are text.
+    text: Vec<bool>,
+    /// MySQL SHOW output quotes values read elsewhere: scrubbed.
+    show_scrub: bool,
+    ran: Ran,
+    bytes: usize,
+    received: u64,
+}
+
+impl Sink for Collector<'_> {
+    fn columns(&mut self, columns: Vec<Column>) {
+        let origins: Vec<FieldOrigin> = columns.iter().map(|c| c.origin.clone()).collect();
+        self.plan = self.catalog.map(|catalog| {
+            let lineage = match self.statement {
+                Some(s) => std::borrow::Cow::Borrowed(&s.lineage),
+                None => std::borrow::Cow::Owned(airlock_policy::lineage::Lineage::opaque()),
+            };
+            self.masking.policy.plan(catalog, &lineage, &origins)
+        });
+        self.show_scrub = self
+            .statement
+            .is_some_and(|s| s.kind == StatementKind::Show)
+            && self.catalog.is_some_and(|c| c.any_sensitive);
+        if let Some(plan) = &self.plan {
+            self.ran.masked_columns = columns
+                .iter()
+                .zip(&plan.columns)
+                .filter(|(_, m)| m.is_some())
+                .map(|(c, _)| c.name.clone())
+                .collect();
+        }
+        self.text = columns.iter().map(|c| c.text).collect();
+        self.ran.columns = columns.into_iter().map(|c| c.name).collect();
+        self.recorder
+            .columns(ID, Arc::from(self.ran.columns.clone()));
+    }
+
+    fn row(&mut self, mut row: Vec<Value>) {
+        self.received += 1;
+        if self.ran.truncated || self.received > self.caps.max_rows {
+            self.ran.truncated = true;
+            return;
+        }
+        if let Some(plan) = &self.plan {
+            // A masked value that is not text becomes null, as on the wire.
+            for ((value, mask), text) in row.iter_mut().zip(&plan.columns).zip(&self.text) {
+                if mask.is_some() && !text {
+                    *value = Value::Null;
+                }
+            }
+            self.masking.mask_json_row(plan, &mut row);
+        }
+        if let (true, Some(catalog)) = (self.show_scrub, self.catalog) {
+            for value in &mut row {
+                if let Value::String(s) = value
+                    && let Some(new) = crate::mysql::mask::scrub(self.masking, catalog, s)
+                {
+                    *s = new;
+                }
+            }
+        }
+        let size: usize = row.iter().map(|v| v.to_string().len() + 1).sum();
+        if self.bytes + size > self.caps.max_bytes {
+            self.ran.truncated = true;
+            return;
+        }
+        self.bytes += size;
+        let texts: Vec<Option<Vec<u8>>> = row.iter().map(recorded_value).collect();
+        self.recorder
+            .row(At { id: ID, index: 0 }, texts.iter().map(Option::as_deref));
+        let index = self.ran.rows.len();
+        for (column, value) in row.iter().enumerate() {
+            if let Value::String(s) = value
+                && let Some(kind) = super::flags::scan(s)
+            {
+                self.ran.flags.push(json!({
+                    "row": index,
+                    "column": self.ran.columns.get(column),
+                    "kind": kind,
+                }));
+            }
+        }
+        self.ran.rows.push(row);
+        self.ran.row_count += 1;
+    }
+}
+
+/// A JSON value as the recording keeps it: text, or NULL.
+fn recorded_value(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.as_bytes().to_vec()),
+        other => Some(other.to_string().into_bytes()),
+    }
+}
