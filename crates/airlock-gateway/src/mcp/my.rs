@@ -2,12 +2,11 @@
 //! prepared statement (COM_STMT_PREPARE, COM_STMT_EXECUTE with typed
 //! parameters, COM_STMT_CLOSE), its binary rows streamed to a [`Sink`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_mywire::codec::{self, Framer};
 use airlock_mywire::response::{Expect, Part, Response};
-use airlock_policy::masking::{FieldOrigin, SensitiveCatalog};
+use airlock_policy::masking::FieldOrigin;
 use airlock_policy::{AccessMode, Route};
 use bytes::{BufMut, BytesMut};
 use mysql_common::constants::{CapabilityFlags, ColumnFlags};
@@ -15,7 +14,7 @@ use mysql_common::proto::MyDeserialize;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::run::{Answer, Column, Done, Failure, Lost, Param, Sink, UpstreamError};
+use super::run::{Answer, Catalogs, Column, Done, Failure, Lost, Param, Sink, UpstreamError};
 use crate::mysql::upstream;
 use crate::snapshot::Snapshot;
 use crate::stream::UpstreamStream;
@@ -51,7 +50,7 @@ pub(super) async fn open(
     snapshot: &Snapshot,
     route: &Route,
     statement_timeout: Duration,
-) -> Result<(Conn, Option<Arc<SensitiveCatalog>>), Failure> {
+) -> Result<(Conn, Catalogs), Failure> {
     let conn = &snapshot.connections[&route.connection];
     let credential = &conn.roles[&route.role];
     let timeout = snapshot.limits.upstream_connect_timeout;
@@ -136,7 +135,10 @@ pub(super) async fn open(
             deprecate_eof,
             mode,
         },
-        catalog,
+        Catalogs {
+            masking: catalog,
+            keys: None,
+        },
     ))
 }
 

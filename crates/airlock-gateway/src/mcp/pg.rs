@@ -2,17 +2,16 @@
 //! extended protocol (Parse, Bind with text parameters, Describe, Execute
 //! with a row limit, Sync), its answer streamed to a [`Sink`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_pgwire::codec;
-use airlock_policy::masking::{FieldOrigin, SensitiveCatalog};
+use airlock_policy::masking::FieldOrigin;
 use airlock_policy::{AccessMode, Route};
 use bytes::BytesMut;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::run::{Answer, Column, Done, Failure, Lost, Param, Sink, UpstreamError};
+use super::run::{Answer, Catalogs, Column, Done, Failure, Lost, Param, Sink, UpstreamError};
 use crate::snapshot::Snapshot;
 use crate::stream::UpstreamStream;
 
@@ -29,7 +28,7 @@ pub(super) async fn open(
     snapshot: &Snapshot,
     route: &Route,
     statement_timeout: Duration,
-) -> Result<(Conn, Option<Arc<SensitiveCatalog>>), Failure> {
+) -> Result<(Conn, Catalogs), Failure> {
     let conn = &snapshot.connections[&route.connection];
     let credential = &conn.roles[&route.role];
     let mut settings = vec![
@@ -69,13 +68,36 @@ pub(super) async fn open(
     } else {
         None
     };
+    // As the wire door: a read-write route whose guardrails use row
+    // estimates reads the unique keys that spare it most of them.
+    let keys = if snapshot.guardrails.use_estimates() && route.mode != AccessMode::ReadOnly {
+        let read = crate::catalog::read_keys(&mut stream);
+        match snapshot
+            .catalogs
+            .keys
+            .get_or_read(&route.connection, timeout, read)
+            .await
+        {
+            Ok(k) => Some(k),
+            Err(crate::catalog::CatalogError::Refused(_)) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the upstream's unique keys");
+                return Err(Failure::unavailable(&route.connection));
+            }
+        }
+    } else {
+        None
+    };
     Ok((
         Conn {
             stream,
             input: BytesMut::with_capacity(16 << 10),
             max_message: snapshot.limits.max_message_size,
         },
-        catalog,
+        Catalogs {
+            masking: catalog,
+            keys,
+        },
     ))
 }
 
@@ -218,7 +240,8 @@ impl Conn {
         let mut plan = super::run::FirstValue::default();
         let explain = format!("EXPLAIN (FORMAT JSON) {sql}");
         match self.execute(&explain, params, 1, &mut plan).await {
-            Ok(Ok(_)) => crate::inspect::plan_rows(plan.value?.as_str()?),
+            // `json` comes back parsed: the planner's text again.
+            Ok(Ok(_)) => crate::inspect::plan_rows(&plan.value?.to_string()),
             _ => None,
         }
     }

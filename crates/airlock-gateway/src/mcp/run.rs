@@ -303,6 +303,14 @@ pub(crate) struct Context {
     pub tls: bool,
 }
 
+/// What an upstream's catalog tells the judge and the masker.
+pub(crate) struct Catalogs {
+    /// The masking catalog, for a masked route.
+    pub masking: Option<Arc<SensitiveCatalog>>,
+    /// The unique keys (PostgreSQL, read-write routes), for row bounds.
+    pub keys: Option<Arc<airlock_policy::UniqueKeys>>,
+}
+
 /// An upstream of either dialect.
 enum Db {
     Pg(pg::Conn),
@@ -314,7 +322,7 @@ impl Db {
         snapshot: &Snapshot,
         authorized: &Authorized,
         caps: Caps,
-    ) -> Result<(Db, Option<Arc<SensitiveCatalog>>), Failure> {
+    ) -> Result<(Db, Catalogs), Failure> {
         let route = &authorized.route;
         match snapshot.connections[&route.connection].protocol {
             airlock_config::Protocol::Postgres => pg::open(snapshot, route, caps.statement_timeout)
@@ -436,7 +444,7 @@ enum Judged {
     Refuse {
         decision: Recorded,
         rule: Option<String>,
-        message: String,
+        failure: Failure,
     },
     Hold(HoldRequest),
 }
@@ -446,6 +454,7 @@ struct Open {
     authorized: Authorized,
     db: Db,
     catalog: Option<Arc<SensitiveCatalog>>,
+    keys: Option<Arc<airlock_policy::UniqueKeys>>,
     recorder: RecordingSession,
     journal: Arc<airlock_audit::Recorder>,
 }
@@ -531,7 +540,13 @@ async fn open_session(cx: &Context, request: &Request) -> Result<Open, Failure> 
     };
     open::start(&journal, &snapshot.masking, id, &authorized, &client)
         .map_err(|_| Failure::unrecorded())?;
-    let (db, catalog) = match Db::open(snapshot, &authorized, cx.caps).await {
+    let (
+        db,
+        Catalogs {
+            masking: catalog,
+            keys,
+        },
+    ) = match Db::open(snapshot, &authorized, cx.caps).await {
         Ok(ok) => ok,
         Err(f) => {
             open::end(
@@ -559,6 +574,7 @@ async fn open_session(cx: &Context, request: &Request) -> Result<Open, Failure> 
         authorized,
         db,
         catalog,
+        keys,
         recorder,
         journal,
     })
@@ -590,8 +606,10 @@ async fn judge_and_run(
     } else {
         request.sql.clone()
     };
-    if statements.len() != 1 {
-        let message = if statements.is_empty() {
+    if request.sql.contains('\0') || statements.len() != 1 {
+        let message = if request.sql.contains('\0') {
+            "airlock: SQL text cannot contain NUL bytes"
+        } else if statements.is_empty() {
             "airlock: no statement: send exactly one SQL statement per call"
         } else {
             "airlock: one statement per call: send each statement in a call of its own"
@@ -652,11 +670,11 @@ async fn judge_and_run(
         Judged::Refuse {
             decision,
             rule,
-            message,
+            failure,
         } => {
             let failure = Failure {
                 rule: rule.clone(),
-                ..Failure::new("denied", "42501", message)
+                ..failure
             };
             let _ = record(
                 open,
@@ -824,7 +842,7 @@ async fn judge(
                 policy: &snapshot.masking.policy,
                 catalog,
             }),
-            keys: None,
+            keys: open.keys.as_deref(),
         };
         let ask = judge::Ask {
             fetch: if estimate == Estimate::NotFetched {
@@ -849,10 +867,17 @@ async fn judge(
                 DeniedBy::Masking => (Recorded::Deny, None),
             };
             tracing::info!(rule = ?d.rule(), "statement denied");
+            // A statement that does not parse gets the server's own error,
+            // as on the wire.
+            let syntax = statements.iter().find_map(|s| s.syntax_error.as_deref());
+            let failure = match (syntax, d.rule()) {
+                (Some(e), Some("unknown")) => Failure::new("error", e.code, e.message.clone()),
+                _ => Failure::new("denied", "42501", d.message),
+            };
             Judged::Refuse {
                 decision,
                 rule,
-                message: d.message,
+                failure,
             }
         }
         Ruling::Approve {

@@ -888,3 +888,151 @@ async fn read_only_paths_beyond_simple_query() {
     );
     gw.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// C: through the MCP endpoint's `query` tool.
+
+/// Every case again through MCP's `query` (the Python SDK, protocol
+/// 2026-07-28), against the same database: the outcome must be the wire
+/// door's. What one `query` call cannot carry is refused without running,
+/// and counted: a text of several statements (one statement per call),
+/// COPY that the wire door would not deny (no place for its rows in a tool
+/// result), NUL bytes (no server takes them), bytes that are not UTF-8 (a
+/// JSON string cannot hold them), and cases that need a session setting
+/// first (`scs: off`: each call is a session of its own).
+#[tokio::test(flavor = "multi_thread")]
+async fn corpus_through_mcp_matches_the_wire_door() {
+    use crate::mcp::Mcp;
+    use serde_json::json;
+
+    let started = Instant::now();
+    let cases = corpus();
+    let db = Db::create("airlock_corpus_mcp").await;
+    let yaml = format!(
+        "{}mcp: {{enabled: true, max_request_size: 4MiB}}\n",
+        policy(&db.name)
+    );
+    let gw = Gateway::start(&yaml).await;
+    let analyzer = airlock_sql::Analyzer::new(&[]);
+    let mut agent = Mcp::connect(
+        &gw,
+        &gw.token(Who::Agent.sub(), Who::Agent.groups()),
+        "2026-07-28",
+    )
+    .await;
+    let mut dba = Mcp::connect(
+        &gw,
+        &gw.token(Who::Dba.sub(), Who::Dba.groups()),
+        "2026-07-28",
+    )
+    .await;
+
+    let mut failures = Vec::new();
+    let (mut compared, mut not_carried) = (0, 0);
+    for case in &cases {
+        let Ok(sql) = std::str::from_utf8(&case.sql) else {
+            not_carried += 1;
+            continue;
+        };
+        if case.scs_off {
+            not_carried += 1;
+            continue;
+        }
+        db.wait_idle().await;
+        let before = db.fingerprint().await.expect("fingerprint");
+        let client = match case.who {
+            Who::Agent => &mut agent,
+            Who::Dba => &mut dba,
+        };
+        let answer = client
+            .call(
+                "query",
+                json!({"connection": "test", "role": case.who.user(), "sql": sql}),
+            )
+            .await;
+        let got = &answer["structured"];
+        let status = got["status"].as_str().unwrap_or_default();
+        let message = got["message"].as_str().unwrap_or_default();
+        let statements = analyzer.analyze(sql);
+        let copy = statements.iter().any(|s| {
+            matches!(
+                s.kind,
+                airlock_policy::StatementKind::CopyIn | airlock_policy::StatementKind::CopyOut
+            )
+        });
+        let expect = case.end_to_end();
+        let denied = matches!(expect, Expect::Deny(_));
+        let result = if sql.contains('\0') || statements.len() != 1 || (copy && !denied) {
+            not_carried += 1;
+            match status {
+                "invalid" => Ok(()),
+                _ => Err(format!(
+                    "not one statement MCP can carry, but not refused as such: {answer}"
+                )),
+            }
+        } else {
+            compared += 1;
+            match expect {
+                Expect::Allow => match status {
+                    "ok" => Ok(()),
+                    "error" if !message.starts_with("airlock:") => Ok(()),
+                    _ => Err(format!("expected allow, got {answer}")),
+                },
+                Expect::Deny(rule) => {
+                    let prefix = format!("airlock: statement denied by rule \"{rule}\": ");
+                    match (status, message.starts_with(&prefix)) {
+                        ("denied", true) => Ok(()),
+                        _ => Err(format!("expected {prefix}…, got {answer}")),
+                    }
+                }
+                Expect::Approve(rule) => match (status, got["rule"].as_str()) {
+                    ("pending_approval", Some(r)) if r == rule => Ok(()),
+                    _ => Err(format!("expected a hold by {rule}, got {answer}")),
+                },
+                Expect::Error(code) => match (status, got["code"].as_str()) {
+                    ("error", Some(c)) if c == code => Ok(()),
+                    _ => Err(format!("expected error {code}, got {answer}")),
+                },
+            }
+        };
+        if let Err(e) = result {
+            failures.push(format!("{}: {e}", case.label()));
+        }
+        // Held cases time out at once (approvals.timeout: 100ms); nothing
+        // refused, held or not carried changes the database.
+        let runs = matches!(expect, Expect::Allow) && status == "ok";
+        if !runs || !case.changes {
+            tokio::time::sleep(Duration::from_millis(if status == "pending_approval" {
+                300
+            } else {
+                0
+            }))
+            .await;
+            match db.fingerprint().await {
+                Ok(after) if after == before => {}
+                Ok(after) => {
+                    failures.push(format!(
+                        "{}: the database changed: {}",
+                        case.label(),
+                        diff(&before, &after)
+                    ));
+                    db.restore().await;
+                }
+                Err(e) => failures.push(format!("{}: {e}", case.label())),
+            }
+        } else {
+            db.restore().await;
+        }
+    }
+    eprintln!(
+        "policy corpus through MCP: {} cases, {compared} compared with the wire door, {not_carried} refused as not carried by one query call, {} failed, {:?}",
+        cases.len(),
+        failures.len(),
+        started.elapsed()
+    );
+    assert!(compared >= 190, "too few cases compared: {compared}");
+    agent.close().await;
+    dba.close().await;
+    gw.stop().await;
+    finish("through MCP", cases.len(), failures);
+}
