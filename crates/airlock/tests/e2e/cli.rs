@@ -395,6 +395,52 @@ fn demo_prints_working_lines_and_cleans_up() {
         text(&out.stderr)
     );
 
+    // The MCP lines: a real MCP client with the printed URL and token
+    // reads the same customers, masked.
+    let url = line_after(
+        "# an agent over MCP (Streamable HTTP; docs/mcp.md shows Claude Code, Cursor, Devin)",
+    );
+    let url = url
+        .strip_prefix("MCP URL: ")
+        .unwrap_or_else(|| panic!("{url}"));
+    let bearer = lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("Authorization: Bearer "))
+        .unwrap_or_else(|| panic!("no bearer line in:\n{printed}"));
+    let token = paste(&format!("echo {bearer}"));
+    let token = text(&token.stdout).trim().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/drivers/mcp_client.py");
+    let mut client = Command::new("python3")
+        .args([script, url, &token, "2026-07-28"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = client.stdin.take().unwrap();
+        writeln!(
+            stdin,
+            "{}",
+            serde_json::json!({"tool": "query", "args": {"connection": "demo",
+                "sql": "select ssn, email from customers order by id limit 1"}})
+        )
+        .unwrap();
+    }
+    let out = client.wait_with_output().unwrap();
+    let answers = text(&out.stdout);
+    let answer: serde_json::Value = answers
+        .lines()
+        .nth(1)
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no answer from the MCP client: {answers}"));
+    let row = &answer["structured"]["rows"][0];
+    assert!(
+        row[0].as_str().is_some_and(|s| s.starts_with("*****"))
+            && row[1].as_str().is_some_and(|s| s.contains("***@")),
+        "{answer}"
+    );
+
     demo.interrupt();
     let status = demo.wait_for_exit(Duration::from_secs(20));
     let status =
