@@ -771,6 +771,25 @@ async fn settle_hold(
         );
     }
     let approval = outcome.approval();
+    // Held for minutes: the session must still be one that may run it
+    // (the token live, a just-in-time grant not expired or revoked).
+    if let Err(failure) = still_routed(cx, open).await {
+        let failure = Failure {
+            approval,
+            ..failure
+        };
+        let _ = record(
+            open,
+            &run.text,
+            &run.statements,
+            &run.params,
+            Recorded::Approve,
+            Some(&run.rule),
+            Some(&failure),
+            approval,
+        );
+        return Outcome::Failed(failure);
+    }
     if !record(
         open,
         &run.text,
@@ -784,6 +803,46 @@ async fn settle_hold(
         return Outcome::Failed(Failure::unrecorded());
     }
     execute(cx, open, &run.text, &run.statements, &run.params, approval).await
+}
+
+/// Whether the call's route still holds now: its deadline (token expiry,
+/// lifetime, grant expiry) not passed, and the principal still routed to
+/// the same connection and role.
+async fn still_routed(cx: &Context, open: &Open) -> Result<(), Failure> {
+    let snapshot = &cx.snapshot;
+    let now = cx.gateway.clock().now();
+    if let Some(d) = open::deadline(&open.authorized, snapshot.session_lifetime, now)
+        && d.at <= now
+    {
+        return Err(Failure::new("denied", "42501", d.why.message()));
+    }
+    let policy = open::Policy {
+        verifier: &snapshot.verifier,
+        access: &snapshot.access,
+        lifetime: snapshot.session_lifetime,
+        approvals: cx.gateway.approvals().map(|a| &**a),
+    };
+    let route = &open.authorized.route;
+    match open::route(
+        &policy,
+        open.authorized.principal.clone(),
+        &route.connection,
+        &route.role,
+        now,
+    )
+    .await
+    {
+        Ok(a) if a.route.role == route.role => Ok(()),
+        Ok(_) => Err(Failure::new(
+            "no_access",
+            "28000",
+            format!(
+                "airlock: role \"{}\" is no longer yours on connection \"{}\"",
+                route.role, route.connection
+            ),
+        )),
+        Err(refused) => Err(Failure::new("no_access", "28000", refused.message())),
+    }
 }
 
 fn refused_hold(

@@ -563,6 +563,34 @@ async fn request_access_files_a_jit_request_and_the_grant_opens_the_role() {
         .call("query", json!({"connection": "test", "role": "admin", "sql": "update numbers set n = n where n = 1"}))
         .await;
     assert_eq!(ok(&yes)["command"], "UPDATE 1");
+
+    // A statement held under the grant does not run once the grant is
+    // revoked, even when approved afterwards.
+    let held = c
+        .call(
+            "query",
+            json!({"connection": "test", "role": "admin", "sql": "delete from numbers"}),
+        )
+        .await;
+    let approval = held["structured"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let revoked = cli(&gw, &dba, &["access", "revoke", &id, "--reason", "done"]);
+    assert!(revoked.status.success(), "{}", common::stderr(&revoked));
+    let approved = cli(&gw, &dba, &["approvals", "approve", &approval]);
+    assert!(approved.status.success(), "{}", common::stderr(&approved));
+    let status = c
+        .call(
+            "approval_status",
+            json!({"approval_id": approval, "wait_seconds": 25}),
+        )
+        .await;
+    assert_eq!(
+        status["structured"]["result"]["status"], "no_access",
+        "{status}"
+    );
+    assert_eq!(pg_sql(&db, "select count(*) from numbers"), "50");
     c.close().await;
     gw.stop().await;
 }
