@@ -262,12 +262,12 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
                 }),
             }),
         };
-        let mcp = config.mcp.enabled.then(|| {
-            gateway.mcp_router(Arc::new(Hooks {
-                gateway: Arc::clone(&gateway),
-                approvals: Arc::clone(&approvals),
-            }))
-        });
+        // Mounted always: it answers 404 while `mcp.enabled` is off, so a
+        // reload can turn it on.
+        let mcp = Some(gateway.mcp_router(Arc::new(Hooks {
+            gateway: Arc::clone(&gateway),
+            approvals: Arc::clone(&approvals),
+        })));
         let stop = stopped(shutdown_rx.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = airlock_api::serve(listener, state, mcp, stop).await {

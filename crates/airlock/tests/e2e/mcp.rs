@@ -771,6 +771,27 @@ async fn bad_http_requests_are_refused_before_any_tool_runs() {
     assert_eq!(status, 400, "{text}");
     let error: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(error["error"]["code"], -32600, "{text}");
+
+    // Turned off by a reload: nothing answers, whoever asks.
+    let yaml = std::fs::read_to_string(&gw.config_path)
+        .unwrap()
+        .replace("mcp: {enabled: true,", "mcp: {enabled: false,");
+    std::fs::write(&gw.config_path, yaml).unwrap();
+    gw.running
+        .as_ref()
+        .unwrap()
+        .gateway
+        .reload(&airlock::serve::load(&gw.config_path).unwrap())
+        .unwrap();
+    let r = post(&gw, "/mcp", Some(&agent), &[], initialize()).await;
+    assert_eq!(r.status(), 404);
+    let r = reqwest::get(format!(
+        "http://{}/.well-known/oauth-protected-resource/mcp",
+        gw.http
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 404);
     gw.stop().await;
 }
 
