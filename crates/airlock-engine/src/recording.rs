@@ -443,6 +443,18 @@ impl RecordingSession {
     }
 }
 
+/// How a statement event records a denial: `approve` with its rule when
+/// the statement needed an approval it could not get, `deny` otherwise
+/// (with the rule, unless masking refused it).
+pub fn denied_by(by: &airlock_policy::judge::DeniedBy) -> (Decision, Option<&str>) {
+    use airlock_policy::judge::DeniedBy;
+    match by {
+        DeniedBy::Rule(r) => (Decision::Deny, Some(r)),
+        DeniedBy::Unapprovable(r) => (Decision::Approve, Some(r)),
+        DeniedBy::Masking => (Decision::Deny, None),
+    }
+}
+
 /// The kinds of a message's statements, as events and approvers see them.
 pub fn kinds(statements: &[Statement]) -> Vec<String> {
     statements.iter().map(|s| s.kind.name().into()).collect()

@@ -116,6 +116,60 @@ impl Catalogs {
     }
 }
 
+/// The masking catalog a route needs: `None` for a route exempt from
+/// masking (or when nothing is masked); otherwise the connection's, read
+/// with `read` on the route's own upstream when the cache has none fresh.
+pub async fn for_masking(
+    snapshot: &crate::Snapshot,
+    route: &airlock_policy::Route,
+    read: impl Future<Output = Result<SensitiveCatalog, CatalogError>>,
+) -> Result<Option<Arc<SensitiveCatalog>>, CatalogError> {
+    if !snapshot.masking.is_active() || route.unmask {
+        return Ok(None);
+    }
+    let timeout = snapshot.limits.upstream_connect_timeout;
+    let catalog = snapshot
+        .catalogs
+        .masking
+        .get_or_read(&route.connection, timeout, read)
+        .await;
+    if let Err(e) = &catalog {
+        tracing::warn!(error = %e, "cannot read the upstream catalog for masking");
+    }
+    catalog.map(Some)
+}
+
+/// The unique keys a read-write route whose guardrails use row estimates
+/// reads (PostgreSQL), to spare it most of them; `None` otherwise, and when
+/// the upstream refuses the query (estimates are then fetched). `Err` only
+/// for an upstream left mid-answer.
+pub async fn for_bounds(
+    snapshot: &crate::Snapshot,
+    route: &airlock_policy::Route,
+    read: impl Future<Output = Result<UniqueKeys, CatalogError>>,
+) -> Result<Option<Arc<UniqueKeys>>, CatalogError> {
+    if !snapshot.guardrails.use_estimates() || route.mode == airlock_policy::AccessMode::ReadOnly {
+        return Ok(None);
+    }
+    let timeout = snapshot.limits.upstream_connect_timeout;
+    match snapshot
+        .catalogs
+        .keys
+        .get_or_read(&route.connection, timeout, read)
+        .await
+    {
+        Ok(k) => Ok(Some(k)),
+        Err(e @ CatalogError::Refused(_)) => {
+            tracing::warn!(error = %e, "cannot read the upstream's unique keys; estimates are fetched");
+            Ok(None)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the upstream's unique keys");
+            Err(e)
+        }
+    }
+}
+
 /// Why the catalog could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {

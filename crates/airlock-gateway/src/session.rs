@@ -240,65 +240,32 @@ async fn open(
 
     // A masked session needs the upstream's catalog before its first
     // statement; without it nothing could be masked, so the session is
-    // refused.
-    let timeout = snapshot.limits.upstream_connect_timeout;
-    let catalog = if snapshot.masking.is_active() && !route.unmask {
-        let read = crate::catalog::read(&mut upstream, &snapshot.masking.policy);
-        match snapshot
-            .catalogs
-            .masking
-            .get_or_read(&route.connection, timeout, read)
-            .await
-        {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the upstream catalog for masking");
-                fatal(
-                    out,
-                    sqlstate::SYSTEM_ERROR,
-                    &format!(
-                        "airlock: connection \"{}\" cannot be masked: reading its catalog failed",
-                        route.connection
-                    ),
-                );
-                return None;
-            }
-        }
-    } else {
-        None
+    // refused. A read-write session whose guardrails use row estimates reads
+    // the unique keys that spare it most of them (without them it fetches
+    // estimates); an upstream left mid-answer refuses the session.
+    let read = crate::catalog::read(&mut upstream, &snapshot.masking.policy);
+    let Ok(catalog) = crate::catalog::for_masking(snapshot, route, read).await else {
+        fatal(
+            out,
+            sqlstate::SYSTEM_ERROR,
+            &format!(
+                "airlock: connection \"{}\" cannot be masked: reading its catalog failed",
+                route.connection
+            ),
+        );
+        return None;
     };
-
-    // A read-write session whose guardrails use row estimates reads the
-    // unique keys that spare it most of them. Without them it fetches
-    // estimates as before; an upstream left mid-answer refuses the session.
-    let keys = if snapshot.guardrails.use_estimates() && route.mode != AccessMode::ReadOnly {
-        let read = crate::catalog::read_keys(&mut upstream);
-        match snapshot
-            .catalogs
-            .keys
-            .get_or_read(&route.connection, timeout, read)
-            .await
-        {
-            Ok(k) => Some(k),
-            Err(e @ crate::catalog::CatalogError::Refused(_)) => {
-                tracing::warn!(error = %e, "cannot read the upstream's unique keys; estimates are fetched");
-                None
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the upstream's unique keys");
-                fatal(
-                    out,
-                    sqlstate::SYSTEM_ERROR,
-                    &format!(
-                        "airlock: connection \"{}\" is unavailable: reading its catalog failed",
-                        route.connection
-                    ),
-                );
-                return None;
-            }
-        }
-    } else {
-        None
+    let read = crate::catalog::read_keys(&mut upstream);
+    let Ok(keys) = crate::catalog::for_bounds(snapshot, route, read).await else {
+        fatal(
+            out,
+            sqlstate::SYSTEM_ERROR,
+            &format!(
+                "airlock: connection \"{}\" is unavailable: reading its catalog failed",
+                route.connection
+            ),
+        );
+        return None;
     };
 
     // Nothing runs unrecorded: the session's start is journaled before its

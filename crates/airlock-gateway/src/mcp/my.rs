@@ -105,28 +105,15 @@ pub(super) async fn open(
     let Some(mode) = mode else {
         return Err(Failure::unavailable(&route.connection));
     };
-    let catalog = if snapshot.masking.is_active() && !route.unmask {
-        let read = crate::mysql::session::read_catalog(
-            &mut stream,
-            &mut input,
-            deprecate_eof,
-            &snapshot.masking.policy,
-        );
-        match snapshot
-            .catalogs
-            .masking
-            .get_or_read(&route.connection, timeout, read)
-            .await
-        {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the upstream catalog for masking");
-                return Err(Failure::unmaskable(&route.connection));
-            }
-        }
-    } else {
-        None
-    };
+    let read = crate::mysql::session::read_catalog(
+        &mut stream,
+        &mut input,
+        deprecate_eof,
+        &snapshot.masking.policy,
+    );
+    let catalog = crate::catalog::for_masking(snapshot, route, read)
+        .await
+        .map_err(|_| Failure::unmaskable(&route.connection))?;
     Ok((
         Conn {
             stream,
@@ -304,14 +291,7 @@ impl Conn {
             }
         }
         self.close(statement).await?;
-        Ok(match (error, done) {
-            (Some(e), _) => Err(e),
-            (None, Some(d)) => Ok(d),
-            (None, None) => Ok(Done {
-                tag: None,
-                suspended: false,
-            }),
-        })
+        Ok(super::run::answer(error, done))
     }
 
     async fn close(&mut self, statement: u32) -> Result<(), Lost> {

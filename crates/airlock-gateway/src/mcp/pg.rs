@@ -51,43 +51,16 @@ pub(super) async fn open(
         }
         Err(_) => return Err(Failure::unavailable(&route.connection)),
     };
-    let catalog = if snapshot.masking.is_active() && !route.unmask {
-        let read = crate::catalog::read(&mut stream, &snapshot.masking.policy);
-        match snapshot
-            .catalogs
-            .masking
-            .get_or_read(&route.connection, timeout, read)
-            .await
-        {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the upstream catalog for masking");
-                return Err(Failure::unmaskable(&route.connection));
-            }
-        }
-    } else {
-        None
-    };
-    // As the wire door: a read-write route whose guardrails use row
-    // estimates reads the unique keys that spare it most of them.
-    let keys = if snapshot.guardrails.use_estimates() && route.mode != AccessMode::ReadOnly {
-        let read = crate::catalog::read_keys(&mut stream);
-        match snapshot
-            .catalogs
-            .keys
-            .get_or_read(&route.connection, timeout, read)
-            .await
-        {
-            Ok(k) => Some(k),
-            Err(crate::catalog::CatalogError::Refused(_)) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the upstream's unique keys");
-                return Err(Failure::unavailable(&route.connection));
-            }
-        }
-    } else {
-        None
-    };
+    let read = crate::catalog::read(&mut stream, &snapshot.masking.policy);
+    let catalog = crate::catalog::for_masking(snapshot, route, read)
+        .await
+        .map_err(|_| Failure::unmaskable(&route.connection))?;
+    // As the wire door: unique keys spare a read-write route most row
+    // estimates.
+    let read = crate::catalog::read_keys(&mut stream);
+    let keys = crate::catalog::for_bounds(snapshot, route, read)
+        .await
+        .map_err(|_| Failure::unavailable(&route.connection))?;
     Ok((
         Conn {
             stream,
@@ -219,14 +192,7 @@ impl Conn {
                     });
                 }
                 b'Z' => {
-                    return Ok(match (error, done) {
-                        (Some(e), _) => Err(e),
-                        (None, Some(d)) => Ok(d),
-                        (None, None) => Ok(Done {
-                            tag: None,
-                            suspended: false,
-                        }),
-                    });
+                    return Ok(super::run::answer(error, done));
                 }
                 // ParseComplete, BindComplete, notices, parameter status.
                 _ => {}

@@ -17,7 +17,7 @@ use airlock_engine::hold::{self, HoldRequest, Holder, Refusal};
 use airlock_engine::open::{self, Authorized};
 use airlock_engine::recording::{At, Judgement, Param as RecordedParam, Params, RecordingSession};
 use airlock_policy::guardrails::Estimate;
-use airlock_policy::judge::{self, DeniedBy, Ruling};
+use airlock_policy::judge::{self, Ruling};
 use airlock_policy::masking::{FieldOrigin, MaskPlan, SensitiveCatalog};
 use airlock_policy::{Principal, Statement, StatementKind};
 use serde_json::{Value, json};
@@ -94,6 +94,18 @@ pub(crate) struct UpstreamError {
 }
 
 pub(crate) type Answer = Result<Done, UpstreamError>;
+
+/// The answer once the upstream is done: its error if it sent one, else
+/// how the statement ended (a statement with no completion: done, no tag).
+pub(crate) fn answer(error: Option<UpstreamError>, done: Option<Done>) -> Answer {
+    match (error, done) {
+        (Some(e), _) => Err(e),
+        (None, done) => Ok(done.unwrap_or(Done {
+            tag: None,
+            suspended: false,
+        })),
+    }
+}
 
 /// The upstream connection was lost or answered nonsense.
 pub(crate) struct Lost;
@@ -459,6 +471,22 @@ struct Open {
     journal: Arc<airlock_audit::Recorder>,
 }
 
+impl Open {
+    /// Who holds this call's statement, and where its approval events go.
+    fn holder<'a>(
+        &'a self,
+        approvals: &'a airlock_engine::approvals::Approvals,
+        trail: &'a airlock_engine::hold::Trail,
+    ) -> Holder<'a> {
+        Holder {
+            approvals,
+            principal: &self.authorized.principal,
+            route: &self.authorized.route,
+            trail: Some(trail),
+        }
+    }
+}
+
 /// The message id the call's one statement is recorded under.
 const ID: u64 = 1;
 
@@ -694,12 +722,7 @@ async fn judge_and_run(
             };
             let rule = hold_request.rule.clone();
             let trail = open.recorder.trail();
-            let holder = Holder {
-                approvals: &approvals,
-                principal: &open.authorized.principal,
-                route: &open.authorized.route,
-                trail: Some(&trail),
-            };
+            let holder = open.holder(&approvals, &trail);
             match hold::begin(&holder, snapshot.approvals, hold_request, false).await {
                 Ok(waiting) => {
                     tracing::info!("{}", hold::held_notice(&waiting));
@@ -752,12 +775,7 @@ async fn settle_hold(
         return Outcome::Failed(Failure::unrecorded());
     };
     let trail = open.recorder.trail();
-    let holder = Holder {
-        approvals: &approvals,
-        principal: &open.authorized.principal,
-        route: &open.authorized.route,
-        trail: Some(&trail),
-    };
+    let holder = open.holder(&approvals, &trail);
     let wait = waiting.decided().await;
     let outcome = hold::end(&holder, waiting, wait).await;
     if outcome.refusal().is_some() {
@@ -920,11 +938,8 @@ async fn judge(
     match ruling {
         Ruling::Allow { .. } | Ruling::NeedsEstimate { .. } => Judged::Allow,
         Ruling::Deny(d) => {
-            let (decision, rule) = match &d.by {
-                DeniedBy::Rule(r) => (Recorded::Deny, Some(r.clone())),
-                DeniedBy::Unapprovable(r) => (Recorded::Approve, Some(r.clone())),
-                DeniedBy::Masking => (Recorded::Deny, None),
-            };
+            let (decision, rule) = airlock_engine::recording::denied_by(&d.by);
+            let rule = rule.map(str::to_string);
             tracing::info!(rule = ?d.rule(), "statement denied");
             // A statement that does not parse gets the server's own error,
             // as on the wire.

@@ -272,11 +272,21 @@ fn result((value, error): (Value, bool)) -> CallToolResponse {
     result.into()
 }
 
-fn args<T: serde::de::DeserializeOwned>(params: &CallToolRequestParams) -> Result<T, ErrorData> {
+/// A call's arguments, or why they do not fit the tool's schema.
+fn args<T: serde::de::DeserializeOwned>(params: &CallToolRequestParams) -> Result<T, String> {
     let value = Value::Object(params.arguments.clone().unwrap_or_default());
-    serde_json::from_value(value).map_err(|e| {
-        ErrorData::invalid_params(format!("invalid arguments for {}: {e}", params.name), None)
-    })
+    serde_json::from_value(value)
+        .map_err(|e| format!("airlock: invalid arguments for {}: {e}", params.name))
+}
+
+/// Arguments that do not fit: a tool error the model can correct (MCP
+/// 2025-11-25: input validation errors are tool results, not protocol
+/// errors).
+fn invalid(message: String) -> (Value, bool) {
+    (
+        json!({"status": "invalid", "code": "22023", "message": message}),
+        true,
+    )
 }
 
 impl Tools {
@@ -438,7 +448,7 @@ impl Tools {
         a: StatusArgs,
     ) -> Result<(Value, bool), ErrorData> {
         let Ok(id) = uuid::Uuid::parse_str(a.approval_id.trim()) else {
-            return Err(ErrorData::invalid_params("approval_id is not a UUID", None));
+            return Ok(invalid("airlock: approval_id is not a UUID".into()));
         };
         let wait = Duration::from_secs(a.wait_seconds.unwrap_or(0)).min(MAX_WAIT);
         let owner = super::holds::owner(&cx.principal);
@@ -533,12 +543,9 @@ impl Tools {
     }
 }
 
-fn sql_request(a: QueryArgs, explain: bool) -> Result<Request, ErrorData> {
+fn sql_request(a: QueryArgs, explain: bool) -> Result<Request, String> {
     if a.params.len() > MAX_PARAMS {
-        return Err(ErrorData::invalid_params(
-            format!("at most {MAX_PARAMS} parameters"),
-            None,
-        ));
+        return Err(format!("airlock: at most {MAX_PARAMS} parameters"));
     }
     Ok(Request {
         connection: a.connection,
@@ -588,21 +595,33 @@ impl rmcp::ServerHandler for Tools {
             .ok_or_else(|| ErrorData::internal_error("the request is not authenticated", None))?;
         let cx = self.context(&caller);
         let name: Cow<'_, str> = request.name.clone();
+        // Arguments that do not fit the tool's schema: a tool error.
+        macro_rules! args {
+            () => {
+                match args(&request) {
+                    Ok(a) => a,
+                    Err(message) => return Ok(result(invalid(message))),
+                }
+            };
+        }
         let done = match name.as_ref() {
             "list_connections" => {
-                let _: serde_json::Map<String, Value> = args(&request)?;
+                let extra: serde_json::Map<String, Value> = args!();
+                if let Some(key) = extra.keys().next() {
+                    return Ok(result(invalid(format!(
+                        "airlock: list_connections takes no arguments (got {key})"
+                    ))));
+                }
                 self.list_connections(&cx).await
             }
-            "list_tables" => self.list_tables(&cx, args(&request)?).await,
-            "describe_table" => self.describe_table(&cx, args(&request)?).await,
-            "query" => run::run(&cx, sql_request(args(&request)?, false)?)
-                .await
-                .to_json(),
-            "explain" => run::run(&cx, sql_request(args(&request)?, true)?)
-                .await
-                .to_json(),
-            "approval_status" => self.approval_status(&cx, args(&request)?).await?,
-            "request_access" => self.request_access(&cx, args(&request)?).await,
+            "list_tables" => self.list_tables(&cx, args!()).await,
+            "describe_table" => self.describe_table(&cx, args!()).await,
+            "query" | "explain" => match sql_request(args!(), name == "explain") {
+                Ok(r) => run::run(&cx, r).await.to_json(),
+                Err(message) => invalid(message),
+            },
+            "approval_status" => self.approval_status(&cx, args!()).await?,
+            "request_access" => self.request_access(&cx, args!()).await,
             other => {
                 return Err(ErrorData::invalid_params(
                     format!("unknown tool: {other}"),

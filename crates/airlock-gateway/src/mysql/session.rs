@@ -17,7 +17,7 @@ use airlock_mywire::errno;
 use airlock_mywire::handshake::{ClientHandshake, Greeting, Step, TlsOffer};
 use airlock_mywire::response::{Expect, Part, Response};
 use airlock_policy::guardrails::Estimate;
-use airlock_policy::judge::{self, DeniedBy, Ruling};
+use airlock_policy::judge::{self, Ruling};
 use airlock_policy::masking::{FieldOrigin, SensitiveCatalog};
 use airlock_policy::{AccessMode, Statement};
 use bytes::BytesMut;
@@ -321,31 +321,18 @@ async fn open(
             "airlock: the session's character set is one airlock cannot lex safely; use utf8mb4, latin1 or ascii",
         );
     };
-    let masking = if snapshot.masking.is_active() && !route.unmask {
-        let read = read_catalog(
-            &mut upstream,
-            &mut upstream_input,
-            deprecate_eof,
-            &snapshot.masking.policy,
+    let read = read_catalog(
+        &mut upstream,
+        &mut upstream_input,
+        deprecate_eof,
+        &snapshot.masking.policy,
+    );
+    let Ok(masking) = crate::catalog::for_masking(snapshot, route, read).await else {
+        let message = format!(
+            "airlock: connection \"{}\" cannot be masked: reading its catalog failed",
+            route.connection
         );
-        match snapshot
-            .catalogs
-            .masking
-            .get_or_read(&route.connection, timeout, read)
-            .await
-        {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the upstream catalog for masking");
-                let message = format!(
-                    "airlock: connection \"{}\" cannot be masked: reading its catalog failed",
-                    route.connection
-                );
-                return refuse(&mut hs, out, errno::UNKNOWN_ERROR, "HY000", &message);
-            }
-        }
-    } else {
-        None
+        return refuse(&mut hs, out, errno::UNKNOWN_ERROR, "HY000", &message);
     };
     let client = open::Client {
         door: Door::Mysql,
@@ -851,11 +838,8 @@ impl Session<'_> {
         let judged = match ruling {
             Ruling::Allow { .. } | Ruling::NeedsEstimate { .. } => Judged::Allow,
             Ruling::Deny(d) => {
-                let (decision, rule) = match &d.by {
-                    DeniedBy::Rule(r) => (Recorded::Deny, Some(r.clone())),
-                    DeniedBy::Unapprovable(r) => (Recorded::Approve, Some(r.clone())),
-                    DeniedBy::Masking => (Recorded::Deny, None),
-                };
+                let (decision, rule) = airlock_engine::recording::denied_by(&d.by);
+                let rule = rule.map(str::to_string);
                 tracing::info!(rule = ?d.rule(), "statement denied");
                 Judged::Refuse {
                     code: errno::SPECIFIC_ACCESS_DENIED,

@@ -328,28 +328,31 @@ async fn the_python_sdk_in_both_protocol_eras_lists_queries_reads_masked_rows_an
             .await;
         refused(&e, "denied");
 
-        // Bad calls are JSON-RPC errors: an unknown tool, wrong types.
+        // An unknown tool is a JSON-RPC error; arguments that do not fit
+        // the schema (a wrong type, a key it does not know: no cap can be
+        // raised) are tool errors the model can correct.
         assert_eq!(
             rpc_error(&c.call("drop_everything", json!({})).await),
             -32602
         );
-        assert_eq!(
-            rpc_error(
-                &c.call("query", json!({"connection": "test", "sql": 42}))
-                    .await
-            ),
-            -32602
-        );
-        assert_eq!(
-            rpc_error(
-                &c.call(
-                    "query",
-                    json!({"connection": "test", "sql": "select 1", "max_rows": 1000000})
-                )
-                .await
-            ),
-            -32602
-        );
+        for args in [
+            json!({"connection": "test", "sql": 42}),
+            json!({"connection": "test", "sql": "select 1", "max_rows": 1000000}),
+            json!({"connection": "test", "sql": "select $1", "params": [[1, 2]], "extra": true}),
+            json!({"sql": "select 1"}),
+        ] {
+            let bad = c.call("query", args.clone()).await;
+            let bad = refused(&bad, "invalid");
+            assert!(
+                bad["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("invalid arguments for query"),
+                "{args}: {bad}"
+            );
+        }
+        let bad = c.call("approval_status", json!({"approval_id": "x"})).await;
+        refused(&bad, "invalid");
         c.close().await;
     }
     gw.stop().await;
