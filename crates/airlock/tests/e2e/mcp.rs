@@ -498,6 +498,33 @@ async fn a_held_statement_returns_at_once_and_its_result_comes_once_approved_thr
     let shown: Value = serde_json::from_slice(&shown.stdout).unwrap_or_default();
     assert_eq!(shown["events"][0]["event"]["door"], "mcp", "{shown}");
     c.close().await;
+
+    // The same in the 2025-11-25 era.
+    let mut legacy = Mcp::connect(&gw, &writer, "legacy").await;
+    assert_eq!(legacy.protocol, "2025-11-25");
+    let held = legacy
+        .call(
+            "query",
+            json!({"connection": "test", "role": "admin", "sql": "update customers set note = 'x'"}),
+        )
+        .await;
+    let id = held["structured"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let approved = cli(&gw, &dba, &["approvals", "approve", &id]);
+    assert!(approved.status.success(), "{}", common::stderr(&approved));
+    let status = legacy
+        .call(
+            "approval_status",
+            json!({"approval_id": id, "wait_seconds": 25}),
+        )
+        .await;
+    assert_eq!(
+        status["structured"]["result"]["command"], "UPDATE 1",
+        "{status}"
+    );
+    legacy.close().await;
     gw.stop().await;
 }
 
