@@ -35,6 +35,7 @@ impl Authenticate for FakeAuth {
                     act: None,
                     token_id: None,
                     expires_at: std::time::SystemTime::UNIX_EPOCH,
+                    claims: Default::default(),
                 },
                 auditor,
                 admin,

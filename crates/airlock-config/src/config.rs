@@ -163,6 +163,21 @@ pub struct Issuer {
     /// Where the signing keys are; by default discovered from
     /// `{issuer}/.well-known/openid-configuration`.
     pub jwks_uri: Option<String>,
+    /// The CA bundle (PEM) that signs the issuer's TLS certificates; when set, only it is
+    /// trusted for this issuer's discovery and JWKS requests.
+    pub ca: Option<Secret>,
+    /// Credentials for fetching the issuer's discovery document and JWKS (a Kubernetes API
+    /// server usually asks for the gateway's own service-account token).
+    pub jwks_auth: Option<JwksAuth>,
+}
+
+/// How airlock authenticates to an issuer's discovery and JWKS endpoints.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct JwksAuth {
+    /// A bearer token, sent as `Authorization: Bearer`. A `{file: …}` is read again at each
+    /// fetch, so a rotated token (a projected service-account token) is picked up.
+    pub bearer: Secret,
 }
 
 fn default_groups_claim() -> String {
@@ -252,12 +267,19 @@ pub struct RoleCredential {
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct AccessRule {
     pub name: String,
-    /// Principals in any of these groups match.
+    /// Principals in any of these groups match. With `subjects` or `claims` too, all must hold.
     #[serde(default)]
     pub groups: Vec<String>,
-    /// Principals with any of these subjects match.
+    /// Globs on the token's `sub` (`*` matches any run of characters): principals with a
+    /// matching subject match.
     #[serde(default)]
     pub subjects: Vec<String>,
+    /// Claim conditions, all of which must hold: a claim path (dots separate levels; a name
+    /// that contains dots, such as `kubernetes.io`, matches as written; `\.` is a literal dot)
+    /// mapped to a value or a list of values, each a glob. Machine identities (GitHub Actions,
+    /// Kubernetes service accounts) are matched this way.
+    #[serde(default)]
+    pub claims: BTreeMap<String, ClaimValues>,
     /// Connection names, or `"*"` for all.
     pub connections: Vec<String>,
     /// Role names; each must exist on at least one of the connections.
@@ -270,6 +292,23 @@ pub struct AccessRule {
     /// Just-in-time access: the rule's roles are usable only through an approved, expiring
     /// grant.
     pub jit: Option<crate::Jit>,
+}
+
+/// The values a claim condition accepts: one, or any of a list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ClaimValues {
+    One(String),
+    Any(Vec<String>),
+}
+
+impl ClaimValues {
+    pub fn values(&self) -> Vec<String> {
+        match self {
+            ClaimValues::One(v) => vec![v.clone()],
+            ClaimValues::Any(v) => v.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -388,6 +427,19 @@ impl Config {
                 (name.clone(), ConnectionSecrets { ca_pem, passwords })
             })
             .collect();
+        for issuer in &self.identity.issuers {
+            let key = format!("identity.issuers.{}", issuer.name);
+            if let Some(ca) = &issuer.ca {
+                keep(&mut errors, format!("{key}.ca"), ca.resolve_bytes());
+            }
+            if let Some(auth) = &issuer.jwks_auth {
+                keep(
+                    &mut errors,
+                    format!("{key}.jwks_auth.bearer"),
+                    auth.bearer.resolve_string(),
+                );
+            }
+        }
         let store_password = self
             .store
             .password
@@ -431,9 +483,13 @@ impl Config {
             .webhooks
             .iter()
             .filter_map(|w| w.secret.as_ref());
+        // An issuer's CA; not its `jwks_auth` token, which is read at each
+        // fetch (a projected token rotates every hour).
+        let issuers = self.identity.issuers.iter().filter_map(|i| i.ca.as_ref());
         let files: BTreeSet<&Path> = tls
             .chain(upstreams)
             .chain(webhooks)
+            .chain(issuers)
             .filter_map(Secret::file)
             .collect();
         files.into_iter().map(Path::to_path_buf).collect()
@@ -535,6 +591,7 @@ identity:
     - name: ci
       issuer: https://token.actions.githubusercontent.com
       audience: airlock
+      jwks_auth: {bearer: {file: /run/secrets/jwks-token}}
   dev_issuer: true
   dev_issuer_audience: airlock-test
   session_lifetime: 8h
@@ -558,6 +615,7 @@ access:
     mode: read-only
   - name: dba
     subjects: [alice@example.com]
+    claims: {kubernetes.io.namespace: [ops, dba]}
     connections: ["*"]
     roles: [readonly, admin]
   - name: agents-write-jit
@@ -633,6 +691,8 @@ mcp:
                         audience: "airlock".into(),
                         groups_claim: "roles".into(),
                         jwks_uri: Some("https://login.example.com/keys".into()),
+                        ca: None,
+                        jwks_auth: None,
                     },
                     Issuer {
                         name: "ci".into(),
@@ -640,6 +700,10 @@ mcp:
                         audience: "airlock".into(),
                         groups_claim: "groups".into(),
                         jwks_uri: None,
+                        ca: None,
+                        jwks_auth: Some(crate::JwksAuth {
+                            bearer: Secret::File("/run/secrets/jwks-token".into()),
+                        }),
                     },
                 ],
                 dev_issuer: true,
@@ -708,6 +772,7 @@ mcp:
                     name: "agents-read".into(),
                     groups: strings(&["ai-agents"]),
                     subjects: vec![],
+                    claims: BTreeMap::new(),
                     connections: strings(&["orders"]),
                     roles: strings(&["readonly"]),
                     mode: AccessMode::ReadOnly,
@@ -718,6 +783,11 @@ mcp:
                     name: "dba".into(),
                     groups: vec![],
                     subjects: strings(&["alice@example.com"]),
+                    claims: [(
+                        "kubernetes.io.namespace".to_string(),
+                        crate::ClaimValues::Any(strings(&["ops", "dba"])),
+                    )]
+                    .into(),
                     connections: strings(&["*"]),
                     roles: strings(&["readonly", "admin"]),
                     mode: AccessMode::ReadWrite,
@@ -728,6 +798,7 @@ mcp:
                     name: "agents-write-jit".into(),
                     groups: strings(&["ai-agents"]),
                     subjects: vec![],
+                    claims: BTreeMap::new(),
                     connections: strings(&["orders"]),
                     roles: strings(&["admin"]),
                     mode: AccessMode::ReadWrite,

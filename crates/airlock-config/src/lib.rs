@@ -39,8 +39,8 @@ use std::path::Path;
 
 pub use approvals::{Approvals, Jit, Notifications, Webhook, WebhookEvent, WebhookFormat};
 pub use config::{
-    AccessMode, AccessRule, ClientTls, Config, Connection, Identity, Issuer, Limits, Listen,
-    Protocol, RoleCredential, StartupNotice, TlsMode, Upstream, UpstreamTls,
+    AccessMode, AccessRule, ClaimValues, ClientTls, Config, Connection, Identity, Issuer, JwksAuth,
+    Limits, Listen, Protocol, RoleCredential, StartupNotice, TlsMode, Upstream, UpstreamTls,
 };
 pub use error::ConfigError;
 pub use guardrails::{Guardrail, GuardrailAction, GuardrailMatch, WhereClause};

@@ -184,8 +184,25 @@ fn access(config: &Config, p: &mut Problems) {
                 slot.insert(i);
             }
         }
-        if rule.groups.is_empty() && rule.subjects.is_empty() {
-            p.add(&at, "needs at least one of `groups` or `subjects`");
+        if rule.groups.is_empty() && rule.subjects.is_empty() && rule.claims.is_empty() {
+            p.add(
+                &at,
+                "needs at least one of `groups`, `subjects` or `claims`",
+            );
+        }
+        for (path, values) in &rule.claims {
+            if airlock_policy::claims::ClaimPath::parse(path).is_none() {
+                p.add(
+                    format!("{at}.claims.{path}"),
+                    "is not a claim path: names separated by dots, none empty; `\\.` is a dot inside a name",
+                );
+            }
+            if values.values().is_empty() {
+                p.add(
+                    format!("{at}.claims.{path}"),
+                    "must accept at least one value",
+                );
+            }
         }
         if rule.connections.is_empty() {
             p.add(
@@ -732,9 +749,20 @@ mod tests {
             (
                 "  - {name: a, groups: [], connections: [], roles: []}\n",
                 &[
-                    "t.yaml: access[0]: needs at least one of `groups` or `subjects`",
+                    "t.yaml: access[0]: needs at least one of `groups`, `subjects` or `claims`",
                     "t.yaml: access[0].connections: must name at least one connection, or \"*\"",
                     "t.yaml: access[0].roles: must name at least one role",
+                ],
+            ),
+            (
+                "  - {name: a, claims: {repository: acme/app, kubernetes.io.namespace: [a, b]}, connections: [orders], roles: [ro]}\n",
+                &[],
+            ),
+            (
+                "  - {name: a, claims: {\"a..b\": x, ref: []}, connections: [orders], roles: [ro]}\n",
+                &[
+                    "t.yaml: access[0].claims.a..b: is not a claim path: names separated by dots, none empty; `\\.` is a dot inside a name",
+                    "t.yaml: access[0].claims.ref: must accept at least one value",
                 ],
             ),
         ] {
@@ -867,7 +895,7 @@ limits: {max_sessions: 0}
                 "t.yaml: tls: tls.cert and tls.key are required unless tls.mode is disabled",
                 "t.yaml: identity: no issuers are configured and dev_issuer is false, so nobody could log in",
                 "t.yaml: connections.orders.roles: a connection needs at least one role",
-                "t.yaml: access[0]: needs at least one of `groups` or `subjects`",
+                "t.yaml: access[0]: needs at least one of `groups`, `subjects` or `claims`",
                 "t.yaml: access[0].roles[0]: role \"ro\" is not defined on orders",
                 "t.yaml: limits.max_sessions: must be at least 1",
             ],

@@ -98,6 +98,7 @@ fn principal() -> Principal {
         act: Some("ann".into()),
         token_id: None,
         expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000),
+        claims: Default::default(),
     }
 }
 

@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
 use airlock_config::Config;
-use airlock_identity::{IssuerSpec, Verifier, VerifierOptions, dev::DevIssuer};
+use airlock_identity::{IssuerSpec, JwksBearer, Verifier, VerifierOptions, dev::DevIssuer};
 use airlock_pgwire::sqlstate;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -44,20 +44,47 @@ pub use snapshot::Snapshot;
 
 /// The issuers a configuration trusts, the dev issuer included when enabled:
 /// its JWKS is fetched from `dev_jwks_uri` (the HTTP listener) like any
-/// other issuer's.
-pub fn issuer_specs(config: &Config, dev_jwks_uri: Option<&str>) -> Vec<IssuerSpec> {
+/// other issuer's. Reads each issuer's CA bundle, and a `jwks_auth` token
+/// given in the environment (one in a file is read at each fetch).
+pub fn issuer_specs(
+    config: &Config,
+    dev_jwks_uri: Option<&str>,
+) -> Result<Vec<IssuerSpec>, LoadError> {
+    let mut errors = Vec::new();
     let mut specs: Vec<IssuerSpec> = config
         .identity
         .issuers
         .iter()
-        .map(|i| IssuerSpec {
-            name: i.name.clone(),
-            issuer: i.issuer.clone(),
-            audience: i.audience.clone(),
-            groups_claim: i.groups_claim.clone(),
-            jwks_uri: i.jwks_uri.clone(),
+        .map(|i| {
+            let at = format!("identity.issuers.{}", i.name);
+            let ca_pem = i.ca.as_ref().and_then(|ca| {
+                ca.resolve_bytes()
+                    .map(|pem| pem.expose().clone())
+                    .map_err(|e| errors.push(format!("{at}.ca: {e}")))
+                    .ok()
+            });
+            let jwks_bearer = i.jwks_auth.as_ref().and_then(|auth| match &auth.bearer {
+                airlock_config::Secret::File(path) => Some(JwksBearer::File(path.clone())),
+                env => env
+                    .resolve_string()
+                    .map(|t| JwksBearer::Token(t.expose().clone()))
+                    .map_err(|e| errors.push(format!("{at}.jwks_auth.bearer: {e}")))
+                    .ok(),
+            });
+            IssuerSpec {
+                name: i.name.clone(),
+                issuer: i.issuer.clone(),
+                audience: i.audience.clone(),
+                groups_claim: i.groups_claim.clone(),
+                jwks_uri: i.jwks_uri.clone(),
+                ca_pem,
+                jwks_bearer,
+            }
         })
         .collect();
+    if !errors.is_empty() {
+        return Err(LoadError(errors));
+    }
     if config.identity.dev_issuer
         && let Some(uri) = dev_jwks_uri
     {
@@ -66,7 +93,7 @@ pub fn issuer_specs(config: &Config, dev_jwks_uri: Option<&str>) -> Vec<IssuerSp
             config.identity.dev_issuer_audience.clone(),
         ));
     }
-    specs
+    Ok(specs)
 }
 
 /// An address this process can connect to for a listener bound to `addr`
@@ -118,7 +145,7 @@ impl Gateway {
     /// Builds the gateway for a validated configuration. `dev_jwks_uri` is
     /// where the HTTP listener serves the dev issuer's keys.
     pub fn new(config: &Config, dev_jwks_uri: Option<String>) -> Result<Arc<Gateway>, LoadError> {
-        let specs = issuer_specs(config, dev_jwks_uri.as_deref());
+        let specs = issuer_specs(config, dev_jwks_uri.as_deref())?;
         let verifier = build_verifier(&specs)?;
         let snapshot = build_snapshot(config, verifier)?;
         Ok(Arc::new(Gateway {
@@ -187,7 +214,7 @@ impl Gateway {
     /// On error the current snapshot stays in force. Listener addresses and
     /// `limits.max_sessions` are fixed at start.
     pub fn reload(&self, config: &Config) -> Result<(), LoadError> {
-        let specs = issuer_specs(config, self.dev_jwks_uri.as_deref());
+        let specs = issuer_specs(config, self.dev_jwks_uri.as_deref())?;
         let mut issuers = self
             .issuers
             .lock()

@@ -191,9 +191,17 @@ impl Snapshot {
                 in_transaction: config.approvals.timeout_in_transaction.0,
             },
             mcp: config.mcp.clone(),
-            issuers: crate::issuer_specs(config, Some(""))
-                .into_iter()
-                .map(|i| i.issuer)
+            issuers: config
+                .identity
+                .issuers
+                .iter()
+                .map(|i| i.issuer.clone())
+                .chain(
+                    config
+                        .identity
+                        .dev_issuer
+                        .then(|| airlock_identity::dev::ISSUER.to_string()),
+                )
                 .collect(),
             verifier,
         })
@@ -209,6 +217,18 @@ pub fn access_policy(config: &Config) -> AccessPolicy {
             name: r.name.clone(),
             groups: r.groups.clone(),
             subjects: r.subjects.clone(),
+            // Validated: every path parses.
+            claims: r
+                .claims
+                .iter()
+                .filter_map(|(path, values)| {
+                    Some(airlock_policy::claims::ClaimMatcher {
+                        name: path.clone(),
+                        path: airlock_policy::claims::ClaimPath::parse(path)?,
+                        accepts: values.values(),
+                    })
+                })
+                .collect(),
             connections: r.connections.clone(),
             roles: r.roles.clone(),
             mode: match r.mode {

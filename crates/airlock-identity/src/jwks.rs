@@ -77,6 +77,8 @@ enum FetchError {
     IssuerMismatch(String),
     #[error("the discovered jwks_uri {0:?} is not https")]
     InsecureUrl(String),
+    #[error("cannot read the JWKS bearer token from {0}: {1}")]
+    Credential(String, std::io::Error),
 }
 
 #[derive(Deserialize)]
@@ -225,14 +227,20 @@ impl Issuer {
         Ok(doc.jwks_uri)
     }
 
-    async fn get<T: DeserializeOwned>(&self, url: &str) -> Result<T, reqwest::Error> {
-        self.http
-            .get(url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await
+    async fn get<T: DeserializeOwned>(&self, url: &str) -> Result<T, FetchError> {
+        let mut request = self.http.get(url);
+        match &self.spec.jwks_bearer {
+            None => {}
+            Some(crate::JwksBearer::Token(token)) => request = request.bearer_auth(token),
+            // Read at each fetch: a rotated token is used from the next one.
+            Some(crate::JwksBearer::File(path)) => {
+                let token = tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|e| FetchError::Credential(path.display().to_string(), e))?;
+                request = request.bearer_auth(token.trim());
+            }
+        }
+        Ok(request.send().await?.error_for_status()?.json().await?)
     }
 }
 

@@ -43,7 +43,7 @@ pub mod dev;
 mod jwks;
 mod verifier;
 
-pub use verifier::{IssuerSpec, LEEWAY, SetupError, Verifier, VerifierOptions};
+pub use verifier::{IssuerSpec, JwksBearer, LEEWAY, SetupError, Verifier, VerifierOptions};
 
 use airlock_policy::Principal;
 

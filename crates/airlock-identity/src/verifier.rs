@@ -55,6 +55,30 @@ pub struct IssuerSpec {
     /// Where the JWKS is. `None`: discover it from
     /// `{issuer}/.well-known/openid-configuration`.
     pub jwks_uri: Option<String>,
+    /// A CA bundle (PEM): when set, the only roots trusted for this
+    /// issuer's discovery and JWKS requests.
+    pub ca_pem: Option<Vec<u8>>,
+    /// A bearer credential for those requests.
+    pub jwks_bearer: Option<JwksBearer>,
+}
+
+/// The bearer token sent with an issuer's discovery and JWKS requests.
+#[derive(Clone, PartialEq, Eq)]
+pub enum JwksBearer {
+    /// Read from this file at each fetch (a projected service-account
+    /// token rotates).
+    File(std::path::PathBuf),
+    /// This token.
+    Token(String),
+}
+
+impl std::fmt::Debug for JwksBearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwksBearer::File(path) => write!(f, "File({})", path.display()),
+            JwksBearer::Token(_) => f.write_str("Token(***)"),
+        }
+    }
 }
 
 impl IssuerSpec {
@@ -70,6 +94,8 @@ impl IssuerSpec {
             audience: audience.into(),
             groups_claim: "groups".to_owned(),
             jwks_uri: None,
+            ca_pem: None,
+            jwks_bearer: None,
         }
     }
 }
@@ -106,6 +132,8 @@ pub enum SetupError {
     InsecureUrl { name: String, url: String },
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error("issuer {name:?}: its CA bundle holds no PEM certificate")]
+    BadCa { name: String },
 }
 
 /// Verifies tokens of the configured issuers. Share one behind an `Arc`:
@@ -120,11 +148,13 @@ impl Verifier {
     /// Checks the issuers (unique names and `iss`, acceptable URLs) without
     /// any network access: keys are fetched on first use.
     pub fn new(issuers: Vec<IssuerSpec>, opts: VerifierOptions) -> Result<Self, SetupError> {
-        let http = reqwest::Client::builder()
-            .timeout(opts.http_timeout)
-            .connect_timeout(opts.http_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(opts.http_timeout)
+                .connect_timeout(opts.http_timeout)
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        let shared = builder().build()?;
         let mut names = HashSet::new();
         let mut by_iss = HashMap::new();
         for spec in issuers {
@@ -138,10 +168,23 @@ impl Verifier {
             if !names.insert(spec.name.clone()) {
                 return Err(SetupError::DuplicateIssuer(spec.name));
             }
+            // An issuer with a CA of its own trusts only that CA.
+            let http = match &spec.ca_pem {
+                None => shared.clone(),
+                Some(pem) => {
+                    let certs = reqwest::Certificate::from_pem_bundle(pem)
+                        .ok()
+                        .filter(|c| !c.is_empty())
+                        .ok_or_else(|| SetupError::BadCa {
+                            name: spec.name.clone(),
+                        })?;
+                    builder().tls_certs_only(certs).build()?
+                }
+            };
             match by_iss.entry(spec.issuer.clone()) {
                 Entry::Occupied(_) => return Err(SetupError::DuplicateIssuer(spec.issuer)),
                 Entry::Vacant(slot) => {
-                    slot.insert(Arc::new(Issuer::new(spec, http.clone(), opts)));
+                    slot.insert(Arc::new(Issuer::new(spec, http, opts)));
                 }
             }
         }
@@ -266,6 +309,7 @@ fn principal(
         act,
         token_id: str_claim(claims, "jti")?.map(str::to_owned),
         expires_at,
+        claims: airlock_policy::claims::Claims::new(claims.clone()),
     })
 }
 

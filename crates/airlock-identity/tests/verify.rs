@@ -272,9 +272,16 @@ async fn an_rs256_token_verifies_with_discovered_keys() {
     let corp = Corp::start().await;
     let token = corp.token(json!({ "aud": ["other", AUDIENCE], "groups": ["dba", "ops"] }));
     let principal = corp.accept(&token, at(T0)).await;
+    // Every claim is kept, for `claims` matchers.
+    assert_eq!(
+        principal.claims.0.get("aud"),
+        Some(&json!(["other", AUDIENCE]))
+    );
+    assert_eq!(principal.claims.0.get("sub"), Some(&json!("alice")));
     assert_eq!(
         principal,
         Principal {
+            claims: principal.claims.clone(),
             issuer_name: "corp".into(),
             issuer: corp.idp.issuer(),
             subject: "alice".into(),

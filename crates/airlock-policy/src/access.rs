@@ -2,8 +2,11 @@
 //!
 //! Rules are checked in the order the policy file lists them, and the first
 //! rule that grants the principal the requested connection and role decides
-//! the route (and so its mode). A rule matches a principal that is in one of
-//! its `groups` or whose subject is one of its `subjects`.
+//! the route (and so its mode). A rule matches a principal when all of its
+//! matchers hold: one of its `groups` (when it names groups), a `subjects`
+//! glob on `sub` (when it names subjects), and every `claims` condition
+//! ([`crate::claims`]). Machine identities (GitHub Actions, Kubernetes
+//! service accounts) carry no groups and are matched by subject and claims.
 //!
 //! Role choice (SPEC §5): `user` names a role profile. When it names a
 //! profile the principal may use on that connection, that profile is used.
@@ -46,7 +49,10 @@ impl AccessMode {
 pub struct AccessRule {
     pub name: String,
     pub groups: Vec<String>,
+    /// Globs on `sub` (`*` any run of characters).
     pub subjects: Vec<String>,
+    /// Conditions on the token's other claims, all of which must hold.
+    pub claims: Vec<crate::claims::ClaimMatcher>,
     /// Connection names, or `*` for every connection.
     pub connections: Vec<String>,
     pub roles: Vec<String>,
@@ -75,8 +81,18 @@ pub struct Grant {
 }
 
 impl AccessRule {
-    fn matches(&self, p: &Principal) -> bool {
-        p.in_any_group(&self.groups) || self.subjects.contains(&p.subject)
+    /// Whether the rule's matchers all hold for `p`: a group it names (if
+    /// it names any), a subject glob (if any), and every claim condition.
+    /// A rule with no matcher matches nobody.
+    pub fn matches(&self, p: &Principal) -> bool {
+        let any = !self.groups.is_empty() || !self.subjects.is_empty() || !self.claims.is_empty();
+        any && (self.groups.is_empty() || p.in_any_group(&self.groups))
+            && (self.subjects.is_empty()
+                || self
+                    .subjects
+                    .iter()
+                    .any(|s| crate::claims::glob(s, &p.subject)))
+            && self.claims.iter().all(|c| c.matches(&p.claims))
     }
 
     fn covers(&self, connection: &str) -> bool {
@@ -333,6 +349,7 @@ mod tests {
             act: None,
             token_id: None,
             expires_at: SystemTime::UNIX_EPOCH,
+            claims: Default::default(),
         }
     }
 
@@ -348,6 +365,7 @@ mod tests {
             name: name.into(),
             groups: v(groups),
             subjects: vec![],
+            claims: vec![],
             connections: v(conns),
             roles: v(roles),
             mode,
@@ -402,6 +420,72 @@ mod tests {
         &'a str,
         Result<(&'a str, &'a str, AccessMode, bool), &'a str>,
     );
+
+    #[test]
+    fn every_matcher_of_a_rule_must_hold() {
+        use crate::claims::{ClaimMatcher, ClaimPath, Claims};
+        let claim = |path: &str, accepts: &[&str]| ClaimMatcher {
+            name: path.into(),
+            path: ClaimPath::parse(path).unwrap(),
+            accepts: accepts.iter().map(|s| s.to_string()).collect(),
+        };
+        let mut ci = rule("ci", &[], &["orders"], &["admin"], AccessMode::ReadWrite);
+        ci.subjects = vec!["repo:acme/app:*".into()];
+        ci.claims = vec![
+            claim("repository", &["acme/app"]),
+            claim("ref", &["refs/heads/main"]),
+        ];
+        let gh = |sub: &str, claims: serde_json::Value| Principal {
+            claims: Claims::new(claims.as_object().unwrap().clone()),
+            ..principal(sub, &[])
+        };
+        let main = gh(
+            "repo:acme/app:ref:refs/heads/main",
+            serde_json::json!({"repository": "acme/app", "ref": "refs/heads/main"}),
+        );
+        assert!(ci.matches(&main));
+        for near_miss in [
+            gh(
+                "repo:acme/app:ref:refs/heads/dev",
+                serde_json::json!({"repository": "acme/app", "ref": "refs/heads/dev"}),
+            ),
+            gh(
+                "repo:acme/app:pull_request",
+                serde_json::json!({"repository": "acme/app", "ref": "refs/pull/7/merge"}),
+            ),
+            gh(
+                "repo:acme/app2:ref:refs/heads/main",
+                serde_json::json!({"repository": "acme/app2", "ref": "refs/heads/main"}),
+            ),
+            // The subject matches, a claim is missing.
+            gh(
+                "repo:acme/app:ref:refs/heads/main",
+                serde_json::json!({"repository": "acme/app"}),
+            ),
+            // The claim has the wrong type.
+            gh(
+                "repo:acme/app:ref:refs/heads/main",
+                serde_json::json!({"repository": "acme/app", "ref": {"name": "refs/heads/main"}}),
+            ),
+        ] {
+            assert!(!ci.matches(&near_miss), "{near_miss:?}");
+        }
+        // Groups and subjects together: both must hold.
+        let mut both = rule(
+            "both",
+            &["dba"],
+            &["orders"],
+            &["admin"],
+            AccessMode::ReadWrite,
+        );
+        both.subjects = vec!["alice".into()];
+        assert!(both.matches(&principal("alice", &["dba"])));
+        assert!(!both.matches(&principal("bob", &["dba"])));
+        assert!(!both.matches(&principal("alice", &["ai-agents"])));
+        // No matcher: nobody.
+        let none = rule("none", &[], &["orders"], &["admin"], AccessMode::ReadWrite);
+        assert!(!none.matches(&principal("alice", &["dba"])));
+    }
 
     #[test]
     fn routes() {

@@ -106,6 +106,7 @@ mod tests {
             act: act.map(Into::into),
             token_id: None,
             expires_at: SystemTime::UNIX_EPOCH,
+            claims: Default::default(),
         }
     }
 

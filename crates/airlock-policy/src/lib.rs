@@ -14,6 +14,7 @@
 pub mod access;
 pub mod approval;
 pub mod bounds;
+pub mod claims;
 pub mod guardrails;
 pub mod judge;
 pub mod lineage;

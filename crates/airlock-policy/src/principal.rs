@@ -21,6 +21,8 @@ pub struct Principal {
     pub token_id: Option<String>,
     /// The token's `exp`.
     pub expires_at: SystemTime,
+    /// Every claim of the token, for `claims` matchers.
+    pub claims: crate::claims::Claims,
 }
 
 impl Principal {

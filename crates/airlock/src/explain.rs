@@ -34,17 +34,35 @@ pub struct Report {
     pub decision: Decision,
 }
 
-/// Explains `sql` for the principal `sub`/`groups` on `connection` as
-/// `role` (or the principal's first allowed role).
+/// The principal a report is for: its subject, groups and other claims.
+#[derive(Debug, Clone, Default)]
+pub struct Asker {
+    pub sub: String,
+    pub groups: Vec<String>,
+    /// Claims for `claims` matchers (`--claims name=value`).
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Asker {
+    pub fn new(sub: &str, groups: &[String]) -> Asker {
+        Asker {
+            sub: sub.into(),
+            groups: groups.to_vec(),
+            ..Asker::default()
+        }
+    }
+}
+
+/// Explains `sql` for `asker` on `connection` as `role` (or the
+/// principal's first allowed role).
 pub fn explain(
     config: &Config,
     connection: &str,
-    sub: &str,
-    groups: &[String],
+    asker: &Asker,
     role: Option<&str>,
     sql: &str,
 ) -> Result<Report> {
-    explain_in_mode(config, connection, sub, groups, role, sql, Mode::default())
+    explain_in_mode(config, connection, asker, role, sql, Mode::default())
 }
 
 /// [`explain`], with the `sql_mode` a MySQL connection's session would
@@ -52,20 +70,22 @@ pub fn explain(
 pub fn explain_in_mode(
     config: &Config,
     connection: &str,
-    sub: &str,
-    groups: &[String],
+    asker: &Asker,
     role: Option<&str>,
     sql: &str,
     mode: Mode,
 ) -> Result<Report> {
+    let mut claims = asker.claims.clone();
+    claims.insert("sub".into(), asker.sub.clone().into());
     let principal = Principal {
         issuer_name: "explain".into(),
         issuer: "explain".into(),
-        subject: sub.into(),
-        groups: groups.to_vec(),
+        subject: asker.sub.clone(),
+        groups: asker.groups.clone(),
         act: None,
         token_id: None,
         expires_at: SystemTime::now(),
+        claims: airlock_policy::claims::Claims::new(claims),
     };
     // A just-in-time role is explained as if granted: the guardrails are
     // the same once it is.
@@ -314,8 +334,7 @@ guardrails:
         explain(
             &config(protocol),
             "shop",
-            "a",
-            &["ai-agents".into()],
+            &Asker::new("a", &["ai-agents".into()]),
             None,
             sql,
         )

@@ -101,6 +101,11 @@ enum PolicyCommand {
         /// The principal's groups, comma-separated.
         #[arg(long, value_delimiter = ',')]
         groups: Vec<String>,
+        /// The token's other claims, `name=value`, comma-separated or repeated
+        /// (`--claims repository=acme/app,ref=refs/heads/main`); a name may be a
+        /// dotted path such as `kubernetes.io.namespace`.
+        #[arg(long, value_delimiter = ',', value_parser = claim_arg)]
+        claims: Vec<(String, String)>,
         /// The role profile (the client's user); the first allowed one when absent.
         #[arg(long)]
         role: Option<String>,
@@ -110,6 +115,14 @@ enum PolicyCommand {
         /// The SQL, as a client would send it in one message.
         sql: String,
     },
+}
+
+/// A `--claims` item: `name=value`.
+fn claim_arg(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("{s:?}: write name=value")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -197,14 +210,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     connection,
                     sub,
                     groups,
+                    claims,
                     role,
                     json,
                     sql,
                 },
         } => {
             let cfg = airlock::serve::load(&config)?;
+            let asker = airlock::explain::Asker {
+                claims: claims
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::Value::String(v)))
+                    .collect(),
+                ..airlock::explain::Asker::new(&sub, &groups)
+            };
             let report =
-                airlock::explain::explain(&cfg, &connection, &sub, &groups, role.as_deref(), &sql)?;
+                airlock::explain::explain(&cfg, &connection, &asker, role.as_deref(), &sql)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report.to_json())?);
             } else {

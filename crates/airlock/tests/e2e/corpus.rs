@@ -424,8 +424,7 @@ pub(crate) fn explain_case(
     let report = airlock::explain::explain_in_mode(
         config,
         connection,
-        case.who.sub(),
-        &groups,
+        &airlock::explain::Asker::new(case.who.sub(), &groups),
         case.who.role(),
         &text,
         case.mode,
