@@ -86,6 +86,14 @@ impl CancelRegistry {
             tracing::info!("cancel request with an unknown key ignored");
             return;
         };
+        t.send().await;
+    }
+}
+
+impl CancelTarget {
+    /// Sends the upstream a CancelRequest for this backend.
+    pub async fn send(&self) {
+        let t = self;
         let mut buf = bytes::BytesMut::new();
         airlock_pgwire::codec::cancel_request(t.process_id, t.secret_key, &mut buf);
         match TcpStream::connect((t.host.as_str(), t.port)).await {

@@ -112,6 +112,10 @@ impl Masking {
         };
     }
 
+    /// The detectors over a JSON value as a door would run them over its
+    /// text: strings, object keys (a JSON column's text includes them), and
+    /// numbers (a card number in a bigint), a number that matches becoming
+    /// `null`, as a non-text value does on the wire.
     fn detect_json(&self, value: &mut serde_json::Value) {
         match value {
             serde_json::Value::String(s) => {
@@ -119,8 +123,19 @@ impl Masking {
                     *s = scrubbed;
                 }
             }
+            serde_json::Value::Number(n) => {
+                if self.detectors.scan(n.to_string().as_bytes()).is_some() {
+                    *value = serde_json::Value::Null;
+                }
+            }
             serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.detect_json(v)),
-            serde_json::Value::Object(map) => map.values_mut().for_each(|v| self.detect_json(v)),
+            serde_json::Value::Object(map) => {
+                for (key, mut v) in std::mem::take(map) {
+                    self.detect_json(&mut v);
+                    let key = self.scrub(&key, None).unwrap_or(key);
+                    map.insert(key, v);
+                }
+            }
             _ => {}
         }
     }
@@ -137,7 +152,7 @@ mod tests {
             rules: vec![airlock_policy::masking::MaskRule {
                 name: "pii".into(),
                 columns: vec![],
-                detect: vec![Detector::Email],
+                detect: vec![Detector::Email, Detector::CreditCard],
                 strategy: Strategy::Redact,
             }],
             deny_predicates: false,
@@ -181,5 +196,27 @@ mod tests {
             json!(crate::PLACEHOLDER),
             "past the plan: masked whole"
         );
+    }
+
+    #[test]
+    fn detectors_read_keys_and_numbers_too() {
+        let m = masking();
+        let plan = MaskPlan {
+            columns: vec![None, None],
+            detect: true,
+        };
+        // jsonb_object_agg(notes, 1); a card number stored as a bigint.
+        let mut row = vec![
+            json!({"ann@example.com": 1, "plain": {"bob@example.org": [2]}}),
+            json!(4111111111111111u64),
+        ];
+        m.mask_json_row(&plan, &mut row);
+        let text = row[0].to_string();
+        assert!(!text.contains("@example"), "{text}");
+        assert_eq!(row[0]["plain"].as_object().unwrap().len(), 1);
+        assert_eq!(row[1], serde_json::Value::Null);
+        let mut row = vec![json!(12), json!({"a": 4})];
+        m.mask_json_row(&plan, &mut row);
+        assert_eq!(row, vec![json!(12), json!({"a": 4})], "nothing to find");
     }
 }

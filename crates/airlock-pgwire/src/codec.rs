@@ -593,6 +593,11 @@ pub fn describe(kind: u8, name: impl AsRef<[u8]>, buf: &mut BytesMut) {
     });
 }
 
+/// A CopyFail message.
+pub fn copy_fail(message: &str, buf: &mut BytesMut) {
+    write_message(b'f', buf, |b| put_cstr(b, message));
+}
+
 /// A Sync message.
 pub fn sync(buf: &mut BytesMut) {
     write_message(b'S', buf, |_| {});

@@ -18,6 +18,9 @@ use uuid::Uuid;
 /// How long a finished call's result can be read.
 pub(crate) const KEEP: Duration = Duration::from_secs(15 * 60);
 
+/// Statements one principal may have waiting for approval at once.
+pub(crate) const MAX_PENDING: usize = 20;
+
 /// The held calls of this process.
 #[derive(Default)]
 pub(crate) struct Holds {
@@ -54,9 +57,23 @@ impl Holds {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn register(&self, id: Uuid, owner: String) {
+    /// The entries, results older than [`KEEP`] dropped.
+    fn pruned(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Entry>> {
         let mut entries = self.lock();
         entries.retain(|_, e| e.finished.is_none_or(|at| at.elapsed() < KEEP));
+        entries
+    }
+
+    /// How many of `owner`'s statements wait for a decision.
+    pub(crate) fn pending(&self, owner: &str) -> usize {
+        self.pruned()
+            .values()
+            .filter(|e| e.finished.is_none() && e.owner == owner)
+            .count()
+    }
+
+    pub(crate) fn register(&self, id: Uuid, owner: String) {
+        let mut entries = self.pruned();
         entries.insert(
             id,
             Entry {
@@ -68,7 +85,7 @@ impl Holds {
     }
 
     pub(crate) fn finish(&self, id: Uuid, result: (Value, bool)) {
-        if let Some(e) = self.lock().get_mut(&id) {
+        if let Some(e) = self.pruned().get_mut(&id) {
             e.finished = Some(Instant::now());
             e.result.send_replace(Some(result));
         }
@@ -78,7 +95,7 @@ impl Holds {
     /// decision.
     pub(crate) async fn find(&self, id: Uuid, owner: &str, wait: Duration) -> Found {
         let mut rx = {
-            let entries = self.lock();
+            let entries = self.pruned();
             let Some(e) = entries.get(&id) else {
                 return Found::Unknown;
             };

@@ -20,6 +20,13 @@ use crate::snapshot::Snapshot;
 use crate::stream::UpstreamStream;
 
 pub(super) struct Conn {
+    /// Who to `KILL QUERY` when the upstream stops answering: its target,
+    /// the role's credential and the upstream's connection id.
+    pub(super) kill: (
+        crate::upstream::UpstreamTarget,
+        crate::upstream::Credential,
+        u32,
+    ),
     stream: UpstreamStream,
     input: BytesMut,
     framer: Framer,
@@ -116,6 +123,7 @@ pub(super) async fn open(
         .map_err(|_| Failure::unmaskable(&route.connection))?;
     Ok((
         Conn {
+            kill: (conn.target.clone(), credential.clone(), ready.connection_id),
             stream,
             input,
             framer: Framer::new(snapshot.limits.max_message_size),
@@ -128,9 +136,6 @@ pub(super) async fn open(
         },
     ))
 }
-
-/// The `binary` character set: such strings are bytes, not text.
-const BINARY: u16 = 63;
 
 /// One column of a binary result, for decoding.
 #[derive(Clone, Copy)]
@@ -258,8 +263,7 @@ impl Conn {
                             table: c.org_table_str().into_owned(),
                             column: c.org_name_str().to_lowercase(),
                         },
-                        text: crate::mysql::binary::is_string(column_type)
-                            && c.character_set() != BINARY,
+                        text: crate::mysql::mask::text_like(column_type, c.character_set()),
                     });
                 }
                 Part::Row if results == 0 => {

@@ -19,6 +19,9 @@ pub(super) struct Conn {
     stream: UpstreamStream,
     input: BytesMut,
     max_message: usize,
+    /// How to cancel the statement running (an upstream that stops
+    /// answering).
+    pub(super) cancel: Option<crate::cancel::CancelTarget>,
 }
 
 /// Logs in as the route's role (read-only upstream too for a read-only
@@ -31,8 +34,12 @@ pub(super) async fn open(
 ) -> Result<(Conn, Catalogs), Failure> {
     let conn = &snapshot.connections[&route.connection];
     let credential = &conn.roles[&route.role];
+    // The analyzer lexes PostgreSQL's standard strings in UTF-8: set at
+    // login (over any role or database default) and checked below.
     let mut settings = vec![
         ("application_name".to_string(), "airlock-mcp".to_string()),
+        ("standard_conforming_strings".to_string(), "on".to_string()),
+        ("client_encoding".to_string(), "UTF8".to_string()),
         (
             "statement_timeout".to_string(),
             statement_timeout.as_millis().to_string(),
@@ -43,7 +50,7 @@ pub(super) async fn open(
     }
     let timeout = snapshot.limits.upstream_connect_timeout;
     let connect = crate::upstream::connect(&conn.target, credential, &settings);
-    let (mut stream, _ready) = match tokio::time::timeout(timeout, connect).await {
+    let (mut stream, ready) = match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(ok)) => ok,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "upstream login failed");
@@ -51,6 +58,30 @@ pub(super) async fn open(
         }
         Err(_) => return Err(Failure::unavailable(&route.connection)),
     };
+    let setting = |name: &str| {
+        ready
+            .parameters
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if setting("standard_conforming_strings") != Some("on")
+        || !setting("client_encoding").is_some_and(|e| e.eq_ignore_ascii_case("UTF8"))
+    {
+        return Err(Failure::new(
+            "unavailable",
+            "58000",
+            "airlock: the upstream session does not use standard strings in UTF-8, which airlock needs to read statements as the server does",
+        ));
+    }
+    let cancel = ready
+        .backend_key
+        .map(|(process_id, secret_key)| crate::cancel::CancelTarget {
+            host: conn.target.host.clone(),
+            port: conn.target.port,
+            process_id,
+            secret_key,
+        });
     let read = crate::catalog::read(&mut stream, &snapshot.masking.policy);
     let catalog = crate::catalog::for_masking(snapshot, route, read)
         .await
@@ -66,6 +97,7 @@ pub(super) async fn open(
             stream,
             input: BytesMut::with_capacity(16 << 10),
             max_message: snapshot.limits.max_message_size,
+            cancel,
         },
         Catalogs {
             masking: catalog,
@@ -176,12 +208,12 @@ impl Conn {
                 }
                 // COPY (refused before it runs; a function could still
                 // start one): no data goes up, none comes back.
+                // The Sync sent with the statement was ignored in copy-in
+                // mode: another ends the failed COPY's batch.
                 b'G' | b'W' => {
                     let mut fail = BytesMut::new();
-                    let reason = b"airlock: COPY is not available through MCP\0";
-                    fail.extend_from_slice(b"f");
-                    fail.extend_from_slice(&(4 + reason.len() as i32).to_be_bytes());
-                    fail.extend_from_slice(reason);
+                    codec::copy_fail("airlock: COPY is not available through MCP", &mut fail);
+                    codec::sync(&mut fail);
                     self.stream.write_all(&fail).await.map_err(|_| Lost)?;
                 }
                 b'H' => {

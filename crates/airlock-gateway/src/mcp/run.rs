@@ -163,7 +163,7 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
-    fn new(status: &'static str, code: &str, message: impl Into<String>) -> Failure {
+    pub(crate) fn new(status: &'static str, code: &str, message: impl Into<String>) -> Failure {
         Failure {
             status,
             code: code.into(),
@@ -348,7 +348,7 @@ impl Db {
 
     fn analyze(&self, snapshot: &Snapshot, sql: &str) -> Arc<[Statement]> {
         let analyzed: Arc<[Statement]> = match self {
-            Db::Pg(_) => snapshot.analyzer.analyze(sql).into(),
+            Db::Pg(_) => airlock_sql::cache::analyze(&snapshot.analyzer, sql).statements,
             Db::My(c) => airlock_sql::cache::analyze_mysql(&snapshot.mysql_analyzer, sql, c.mode),
         };
         // SQL-level PREPARE/EXECUTE are resolved against the session's
@@ -383,6 +383,25 @@ impl Db {
         match self {
             Db::Pg(c) => c.execute(sql, params, max_rows, sink).await,
             Db::My(c) => c.execute(sql, params, max_rows, sink).await,
+        }
+    }
+
+    /// Stops the statement the upstream is running, from a connection of
+    /// its own.
+    async fn cancel(&self) {
+        match self {
+            Db::Pg(c) => {
+                if let Some(target) = &c.cancel {
+                    target.send().await;
+                }
+            }
+            Db::My(c) => {
+                let (target, credential, id) = &c.kill;
+                if let Err(e) = crate::mysql::upstream::kill(target, credential, "QUERY", *id).await
+                {
+                    tracing::warn!(error = %e, "the statement could not be killed upstream");
+                }
+            }
         }
     }
 
@@ -463,6 +482,10 @@ enum Judged {
 
 /// One call's open session: its route, upstream and recording.
 struct Open {
+    /// The call's session slot (`limits.max_sessions`), held until it ends.
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    /// When the call's session started.
+    started: std::time::SystemTime,
     authorized: Authorized,
     db: Db,
     catalog: Option<Arc<SensitiveCatalog>>,
@@ -510,16 +533,50 @@ pub(crate) async fn run(cx: &Context, request: Request) -> Outcome {
                 .register(waiting.id, super::holds::owner(&cx.principal));
             let cx = cx.clone();
             tokio::spawn(async move {
-                let id = waiting.id;
+                // Whatever happens to this task, the call's entry is settled.
+                let settled = Settled {
+                    holds: Arc::clone(&cx.holds),
+                    id: waiting.id,
+                    done: false,
+                };
                 let outcome = settle_hold(&cx, &mut open, waiting, run).await;
                 end(&open, &outcome);
-                cx.holds.finish(id, outcome.to_json());
+                settled.finish(outcome.to_json());
             });
             pending
         }
         Ok(outcome) => {
             end(&open, &outcome);
             outcome
+        }
+    }
+}
+
+/// Settles a held call's entry in [`Holds`]: with its outcome, or, should
+/// its task end without one, as failed.
+struct Settled {
+    holds: Arc<Holds>,
+    id: uuid::Uuid,
+    done: bool,
+}
+
+impl Settled {
+    fn finish(mut self, result: (Value, bool)) {
+        self.holds.finish(self.id, result);
+        self.done = true;
+    }
+}
+
+impl Drop for Settled {
+    fn drop(&mut self) {
+        if !self.done {
+            let failure = Failure::new(
+                "unavailable",
+                "58000",
+                "airlock: the held statement's task ended without an outcome",
+            );
+            self.holds
+                .finish(self.id, Outcome::Failed(failure).to_json());
         }
     }
 }
@@ -556,6 +613,14 @@ async fn open_session(cx: &Context, request: &Request) -> Result<Open, Failure> 
     )
     .await
     .map_err(|refused| Failure::new("no_access", "28000", refused.message()))?;
+    // A call is a session like a wire door's: it takes a slot.
+    let Ok(slot) = Arc::clone(&cx.gateway.sessions).try_acquire_owned() else {
+        return Err(Failure::new(
+            "unavailable",
+            "53300",
+            "airlock: too many sessions (limits.max_sessions)",
+        ));
+    };
     let Some(journal) = cx.gateway.recorder().cloned() else {
         return Err(Failure::unrecorded());
     };
@@ -599,6 +664,8 @@ async fn open_session(cx: &Context, request: &Request) -> Result<Open, Failure> 
         db.redactor(),
     );
     Ok(Open {
+        _slot: slot,
+        started: now,
         authorized,
         db,
         catalog,
@@ -666,7 +733,7 @@ async fn judge_and_run(
     let judged = judge(
         cx,
         open,
-        &request.sql,
+        (&request.sql, &text),
         &statements,
         &request.params,
         approvals.is_some(),
@@ -721,6 +788,31 @@ async fn judge_and_run(
                 unreachable!("the judge holds nothing without approvals")
             };
             let rule = hold_request.rule.clone();
+            let owner = super::holds::owner(&open.authorized.principal);
+            if cx.holds.pending(&owner) >= super::holds::MAX_PENDING {
+                let failure = Failure {
+                    rule: Some(rule.clone()),
+                    ..Failure::new(
+                        "unavailable",
+                        "53400",
+                        format!(
+                            "airlock: {} of your statements already wait for approval; poll approval_status before asking for more",
+                            super::holds::MAX_PENDING
+                        ),
+                    )
+                };
+                let _ = record(
+                    open,
+                    &text,
+                    &statements,
+                    &params,
+                    Recorded::Approve,
+                    Some(&rule),
+                    Some(&failure),
+                    None,
+                );
+                return Ok(Outcome::Failed(failure));
+            }
             let trail = open.recorder.trail();
             let holder = open.holder(&approvals, &trail);
             match hold::begin(&holder, snapshot.approvals, hold_request, false).await {
@@ -827,9 +919,18 @@ async fn settle_hold(
 /// lifetime, grant expiry) not passed, and the principal still routed to
 /// the same connection and role.
 async fn still_routed(cx: &Context, open: &Open) -> Result<(), Failure> {
-    let snapshot = &cx.snapshot;
+    // The configuration in force now (a reload may have taken the route
+    // away); the lifetime counted from the call's start.
+    let snapshot = &cx.gateway.snapshot();
+    if !snapshot.mcp.enabled {
+        return Err(Failure::new(
+            "unavailable",
+            "58000",
+            "airlock: the MCP endpoint was turned off while the statement was held",
+        ));
+    }
     let now = cx.gateway.clock().now();
-    if let Some(d) = open::deadline(&open.authorized, snapshot.session_lifetime, now)
+    if let Some(d) = open::deadline(&open.authorized, snapshot.session_lifetime, open.started)
         && d.at <= now
     {
         return Err(Failure::new("denied", "42501", d.why.message()));
@@ -897,17 +998,19 @@ fn refused_hold(
 }
 
 /// Asks the judge, fetching one row estimate when a rule needs it.
+/// `sql` is the statement (its estimate is fetched), `text` what runs and
+/// what approvers see (an EXPLAIN's differs).
 async fn judge(
     cx: &Context,
     open: &mut Open,
-    sql: &str,
+    (sql, text): (&str, &str),
     statements: &[Statement],
     params: &[Param],
     approvals: bool,
 ) -> Judged {
     let snapshot = &cx.snapshot;
     let route = &open.authorized.route;
-    let facts = CallFacts { text: sql, params };
+    let facts = CallFacts { text, params };
     let mut estimate = Estimate::NotFetched;
     let ruling = loop {
         let session = judge::Session {
@@ -961,7 +1064,7 @@ async fn judge(
             estimate,
         } => {
             let texts: Vec<Option<Vec<u8>>> = params.iter().map(Param::text).collect();
-            let (redacted, values) = open.recorder.redacted(sql, statements, &recorded(&texts));
+            let (redacted, values) = open.recorder.redacted(text, statements, &recorded(&texts));
             Judged::Hold(HoldRequest::new(
                 rule,
                 approvers,
@@ -1081,7 +1184,22 @@ async fn execute(
                 ..Failure::new("error", &error.code, message)
             })
         }
-        Ok(Err(Lost)) | Err(_) => {
+        Err(_) => {
+            // The upstream stopped answering: its statement must not run on.
+            open.db.cancel().await;
+            let failure = Failure {
+                approval,
+                ..Failure::new(
+                    "error",
+                    "57014",
+                    "airlock: the statement ran longer than mcp.statement_timeout and was cancelled",
+                )
+            };
+            open.recorder
+                .error(at, failure.code.clone(), failure.message.clone());
+            Outcome::Failed(failure)
+        }
+        Ok(Err(Lost)) => {
             let failure = Failure {
                 approval,
                 ..Failure::new(
@@ -1177,9 +1295,7 @@ impl Sink for Collector<'_> {
             .row(At { id: ID, index: 0 }, texts.iter().map(Option::as_deref));
         let index = self.ran.rows.len();
         for (column, value) in row.iter().enumerate() {
-            if let Value::String(s) = value
-                && let Some(kind) = super::flags::scan(s)
-            {
+            if let Some(kind) = super::flags::scan_json(value) {
                 self.ran.flags.push(json!({
                     "row": index,
                     "column": self.ran.columns.get(column),

@@ -14,7 +14,7 @@ const BINARY: u16 = 63;
 
 /// Whether a column of this type (and character set) is text a client
 /// reads as text: a placeholder can stand in for it, detectors read it.
-fn text_like(column_type: u8, charset: u16) -> bool {
+pub(crate) fn text_like(column_type: u8, charset: u16) -> bool {
     // VARCHAR, JSON, ENUM, SET, the BLOB/TEXT types, VAR_STRING, STRING.
     column_type == 245 || matches!(column_type, 15 | 247 | 248 | 249..=254) && charset != BINARY
 }

@@ -1040,23 +1040,15 @@ impl Session<'_> {
             );
             return Ok(());
         };
-        let killed = tokio::time::timeout(self.snapshot.limits.upstream_connect_timeout, async {
-            let (mut up, ready, mut input) = upstream::connect(
+        let killed = tokio::time::timeout(
+            self.snapshot.limits.upstream_connect_timeout,
+            upstream::kill(
                 &session.target,
                 &session.credential,
-                mysql_common::constants::CapabilityFlags::CLIENT_PROTOCOL_41,
-                UTF8MB4,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            let deprecate_eof = ready
-                .capabilities
-                .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
-            let sql = format!("KILL {what} {}", session.upstream_id);
-            upstream::query(&mut up, &mut input, deprecate_eof, &sql)
-                .await
-                .map_err(|e| e.to_string())
-        })
+                what,
+                session.upstream_id,
+            ),
+        )
         .await;
         match killed {
             Ok(Ok(_)) => codec::ok(

@@ -110,6 +110,32 @@ pub async fn connect(
     }
 }
 
+/// Runs `KILL {what} {upstream_id}` (`QUERY` or `CONNECTION`) on a
+/// connection of its own, as `credential`.
+pub async fn kill(
+    target: &UpstreamTarget,
+    credential: &Credential,
+    what: &str,
+    upstream_id: u32,
+) -> Result<(), String> {
+    let (mut up, ready, mut input) = connect(
+        target,
+        credential,
+        CapabilityFlags::CLIENT_PROTOCOL_41,
+        crate::mysql::session::UTF8MB4,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let deprecate_eof = ready
+        .capabilities
+        .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+    let sql = format!("KILL {what} {upstream_id}");
+    query(&mut up, &mut input, deprecate_eof, &sql)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 /// An internal query's failure.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {

@@ -834,7 +834,7 @@ async fn mysql_connections_answer_the_same_tools_through_prepared_statements() {
          INSERT INTO customers VALUES (1, 'Ada', '{SSN}', 'ada@example.com', '1815-12-10', 9.5, '{{\"vip\": true}}'),
                                       (2, 'Bob', '987-65-4321', 'bob@example.org', NULL, NULL, NULL);"
     ));
-    let gw = gateway(&pg, Some(&my), "max_rows: 100", "").await;
+    let gw = gateway(&pg, Some(&my), "max_rows: 100, statement_timeout: 1s", "").await;
     let yaml = std::fs::read_to_string(&gw.config_path).unwrap().replace(
         "    connections: [test]\n    roles: [readonly]\n    mode: read-only\n",
         "    connections: [test, shop]\n    roles: [readonly]\n    mode: read-only\n",
@@ -916,6 +916,16 @@ async fn mysql_connections_answer_the_same_tools_through_prepared_statements() {
         assert_eq!(w["is_error"], true, "{sql}: {w}");
     }
     assert_eq!(my.sql("SELECT COUNT(*) FROM customers"), "2");
+    // The operator's statement timeout holds upstream.
+    let started = std::time::Instant::now();
+    let slow = c
+        .call(
+            "query",
+            json!({"connection": "shop", "sql": "SELECT SLEEP(30)"}),
+        )
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(20), "{slow}");
+    assert_eq!(slow["is_error"], true, "{slow}");
     // An upstream error comes back with MySQL's error number.
     let e = c
         .call(
@@ -924,6 +934,80 @@ async fn mysql_connections_answer_the_same_tools_through_prepared_statements() {
         )
         .await;
     assert_eq!(refused(&e, "error")["code"], "1054", "{e}");
+    c.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upstream_reads_statements_as_the_analyzer_does_whatever_its_defaults() {
+    let db = seeded_pg().await;
+    // A database whose sessions default to backslash escapes: airlock's
+    // login overrides it, so the text below is one harmless read for both.
+    pg_sql(
+        &db,
+        &format!(
+            "alter database {} set standard_conforming_strings = off",
+            db.name()
+        ),
+    );
+    let gw = gateway(&db, None, "max_rows: 100", "").await;
+    let dba = gw.token("dana", &["dba"]);
+    let mut c = Mcp::connect(&gw, &dba, "2026-07-28").await;
+    let smuggle = "WITH a AS (SELECT 'x\\' --'), d AS (DELETE FROM numbers RETURNING 1) SELECT 1 /*\n) SELECT 1 -- */";
+    let r = c
+        .call(
+            "query",
+            json!({"connection": "test", "role": "admin", "sql": smuggle}),
+        )
+        .await;
+    assert_eq!(ok(&r)["rows"], json!([[1]]), "{r}");
+    assert_eq!(pg_sql(&db, "select count(*) from numbers"), "50");
+    c.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_take_session_slots_and_a_held_call_keeps_its_own() {
+    let db = seeded_pg().await;
+    let gw = gateway(
+        &db,
+        None,
+        "max_rows: 100",
+        "limits: {max_sessions: 1}\napprovals: {timeout: 60s}\n",
+    )
+    .await;
+    let writer = gw.token("wes", &["dba"]);
+    let dba = gw.token("dana", &["dba"]);
+    let mut c = Mcp::connect(&gw, &writer, "2026-07-28").await;
+    let held = c
+        .call(
+            "query",
+            json!({"connection": "test", "role": "admin", "sql": "delete from customers"}),
+        )
+        .await;
+    let id = held["structured"]["approval_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{held}"))
+        .to_string();
+    // The held call holds the one slot.
+    let busy = c
+        .call("query", json!({"connection": "test", "sql": "select 1"}))
+        .await;
+    assert_eq!(refused(&busy, "unavailable")["code"], "53300", "{busy}");
+    let denied = cli(&gw, &dba, &["approvals", "deny", &id, "--reason", "no"]);
+    assert!(denied.status.success(), "{}", common::stderr(&denied));
+    let status = c
+        .call(
+            "approval_status",
+            json!({"approval_id": id, "wait_seconds": 25}),
+        )
+        .await;
+    refused(&status, "denied");
+    // Freed once the held call ended.
+    let free = c
+        .call("query", json!({"connection": "test", "sql": "select 1"}))
+        .await;
+    ok(&free);
     c.close().await;
     gw.stop().await;
 }
