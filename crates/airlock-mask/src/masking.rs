@@ -123,10 +123,10 @@ impl Masking {
                     *s = scrubbed;
                 }
             }
-            serde_json::Value::Number(n) => {
-                if self.detectors.scan(n.to_string().as_bytes()).is_some() {
-                    *value = serde_json::Value::Null;
-                }
+            serde_json::Value::Number(n)
+                if self.detectors.scan(n.to_string().as_bytes()).is_some() =>
+            {
+                *value = serde_json::Value::Null;
             }
             serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.detect_json(v)),
             serde_json::Value::Object(map) => {
