@@ -18,6 +18,7 @@ mod approvals;
 mod cli;
 mod data_path;
 mod handshake;
+mod identity;
 mod masking;
 mod mcp;
 mod mysql;
