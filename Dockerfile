@@ -43,9 +43,9 @@ RUN file /out/usr/local/bin/airlock | grep -Eq 'static(-pie|ally) linked' \
  && /out/usr/local/bin/airlock --version
 
 # The data dir (dev issuer key, mask key, journal, SQLite store) and the
-# config dir, owned by the non-root user of the final stage (65532, distroless
-# "nonroot"). distroless has no shell, so they are made here.
-RUN install -d -o 65532 -g 65532 -m 0750 /out/var/lib/airlock \
+# config dir, made here because distroless has no shell; the final stage
+# gives the data dir to its non-root user (65532, distroless "nonroot").
+RUN install -d -m 0750 /out/var/lib/airlock \
  && install -d -m 0755 /out/etc/airlock
 
 # ---------------------------------------------------------------------------
@@ -54,7 +54,10 @@ RUN install -d -o 65532 -g 65532 -m 0750 /out/var/lib/airlock \
 # the nonroot user (uid 65532), tzdata, and no shell or package manager.
 FROM gcr.io/distroless/static-debian12:nonroot
 
-COPY --from=builder /out/ /
+# (--chown: COPY gives what it creates to root unless told otherwise.)
+COPY --from=builder /out/usr/local/bin/airlock /usr/local/bin/airlock
+COPY --from=builder /out/etc/airlock /etc/airlock
+COPY --from=builder --chown=65532:65532 /out/var/lib/airlock /var/lib/airlock
 
 USER 65532:65532
 WORKDIR /var/lib/airlock
