@@ -40,6 +40,10 @@ python3 -c 'import mysql.connector' 2>/dev/null || python3 -m pip install -q 'my
 # The MCP endpoint's client tests: the Python MCP SDK, 2.x (both protocol
 # eras: `Client(mode=...)`).
 python3 -c 'from mcp import Client; import httpx2' 2>/dev/null || python3 -m pip install -q 'mcp>=2.3,<3'
+# deploy/check.py: Kubernetes schemas (kubernetes-validate) and the Compose
+# and GitHub workflow schemas (check-jsonschema's vendored ones).
+python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install -q 'kubernetes-validate>=1.30,<2'
+python3 -c 'import check_jsonschema' 2>/dev/null || python3 -m pip install -q 'check-jsonschema>=0.33,<1'
 # node-postgres and mysql2, for the driver tests, at the versions
 # package-lock.json pins.
 drivers="$root/crates/airlock/tests/drivers"
