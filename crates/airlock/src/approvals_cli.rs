@@ -83,6 +83,13 @@ pub enum AccessCommand {
         /// Why, for the approvers and the record.
         #[arg(long, value_parser = NonEmptyStringValueParser::new())]
         reason: String,
+        /// Wait for the decision: exit 0 once granted (printing the grant),
+        /// 1 when denied or when --timeout passes first. For CI jobs.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
     /// List access requests and grants (pending and granted unless --all).
     List {
@@ -214,6 +221,8 @@ pub fn access(server: Server, command: AccessCommand) -> Result<ExitCode> {
             role,
             duration,
             reason,
+            wait,
+            timeout,
         } => {
             let client = connect(server)?;
             let request = AccessRequest {
@@ -225,7 +234,10 @@ pub fn access(server: Server, command: AccessCommand) -> Result<ExitCode> {
             let created = call(&client, None, client.request_access(&request))?;
             let line = requested_line(&created, &request);
             write_str(&mut io::stdout().lock(), &line)?;
-            Ok(ExitCode::SUCCESS)
+            if !wait {
+                return Ok(ExitCode::SUCCESS);
+            }
+            wait_for_grant(&client, &created.id.to_string(), timeout)
         }
         AccessCommand::List { all, json } => list(server, kind, all, json),
         AccessCommand::Show { id, json } => show(server, kind, &id, json),
@@ -342,6 +354,60 @@ fn decision_line(kind: Kind, answer: &VoteAnswer) -> String {
         }
     };
     format!("{head}: {text}\n")
+}
+
+/// How often `access request --wait` asks.
+const POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits until request `id` is decided: exit 0 once granted, 1 when
+/// denied (or ended otherwise) or after `timeout`.
+fn wait_for_grant(
+    client: &airlock_api::Client,
+    id: &str,
+    timeout: std::time::Duration,
+) -> Result<ExitCode> {
+    let deadline = std::time::Instant::now() + timeout;
+    let out = &mut io::stdout().lock();
+    loop {
+        let a = call(client, None, client.access_request(id))?;
+        match a.status.as_str() {
+            "pending" if std::time::Instant::now() < deadline => std::thread::sleep(POLL),
+            "pending" => {
+                write_str(
+                    out,
+                    &format!(
+                        "access request {id} is still pending after {}; giving up\n",
+                        humantime::format_duration(timeout)
+                    ),
+                )?;
+                return Ok(ExitCode::FAILURE);
+            }
+            "granted" => {
+                write_str(
+                    out,
+                    &format!(
+                        "granted: {id} until {}\n",
+                        printable(a.expires_at.as_deref().unwrap_or("?"))
+                    ),
+                )?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            other => {
+                write_str(
+                    out,
+                    &format!(
+                        "access request {id} is {}{}\n",
+                        printable(other),
+                        a.reason
+                            .as_deref()
+                            .map(|r| format!(": {}", printable(r)))
+                            .unwrap_or_default()
+                    ),
+                )?;
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
 }
 
 /// The line `access request` prints.
@@ -733,6 +799,8 @@ mod tests {
                 role: "admin".into(),
                 duration: "30m".into(),
                 reason: "fix ticket 42".into(),
+                wait: false,
+                timeout: std::time::Duration::from_secs(1800),
             }
         );
         assert_eq!(cli.server.server, DEFAULT_SERVER);

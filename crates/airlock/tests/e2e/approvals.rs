@@ -702,3 +702,76 @@ async fn a_statement_held_on_one_replica_is_released_by_the_other() {
     assert_eq!(count(&t), 2);
     b.stop().await;
 }
+
+/// The first pending access request's id, as approvers list it.
+async fn pending_access(gw: &Gateway, token: &str) -> String {
+    for _ in 0..200 {
+        let listed = cli(gw, token, &["access", "list", "--json"]);
+        let list: Value = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+        if let Some(id) = list["requests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["status"] == "pending")
+            .and_then(|r| r["id"].as_str())
+        {
+            return id.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no access request became pending");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_request_wait_exits_by_the_decision_for_ci_jobs() {
+    let gw = Gateway::start(&jit_config()).await;
+    let devin = gw.token("devin", &["ai-agents"]);
+    let bob = gw.token("bob", &["dba"]);
+    let request = |timeout: &str| {
+        Command::new(AIRLOCK)
+            .args([
+                "access", "request", "test", "--role", "admin", "--for", "10m",
+            ])
+            .args(["--reason", "ci migration", "--wait", "--timeout", timeout])
+            .args(["--server", &format!("http://{}", gw.http)])
+            .env("AIRLOCK_TOKEN", &devin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Granted: exit 0, the grant printed.
+    let child = request("60s");
+    let id = pending_access(&gw, &bob).await;
+    assert!(cli(&gw, &bob, &["access", "approve", &id]).status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("granted: {id} until ")),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        cli(&gw, &bob, &["access", "revoke", &id, "--reason", "done"])
+            .status
+            .success()
+    );
+
+    // Denied: exit 1, with the reason.
+    let child = request("60s");
+    let id = pending_access(&gw, &bob).await;
+    assert!(
+        cli(&gw, &bob, &["access", "deny", &id, "--reason", "not now"])
+            .status
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("not now"), "{}", stdout(&out));
+
+    // Nobody decides: exit 1 after the timeout.
+    let out = request("1s").wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("still pending"), "{}", stdout(&out));
+    gw.stop().await;
+}

@@ -17,6 +17,7 @@ mod corpus;
 mod approvals;
 mod cli;
 mod data_path;
+mod deploy;
 mod handshake;
 mod identity;
 mod masking;
