@@ -76,6 +76,34 @@ pub struct Config {
     /// The MCP endpoint for agents.
     #[serde(default)]
     pub mcp: crate::Mcp,
+    /// On SIGTERM: how long open sessions may run on (new ones refused, `/readyz` not ready)
+    /// before they are ended with a message naming the shutdown.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: HumanDuration,
+    /// The process's own logs.
+    #[serde(default)]
+    pub log: Log,
+}
+
+fn default_shutdown_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+/// The process's own logs (on standard error).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+pub struct Log {
+    /// `text` (the default) or `json`: one JSON object per line, for log shippers.
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -663,6 +691,8 @@ mcp:
   max_bytes: 256KiB
   statement_timeout: 10s
   allowed_origins: ["https://app.example.com"]
+shutdown_grace: 45s
+log: {format: json}
 "#;
 
     fn strings(v: &[&str]) -> Vec<String> {
@@ -883,6 +913,10 @@ mcp:
                 statement_timeout: crate::HumanDuration(Duration::from_secs(10)),
                 allowed_origins: strings(&["https://app.example.com"]),
                 ..crate::Mcp::default()
+            },
+            shutdown_grace: HumanDuration(Duration::from_secs(45)),
+            log: Log {
+                format: LogFormat::Json,
             },
         };
         assert_eq!(config, want);

@@ -40,7 +40,8 @@ use std::path::Path;
 pub use approvals::{Approvals, Jit, Notifications, Webhook, WebhookEvent, WebhookFormat};
 pub use config::{
     AccessMode, AccessRule, ClaimValues, ClientTls, Config, Connection, Identity, Issuer, JwksAuth,
-    Limits, Listen, Protocol, RoleCredential, StartupNotice, TlsMode, Upstream, UpstreamTls,
+    Limits, Listen, Log, LogFormat, Protocol, RoleCredential, StartupNotice, TlsMode, Upstream,
+    UpstreamTls,
 };
 pub use error::ConfigError;
 pub use guardrails::{Guardrail, GuardrailAction, GuardrailMatch, WhereClause};

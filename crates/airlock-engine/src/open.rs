@@ -216,6 +216,8 @@ pub enum Cut {
     Lifetime,
     /// The session's just-in-time grant expired or was revoked: why.
     Grant(String),
+    /// The gateway is shutting down and its grace period is over.
+    Shutdown,
 }
 
 impl Cut {
@@ -225,6 +227,7 @@ impl Cut {
             Cut::TokenExpired => "token expired".into(),
             Cut::Lifetime => "session lifetime reached".into(),
             Cut::Grant(why) => why.clone(),
+            Cut::Shutdown => "gateway shutting down".into(),
         }
     }
 
@@ -236,6 +239,7 @@ impl Cut {
                 "the session reached its configured lifetime (identity.session_lifetime)"
             }
             Cut::Grant(why) => why,
+            Cut::Shutdown => "the gateway is shutting down; reconnect (to another replica)",
         };
         format!("airlock: session ended: {why}")
     }

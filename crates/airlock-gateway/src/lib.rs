@@ -139,6 +139,12 @@ pub struct Gateway {
     mysql_version: tokio::sync::OnceCell<(Vec<u8>, bool)>,
     /// MySQL sessions by airlock's connection id, for `KILL QUERY`.
     mysql_sessions: mysql::Sessions,
+    /// Session slots in all (`limits.max_sessions`).
+    max_sessions: usize,
+    /// Set on shutdown: `/readyz` says not ready.
+    draining: std::sync::atomic::AtomicBool,
+    /// Set when sessions must end (a shutdown's grace is over).
+    terminate: tokio::sync::watch::Sender<bool>,
 }
 
 impl Gateway {
@@ -160,7 +166,39 @@ impl Gateway {
             clock: std::sync::OnceLock::new(),
             mysql_version: tokio::sync::OnceCell::new(),
             mysql_sessions: mysql::Sessions::default(),
+            max_sessions: config.limits.max_sessions as usize,
+            draining: std::sync::atomic::AtomicBool::new(false),
+            terminate: tokio::sync::watch::channel(false).0,
         }))
+    }
+
+    /// Starts a shutdown: readiness says no from now on (the listeners are
+    /// closed by whoever stops them).
+    pub fn start_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a shutdown has started.
+    pub fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Sessions open now (wire sessions and MCP calls).
+    pub fn active_sessions(&self) -> usize {
+        self.max_sessions - self.sessions.available_permits()
+    }
+
+    /// Ends every session: each is cut with a message naming the shutdown
+    /// (PostgreSQL `57P01`, MySQL 1053), its end recorded.
+    pub fn end_sessions(&self) {
+        self.terminate.send_replace(true);
+    }
+
+    /// Resolves once no session is open (every slot is free again).
+    pub async fn sessions_ended(&self) {
+        let all = u32::try_from(self.max_sessions).unwrap_or(u32::MAX);
+        let _ = self.sessions.acquire_many(all).await;
     }
 
     /// Connects the gateway to the process's recorder (once).

@@ -20,16 +20,31 @@ pub(crate) async fn grant_revoked(
     std::future::pending().await
 }
 
-/// Resolves at the session's deadline, with why it ends; never without one.
+/// Resolves at the session's deadline, with why it ends, or when the
+/// gateway ends its sessions (its shutdown's grace is over).
 pub(crate) async fn cut_at(
     clock: &dyn airlock_engine::clock::Clock,
     deadline: &Option<open::Deadline>,
+    terminate: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Cut {
-    match deadline {
-        Some(d) => {
-            clock.sleep_until(d.at).await;
-            d.why.clone()
+    let at_deadline = async {
+        match deadline {
+            Some(d) => {
+                clock.sleep_until(d.at).await;
+                d.why.clone()
+            }
+            None => std::future::pending().await,
         }
-        None => std::future::pending().await,
+    };
+    tokio::select! {
+        why = at_deadline => why,
+        _ = terminated(terminate) => Cut::Shutdown,
+    }
+}
+
+/// Resolves once the gateway ends its sessions.
+pub(crate) async fn terminated(terminate: &mut tokio::sync::watch::Receiver<bool>) {
+    if terminate.wait_for(|t| *t).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }

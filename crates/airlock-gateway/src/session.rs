@@ -482,6 +482,7 @@ async fn run(
         _ => None,
     };
 
+    let mut terminate = gateway.terminate.subscribe();
     let mut waiting: Option<Waiting> = None;
     let end: Result<PumpEnd, Cut> = loop {
         tokio::select! {
@@ -534,7 +535,7 @@ async fn run(
                     break Ok(end);
                 }
             }
-            why = cut_at(&*clock, &deadline) => break Err(why),
+            why = cut_at(&*clock, &deadline, &mut terminate) => break Err(why),
             why = grant_revoked(&mut revoked) => break Err(Cut::Grant(why)),
         }
     };
@@ -576,11 +577,11 @@ async fn run(
     let abandoned = match &end {
         Err(cut) => {
             tracing::info!(reason = %cut.reason(), "session cut");
-            fatal(
-                pump.client_out(),
-                sqlstate::INVALID_AUTHORIZATION,
-                &cut.message(),
-            );
+            let code = match cut {
+                Cut::Shutdown => sqlstate::ADMIN_SHUTDOWN,
+                _ => sqlstate::INVALID_AUTHORIZATION,
+            };
+            fatal(pump.client_out(), code, &cut.message());
             true
         }
         Ok(PumpEnd::Terminated) => {

@@ -30,6 +30,8 @@ pub const UNKNOWN_STMT_HANDLER: u16 = 1243;
 pub const NOT_SUPPORTED_AUTH_MODE: u16 = 1251;
 /// ER_INVALID_CHARACTER_STRING (HY000): a statement that is not UTF-8.
 pub const INVALID_CHARACTER_STRING: u16 = 1300;
+/// ER_SERVER_SHUTDOWN (08S01): the gateway is shutting down.
+pub const SERVER_SHUTDOWN: u16 = 1053;
 /// ER_CONNECTION_KILLED (70100): the session was cut (token or grant expired,
 /// grant revoked).
 pub const CONNECTION_KILLED: u16 = 1927;

@@ -137,12 +137,21 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing() {
+    init_tracing_as(airlock_config::LogFormat::Text);
+}
+
+/// Logs to standard error, filtered by `AIRLOCK_LOG` (default `info`), as
+/// text or one JSON object per line (`log.format`).
+fn init_tracing_as(format: airlock_config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        airlock_config::LogFormat::Text => builder.init(),
+        airlock_config::LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -154,8 +163,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => {
-            init_tracing();
             let cfg = airlock::serve::load(&config)?;
+            init_tracing_as(cfg.log.format);
             runtime()?.block_on(async {
                 let running = airlock::serve::start(cfg, Some(config)).await?;
                 shutdown_signal().await;

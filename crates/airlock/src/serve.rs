@@ -29,13 +29,50 @@ pub struct Running {
     pub mysql: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
+    /// Closes the database listeners.
+    listeners: watch::Sender<bool>,
+    /// Stops everything else (HTTP, approvals, the journal's shipping).
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// `shutdown_grace`.
+    grace: std::time::Duration,
 }
 
 impl Running {
-    /// Stops accepting and waits for the listeners to close.
+    /// Shuts down gracefully (SIGTERM): `/readyz` says not ready and the
+    /// database listeners close at once; open sessions may finish within
+    /// `shutdown_grace`, then those left are ended with a message naming the
+    /// shutdown (their ends recorded); then the HTTP listener and the
+    /// background work stop, the shipper shipping the journal one last time.
     pub async fn stop(self) {
+        let grace = self.grace;
+        self.stop_within(grace).await;
+    }
+
+    /// [`Running::stop`] with another grace period.
+    pub async fn stop_within(self, grace: std::time::Duration) {
+        self.gateway.start_draining();
+        let _ = self.listeners.send(true);
+        let open = self.gateway.active_sessions();
+        if open > 0 {
+            tracing::info!(sessions = open, ?grace, "waiting for sessions to finish");
+        }
+        if tokio::time::timeout(grace, self.gateway.sessions_ended())
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                sessions = self.gateway.active_sessions(),
+                "shutdown grace over: ending the sessions left"
+            );
+            self.gateway.end_sessions();
+            // Each ends at its next step; a stuck one is not waited for long.
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                self.gateway.sessions_ended(),
+            )
+            .await;
+        }
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
@@ -187,6 +224,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let gateway = Gateway::new(&config, dev_issuer.as_ref().map(|(_, uri)| uri.clone()))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (listeners, listeners_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
     // The recorder: a journal that cannot be opened does not stop the
@@ -244,7 +282,13 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
             metrics: metrics_handle(),
             ready: {
                 let recorder = Arc::clone(&recorder);
-                Arc::new(move || recorder.ready())
+                let gateway = Arc::clone(&gateway);
+                Arc::new(move || {
+                    if gateway.draining() {
+                        return Err("shutting down".into());
+                    }
+                    recorder.ready()
+                })
             },
             dev_issuer,
             audit: Some(airlock_api::AuditApi::new(
@@ -277,12 +321,12 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     }
     if let Some(listener) = pg_listener {
         let gw = Arc::clone(&gateway);
-        let stop = stopped(shutdown_rx.clone());
+        let stop = stopped(listeners_rx.clone());
         tasks.push(tokio::spawn(gw.serve_postgres(listener, stop)));
     }
     if let Some(listener) = my_listener {
         let gw = Arc::clone(&gateway);
-        let stop = stopped(shutdown_rx.clone());
+        let stop = stopped(listeners_rx.clone());
         tasks.push(tokio::spawn(gw.serve_mysql(listener, stop)));
     }
     if let Some(path) = config_path {
@@ -299,8 +343,10 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         mysql,
         http,
         gateway,
+        listeners,
         shutdown,
         tasks,
+        grace: config.shutdown_grace.0,
     })
 }
 

@@ -868,7 +868,19 @@ async fn settle_hold(
     };
     let trail = open.recorder.trail();
     let holder = open.holder(&approvals, &trail);
-    let wait = waiting.decided().await;
+    let mut terminate = cx.gateway.terminate.subscribe();
+    let wait = tokio::select! {
+        wait = waiting.decided() => wait,
+        _ = crate::lifetime::terminated(&mut terminate) => {
+            hold::cancel(&holder, waiting, "the gateway is shutting down").await;
+            let failure = Failure {
+                rule: Some(run.rule.clone()),
+                ..Failure::new("unavailable", "57P01", open::Cut::Shutdown.message())
+            };
+            let _ = record(open, &run.text, &run.statements, &run.params, Recorded::Approve, Some(&run.rule), Some(&failure), None);
+            return Outcome::Failed(failure);
+        }
+    };
     let outcome = hold::end(&holder, waiting, wait).await;
     if outcome.refusal().is_some() {
         return refused_hold(

@@ -565,6 +565,7 @@ async fn run(
         (Some(g), Some(a)) => g.id.parse().ok().map(|id| a.watch_grant(id)),
         _ => None,
     };
+    let mut terminate = gateway.terminate.subscribe();
     let end = loop {
         if let Err(e) = s.flush().await {
             break e;
@@ -577,7 +578,7 @@ async fn run(
                         Ok(0) | Err(_) => break End::ClientGone,
                         Ok(_) => continue,
                     },
-                    why = crate::lifetime::cut_at(&*clock, &deadline) => break End::Cut(why),
+                    why = crate::lifetime::cut_at(&*clock, &deadline, &mut terminate) => break End::Cut(why),
                     why = crate::lifetime::grant_revoked(&mut revoked) => break End::Cut(Cut::Grant(why)),
                 }
             }
@@ -601,13 +602,11 @@ async fn run(
     match &end {
         End::Cut(cut) => {
             tracing::info!(reason = %cut.reason(), "session cut");
-            codec::err(
-                &mut s.out,
-                &mut 0,
-                errno::CONNECTION_KILLED,
-                "70100",
-                &cut.message(),
-            );
+            let (code, state) = match cut {
+                Cut::Shutdown => (errno::SERVER_SHUTDOWN, "08S01"),
+                _ => (errno::CONNECTION_KILLED, "70100"),
+            };
+            codec::err(&mut s.out, &mut 0, code, state, &cut.message());
         }
         End::Protocol(why) => {
             tracing::warn!(why, "protocol violation");

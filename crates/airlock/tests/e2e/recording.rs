@@ -871,3 +871,134 @@ async fn a_bind_of_a_statement_prepared_in_sql_is_recorded() {
     assert_eq!(result.rows, 1);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_sessions_ships_the_journal_and_a_restart_loses_no_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = unique("rec_drain");
+    direct(&format!("CREATE TABLE {table} (id int PRIMARY KEY)"));
+    let _cleanup = Cleanup::sql(format!("DROP TABLE IF EXISTS {table}"));
+    let (pg, http) = (airlock_testkit::free_port(), airlock_testkit::free_port());
+    let config = write_config(dir.path(), pg, http, "shutdown_grace: 3s\n");
+    let mut gw = serve(dir.path(), &config, pg, None);
+    let token = gw.token("ci-drain", &["dba"]);
+
+    // Four sessions insert unique ids until the gateway ends them.
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let client = gw.ready_client(&token).await;
+        let table = table.clone();
+        workers.push(tokio::spawn(async move {
+            for n in 0.. {
+                let id = w * 1_000_000 + n;
+                if let Err(e) = client
+                    .simple_query(&format!("INSERT INTO {table} VALUES ({id})"))
+                    .await
+                {
+                    return (n, e.code().map(|c| c.code().to_string()));
+                }
+            }
+            unreachable!()
+        }));
+    }
+    let ready = |code: u16| async move {
+        reqwest::get(format!("http://127.0.0.1:{http}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == code)
+    };
+    wait_until(
+        "the gateway to be ready",
+        Duration::from_secs(10),
+        async || ready(200).await,
+    )
+    .await;
+    let pid = gw.child.id();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Draining: not ready, no new sessions, the open ones still served.
+    wait_until(
+        "/readyz to say not ready",
+        Duration::from_secs(10),
+        async || ready(503).await,
+    )
+    .await;
+    assert!(
+        gw.connect(&token).await.is_err(),
+        "a new session during the drain"
+    );
+    let before = workers.iter().filter(|w| w.is_finished()).count();
+    assert_eq!(before, 0, "sessions run on during the grace period");
+
+    // The grace period over, the sessions left are ended with 57P01.
+    let mut ran = 0;
+    for w in workers {
+        let (n, code) = w.await.unwrap();
+        assert_eq!(code.as_deref(), Some("57P01"), "after {n} inserts");
+        ran += n;
+    }
+    assert!(ran > 20, "the workload ran ({ran} inserts)");
+    let status = gw.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+
+    // Shipped before the process exited: every insert that ran, and every
+    // session's end, are in the store with no gateway running.
+    let store = store_at(&format!(
+        "sqlite://{}/data/airlock.db",
+        dir.path().display()
+    ))
+    .await;
+    let events = store_events(&store).await;
+    let in_db: BTreeSet<i64> = direct(&format!("SELECT id FROM {table} ORDER BY id"))
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let prefix = format!("INSERT INTO {table} VALUES (");
+    let recorded: BTreeSet<i64> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            Body::Statement(s) => s
+                .text
+                .strip_prefix(&prefix)?
+                .strip_suffix(')')?
+                .parse::<i64>()
+                .ok(),
+            _ => None,
+        })
+        .collect();
+    assert!(in_db.len() >= ran);
+    assert!(
+        in_db.is_subset(&recorded),
+        "an insert that ran is not in the store"
+    );
+    let ends: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            Body::SessionEnd(end) => Some(end.reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ends.iter()
+            .filter(|r| **r == "gateway shutting down")
+            .count(),
+        4,
+        "{ends:?}"
+    );
+
+    // The next process on the same data dir serves at once, and the trail
+    // verifies.
+    let gw = serve(dir.path(), &config, pg, None);
+    drop(gw.ready_client(&token).await);
+    let verify = gw.audit(&["verify"]);
+    assert!(
+        verify.status.success(),
+        "verify: {}{}",
+        common::stdout(&verify),
+        common::stderr(&verify)
+    );
+}
