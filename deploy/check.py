@@ -16,8 +16,10 @@ What it checks, printing every problem and exiting 1 if there is any:
   probes on its HTTP port; its journal on a volume claim template of a
   StatefulSet; a Service per listener; the projected token for the API
   server's JWKS; a PodDisruptionBudget and a NetworkPolicy; no several
-  replicas on an SQLite store; that the agent example's identity is matched
-  by an access rule of the policy.
+  replicas on an SQLite store; that the agent example's identity (its
+  projected token's claims, `iss` the policy's kubernetes issuer) is matched
+  by an access rule of the policy, read as airlock reads rules: every
+  matcher (groups, subjects, claims) must hold.
 - Helm: renders deploy/helm/airlock with `helm` (HELM, or helm on PATH) and
   checks the result like the overlays, and that replicas > 1 on SQLite fails
   to render; without helm it says it skipped that. Always: the chart's
@@ -30,8 +32,8 @@ What it checks, printing every problem and exiting 1 if there is any:
   static build.
 - With AIRLOCK naming an airlock binary: `airlock policy check` on every
   airlock.yaml shipped here (compose, each overlay's ConfigMap, the chart's
-  values), with its secret files, TLS material and data dir swapped for
-  temporary ones so that the check runs anywhere.
+  values), with its secret files, TLS material, CA bundles and data dir
+  swapped for temporary ones so that the check runs anywhere.
 
 Needs Python 3.11 and, from PyPI (scripts/setup.sh installs them):
     pip install 'kubernetes-validate>=1.30,<2' 'check-jsonschema>=0.33,<1'
@@ -362,23 +364,73 @@ def gateway_invariants(objects: list[dict], where: str) -> tuple[list[str], dict
     return problems, config
 
 
-def rule_matches(rule: dict, subject: str, claims: dict) -> bool:
-    """Whether an access rule's subjects (globs) or claims select the principal."""
-    matched = False
-    if rule.get("subjects"):
-        if not any(fnmatch.fnmatchcase(subject, g) for g in rule["subjects"]):
-            return False
-        matched = True
-    if rule.get("claims"):
-        for path, want in rule["claims"].items():
-            have = claims.get(path)
-            wants = want if isinstance(want, list) else [want]
-            if have is None or not any(fnmatch.fnmatchcase(str(have), str(w)) for w in wants):
-                return False
-        matched = True
+def claim_path(path: str) -> list[str] | None:
+    """A claim path's names, as airlock reads it: dots separate levels,
+    `\\.` is a dot inside a name, `\\\\` a backslash; None if invalid."""
+    names, cur, i = [], "", 0
+    while i < len(path):
+        c = path[i]
+        if c == "\\":
+            if i + 1 >= len(path) or path[i + 1] not in ".\\":
+                return None
+            cur += path[i + 1]
+            i += 2
+            continue
+        if c == ".":
+            names.append(cur)
+            cur = ""
+        else:
+            cur += c
+        i += 1
+    names.append(cur)
+    return names if all(names) else None
+
+
+def claim_lookup(claims: dict, names: list[str]):
+    """The value at `names`; at each level the longest existing name wins
+    (`kubernetes.io` before `kubernetes`), as airlock does. None if missing."""
+    for k in range(len(names), 0, -1):
+        key = ".".join(names[:k])
+        if key not in claims:
+            continue
+        value, rest = claims[key], names[k:]
+        if not rest:
+            return value
+        if isinstance(value, dict):
+            found = claim_lookup(value, rest)
+            if found is not None:
+                return found
+    return None
+
+
+def claim_accepts(value, wants: list[str]) -> bool:
+    if isinstance(value, list):
+        return any(not isinstance(v, list) and claim_accepts(v, wants) for v in value)
+    if value is None or isinstance(value, dict):
+        return False
+    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    # airlock's globs know only `*`; escape fnmatch's other metacharacters.
+    return any(fnmatch.fnmatchcase(text, re.sub(r"([?\[])", r"[\1]", str(w))) for w in wants)
+
+
+def rule_matches(rule: dict, claims: dict) -> bool:
+    """Whether an access rule selects a principal with these token claims:
+    every matcher it names (groups, subjects, claims) must hold."""
+    if not (rule.get("groups") or rule.get("subjects") or rule.get("claims")):
+        return False
     if rule.get("groups"):
-        return False  # service-account tokens carry no groups
-    return matched
+        groups = claims.get("groups") or []
+        if not any(g in groups for g in rule["groups"]):
+            return False
+    if rule.get("subjects"):
+        if not claim_accepts(claims.get("sub"), rule["subjects"]):
+            return False
+    for path, want in (rule.get("claims") or {}).items():
+        names = claim_path(path)
+        wants = want if isinstance(want, list) else [want]
+        if names is None or not claim_accepts(claim_lookup(claims, names), wants):
+            return False
+    return True
 
 
 def agent_invariants(objects: list[dict], configs: dict[str, dict]) -> list[str]:
@@ -410,11 +462,19 @@ def agent_invariants(objects: list[dict], configs: dict[str, dict]) -> list[str]
         if "airlock-postgres." not in yaml.safe_dump(spec):
             problems.append(f"{name}: does not connect to the airlock-postgres Service")
         subject = f"system:serviceaccount:{ns}:{sa}"
-        claims = {"kubernetes.io.namespace": ns, "kubernetes.io.serviceaccount.name": sa}
         for layout, config in configs.items():
-            rules = [r["name"] for r in config.get("access") or [] if rule_matches(r, subject, claims)]
+            # The claims of the pod's projected token, as the API server
+            # mints them, with `iss` the policy's kubernetes issuer.
+            issuer = next((i.get("issuer") for i in (config.get("identity") or {}).get("issuers") or []
+                           if i.get("name") == "kubernetes"), None)
+            if issuer is None:
+                problems.append(f"{layout}: the policy has no issuer named kubernetes for {subject}")
+                continue
+            claims = {"iss": issuer, "sub": subject, "aud": ["airlock"],
+                      "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": sa}}}
+            rules = [r["name"] for r in config.get("access") or [] if rule_matches(r, claims)]
             if not rules:
-                problems.append(f"{layout}: no access rule matches {subject}")
+                problems.append(f"{layout}: no access rule matches {subject} (iss {issuer})")
     return problems
 
 
@@ -447,9 +507,11 @@ class PolicyChecker:
         for key, kind, value in walk_secrets(config):
             if kind == "env":
                 env[value] = f"check-{value.lower()}"
-            elif key.endswith("tls.cert") or key.endswith("tls.key"):
+            elif key.endswith("tls.cert") or key.endswith("tls.key") or key.endswith(".ca"):
+                # A certificate where one is read: TLS, an issuer's or an
+                # upstream's CA bundle.
                 crt, k = self.tls_pair()
-                replace[value] = str(crt if key.endswith("tls.cert") else k)
+                replace[value] = str(k if key.endswith("tls.key") else crt)
             else:
                 f = work / f"secret-{len(replace)}"
                 f.write_text("check-secret\n")
