@@ -702,7 +702,7 @@ pub async fn file_access_request(
         kind: ApprovalKind::Access,
         requester_issuer: p.issuer.clone(),
         requester_subject: p.subject.clone(),
-        requester_act: p.act.clone(),
+        requester_act: airlock_policy::approval::encode_actors(&p.act_chain),
         connection: request.connection.clone(),
         role: request.role.clone(),
         rule: terms.rule.clone(),

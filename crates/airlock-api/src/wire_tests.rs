@@ -180,6 +180,7 @@ fn session_start() -> Vec<u8> {
             issuer: "https://issuer".into(),
             groups: vec!["agents".into()],
             act: None,
+            act_chain: Vec::new(),
             connection: "app".into(),
             role: "readonly".into(),
             access_rule: "agents".into(),

@@ -63,9 +63,14 @@ pub struct SessionStart {
     /// The issuer that vouched for it.
     pub issuer: String,
     pub groups: Vec<String>,
-    /// The human the principal acts for (the token's `act.sub`), if any.
+    /// The party acting for the principal (the token's `act.sub`, RFC 8693),
+    /// if any. Events before the delegation chain was recorded read the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<String>,
+    /// The whole delegation chain when it is longer than `act`: the current
+    /// actor, then each prior one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub act_chain: Vec<String>,
     pub connection: String,
     pub role: String,
     /// The access rule that granted the route.

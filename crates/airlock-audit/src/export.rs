@@ -336,6 +336,9 @@ fn session_start(row: &EventRow, event: &Event, s: &SessionStart) -> Json {
     if let Some(act) = &s.act {
         u.insert("act".into(), json!(act));
     }
+    if !s.act_chain.is_empty() {
+        u.insert("act_chain".into(), json!(s.act_chain));
+    }
     u.insert("role".into(), json!(s.role));
     u.insert("mode".into(), json!(s.mode));
     u.insert("unmask".into(), json!(s.unmask));
@@ -641,6 +644,7 @@ mod tests {
             issuer: "https://issuer.example".into(),
             groups: vec!["agents".into()],
             act: Some("alice".into()),
+            act_chain: Vec::new(),
             connection: "app".into(),
             role: "readonly".into(),
             access_rule: "agents".into(),

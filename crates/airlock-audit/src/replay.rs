@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! -- airlock session 01900000-0000-7000-8000-000000000001
-//! -- principal: ci-bot (acting for alice@example.com)
+//! -- principal: alice@example.com (via ci-bot)
 //! -- connection: app, role: readonly
 //! -- access rule: "agents", read-only
 //! -- client: 10.0.0.5:51234, application_name: psql, TLS: on
@@ -147,8 +147,15 @@ pub fn transcript(events: &[Event], out: &mut impl Write) -> fmt::Result {
 fn header(e: &Event, s: &SessionStart, out: &mut impl Write) -> fmt::Result {
     writeln!(out, "-- airlock session {}", s.session)?;
     write!(out, "-- principal: {}", Clean(&s.principal))?;
-    if let Some(act) = &s.act {
-        write!(out, " (acting for {})", Clean(act))?;
+    // RFC 8693: the principal is who the request is for; `act` who acts.
+    let chain: Vec<&str> = if s.act_chain.is_empty() {
+        s.act.iter().map(String::as_str).collect()
+    } else {
+        s.act_chain.iter().map(String::as_str).collect()
+    };
+    if !chain.is_empty() {
+        let actors: Vec<String> = chain.iter().map(|a| Clean(a).to_string()).collect();
+        write!(out, " (via {})", actors.join(", then "))?;
     }
     writeln!(out)?;
     write!(out, "-- issuer: {}", Clean(&s.issuer))?;
@@ -690,6 +697,7 @@ mod tests {
                 issuer: "https://issuer.example".into(),
                 groups: vec!["agents".into(), "ci".into()],
                 act: Some("alice@example.com".into()),
+                act_chain: Vec::new(),
                 connection: "app".into(),
                 role: "readonly".into(),
                 access_rule: "agents".into(),
@@ -870,7 +878,7 @@ mod tests {
             ),
         ];
         let expected = r#"-- airlock session 01900000-0000-7000-8000-000000000001
--- principal: ci-bot (acting for alice@example.com)
+-- principal: ci-bot (via alice@example.com)
 -- issuer: https://issuer.example, groups: agents, ci
 -- connection: app, role: readonly
 -- access rule: "agents", read-only

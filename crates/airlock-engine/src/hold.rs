@@ -316,7 +316,7 @@ pub async fn begin(
         kind: airlock_store::ApprovalKind::Statement,
         requester_issuer: principal.issuer.clone(),
         requester_subject: principal.subject.clone(),
-        requester_act: principal.act.clone(),
+        requester_act: airlock_policy::approval::encode_actors(&principal.act_chain),
         connection: route.connection.clone(),
         role: route.role.clone(),
         rule: request.rule.clone(),

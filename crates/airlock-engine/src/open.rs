@@ -299,6 +299,11 @@ pub fn start(
         issuer: principal.issuer.clone(),
         groups: principal.groups.clone(),
         act: principal.act.clone(),
+        act_chain: if principal.act_chain.len() > 1 {
+            principal.act_chain.clone()
+        } else {
+            Vec::new()
+        },
         connection: route.connection.clone(),
         role: route.role.clone(),
         access_rule: route.rule.clone(),

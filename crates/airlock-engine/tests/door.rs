@@ -99,6 +99,7 @@ fn principal() -> Principal {
         token_id: None,
         expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000),
         claims: Default::default(),
+        act_chain: vec!["ann".into()],
     }
 }
 

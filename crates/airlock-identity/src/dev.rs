@@ -52,7 +52,8 @@ pub struct MintRequest {
     pub subject: String,
     pub groups: Vec<String>,
     pub ttl: Duration,
-    /// `act.sub`, the human an agent acts for.
+    /// `act.sub` (RFC 8693): the party acting (an agent) for the subject
+    /// (the human on whose behalf it acts).
     pub act: Option<String>,
     pub audience: String,
 }

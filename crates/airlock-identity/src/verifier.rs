@@ -292,26 +292,44 @@ fn principal(
     {
         return Err(AuthError::NotYetValid);
     }
-    let act = match claims.get("act") {
-        None => None,
-        Some(act) => Some(
-            act.get("sub")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid_claim("act", "an object with a string \"sub\""))?
-                .to_owned(),
-        ),
-    };
+    let act_chain = actors(claims.get("act"))?;
     Ok(Principal {
         issuer_name: spec.name.clone(),
         issuer: spec.issuer.clone(),
         subject: subject.to_owned(),
         groups: groups(claims, &spec.groups_claim)?,
-        act,
+        act: act_chain.first().cloned(),
+        act_chain,
         token_id: str_claim(claims, "jti")?.map(str::to_owned),
         expires_at,
         claims: airlock_policy::claims::Claims::new(claims.clone()),
     })
 }
+
+/// The delegation chain of an `act` claim (RFC 8693 §4.1): the current
+/// actor, then each prior one (`act` nested in `act`), at most [`MAX_ACTORS`].
+fn actors(act: Option<&Value>) -> Result<Vec<String>, AuthError> {
+    let mut chain = Vec::new();
+    let mut at = act;
+    while let Some(act) = at {
+        if chain.len() == MAX_ACTORS {
+            return Err(invalid_claim(
+                "act",
+                "a delegation chain of at most 8 actors",
+            ));
+        }
+        let sub = act
+            .get("sub")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid_claim("act", "an object with a string \"sub\""))?;
+        chain.push(sub.to_owned());
+        at = act.get("act");
+    }
+    Ok(chain)
+}
+
+/// The longest delegation chain accepted.
+const MAX_ACTORS: usize = 8;
 
 fn groups(claims: &Map<String, Value>, claim: &str) -> Result<Vec<String>, AuthError> {
     let value = claims.get(claim).or_else(|| {

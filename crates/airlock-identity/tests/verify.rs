@@ -282,6 +282,7 @@ async fn an_rs256_token_verifies_with_discovered_keys() {
         principal,
         Principal {
             claims: principal.claims.clone(),
+            act_chain: Vec::new(),
             issuer_name: "corp".into(),
             issuer: corp.idp.issuer(),
             subject: "alice".into(),
@@ -688,4 +689,37 @@ fn setup_refuses_plain_http_and_duplicates() {
         Verifier::new(vec![https, twin], VerifierOptions::default()),
         Err(SetupError::DuplicateIssuer(_))
     ));
+}
+
+#[tokio::test]
+async fn a_nested_act_claim_is_the_whole_delegation_chain() {
+    let corp = Corp::start().await;
+    // RFC 8693 §4.1: alice's request, made by agent-2, which agent-1 asked.
+    let token = corp.token(json!({
+        "act": {"sub": "agent-2", "act": {"sub": "agent-1"}}
+    }));
+    let p = corp.accept(&token, at(T0)).await;
+    assert_eq!(p.subject, "alice");
+    assert_eq!(p.act.as_deref(), Some("agent-2"));
+    assert_eq!(p.act_chain, ["agent-2", "agent-1"]);
+    assert_eq!(
+        p.parties().collect::<Vec<_>>(),
+        ["alice", "agent-2", "agent-1"]
+    );
+    // A malformed link anywhere, or a chain too long, refuses the token.
+    let mut deep = json!({"sub": "a0"});
+    for i in 1..10 {
+        deep = json!({"sub": format!("a{i}"), "act": deep});
+    }
+    for act in [
+        json!({"sub": "a", "act": {"name": "b"}}),
+        json!("agent"),
+        deep,
+    ] {
+        let token = corp.token(json!({ "act": act }));
+        assert!(
+            matches!(corp.refuse(&token, at(T0)).await, AuthError::Malformed(_)),
+            "{act}"
+        );
+    }
 }

@@ -350,6 +350,7 @@ mod tests {
             token_id: None,
             expires_at: SystemTime::UNIX_EPOCH,
             claims: Default::default(),
+            act_chain: Vec::new(),
         }
     }
 

@@ -2,10 +2,12 @@
 //! apply alike.
 //!
 //! - An approver is in one of the approval's `approvers` groups.
-//! - Nobody decides their own request: not the requester's subject, not the
-//!   human the requester acts for, and not another agent acting for either
-//!   of them. An agent acting for a human counts as that human, so
-//!   `min_approvals` counts distinct humans ([`human`]).
+//! - Nobody decides their own request: no party of the requester's token
+//!   (its subject, on whose behalf it asks, and every actor of its RFC 8693
+//!   delegation chain) may vote, whichever part of the voter's own chain
+//!   names them. A principal counts as its subject (RFC 8693: `sub` is the
+//!   party on whose behalf an actor acts), so `min_approvals` counts
+//!   distinct subjects ([`human`]).
 //! - A denial needs a reason. An admin may deny anything, but approves only
 //!   as an approver.
 
@@ -15,7 +17,29 @@ use crate::Principal;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requester<'a> {
     pub subject: &'a str,
+    /// The actors of its delegation chain, as stored ([`encode_actors`]).
     pub act: Option<&'a str>,
+}
+
+/// A delegation chain as one stored value: the actor itself for a chain of
+/// one (as events and rows always held it), a JSON array for a longer one.
+pub fn encode_actors(chain: &[String]) -> Option<String> {
+    match chain {
+        [] => None,
+        [one] => Some(one.clone()),
+        many => Some(serde_json::Value::from(many.to_vec()).to_string()),
+    }
+}
+
+/// The actors of a stored chain ([`encode_actors`]).
+pub fn decode_actors(stored: Option<&str>) -> Vec<String> {
+    match stored {
+        None => Vec::new(),
+        Some(s) if s.starts_with('[') => {
+            serde_json::from_str(s).unwrap_or_else(|_| vec![s.to_string()])
+        }
+        Some(s) => vec![s.to_string()],
+    }
 }
 
 /// A vote.
@@ -55,9 +79,10 @@ impl std::fmt::Display for VoteRefusal {
     }
 }
 
-/// The human a principal counts as: the one it acts for, else itself.
+/// Who a principal counts as among approvers: its subject, the party on
+/// whose behalf it acts.
 pub fn human(p: &Principal) -> &str {
-    p.act.as_deref().unwrap_or(&p.subject)
+    &p.subject
 }
 
 /// Whether `voter` may cast `vote` on a request by `requester` whose
@@ -70,13 +95,11 @@ pub fn check_vote(
     reason: Option<&str>,
     admin: bool,
 ) -> Result<(), VoteRefusal> {
-    let theirs = [Some(requester.subject), requester.act];
-    let mine = [Some(voter.subject.as_str()), voter.act.as_deref()];
-    if mine
-        .iter()
-        .flatten()
-        .any(|m| theirs.iter().flatten().any(|t| t == m))
-    {
+    let actors = decode_actors(requester.act);
+    let theirs: Vec<&str> = std::iter::once(requester.subject)
+        .chain(actors.iter().map(String::as_str))
+        .collect();
+    if voter.parties().any(|m| theirs.contains(&m)) {
         return Err(VoteRefusal::OwnRequest);
     }
     if vote == Vote::Deny && reason.is_none_or(|r| r.trim().is_empty()) {
@@ -104,10 +127,50 @@ mod tests {
             subject: sub.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             act: act.map(Into::into),
+            act_chain: act.map(|a| vec![a.to_string()]).unwrap_or_default(),
             token_id: None,
             expires_at: SystemTime::UNIX_EPOCH,
             claims: Default::default(),
         }
+    }
+
+    #[test]
+    fn every_party_of_a_delegation_chain_is_excluded() {
+        let dba = vec!["dba".to_string()];
+        let chain = encode_actors(&["devin".into(), "planner".into()]);
+        assert_eq!(chain.as_deref(), Some(r#"["devin","planner"]"#));
+        assert_eq!(decode_actors(chain.as_deref()), ["devin", "planner"]);
+        assert_eq!(decode_actors(Some("devin")), ["devin"], "rows of one actor");
+        let req = Requester {
+            subject: "alice",
+            act: chain.as_deref(),
+        };
+        let mut prior = who("bob", Some("x"), &["dba"]);
+        prior.act_chain = vec!["x".into(), "planner".into()];
+        for p in [
+            who("alice", None, &["dba"]),
+            who("devin", None, &["dba"]),
+            who("planner", None, &["dba"]),
+            who("bob", Some("devin"), &["dba"]),
+            prior,
+        ] {
+            assert_eq!(
+                check_vote(&req, &p, &dba, Vote::Approve, None, false),
+                Err(VoteRefusal::OwnRequest),
+                "{p:?}"
+            );
+        }
+        assert_eq!(
+            check_vote(
+                &req,
+                &who("bob", None, &["dba"]),
+                &dba,
+                Vote::Approve,
+                None,
+                false
+            ),
+            Ok(())
+        );
     }
 
     #[test]
@@ -138,7 +201,8 @@ mod tests {
                 Err(VoteRefusal::OwnRequest)
             );
         }
-        assert_eq!(human(&who("agent", Some("carol"), &[])), "carol");
+        // RFC 8693: the subject is who the actor acts for.
+        assert_eq!(human(&who("carol", Some("agent"), &[])), "carol");
         assert_eq!(human(&who("carol", None, &[])), "carol");
     }
 

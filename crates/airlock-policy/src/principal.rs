@@ -15,8 +15,12 @@ pub struct Principal {
     pub subject: String,
     /// Groups from the issuer's groups claim (a string or an array of strings).
     pub groups: Vec<String>,
-    /// `act.sub` (RFC 8693): the human an agent acts for, when present.
+    /// `act.sub` (RFC 8693): the party acting (an agent) for the subject
+    /// (the human on whose behalf the request is made), when present.
     pub act: Option<String>,
+    /// The whole delegation chain (RFC 8693 §4.1, nested `act`): the current
+    /// actor first, then each prior actor. Empty without `act`.
+    pub act_chain: Vec<String>,
     /// The token's `jti`, when present.
     pub token_id: Option<String>,
     /// The token's `exp`.
@@ -29,6 +33,11 @@ impl Principal {
     /// Whether the principal is a member of `group`.
     pub fn in_group(&self, group: &str) -> bool {
         self.groups.iter().any(|g| g == group)
+    }
+
+    /// Every party of the request: the subject and each actor of its chain.
+    pub fn parties(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.subject.as_str()).chain(self.act_chain.iter().map(String::as_str))
     }
 
     /// Whether the principal is in any of `groups`.

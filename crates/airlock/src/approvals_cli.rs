@@ -422,11 +422,12 @@ fn requested_line(created: &Approval, request: &AccessRequest) -> String {
     )
 }
 
-/// The requester, and the human it acts for.
+/// The requester (on whose behalf), and the party acting for it.
 fn requester(a: &Approval) -> String {
     let mut who = printable(&a.requester);
     if let Some(act) = &a.act {
-        who.push_str(&format!(" (for {})", printable(act)));
+        let actors = airlock_policy::approval::decode_actors(Some(act));
+        who.push_str(&format!(" (via {})", printable(&actors.join(", then "))));
     }
     who
 }
@@ -1003,7 +1004,7 @@ mod tests {
             approvals_table(&items),
             format!(
                 "{}STATUS   REQUESTER          CONNECTION  ROLE  RULE                     APPROVALS  CREATED                   STATEMENT\n\
-                 {}pending  devin (for alice)  orders      rw    review-unbounded-writes  1/2        2024-05-01T12:00:00.000Z  DELETE FROM orders…\n\
+                 {}pending  devin (via alice)  orders      rw    review-unbounded-writes  1/2        2024-05-01T12:00:00.000Z  DELETE FROM orders…\n\
                  {}denied   evil\\x1b[2J        billing     ro    r                        0/1        2024-05-01T12:00:01.000Z  UPDATE t SET a = 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…\n\
                  {}pending  devin              orders      rw    review-unbounded-writes  1/2        2024-05-01T12:00:00.000Z  -\n",
                 id_col("ID"),
@@ -1030,7 +1031,7 @@ mod tests {
             format!(
                 "{}STATUS   REQUESTER       CONNECTION  ROLE   FOR    EXPIRES                   REASON\n\
                  {}granted  devin           orders      admin  30m    2024-05-01T12:32:00.000Z  fix ticket 42\n\
-                 {}pending  ci (for carol)  orders      admin  1h30m  -                         line one…\n",
+                 {}pending  ci (via carol)  orders      admin  1h30m  -                         line one…\n",
                 id_col("ID"),
                 id_col(GRANT),
                 id_col("a1000000-0000-4000-8000-000000000005"),
@@ -1068,7 +1069,7 @@ mod tests {
             format!(
                 "Approval:        {HELD}\n\
                  Status:          pending\n\
-                 Requester:       devin (for alice)\n\
+                 Requester:       devin (via alice)\n\
                  Connection:      orders as rw\n\
                  Rule:            review-unbounded-writes\n\
                  Approvers:       dba, sre (1 of 2 approvals)\n\

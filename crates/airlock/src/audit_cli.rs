@@ -406,7 +406,7 @@ fn session_text(session: &SessionEvents) -> String {
             Body::SessionStart(s) => {
                 let mut who = printable(&s.principal);
                 if let Some(act) = &s.act {
-                    who.push_str(&format!(" (acting for {})", printable(act)));
+                    who.push_str(&format!(" (via {})", printable(act)));
                 }
                 field(&mut out, "Principal:", who);
                 field(&mut out, "Issuer:", printable(&s.issuer));
@@ -849,6 +849,7 @@ mod tests {
                     issuer: "https://i".into(),
                     groups: vec![],
                     act: None,
+                    act_chain: Vec::new(),
                     connection: "app".into(),
                     role: "ro".into(),
                     access_rule: "agents".into(),

@@ -380,7 +380,7 @@ impl Demo {
         let Demo {
             running, sandbox, ..
         } = self;
-        if tokio::time::timeout(GATEWAY_STOP_TIMEOUT, running.stop())
+        if tokio::time::timeout(GATEWAY_STOP_TIMEOUT, running.stop_within(Duration::ZERO))
             .await
             .is_err()
         {

@@ -86,6 +86,7 @@ pub fn explain_in_mode(
         token_id: None,
         expires_at: SystemTime::now(),
         claims: airlock_policy::claims::Claims::new(claims),
+        act_chain: Vec::new(),
     };
     // A just-in-time role is explained as if granted: the guardrails are
     // the same once it is.

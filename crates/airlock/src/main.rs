@@ -39,7 +39,8 @@ enum Command {
         /// Lifetime, such as 15m or 1h.
         #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
         ttl: Duration,
-        /// The human the subject acts for (RFC 8693 `act.sub`).
+        /// The party acting for the subject (RFC 8693 `act.sub`): the agent, with
+        /// --sub naming the human it acts for.
         #[arg(long)]
         act: Option<String>,
         /// The configuration whose data_dir holds the dev issuer key; without

@@ -97,6 +97,7 @@ pub fn session(
         issuer: "https://issuer.test".into(),
         groups: vec!["agents".into()],
         act: None,
+        act_chain: Vec::new(),
         connection: connection.into(),
         role: "reader".into(),
         access_rule: "agents".into(),

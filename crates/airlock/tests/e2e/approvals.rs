@@ -688,15 +688,15 @@ async fn a_statement_held_on_one_replica_is_released_by_the_other() {
     assert!(done.status.success(), "{}", stderr(&done));
     assert_eq!(count(&t), 0);
 
-    // A gateway that stops takes its held clients with it: their approvals
-    // are abandoned, and B says so.
+    // A gateway that shuts down ends its held clients' sessions and
+    // cancels their approvals, and B says so.
     let (t, _drop) = table(2);
     let psql = spawn_psql(&a, &devin, "admin", &format!("DELETE FROM {t}"));
     let id = pending(&b, &bob).await["id"].as_str().unwrap().to_string();
     a.stop().await;
     let done = wait(psql);
     assert!(!done.status.success());
-    assert_eq!(status_of(&b, &bob, &id).await, "abandoned");
+    assert_eq!(status_of(&b, &bob, &id).await, "cancelled");
     let (code, _) = post(&b, &bob, &format!("/approvals/{id}/approve"), json!({})).await;
     assert_eq!(code, 409);
     assert_eq!(count(&t), 2);

@@ -144,9 +144,11 @@ impl Gateway {
         psql(&self.conninfo(dbname, user), token, sql)
     }
 
+    /// Stops the gateway without a grace period: open sessions are ended
+    /// at once (as after `shutdown_grace`), their ends recorded.
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
-            r.stop().await;
+            r.stop_within(Duration::ZERO).await;
         }
     }
 }
