@@ -101,6 +101,17 @@ pub enum Door {
     Mcp,
 }
 
+impl Door {
+    /// As events and metrics name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Door::Postgres => "postgres",
+            Door::Mysql => "mysql",
+            Door::Mcp => "mcp",
+        }
+    }
+}
+
 /// How a statement reached the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -112,7 +123,7 @@ pub enum Protocol {
 }
 
 /// What the policy decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     Allow,

@@ -527,6 +527,32 @@ pub async fn connect(
     }
 }
 
+/// How often the journal's size is measured for `airlock_journal_bytes`.
+const MEASURE_EVERY: Duration = Duration::from_secs(10);
+
+/// A shipping round succeeded: the time of it
+/// (`airlock_ship_last_success_timestamp_seconds`; the lag is now minus
+/// it), and, at most every [`MEASURE_EVERY`], the journal's size on disk.
+fn shipped_now(recorder: &Recorder, next_measure: &mut Instant) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    metrics::gauge!("airlock_ship_last_success_timestamp_seconds").set(now);
+    if Instant::now() < *next_measure {
+        return;
+    }
+    *next_measure = Instant::now() + MEASURE_EVERY;
+    let bytes: u64 = std::fs::read_dir(recorder.dir())
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.metadata().ok())
+                .filter(std::fs::Metadata::is_file)
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    metrics::gauge!("airlock_journal_bytes").set(bytes as f64);
+}
+
 /// The background shipper of a gateway process, until `stop` resolves.
 ///
 /// [`connect`]s to `store_url` with a pool of its own (the caller runs it
@@ -552,6 +578,7 @@ pub async fn run(
     };
     let mut shipper = Shipper::new(recorder.dir(), store);
     let mut next_prune = Instant::now();
+    let mut next_measure = Instant::now();
     let mut last_contact = Instant::now();
     loop {
         let mut round = shipper.ship().await;
@@ -573,6 +600,7 @@ pub async fn run(
                     tracing::info!("the audit store is reachable again; shipping caught up");
                     down = false;
                 }
+                shipped_now(&recorder, &mut next_measure);
                 recorder.set_store_status(Ok(()));
                 backoff.reset();
                 if report.inserted > 0 {

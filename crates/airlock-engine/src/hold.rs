@@ -228,6 +228,16 @@ impl Holder<'_> {
     }
 }
 
+/// How long a held statement waited for its decision, by outcome
+/// (`airlock_approval_wait_seconds`).
+fn waited(held_at: std::time::Instant, outcome: &str) {
+    metrics::histogram!(APPROVAL_WAIT_SECONDS, "outcome" => outcome.to_string())
+        .record(held_at.elapsed().as_secs_f64());
+}
+
+/// The histogram of how long held statements wait for their decision.
+pub const APPROVAL_WAIT_SECONDS: &str = "airlock_approval_wait_seconds";
+
 /// How long statements are held.
 #[derive(Debug, Clone, Copy)]
 pub struct HoldTimeouts {
@@ -240,6 +250,8 @@ pub struct HoldTimeouts {
 /// A held statement, waiting for its decision.
 pub struct Waiting {
     pub id: Uuid,
+    /// When the statement was held, for `airlock_approval_wait_seconds`.
+    held_at: std::time::Instant,
     decided: oneshot::Receiver<Decided>,
     deadline: tokio::time::Instant,
     timeout: Duration,
@@ -372,6 +384,7 @@ pub async fn begin(
     });
     Ok(Waiting {
         id,
+        held_at: std::time::Instant::now(),
         decided: approvals.wait(id),
         deadline: tokio::time::Instant::now() + timeout,
         timeout,
@@ -392,6 +405,7 @@ pub fn held_notice(w: &Waiting) -> String {
 /// gets.
 pub async fn end(holder: &Holder<'_>, w: Waiting, wait: Wait) -> HoldOutcome {
     let id = w.id;
+    let held_at = w.held_at;
     let approvals = holder.approvals;
     let decided = match wait {
         Some(d) => d,
@@ -412,6 +426,7 @@ pub async fn end(holder: &Holder<'_>, w: Waiting, wait: Wait) -> HoldOutcome {
                 .await
         }
     };
+    waited(held_at, decided.status.as_str());
     let mut event = holder.event(id, decided.status.as_str(), &w.request, false);
     event.by = decided.by.clone();
     event.reason = decided.reason.clone();
@@ -468,6 +483,7 @@ pub async fn cancel(holder: &Holder<'_>, w: Waiting, why: &str) {
     let approvals = holder.approvals;
     let decided = approvals.finish(w.id, ApprovalStatus::Cancelled, why).await;
     let status = decided.status.as_str();
+    waited(w.held_at, status);
     tracing::info!(approval = %w.id, status, "held statement's session ended");
     let mut event = holder.event(w.id, status, &w.request, false);
     event.by = decided.by;

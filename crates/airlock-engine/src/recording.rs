@@ -105,7 +105,14 @@ pub struct RecordingSession {
     open: HashMap<(u64, usize), Open>,
     /// The last RowDescription's column names, by message id.
     columns: HashMap<u64, Arc<[String]>>,
+    /// The door, for `airlock_statements_total`.
+    door: event::Door,
+    /// That counter's handles by decision and rule, looked up once each.
+    counters: HashMap<(Decision, Option<String>), metrics::Counter>,
 }
+
+/// Statements recorded, by door, decision and deciding rule.
+pub const STATEMENTS_TOTAL: &str = "airlock_statements_total";
 
 struct Parsed {
     text: Arc<str>,
@@ -121,9 +128,11 @@ struct Open {
 }
 
 impl RecordingSession {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         recorder: Arc<Recorder>,
         session: Uuid,
+        door: event::Door,
         limits: Limits,
         masking: Arc<Masking>,
         catalog: Option<Arc<SensitiveCatalog>>,
@@ -131,6 +140,8 @@ impl RecordingSession {
         redactor: Redactor,
     ) -> RecordingSession {
         RecordingSession {
+            door,
+            counters: HashMap::new(),
             withhold: unmask && masking.is_active(),
             redactor,
             recorder,
@@ -184,11 +195,29 @@ impl RecordingSession {
             approval: judgement.approval.map(|a| a.to_string()),
         }));
         self.recorder.record(&event)?;
+        self.count(judgement.decision, judgement.rule);
         self.next_seq += 1;
         if judgement.refusal.is_none() {
             self.recorded.insert(id, (seq, Instant::now()));
         }
         Ok(())
+    }
+
+    /// Counts a recorded statement by its decision and rule.
+    fn count(&mut self, decision: Decision, rule: Option<&str>) {
+        let key = (decision, rule.map(str::to_string));
+        let door = self.door;
+        self.counters
+            .entry(key)
+            .or_insert_with(|| {
+                metrics::counter!(
+                    STATEMENTS_TOTAL,
+                    "door" => door.name(),
+                    "decision" => decision.name(),
+                    "rule" => rule.unwrap_or("none").to_string()
+                )
+            })
+            .increment(1);
     }
 
     /// A statement's text and parameters, redacted as its statement event

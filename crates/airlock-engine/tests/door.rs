@@ -195,6 +195,7 @@ async fn harness(timeout: Duration) -> Harness {
     let recording = RecordingSession::new(
         Arc::clone(&recorder),
         session,
+        airlock_audit::event::Door::Mcp,
         Limits {
             sample_rows: 10,
             sample_bytes: 4096,

@@ -25,9 +25,10 @@ impl Drop for ActiveSession {
 }
 
 impl Metrics {
-    pub fn session_started(&self) -> ActiveSession {
-        metrics::counter!(SESSIONS_TOTAL).increment(1);
-        let gauge = metrics::gauge!(SESSIONS_ACTIVE);
+    /// A session of `door` (`postgres`, `mysql`, `mcp`) started.
+    pub fn session_started(&self, door: &'static str) -> ActiveSession {
+        metrics::counter!(SESSIONS_TOTAL, "door" => door).increment(1);
+        let gauge = metrics::gauge!(SESSIONS_ACTIVE, "door" => door);
         gauge.increment(1.0);
         ActiveSession(gauge)
     }

@@ -297,6 +297,7 @@ async fn open(
     let recorder = RecordingSession::new(
         recorder,
         id,
+        airlock_audit::event::Door::Postgres,
         snapshot.recording,
         Arc::clone(&snapshot.masking),
         // An exempt session reads no catalog; a cached one makes its
@@ -443,7 +444,7 @@ async fn run(
     out: BytesMut,
     opened: Opened,
 ) {
-    let _active = gateway.metrics.session_started();
+    let _active = gateway.metrics.session_started("postgres");
     let approvals = gateway.approvals().cloned();
     let (principal, route) = (&opened.authorized.principal, &opened.authorized.route);
     let trail = opened.recorder.trail();

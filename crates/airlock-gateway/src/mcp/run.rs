@@ -484,6 +484,8 @@ enum Judged {
 struct Open {
     /// The call's session slot (`limits.max_sessions`), held until it ends.
     _slot: tokio::sync::OwnedSemaphorePermit,
+    /// The session, counted active until it ends.
+    _active: crate::metrics::ActiveSession,
     /// When the call's session started.
     started: std::time::SystemTime,
     authorized: Authorized,
@@ -655,6 +657,7 @@ async fn open_session(cx: &Context, request: &Request) -> Result<Open, Failure> 
     let recorder = RecordingSession::new(
         Arc::clone(&journal),
         id,
+        Door::Mcp,
         snapshot.recording,
         Arc::clone(&snapshot.masking),
         catalog
@@ -665,6 +668,7 @@ async fn open_session(cx: &Context, request: &Request) -> Result<Open, Failure> 
     );
     Ok(Open {
         _slot: slot,
+        _active: cx.gateway.metrics.session_started("mcp"),
         started: now,
         authorized,
         db,

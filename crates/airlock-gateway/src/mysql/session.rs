@@ -363,6 +363,7 @@ async fn open(
     let recorder = RecordingSession::new(
         recorder,
         id,
+        Door::Mysql,
         snapshot.recording,
         Arc::clone(&snapshot.masking),
         masking
@@ -527,7 +528,7 @@ async fn run(
     out: BytesMut,
     opened: Opened,
 ) {
-    let _active = gateway.metrics.session_started();
+    let _active = gateway.metrics.session_started("mysql");
     let authorized = &opened.authorized;
     let conn = &snapshot.connections[&authorized.route.connection];
     let _registered = gateway.mysql_sessions.register(

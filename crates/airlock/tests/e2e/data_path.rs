@@ -1826,6 +1826,9 @@ async fn http_metrics_health_and_jwks() {
     let token = gw.token("alice", &["dba"]);
     let out = psql(&gw, &token, "test", "admin", "select 1").await;
     assert_eq!(ok_stdout(&out), "1");
+    let agent = gw.token("devin", &["ai-agents"]);
+    let out = psql(&gw, &agent, "test", "readonly", "delete from nothing").await;
+    assert!(!out.status.success());
     let msgs = raw_login(&gw, "test", "admin", "not-a-jwt").await;
     assert_eq!(
         common::error_code(&msgs).as_deref(),
@@ -1839,10 +1842,24 @@ async fn http_metrics_health_and_jwks() {
         let r = http.get(format!("{base}{path}")).send().await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     };
-    let (status, metrics) = get("/metrics").await;
-    assert_eq!(status, 200);
+    // The shipper reports its first round in the background.
+    let mut metrics = String::new();
+    for _ in 0..200 {
+        let (status, text) = get("/metrics").await;
+        assert_eq!(status, 200);
+        metrics = text;
+        if metrics.contains("airlock_ship_last_success_timestamp_seconds") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     for want in [
-        "airlock_sessions_total",
+        "airlock_sessions_total{door=\"postgres\"}",
+        "airlock_sessions_active{door=\"postgres\"}",
+        "airlock_statements_total{door=\"postgres\",decision=\"allow\",rule=\"none\"}",
+        "airlock_statements_total{door=\"postgres\",decision=\"deny\",rule=\"read-only\"}",
+        "airlock_ship_last_success_timestamp_seconds",
+        "airlock_journal_bytes",
         "airlock_bytes_total{direction=\"client_to_upstream\"}",
         "airlock_bytes_total{direction=\"upstream_to_client\"}",
         "airlock_auth_failures_total{reason=\"malformed\"}",
@@ -1858,7 +1875,8 @@ async fn http_metrics_health_and_jwks() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no value for {prefix}:\n{metrics}"))
     };
-    assert!(value("airlock_sessions_total ") >= 1.0);
+    assert!(value("airlock_sessions_total{door=\"postgres\"}") >= 1.0);
+    assert!(value("airlock_journal_bytes ") > 0.0);
     assert!(value("airlock_auth_failures_total{reason=\"malformed\"}") >= 1.0);
     assert!(value("airlock_bytes_total{direction=\"client_to_upstream\"}") > 0.0);
 

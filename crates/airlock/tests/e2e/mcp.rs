@@ -434,6 +434,20 @@ async fn a_held_statement_returns_at_once_and_its_result_comes_once_approved_thr
     assert_eq!(result["command"], "DELETE 3");
     assert_eq!(result["approval_id"], id);
     assert_eq!(pg_sql(&db, "select count(*) from customers"), "0");
+    // Operators see the wait, the held statement and the MCP session.
+    let metrics = reqwest::get(format!("http://{}/metrics", gw.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        "airlock_approval_wait_seconds_count{outcome=\"approved\"}",
+        "airlock_statements_total{door=\"mcp\",decision=\"approve\",rule=\"review-unbounded-writes\"}",
+        "airlock_sessions_total{door=\"mcp\"}",
+    ] {
+        assert!(metrics.contains(want), "/metrics lacks {want}:\n{metrics}");
+    }
 
     // A denied one: the reason comes back, nothing runs.
     pg_sql(
