@@ -41,6 +41,8 @@ pub struct JitTerms {
     pub approvers: Vec<String>,
     pub min_approvals: u32,
     pub max_duration: Duration,
+    /// The principal's requests are granted at once (`jit.preapprove`).
+    pub preapproved: bool,
 }
 
 /// What the approvals endpoints need from the rest of the process.
@@ -587,6 +589,54 @@ pub(crate) async fn vote<const ACCESS: bool, const APPROVE: bool>(
     .into_response()
 }
 
+/// Grants a pre-approved request at once: the policy's vote, recorded and
+/// announced like an approver's.
+async fn preapprove(
+    store: &Store,
+    hooks: &dyn ApprovalHooks,
+    row: ApprovalRow,
+    rule: &str,
+) -> Result<Approval, AccessRefused> {
+    let by = format!("{}{rule}", airlock_policy::access::POLICY_VOTER);
+    let reason = format!("pre-approved by access rule \"{rule}\" (jit.preapprove)");
+    let cast = airlock_store::Vote {
+        voter: by.clone(),
+        human: by.clone(),
+        vote: VoteKind::Approve,
+        reason: Some(reason.clone()),
+        at_ms: now_ms(),
+    };
+    // min_approvals of a pre-approved request is one: the policy's.
+    store
+        .vote(row.id, &cast)
+        .await
+        .map_err(AccessRefused::Store)?;
+    let row = match store.approval(row.id).await {
+        Ok(Some(row)) => row,
+        Ok(None) => {
+            return Err(AccessRefused::Invalid(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the request vanished".into(),
+            ));
+        }
+        Err(e) => return Err(AccessRefused::Store(e)),
+    };
+    tracing::info!(request = %row.id, rule, "access pre-approved");
+    hooks.record(event(&row, "granted", Some(&by), Some(&reason)));
+    hooks.notify(
+        "access.granted",
+        approval_json(&row),
+        format!(
+            "airlock: {} may use role {} on {} until {} (pre-approved by access rule {rule})",
+            row.requester_subject,
+            row.role,
+            row.connection,
+            row.expires_ms.map(rfc3339).unwrap_or_default(),
+        ),
+    );
+    Ok(Approval::from_row(&row))
+}
+
 /// An approval event for `row`.
 fn event(row: &ApprovalRow, action: &str, by: Option<&str>, reason: Option<&str>) -> ApprovalEvent {
     ApprovalEvent {
@@ -707,7 +757,11 @@ pub async fn file_access_request(
         role: request.role.clone(),
         rule: terms.rule.clone(),
         approvers: terms.approvers.clone(),
-        min_approvals: terms.min_approvals,
+        min_approvals: if terms.preapproved {
+            1
+        } else {
+            terms.min_approvals
+        },
         detail: json!({ "reason": request.reason.trim() }).to_string(),
         session_id: None,
         gateway: None,
@@ -731,6 +785,9 @@ pub async fn file_access_request(
     };
     tracing::info!(request = %row.id, connection = %row.connection, role = %row.role, "access requested");
     hooks.record(event(&row, "requested", None, Some(request.reason.trim())));
+    if terms.preapproved {
+        return preapprove(store, hooks, row, &terms.rule).await;
+    }
     hooks.notify(
         "access.requested",
         approval_json(&row),

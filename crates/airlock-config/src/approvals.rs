@@ -44,6 +44,12 @@ pub struct Jit {
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 10))]
     pub min_approvals: u32,
+    /// Requests from principals whose token claims all match these (the same syntax as an
+    /// access rule's `claims`) are granted at once, by the policy; still recorded, still
+    /// expiring. For CI: `{iss: https://token.actions.githubusercontent.com, ref:
+    /// refs/heads/main, environment: production}`.
+    #[serde(default)]
+    pub preapprove: std::collections::BTreeMap<String, crate::ClaimValues>,
 }
 
 fn one() -> u32 {

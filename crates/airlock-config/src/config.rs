@@ -837,6 +837,7 @@ log: {format: json}
                         max_duration: HumanDuration(Duration::from_secs(3600)),
                         approvers: strings(&["dba"]),
                         min_approvals: 1,
+                        preapprove: BTreeMap::new(),
                     }),
                 },
             ],

@@ -190,7 +190,8 @@ fn access(config: &Config, p: &mut Problems) {
                 "needs at least one of `groups`, `subjects` or `claims`",
             );
         }
-        for (path, values) in &rule.claims {
+        let preapprove = rule.jit.iter().flat_map(|j| &j.preapprove);
+        for (path, values) in rule.claims.iter().chain(preapprove) {
             if airlock_policy::claims::ClaimPath::parse(path).is_none() {
                 p.add(
                     format!("{at}.claims.{path}"),

@@ -191,6 +191,10 @@ async fn live_grants(
                 connection: row.connection,
                 role: row.role,
                 expires_at: from_unix_ms(row.expires_ms.unwrap_or(0)),
+                by_policy: row
+                    .decided_by
+                    .as_deref()
+                    .is_some_and(|by| by.starts_with(airlock_policy::access::POLICY_VOTER)),
             })
             .collect(),
         Err(e) => {

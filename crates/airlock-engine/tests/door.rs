@@ -679,6 +679,7 @@ fn a_session_ends_with_its_token_lifetime_or_grant_whichever_comes_first() {
         connection: "app".into(),
         role: "writer".into(),
         expires_at: now + Duration::from_secs(30),
+        by_policy: false,
     });
     let grant = open::deadline(&authorized, airlock_config::SessionLifetime::Token, now).unwrap();
     assert_eq!(grant.at, now + Duration::from_secs(30));

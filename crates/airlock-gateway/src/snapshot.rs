@@ -208,6 +208,23 @@ impl Snapshot {
     }
 }
 
+/// Claim conditions as the policy core matches them (validated: every
+/// path parses).
+fn claim_matchers(
+    claims: &BTreeMap<String, airlock_config::ClaimValues>,
+) -> Vec<airlock_policy::claims::ClaimMatcher> {
+    claims
+        .iter()
+        .filter_map(|(path, values)| {
+            Some(airlock_policy::claims::ClaimMatcher {
+                name: path.clone(),
+                path: airlock_policy::claims::ClaimPath::parse(path)?,
+                accepts: values.values(),
+            })
+        })
+        .collect()
+}
+
 /// The policy core's view of the `access` section.
 pub fn access_policy(config: &Config) -> AccessPolicy {
     let rules = config
@@ -217,18 +234,7 @@ pub fn access_policy(config: &Config) -> AccessPolicy {
             name: r.name.clone(),
             groups: r.groups.clone(),
             subjects: r.subjects.clone(),
-            // Validated: every path parses.
-            claims: r
-                .claims
-                .iter()
-                .filter_map(|(path, values)| {
-                    Some(airlock_policy::claims::ClaimMatcher {
-                        name: path.clone(),
-                        path: airlock_policy::claims::ClaimPath::parse(path)?,
-                        accepts: values.values(),
-                    })
-                })
-                .collect(),
+            claims: claim_matchers(&r.claims),
             connections: r.connections.clone(),
             roles: r.roles.clone(),
             mode: match r.mode {
@@ -240,6 +246,7 @@ pub fn access_policy(config: &Config) -> AccessPolicy {
                 max_duration: j.max_duration.0,
                 approvers: j.approvers.clone(),
                 min_approvals: j.min_approvals,
+                preapprove: claim_matchers(&j.preapprove),
             }),
         })
         .collect();

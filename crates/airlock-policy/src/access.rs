@@ -69,7 +69,21 @@ pub struct JitRule {
     pub max_duration: std::time::Duration,
     pub approvers: Vec<String>,
     pub min_approvals: u32,
+    /// Requests of principals whose claims all match are granted by the
+    /// policy at once (none: never).
+    pub preapprove: Vec<crate::claims::ClaimMatcher>,
 }
+
+impl JitRule {
+    /// Whether `p`'s requests are granted at once.
+    pub fn preapproves(&self, p: &Principal) -> bool {
+        !self.preapprove.is_empty() && self.preapprove.iter().all(|c| c.matches(&p.claims))
+    }
+}
+
+/// How a grant the policy made (`jit.preapprove`) names its decider:
+/// `policy:<access rule>`.
+pub const POLICY_VOTER: &str = "policy:";
 
 /// A live grant of one role on one connection to the principal at hand.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +92,8 @@ pub struct Grant {
     pub connection: String,
     pub role: String,
     pub expires_at: std::time::SystemTime,
+    /// Made by the policy (`jit.preapprove`), not by approvers.
+    pub by_policy: bool,
 }
 
 impl AccessRule {
@@ -102,18 +118,25 @@ impl AccessRule {
     /// The grant that lets `role` be used through this rule: `Ok(None)`
     /// for a rule that needs none, `Err(())` when it needs one and there is
     /// none.
+    ///
+    /// A grant the policy made (`jit.preapprove`) serves only a principal
+    /// that still matches the pre-approval: another principal with the same
+    /// subject (a GitHub Actions job of another branch in the same
+    /// environment) does not inherit it.
     fn grant_for<'g>(
         &self,
+        p: &Principal,
         connection: &str,
         role: &str,
         grants: &'g [Grant],
     ) -> Result<Option<&'g Grant>, ()> {
-        if self.jit.is_none() {
+        let Some(jit) = &self.jit else {
             return Ok(None);
-        }
+        };
         grants
             .iter()
             .filter(|g| g.connection == connection && g.role == role)
+            .filter(|g| !g.by_policy || jit.preapproves(p))
             .max_by_key(|g| g.expires_at)
             .map(Some)
             .ok_or(())
@@ -231,7 +254,7 @@ impl AccessPolicy {
     fn allowed_roles(&self, p: &Principal, connection: &str, grants: &[Grant]) -> Vec<String> {
         let mut roles: Vec<String> = Vec::new();
         for (rule, role) in self.candidates(p, connection) {
-            if rule.grant_for(connection, role, grants).is_ok() && !roles.contains(role) {
+            if rule.grant_for(p, connection, role, grants).is_ok() && !roles.contains(role) {
                 roles.push(role.clone());
             }
         }
@@ -320,7 +343,7 @@ impl AccessPolicy {
         let (rule, grant) = self
             .candidates(p, connection)
             .filter(|(_, r)| *r == role)
-            .find_map(|(rule, _)| Some((rule, rule.grant_for(connection, role, grants).ok()?)))
+            .find_map(|(rule, _)| Some((rule, rule.grant_for(p, connection, role, grants).ok()?)))
             .expect("an allowed role comes from a matching rule");
         Ok(Route {
             connection: connection.to_string(),
@@ -617,6 +640,7 @@ mod tests {
             max_duration: std::time::Duration::from_secs(3600),
             approvers: vec!["dba".into()],
             min_approvals: 1,
+            preapprove: vec![],
         });
         let read = rule(
             "agents-read",
@@ -640,6 +664,7 @@ mod tests {
             connection: connection.into(),
             role: role.into(),
             expires_at: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+            by_policy: false,
         }
     }
 

@@ -96,6 +96,7 @@ pub fn explain_in_mode(
             connection: connection.into(),
             role: role.into(),
             expires_at: SystemTime::now(),
+            by_policy: false,
         })
         .into_iter()
         .collect();

@@ -409,6 +409,7 @@ impl airlock_api::ApprovalHooks for Hooks {
             approvers: jit.approvers.clone(),
             min_approvals: jit.min_approvals,
             max_duration: jit.max_duration,
+            preapproved: jit.preapproves(p),
         })
     }
 

@@ -368,6 +368,7 @@ connections:
     roles:
       readonly: {{user: postgres}}
       admin: {{user: postgres}}
+      migrator: {{user: postgres}}
 access:
   - name: agents-in-cluster
     subjects: ["system:serviceaccount:agents:*"]
@@ -379,6 +380,11 @@ access:
     claims: {{iss: {GITHUB}, repository: acme/app, ref: refs/heads/main, environment: production}}
     connections: [test]
     roles: [admin]
+  - name: ci-jit
+    claims: {{iss: {GITHUB}, repository: acme/app}}
+    connections: [test]
+    roles: [migrator]
+    jit: {{max_duration: 1h, approvers: [dba], preapprove: {{ref: refs/heads/main, environment: production}}}}
 "#,
         cluster = cluster.url(),
         github_url = github.url(),
@@ -446,6 +452,54 @@ access:
         .unwrap_err();
     assert_eq!(code, "28000");
     assert!(message.contains("cannot be fetched"), "{message}");
+
+    // Just-in-time: main deploying to production is pre-approved (granted
+    // at once, by the policy); another branch waits for a person.
+    let request = |token: &str, timeout: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+            .args([
+                "access", "request", "test", "--role", "migrator", "--for", "10m",
+            ])
+            .args(["--reason", "migrate", "--wait", "--timeout", timeout])
+            .args(["--server", &format!("http://{}", gw.http)])
+            .env("AIRLOCK_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let main_job = GH_KEY.sign(&github_actions(
+        "acme/app",
+        "refs/heads/main",
+        Some("production"),
+    ));
+    let out = request(&main_job, "10s");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        common::stdout(&out),
+        common::stderr(&out)
+    );
+    assert!(
+        common::stdout(&out).contains("granted: "),
+        "{}",
+        common::stdout(&out)
+    );
+    assert_eq!(login(&gw, "migrator", &main_job).await, Ok(()));
+    let dev_job = GH_KEY.sign(&github_actions(
+        "acme/app",
+        "refs/heads/dev",
+        Some("production"),
+    ));
+    let out = request(&dev_job, "1s");
+    assert_eq!(out.status.code(), Some(1), "{}", common::stdout(&out));
+    assert!(
+        common::stdout(&out).contains("still pending"),
+        "{}",
+        common::stdout(&out)
+    );
+    assert_eq!(
+        login(&gw, "migrator", &dev_job).await.unwrap_err().0,
+        "28000"
+    );
 
     // The gateway's own token rotates: the next fetch (a new signing key)
     // sends the new one, and only it is accepted from then on.
