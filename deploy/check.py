@@ -30,6 +30,17 @@ What it checks, printing every problem and exiting 1 if there is any:
 - The GitHub Actions example against the workflow schema.
 - The Dockerfile: non-root final stage, ports, entrypoint, volume, the
   static build.
+- Observability (deploy/observability): the Grafana dashboard is JSON with
+  schemaVersion 39, the `datasource` and `door` variables and the expected
+  panels, and its queries name only airlock's metrics (METRICS; a
+  histogram's _bucket/_sum/_count too) and their labels; alerts.yaml has
+  the expected alerts, each with severity, summary, description and a
+  runbook_url that is a heading of docs/observability.md, fires in some
+  case of alerts_test.yaml and stays silent in another; prometheusrule.yaml
+  carries the same groups; docs/observability.md has a table row per
+  metric. With promtool (PROMTOOL, or promtool on PATH): `promtool check
+  rules`, `promtool test rules alerts_test.yaml`, and every dashboard query
+  parsed as a recording rule; without promtool it says it skipped those.
 - With AIRLOCK naming an airlock binary: `airlock policy check` on every
   airlock.yaml shipped here (compose, each overlay's ConfigMap, the chart's
   values), with its secret files, TLS material, CA bundles and data dir
@@ -38,7 +49,8 @@ What it checks, printing every problem and exiting 1 if there is any:
 Needs Python 3.11 and, from PyPI (scripts/setup.sh installs them):
     pip install 'kubernetes-validate>=1.30,<2' 'check-jsonschema>=0.33,<1'
 (they bring PyYAML and jsonschema), kubectl (or kustomize) on PATH, and
-openssl for the throwaway TLS certificate of the policy checks.
+openssl for the throwaway TLS certificate of the policy checks, and
+promtool (Debian's prometheus package) for the rules' checks.
 """
 
 from __future__ import annotations
@@ -638,6 +650,340 @@ def dockerfile_invariants(text: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------
+# Observability: the Grafana dashboard, the alerting rules, their tests
+
+OBS = DEPLOY / "observability"
+OBS_DOC = ROOT / "docs" / "observability.md"
+
+# The metrics airlock exports (docs/observability.md), by type. Dashboards
+# and alerts may use these and nothing else (a histogram's _bucket, _sum
+# and _count series included), with these labels (and the target's job and
+# instance).
+METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "airlock_sessions_total": ("counter", ("door",)),
+    "airlock_sessions_active": ("gauge", ("door",)),
+    "airlock_statements_total": ("counter", ("door", "decision", "rule")),
+    "airlock_auth_failures_total": ("counter", ("reason",)),
+    "airlock_upstream_login_seconds": ("histogram", ()),
+    "airlock_approval_wait_seconds": ("histogram", ("outcome",)),
+    "airlock_journal_append_seconds": ("histogram", ()),
+    "airlock_journal_append_failures_total": ("counter", ()),
+    "airlock_journal_bytes": ("gauge", ()),
+    "airlock_audit_shipped_events_total": ("counter", ()),
+    "airlock_ship_last_success_timestamp_seconds": ("gauge", ()),
+    "airlock_audit_tamper_alarms_total": ("counter", ()),
+    "airlock_webhook_deliveries_total": ("counter", ("event", "result")),
+    "airlock_webhook_dropped_total": ("counter", ()),
+    "airlock_bytes_total": ("counter", ("direction",)),
+}
+TARGET_LABELS = {"job", "instance"}
+
+# Panel title -> what its queries must contain (compared without whitespace).
+DASHBOARD_PANELS = {
+    "Active sessions by door": ["airlock_sessions_active", "by (door)"],
+    "Session rate by door": ["rate(airlock_sessions_total", "by (door)"],
+    "Statements per second by decision": ["rate(airlock_statements_total", "by (decision)"],
+    "Top deny / approve rules": ["topk(", "rate(airlock_statements_total", "rule)", 'decision=~"deny|approve"'],
+    "Auth failures by reason": ["rate(airlock_auth_failures_total", "by (reason)"],
+    "Upstream login latency": ["histogram_quantile(0.5,", "histogram_quantile(0.95,", "histogram_quantile(0.99,",
+                               "airlock_upstream_login_seconds_bucket"],
+    "Approval wait": ["histogram_quantile(0.5,", "histogram_quantile(0.95,", "airlock_approval_wait_seconds_bucket"],
+    "Approval outcomes": ["airlock_approval_wait_seconds_count", "by (outcome)"],
+    "Journal append latency p99": ["histogram_quantile(0.99,", "airlock_journal_append_seconds_bucket"],
+    "Journal append failures": ["airlock_journal_append_failures_total"],
+    "Journal bytes on disk": ["airlock_journal_bytes"],
+    "Ship lag": ["time() - ", "airlock_ship_last_success_timestamp_seconds"],
+    "Tamper alarms": ["airlock_audit_tamper_alarms_total"],
+    "Webhook drops and failures": ["airlock_webhook_dropped_total", "airlock_webhook_deliveries_total"],
+}
+# Grafana's own variables; a query may also use the dashboard's.
+GRAFANA_VARIABLES = {"__rate_interval", "__interval", "__range", "__range_s", "__interval_ms"}
+
+ALERTS = {"AirlockDown", "AirlockShipLagHigh", "AirlockJournalNotWritable", "AirlockAuthFailureSpike",
+          "AirlockTamperAlarm", "AirlockJournalGrowing", "AirlockWebhookDrops"}
+
+METRIC_TOKEN = re.compile(r"(?<![A-Za-z0-9_:])airlock_[a-z_]+")
+SELECTOR = re.compile(r"(?<![A-Za-z0-9_:])(airlock_[a-z_]+)\s*\{([^}]*)\}")
+MATCHER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
+
+
+def promtool_binary() -> str | None:
+    return os.environ.get("PROMTOOL") or shutil.which("promtool")
+
+
+def metric_base(token: str) -> str | None:
+    """The metric a series name belongs to, or None if it is not airlock's."""
+    if token in METRICS:
+        return token
+    for suffix in ("_bucket", "_sum", "_count"):
+        base = token.removesuffix(suffix)
+        if token.endswith(suffix) and METRICS.get(base, ("",))[0] == "histogram":
+            return base
+    return None
+
+
+def promql_problems(where: str, expr: str) -> list[str]:
+    """Loosely: every airlock_* token is a known metric (or a histogram's
+    series), and every label matcher on one names a label it has."""
+    problems = []
+    for token in sorted(set(METRIC_TOKEN.findall(expr))):
+        if metric_base(token) is None:
+            problems.append(f"{where}: {token} is not one of airlock's metrics")
+    for name, matchers in SELECTOR.findall(expr):
+        base = metric_base(name)
+        if base is None:
+            continue
+        allowed = set(METRICS[base][1]) | TARGET_LABELS | ({"le"} if name.endswith("_bucket") else set())
+        for label in MATCHER.findall(matchers):
+            if label not in allowed:
+                problems.append(f"{where}: {name} has no label {label!r}")
+    return problems
+
+
+def squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def dashboard_queries(dash: dict) -> list[tuple[str, str]]:
+    """(panel title and refId, expr) of every query of the dashboard."""
+    out = []
+    panels = list(dash.get("panels") or [])
+    for p in list(panels):
+        panels.extend(p.get("panels") or [])  # a collapsed row's
+    for p in panels:
+        for t in p.get("targets") or []:
+            if "expr" in t:
+                out.append((f"panel {p.get('title')!r} {t.get('refId')}", t["expr"]))
+    return out
+
+
+def dashboard_invariants(dash: dict) -> list[str]:
+    problems = []
+    if dash.get("schemaVersion") != 39:
+        problems.append(f"schemaVersion is {dash.get('schemaVersion')!r}, not 39")
+    variables = {v.get("name"): v for v in (dash.get("templating") or {}).get("list") or []}
+    ds = variables.get("datasource")
+    if not ds or ds.get("type") != "datasource" or ds.get("query") != "prometheus":
+        problems.append("no `datasource` variable of type datasource for Prometheus")
+    door = variables.get("door")
+    door_query = (door or {}).get("query")
+    door_query = door_query.get("query") if isinstance(door_query, dict) else door_query
+    want = squash("label_values(airlock_sessions_active, door)")
+    if not door or squash(str(door_query)) != want or squash(str(door.get("definition", want))) != want:
+        problems.append("no `door` variable from label_values(airlock_sessions_active, door)")
+    elif (door.get("datasource") or {}).get("uid") != "${datasource}":
+        problems.append("the `door` variable does not query ${datasource}")
+
+    panels = list(dash.get("panels") or [])
+    for p in list(panels):
+        panels.extend(p.get("panels") or [])
+    ids = [p.get("id") for p in panels]
+    if len(set(ids)) != len(ids) or None in ids:
+        problems.append(f"panel ids are missing or repeated: {ids}")
+    cells: dict[tuple[int, int], str] = {}
+    for p in panels:
+        title = p.get("title")
+        g = p.get("gridPos") or {}
+        if not all(isinstance(g.get(k), int) for k in "hwxy") or g["x"] + g["w"] > 24:
+            problems.append(f"panel {title!r}: gridPos {g} is not within the 24 columns")
+            continue
+        if p.get("type") != "row":
+            for x in range(g["x"], g["x"] + g["w"]):
+                for y in range(g["y"], g["y"] + g["h"]):
+                    if (x, y) in cells:
+                        problems.append(f"panel {title!r} overlaps {cells[(x, y)]!r}")
+                        break
+                    cells[(x, y)] = title
+                else:
+                    continue
+                break
+            if not p.get("targets"):
+                problems.append(f"panel {title!r} has no queries")
+            for t in [p] + list(p.get("targets") or []):
+                if (t.get("datasource") or {}).get("uid") != "${datasource}":
+                    problems.append(f"panel {title!r}: a datasource other than ${{datasource}}")
+                    break
+
+    by_title = {p.get("title"): p for p in panels}
+    for title, needles in DASHBOARD_PANELS.items():
+        p = by_title.get(title)
+        if p is None:
+            problems.append(f"no panel {title!r}")
+            continue
+        exprs = squash(" ".join(t.get("expr", "") for t in p.get("targets") or []))
+        for needle in needles:
+            if squash(needle) not in exprs:
+                problems.append(f"panel {title!r}: its queries lack {needle}")
+    for where, expr in dashboard_queries(dash):
+        for var in re.findall(r"\$\{?(\w+)", expr):
+            if var not in variables and var not in GRAFANA_VARIABLES:
+                problems.append(f"{where}: ${var} is not a variable of the dashboard")
+    return problems
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """GitHub's anchors for the headings of a Markdown file."""
+    anchors = set()
+    for line in markdown.splitlines():
+        m = re.match(r"#{1,6}\s+(.*)", line)
+        if m:
+            slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+            anchors.add(slug)
+    return anchors
+
+
+def alert_rules(groups: list[dict]) -> list[dict]:
+    return [r for g in groups or [] for r in g.get("rules") or [] if "alert" in r]
+
+
+def alerts_invariants(groups: list[dict], tests: dict, doc: str) -> list[str]:
+    problems = []
+    rules = alert_rules(groups)
+    names = {r["alert"] for r in rules}
+    for missing in sorted(ALERTS - names):
+        problems.append(f"no alert {missing}")
+    anchors = heading_anchors(doc)
+    for r in rules:
+        who = f"alert {r['alert']}"
+        if (r.get("labels") or {}).get("severity") not in ("warning", "critical"):
+            problems.append(f"{who}: severity is not warning or critical")
+        notes = r.get("annotations") or {}
+        for key in ("summary", "description", "runbook_url"):
+            if not notes.get(key):
+                problems.append(f"{who}: no {key} annotation")
+        runbook = str(notes.get("runbook_url", ""))
+        page, _, anchor = runbook.partition("#")
+        if runbook and (page != "docs/observability.md" or anchor not in anchors):
+            problems.append(f"{who}: runbook_url {runbook} is not a heading of docs/observability.md")
+        problems += promql_problems(who, str(r.get("expr", "")))
+    ship = {(r.get("labels") or {}).get("severity") for r in rules if r["alert"] == "AirlockShipLagHigh"}
+    if ship != {"warning", "critical"}:
+        problems.append("AirlockShipLagHigh is not there as both warning and critical")
+    # The unit tests: every alert fires in some test case.
+    fired = {case.get("alertname") for t in (tests.get("tests") or [])
+             for case in t.get("alert_rule_test") or [] if case.get("exp_alerts")}
+    silent = {case.get("alertname") for t in (tests.get("tests") or [])
+              for case in t.get("alert_rule_test") or [] if not case.get("exp_alerts")}
+    for name in sorted(names - fired):
+        problems.append(f"alerts_test.yaml: no test case where {name} fires")
+    for name in sorted(names - silent):
+        problems.append(f"alerts_test.yaml: no test case where {name} stays silent")
+    if tests.get("rule_files") != ["alerts.yaml"]:
+        problems.append("alerts_test.yaml does not test alerts.yaml")
+    return list(dict.fromkeys(problems))
+
+
+def docs_invariants(doc: str) -> list[str]:
+    problems = []
+    rows = {m for m in re.findall(r"^\|\s*`(airlock_[a-z_]+)`", doc, flags=re.M)}
+    for name in METRICS:
+        if name not in rows:
+            problems.append(f"docs/observability.md: no table row for {name}")
+    for name in sorted(rows - set(METRICS)):
+        problems.append(f"docs/observability.md: a row for {name}, which deploy/check.py's METRICS lacks")
+    anchors = heading_anchors(doc)
+    for name in sorted(ALERTS):
+        if name.lower() not in anchors:
+            problems.append(f"docs/observability.md: no runbook heading for {name}")
+    return problems
+
+
+def prometheusrule_invariants(rule: dict, groups: list[dict]) -> list[str]:
+    problems = []
+    if rule.get("apiVersion") != "monitoring.coreos.com/v1" or rule.get("kind") != "PrometheusRule":
+        problems.append(f"it is {rule.get('apiVersion')} {rule.get('kind')}, not monitoring.coreos.com/v1 PrometheusRule")
+    if not (rule.get("metadata") or {}).get("name"):
+        problems.append("it has no metadata.name")
+    theirs = (rule.get("spec") or {}).get("groups")
+    if groups is None:
+        problems.append("alerts.yaml could not be read, so there is nothing to compare with")
+    elif theirs != groups:
+        mine = {(r.get("alert"), (r.get("labels") or {}).get("severity")): r for r in alert_rules(groups)}
+        other = {(r.get("alert"), (r.get("labels") or {}).get("severity")): r for r in alert_rules(theirs or [])}
+        differ = sorted({k for k in mine.keys() | other.keys() if mine.get(k) != other.get(k)}, key=str)
+        problems.append("spec.groups differs from alerts.yaml's groups"
+                        + (f" (in {', '.join(f'{a} {s}' for a, s in differ)})" if differ else "")
+                        + "; run python3 deploy/observability/prometheusrule.py")
+    return problems
+
+
+def promtool_run(promtool: str, args: list[str], cwd: Path) -> list[str]:
+    out = run([promtool, *args], cwd=cwd)
+    if out.returncode != 0:
+        text = (out.stdout + out.stderr).strip()
+        lines = [line.rstrip() for line in text.splitlines()
+                 if line.strip() and not re.match(r"\s*(Checking |Unit Testing: |FAILED:|SUCCESS)", line)]
+        # One problem, its lines as promtool printed them (a line repeated
+        # at once, as for each test group of a file that does not load, once).
+        lines = [line for i, line in enumerate(lines) if i == 0 or lines[i - 1] != line]
+        return ["\n        ".join([""] + lines)] if lines else [f"promtool {' '.join(args)} failed"]
+    return []
+
+
+def dashboard_as_rules(dash: dict) -> str:
+    """The dashboard's queries as recording rules, Grafana's variables
+    given values, so that promtool parses them."""
+    values = {"__rate_interval": "5m", "__interval": "1m", "__range": "1h", "door": ".*"}
+    rules = []
+    for i, (where, expr) in enumerate(dashboard_queries(dash)):
+        for var, value in values.items():
+            expr = expr.replace("${" + var + "}", value).replace("$" + var, value)
+        rules.append({"record": f"airlock:dashboard_query_{i}", "expr": expr})
+    return yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, sort_keys=False)
+
+
+def observability_checks(r: Report, tmp: Path) -> None:
+    import json
+
+    r.section("Observability (deploy/observability)")
+    dash_file = OBS / "grafana-dashboard.json"
+    dash = None
+    try:
+        dash = json.loads(dash_file.read_text())
+        r.check("grafana-dashboard.json: schemaVersion 39, ${datasource} and door variables, the expected panels",
+                dashboard_invariants(dash))
+        r.check("grafana-dashboard.json: its queries use airlock's metrics and their labels only",
+                [p for where, expr in dashboard_queries(dash) for p in promql_problems(where, expr)])
+    except (OSError, ValueError) as e:
+        r.fail("grafana-dashboard.json", f"not valid JSON: {e}")
+
+    doc = OBS_DOC.read_text() if OBS_DOC.exists() else ""
+    r.check("docs/observability.md: a table row per metric, a runbook section per alert",
+            docs_invariants(doc) if doc else ["docs/observability.md is missing"])
+    groups = None
+    try:
+        groups = yaml.safe_load((OBS / "alerts.yaml").read_text()).get("groups")
+        tests = yaml.safe_load((OBS / "alerts_test.yaml").read_text()) or {}
+        r.check("alerts.yaml: the expected alerts with severity, annotations, a runbook; airlock's metrics only; "
+                "tested firing and silent",
+                alerts_invariants(groups, tests, doc))
+    except (OSError, yaml.YAMLError, AttributeError) as e:
+        r.fail("alerts.yaml", f"cannot be read: {e}")
+    try:
+        rule = yaml.safe_load((OBS / "prometheusrule.yaml").read_text()) or {}
+        r.check("prometheusrule.yaml: a PrometheusRule carrying the same rules as alerts.yaml",
+                prometheusrule_invariants(rule, groups))
+    except (OSError, yaml.YAMLError) as e:
+        r.fail("prometheusrule.yaml", f"cannot be read: {e}")
+
+    promtool = promtool_binary()
+    if promtool is None:
+        for what in ("promtool check rules alerts.yaml", "promtool test rules alerts_test.yaml",
+                     "promtool: the dashboard's queries parse"):
+            r.skip(what, "promtool is not on PATH (set PROMTOOL=/path/to/promtool; Debian: apt-get install prometheus)")
+        return
+    r.check("promtool check rules alerts.yaml", promtool_run(promtool, ["check", "rules", "alerts.yaml"], OBS))
+    r.check("promtool test rules alerts_test.yaml: each alert fires on a failing series, not on a healthy one",
+            promtool_run(promtool, ["test", "rules", "alerts_test.yaml"], OBS))
+    if dash is not None:
+        rules = tmp / "dashboard-rules.yaml"
+        rules.write_text(dashboard_as_rules(dash))
+        r.check("promtool: the dashboard's queries parse (as recording rules)",
+                [p.replace(str(rules), "dashboard queries")
+                 for p in promtool_run(promtool, ["check", "rules", str(rules)], tmp)])
+
+
+# --------------------------------------------------------------------------
 
 def main() -> int:
     r = Report()
@@ -736,6 +1082,8 @@ def main() -> int:
         r.section("Dockerfile")
         r.check("Dockerfile: multi-stage static build, distroless non-root, ports, entrypoint, volume",
                 dockerfile_invariants((ROOT / "Dockerfile").read_text()))
+
+        observability_checks(r, tmp)
 
         r.section("airlock policy check")
         if policy is None:

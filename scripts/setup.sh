@@ -23,6 +23,11 @@ command -v mysql >/dev/null 2>&1 || need+=(mariadb-client)
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# deploy/check.py: promtool checks and unit-tests the alerting rules
+# (deploy/observability). It comes with Debian's prometheus package, which
+# installs in seconds; in a container its service is not started (no init,
+# policy-rc.d), on a systemd host it is: `systemctl disable --now prometheus`.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
