@@ -93,6 +93,23 @@ pub fn metrics_handle() -> PrometheusHandle {
                     ],
                 )
                 .expect("static buckets are valid")
+                // Approvals wait for people: seconds to the approval timeout.
+                .set_buckets_for_metric(
+                    Matcher::Full(airlock_engine::hold::APPROVAL_WAIT_SECONDS.into()),
+                    &[
+                        1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+                    ],
+                )
+                .expect("static buckets are valid")
+                // A journal append is a write(2), or an fdatasync.
+                .set_buckets_for_metric(
+                    Matcher::Full("airlock_journal_append_seconds".into()),
+                    &[
+                        0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                        0.01, 0.025, 0.05, 0.1,
+                    ],
+                )
+                .expect("static buckets are valid")
                 .build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder is installed; the handle then
