@@ -757,25 +757,12 @@ async fn kill_9_mid_workload(fsync: &str) {
         "rows committed: {} of {ran}",
         in_db.len()
     );
-    let prefix = format!("INSERT INTO {table} VALUES (");
     let mut recorded = BTreeSet::new();
     wait_until(
         "every inserted id to be shipped",
         Duration::from_secs(30),
         async || {
-            recorded = store_events(&store)
-                .await
-                .into_iter()
-                .filter_map(|e| match e.body {
-                    Body::Statement(s) => s
-                        .text
-                        .strip_prefix(&prefix)?
-                        .strip_suffix(')')?
-                        .parse::<i64>()
-                        .ok(),
-                    _ => None,
-                })
-                .collect();
+            recorded = inserted_ids(&store_events(&store).await, &table);
             in_db.is_subset(&recorded)
         },
     )
@@ -872,6 +859,23 @@ async fn a_bind_of_a_statement_prepared_in_sql_is_recorded() {
     gw.stop().await;
 }
 
+/// The ids of `INSERT INTO {table} VALUES (id)` statements in `events`.
+fn inserted_ids(events: &[Event], table: &str) -> BTreeSet<i64> {
+    let prefix = format!("INSERT INTO {table} VALUES (");
+    events
+        .iter()
+        .filter_map(|e| match &e.body {
+            Body::Statement(s) => s
+                .text
+                .strip_prefix(&prefix)?
+                .strip_suffix(')')?
+                .parse::<i64>()
+                .ok(),
+            _ => None,
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_sessions_ships_the_journal_and_a_restart_loses_no_event() {
     let dir = tempfile::tempdir().unwrap();
@@ -957,19 +961,7 @@ async fn sigterm_drains_sessions_ships_the_journal_and_a_restart_loses_no_event(
         .lines()
         .map(|l| l.parse().unwrap())
         .collect();
-    let prefix = format!("INSERT INTO {table} VALUES (");
-    let recorded: BTreeSet<i64> = events
-        .iter()
-        .filter_map(|e| match &e.body {
-            Body::Statement(s) => s
-                .text
-                .strip_prefix(&prefix)?
-                .strip_suffix(')')?
-                .parse::<i64>()
-                .ok(),
-            _ => None,
-        })
-        .collect();
+    let recorded = inserted_ids(&events, &table);
     assert!(in_db.len() >= ran);
     assert!(
         in_db.is_subset(&recorded),
