@@ -606,11 +606,28 @@ async fn preapprove(
         reason: Some(reason.clone()),
         at_ms: now_ms(),
     };
-    // min_approvals of a pre-approved request is one: the policy's.
-    store
-        .vote(row.id, &cast)
-        .await
-        .map_err(AccessRefused::Store)?;
+    // min_approvals of a pre-approved request is one: the policy's. The
+    // policy's vote must be the one that granted it; otherwise the request
+    // (which asked no person) is withdrawn.
+    let outcome = store.vote(row.id, &cast).await;
+    if !matches!(outcome, Ok(VoteOutcome::Decided(ApprovalStatus::Granted))) {
+        tracing::warn!(request = %row.id, ?outcome, "pre-approval not applied; withdrawing the request");
+        let _ = store
+            .finish(
+                row.id,
+                ApprovalStatus::Cancelled,
+                Some("the pre-approval could not be applied"),
+                now_ms(),
+            )
+            .await;
+        return Err(match outcome {
+            Err(e) => AccessRefused::Store(e),
+            Ok(_) => AccessRefused::Invalid(
+                StatusCode::CONFLICT,
+                "the pre-approval could not be applied; request again".into(),
+            ),
+        });
+    }
     let row = match store.approval(row.id).await {
         Ok(Some(row)) => row,
         Ok(None) => {

@@ -531,13 +531,17 @@ pub async fn connect(
 const MEASURE_EVERY: Duration = Duration::from_secs(10);
 
 /// A shipping round succeeded: the time of it
-/// (`airlock_ship_last_success_timestamp_seconds`; the lag is now minus
-/// it), and, at most every [`MEASURE_EVERY`], the journal's size on disk.
-fn shipped_now(recorder: &Recorder, next_measure: &mut Instant) {
+/// (`airlock_ship_last_success_timestamp_seconds`; the lag is now minus it).
+fn shipped_now() {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     metrics::gauge!("airlock_ship_last_success_timestamp_seconds").set(now);
+}
+
+/// At most every [`MEASURE_EVERY`], the journal's size on disk
+/// (`airlock_journal_bytes`).
+fn measure_journal(recorder: &Recorder, next_measure: &mut Instant) {
     if Instant::now() < *next_measure {
         return;
     }
@@ -600,7 +604,7 @@ pub async fn run(
                     tracing::info!("the audit store is reachable again; shipping caught up");
                     down = false;
                 }
-                shipped_now(&recorder, &mut next_measure);
+                shipped_now();
                 recorder.set_store_status(Ok(()));
                 backoff.reset();
                 if report.inserted > 0 {
@@ -642,6 +646,9 @@ pub async fn run(
                 }
             };
         }
+        // Measured whether or not the store answers: a journal growing
+        // through an outage is what operators need to see.
+        measure_journal(&recorder, &mut next_measure);
         let wait = if ok { TICK } else { backoff.next() };
         tokio::select! {
             _ = &mut stop => break,

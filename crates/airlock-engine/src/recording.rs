@@ -107,8 +107,10 @@ pub struct RecordingSession {
     columns: HashMap<u64, Arc<[String]>>,
     /// The door, for `airlock_statements_total`.
     door: event::Door,
-    /// That counter's handles by decision and rule, looked up once each.
-    counters: HashMap<(Decision, Option<String>), metrics::Counter>,
+    /// That counter's handles by decision and rule, looked up once each
+    /// (a session meets few rules: a short list, searched without
+    /// allocating).
+    counters: Vec<(Decision, Option<Arc<str>>, metrics::Counter)>,
 }
 
 /// Statements recorded, by door, decision and deciding rule.
@@ -141,7 +143,7 @@ impl RecordingSession {
     ) -> RecordingSession {
         RecordingSession {
             door,
-            counters: HashMap::new(),
+            counters: Vec::new(),
             withhold: unmask && masking.is_active(),
             redactor,
             recorder,
@@ -205,19 +207,22 @@ impl RecordingSession {
 
     /// Counts a recorded statement by its decision and rule.
     fn count(&mut self, decision: Decision, rule: Option<&str>) {
-        let key = (decision, rule.map(str::to_string));
-        let door = self.door;
-        self.counters
-            .entry(key)
-            .or_insert_with(|| {
-                metrics::counter!(
-                    STATEMENTS_TOTAL,
-                    "door" => door.name(),
-                    "decision" => decision.name(),
-                    "rule" => rule.unwrap_or("none").to_string()
-                )
-            })
-            .increment(1);
+        if let Some((_, _, counter)) = self
+            .counters
+            .iter()
+            .find(|(d, r, _)| *d == decision && r.as_deref() == rule)
+        {
+            counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!(
+            STATEMENTS_TOTAL,
+            "door" => self.door.name(),
+            "decision" => decision.name(),
+            "rule" => rule.unwrap_or("none").to_string()
+        );
+        counter.increment(1);
+        self.counters.push((decision, rule.map(Arc::from), counter));
     }
 
     /// A statement's text and parameters, redacted as its statement event

@@ -208,20 +208,13 @@ impl Snapshot {
     }
 }
 
-/// Claim conditions as the policy core matches them (validated: every
-/// path parses).
+/// Claim conditions as the policy core matches them.
 fn claim_matchers(
     claims: &BTreeMap<String, airlock_config::ClaimValues>,
 ) -> Vec<airlock_policy::claims::ClaimMatcher> {
     claims
         .iter()
-        .filter_map(|(path, values)| {
-            Some(airlock_policy::claims::ClaimMatcher {
-                name: path.clone(),
-                path: airlock_policy::claims::ClaimPath::parse(path)?,
-                accepts: values.values(),
-            })
-        })
+        .map(|(path, values)| airlock_policy::claims::ClaimMatcher::new(path, values.values()))
         .collect()
 }
 

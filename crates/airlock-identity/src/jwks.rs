@@ -227,9 +227,42 @@ impl Issuer {
         Ok(doc.jwks_uri)
     }
 
+    /// Whether the issuer's bearer credential may go to `url`: the issuer's
+    /// own origin, a configured `jwks_uri`'s, or, with a CA of its own
+    /// pinned (only hosts that CA certifies answer), any. Never a third
+    /// party that a discovery document names.
+    fn may_authenticate(&self, url: &str) -> bool {
+        let origin = |u: &str| {
+            reqwest::Url::parse(u).ok().map(|u| {
+                (
+                    u.scheme().to_string(),
+                    u.host_str().map(str::to_string),
+                    u.port_or_known_default(),
+                )
+            })
+        };
+        let target = origin(url);
+        self.spec.ca_pem.is_some()
+            || target.is_some()
+                && (target == origin(&self.spec.issuer)
+                    || self
+                        .spec
+                        .jwks_uri
+                        .as_deref()
+                        .is_some_and(|j| origin(j) == target))
+    }
+
     async fn get<T: DeserializeOwned>(&self, url: &str) -> Result<T, FetchError> {
         let mut request = self.http.get(url);
-        match &self.spec.jwks_bearer {
+        let bearer = self
+            .spec
+            .jwks_bearer
+            .as_ref()
+            .filter(|_| self.may_authenticate(url));
+        if self.spec.jwks_bearer.is_some() && bearer.is_none() {
+            tracing::warn!(issuer = %self.spec.name, url, "not sending the JWKS credential to a host other than the issuer's (pin the issuer's `ca` or set `jwks_uri`)");
+        }
+        match bearer {
             None => {}
             Some(crate::JwksBearer::Token(token)) => request = request.bearer_auth(token),
             // Read at each fetch: a rotated token is used from the next one.
@@ -344,4 +377,35 @@ impl Key {
 fn elapsed(since: SystemTime, now: SystemTime) -> Duration {
     now.duration_since(since)
         .unwrap_or_else(|back| back.duration())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issuer(jwks_uri: Option<&str>, ca: bool) -> Issuer {
+        let spec = IssuerSpec {
+            jwks_uri: jwks_uri.map(Into::into),
+            ca_pem: ca.then(|| b"pem".to_vec()),
+            jwks_bearer: Some(crate::JwksBearer::Token("t".into())),
+            ..IssuerSpec::new("k8s", "https://kubernetes.default.svc:443", "airlock")
+        };
+        Issuer::new(spec, reqwest::Client::new(), VerifierOptions::default())
+    }
+
+    #[test]
+    fn the_jwks_credential_goes_to_the_issuers_own_hosts_only() {
+        let plain = issuer(None, false);
+        assert!(plain.may_authenticate("https://kubernetes.default.svc/openid/v1/jwks"));
+        // A discovery document naming another host does not get it.
+        assert!(!plain.may_authenticate("https://collector.example.net/jwks"));
+        assert!(!plain.may_authenticate("https://kubernetes.default.svc:8443/jwks"));
+        assert!(!plain.may_authenticate("http://kubernetes.default.svc/openid/v1/jwks"));
+        // A configured jwks_uri's host does.
+        let configured = issuer(Some("https://10.0.0.1:6443/openid/v1/jwks"), false);
+        assert!(configured.may_authenticate("https://10.0.0.1:6443/openid/v1/jwks"));
+        assert!(!configured.may_authenticate("https://10.0.0.2:6443/openid/v1/jwks"));
+        // With the issuer's CA pinned only hosts it certifies answer.
+        assert!(issuer(None, true).may_authenticate("https://10.0.0.1:6443/openid/v1/jwks"));
+    }
 }

@@ -3,10 +3,12 @@
 //!
 //! **Paths.** A dot separates levels: `kubernetes.io.namespace` reaches
 //! `{"kubernetes.io": {"namespace": …}}`. Claim names may contain dots
-//! themselves (Kubernetes puts its claims under `kubernetes.io`), so at
-//! each level the longest name that exists wins: `kubernetes.io` before
-//! `kubernetes`. `\.` is a dot inside a name that never splits, and `\\` a
-//! backslash.
+//! themselves (Kubernetes puts its claims under `kubernetes.io`), so every
+//! way of splitting the path into names is tried; when more than one
+//! reaches a value and they differ (a token with both
+//! `"kubernetes.io.namespace"` and `{"kubernetes.io": {"namespace"}}`), the
+//! path is ambiguous and matches nothing. `\.` is a dot inside a name
+//! that never splits, and `\\` a backslash.
 //!
 //! **Values.** A rule accepts one value or a list of them; a value with `*`
 //! is a glob (`*` matches any run of characters, `/` included). A string
@@ -28,9 +30,13 @@ impl Claims {
         Claims(Arc::new(claims))
     }
 
-    /// The value at `path` (see the module's path syntax).
+    /// The value at `path` (see the module's path syntax); `None` when
+    /// nothing is there, or when the path reaches different values.
     pub fn get(&self, path: &ClaimPath) -> Option<&Value> {
-        lookup(&self.0, &path.0)
+        let mut found = Vec::new();
+        lookup(&self.0, &path.0, &mut found);
+        let first = *found.first()?;
+        found.iter().all(|v| *v == first).then_some(first)
     }
 }
 
@@ -60,15 +66,19 @@ impl ClaimPath {
     }
 }
 
-fn lookup<'v>(object: &'v Map<String, Value>, segments: &[String]) -> Option<&'v Value> {
-    // The longest name that exists at this level first.
-    (1..=segments.len()).rev().find_map(|k| {
-        let value = object.get(&segments[..k].join("."))?;
-        match &segments[k..] {
-            [] => Some(value),
-            rest => lookup(value.as_object()?, rest),
+/// Every value `segments` reaches in `object`, one per way of grouping
+/// them into names.
+fn lookup<'v>(object: &'v Map<String, Value>, segments: &[String], found: &mut Vec<&'v Value>) {
+    for k in 1..=segments.len() {
+        let Some(value) = object.get(&segments[..k].join(".")) else {
+            continue;
+        };
+        match (&segments[k..], value.as_object()) {
+            ([], _) => found.push(value),
+            (rest, Some(inner)) => lookup(inner, rest, found),
+            (_, None) => {}
         }
-    })
+    }
 }
 
 /// One claim condition of an access rule.
@@ -82,6 +92,24 @@ pub struct ClaimMatcher {
 }
 
 impl ClaimMatcher {
+    /// The condition `path` accepting `accepts`; one that matches nothing
+    /// when the path does not parse (validation refuses such a file; a
+    /// matcher never widens a rule by going missing).
+    pub fn new(path: &str, accepts: Vec<String>) -> ClaimMatcher {
+        match ClaimPath::parse(path) {
+            Some(parsed) => ClaimMatcher {
+                name: path.to_string(),
+                path: parsed,
+                accepts,
+            },
+            None => ClaimMatcher {
+                name: path.to_string(),
+                path: ClaimPath(vec![String::new()]),
+                accepts: Vec::new(),
+            },
+        }
+    }
+
     /// Whether `claims` hold an accepted value at the path.
     pub fn matches(&self, claims: &Claims) -> bool {
         claims
@@ -145,17 +173,27 @@ mod tests {
         let k8s = claims(json!({
             "sub": "system:serviceaccount:agents:devin",
             "kubernetes.io": {"namespace": "agents", "serviceaccount": {"name": "devin"}},
-            "kubernetes": {"io": {"namespace": "decoy"}},
             "a.b": 1,
             "a": {"b": 2},
+            "x.y": "same",
+            "x": {"y": "same"},
         }));
         assert!(matcher("kubernetes.io.namespace", &["agents"]).matches(&k8s));
         assert!(matcher("kubernetes.io.serviceaccount.name", &["devin"]).matches(&k8s));
-        assert!(!matcher("kubernetes.io.namespace", &["decoy"]).matches(&k8s));
-        // `a.b` names the dotted claim first; escaped, it never descends.
-        assert!(matcher("a.b", &["1"]).matches(&k8s));
+        // Two readings that differ: ambiguous, nothing matches.
+        assert!(!matcher("a.b", &["1"]).matches(&k8s));
+        assert!(!matcher("a.b", &["2"]).matches(&k8s));
+        assert!(!matcher("a.b", &["*"]).matches(&k8s));
+        // Escaped, the dotted name alone; readings that agree match.
         assert!(matcher(r"a\.b", &["1"]).matches(&k8s));
         assert!(!matcher(r"a\.b", &["2"]).matches(&k8s));
+        assert!(matcher("x.y", &["same"]).matches(&k8s));
+        // A planted decoy makes the real claim ambiguous: refused.
+        let decoy = claims(json!({
+            "kubernetes.io": {"namespace": "agents"},
+            "kubernetes": {"io": {"namespace": "other"}},
+        }));
+        assert!(!matcher("kubernetes.io.namespace", &["agents"]).matches(&decoy));
         assert_eq!(ClaimPath::parse(""), None);
         assert_eq!(ClaimPath::parse("a..b"), None);
         assert_eq!(ClaimPath::parse(r"a\x"), None);

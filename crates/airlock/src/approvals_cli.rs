@@ -232,7 +232,15 @@ pub fn access(server: Server, command: AccessCommand) -> Result<ExitCode> {
                 reason,
             };
             let created = call(&client, None, client.request_access(&request))?;
-            let line = requested_line(&created, &request);
+            let line = if created.status == "granted" {
+                format!(
+                    "access request {} granted at once by the policy (jit.preapprove) until {}\n",
+                    created.id,
+                    printable(created.expires_at.as_deref().unwrap_or("?"))
+                )
+            } else {
+                requested_line(&created, &request)
+            };
             write_str(&mut io::stdout().lock(), &line)?;
             if !wait {
                 return Ok(ExitCode::SUCCESS);
@@ -369,7 +377,17 @@ fn wait_for_grant(
     let deadline = std::time::Instant::now() + timeout;
     let out = &mut io::stdout().lock();
     loop {
-        let a = call(client, None, client.access_request(id))?;
+        // A gateway restarting (a rolling deploy) or a blip is waited out
+        // until the deadline.
+        let a = match call(client, None, client.access_request(id)) {
+            Ok(a) => a,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "asking again");
+                std::thread::sleep(POLL);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         match a.status.as_str() {
             "pending" if std::time::Instant::now() < deadline => std::thread::sleep(POLL),
             "pending" => {

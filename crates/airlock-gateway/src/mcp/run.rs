@@ -615,6 +615,13 @@ async fn open_session(cx: &Context, request: &Request) -> Result<Open, Failure> 
     )
     .await
     .map_err(|refused| Failure::new("no_access", "28000", refused.message()))?;
+    if cx.gateway.draining() {
+        return Err(Failure::new(
+            "unavailable",
+            "57P01",
+            open::Cut::Shutdown.message(),
+        ));
+    }
     // A call is a session like a wire door's: it takes a slot.
     let Ok(slot) = Arc::clone(&cx.gateway.sessions).try_acquire_owned() else {
         return Err(Failure::new(

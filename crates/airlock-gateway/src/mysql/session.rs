@@ -1357,9 +1357,15 @@ impl Session<'_> {
                 Err(outcome) => return Ok(outcome),
             };
         tracing::info!("{}", hold::held_notice(&waiting));
+        let mut terminate = self.gateway.terminate.subscribe();
         loop {
             tokio::select! {
                 wait = waiting.decided() => return Ok(hold::end(&holder, waiting, wait).await),
+                // The gateway shuts down: the hold ends with the session.
+                _ = crate::lifetime::terminated(&mut terminate) => {
+                    hold::cancel(&holder, waiting, "the gateway is shutting down").await;
+                    return Err(End::Cut(Cut::Shutdown));
+                }
                 // Watching for a disconnect; bytes a client sends ahead
                 // are kept for after the answer.
                 read = self.client.read_buf(&mut self.client_in) => match read {

@@ -416,9 +416,28 @@ async fn a_held_statement_returns_at_once_and_its_result_comes_once_approved_thr
         "{status}"
     );
 
-    // The requester cannot approve it; another dba can, with the CLI.
+    // The requester cannot approve it; nor can an agent holding a token for
+    // a dba (an act claim); another dba can, with the CLI.
     let own = cli(&gw, &writer, &["approvals", "approve", &id]);
     assert!(!own.status.success());
+    let dev = airlock_identity::dev::DevIssuer::open_or_create(gw.data_dir()).unwrap();
+    let delegated = dev.mint(
+        airlock_identity::dev::MintRequest {
+            subject: "dana".into(),
+            groups: vec!["dba".into()],
+            ttl: Duration::from_secs(600),
+            act: Some("some-agent".into()),
+            audience: "airlock".into(),
+        },
+        std::time::SystemTime::now(),
+    );
+    let agent_vote = cli(&gw, &delegated, &["approvals", "approve", &id]);
+    assert!(!agent_vote.status.success());
+    assert!(
+        common::stderr(&agent_vote).contains("acts for someone else"),
+        "{}",
+        common::stderr(&agent_vote)
+    );
     let approved = cli(&gw, &dba, &["approvals", "approve", &id, "--reason", "ok"]);
     assert!(approved.status.success(), "{}", common::stderr(&approved));
 
