@@ -313,20 +313,17 @@ async fn bad_votes_are_refused_and_a_race_has_one_winner() {
     assert_eq!(code, 404, "{body}");
     let (code, _) = post(&gw, &bob, "/approvals/not-a-uuid/approve", json!({})).await;
     assert_eq!(code, 404);
-    // The requester, the human it acts for, and another agent acting for
-    // that human, even in the approver group.
-    for (who, act) in [
-        ("devin", None),
-        ("alice", None),
-        ("other-agent", Some("alice")),
+    // Every party of the request, even in the approver group; and a token
+    // that acts for someone else (an agent holding a dba's token) at all.
+    for (who, act, says) in [
+        ("devin", None, "you made"),
+        ("alice", None, "you made"),
+        ("carol", Some("other-agent"), "acts for someone else"),
     ] {
         let token = mint(&gw, who, &["dba"], act, Duration::from_secs(900));
         let (code, body) = post(&gw, &token, &path("approve"), json!({})).await;
         assert_eq!(code, 403, "{who}: {body}");
-        assert!(
-            body["error"].as_str().unwrap().contains("you made"),
-            "{body}"
-        );
+        assert!(body["error"].as_str().unwrap().contains(says), "{body}");
     }
     // Outside the approver group.
     let eve = gw.token("eve", &["interns"]);

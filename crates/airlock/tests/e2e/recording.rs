@@ -899,7 +899,11 @@ async fn sigterm_drains_sessions_ships_the_journal_and_a_restart_loses_no_event(
                     .simple_query(&format!("INSERT INTO {table} VALUES ({id})"))
                     .await
                 {
-                    return (n, e.code().map(|c| c.code().to_string()));
+                    // 57P01 when the cut meets a statement in flight; a
+                    // client between two statements reads the FATAL as its
+                    // connection closing.
+                    let ended = e.code().map(|c| c.code().to_string());
+                    return (n, ended.or_else(|| e.is_closed().then(|| "closed".into())));
                 }
             }
             unreachable!()
@@ -938,11 +942,15 @@ async fn sigterm_drains_sessions_ships_the_journal_and_a_restart_loses_no_event(
     let before = workers.iter().filter(|w| w.is_finished()).count();
     assert_eq!(before, 0, "sessions run on during the grace period");
 
-    // The grace period over, the sessions left are ended with 57P01.
+    // The grace period over, the sessions left are ended with 57P01 (their
+    // ends, recorded, are checked below).
     let mut ran = 0;
     for w in workers {
         let (n, code) = w.await.unwrap();
-        assert_eq!(code.as_deref(), Some("57P01"), "after {n} inserts");
+        assert!(
+            matches!(code.as_deref(), Some("57P01" | "closed")),
+            "after {n} inserts: {code:?}"
+        );
         ran += n;
     }
     assert!(ran > 20, "the workload ran ({ran} inserts)");
