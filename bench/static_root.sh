@@ -24,6 +24,16 @@ fi
 jail="$(mktemp -d)"
 trap 'rm -rf "$jail"' EXIT
 install -m 0755 "$bin" "$jail/airlock"
+# The image's final stage carries the CA bundle (distroless ships it): the
+# issuers' HTTPS clients need roots to be built at all.
+install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$jail/etc/ssl/certs/ca-certificates.crt"
+# What every container runtime mounts: /dev/null, /dev/random and
+# /dev/urandom. A static binary finds no getrandom() in libc at run time,
+# so random ids and keys come from these files.
+mkdir -p "$jail/dev"
+mknod -m 666 "$jail/dev/null" c 1 3
+mknod -m 444 "$jail/dev/urandom" c 1 9
+mknod -m 444 "$jail/dev/random" c 1 8
 cp "$root/deploy/compose/airlock.yaml" "$jail/airlock.yaml"
 echo "== in an empty root: $(find "$jail" | wc -l) entries"
 chroot "$jail" /airlock --version
@@ -40,4 +50,20 @@ listen: {http: 127.0.0.1:0}
 identity: {issuers: [{name: corp, issuer: "https://login.example.com/", audience: airlock}]}
 YAML
 chroot "$jail" /airlock policy check /min.yaml
-echo "ok: the static binary runs in an empty root"
+# And it serves: the HTTP listener answers /healthz from outside the jail.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat > "$jail/serve.yaml" <<YAML
+listen: {http: 127.0.0.1:$port}
+data_dir: /data
+identity: {dev_issuer: true}
+YAML
+mkdir -p "$jail/data"
+chroot "$jail" /airlock serve --config /serve.yaml > "$jail/serve.log" 2>&1 &
+server=$!
+for _ in $(seq 50); do
+  curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$port/healthz" || { cat "$jail/serve.log"; kill "$server"; exit 1; }
+kill -TERM "$server"; wait "$server" || true
+echo "ok: the static binary runs and serves in an empty root"
