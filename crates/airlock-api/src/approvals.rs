@@ -277,7 +277,7 @@ async fn caller(
 fn may_read(caller: &Caller, row: &ApprovalRow) -> bool {
     caller.auditor
         || caller.admin
-        || caller.principal.in_any_group(&row.approvers)
+        || airlock_policy::approval::is_approver(&caller.principal, &row.approvers)
         || (caller.principal.subject == row.requester_subject
             && caller.principal.issuer == row.requester_issuer)
 }
@@ -849,7 +849,10 @@ pub(crate) async fn revoke_access(
     // The grantee may give it up; approvers and admins may take it away.
     let own = caller.principal.subject == row.requester_subject
         && caller.principal.issuer == row.requester_issuer;
-    if !(own || caller.admin || caller.principal.in_any_group(&row.approvers)) {
+    if !(own
+        || caller.admin
+        || airlock_policy::approval::is_approver(&caller.principal, &row.approvers))
+    {
         return error(
             StatusCode::FORBIDDEN,
             "only the grantee, the rule's approvers and admins may revoke a grant",

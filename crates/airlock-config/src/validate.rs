@@ -221,6 +221,11 @@ fn access(config: &Config, p: &mut Problems) {
                 jit.max_duration,
                 (Duration::from_secs(7 * 86400), "7d"),
             );
+            for (j, a) in jit.approvers.iter().enumerate() {
+                if let Err(e) = airlock_policy::approval::check_approver(a) {
+                    p.add(format!("{at}.jit.approvers[{j}]"), e);
+                }
+            }
             if jit.approvers.is_empty() {
                 p.add(
                     format!("{at}.jit.approvers"),
@@ -419,6 +424,11 @@ fn guardrails(config: &Config, p: &mut Problems) {
                 at(".match"),
                 "matches every statement; give at least one condition",
             );
+        }
+        for (j, a) in g.approvers.iter().enumerate() {
+            if let Err(e) = airlock_policy::approval::check_approver(a) {
+                p.add(at(&format!(".approvers[{j}]")), e);
+            }
         }
         if g.action == GuardrailAction::Approve && g.approvers.is_empty() {
             p.add(at(".approvers"), "required with action: approve");
@@ -769,6 +779,19 @@ mod tests {
         ] {
             check(&with_access(rules), want);
         }
+    }
+
+    #[test]
+    fn approvers_entries() {
+        check(
+            &format!(
+                "{LISTEN}{IDENTITY}guardrails:\n  - {{name: g, match: {{effects: [ddl]}}, action: approve, approvers: [dba, \"subject:alice@*\", \"claim:team=dba\", \"claim:team\", \"subject:\"]}}\n"
+            ),
+            &[
+                "t.yaml: guardrails[0].approvers[3]: claim: needs path=value, such as claim:team=dba",
+                "t.yaml: guardrails[0].approvers[4]: subject: needs a glob, such as subject:alice@example.com",
+            ],
+        );
     }
 
     #[test]

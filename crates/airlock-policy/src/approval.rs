@@ -87,6 +87,49 @@ impl std::fmt::Display for VoteRefusal {
     }
 }
 
+/// Whether `p` is one of `approvers`: each entry a group name, or
+/// `subject:<glob>` (a glob on `sub`), or `claim:<path>=<glob>` (a claim
+/// condition, as an access rule's `claims`). Machine identities and
+/// principals without groups can so be approvers.
+pub fn is_approver(p: &Principal, approvers: &[String]) -> bool {
+    approvers.iter().any(|a| {
+        if let Some(glob) = a.strip_prefix("subject:") {
+            crate::claims::glob(glob, &p.subject)
+        } else if let Some(claim) = a.strip_prefix("claim:") {
+            claim.split_once('=').is_some_and(|(path, value)| {
+                crate::claims::ClaimMatcher::new(path, vec![value.to_string()]).matches(&p.claims)
+            })
+        } else {
+            p.in_group(a)
+        }
+    })
+}
+
+/// Whether an approvers entry is well formed; the problem otherwise.
+pub fn check_approver(entry: &str) -> Result<(), String> {
+    if let Some(glob) = entry.strip_prefix("subject:") {
+        return if glob.is_empty() {
+            Err("subject: needs a glob, such as subject:alice@example.com".into())
+        } else {
+            Ok(())
+        };
+    }
+    if let Some(claim) = entry.strip_prefix("claim:") {
+        return match claim.split_once('=') {
+            Some((path, value))
+                if crate::claims::ClaimPath::parse(path).is_some() && !value.is_empty() =>
+            {
+                Ok(())
+            }
+            _ => Err("claim: needs path=value, such as claim:team=dba".into()),
+        };
+    }
+    if entry.is_empty() {
+        return Err("an empty group name".into());
+    }
+    Ok(())
+}
+
 /// Who a principal counts as among approvers: its subject, the party on
 /// whose behalf it acts.
 pub fn human(p: &Principal) -> &str {
@@ -118,7 +161,7 @@ pub fn check_vote(
     if vote == Vote::Deny && reason.is_none_or(|r| r.trim().is_empty()) {
         return Err(VoteRefusal::ReasonRequired);
     }
-    let approver = voter.in_any_group(approvers);
+    let approver = is_approver(voter, approvers);
     if !(approver || (vote == Vote::Deny && admin)) {
         return Err(VoteRefusal::NotAnApprover {
             approvers: approvers.to_vec(),
@@ -195,6 +238,32 @@ mod tests {
             ),
             Ok(())
         );
+    }
+
+    #[test]
+    fn approvers_are_groups_subject_globs_or_claims() {
+        let mut p = who("alice@example.com", None, &["ops"]);
+        p.claims = crate::claims::Claims::new(
+            serde_json::json!({"team": "dba", "kubernetes.io": {"namespace": "platform"}})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        let yes =
+            |a: &[&str]| is_approver(&p, &a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(yes(&["ops"]));
+        assert!(yes(&["subject:*@example.com"]));
+        assert!(yes(&["claim:team=dba"]));
+        assert!(yes(&["claim:kubernetes.io.namespace=plat*"]));
+        assert!(!yes(&["dba"]));
+        assert!(!yes(&["subject:bob@*"]));
+        assert!(!yes(&["claim:team=sre", "claim:missing=*"]));
+        assert!(!yes(&["claim:team"]), "a malformed entry matches nobody");
+        assert!(check_approver("claim:team").is_err());
+        assert!(check_approver("claim:a..b=x").is_err());
+        assert!(check_approver("subject:").is_err());
+        assert!(check_approver("claim:team=dba").is_ok());
+        assert!(check_approver("dba").is_ok());
     }
 
     #[test]
