@@ -151,16 +151,18 @@ pub async fn routes(policy: &Policy<'_>, principal: &Principal, now: SystemTime)
         } else {
             Vec::new()
         };
-        for (c, roles) in policy.access.allowed(principal, &grants) {
-            if c != connection {
-                continue;
-            }
-            routes.extend(
-                roles
-                    .iter()
-                    .filter_map(|role| policy.access.route(principal, &c, role, &grants).ok()),
-            );
-        }
+        routes.extend(
+            policy
+                .access
+                .allowed_roles(principal, connection, &grants)
+                .iter()
+                .filter_map(|role| {
+                    policy
+                        .access
+                        .route(principal, connection, role, &grants)
+                        .ok()
+                }),
+        );
     }
     routes
 }

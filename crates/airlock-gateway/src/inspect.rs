@@ -521,8 +521,7 @@ impl PolicyInspector {
                 }
                 // A statement that does not parse gets PostgreSQL's own
                 // error (positions only hold for the text as sent).
-                let syntax = statements.iter().find_map(|s| s.syntax_error.as_deref());
-                if let (Some(e), Some("unknown")) = (syntax, denial.rule()) {
+                if let Some(e) = denial.syntax_error(statements) {
                     return Verdict::SyntaxError {
                         code: e.code,
                         message: e.message.clone(),

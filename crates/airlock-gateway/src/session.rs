@@ -294,18 +294,12 @@ async fn open(
             return None;
         }
     };
-    let recorder = RecordingSession::new(
+    let recorder = snapshot.recording(
         recorder,
         id,
         airlock_audit::event::Door::Postgres,
-        snapshot.recording,
-        Arc::clone(&snapshot.masking),
-        // An exempt session reads no catalog; a cached one makes its
-        // redaction precise.
-        catalog
-            .clone()
-            .or_else(|| snapshot.catalogs.masking.fresh(&route.connection)),
-        route.unmask,
+        route,
+        catalog.as_ref(),
         airlock_sql::literals::value_spans,
     );
 

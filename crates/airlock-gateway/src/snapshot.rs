@@ -69,6 +69,35 @@ pub struct Snapshot {
 
 pub use airlock_engine::hold::HoldTimeouts;
 
+impl Snapshot {
+    /// A session's recording, for any door: this snapshot's limits and
+    /// masking, and the masking catalog the session read (an exempt
+    /// session reads none; the connection's cached one, when fresh, still
+    /// makes its redaction precise).
+    pub(crate) fn recording(
+        &self,
+        journal: std::sync::Arc<airlock_audit::Recorder>,
+        session: uuid::Uuid,
+        door: airlock_audit::event::Door,
+        route: &airlock_policy::Route,
+        catalog: Option<&Arc<airlock_policy::masking::SensitiveCatalog>>,
+        redactor: airlock_engine::recording::Redactor,
+    ) -> airlock_engine::recording::RecordingSession {
+        airlock_engine::recording::RecordingSession::new(
+            journal,
+            session,
+            door,
+            self.recording,
+            Arc::clone(&self.masking),
+            catalog
+                .cloned()
+                .or_else(|| self.catalogs.masking.fresh(&route.connection)),
+            route.unmask,
+            redactor,
+        )
+    }
+}
+
 /// Why a snapshot could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {

@@ -251,7 +251,7 @@ impl AccessPolicy {
     /// The roles `p` may use on `connection` now (JIT roles only through a
     /// live grant), in rule order, without duplicates. Empty when the
     /// connection does not exist.
-    fn allowed_roles(&self, p: &Principal, connection: &str, grants: &[Grant]) -> Vec<String> {
+    pub fn allowed_roles(&self, p: &Principal, connection: &str, grants: &[Grant]) -> Vec<String> {
         let mut roles: Vec<String> = Vec::new();
         for (rule, role) in self.candidates(p, connection) {
             if rule.grant_for(p, connection, role, grants).is_ok() && !roles.contains(role) {

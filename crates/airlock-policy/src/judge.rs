@@ -153,6 +153,18 @@ pub enum DeniedBy {
 }
 
 impl Denial {
+    /// The server's own error for a refusal by `unknown` of a text that does
+    /// not parse: every door answers it as the server would (PostgreSQL's
+    /// `42601` with its position), not as a policy refusal.
+    pub fn syntax_error<'s>(
+        &self,
+        statements: &'s [Statement],
+    ) -> Option<&'s crate::statement::SyntaxError> {
+        (self.rule() == Some("unknown"))
+            .then(|| statements.iter().find_map(|s| s.syntax_error.as_deref()))
+            .flatten()
+    }
+
     /// The rule that refused, when one did.
     pub fn rule(&self) -> Option<&str> {
         match &self.by {

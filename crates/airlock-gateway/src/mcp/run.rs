@@ -661,16 +661,12 @@ async fn open_session(cx: &Context, request: &Request) -> Result<Open, Failure> 
         }
     };
     let route = &authorized.route;
-    let recorder = RecordingSession::new(
+    let recorder = snapshot.recording(
         Arc::clone(&journal),
         id,
         Door::Mcp,
-        snapshot.recording,
-        Arc::clone(&snapshot.masking),
-        catalog
-            .clone()
-            .or_else(|| snapshot.catalogs.masking.fresh(&route.connection)),
-        route.unmask,
+        route,
+        catalog.as_ref(),
         db.redactor(),
     );
     Ok(Open {
@@ -1069,10 +1065,9 @@ async fn judge(
             tracing::info!(rule = ?d.rule(), "statement denied");
             // A statement that does not parse gets the server's own error,
             // as on the wire.
-            let syntax = statements.iter().find_map(|s| s.syntax_error.as_deref());
-            let failure = match (syntax, d.rule()) {
-                (Some(e), Some("unknown")) => Failure::new("error", e.code, e.message.clone()),
-                _ => Failure::new("denied", "42501", d.message),
+            let failure = match d.syntax_error(statements) {
+                Some(e) => Failure::new("error", e.code, e.message.clone()),
+                None => Failure::new("denied", "42501", d.message),
             };
             Judged::Refuse {
                 decision,
@@ -1307,13 +1302,17 @@ impl Sink for Collector<'_> {
                 }
             }
         }
-        let size: usize = row.iter().map(|v| v.to_string().len() + 1).sum();
+        // The row's size as JSON, counted without writing it out.
+        let mut size = Counted(row.len());
+        let _ = serde_json::to_writer(&mut size, &row);
+        let size = size.0;
         if self.bytes + size > self.caps.max_bytes {
             self.ran.truncated = true;
             return;
         }
         self.bytes += size;
-        let texts: Vec<Option<Vec<u8>>> = row.iter().map(recorded_value).collect();
+        let texts: Vec<Option<std::borrow::Cow<'_, [u8]>>> =
+            row.iter().map(recorded_value).collect();
         self.recorder
             .row(At { id: ID, index: 0 }, texts.iter().map(Option::as_deref));
         let index = self.ran.rows.len();
@@ -1332,10 +1331,23 @@ impl Sink for Collector<'_> {
 }
 
 /// A JSON value as the recording keeps it: text, or NULL.
-fn recorded_value(v: &Value) -> Option<Vec<u8>> {
+fn recorded_value(v: &Value) -> Option<std::borrow::Cow<'_, [u8]>> {
     match v {
         Value::Null => None,
-        Value::String(s) => Some(s.as_bytes().to_vec()),
-        other => Some(other.to_string().into_bytes()),
+        Value::String(s) => Some(s.as_bytes().into()),
+        other => Some(other.to_string().into_bytes().into()),
+    }
+}
+
+/// A writer that only counts the bytes written to it.
+struct Counted(usize);
+
+impl std::io::Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

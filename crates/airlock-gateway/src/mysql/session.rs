@@ -360,16 +360,12 @@ async fn open(
             "airlock: the audit journal cannot be written; airlock serves no session it cannot record",
         );
     };
-    let recorder = RecordingSession::new(
+    let recorder = snapshot.recording(
         recorder,
         id,
         Door::Mysql,
-        snapshot.recording,
-        Arc::clone(&snapshot.masking),
-        masking
-            .clone()
-            .or_else(|| snapshot.catalogs.masking.fresh(&route.connection)),
-        route.unmask,
+        route,
+        masking.as_ref(),
         super::value_spans,
     );
     hs.accept(out, ready.status);
