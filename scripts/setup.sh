@@ -23,6 +23,8 @@ command -v mysql >/dev/null 2>&1 || need+=(mariadb-client)
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# The web console's browser tests (crates/airlock/tests/drivers/browser.mjs).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # deploy/check.py: promtool checks and unit-tests the alerting rules
 # (deploy/observability). It comes with Debian's prometheus package, which
 # installs in seconds; in a container its service is not started (no init,
@@ -49,13 +51,14 @@ python3 -c 'from mcp import Client; import httpx2' 2>/dev/null || python3 -m pip
 # and GitHub workflow schemas (check-jsonschema's vendored ones).
 python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install -q 'kubernetes-validate>=1.30,<2'
 python3 -c 'import check_jsonschema' 2>/dev/null || python3 -m pip install -q 'check-jsonschema>=0.33,<1'
-# node-postgres and mysql2, for the driver tests, at the versions
-# package-lock.json pins.
+# node-postgres, mysql2 and playwright-core (the console's browser tests drive
+# Debian's chromium with it; it never downloads a browser of its own), for the
+# driver tests, at the versions package-lock.json pins.
 drivers="$root/crates/airlock/tests/drivers"
-if ! (cd "$drivers" && node -e 'require("pg"); require("mysql2")' >/dev/null 2>&1) \
+if ! (cd "$drivers" && node -e 'require("pg"); require("mysql2"); require("playwright-core")' >/dev/null 2>&1) \
   || ! cmp -s "$drivers/package-lock.json" "$drivers/node_modules/.airlock-lock"; then
-  echo "setup: installing node-postgres and mysql2"
-  (cd "$drivers" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "setup: installing node-postgres, mysql2 and playwright-core"
+  (cd "$drivers" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
   cp "$drivers/package-lock.json" "$drivers/node_modules/.airlock-lock"
 fi
 
