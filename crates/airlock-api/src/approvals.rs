@@ -74,6 +74,11 @@ pub struct Approval {
     /// The groups that may decide.
     pub approvers: Vec<String>,
     pub connection: String,
+    /// A held statement, shown alone (`GET …/{id}`): the session's last
+    /// statements before it, redacted as recorded, oldest first (absent
+    /// in lists, and until the session's events reach the store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Vec<String>>,
     /// RFC 3339, milliseconds, like every time here.
     pub created_at: String,
     /// A held statement: when it times out.
@@ -116,6 +121,7 @@ impl Approval {
             approvals: row.approvals,
             approvers: row.approvers.clone(),
             connection: row.connection.clone(),
+            context: None,
             created_at: rfc3339(row.created_ms),
             deadline: row.deadline_ms.map(rfc3339),
             decided_at: row.decided_ms.map(rfc3339),
@@ -426,10 +432,49 @@ pub(crate) async fn show<const ACCESS: bool>(
         Ok(c) => c,
         Err(r) => return r,
     };
-    match find(&store, &caller, &id, kind).await {
-        Ok(row) => Json(Approval::from_row(&row)).into_response(),
-        Err(r) => r,
+    let row = match find(&store, &caller, &id, kind).await {
+        Ok(row) => row,
+        Err(r) => return r,
+    };
+    let mut approval = Approval::from_row(&row);
+    if let Some(session) = row.session_id {
+        approval.context = context(&store, session, row.created_ms).await;
     }
+    Json(approval).into_response()
+}
+
+/// Statements a held statement's session ran before it, shown with it.
+pub const CONTEXT_STATEMENTS: usize = 5;
+
+/// The last [`CONTEXT_STATEMENTS`] statements `session` recorded before
+/// `before_ms`, when the store has its events.
+async fn context(store: &Store, session: Uuid, before_ms: i64) -> Option<Vec<String>> {
+    let rows = match store
+        .session_events(&session.hyphenated().to_string())
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, %session, "reading a held statement's context failed");
+            return None;
+        }
+    };
+    // Event times are RFC 3339 in UTC with milliseconds: they sort as text.
+    let before = rfc3339(before_ms);
+    let mut texts: Vec<String> = rows
+        .iter()
+        .filter_map(|row| match airlock_audit::Event::decode(&row.payload) {
+            Ok(airlock_audit::Event {
+                at,
+                body: airlock_audit::Body::Statement(s),
+                ..
+            }) if at <= before => Some(s.text),
+            _ => None,
+        })
+        .collect();
+    let skip = texts.len().saturating_sub(CONTEXT_STATEMENTS);
+    texts.drain(..skip);
+    Some(texts)
 }
 
 /// The body of `POST …/{id}/approve`, `…/deny` and `…/revoke` (none at
@@ -442,7 +487,7 @@ pub struct DecisionRequest {
     pub reason: Option<String>,
 }
 
-fn body<T: Default>(body: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
+pub(crate) fn body<T: Default>(body: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
     match body {
         Ok(Json(t)) => Ok(t),
         // No body at all is an empty decision.

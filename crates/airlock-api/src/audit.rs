@@ -276,6 +276,9 @@ pub struct SessionSummary {
     pub groups: Option<Vec<String>>,
     /// The session id.
     pub id: Option<String>,
+    /// Open on the gateway that answered (absent when it cannot tell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<bool>,
     /// `read-only` or `read-write` (absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
@@ -371,7 +374,21 @@ pub(crate) async fn list_sessions(
         Err(e) => return store_error(&e),
     };
     tracing::info!(subject = %caller.subject, sessions = rows.len(), "audit API: sessions listed");
-    let sessions = rows.iter().map(session_summary).collect();
+    let live = state.gateway.as_ref().map(crate::admin::GatewayApi::live);
+    let sessions = rows
+        .iter()
+        .map(|row| {
+            let mut summary = session_summary(row);
+            if let Some(live) = &live {
+                let id = summary
+                    .id
+                    .as_deref()
+                    .and_then(|id| Uuid::try_parse(id).ok());
+                summary.live = Some(id.is_some_and(|id| live.contains(&id)));
+            }
+            summary
+        })
+        .collect();
     Json(SessionList { sessions }).into_response()
 }
 
@@ -425,6 +442,7 @@ pub(crate) fn session_summary(row: &EventRow) -> SessionSummary {
             connection: Some(s.connection),
             groups: Some(s.groups),
             id: Some(s.session.hyphenated().to_string()),
+            live: None,
             mode: Some(s.mode),
             principal: Some(s.principal),
             role: Some(s.role),
@@ -443,6 +461,7 @@ pub(crate) fn session_summary(row: &EventRow) -> SessionSummary {
             connection: row.connection.clone(),
             groups: None,
             id: row.session_id.clone(),
+            live: None,
             mode: None,
             principal: row.principal.clone(),
             role: None,

@@ -9,9 +9,11 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::admin::{ExplainRequest, Terminated, VerifyStatus};
 use crate::approvals::{
     AccessList, AccessRequest, Approval, ApprovalList, ApprovalsQuery, DecisionRequest, VoteAnswer,
 };
@@ -58,11 +60,27 @@ pub enum Error {
 }
 
 /// A client of one API server, authenticated by one bearer token.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     base: String,
     token: String,
-    http: reqwest::Client,
+    transport: Transport,
+}
+
+/// How requests reach the API: over HTTP (the CLI), or handed to the
+/// router of this process (the console, which is a client like any other).
+#[derive(Clone)]
+enum Transport {
+    Http(reqwest::Client),
+    Local(axum::Router),
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -76,8 +94,19 @@ impl Client {
         Ok(Client {
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
-            http,
+            transport: Transport::Http(http),
         })
+    }
+
+    /// A client of `router` (this process's [`crate::router`]), sending
+    /// `token`: each request is handled in place, authenticated and
+    /// authorized exactly as one from the network.
+    pub fn local(router: axum::Router, token: &str) -> Client {
+        Client {
+            base: String::new(),
+            token: token.to_string(),
+            transport: Transport::Local(router),
+        }
     }
 
     /// The server, as given, without a trailing `/`.
@@ -153,14 +182,39 @@ impl Client {
         self.post(path::ACCESS_REVOKE, Some(id), body).await
     }
 
+    /// `POST /api/v1/sessions/{id}/terminate` (admins; a reason is required).
+    pub async fn terminate(&self, id: &str, body: &DecisionRequest) -> Result<Terminated, Error> {
+        self.post(path::TERMINATE, Some(id), body).await
+    }
+
+    /// `GET /api/v1/policy`: the policy in force.
+    pub async fn policy(&self) -> Result<serde_json::Value, Error> {
+        self.get(path::POLICY, None, &[]).await
+    }
+
+    /// `POST /api/v1/policy/explain`: `airlock policy explain`'s answer.
+    pub async fn explain(&self, body: &ExplainRequest) -> Result<serde_json::Value, Error> {
+        self.post(path::EXPLAIN, None, body).await
+    }
+
+    /// `POST /api/v1/audit/verify`: verifies the trail now.
+    pub async fn verify(&self) -> Result<VerifyStatus, Error> {
+        self.post(path::VERIFY, None, &serde_json::json!({})).await
+    }
+
+    /// `GET /api/v1/audit/status`: the last verification.
+    pub async fn audit_status(&self) -> Result<VerifyStatus, Error> {
+        self.get(path::AUDIT_STATUS, None, &[]).await
+    }
+
     async fn get<T: DeserializeOwned>(
         &self,
         template: &str,
         id: Option<&str>,
         query: &[(&str, String)],
     ) -> Result<T, Error> {
-        let url = self.url(template, id, query);
-        self.send(self.http.get(&url), url).await
+        self.send(Method::GET, self.url(template, id, query), None)
+            .await
     }
 
     async fn post<T: DeserializeOwned>(
@@ -169,8 +223,9 @@ impl Client {
         id: Option<&str>,
         body: &impl Serialize,
     ) -> Result<T, Error> {
-        let url = self.url(template, id, &[]);
-        self.send(self.http.post(&url).json(body), url).await
+        let body = serde_json::to_vec(body).expect("request bodies serialize");
+        self.send(Method::POST, self.url(template, id, &[]), Some(body))
+            .await
     }
 
     /// The URL of `template` with `id` in place of `{id}`, escaped so that
@@ -186,27 +241,36 @@ impl Client {
 
     async fn send<T: DeserializeOwned>(
         &self,
-        request: reqwest::RequestBuilder,
+        method: Method,
         url: String,
+        body: Option<Vec<u8>>,
     ) -> Result<T, Error> {
-        let response = match request.bearer_auth(&self.token).send().await {
-            Ok(r) => r,
-            Err(source) => return Err(Error::Unreachable { url, source }),
+        let (status, body) = match &self.transport {
+            Transport::Http(http) => {
+                let mut request = http.request(method, &url).bearer_auth(&self.token);
+                if let Some(body) = body {
+                    request = request
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body);
+                }
+                let response = match request.send().await {
+                    Ok(r) => r,
+                    Err(source) => return Err(Error::Unreachable { url, source }),
+                };
+                let status = response.status().as_u16();
+                match response.bytes().await {
+                    Ok(b) => (status, b),
+                    Err(source) => return Err(Error::Read { url, source }),
+                }
+            }
+            Transport::Local(router) => self.local_send(router, method, &url, body).await,
         };
-        let status = response.status();
-        let body = match response.bytes().await {
-            Ok(b) => b,
-            Err(source) => return Err(Error::Read { url, source }),
-        };
-        if !status.is_success() {
+        if !(200..300).contains(&status) {
             let message = match serde_json::from_slice::<ErrorBody>(&body) {
                 Ok(e) => e.error,
                 Err(_) => String::from_utf8_lossy(&body).trim().to_string(),
             };
-            return Err(Error::Api {
-                status: status.as_u16(),
-                message,
-            });
+            return Err(Error::Api { status, message });
         }
         serde_json::from_slice(&body).map_err(|source| {
             if source.is_data() {
@@ -216,7 +280,45 @@ impl Client {
             }
         })
     }
+
+    /// Hands a request to this process's router; its answer is read whole
+    /// (the API's answers are bounded by their `limit`s).
+    async fn local_send(
+        &self,
+        router: &axum::Router,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+    ) -> (u16, bytes::Bytes) {
+        use tower::ServiceExt as _;
+        let mut request = axum::http::Request::builder()
+            .method(method.as_str())
+            .uri(url)
+            .header(
+                axum::http::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            );
+        if body.is_some() {
+            request = request.header(axum::http::header::CONTENT_TYPE, "application/json");
+        }
+        let request = match request.body(axum::body::Body::from(body.unwrap_or_default())) {
+            Ok(r) => r,
+            Err(e) => return (400, bytes::Bytes::from(format!("{{\"error\":\"{e}\"}}"))),
+        };
+        let response = match router.clone().oneshot(request).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        let status = response.status().as_u16();
+        match axum::body::to_bytes(response.into_body(), LOCAL_BODY_LIMIT).await {
+            Ok(b) => (status, b),
+            Err(e) => (500, bytes::Bytes::from(e.to_string())),
+        }
+    }
 }
+
+/// The largest answer a local client reads (a session's events included).
+const LOCAL_BODY_LIMIT: usize = 256 << 20;
 
 /// RFC 3986 percent-encoding of everything but unreserved characters: safe
 /// in a path segment and in a query value.
@@ -333,31 +435,44 @@ mod tests {
             dev_issuer: None,
             audit: None,
             approvals: None,
+            gateway: None,
         };
-        let client = serve(crate::router(state)).await;
-        let id = "00000000-0000-0000-0000-000000000000";
-        let why = DecisionRequest::default();
-        let answers = [
-            client.sessions(&SessionsQuery::default()).await.err(),
-            client.session(id).await.err(),
-            client.approvals(&ApprovalsQuery::default()).await.err(),
-            client.approval(id).await.err(),
-            client.approve(id, &why).await.err(),
-            client.deny(id, &why).await.err(),
-            client
-                .access_requests(&ApprovalsQuery::default())
-                .await
-                .err(),
-            client.access_request(id).await.err(),
-            client.request_access(&AccessRequest::default()).await.err(),
-            client.approve_access(id, &why).await.err(),
-            client.deny_access(id, &why).await.err(),
-            client.revoke_access(id, &why).await.err(),
-        ];
-        for (i, answer) in answers.into_iter().enumerate() {
-            match answer {
-                Some(Error::Api { status: 503, .. }) => {}
-                other => panic!("method {i}: {other:?}"),
+        // Over HTTP, and handed to the router in place (the console's way).
+        let router = crate::router(state);
+        let clients = [serve(router.clone()).await, Client::local(router, "token")];
+        for client in clients {
+            let id = "00000000-0000-0000-0000-000000000000";
+            let why = DecisionRequest::default();
+            let answers = [
+                client.sessions(&SessionsQuery::default()).await.err(),
+                client.session(id).await.err(),
+                client.approvals(&ApprovalsQuery::default()).await.err(),
+                client.approval(id).await.err(),
+                client.approve(id, &why).await.err(),
+                client.deny(id, &why).await.err(),
+                client
+                    .access_requests(&ApprovalsQuery::default())
+                    .await
+                    .err(),
+                client.access_request(id).await.err(),
+                client.request_access(&AccessRequest::default()).await.err(),
+                client.approve_access(id, &why).await.err(),
+                client.deny_access(id, &why).await.err(),
+                client.revoke_access(id, &why).await.err(),
+                client.terminate(id, &why).await.err(),
+                client.policy().await.err(),
+                client
+                    .explain(&crate::ExplainRequest::default())
+                    .await
+                    .err(),
+                client.verify().await.err(),
+                client.audit_status().await.err(),
+            ];
+            for (i, answer) in answers.into_iter().enumerate() {
+                match answer {
+                    Some(Error::Api { status: 503, .. }) => {}
+                    other => panic!("{client:?} method {i}: {other:?}"),
+                }
             }
         }
     }

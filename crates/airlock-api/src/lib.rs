@@ -14,6 +14,7 @@
 // built once, on the error path: boxing it would buy nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod admin;
 pub mod approvals;
 pub mod audit;
 pub mod client;
@@ -33,6 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+pub use admin::{ExplainRequest, GatewayApi, GatewayHooks, Terminated, VerifyStatus};
 pub use approvals::{
     AccessRefused, AccessRequest, ApprovalHooks, ApprovalsApi, JitTerms, file_access_request,
 };
@@ -55,6 +57,11 @@ pub mod path {
     pub const ACCESS_APPROVE: &str = "/api/v1/access/{id}/approve";
     pub const ACCESS_DENY: &str = "/api/v1/access/{id}/deny";
     pub const ACCESS_REVOKE: &str = "/api/v1/access/{id}/revoke";
+    pub const TERMINATE: &str = "/api/v1/sessions/{id}/terminate";
+    pub const POLICY: &str = "/api/v1/policy";
+    pub const EXPLAIN: &str = "/api/v1/policy/explain";
+    pub const VERIFY: &str = "/api/v1/audit/verify";
+    pub const AUDIT_STATUS: &str = "/api/v1/audit/status";
 }
 
 /// Says whether the gateway can serve: configuration loaded (and, as they
@@ -74,6 +81,9 @@ pub struct ApiState {
     /// The approvals and access endpoints (authenticated like the audit
     /// ones). Without it they answer 503.
     pub approvals: Option<ApprovalsApi>,
+    /// Session termination, the policy, explain and verification
+    /// (authenticated like the audit ones). Without it they answer 503.
+    pub gateway: Option<GatewayApi>,
 }
 
 /// The HTTP routes.
@@ -128,21 +138,21 @@ fn routes() -> Routes {
     .post(path::ACCESS_APPROVE, approvals::vote::<true, true>)
     .post(path::ACCESS_DENY, approvals::vote::<true, false>)
     .post(path::ACCESS_REVOKE, approvals::revoke_access)
+    .post(path::TERMINATE, admin::terminate)
+    .get(path::POLICY, admin::policy)
+    .post(path::EXPLAIN, admin::explain)
+    .post(path::VERIFY, admin::verify)
+    .get(path::AUDIT_STATUS, admin::status)
 }
 
-/// Serves the API's routes, and `more` (the MCP endpoint's), on `listener`
-/// until `shutdown` completes. Handlers can read the peer's address
-/// (`ConnectInfo<SocketAddr>`).
+/// Serves `app` (the API's [`router`], merged with the MCP endpoint's
+/// and the console's) on `listener` until `shutdown` completes. Handlers
+/// can read the peer's address (`ConnectInfo<SocketAddr>`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: ApiState,
-    more: Option<Router>,
+    app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let mut app = router(state);
-    if let Some(more) = more {
-        app = app.merge(more);
-    }
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

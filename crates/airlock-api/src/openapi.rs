@@ -182,10 +182,106 @@ fn approval_paths() -> Vec<(&'static str, &'static str, Json)> {
     ]
 }
 
+/// The paths the gateway answers ([`crate::admin`]).
+fn gateway_paths() -> Vec<(&'static str, &'static str, Json)> {
+    let op = |id: &str, summary: &str, body: Option<Json>, answer: Json| {
+        let mut op = json!({
+            "operationId": id,
+            "summary": summary,
+            "tags": ["gateway"],
+            "security": [{ "bearer": [] }],
+            "responses": {
+                "200": { "description": "OK", "content": { "application/json": { "schema": answer } } },
+                "400": { "$ref": "#/components/responses/Error" },
+                "401": { "$ref": "#/components/responses/Unauthorized" },
+                "403": { "$ref": "#/components/responses/Forbidden" },
+                "503": { "$ref": "#/components/responses/Unavailable" }
+            }
+        });
+        if let Some(schema) = body {
+            op["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": schema } } });
+        }
+        op
+    };
+    let verify = json!({
+        "type": "object",
+        "required": ["checked_at", "lines", "ok"],
+        "properties": {
+            "checked_at": { "type": ["string", "null"], "format": "date-time" },
+            "lines": { "type": "array", "items": { "type": "string" } },
+            "ok": { "type": ["boolean", "null"] }
+        }
+    });
+    let mut terminate = op(
+        "terminateSession",
+        "End a live session: its client gets a FATAL naming the administrator and the reason, and its end is recorded (admins; a reason is required)",
+        Some(
+            json!({ "type": "object", "required": ["reason"], "properties": { "reason": { "type": "string" } }, "additionalProperties": false }),
+        ),
+        json!({ "type": "object", "required": ["id", "reason"], "properties": { "id": { "type": "string", "format": "uuid" }, "reason": { "type": "string" } } }),
+    );
+    terminate["parameters"] = json!([
+        { "name": "id", "in": "path", "required": true, "description": "The session id", "schema": { "type": "string", "format": "uuid" } }
+    ]);
+    terminate["responses"]["404"] = json!({ "$ref": "#/components/responses/Error" });
+    let mut explain = op(
+        "explainPolicy",
+        "What the gateway would decide for SQL from a principal with these groups (auditors and admins)",
+        Some(json!({
+            "type": "object",
+            "required": ["connection", "sql"],
+            "properties": {
+                "connection": { "type": "string" },
+                "groups": { "type": "array", "items": { "type": "string" } },
+                "role": { "type": ["string", "null"] },
+                "sql": { "type": "string" },
+                "subject": { "type": ["string", "null"] }
+            },
+            "additionalProperties": false
+        })),
+        json!({ "type": "object", "description": "airlock policy explain --json's answer: route, statements, decision" }),
+    );
+    explain["responses"]["422"] = json!({ "$ref": "#/components/responses/Error" });
+    vec![
+        ("/api/v1/sessions/{id}/terminate", "post", terminate),
+        (
+            "/api/v1/policy",
+            "get",
+            op(
+                "showPolicy",
+                "The policy in force: connections (without credentials), access rules, masking rules and guardrails (auditors and admins)",
+                None,
+                json!({ "type": "object" }),
+            ),
+        ),
+        ("/api/v1/policy/explain", "post", explain),
+        (
+            "/api/v1/audit/verify",
+            "post",
+            op(
+                "verifyAudit",
+                "Verify every hash chain of the journal and the store now (auditors and admins)",
+                None,
+                verify.clone(),
+            ),
+        ),
+        (
+            "/api/v1/audit/status",
+            "get",
+            op(
+                "auditStatus",
+                "What the last verification found, and when it ran (auditors and admins)",
+                None,
+                verify,
+            ),
+        ),
+    ]
+}
+
 /// The document.
 pub fn document() -> Json {
     let mut doc = base_document();
-    for (path, method, op) in approval_paths() {
+    for (path, method, op) in approval_paths().into_iter().chain(gateway_paths()) {
         doc["paths"][path] = json!({ method: op });
     }
     doc["components"]["schemas"]["Approval"] = json!({
@@ -199,6 +295,7 @@ pub fn document() -> Json {
             "requester_issuer": { "type": "string" },
             "act": { "type": ["string", "null"] },
             "connection": { "type": "string" },
+            "context": { "type": "array", "items": { "type": "string" }, "description": "A held statement shown alone: the session's last statements before it, redacted, oldest first" },
             "role": { "type": "string" },
             "rule": { "type": "string", "description": "The guardrail (statement) or access rule (access)" },
             "approvers": { "type": "array", "items": { "type": "string" } },
@@ -398,6 +495,7 @@ fn base_document() -> Json {
                     "required": ["id", "principal", "connection", "started_at", "stream", "seq"],
                     "properties": {
                         "id": { "type": "string", "format": "uuid" },
+                        "live": { "type": "boolean", "description": "Open on the gateway that answered" },
                         "principal": { "type": ["string", "null"], "description": "The token subject" },
                         "act": { "type": ["string", "null"], "description": "The human the principal acts for" },
                         "groups": { "type": "array", "items": { "type": "string" } },

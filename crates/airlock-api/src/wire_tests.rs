@@ -424,11 +424,13 @@ fn matches_schema(doc: &Value, name: &str, full: &impl Serialize, bare: &impl Se
 #[test]
 fn the_openapi_document_names_the_wire_fields() {
     let doc = crate::openapi::document();
-    let full = Approval::from_row(&approval_row(ApprovalStatus::Granted));
+    let mut full = Approval::from_row(&approval_row(ApprovalStatus::Granted));
+    full.context = Some(vec!["select 1".into()]);
     let bare = Approval::from_row(&bare_approval_row());
     matches_schema(&doc, "Approval", &full, &bare);
     matches_schema(&doc, "ApprovalVote", &full.votes[0], &full.votes[0]);
-    let started = crate::audit::session_summary(&event_row(session_start()));
+    let mut started = crate::audit::session_summary(&event_row(session_start()));
+    started.live = Some(true);
     let unread = crate::audit::session_summary(&event_row(b"{}".to_vec()));
     matches_schema(&doc, "SessionSummary", &started, &unread);
     let mut both = StoredEvent::from_row(&event_row(session_start()));

@@ -166,13 +166,13 @@ async fn serve(audit: Option<AuditApi>, dir: tempfile::TempDir) -> Api {
         dev_issuer: None,
         audit,
         approvals: None,
+        gateway: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(airlock_api::serve(
         listener,
-        state,
-        None,
+        airlock_api::router(state),
         std::future::pending(),
     ));
     Api {

@@ -76,6 +76,9 @@ pub struct Config {
     /// The MCP endpoint for agents.
     #[serde(default)]
     pub mcp: crate::Mcp,
+    /// The web console; off without this section.
+    #[serde(default)]
+    pub console: Option<crate::Console>,
     /// On SIGTERM: how long open sessions may run on (new ones refused, `/readyz` not ready)
     /// before they are ended with a message naming the shutdown.
     #[serde(default = "default_shutdown_grace")]
@@ -915,6 +918,7 @@ log: {format: json}
                 allowed_origins: strings(&["https://app.example.com"]),
                 ..crate::Mcp::default()
             },
+            console: None,
             shutdown_grace: HumanDuration(Duration::from_secs(45)),
             log: Log {
                 format: LogFormat::Json,

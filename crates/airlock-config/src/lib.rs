@@ -26,6 +26,7 @@
 
 mod approvals;
 mod config;
+mod console;
 mod error;
 mod guardrails;
 mod masking;
@@ -43,6 +44,7 @@ pub use config::{
     Limits, Listen, Log, LogFormat, Protocol, RoleCredential, StartupNotice, TlsMode, Upstream,
     UpstreamTls,
 };
+pub use console::Console;
 pub use error::ConfigError;
 pub use guardrails::{Guardrail, GuardrailAction, GuardrailMatch, WhereClause};
 pub use masking::{MaskRule, MaskStrategy, Masking, Partial};

@@ -27,6 +27,7 @@ pub(crate) fn validate(config: &Config, origin: &str) -> Vec<ConfigError> {
     audit(config, &mut problems);
     notifications(config, &mut problems);
     mcp(config, &mut problems);
+    console(config, &mut problems);
     problems.errors
 }
 
@@ -329,6 +330,53 @@ fn mcp(config: &Config, p: &mut Problems) {
                 format!("{origin:?} is not an origin: write scheme://host[:port], such as https://app.example.com"),
             );
         }
+    }
+}
+
+fn console(config: &Config, p: &mut Problems) {
+    let Some(console) = &config.console else {
+        return;
+    };
+    if config.listen.http.is_none() {
+        p.add(
+            "console",
+            "the console is served on listen.http, which is not set",
+        );
+    }
+    let known = if console.issuer == "dev" {
+        config.identity.dev_issuer
+    } else {
+        config
+            .identity
+            .issuers
+            .iter()
+            .any(|i| i.name == console.issuer)
+    };
+    if !known {
+        p.add(
+            "console.issuer",
+            format!(
+                "{:?} is neither an identity.issuers name nor \"dev\" (with identity.dev_issuer on)",
+                console.issuer
+            ),
+        );
+    }
+    if console.client_id.trim().is_empty() {
+        p.add("console.client_id", "must not be empty");
+    }
+    if let Some(url) = &console.redirect_url {
+        let ok = (url.starts_with("https://") || url.starts_with("http://"))
+            && url.ends_with("/console/callback")
+            && !url.contains(['?', '#']);
+        if !ok {
+            p.add(
+                "console.redirect_url",
+                format!("{url:?} must be an http(s) URL whose path ends in /console/callback"),
+            );
+        }
+    }
+    if console.session_ttl.0 < Duration::from_secs(60) {
+        p.add("console.session_ttl", "must be at least 1m");
     }
 }
 

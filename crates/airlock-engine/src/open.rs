@@ -224,6 +224,8 @@ pub enum Cut {
     Grant(String),
     /// The gateway is shutting down and its grace period is over.
     Shutdown,
+    /// An administrator ended it: who, and why (the whole message).
+    Terminated(String),
 }
 
 impl Cut {
@@ -234,6 +236,7 @@ impl Cut {
             Cut::Lifetime => "session lifetime reached".into(),
             Cut::Grant(why) => why.clone(),
             Cut::Shutdown => "gateway shutting down".into(),
+            Cut::Terminated(why) => why.clone(),
         }
     }
 
@@ -246,6 +249,7 @@ impl Cut {
             }
             Cut::Grant(why) => why,
             Cut::Shutdown => "the gateway is shutting down; reconnect (to another replica)",
+            Cut::Terminated(why) => why,
         };
         format!("airlock: session ended: {why}")
     }

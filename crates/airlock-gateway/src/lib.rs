@@ -145,6 +145,23 @@ pub struct Gateway {
     draining: std::sync::atomic::AtomicBool,
     /// Set when sessions must end (a shutdown's grace is over).
     terminate: tokio::sync::watch::Sender<bool>,
+    /// Wire sessions open now, by session id: each ends when told why
+    /// ([`Gateway::terminate_session`]).
+    live: Mutex<std::collections::HashMap<uuid::Uuid, tokio::sync::watch::Sender<Option<String>>>>,
+}
+
+/// A session's place in [`Gateway`]'s live sessions, left when dropped.
+pub(crate) struct Tracked<'a> {
+    gateway: &'a Gateway,
+    id: uuid::Uuid,
+    /// Says why, when an administrator ends the session.
+    pub(crate) ended: Option<tokio::sync::watch::Receiver<Option<String>>>,
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        self.gateway.live_map().remove(&self.id);
+    }
 }
 
 impl Gateway {
@@ -169,6 +186,7 @@ impl Gateway {
             max_sessions: config.limits.max_sessions as usize,
             draining: std::sync::atomic::AtomicBool::new(false),
             terminate: tokio::sync::watch::channel(false).0,
+            live: Mutex::default(),
         }))
     }
 
@@ -193,6 +211,46 @@ impl Gateway {
     /// (PostgreSQL `57P01`, MySQL 1053), its end recorded.
     pub fn end_sessions(&self) {
         self.terminate.send_replace(true);
+    }
+
+    /// The ids of the wire sessions open now.
+    pub fn live_sessions(&self) -> Vec<uuid::Uuid> {
+        self.live_map().keys().copied().collect()
+    }
+
+    /// Ends wire session `id`, telling its client `why` (PostgreSQL
+    /// `57P01`, MySQL 1927); its end event records `why`. False when no
+    /// such session is open.
+    pub fn terminate_session(&self, id: uuid::Uuid, why: String) -> bool {
+        match self.live_map().get(&id) {
+            Some(tx) => {
+                tx.send_replace(Some(why));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Adds session `id` to the live sessions until the guard is dropped.
+    pub(crate) fn track(&self, id: uuid::Uuid) -> Tracked<'_> {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        self.live_map().insert(id, tx);
+        Tracked {
+            gateway: self,
+            id,
+            ended: Some(rx),
+        }
+    }
+
+    fn live_map(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<uuid::Uuid, tokio::sync::watch::Sender<Option<String>>>,
+    > {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Resolves once no session is open (every slot is free again).

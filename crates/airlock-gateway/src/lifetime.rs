@@ -1,10 +1,12 @@
 //! How a session's life ends, for every door: at its deadline (token,
-//! lifetime or grant expiry) or when its grant is revoked.
+//! lifetime or grant expiry), when its grant is revoked, or when an
+//! administrator ends it.
 
 use airlock_engine::open::{self, Cut};
 
-/// Resolves with why, when the session's grant is revoked.
-pub(crate) async fn grant_revoked(
+/// Resolves with why, once `watch` says: the session's grant was revoked,
+/// or an administrator ended it.
+pub(crate) async fn told(
     watch: &mut Option<tokio::sync::watch::Receiver<Option<String>>>,
 ) -> String {
     if let Some(rx) = watch {

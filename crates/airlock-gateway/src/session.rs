@@ -21,7 +21,7 @@ use tracing::{Instrument, field};
 use crate::Gateway;
 use crate::cancel::{CancelKey, CancelTarget};
 use crate::inspect::{PolicyInspector, SessionMasking, SessionPolicy};
-use crate::lifetime::{cut_at, grant_revoked};
+use crate::lifetime::{cut_at, told};
 use crate::pump::{Pump, PumpEnd, Side};
 use crate::snapshot::Snapshot;
 use crate::stream::{ClientStream, MaybeTls};
@@ -478,6 +478,7 @@ async fn run(
     };
 
     let mut terminate = gateway.terminate.subscribe();
+    let mut tracked = gateway.track(opened.id);
     let mut waiting: Option<Waiting> = None;
     let end: Result<PumpEnd, Cut> = loop {
         tokio::select! {
@@ -531,7 +532,8 @@ async fn run(
                 }
             }
             why = cut_at(&*clock, &deadline, &mut terminate) => break Err(why),
-            why = grant_revoked(&mut revoked) => break Err(Cut::Grant(why)),
+            why = told(&mut revoked) => break Err(Cut::Grant(why)),
+            why = told(&mut tracked.ended) => break Err(Cut::Terminated(why)),
         }
     };
     if let (Some(w), Some(a)) = (waiting, &approvals) {
@@ -573,7 +575,7 @@ async fn run(
         Err(cut) => {
             tracing::info!(reason = %cut.reason(), "session cut");
             let code = match cut {
-                Cut::Shutdown => sqlstate::ADMIN_SHUTDOWN,
+                Cut::Shutdown | Cut::Terminated(_) => sqlstate::ADMIN_SHUTDOWN,
                 _ => sqlstate::INVALID_AUTHORIZATION,
             };
             fatal(pump.client_out(), code, &cut.message());

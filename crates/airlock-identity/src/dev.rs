@@ -33,6 +33,11 @@ use crate::IssuerSpec;
 pub const ISSUER: &str = "airlock-dev";
 /// The issuer name dev principals carry.
 pub const NAME: &str = "dev";
+/// Where the HTTP listener serves the dev issuer's keys, its login page
+/// and its token endpoint.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+pub const AUTHORIZE_PATH: &str = "/dev/authorize";
+pub const TOKEN_PATH: &str = "/dev/token";
 /// The key file, in the data directory.
 pub const KEY_FILE: &str = "dev-issuer-key.p8";
 
@@ -108,6 +113,16 @@ impl DevIssuer {
 
     /// A signed token (EdDSA), valid from `now` for `ttl`, with a fresh `jti`.
     pub fn mint(&self, request: MintRequest, now: SystemTime) -> String {
+        self.mint_with(request, now, None)
+    }
+
+    /// An OpenID Connect ID token: [`DevIssuer::mint`]'s claims, for the
+    /// client `request.audience`, with the authorization request's `nonce`.
+    pub fn mint_id_token(&self, request: MintRequest, nonce: &str, now: SystemTime) -> String {
+        self.mint_with(request, now, Some(nonce))
+    }
+
+    fn mint_with(&self, request: MintRequest, now: SystemTime, nonce: Option<&str>) -> String {
         let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let mut claims = json!({
             "iss": ISSUER,
@@ -121,6 +136,9 @@ impl DevIssuer {
         });
         if let Some(act) = request.act {
             claims["act"] = json!({ "sub": act });
+        }
+        if let Some(nonce) = nonce {
+            claims["nonce"] = json!(nonce);
         }
         let header = json!({ "alg": "EdDSA", "typ": "JWT", "kid": self.kid });
         let message = format!(
@@ -144,15 +162,22 @@ impl DevIssuer {
         }] })
     }
 
-    /// An OpenID Connect discovery document for the dev issuer.
+    /// An OpenID Connect discovery document for the dev issuer. Its login
+    /// endpoints (`/dev/authorize`, `/dev/token`, for the console) are
+    /// served next to the JWKS.
     pub fn discovery_document(&self, jwks_uri: &str) -> Value {
+        let base = jwks_uri.trim_end_matches(JWKS_PATH);
         json!({
             "issuer": ISSUER,
             "jwks_uri": jwks_uri,
+            "authorization_endpoint": format!("{base}{AUTHORIZE_PATH}"),
+            "token_endpoint": format!("{base}{TOKEN_PATH}"),
+            "grant_types_supported": ["authorization_code"],
+            "code_challenge_methods_supported": ["S256"],
             "id_token_signing_alg_values_supported": ["EdDSA"],
-            "response_types_supported": ["id_token"],
+            "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
-            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "groups", "act"],
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "groups", "act", "nonce"],
         })
     }
 }

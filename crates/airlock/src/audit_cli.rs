@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
+use airlock::verify_report::redact_url;
 use airlock_api::Client;
 use airlock_api::audit::{SessionEvents, SessionSummary, SessionsQuery};
 use airlock_api::client::{self, TIMEOUT};
@@ -592,20 +593,6 @@ async fn open_store(cfg: &airlock_config::Config) -> Result<Option<Store>> {
     Ok(Some(store))
 }
 
-/// A URL without a password, for messages.
-fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((user, host)) => {
-                let user = user.split(':').next().unwrap_or(user);
-                format!("{scheme}://{user}@{host}")
-            }
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
-}
-
 async fn verify(cfg: &airlock_config::Config) -> Result<ExitCode> {
     let store = open_store(cfg).await?;
     let journal = &cfg.journal.dir;
@@ -617,34 +604,12 @@ async fn verify(cfg: &airlock_config::Config) -> Result<ExitCode> {
         }
         Err(e) => bail!("audit verify could not finish: {e}"),
     };
+    let store_url = redact_url(&cfg.store.url);
     let mut out = String::new();
-    out.push_str(&format!(
-        "journal {}: {} stream(s), {} record(s): ok\n",
-        journal.display(),
-        report.journal.streams.len(),
-        report.journal.records()
-    ));
-    match &store {
-        Some(_) => {
-            let events: u64 = report.store.iter().map(|s| s.events).sum();
-            let cross: u64 = report.store.iter().map(|s| s.cross_checked).sum();
-            out.push_str(&format!(
-                "store {}: {} stream(s), {events} event(s), {cross} compared with the journal: ok\n",
-                redact_url(&cfg.store.url),
-                report.store.len()
-            ));
-        }
-        None => out.push_str(&format!(
-            "store {}: does not exist yet, nothing to check\n",
-            redact_url(&cfg.store.url)
-        )),
+    for line in airlock::verify_report::lines(journal, &store_url, store.is_some(), &report) {
+        out.push_str(&line);
+        out.push('\n');
     }
-    for (stream, n) in &report.unshipped {
-        out.push_str(&format!(
-            "stream {stream}: {n} record(s) not shipped to the store yet\n"
-        ));
-    }
-    out.push_str("ok: every hash chain is intact\n");
     write_str(&mut io::stdout().lock(), &out)?;
     Ok(ExitCode::SUCCESS)
 }

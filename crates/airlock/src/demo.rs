@@ -366,6 +366,9 @@ impl Demo {
              \n  # an auditor (group security): every session is recorded\n  \
              export AIRLOCK_SERVER={server} AIRLOCK_TOKEN=$({exe} token --config {config} --sub auditor --groups security)\n  \
              {exe} sessions list\n  {exe} sessions replay <session id>\n\
+             \n  # the web console: log in on the dev issuer's page as reviewer (groups dba),\n  \
+             # auditor (security) or an admin (admins)\n  \
+             Console: {server}/console\n\
              \n  # an agent over MCP (Streamable HTTP; docs/mcp.md shows Claude Code, Cursor, Devin)\n  \
              MCP URL: {server}/mcp\n  \
              Authorization: Bearer $({exe} token --config {config} --sub agent --groups ai-agents --ttl 8h)\n\

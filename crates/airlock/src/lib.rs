@@ -8,4 +8,6 @@
 pub mod demo;
 mod demo_mariadb;
 pub mod explain;
+pub mod policy_view;
 pub mod serve;
+pub mod verify_report;

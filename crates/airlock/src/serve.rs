@@ -294,7 +294,21 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         Arc::clone(&approvals).run(stopped(shutdown_rx.clone())),
     ));
 
-    if let Some(listener) = http_listener {
+    // The configuration in force, for the API's policy view, explain and
+    // verification (a reload swaps it).
+    let current = Arc::new(std::sync::RwLock::new(Arc::new(config.clone())));
+    let hooks = Arc::new(Hooks {
+        gateway: Arc::clone(&gateway),
+        approvals: Arc::clone(&approvals),
+        config: Arc::clone(&current),
+        store: Arc::clone(&store_slot),
+    });
+    if let (Some(listener), Some(bound)) = (http_listener, http) {
+        let auth: Arc<dyn airlock_api::Authenticate> = Arc::new(ApiAuth {
+            gateway: Arc::clone(&gateway),
+            auditor_groups: config.api.auditor_groups.clone(),
+            admin_groups: config.api.admin_groups.clone(),
+        });
         let state = ApiState {
             metrics: metrics_handle(),
             ready: {
@@ -307,31 +321,45 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
                     recorder.ready()
                 })
             },
-            dev_issuer,
+            dev_issuer: dev_issuer.clone(),
             audit: Some(airlock_api::AuditApi::new(
-                Some(Arc::new(ApiAuth {
-                    gateway: Arc::clone(&gateway),
-                    auditor_groups: config.api.auditor_groups.clone(),
-                    admin_groups: config.api.admin_groups.clone(),
-                })),
+                Some(Arc::clone(&auth)),
                 Arc::clone(&store_slot),
             )),
             approvals: Some(airlock_api::ApprovalsApi {
-                hooks: Arc::new(Hooks {
-                    gateway: Arc::clone(&gateway),
-                    approvals: Arc::clone(&approvals),
-                }),
+                hooks: Arc::clone(&hooks) as Arc<dyn airlock_api::ApprovalHooks>,
             }),
+            gateway: Some(airlock_api::GatewayApi::new(
+                Arc::clone(&hooks) as Arc<dyn airlock_api::GatewayHooks>
+            )),
         };
-        // Mounted always: it answers 404 while `mcp.enabled` is off, so a
-        // reload can turn it on.
-        let mcp = Some(gateway.mcp_router(Arc::new(Hooks {
-            gateway: Arc::clone(&gateway),
-            approvals: Arc::clone(&approvals),
-        })));
+        let api = airlock_api::router(state);
+        // The MCP endpoint is mounted always: it answers 404 while
+        // `mcp.enabled` is off, so a reload can turn it on.
+        let mut app = api.clone().merge(
+            gateway.mcp_router(Arc::clone(&hooks) as Arc<dyn airlock_gateway::AccessRequests>),
+        );
+        let console = console_settings(&config, bound)?;
+        if let Some((dev, _)) = &dev_issuer {
+            let client = match (&config.console, &console) {
+                (Some(c), Some(settings)) if c.issuer == "dev" => {
+                    Some((settings.client_id.clone(), settings.redirect_url.clone()))
+                }
+                _ => None,
+            };
+            let login = airlock_console::dev::DevLogin::new(
+                Arc::clone(dev),
+                config.identity.dev_issuer_audience.clone(),
+                client,
+            );
+            app = app.merge(airlock_console::dev::router(Arc::new(login)));
+        }
+        if let Some(settings) = console {
+            app = app.merge(airlock_console::router(settings, api, auth));
+        }
         let stop = stopped(shutdown_rx.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = airlock_api::serve(listener, state, mcp, stop).await {
+            if let Err(e) = airlock_api::serve(listener, app, stop).await {
                 tracing::error!(error = %e, "HTTP listener failed");
             }
         }));
@@ -349,6 +377,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     if let Some(path) = config_path {
         tasks.push(tokio::spawn(watch_config(
             Arc::clone(&gateway),
+            current,
             path,
             config.watched_files(),
             shutdown_rx,
@@ -405,10 +434,123 @@ fn notifier(config: &Config) -> Result<Notifier> {
     Ok(Notifier::start(webhooks, airlock_notify::Retry::default()))
 }
 
-/// What the approvals endpoints need from this process.
+/// The console's settings from the `console` section (`None` without
+/// one); `http` is the HTTP listener's address.
+fn console_settings(
+    config: &Config,
+    http: SocketAddr,
+) -> Result<Option<airlock_console::Settings>> {
+    let Some(c) = &config.console else {
+        return Ok(None);
+    };
+    let base = format!("http://{}", airlock_gateway::local_addr(http));
+    let discovery = if c.issuer == "dev" {
+        format!("{base}/.well-known/openid-configuration")
+    } else {
+        let issuer = config
+            .identity
+            .issuers
+            .iter()
+            .find(|i| i.name == c.issuer)
+            .context("console.issuer names no issuer")?;
+        format!(
+            "{}/.well-known/openid-configuration",
+            issuer.issuer.trim_end_matches('/')
+        )
+    };
+    let client_secret = match &c.client_secret {
+        Some(secret) => Some(
+            String::from_utf8(secret.resolve_bytes()?.expose().clone())
+                .context("console.client_secret is not UTF-8")?,
+        ),
+        None => None,
+    };
+    Ok(Some(airlock_console::Settings {
+        discovery_url: discovery,
+        client_id: c.client_id.clone(),
+        client_secret,
+        redirect_url: c
+            .redirect_url
+            .clone()
+            .unwrap_or_else(|| format!("{base}/console/callback")),
+        session_ttl: c.session_ttl.0,
+    }))
+}
+
+/// What the HTTP API and the MCP endpoint need from this process.
 struct Hooks {
     gateway: Arc<Gateway>,
     approvals: Arc<Approvals>,
+    /// The configuration in force.
+    config: Arc<std::sync::RwLock<Arc<Config>>>,
+    store: Arc<StoreSlot>,
+}
+
+impl Hooks {
+    fn config(&self) -> Arc<Config> {
+        Arc::clone(
+            &self
+                .config
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+impl airlock_api::GatewayHooks for Hooks {
+    fn live_sessions(&self) -> Vec<uuid::Uuid> {
+        self.gateway.live_sessions()
+    }
+
+    fn terminate(&self, id: uuid::Uuid, why: String) -> bool {
+        self.gateway.terminate_session(id, why)
+    }
+
+    fn policy(&self) -> serde_json::Value {
+        crate::policy_view::policy_json(&self.config())
+    }
+
+    fn explain(
+        &self,
+        request: &airlock_api::ExplainRequest,
+    ) -> std::result::Result<serde_json::Value, String> {
+        let asker = crate::explain::Asker::new(
+            request.subject.as_deref().unwrap_or("explain"),
+            &request.groups,
+        );
+        crate::explain::explain(
+            &self.config(),
+            &request.connection,
+            &asker,
+            request.role.as_deref(),
+            &request.sql,
+        )
+        .map(|report| report.to_json())
+        .map_err(|e| e.to_string())
+    }
+
+    fn verify(
+        &self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::result::Result<Vec<String>, String>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let config = self.config();
+            let store = self.store.get();
+            let journal = &config.journal.dir;
+            match airlock_audit::verify::verify(journal, store).await {
+                Ok(report) => Ok(crate::verify_report::lines(
+                    journal,
+                    &crate::verify_report::redact_url(&config.store.url),
+                    store.is_some(),
+                    &report,
+                )),
+                Err(airlock_audit::VerifyError::Broken(broken)) => {
+                    Err(format!("broken link: {broken}"))
+                }
+                Err(e) => Err(format!("the check could not finish: {e}")),
+            }
+        })
+    }
 }
 
 impl airlock_api::ApprovalHooks for Hooks {
@@ -516,6 +658,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// Kubernetes uses to update mounted ConfigMaps and Secrets).
 async fn watch_config(
     gateway: Arc<Gateway>,
+    current: Arc<std::sync::RwLock<Arc<Config>>>,
     path: PathBuf,
     mut files: Vec<PathBuf>,
     mut stop: watch::Receiver<bool>,
@@ -549,6 +692,9 @@ async fn watch_config(
             Ok(config) => {
                 files = config.watched_files();
                 seen = fingerprint(&path, &files);
+                *current
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(config);
                 tracing::info!(trigger, "configuration reloaded; new sessions use it");
             }
             Err(e) => {

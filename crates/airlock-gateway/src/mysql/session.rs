@@ -563,6 +563,7 @@ async fn run(
         _ => None,
     };
     let mut terminate = gateway.terminate.subscribe();
+    let mut tracked = gateway.track(opened.id);
     let end = loop {
         if let Err(e) = s.flush().await {
             break e;
@@ -576,7 +577,8 @@ async fn run(
                         Ok(_) => continue,
                     },
                     why = crate::lifetime::cut_at(&*clock, &deadline, &mut terminate) => break End::Cut(why),
-                    why = crate::lifetime::grant_revoked(&mut revoked) => break End::Cut(Cut::Grant(why)),
+                    why = crate::lifetime::told(&mut revoked) => break End::Cut(Cut::Grant(why)),
+                    why = crate::lifetime::told(&mut tracked.ended) => break End::Cut(Cut::Terminated(why)),
                 }
             }
             Err(_) => break End::Protocol("a malformed or oversized packet"),
