@@ -43,9 +43,10 @@ fn login(
         return Err((StatusCode::UNAUTHORIZED, "log in at /console/login\n").into_response());
     }
     let next = uri.path_and_query().map_or("/console", |p| p.as_str());
-    let mut to = url::form_urlencoded::Serializer::new(String::from("/console/login?"));
-    to.append_pair("next", next);
-    Err(Redirect::to(&to.finish()).into_response())
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("next", next)
+        .finish();
+    Err(Redirect::to(&format!("/console/login?{query}")).into_response())
 }
 
 /// The session of a POST whose form carries the right CSRF token.

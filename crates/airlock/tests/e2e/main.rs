@@ -16,6 +16,7 @@ mod corpus;
 
 mod approvals;
 mod cli;
+mod console;
 mod data_path;
 mod deploy;
 mod handshake;
