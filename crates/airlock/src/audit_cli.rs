@@ -81,6 +81,15 @@ pub enum SessionsCommand {
         /// The session id.
         id: String,
     },
+    /// End a live session (admins): its client is told who ended it and
+    /// why, and the session's end records it.
+    Terminate {
+        /// The session id.
+        id: String,
+        /// Why, for the client and the record.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +174,14 @@ pub fn sessions(server: Server, command: SessionsCommand) -> Result<ExitCode> {
             } else {
                 write_str(out, &session_text(&session))?;
             }
+        }
+        SessionsCommand::Terminate { id, reason } => {
+            let body = airlock_api::approvals::DecisionRequest {
+                reason: Some(reason),
+            };
+            let ended = call(&client, None, client.terminate(&id, &body))?;
+            let reason = printable(&ended.reason);
+            write_str(out, &format!("ended session {}: {reason}\n", ended.id))?;
         }
         SessionsCommand::Replay { id } => {
             let session = call(&client, Some(&not_found(&id)), client.session(&id))?;

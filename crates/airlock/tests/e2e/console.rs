@@ -488,6 +488,11 @@ async fn auditors_replay_masked_sessions_and_admins_end_live_ones() {
     }
     assert!(id.is_some(), "the live session is marked live");
     b.cmd(json!({"cmd": "submit", "ctx": "auditor", "selector": "#sessions tbody tr a"}));
+    let url = b.cmd(json!({"cmd": "url", "ctx": "auditor"}))["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let session_id = url.rsplit('/').next().unwrap().to_string();
     b.cmd(json!({"cmd": "fill", "ctx": "auditor", "selector": "#terminate-reason", "value": "runaway query"}));
     b.cmd(json!({"cmd": "submit", "ctx": "auditor", "selector": "#terminate"}));
     let out = exited(live).await;
@@ -498,6 +503,41 @@ async fn auditors_replay_masked_sessions_and_admins_end_live_ones() {
         err.contains("an administrator (auditor) ended this session: runaway query"),
         "{err}"
     );
+    // The session's end records it (once shipped to the store).
+    let mut recorded = false;
+    for _ in 0..100 {
+        b.goto("auditor", &gw, &format!("/console/sessions/{session_id}"));
+        if b.text("auditor", "#transcript")
+            .contains("ended this session: runaway query")
+        {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recorded, "the termination is in the session's record");
+    assert_eq!(
+        b.count("auditor", "#terminate"),
+        0,
+        "an ended session has no button"
+    );
+    // Ended: the CLI cannot end it again, and a non-admin may not try.
+    let admin = gw.token("auditor", &["security", "admins"]);
+    let auditor = gw.token("auditor-only", &["security"]);
+    let server = format!("http://{}", gw.http);
+    for (token, wanted) in [
+        (&admin, "not open on this gateway"),
+        (&auditor, "may not end sessions"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_airlock"))
+            .args(["sessions", "terminate", &session_id, "--reason", "again"])
+            .env("AIRLOCK_SERVER", &server)
+            .env("AIRLOCK_TOKEN", token)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(wanted), "{}", stderr(&out));
+    }
     b.no_errors("auditor");
     drop(b);
     gw.stop().await;
