@@ -49,6 +49,8 @@ pub trait GatewayHooks: Send + Sync {
 pub struct GatewayApi {
     pub hooks: Arc<dyn GatewayHooks>,
     last_verify: Arc<Mutex<Option<VerifyStatus>>>,
+    /// One verification at a time: it reads the whole journal and store.
+    verifying: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl GatewayApi {
@@ -56,10 +58,11 @@ impl GatewayApi {
         GatewayApi {
             hooks,
             last_verify: Arc::default(),
+            verifying: Arc::default(),
         }
     }
 
-    /// Whether session `id` is open on this gateway.
+    /// The sessions open on this gateway.
     pub(crate) fn live(&self) -> std::collections::HashSet<Uuid> {
         self.hooks.live_sessions().into_iter().collect()
     }
@@ -226,6 +229,12 @@ pub(crate) async fn verify(State(state): State<ApiState>, headers: HeaderMap) ->
     let api = match gateway(&state) {
         Ok(g) => g,
         Err(r) => return r,
+    };
+    let Ok(_running) = api.verifying.try_lock() else {
+        return error(
+            StatusCode::CONFLICT,
+            "a verification is running; its outcome will be at /api/v1/audit/status",
+        );
     };
     let (ok, lines) = match api.hooks.verify().await {
         Ok(lines) => (true, lines),

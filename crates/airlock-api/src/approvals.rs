@@ -355,27 +355,36 @@ pub(crate) async fn list<const ACCESS: bool>(
             }
         },
     };
-    let filter = ApprovalFilter {
-        kind: Some(kind),
-        status,
-        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    // "open" is two statuses, each asked for with the limit: older pending
+    // requests and live grants are not crowded out by newer decided ones.
+    let statuses = if open {
+        vec![Some(ApprovalStatus::Pending), Some(ApprovalStatus::Granted)]
+    } else {
+        vec![status]
     };
-    match store.approvals(&filter).await {
-        Ok(rows) => {
-            let items = rows
-                .iter()
-                .filter(|r| {
-                    !open || matches!(r.status, ApprovalStatus::Pending | ApprovalStatus::Granted)
-                })
-                .filter(|r| may_read(&caller, r))
-                .map(Approval::from_row)
-                .collect();
-            match kind {
-                ApprovalKind::Statement => Json(ApprovalList { approvals: items }).into_response(),
-                ApprovalKind::Access => Json(AccessList { requests: items }).into_response(),
-            }
+    let mut rows = Vec::new();
+    for status in statuses {
+        let filter = ApprovalFilter {
+            kind: Some(kind),
+            status,
+            limit,
+        };
+        match store.approvals(&filter).await {
+            Ok(more) => rows.extend(more),
+            Err(e) => return store_error(&e),
         }
-        Err(e) => store_error(&e),
+    }
+    rows.sort_by_key(|r| std::cmp::Reverse(r.created_ms));
+    rows.truncate(limit as usize);
+    let items = rows
+        .iter()
+        .filter(|r| may_read(&caller, r))
+        .map(Approval::from_row)
+        .collect();
+    match kind {
+        ApprovalKind::Statement => Json(ApprovalList { approvals: items }).into_response(),
+        ApprovalKind::Access => Json(AccessList { requests: items }).into_response(),
     }
 }
 

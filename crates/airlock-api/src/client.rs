@@ -303,7 +303,10 @@ impl Client {
         }
         let request = match request.body(axum::body::Body::from(body.unwrap_or_default())) {
             Ok(r) => r,
-            Err(e) => return (400, bytes::Bytes::from(format!("{{\"error\":\"{e}\"}}"))),
+            Err(e) => {
+                let body = serde_json::json!({ "error": e.to_string() }).to_string();
+                return (400, bytes::Bytes::from(body));
+            }
         };
         let response = match router.clone().oneshot(request).await {
             Ok(r) => r,

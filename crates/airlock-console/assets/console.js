@@ -28,17 +28,23 @@ function live() {
   const box = document.querySelector("[data-live]");
   if (!box || !window.EventSource) return;
   const events = new EventSource("/console/events");
-  let busy = false;
-  events.addEventListener("approvals", async () => {
-    if (busy) return;
+  // A change announced while the list is being fetched is fetched again
+  // after: the fetch in flight may have read the list before it.
+  let busy = false, again = false;
+  async function refresh() {
+    if (busy) { again = true; return; }
     busy = true;
     try {
-      const r = await fetch(box.dataset.live, { credentials: "same-origin" });
-      if (r.status === 401) { window.location.assign("/console/login"); return; }
-      if (r.ok) { box.innerHTML = await r.text(); tick(); }
+      do {
+        again = false;
+        const r = await fetch(box.dataset.live, { credentials: "same-origin" });
+        if (r.status === 401) { window.location.assign("/console/login"); return; }
+        if (r.ok) { box.innerHTML = await r.text(); tick(); }
+      } while (again);
     } finally {
       busy = false;
     }
-  });
+  }
+  events.addEventListener("approvals", refresh);
 }
 document.addEventListener("DOMContentLoaded", live);

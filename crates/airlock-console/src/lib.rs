@@ -37,6 +37,8 @@ use axum::routing::{get, post};
 /// The console's settings, resolved from the `console` section.
 #[derive(Clone)]
 pub struct Settings {
+    /// The issuer's `iss`, which its discovery document must name.
+    pub issuer: String,
     /// The issuer's discovery document.
     pub discovery_url: String,
     pub client_id: String,
@@ -64,6 +66,7 @@ pub(crate) struct Console {
     pub(crate) auth: Arc<dyn Authenticate>,
     pub(crate) http: reqwest::Client,
     pub(crate) logins: oidc::Logins,
+    pub(crate) discovery: oidc::Discovery,
     pub(crate) sessions: session::Sessions,
 }
 
@@ -86,6 +89,7 @@ pub fn router(settings: Settings, api: Router, auth: Arc<dyn Authenticate>) -> R
         auth,
         http,
         logins: oidc::Logins::default(),
+        discovery: oidc::Discovery::default(),
         sessions: session::Sessions::default(),
     });
     Router::new()

@@ -13,80 +13,114 @@
 //! `next` is only ever a path under `/console`: a login cannot be made to
 //! end on another site.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::digest::{SHA256, digest};
 use axum::extract::Query;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::session::{self, COOKIE, LOGIN_COOKIE, random_token, set_cookie};
 use crate::{State, pages};
 
 /// How long a login may take at the issuer.
 const LOGIN_TTL: Duration = Duration::from_secs(600);
-/// The most logins in progress at once (oldest dropped first).
-const MAX_LOGINS: usize = 10_000;
+/// How long the issuer's discovery document is kept.
+const DISCOVERY_TTL: Duration = Duration::from_secs(300);
+/// What the login cookie's contents are bound to.
+const LOGIN_AAD: &[u8] = b"airlock console login v1";
 
-/// A login in progress.
+/// A login in progress: kept in the browser, in the login cookie, sealed
+/// (AES-256-GCM under a key of this process) so that the server keeps no
+/// state per login and nobody can read or forge it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Pending {
+    state: String,
     verifier: String,
     nonce: String,
     next: String,
-    began: Instant,
+    /// Unix seconds after which the login is void.
+    expires: u64,
 }
 
-/// Logins in progress, by `state`.
-#[derive(Default)]
+/// Seals and opens login cookies.
 pub struct Logins {
-    map: Mutex<HashMap<String, Pending>>,
+    key: LessSafeKey,
+}
+
+impl Default for Logins {
+    fn default() -> Self {
+        let mut bytes = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut bytes).expect("the system's random source works");
+        let key = UnboundKey::new(&AES_256_GCM, &bytes).expect("a 256-bit key");
+        Logins {
+            key: LessSafeKey::new(key),
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 impl Logins {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
-        self.map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn begin(&self, next: String) -> (String, Pending) {
-        let state = random_token();
+    /// A new login returning to `next`, and its sealed cookie value.
+    fn begin(&self, next: String) -> (Pending, String) {
         let pending = Pending {
+            state: random_token(),
             verifier: random_token(),
             nonce: random_token(),
             next,
-            began: Instant::now(),
+            expires: unix_now() + LOGIN_TTL.as_secs(),
         };
-        let kept = Pending {
-            verifier: pending.verifier.clone(),
-            nonce: pending.nonce.clone(),
-            next: pending.next.clone(),
-            began: pending.began,
-        };
-        let mut map = self.lock();
-        map.retain(|_, p| p.began.elapsed() < LOGIN_TTL);
-        if map.len() >= MAX_LOGINS
-            && let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, p)| p.began)
-                .map(|(k, _)| k.clone())
-        {
-            map.remove(&oldest);
-        }
-        map.insert(state.clone(), kept);
-        (state, pending)
+        let mut sealed = serde_json::to_vec(&pending).expect("a login serializes");
+        let mut nonce = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).expect("the system's random source works");
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(LOGIN_AAD),
+                &mut sealed,
+            )
+            .expect("sealing works");
+        let mut value = nonce.to_vec();
+        value.extend_from_slice(&sealed);
+        (pending, URL_SAFE_NO_PAD.encode(value))
     }
 
-    /// The login `state` names, once.
-    fn finish(&self, state: &str) -> Option<Pending> {
-        self.lock()
-            .remove(state)
-            .filter(|p| p.began.elapsed() < LOGIN_TTL)
+    /// The login a cookie value seals, if it is one of ours, unexpired,
+    /// and for `state`.
+    fn finish(&self, cookie: Option<&str>, state: &str) -> Result<Pending, &'static str> {
+        let mut bytes = cookie
+            .and_then(|c| URL_SAFE_NO_PAD.decode(c).ok())
+            .filter(|b| b.len() > NONCE_LEN)
+            .ok_or("this browser has no login in progress: start again")?;
+        let mut sealed = bytes.split_off(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(&bytes).map_err(|_| "a bad login cookie")?;
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(LOGIN_AAD), &mut sealed)
+            .map_err(|_| "the login cookie is not one of this gateway's: start again")?;
+        let pending: Pending = serde_json::from_slice(plain).map_err(|_| "a bad login cookie")?;
+        if pending.expires <= unix_now() {
+            return Err("the login took too long: start again");
+        }
+        let same = aws_lc_rs::constant_time::verify_slices_are_equal(
+            pending.state.as_bytes(),
+            state.as_bytes(),
+        );
+        if same.is_err() {
+            return Err("the state does not match this browser's login: start again");
+        }
+        Ok(pending)
     }
 }
 
@@ -112,13 +146,32 @@ pub fn safe_next(next: Option<&str>) -> String {
 }
 
 /// The issuer's endpoints, from its discovery document.
-struct Endpoints {
+pub(crate) struct Endpoints {
     authorization: String,
     token: String,
 }
 
-async fn discover(console: &crate::Console) -> Result<Endpoints, String> {
-    let url = &console.settings.discovery_url;
+/// The discovery document's endpoints, kept for [`DISCOVERY_TTL`].
+#[derive(Default)]
+pub struct Discovery {
+    cached: Mutex<Option<(Instant, Arc<Endpoints>)>>,
+}
+
+async fn discover(console: &crate::Console) -> Result<Arc<Endpoints>, String> {
+    {
+        let cached = console
+            .discovery
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, endpoints)) = cached.as_ref()
+            && at.elapsed() < DISCOVERY_TTL
+        {
+            return Ok(Arc::clone(endpoints));
+        }
+    }
+    let s = &console.settings;
+    let url = &s.discovery_url;
     let doc: serde_json::Value = console
         .http
         .get(url)
@@ -129,16 +182,35 @@ async fn discover(console: &crate::Console) -> Result<Endpoints, String> {
         .json()
         .await
         .map_err(|e| format!("reading {url}: {e}"))?;
+    if doc["issuer"].as_str() != Some(s.issuer.as_str()) {
+        return Err(format!(
+            "{url} is the discovery document of {}, not of {}",
+            doc["issuer"], s.issuer
+        ));
+    }
+    // Endpoints over TLS, unless the discovery document itself is not
+    // (the dev issuer on loopback).
+    let tls_only = url.starts_with("https://");
     let field = |name: &str| {
-        doc[name]
+        let value = doc[name]
             .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| format!("{url} names no {name}"))
+            .ok_or_else(|| format!("{url} names no {name}"))?;
+        if tls_only && !value.starts_with("https://") {
+            return Err(format!("{url}: {name} {value:?} is not an https URL"));
+        }
+        Ok(value.to_string())
     };
-    Ok(Endpoints {
+    let endpoints = Arc::new(Endpoints {
         authorization: field("authorization_endpoint")?,
         token: field("token_endpoint")?,
-    })
+    });
+    *console
+        .discovery
+        .cached
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+        Some((Instant::now(), Arc::clone(&endpoints)));
+    Ok(endpoints)
 }
 
 #[derive(Deserialize)]
@@ -162,7 +234,7 @@ pub(crate) async fn login(
             );
         }
     };
-    let (state, pending) = console.logins.begin(safe_next(q.next.as_deref()));
+    let (pending, cookie) = console.logins.begin(safe_next(q.next.as_deref()));
     let s = &console.settings;
     let mut url = match url::Url::parse(&endpoints.authorization) {
         Ok(u) => u,
@@ -179,14 +251,14 @@ pub(crate) async fn login(
         .append_pair("client_id", &s.client_id)
         .append_pair("redirect_uri", &s.redirect_url)
         .append_pair("scope", "openid profile email groups")
-        .append_pair("state", &state)
+        .append_pair("state", &pending.state)
         .append_pair("nonce", &pending.nonce)
         .append_pair("code_challenge", &challenge(&pending.verifier))
         .append_pair("code_challenge_method", "S256");
     (
         [(
             header::SET_COOKIE,
-            set_cookie(LOGIN_COOKIE, &state, LOGIN_TTL.as_secs(), s.secure()),
+            set_cookie(LOGIN_COOKIE, &cookie, LOGIN_TTL.as_secs(), s.secure()),
         )],
         Redirect::to(url.as_str()),
     )
@@ -219,19 +291,31 @@ pub(crate) async fn callback(
         pages::problem(StatusCode::BAD_REQUEST, "Login failed", why)
     };
     if let Some(error) = &q.error {
-        let detail = q.error_description.as_deref().unwrap_or("");
-        return refuse(&format!("the identity provider said {error}: {detail}"));
+        // Anyone can craft this URL: only a well-formed error code is shown.
+        tracing::info!(error, description = ?q.error_description, "the identity provider refused a console login");
+        let code = if !error.is_empty()
+            && error.len() <= 64
+            && error
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            error.as_str()
+        } else {
+            "an unreadable error"
+        };
+        return refuse(&format!("the identity provider refused the login ({code})"));
     }
     let (Some(code), Some(state)) = (&q.code, &q.state) else {
         return refuse("the callback carries no code and state");
     };
-    // The state must be this browser's login (no login CSRF) and one in
-    // progress (no replay).
-    if session::cookie(&headers, LOGIN_COOKIE) != Some(state.as_str()) {
-        return refuse("the state does not match this browser's login: start again");
-    }
-    let Some(pending) = console.logins.finish(state) else {
-        return refuse("no login in progress with this state (expired or already used)");
+    // The state must be this browser's login in progress (no login CSRF);
+    // the code is good once at the issuer (no replay).
+    let pending = match console
+        .logins
+        .finish(session::cookie(&headers, LOGIN_COOKIE), state)
+    {
+        Ok(p) => p,
+        Err(why) => return refuse(why),
     };
     let endpoints = match discover(&console).await {
         Ok(e) => e,
@@ -269,9 +353,6 @@ pub(crate) async fn callback(
             why_not.join("; ")
         ));
     };
-    if caller.principal.issuer_name.is_empty() {
-        return refuse("the token names no issuer");
-    }
     let expires = caller
         .principal
         .expires_at
@@ -348,24 +429,22 @@ fn claim(jwt: &str, name: &str) -> Option<String> {
     claims[name].as_str().map(str::to_string)
 }
 
-#[derive(Deserialize)]
-pub(crate) struct CsrfForm {
-    csrf: Option<String>,
-}
-
 /// `POST /console/logout`.
 pub(crate) async fn logout(
     axum::extract::State(console): State,
     headers: HeaderMap,
-    axum::Form(form): axum::Form<CsrfForm>,
+    axum::Form(form): axum::Form<pages::CsrfOnly>,
 ) -> Response {
-    if let Some(s) = console.sessions.get(&headers) {
-        if !s.csrf_ok(form.csrf.as_deref()) {
-            return pages::forbidden_csrf();
-        }
-        console.sessions.remove(&headers);
-        tracing::info!(subject = %s.caller.subject, "console logout");
+    // Only the login's own page may end it: a cross-site POST (no cookie
+    // under SameSite=Lax) or a forged one changes nothing.
+    let Some(s) = console.sessions.get(&headers) else {
+        return pages::forbidden_csrf();
+    };
+    if !s.csrf_ok(form.csrf.as_deref()) {
+        return pages::forbidden_csrf();
     }
+    console.sessions.remove(&headers);
+    tracing::info!(subject = %s.caller.subject, "console logout");
     (
         [(
             header::SET_COOKIE,
@@ -415,12 +494,28 @@ mod tests {
     }
 
     #[test]
-    fn a_login_state_is_used_once() {
+    fn a_login_lives_in_a_sealed_cookie_for_its_state() {
         let logins = Logins::default();
-        let (state, pending) = logins.begin("/console".into());
-        assert!(logins.finish("forged").is_none());
-        let found = logins.finish(&state).expect("the login");
-        assert_eq!(found.verifier, pending.verifier);
-        assert!(logins.finish(&state).is_none(), "a state is good once");
+        let (pending, cookie) = logins.begin("/console".into());
+        let found = logins
+            .finish(Some(&cookie), &pending.state)
+            .expect("the login");
+        assert_eq!(found, pending);
+        // Another state, no cookie, a forged or altered one, or one sealed by
+        // another process: no login.
+        assert!(logins.finish(Some(&cookie), "forged").is_err());
+        assert!(logins.finish(None, &pending.state).is_err());
+        assert!(logins.finish(Some("forged"), &pending.state).is_err());
+        let mut altered = URL_SAFE_NO_PAD.decode(&cookie).unwrap();
+        *altered.last_mut().unwrap() ^= 1;
+        let altered = URL_SAFE_NO_PAD.encode(altered);
+        assert!(logins.finish(Some(&altered), &pending.state).is_err());
+        assert!(
+            Logins::default()
+                .finish(Some(&cookie), &pending.state)
+                .is_err()
+        );
+        // The verifier is not readable in the cookie.
+        assert!(!cookie.contains(&pending.verifier));
     }
 }

@@ -252,11 +252,18 @@ fn may_vote(s: &Session, a: &Approval) -> bool {
         .is_ok()
 }
 
+/// Held statements waiting: as many as the API gives (its visibility
+/// filter comes after its limit).
 fn pending() -> ApprovalsQuery {
     ApprovalsQuery {
         status: Some("pending".into()),
-        limit: Some(200),
+        limit: Some(1000),
     }
+}
+
+/// Whether `s` is who made request `a`.
+fn requested(s: &Session, a: &Approval) -> bool {
+    a.requester == s.caller.principal.subject && a.requester_issuer == s.caller.principal.issuer
 }
 
 // ---- approvals -------------------------------------------------------
@@ -356,12 +363,20 @@ pub(crate) async fn events(
         Ok(s) => s,
         Err(r) => return r,
     };
+    let Some(open) = s.stream() else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many live queues open for this login\n",
+        )
+            .into_response();
+    };
     let client = client(&console, &s);
+    // Ends when the login does (logout, expiry) or the API refuses it.
     let stream = futures_util::stream::unfold(
-        (client, None::<String>, s),
-        |(client, last, s)| async move {
+        (client, None::<String>, open),
+        |(client, last, open)| async move {
             loop {
-                if s.expires <= SystemTime::now() {
+                if !open.session().live() {
                     return None;
                 }
                 let now = match client.approvals(&pending()).await {
@@ -378,7 +393,7 @@ pub(crate) async fn events(
                 };
                 if last.as_ref() != Some(&now) {
                     let event = Event::default().event("approvals").data("changed");
-                    return Some((Ok::<_, Infallible>(event), (client, Some(now), s)));
+                    return Some((Ok::<_, Infallible>(event), (client, Some(now), open)));
                 }
                 tokio::time::sleep(POLL).await;
             }
@@ -406,7 +421,7 @@ pub(crate) async fn approval(
     };
     let d = a.detail();
     let voting = may_vote(&s, &a);
-    let own = a.requester == s.caller.principal.subject;
+    let own = requested(&s, &a);
     layout(
         &s,
         "Held statement",
@@ -529,14 +544,13 @@ pub(crate) async fn access(
     let list = match client(&console, &s)
         .access_requests(&ApprovalsQuery {
             status: Some("open".into()),
-            limit: Some(200),
+            limit: Some(1000),
         })
         .await
     {
         Ok(l) => l.requests,
         Err(e) => return api_problem(&console, &headers, e),
     };
-    let me = &s.caller.principal.subject;
     layout(
         &s,
         "Access",
@@ -577,7 +591,7 @@ pub(crate) async fn access(
                                             button type="submit" class="deny" { "Deny" }
                                         }
                                     }
-                                    @if a.status == "granted" && (s.caller.admin || &a.requester == me || airlock_policy::approval::is_approver(&s.caller.principal, &a.approvers)) {
+                                    @if a.status == "granted" && (s.caller.admin || requested(&s, a) || airlock_policy::approval::is_approver(&s.caller.principal, &a.approvers)) {
                                         form method="post" action={ "/console/access/" (a.id) "/revoke" } class="inline" {
                                             (csrf(&s)) input name="reason" required placeholder="reason" aria-label="Reason to revoke";
                                             button type="submit" class="deny" { "Revoke" }
@@ -691,7 +705,7 @@ pub(crate) async fn sessions(
                 p class="empty" { "No sessions match." }
             } @else {
                 table id="sessions" {
-                    thead { tr { th { "Started" } th { "Principal" } th { "Connection · role" } th { "Client" } th { "State" } } }
+                    thead { tr { th { "Started" } th { "Principal" } th { "Connection · role" } th { "Client" } th { "On this gateway" } } }
                     tbody {
                         @for row in &list {
                             tr {
@@ -699,7 +713,7 @@ pub(crate) async fn sessions(
                                 td { (who(row.principal.as_deref().unwrap_or("?"), row.act.as_deref())) }
                                 td { (row.connection.as_deref().unwrap_or("?")) " · " (row.role.as_deref().unwrap_or("?")) }
                                 td { (row.client_addr.as_deref().unwrap_or("")) @if let Some(Some(app)) = &row.application_name { " (" (app) ")" } }
-                                td { @if row.live == Some(true) { span class="live" { "live" } } @else { "ended" } }
+                                td { @match row.live { Some(true) => { span class="live" { "live" } } Some(false) => { "not open here" } None => { "unknown" } } }
                             }
                         }
                     }
@@ -808,9 +822,10 @@ pub(crate) async fn audit(
     )
 }
 
+/// A form that carries nothing but the CSRF token.
 #[derive(Deserialize)]
 pub(crate) struct CsrfOnly {
-    csrf: Option<String>,
+    pub(crate) csrf: Option<String>,
 }
 
 /// `POST /console/audit/verify`.

@@ -4,6 +4,7 @@
 //! expired, or from before a restart) is no login at all.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -20,6 +21,11 @@ pub const LOGIN_COOKIE: &str = "airlock_login";
 /// The most console logins kept at once; the one that would expire first
 /// makes room for a new one.
 const MAX_SESSIONS: usize = 10_000;
+/// The most logins one subject keeps (a new one ends its oldest): nobody
+/// can crowd the others out.
+const MAX_PER_SUBJECT: usize = 10;
+/// The most live-queue streams one login keeps open.
+pub const MAX_STREAMS: usize = 4;
 
 /// One person's console login.
 pub struct Session {
@@ -30,9 +36,40 @@ pub struct Session {
     /// Every form and state-changing request must carry it.
     pub csrf: String,
     pub expires: SystemTime,
+    /// Set when the login ends (logout): its streams stop.
+    ended: AtomicBool,
+    /// Live-queue streams open.
+    streams: AtomicUsize,
+}
+
+/// One of a login's live-queue streams, while it is open.
+pub struct Stream(Arc<Session>);
+
+impl Stream {
+    pub fn session(&self) -> &Session {
+        &self.0
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Session {
+    /// Whether the login still holds (not logged out, not expired).
+    pub fn live(&self) -> bool {
+        !self.ended.load(Ordering::SeqCst) && self.expires > SystemTime::now()
+    }
+
+    /// A live-queue stream of this login, unless it has [`MAX_STREAMS`].
+    pub fn stream(self: &Arc<Self>) -> Option<Stream> {
+        let open = self.streams.fetch_add(1, Ordering::SeqCst);
+        let stream = Stream(Arc::clone(self));
+        (open < MAX_STREAMS).then_some(stream)
+    }
+
     /// Whether `token` is this session's CSRF token (in constant time).
     pub fn csrf_ok(&self, token: Option<&str>) -> bool {
         token.is_some_and(|t| {
@@ -52,22 +89,25 @@ impl Sessions {
     /// Starts a session; its id goes in the cookie.
     pub fn create(&self, caller: Caller, token: String, expires: SystemTime) -> String {
         let id = random_token();
+        let who = (caller.principal.issuer.clone(), caller.subject.clone());
         let session = Arc::new(Session {
             caller,
             token,
             csrf: random_token(),
             expires,
+            ended: AtomicBool::new(false),
+            streams: AtomicUsize::new(0),
         });
         let mut map = self.lock();
         let now = SystemTime::now();
         map.retain(|_, s| s.expires > now);
-        if map.len() >= MAX_SESSIONS
-            && let Some(first) = map
-                .iter()
-                .min_by_key(|(_, s)| s.expires)
-                .map(|(k, _)| k.clone())
-        {
-            map.remove(&first);
+        let same =
+            |s: &Session| (&s.caller.principal.issuer, &s.caller.subject) == (&who.0, &who.1);
+        if map.values().filter(|s| same(s)).count() >= MAX_PER_SUBJECT {
+            evict(&mut map, same);
+        }
+        if map.len() >= MAX_SESSIONS {
+            evict(&mut map, |_| true);
         }
         map.insert(id.clone(), session);
         id
@@ -87,8 +127,10 @@ impl Sessions {
 
     /// Ends the session the request's cookie names.
     pub fn remove(&self, headers: &HeaderMap) {
-        if let Some(id) = cookie(headers, COOKIE) {
-            self.lock().remove(id);
+        if let Some(id) = cookie(headers, COOKIE)
+            && let Some(s) = self.lock().remove(id)
+        {
+            s.ended.store(true, Ordering::SeqCst);
         }
     }
 
@@ -96,6 +138,18 @@ impl Sessions {
         self.map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Ends the login among `which` that would expire first.
+fn evict(map: &mut HashMap<String, Arc<Session>>, which: impl Fn(&Session) -> bool) {
+    let first = map
+        .iter()
+        .filter(|(_, s)| which(s))
+        .min_by_key(|(_, s)| s.expires)
+        .map(|(k, _)| k.clone());
+    if let Some(s) = first.and_then(|k| map.remove(&k)) {
+        s.ended.store(true, Ordering::SeqCst);
     }
 }
 
@@ -179,6 +233,26 @@ mod tests {
         let past = SystemTime::now() - Duration::from_secs(1);
         let old = sessions.create(caller(), "t".into(), past);
         assert!(sessions.get(&with_cookie(&old)).is_none());
+    }
+
+    #[test]
+    fn one_subject_keeps_a_few_logins_and_a_login_a_few_streams() {
+        let sessions = Sessions::default();
+        let later = SystemTime::now() + Duration::from_secs(60);
+        let ids: Vec<String> = (0..=MAX_PER_SUBJECT)
+            .map(|i| sessions.create(caller(), "t".into(), later + Duration::from_secs(i as u64)))
+            .collect();
+        // The oldest made room for the newest.
+        assert!(sessions.get(&with_cookie(&ids[0])).is_none());
+        assert!(sessions.get(&with_cookie(&ids[MAX_PER_SUBJECT])).is_some());
+        let s = sessions.get(&with_cookie(&ids[1])).unwrap();
+        let open: Vec<Stream> = (0..MAX_STREAMS).map(|_| s.stream().unwrap()).collect();
+        assert!(s.stream().is_none(), "no more than MAX_STREAMS");
+        drop(open);
+        assert!(s.stream().is_some(), "a closed stream frees its place");
+        assert!(s.live());
+        sessions.remove(&with_cookie(&ids[1]));
+        assert!(!s.live(), "logging out ends the login's streams");
     }
 
     #[test]

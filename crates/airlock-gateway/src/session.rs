@@ -536,6 +536,8 @@ async fn run(
             why = told(&mut tracked.ended) => break Err(Cut::Terminated(why)),
         }
     };
+    // No longer live: an administrator cannot end it now.
+    drop(tracked);
     if let (Some(w), Some(a)) = (waiting, &approvals) {
         let why = match &end {
             Err(_) => "the session was cut",

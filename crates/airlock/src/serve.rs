@@ -444,8 +444,11 @@ fn console_settings(
         return Ok(None);
     };
     let base = format!("http://{}", airlock_gateway::local_addr(http));
-    let discovery = if c.issuer == "dev" {
-        format!("{base}/.well-known/openid-configuration")
+    let (issuer, discovery) = if c.issuer == "dev" {
+        (
+            airlock_identity::dev::ISSUER.to_string(),
+            format!("{base}/.well-known/openid-configuration"),
+        )
     } else {
         let issuer = config
             .identity
@@ -453,9 +456,12 @@ fn console_settings(
             .iter()
             .find(|i| i.name == c.issuer)
             .context("console.issuer names no issuer")?;
-        format!(
-            "{}/.well-known/openid-configuration",
-            issuer.issuer.trim_end_matches('/')
+        (
+            issuer.issuer.clone(),
+            format!(
+                "{}/.well-known/openid-configuration",
+                issuer.issuer.trim_end_matches('/')
+            ),
         )
     };
     let client_secret = match &c.client_secret {
@@ -466,6 +472,7 @@ fn console_settings(
         None => None,
     };
     Ok(Some(airlock_console::Settings {
+        issuer,
         discovery_url: discovery,
         client_id: c.client_id.clone(),
         client_secret,

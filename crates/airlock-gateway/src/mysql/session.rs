@@ -515,6 +515,8 @@ struct Session<'a> {
     prepared: std::collections::HashMap<u32, Prepared>,
     /// SQL-level prepared statements (`PREPARE s FROM '…'`).
     sql_state: airlock_sql::SessionState,
+    /// Says why, when an administrator ends the session.
+    ended: Option<tokio::sync::watch::Receiver<Option<String>>>,
 }
 
 async fn run(
@@ -536,6 +538,7 @@ async fn run(
             upstream_id: opened.upstream_id,
         },
     );
+    let mut tracked = gateway.track(opened.id);
     let mut s = Session {
         gateway,
         snapshot,
@@ -554,6 +557,7 @@ async fn run(
         mode: opened.mode,
         prepared: std::collections::HashMap::new(),
         sql_state: airlock_sql::SessionState::default(),
+        ended: tracked.ended.take(),
     };
     let clock = gateway.clock();
     let deadline = open::deadline(authorized, snapshot.session_lifetime, clock.now());
@@ -563,7 +567,6 @@ async fn run(
         _ => None,
     };
     let mut terminate = gateway.terminate.subscribe();
-    let mut tracked = gateway.track(opened.id);
     let end = loop {
         if let Err(e) = s.flush().await {
             break e;
@@ -578,7 +581,7 @@ async fn run(
                     },
                     why = crate::lifetime::cut_at(&*clock, &deadline, &mut terminate) => break End::Cut(why),
                     why = crate::lifetime::told(&mut revoked) => break End::Cut(Cut::Grant(why)),
-                    why = crate::lifetime::told(&mut tracked.ended) => break End::Cut(Cut::Terminated(why)),
+                    why = crate::lifetime::told(&mut s.ended) => break End::Cut(Cut::Terminated(why)),
                 }
             }
             Err(_) => break End::Protocol("a malformed or oversized packet"),
@@ -588,6 +591,8 @@ async fn run(
             Err(end) => break end,
         }
     };
+    // No longer live: an administrator cannot end it now.
+    drop(tracked);
     let reason = match &end {
         End::Quit => "client closed".to_string(),
         End::ClientGone => "client went away".into(),
@@ -1363,6 +1368,11 @@ impl Session<'_> {
                 _ = crate::lifetime::terminated(&mut terminate) => {
                     hold::cancel(&holder, waiting, "the gateway is shutting down").await;
                     return Err(End::Cut(Cut::Shutdown));
+                }
+                // An administrator ends the session: so ends the hold.
+                why = crate::lifetime::told(&mut self.ended) => {
+                    hold::cancel(&holder, waiting, "an administrator ended the session").await;
+                    return Err(End::Cut(Cut::Terminated(why)));
                 }
                 // Watching for a disconnect; bytes a client sends ahead
                 // are kept for after the answer.

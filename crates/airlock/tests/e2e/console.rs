@@ -230,6 +230,8 @@ async fn an_approver_releases_and_refuses_held_statements_in_the_browser() {
     let marker = b.cmd(json!({"cmd": "eval", "ctx": "reviewer", "js": "window.__noReload"}));
     assert_eq!(marker["value"], 1, "the queue updated without a reload");
     let row = b.text("reviewer", "tr[data-approval]");
+    // Swapped in by the live update, the alias is text.
+    assert!(row.contains("<img src=x onerror=window.__xss=2>"), "{row}");
     assert!(
         row.contains("writer") && row.contains("review-unbounded-writes"),
         "{row}"
@@ -499,6 +501,18 @@ async fn auditors_replay_masked_sessions_and_admins_end_live_ones() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("57P01"), "{err}");
+    // The statement it was running is cancelled upstream.
+    let mut running = String::new();
+    for _ in 0..100 {
+        running = direct(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'",
+        );
+        if running.trim() == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(running.trim(), "0", "pg_sleep was cancelled");
     assert!(
         err.contains("an administrator (auditor) ended this session: runaway query"),
         "{err}"
@@ -639,6 +653,16 @@ async fn logins_are_checked_and_pages_need_one() {
             assert_eq!(get(path, cookie).await.unwrap().status(), 401, "{path}");
         }
     }
+    // A cross-site logout (no cookie) changes nothing, not even the cookie.
+    let r = http
+        .post(format!("{base}/console/logout"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("set-cookie").is_none());
     let r = get("/", None).await.unwrap();
     assert_eq!(r.headers()["location"], "/console");
     let page = get("/console/login", None).await.unwrap();
@@ -704,12 +728,17 @@ async fn logins_are_checked_and_pages_need_one() {
     // Another browser (no login cookie), or another state: refused.
     let r = get(&callback_path, None).await.unwrap();
     assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap().contains("state does not match"));
+    assert!(r.text().await.unwrap().contains("no login in progress"));
+    // This browser's login cookie with another state, or a forged cookie.
     let other_state = format!("/console/callback?code={}&state=forged", cq["code"]);
-    let r = get(&other_state, Some("airlock_login=forged"))
+    let r = get(&other_state, Some(&login_cookie)).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("state does not match"));
+    let r = get(&callback_path, Some("airlock_login=forged"))
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("login in progress"));
     // The right one: logged in, and sent to the console, not to evil.example.
     let r = get(&callback_path, Some(&login_cookie)).await.unwrap();
     assert_eq!(r.status(), 303, "{:?}", r.text().await);

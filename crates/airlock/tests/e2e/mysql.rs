@@ -655,6 +655,54 @@ async fn a_client_that_leaves_while_held_cancels_its_approval() {
     gw.stop().await;
 }
 
+/// An admin ends a MySQL session whose statement is held: the hold is
+/// cancelled (nothing runs, even if someone approves after), and the client
+/// gets errno 1927 naming the admin and the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_ends_a_held_mysql_session_and_its_statement_never_runs() {
+    let db = seeded();
+    let gw = gateway(
+        &db,
+        "",
+        "approvals: {timeout: 60s}\napi: {admin_groups: [admins]}\n",
+    )
+    .await;
+    let dba = gw.token("dana", &["dba"]);
+    let child = spawn_cli(&gw, &dba, "delete from customers");
+    let other = gw.token("olga", &["dba", "admins"]);
+    let held = pending(&gw, &other).await;
+    let id = held["id"].as_str().unwrap().to_string();
+    let session = held["session"].as_str().unwrap().to_string();
+    let r = reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/v1/sessions/{session}/terminate",
+            gw.http
+        ))
+        .bearer_auth(&other)
+        .json(&json!({"reason": "wrong database"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let out = child.wait_with_output().unwrap();
+    assert!(stderr(&out).contains("ERROR 1927"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("an administrator (olga) ended this session: wrong database"),
+        "{}",
+        stderr(&out)
+    );
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/approvals/{id}/approve", gw.http))
+        .bearer_auth(&other)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "the hold ended with the session");
+    assert_eq!(db.sql("select count(*) from customers"), "2");
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn server_side_prepared_statements_are_judged_masked_and_checked() {
     let db = seeded();
