@@ -207,26 +207,13 @@ struct LoginForm {
     subject: String,
     #[serde(default)]
     groups: String,
-    response_type: Option<String>,
-    client_id: Option<String>,
-    redirect_uri: Option<String>,
-    state: Option<String>,
-    nonce: Option<String>,
-    code_challenge: Option<String>,
-    code_challenge_method: Option<String>,
+    #[serde(flatten)]
+    request: AuthorizeRequest,
 }
 
 /// `POST /dev/login`: issues a code and returns to the client.
 async fn issue_code(State(login): State<Arc<DevLogin>>, Form(form): Form<LoginForm>) -> Response {
-    let request = AuthorizeRequest {
-        response_type: form.response_type,
-        client_id: form.client_id,
-        redirect_uri: form.redirect_uri,
-        state: form.state,
-        nonce: form.nonce,
-        code_challenge: form.code_challenge,
-        code_challenge_method: form.code_challenge_method,
-    };
+    let request = form.request;
     if let Err(why) = request.check(&login) {
         return bad_request(&why);
     }

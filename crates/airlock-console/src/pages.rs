@@ -49,6 +49,35 @@ fn login(
     Err(Redirect::to(&format!("/console/login?{query}")).into_response())
 }
 
+/// A page's login: its handler runs only with one (else the login page).
+pub(crate) struct Page(Arc<Session>);
+
+/// A fragment's or stream's login: its handler runs only with one (else
+/// 401).
+pub(crate) struct Fragment(Arc<Session>);
+
+impl axum::extract::FromRequestParts<Arc<Console>> for Page {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        console: &Arc<Console>,
+    ) -> Result<Self, Response> {
+        login(console, &parts.headers, &parts.uri, true).map(Page)
+    }
+}
+
+impl axum::extract::FromRequestParts<Arc<Console>> for Fragment {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        console: &Arc<Console>,
+    ) -> Result<Self, Response> {
+        login(console, &parts.headers, &parts.uri, false).map(Fragment)
+    }
+}
+
 /// The session of a POST whose form carries the right CSRF token.
 fn poster(
     console: &Console,
@@ -309,12 +338,8 @@ fn truncate(text: &str, max: usize) -> String {
 pub(crate) async fn approvals(
     axum::extract::State(console): State,
     headers: HeaderMap,
-    uri: OriginalUri,
+    Page(s): Page,
 ) -> Response {
-    let s = match login(&console, &headers, &uri, true) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let list = match client(&console, &s).approvals(&pending()).await {
         Ok(l) => l.approvals,
         Err(e) => return api_problem(&console, &headers, e),
@@ -332,15 +357,7 @@ pub(crate) async fn approvals(
 }
 
 /// `GET /console/approvals/queue`: the queue alone, for the live update.
-pub(crate) async fn queue(
-    axum::extract::State(console): State,
-    headers: HeaderMap,
-    uri: OriginalUri,
-) -> Response {
-    let s = match login(&console, &headers, &uri, false) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub(crate) async fn queue(axum::extract::State(console): State, Fragment(s): Fragment) -> Response {
     match client(&console, &s).approvals(&pending()).await {
         Ok(l) => axum::response::Html(queue_table(&l.approvals).into_string()).into_response(),
         Err(ApiError::Api { status, message }) => (
@@ -356,13 +373,8 @@ pub(crate) async fn queue(
 /// statements the person may see change (and once at the start).
 pub(crate) async fn events(
     axum::extract::State(console): State,
-    headers: HeaderMap,
-    uri: OriginalUri,
+    Fragment(s): Fragment,
 ) -> Response {
-    let s = match login(&console, &headers, &uri, false) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let Some(open) = s.stream() else {
         return (
             StatusCode::TOO_MANY_REQUESTS,
@@ -408,13 +420,9 @@ pub(crate) async fn events(
 pub(crate) async fn approval(
     axum::extract::State(console): State,
     headers: HeaderMap,
-    uri: OriginalUri,
+    Page(s): Page,
     Path(id): Path<String>,
 ) -> Response {
-    let s = match login(&console, &headers, &uri, true) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let a = match client(&console, &s).approval(&id).await {
         Ok(a) => a,
         Err(e) => return api_problem(&console, &headers, e),
@@ -535,12 +543,8 @@ pub(crate) async fn vote(
 pub(crate) async fn access(
     axum::extract::State(console): State,
     headers: HeaderMap,
-    uri: OriginalUri,
+    Page(s): Page,
 ) -> Response {
-    let s = match login(&console, &headers, &uri, true) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let list = match client(&console, &s)
         .access_requests(&ApprovalsQuery {
             status: Some("open".into()),
@@ -670,13 +674,9 @@ pub(crate) async fn access_vote(
 pub(crate) async fn sessions(
     axum::extract::State(console): State,
     headers: HeaderMap,
-    uri: OriginalUri,
+    Page(s): Page,
     Query(q): Query<SessionsQuery>,
 ) -> Response {
-    let s = match login(&console, &headers, &uri, true) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let list = match client(&console, &s).sessions(&q).await {
         Ok(l) => l.sessions,
         Err(e) => return api_problem(&console, &headers, e),
@@ -727,13 +727,9 @@ pub(crate) async fn sessions(
 pub(crate) async fn replay(
     axum::extract::State(console): State,
     headers: HeaderMap,
-    uri: OriginalUri,
+    Page(s): Page,
     Path(id): Path<String>,
 ) -> Response {
-    let s = match login(&console, &headers, &uri, true) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let events = match client(&console, &s).session(&id).await {
         Ok(e) => e,
         Err(e) => return api_problem(&console, &headers, e),
@@ -789,12 +785,8 @@ pub(crate) async fn terminate(
 pub(crate) async fn audit(
     axum::extract::State(console): State,
     headers: HeaderMap,
-    uri: OriginalUri,
+    Page(s): Page,
 ) -> Response {
-    let s = match login(&console, &headers, &uri, true) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let status = match client(&console, &s).audit_status().await {
         Ok(st) => st,
         Err(e) => return api_problem(&console, &headers, e),
@@ -862,12 +854,8 @@ pub(crate) struct ExplainForm {
 pub(crate) async fn policy(
     axum::extract::State(console): State,
     headers: HeaderMap,
-    uri: OriginalUri,
+    Page(s): Page,
 ) -> Response {
-    let s = match login(&console, &headers, &uri, true) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     policy_page(&console, &headers, &s, &ExplainForm::default(), None).await
 }
 
