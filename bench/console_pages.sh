@@ -37,7 +37,7 @@ agent=$("$OUT/airlock.run" token --config "$CONFIG" --sub agent --groups ai-agen
 dba=$("$OUT/airlock.run" token --config "$CONFIG" --sub dba --groups dba)
 for i in $(seq 1 "$SESSIONS"); do
   PGPASSWORD=$agent psql -X -q "host=127.0.0.1 port=6432 dbname=demo user=readonly" \
-    -c "select name, email from customers limit 5" > /dev/null || exit 1
+    -c "select name, email from customers limit 5" > /dev/null 2>&1 || exit 1
 done
 for i in $(seq 1 "$HELD"); do
   PGPASSWORD=$dba psql -X -q "host=127.0.0.1 port=6432 dbname=demo user=admin" \
