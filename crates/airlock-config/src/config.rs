@@ -363,6 +363,28 @@ pub struct Limits {
     pub upstream_connect_timeout: HumanDuration,
     /// The most client sessions served at once.
     pub max_sessions: u32,
+    /// Caps on each principal (token issuer and subject).
+    pub per_principal: PrincipalLimits,
+    /// Caps on each connection.
+    pub per_connection: ConnectionLimits,
+}
+
+/// `limits.per_principal`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+pub struct PrincipalLimits {
+    /// The most sessions one principal may have open at once, across every door and connection
+    /// (an MCP call counts while it runs). No cap when absent.
+    pub max_sessions: Option<u32>,
+}
+
+/// `limits.per_connection`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+pub struct ConnectionLimits {
+    /// The most sessions one connection may have open at once: each holds one upstream
+    /// connection, so this caps the upstream connections airlock opens to it. No cap when absent.
+    pub max_sessions: Option<u32>,
 }
 
 impl Default for Limits {
@@ -372,6 +394,8 @@ impl Default for Limits {
             startup_timeout: HumanDuration(Duration::from_secs(10)),
             upstream_connect_timeout: HumanDuration(Duration::from_secs(5)),
             max_sessions: 1000,
+            per_principal: PrincipalLimits::default(),
+            per_connection: ConnectionLimits::default(),
         }
     }
 }

@@ -288,6 +288,14 @@ fn limits(config: &Config, p: &mut Problems) {
     if limits.max_sessions == 0 {
         p.add("limits.max_sessions", "must be at least 1");
     }
+    for (key, value) in [
+        ("limits.per_principal.max_sessions", limits.per_principal.max_sessions),
+        ("limits.per_connection.max_sessions", limits.per_connection.max_sessions),
+    ] {
+        if value == Some(0) {
+            p.add(key, "must be at least 1 (leave it out for no cap)");
+        }
+    }
 }
 
 fn mcp(config: &Config, p: &mut Problems) {

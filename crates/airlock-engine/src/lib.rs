@@ -7,6 +7,8 @@
 //!   live just-in-time grants → when the session must end → the
 //!   session-start event;
 //! - the judge (`airlock_policy::judge`), for every statement;
+//! - [`limits`]: a place for the session under the per-principal and
+//!   per-connection caps, kept for its life;
 //! - [`hold`]: a statement held for approval, from request to a neutral
 //!   [`hold::HoldOutcome`] the door maps to its own error;
 //! - [`recording::RecordingSession`]: the statement, result and approval
@@ -23,5 +25,6 @@
 pub mod approvals;
 pub mod clock;
 pub mod hold;
+pub mod limits;
 pub mod open;
 pub mod recording;

@@ -145,6 +145,8 @@ pub struct Gateway {
     draining: std::sync::atomic::AtomicBool,
     /// Set when sessions must end (a shutdown's grace is over).
     terminate: tokio::sync::watch::Sender<bool>,
+    /// Sessions open per principal and per connection, for their caps.
+    limiter: Arc<airlock_engine::limits::Limiter>,
     /// Wire sessions open now, by session id: each ends when told why
     /// ([`Gateway::terminate_session`]).
     live: Mutex<std::collections::HashMap<uuid::Uuid, tokio::sync::watch::Sender<Option<String>>>>,
@@ -187,6 +189,7 @@ impl Gateway {
             draining: std::sync::atomic::AtomicBool::new(false),
             terminate: tokio::sync::watch::channel(false).0,
             live: Mutex::default(),
+            limiter: Arc::default(),
         }))
     }
 
@@ -211,6 +214,27 @@ impl Gateway {
     /// (PostgreSQL `57P01`, MySQL 1053), its end recorded.
     pub fn end_sessions(&self) {
         self.terminate.send_replace(true);
+    }
+
+    /// A place under `limits.per_principal` and `limits.per_connection`
+    /// for a routed session, kept for its life; a refusal is counted
+    /// (`airlock_limit_refusals_total`).
+    pub(crate) fn admit(
+        &self,
+        snapshot: &Snapshot,
+        authorized: &airlock_engine::open::Authorized,
+        door: &'static str,
+    ) -> Result<airlock_engine::limits::Permit, airlock_engine::limits::Exceeded> {
+        let caps = airlock_engine::limits::SessionCaps {
+            per_principal: snapshot.limits.per_principal.max_sessions,
+            per_connection: snapshot.limits.per_connection.max_sessions,
+        };
+        self.limiter
+            .admit(caps, &authorized.principal, &authorized.route.connection)
+            .inspect_err(|e| {
+                tracing::info!(limit = e.limit(), "session refused by a limit");
+                self.metrics.limit_refusal(door, e.limit());
+            })
     }
 
     /// The ids of the wire sessions open now.

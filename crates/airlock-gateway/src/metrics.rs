@@ -11,6 +11,7 @@ pub const SESSIONS_TOTAL: &str = "airlock_sessions_total";
 pub const BYTES_TOTAL: &str = "airlock_bytes_total";
 pub const AUTH_FAILURES_TOTAL: &str = "airlock_auth_failures_total";
 pub const UPSTREAM_LOGIN_SECONDS: &str = "airlock_upstream_login_seconds";
+pub const LIMIT_REFUSALS_TOTAL: &str = "airlock_limit_refusals_total";
 
 #[derive(Debug, Default)]
 pub struct Metrics;
@@ -42,6 +43,11 @@ impl Metrics {
 
     pub fn auth_failure(&self, reason: &'static str) {
         metrics::counter!(AUTH_FAILURES_TOTAL, "reason" => reason).increment(1);
+    }
+
+    /// A session of `door` refused by `limit`.
+    pub fn limit_refusal(&self, door: &'static str, limit: &'static str) {
+        metrics::counter!(LIMIT_REFUSALS_TOTAL, "door" => door, "limit" => limit).increment(1);
     }
 
     pub fn upstream_login(&self, took: Duration) {

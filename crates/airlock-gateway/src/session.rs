@@ -99,6 +99,8 @@ struct Opened {
     /// The connection's unique keys, for row bounds.
     keys: Option<Arc<airlock_policy::UniqueKeys>>,
     recorder: RecordingSession,
+    /// The session's place under the per-principal and per-connection caps.
+    _permit: airlock_engine::limits::Permit,
 }
 
 /// Runs the handshake, verifies the token, routes and opens the upstream.
@@ -194,6 +196,13 @@ async fn open(
         );
         return None;
     }
+    let permit = match gateway.admit(snapshot, &authorized, "postgres") {
+        Ok(p) => p,
+        Err(exceeded) => {
+            fatal(out, sqlstate::TOO_MANY_CONNECTIONS, &exceeded.message());
+            return None;
+        }
+    };
     let credential = &conn.roles[&route.role];
     let mut settings = params::check(&startup).unwrap_or_default();
     // As for SET: pg_catalog first, or a user function could shadow a
@@ -330,6 +339,7 @@ async fn open(
         catalog,
         keys,
         recorder,
+        _permit: permit,
     })
 }
 

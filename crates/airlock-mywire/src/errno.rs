@@ -3,6 +3,8 @@
 
 /// ER_CON_COUNT_ERROR (08004): too many sessions.
 pub const CON_COUNT: u16 = 1040;
+/// ER_TOO_MANY_USER_CONNECTIONS (42000): the principal has too many sessions.
+pub const TOO_MANY_USER_CONNECTIONS: u16 = 1203;
 /// ER_HANDSHAKE_ERROR (08S01): a malformed login.
 pub const HANDSHAKE_ERROR: u16 = 1043;
 /// ER_DBACCESS_DENIED_ERROR (42000): a database the route does not grant.

@@ -484,6 +484,8 @@ enum Judged {
 struct Open {
     /// The call's session slot (`limits.max_sessions`), held until it ends.
     _slot: tokio::sync::OwnedSemaphorePermit,
+    /// Its place under the per-principal and per-connection caps.
+    _permit: airlock_engine::limits::Permit,
     /// The session, counted active until it ends.
     _active: crate::metrics::ActiveSession,
     /// When the call's session started.
@@ -630,6 +632,10 @@ async fn open_session(cx: &Context, request: &Request) -> Result<Open, Failure> 
             "airlock: too many sessions (limits.max_sessions)",
         ));
     };
+    let permit = cx
+        .gateway
+        .admit(snapshot, &authorized, "mcp")
+        .map_err(|e| Failure::new("unavailable", "53300", &e.message()))?;
     let Some(journal) = cx.gateway.recorder().cloned() else {
         return Err(Failure::unrecorded());
     };
@@ -671,6 +677,7 @@ async fn open_session(cx: &Context, request: &Request) -> Result<Open, Failure> 
     );
     Ok(Open {
         _slot: slot,
+        _permit: permit,
         _active: cx.gateway.metrics.session_started("mcp"),
         started: now,
         authorized,

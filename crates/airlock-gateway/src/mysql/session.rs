@@ -97,6 +97,8 @@ struct Opened {
     masking: Option<Arc<SensitiveCatalog>>,
     recorder: RecordingSession,
     mode: airlock_sql::mysql::Mode,
+    /// The session's place under the per-principal and per-connection caps.
+    permit: airlock_engine::limits::Permit,
 }
 
 /// What decides how the server lexes a statement.
@@ -247,6 +249,18 @@ async fn open(
         );
         return refuse(&mut hs, out, errno::ACCESS_DENIED, "28000", &message);
     }
+    let permit = match gateway.admit(snapshot, &authorized, "mysql") {
+        Ok(p) => p,
+        Err(exceeded) => {
+            let (code, state) = match exceeded {
+                airlock_engine::limits::Exceeded::Principal { .. } => {
+                    (errno::TOO_MANY_USER_CONNECTIONS, "42000")
+                }
+                airlock_engine::limits::Exceeded::Connection { .. } => (errno::CON_COUNT, "08004"),
+            };
+            return refuse(&mut hs, out, code, state, &exceeded.message());
+        }
+    };
     let credential = &conn.roles[&route.role];
     let connected = tokio::time::timeout(
         snapshot.limits.upstream_connect_timeout,
@@ -383,6 +397,7 @@ async fn open(
         masking,
         recorder,
         mode,
+        permit,
     })
 }
 
@@ -527,6 +542,8 @@ async fn run(
     opened: Opened,
 ) {
     let _active = gateway.metrics.session_started("mysql");
+    // Held until the session ends.
+    let _permit = opened.permit;
     let authorized = &opened.authorized;
     let conn = &snapshot.connections[&authorized.route.connection];
     let _registered = gateway.mysql_sessions.register(

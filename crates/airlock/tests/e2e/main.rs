@@ -21,6 +21,7 @@ mod data_path;
 mod deploy;
 mod handshake;
 mod identity;
+mod limits;
 mod masking;
 mod mcp;
 mod mysql;

@@ -999,6 +999,64 @@ async fn the_upstream_reads_statements_as_the_analyzer_does_whatever_its_default
     gw.stop().await;
 }
 
+/// A held call keeps its principal's place under `limits.per_principal`;
+/// the principal's other calls are refused until it ends, others' are not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_principal_over_its_session_cap_is_refused_and_others_are_not() {
+    let db = seeded_pg().await;
+    let gw = gateway(
+        &db,
+        None,
+        "max_rows: 100",
+        "limits: {per_principal: {max_sessions: 1}}\napprovals: {timeout: 60s}\n",
+    )
+    .await;
+    let writer = gw.token("wes", &["dba"]);
+    let dba = gw.token("dana", &["dba"]);
+    let mut c = Mcp::connect(&gw, &writer, "2026-07-28").await;
+    let held = c
+        .call(
+            "query",
+            json!({"connection": "test", "role": "admin", "sql": "delete from customers"}),
+        )
+        .await;
+    let id = held["structured"]["approval_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{held}"))
+        .to_string();
+    let busy = c
+        .call("query", json!({"connection": "test", "sql": "select 1"}))
+        .await;
+    let refusal = refused(&busy, "unavailable");
+    assert_eq!(refusal["code"], "53300", "{busy}");
+    assert!(
+        refusal["message"]
+            .as_str()
+            .unwrap()
+            .contains("limits.per_principal.max_sessions"),
+        "{busy}"
+    );
+    let mut other = Mcp::connect(&gw, &dba, "2026-07-28").await;
+    ok(&other
+        .call("query", json!({"connection": "test", "sql": "select 1"}))
+        .await);
+    let denied = cli(&gw, &dba, &["approvals", "deny", &id, "--reason", "no"]);
+    assert!(denied.status.success(), "{}", common::stderr(&denied));
+    let status = c
+        .call(
+            "approval_status",
+            json!({"approval_id": id, "wait_seconds": 25}),
+        )
+        .await;
+    refused(&status, "denied");
+    ok(&c
+        .call("query", json!({"connection": "test", "sql": "select 1"}))
+        .await);
+    c.close().await;
+    other.close().await;
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_take_session_slots_and_a_held_call_keeps_its_own() {
     let db = seeded_pg().await;

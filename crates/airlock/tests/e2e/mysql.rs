@@ -655,6 +655,25 @@ async fn a_client_that_leaves_while_held_cancels_its_approval() {
     gw.stop().await;
 }
 
+/// `limits.per_principal`: a principal's sessions over its cap are refused
+/// with errno 1203 naming the limit; another principal's are not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_principal_over_its_session_cap_gets_errno_1203() {
+    let db = seeded();
+    let gw = gateway(&db, "", "limits: {per_principal: {max_sessions: 1}}\n").await;
+    let dana = gw.token("dana", &["dba"]);
+    let (_held, _input) = raw_login(&gw, "admin", &dana).await;
+    let out = mysql_cli(&gw, &dana, "admin", "shop", "select 1");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("ERROR 1203"), "{err}");
+    assert!(err.contains("limits.per_principal.max_sessions"), "{err}");
+    let olga = gw.token("olga", &["dba"]);
+    let out = mysql_cli(&gw, &olga, "admin", "shop", "select 1");
+    assert!(out.status.success(), "{}", stderr(&out));
+    gw.stop().await;
+}
+
 /// An admin ends a MySQL session whose statement is held: the hold is
 /// cancelled (nothing runs, even if someone approves after), and the client
 /// gets errno 1927 naming the admin and the reason.

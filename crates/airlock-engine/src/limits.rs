@@ -1,0 +1,223 @@
+//! Session limits per principal and per connection: how many sessions one
+//! principal may have open at once (a runaway agent cannot take every
+//! upstream connection), and how many sessions, and so upstream
+//! connections, one connection may have (each session holds exactly one
+//! upstream connection; the gateway pools none).
+//!
+//! Every door asks [`Limiter::admit`] once a session is routed, before it
+//! opens the upstream, and keeps the [`Permit`] for the session's life; an
+//! MCP call is a session of one request and asks per call. The answer is
+//! neutral: the door maps [`Exceeded`] to its own error (PostgreSQL
+//! `53300`, MySQL errno 1203 or 1040, an MCP tool error).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use airlock_policy::Principal;
+
+/// The configured caps (`limits.per_principal`, `limits.per_connection`);
+/// `None` is no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionCaps {
+    pub per_principal: Option<u32>,
+    pub per_connection: Option<u32>,
+}
+
+/// Which cap a session would exceed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exceeded {
+    /// The principal has `limit` sessions open.
+    Principal { subject: String, limit: u32 },
+    /// The connection has `limit` sessions (upstream connections) open.
+    Connection { connection: String, limit: u32 },
+}
+
+impl Exceeded {
+    /// The client's message, naming the limit.
+    pub fn message(&self) -> String {
+        match self {
+            Exceeded::Principal { subject, limit } => format!(
+                "airlock: {subject} already has {limit} sessions open, the most \
+                 limits.per_principal.max_sessions allows; close one and retry"
+            ),
+            Exceeded::Connection { connection, limit } => format!(
+                "airlock: connection \"{connection}\" already has {limit} sessions open, the \
+                 most limits.per_connection.max_sessions allows; retry later"
+            ),
+        }
+    }
+
+    /// The metric's label.
+    pub fn limit(&self) -> &'static str {
+        match self {
+            Exceeded::Principal { .. } => "per_principal_sessions",
+            Exceeded::Connection { .. } => "per_connection_sessions",
+        }
+    }
+}
+
+/// Open sessions by principal (issuer and subject) and by connection.
+#[derive(Debug, Default)]
+pub struct Limiter {
+    open: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    principals: HashMap<(String, String), u32>,
+    connections: HashMap<String, u32>,
+}
+
+/// A session's place under the caps, given back when dropped.
+#[derive(Debug)]
+pub struct Permit {
+    limiter: Arc<Limiter>,
+    principal: (String, String),
+    connection: String,
+}
+
+impl Limiter {
+    /// A place for a session of `principal` on `connection` under `caps`,
+    /// or which cap it would exceed. Both counts move together or not at
+    /// all.
+    pub fn admit(
+        self: &Arc<Self>,
+        caps: SessionCaps,
+        principal: &Principal,
+        connection: &str,
+    ) -> Result<Permit, Exceeded> {
+        let key = (principal.issuer.clone(), principal.subject.clone());
+        let mut open = self.lock();
+        let by_principal = open.principals.get(&key).copied().unwrap_or(0);
+        let by_connection = open.connections.get(connection).copied().unwrap_or(0);
+        if let Some(limit) = caps.per_principal
+            && by_principal >= limit
+        {
+            return Err(Exceeded::Principal {
+                subject: principal.subject.clone(),
+                limit,
+            });
+        }
+        if let Some(limit) = caps.per_connection
+            && by_connection >= limit
+        {
+            return Err(Exceeded::Connection {
+                connection: connection.to_string(),
+                limit,
+            });
+        }
+        *open.principals.entry(key.clone()).or_default() += 1;
+        *open.connections.entry(connection.to_string()).or_default() += 1;
+        Ok(Permit {
+            limiter: Arc::clone(self),
+            principal: key,
+            connection: connection.to_string(),
+        })
+    }
+
+    /// Sessions `principal` has open now.
+    #[cfg(test)]
+    fn sessions_of(&self, principal: &Principal) -> u32 {
+        let key = (principal.issuer.clone(), principal.subject.clone());
+        self.lock().principals.get(&key).copied().unwrap_or(0)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut open = self.limiter.lock();
+        // Entries go when they reach zero: the maps hold only what is open.
+        if let Some(n) = open.principals.get_mut(&self.principal) {
+            *n -= 1;
+            if *n == 0 {
+                open.principals.remove(&self.principal);
+            }
+        }
+        if let Some(n) = open.connections.get_mut(&self.connection) {
+            *n -= 1;
+            if *n == 0 {
+                open.connections.remove(&self.connection);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    fn principal(issuer: &str, subject: &str) -> Principal {
+        Principal {
+            issuer_name: "test".into(),
+            issuer: issuer.into(),
+            subject: subject.into(),
+            groups: vec![],
+            act: None,
+            token_id: None,
+            expires_at: SystemTime::now(),
+            claims: airlock_policy::claims::Claims::default(),
+            act_chain: vec![],
+        }
+    }
+
+    #[test]
+    fn a_principal_gets_its_cap_and_a_place_back_when_a_session_ends() {
+        let limiter = Arc::new(Limiter::default());
+        let caps = SessionCaps {
+            per_principal: Some(2),
+            per_connection: None,
+        };
+        let alice = principal("idp", "alice");
+        let a = limiter.admit(caps, &alice, "db").unwrap();
+        let _b = limiter.admit(caps, &alice, "other").unwrap();
+        let third = limiter.admit(caps, &alice, "db").unwrap_err();
+        assert_eq!(
+            third,
+            Exceeded::Principal {
+                subject: "alice".into(),
+                limit: 2
+            }
+        );
+        assert!(third.message().contains("limits.per_principal.max_sessions"));
+        // Another principal, and the same subject from another issuer, are
+        // counted apart.
+        let _c = limiter.admit(caps, &principal("idp", "bob"), "db").unwrap();
+        let _d = limiter.admit(caps, &principal("other-idp", "alice"), "db").unwrap();
+        drop(a);
+        assert_eq!(limiter.sessions_of(&alice), 1);
+        let _e = limiter.admit(caps, &alice, "db").unwrap();
+    }
+
+    #[test]
+    fn a_connection_gets_its_cap_and_a_refusal_takes_no_place() {
+        let limiter = Arc::new(Limiter::default());
+        let caps = SessionCaps {
+            per_principal: Some(5),
+            per_connection: Some(1),
+        };
+        let alice = principal("idp", "alice");
+        let held = limiter.admit(caps, &alice, "db").unwrap();
+        let refused = limiter.admit(caps, &principal("idp", "bob"), "db").unwrap_err();
+        assert_eq!(refused.limit(), "per_connection_sessions");
+        assert!(refused.message().contains("connection \"db\""));
+        // The refused session counted nowhere.
+        assert_eq!(limiter.sessions_of(&principal("idp", "bob")), 0);
+        let _other = limiter.admit(caps, &alice, "elsewhere").unwrap();
+        drop(held);
+        let _again = limiter.admit(caps, &principal("idp", "bob"), "db").unwrap();
+        // No caps: anything goes.
+        let free = SessionCaps::default();
+        let all: Vec<Permit> = (0..100).map(|_| limiter.admit(free, &alice, "db").unwrap()).collect();
+        assert_eq!(limiter.sessions_of(&alice), 102);
+        drop(all);
+        assert_eq!(limiter.sessions_of(&alice), 2);
+    }
+}

@@ -1,0 +1,83 @@
+//! Session caps per principal and per connection (`limits.per_principal`,
+//! `limits.per_connection`) through the PostgreSQL door, with real
+//! tokio-postgres sessions held open; the MySQL and MCP doors have theirs
+//! in their suites.
+
+use crate::common::{Gateway, local_config};
+
+async fn connect(gw: &Gateway, token: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(
+        &format!("{} password={token}", gw.conninfo("test", "readonly")),
+        tokio_postgres::NoTls,
+    )
+    .await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+#[track_caller]
+fn refused_with(result: Result<tokio_postgres::Client, tokio_postgres::Error>, wanted: &str) {
+    let err = result.err().expect("the session is refused");
+    let db = err.as_db_error().expect("a FATAL from airlock");
+    assert_eq!(db.code().code(), "53300", "{}", db.message());
+    assert!(db.message().contains(wanted), "{}", db.message());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn principals_and_connections_get_their_session_caps() {
+    let gw = Gateway::start(&local_config(
+        "limits: {per_principal: {max_sessions: 2}, per_connection: {max_sessions: 3}}\n",
+    ))
+    .await;
+    let alice = gw.token("alice", &["dba"]);
+    let bob = gw.token("bob", &["dba"]);
+    let carol = gw.token("carol", &["dba"]);
+    let a1 = connect(&gw, &alice).await.unwrap();
+    let a2 = connect(&gw, &alice).await.unwrap();
+    // Alice's third: her cap, and the message names it.
+    refused_with(connect(&gw, &alice).await, "alice already has 2 sessions open");
+    refused_with(connect(&gw, &alice).await, "limits.per_principal.max_sessions");
+    // Bob is counted apart: the connection's third session.
+    let b1 = connect(&gw, &bob).await.unwrap();
+    b1.query_one("select 1", &[]).await.unwrap();
+    // Carol meets the connection's cap.
+    refused_with(connect(&gw, &carol).await, "limits.per_connection.max_sessions");
+    // A session that ends gives its places back.
+    drop(a1);
+    let mut again = None;
+    for _ in 0..100 {
+        match connect(&gw, &carol).await {
+            Ok(c) => {
+                again = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+    let c1 = again.expect("carol gets the place alice's session gave back");
+    c1.query_one("select 1", &[]).await.unwrap();
+    a2.query_one("select 1", &[]).await.unwrap();
+    // Refusals are counted by door and limit.
+    let metrics = reqwest::get(format!("http://{}/metrics", gw.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |limit: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("airlock_limit_refusals_total")
+                    && l.contains("door=\"postgres\"")
+                    && l.contains(&format!("limit=\"{limit}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(count("per_principal_sessions") >= 2, "{metrics}");
+    assert!(count("per_connection_sessions") >= 1, "{metrics}");
+    drop((a2, b1, c1));
+    gw.stop().await;
+}
