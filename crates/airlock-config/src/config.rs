@@ -692,6 +692,7 @@ limits:
   startup_timeout: 30s
   upstream_connect_timeout: 1500ms
   max_sessions: 50
+  per_principal: {max_sessions: 5}
 store:
   url: postgres://airlock@db.internal/airlock
   password: {env: AIRLOCK_STORE_PASSWORD}
@@ -890,6 +891,10 @@ log: {format: json}
                 startup_timeout: HumanDuration(Duration::from_secs(30)),
                 upstream_connect_timeout: HumanDuration(Duration::from_millis(1500)),
                 max_sessions: 50,
+                per_principal: PrincipalLimits {
+                    max_sessions: Some(5),
+                },
+                per_connection: ConnectionLimits::default(),
             },
             store: crate::Store {
                 url: "postgres://airlock@db.internal/airlock".into(),
@@ -1004,6 +1009,8 @@ identity: {issuers: [{name: corp, issuer: https://x/, audience: airlock}]}
                 startup_timeout: HumanDuration(Duration::from_secs(10)),
                 upstream_connect_timeout: HumanDuration(Duration::from_secs(5)),
                 max_sessions: 1000,
+                per_principal: PrincipalLimits::default(),
+                per_connection: ConnectionLimits::default(),
             }
         );
 

@@ -289,8 +289,14 @@ fn limits(config: &Config, p: &mut Problems) {
         p.add("limits.max_sessions", "must be at least 1");
     }
     for (key, value) in [
-        ("limits.per_principal.max_sessions", limits.per_principal.max_sessions),
-        ("limits.per_connection.max_sessions", limits.per_connection.max_sessions),
+        (
+            "limits.per_principal.max_sessions",
+            limits.per_principal.max_sessions,
+        ),
+        (
+            "limits.per_connection.max_sessions",
+            limits.per_connection.max_sessions,
+        ),
     ] {
         if value == Some(0) {
             p.add(key, "must be at least 1 (leave it out for no cap)");
@@ -903,6 +909,17 @@ mod tests {
                     "t.yaml: limits.startup_timeout: must be greater than zero",
                     "t.yaml: limits.upstream_connect_timeout: must be greater than zero",
                     "t.yaml: limits.max_sessions: must be at least 1",
+                ],
+            ),
+            (
+                "{per_principal: {max_sessions: 1}, per_connection: {max_sessions: 1}}",
+                &[],
+            ),
+            (
+                "{per_principal: {max_sessions: 0}, per_connection: {max_sessions: 0}}",
+                &[
+                    "t.yaml: limits.per_principal.max_sessions: must be at least 1 (leave it out for no cap)",
+                    "t.yaml: limits.per_connection.max_sessions: must be at least 1 (leave it out for no cap)",
                 ],
             ),
         ] {

@@ -225,12 +225,12 @@ impl Gateway {
         authorized: &airlock_engine::open::Authorized,
         door: &'static str,
     ) -> Result<airlock_engine::limits::Permit, airlock_engine::limits::Exceeded> {
-        let caps = airlock_engine::limits::SessionCaps {
-            per_principal: snapshot.limits.per_principal.max_sessions,
-            per_connection: snapshot.limits.per_connection.max_sessions,
-        };
         self.limiter
-            .admit(caps, &authorized.principal, &authorized.route.connection)
+            .admit(
+                snapshot.limits.sessions,
+                &authorized.principal,
+                &authorized.route.connection,
+            )
             .inspect_err(|e| {
                 tracing::info!(limit = e.limit(), "session refused by a limit");
                 self.metrics.limit_refusal(door, e.limit());

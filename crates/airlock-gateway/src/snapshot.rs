@@ -26,6 +26,8 @@ pub struct Limits {
     pub max_message_size: usize,
     pub startup_timeout: Duration,
     pub upstream_connect_timeout: Duration,
+    /// `limits.per_principal` and `limits.per_connection`.
+    pub sessions: airlock_engine::limits::SessionCaps,
 }
 
 /// One connection's upstream and role credentials.
@@ -206,6 +208,10 @@ impl Snapshot {
                     .unwrap_or(usize::MAX),
                 startup_timeout: config.limits.startup_timeout.0,
                 upstream_connect_timeout: config.limits.upstream_connect_timeout.0,
+                sessions: airlock_engine::limits::SessionCaps {
+                    per_principal: config.limits.per_principal.max_sessions,
+                    per_connection: config.limits.per_connection.max_sessions,
+                },
             },
             session_lifetime: config.identity.session_lifetime,
             recording: airlock_engine::recording::Limits {

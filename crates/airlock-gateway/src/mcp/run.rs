@@ -635,7 +635,7 @@ async fn open_session(cx: &Context, request: &Request) -> Result<Open, Failure> 
     let permit = cx
         .gateway
         .admit(snapshot, &authorized, "mcp")
-        .map_err(|e| Failure::new("unavailable", "53300", &e.message()))?;
+        .map_err(|e| Failure::new("unavailable", "53300", e.message()))?;
     let Some(journal) = cx.gateway.recorder().cloned() else {
         return Err(Failure::unrecorded());
     };

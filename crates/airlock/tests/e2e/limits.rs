@@ -5,7 +5,10 @@
 
 use crate::common::{Gateway, local_config};
 
-async fn connect(gw: &Gateway, token: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+async fn connect(
+    gw: &Gateway,
+    token: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::connect(
         &format!("{} password={token}", gw.conninfo("test", "readonly")),
         tokio_postgres::NoTls,
@@ -17,7 +20,7 @@ async fn connect(gw: &Gateway, token: &str) -> Result<tokio_postgres::Client, to
 
 #[track_caller]
 fn refused_with(result: Result<tokio_postgres::Client, tokio_postgres::Error>, wanted: &str) {
-    let err = result.err().expect("the session is refused");
+    let err = result.expect_err("the session is refused");
     let db = err.as_db_error().expect("a FATAL from airlock");
     assert_eq!(db.code().code(), "53300", "{}", db.message());
     assert!(db.message().contains(wanted), "{}", db.message());
@@ -35,13 +38,22 @@ async fn principals_and_connections_get_their_session_caps() {
     let a1 = connect(&gw, &alice).await.unwrap();
     let a2 = connect(&gw, &alice).await.unwrap();
     // Alice's third: her cap, and the message names it.
-    refused_with(connect(&gw, &alice).await, "alice already has 2 sessions open");
-    refused_with(connect(&gw, &alice).await, "limits.per_principal.max_sessions");
+    refused_with(
+        connect(&gw, &alice).await,
+        "alice already has 2 sessions open",
+    );
+    refused_with(
+        connect(&gw, &alice).await,
+        "limits.per_principal.max_sessions",
+    );
     // Bob is counted apart: the connection's third session.
     let b1 = connect(&gw, &bob).await.unwrap();
     b1.query_one("select 1", &[]).await.unwrap();
     // Carol meets the connection's cap.
-    refused_with(connect(&gw, &carol).await, "limits.per_connection.max_sessions");
+    refused_with(
+        connect(&gw, &carol).await,
+        "limits.per_connection.max_sessions",
+    );
     // A session that ends gives its places back.
     drop(a1);
     let mut again = None;
