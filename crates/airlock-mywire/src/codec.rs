@@ -470,3 +470,61 @@ mod tests {
         );
     }
 }
+
+/// Property: how the stream is cut does not change the packets.
+#[cfg(test)]
+mod split_tests {
+    use bytes::BytesMut;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Every whole packet in `buf`.
+    fn drain(framer: &Framer, buf: &mut BytesMut, into: &mut Vec<Packet>) {
+        while let Some(p) = framer.next(buf).unwrap() {
+            into.push(p);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn packets_cut_anywhere_frame_the_same(
+            payloads in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..600), 1..10),
+            first_seq in any::<u8>(),
+            cuts in prop::collection::vec(0usize..8192, 0..32),
+        ) {
+            let mut stream = BytesMut::new();
+            for p in &payloads {
+                // Each packet a command's first, as a client sends them.
+                let mut seq = first_seq;
+                write(&mut stream, &mut seq, p);
+            }
+            let framer = Framer::new(1 << 20);
+            let mut whole = Vec::new();
+            let mut input = stream.clone();
+            drain(&framer, &mut input, &mut whole);
+            prop_assert!(input.is_empty());
+            prop_assert_eq!(whole.len(), payloads.len());
+            for (packet, payload) in whole.iter().zip(&payloads) {
+                prop_assert_eq!(&packet.payload[..], &payload[..]);
+                prop_assert_eq!(packet.seq, first_seq);
+            }
+
+            let mut at: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+            at.push(stream.len());
+            at.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut input = BytesMut::new();
+            let mut from = 0;
+            for to in at {
+                input.extend_from_slice(&stream[from..to]);
+                from = to;
+                drain(&framer, &mut input, &mut pieces);
+            }
+            prop_assert!(input.is_empty());
+            prop_assert_eq!(pieces, whole);
+        }
+    }
+}

@@ -31,6 +31,8 @@ mod inspector;
 mod names;
 mod refusal;
 #[cfg(test)]
+mod split_tests;
+#[cfg(test)]
 mod testing;
 
 use std::collections::{HashMap, VecDeque};
