@@ -383,7 +383,8 @@ pub struct PrincipalLimits {
 #[serde(default, deny_unknown_fields, rename_all = "snake_case")]
 pub struct ConnectionLimits {
     /// The most sessions one connection may have open at once: each holds one upstream
-    /// connection, so this caps the upstream connections airlock opens to it. No cap when absent.
+    /// connection, so this caps the long-lived upstream connections airlock opens to it. No cap
+    /// when absent.
     pub max_sessions: Option<u32>,
 }
 

@@ -486,6 +486,43 @@ mod split_tests {
         }
     }
 
+    /// A packet of more than one frame, cut around its frame boundary and
+    /// inside the second frame's header, frames as it does whole.
+    #[test]
+    fn a_packet_of_two_frames_cut_near_its_boundary_frames_the_same() {
+        let payload: Vec<u8> = (0..MAX_FRAME + 7).map(|i| (i % 251) as u8).collect();
+        let mut stream = BytesMut::new();
+        write(&mut stream, &mut 3, &payload);
+        write(&mut stream, &mut 0, b"next");
+        let framer = Framer::new(MAX_FRAME + 1024);
+        let boundary = 4 + MAX_FRAME;
+        for cut in [
+            1,
+            4,
+            boundary - 1,
+            boundary,
+            boundary + 1,
+            boundary + 2,
+            boundary + 3,
+            boundary + 4,
+            boundary + 5,
+            stream.len() - 5,
+        ] {
+            let mut input = BytesMut::from(&stream[..cut]);
+            let mut got = Vec::new();
+            drain(&framer, &mut input, &mut got);
+            let whole_first = usize::from(cut >= boundary + 4 + 7);
+            assert_eq!(got.len(), whole_first, "cut at {cut}: only whole packets");
+            input.extend_from_slice(&stream[cut..]);
+            drain(&framer, &mut input, &mut got);
+            assert!(input.is_empty(), "cut at {cut}");
+            assert_eq!(got.len(), 2, "cut at {cut}");
+            assert_eq!(got[0].seq, 4, "the last frame's sequence id");
+            assert!(got[0].payload[..] == payload[..], "cut at {cut}");
+            assert_eq!(&got[1].payload[..], b"next");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 

@@ -545,6 +545,9 @@ pub(crate) async fn run(cx: &Context, request: Request) -> Outcome {
                 };
                 let outcome = settle_hold(&cx, &mut open, waiting, run).await;
                 end(&open, &outcome);
+                // The call's places (its slot, its permit) are given back
+                // before anyone learns it ended: a next call must find them.
+                drop(open);
                 settled.finish(outcome.to_json());
             });
             pending
