@@ -93,3 +93,50 @@ async fn principals_and_connections_get_their_session_caps() {
     drop((a2, b1, c1));
     gw.stop().await;
 }
+
+/// A session that fails after it was admitted (its upstream is down) gives
+/// its place back: the principal's next session gets in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_whose_upstream_fails_gives_its_place_back() {
+    let yaml = format!(
+        r#"listen:
+  postgres: 127.0.0.1:0
+  http: 127.0.0.1:0
+identity:
+  dev_issuer: true
+connections:
+  test:
+    upstream: {{host: 127.0.0.1, port: {port}, database: test, tls: disable}}
+    roles:
+      readonly: {{user: postgres}}
+  down:
+    upstream: {{host: 127.0.0.1, port: 1, database: test, tls: disable}}
+    roles:
+      readonly: {{user: postgres}}
+access:
+  - name: all
+    groups: [dba]
+    connections: ["*"]
+    roles: [readonly]
+limits: {{per_principal: {{max_sessions: 1}}}}
+"#,
+        port = crate::common::LOCAL_PG_PORT
+    );
+    let gw = Gateway::start(&yaml).await;
+    let alice = gw.token("alice", &["dba"]);
+    for _ in 0..3 {
+        let down = tokio_postgres::connect(
+            &format!("{} password={alice}", gw.conninfo("down", "readonly")),
+            tokio_postgres::NoTls,
+        )
+        .await;
+        let err = down.err().expect("the upstream is down");
+        let db = err.as_db_error().expect("a FATAL from airlock");
+        assert_eq!(db.code().code(), "08006", "{}", db.message());
+    }
+    let client = connect(&gw, &alice)
+        .await
+        .expect("the place was given back");
+    client.query_one("select 1", &[]).await.unwrap();
+    gw.stop().await;
+}

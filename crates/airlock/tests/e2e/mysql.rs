@@ -655,22 +655,34 @@ async fn a_client_that_leaves_while_held_cancels_its_approval() {
     gw.stop().await;
 }
 
-/// `limits.per_principal`: a principal's sessions over its cap are refused
-/// with errno 1203 naming the limit; another principal's are not.
+/// `limits.per_principal` and `limits.per_connection`: sessions over a cap
+/// are refused naming it, with errno 1203 (the principal's) or 1040 (the
+/// connection's).
 #[tokio::test(flavor = "multi_thread")]
-async fn a_principal_over_its_session_cap_gets_errno_1203() {
+async fn sessions_over_a_cap_get_errno_1203_or_1040() {
     let db = seeded();
-    let gw = gateway(&db, "", "limits: {per_principal: {max_sessions: 1}}\n").await;
+    let gw = gateway(
+        &db,
+        "",
+        "limits: {per_principal: {max_sessions: 1}, per_connection: {max_sessions: 2}}\n",
+    )
+    .await;
     let dana = gw.token("dana", &["dba"]);
-    let (_held, _input) = raw_login(&gw, "admin", &dana).await;
+    let (_dana, _input) = raw_login(&gw, "admin", &dana).await;
     let out = mysql_cli(&gw, &dana, "admin", "shop", "select 1");
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("ERROR 1203"), "{err}");
     assert!(err.contains("limits.per_principal.max_sessions"), "{err}");
+    // Another principal gets in: the connection's second session.
     let olga = gw.token("olga", &["dba"]);
-    let out = mysql_cli(&gw, &olga, "admin", "shop", "select 1");
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (_olga, _input) = raw_login(&gw, "admin", &olga).await;
+    let pia = gw.token("pia", &["dba"]);
+    let out = mysql_cli(&gw, &pia, "admin", "shop", "select 1");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("ERROR 1040"), "{err}");
+    assert!(err.contains("limits.per_connection.max_sessions"), "{err}");
     gw.stop().await;
 }
 
