@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 use airlock_identity::dev::{DevIssuer, MintRequest};
 use serde_json::{Value, json};
 
-use crate::common::{self, Cleanup, Gateway, direct, local_config, stderr, stdout, unique};
+use crate::common::{
+    self, Cleanup, Gateway, count_rows, direct, local_config, spawn_psql, stderr, stdout, unique,
+};
 
 const AIRLOCK: &str = env!("CARGO_BIN_EXE_airlock");
 
@@ -52,26 +54,6 @@ fn table(n: u32) -> (String, Cleanup) {
     ));
     let cleanup = Cleanup::sql(format!("DROP TABLE IF EXISTS {t}"));
     (t, cleanup)
-}
-
-fn count(t: &str) -> u32 {
-    direct(&format!("SELECT count(*) FROM {t}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-/// psql with verbose errors (SQLSTATEs shown), started in the background.
-fn spawn_psql(gw: &Gateway, token: &str, user: &str, sql: &str) -> Child {
-    Command::new("psql")
-        .args(["-X", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose"])
-        .arg(gw.conninfo("test", user))
-        .args(["-c", sql])
-        .env("PGPASSWORD", token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("psql runs")
 }
 
 /// The CLI against `gw`'s API as the holder of `token`.
@@ -174,7 +156,7 @@ async fn a_held_delete_runs_once_approved_through_the_cli_and_not_when_denied() 
         Some(true),
         "{held}"
     );
-    assert_eq!(count(&t), 5, "nothing runs while held");
+    assert_eq!(count_rows(&t), 5, "nothing runs while held");
     let out = cli(&gw, &bob, &["approvals", "approve", &id]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("approved"), "{}", stdout(&out));
@@ -188,7 +170,7 @@ async fn a_held_delete_runs_once_approved_through_the_cli_and_not_when_denied() 
         "{}",
         stderr(&done)
     );
-    assert_eq!(count(&t), 0);
+    assert_eq!(count_rows(&t), 0);
     // Approving twice: the approval is already decided.
     let again = cli(&gw, &bob, &["approvals", "approve", &id]);
     assert!(!again.status.success());
@@ -223,7 +205,7 @@ async fn a_held_delete_runs_once_approved_through_the_cli_and_not_when_denied() 
         "{err}"
     );
     assert!(err.contains("denied by bob"), "{err}");
-    assert_eq!(count(&t), 3);
+    assert_eq!(count_rows(&t), 3);
 
     // The replay shows the holds and their decisions.
     let auditor = gw.token("sam", &["security"]);
@@ -413,7 +395,7 @@ async fn holds_time_out_and_a_client_that_leaves_cancels_its_approval() {
         body["error"].as_str().unwrap().contains("timed out"),
         "{body}"
     );
-    assert_eq!(count(&t), 4);
+    assert_eq!(count_rows(&t), 4);
 
     // The client goes away while held: the approval is cancelled.
     let mut psql = spawn_psql(&gw, &devin, "admin", &format!("DELETE FROM {t}"));
@@ -431,7 +413,7 @@ async fn holds_time_out_and_a_client_that_leaves_cancels_its_approval() {
     assert_eq!(status, "cancelled");
     let (code, _) = post(&gw, &bob, &format!("/approvals/{id}/approve"), json!({})).await;
     assert_eq!(code, 409);
-    assert_eq!(count(&t), 4);
+    assert_eq!(count_rows(&t), 4);
     gw.stop().await;
 }
 
@@ -683,7 +665,7 @@ async fn a_statement_held_on_one_replica_is_released_by_the_other() {
     assert!(out.status.success(), "{}", stderr(&out));
     let done = wait(psql);
     assert!(done.status.success(), "{}", stderr(&done));
-    assert_eq!(count(&t), 0);
+    assert_eq!(count_rows(&t), 0);
 
     // A gateway that shuts down ends its held clients' sessions and
     // cancels their approvals, and B says so.
@@ -696,7 +678,7 @@ async fn a_statement_held_on_one_replica_is_released_by_the_other() {
     assert_eq!(status_of(&b, &bob, &id).await, "cancelled");
     let (code, _) = post(&b, &bob, &format!("/approvals/{id}/approve"), json!({})).await;
     assert_eq!(code, 409);
-    assert_eq!(count(&t), 2);
+    assert_eq!(count_rows(&t), 2);
     b.stop().await;
 }
 

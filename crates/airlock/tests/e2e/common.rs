@@ -153,6 +153,28 @@ impl Gateway {
     }
 }
 
+/// The rows of table `t`, counted directly.
+pub fn count_rows(t: &str) -> u32 {
+    direct(&format!("SELECT count(*) FROM {t}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// psql through the gateway in the background, as `user` on connection
+/// `test`, errors verbose (SQLSTATEs shown): a held statement's client.
+pub fn spawn_psql(gw: &Gateway, token: &str, user: &str, sql: &str) -> std::process::Child {
+    Command::new("psql")
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose"])
+        .arg(gw.conninfo("test", user))
+        .args(["-c", sql])
+        .env("PGPASSWORD", token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql runs")
+}
+
 /// Runs `psql -X -A -t -v ON_ERROR_STOP=1 -c sql` against `conninfo`.
 pub fn psql(conninfo: &str, password: &str, sql: &str) -> Output {
     Command::new("psql")

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{Cleanup, Gateway, direct, local_config, stderr, unique};
+use crate::common::{
+    Cleanup, Gateway, count_rows, direct, local_config, spawn_psql, stderr, unique,
+};
 
 /// One headless Chromium, several users (one browser context each).
 struct Browser {
@@ -174,26 +176,6 @@ fn table(n: u32) -> (String, Cleanup) {
          INSERT INTO {t} SELECT g, 'person' || g || '@example.com' FROM generate_series(1, {n}) g"
     ));
     (t.clone(), Cleanup::sql(format!("DROP TABLE IF EXISTS {t}")))
-}
-
-fn count_rows(t: &str) -> u32 {
-    direct(&format!("SELECT count(*) FROM {t}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-/// psql through the gateway in the background, errors verbose.
-fn spawn_psql(gw: &Gateway, token: &str, user: &str, sql: &str) -> Child {
-    Command::new("psql")
-        .args(["-X", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose"])
-        .arg(gw.conninfo("test", user))
-        .args(["-c", sql])
-        .env("PGPASSWORD", token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("psql runs")
 }
 
 /// Waits for `child` on a blocking thread.
