@@ -12,4 +12,5 @@ demo: setup
 test: setup
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --locked -- -D warnings
+	cargo deny --locked check licenses bans sources
 	cargo test --workspace --locked

@@ -37,6 +37,10 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# cargo-deny, for the dependency policy `make test` checks (deny.toml), built
+# from crates.io once (about two minutes on two cores).
+command -v cargo-deny >/dev/null 2>&1 || cargo install --locked --quiet cargo-deny
+
 # psycopg, for the Python driver tests.
 python3 -c 'import psycopg' 2>/dev/null || python3 -m pip install -q 'psycopg[binary]>=3.1,<4'
 # asyncpg, for the driver matrix.
