@@ -242,12 +242,7 @@ async fn a_held_delete_runs_once_approved_through_the_cli_and_not_when_denied() 
 
     let mut metrics = String::new();
     for _ in 0..100 {
-        metrics = reqwest::get(format!("http://{}/metrics", gw.http))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        metrics = gw.metrics().await;
         if metrics.contains("airlock_webhook_retries_total") {
             break;
         }

@@ -130,6 +130,16 @@ impl Gateway {
         )
     }
 
+    /// The gateway's `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// A libpq connection string for `dbname`/`user` through the gateway.
     pub fn conninfo(&self, dbname: &str, user: &str) -> String {
         format!(

@@ -70,12 +70,7 @@ async fn principals_and_connections_get_their_session_caps() {
     c1.query_one("select 1", &[]).await.unwrap();
     a2.query_one("select 1", &[]).await.unwrap();
     // Refusals are counted by door and limit.
-    let metrics = reqwest::get(format!("http://{}/metrics", gw.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     let count = |limit: &str| {
         metrics
             .lines()

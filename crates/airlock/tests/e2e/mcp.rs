@@ -454,12 +454,7 @@ async fn a_held_statement_returns_at_once_and_its_result_comes_once_approved_thr
     assert_eq!(result["approval_id"], id);
     assert_eq!(pg_sql(&db, "select count(*) from customers"), "0");
     // Operators see the wait, the held statement and the MCP session.
-    let metrics = reqwest::get(format!("http://{}/metrics", gw.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     for want in [
         "airlock_approval_wait_seconds_count{outcome=\"approved\"}",
         "airlock_statements_total{door=\"mcp\",decision=\"approve\",rule=\"review-unbounded-writes\"}",
@@ -999,6 +994,34 @@ async fn the_upstream_reads_statements_as_the_analyzer_does_whatever_its_default
     gw.stop().await;
 }
 
+/// A call held on `delete from customers`: its approval id.
+async fn held_delete(c: &mut Mcp) -> String {
+    let held = c
+        .call(
+            "query",
+            json!({"connection": "test", "role": "admin", "sql": "delete from customers"}),
+        )
+        .await;
+    held["structured"]["approval_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{held}"))
+        .to_string()
+}
+
+/// Denies approval `id` through the CLI as `dba`, and waits until the held
+/// call says so.
+async fn deny_and_settle(gw: &Gateway, c: &mut Mcp, dba: &str, id: &str) {
+    let denied = cli(gw, dba, &["approvals", "deny", id, "--reason", "no"]);
+    assert!(denied.status.success(), "{}", common::stderr(&denied));
+    let status = c
+        .call(
+            "approval_status",
+            json!({"approval_id": id, "wait_seconds": 25}),
+        )
+        .await;
+    refused(&status, "denied");
+}
+
 /// A held call keeps its principal's place under `limits.per_principal`;
 /// the principal's other calls are refused until it ends, others' are not.
 #[tokio::test(flavor = "multi_thread")]
@@ -1014,16 +1037,7 @@ async fn a_principal_over_its_session_cap_is_refused_and_others_are_not() {
     let writer = gw.token("wes", &["dba"]);
     let dba = gw.token("dana", &["dba"]);
     let mut c = Mcp::connect(&gw, &writer, "2026-07-28").await;
-    let held = c
-        .call(
-            "query",
-            json!({"connection": "test", "role": "admin", "sql": "delete from customers"}),
-        )
-        .await;
-    let id = held["structured"]["approval_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{held}"))
-        .to_string();
+    let id = held_delete(&mut c).await;
     let busy = c
         .call("query", json!({"connection": "test", "sql": "select 1"}))
         .await;
@@ -1040,15 +1054,7 @@ async fn a_principal_over_its_session_cap_is_refused_and_others_are_not() {
     ok(&other
         .call("query", json!({"connection": "test", "sql": "select 1"}))
         .await);
-    let denied = cli(&gw, &dba, &["approvals", "deny", &id, "--reason", "no"]);
-    assert!(denied.status.success(), "{}", common::stderr(&denied));
-    let status = c
-        .call(
-            "approval_status",
-            json!({"approval_id": id, "wait_seconds": 25}),
-        )
-        .await;
-    refused(&status, "denied");
+    deny_and_settle(&gw, &mut c, &dba, &id).await;
     ok(&c
         .call("query", json!({"connection": "test", "sql": "select 1"}))
         .await);
@@ -1070,30 +1076,13 @@ async fn calls_take_session_slots_and_a_held_call_keeps_its_own() {
     let writer = gw.token("wes", &["dba"]);
     let dba = gw.token("dana", &["dba"]);
     let mut c = Mcp::connect(&gw, &writer, "2026-07-28").await;
-    let held = c
-        .call(
-            "query",
-            json!({"connection": "test", "role": "admin", "sql": "delete from customers"}),
-        )
-        .await;
-    let id = held["structured"]["approval_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{held}"))
-        .to_string();
+    let id = held_delete(&mut c).await;
     // The held call holds the one slot.
     let busy = c
         .call("query", json!({"connection": "test", "sql": "select 1"}))
         .await;
     assert_eq!(refused(&busy, "unavailable")["code"], "53300", "{busy}");
-    let denied = cli(&gw, &dba, &["approvals", "deny", &id, "--reason", "no"]);
-    assert!(denied.status.success(), "{}", common::stderr(&denied));
-    let status = c
-        .call(
-            "approval_status",
-            json!({"approval_id": id, "wait_seconds": 25}),
-        )
-        .await;
-    refused(&status, "denied");
+    deny_and_settle(&gw, &mut c, &dba, &id).await;
     // Freed once the held call ended.
     let free = c
         .call("query", json!({"connection": "test", "sql": "select 1"}))
