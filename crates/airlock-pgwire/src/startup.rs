@@ -60,6 +60,10 @@ pub struct ClientHandshake {
     offer: TlsOffer,
     loopback: bool,
     tls_active: bool,
+    /// An SSLRequest, or a GSSENCRequest, was answered: as PostgreSQL, each
+    /// is answered once (negotiation cannot go on for ever).
+    ssl_asked: bool,
+    gss_asked: bool,
 }
 
 impl ClientHandshake {
@@ -71,6 +75,8 @@ impl ClientHandshake {
             offer,
             loopback,
             tls_active: false,
+            ssl_asked: false,
+            gss_asked: false,
         }
     }
 
@@ -103,6 +109,9 @@ impl ClientHandshake {
                             if self.tls_active {
                                 return Err(ProtocolError::Malformed("SSLRequest inside TLS"));
                             }
+                            if std::mem::replace(&mut self.ssl_asked, true) {
+                                return Err(ProtocolError::Malformed("SSLRequest sent twice"));
+                            }
                             if self.offer == TlsOffer::Disabled {
                                 out.extend_from_slice(b"N");
                                 continue;
@@ -118,6 +127,9 @@ impl ClientHandshake {
                             return Ok(Step::StartTls);
                         }
                         StartupPacket::GssEncRequest => {
+                            if std::mem::replace(&mut self.gss_asked, true) {
+                                return Err(ProtocolError::Malformed("GSSENCRequest sent twice"));
+                            }
                             out.extend_from_slice(b"N");
                         }
                         StartupPacket::Cancel {
@@ -346,6 +358,28 @@ mod tests {
         assert_eq!(hs.handle(&mut input, &mut out), Step::NeedMore);
         assert_eq!(&out[..2], b"NN");
         assert_eq!(out[2], b'R');
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/pg_startup/repeated-sslrequest`):
+    /// each request is answered once, as PostgreSQL does; a repeat ends
+    /// the handshake instead of negotiating for ever.
+    #[test]
+    fn a_repeated_ssl_or_gssenc_request_is_refused() {
+        let gssenc = || {
+            let mut b = BytesMut::new();
+            b.put_i32(8);
+            b.put_i32(codec::GSSENC_REQUEST_CODE);
+            b
+        };
+        for first in [ssl_request(), gssenc()] {
+            let mut hs = ClientHandshake::new(TlsOffer::Disabled, true);
+            let mut input = first.clone();
+            input.extend_from_slice(&first);
+            let mut out = BytesMut::new();
+            assert_eq!(hs.handle(&mut input, &mut out), Step::Close);
+            assert_eq!(out.split_to(1), &b"N"[..]);
+            assert_eq!(error_code(&mut out), "08P01");
+        }
     }
 
     #[test]
