@@ -1,5 +1,5 @@
 # The two commands of the README's quick start.
-.PHONY: demo test setup
+.PHONY: demo test setup fuzz
 
 setup:
 	./scripts/setup.sh
@@ -14,3 +14,7 @@ test: setup
 	cargo clippy --all-targets --locked -- -D warnings
 	cargo deny --locked check licenses bans sources
 	cargo test --workspace --locked
+
+## fuzz: coverage-guided fuzzing of every target, FUZZ_SECONDS each (by hand; docs/security.md).
+fuzz:
+	./scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)

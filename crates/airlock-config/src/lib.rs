@@ -58,8 +58,7 @@ pub use units::{ByteSize, HumanDuration, SessionLifetime};
 /// returned. Each error displays as one line.
 pub fn check_file(path: impl AsRef<Path>) -> Result<Config, Vec<ConfigError>> {
     let (text, origin) = config::read(path.as_ref())?;
-    let config = Config::parse(&text, &origin)?;
-    let mut errors = validate::validate(&config, &origin);
+    let (config, mut errors) = parse_and_validate(&text, &origin)?;
     if let Err(secret_errors) = config.resolve_secrets() {
         errors.extend(secret_errors);
     }
@@ -68,6 +67,24 @@ pub fn check_file(path: impl AsRef<Path>) -> Result<Config, Vec<ConfigError>> {
     } else {
         Err(errors)
     }
+}
+
+/// [`check_file`] on `text` (named `origin` in errors), without resolving
+/// secrets: no file or environment is read. Fuzzed (`fuzz/`).
+pub fn check_text(text: &str, origin: &str) -> Result<Config, Vec<ConfigError>> {
+    match parse_and_validate(text, origin)? {
+        (config, errors) if errors.is_empty() => Ok(config),
+        (_, errors) => Err(errors),
+    }
+}
+
+fn parse_and_validate(
+    text: &str,
+    origin: &str,
+) -> Result<(Config, Vec<ConfigError>), Vec<ConfigError>> {
+    let config = Config::parse(text, origin)?;
+    let errors = validate::validate(&config, origin);
+    Ok((config, errors))
 }
 
 /// The JSON Schema (draft-07, which YAML editors support best) of the configuration file.

@@ -89,8 +89,8 @@ struct DiscoveryDocument {
 
 /// Keys are parsed one by one, so that one odd key does not hide the rest.
 #[derive(Deserialize)]
-struct JwkSetDocument {
-    keys: Vec<serde_json::Value>,
+pub(crate) struct JwkSetDocument {
+    pub(crate) keys: Vec<serde_json::Value>,
 }
 
 impl Issuer {
@@ -313,7 +313,7 @@ impl KeySet {
 impl Key {
     /// A key usable with an accepted algorithm, or `None` (encryption keys,
     /// HMAC secrets, other curves).
-    fn from_jwk(jwk: &Jwk) -> Option<Key> {
+    pub(crate) fn from_jwk(jwk: &Jwk) -> Option<Key> {
         if jwk
             .common
             .public_key_use

@@ -43,6 +43,8 @@ pub mod dev;
 mod jwks;
 mod verifier;
 
+#[cfg(feature = "fuzzing")]
+pub use verifier::fuzzing;
 pub use verifier::{IssuerSpec, JwksBearer, LEEWAY, SetupError, Verifier, VerifierOptions};
 
 use airlock_policy::Principal;

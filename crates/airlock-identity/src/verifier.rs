@@ -383,3 +383,39 @@ fn invalid_claim(name: &str, expected: &str) -> AuthError {
 fn excerpt(value: &str) -> String {
     value.chars().take(EXCERPT_CHARS).collect()
 }
+
+/// What the fuzz targets drive: everything a token and an issuer's JWKS
+/// reach without a network.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    use std::time::SystemTime;
+
+    use super::{IssuerSpec, Token, principal, str_claim};
+    use crate::AuthError;
+    use crate::jwks::{JwkSetDocument, Key};
+
+    /// Reads `jwks` as a JWKS document the way a fetch does (odd keys
+    /// skipped), decodes `token`, checks its signature against every key
+    /// read, and checks its claims against `spec` as of `now` whether or
+    /// not a key accepted it. Returns the claims' verdict.
+    pub fn token(
+        jwks: &[u8],
+        token: &str,
+        spec: &IssuerSpec,
+        now: SystemTime,
+    ) -> Result<airlock_policy::Principal, AuthError> {
+        let keys: Vec<Key> = serde_json::from_slice::<JwkSetDocument>(jwks)
+            .map(|doc| doc.keys)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|jwk| serde_json::from_value(jwk).ok())
+            .filter_map(|jwk| Key::from_jwk(&jwk))
+            .collect();
+        let token = Token::parse(token)?;
+        str_claim(&token.claims, "iss")?;
+        for key in &keys {
+            let _ = key.verify(token.alg, token.message.as_bytes(), token.signature);
+        }
+        principal(spec, &token.claims, now)
+    }
+}
