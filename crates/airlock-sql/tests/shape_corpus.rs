@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use airlock_sql::Analyzer;
 use airlock_sql::shape::shape;
+use proptest::prelude::Strategy as _;
 
 const CORPUS: &str = include_str!("../../airlock/tests/corpus/policy.txt");
 
@@ -161,13 +162,6 @@ fn cached_analysis_equals_a_fresh_one() {
         (seed % n as u64) as usize
     };
     let a = Analyzer::default();
-    fn unspanned(s: &airlock_policy::Statement) -> airlock_policy::Statement {
-        airlock_policy::Statement {
-            span: (0, 0),
-            inner: s.inner.as_deref().map(|i| Box::new(unspanned(i))),
-            ..s.clone()
-        }
-    }
     let strip = |statements: &[airlock_policy::Statement]| -> Vec<airlock_policy::Statement> {
         statements.iter().map(unspanned).collect()
     };
@@ -197,4 +191,124 @@ fn cached_analysis_equals_a_fresh_one() {
         shared > 100,
         "only {shared} of {checked} texts were shape hits"
     );
+}
+
+/// Each run of digits that stands alone (not in a name or a `$1`) becomes
+/// the next of `numbers`, and each string's content the next of `strings`.
+fn substitute(sql: &str, numbers: &[String], strings: &[String]) -> String {
+    let chars: Vec<char> = sql.chars().collect();
+    let (mut n, mut s) = (0, 0);
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let word = |c: char| c.is_alphanumeric() || c == '_' || c == '$';
+        if c == '\'' {
+            // Up to the closing quote ('' is a quote inside).
+            let mut j = i + 1;
+            while j < chars.len() {
+                if chars[j] == '\'' && chars.get(j + 1) == Some(&'\'') {
+                    j += 2;
+                } else if chars[j] == '\'' {
+                    break;
+                } else {
+                    j += 1;
+                }
+            }
+            out.push('\'');
+            out.push_str(&strings[s % strings.len()]);
+            s += 1;
+            if j < chars.len() {
+                out.push('\'');
+            }
+            i = j + 1;
+        } else if c.is_ascii_digit() && (i == 0 || !word(chars[i - 1]) && chars[i - 1] != '.') {
+            let mut j = i;
+            while j < chars.len() && chars[j].is_ascii_digit() {
+                j += 1;
+            }
+            if j < chars.len() && (word(chars[j]) || chars[j] == '.') {
+                out.extend(&chars[i..j]);
+            } else {
+                out.push_str(&numbers[n % numbers.len()]);
+                n += 1;
+            }
+            i = j;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The corpus texts the cache may share with another text of their shape.
+fn shared_texts() -> &'static [String] {
+    static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    TEXTS.get_or_init(|| {
+        let a = Analyzer::default();
+        texts()
+            .into_iter()
+            .filter(|sql| shape(sql).is_some() && !a.analyze_reporting(sql).1)
+            .collect()
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+    /// Property: any literals put into any corpus text the cache shares
+    /// give, from the cache (primed with the text as written), the analysis
+    /// a fresh parse gives.
+    #[test]
+    fn corpus_texts_with_any_literals_are_analysed_as_a_fresh_parse(
+        pick in 0usize..100_000,
+        numbers in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::prelude::any::<u64>().prop_map(|n| n.to_string()),
+                (0u32..100).prop_map(|n| n.to_string()),
+                "[0-9]{1,3}\\.[0-9]{0,3}",
+                "[0-9]e[0-9]",
+            ],
+            1..6,
+        ),
+        strings in proptest::collection::vec("[a-zA-Z0-9_ ,.;:/=()-]{0,16}", 1..6),
+    ) {
+        let texts = shared_texts();
+        let sql = &texts[pick % texts.len()];
+        let variant = substitute(sql, &numbers, &strings);
+        let a = analyzer();
+        let _ = airlock_sql::cache::analyze(a, sql);
+        let cached = airlock_sql::cache::analyze(a, &variant);
+        // The case tests sharing when the variant has the text's shape.
+        if variant != *sql && shape(&variant) == shape(sql) {
+            proptest::prop_assert!(!cached.exact, "{:?} was not a shape hit", variant);
+        }
+        let fresh = a.analyze(&variant);
+        let strip = |statements: &[airlock_policy::Statement]| -> Vec<airlock_policy::Statement> {
+            statements.iter().map(unspanned).collect()
+        };
+        proptest::prop_assert_eq!(
+            strip(&cached.statements),
+            strip(&fresh),
+            "the cache answered {:?} (after {:?}) with another text's analysis",
+            variant,
+            sql
+        );
+    }
+}
+
+/// One analyzer for the property's cases, so the cache stays warm across
+/// them (a new analyzer empties it).
+fn analyzer() -> &'static Analyzer {
+    static A: std::sync::OnceLock<Analyzer> = std::sync::OnceLock::new();
+    A.get_or_init(Analyzer::default)
+}
+
+fn unspanned(s: &airlock_policy::Statement) -> airlock_policy::Statement {
+    airlock_policy::Statement {
+        span: (0, 0),
+        inner: s.inner.as_deref().map(|i| Box::new(unspanned(i))),
+        ..s.clone()
+    }
 }
