@@ -27,6 +27,8 @@ pub struct Cluster {
     dir: TempDir,
     pub port: u16,
     pub ssl: bool,
+    /// The server options `pg_ctl start` was given, for a start again.
+    options: String,
 }
 
 fn as_postgres(cmd: &str, args: &[&str]) -> Command {
@@ -90,29 +92,46 @@ impl Cluster {
         }
         let port = crate::free_port();
         let sock = dir.path().to_str().unwrap().to_string();
-        let log = dir.path().join("pg.log");
-        let out = as_postgres(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-l",
-                log.to_str().unwrap(),
-                "-w",
-                "-o",
-                &format!("-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"),
-                "start",
-            ],
-        )
-        .output()
-        .expect("pg_ctl runs");
+        let options = format!("-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off");
+        let cluster = Cluster {
+            dir,
+            port,
+            ssl,
+            options,
+        };
+        cluster.start_again();
+        cluster
+    }
+
+    /// Starts the server (again, after [`Cluster::stop`]) on the same port.
+    pub fn start_again(&self) {
+        self.pg_ctl(&["-o", &self.options, "start"]);
+    }
+
+    /// Stops the server as `pg_ctl -m fast` does: sessions are terminated
+    /// (`57P01`), new connections refused until [`Cluster::start_again`].
+    pub fn stop(&self) {
+        self.pg_ctl(&["-m", "fast", "stop"]);
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("pg.log");
+        let mut all = vec![
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+        ];
+        all.extend_from_slice(args);
+        let out = as_postgres("pg_ctl", &all).output().expect("pg_ctl runs");
         assert!(
             out.status.success(),
-            "pg_ctl start: {} {}",
+            "pg_ctl {args:?}: {} {}",
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        Cluster { dir, port, ssl }
     }
 
     /// Runs SQL as the superuser over the cluster's Unix socket (trust) and

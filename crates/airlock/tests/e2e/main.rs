@@ -19,6 +19,7 @@ mod cli;
 mod console;
 mod data_path;
 mod deploy;
+mod faults;
 mod handshake;
 mod identity;
 mod limits;

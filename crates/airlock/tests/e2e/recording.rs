@@ -818,6 +818,87 @@ async fn kill_9_mid_workload(fsync: &str) {
     );
 }
 
+/// `kill -9` twenty times in a row under a write load, the gateway
+/// restarted each time on the same journal and store: every row that
+/// reached the database is recorded, and the chain verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_twenty_times_loses_no_statement_that_ran() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let table = unique("rec_kills");
+    direct(&format!("CREATE TABLE {table} (id bigint PRIMARY KEY)"));
+    let _cleanup = Cleanup::sql(format!("DROP TABLE IF EXISTS {table}"));
+    let (pg, http) = (airlock_testkit::free_port(), airlock_testkit::free_port());
+    let config = write_config(dir.path(), pg, http, "journal: {fsync: 100ms}\n");
+    let inserted = Arc::new(AtomicU64::new(0));
+    for round in 0..20u64 {
+        let gw = serve(dir.path(), &config, pg, None);
+        let token = gw.token("ci-kills", &["dba"]);
+        let mut workers = Vec::new();
+        for w in 0..2u64 {
+            let client = gw.ready_client(&token).await;
+            let (table, inserted) = (table.clone(), Arc::clone(&inserted));
+            workers.push(tokio::spawn(async move {
+                for n in 0.. {
+                    let id = (round * 2 + w) * 1_000_000 + n;
+                    let sql = format!("INSERT INTO {table} VALUES ({id})");
+                    if client.simple_query(&sql).await.is_err() {
+                        return;
+                    }
+                    inserted.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        // Killed once this round's clients have written.
+        let before = inserted.load(Ordering::Relaxed);
+        wait_until("inserts this round", Duration::from_secs(30), async || {
+            inserted.load(Ordering::Relaxed) >= before + 10
+        })
+        .await;
+        assert!(
+            Command::new("kill")
+                .args(["-9", &gw.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        for w in workers {
+            w.await.unwrap();
+        }
+        drop(gw);
+    }
+    let gw = serve(dir.path(), &config, pg, None);
+    drop(gw.ready_client(&gw.token("ci-kills", &["dba"])).await);
+    let store = store_at(&format!(
+        "sqlite://{}/data/airlock.db",
+        dir.path().display()
+    ))
+    .await;
+    let in_db: BTreeSet<i64> = direct(&format!("SELECT id FROM {table} ORDER BY id"))
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert!(in_db.len() as u64 >= inserted.load(Ordering::Relaxed));
+    let mut recorded = BTreeSet::new();
+    wait_until(
+        "every inserted id to be shipped",
+        Duration::from_secs(60),
+        async || {
+            recorded = inserted_ids(&store_events(&store).await, &table);
+            in_db.is_subset(&recorded)
+        },
+    )
+    .await;
+    let verify = gw.audit(&["verify"]);
+    assert!(
+        verify.status.success(),
+        "verify: {}{}",
+        common::stdout(&verify),
+        common::stderr(&verify)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bind_of_a_statement_prepared_in_sql_is_recorded() {
     use tokio::io::AsyncWriteExt;
