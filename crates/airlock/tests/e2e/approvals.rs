@@ -677,9 +677,30 @@ async fn a_statement_held_on_one_replica_is_released_by_the_other() {
     b.stop().await;
 }
 
-/// The first pending access request's id, as approvers list it.
-async fn pending_access(gw: &Gateway, token: &str) -> String {
-    for _ in 0..200 {
+/// The first pending access request's id, as approvers list it, once
+/// `requester` (an `access request --wait`) has filed it.
+async fn pending_access(gw: &Gateway, token: &str, requester: &mut std::process::Child) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = requester.try_wait().unwrap() {
+            let mut err = String::new();
+            let mut out = String::new();
+            use std::io::Read as _;
+            requester
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            requester
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            panic!("the request ended ({status}) before it was seen pending: {out}{err}");
+        }
         let listed = cli(gw, token, &["access", "list", "--json"]);
         let list: Value = serde_json::from_slice(&listed.stdout).unwrap_or_default();
         if let Some(id) = list["requests"]
@@ -691,9 +712,10 @@ async fn pending_access(gw: &Gateway, token: &str) -> String {
         {
             return id.to_string();
         }
+        last = format!("{}{}", stdout(&listed), stderr(&listed));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("no access request became pending");
+    panic!("no access request became pending in 60 s; the last list: {last}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -715,8 +737,8 @@ async fn access_request_wait_exits_by_the_decision_for_ci_jobs() {
             .unwrap()
     };
     // Granted: exit 0, the grant printed.
-    let child = request("60s");
-    let id = pending_access(&gw, &bob).await;
+    let mut child = request("60s");
+    let id = pending_access(&gw, &bob, &mut child).await;
     assert!(cli(&gw, &bob, &["access", "approve", &id]).status.success());
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -732,8 +754,8 @@ async fn access_request_wait_exits_by_the_decision_for_ci_jobs() {
     );
 
     // Denied: exit 1, with the reason.
-    let child = request("60s");
-    let id = pending_access(&gw, &bob).await;
+    let mut child = request("60s");
+    let id = pending_access(&gw, &bob, &mut child).await;
     assert!(
         cli(&gw, &bob, &["access", "deny", &id, "--reason", "not now"])
             .status
