@@ -376,6 +376,10 @@ pub struct PrincipalLimits {
     /// The most sessions one principal may have open at once, across every door and connection
     /// (an MCP call counts while it runs). No cap when absent.
     pub max_sessions: Option<u32>,
+    /// The most statements one principal may send a second, across every door and session, with
+    /// bursts of one second's worth (a token bucket). A statement over it is refused before it
+    /// reaches the database. No limit when absent.
+    pub statements_per_second: Option<u32>,
 }
 
 /// `limits.per_connection`.
@@ -693,7 +697,7 @@ limits:
   startup_timeout: 30s
   upstream_connect_timeout: 1500ms
   max_sessions: 50
-  per_principal: {max_sessions: 5}
+  per_principal: {max_sessions: 5, statements_per_second: 20}
 store:
   url: postgres://airlock@db.internal/airlock
   password: {env: AIRLOCK_STORE_PASSWORD}
@@ -894,6 +898,7 @@ log: {format: json}
                 max_sessions: 50,
                 per_principal: PrincipalLimits {
                     max_sessions: Some(5),
+                    statements_per_second: Some(20),
                 },
                 per_connection: ConnectionLimits::default(),
             },

@@ -297,6 +297,10 @@ fn limits(config: &Config, p: &mut Problems) {
             "limits.per_connection.max_sessions",
             limits.per_connection.max_sessions,
         ),
+        (
+            "limits.per_principal.statements_per_second",
+            limits.per_principal.statements_per_second,
+        ),
     ] {
         if value == Some(0) {
             p.add(key, "must be at least 1 (leave it out for no cap)");
@@ -916,10 +920,11 @@ mod tests {
                 &[],
             ),
             (
-                "{per_principal: {max_sessions: 0}, per_connection: {max_sessions: 0}}",
+                "{per_principal: {max_sessions: 0, statements_per_second: 0}, per_connection: {max_sessions: 0}}",
                 &[
                     "t.yaml: limits.per_principal.max_sessions: must be at least 1 (leave it out for no cap)",
                     "t.yaml: limits.per_connection.max_sessions: must be at least 1 (leave it out for no cap)",
+                    "t.yaml: limits.per_principal.statements_per_second: must be at least 1 (leave it out for no cap)",
                 ],
             ),
         ] {

@@ -9,9 +9,16 @@
 //! MCP call is a session of one request and asks per call. The answer is
 //! neutral: the door maps [`Exceeded`] to its own error (PostgreSQL
 //! `53300`, MySQL errno 1203 or 1040, an MCP tool error).
+//!
+//! A principal's statements draw on one token bucket
+//! (`limits.per_principal.statements_per_second`), shared by its sessions
+//! on every door: a door asks [`Budget::spend`] once per statement message
+//! it judges, with the time in hand, and refuses the statement (PostgreSQL
+//! `54000`, MySQL errno 1226, an MCP tool error) when the bucket is empty.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use airlock_policy::Principal;
 
@@ -21,6 +28,8 @@ use airlock_policy::Principal;
 pub struct SessionCaps {
     pub per_principal: Option<u32>,
     pub per_connection: Option<u32>,
+    /// `limits.per_principal.statements_per_second`.
+    pub statements_per_second: Option<u32>,
 }
 
 /// Which cap a session would exceed.
@@ -30,6 +39,8 @@ pub enum Exceeded {
     Principal { subject: String, limit: u32 },
     /// The connection has `limit` sessions (upstream connections) open.
     Connection { connection: String, limit: u32 },
+    /// The principal has spent its `limit` statements a second.
+    Rate { subject: String, limit: u32 },
 }
 
 impl Exceeded {
@@ -44,6 +55,10 @@ impl Exceeded {
                 "airlock: connection \"{connection}\" already has {limit} sessions open, the \
                  most limits.per_connection.max_sessions allows; retry later"
             ),
+            Exceeded::Rate { subject, limit } => format!(
+                "airlock: {subject} is sending more than {limit} statements a second, the most \
+                 limits.per_principal.statements_per_second allows; slow down and retry"
+            ),
         }
     }
 
@@ -52,6 +67,7 @@ impl Exceeded {
         match self {
             Exceeded::Principal { .. } => "per_principal_sessions",
             Exceeded::Connection { .. } => "per_connection_sessions",
+            Exceeded::Rate { .. } => "per_principal_statements",
         }
     }
 }
@@ -60,7 +76,14 @@ impl Exceeded {
 #[derive(Debug, Default)]
 pub struct Limiter {
     open: Mutex<Counts>,
+    /// Statement buckets by principal: tokens left and when they were
+    /// counted. A full bucket is the same as none, so full ones are
+    /// dropped when the map grows.
+    buckets: Mutex<HashMap<(String, String), (f64, Instant)>>,
 }
+
+/// Buckets kept before full ones are dropped.
+const BUCKETS_KEPT: usize = 1024;
 
 #[derive(Debug, Default)]
 struct Counts {
@@ -74,6 +97,54 @@ pub struct Permit {
     limiter: Arc<Limiter>,
     principal: (String, String),
     connection: String,
+    budget: Option<Budget>,
+}
+
+impl Permit {
+    /// The session's statement budget, when `statements_per_second` is
+    /// set: what the door's statement path keeps.
+    pub fn budget(&self) -> Option<Budget> {
+        self.budget.clone()
+    }
+}
+
+/// A principal's statement budget, as one of its sessions holds it.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    limiter: Arc<Limiter>,
+    principal: (String, String),
+    subject: String,
+    rate: u32,
+}
+
+impl Budget {
+    /// Takes one statement from the principal's bucket at `now`: the
+    /// bucket gains `rate` statements a second and holds at most `rate`
+    /// (a burst of one second's worth).
+    pub fn spend(&self, now: Instant) -> Result<(), Exceeded> {
+        let rate = f64::from(self.rate);
+        let mut buckets = self
+            .limiter
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() >= BUCKETS_KEPT && !buckets.contains_key(&self.principal) {
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < rate
+            });
+        }
+        let (tokens, at) = buckets.entry(self.principal.clone()).or_insert((rate, now));
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(rate);
+        *at = now.max(*at);
+        if *tokens < 1.0 {
+            return Err(Exceeded::Rate {
+                subject: self.subject.clone(),
+                limit: self.rate,
+            });
+        }
+        *tokens -= 1.0;
+        Ok(())
+    }
 }
 
 impl Limiter {
@@ -108,10 +179,17 @@ impl Limiter {
         }
         *open.principals.entry(key.clone()).or_default() += 1;
         *open.connections.entry(connection.to_string()).or_default() += 1;
+        let budget = caps.statements_per_second.map(|rate| Budget {
+            limiter: Arc::clone(self),
+            principal: key.clone(),
+            subject: principal.subject.clone(),
+            rate,
+        });
         Ok(Permit {
             limiter: Arc::clone(self),
             principal: key,
             connection: connection.to_string(),
+            budget,
         })
     }
 
@@ -173,7 +251,7 @@ mod tests {
         let limiter = Arc::new(Limiter::default());
         let caps = SessionCaps {
             per_principal: Some(2),
-            per_connection: None,
+            ..SessionCaps::default()
         };
         let alice = principal("idp", "alice");
         let a = limiter.admit(caps, &alice, "db").unwrap();
@@ -208,6 +286,7 @@ mod tests {
         let caps = SessionCaps {
             per_principal: Some(5),
             per_connection: Some(1),
+            ..SessionCaps::default()
         };
         let alice = principal("idp", "alice");
         let held = limiter.admit(caps, &alice, "db").unwrap();
@@ -229,5 +308,81 @@ mod tests {
         assert_eq!(limiter.sessions_of(&alice), 101);
         drop(all);
         assert_eq!(limiter.sessions_of(&alice), 1);
+    }
+
+    #[test]
+    fn statements_draw_on_one_bucket_per_principal_refilled_by_the_clock() {
+        use std::time::Duration;
+        let limiter = Arc::new(Limiter::default());
+        let caps = SessionCaps {
+            statements_per_second: Some(4),
+            ..SessionCaps::default()
+        };
+        let alice = principal("idp", "alice");
+        let one = limiter.admit(caps, &alice, "db").unwrap().budget().unwrap();
+        let other = limiter
+            .admit(caps, &alice, "elsewhere")
+            .unwrap()
+            .budget()
+            .unwrap();
+        let t0 = Instant::now();
+        // A burst of one second's worth, shared by both sessions.
+        for n in 0..4 {
+            let budget = if n % 2 == 0 { &one } else { &other };
+            budget.spend(t0).unwrap();
+        }
+        let refused = other.spend(t0).unwrap_err();
+        assert_eq!(refused.limit(), "per_principal_statements");
+        assert!(
+            refused
+                .message()
+                .contains("limits.per_principal.statements_per_second")
+        );
+        // Another principal has its own bucket.
+        let bob = limiter.admit(caps, &principal("idp", "bob"), "db").unwrap();
+        bob.budget().unwrap().spend(t0).unwrap();
+        // A quarter second gives one statement back, and no more.
+        let later = t0 + Duration::from_millis(250);
+        one.spend(later).unwrap();
+        assert!(one.spend(later).is_err());
+        // A long pause refills to the burst, not beyond.
+        let much_later = later + Duration::from_secs(60);
+        for _ in 0..4 {
+            one.spend(much_later).unwrap();
+        }
+        assert!(one.spend(much_later).is_err());
+        // No rate: no budget.
+        assert!(
+            limiter
+                .admit(SessionCaps::default(), &alice, "db")
+                .unwrap()
+                .budget()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn full_buckets_are_dropped_when_many_principals_have_one() {
+        let limiter = Arc::new(Limiter::default());
+        let caps = SessionCaps {
+            statements_per_second: Some(100),
+            ..SessionCaps::default()
+        };
+        let t0 = Instant::now();
+        for n in 0..3 * BUCKETS_KEPT {
+            let p = principal("idp", &format!("p{n}"));
+            let permit = limiter.admit(caps, &p, "db").unwrap();
+            permit.budget().unwrap().spend(t0).unwrap();
+        }
+        let later = t0 + std::time::Duration::from_secs(2);
+        let p = principal("idp", "late");
+        limiter
+            .admit(caps, &p, "db")
+            .unwrap()
+            .budget()
+            .unwrap()
+            .spend(later)
+            .unwrap();
+        assert!(limiter.buckets.lock().unwrap().len() <= BUCKETS_KEPT);
     }
 }

@@ -87,6 +87,8 @@ pub struct SessionPolicy {
     /// Whether statements that need approval are held (the gateway has an
     /// approvals service); otherwise they are refused.
     pub approvals: bool,
+    /// The principal's statement budget (`statements_per_second`).
+    pub budget: Option<airlock_engine::limits::Budget>,
 }
 
 /// A statement needing approval, as its Parse was judged: each execution
@@ -388,6 +390,24 @@ impl PolicyInspector {
         }
     }
 
+    /// The refusal of a statement over the principal's budget, recorded as
+    /// denied by the limit, or `None` while the budget lasts.
+    fn over_budget(&mut self) -> Option<Verdict> {
+        let exceeded = self
+            .policy
+            .budget
+            .as_ref()?
+            .spend(std::time::Instant::now())
+            .err()?;
+        crate::metrics::Metrics.limit_refusal("postgres", exceeded.limit());
+        tracing::info!(limit = exceeded.limit(), "statement refused by a limit");
+        self.judged_by(Recorded::Deny, "limits.per_principal.statements_per_second");
+        Some(Verdict::Refuse {
+            code: sqlstate::PROGRAM_LIMIT_EXCEEDED,
+            message: exceeded.message(),
+        })
+    }
+
     /// Judges one message. `plan` is the upstream's plan when one was asked
     /// for; `None` for a Parse, whose parameters are not known yet, so no
     /// estimate can be had.
@@ -454,6 +474,13 @@ impl PolicyInspector {
                 rule: None,
                 approval: None,
             });
+        }
+        // A message is charged to the budget when first judged, not again
+        // once its plan is in.
+        if matches!(plan, None | Some(Plan::NotFetched))
+            && let Some(exceeded) = self.over_budget()
+        {
+            return exceeded;
         }
         let statements = &statements;
         let ask = judge::Ask {

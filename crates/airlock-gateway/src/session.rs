@@ -100,7 +100,7 @@ struct Opened {
     keys: Option<Arc<airlock_policy::UniqueKeys>>,
     recorder: RecordingSession,
     /// The session's place under the per-principal and per-connection caps.
-    _permit: airlock_engine::limits::Permit,
+    permit: airlock_engine::limits::Permit,
 }
 
 /// Runs the handshake, verifies the token, routes and opens the upstream.
@@ -339,7 +339,7 @@ async fn open(
         catalog,
         keys,
         recorder,
-        _permit: permit,
+        permit,
     })
 }
 
@@ -466,6 +466,7 @@ async fn run(
         connection: route.connection.clone(),
         recorder: Some(opened.recorder),
         approvals: approvals.is_some(),
+        budget: opened.permit.budget(),
     });
     for (name, value) in &opened.parameters {
         inspector.parameter_status(name, value);

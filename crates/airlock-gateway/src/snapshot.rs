@@ -26,7 +26,8 @@ pub struct Limits {
     pub max_message_size: usize,
     pub startup_timeout: Duration,
     pub upstream_connect_timeout: Duration,
-    /// `limits.per_principal` and `limits.per_connection`.
+    /// `limits.per_principal` and `limits.per_connection`, the statement
+    /// rate included.
     pub sessions: airlock_engine::limits::SessionCaps,
 }
 
@@ -211,6 +212,7 @@ impl Snapshot {
                 sessions: airlock_engine::limits::SessionCaps {
                     per_principal: config.limits.per_principal.max_sessions,
                     per_connection: config.limits.per_connection.max_sessions,
+                    statements_per_second: config.limits.per_principal.statements_per_second,
                 },
             },
             session_lifetime: config.identity.session_lifetime,

@@ -23,6 +23,9 @@ pub const NET_PACKET_TOO_LARGE: u16 = 1153;
 /// ER_WRONG_ARGUMENTS (HY000): a COM_STMT_EXECUTE with the wrong number of
 /// parameters.
 pub const WRONG_ARGUMENTS: u16 = 1210;
+/// ER_USER_LIMIT_REACHED (42000): the principal is over its statement rate
+/// (`limits.per_principal.statements_per_second`).
+pub const USER_LIMIT_REACHED: u16 = 1226;
 /// ER_SPECIFIC_ACCESS_DENIED_ERROR (42000): a statement the policy
 /// refuses, or whose approval was denied or timed out.
 pub const SPECIFIC_ACCESS_DENIED: u16 = 1227;

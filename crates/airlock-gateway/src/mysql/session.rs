@@ -257,6 +257,10 @@ async fn open(
                     (errno::TOO_MANY_USER_CONNECTIONS, "42000")
                 }
                 airlock_engine::limits::Exceeded::Connection { .. } => (errno::CON_COUNT, "08004"),
+                // Admission spends no statement.
+                airlock_engine::limits::Exceeded::Rate { .. } => {
+                    (errno::USER_LIMIT_REACHED, "42000")
+                }
             };
             return refuse(&mut hs, out, code, state, &exceeded.message());
         }
@@ -532,6 +536,8 @@ struct Session<'a> {
     sql_state: airlock_sql::SessionState,
     /// Says why, when an administrator ends the session.
     ended: Option<tokio::sync::watch::Receiver<Option<String>>>,
+    /// The principal's statement budget (`statements_per_second`).
+    budget: Option<airlock_engine::limits::Budget>,
 }
 
 async fn run(
@@ -543,6 +549,7 @@ async fn run(
 ) {
     let _active = gateway.metrics.session_started("mysql");
     // Held until the session ends.
+    let budget = opened.permit.budget();
     let _permit = opened.permit;
     let authorized = &opened.authorized;
     let conn = &snapshot.connections[&authorized.route.connection];
@@ -575,6 +582,7 @@ async fn run(
         prepared: std::collections::HashMap::new(),
         sql_state: airlock_sql::SessionState::default(),
         ended: tracked.ended.take(),
+        budget,
     };
     let clock = gateway.clock();
     let deadline = open::deadline(authorized, snapshot.session_lifetime, clock.now());
@@ -798,6 +806,22 @@ impl Session<'_> {
         } else {
             (analyzed, None)
         };
+        if let Some(exceeded) = self
+            .budget
+            .as_ref()
+            .and_then(|b| b.spend(std::time::Instant::now()).err())
+        {
+            self.gateway
+                .metrics
+                .limit_refusal("mysql", exceeded.limit());
+            let refused = Judged::Refuse {
+                code: errno::USER_LIMIT_REACHED,
+                decision: Recorded::Deny,
+                rule: Some("limits.per_principal.statements_per_second".into()),
+                message: exceeded.message(),
+            };
+            return (statements, refused, None);
+        }
         let route = &self.authorized.route;
         // `USE db` is harmless only for the route's own database.
         let database = &self.snapshot.connections[&route.connection].target.database;

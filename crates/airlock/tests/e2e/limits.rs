@@ -135,3 +135,69 @@ limits: {{per_principal: {{max_sessions: 1}}}}
     client.query_one("select 1", &[]).await.unwrap();
     gw.stop().await;
 }
+
+/// `limits.per_principal.statements_per_second`: one bucket shared by a
+/// principal's sessions; a statement over it gets `54000` naming the limit,
+/// never reaches the database, is recorded as denied and counted; another
+/// principal is unaffected, and the budget comes back with time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_principals_statements_share_one_rate_budget() {
+    let gw = Gateway::start(&local_config(
+        "limits: {per_principal: {statements_per_second: 5}}\n",
+    ))
+    .await;
+    let alice = gw.token("alice", &["dba"]);
+    let a1 = connect(&gw, &alice).await.unwrap();
+    let a2 = connect(&gw, &alice).await.unwrap();
+    // Ten statements at once from two sessions: the burst is five.
+    let mut refused = 0;
+    for n in 0..10 {
+        let client = if n % 2 == 0 { &a1 } else { &a2 };
+        match client
+            .simple_query(&format!("select {n} as rate_probe"))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                let db = e.as_db_error().expect("an error from airlock");
+                assert_eq!(db.code().code(), "54000", "{}", db.message());
+                assert!(
+                    db.message()
+                        .contains("limits.per_principal.statements_per_second"),
+                    "{}",
+                    db.message()
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused >= 4, "only {refused} of 10 refused");
+    // Another principal has a budget of its own.
+    let bob = gw.token("bob", &["dba"]);
+    let b = connect(&gw, &bob).await.unwrap();
+    b.simple_query("select 1").await.unwrap();
+    // The budget refills: alice is served again.
+    let start = std::time::Instant::now();
+    while a1.simple_query("select 'again'").await.is_err() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"airlock_limit_refusals_total{door="postgres",limit="per_principal_statements"}"#
+        ),
+        "{metrics}"
+    );
+    drop((a1, a2, b));
+    let events: Vec<String> = airlock_journal::Reader::open(&gw.data_dir().join("journal"))
+        .unwrap()
+        .map(|r| String::from_utf8_lossy(&r.unwrap().payload).into_owned())
+        .collect();
+    assert!(
+        events.iter().any(|e| e.contains("rate_probe")
+            && e.contains("limits.per_principal.statements_per_second")),
+        "no refused statement recorded with the limit"
+    );
+    gw.stop().await;
+}

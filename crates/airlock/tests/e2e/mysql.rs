@@ -686,6 +686,37 @@ async fn sessions_over_a_cap_get_errno_1203_or_1040() {
     gw.stop().await;
 }
 
+/// The statement rate budget through the mysql client: one `-e` text of
+/// five statements against a budget of two a second gets errno 1226 naming
+/// the limit, with the statements before it run.
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_statements_over_the_rate_get_1226() {
+    let db = seeded();
+    let gw = gateway(
+        &db,
+        "",
+        "limits: {per_principal: {statements_per_second: 2}}\n",
+    )
+    .await;
+    let dana = gw.token("dana", &["dba"]);
+    let out = mysql_cli(
+        &gw,
+        &dana,
+        "admin",
+        "shop",
+        "select 'one'; select 'two'; select 'three'; select 'four'; select 'five'",
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("ERROR 1226"), "{err}");
+    assert!(
+        err.contains("limits.per_principal.statements_per_second"),
+        "{err}"
+    );
+    assert!(stdout(&out).contains("one"), "{}", stdout(&out));
+    gw.stop().await;
+}
+
 /// An admin ends a MySQL session whose statement is held: the hold is
 /// cancelled (nothing runs, even if someone approves after), and the client
 /// gets errno 1927 naming the admin and the reason.
