@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 
 use airlock_mask::copy::{CopyError, Edit, Field, rewrite_csv, rewrite_text};
+use airlock_policy::lineage::CopyFormat;
 
 /// Stands in for every value in the second pass: delimiters, quotes,
 /// escapes, newlines and the text format's NULL marker.
@@ -20,37 +21,36 @@ pub fn rows(data: &[u8]) {
     };
     let delimiter = [b'\t', b',', b'|', b';'][usize::from(first & 3)];
     let format = if first & 4 == 0 {
-        Format::Text { delimiter }
+        CopyFormat::Text { delimiter }
     } else {
         let quote = [b'"', b'\''][usize::from(first >> 3 & 1)];
         let escape = if first & 16 == 0 { quote } else { b'\\' };
-        Format::Csv {
+        CopyFormat::Csv {
             delimiter,
             quote,
             escape,
+            header: false,
         }
     };
-    let Ok(fields) = format.fields(row) else {
+    let Ok(original) = fields(format, row) else {
         return;
     };
     let mut kept = Vec::new();
-    format
-        .rewrite(row, |_, _| Edit::Keep, &mut kept)
-        .expect("a row read once reads again");
+    rewrite(format, row, |_, _| Edit::Keep, &mut kept).expect("a row read once reads again");
     assert_eq!(kept, row, "keeping every field changed the row");
     let mut awkward = Vec::new();
-    format
-        .rewrite(
-            row,
-            |_, field| match field {
-                Field::Null => Edit::Null,
-                Field::Value(_) => Edit::Replace(AWKWARD.to_vec()),
-            },
-            &mut awkward,
-        )
-        .expect("a row read once reads again");
-    let reread = format.fields(&awkward).expect("a rewritten row reads");
-    let expected: Vec<Option<Vec<u8>>> = fields
+    rewrite(
+        format,
+        row,
+        |_, field| match field {
+            Field::Null => Edit::Null,
+            Field::Value(_) => Edit::Replace(AWKWARD.to_vec()),
+        },
+        &mut awkward,
+    )
+    .expect("a row read once reads again");
+    let reread = fields(format, &awkward).expect("a rewritten row reads");
+    let expected: Vec<Option<Vec<u8>>> = original
         .iter()
         .map(|f| f.as_ref().map(|_| AWKWARD.to_vec()))
         .collect();
@@ -62,49 +62,39 @@ pub fn rows(data: &[u8]) {
     );
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Format {
-    Text {
-        delimiter: u8,
-    },
-    Csv {
-        delimiter: u8,
-        quote: u8,
-        escape: u8,
-    },
+/// A COPY row rewritten as the gateway's masking does for `format`.
+fn rewrite(
+    format: CopyFormat,
+    row: &[u8],
+    edit: impl FnMut(usize, &Field<'_>) -> Edit,
+    out: &mut Vec<u8>,
+) -> Result<(), CopyError> {
+    match format {
+        CopyFormat::Text { delimiter } => rewrite_text(row, delimiter, edit, out),
+        CopyFormat::Csv {
+            delimiter,
+            quote,
+            escape,
+            ..
+        } => rewrite_csv(row, delimiter, quote, escape, edit, out),
+        CopyFormat::Binary => unreachable!("binary COPY is never rewritten"),
+    }
 }
 
-impl Format {
-    fn rewrite(
-        self,
-        row: &[u8],
-        edit: impl FnMut(usize, &Field<'_>) -> Edit,
-        out: &mut Vec<u8>,
-    ) -> Result<(), CopyError> {
-        match self {
-            Format::Text { delimiter } => rewrite_text(row, delimiter, edit, out),
-            Format::Csv {
-                delimiter,
-                quote,
-                escape,
-            } => rewrite_csv(row, delimiter, quote, escape, edit, out),
-        }
-    }
-
-    /// The row's fields, `None` for NULL.
-    fn fields(self, row: &[u8]) -> Result<Vec<Option<Vec<u8>>>, CopyError> {
-        let mut fields = Vec::new();
-        self.rewrite(
-            row,
-            |_, field| {
-                fields.push(match field {
-                    Field::Null => None,
-                    Field::Value(v) => Some(Cow::into_owned(v.clone())),
-                });
-                Edit::Keep
-            },
-            &mut Vec::new(),
-        )?;
-        Ok(fields)
-    }
+/// The row's fields, `None` for NULL.
+fn fields(format: CopyFormat, row: &[u8]) -> Result<Vec<Option<Vec<u8>>>, CopyError> {
+    let mut fields = Vec::new();
+    rewrite(
+        format,
+        row,
+        |_, field| {
+            fields.push(match field {
+                Field::Null => None,
+                Field::Value(v) => Some(Cow::into_owned(v.clone())),
+            });
+            Edit::Keep
+        },
+        &mut Vec::new(),
+    )?;
+    Ok(fields)
 }
