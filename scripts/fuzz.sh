@@ -28,24 +28,32 @@ if [[ ${1:-} == --minimize ]]; then
     mkdir -p "$work/min/$t"
     (cd fuzz && cargo +nightly fuzz cmin -O "$t" "$work/corpus/$t" 2>/dev/null || true)
     (cd fuzz && cargo +nightly fuzz run -O "$t" "$work/min/$t" "corpus/$t" "$work/corpus/$t" -- -merge=1 >/dev/null 2>&1)
+    # Named inputs (crash regressions) stay as they are, beside the merge.
+    find "fuzz/corpus/$t" -type f ! -regex '.*/[0-9a-f]\{40\}' -exec cp {} "$work/min/$t/" \;
     rm -rf "fuzz/corpus/$t" && mv "$work/min/$t" "fuzz/corpus/$t"
     echo "$t: $(ls "fuzz/corpus/$t" | wc -l) inputs"
   done
   exit 0
 fi
 
-secs=${1:-60}; [[ $# -gt 0 ]] && shift
+secs=60
+if [[ $# -gt 0 ]]; then
+  [[ $1 =~ ^[0-9]+$ ]] || { echo "fuzz: the first argument is the seconds per target, not $1" >&2; exit 2; }
+  secs=$1; shift
+fi
 printf '%-20s %12s %8s %8s %8s %8s\n' target execs cov ft corpus crashes
 for t in ${@:-$(targets)}; do
   mkdir -p "$work/corpus/$t" "$work/artifacts/$t"
   log=$work/$t.log
+  started=$work/$t.started; touch "$started"
   (cd fuzz && cargo +nightly fuzz run -O "$t" "$work/corpus/$t" "corpus/$t" -- \
       -max_total_time="$secs" -artifact_prefix="$work/artifacts/$t/" -print_final_stats=1) >"$log" 2>&1 || true
   execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
-  last=$(grep -E '^#[0-9]+' "$log" | tail -1)
+  last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
   cov=$(grep -o 'cov: [0-9]*' <<<"$last" | grep -o '[0-9]*' || echo '?')
   ft=$(grep -o 'ft: [0-9]*' <<<"$last" | grep -o '[0-9]*' || echo '?')
   corp=$(ls "$work/corpus/$t" | wc -l)
-  crashes=$(ls "$work/artifacts/$t" | wc -l)
+  # This run's crashes only: earlier ones stay for a look.
+  crashes=$(find "$work/artifacts/$t" -type f -newer "$started" | wc -l)
   printf '%-20s %12s %8s %8s %8s %8s\n' "$t" "$execs" "$cov" "$ft" "$corp" "$crashes"
 done

@@ -85,6 +85,10 @@ pub struct Limiter {
 /// Buckets kept before full ones are dropped.
 const BUCKETS_KEPT: usize = 1024;
 
+/// The rule a statement refused by its principal's budget is recorded
+/// under.
+pub const RATE_RULE: &str = "limits.per_principal.statements_per_second";
+
 #[derive(Debug, Default)]
 struct Counts {
     principals: HashMap<(String, String), u32>,
@@ -118,11 +122,14 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// Takes one statement from the principal's bucket at `now`: the
-    /// bucket gains `rate` statements a second and holds at most `rate`
-    /// (a burst of one second's worth).
-    pub fn spend(&self, now: Instant) -> Result<(), Exceeded> {
+    /// Takes `statements` (a message's count; at most the burst is asked,
+    /// so a long message can still run) from the principal's bucket at
+    /// `now`: the bucket gains `rate` statements a second and holds at most
+    /// `rate` (a burst of one second's worth). Nothing is taken when they
+    /// are not all there.
+    pub fn spend(&self, statements: usize, now: Instant) -> Result<(), Exceeded> {
         let rate = f64::from(self.rate);
+        let cost = (statements.max(1) as f64).min(rate);
         let mut buckets = self
             .limiter
             .buckets
@@ -136,13 +143,13 @@ impl Budget {
         let (tokens, at) = buckets.entry(self.principal.clone()).or_insert((rate, now));
         *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(rate);
         *at = now.max(*at);
-        if *tokens < 1.0 {
+        if *tokens < cost {
             return Err(Exceeded::Rate {
                 subject: self.subject.clone(),
                 limit: self.rate,
             });
         }
-        *tokens -= 1.0;
+        *tokens -= cost;
         Ok(())
     }
 }
@@ -329,9 +336,9 @@ mod tests {
         // A burst of one second's worth, shared by both sessions.
         for n in 0..4 {
             let budget = if n % 2 == 0 { &one } else { &other };
-            budget.spend(t0).unwrap();
+            budget.spend(1, t0).unwrap();
         }
-        let refused = other.spend(t0).unwrap_err();
+        let refused = other.spend(1, t0).unwrap_err();
         assert_eq!(refused.limit(), "per_principal_statements");
         assert!(
             refused
@@ -340,17 +347,21 @@ mod tests {
         );
         // Another principal has its own bucket.
         let bob = limiter.admit(caps, &principal("idp", "bob"), "db").unwrap();
-        bob.budget().unwrap().spend(t0).unwrap();
+        bob.budget().unwrap().spend(1, t0).unwrap();
         // A quarter second gives one statement back, and no more.
         let later = t0 + Duration::from_millis(250);
-        one.spend(later).unwrap();
-        assert!(one.spend(later).is_err());
+        one.spend(1, later).unwrap();
+        assert!(one.spend(1, later).is_err());
         // A long pause refills to the burst, not beyond.
         let much_later = later + Duration::from_secs(60);
-        for _ in 0..4 {
-            one.spend(much_later).unwrap();
-        }
-        assert!(one.spend(much_later).is_err());
+        // A message of three statements costs three; one of forty costs
+        // the burst, not more.
+        one.spend(3, much_later).unwrap();
+        one.spend(1, much_later).unwrap();
+        assert!(one.spend(1, much_later).is_err());
+        let refilled = much_later + Duration::from_secs(1);
+        one.spend(40, refilled).unwrap();
+        assert!(one.spend(1, refilled).is_err());
         // No rate: no budget.
         assert!(
             limiter
@@ -372,7 +383,7 @@ mod tests {
         for n in 0..3 * BUCKETS_KEPT {
             let p = principal("idp", &format!("p{n}"));
             let permit = limiter.admit(caps, &p, "db").unwrap();
-            permit.budget().unwrap().spend(t0).unwrap();
+            permit.budget().unwrap().spend(1, t0).unwrap();
         }
         let later = t0 + std::time::Duration::from_secs(2);
         let p = principal("idp", "late");
@@ -381,7 +392,7 @@ mod tests {
             .unwrap()
             .budget()
             .unwrap()
-            .spend(later)
+            .spend(1, later)
             .unwrap();
         assert!(limiter.buckets.lock().unwrap().len() <= BUCKETS_KEPT);
     }

@@ -31,7 +31,10 @@ pub fn startup(data: &[u8]) {
             match handshake.handle(&mut input, &mut out) {
                 Step::NeedMore => break,
                 Step::StartTls => handshake.tls_established(),
-                Step::Cancel { .. } | Step::Authenticate { .. } | Step::Close => return,
+                Step::Cancel { .. } | Step::Authenticate { .. } | Step::Close => {
+                    startup_answers(&mut out);
+                    return;
+                }
             }
         }
         startup_answers(&mut out);

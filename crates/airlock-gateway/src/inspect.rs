@@ -390,24 +390,6 @@ impl PolicyInspector {
         }
     }
 
-    /// The refusal of a statement over the principal's budget, recorded as
-    /// denied by the limit, or `None` while the budget lasts.
-    fn over_budget(&mut self) -> Option<Verdict> {
-        let exceeded = self
-            .policy
-            .budget
-            .as_ref()?
-            .spend(std::time::Instant::now())
-            .err()?;
-        crate::metrics::Metrics.limit_refusal("postgres", exceeded.limit());
-        tracing::info!(limit = exceeded.limit(), "statement refused by a limit");
-        self.judged_by(Recorded::Deny, "limits.per_principal.statements_per_second");
-        Some(Verdict::Refuse {
-            code: sqlstate::PROGRAM_LIMIT_EXCEEDED,
-            message: exceeded.message(),
-        })
-    }
-
     /// Judges one message. `plan` is the upstream's plan when one was asked
     /// for; `None` for a Parse, whose parameters are not known yet, so no
     /// estimate can be had.
@@ -446,6 +428,26 @@ impl PolicyInspector {
         let rewritten = matches!(text, std::borrow::Cow::Owned(_));
         let cached = airlock_sql::cache::analyze(&self.policy.analyzer, &text);
         let analyzed = cached.statements;
+        // A Query is charged to the budget when first judged, each of its
+        // statements, before anything of it is remembered; a Parse runs
+        // nothing (its executions are charged at Bind).
+        if plan == Some(Plan::NotFetched)
+            && let Some(exceeded) =
+                crate::over_budget(self.policy.budget.as_ref(), analyzed.len(), "postgres")
+        {
+            if self.recorder.is_some() {
+                self.last = Some(Judged {
+                    statements: analyzed,
+                    decision: Recorded::Deny,
+                    rule: Some(airlock_engine::limits::RATE_RULE.to_string()),
+                    approval: None,
+                });
+            }
+            return Verdict::Refuse {
+                code: sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                message: exceeded.message(),
+            };
+        }
         let needs_session = analyzed.iter().any(|s| {
             matches!(
                 s.kind,
@@ -474,13 +476,6 @@ impl PolicyInspector {
                 rule: None,
                 approval: None,
             });
-        }
-        // A message is charged to the budget when first judged, not again
-        // once its plan is in.
-        if matches!(plan, None | Some(Plan::NotFetched))
-            && let Some(exceeded) = self.over_budget()
-        {
-            return exceeded;
         }
         let statements = &statements;
         let ask = judge::Ask {
@@ -717,14 +712,11 @@ impl PolicyInspector {
         id: Option<u64>,
         body: &[u8],
         need: Option<&Need>,
-        denied: Option<(&str, String)>,
+        denied: Option<(&str, &'static str, String)>,
     ) -> Verdict {
-        let rule = denied.as_ref().map(|(rule, _)| *rule);
+        let rule = denied.as_ref().map(|(rule, ..)| *rule);
         let verdict = match denied {
-            Some((_, message)) => Verdict::Refuse {
-                code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                message,
-            },
+            Some((_, code, message)) => Verdict::Refuse { code, message },
             None => self.bind_verdict(id, body),
         };
         let prepared: Vec<Statement> = match id {
@@ -1163,6 +1155,18 @@ impl Inspector for PolicyInspector {
     }
 
     fn bind(&mut self, id: Option<u64>, body: &[u8], plan: Plan<'_>) -> Verdict {
+        // Each execution of a prepared statement is charged, once (not again
+        // when its plan is in).
+        if plan == Plan::NotFetched
+            && let Some(exceeded) = crate::over_budget(self.policy.budget.as_ref(), 1, "postgres")
+        {
+            let denied = (
+                airlock_engine::limits::RATE_RULE,
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                exceeded.message(),
+            );
+            return self.recorded_bind(id, body, None, Some(denied));
+        }
         if let Some(id) = id.filter(|_| self.hides_quoted()) {
             self.last_bind.0 = id;
             self.last_bind.1.clear();
@@ -1173,7 +1177,8 @@ impl Inspector for PolicyInspector {
             Ok(None) => (self.need_of_bind(id, body), None),
             Err(Refused::Estimate(verdict)) => return verdict,
             Err(Refused::Rule(rule, message)) => {
-                return self.recorded_bind(id, body, None, Some((&rule, message)));
+                let denied = (rule.as_str(), sqlstate::INSUFFICIENT_PRIVILEGE, message);
+                return self.recorded_bind(id, body, None, Some(denied));
             }
         };
         let verdict = self.recorded_bind(id, body, need.as_deref(), None);

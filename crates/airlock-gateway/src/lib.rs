@@ -490,3 +490,18 @@ fn build_snapshot(config: &Config, verifier: Arc<Verifier>) -> Result<Snapshot, 
         .map_err(|errors| LoadError(errors.iter().map(ToString::to_string).collect()))?;
     Snapshot::build(config, &secrets, verifier).map_err(|e| LoadError(vec![e.to_string()]))
 }
+
+/// Charges a message of `statements` to the principal's budget, if the
+/// session has one: `Some` (counted and logged) when it is over, which the
+/// door turns into its refusal and records under
+/// [`airlock_engine::limits::RATE_RULE`].
+pub(crate) fn over_budget(
+    budget: Option<&airlock_engine::limits::Budget>,
+    statements: usize,
+    door: &'static str,
+) -> Option<airlock_engine::limits::Exceeded> {
+    let exceeded = budget?.spend(statements, std::time::Instant::now()).err()?;
+    tracing::info!(limit = exceeded.limit(), "statement refused by a limit");
+    metrics::Metrics.limit_refusal(door, exceeded.limit());
+    Some(exceeded)
+}

@@ -397,13 +397,14 @@ pub mod fuzzing {
     /// Reads `jwks` as a JWKS document the way a fetch does (odd keys
     /// skipped), decodes `token`, checks its signature against every key
     /// read, and checks its claims against `spec` as of `now` whether or
-    /// not a key accepted it. Returns the claims' verdict.
+    /// not a key accepted it. Returns whether some key accepted the
+    /// signature, and the claims' verdict.
     pub fn token(
         jwks: &[u8],
         token: &str,
         spec: &IssuerSpec,
         now: SystemTime,
-    ) -> Result<airlock_policy::Principal, AuthError> {
+    ) -> Result<(bool, airlock_policy::Principal), AuthError> {
         let keys: Vec<Key> = serde_json::from_slice::<JwkSetDocument>(jwks)
             .map(|doc| doc.keys)
             .unwrap_or_default()
@@ -413,9 +414,14 @@ pub mod fuzzing {
             .collect();
         let token = Token::parse(token)?;
         str_claim(&token.claims, "iss")?;
-        for key in &keys {
-            let _ = key.verify(token.alg, token.message.as_bytes(), token.signature);
-        }
-        principal(spec, &token.claims, now)
+        let signed = keys
+            .iter()
+            .filter(|key| {
+                key.verify(token.alg, token.message.as_bytes(), token.signature)
+                    .is_ok()
+            })
+            .count()
+            > 0;
+        Ok((signed, principal(spec, &token.claims, now)?))
     }
 }

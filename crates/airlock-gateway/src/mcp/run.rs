@@ -639,13 +639,10 @@ async fn open_session(cx: &Context, request: &Request) -> Result<Open, Failure> 
         .gateway
         .admit(snapshot, &authorized, "mcp")
         .map_err(|e| Failure::new("unavailable", "53300", e.message()))?;
-    // A call is one statement: it draws on the principal's budget before
-    // anything opens.
-    if let Some(exceeded) = permit
-        .budget()
-        .and_then(|b| b.spend(std::time::Instant::now()).err())
-    {
-        cx.gateway.metrics.limit_refusal("mcp", exceeded.limit());
+    // Each statement a tool runs draws on the principal's budget before
+    // anything opens (`describe_table` runs two); a refusal is counted, and
+    // nothing of it is journaled, as for a session over a cap.
+    if let Some(exceeded) = crate::over_budget(permit.budget().as_ref(), 1, "mcp") {
         return Err(Failure::new("unavailable", "54000", exceeded.message()));
     }
     let Some(journal) = cx.gateway.recorder().cloned() else {

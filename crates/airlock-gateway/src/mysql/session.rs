@@ -806,22 +806,6 @@ impl Session<'_> {
         } else {
             (analyzed, None)
         };
-        if let Some(exceeded) = self
-            .budget
-            .as_ref()
-            .and_then(|b| b.spend(std::time::Instant::now()).err())
-        {
-            self.gateway
-                .metrics
-                .limit_refusal("mysql", exceeded.limit());
-            let refused = Judged::Refuse {
-                code: errno::USER_LIMIT_REACHED,
-                decision: Recorded::Deny,
-                rule: Some("limits.per_principal.statements_per_second".into()),
-                message: exceeded.message(),
-            };
-            return (statements, refused, None);
-        }
         let route = &self.authorized.route;
         // `USE db` is harmless only for the route's own database.
         let database = &self.snapshot.connections[&route.connection].target.database;
@@ -1023,6 +1007,18 @@ impl Session<'_> {
         Ok(true)
     }
 
+    /// The refusal of a message of `statements` over the principal's
+    /// budget (a COM_QUERY's statements, one execution), or `None`.
+    fn over_budget(&self, statements: usize) -> Option<Judged> {
+        let exceeded = crate::over_budget(self.budget.as_ref(), statements, "mysql")?;
+        Some(Judged::Refuse {
+            code: errno::USER_LIMIT_REACHED,
+            decision: Recorded::Deny,
+            rule: Some(airlock_engine::limits::RATE_RULE.into()),
+            message: exceeded.message(),
+        })
+    }
+
     async fn query(
         &mut self,
         packet: codec::Packet,
@@ -1034,6 +1030,7 @@ impl Session<'_> {
         let (statements, judged, state) = self
             .judge(&text, approvals.is_some(), judge::Fetch::Now)
             .await;
+        let judged = self.over_budget(statements.len()).unwrap_or(judged);
         // `KILL` is judged like any statement; once allowed (and
         // recorded), the door carries it out itself.
         let kill = match &statements[..] {
@@ -1274,12 +1271,13 @@ impl Session<'_> {
                 })
                 .collect(),
         );
-        let judged = match hold {
-            Some(mut request) => {
+        let judged = match (self.over_budget(1), hold) {
+            (Some(refused), _) => refused,
+            (None, Some(mut request)) => {
                 request.params = self.recorder.redacted(&text, &statements, &params).1;
                 Judged::Hold(request)
             }
-            None => Judged::Allow,
+            (None, None) => Judged::Allow,
         };
         if !self
             .settle(id, &text, &statements, judged, &params, approvals)

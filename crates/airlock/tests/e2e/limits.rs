@@ -3,14 +3,22 @@
 //! tokio-postgres sessions held open; the MySQL and MCP doors have theirs
 //! in their suites.
 
-use crate::common::{Gateway, local_config};
+use crate::common::{Cleanup, Gateway, count_rows, direct, local_config, unique};
 
 async fn connect(
     gw: &Gateway,
     token: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    connect_as(gw, token, "readonly").await
+}
+
+async fn connect_as(
+    gw: &Gateway,
+    token: &str,
+    role: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::connect(
-        &format!("{} password={token}", gw.conninfo("test", "readonly")),
+        &format!("{} password={token}", gw.conninfo("test", role)),
         tokio_postgres::NoTls,
     )
     .await?;
@@ -137,44 +145,57 @@ limits: {{per_principal: {{max_sessions: 1}}}}
 }
 
 /// `limits.per_principal.statements_per_second`: one bucket shared by a
-/// principal's sessions; a statement over it gets `54000` naming the limit,
-/// never reaches the database, is recorded as denied and counted; another
-/// principal is unaffected, and the budget comes back with time.
+/// principal's sessions, charged per statement of a Query and per
+/// execution of a prepared statement; a statement over it gets `54000`
+/// naming the limit, never reaches the database, is recorded as denied
+/// and counted; another principal is unaffected, and the budget comes back
+/// with time.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_principals_statements_share_one_rate_budget() {
+    let table = unique("rate");
+    direct(&format!("CREATE TABLE {table} (n int)"));
+    let _drop = Cleanup::sql(format!("DROP TABLE IF EXISTS {table}"));
     let gw = Gateway::start(&local_config(
-        "limits: {per_principal: {statements_per_second: 5}}\n",
+        "limits: {per_principal: {statements_per_second: 2}}\n",
     ))
     .await;
     let alice = gw.token("alice", &["dba"]);
-    let a1 = connect(&gw, &alice).await.unwrap();
-    let a2 = connect(&gw, &alice).await.unwrap();
-    // Ten statements at once from two sessions: the burst is five.
-    let mut refused = 0;
-    for n in 0..10 {
-        let client = if n % 2 == 0 { &a1 } else { &a2 };
-        match client
-            .simple_query(&format!("select {n} as rate_probe"))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) => {
-                let db = e.as_db_error().expect("an error from airlock");
-                assert_eq!(db.code().code(), "54000", "{}", db.message());
-                assert!(
-                    db.message()
-                        .contains("limits.per_principal.statements_per_second"),
-                    "{}",
-                    db.message()
-                );
-                refused += 1;
-            }
+    let a1 = connect_as(&gw, &alice, "admin").await.unwrap();
+    let a2 = connect_as(&gw, &alice, "admin").await.unwrap();
+    // Twelve inserts from two sessions, simple and prepared (extended
+    // protocol: each execution is charged): the burst is two, and the
+    // refill over their round trips cannot cover ten.
+    let insert = a2
+        .prepare(&format!("INSERT INTO {table} VALUES ($1)"))
+        .await
+        .unwrap();
+    let mut refused = 0u32;
+    for n in 0..12i32 {
+        let done = if n % 2 == 0 {
+            a1.simple_query(&format!("INSERT INTO {table} VALUES ({n}) -- rate_probe"))
+                .await
+                .map(drop)
+        } else {
+            a2.execute(&insert, &[&n]).await.map(drop)
+        };
+        if let Err(e) = done {
+            let db = e.as_db_error().expect("an error from airlock");
+            assert_eq!(db.code().code(), "54000", "{}", db.message());
+            assert!(
+                db.message()
+                    .contains("limits.per_principal.statements_per_second"),
+                "{}",
+                db.message()
+            );
+            refused += 1;
         }
     }
-    assert!(refused >= 4, "only {refused} of 10 refused");
+    assert!(refused >= 3, "only {refused} of 12 refused");
+    // What was refused never reached the database.
+    assert_eq!(count_rows(&table), 12 - refused);
     // Another principal has a budget of its own.
     let bob = gw.token("bob", &["dba"]);
-    let b = connect(&gw, &bob).await.unwrap();
+    let b = connect_as(&gw, &bob, "admin").await.unwrap();
     b.simple_query("select 1").await.unwrap();
     // The budget refills: alice is served again.
     let start = std::time::Instant::now();
@@ -194,10 +215,15 @@ async fn a_principals_statements_share_one_rate_budget() {
         .unwrap()
         .map(|r| String::from_utf8_lossy(&r.unwrap().payload).into_owned())
         .collect();
+    let denied = |what: &str| {
+        events
+            .iter()
+            .any(|e| e.contains(what) && e.contains("limits.per_principal.statements_per_second"))
+    };
     assert!(
-        events.iter().any(|e| e.contains("rate_probe")
-            && e.contains("limits.per_principal.statements_per_second")),
-        "no refused statement recorded with the limit"
+        denied("rate_probe"),
+        "no refused Query recorded with the limit"
     );
+    assert!(denied("$1"), "no refused execution recorded with the limit");
     gw.stop().await;
 }

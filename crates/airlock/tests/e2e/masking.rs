@@ -1003,7 +1003,7 @@ impl std::fmt::Display for Expr {
     }
 }
 
-const SECRET_COLUMNS: &[&str] = &["email", "ssn", "card_number", "external_id", "name"];
+const SECRET_COLUMNS: &[&str] = &["email", "ssn", "card_number", "external_id"];
 
 fn expr() -> impl proptest::strategy::Strategy<Value = Expr> {
     use proptest::prelude::*;
@@ -1047,6 +1047,27 @@ fn query() -> impl proptest::strategy::Strategy<Value = String> {
     })
 }
 
+/// Seeded values in `raw` as the generated queries can transform them:
+/// in any letter case (`upper`, `initcap`) and reversed (`reverse`).
+fn transformed_leaks(raw: &[u8], detectors: bool) -> Vec<String> {
+    let raw = raw.to_ascii_lowercase();
+    let secrets: Vec<&str> = if detectors {
+        SECRETS.iter().chain(UNRULED_SECRETS).copied().collect()
+    } else {
+        SECRETS.to_vec()
+    };
+    secrets
+        .into_iter()
+        .flat_map(|s| {
+            [
+                s.to_ascii_lowercase(),
+                s.to_ascii_lowercase().chars().rev().collect(),
+            ]
+        })
+        .filter(|s| raw.windows(s.len()).any(|w| w == s.as_bytes()))
+        .collect()
+}
+
 /// Property: generated queries over the seeded schema never bring a
 /// seeded value to the client, in rows or in errors; with the column rules
 /// alone too (lineage, not the detectors, must carry the masks).
@@ -1079,11 +1100,7 @@ async fn generated_queries_leak_no_seeded_value() {
                 if msgs.iter().any(|m| m.tag == b'D') {
                     answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                let found = if detectors {
-                    leaks(&raw)
-                } else {
-                    leaks_of(SECRETS.iter(), &raw)
-                };
+                let found = transformed_leaks(&raw, detectors);
                 if found.is_empty() {
                     Ok(())
                 } else {

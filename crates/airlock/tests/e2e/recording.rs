@@ -796,10 +796,18 @@ async fn kill_9_twenty_times_loses_no_statement_that_ran() {
     let table = unique("rec_kills");
     direct(&format!("CREATE TABLE {table} (id bigint PRIMARY KEY)"));
     let _cleanup = Cleanup::sql(format!("DROP TABLE IF EXISTS {table}"));
-    let (pg, http) = (airlock_testkit::free_port(), airlock_testkit::free_port());
-    let config = write_config(dir.path(), pg, http, "journal: {fsync: 100ms}\n");
     let inserted = Arc::new(AtomicU64::new(0));
+    // Fresh ports each start: a port left free by a killed gateway may be
+    // taken by another test meanwhile.
+    let ports = || {
+        let (pg, http) = (airlock_testkit::free_port(), airlock_testkit::free_port());
+        (
+            write_config(dir.path(), pg, http, "journal: {fsync: 100ms}\n"),
+            pg,
+        )
+    };
     for round in 0..20u64 {
+        let (config, pg) = ports();
         let gw = serve(dir.path(), &config, pg, None);
         let token = gw.token("ci-kills", &["dba"]);
         let mut workers = Vec::new();
@@ -836,6 +844,7 @@ async fn kill_9_twenty_times_loses_no_statement_that_ran() {
         drop(gw);
     }
     let ran = inserted.load(Ordering::Relaxed) as usize;
+    let (config, pg) = ports();
     restart_and_check_every_row_recorded(dir.path(), &config, pg, &table, ran).await;
 }
 
