@@ -76,13 +76,18 @@ impl Exceeded {
 #[derive(Debug, Default)]
 pub struct Limiter {
     open: Mutex<Counts>,
-    /// Statement buckets by principal: tokens left and when they were
-    /// counted. A full bucket is the same as none, so full ones are
-    /// dropped when the map grows.
-    buckets: Mutex<HashMap<(String, String), (f64, Instant)>>,
+    /// Statement buckets by principal. Each session's [`Budget`] holds its
+    /// principal's bucket, so a statement locks that bucket only; this map
+    /// is locked at admission. A bucket no session holds and that has
+    /// refilled is the same as none: such buckets are dropped when the map
+    /// grows.
+    buckets: Mutex<HashMap<(String, String), Bucket>>,
 }
 
-/// Buckets kept before full ones are dropped.
+/// Tokens left, and when they were counted (`None`: never spent, full).
+type Bucket = Arc<Mutex<(f64, Option<Instant>)>>;
+
+/// Buckets kept before unheld, refilled ones are dropped.
 const BUCKETS_KEPT: usize = 1024;
 
 /// The rule a statement refused by its principal's budget is recorded
@@ -115,8 +120,7 @@ impl Permit {
 /// A principal's statement budget, as one of its sessions holds it.
 #[derive(Debug, Clone)]
 pub struct Budget {
-    limiter: Arc<Limiter>,
-    principal: (String, String),
+    bucket: Bucket,
     subject: String,
     rate: u32,
 }
@@ -130,27 +134,27 @@ impl Budget {
     pub fn spend(&self, statements: usize, now: Instant) -> Result<(), Exceeded> {
         let rate = f64::from(self.rate);
         let cost = (statements.max(1) as f64).min(rate);
-        let mut buckets = self
-            .limiter
-            .buckets
+        let mut bucket = self
+            .bucket
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if buckets.len() >= BUCKETS_KEPT && !buckets.contains_key(&self.principal) {
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < rate
-            });
-        }
-        let (tokens, at) = buckets.entry(self.principal.clone()).or_insert((rate, now));
-        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(rate);
-        *at = now.max(*at);
-        if *tokens < cost {
+        let tokens = refilled(*bucket, rate, now);
+        if tokens < cost {
             return Err(Exceeded::Rate {
                 subject: self.subject.clone(),
                 limit: self.rate,
             });
         }
-        *tokens -= cost;
+        *bucket = (tokens - cost, Some(bucket.1.map_or(now, |at| at.max(now))));
         Ok(())
+    }
+}
+
+/// A bucket's tokens at `now`.
+fn refilled((tokens, at): (f64, Option<Instant>), rate: f64, now: Instant) -> f64 {
+    match at {
+        None => rate,
+        Some(at) => (tokens + now.saturating_duration_since(at).as_secs_f64() * rate).min(rate),
     }
 }
 
@@ -163,6 +167,7 @@ impl Limiter {
         caps: SessionCaps,
         principal: &Principal,
         connection: &str,
+        now: Instant,
     ) -> Result<Permit, Exceeded> {
         let key = (principal.issuer.clone(), principal.subject.clone());
         let mut open = self.lock();
@@ -186,9 +191,9 @@ impl Limiter {
         }
         *open.principals.entry(key.clone()).or_default() += 1;
         *open.connections.entry(connection.to_string()).or_default() += 1;
+        drop(open);
         let budget = caps.statements_per_second.map(|rate| Budget {
-            limiter: Arc::clone(self),
-            principal: key.clone(),
+            bucket: self.bucket(&key, f64::from(rate), now),
             subject: principal.subject.clone(),
             rate,
         });
@@ -198,6 +203,25 @@ impl Limiter {
             connection: connection.to_string(),
             budget,
         })
+    }
+
+    /// `principal`'s bucket, made full when it has none. When many
+    /// principals have one, those no session holds that have refilled by
+    /// `now` go first.
+    fn bucket(&self, principal: &(String, String), rate: f64, now: Instant) -> Bucket {
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() >= BUCKETS_KEPT && !buckets.contains_key(principal) {
+            buckets.retain(|_, bucket| {
+                Arc::strong_count(bucket) > 1
+                    || bucket
+                        .lock()
+                        .map_or(true, |b| refilled(*b, rate, now) < rate)
+            });
+        }
+        Arc::clone(buckets.entry(principal.clone()).or_default())
     }
 
     /// Sessions `principal` has open now.
@@ -239,6 +263,10 @@ mod tests {
 
     use super::*;
 
+    fn now() -> Instant {
+        Instant::now()
+    }
+
     fn principal(issuer: &str, subject: &str) -> Principal {
         Principal {
             issuer_name: "test".into(),
@@ -261,9 +289,9 @@ mod tests {
             ..SessionCaps::default()
         };
         let alice = principal("idp", "alice");
-        let a = limiter.admit(caps, &alice, "db").unwrap();
-        let _b = limiter.admit(caps, &alice, "other").unwrap();
-        let third = limiter.admit(caps, &alice, "db").unwrap_err();
+        let a = limiter.admit(caps, &alice, "db", now()).unwrap();
+        let _b = limiter.admit(caps, &alice, "other", now()).unwrap();
+        let third = limiter.admit(caps, &alice, "db", now()).unwrap_err();
         assert_eq!(
             third,
             Exceeded::Principal {
@@ -278,13 +306,15 @@ mod tests {
         );
         // Another principal, and the same subject from another issuer, are
         // counted apart.
-        let _c = limiter.admit(caps, &principal("idp", "bob"), "db").unwrap();
+        let _c = limiter
+            .admit(caps, &principal("idp", "bob"), "db", now())
+            .unwrap();
         let _d = limiter
-            .admit(caps, &principal("other-idp", "alice"), "db")
+            .admit(caps, &principal("other-idp", "alice"), "db", now())
             .unwrap();
         drop(a);
         assert_eq!(limiter.sessions_of(&alice), 1);
-        let _e = limiter.admit(caps, &alice, "db").unwrap();
+        let _e = limiter.admit(caps, &alice, "db", now()).unwrap();
     }
 
     #[test]
@@ -296,21 +326,23 @@ mod tests {
             ..SessionCaps::default()
         };
         let alice = principal("idp", "alice");
-        let held = limiter.admit(caps, &alice, "db").unwrap();
+        let held = limiter.admit(caps, &alice, "db", now()).unwrap();
         let refused = limiter
-            .admit(caps, &principal("idp", "bob"), "db")
+            .admit(caps, &principal("idp", "bob"), "db", now())
             .unwrap_err();
         assert_eq!(refused.limit(), "per_connection_sessions");
         assert!(refused.message().contains("connection \"db\""));
         // The refused session counted nowhere.
         assert_eq!(limiter.sessions_of(&principal("idp", "bob")), 0);
-        let _other = limiter.admit(caps, &alice, "elsewhere").unwrap();
+        let _other = limiter.admit(caps, &alice, "elsewhere", now()).unwrap();
         drop(held);
-        let _again = limiter.admit(caps, &principal("idp", "bob"), "db").unwrap();
+        let _again = limiter
+            .admit(caps, &principal("idp", "bob"), "db", now())
+            .unwrap();
         // No caps: anything goes.
         let free = SessionCaps::default();
         let all: Vec<Permit> = (0..100)
-            .map(|_| limiter.admit(free, &alice, "db").unwrap())
+            .map(|_| limiter.admit(free, &alice, "db", now()).unwrap())
             .collect();
         assert_eq!(limiter.sessions_of(&alice), 101);
         drop(all);
@@ -326,9 +358,13 @@ mod tests {
             ..SessionCaps::default()
         };
         let alice = principal("idp", "alice");
-        let one = limiter.admit(caps, &alice, "db").unwrap().budget().unwrap();
+        let one = limiter
+            .admit(caps, &alice, "db", now())
+            .unwrap()
+            .budget()
+            .unwrap();
         let other = limiter
-            .admit(caps, &alice, "elsewhere")
+            .admit(caps, &alice, "elsewhere", now())
             .unwrap()
             .budget()
             .unwrap();
@@ -346,7 +382,9 @@ mod tests {
                 .contains("limits.per_principal.statements_per_second")
         );
         // Another principal has its own bucket.
-        let bob = limiter.admit(caps, &principal("idp", "bob"), "db").unwrap();
+        let bob = limiter
+            .admit(caps, &principal("idp", "bob"), "db", now())
+            .unwrap();
         bob.budget().unwrap().spend(1, t0).unwrap();
         // A quarter second gives one statement back, and no more.
         let later = t0 + Duration::from_millis(250);
@@ -365,7 +403,7 @@ mod tests {
         // No rate: no budget.
         assert!(
             limiter
-                .admit(SessionCaps::default(), &alice, "db")
+                .admit(SessionCaps::default(), &alice, "db", now())
                 .unwrap()
                 .budget()
                 .is_none()
@@ -373,27 +411,46 @@ mod tests {
     }
 
     #[test]
-    fn full_buckets_are_dropped_when_many_principals_have_one() {
+    fn unheld_refilled_buckets_are_dropped_when_many_principals_have_one() {
         let limiter = Arc::new(Limiter::default());
         let caps = SessionCaps {
             statements_per_second: Some(100),
             ..SessionCaps::default()
         };
         let t0 = Instant::now();
+        let key = |name: &str| ("idp".to_string(), name.to_string());
+        // A session still open, and a principal that spent its burst.
+        let held = limiter
+            .admit(caps, &principal("idp", "held"), "db", t0)
+            .unwrap();
+        held.budget().unwrap().spend(1, t0).unwrap();
+        let busy = limiter
+            .admit(caps, &principal("idp", "busy"), "db", t0)
+            .unwrap();
+        busy.budget().unwrap().spend(100, t0).unwrap();
+        drop(busy);
         for n in 0..3 * BUCKETS_KEPT {
-            let p = principal("idp", &format!("p{n}"));
-            let permit = limiter.admit(caps, &p, "db").unwrap();
+            let permit = limiter
+                .admit(caps, &principal("idp", &format!("p{n}")), "db", t0)
+                .unwrap();
             permit.budget().unwrap().spend(1, t0).unwrap();
         }
-        let later = t0 + std::time::Duration::from_secs(2);
-        let p = principal("idp", "late");
-        limiter
-            .admit(caps, &p, "db")
-            .unwrap()
-            .budget()
-            .unwrap()
-            .spend(1, later)
+        // Half a second later the one-statement buckets have refilled, the
+        // emptied one has not.
+        let later = t0 + std::time::Duration::from_millis(500);
+        let _late = limiter
+            .admit(caps, &principal("idp", "late"), "db", later)
             .unwrap();
-        assert!(limiter.buckets.lock().unwrap().len() <= BUCKETS_KEPT);
+        let buckets = limiter.buckets.lock().unwrap();
+        assert!(buckets.len() <= 3, "{} buckets kept", buckets.len());
+        assert!(buckets.contains_key(&key("held")));
+        assert!(buckets.contains_key(&key("busy")));
+        drop(buckets);
+        // What "busy" did not get back is still owed.
+        let again = limiter
+            .admit(caps, &principal("idp", "busy"), "db", later)
+            .unwrap();
+        assert!(again.budget().unwrap().spend(51, later).is_err());
+        again.budget().unwrap().spend(50, later).unwrap();
     }
 }

@@ -230,6 +230,7 @@ impl Gateway {
                 snapshot.limits.sessions,
                 &authorized.principal,
                 &authorized.route.connection,
+                std::time::Instant::now(),
             )
             .inspect_err(|e| {
                 tracing::info!(limit = e.limit(), "session refused by a limit");
@@ -501,7 +502,9 @@ pub(crate) fn over_budget(
     door: &'static str,
 ) -> Option<airlock_engine::limits::Exceeded> {
     let exceeded = budget?.spend(statements, std::time::Instant::now()).err()?;
-    tracing::info!(limit = exceeded.limit(), "statement refused by a limit");
+    // Debug, not info: an agent over its rate can be refused thousands of
+    // times a second; the metric counts them.
+    tracing::debug!(limit = exceeded.limit(), "statement refused by a limit");
     metrics::Metrics.limit_refusal(door, exceeded.limit());
     Some(exceeded)
 }

@@ -149,6 +149,30 @@ impl Gateway {
         )
     }
 
+    /// A tokio-postgres session through the gateway on connection `test`
+    /// as `role`, its connection task spawned.
+    pub async fn client(
+        &self,
+        role: &str,
+        token: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(
+            &format!("{} password={token}", self.conninfo("test", role)),
+            tokio_postgres::NoTls,
+        )
+        .await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
+    /// Every event in the gateway's journal, as text (for searching).
+    pub fn journal_texts(&self) -> Vec<String> {
+        airlock_journal::Reader::open(&self.data_dir().join("journal"))
+            .unwrap()
+            .map(|r| String::from_utf8_lossy(&r.unwrap().payload).into_owned())
+            .collect()
+    }
+
     /// Runs psql through the gateway with `token` as the password.
     pub fn psql(&self, token: &str, dbname: &str, user: &str, sql: &str) -> Output {
         psql(&self.conninfo(dbname, user), token, sql)

@@ -13,13 +13,7 @@ async fn connect(
     gw: &Gateway,
     token: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::connect(
-        &format!("{} password={token}", gw.conninfo("test", "admin")),
-        tokio_postgres::NoTls,
-    )
-    .await?;
-    tokio::spawn(conn);
-    Ok(client)
+    gw.client("admin", token).await
 }
 
 /// The SQLSTATE of a server error; `None` for a closed connection.
@@ -95,11 +89,7 @@ async fn an_upstream_restart_gives_clean_errors_and_new_sessions_work_once_it_is
     assert!(!rows.is_empty());
     drop(back);
 
-    let journal = gw.data_dir().join("journal");
-    let recorded: Vec<String> = airlock_journal::Reader::open(&journal)
-        .unwrap()
-        .map(|r| String::from_utf8_lossy(&r.unwrap().payload).into_owned())
-        .collect();
+    let recorded = gw.journal_texts();
     for sql in ["select 'before'", "select pg_sleep(60)", "select 'back'"] {
         assert!(
             recorded.iter().any(|e| e.contains(sql)),

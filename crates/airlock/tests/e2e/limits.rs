@@ -9,21 +9,7 @@ async fn connect(
     gw: &Gateway,
     token: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    connect_as(gw, token, "readonly").await
-}
-
-async fn connect_as(
-    gw: &Gateway,
-    token: &str,
-    role: &str,
-) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(
-        &format!("{} password={token}", gw.conninfo("test", role)),
-        tokio_postgres::NoTls,
-    )
-    .await?;
-    tokio::spawn(connection);
-    Ok(client)
+    gw.client("readonly", token).await
 }
 
 #[track_caller]
@@ -101,29 +87,11 @@ async fn principals_and_connections_get_their_session_caps() {
 /// its place back: the principal's next session gets in.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_whose_upstream_fails_gives_its_place_back() {
-    let yaml = format!(
-        r#"listen:
-  postgres: 127.0.0.1:0
-  http: 127.0.0.1:0
-identity:
-  dev_issuer: true
-connections:
-  test:
-    upstream: {{host: 127.0.0.1, port: {port}, database: test, tls: disable}}
-    roles:
-      readonly: {{user: postgres}}
-  down:
-    upstream: {{host: 127.0.0.1, port: 1, database: test, tls: disable}}
-    roles:
-      readonly: {{user: postgres}}
-access:
-  - name: all
-    groups: [dba]
-    connections: ["*"]
-    roles: [readonly]
-limits: {{per_principal: {{max_sessions: 1}}}}
-"#,
-        port = crate::common::LOCAL_PG_PORT
+    // The local config with a second connection whose upstream is down.
+    let yaml = local_config("limits: {per_principal: {max_sessions: 1}}\n").replacen(
+        "connections:\n",
+        "connections:\n  down:\n    upstream: {host: 127.0.0.1, port: 1, database: test, tls: disable}\n    roles:\n      readonly: {user: postgres}\n",
+        1,
     );
     let gw = Gateway::start(&yaml).await;
     let alice = gw.token("alice", &["dba"]);
@@ -160,8 +128,8 @@ async fn a_principals_statements_share_one_rate_budget() {
     ))
     .await;
     let alice = gw.token("alice", &["dba"]);
-    let a1 = connect_as(&gw, &alice, "admin").await.unwrap();
-    let a2 = connect_as(&gw, &alice, "admin").await.unwrap();
+    let a1 = gw.client("admin", &alice).await.unwrap();
+    let a2 = gw.client("admin", &alice).await.unwrap();
     // Twelve inserts from two sessions, simple and prepared (extended
     // protocol: each execution is charged): the burst is two, and the
     // refill over their round trips cannot cover ten.
@@ -195,7 +163,7 @@ async fn a_principals_statements_share_one_rate_budget() {
     assert_eq!(count_rows(&table), 12 - refused);
     // Another principal has a budget of its own.
     let bob = gw.token("bob", &["dba"]);
-    let b = connect_as(&gw, &bob, "admin").await.unwrap();
+    let b = gw.client("admin", &bob).await.unwrap();
     b.simple_query("select 1").await.unwrap();
     // The budget refills: alice is served again.
     let start = std::time::Instant::now();
@@ -211,10 +179,7 @@ async fn a_principals_statements_share_one_rate_budget() {
         "{metrics}"
     );
     drop((a1, a2, b));
-    let events: Vec<String> = airlock_journal::Reader::open(&gw.data_dir().join("journal"))
-        .unwrap()
-        .map(|r| String::from_utf8_lossy(&r.unwrap().payload).into_owned())
-        .collect();
+    let events = gw.journal_texts();
     let denied = |what: &str| {
         events
             .iter()

@@ -1026,68 +1026,50 @@ async fn deny_and_settle(gw: &Gateway, c: &mut Mcp, dba: &str, id: &str) {
 /// the principal's other calls are refused until it ends, others' are not.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_principal_over_its_session_cap_is_refused_and_others_are_not() {
-    let db = seeded_pg().await;
-    let gw = gateway(
-        &db,
-        None,
-        "max_rows: 100",
-        "limits: {per_principal: {max_sessions: 1}}\napprovals: {timeout: 60s}\n",
+    a_held_call_keeps_its_place(
+        "limits: {per_principal: {max_sessions: 1}}",
+        "limits.per_principal.max_sessions",
+        true,
     )
     .await;
-    let writer = gw.token("wes", &["dba"]);
-    let dba = gw.token("dana", &["dba"]);
-    let mut c = Mcp::connect(&gw, &writer, "2026-07-28").await;
-    let id = held_delete(&mut c).await;
-    let busy = c
-        .call("query", json!({"connection": "test", "sql": "select 1"}))
-        .await;
-    let refusal = refused(&busy, "unavailable");
-    assert_eq!(refusal["code"], "53300", "{busy}");
-    assert!(
-        refusal["message"]
-            .as_str()
-            .unwrap()
-            .contains("limits.per_principal.max_sessions"),
-        "{busy}"
-    );
-    let mut other = Mcp::connect(&gw, &dba, "2026-07-28").await;
-    ok(&other
-        .call("query", json!({"connection": "test", "sql": "select 1"}))
-        .await);
-    deny_and_settle(&gw, &mut c, &dba, &id).await;
-    ok(&c
-        .call("query", json!({"connection": "test", "sql": "select 1"}))
-        .await);
-    c.close().await;
-    other.close().await;
-    gw.stop().await;
 }
 
+/// A held call keeps its session slot (`limits.max_sessions`) until it
+/// ends.
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_take_session_slots_and_a_held_call_keeps_its_own() {
+    a_held_call_keeps_its_place("limits: {max_sessions: 1}", "limits.max_sessions", false).await;
+}
+
+/// Under `limits` (one place), a held call keeps its caller's place: the
+/// caller's next call gets 53300 naming `cap` until the hold ends;
+/// `others_served`: another principal's call gets in meanwhile.
+async fn a_held_call_keeps_its_place(limits: &str, cap: &str, others_served: bool) {
     let db = seeded_pg().await;
     let gw = gateway(
         &db,
         None,
         "max_rows: 100",
-        "limits: {max_sessions: 1}\napprovals: {timeout: 60s}\n",
+        &format!("{limits}\napprovals: {{timeout: 60s}}\n"),
     )
     .await;
     let writer = gw.token("wes", &["dba"]);
     let dba = gw.token("dana", &["dba"]);
     let mut c = Mcp::connect(&gw, &writer, "2026-07-28").await;
     let id = held_delete(&mut c).await;
-    // The held call holds the one slot.
-    let busy = c
-        .call("query", json!({"connection": "test", "sql": "select 1"}))
-        .await;
-    assert_eq!(refused(&busy, "unavailable")["code"], "53300", "{busy}");
+    let select = || json!({"connection": "test", "sql": "select 1"});
+    let busy = c.call("query", select()).await;
+    let refusal = refused(&busy, "unavailable");
+    assert_eq!(refusal["code"], "53300", "{busy}");
+    assert!(refusal["message"].as_str().unwrap().contains(cap), "{busy}");
+    if others_served {
+        let mut other = Mcp::connect(&gw, &dba, "2026-07-28").await;
+        ok(&other.call("query", select()).await);
+        other.close().await;
+    }
     deny_and_settle(&gw, &mut c, &dba, &id).await;
     // Freed once the held call ended.
-    let free = c
-        .call("query", json!({"connection": "test", "sql": "select 1"}))
-        .await;
-    ok(&free);
+    ok(&c.call("query", select()).await);
     c.close().await;
     gw.stop().await;
 }

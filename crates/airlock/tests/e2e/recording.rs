@@ -84,14 +84,9 @@ fn session_of(events: &[(Vec<u8>, Event)], principal: &str) -> Vec<Event> {
 }
 
 async fn connect(gw: &Gateway, token: &str, user: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(
-        &format!("{} password={token}", gw.conninfo("test", user)),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("connects through the gateway");
-    tokio::spawn(conn);
-    client
+    gw.client(user, token)
+        .await
+        .expect("connects through the gateway")
 }
 
 async fn wait_until(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
