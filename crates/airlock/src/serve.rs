@@ -314,11 +314,18 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
             ready: {
                 let recorder = Arc::clone(&recorder);
                 let gateway = Arc::clone(&gateway);
+                let store = Arc::clone(&store_slot);
                 Arc::new(move || {
                     if gateway.draining() {
                         return Err("shutting down".into());
                     }
-                    recorder.ready()
+                    recorder.ready()?;
+                    // Held statements and JIT requests need the store: not
+                    // ready before it has connected once.
+                    match store.get() {
+                        Some(_) => Ok(()),
+                        None => Err("audit store: not connected yet".into()),
+                    }
                 })
             },
             dev_issuer: dev_issuer.clone(),

@@ -76,14 +76,22 @@ impl Gateway {
         let running = airlock::serve::start(config, Some(config_path.clone()))
             .await
             .expect("gateway starts");
-        // Ready: the store connected (approvals need it). A gateway that
-        // cannot get ready (a test of that) is returned as it is.
+        // Ready: the store connected (approvals need it). On a loaded
+        // machine its migrations can take seconds. A gateway that is not
+        // ready for another reason (a test of a broken journal) is
+        // returned as it is.
         if let Some(http) = running.http {
-            for _ in 0..100 {
-                match reqwest::get(format!("http://{http}/readyz")).await {
-                    Ok(r) if r.status() == 200 => break,
-                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while std::time::Instant::now() < deadline {
+                let settled = match reqwest::get(format!("http://{http}/readyz")).await {
+                    Ok(r) if r.status() == 200 => true,
+                    Ok(r) => !r.text().await.unwrap_or_default().contains("audit store"),
+                    Err(_) => false,
+                };
+                if settled {
+                    break;
                 }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
         Gateway {
