@@ -2,10 +2,10 @@
 //! 7636, `S256`) and a `nonce`, against the issuer's discovery document.
 //!
 //! 1. `GET /console/login?next=…` makes a `state`, a code verifier and a
-//!    nonce, keeps them server-side under the `state` (ten minutes, once),
-//!    sets the login cookie to the `state`, and redirects to the issuer.
-//! 2. `GET /console/callback?code=…&state=…` needs the `state` to be the
-//!    login cookie's and a login in progress, exchanges the code with the
+//!    nonce, seals them (with `next`, for ten minutes) into the login
+//!    cookie, and redirects to the issuer.
+//! 2. `GET /console/callback?code=…&state=…` needs the login cookie to
+//!    open, be fresh and hold that `state`; it exchanges the code with the
 //!    verifier, checks the ID token's `nonce`, and has the API's
 //!    authenticator verify the token (the ID token, else the access token)
 //!    as it verifies every API token. Only then is a session made.
