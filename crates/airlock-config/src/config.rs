@@ -882,6 +882,7 @@ log: {format: json}
                 },
                 action: crate::GuardrailAction::Approve,
                 message: None,
+                hint: None,
                 approvers: strings(&["dba"]),
                 min_approvals: Some(2),
             }],

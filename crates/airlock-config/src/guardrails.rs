@@ -13,6 +13,9 @@ pub struct Guardrail {
     pub action: GuardrailAction,
     /// Shown to the client with a denial.
     pub message: Option<String>,
+    /// What to do instead, sent with a denial as the hint's `try` (default:
+    /// derived from the match, such as "add a WHERE clause"). docs/agents.md.
+    pub hint: Option<String>,
     /// Groups whose members may approve (required with `action: approve`).
     #[serde(default)]
     pub approvers: Vec<String>,

@@ -502,6 +502,15 @@ fn guardrails(config: &Config, p: &mut Problems) {
         if g.action != GuardrailAction::Approve && !g.approvers.is_empty() {
             p.add(at(".approvers"), "only meaningful with action: approve");
         }
+        match &g.hint {
+            Some(_) if g.action != GuardrailAction::Deny => {
+                p.add(at(".hint"), "only meaningful with action: deny");
+            }
+            Some(h) if h.trim().is_empty() || h.contains(['\n', '\r']) => {
+                p.add(at(".hint"), "must be one line of text");
+            }
+            _ => {}
+        }
         if let Some(n) = g.min_approvals {
             if g.action == GuardrailAction::Approve {
                 approval_count(p, at(".min_approvals"), n);
@@ -1021,6 +1030,8 @@ limits: {max_sessions: 0}
   - {{name: a, match: {{statements: [delete, erase]}}, action: approve}}
   - {{name: c, match: {{}}, action: deny}}
   - {{name: d, match: {{where: absent}}, action: deny, approvers: [dba]}}
+  - {{name: e, match: {{where: absent}}, action: approve, approvers: [dba], hint: wait}}
+  - {{name: f, match: {{where: absent}}, action: deny, hint: \"  \"}}
 unsafe_functions: ['']
 "
             ),
@@ -1031,6 +1042,8 @@ unsafe_functions: ['']
                 "t.yaml: guardrails[1].approvers: required with action: approve",
                 "t.yaml: guardrails[2].match: matches every statement; give at least one condition",
                 "t.yaml: guardrails[3].approvers: only meaningful with action: approve",
+                "t.yaml: guardrails[4].hint: only meaningful with action: deny",
+                "t.yaml: guardrails[5].hint: must be one line of text",
                 "t.yaml: unsafe_functions[0]: must be a function name",
             ],
         );

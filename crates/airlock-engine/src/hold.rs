@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use airlock_audit::event::{Approval, Value, now_ms, rfc3339_ms};
 use airlock_audit::{RecordError, Recorder};
-use airlock_policy::{Principal, Route};
+use airlock_policy::{Hint, Principal, Route};
 use airlock_store::ApprovalStatus;
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -171,6 +171,41 @@ impl HoldOutcome {
             HoldOutcome::Unrecorded { .. } => (Refusal::System, UNRECORDED.into()),
         })
     }
+}
+
+impl HoldOutcome {
+    /// What the client could do instead (`None` when the statement runs).
+    /// A hold's own refusals name the rule `approval`.
+    pub fn hint(&self) -> Option<Hint> {
+        Some(match self {
+            HoldOutcome::Approved { .. } => return None,
+            HoldOutcome::Denied { .. } => Hint::never(
+                "approval",
+                "an approver refused this statement: do not send it again unchanged; change what the reason asks for",
+            ),
+            HoldOutcome::TimedOut { .. } => Hint::later(
+                "approval",
+                "nobody decided in time: ask an approver to watch `airlock approvals list` (or the console), then send it again",
+            ),
+            HoldOutcome::Cancelled { .. } => Hint::later(
+                "approval",
+                "the hold ended before a decision; send the statement again to be held anew",
+            ),
+            HoldOutcome::Unavailable { rule, .. } => Hint::later(
+                rule,
+                "the statement needs an approval that cannot be filed now; send it again once the approvals store is back",
+            ),
+            HoldOutcome::Unrecorded { .. } => unrecorded_hint(),
+        })
+    }
+}
+
+/// What to do about a statement airlock could not record.
+pub fn unrecorded_hint() -> Hint {
+    Hint::later(
+        "audit",
+        "send it again once airlock can record (its audit journal is writable again)",
+    )
 }
 
 /// The client's message for a statement airlock cannot record.

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use airlock_policy::Principal;
+use airlock_policy::{Hint, Principal};
 
 /// The configured caps (`limits.per_principal`, `limits.per_connection`);
 /// `None` is no cap.
@@ -58,6 +58,26 @@ impl Exceeded {
             Exceeded::Rate { subject, limit } => format!(
                 "airlock: {subject} is sending more than {limit} statements a second, the most \
                  limits.per_principal.statements_per_second allows; slow down and retry"
+            ),
+        }
+    }
+
+    /// What the client could do instead.
+    pub fn hint(&self) -> Hint {
+        match self {
+            Exceeded::Principal { .. } => Hint::later(
+                "max-sessions",
+                "close one of your sessions (or reuse it), then connect again",
+            ),
+            Exceeded::Connection { .. } => Hint::later(
+                "max-sessions",
+                "the connection is at its session cap; connect again later",
+            ),
+            Exceeded::Rate { limit, .. } => Hint::later(
+                RATE_RULE,
+                format!(
+                    "send at most {limit} statements a second: wait a second, then send it again"
+                ),
             ),
         }
     }

@@ -13,7 +13,7 @@ use airlock_audit::event::{SessionEnd, SessionStart, from_unix_ms};
 use airlock_audit::{Body, Event, RecordError, Recorder};
 use airlock_config::SessionLifetime;
 use airlock_identity::Verifier;
-use airlock_policy::{AccessPolicy, Grant, Principal, Route};
+use airlock_policy::{AccessPolicy, Grant, Hint, Principal, Route};
 
 use crate::approvals::Approvals;
 
@@ -36,15 +36,33 @@ pub enum Refused {
         reason: &'static str,
         message: String,
     },
-    /// No access rule routes the principal there.
-    NoRoute(String),
+    /// No access rule routes the principal there: the message, and what
+    /// the principal may do instead.
+    NoRoute(String, Hint),
 }
 
 impl Refused {
     /// The client's message.
     pub fn message(&self) -> &str {
         match self {
-            Refused::Token { message, .. } | Refused::NoRoute(message) => message,
+            Refused::Token { message, .. } | Refused::NoRoute(message, _) => message,
+        }
+    }
+
+    /// What the client could do instead.
+    pub fn hint(&self) -> Hint {
+        match self {
+            Refused::Token {
+                reason: "no_token", ..
+            } => Hint::never(
+                "token",
+                "send an OIDC token from a trusted issuer as the password",
+            ),
+            Refused::Token { .. } => Hint::never(
+                "token",
+                "get a fresh token from a trusted issuer for this audience, and connect with it",
+            ),
+            Refused::NoRoute(_, hint) => hint.clone(),
         }
     }
 
@@ -52,7 +70,7 @@ impl Refused {
     pub fn reason(&self) -> &'static str {
         match self {
             Refused::Token { reason, .. } => reason,
-            Refused::NoRoute(_) => "no_access",
+            Refused::NoRoute(..) => "no_access",
         }
     }
 }
@@ -136,7 +154,7 @@ pub async fn route(
         Ok(route) => Ok(Authorized { principal, route }),
         Err(e) => {
             tracing::info!(error = %e, "no route");
-            Err(Refused::NoRoute(format!("airlock: {e}")))
+            Err(Refused::NoRoute(format!("airlock: {e}"), e.hint()))
         }
     }
 }

@@ -45,6 +45,7 @@ fn guardrails() -> Guardrails {
         estimated_rows_over: None,
         action,
         message: Some(format!("{name} says no")),
+        hint: None,
         approvers: vec!["dba".into()],
         min_approvals: 1,
     };
@@ -112,6 +113,7 @@ fn route() -> Route {
         unmask: false,
         role_defaulted: false,
         grant: None,
+        writes: None,
     }
 }
 
@@ -239,6 +241,7 @@ impl Door {
             guardrails: &self.guardrails,
             mode: self.route.mode,
             access_rule: &self.route.rule,
+            writes: self.route.writes.as_ref(),
             approvals: true,
             masking: Some(Masked {
                 policy: &self.masking.policy,

@@ -160,6 +160,7 @@ impl Judge {
         match (pick, plan) {
             (1, _) => Verdict::Refuse {
                 code: "42501",
+                hint: None,
                 message: "refused".into(),
             },
             (2, _) => Verdict::SyntaxError {
@@ -197,6 +198,7 @@ impl Inspector for Judge {
         match (body.last().copied().unwrap_or(0) % 5, plan) {
             (1, _) => Verdict::Refuse {
                 code: "42501",
+                hint: None,
                 message: "refused".into(),
             },
             (2, Plan::NotFetched) => Verdict::EstimateBound {

@@ -72,6 +72,8 @@ pub struct SessionPolicy {
     pub mode: AccessMode,
     /// The access rule that granted the route, for messages.
     pub access_rule: String,
+    /// How the principal could write, on a read-only route (for hints).
+    pub writes: Option<airlock_policy::Writes>,
     /// Result masking, unless the session is exempt or nothing is masked.
     pub masking: Option<SessionMasking>,
     /// The connection's catalog cache, made stale by schema changes made
@@ -378,6 +380,7 @@ impl PolicyInspector {
             guardrails: &p.guardrails,
             mode: p.mode,
             access_rule: &p.access_rule,
+            writes: p.writes.as_ref(),
             approvals: p.approvals,
             masking: p.masking.as_ref().map(|m| judge::Masked {
                 policy: &m.masking.policy,
@@ -443,10 +446,7 @@ impl PolicyInspector {
                     approval: None,
                 });
             }
-            return Verdict::Refuse {
-                code: sqlstate::PROGRAM_LIMIT_EXCEEDED,
-                message: exceeded.message(),
-            };
+            return limit_refusal(&exceeded);
         }
         let needs_session = analyzed.iter().any(|s| {
             matches!(
@@ -629,7 +629,7 @@ impl PolicyInspector {
         // recorded with the detectors' matches masked.
         let detected;
         let refusal = match &verdict {
-            Verdict::Refuse { code, message } => Some((*code, message.as_str())),
+            Verdict::Refuse { code, message, .. } => Some((*code, message.as_str())),
             Verdict::SyntaxError { code, message, .. } => {
                 detected = match &self.policy.masking {
                     Some(m) => m.masking.detect_in(message),
@@ -688,6 +688,7 @@ impl PolicyInspector {
             _ if facts.malformed.get() => Verdict::Refuse {
                 code: sqlstate::PROTOCOL_VIOLATION,
                 message: "airlock: malformed Bind message".into(),
+                hint: None,
             },
             Some(denial) => refusal(denial),
             None => Verdict::Forward,
@@ -704,6 +705,7 @@ impl PolicyInspector {
         std::str::from_utf8(bytes).map_err(|_| Verdict::Refuse {
             code: sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
             message: "airlock: invalid byte sequence for encoding \"UTF8\" in the statement".into(),
+            hint: None,
         })
     }
     /// The masking check and statement event of a Bind.
@@ -712,11 +714,11 @@ impl PolicyInspector {
         id: Option<u64>,
         body: &[u8],
         need: Option<&Need>,
-        denied: Option<(&str, &'static str, String)>,
+        denied: Option<(&str, Verdict)>,
     ) -> Verdict {
-        let rule = denied.as_ref().map(|(rule, ..)| *rule);
+        let rule = denied.as_ref().map(|(rule, _)| *rule);
         let verdict = match denied {
-            Some((_, code, message)) => Verdict::Refuse { code, message },
+            Some((_, verdict)) => verdict,
             None => self.bind_verdict(id, body),
         };
         let prepared: Vec<Statement> = match id {
@@ -727,7 +729,7 @@ impl PolicyInspector {
             return verdict;
         };
         let judgement = match &verdict {
-            Verdict::Refuse { code, message } => Judgement {
+            Verdict::Refuse { code, message, .. } => Judgement {
                 decision: Recorded::Deny,
                 rule,
                 refusal: Some((*code, message.as_str())),
@@ -806,7 +808,7 @@ impl PolicyInspector {
             ))),
             Ruling::Deny(denial) => Err(Refused::Rule(
                 denial.rule().unwrap_or_default().to_string(),
-                denial.message,
+                refusal(denial),
             )),
             Ruling::Approve {
                 rule,
@@ -870,8 +872,8 @@ type Estimated = (Option<Arc<Need>>, Option<u64>);
 enum Refused {
     /// Its estimate is fetched first.
     Estimate(Verdict),
-    /// A rule refuses it: the rule and the client's message.
-    Rule(String, String),
+    /// A rule refuses it: the rule and the refusal.
+    Rule(String, Verdict),
 }
 
 /// The query naming function `oid`, schema-qualified and quoted as SQL
@@ -893,6 +895,16 @@ fn journal_refusal(e: &airlock_audit::RecordError) -> Verdict {
     Verdict::Refuse {
         code: sqlstate::SYSTEM_ERROR,
         message: airlock_engine::hold::UNRECORDED.into(),
+        hint: Some(airlock_engine::hold::unrecorded_hint().to_json()),
+    }
+}
+
+/// The refusal of a statement over the principal's budget.
+fn limit_refusal(exceeded: &airlock_engine::limits::Exceeded) -> Verdict {
+    Verdict::Refuse {
+        code: sqlstate::PROGRAM_LIMIT_EXCEEDED,
+        message: exceeded.message(),
+        hint: Some(exceeded.hint().to_json()),
     }
 }
 
@@ -903,7 +915,12 @@ fn hold_refusal(outcome: &HoldOutcome) -> Option<Verdict> {
         Refusal::Policy => sqlstate::INSUFFICIENT_PRIVILEGE,
         Refusal::System => sqlstate::SYSTEM_ERROR,
     };
-    Some(Verdict::Refuse { code, message })
+    let hint = outcome.hint().map(|h| h.to_json());
+    Some(Verdict::Refuse {
+        code,
+        message,
+        hint,
+    })
 }
 
 /// The client's refusal of a message the judge denied.
@@ -911,6 +928,7 @@ fn refusal(denial: Denial) -> Verdict {
     Verdict::Refuse {
         code: sqlstate::INSUFFICIENT_PRIVILEGE,
         message: denial.message,
+        hint: Some(denial.hint.to_json()),
     }
 }
 
@@ -1032,6 +1050,7 @@ impl Inspector for PolicyInspector {
         let malformed = || Verdict::Refuse {
             code: sqlstate::PROTOCOL_VIOLATION,
             message: "airlock: malformed FunctionCall message".into(),
+            hint: None,
         };
         // The arguments as a Bind body (no names, no result formats), for
         // the recording.
@@ -1082,7 +1101,7 @@ impl Inspector for PolicyInspector {
             return verdict;
         };
         let refusal = match &verdict {
-            Verdict::Refuse { code, message } => Some((*code, message.as_str())),
+            Verdict::Refuse { code, message, .. } => Some((*code, message.as_str())),
             _ => None,
         };
         let judgement = Judgement {
@@ -1160,11 +1179,7 @@ impl Inspector for PolicyInspector {
         if plan == Plan::NotFetched
             && let Some(exceeded) = crate::over_budget(self.policy.budget.as_ref(), 1, "postgres")
         {
-            let denied = (
-                airlock_engine::limits::RATE_RULE,
-                sqlstate::PROGRAM_LIMIT_EXCEEDED,
-                exceeded.message(),
-            );
+            let denied = (airlock_engine::limits::RATE_RULE, limit_refusal(&exceeded));
             return self.recorded_bind(id, body, None, Some(denied));
         }
         if let Some(id) = id.filter(|_| self.hides_quoted()) {
@@ -1176,9 +1191,8 @@ impl Inspector for PolicyInspector {
             Ok(Some((need, estimate))) => (need, estimate),
             Ok(None) => (self.need_of_bind(id, body), None),
             Err(Refused::Estimate(verdict)) => return verdict,
-            Err(Refused::Rule(rule, message)) => {
-                let denied = (rule.as_str(), sqlstate::INSUFFICIENT_PRIVILEGE, message);
-                return self.recorded_bind(id, body, None, Some(denied));
+            Err(Refused::Rule(rule, verdict)) => {
+                return self.recorded_bind(id, body, None, Some((rule.as_str(), verdict)));
             }
         };
         let verdict = self.recorded_bind(id, body, need.as_deref(), None);

@@ -10,7 +10,7 @@ use airlock_engine::open::{self, Authorized, Cut};
 use airlock_engine::recording::RecordingSession;
 use airlock_pgwire::codec::{self, Notice, Severity, Startup};
 use airlock_pgwire::relay::{Inspector, Relay};
-use airlock_pgwire::startup::{ClientHandshake, Step, fatal};
+use airlock_pgwire::startup::{ClientHandshake, Step, fatal, fatal_hinted};
 use airlock_pgwire::{params, sqlstate};
 use airlock_policy::{AccessMode, Route, judge};
 use bytes::BytesMut;
@@ -173,7 +173,13 @@ async fn open(
         Ok(a) => a,
         Err(refused) => {
             gateway.metrics.auth_failure(refused.reason());
-            fatal(out, sqlstate::INVALID_AUTHORIZATION, refused.message());
+            let hint = refused.hint().to_json();
+            fatal_hinted(
+                out,
+                sqlstate::INVALID_AUTHORIZATION,
+                refused.message(),
+                &hint,
+            );
             return None;
         }
     };
@@ -199,7 +205,13 @@ async fn open(
     let permit = match gateway.admit(snapshot, &authorized, "postgres") {
         Ok(p) => p,
         Err(exceeded) => {
-            fatal(out, sqlstate::TOO_MANY_CONNECTIONS, &exceeded.message());
+            let hint = exceeded.hint().to_json();
+            fatal_hinted(
+                out,
+                sqlstate::TOO_MANY_CONNECTIONS,
+                &exceeded.message(),
+                &hint,
+            );
             return None;
         }
     };
@@ -213,7 +225,13 @@ async fn open(
         let why = "pg_catalog must come first or not be named";
         if let Some(denial) = judge::setting(route.mode, name, value, harmless, why) {
             tracing::info!("session refused: a search_path that does not search pg_catalog first");
-            fatal(out, sqlstate::INSUFFICIENT_PRIVILEGE, &denial.message);
+            let hint = denial.hint.to_json();
+            fatal_hinted(
+                out,
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                &denial.message,
+                &hint,
+            );
             return None;
         }
     }
@@ -457,6 +475,7 @@ async fn run(
         guardrails: Arc::clone(&snapshot.guardrails),
         mode: route.mode,
         access_rule: route.rule.clone(),
+        writes: route.writes.clone(),
         masking: opened.catalog.map(|catalog| SessionMasking {
             masking: Arc::clone(&snapshot.masking),
             catalog,

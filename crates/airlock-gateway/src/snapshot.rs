@@ -318,6 +318,7 @@ pub fn guardrails(config: &Config) -> Guardrails {
                 GuardrailAction::Deny => Action::Deny,
             },
             message: g.message.clone(),
+            hint: g.hint.clone(),
             approvers: g.approvers.clone(),
             min_approvals: g.min_approvals.unwrap_or(1),
         })

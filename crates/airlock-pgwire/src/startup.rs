@@ -231,6 +231,11 @@ pub fn fatal(out: &mut BytesMut, code: &str, message: &str) {
     codec::notice_message(&Notice::new(Severity::Fatal, code, message), out);
 }
 
+/// Appends a FATAL ErrorResponse with a HINT.
+pub fn fatal_hinted(out: &mut BytesMut, code: &str, message: &str, hint: &str) {
+    codec::notice_message(&Notice::new(Severity::Fatal, code, message).hint(hint), out);
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::BufMut;

@@ -167,6 +167,49 @@ pub struct Route {
     pub role_defaulted: bool,
     /// The JIT grant the route uses: the session ends when it does.
     pub grant: Option<Grant>,
+    /// On a read-only route: how the principal could get writes on the
+    /// same connection, for the hint of a refused write.
+    pub writes: Option<Writes>,
+}
+
+/// How a principal on a read-only route can get writes on its connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Writes {
+    /// A read-write role profile it may use now (another `user`).
+    Role(String),
+    /// A read-write role it may request just in time.
+    Request {
+        connection: String,
+        role: String,
+        max: std::time::Duration,
+    },
+}
+
+impl Writes {
+    /// The hint of a write refused on the read-only route (`None`: no way
+    /// to writes exists for the principal).
+    pub fn hint(writes: Option<&Writes>) -> crate::hint::Hint {
+        use crate::hint::{Hint, access_request};
+        match writes {
+            Some(Writes::Role(role)) => Hint::never(
+                "read-only",
+                format!("this role profile is read-only; connect as role profile \"{role}\" (the user name) to write"),
+            ),
+            Some(Writes::Request {
+                connection,
+                role,
+                max,
+            }) => Hint::never(
+                "read-only",
+                format!("this role profile is read-only; request write access to role \"{role}\" just in time, then reconnect as it"),
+            )
+            .with_command(access_request(connection, role, *max)),
+            None => Hint::never(
+                "read-only",
+                "only reads are allowed to you on this connection; no role you could use or request writes",
+            ),
+        }
+    }
 }
 
 /// Why a principal gets no route. Displays as the message the client sees:
@@ -187,7 +230,12 @@ pub enum RouteError {
     },
     /// The role is granted just in time, and the principal holds no live
     /// grant of it.
-    NeedsGrant { connection: String, role: String },
+    NeedsGrant {
+        connection: String,
+        role: String,
+        /// The longest grant its rule allows.
+        max: std::time::Duration,
+    },
 }
 
 impl fmt::Display for RouteError {
@@ -217,7 +265,9 @@ impl fmt::Display for RouteError {
                 "role \"{role}\" on connection \"{connection}\" is not granted to you; you may use: {}",
                 allowed_roles.join(", ")
             ),
-            RouteError::NeedsGrant { connection, role } => write!(
+            RouteError::NeedsGrant {
+                connection, role, ..
+            } => write!(
                 f,
                 "role \"{role}\" on connection \"{connection}\" needs a just-in-time grant, and you hold none; request one with: airlock access request {connection} --role {role} --for 30m --reason \"...\""
             ),
@@ -226,6 +276,45 @@ impl fmt::Display for RouteError {
 }
 
 impl std::error::Error for RouteError {}
+
+impl RouteError {
+    /// What the principal may do instead.
+    pub fn hint(&self) -> crate::hint::Hint {
+        use crate::hint::{Hint, access_request};
+        match self {
+            RouteError::NoAccess { allowed, .. } if allowed.is_empty() => Hint::never(
+                "access",
+                "no access rule grants you any connection; ask an administrator for one",
+            ),
+            RouteError::NoAccess { allowed, .. } => {
+                let names: Vec<&str> = allowed.iter().map(|(c, _)| c.as_str()).collect();
+                Hint::never(
+                    "access",
+                    format!(
+                        "connect to a connection you may use (the database name): {}",
+                        names.join(", ")
+                    ),
+                )
+            }
+            RouteError::RoleNotAllowed { allowed_roles, .. } => Hint::never(
+                "access",
+                format!(
+                    "connect as a role profile you may use (the user name): {}",
+                    allowed_roles.join(", ")
+                ),
+            ),
+            RouteError::NeedsGrant {
+                connection,
+                role,
+                max,
+            } => Hint::never(
+                "access",
+                "request the role just in time, and connect again once the grant is approved",
+            )
+            .with_command(access_request(connection, role, *max)),
+        }
+    }
+}
 
 impl AccessPolicy {
     /// `connections` maps each connection name to its role profile names.
@@ -305,16 +394,20 @@ impl AccessPolicy {
         grants: &[Grant],
     ) -> Result<Route, RouteError> {
         let allowed_roles = self.allowed_roles(p, connection, grants);
+        // The longest grant of the requested role, if it is a JIT one.
         let requested_jit = || {
             self.candidates(p, connection)
-                .any(|(rule, role)| rule.jit.is_some() && role == requested_role)
+                .filter(|(_, role)| *role == requested_role)
+                .find_map(|(rule, _)| Some(rule.jit.as_ref()?.max_duration))
+        };
+        let needs_grant = |max| RouteError::NeedsGrant {
+            connection: connection.to_string(),
+            role: requested_role.to_string(),
+            max,
         };
         let Some(first) = allowed_roles.first() else {
-            if requested_jit() {
-                return Err(RouteError::NeedsGrant {
-                    connection: connection.to_string(),
-                    role: requested_role.to_string(),
-                });
+            if let Some(max) = requested_jit() {
+                return Err(needs_grant(max));
             }
             return Err(RouteError::NoAccess {
                 connection: connection.to_string(),
@@ -323,11 +416,8 @@ impl AccessPolicy {
         };
         let (role, role_defaulted) = if allowed_roles.iter().any(|r| r == requested_role) {
             (requested_role, false)
-        } else if requested_jit() {
-            return Err(RouteError::NeedsGrant {
-                connection: connection.to_string(),
-                role: requested_role.to_string(),
-            });
+        } else if let Some(max) = requested_jit() {
+            return Err(needs_grant(max));
         } else if self.connections[connection]
             .iter()
             .any(|r| r == requested_role)
@@ -345,6 +435,10 @@ impl AccessPolicy {
             .filter(|(_, r)| *r == role)
             .find_map(|(rule, _)| Some((rule, rule.grant_for(p, connection, role, grants).ok()?)))
             .expect("an allowed role comes from a matching rule");
+        let writes = match rule.mode {
+            AccessMode::ReadOnly => self.writes(p, connection, role, grants),
+            AccessMode::ReadWrite => None,
+        };
         Ok(Route {
             connection: connection.to_string(),
             role: role.to_string(),
@@ -353,6 +447,35 @@ impl AccessPolicy {
             unmask: rule.unmask,
             role_defaulted,
             grant: grant.cloned(),
+            writes,
+        })
+    }
+
+    /// How `p`, routed read-only as `current`, could write on
+    /// `connection`: a read-write role usable now first, else one it may
+    /// request. (Asking for `current` again routes the same way.)
+    fn writes(
+        &self,
+        p: &Principal,
+        connection: &str,
+        current: &str,
+        grants: &[Grant],
+    ) -> Option<Writes> {
+        let writable = || {
+            self.candidates(p, connection)
+                .filter(move |(rule, role)| rule.mode == AccessMode::ReadWrite && *role != current)
+        };
+        let now = writable()
+            .find(|(rule, role)| rule.grant_for(p, connection, role, grants).is_ok())
+            .map(|(_, role)| Writes::Role(role.clone()));
+        now.or_else(|| {
+            writable().find_map(|(rule, role)| {
+                Some(Writes::Request {
+                    connection: connection.to_string(),
+                    role: role.clone(),
+                    max: rule.jit.as_ref()?.max_duration,
+                })
+            })
         })
     }
 }
@@ -679,16 +802,37 @@ mod tests {
             err,
             RouteError::NeedsGrant {
                 connection: "orders".into(),
-                role: "admin".into()
+                role: "admin".into(),
+                max: std::time::Duration::from_secs(3600),
             }
         );
         assert!(
             err.to_string()
                 .contains("airlock access request orders --role admin")
         );
+        assert_eq!(
+            err.hint().command.as_deref(),
+            Some("airlock access request orders --role admin --for 30m --reason \"<why>\"")
+        );
         // Without a grant the JIT role is not the default either.
         let route = p.route(&devin, "orders", "postgres", &[]).unwrap();
-        assert_eq!((route.role.as_str(), route.grant), ("readonly", None));
+        assert_eq!((route.role.as_str(), &route.grant), ("readonly", &None));
+        // Its read-only route says how to get writes: request them.
+        assert_eq!(
+            route.writes,
+            Some(Writes::Request {
+                connection: "orders".into(),
+                role: "admin".into(),
+                max: std::time::Duration::from_secs(3600),
+            })
+        );
+        // With a grant, the writable role is there to connect as.
+        let granted = [grant("g1", "orders", "admin", 4_000_000_000)];
+        let route = p.route(&devin, "orders", "readonly", &granted).unwrap();
+        assert_eq!(route.writes, Some(Writes::Role("admin".into())));
+        // A read-write route needs none.
+        let bob = principal("bob", &["dba"]);
+        assert_eq!(p.route(&bob, "orders", "admin", &[]).unwrap().writes, None);
         // A grant of another role or connection does not count.
         let other = [
             grant("g0", "orders", "readonly", 10),

@@ -15,6 +15,7 @@
 //! decisions, so one denied statement stops the whole message.
 
 use crate::AccessMode;
+use crate::hint::Hint;
 use crate::statement::{Effect, Effects, Statement, StatementKind};
 
 /// What a guardrail does when it matches. Ordered by strictness.
@@ -52,6 +53,9 @@ pub struct Guardrail {
     pub estimated_rows_over: Option<u64>,
     pub action: Action,
     pub message: Option<String>,
+    /// What to do instead, for a denial's hint (default: derived from the
+    /// match).
+    pub hint: Option<String>,
     pub approvers: Vec<String>,
     /// Distinct approvers an `approve` needs.
     pub min_approvals: u32,
@@ -205,6 +209,38 @@ impl Guardrails {
             .collect()
     }
 
+    /// The hint of a denial by guardrail `name`: the rule's own `hint`,
+    /// else what its match implies would pass.
+    pub fn hint(&self, name: &str) -> Hint {
+        let Some(rule) = self.rules.iter().find(|r| r.name == name) else {
+            return Hint::never(name, "leave out the statements this rule refuses");
+        };
+        if let Some(h) = &rule.hint {
+            return Hint::never(name, h.clone());
+        }
+        let instead = if rule.where_present == Some(false) {
+            "add a WHERE clause that names the rows to change".to_string()
+        } else if let Some(n) = rule.estimated_rows_over {
+            format!(
+                "change at most {n} rows per statement: narrow the WHERE clause, or work in batches"
+            )
+        } else if !rule.statements.is_empty() {
+            let kinds: Vec<&str> = rule.statements.iter().map(|k| k.name()).collect();
+            format!(
+                "leave out statements of kind {}: rule \"{name}\" refuses them, and no approval lifts it",
+                kinds.join(", ")
+            )
+        } else if !rule.effects.is_empty() {
+            format!(
+                "leave out statements with effects {}: rule \"{name}\" refuses them, and no approval lifts it",
+                rule.effects
+            )
+        } else {
+            format!("rule \"{name}\" refuses every statement here")
+        };
+        Hint::never(name, instead)
+    }
+
     fn decision(&self, rule: &Guardrail) -> Decision {
         match rule.action {
             Action::Allow => Decision::Allow,
@@ -323,6 +359,7 @@ mod tests {
             estimated_rows_over: None,
             action,
             message: None,
+            hint: None,
             approvers: vec!["dba".into()],
             min_approvals: 1,
         }
@@ -334,6 +371,7 @@ mod tests {
             Guardrail {
                 effects: Effects::of(&[DropDatabase, AlterSystem, CopyProgram, UnsafeFunction]),
                 message: Some("not allowed through airlock".into()),
+                hint: None,
                 ..rule("no-drop-database", Action::Deny)
             },
             Guardrail {

@@ -16,9 +16,10 @@
 //! whether a value looks like a masking placeholder) it reports as
 //! [`Facts`]; the judge decides what they mean.
 
-use crate::AccessMode;
+use crate::access::{AccessMode, Writes};
 use crate::bounds::UniqueKeys;
 use crate::guardrails::{Decision, Estimate, Evaluation, Guardrails, strictest};
+use crate::hint::Hint;
 use crate::masking::{MaskingPolicy, PLACEHOLDER, SensitiveCatalog};
 use crate::statement::{Effect, Effects, Statement, StatementKind};
 
@@ -36,6 +37,9 @@ pub struct Session<'a> {
     pub masking: Option<Masked<'a>>,
     /// The connection's unique keys, while they are trusted.
     pub keys: Option<&'a UniqueKeys>,
+    /// On a read-only route: how the principal could write instead, for
+    /// the hint of a refused write ([`Route::writes`](crate::Route::writes)).
+    pub writes: Option<&'a Writes>,
 }
 
 /// A masked session's rules and the connection's catalog.
@@ -139,6 +143,8 @@ pub enum Ruling {
 pub struct Denial {
     pub by: DeniedBy,
     pub message: String,
+    /// What the client could do instead.
+    pub hint: Hint,
 }
 
 /// Who refused.
@@ -213,7 +219,10 @@ impl Ruling {
 pub fn judge(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Ruling {
     let statements = ask.statements;
     if session.masking.is_some() && ask.masking_checks && facts.prepares_again() {
-        return masking_denial("a statement of that name is already prepared; DEALLOCATE it first");
+        return masking_denial(
+            "a statement of that name is already prepared; DEALLOCATE it first",
+            "DEALLOCATE the statement first, or prepare it under another name",
+        );
     }
     // A statement that pins a unique key changes at most one row: no
     // estimate is needed. Not after a schema change in the same message
@@ -257,6 +266,7 @@ pub fn judge(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Ruling 
             if ask.unmaskable_result && session.masking.is_some_and(|m| m.catalog.any_sensitive) {
                 return masking_denial(
                     "a FunctionCall's result cannot be masked; call the function in a SQL statement",
+                    "call the function in a SELECT, whose result is masked",
                 );
             }
             if let Some(denial) = masking_refusal(session, ask, facts) {
@@ -268,6 +278,11 @@ pub fn judge(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Ruling 
         }
         Decision::Deny { rule, message } => Ruling::Deny(Denial {
             message: denied_by(&rule, &message),
+            hint: match rule.as_str() {
+                "unknown" => unknown_hint(),
+                "read-only" => Writes::hint(session.writes),
+                _ => g.hint(&rule),
+            },
             by: DeniedBy::Rule(rule),
         }),
         Decision::Approve {
@@ -280,6 +295,10 @@ pub fn judge(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Ruling 
                     message: format!(
                         "airlock: approval required (rule \"{rule}\"), which a FunctionCall cannot wait for; call the function in a SQL statement"
                     ),
+                    hint: Hint::never(
+                        &rule,
+                        "call the function in a SQL statement, which can be held for approval",
+                    ),
                     by: DeniedBy::Unapprovable(rule),
                 });
             }
@@ -287,6 +306,10 @@ pub fn judge(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Ruling 
                 return Ruling::Deny(Denial {
                     message: format!(
                         "airlock: approval required (rule \"{rule}\"), but approvals are not configured; the statement was not run"
+                    ),
+                    hint: Hint::never(
+                        &rule,
+                        "this gateway cannot hold statements for approval (no approvals store); run it through one that can",
                     ),
                     by: DeniedBy::Unapprovable(rule),
                 });
@@ -350,6 +373,10 @@ pub fn setting(
             "airlock: startup parameter \"{name}\" = \"{value}\" is not allowed on a read-only route: {why}"
         ),
         by: DeniedBy::Rule("read-only".into()),
+        hint: Hint::never(
+            "read-only",
+            format!("connect without the startup parameter \"{name}\""),
+        ),
     })
 }
 
@@ -359,7 +386,16 @@ pub fn unknown(why: &str) -> Denial {
     Denial {
         message: denied_by("unknown", &format!("statement refused because {why}")),
         by: DeniedBy::Rule("unknown".into()),
+        hint: unknown_hint(),
     }
+}
+
+/// What to do about a statement airlock cannot classify.
+fn unknown_hint() -> Hint {
+    Hint::never(
+        "unknown",
+        "airlock runs only what it can parse and classify: rewrite it as plain SQL, one statement at a time",
+    )
 }
 
 /// The client's message for a statement rule `rule` denies.
@@ -367,21 +403,25 @@ fn denied_by(rule: &str, message: &str) -> String {
     format!("airlock: statement denied by rule \"{rule}\": {message}")
 }
 
-fn masking_denial(why: &str) -> Ruling {
-    Ruling::Deny(masking(why))
+fn masking_denial(why: &str, instead: &str) -> Ruling {
+    Ruling::Deny(masking(why, instead))
 }
 
-fn masking(why: &str) -> Denial {
+fn masking(why: &str, instead: &str) -> Denial {
     Denial {
         by: DeniedBy::Masking,
         message: format!("airlock: statement denied by masking: {why}"),
+        hint: Hint::never("masking", instead),
     }
 }
 
 fn masked_write() -> Denial {
-    masking(&format!(
-        "it writes a value that looks like a masking placeholder (\"{PLACEHOLDER}\" or a hash_ pseudonym); writing masked values back would corrupt the data"
-    ))
+    masking(
+        &format!(
+            "it writes a value that looks like a masking placeholder (\"{PLACEHOLDER}\" or a hash_ pseudonym); writing masked values back would corrupt the data"
+        ),
+        "write real values, not the masked ones you read; or change rows in place (UPDATE … SET col = expression) without reading them",
+    )
 }
 
 /// What masking cannot make safe in an allowed (or approvable) message.
@@ -390,7 +430,7 @@ fn masking_refusal(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> O
     let statements = ask.statements;
     for s in statements {
         if let Err(refusal) = m.policy.check(m.catalog, s) {
-            return Some(masking(&refusal.0));
+            return Some(masking(&refusal.0, refusal.1));
         }
         if !m.catalog.any_sensitive {
             continue;
@@ -402,16 +442,19 @@ fn masking_refusal(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> O
         if s.effects.contains(Effect::DynamicSql) {
             return Some(masking(
                 "it runs SQL airlock cannot see into (DO, a function body, SQL text), which could read masked columns",
+                "write the SQL out as plain statements, which airlock can see into",
             ));
         }
         if s.effects.contains(Effect::Ddl) && m.policy.touches_sensitive(m.catalog, &s.relations) {
             return Some(masking(
                 "it changes the schema of a relation with masked columns",
+                "schema changes to relations with masked columns need a role whose results are not masked",
             ));
         }
         if s.lineage.copy.is_some() && !facts.copy_splittable() {
             return Some(masking(
                 "COPY output cannot be masked in this client_encoding; use UTF8 or a single-byte encoding",
+                "SET client_encoding TO 'UTF8', then COPY again",
             ));
         }
     }
@@ -425,6 +468,7 @@ fn masking_refusal(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> O
     if statements.iter().any(shadows) {
         return Some(masking(
             "SQL PREPARE may not reuse the name of a statement prepared with the extended protocol in a masked session",
+            "PREPARE it under a name of its own",
         ));
     }
     let writes = statements.iter().any(|s| s.effects.contains(Effect::Write));
@@ -448,7 +492,11 @@ mod tests {
     }
 
     fn rails() -> Guardrails {
-        Guardrails::new(vec![
+        Guardrails::new(rail_rules())
+    }
+
+    fn rail_rules() -> Vec<Guardrail> {
+        vec![
             Guardrail {
                 name: "no-drop".into(),
                 effects: Effects::of(&[Effect::DropDatabase]),
@@ -457,6 +505,7 @@ mod tests {
                 estimated_rows_over: None,
                 action: Action::Deny,
                 message: Some("never".into()),
+                hint: None,
                 approvers: vec![],
                 min_approvals: 1,
             },
@@ -468,10 +517,11 @@ mod tests {
                 estimated_rows_over: Some(10),
                 action: Action::Approve,
                 message: None,
+                hint: None,
                 approvers: vec!["dba".into()],
                 min_approvals: 1,
             },
-        ])
+        ]
     }
 
     fn session(g: &Guardrails, approvals: bool) -> Session<'_> {
@@ -479,6 +529,7 @@ mod tests {
             guardrails: g,
             mode: AccessMode::ReadWrite,
             access_rule: "agents",
+            writes: None,
             approvals,
             masking: None,
             keys: None,
@@ -589,5 +640,147 @@ mod tests {
             d.message,
             "airlock: statement denied by rule \"no-drop\": never"
         );
+    }
+
+    /// Every refusal the judge makes carries a hint naming its rule, and
+    /// what it says would pass does pass.
+    #[test]
+    fn every_refusal_carries_a_hint_that_points_at_what_passes() {
+        let mut rules = rail_rules();
+        rules.push(Guardrail {
+            name: "require-where".into(),
+            effects: Effects::default(),
+            statements: vec![StatementKind::Update, StatementKind::Delete],
+            where_present: Some(false),
+            estimated_rows_over: None,
+            action: Action::Deny,
+            message: None,
+            hint: None,
+            approvers: vec![],
+            min_approvals: 1,
+        });
+        rules.push(Guardrail {
+            name: "no-truncate".into(),
+            statements: vec![StatementKind::Truncate],
+            where_present: None,
+            hint: Some("DELETE in batches of 1000 instead".into()),
+            ..rules[rules.len() - 1].clone()
+        });
+        rules.push(Guardrail {
+            name: "no-huge-writes".into(),
+            statements: vec![StatementKind::Update],
+            where_present: None,
+            estimated_rows_over: Some(500),
+            hint: None,
+            ..rules[rules.len() - 1].clone()
+        });
+        let g = Guardrails::new(rules);
+        let denied = |s: &Session<'_>, stmts: &[Statement], estimate| match judge(
+            s,
+            &Ask::message(stmts, estimate),
+            &NoFacts,
+        ) {
+            Ruling::Deny(d) => d,
+            other => panic!("not refused: {other:?}"),
+        };
+        let rw = session(&g, true);
+        let mut update = stmt(StatementKind::Update, &[Effect::Write]);
+        let rows = Estimate::Rows(5);
+
+        // A guardrail on a missing WHERE: add one, and it passes.
+        update.has_where = Some(false);
+        let d = denied(&rw, &[update.clone()], rows);
+        assert_eq!(d.hint.rule, "require-where");
+        assert!(!d.hint.retry);
+        assert!(
+            d.hint.instead.contains("add a WHERE clause"),
+            "{:?}",
+            d.hint
+        );
+        update.has_where = Some(true);
+        assert!(matches!(
+            judge(&rw, &Ask::message(&[update.clone()], rows), &NoFacts),
+            Ruling::Allow { .. }
+        ));
+        // By estimate: the threshold is named.
+        let d = denied(&rw, &[update.clone()], Estimate::Rows(501));
+        assert_eq!(d.hint.rule, "no-huge-writes");
+        assert!(d.hint.instead.contains("at most 500 rows"), "{:?}", d.hint);
+        // The rule's own hint wins.
+        let d = denied(
+            &rw,
+            &[stmt(StatementKind::Truncate, &[Effect::Write])],
+            rows,
+        );
+        assert_eq!(d.hint.instead, "DELETE in batches of 1000 instead");
+        // By effect, naming it.
+        let drop = stmt(StatementKind::Ddl, &[Effect::DropDatabase]);
+        let d = denied(&rw, std::slice::from_ref(&drop), rows);
+        assert_eq!(d.hint.rule, "no-drop");
+        assert!(d.hint.instead.contains("drop_database"), "{:?}", d.hint);
+
+        // Unknown: the built-in rule.
+        let d = denied(&rw, &[Statement::unknown("it is odd", (0, 0))], rows);
+        assert_eq!(d.hint.rule, "unknown");
+        assert!(d.hint.instead.contains("plain SQL"), "{:?}", d.hint);
+
+        // Read-only, with each way to writes the route found.
+        let insert = [stmt(StatementKind::Insert, &[Effect::Write])];
+        let by_request = Writes::Request {
+            connection: "orders".into(),
+            role: "admin".into(),
+            max: std::time::Duration::from_secs(3600),
+        };
+        let by_role = Writes::Role("writer".into());
+        for (writes, expect) in [
+            (None, "only reads are allowed"),
+            (Some(&by_role), "\"writer\""),
+            (Some(&by_request), "request write access"),
+        ] {
+            let ro = Session {
+                mode: AccessMode::ReadOnly,
+                writes,
+                ..rw
+            };
+            let d = denied(&ro, &insert, rows);
+            assert_eq!(d.hint.rule, "read-only");
+            assert!(d.hint.instead.contains(expect), "{:?}", d.hint);
+            assert_eq!(
+                d.hint.command.is_some(),
+                matches!(writes, Some(Writes::Request { .. }))
+            );
+        }
+        let ro = Session {
+            mode: AccessMode::ReadOnly,
+            writes: Some(&by_request),
+            ..rw
+        };
+        assert_eq!(
+            denied(&ro, &insert, rows).hint.command.as_deref(),
+            Some("airlock access request orders --role admin --for 30m --reason \"<why>\"")
+        );
+
+        // Approvals that cannot be had.
+        let update = [stmt(StatementKind::Update, &[Effect::Write])];
+        let d = denied(&session(&g, false), &update, Estimate::Rows(100));
+        assert_eq!(d.hint.rule, "big-writes");
+        assert!(
+            d.hint.instead.contains("no approvals store"),
+            "{:?}",
+            d.hint
+        );
+        let ask = Ask {
+            can_hold: false,
+            ..Ask::message(&update, Estimate::Rows(100))
+        };
+        let Ruling::Deny(d) = judge(&rw, &ask, &NoFacts) else {
+            panic!("not refused");
+        };
+        assert!(d.hint.instead.contains("SQL statement"), "{:?}", d.hint);
+
+        // A startup setting on a read-only route.
+        let d = setting(AccessMode::ReadOnly, "search_path", "evil", false, "why").unwrap();
+        assert_eq!(d.hint.rule, "read-only");
+        assert!(d.hint.instead.contains("search_path"), "{:?}", d.hint);
     }
 }

@@ -16,15 +16,17 @@ pub mod approval;
 pub mod bounds;
 pub mod claims;
 pub mod guardrails;
+pub mod hint;
 pub mod judge;
 pub mod lineage;
 pub mod masking;
 pub mod principal;
 pub mod statement;
 
-pub use access::{AccessMode, AccessPolicy, AccessRule, Grant, JitRule, Route, RouteError};
+pub use access::{AccessMode, AccessPolicy, AccessRule, Grant, JitRule, Route, RouteError, Writes};
 pub use bounds::UniqueKeys;
 pub use guardrails::{Action, Decision, Estimate, Evaluation, Guardrail, Guardrails};
+pub use hint::Hint;
 pub use judge::{Ask, Denial, DeniedBy, Facts, Fetch, Ruling, judge};
 pub use principal::Principal;
 pub use statement::{Effect, Effects, Pinned, Relation, Statement, StatementKind, SyntaxError};

@@ -290,9 +290,10 @@ impl Default for FieldOrigin {
     }
 }
 
-/// Why a statement is refused by the masking policy.
+/// Why a statement is refused by the masking policy, and what would be
+/// allowed instead (for its hint).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MaskRefusal(pub String);
+pub struct MaskRefusal(pub String, pub &'static str);
 
 impl fmt::Display for MaskRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -568,21 +569,27 @@ impl MaskingPolicy {
             return Ok(());
         }
         if let Some((source, mask)) = self.first_masked(catalog, &lineage.written) {
-            return Err(MaskRefusal(format!(
-                "the statement would copy {} (masked by rule \"{}\") somewhere other than its result",
-                describe(source),
-                self.rule_name(mask)
-            )));
+            return Err(MaskRefusal(
+                format!(
+                    "the statement would copy {} (masked by rule \"{}\") somewhere other than its result",
+                    describe(source),
+                    self.rule_name(mask)
+                ),
+                "this column is masked for you: read it in a result (masked), or aggregate instead; do not copy it into a table, file or setting",
+            ));
         }
         if self.deny_predicates
             && let Some((source, mask)) = self.first_masked(catalog, &lineage.predicates)
         {
             {
-                return Err(MaskRefusal(format!(
-                    "the statement filters, joins, groups or orders on {} (masked by rule \"{}\"), and masking.deny_predicates is on",
-                    describe(source),
-                    self.rule_name(mask)
-                )));
+                return Err(MaskRefusal(
+                    format!(
+                        "the statement filters, joins, groups or orders on {} (masked by rule \"{}\"), and masking.deny_predicates is on",
+                        describe(source),
+                        self.rule_name(mask)
+                    ),
+                    "this column is masked for you: filter, join, group and order on other columns",
+                ));
             }
         }
         if lineage.copy == Some(CopyFormat::Binary) {
@@ -594,6 +601,7 @@ impl MaskingPolicy {
             if masked {
                 return Err(MaskRefusal(
                     "a binary COPY cannot be masked or scanned by content detectors; use FORMAT text or csv".into(),
+                    "COPY with FORMAT text or csv",
                 ));
             }
         }

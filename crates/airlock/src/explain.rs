@@ -172,6 +172,7 @@ pub fn judged(guardrails: &Guardrails, route: &Route, statements: &[Statement]) 
         guardrails,
         mode: route.mode,
         access_rule: &route.rule,
+        writes: route.writes.as_ref(),
         approvals: true,
         masking: None,
         keys: None,

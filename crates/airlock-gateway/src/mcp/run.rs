@@ -19,7 +19,7 @@ use airlock_engine::recording::{At, Judgement, Param as RecordedParam, Params, R
 use airlock_policy::guardrails::Estimate;
 use airlock_policy::judge::{self, Ruling};
 use airlock_policy::masking::{FieldOrigin, MaskPlan, SensitiveCatalog};
-use airlock_policy::{Principal, Statement, StatementKind};
+use airlock_policy::{Hint, Principal, Statement, StatementKind};
 use serde_json::{Value, json};
 
 use super::holds::Holds;
@@ -160,6 +160,8 @@ pub(crate) struct Failure {
     pub message: String,
     pub rule: Option<String>,
     pub approval: Option<uuid::Uuid>,
+    /// What the agent could do instead (every policy refusal has one).
+    pub hint: Option<Hint>,
 }
 
 impl Failure {
@@ -170,6 +172,15 @@ impl Failure {
             message: message.into(),
             rule: None,
             approval: None,
+            hint: None,
+        }
+    }
+
+    #[must_use]
+    fn hinted(self, hint: Hint) -> Failure {
+        Failure {
+            hint: Some(hint),
+            ..self
         }
     }
 
@@ -201,6 +212,7 @@ impl Failure {
             "58000",
             "airlock: the audit journal cannot be written; airlock runs nothing it cannot record",
         )
+        .hinted(airlock_engine::hold::unrecorded_hint())
     }
 }
 
@@ -278,6 +290,7 @@ impl Outcome {
                     "message": f.message,
                     "rule": f.rule,
                     "approval_id": f.approval.map(|a| a.to_string()),
+                    "hint": f.hint.as_ref().map(Hint::to_value),
                 }),
                 true,
             ),
@@ -619,7 +632,9 @@ async fn open_session(cx: &Context, request: &Request) -> Result<Open, Failure> 
         now,
     )
     .await
-    .map_err(|refused| Failure::new("no_access", "28000", refused.message()))?;
+    .map_err(|refused| {
+        Failure::new("no_access", "28000", refused.message()).hinted(refused.hint())
+    })?;
     if cx.gateway.draining() {
         return Err(Failure::new(
             "unavailable",
@@ -638,12 +653,14 @@ async fn open_session(cx: &Context, request: &Request) -> Result<Open, Failure> 
     let permit = cx
         .gateway
         .admit(snapshot, &authorized, "mcp")
-        .map_err(|e| Failure::new("unavailable", "53300", e.message()))?;
+        .map_err(|e| Failure::new("unavailable", "53300", e.message()).hinted(e.hint()))?;
     // Each statement a tool runs draws on the principal's budget before
     // anything opens (`describe_table` runs two); a refusal is counted, and
     // nothing of it is journaled, as for a session over a cap.
     if let Some(exceeded) = crate::over_budget(permit.budget().as_ref(), 1, "mcp") {
-        return Err(Failure::new("unavailable", "54000", exceeded.message()));
+        return Err(
+            Failure::new("unavailable", "54000", exceeded.message()).hinted(exceeded.hint())
+        );
     }
     let Some(journal) = cx.gateway.recorder().cloned() else {
         return Err(Failure::unrecorded());
@@ -995,7 +1012,9 @@ async fn still_routed(cx: &Context, open: &Open) -> Result<(), Failure> {
                 route.role, route.connection
             ),
         )),
-        Err(refused) => Err(Failure::new("no_access", "28000", refused.message())),
+        Err(refused) => {
+            Err(Failure::new("no_access", "28000", refused.message()).hinted(refused.hint()))
+        }
     }
 }
 
@@ -1017,6 +1036,7 @@ fn refused_hold(
     let failure = Failure {
         rule: Some(rule.to_string()),
         approval: outcome.approval(),
+        hint: outcome.hint(),
         ..Failure::new(status, code, message)
     };
     let _ = record(
@@ -1052,6 +1072,7 @@ async fn judge(
             guardrails: &snapshot.guardrails,
             mode: route.mode,
             access_rule: &route.rule,
+            writes: route.writes.as_ref(),
             approvals,
             masking: open.catalog.as_deref().map(|catalog| judge::Masked {
                 policy: &snapshot.masking.policy,
@@ -1083,7 +1104,7 @@ async fn judge(
             // as on the wire.
             let failure = match d.syntax_error(statements) {
                 Some(e) => Failure::new("error", e.code, e.message.clone()),
-                None => Failure::new("denied", "42501", d.message),
+                None => Failure::new("denied", "42501", d.message).hinted(d.hint),
             };
             Judged::Refuse {
                 decision,

@@ -19,7 +19,7 @@ use airlock_mywire::response::{Expect, Part, Response};
 use airlock_policy::guardrails::Estimate;
 use airlock_policy::judge::{self, Ruling};
 use airlock_policy::masking::{FieldOrigin, SensitiveCatalog};
-use airlock_policy::{AccessMode, Statement};
+use airlock_policy::{AccessMode, Hint, Statement};
 use bytes::BytesMut;
 use mysql_common::constants::CapabilityFlags;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -227,13 +227,8 @@ async fn open(
         Ok(a) => a,
         Err(refused) => {
             gateway.metrics.auth_failure(refused.reason());
-            return refuse(
-                &mut hs,
-                out,
-                errno::ACCESS_DENIED,
-                "28000",
-                refused.message(),
-            );
+            let message = hinted(refused.message(), &refused.hint());
+            return refuse(&mut hs, out, errno::ACCESS_DENIED, "28000", &message);
         }
     };
     let route = &authorized.route;
@@ -262,7 +257,8 @@ async fn open(
                     (errno::USER_LIMIT_REACHED, "42000")
                 }
             };
-            return refuse(&mut hs, out, code, state, &exceeded.message());
+            let message = hinted(&exceeded.message(), &exceeded.hint());
+            return refuse(&mut hs, out, code, state, &message);
         }
     };
     let credential = &conn.roles[&route.role];
@@ -456,6 +452,34 @@ async fn read_catalog_once(
     Ok(SensitiveCatalog::build(policy, facts))
 }
 
+/// A refusal's message with its hint: MySQL's ERR packet has no field
+/// for one, so it ends the message, after ` HINT: `. Clients keep 511
+/// bytes of a message (libmysqlclient's MYSQL_ERRMSG_SIZE): the message is
+/// shortened so that the hint, which agents parse, stays whole.
+pub(super) fn hinted(message: &str, hint: &Hint) -> String {
+    const KEPT: usize = 511;
+    let hint = format!(" HINT: {hint}");
+    let room = KEPT.saturating_sub(hint.len());
+    if message.len() <= room {
+        return format!("{message}{hint}");
+    }
+    let mut end = room.saturating_sub('…'.len_utf8());
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…{hint}", &message[..end])
+}
+
+/// The hint of a database other than the connection's.
+fn other_database_hint(connection: &str) -> Hint {
+    Hint::never(
+        "connection",
+        format!(
+            "connection \"{connection}\" reaches one database; reach another through the airlock connection named for it (the database name at login)"
+        ),
+    )
+}
+
 /// The judge's answer as the door applies it.
 enum Judged {
     Allow,
@@ -464,6 +488,7 @@ enum Judged {
         decision: Recorded,
         rule: Option<String>,
         message: String,
+        hint: Hint,
     },
     Hold(HoldRequest),
 }
@@ -717,10 +742,11 @@ impl Session<'_> {
                 let db = String::from_utf8_lossy(&packet.payload[1..]).into_owned();
                 let target = &self.snapshot.connections[&self.authorized.route.connection].target;
                 if db != target.database && db != self.authorized.route.connection {
+                    let connection = &self.authorized.route.connection;
                     let message = format!(
-                        "airlock: access denied to database '{db}': connection \"{}\" grants only its own database",
-                        self.authorized.route.connection
+                        "airlock: access denied to database '{db}': connection \"{connection}\" grants only its own database",
                     );
+                    let message = hinted(&message, &other_database_hint(connection));
                     self.refuse(errno::DBACCESS_DENIED, "42000", &message);
                     return Ok(());
                 }
@@ -826,6 +852,7 @@ impl Session<'_> {
                     decision: Recorded::Deny,
                     rule: None,
                     message,
+                    hint: other_database_hint(&route.connection),
                 },
                 None,
             );
@@ -836,6 +863,7 @@ impl Session<'_> {
                 guardrails: &self.snapshot.guardrails,
                 mode: self.authorized.route.mode,
                 access_rule: &self.authorized.route.rule,
+                writes: self.authorized.route.writes.as_ref(),
                 approvals,
                 masking: self.masking.as_deref().map(|catalog| judge::Masked {
                     policy: &self.snapshot.masking.policy,
@@ -874,6 +902,7 @@ impl Session<'_> {
                     decision,
                     rule,
                     message: d.message,
+                    hint: d.hint,
                 }
             }
             Ruling::Approve {
@@ -945,6 +974,7 @@ impl Session<'_> {
                 decision,
                 rule,
                 message,
+                hint,
             } => {
                 self.record(
                     id,
@@ -956,7 +986,7 @@ impl Session<'_> {
                     Some((code, &message)),
                     None,
                 );
-                self.refuse(code, "42000", &message);
+                self.refuse(code, "42000", &hinted(&message, &hint));
                 return Ok(false);
             }
             Judged::Hold(request) => {
@@ -967,6 +997,7 @@ impl Session<'_> {
                 let outcome = self.hold(approvals, request).await?;
                 let approval = outcome.approval();
                 if let Some((class, message)) = outcome.refusal() {
+                    let hint = outcome.hint().expect("a refused hold has a hint");
                     let (code, state) = match class {
                         Refusal::Policy => (errno::SPECIFIC_ACCESS_DENIED, "42000"),
                         Refusal::System => (errno::UNKNOWN_ERROR, "HY000"),
@@ -981,7 +1012,7 @@ impl Session<'_> {
                         Some((code, &message)),
                         approval,
                     );
-                    self.refuse(code, state, &message);
+                    self.refuse(code, state, &hinted(&message, &hint));
                     return Ok(false);
                 }
                 (Recorded::Approve, Some(rule), approval)
@@ -997,11 +1028,11 @@ impl Session<'_> {
             None,
             approval,
         ) {
-            self.refuse(
-                errno::UNKNOWN_ERROR,
-                "HY000",
+            let message = hinted(
                 "airlock: the audit journal cannot be written; the statement was not run",
+                &airlock_engine::hold::unrecorded_hint(),
             );
+            self.refuse(errno::UNKNOWN_ERROR, "HY000", &message);
             return Ok(false);
         }
         Ok(true)
@@ -1016,6 +1047,7 @@ impl Session<'_> {
             decision: Recorded::Deny,
             rule: Some(airlock_engine::limits::RATE_RULE.into()),
             message: exceeded.message(),
+            hint: exceeded.hint(),
         })
     }
 

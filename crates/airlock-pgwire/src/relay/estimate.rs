@@ -228,6 +228,7 @@ pub(super) fn asked_once<T>(verdict: Verdict, fetched: &Option<T>) -> Verdict {
         {
             Verdict::Refuse {
                 code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                hint: None,
                 message:
                     "airlock: the statement could not be judged (the upstream was asked twice)"
                         .into(),
@@ -494,6 +495,7 @@ mod tests {
                 Plan::Json("5") => Verdict::Forward,
                 _ => Verdict::Refuse {
                     code: "42501",
+                    hint: None,
                     message: "too many".into(),
                 },
             }

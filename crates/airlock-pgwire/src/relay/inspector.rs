@@ -18,10 +18,12 @@ pub enum Verdict {
     /// `standard_conforming_strings` or `client_encoding` reported by
     /// ParameterStatus).
     ForwardAndWait,
-    /// Refuse the whole message with an ERROR carrying `code` and `message`.
+    /// Refuse the whole message with an ERROR carrying `code`, `message`
+    /// and, when given, a HINT.
     Refuse {
         code: &'static str,
         message: String,
+        hint: Option<String>,
     },
     /// Refuse the whole message as the upstream's own parser would: an
     /// ERROR with `code`, `message` and the cursor `position` (a statement
@@ -133,6 +135,7 @@ pub trait Inspector {
     fn function_call(&mut self, _id: u64, _body: &[u8], _answer: Plan<'_>) -> Verdict {
         Verdict::Refuse {
             code: sqlstate::FEATURE_NOT_SUPPORTED,
+            hint: None,
             message: "airlock: the FunctionCall protocol message is not supported; call the function in a SQL statement".into(),
         }
     }

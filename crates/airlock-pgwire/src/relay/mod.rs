@@ -705,6 +705,7 @@ mod tests {
                 Some(true) => Verdict::Forward,
                 Some(false) => Verdict::Refuse {
                     code: "42501",
+                    hint: None,
                     message: "denied by bob".into(),
                 },
             }

@@ -51,6 +51,8 @@ pub(super) struct Refusal {
     id: u64,
     code: &'static str,
     message: String,
+    /// A policy refusal's HINT.
+    hint: Option<String>,
     /// What a syntax error adds: position, DETAIL, HINT.
     syntax: Option<Syntax>,
 }
@@ -67,6 +69,7 @@ impl Refusal {
     /// Writes the ErrorResponse the client gets instead of the stand-in's.
     pub(super) fn write(&self, to_client: &mut BytesMut) {
         let mut notice = Notice::new(Severity::Error, self.code, &self.message);
+        notice.hint = self.hint.as_deref();
         if let Some(s) = self.syntax {
             notice.position = s.position;
             notice.detail = s.detail;
@@ -86,7 +89,7 @@ impl<I: Inspector> Relay<I> {
         refusal: Verdict,
         to_upstream: &mut BytesMut,
     ) {
-        let (code, message, syntax) = match refusal {
+        let (code, message, hint, syntax) = match refusal {
             Verdict::SyntaxError {
                 code,
                 message,
@@ -99,9 +102,13 @@ impl<I: Inspector> Relay<I> {
                     detail,
                     hint,
                 };
-                (code, message, Some(syntax))
+                (code, message, None, Some(syntax))
             }
-            Verdict::Refuse { code, message } => (code, message, None),
+            Verdict::Refuse {
+                code,
+                message,
+                hint,
+            } => (code, message, hint, None),
             _ => unreachable!("only a refusal is refused"),
         };
         self.next_refusal += 1;
@@ -121,6 +128,7 @@ impl<I: Inspector> Relay<I> {
             id: self.next_refusal,
             code,
             message,
+            hint,
             syntax,
         });
     }
@@ -271,7 +279,11 @@ mod tests {
 
     #[test]
     fn an_upstream_error_is_the_refusal_only_when_it_names_its_token() {
-        const NO_DROPS: Gets = Gets::Refusal(&[(b'C', "42501"), (b'M', "no drops")]);
+        const NO_DROPS: Gets = Gets::Refusal(&[
+            (b'C', "42501"),
+            (b'M', "no drops"),
+            (b'H', "leave out the drop"),
+        ]);
         let mut at_runtime = BytesMut::new();
         codec::notice_message(
             &Notice::new(

@@ -35,6 +35,7 @@ impl Inspector for NoDrops {
                 Plan::Json(j) if j.contains("\"Plan Rows\": 5}") => Verdict::Forward,
                 _ => Verdict::Refuse {
                     code: "42501",
+                    hint: None,
                     message: format!("too many rows: {plan:?}"),
                 },
             };
@@ -56,6 +57,7 @@ impl NoDrops {
         if sql.contains("drop") {
             Verdict::Refuse {
                 code: "42501",
+                hint: Some("leave out the drop".into()),
                 message: "no drops".into(),
             }
         } else if sql.starts_with("selec ") {
@@ -164,6 +166,7 @@ impl Inspector for Masking {
         if body.windows(3).any(|w| w == b"***") {
             Verdict::Refuse {
                 code: "42501",
+                hint: None,
                 message: "airlock: a masked value cannot be bound".into(),
             }
         } else {

@@ -1334,6 +1334,13 @@ async fn extended_protocol_writes_are_estimated_with_their_parameters() {
         message.contains("approval") && message.contains("timed out"),
         "{message}"
     );
+    // Its hint: nobody decided, so the same statement may pass later.
+    let hint: serde_json::Value =
+        serde_json::from_str(e.as_db_error().unwrap().hint().unwrap()).unwrap();
+    assert_eq!(
+        (&hint["rule"], &hint["retry"]),
+        (&"approval".into(), &true.into())
+    );
     assert_eq!(
         direct(&format!("select count(*) from {table} where v = 3")).await,
         "0"

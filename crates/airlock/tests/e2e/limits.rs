@@ -18,6 +18,11 @@ fn refused_with(result: Result<tokio_postgres::Client, tokio_postgres::Error>, w
     let db = err.as_db_error().expect("a FATAL from airlock");
     assert_eq!(db.code().code(), "53300", "{}", db.message());
     assert!(db.message().contains(wanted), "{}", db.message());
+    let hint: serde_json::Value = serde_json::from_str(db.hint().expect("a hint")).unwrap();
+    assert_eq!(
+        (&hint["rule"], &hint["retry"]),
+        (&"max-sessions".into(), &true.into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -154,6 +159,16 @@ async fn a_principals_statements_share_one_rate_budget() {
                     .contains("limits.per_principal.statements_per_second"),
                 "{}",
                 db.message()
+            );
+            // Simple and extended alike: slow down, and it may pass.
+            let hint: serde_json::Value = serde_json::from_str(db.hint().unwrap()).unwrap();
+            assert_eq!(hint["retry"], true, "{hint}");
+            assert!(
+                hint["try"]
+                    .as_str()
+                    .unwrap()
+                    .contains("at most 2 statements a second"),
+                "{hint}"
             );
             refused += 1;
         }

@@ -21,6 +21,7 @@ mod data_path;
 mod deploy;
 mod faults;
 mod handshake;
+mod hints;
 mod identity;
 mod limits;
 mod masking;

@@ -287,6 +287,14 @@ async fn the_python_sdk_in_both_protocol_eras_lists_queries_reads_masked_rows_an
         let w = refused(&w, "denied");
         assert_eq!(w["code"], "42501");
         assert_eq!(pg_sql(&db, "select count(*) from numbers"), "50");
+        // Its hint names the rule and what would pass (nothing writes
+        // for this principal).
+        assert_eq!(w["hint"]["rule"], "read-only", "{w}");
+        assert_eq!(w["hint"]["retry"], false, "{w}");
+        assert!(
+            w["hint"]["try"].as_str().unwrap().contains("only reads"),
+            "{w}"
+        );
 
         // One statement per call.
         let two = c
@@ -308,6 +316,11 @@ async fn the_python_sdk_in_both_protocol_eras_lists_queries_reads_masked_rows_an
             .await;
         let none = refused(&none, "no_access");
         assert!(none["message"].as_str().unwrap().contains("test"), "{none}");
+        assert_eq!(none["hint"]["rule"], "access", "{none}");
+        assert!(
+            none["hint"]["try"].as_str().unwrap().ends_with(": test"),
+            "{none}"
+        );
 
         // EXPLAIN is judged like its statement.
         let e = c
@@ -326,7 +339,8 @@ async fn the_python_sdk_in_both_protocol_eras_lists_queries_reads_masked_rows_an
                 json!({"connection": "test", "sql": "delete from numbers"}),
             )
             .await;
-        refused(&e, "denied");
+        let e = refused(&e, "denied");
+        assert_eq!(e["hint"]["rule"], e["rule"], "{e}");
 
         // An unknown tool is a JSON-RPC error; arguments that do not fit
         // the schema (a wrong type, a key it does not know: no cap can be

@@ -714,6 +714,81 @@ async fn mysql_statements_over_the_rate_get_1226() {
         "{err}"
     );
     assert!(stdout(&out).contains("one"), "{}", stdout(&out));
+    // The hint says when to try again.
+    let hint = err.split(" HINT: ").nth(1).expect("a hint");
+    let hint: Value = serde_json::from_str(hint.trim()).unwrap();
+    assert_eq!(hint["rule"], "limits.per_principal.statements_per_second");
+    assert_eq!(hint["retry"], true);
+    gw.stop().await;
+}
+
+/// MySQL's ERR packet has no hint field: a refusal's message ends with
+/// ` HINT: ` and the JSON hint, whole, in what clients keep (511 bytes).
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_refusals_end_with_their_hint() {
+    let db = seeded();
+    let gw = gateway(
+        &db,
+        "  - name: agents-write-jit\n    groups: [ai-agents]\n    connections: [shop]\n    roles: [admin]\n    jit: {max_duration: 1h, approvers: [dba], min_approvals: 1}\n",
+        "  - name: no-truncate\n    match: {statements: [truncate]}\n    action: deny\n",
+    )
+    .await;
+    let agent = gw.token("devin", &["ai-agents"]);
+    let dana = gw.token("dana", &["dba"]);
+    let script = r#"
+import json, os, pymysql
+c = pymysql.connect(host=os.environ["HOST"], port=int(os.environ["PORT"]), user=os.environ["ROLE"],
+                    password=os.environ["TOKEN"], database="shop")
+try:
+    c.cursor().execute(os.environ["SQL"])
+    print(json.dumps(None))
+except pymysql.err.MySQLError as e:
+    print(json.dumps({"errno": e.args[0], "message": e.args[1]}))
+"#;
+    let refused = |token: &str, role: &str, sql: &str| {
+        let script = script
+            .replace("os.environ[\"ROLE\"]", &format!("{role:?}"))
+            .replace("os.environ[\"SQL\"]", &format!("{sql:?}"));
+        let got = python(&gw, token, &script);
+        let message = got["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not refused: {got}"));
+        assert!(message.len() <= 511, "{message}");
+        let (_, hint) = message.split_once(" HINT: ").expect("a hint");
+        let hint: Value = serde_json::from_str(hint).unwrap();
+        (got["errno"].clone(), hint)
+    };
+    // Read-only: the exact JIT request for the write role.
+    let (errno, hint) = refused(
+        &agent,
+        "readonly",
+        "update customers set name = 'x' where id = 1",
+    );
+    assert_eq!(errno, 1227);
+    assert_eq!(hint["rule"], "read-only");
+    assert_eq!(
+        hint["command"],
+        r#"airlock access request shop --role admin --for 30m --reason "<why>""#
+    );
+    // A guardrail by kind, its hint derived from the rule.
+    let (_, hint) = refused(&dana, "admin", "truncate table customers");
+    assert_eq!(hint["rule"], "no-truncate");
+    assert!(
+        hint["try"]
+            .as_str()
+            .unwrap()
+            .contains("statements of kind truncate"),
+        "{hint}"
+    );
+    // At login: the role needs a grant.
+    let out = mysql_cli(&gw, &agent, "admin", "shop", "select 1");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(r#""command":"airlock access request shop --role admin"#),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(db.sql("select count(*) from customers"), "2");
     gw.stop().await;
 }
 
