@@ -17,6 +17,7 @@ mod corpus;
 mod approvals;
 mod cli;
 mod console;
+mod console_oidc;
 mod data_path;
 mod deploy;
 mod faults;
