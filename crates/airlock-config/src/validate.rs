@@ -50,6 +50,22 @@ fn is_loopback(addr: SocketAddr) -> bool {
     addr.ip().to_canonical().is_loopback()
 }
 
+/// `http://` to `localhost` or a loopback address.
+fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
 fn listeners(config: &Config, p: &mut Problems) {
     let listen = &config.listen;
     if listen.postgres.is_none() && listen.mysql.is_none() && listen.http.is_none() {
@@ -361,15 +377,29 @@ fn console(config: &Config, p: &mut Problems) {
             "the console is served on listen.http, which is not set",
         );
     }
+    let issuer = config
+        .identity
+        .issuers
+        .iter()
+        .find(|i| i.name == console.issuer);
     let known = if console.issuer == "dev" {
         config.identity.dev_issuer
     } else {
-        config
-            .identity
-            .issuers
-            .iter()
-            .any(|i| i.name == console.issuer)
+        issuer.is_some()
     };
+    // The code, its verifier and the client secret go to the endpoints its
+    // discovery document names: over TLS, or to this machine.
+    if let Some(i) = issuer
+        && !(i.issuer.starts_with("https://") || is_loopback_http(&i.issuer))
+    {
+        p.add(
+            "console.issuer",
+            format!(
+                "issuer {:?} is neither https nor http on a loopback address; the console's login would send its code and client secret in the clear",
+                i.issuer
+            ),
+        );
+    }
     if !known {
         p.add(
             "console.issuer",
@@ -653,6 +683,35 @@ mod tests {
             Err(errors) => errors.iter().map(ToString::to_string).collect(),
         };
         assert_eq!(got, want, "\n{yaml}");
+    }
+
+    #[test]
+    fn the_console_logs_in_over_tls_or_on_this_machine() {
+        let with = |iss: &str| {
+            format!(
+                "listen: {{postgres: 127.0.0.1:6432, http: 127.0.0.1:8080}}\nidentity: {{issuers: [{{name: corp, issuer: \"{iss}\", audience: a}}]}}\nconsole: {{issuer: corp}}\n"
+            )
+        };
+        for ok in [
+            "https://idp.example",
+            "http://127.0.0.1:9000",
+            "http://localhost/realms/x",
+            "http://[::1]:80",
+        ] {
+            check(&with(ok), &[]);
+        }
+        for bad in [
+            "http://idp.example",
+            "http://127.0.0.1.evil.example",
+            "http://user@127.0.0.1",
+        ] {
+            check(
+                &with(bad),
+                &[&format!(
+                    "t.yaml: console.issuer: issuer {bad:?} is neither https nor http on a loopback address; the console's login would send its code and client secret in the clear"
+                )],
+            );
+        }
     }
 
     fn with_access(rules: &str) -> String {

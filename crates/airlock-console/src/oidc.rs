@@ -328,10 +328,12 @@ pub(crate) async fn callback(
     let Some(id_token) = &answer.id_token else {
         return refuse("the token endpoint returned no ID token");
     };
-    // Received straight from the token endpoint: the nonce ties it to this
-    // login (OIDC Core 3.1.3.7); its signature is checked below.
-    if claim(id_token, "nonce").as_deref() != Some(pending.nonce.as_str()) {
-        return refuse("the ID token's nonce is not this login's");
+    // Received straight from the token endpoint discovery named: its
+    // claims say whose login it is (OIDC Core 3.1.3.7), whichever token
+    // then becomes the session's; a signature is checked below.
+    let s = &console.settings;
+    if let Err(why) = id_token_claims(id_token, s, &pending.nonce, SystemTime::now()) {
+        return refuse(why);
     }
     let mut why_not = Vec::new();
     let mut chosen = None;
@@ -340,6 +342,11 @@ pub(crate) async fn callback(
         .flatten()
     {
         match console.auth.authenticate(token).await {
+            // Only the console's issuer logs people in here, though the
+            // API trusts others.
+            Ok(caller) if caller.principal.issuer != s.issuer => {
+                why_not.push(format!("a token of {}", caller.principal.issuer));
+            }
             Ok(caller) => {
                 chosen = Some((token.clone(), caller));
                 break;
@@ -422,11 +429,43 @@ async fn exchange(
 }
 
 /// A string claim of a JWT, read without checking its signature.
-fn claim(jwt: &str, name: &str) -> Option<String> {
+fn claims(jwt: &str) -> Option<serde_json::Value> {
     let payload = jwt.split('.').nth(1)?;
     let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    claims[name].as_str().map(str::to_string)
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The checks a client makes of an ID token it got from the token
+/// endpoint (OIDC Core 3.1.3.7): this issuer's, for this client, not
+/// expired, and for this login (its nonce).
+fn id_token_claims(
+    id_token: &str,
+    s: &crate::Settings,
+    nonce: &str,
+    now: SystemTime,
+) -> Result<(), &'static str> {
+    let c = claims(id_token).ok_or("the ID token cannot be read")?;
+    if c["iss"].as_str() != Some(s.issuer.as_str()) {
+        return Err("the ID token is not the issuer's");
+    }
+    let for_us = match &c["aud"] {
+        serde_json::Value::String(a) => *a == s.client_id,
+        serde_json::Value::Array(a) => a.iter().any(|a| a.as_str() == Some(&s.client_id)),
+        _ => false,
+    };
+    if !for_us {
+        return Err("the ID token is not for this console's client");
+    }
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if c["exp"].as_u64().is_none_or(|exp| exp <= now) {
+        return Err("the ID token has expired");
+    }
+    if c["nonce"].as_str() != Some(nonce) {
+        return Err("the ID token's nonce is not this login's");
+    }
+    Ok(())
 }
 
 /// `POST /console/logout`.
@@ -482,6 +521,49 @@ mod tests {
             assert_eq!(safe_next(Some(bad)), "/console/approvals", "{bad:?}");
         }
         assert_eq!(safe_next(None), "/console/approvals");
+    }
+
+    #[test]
+    fn an_id_token_must_be_the_issuers_for_this_client_unexpired_and_this_logins() {
+        let s = crate::Settings {
+            issuer: "https://idp.example".into(),
+            discovery_url: String::new(),
+            client_id: "console".into(),
+            client_secret: None,
+            redirect_url: String::new(),
+            session_ttl: Duration::from_secs(60),
+        };
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let token = |claims: serde_json::Value| {
+            format!("h.{}.s", URL_SAFE_NO_PAD.encode(claims.to_string()))
+        };
+        let good = serde_json::json!({"iss": "https://idp.example", "aud": "console", "exp": 1_001, "nonce": "n"});
+        assert_eq!(id_token_claims(&token(good.clone()), &s, "n", now), Ok(()));
+        let mut listed = good.clone();
+        listed["aud"] = serde_json::json!(["api", "console"]);
+        assert_eq!(id_token_claims(&token(listed), &s, "n", now), Ok(()));
+        for (key, value, why) in [
+            (
+                "iss",
+                serde_json::json!("https://other.example"),
+                "not the issuer's",
+            ),
+            (
+                "aud",
+                serde_json::json!("someone-else"),
+                "not for this console",
+            ),
+            ("aud", serde_json::json!(null), "not for this console"),
+            ("exp", serde_json::json!(1_000), "expired"),
+            ("exp", serde_json::json!(null), "expired"),
+            ("nonce", serde_json::json!("m"), "nonce"),
+        ] {
+            let mut bad = good.clone();
+            bad[key] = value;
+            let got = id_token_claims(&token(bad), &s, "n", now).unwrap_err();
+            assert!(got.contains(why), "{key}: {got}");
+        }
+        assert!(id_token_claims("not a jwt", &s, "n", now).is_err());
     }
 
     #[test]
