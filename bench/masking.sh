@@ -16,7 +16,8 @@
 #
 # Environment knobs: ROWS (1000000), ROUNDS (5), BIG_MB (1024), PG_HOST,
 # PG_PORT (127.0.0.1:5432), NO_BUILD=1, AIRLOCK_BIN (target/release/airlock),
-# RESULTS_DIR (bench/results). Uses database airlock_bench, table mask_bench
+# RESULTS_DIR (bench/results), DETECTORS (the seven value detectors; add
+# planted_instructions to price that scan). Uses database airlock_bench, table mask_bench
 # (re-created when its row count differs).
 
 set -euo pipefail
@@ -29,6 +30,7 @@ DB=airlock_bench
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
 AIRLOCK_BIN=${AIRLOCK_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/airlock}
+DETECTORS=${DETECTORS:-credit_card, ssn, email, phone, iban, jwt, aws_access_key_id}
 
 log() { echo "[masking.sh $(date +%H:%M:%S)] $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -81,7 +83,7 @@ masking:
   rules:
     - {name: ssn, columns: ["*.ssn"], strategy: {partial: {keep_last: 4}}}
     - {name: email, columns: ["*.email"], strategy: email}
-    - {name: detectors, detect: [credit_card, ssn, email, phone, iban, jwt, aws_access_key_id], strategy: redact}
+    - {name: detectors, detect: [$DETECTORS], strategy: redact}
 EOF
 "$AIRLOCK_BIN" serve --config "$TMP/airlock.yaml" 2>"$TMP/airlock.log" &
 GW=$!

@@ -665,6 +665,7 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "airlock_statements_total": ("counter", ("door", "decision", "rule")),
     "airlock_auth_failures_total": ("counter", ("reason",)),
     "airlock_limit_refusals_total": ("counter", ("door", "limit")),
+    "airlock_planted_instructions_total": ("counter", ("action",)),
     "airlock_upstream_login_seconds": ("histogram", ()),
     "airlock_approval_wait_seconds": ("histogram", ("outcome",)),
     "airlock_journal_append_seconds": ("histogram", ()),

@@ -117,6 +117,10 @@ fn next_match(d: Detector, text: &[u8], from: usize) -> Option<Range<usize>> {
         Detector::Iban => iban(text, from),
         Detector::Jwt => jwt(text, from),
         Detector::AwsAccessKeyId => aws_access_key_id(text, from),
+        // The rest of the text: an instruction is masked whole.
+        Detector::PlantedInstructions => {
+            crate::planted::scan(text.get(from..)?).map(|_| from..text.len())
+        }
     }
 }
 
@@ -184,6 +188,8 @@ impl Hints {
             Detector::Jwt => self.upper >= 1 && self.dots >= 2,
             // A four-letter prefix, twenty characters of [A-Z2-7].
             Detector::AwsAccessKeyId => self.upper >= 4 && self.upper + self.digits >= 20,
+            // Its own prefilter (`planted::scan`).
+            Detector::PlantedInstructions => true,
         }
     }
 }
@@ -1031,7 +1037,14 @@ mod tests {
     fn hints_prefilter() {
         for plain in ["Alice Smith", "123456", "15.01.24", "The end."] {
             let h = Hints::of(plain.as_bytes());
-            assert!(Detector::ALL.iter().all(|&d| !h.may_match(d)), "{plain}");
+            // (Planted instructions have a prefilter of their own.)
+            assert!(
+                Detector::ALL
+                    .iter()
+                    .filter(|&&d| d != Detector::PlantedInstructions)
+                    .all(|&d| !h.may_match(d)),
+                "{plain}"
+            );
         }
         let h = Hints::of(b"a@b.c 1234567890123 X.Y");
         assert_eq!((h.digits, h.upper, h.at, h.dots), (13, 2, 1, 2));

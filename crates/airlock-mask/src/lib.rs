@@ -17,6 +17,7 @@ pub mod copy;
 mod detect;
 mod mask;
 mod masking;
+pub mod planted;
 mod scrub;
 
 pub use airlock_policy::masking::{Detector, Strategy};

@@ -42,8 +42,12 @@ impl Masking {
         }
     }
 
-    /// The mask of detector `d`'s matches.
+    /// The mask of a value detector `d` matched in a result (a planted
+    /// instruction is counted: `airlock_planted_instructions_total`).
     pub fn detector_mask(&self, d: Detector) -> Mask {
+        if d == Detector::PlantedInstructions {
+            crate::planted::count("masked");
+        }
         self.detector_masks
             .iter()
             .find(|(x, _)| *x == d)

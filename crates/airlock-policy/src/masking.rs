@@ -64,6 +64,9 @@ pub enum Detector {
     Jwt,
     /// An AWS access key id (`AKIA…`, `ASIA…`).
     AwsAccessKeyId,
+    /// Text that reads like instructions to an agent (prompt-injection
+    /// phrases, tool-call-shaped JSON, hidden Unicode): the whole value.
+    PlantedInstructions,
 }
 
 impl Detector {
@@ -75,6 +78,7 @@ impl Detector {
         Detector::Iban,
         Detector::Jwt,
         Detector::AwsAccessKeyId,
+        Detector::PlantedInstructions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +90,7 @@ impl Detector {
             Detector::Iban => "iban",
             Detector::Jwt => "jwt",
             Detector::AwsAccessKeyId => "aws_access_key_id",
+            Detector::PlantedInstructions => "planted_instructions",
         }
     }
 

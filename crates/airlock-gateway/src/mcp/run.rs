@@ -1355,6 +1355,7 @@ impl Sink for Collector<'_> {
         let index = self.ran.rows.len();
         for (column, value) in row.iter().enumerate() {
             if let Some(kind) = super::flags::scan_json(value) {
+                airlock_mask::planted::count("flagged");
                 self.ran.flags.push(json!({
                     "row": index,
                     "column": self.ran.columns.get(column),
