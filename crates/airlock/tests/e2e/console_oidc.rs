@@ -277,7 +277,8 @@ async fn at_issuer(http: &reqwest::Client, authorize: &Url) -> Url {
 /// and a nonce, ends with a session that loads a page; a callback with
 /// another state never reaches the issuer; a used code replayed with the
 /// browser's own login cookie is refused by the issuer, so no second
-/// session; an ID token carrying another nonce is refused although the
+/// session; a code injected into another login fails its PKCE check at the
+/// issuer; an ID token carrying another nonce is refused although the
 /// issuer signed it.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_console_logs_in_at_another_issuer_and_refuses_state_replay_and_nonce() {
@@ -369,6 +370,37 @@ async fn the_console_logs_in_at_another_issuer_and_refuses_state_replay_and_nonc
     );
     assert_eq!(idp.exchanges(), ["tokens", "unknown or used code"]);
 
+    // A code injected into another login (obtained by login A, delivered
+    // with login B's cookie and state): the console sends B's verifier,
+    // which is not the code's challenge, and the issuer refuses it.
+    let (_, authorize_a) = begin(&http, &format!("{console}/console/login")).await;
+    let code_a: String = at_issuer(&http, &authorize_a)
+        .await
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let (cookie_b, authorize_b) = begin(&http, &format!("{console}/console/login")).await;
+    let state_b: String = authorize_b
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let injected = format!("{console}/console/callback?code={code_a}&state={state_b}");
+    let r = get(&http, &injected, &cookie_b).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(set_cookie(&r, "airlock_console"), None);
+    assert_eq!(
+        idp.exchanges(),
+        [
+            "tokens",
+            "unknown or used code",
+            "the code_verifier does not match the code_challenge"
+        ]
+    );
+
     // A login whose authorization request's nonce was changed on its way:
     // state and verifier are right and the issuer signs an ID token, but
     // for another nonce.
@@ -398,7 +430,12 @@ async fn the_console_logs_in_at_another_issuer_and_refuses_state_replay_and_nonc
     );
     assert_eq!(
         idp.exchanges(),
-        ["tokens", "unknown or used code", "tokens"]
+        [
+            "tokens",
+            "unknown or used code",
+            "the code_verifier does not match the code_challenge",
+            "tokens"
+        ]
     );
     gw.stop().await;
 }
