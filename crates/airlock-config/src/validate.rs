@@ -536,8 +536,8 @@ fn guardrails(config: &Config, p: &mut Problems) {
             Some(_) if g.action != GuardrailAction::Deny => {
                 p.add(at(".hint"), "only meaningful with action: deny");
             }
-            Some(h) if h.trim().is_empty() || h.contains(['\n', '\r']) => {
-                p.add(at(".hint"), "must be one line of text");
+            Some(h) if h.trim().is_empty() || h.contains(['\n', '\r']) || h.len() > 200 => {
+                p.add(at(".hint"), "must be one line of at most 200 bytes");
             }
             _ => {}
         }
@@ -1102,7 +1102,7 @@ unsafe_functions: ['']
                 "t.yaml: guardrails[2].match: matches every statement; give at least one condition",
                 "t.yaml: guardrails[3].approvers: only meaningful with action: approve",
                 "t.yaml: guardrails[4].hint: only meaningful with action: deny",
-                "t.yaml: guardrails[5].hint: must be one line of text",
+                "t.yaml: guardrails[5].hint: must be one line of at most 200 bytes",
                 "t.yaml: unsafe_functions[0]: must be a function name",
             ],
         );

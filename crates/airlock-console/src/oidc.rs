@@ -188,15 +188,18 @@ async fn discover(console: &crate::Console) -> Result<Arc<Endpoints>, String> {
             doc["issuer"], s.issuer
         ));
     }
-    // Endpoints over TLS, unless the discovery document itself is not
-    // (the dev issuer on loopback).
+    // Endpoints over TLS, or on this machine when the discovery document
+    // is too (the dev issuer, an issuer on loopback): the code, its
+    // verifier and the client secret never cross a network in the clear.
     let tls_only = url.starts_with("https://");
     let field = |name: &str| {
         let value = doc[name]
             .as_str()
             .ok_or_else(|| format!("{url} names no {name}"))?;
-        if tls_only && !value.starts_with("https://") {
-            return Err(format!("{url}: {name} {value:?} is not an https URL"));
+        if !value.starts_with("https://") && (tls_only || !loopback_http(value)) {
+            return Err(format!(
+                "{url}: {name} {value:?} is neither https nor http on this machine"
+            ));
         }
         Ok(value.to_string())
     };
@@ -429,6 +432,19 @@ async fn exchange(
 }
 
 /// A string claim of a JWT, read without checking its signature.
+/// `http://` to `localhost` or a loopback address.
+fn loopback_http(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| {
+        u.scheme() == "http"
+            && match u.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            }
+    })
+}
+
 fn claims(jwt: &str) -> Option<serde_json::Value> {
     let payload = jwt.split('.').nth(1)?;
     let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
@@ -564,6 +580,25 @@ mod tests {
             assert!(got.contains(why), "{key}: {got}");
         }
         assert!(id_token_claims("not a jwt", &s, "n", now).is_err());
+    }
+
+    #[test]
+    fn endpoints_in_the_clear_must_be_on_this_machine() {
+        for ok in [
+            "http://127.0.0.1:9/token",
+            "http://localhost/t",
+            "http://[::1]:80/t",
+        ] {
+            assert!(loopback_http(ok), "{ok}");
+        }
+        for bad in [
+            "http://idp.example/token",
+            "http://127.0.0.1.evil.example/t",
+            "https://127.0.0.1/t",
+            "ftp://127.0.0.1/t",
+        ] {
+            assert!(!loopback_http(bad), "{bad}");
+        }
     }
 
     #[test]

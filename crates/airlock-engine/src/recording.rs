@@ -457,9 +457,16 @@ impl RecordingSession {
                 let Some(v) = p.value else {
                     return Value::Null;
                 };
-                if sensitive
-                    || (self.masking.is_active() && self.masking.detectors.scan(v).is_some())
-                {
+                // A value the client sent is recorded as sent unless it is
+                // sensitive: what reads like instructions to an agent is
+                // the client's own words, kept for the audit.
+                let detected = self.masking.is_active()
+                    && self
+                        .masking
+                        .detectors
+                        .scan(v)
+                        .is_some_and(|d| d != airlock_mask::Detector::PlantedInstructions);
+                if sensitive || detected {
                     return Value::Text(airlock_mask::PLACEHOLDER.into());
                 }
                 if v.len() > budget {

@@ -192,13 +192,18 @@ async fn open(
     let conn = &snapshot.connections[&route.connection];
     if conn.protocol != airlock_config::Protocol::Postgres {
         gateway.metrics.auth_failure("wrong_door");
-        fatal(
+        let hint = airlock_policy::Hint::never(
+            "connection",
+            "connect with a MySQL client to airlock's MySQL listener",
+        );
+        fatal_hinted(
             out,
             sqlstate::INVALID_AUTHORIZATION,
             &format!(
                 "airlock: connection \"{}\" is a MySQL connection; connect to airlock's MySQL listener",
                 route.connection
             ),
+            &hint.to_json(),
         );
         return None;
     }
@@ -313,10 +318,11 @@ async fn open(
         Ok(r) => r,
         Err(why) => {
             tracing::error!(error = %why, "session refused: it cannot be recorded");
-            fatal(
+            fatal_hinted(
                 out,
                 sqlstate::SYSTEM_ERROR,
                 "airlock: the audit journal cannot be written; airlock serves no session it cannot record",
+                &airlock_engine::hold::unrecorded_hint().to_json(),
             );
             return None;
         }

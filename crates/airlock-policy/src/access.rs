@@ -193,7 +193,7 @@ impl Writes {
         match writes {
             Some(Writes::Role(role)) => Hint::never(
                 "read-only",
-                format!("this role profile is read-only; connect as role profile \"{role}\" (the user name) to write"),
+                format!("this role profile is read-only; use role profile \"{role}\" to write"),
             ),
             Some(Writes::Request {
                 connection,
@@ -290,16 +290,13 @@ impl RouteError {
                 let names: Vec<&str> = allowed.iter().map(|(c, _)| c.as_str()).collect();
                 Hint::never(
                     "access",
-                    format!(
-                        "connect to a connection you may use (the database name): {}",
-                        names.join(", ")
-                    ),
+                    format!("use a connection you may use: {}", names.join(", ")),
                 )
             }
             RouteError::RoleNotAllowed { allowed_roles, .. } => Hint::never(
                 "access",
                 format!(
-                    "connect as a role profile you may use (the user name): {}",
+                    "use a role profile you may use on this connection: {}",
                     allowed_roles.join(", ")
                 ),
             ),
@@ -431,9 +428,7 @@ impl AccessPolicy {
             (first.as_str(), true)
         };
         let (rule, grant) = self
-            .candidates(p, connection)
-            .filter(|(_, r)| *r == role)
-            .find_map(|(rule, _)| Some((rule, rule.grant_for(p, connection, role, grants).ok()?)))
+            .rule_for(p, connection, role, grants)
             .expect("an allowed role comes from a matching rule");
         let writes = match rule.mode {
             AccessMode::ReadOnly => self.writes(p, connection, role, grants),
@@ -451,9 +446,25 @@ impl AccessPolicy {
         })
     }
 
+    /// The rule that routes `p` to `role` on `connection` with `grants`
+    /// (the first matching rule naming the role that it may use), and the
+    /// grant it uses.
+    fn rule_for<'a, 'g>(
+        &'a self,
+        p: &'a Principal,
+        connection: &'a str,
+        role: &str,
+        grants: &'g [Grant],
+    ) -> Option<(&'a AccessRule, Option<&'g Grant>)> {
+        self.candidates(p, connection)
+            .filter(|(_, r)| *r == role)
+            .find_map(|(rule, _)| Some((rule, rule.grant_for(p, connection, role, grants).ok()?)))
+    }
+
     /// How `p`, routed read-only as `current`, could write on
-    /// `connection`: a read-write role usable now first, else one it may
-    /// request. (Asking for `current` again routes the same way.)
+    /// `connection`: a role that routes read-write now first, else a role
+    /// that a grant would route read-write (its first rule is a read-write
+    /// JIT rule). (Asking for `current` again routes the same way.)
     fn writes(
         &self,
         p: &Principal,
@@ -461,20 +472,32 @@ impl AccessPolicy {
         current: &str,
         grants: &[Grant],
     ) -> Option<Writes> {
-        let writable = || {
-            self.candidates(p, connection)
-                .filter(move |(rule, role)| rule.mode == AccessMode::ReadWrite && *role != current)
-        };
-        let now = writable()
-            .find(|(rule, role)| rule.grant_for(p, connection, role, grants).is_ok())
-            .map(|(_, role)| Writes::Role(role.clone()));
-        now.or_else(|| {
-            writable().find_map(|(rule, role)| {
-                Some(Writes::Request {
-                    connection: connection.to_string(),
-                    role: role.clone(),
-                    max: rule.jit.as_ref()?.max_duration,
-                })
+        let mut roles: Vec<&str> = Vec::new();
+        for (_, role) in self.candidates(p, connection) {
+            if role != current && !roles.contains(&role.as_str()) {
+                roles.push(role);
+            }
+        }
+        let now = roles.iter().find(|role| {
+            self.rule_for(p, connection, role, grants)
+                .is_some_and(|(rule, _)| rule.mode == AccessMode::ReadWrite)
+        });
+        if let Some(role) = now {
+            return Some(Writes::Role(role.to_string()));
+        }
+        // With a grant of the role, its first rule would route it.
+        roles.iter().find_map(|role| {
+            let (rule, _) = self
+                .candidates(p, connection)
+                .find(|(_, r)| r.as_str() == *role)?;
+            let jit = rule
+                .jit
+                .as_ref()
+                .filter(|_| rule.mode == AccessMode::ReadWrite)?;
+            Some(Writes::Request {
+                connection: connection.to_string(),
+                role: role.to_string(),
+                max: jit.max_duration,
             })
         })
     }
@@ -749,6 +772,38 @@ mod tests {
             .to_string();
         assert!(!err.contains("billing"));
         assert!(err.contains("orders"));
+    }
+
+    /// A hint may only name a role that would really route read-write:
+    /// one whose first usable rule is read-only does not, even if a later
+    /// rule lists it read-write.
+    #[test]
+    fn writes_names_only_roles_that_route_read_write() {
+        let conns = BTreeMap::from([(
+            "orders".to_string(),
+            vec!["readonly".to_string(), "writer".to_string()],
+        )]);
+        let devin = principal("devin", &["ai-agents"]);
+        let ro = rule(
+            "agents-read",
+            &["ai-agents"],
+            &["orders"],
+            &["readonly", "writer"],
+            AccessMode::ReadOnly,
+        );
+        let rw = rule(
+            "agents-write",
+            &["ai-agents"],
+            &["orders"],
+            &["writer"],
+            AccessMode::ReadWrite,
+        );
+        let shadowed = AccessPolicy::new(vec![ro.clone(), rw.clone()], conns.clone());
+        let route = shadowed.route(&devin, "orders", "readonly", &[]).unwrap();
+        assert_eq!(route.writes, None);
+        let first = AccessPolicy::new(vec![rw, ro], conns);
+        let route = first.route(&devin, "orders", "readonly", &[]).unwrap();
+        assert_eq!(route.writes, Some(Writes::Role("writer".into())));
     }
 
     fn jit_policy() -> AccessPolicy {

@@ -210,8 +210,9 @@ impl Guardrails {
     }
 
     /// The hint of a denial by guardrail `name`: the rule's own `hint`,
-    /// else what its match implies would pass.
-    pub fn hint(&self, name: &str) -> Hint {
+    /// else what its match implies would pass. `estimated`: the statement's
+    /// rows were estimated (else a row threshold counted it over).
+    pub fn hint(&self, name: &str, estimated: bool) -> Hint {
         let Some(rule) = self.rules.iter().find(|r| r.name == name) else {
             return Hint::never(name, "leave out the statements this rule refuses");
         };
@@ -221,9 +222,15 @@ impl Guardrails {
         let instead = if rule.where_present == Some(false) {
             "add a WHERE clause that names the rows to change".to_string()
         } else if let Some(n) = rule.estimated_rows_over {
-            format!(
-                "change at most {n} rows per statement: narrow the WHERE clause, or work in batches"
-            )
+            if estimated {
+                format!(
+                    "change at most {n} rows per statement: narrow the WHERE clause, or work in batches"
+                )
+            } else {
+                format!(
+                    "its rows could not be estimated, which counts as over {n}: send it alone, as a plain statement, with a WHERE clause that changes at most {n} rows"
+                )
+            }
         } else if !rule.statements.is_empty() {
             let kinds: Vec<&str> = rule.statements.iter().map(|k| k.name()).collect();
             format!(

@@ -80,6 +80,28 @@ impl Hint {
     }
 }
 
+impl Hint {
+    /// [`Hint::to_json`] in at most `max` bytes when it can be: `try` is
+    /// shortened (ending in `…`); the rule, `retry` and the command are
+    /// kept whole.
+    pub fn to_json_within(&self, max: usize) -> String {
+        let mut json = self.to_json();
+        if json.len() <= max {
+            return json;
+        }
+        let mut short = self.clone();
+        short.instead.push('…');
+        while json.len() > max && short.instead.len() > '…'.len_utf8() {
+            let cut = short.instead.len() - '…'.len_utf8();
+            short.instead.truncate(cut);
+            short.instead.pop();
+            short.instead.push('…');
+            json = short.to_json();
+        }
+        json
+    }
+}
+
 impl fmt::Display for Hint {
     /// The JSON form every door sends.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -129,6 +151,21 @@ mod tests {
         assert_eq!(v["try"], "say \"when\"\n");
         assert_eq!(v["command"], "x");
         assert!(!h.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn a_long_hint_is_shortened_in_its_try_only() {
+        let h = Hint::never("r", "é\"".repeat(300)).with_command("airlock x".into());
+        let json = h.to_json_within(200);
+        assert!(json.len() <= 200, "{}", json.len());
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            (&v["rule"], &v["command"]),
+            (&"r".into(), &"airlock x".into())
+        );
+        assert!(v["try"].as_str().unwrap().ends_with('…'));
+        let short = Hint::never("r", "fine");
+        assert_eq!(short.to_json_within(200), short.to_json());
     }
 
     #[test]

@@ -278,10 +278,14 @@ pub fn judge(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Ruling 
         }
         Decision::Deny { rule, message } => Ruling::Deny(Denial {
             message: denied_by(&rule, &message),
+            // The built-in rules decide before any guardrail (which may
+            // share their names).
             hint: match rule.as_str() {
-                "unknown" => unknown_hint(),
-                "read-only" => Writes::hint(session.writes),
-                _ => g.hint(&rule),
+                "unknown" if statements.iter().any(|s| s.kind == StatementKind::Unknown) => {
+                    unknown_hint()
+                }
+                "read-only" if mode == AccessMode::ReadOnly => Writes::hint(session.writes),
+                _ => g.hint(&rule, matches!(estimate, Estimate::Rows(_))),
             },
             by: DeniedBy::Rule(rule),
         }),
@@ -706,6 +710,13 @@ mod tests {
         let d = denied(&rw, &[update.clone()], Estimate::Rows(501));
         assert_eq!(d.hint.rule, "no-huge-writes");
         assert!(d.hint.instead.contains("at most 500 rows"), "{:?}", d.hint);
+        // Without an estimate (several statements, a prepared one): say so.
+        let d = denied(&rw, &[update.clone()], Estimate::Unavailable);
+        assert!(
+            d.hint.instead.contains("could not be estimated"),
+            "{:?}",
+            d.hint
+        );
         // The rule's own hint wins.
         let d = denied(
             &rw,

@@ -840,6 +840,10 @@ async fn judge_and_run(
                             super::holds::MAX_PENDING
                         ),
                     )
+                    .hinted(Hint::later(
+                        "approval",
+                        "poll approval_status for the statements already held; send this again once one is decided",
+                    ))
                 };
                 let _ = record(
                     open,
@@ -1011,7 +1015,11 @@ async fn still_routed(cx: &Context, open: &Open) -> Result<(), Failure> {
                 "airlock: role \"{}\" is no longer yours on connection \"{}\"",
                 route.role, route.connection
             ),
-        )),
+        )
+        .hinted(Hint::never(
+            "access",
+            "list_connections shows the roles you may use now; a just-in-time role needs a new grant (request_access)",
+        ))),
         Err(refused) => {
             Err(Failure::new("no_access", "28000", refused.message()).hinted(refused.hint()))
         }

@@ -242,6 +242,11 @@ async fn open(
             "airlock: connection \"{}\" is a PostgreSQL connection; connect to airlock's PostgreSQL listener",
             route.connection
         );
+        let hint = Hint::never(
+            "connection",
+            "connect with a PostgreSQL client to airlock's PostgreSQL listener",
+        );
+        let message = hinted(&message, &hint);
         return refuse(&mut hs, out, errno::ACCESS_DENIED, "28000", &message);
     }
     let permit = match gateway.admit(snapshot, &authorized, "mysql") {
@@ -458,7 +463,9 @@ async fn read_catalog_once(
 /// shortened so that the hint, which agents parse, stays whole.
 pub(super) fn hinted(message: &str, hint: &Hint) -> String {
     const KEPT: usize = 511;
-    let hint = format!(" HINT: {hint}");
+    // The hint leaves the message at least this much.
+    const MESSAGE: usize = 120;
+    let hint = format!(" HINT: {}", hint.to_json_within(KEPT - MESSAGE - 7));
     let room = KEPT.saturating_sub(hint.len());
     if message.len() <= room {
         return format!("{message}{hint}");
@@ -1696,3 +1703,28 @@ impl Session<'_> {
 }
 
 use mysql_common::proto::MyDeserialize;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hinted_message_fits_what_clients_keep_with_its_hint_whole() {
+        let command = r#"airlock access request shop --role admin --for 30m --reason "<why>""#;
+        let long_hint = Hint::never("access", "x".repeat(2000)).with_command(command.into());
+        let long_message = "é".repeat(400);
+        for (message, hint) in [
+            ("short", &long_hint),
+            (long_message.as_str(), &long_hint),
+            (long_message.as_str(), &Hint::never("r", "fine")),
+        ] {
+            let m = hinted(message, hint);
+            assert!(m.len() <= 511, "{}", m.len());
+            let (said, json) = m.split_once(" HINT: ").expect("a hint");
+            assert!(message.starts_with(said.trim_end_matches('…')), "{said}");
+            let v: serde_json::Value = serde_json::from_str(json).expect("whole JSON");
+            assert_eq!(v["rule"], hint.rule.as_str());
+            assert_eq!(v["command"].as_str(), hint.command.as_deref());
+        }
+    }
+}
