@@ -142,7 +142,7 @@ OUT="$RESULTS_DIR/masking-$(date -u +%Y-%m-%d-%H%M).md"
     echo "# Masking benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
     echo "Machine: $(nproc) cores, $(uname -r); PostgreSQL $(direct -d "$DB" -c 'SHOW server_version')."
-    echo "Rules: ssn partial, email; all seven detectors. ROWS=$ROWS ROUNDS=$ROUNDS."
+    echo "Rules: ssn partial, email; detectors: $DETECTORS. ROWS=$ROWS ROUNDS=$ROUNDS."
     echo
     echo "| | median ms | all rounds (ms) |"
     echo "|---|---|---|"

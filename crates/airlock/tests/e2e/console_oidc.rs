@@ -238,6 +238,15 @@ fn config(issuer: &str, secret: &std::path::Path) -> String {
     replaced
 }
 
+/// Query parameter `name` of `url`.
+fn param(url: &Url, name: &str) -> String {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no {name} in {url}"))
+        .1
+        .into_owned()
+}
+
 fn location(r: &reqwest::Response) -> String {
     r.headers()["location"].to_str().unwrap().to_string()
 }
@@ -320,12 +329,7 @@ async fn the_console_logs_in_at_another_issuer_and_refuses_state_replay_and_nonc
         callback.as_str().starts_with(&q["redirect_uri"]),
         "{callback}"
     );
-    let code: String = callback
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
+    let code = param(&callback, "code");
 
     // This browser's login cookie, another state: refused before the code
     // is exchanged (the issuer has seen no exchange).
@@ -374,20 +378,9 @@ async fn the_console_logs_in_at_another_issuer_and_refuses_state_replay_and_nonc
     // with login B's cookie and state): the console sends B's verifier,
     // which is not the code's challenge, and the issuer refuses it.
     let (_, authorize_a) = begin(&http, &format!("{console}/console/login")).await;
-    let code_a: String = at_issuer(&http, &authorize_a)
-        .await
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
+    let code_a = param(&at_issuer(&http, &authorize_a).await, "code");
     let (cookie_b, authorize_b) = begin(&http, &format!("{console}/console/login")).await;
-    let state_b: String = authorize_b
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
+    let state_b = param(&authorize_b, "state");
     let injected = format!("{console}/console/callback?code={code_a}&state={state_b}");
     let r = get(&http, &injected, &cookie_b).await;
     assert_eq!(r.status(), 400);
