@@ -109,3 +109,131 @@ async fn an_upstream_restart_gives_clean_errors_and_new_sessions_work_once_it_is
     gw.stop().await;
     drop(cluster);
 }
+
+/// The audit store down for a minute under a write load: statements go on
+/// (the journal is the record), `/readyz` says why it is not ready, the
+/// journal grows, and once the store is back shipping catches up: the
+/// store holds every journaled event, every row written is a recorded
+/// statement, and the chain verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_store_down_for_a_minute_under_load_loses_nothing() {
+    let store = tokio::task::spawn_blocking(|| Cluster::start(HostAuth::Trust, false))
+        .await
+        .unwrap();
+    let table = crate::common::unique("store_down");
+    crate::common::direct(&format!("create table {table} (n int)"));
+    let _drop = crate::common::Cleanup::sql(format!("drop table if exists {table}"));
+    let yaml = local_config(&format!(
+        "store: {{url: \"postgres://postgres@127.0.0.1:{}/postgres\"}}\n",
+        store.port
+    ));
+    let gw = Gateway::start(&yaml).await;
+    let ready = async |gw: &Gateway| {
+        let r = reqwest::get(format!("http://{}/readyz", gw.http))
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(ready(&gw).await.0, 200);
+    let token = gw.token("dana", &["dba"]);
+    let client = connect(&gw, &token).await.unwrap();
+    // The load: one INSERT after another until told to stop.
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let insert = format!("insert into {table} values ($1)");
+    let load = tokio::spawn(async move {
+        let mut n = 0i32;
+        while !*stopped.borrow_and_update() {
+            client.execute(&insert, &[&n]).await.expect("writes go on");
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        n
+    });
+    let store = tokio::task::spawn_blocking(move || {
+        store.stop();
+        store
+    })
+    .await
+    .unwrap();
+    let down_at = std::time::Instant::now();
+    let events_when_down = gw.journal_texts().len();
+    // The shipper notices, and readiness says so.
+    let mut why = String::new();
+    for _ in 0..600 {
+        let (status, body) = ready(&gw).await;
+        if status == 503 {
+            why = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        why.contains("audit store"),
+        "not ready for the store: {why:?}"
+    );
+    // Down for a minute, under load.
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(down_at.elapsed())).await;
+    let store = tokio::task::spawn_blocking(move || {
+        store.start_again();
+        store
+    })
+    .await
+    .unwrap();
+    let back_at = std::time::Instant::now();
+    stop.send(true).unwrap();
+    let written = load.await.unwrap();
+    let journaled = gw.journal_texts();
+    assert!(
+        journaled.len() > events_when_down + 100,
+        "the journal grew from {events_when_down} to {} events",
+        journaled.len()
+    );
+    // Shipping catches up: the store holds every event journaled so far
+    // (more may come: the load's session ends).
+    let mut in_store = 0;
+    for _ in 0..1200 {
+        in_store = store.sql("select count(*) from events").parse().unwrap();
+        if in_store >= journaled.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        in_store >= journaled.len(),
+        "{in_store} events in the store, {} journaled",
+        journaled.len()
+    );
+    eprintln!(
+        "store down {:.0?}: {written} inserts, journal {events_when_down} -> {} events, caught up {:.1?} after the restart",
+        back_at - down_at,
+        journaled.len(),
+        back_at.elapsed()
+    );
+    assert_eq!(ready(&gw).await.0, 200);
+    // Every row written is a statement that was recorded.
+    let rows: usize = crate::common::direct(&format!("select count(*) from {table}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(rows, written as usize);
+    let inserts = journaled
+        .iter()
+        .filter(|e| e.contains(&format!("insert into {table}")))
+        .count();
+    assert!(
+        inserts >= rows,
+        "{inserts} recorded inserts for {rows} rows"
+    );
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["audit", "verify", "--config"])
+        .arg(&gw.config_path)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        crate::common::stderr(&verify)
+    );
+    gw.stop().await;
+    drop(store);
+}
