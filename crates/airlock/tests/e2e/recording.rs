@@ -481,7 +481,10 @@ fn serve(dir: &Path, config: &Path, pg: u16, max_file_kib: Option<u32>) -> Serve
         .append(true)
         .open(dir.join("airlock.log"))
         .unwrap();
-    let limit = max_file_kib.map_or(String::new(), |k| format!("trap '' XFSZ; ulimit -f {k}; "));
+    // The soft limit only: a test may lift it on the running gateway.
+    let limit = max_file_kib.map_or(String::new(), |k| {
+        format!("trap '' XFSZ; ulimit -S -f {k}; ")
+    });
     let child = Command::new("bash")
         .arg("-c")
         .arg(format!(
@@ -558,7 +561,7 @@ impl Serve {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_journal_that_fails_mid_batch_refuses_every_statement_in_it_with_58000() {
+async fn a_journal_that_fails_mid_batch_refuses_every_statement_in_it_with_58000_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let table = unique("rec_efbig");
     direct(&format!("CREATE TABLE {table} (id int PRIMARY KEY)"));
@@ -626,6 +629,34 @@ async fn a_journal_that_fails_mid_batch_refuses_every_statement_in_it_with_58000
         .unwrap();
     assert_eq!(health.status(), 200);
     drop(open);
+    // Space returns (the running gateway's file-size limit is lifted): the
+    // journal takes appends again, the gateway is ready, and statements
+    // run and are recorded, in the same run.
+    let lifted = Command::new("prlimit")
+        .args(["--pid", &gw.child.id().to_string(), "--fsize=unlimited:"])
+        .status()
+        .unwrap();
+    assert!(lifted.success(), "prlimit");
+    let client = gw.ready_client(&token).await;
+    client
+        .simple_query(&format!("INSERT INTO {table} SELECT 99999 WHERE true"))
+        .await
+        .expect("statements run once the journal can be written");
+    ran.insert(99999);
+    let mut status = 0;
+    for _ in 0..300 {
+        status = reqwest::get(format!("http://127.0.0.1:{http}/readyz"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "ready again");
+    drop(client);
     // What the journal holds is intact: the failed batch was cut off.
     drop(gw);
     let journal = dir.path().join("data/journal");
