@@ -16,6 +16,21 @@ async fn connect(
     gw.client("admin", token).await
 }
 
+/// `airlock audit verify` on the gateway's journal and store passes.
+#[track_caller]
+fn audit_verifies(gw: &Gateway) {
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["audit", "verify", "--config"])
+        .arg(&gw.config_path)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        crate::common::stderr(&verify)
+    );
+}
+
 /// The SQLSTATE of a server error; `None` for a closed connection.
 fn code(e: &tokio_postgres::Error) -> Option<String> {
     e.code().map(|c| c.code().to_string())
@@ -96,16 +111,7 @@ async fn an_upstream_restart_gives_clean_errors_and_new_sessions_work_once_it_is
             "{sql} is not in the journal"
         );
     }
-    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
-        .args(["audit", "verify", "--config"])
-        .arg(&gw.config_path)
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        crate::common::stderr(&verify)
-    );
+    audit_verifies(&gw);
     gw.stop().await;
     drop(cluster);
 }
@@ -224,16 +230,7 @@ async fn the_store_down_for_a_minute_under_load_loses_nothing() {
         inserts >= rows,
         "{inserts} recorded inserts for {rows} rows"
     );
-    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
-        .args(["audit", "verify", "--config"])
-        .arg(&gw.config_path)
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        crate::common::stderr(&verify)
-    );
+    audit_verifies(&gw);
     gw.stop().await;
     drop(store);
 }
