@@ -359,6 +359,9 @@ pub struct Limits {
     pub max_message_size: ByteSize,
     /// How long a client may take from connecting to being authenticated.
     pub startup_timeout: HumanDuration,
+    /// How long a logged-in client may go without completing a message it has begun (a slowloris
+    /// trickling or stalling one): over it, the session ends.
+    pub message_timeout: HumanDuration,
     /// How long opening an upstream connection may take.
     pub upstream_connect_timeout: HumanDuration,
     /// The most client sessions served at once.
@@ -397,6 +400,7 @@ impl Default for Limits {
         Limits {
             max_message_size: ByteSize(64 * ByteSize::MIB.0),
             startup_timeout: HumanDuration(Duration::from_secs(10)),
+            message_timeout: HumanDuration(Duration::from_secs(120)),
             upstream_connect_timeout: HumanDuration(Duration::from_secs(5)),
             max_sessions: 1000,
             per_principal: PrincipalLimits::default(),
@@ -895,6 +899,7 @@ log: {format: json}
             limits: Limits {
                 max_message_size: ByteSize(16 << 20),
                 startup_timeout: HumanDuration(Duration::from_secs(30)),
+                message_timeout: HumanDuration(Duration::from_secs(120)),
                 upstream_connect_timeout: HumanDuration(Duration::from_millis(1500)),
                 max_sessions: 50,
                 per_principal: PrincipalLimits {
@@ -1014,6 +1019,7 @@ identity: {issuers: [{name: corp, issuer: https://x/, audience: airlock}]}
             Limits {
                 max_message_size: ByteSize(64 << 20),
                 startup_timeout: HumanDuration(Duration::from_secs(10)),
+                message_timeout: HumanDuration(Duration::from_secs(120)),
                 upstream_connect_timeout: HumanDuration(Duration::from_secs(5)),
                 max_sessions: 1000,
                 per_principal: PrincipalLimits::default(),

@@ -295,6 +295,7 @@ fn limits(config: &Config, p: &mut Problems) {
     }
     for (name, timeout) in [
         ("startup_timeout", limits.startup_timeout),
+        ("message_timeout", limits.message_timeout),
         ("upstream_connect_timeout", limits.upstream_connect_timeout),
     ] {
         if timeout.0.is_zero() {

@@ -62,6 +62,9 @@ pub enum PumpEnd {
     ///
     /// [`Inspector::wants_idle_upstream`]: airlock_pgwire::relay::Inspector::wants_idle_upstream
     Idle,
+    /// The client began a message and completed none for the message
+    /// timeout while it was being read (a slowloris).
+    Stalled,
 }
 
 /// Per-session byte counters.
@@ -84,6 +87,13 @@ pub struct Pump<C, U, I: Inspector> {
     client_dirty: bool,
     terminating: bool,
     upstream_eof: bool,
+    /// `limits.message_timeout`.
+    message_timeout: Option<std::time::Duration>,
+    /// Bytes of client messages the relay has taken so far.
+    client_taken: u64,
+    /// While a client message is incomplete: `client_taken` when that
+    /// began, and when the message timeout runs out.
+    stall: Option<(u64, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl<C, U, I> Pump<C, U, I>
@@ -115,7 +125,16 @@ where
             client_dirty: false,
             terminating: false,
             upstream_eof: false,
+            message_timeout: None,
+            client_taken: 0,
+            stall: None,
         }
+    }
+
+    /// Ends the session ([`PumpEnd::Stalled`]) when the client, while read,
+    /// completes no message for `timeout` with one begun.
+    pub fn set_message_timeout(&mut self, timeout: std::time::Duration) {
+        self.message_timeout = Some(timeout);
     }
 
     /// Relays until the session ends. Cancel-safe: dropping the future loses
@@ -139,10 +158,12 @@ where
         {
             return Err(PumpEnd::Idle);
         }
-        match self
+        let before = self.from_client.len();
+        let flow = self
             .relay
-            .handle_client(&mut self.from_client, &mut self.to_upstream)
-        {
+            .handle_client(&mut self.from_client, &mut self.to_upstream);
+        self.client_taken += before.saturating_sub(self.from_client.len()) as u64;
+        match flow {
             Ok(ClientFlow::Continue) => Ok(()),
             Ok(ClientFlow::Terminate) => {
                 self.terminating = true;
@@ -253,11 +274,11 @@ where
             } else {
                 !self.relay.holding()
             };
-            if !self.terminating
+            let reading = !self.terminating
                 && !self.upstream_eof
                 && reading
-                && self.to_upstream.len() < HIGH_WATER
-            {
+                && self.to_upstream.len() < HIGH_WATER;
+            if reading {
                 match poll_fill(&mut self.client, cx, &mut self.from_client) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(PumpEnd::ClientClosed),
                     Poll::Ready(Ok(n)) => {
@@ -302,10 +323,53 @@ where
             }
 
             if !progress {
-                return Poll::Pending;
+                return self.poll_stall(cx, reading);
             }
         }
     }
+
+    /// [`PumpEnd::Stalled`] once the client, read all along, has completed
+    /// no message for the message timeout while one is incomplete. Only
+    /// time spent reading counts: a client that is not read (a hold,
+    /// backpressure) is not stalling.
+    fn poll_stall(&mut self, cx: &mut Context<'_>, reading: bool) -> Poll<PumpEnd> {
+        let Some(timeout) = self.message_timeout else {
+            return Poll::Pending;
+        };
+        if !reading || !incomplete(&self.from_client) {
+            self.stall = None;
+            return Poll::Pending;
+        }
+        let taken = self.client_taken;
+        match &mut self.stall {
+            Some((since, sleep)) if *since == taken => {
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(PumpEnd::Stalled);
+                }
+            }
+            stall => {
+                let mut sleep = Box::pin(tokio::time::sleep(timeout));
+                // Registers the wake-up.
+                let _ = sleep.as_mut().poll(cx);
+                *stall = Some((taken, sleep));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// Whether `buf` ends in an incomplete message (a header or body still
+/// arriving), after the whole ones in front of it.
+fn incomplete(buf: &[u8]) -> bool {
+    let mut at = 0;
+    while at < buf.len() {
+        let Some(len) = buf.get(at + 1..at + 5) else {
+            return true;
+        };
+        let len = u32::from_be_bytes(len.try_into().expect("four bytes")) as usize;
+        at = at.saturating_add(1).saturating_add(len.max(4));
+    }
+    at > buf.len()
 }
 
 /// Writes as much of `buf` as the socket takes, then flushes (TLS streams
@@ -364,4 +428,21 @@ fn poll_fill<R: AsyncRead + Unpin>(
         buf.reserve(want);
     }
     tokio_util::io::poll_read_buf(Pin::new(r), cx, buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::incomplete;
+
+    #[test]
+    fn an_incomplete_message_is_found_behind_whole_ones() {
+        let q = [b'Q', 0, 0, 0, 8, b's', b'e', b'l', b'\0'];
+        assert!(!incomplete(&[]));
+        assert!(!incomplete(&q));
+        assert!(!incomplete(&[q, q].concat()));
+        for cut in 1..q.len() {
+            assert!(incomplete(&q[..cut]), "{cut}");
+            assert!(incomplete(&[&q[..], &q[..cut]].concat()), "{cut}");
+        }
+    }
 }

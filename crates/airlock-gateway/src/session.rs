@@ -505,6 +505,7 @@ async fn run(
         opened.pending,
         out,
     );
+    pump.set_message_timeout(snapshot.limits.message_timeout);
     let clock = gateway.clock();
     let deadline = open::deadline(&opened.authorized, snapshot.session_lifetime, clock.now());
     // A revocation comes from the approvals worker.
@@ -596,6 +597,7 @@ async fn run(
         Ok(PumpEnd::Io(Side::Upstream, _)) => "upstream socket error".into(),
         Ok(PumpEnd::Protocol(Side::Client, _)) => "client protocol violation".into(),
         Ok(PumpEnd::Protocol(Side::Upstream, _)) => "upstream protocol violation".into(),
+        Ok(PumpEnd::Stalled) => "client stalled mid-message".into(),
         Ok(PumpEnd::Held | PumpEnd::Idle) => unreachable!("neither ends the session"),
     };
     if let Some(recorder) = gateway.recorder.get() {
@@ -645,6 +647,15 @@ async fn run(
             };
             fatal(pump.client_out(), e.sqlstate(), &message);
             *side == Side::Client
+        }
+        Ok(PumpEnd::Stalled) => {
+            tracing::info!("the client stalled mid-message");
+            let message = format!(
+                "airlock: session ended: a message stayed incomplete for {:?} (limits.message_timeout)",
+                snapshot.limits.message_timeout
+            );
+            fatal(pump.client_out(), sqlstate::IDLE_SESSION_TIMEOUT, &message);
+            true
         }
         Ok(PumpEnd::Held | PumpEnd::Idle) => false,
     };

@@ -25,6 +25,8 @@ use crate::upstream::{Credential, UpstreamTarget, UpstreamTls};
 pub struct Limits {
     pub max_message_size: usize,
     pub startup_timeout: Duration,
+    /// `limits.message_timeout`.
+    pub message_timeout: Duration,
     pub upstream_connect_timeout: Duration,
     /// `limits.per_principal` and `limits.per_connection`, the statement
     /// rate included.
@@ -208,6 +210,7 @@ impl Snapshot {
                 max_message_size: usize::try_from(config.limits.max_message_size.0)
                     .unwrap_or(usize::MAX),
                 startup_timeout: config.limits.startup_timeout.0,
+                message_timeout: config.limits.message_timeout.0,
                 upstream_connect_timeout: config.limits.upstream_connect_timeout.0,
                 sessions: airlock_engine::limits::SessionCaps {
                     per_principal: config.limits.per_principal.max_sessions,

@@ -20,6 +20,9 @@ pub const NO_SUCH_THREAD: u16 = 1094;
 pub const UNKNOWN_ERROR: u16 = 1105;
 /// ER_NET_PACKET_TOO_LARGE (08S01).
 pub const NET_PACKET_TOO_LARGE: u16 = 1153;
+/// ER_NET_READ_INTERRUPTED (08S01): a client left a packet unfinished for
+/// `limits.message_timeout`.
+pub const NET_READ_INTERRUPTED: u16 = 1159;
 /// ER_WRONG_ARGUMENTS (HY000): a COM_STMT_EXECUTE with the wrong number of
 /// parameters.
 pub const WRONG_ARGUMENTS: u16 = 1210;

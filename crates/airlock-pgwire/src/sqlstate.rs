@@ -22,5 +22,8 @@ pub const TOO_MANY_CONNECTIONS: &str = "53300";
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 /// `57P01` admin_shutdown: the gateway is shutting down.
 pub const ADMIN_SHUTDOWN: &str = "57P01";
+/// `57P05` idle_session_timeout: a client left a message unfinished for
+/// `limits.message_timeout`.
+pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
 /// `58000` system_error: the audit trail is unavailable.
 pub const SYSTEM_ERROR: &str = "58000";

@@ -545,6 +545,9 @@ enum End {
     UpstreamGone,
     Protocol(&'static str),
     Cut(Cut),
+    /// The client began a packet and did not finish it within
+    /// `limits.message_timeout`.
+    Stalled,
 }
 
 struct Session<'a> {
@@ -624,18 +627,36 @@ async fn run(
         _ => None,
     };
     let mut terminate = gateway.terminate.subscribe();
+    // While a packet is incomplete: when it must be complete by. (The
+    // client is read only here, between commands: only that time counts.)
+    let mut stall: Option<tokio::time::Instant> = None;
     let end = loop {
         if let Err(e) = s.flush().await {
             break e;
         }
         let packet = match s.framer.next(&mut s.client_in) {
-            Ok(Some(p)) => p,
+            Ok(Some(p)) => {
+                stall = None;
+                p
+            }
             Ok(None) => {
+                if s.client_in.is_empty() {
+                    stall = None;
+                } else if stall.is_none() {
+                    stall = Some(tokio::time::Instant::now() + snapshot.limits.message_timeout);
+                }
+                let stalled = async {
+                    match stall {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     read = s.client.read_buf(&mut s.client_in) => match read {
                         Ok(0) | Err(_) => break End::ClientGone,
                         Ok(_) => continue,
                     },
+                    () = stalled => break End::Stalled,
                     why = crate::lifetime::cut_at(&*clock, &deadline, &mut terminate) => break End::Cut(why),
                     why = crate::lifetime::told(&mut revoked) => break End::Cut(Cut::Grant(why)),
                     why = crate::lifetime::told(&mut s.ended) => break End::Cut(Cut::Terminated(why)),
@@ -656,6 +677,7 @@ async fn run(
         End::UpstreamGone => "upstream closed".into(),
         End::Protocol(_) => "protocol violation".into(),
         End::Cut(cut) => cut.reason(),
+        End::Stalled => "client stalled mid-message".into(),
     };
     if let Some(recorder) = gateway.recorder() {
         open::end(recorder, opened.id, reason, s.recorder.statements());
@@ -668,6 +690,20 @@ async fn run(
                 _ => (errno::CONNECTION_KILLED, "70100"),
             };
             codec::err(&mut s.out, &mut 0, code, state, &cut.message());
+        }
+        End::Stalled => {
+            tracing::info!("the client stalled mid-message");
+            let message = format!(
+                "airlock: session ended: a packet stayed incomplete for {:?} (limits.message_timeout)",
+                snapshot.limits.message_timeout
+            );
+            codec::err(
+                &mut s.out,
+                &mut 0,
+                errno::NET_READ_INTERRUPTED,
+                "08S01",
+                &message,
+            );
         }
         End::Protocol(why) => {
             tracing::warn!(why, "protocol violation");

@@ -365,7 +365,10 @@ pub async fn exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> (Vec
 }
 
 /// Reads messages until EOF (returns `closed = true`) or `timeout`.
-pub async fn read_until_close(s: &mut TcpStream, timeout: Duration) -> (Vec<Received>, bool) {
+pub async fn read_until_close<R: tokio::io::AsyncRead + Unpin>(
+    s: &mut R,
+    timeout: Duration,
+) -> (Vec<Received>, bool) {
     let mut buf = BytesMut::new();
     let deadline = tokio::time::Instant::now() + timeout;
     let mut closed = false;

@@ -364,6 +364,68 @@ async fn a_silent_client_is_closed_by_the_startup_timeout() {
     assert_serves(&gw).await;
 }
 
+/// A slowloris after login: a client that begins a message and stalls, or
+/// trickles it a byte at a time, is cut at `limits.message_timeout` with
+/// `57P05`, while a session beside it runs on; a client that completes
+/// its messages, however slowly it starts them, is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stalling_mid_message_is_cut_at_the_message_timeout() {
+    let gw = Gateway::start(&common::local_config("limits: {message_timeout: 1s}\n")).await;
+    let token = gw.token("slow", &["ai-agents"]);
+    let good = gw.client("readonly", &token).await.unwrap();
+    let query = message(b'Q', b"select 1\0");
+    let cases: [(&str, usize, Duration); 2] = [
+        ("stalls", 3, Duration::from_secs(30)),
+        ("trickles", query.len() - 1, Duration::from_millis(300)),
+    ];
+    for (how, sent, gap) in cases {
+        let (mut r, mut w) = raw_login(gw.pg, "readonly", "test", &token)
+            .await
+            .into_split();
+        let started = Instant::now();
+        let writer = async {
+            for b in &query[..sent] {
+                if w.write_all(&[*b]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(gap.min(Duration::from_millis(300))).await;
+            }
+            // Then nothing more: the message stays incomplete.
+            tokio::time::sleep(gap).await;
+        };
+        let reader = async {
+            let read = read_until_close(&mut r, WAIT).await;
+            (read, started.elapsed())
+        };
+        let (((msgs, closed), took), ()) = tokio::select! {
+            read = reader => (read, ()),
+            () = writer => panic!("{how}: the writer finished first"),
+        };
+        assert!(took < WAIT, "{how}: cut after {took:?}");
+        assert!(
+            closed,
+            "{how}: still connected after {:?}",
+            started.elapsed()
+        );
+        assert_fatal(&msgs, "57P05", "limits.message_timeout");
+        // The other session was not disturbed.
+        assert_eq!(
+            good.query_one("select 2", &[])
+                .await
+                .unwrap()
+                .get::<_, i32>(0),
+            2,
+            "{how}"
+        );
+    }
+    // A client idle between messages is not stalling.
+    let mut s = raw_login(gw.pg, "readonly", "test", &token).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(&query).await.unwrap();
+    let answer = read_until(&mut s, b'Z').await;
+    assert!(answer.iter().all(|m| m.tag != b'E'), "{answer:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_protocol_versions_are_refused() {
     let gw = Gateway::start(&common::local_config("")).await;

@@ -1267,3 +1267,31 @@ approvals: {timeout: 60s}
     assert_eq!(db.sql("select count(*) from customers"), "3");
     gw.stop().await;
 }
+
+/// A slowloris after login: a packet begun and left unfinished ends the
+/// session at `limits.message_timeout` with errno 1159; the client's
+/// other work, and other sessions, are unaffected until then.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_packet_left_unfinished_ends_the_session_at_the_message_timeout() {
+    let db = seeded();
+    let gw = gateway(&db, "", "limits: {message_timeout: 1s}\n").await;
+    let dana = gw.token("dana", &["dba"]);
+    let (mut s, mut input) = raw_login(&gw, "admin", &dana).await;
+    // A header announcing 40 bytes, and 3 of them.
+    s.write_all(&[40, 0, 0, 0, codec::command::QUERY, b's', b'e'])
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = read_packet(&mut s, &mut input).await;
+    assert_eq!(err.payload[0], 0xff, "an ERR packet");
+    assert_eq!(u16::from_le_bytes([err.payload[1], err.payload[2]]), 1159);
+    let text = String::from_utf8_lossy(&err.payload);
+    assert!(text.contains("limits.message_timeout"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let mut rest = [0u8; 16];
+    assert_eq!(s.read(&mut rest).await.unwrap_or(0), 0, "closed");
+    // Another session works.
+    let out = mysql_cli(&gw, &dana, "admin", "shop", "select 'still here'");
+    assert_eq!(stdout(&out), "still here", "{}", stderr(&out));
+    gw.stop().await;
+}
