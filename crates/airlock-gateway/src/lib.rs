@@ -492,6 +492,10 @@ fn build_snapshot(config: &Config, verifier: Arc<Verifier>) -> Result<Snapshot, 
     Snapshot::build(config, &secrets, verifier).map_err(|e| LoadError(vec![e.to_string()]))
 }
 
+/// How long a session's last words to its client (a FATAL, the close) may
+/// take: a client that reads nothing more does not keep the session.
+pub(crate) const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Charges a message of `statements` to the principal's budget, if the
 /// session has one: `Some` (counted and logged) when it is over, which the
 /// door turns into its refusal and records under

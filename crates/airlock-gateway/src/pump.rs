@@ -87,14 +87,20 @@ pub struct Pump<C, U, I: Inspector> {
     client_dirty: bool,
     terminating: bool,
     upstream_eof: bool,
-    /// `limits.message_timeout`.
-    message_timeout: Option<std::time::Duration>,
-    /// Bytes of client messages the relay has taken so far.
+    /// `limits.message_timeout`, and its one timer.
+    message_timeout: Option<(std::time::Duration, Pin<Box<tokio::time::Sleep>>)>,
+    /// Bytes of client messages the relay has taken, and bytes read from
+    /// the client, so far.
     client_taken: u64,
-    /// While a client message is incomplete: `client_taken` when that
-    /// began, and when the message timeout runs out.
-    stall: Option<(u64, Pin<Box<tokio::time::Sleep>>)>,
+    client_read: u64,
+    /// While a client message is incomplete: `client_taken` and
+    /// `client_read` when the timer last started.
+    stall: Option<(u64, u64)>,
 }
+
+/// A message still arriving at least this fast (per message timeout) is
+/// not stalling: a large one over a slow link is not cut.
+pub(crate) const STALL_PROGRESS: u64 = 64 * 1024;
 
 impl<C, U, I> Pump<C, U, I>
 where
@@ -127,6 +133,7 @@ where
             upstream_eof: false,
             message_timeout: None,
             client_taken: 0,
+            client_read: 0,
             stall: None,
         }
     }
@@ -134,12 +141,15 @@ where
     /// Ends the session ([`PumpEnd::Stalled`]) when the client, while read,
     /// completes no message for `timeout` with one begun.
     pub fn set_message_timeout(&mut self, timeout: std::time::Duration) {
-        self.message_timeout = Some(timeout);
+        self.message_timeout = Some((timeout, Box::pin(tokio::time::sleep(timeout))));
     }
 
     /// Relays until the session ends. Cancel-safe: dropping the future loses
     /// no data, and calling `run` again resumes.
     pub async fn run(&mut self) -> PumpEnd {
+        // Time between runs (a hold being filed, the catalog read again)
+        // is airlock's, not the client's.
+        self.stall = None;
         if !self.from_client.is_empty() && self.to_upstream.is_empty() {
             // Messages pipelined behind the password.
             if let Err(end) = self.feed_client() {
@@ -283,6 +293,7 @@ where
                     Poll::Ready(Ok(0)) => return Poll::Ready(PumpEnd::ClientClosed),
                     Poll::Ready(Ok(n)) => {
                         self.counters.client_to_upstream.increment(n as u64);
+                        self.client_read += n as u64;
                         if let Err(end) = self.feed_client() {
                             return Poll::Ready(end);
                         }
@@ -323,38 +334,36 @@ where
             }
 
             if !progress {
-                return self.poll_stall(cx, reading);
+                // A message held for approval is answered by airlock.
+                let counting = reading && !self.relay.held_by_inspector();
+                return self.poll_stall(cx, counting);
             }
         }
     }
 
-    /// [`PumpEnd::Stalled`] once the client, read all along, has completed
-    /// no message for the message timeout while one is incomplete. Only
-    /// time spent reading counts: a client that is not read (a hold,
-    /// backpressure) is not stalling.
-    fn poll_stall(&mut self, cx: &mut Context<'_>, reading: bool) -> Poll<PumpEnd> {
-        let Some(timeout) = self.message_timeout else {
+    /// [`PumpEnd::Stalled`] once the client, read all along, has for the
+    /// message timeout neither completed a message nor sent
+    /// [`STALL_PROGRESS`] bytes, while one is incomplete. Only time spent
+    /// reading counts: a client that is not read (a hold, backpressure) is
+    /// not stalling.
+    fn poll_stall(&mut self, cx: &mut Context<'_>, counting: bool) -> Poll<PumpEnd> {
+        let Some((timeout, sleep)) = &mut self.message_timeout else {
             return Poll::Pending;
         };
-        if !reading || !incomplete(&self.from_client) {
+        if !counting || !incomplete(&self.from_client) {
             self.stall = None;
             return Poll::Pending;
         }
-        let taken = self.client_taken;
-        match &mut self.stall {
-            Some((since, sleep)) if *since == taken => {
-                if sleep.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(PumpEnd::Stalled);
-                }
-            }
-            stall => {
-                let mut sleep = Box::pin(tokio::time::sleep(timeout));
-                // Registers the wake-up.
-                let _ = sleep.as_mut().poll(cx);
-                *stall = Some((taken, sleep));
-            }
+        let (taken, read) = (self.client_taken, self.client_read);
+        let going = matches!(self.stall, Some((t, r)) if t == taken && read - r < STALL_PROGRESS);
+        if !going {
+            self.stall = Some((taken, read));
+            sleep.as_mut().reset(tokio::time::Instant::now() + *timeout);
         }
-        Poll::Pending
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(PumpEnd::Stalled),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 

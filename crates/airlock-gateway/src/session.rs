@@ -578,6 +578,7 @@ async fn run(
     if let (Some(w), Some(a)) = (waiting, &approvals) {
         let why = match &end {
             Err(_) => "the session was cut",
+            Ok(PumpEnd::Stalled) => "the client stalled mid-message",
             Ok(_) => "the client disconnected",
         };
         let holder = Holder {
@@ -664,7 +665,8 @@ async fn run(
         gateway.cancels.cancel(key.process_id, key.secret_key).await;
     }
     pump.close_upstream().await;
-    pump.close_client().await;
+    // A client that reads nothing more does not keep the session.
+    let _ = tokio::time::timeout(crate::CLOSE_TIMEOUT, pump.close_client()).await;
 }
 
 /// Resolves when the held statement is decided or its time is up; never

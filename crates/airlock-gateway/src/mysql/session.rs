@@ -627,9 +627,12 @@ async fn run(
         _ => None,
     };
     let mut terminate = gateway.terminate.subscribe();
-    // While a packet is incomplete: when it must be complete by. (The
-    // client is read only here, between commands: only that time counts.)
-    let mut stall: Option<tokio::time::Instant> = None;
+    // While a packet is incomplete: when it must be complete by, and the
+    // bytes read when that was set. (The client is read only here, between
+    // commands: only that time counts.) A packet still arriving steadily
+    // (a large one over a slow link) is not stalling.
+    let mut stall: Option<(tokio::time::Instant, u64)> = None;
+    let mut read_total: u64 = 0;
     let end = loop {
         if let Err(e) = s.flush().await {
             break e;
@@ -642,19 +645,24 @@ async fn run(
             Ok(None) => {
                 if s.client_in.is_empty() {
                     stall = None;
-                } else if stall.is_none() {
-                    stall = Some(tokio::time::Instant::now() + snapshot.limits.message_timeout);
+                } else if stall.is_none_or(|(_, at)| read_total - at >= crate::pump::STALL_PROGRESS)
+                {
+                    let by = tokio::time::Instant::now() + snapshot.limits.message_timeout;
+                    stall = Some((by, read_total));
                 }
                 let stalled = async {
                     match stall {
-                        Some(at) => tokio::time::sleep_until(at).await,
+                        Some((by, _)) => tokio::time::sleep_until(by).await,
                         None => std::future::pending().await,
                     }
                 };
                 tokio::select! {
                     read = s.client.read_buf(&mut s.client_in) => match read {
                         Ok(0) | Err(_) => break End::ClientGone,
-                        Ok(_) => continue,
+                        Ok(n) => {
+                            read_total += n as u64;
+                            continue;
+                        }
                     },
                     () = stalled => break End::Stalled,
                     why = crate::lifetime::cut_at(&*clock, &deadline, &mut terminate) => break End::Cut(why),
@@ -717,9 +725,13 @@ async fn run(
         }
         _ => {}
     }
-    let _ = s.client.write_all(&s.out).await;
-    let _ = s.upstream.shutdown().await;
-    let _ = s.client.shutdown().await;
+    // A client that reads nothing more does not keep the session.
+    let _ = tokio::time::timeout(crate::CLOSE_TIMEOUT, async {
+        let _ = s.client.write_all(&s.out).await;
+        let _ = s.upstream.shutdown().await;
+        let _ = s.client.shutdown().await;
+    })
+    .await;
 }
 
 impl Session<'_> {

@@ -1287,7 +1287,11 @@ async fn a_packet_left_unfinished_ends_the_session_at_the_message_timeout() {
     assert_eq!(u16::from_le_bytes([err.payload[1], err.payload[2]]), 1159);
     let text = String::from_utf8_lossy(&err.payload);
     assert!(text.contains("limits.message_timeout"), "{text}");
-    assert!(started.elapsed() < Duration::from_secs(10));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
     let mut rest = [0u8; 16];
     assert_eq!(s.read(&mut rest).await.unwrap_or(0), 0, "closed");
     // Another session works.
