@@ -458,14 +458,14 @@ impl RecordingSession {
                     return Value::Null;
                 };
                 // A value the client sent is recorded as sent unless it is
-                // sensitive: what reads like instructions to an agent is
-                // the client's own words, kept for the audit.
+                // sensitive: value-only detectors (instructions to an
+                // agent) judge results, not the client's own words.
                 let detected = self.masking.is_active()
                     && self
                         .masking
                         .detectors
                         .scan(v)
-                        .is_some_and(|d| d != airlock_mask::Detector::PlantedInstructions);
+                        .is_some_and(|d| !d.value_only());
                 if sensitive || detected {
                     return Value::Text(airlock_mask::PLACEHOLDER.into());
                 }

@@ -20,7 +20,7 @@ const RSA_ALGORITHMS: &[Algorithm] = &[
 
 /// Whether keys may be fetched from `url`: `https`, or `http` to a loopback
 /// address.
-pub(crate) fn is_allowed_url(url: &str) -> bool {
+pub fn is_allowed_url(url: &str) -> bool {
     let Ok(url) = reqwest::Url::parse(url) else {
         return false;
     };
@@ -382,6 +382,26 @@ fn elapsed(since: SystemTime, now: SystemTime) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_and_endpoints_travel_over_tls_or_stay_on_this_machine() {
+        for ok in [
+            "https://idp.example/keys",
+            "http://127.0.0.1:9/token",
+            "http://localhost/t",
+            "http://[::1]:80/t",
+        ] {
+            assert!(is_allowed_url(ok), "{ok}");
+        }
+        for bad in [
+            "http://idp.example/token",
+            "http://127.0.0.1.evil.example/t",
+            "ftp://127.0.0.1/t",
+            "not a url",
+        ] {
+            assert!(!is_allowed_url(bad), "{bad}");
+        }
+    }
 
     fn issuer(jwks_uri: Option<&str>, ca: bool) -> Issuer {
         let spec = IssuerSpec {

@@ -43,6 +43,7 @@ pub mod dev;
 mod jwks;
 mod verifier;
 
+pub use jwks::is_allowed_url;
 #[cfg(feature = "fuzzing")]
 pub use verifier::fuzzing;
 pub use verifier::{IssuerSpec, JwksBearer, LEEWAY, SetupError, Verifier, VerifierOptions};

@@ -80,7 +80,7 @@ impl Detectors {
         }
         let hints = Hints::of(text);
         for &d in Detector::ALL {
-            if !self.contains(d) || !hints.may_match(d) {
+            if !self.contains(d) || d.value_only() || !hints.may_match(d) {
                 continue;
             }
             let mut from = 0;
@@ -121,9 +121,7 @@ fn next_match(d: Detector, text: &[u8], from: usize) -> Option<Range<usize>> {
         Detector::Iban => iban(text, from),
         Detector::Jwt => jwt(text, from),
         Detector::AwsAccessKeyId => aws_access_key_id(text, from),
-        // A property of a whole result value (`Detectors::scan`), never a
-        // range inside longer text: the statement a client sent, an error
-        // quoting it, are the client's own words and stay readable.
+        // Value-only (`Detector::value_only`): `find` never asks.
         Detector::PlantedInstructions => None,
     }
 }

@@ -266,10 +266,13 @@ impl fmt::Display for RouteError {
                 allowed_roles.join(", ")
             ),
             RouteError::NeedsGrant {
-                connection, role, ..
+                connection,
+                role,
+                max,
             } => write!(
                 f,
-                "role \"{role}\" on connection \"{connection}\" needs a just-in-time grant, and you hold none; request one with: airlock access request {connection} --role {role} --for 30m --reason \"...\""
+                "role \"{role}\" on connection \"{connection}\" needs a just-in-time grant, and you hold none; request one with: {}",
+                crate::hint::access_request(connection, role, *max)
             ),
         }
     }

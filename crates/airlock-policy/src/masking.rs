@@ -97,6 +97,13 @@ impl Detector {
     pub fn from_name(name: &str) -> Option<Detector> {
         Detector::ALL.iter().copied().find(|d| d.name() == name)
     }
+
+    /// Whether it judges a whole result value and never a span inside
+    /// longer text: what a client sent (its statements, parameters, errors
+    /// quoting them) is never masked by it.
+    pub fn value_only(self) -> bool {
+        matches!(self, Detector::PlantedInstructions)
+    }
 }
 
 impl fmt::Display for Detector {

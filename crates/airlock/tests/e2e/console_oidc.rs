@@ -262,6 +262,14 @@ fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A callback refused: `400`, no session, and the page says `why`.
+async fn refused(r: reqwest::Response, why: &str) {
+    assert_eq!(r.status(), 400);
+    assert_eq!(set_cookie(&r, "airlock_console"), None);
+    let body = r.text().await.unwrap();
+    assert!(body.contains(why), "{why:?} not in {body}");
+}
+
 async fn get(http: &reqwest::Client, url: &str, cookie: &str) -> reqwest::Response {
     http.get(url).header("cookie", cookie).send().await.unwrap()
 }
@@ -334,9 +342,11 @@ async fn the_console_logs_in_at_another_issuer_and_refuses_state_replay_and_nonc
     // This browser's login cookie, another state: refused before the code
     // is exchanged (the issuer has seen no exchange).
     let forged = format!("{console}/console/callback?code={code}&state=forged");
-    let r = get(&http, &forged, &login_cookie).await;
-    assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap().contains("state does not match"));
+    refused(
+        get(&http, &forged, &login_cookie).await,
+        "state does not match",
+    )
+    .await;
     assert!(idp.exchanges().is_empty(), "{:?}", idp.exchanges());
 
     // The right one: the code is exchanged (with the secret and the
@@ -364,14 +374,7 @@ async fn the_console_logs_in_at_another_issuer_and_refuses_state_replay_and_nonc
     // stolen URL and cookie): the console sends the same verifier, and the
     // issuer refuses the spent code.
     let r = get(&http, callback.as_str(), &login_cookie).await;
-    assert_eq!(r.status(), 400);
-    assert_eq!(set_cookie(&r, "airlock_console"), None);
-    assert!(
-        r.text()
-            .await
-            .unwrap()
-            .contains("the token endpoint refused the code")
-    );
+    refused(r, "the token endpoint refused the code").await;
     assert_eq!(idp.exchanges(), ["tokens", "unknown or used code"]);
 
     // A code injected into another login (obtained by login A, delivered
@@ -382,9 +385,11 @@ async fn the_console_logs_in_at_another_issuer_and_refuses_state_replay_and_nonc
     let (cookie_b, authorize_b) = begin(&http, &format!("{console}/console/login")).await;
     let state_b = param(&authorize_b, "state");
     let injected = format!("{console}/console/callback?code={code_a}&state={state_b}");
-    let r = get(&http, &injected, &cookie_b).await;
-    assert_eq!(r.status(), 400);
-    assert_eq!(set_cookie(&r, "airlock_console"), None);
+    refused(
+        get(&http, &injected, &cookie_b).await,
+        "the token endpoint refused the code",
+    )
+    .await;
     assert_eq!(
         idp.exchanges(),
         [
@@ -413,14 +418,7 @@ async fn the_console_logs_in_at_another_issuer_and_refuses_state_replay_and_nonc
     authorize.query_pairs_mut().clear().extend_pairs(pairs);
     let callback = at_issuer(&http, &authorize).await;
     let r = get(&http, callback.as_str(), &login_cookie).await;
-    assert_eq!(r.status(), 400);
-    assert_eq!(set_cookie(&r, "airlock_console"), None);
-    assert!(
-        r.text()
-            .await
-            .unwrap()
-            .contains("the ID token's nonce is not this login's")
-    );
+    refused(r, "the ID token's nonce is not this login's").await;
     assert_eq!(
         idp.exchanges(),
         [

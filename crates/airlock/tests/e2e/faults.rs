@@ -16,6 +16,17 @@ async fn connect(
     gw.client("admin", token).await
 }
 
+/// Runs `step` (the cluster's `stop`, `start_again`: blocking) off the
+/// runtime's threads.
+async fn on_cluster(cluster: Cluster, step: fn(&Cluster)) -> Cluster {
+    tokio::task::spawn_blocking(move || {
+        step(&cluster);
+        cluster
+    })
+    .await
+    .unwrap()
+}
+
 /// `airlock audit verify` on the gateway's journal and store passes.
 #[track_caller]
 fn audit_verifies(gw: &Gateway) {
@@ -66,12 +77,7 @@ async fn an_upstream_restart_gives_clean_errors_and_new_sessions_work_once_it_is
         assert!(n < 200, "the statement never ran upstream");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let cluster = tokio::task::spawn_blocking(move || {
-        cluster.stop();
-        cluster
-    })
-    .await
-    .unwrap();
+    let cluster = on_cluster(cluster, Cluster::stop).await;
 
     let err = running
         .await
@@ -91,12 +97,7 @@ async fn an_upstream_restart_gives_clean_errors_and_new_sessions_work_once_it_is
         .expect_err("no upstream, no session");
     assert_eq!(code(&err).as_deref(), Some("08006"), "{err:?}");
 
-    let cluster = tokio::task::spawn_blocking(move || {
-        cluster.start_again();
-        cluster
-    })
-    .await
-    .unwrap();
+    let cluster = on_cluster(cluster, Cluster::start_again).await;
     let back = connect(&gw, &token)
         .await
         .expect("a session once the upstream is back");
@@ -155,12 +156,7 @@ async fn the_store_down_for_a_minute_under_load_loses_nothing() {
         }
         n
     });
-    let store = tokio::task::spawn_blocking(move || {
-        store.stop();
-        store
-    })
-    .await
-    .unwrap();
+    let store = on_cluster(store, Cluster::stop).await;
     let down_at = std::time::Instant::now();
     let events_when_down = gw.journal_texts().len();
     // The shipper notices, and readiness says so.
@@ -179,12 +175,7 @@ async fn the_store_down_for_a_minute_under_load_loses_nothing() {
     );
     // Down for a minute, under load.
     tokio::time::sleep(Duration::from_secs(60).saturating_sub(down_at.elapsed())).await;
-    let store = tokio::task::spawn_blocking(move || {
-        store.start_again();
-        store
-    })
-    .await
-    .unwrap();
+    let store = on_cluster(store, Cluster::start_again).await;
     let back_at = std::time::Instant::now();
     stop.send(true).unwrap();
     let written = load.await.unwrap();

@@ -340,6 +340,7 @@ async fn the_python_sdk_in_both_protocol_eras_lists_queries_reads_masked_rows_an
             )
             .await;
         let e = refused(&e, "denied");
+        assert!(e["rule"].is_string(), "{e}");
         assert_eq!(e["hint"]["rule"], e["rule"], "{e}");
 
         // An unknown tool is a JSON-RPC error; arguments that do not fit
