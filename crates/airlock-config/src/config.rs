@@ -320,6 +320,9 @@ pub struct AccessRule {
     /// Sessions routed by this rule see result data unmasked (for approvers and DBAs).
     #[serde(default)]
     pub unmask: bool,
+    /// With `mode: schema-only`: the fewest rows a group of an aggregate must hold to be
+    /// returned (k; default 10, from 2 to 1000000).
+    pub min_group_rows: Option<u32>,
     /// Just-in-time access: the rule's roles are usable only through an approved, expiring
     /// grant.
     pub jit: Option<crate::Jit>,
@@ -350,6 +353,9 @@ pub enum AccessMode {
     /// Reads and writes, subject to the rest of the policy.
     #[default]
     ReadWrite,
+    /// Read-only, and no individual row values: the catalog, `EXPLAIN` without `ANALYZE`, and
+    /// aggregates over groups of at least `min_group_rows` rows.
+    SchemaOnly,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
@@ -844,6 +850,7 @@ log: {format: json}
                     roles: strings(&["readonly"]),
                     mode: AccessMode::ReadOnly,
                     unmask: false,
+                    min_group_rows: None,
                     jit: None,
                 },
                 AccessRule {
@@ -859,6 +866,7 @@ log: {format: json}
                     roles: strings(&["readonly", "admin"]),
                     mode: AccessMode::ReadWrite,
                     unmask: false,
+                    min_group_rows: None,
                     jit: None,
                 },
                 AccessRule {
@@ -870,6 +878,7 @@ log: {format: json}
                     roles: strings(&["admin"]),
                     mode: AccessMode::ReadWrite,
                     unmask: false,
+                    min_group_rows: None,
                     jit: Some(crate::Jit {
                         max_duration: HumanDuration(Duration::from_secs(3600)),
                         approvers: strings(&["dba"]),

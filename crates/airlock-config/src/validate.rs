@@ -201,6 +201,17 @@ fn access(config: &Config, p: &mut Problems) {
                 slot.insert(i);
             }
         }
+        match (rule.mode, rule.min_group_rows) {
+            (crate::AccessMode::SchemaOnly, Some(k)) if !(2..=1_000_000).contains(&k) => p.add(
+                format!("{at}.min_group_rows"),
+                "must be between 2 and 1000000",
+            ),
+            (crate::AccessMode::SchemaOnly, _) | (_, None) => {}
+            (_, Some(_)) => p.add(
+                format!("{at}.min_group_rows"),
+                "applies only to `mode: schema-only`",
+            ),
+        }
         if rule.groups.is_empty() && rule.subjects.is_empty() && rule.claims.is_empty() {
             p.add(
                 &at,
@@ -1149,6 +1160,30 @@ unsafe_functions: ['']
         .unwrap();
         let counts: Vec<Option<u32>> = config.guardrails.iter().map(|g| g.min_approvals).collect();
         assert_eq!(counts, [Some(10), None]);
+    }
+
+    #[test]
+    fn schema_only() {
+        let rule = "{name: s, groups: [g], connections: [orders], roles: [rw]";
+        for (more, want) in [
+            ("mode: schema-only", &[][..]),
+            ("mode: schema-only, min_group_rows: 2", &[]),
+            ("mode: schema-only, min_group_rows: 1000000", &[]),
+            (
+                "mode: schema-only, min_group_rows: 1",
+                &["t.yaml: access[0].min_group_rows: must be between 2 and 1000000"],
+            ),
+            (
+                "mode: read-only, min_group_rows: 10",
+                &["t.yaml: access[0].min_group_rows: applies only to `mode: schema-only`"],
+            ),
+            (
+                "min_group_rows: 10",
+                &["t.yaml: access[0].min_group_rows: applies only to `mode: schema-only`"],
+            ),
+        ] {
+            check(&with_access(&format!("  - {rule}, {more}}}\n")), want);
+        }
     }
 
     #[test]

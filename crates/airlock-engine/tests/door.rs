@@ -110,6 +110,7 @@ fn route() -> Route {
         role: "writer".into(),
         rule: "agents".into(),
         mode: AccessMode::ReadWrite,
+        schema_only: None,
         unmask: false,
         role_defaulted: false,
         grant: None,
@@ -242,6 +243,7 @@ impl Door {
             mode: self.route.mode,
             access_rule: &self.route.rule,
             writes: self.route.writes.as_ref(),
+            schema_only: self.route.schema_only,
             approvals: true,
             masking: Some(Masked {
                 policy: &self.masking.policy,

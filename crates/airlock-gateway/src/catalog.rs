@@ -117,14 +117,15 @@ impl Catalogs {
 }
 
 /// The masking catalog a route needs: `None` for a route exempt from
-/// masking (or when nothing is masked); otherwise the connection's, read
+/// masking (or when nothing is masked) unless it is schema-only (its
+/// errors are scrubbed all the same); otherwise the connection's, read
 /// with `read` on the route's own upstream when the cache has none fresh.
 pub async fn for_masking(
     snapshot: &crate::Snapshot,
     route: &airlock_policy::Route,
     read: impl Future<Output = Result<SensitiveCatalog, CatalogError>>,
 ) -> Result<Option<Arc<SensitiveCatalog>>, CatalogError> {
-    if !snapshot.masking.is_active() || route.unmask {
+    if (!snapshot.masking.is_active() || route.unmask) && route.schema_only.is_none() {
         return Ok(None);
     }
     let timeout = snapshot.limits.upstream_connect_timeout;

@@ -74,6 +74,9 @@ pub struct SessionPolicy {
     pub access_rule: String,
     /// How the principal could write, on a read-only route (for hints).
     pub writes: Option<airlock_policy::Writes>,
+    /// On a schema-only route: the fewest rows an aggregate's group must
+    /// hold.
+    pub schema_only: Option<u32>,
     /// Result masking, unless the session is exempt or nothing is masked.
     pub masking: Option<SessionMasking>,
     /// The connection's catalog cache, made stale by schema changes made
@@ -360,6 +363,31 @@ impl PolicyInspector {
             .masking
             .as_ref()
             .is_some_and(|m| m.catalog.any_sensitive)
+            || self.policy.schema_only.is_some()
+    }
+
+    /// The verdict on an allowed message `text`: on a schema-only route,
+    /// its aggregates rewritten to leave out groups of fewer than `k` rows
+    /// (refused when the rewrite cannot be sent as the session reads it).
+    fn allowed(&self, text: &str, statements: &[Statement]) -> Verdict {
+        let Some(k) = judge::group_floor(self.policy.schema_only, statements) else {
+            return allowed_verdict(statements);
+        };
+        match airlock_sql::disclosure::at_least(text, k) {
+            // The rewrite is UTF-8 with standard strings.
+            Ok(sql)
+                if (self.utf8 || sql.is_ascii())
+                    && (self.standard_conforming_strings || !sql.contains('\\')) =>
+            {
+                Verdict::Rewrite {
+                    sql,
+                    wait: judge::may_reconfigure(statements),
+                }
+            }
+            _ => refusal(judge::unknown(
+                "its aggregates could not be rewritten to leave out small groups",
+            )),
+        }
     }
 
     /// Whether a PREPARE names a statement already prepared, in this
@@ -381,6 +409,7 @@ impl PolicyInspector {
             mode: p.mode,
             access_rule: &p.access_rule,
             writes: p.writes.as_ref(),
+            schema_only: p.schema_only,
             approvals: p.approvals,
             masking: p.masking.as_ref().map(|m| judge::Masked {
                 policy: &m.masking.policy,
@@ -527,7 +556,7 @@ impl PolicyInspector {
                     );
                 }
                 tracing::debug!(kinds = %kinds(statements), "allowed");
-                allowed_verdict(statements)
+                self.allowed(&text, statements)
             }
             Ruling::Deny(denial) => {
                 match &denial.by {
@@ -562,7 +591,7 @@ impl PolicyInspector {
             } => {
                 self.judged_by(Recorded::Approve, &rule);
                 self.remember(id, &text, Arc::clone(statements));
-                let allowed = allowed_verdict(statements);
+                let allowed = self.allowed(&text, statements);
                 tracing::info!(kinds = %kinds(statements), rule = %rule, "statement needs approval");
                 if plan.is_none() {
                     // A Parse: each execution is held, at its Execute.
@@ -1352,7 +1381,10 @@ impl Inspector for PolicyInspector {
                         || params.iter().any(|p| p.value == Some(quoted))
                         || std::str::from_utf8(quoted).is_ok_and(|n| catalog.names_object(n))
                 };
-                mask::notice(&m.masking, tag, body, catalog.any_sensitive, &keep, out)
+                // On a schema-only route an error must not quote a value
+                // (`invalid input syntax for type integer: "…"`).
+                let sensitive = catalog.any_sensitive || self.policy.schema_only.is_some();
+                mask::notice(&m.masking, tag, body, sensitive, &keep, out)
             }
             _ => mask::async_message(&m.masking, tag, body, out),
         }

@@ -449,7 +449,10 @@ fn welcome(
         codec::ready_for_query(ready.status, out);
         return;
     }
-    let mode = route.mode.name();
+    let mode = match route.schema_only {
+        Some(_) => "schema-only",
+        None => route.mode.name(),
+    };
     let mut message = format!(
         "airlock: connection \"{}\" as role \"{}\" ({mode}, rule \"{}\"), session {id}",
         route.connection, route.role, route.rule
@@ -482,6 +485,7 @@ async fn run(
         mode: route.mode,
         access_rule: route.rule.clone(),
         writes: route.writes.clone(),
+        schema_only: route.schema_only,
         masking: opened.catalog.map(|catalog| SessionMasking {
             masking: Arc::clone(&snapshot.masking),
             catalog,

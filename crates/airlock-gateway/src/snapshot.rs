@@ -271,9 +271,15 @@ pub fn access_policy(config: &Config) -> AccessPolicy {
             connections: r.connections.clone(),
             roles: r.roles.clone(),
             mode: match r.mode {
-                airlock_config::AccessMode::ReadOnly => AccessMode::ReadOnly,
+                airlock_config::AccessMode::ReadOnly | airlock_config::AccessMode::SchemaOnly => {
+                    AccessMode::ReadOnly
+                }
                 airlock_config::AccessMode::ReadWrite => AccessMode::ReadWrite,
             },
+            schema_only: (r.mode == airlock_config::AccessMode::SchemaOnly).then(|| {
+                r.min_group_rows
+                    .unwrap_or(airlock_policy::access::DEFAULT_MIN_GROUP_ROWS)
+            }),
             unmask: r.unmask,
             jit: r.jit.as_ref().map(|j| airlock_policy::JitRule {
                 max_duration: j.max_duration.0,

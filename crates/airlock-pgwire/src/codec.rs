@@ -493,6 +493,26 @@ pub fn parse_types(body: &[u8]) -> Option<&[u8]> {
     (types.len() == len).then_some(types)
 }
 
+/// A Query or Parse message `tag` with `body`, its statement text replaced
+/// by `sql` (a Parse keeps its name and parameter types). `None` when the
+/// body is malformed.
+pub fn with_text(tag: u8, body: &[u8], sql: &str, buf: &mut BytesMut) -> Option<()> {
+    match tag {
+        b'Q' => query(sql, buf),
+        b'P' => {
+            let name = &body[..body.iter().position(|&b| b == 0)?];
+            let types = parse_types(body)?;
+            write_message(b'P', buf, |b| {
+                put_cstr(b, name);
+                put_cstr(b, sql);
+                b.extend_from_slice(types);
+            });
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
 /// A Bind of `statement` to `portal` with the parameter formats and values
 /// of another Bind's body, all results in text.
 pub fn bind_like(portal: &str, statement: &str, like: &[u8], buf: &mut BytesMut) -> Option<()> {

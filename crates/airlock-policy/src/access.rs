@@ -27,6 +27,10 @@ use std::fmt;
 
 use crate::Principal;
 
+/// The fewest rows an aggregate's group must hold on a schema-only route
+/// whose rule does not say.
+pub const DEFAULT_MIN_GROUP_ROWS: u32 = 10;
+
 /// How a route may use its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessMode {
@@ -59,6 +63,9 @@ pub struct AccessRule {
     pub mode: AccessMode,
     /// Sessions routed by this rule see result data unmasked.
     pub unmask: bool,
+    /// Schema-only access (`mode` is then read-only): no individual row
+    /// values, aggregates over groups of at least this many rows.
+    pub schema_only: Option<u32>,
     /// Its roles are usable only through a grant.
     pub jit: Option<JitRule>,
 }
@@ -160,6 +167,8 @@ pub struct Route {
     /// The access rule that granted the route.
     pub rule: String,
     pub mode: AccessMode,
+    /// Schema-only access: the fewest rows an aggregate's group must hold.
+    pub schema_only: Option<u32>,
     /// Whether the session is exempt from masking.
     pub unmask: bool,
     /// Whether the role is the principal's first allowed one because the
@@ -442,6 +451,7 @@ impl AccessPolicy {
             role: role.to_string(),
             rule: rule.name.clone(),
             mode: rule.mode,
+            schema_only: rule.schema_only,
             unmask: rule.unmask,
             role_defaulted,
             grant: grant.cloned(),
@@ -542,6 +552,7 @@ mod tests {
             connections: v(conns),
             roles: v(roles),
             mode,
+            schema_only: None,
             unmask: false,
             jit: None,
         }

@@ -354,6 +354,7 @@ mod tests {
             span: (0, 0),
             lineage: Default::default(),
             harmless_config: false,
+            disclosure: crate::statement::Disclosure::Nothing,
         }
     }
 

@@ -21,7 +21,7 @@ use crate::bounds::UniqueKeys;
 use crate::guardrails::{Decision, Estimate, Evaluation, Guardrails, strictest};
 use crate::hint::Hint;
 use crate::masking::{MaskingPolicy, PLACEHOLDER, SensitiveCatalog};
-use crate::statement::{Effect, Effects, Statement, StatementKind};
+use crate::statement::{Disclosure, Effect, Effects, Statement, StatementKind};
 
 /// What the judge knows of a session.
 #[derive(Clone, Copy)]
@@ -40,6 +40,9 @@ pub struct Session<'a> {
     /// On a read-only route: how the principal could write instead, for
     /// the hint of a refused write ([`Route::writes`](crate::Route::writes)).
     pub writes: Option<&'a Writes>,
+    /// On a schema-only route: the fewest rows an aggregate's group must
+    /// hold ([`Route::schema_only`](crate::Route::schema_only)).
+    pub schema_only: Option<u32>,
 }
 
 /// A masked session's rules and the connection's catalog.
@@ -224,6 +227,11 @@ pub fn judge(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Ruling 
             "DEALLOCATE the statement first, or prepare it under another name",
         );
     }
+    if let Some(k) = session.schema_only
+        && let Some(denial) = schema_only_refusal(statements, k)
+    {
+        return Ruling::Deny(denial);
+    }
     // A statement that pins a unique key changes at most one row: no
     // estimate is needed. Not after a schema change in the same message
     // (a new relation may shadow a keyed one).
@@ -403,6 +411,48 @@ fn unknown_hint() -> Hint {
 }
 
 /// The client's message for a statement rule `rule` denies.
+/// The rule a schema-only route's refusals are recorded under.
+pub const SCHEMA_ONLY_RULE: &str = "schema-only";
+
+/// On a schema-only route, the first statement that would show individual
+/// row values, refused.
+fn schema_only_refusal(statements: &[Statement], k: u32) -> Option<Denial> {
+    // What is not understood gets the built-in `unknown` refusal (and a
+    // text that does not parse, the server's own syntax error).
+    if statements.iter().any(|s| s.kind == StatementKind::Unknown) {
+        return None;
+    }
+    let why = statements.iter().find_map(|s| match s.disclosure {
+        Disclosure::Rows(why) => Some(why),
+        _ => None,
+    })?;
+    Some(Denial {
+        by: DeniedBy::Rule(SCHEMA_ONLY_RULE.into()),
+        message: denied_by(
+            SCHEMA_ONLY_RULE,
+            &format!("this access shows the schema, not the data: {why}"),
+        ),
+        hint: Hint::never(
+            SCHEMA_ONLY_RULE,
+            format!(
+                "read the catalog (information_schema, pg_catalog), EXPLAIN without ANALYZE, or aggregate one table: count, sum, avg, stddev or variance of columns, grouped by plain columns if at all; groups of fewer than {k} rows are left out"
+            ),
+        ),
+    })
+}
+
+/// On a schema-only route, the fewest rows each group of the message's
+/// aggregates must hold, when it has any ([`Disclosure::Aggregates`]): the
+/// door rewrites the text so (`airlock_sql::disclosure::at_least`) before
+/// it runs, and refuses it when it cannot.
+pub fn group_floor(schema_only: Option<u32>, statements: &[Statement]) -> Option<u32> {
+    schema_only.filter(|_| {
+        statements
+            .iter()
+            .any(|s| s.disclosure == Disclosure::Aggregates)
+    })
+}
+
 fn denied_by(rule: &str, message: &str) -> String {
     format!("airlock: statement denied by rule \"{rule}\": {message}")
 }
@@ -534,6 +584,7 @@ mod tests {
             mode: AccessMode::ReadWrite,
             access_rule: "agents",
             writes: None,
+            schema_only: None,
             approvals,
             masking: None,
             keys: None,
@@ -550,6 +601,68 @@ mod tests {
                 estimate_at_execution: None
             }
         );
+    }
+
+    #[test]
+    fn schema_only_refuses_rows_and_floors_aggregates() {
+        let g = rails();
+        let s = Session {
+            mode: AccessMode::ReadOnly,
+            schema_only: Some(12),
+            ..session(&g, true)
+        };
+        let with = |d: Disclosure| Statement {
+            disclosure: d,
+            ..stmt(StatementKind::Select, &[Effect::Read])
+        };
+        let aggregate = [with(Disclosure::Catalog), with(Disclosure::Aggregates)];
+        assert!(matches!(
+            judge(
+                &s,
+                &Ask::message(&aggregate, Estimate::NotFetched),
+                &NoFacts
+            ),
+            Ruling::Allow { .. }
+        ));
+        assert_eq!(group_floor(s.schema_only, &aggregate), Some(12));
+        assert_eq!(group_floor(s.schema_only, &aggregate[..1]), None);
+        assert_eq!(group_floor(None, &aggregate), None);
+        // One statement that shows rows refuses the message.
+        let rows = [
+            with(Disclosure::Catalog),
+            with(Disclosure::Rows("min() returns a row's value")),
+        ];
+        let Ruling::Deny(d) = judge(&s, &Ask::message(&rows, Estimate::NotFetched), &NoFacts)
+        else {
+            panic!("not refused");
+        };
+        assert_eq!(d.by, DeniedBy::Rule(SCHEMA_ONLY_RULE.into()));
+        assert!(
+            d.message.contains("min() returns a row's value"),
+            "{}",
+            d.message
+        );
+        assert!(
+            d.hint.to_json().contains("fewer than 12 rows"),
+            "{}",
+            d.hint.to_json()
+        );
+        // Not on another route.
+        let open = Session {
+            schema_only: None,
+            ..s
+        };
+        assert!(matches!(
+            judge(&open, &Ask::message(&rows, Estimate::NotFetched), &NoFacts),
+            Ruling::Allow { .. }
+        ));
+        // What is not understood keeps the built-in refusal.
+        let unknown = [Statement::unknown("it does not parse", (0, 1))];
+        let Ruling::Deny(d) = judge(&s, &Ask::message(&unknown, Estimate::NotFetched), &NoFacts)
+        else {
+            panic!("not refused");
+        };
+        assert_eq!(d.rule(), Some("unknown"));
     }
 
     #[test]

@@ -29,4 +29,6 @@ pub use guardrails::{Action, Decision, Estimate, Evaluation, Guardrail, Guardrai
 pub use hint::Hint;
 pub use judge::{Ask, Denial, DeniedBy, Facts, Fetch, Ruling, judge};
 pub use principal::Principal;
-pub use statement::{Effect, Effects, Pinned, Relation, Statement, StatementKind, SyntaxError};
+pub use statement::{
+    Disclosure, Effect, Effects, Pinned, Relation, Statement, StatementKind, SyntaxError,
+};

@@ -363,6 +363,30 @@ pub struct Statement {
     /// timed or planned). Only then may a read-only route run a statement
     /// with the `session_config` effect. Meaningless without that effect.
     pub harmless_config: bool,
+    /// What its result can show of the data, for schema-only access.
+    pub disclosure: Disclosure,
+}
+
+/// What a statement's result can show of the data, for schema-only access
+/// rules (SPEC §14). The door's analyzer decides it from the parse tree;
+/// the judge refuses [`Disclosure::Rows`] on a schema-only route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Disclosure {
+    /// No table data: settings, transaction control, `SHOW`, `EXPLAIN`
+    /// without `ANALYZE`, schema changes, writes without `RETURNING`.
+    Nothing,
+    /// Only the system catalog (or no relation at all), minus the views
+    /// that quote data (`pg_stats`, `pg_stat_activity`…), calling only
+    /// built-in functions that read no data.
+    Catalog,
+    /// Aggregates only (`count`, `sum`, `avg`, `stddev`, `variance`),
+    /// over one table, grouped by plain columns if at all: it shows
+    /// nothing of a single row once every group holds at least `k` rows,
+    /// which the door enforces by rewriting (`HAVING count(*) >= k`).
+    Aggregates,
+    /// Individual row values, or what the analyzer cannot tell apart from
+    /// them: why.
+    Rows(&'static str),
 }
 
 impl Statement {
@@ -383,6 +407,7 @@ impl Statement {
             span,
             lineage: Lineage::default(),
             harmless_config: false,
+            disclosure: Disclosure::Rows("the statement is not understood"),
         }
     }
 

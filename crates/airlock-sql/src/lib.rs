@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 
 pub mod cache;
+pub mod disclosure;
 mod lineage;
 pub mod literals;
 pub mod mysql;

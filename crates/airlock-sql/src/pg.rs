@@ -718,11 +718,20 @@ impl Analyzer {
             }
             _ => None,
         };
+        let disclosure = crate::disclosure::of(
+            node,
+            kind,
+            &facts.relations,
+            &facts.functions,
+            explain_analyze_flag,
+            !lineage.outputs.is_empty(),
+        );
         Statement {
             kind,
             nested,
             effects,
             pinned,
+            disclosure,
             relations: facts.relations,
             functions: facts.functions,
             has_where,
@@ -880,6 +889,7 @@ fn empty(span: (usize, usize)) -> Statement {
     Statement {
         kind: StatementKind::Empty,
         unknown_reason: None,
+        disclosure: airlock_policy::Disclosure::Nothing,
         ..Statement::unknown("", span)
     }
 }

@@ -173,6 +173,7 @@ pub fn judged(guardrails: &Guardrails, route: &Route, statements: &[Statement]) 
         mode: route.mode,
         access_rule: &route.rule,
         writes: route.writes.as_ref(),
+        schema_only: route.schema_only,
         approvals: true,
         masking: None,
         keys: None,

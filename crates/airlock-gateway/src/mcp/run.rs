@@ -433,6 +433,7 @@ impl Db {
         masking: &airlock_mask::Masking,
         catalog: Option<&SensitiveCatalog>,
         error: &UpstreamError,
+        schema_only: bool,
     ) -> String {
         let scrubbed = match (self, catalog) {
             (Db::Pg(_), Some(catalog)) if !error.raw.is_empty() => {
@@ -444,7 +445,8 @@ impl Db {
                     masking,
                     b'E',
                     &error.raw,
-                    catalog.any_sensitive,
+                    // A schema-only error must not quote a value either.
+                    catalog.any_sensitive || schema_only,
                     &keep,
                     &mut out,
                 )
@@ -1081,6 +1083,7 @@ async fn judge(
             mode: route.mode,
             access_rule: &route.rule,
             writes: route.writes.as_ref(),
+            schema_only: route.schema_only,
             approvals,
             masking: open.catalog.as_deref().map(|catalog| judge::Masked {
                 policy: &snapshot.masking.policy,
@@ -1202,6 +1205,23 @@ async fn execute(
 ) -> Outcome {
     let snapshot = &cx.snapshot;
     let at = At { id: ID, index: 0 };
+    // On a schema-only route, aggregates leave out groups of fewer than
+    // `k` rows.
+    let schema_only = open.authorized.route.schema_only.is_some();
+    let rewritten = match judge::group_floor(open.authorized.route.schema_only, statements) {
+        None => None,
+        Some(k) => match airlock_sql::disclosure::at_least(text, k) {
+            Ok(sql) => Some(sql),
+            Err(_) => {
+                return Outcome::Failed(Failure::new(
+                    "denied",
+                    "42501",
+                    "airlock: statement denied by rule \"unknown\": its aggregates could not be rewritten to leave out small groups",
+                ));
+            }
+        },
+    };
+    let text = rewritten.as_deref().unwrap_or(text);
     let mut collector = Collector {
         masking: &snapshot.masking,
         catalog: open.catalog.as_deref(),
@@ -1238,9 +1258,12 @@ async fn execute(
             Outcome::Ran(ran)
         }
         Ok(Ok(Err(error))) => {
-            let message = open
-                .db
-                .scrub(&snapshot.masking, open.catalog.as_deref(), &error);
+            let message = open.db.scrub(
+                &snapshot.masking,
+                open.catalog.as_deref(),
+                &error,
+                schema_only,
+            );
             open.recorder.error(at, error.code.clone(), message.clone());
             Outcome::Failed(Failure {
                 approval,

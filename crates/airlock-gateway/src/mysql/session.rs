@@ -919,6 +919,9 @@ impl Session<'_> {
                 mode: self.authorized.route.mode,
                 access_rule: &self.authorized.route.rule,
                 writes: self.authorized.route.writes.as_ref(),
+                // MySQL statements are never aggregates of the schema-only
+                // form (only the catalog passes): nothing to rewrite.
+                schema_only: self.authorized.route.schema_only,
                 approvals,
                 masking: self.masking.as_deref().map(|catalog| judge::Masked {
                     policy: &self.snapshot.masking.policy,

@@ -18,6 +18,13 @@ pub enum Verdict {
     /// `standard_conforming_strings` or `client_encoding` reported by
     /// ParameterStatus).
     ForwardAndWait,
+    /// Forward a Query or Parse with its statement text replaced by `sql`
+    /// (the same statements, made to enforce what the policy asked), then
+    /// as [`Verdict::ForwardAndWait`] when `wait`.
+    Rewrite {
+        sql: String,
+        wait: bool,
+    },
     /// Refuse the whole message with an ERROR carrying `code`, `message`
     /// and, when given, a HINT.
     Refuse {

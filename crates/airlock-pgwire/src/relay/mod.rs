@@ -387,6 +387,15 @@ impl<I: Inspector> Relay<I> {
                     end += h.total_len;
                     self.barrier = true;
                 }
+                Verdict::Rewrite { sql, wait } => {
+                    to_upstream.extend_from_slice(&input[..end]);
+                    codec::with_text(h.tag, body, &sql, to_upstream).ok_or(
+                        ProtocolError::Malformed("only a Query or Parse can be rewritten"),
+                    )?;
+                    input.advance(end + h.total_len);
+                    end = 0;
+                    self.barrier |= wait;
+                }
                 Verdict::Estimate { .. }
                 | Verdict::EstimateBound { .. }
                 | Verdict::Lookup { .. } => {

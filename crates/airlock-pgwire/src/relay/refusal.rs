@@ -239,6 +239,33 @@ mod tests {
     }
 
     #[test]
+    fn a_rewritten_message_goes_upstream_with_its_new_text_only() {
+        let client = [
+            msg(b'Q', b"select 1\0"),
+            msg(b'Q', b"select count(*) from t\0"),
+            // A Parse keeps its name and parameter types.
+            msg(
+                b'P',
+                b"s1\0select count(*) from t where a = $1\0\0\x01\0\0\0\x17",
+            ),
+            msg(b'B', b"\0s1\0\0\0\0\0\0\0"),
+            msg(b'S', b""),
+        ];
+        let upstream = [
+            msg(b'Q', b"select 1\0"),
+            msg(b'Q', b"select count(*) from t having count(*) >= 10\0"),
+            msg(
+                b'P',
+                b"s1\0select count(*) from t where a = $1 having count(*) >= 10\0\0\x01\0\0\0\x17",
+            ),
+            msg(b'B', b"\0s1\0\0\0\0\0\0\0"),
+            msg(b'S', b""),
+        ];
+        let mut relay = relay();
+        assert_eq!(send(&mut relay, &client), cat(&upstream));
+    }
+
+    #[test]
     fn a_refusals_error_is_rewritten_in_order_with_the_other_answers() {
         let mut relay = relay();
         send(

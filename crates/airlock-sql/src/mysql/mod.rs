@@ -63,7 +63,7 @@ mod lex;
 #[cfg(test)]
 mod tests;
 
-use airlock_policy::{Effect, Effects, Statement, StatementKind};
+use airlock_policy::{Disclosure, Effect, Effects, Statement, StatementKind};
 
 use lex::{Kind, Token};
 
@@ -365,6 +365,7 @@ impl Analyzer {
         let mut s = self.classify(t, span, mode);
         if s.kind != StatementKind::Unknown {
             self.scan_calls(t, &mut s);
+            s.disclosure = disclosure(&s, t);
         }
         s
     }
@@ -1188,7 +1189,89 @@ fn fixed(kind: StatementKind, effects: &[Effect], span: (usize, usize)) -> State
 }
 
 fn empty(span: (usize, usize)) -> Statement {
-    fixed(StatementKind::Empty, &[], span)
+    Statement {
+        disclosure: Disclosure::Nothing,
+        ..fixed(StatementKind::Empty, &[], span)
+    }
+}
+
+/// Functions a schema-only query may call on MySQL: what clients ask on
+/// connecting, and catalog helpers.
+const MYSQL_KNOWN_FUNCTIONS: &[&str] = &[
+    "database",
+    "schema",
+    "version",
+    "user",
+    "current_user",
+    "session_user",
+    "system_user",
+    "connection_id",
+    "count",
+    "lower",
+    "upper",
+    "concat",
+    "ifnull",
+    "coalesce",
+    "now",
+];
+
+/// What a MySQL statement's result can show of the data. Only the catalog
+/// (`information_schema`, but its `processlist`) and queries of no table
+/// pass on this door for now; aggregates over tables are PostgreSQL's
+/// (docs/agents.md).
+fn disclosure(s: &Statement, t: &[Token]) -> Disclosure {
+    use StatementKind as K;
+    let calls_unknown = t.iter().enumerate().any(|(i, tok)| {
+        tok.kind == Kind::Word
+            && t.get(i + 1).is_some_and(|n| n.is_punct("("))
+            && !matches(MYSQL_KNOWN_FUNCTIONS, &tok.text.to_lowercase())
+    });
+    match s.kind {
+        K::Select if calls_unknown => {
+            Disclosure::Rows("it calls a function airlock does not know as one that reads no data")
+        }
+        K::Select
+            if s.relations.iter().all(|r| {
+                r.schema
+                    .as_deref()
+                    .is_some_and(|db| db.eq_ignore_ascii_case("information_schema"))
+                    && !r.name.eq_ignore_ascii_case("processlist")
+            }) =>
+        {
+            Disclosure::Catalog
+        }
+        K::Select => Disclosure::Rows(
+            "on MySQL, schema-only access reads information_schema only; aggregates over tables are not supported there yet",
+        ),
+        K::Show
+            if t.iter()
+                .any(|w| w.is("processlist") || w.is("events") || w.is("profile")) =>
+        {
+            Disclosure::Rows("it shows other sessions' statements or logged rows")
+        }
+        K::Explain if t.iter().take(3).any(|w| w.is("analyze")) => {
+            Disclosure::Rows("ANALYZE runs the statement")
+        }
+        K::Insert | K::Update | K::Delete | K::Merge if !s.lineage.outputs.is_empty() => {
+            Disclosure::Rows("RETURNING returns the rows")
+        }
+        K::Show
+        | K::Explain
+        | K::Insert
+        | K::Update
+        | K::Delete
+        | K::Merge
+        | K::Transaction
+        | K::SetConfig
+        | K::Ddl
+        | K::Truncate
+        | K::Grant
+        | K::Lock
+        | K::Maintenance
+        | K::Deallocate
+        | K::Empty => Disclosure::Nothing,
+        _ => Disclosure::Rows("the statement may return rows"),
+    }
 }
 
 fn safe_charset(t: &Token) -> bool {

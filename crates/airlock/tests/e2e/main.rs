@@ -31,3 +31,4 @@ mod mysql;
 mod mysql_corpus;
 mod policy_corpus;
 mod recording;
+mod schema_only;

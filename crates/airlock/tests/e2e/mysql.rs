@@ -1299,3 +1299,48 @@ async fn a_packet_left_unfinished_ends_the_session_at_the_message_timeout() {
     assert_eq!(stdout(&out), "still here", "{}", stderr(&out));
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_only_on_mysql_reads_the_catalog_and_no_row() {
+    let db = seeded();
+    let gw = gateway(
+        &db,
+        "  - name: schema-readers\n    groups: [schema]\n    connections: [shop]\n    roles: [readonly]\n    mode: schema-only\n",
+        "",
+    )
+    .await;
+    let token = gw.token("devin", &["schema"]);
+    let run = |sql: &str| mysql_cli(&gw, &token, "readonly", "shop", sql);
+    let out = run(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = 'customers' ORDER BY ordinal_position",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "id\nname\nssn\nemail");
+    let out = run("SHOW COLUMNS FROM customers");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ssn"), "{}", stdout(&out));
+    let out = run("EXPLAIN SELECT * FROM customers WHERE ssn = '1'");
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (sql, why) in [
+        ("SELECT * FROM customers", "information_schema only"),
+        ("SELECT min(ssn) FROM customers", "function"),
+        ("SELECT count(*) FROM customers", "information_schema only"),
+        ("SHOW PROCESSLIST", "other sessions"),
+        ("ANALYZE SELECT * FROM customers", "ANALYZE"),
+        (
+            "SELECT info FROM information_schema.processlist",
+            "information_schema only",
+        ),
+    ] {
+        let out = run(sql);
+        assert!(!out.status.success(), "{sql}: {}", stdout(&out));
+        let e = stderr(&out);
+        assert!(
+            e.contains("ERROR 1142") || e.contains("schema-only"),
+            "{sql}: {e}"
+        );
+        assert!(e.contains("\"rule\":\"schema-only\""), "{sql}: {e}");
+        assert!(e.contains(why), "{sql}: {e}");
+        assert!(!e.contains(SSN), "{sql}: {e}");
+    }
+}

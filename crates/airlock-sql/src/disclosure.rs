@@ -1,0 +1,662 @@
+//! What a PostgreSQL statement's result can show of the data
+//! ([`Disclosure`]), for schema-only access rules, and the rewrite that
+//! makes an aggregate's groups hold at least `k` rows ([`at_least`]).
+//!
+//! A statement shows no individual row value when it reads only the system
+//! catalog, or when it is a plain aggregate over one table: its outputs are
+//! `count`, `sum`, `avg`, `stddev` or `variance` of plain columns (or
+//! arithmetic on them), or columns it groups by, and the door adds
+//! `HAVING count(*) >= k`. Everything else is [`Disclosure::Rows`], with
+//! why: joins, subqueries in FROM, CTEs and set operations can pad a
+//! single row to `k`; `min`, `max`, `string_agg` and window functions
+//! return a row's own value; a function airlock does not know as a
+//! built-in may read anything. The catalog views that quote data
+//! (`pg_stats`, `pg_stat_activity`…) are not catalog here.
+
+use airlock_policy::statement::Disclosure;
+use airlock_policy::{Relation, StatementKind};
+use pg_query::protobuf::{self, Node, node::Node as N};
+
+use crate::pg::matches;
+
+/// Catalog relations that quote table data or other sessions' statements
+/// (matched on the name, whatever the schema).
+const DATA_CATALOG: &[&str] = &[
+    "pg_statistic",
+    "pg_statistic_ext_data",
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_stat_activity",
+    "pg_stat_statements*",
+    "pg_largeobject",
+    "pg_authid",
+    "pg_shadow",
+    "pg_user_mapping",
+    "pg_user_mappings",
+    "user_mapping_options",
+    "pg_subscription",
+];
+
+/// Built-in functions that read data, files or other sessions' statements,
+/// or run SQL text: refused even when written `pg_catalog.`-qualified.
+const DATA_FUNCTIONS: &[&str] = &[
+    "lo_get",
+    "loread",
+    "lo_export",
+    "lo_import",
+    "pg_read_file",
+    "pg_read_binary_file",
+    "pg_ls_*",
+    "pg_stat_file",
+    "pg_stat_get_activity",
+    "pg_stat_get_backend_activity",
+    "pg_stat_statements*",
+    "query_to_xml*",
+    "query_to_xmlschema",
+    "table_to_xml*",
+    "cursor_to_xml*",
+    "schema_to_xml*",
+    "database_to_xml*",
+    "ts_stat",
+    "ts_rewrite",
+    "dblink*",
+    "pg_logical_slot_*",
+    "set_config",
+    "current_setting",
+];
+
+/// Built-in functions a schema-only statement may call unqualified: the
+/// catalog helpers of psql, drivers and ORMs, aggregates, and common
+/// scalar functions. Any other function must be written
+/// `pg_catalog.name` (a user cannot create functions there), since an
+/// unqualified name may be a user's function, which may read anything.
+const KNOWN_BUILT_INS: &[&str] = &[
+    // Catalog helpers.
+    "format_type",
+    "pg_get_*",
+    "pg_*_is_visible",
+    "has_*_privilege",
+    "pg_has_role",
+    "obj_description",
+    "col_description",
+    "shobj_description",
+    "pg_size_pretty",
+    "pg_relation_size",
+    "pg_total_relation_size",
+    "pg_table_size",
+    "pg_indexes_size",
+    "pg_database_size",
+    "pg_encoding_to_char",
+    "pg_relation_is_updatable",
+    "pg_column_is_updatable",
+    "pg_backend_pid",
+    "pg_postmaster_start_time",
+    "pg_is_in_recovery",
+    "to_regclass",
+    "to_regtype",
+    "to_regproc",
+    "to_regprocedure",
+    "to_regnamespace",
+    "current_database",
+    "current_schema",
+    "current_schemas",
+    "current_user",
+    "session_user",
+    "version",
+    "quote_ident",
+    "quote_literal",
+    "generate_series",
+    "generate_subscripts",
+    "unnest",
+    "array_*",
+    "row_number",
+    "string_agg",
+    "min",
+    "max",
+    "bool_and",
+    "bool_or",
+    // Aggregates of the aggregate form.
+    "count",
+    "sum",
+    "avg",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    // Scalars.
+    "lower",
+    "upper",
+    "length",
+    "char_length",
+    "octet_length",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "substring",
+    "substr",
+    "position",
+    "replace",
+    "concat",
+    "concat_ws",
+    "left",
+    "right",
+    "split_part",
+    "regexp_replace",
+    "date_trunc",
+    "date_part",
+    "extract",
+    "now",
+    "age",
+    "abs",
+    "round",
+    "trunc",
+    "ceil",
+    "ceiling",
+    "floor",
+    "sqrt",
+    "power",
+    "ln",
+    "log",
+    "exp",
+    "sign",
+    "mod",
+    "greatest",
+    "least",
+];
+
+/// Aggregates whose value over `k` rows is not one row's value.
+const SAFE_AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+];
+
+/// Scalar functions an aggregate's result may go through.
+const SAFE_SCALARS: &[&str] = &[
+    "round", "trunc", "ceil", "ceiling", "floor", "abs", "sqrt", "sign",
+];
+
+/// The disclosure of one analyzed statement. `node` is its parse tree;
+/// `returns_rows` whether its lineage has outputs (a DML's RETURNING).
+pub(crate) fn of(
+    node: &N,
+    kind: StatementKind,
+    relations: &[Relation],
+    functions: &[String],
+    explain_analyze: bool,
+    returns_rows: bool,
+) -> Disclosure {
+    use StatementKind as K;
+    if let Some(f) = functions.iter().find(|f| !known_function(f)) {
+        return Disclosure::Rows(if data_function(f) {
+            "it calls a function that reads data, files or SQL text"
+        } else {
+            "it calls a function airlock does not know as a built-in that reads no data (write built-ins as pg_catalog.name)"
+        });
+    }
+    match kind {
+        K::Select => select(node, relations),
+        K::Explain if explain_analyze => Disclosure::Rows("EXPLAIN ANALYZE runs the statement"),
+        K::Insert | K::Update | K::Delete | K::Merge if returns_rows => {
+            Disclosure::Rows("RETURNING returns the rows")
+        }
+        K::Explain
+        | K::Insert
+        | K::Update
+        | K::Delete
+        | K::Merge
+        | K::Empty
+        | K::Transaction
+        | K::SetConfig
+        | K::Show
+        | K::Deallocate
+        | K::Ddl
+        | K::Truncate
+        | K::Grant
+        | K::SetRole
+        | K::Lock
+        | K::Maintenance
+        | K::Notify
+        | K::CopyIn => Disclosure::Nothing,
+        K::CopyOut => Disclosure::Rows("COPY … TO sends the rows"),
+        K::Listen => Disclosure::Rows("notifications carry other sessions' data"),
+        K::Prepare | K::Execute | K::Cursor => Disclosure::Rows(
+            "SQL prepared statements and cursors are not available in schema-only mode",
+        ),
+        K::Call | K::Do => Disclosure::Rows("a procedure or DO block may return anything"),
+        K::LoadData | K::Handler | K::Kill | K::Unknown => {
+            Disclosure::Rows("the statement is not understood")
+        }
+    }
+}
+
+/// Whether `name` (as written, lower case, dot-joined) is a built-in that
+/// reads no data.
+fn known_function(name: &str) -> bool {
+    if data_function(name) {
+        return false;
+    }
+    match name.rsplit_once('.') {
+        Some(("pg_catalog", _)) => true,
+        Some(_) => false,
+        None => matches(KNOWN_BUILT_INS, name),
+    }
+}
+
+fn data_function(name: &str) -> bool {
+    matches(DATA_FUNCTIONS, name.rsplit('.').next().unwrap_or(name))
+}
+
+/// A system catalog relation that quotes no data. An unqualified `pg_…`
+/// name is taken as the catalog's (which PostgreSQL searches first).
+fn catalog_relation(r: &Relation) -> bool {
+    let catalog = match r.schema.as_deref() {
+        Some(s) => s == "pg_catalog" || s == "information_schema",
+        None => r.name.starts_with("pg_"),
+    };
+    catalog && !matches(DATA_CATALOG, &r.name)
+}
+
+fn select(node: &N, relations: &[Relation]) -> Disclosure {
+    if relations.iter().all(catalog_relation) {
+        return Disclosure::Catalog;
+    }
+    let N::SelectStmt(s) = node else {
+        return Disclosure::Rows("the query is not a plain SELECT");
+    };
+    match aggregate_form(s) {
+        Ok(()) => Disclosure::Aggregates,
+        Err(why) => Disclosure::Rows(why),
+    }
+}
+
+/// Whether `s` is an aggregate over one table: why not, if it is not.
+fn aggregate_form(s: &protobuf::SelectStmt) -> Result<(), &'static str> {
+    if s.op != protobuf::SetOperation::SetopNone as i32 {
+        return Err("set operations (UNION, INTERSECT, EXCEPT) can pad a group");
+    }
+    if s.with_clause.is_some() {
+        return Err("WITH queries can pad a group");
+    }
+    if !s.values_lists.is_empty() {
+        return Err("VALUES returns its rows");
+    }
+    if !s.window_clause.is_empty() {
+        return Err("window functions return rows' own values");
+    }
+    if !s.distinct_clause.is_empty() {
+        return Err("DISTINCT returns rows' own values");
+    }
+    if s.into_clause.is_some() || !s.locking_clause.is_empty() {
+        return Err("SELECT INTO and FOR UPDATE are not reads");
+    }
+    match s.from_clause.as_slice() {
+        [one] if matches!(one.node, Some(N::RangeVar(_))) => {}
+        [] => return Err("a query without FROM is not an aggregate over a table"),
+        [_] => {
+            return Err(
+                "only a table may be aggregated: subqueries, functions and joins in FROM can pad a group",
+            );
+        }
+        _ => return Err("only one table may be aggregated: a join can pad a group"),
+    }
+    if s.group_distinct {
+        return Err("GROUP BY DISTINCT is not supported in schema-only mode");
+    }
+    let mut groups = Vec::new();
+    for g in &s.group_clause {
+        match &g.node {
+            Some(N::ColumnRef(c)) if !c.fields.iter().any(is_star) => groups.push(&c.fields),
+            _ => {
+                return Err(
+                    "only plain columns may be grouped by (no expressions, ROLLUP, CUBE or GROUPING SETS)",
+                );
+            }
+        }
+    }
+    if s.target_list.is_empty() {
+        return Err("the query returns nothing to aggregate");
+    }
+    for t in &s.target_list {
+        let Some(N::ResTarget(t)) = &t.node else {
+            return Err("the target list is not understood");
+        };
+        match t.val.as_deref() {
+            Some(v) => output(v, &groups)?,
+            None => return Err(OUTPUTS),
+        }
+    }
+    Ok(())
+}
+
+const OUTPUTS: &str = "each output must be count, sum, avg, stddev or variance of plain columns, arithmetic on them, or a grouped column";
+
+fn is_star(node: &Node) -> bool {
+    matches!(node.node, Some(N::AStar(_)))
+}
+
+/// Whether an output expression shows no single row's value: why not.
+fn output(node: &Node, groups: &[&Vec<Node>]) -> Result<(), &'static str> {
+    let all = |nodes: &[Node]| nodes.iter().try_for_each(|n| output(n, groups));
+    let opt = |n: &Option<Box<Node>>| n.as_deref().map_or(Ok(()), |n| output(n, groups));
+    match &node.node {
+        Some(N::AConst(_)) => Ok(()),
+        Some(N::TypeCast(c)) => opt(&c.arg),
+        Some(N::AExpr(e)) => opt(&e.lexpr).and(opt(&e.rexpr)),
+        Some(N::CoalesceExpr(c)) => all(&c.args),
+        Some(N::NullTest(n)) => opt(&n.arg),
+        Some(N::ColumnRef(c)) if groups.iter().any(|g| **g == c.fields) => Ok(()),
+        Some(N::ColumnRef(_)) => {
+            Err("a column outside an aggregate (and not grouped by) shows each row's value")
+        }
+        Some(N::FuncCall(f)) => {
+            let name = name_of(&f.funcname);
+            if f.over.is_some() {
+                Err("window functions return rows' own values")
+            } else if matches(SAFE_AGGREGATES, name) {
+                if f.agg_filter.is_some() || f.agg_within_group {
+                    Err("FILTER and WITHIN GROUP can single out a row")
+                } else if !f.args.iter().all(plain) {
+                    Err(
+                        "an aggregate's arguments must be plain columns or constants (CASE can single out a row)",
+                    )
+                } else {
+                    Ok(())
+                }
+            } else if matches(SAFE_SCALARS, name) {
+                all(&f.args)
+            } else {
+                Err(
+                    "only count, sum, avg, stddev and variance aggregate without showing a row (min, max, string_agg and array_agg return rows' own values)",
+                )
+            }
+        }
+        _ => Err(OUTPUTS),
+    }
+}
+
+/// An aggregate's argument: a column, a constant, or a cast of one.
+fn plain(node: &Node) -> bool {
+    match &node.node {
+        Some(N::ColumnRef(c)) => !c.fields.iter().any(is_star),
+        Some(N::AConst(_)) => true,
+        Some(N::TypeCast(c)) => c.arg.as_deref().is_some_and(plain),
+        _ => false,
+    }
+}
+
+/// A function's unqualified name, when it is unqualified or
+/// `pg_catalog.`-qualified (otherwise empty: it matches nothing).
+fn name_of(parts: &[Node]) -> &str {
+    let names: Vec<&str> = parts
+        .iter()
+        .filter_map(|p| match &p.node {
+            Some(N::String(s)) => Some(s.sval.as_str()),
+            _ => None,
+        })
+        .collect();
+    match names.as_slice() {
+        [name] | ["pg_catalog", name] => name,
+        _ => "",
+    }
+}
+
+/// The text with `HAVING pg_catalog.count(*) >= k` added to each of its
+/// statements of the aggregate form (ANDed with its own HAVING), so that
+/// no group of fewer than `k` rows is returned. Every other statement is
+/// kept as it parses. Errs when the text does not parse or deparse.
+pub fn at_least(sql: &str, k: u32) -> Result<String, String> {
+    let mut parsed = pg_query::parse(sql).map_err(|e| e.to_string())?;
+    for raw in &mut parsed.protobuf.stmts {
+        let Some(N::SelectStmt(s)) = raw.stmt.as_mut().and_then(|s| s.node.as_mut()) else {
+            continue;
+        };
+        if aggregate_form(s).is_err() {
+            continue;
+        }
+        let bound = Node {
+            node: Some(N::AExpr(Box::new(protobuf::AExpr {
+                kind: protobuf::AExprKind::AexprOp as i32,
+                name: vec![string(">=")],
+                lexpr: Some(Box::new(Node {
+                    node: Some(N::FuncCall(Box::new(protobuf::FuncCall {
+                        funcname: vec![string("pg_catalog"), string("count")],
+                        agg_star: true,
+                        funcformat: protobuf::CoercionForm::CoerceExplicitCall as i32,
+                        ..Default::default()
+                    }))),
+                })),
+                rexpr: Some(Box::new(Node {
+                    node: Some(N::AConst(protobuf::AConst {
+                        val: Some(protobuf::a_const::Val::Ival(protobuf::Integer {
+                            ival: i32::try_from(k).unwrap_or(i32::MAX),
+                        })),
+                        ..Default::default()
+                    })),
+                })),
+                location: -1,
+            }))),
+        };
+        s.having_clause = Some(Box::new(match s.having_clause.take() {
+            None => bound,
+            Some(own) => Node {
+                node: Some(N::BoolExpr(Box::new(protobuf::BoolExpr {
+                    boolop: protobuf::BoolExprType::AndExpr as i32,
+                    args: vec![*own, bound],
+                    ..Default::default()
+                }))),
+            },
+        }));
+    }
+    pg_query::deparse(&parsed.protobuf).map_err(|e| e.to_string())
+}
+
+fn string(s: &str) -> Node {
+    Node {
+        node: Some(N::String(protobuf::String { sval: s.into() })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::Analyzer;
+
+    fn disclosure(sql: &str) -> Disclosure {
+        let statements = Analyzer::new(&[]).analyze(sql);
+        assert_eq!(statements.len(), 1, "{sql}");
+        statements[0].disclosure
+    }
+
+    #[test]
+    fn the_catalog_and_statements_without_data_pass() {
+        for sql in [
+            "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = 'public'",
+            // psql's \d customers, abridged.
+            "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relname OPERATOR(pg_catalog.~) '^(customers)$' AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 2, 3",
+            "SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a WHERE a.attrelid = '16384' AND a.attnum > 0",
+            "SELECT count(*) FROM pg_class",
+            "SELECT 1",
+            "SELECT version(), current_database()",
+            "SELECT pg_catalog.pg_get_viewdef('v'::regclass)",
+        ] {
+            assert_eq!(disclosure(sql), Disclosure::Catalog, "{sql}");
+        }
+        for sql in [
+            "SHOW search_path",
+            "SET search_path = public",
+            "BEGIN",
+            "EXPLAIN SELECT * FROM customers WHERE ssn = '1'",
+            "EXPLAIN (FORMAT JSON) SELECT ssn FROM customers",
+            ";",
+        ] {
+            assert_eq!(disclosure(sql), Disclosure::Nothing, "{sql}");
+        }
+    }
+
+    #[test]
+    fn aggregates_over_one_table_pass() {
+        for sql in [
+            "SELECT count(*) FROM customers",
+            "SELECT count(DISTINCT email), avg(total) FROM orders WHERE total > 10",
+            "SELECT status, count(*), sum(total) FROM orders GROUP BY status ORDER BY 2 DESC LIMIT 5",
+            "SELECT round(avg(total)::numeric, 2) AS mean, stddev(total) FROM public.orders",
+            "SELECT count(*) FROM customers WHERE ssn = $1",
+            "SELECT count(*) * 2 + 1 FROM customers",
+            // Groups of one row are left out by the rewrite: nothing shows.
+            "SELECT ssn, count(*) FROM customers GROUP BY ssn HAVING count(*) >= 1",
+            "SELECT avg(salary) FROM employees WHERE id = 5 LIMIT 1",
+        ] {
+            assert_eq!(disclosure(sql), Disclosure::Aggregates, "{sql}");
+        }
+    }
+
+    #[test]
+    fn what_shows_a_row_is_refused_with_why() {
+        for (sql, why) in [
+            ("SELECT * FROM customers", "outside an aggregate"),
+            ("SELECT ssn FROM customers LIMIT 1", "outside an aggregate"),
+            ("SELECT min(ssn) FROM customers", "min, max"),
+            ("SELECT max(salary) FROM employees", "min, max"),
+            ("SELECT string_agg(ssn, ',') FROM customers", "string_agg"),
+            ("SELECT array_agg(ssn) FROM customers", "array_agg"),
+            (
+                "SELECT count(*) FILTER (WHERE ssn = '1') FROM customers",
+                "FILTER",
+            ),
+            (
+                "SELECT sum(CASE WHEN ssn = '1' THEN 1 ELSE 0 END) FROM customers",
+                "CASE",
+            ),
+            ("SELECT count(*) OVER () FROM customers", "window"),
+            (
+                "SELECT ssn, row_number() OVER () FROM customers",
+                "outside an aggregate",
+            ),
+            (
+                "SELECT count(*) OVER w FROM customers WINDOW w AS ()",
+                "window",
+            ),
+            (
+                "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY salary) FROM employees",
+                "function",
+            ),
+            (
+                "SELECT lower(ssn), count(*) FROM customers GROUP BY lower(ssn)",
+                "plain columns",
+            ),
+            (
+                "SELECT count(*) FROM customers GROUP BY ROLLUP (ssn)",
+                "plain columns",
+            ),
+            (
+                "SELECT DISTINCT ON (ssn) count(*) FROM customers GROUP BY ssn",
+                "DISTINCT",
+            ),
+            (
+                "SELECT avg(x) FROM (SELECT salary AS x FROM employees WHERE id = 1) s",
+                "FROM",
+            ),
+            (
+                "SELECT avg(e.salary) FROM employees e, orders o WHERE e.id = 1",
+                "join",
+            ),
+            (
+                "SELECT avg(e.salary) FROM employees e JOIN orders o ON true WHERE e.id = 1",
+                "FROM",
+            ),
+            (
+                "SELECT sum(x) FROM generate_series(1, 10) x, employees",
+                "join",
+            ),
+            (
+                "WITH x AS (SELECT ssn FROM customers) SELECT count(*) FROM x",
+                "WITH",
+            ),
+            (
+                "SELECT count(*) FROM customers UNION ALL SELECT salary FROM employees",
+                "set operations",
+            ),
+            (
+                "SELECT count(*) FROM customers TABLESAMPLE SYSTEM (1)",
+                "FROM",
+            ),
+            ("SELECT (SELECT ssn FROM customers LIMIT 1)", "FROM"),
+            ("SELECT * FROM pg_stats", "outside an aggregate"),
+            (
+                "SELECT most_common_vals FROM pg_catalog.pg_stats",
+                "outside an aggregate",
+            ),
+            ("SELECT query FROM pg_stat_activity", "outside an aggregate"),
+            ("SELECT leak(5)", "function"),
+            ("SELECT public.count(*) FROM customers", "function"),
+            ("SELECT pg_catalog.lo_get(16400)", "reads data"),
+            (
+                "SELECT query_to_xml('SELECT ssn FROM customers', true, true, '')",
+                "reads data",
+            ),
+            ("SELECT current_setting('app.secret')", "reads data"),
+            ("EXPLAIN ANALYZE SELECT count(*) FROM customers", "ANALYZE"),
+            ("COPY customers TO STDOUT", "COPY"),
+            (
+                "DECLARE c CURSOR FOR SELECT count(*) FROM customers",
+                "cursors",
+            ),
+            ("PREPARE p AS SELECT count(*) FROM customers", "prepared"),
+            (
+                "DELETE FROM customers WHERE id = 1 RETURNING ssn",
+                "RETURNING",
+            ),
+            ("DO $$ BEGIN RAISE NOTICE 'x'; END $$", "DO"),
+            ("LISTEN leaks", "notifications"),
+            ("SELECT * FROM customers WHERE (", "not understood"),
+        ] {
+            match disclosure(sql) {
+                Disclosure::Rows(reason) => assert!(reason.contains(why), "{sql}: {reason}"),
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_rewrite_adds_the_floor_to_aggregates_only() {
+        let sql = at_least("SELECT count(*) FROM customers WHERE ssn = $1", 10).unwrap();
+        assert_eq!(
+            sql,
+            "SELECT count(*) FROM customers WHERE ssn = $1 HAVING pg_catalog.count(*) >= 10"
+        );
+        let sql = at_least(
+            "SELECT status, count(*) FROM orders GROUP BY status HAVING count(*) > 1 ORDER BY 2",
+            25,
+        )
+        .unwrap();
+        assert!(
+            sql.contains("HAVING count(*) > 1 AND pg_catalog.count(*) >= 25 ORDER BY 2"),
+            "{sql}"
+        );
+        // Each statement of a message; the catalog's are left as they are.
+        let sql = at_least(
+            "SELECT relname FROM pg_class; SELECT sum(total) FROM orders",
+            3,
+        )
+        .unwrap();
+        assert_eq!(
+            sql,
+            "SELECT relname FROM pg_class; SELECT sum(total) FROM orders HAVING pg_catalog.count(*) >= 3"
+        );
+        // What does not parse is not rewritten.
+        assert!(at_least("SELECT count(*) FROM", 3).is_err());
+        // The rewritten text is of the same form, and passes again.
+        let again = Analyzer::new(&[]).analyze(&at_least("SELECT count(*) FROM t", 10).unwrap());
+        assert_eq!(again[0].disclosure, Disclosure::Aggregates);
+    }
+}
