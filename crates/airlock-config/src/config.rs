@@ -323,6 +323,9 @@ pub struct AccessRule {
     /// With `mode: schema-only`: the fewest rows a group of an aggregate must hold to be
     /// returned (k; default 10, from 2 to 1000000).
     pub min_group_rows: Option<u32>,
+    /// What the sessions this rule routes may spend: per session, and per principal over a
+    /// window. A statement over a budget is refused before it reaches the database.
+    pub budgets: Option<Budgets>,
     /// Just-in-time access: the rule's roles are usable only through an approved, expiring
     /// grant.
     pub jit: Option<crate::Jit>,
@@ -376,6 +379,46 @@ pub struct Limits {
     pub per_principal: PrincipalLimits,
     /// Caps on each connection.
     pub per_connection: ConnectionLimits,
+}
+
+/// `access[].budgets`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+pub struct Budgets {
+    /// Caps on each session.
+    pub session: BudgetCaps,
+    /// Caps on each principal (token issuer and subject), across its sessions under this rule on
+    /// every door, counted over `window`.
+    pub principal: BudgetCaps,
+    /// How long a principal's spending counts, from its first statement, before it starts again
+    /// (1s to 30d; default 1h).
+    pub window: HumanDuration,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Budgets {
+            session: BudgetCaps::default(),
+            principal: BudgetCaps::default(),
+            window: HumanDuration(Duration::from_secs(3600)),
+        }
+    }
+}
+
+/// One scope's budget caps; each absent one is no cap.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+pub struct BudgetCaps {
+    /// The most statements (each statement of a message counts, and each execution of a prepared
+    /// one).
+    pub max_statements: Option<u64>,
+    /// The most statements a minute, with bursts of one minute's worth (a token bucket).
+    pub statements_per_minute: Option<u32>,
+    /// The most result rows returned. Counted as each result ends: the statement after the one
+    /// that reached it is refused.
+    pub max_rows: Option<u64>,
+    /// The most result bytes returned (rows as encoded on the wire), counted as `max_rows`.
+    pub max_bytes: Option<ByteSize>,
 }
 
 /// `limits.per_principal`.
@@ -851,6 +894,7 @@ log: {format: json}
                     mode: AccessMode::ReadOnly,
                     unmask: false,
                     min_group_rows: None,
+                    budgets: None,
                     jit: None,
                 },
                 AccessRule {
@@ -867,6 +911,7 @@ log: {format: json}
                     mode: AccessMode::ReadWrite,
                     unmask: false,
                     min_group_rows: None,
+                    budgets: None,
                     jit: None,
                 },
                 AccessRule {
@@ -879,6 +924,7 @@ log: {format: json}
                     mode: AccessMode::ReadWrite,
                     unmask: false,
                     min_group_rows: None,
+                    budgets: None,
                     jit: Some(crate::Jit {
                         max_duration: HumanDuration(Duration::from_secs(3600)),
                         approvers: strings(&["dba"]),

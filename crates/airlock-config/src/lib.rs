@@ -40,9 +40,9 @@ use std::path::Path;
 
 pub use approvals::{Approvals, Jit, Notifications, Webhook, WebhookEvent, WebhookFormat};
 pub use config::{
-    AccessMode, AccessRule, ClaimValues, ClientTls, Config, Connection, Identity, Issuer, JwksAuth,
-    Limits, Listen, Log, LogFormat, Protocol, RoleCredential, StartupNotice, TlsMode, Upstream,
-    UpstreamTls,
+    AccessMode, AccessRule, BudgetCaps, Budgets, ClaimValues, ClientTls, Config, Connection,
+    Identity, Issuer, JwksAuth, Limits, Listen, Log, LogFormat, Protocol, RoleCredential,
+    StartupNotice, TlsMode, Upstream, UpstreamTls,
 };
 pub use console::Console;
 pub use error::ConfigError;

@@ -212,6 +212,31 @@ fn access(config: &Config, p: &mut Problems) {
                 "applies only to `mode: schema-only`",
             ),
         }
+        if let Some(b) = &rule.budgets {
+            let window = b.window.0;
+            if window < std::time::Duration::from_secs(1)
+                || window > std::time::Duration::from_secs(30 * 86_400)
+            {
+                p.add(format!("{at}.budgets.window"), "must be between 1s and 30d");
+            }
+            for (scope, caps) in [("session", &b.session), ("principal", &b.principal)] {
+                let zero = [
+                    ("max_statements", caps.max_statements == Some(0)),
+                    (
+                        "statements_per_minute",
+                        caps.statements_per_minute == Some(0),
+                    ),
+                    ("max_rows", caps.max_rows == Some(0)),
+                    ("max_bytes", caps.max_bytes.is_some_and(|b| b.0 == 0)),
+                ];
+                for (name, _) in zero.iter().filter(|(_, z)| *z) {
+                    p.add(
+                        format!("{at}.budgets.{scope}.{name}"),
+                        "must be greater than zero (leave it out for no cap)",
+                    );
+                }
+            }
+        }
         if rule.groups.is_empty() && rule.subjects.is_empty() && rule.claims.is_empty() {
             p.add(
                 &at,
@@ -1183,6 +1208,31 @@ unsafe_functions: ['']
             ),
         ] {
             check(&with_access(&format!("  - {rule}, {more}}}\n")), want);
+        }
+    }
+
+    #[test]
+    fn budgets() {
+        let rule = "{name: b, groups: [g], connections: [orders], roles: [rw], budgets:";
+        for (budgets, want) in [
+            (
+                "{session: {max_statements: 100, statements_per_minute: 30, max_rows: 1000, max_bytes: 1MiB}, principal: {max_rows: 100000}, window: 1d}",
+                &[][..],
+            ),
+            ("{}", &[]),
+            (
+                "{session: {max_rows: 0}, principal: {statements_per_minute: 0}}",
+                &[
+                    "t.yaml: access[0].budgets.session.max_rows: must be greater than zero (leave it out for no cap)",
+                    "t.yaml: access[0].budgets.principal.statements_per_minute: must be greater than zero (leave it out for no cap)",
+                ],
+            ),
+            (
+                "{window: 31d}",
+                &["t.yaml: access[0].budgets.window: must be between 1s and 30d"],
+            ),
+        ] {
+            check(&with_access(&format!("  - {rule} {budgets}}}\n")), want);
         }
     }
 

@@ -15,12 +15,22 @@
 //! on every door: a door asks [`Budget::spend`] once per statement message
 //! it judges, with the time in hand, and refuses the statement (PostgreSQL
 //! `54000`, MySQL errno 1226, an MCP tool error) when the bucket is empty.
+//!
+//! An access rule's budgets (SPEC §14) ride on the same call: the
+//! statements of each session, and of each principal under the rule over a
+//! window, are counted (`max_statements`, `statements_per_minute`), and a
+//! statement is refused once the rows or bytes its session or principal
+//! has been returned reached a cap. Doors report each result's rows and
+//! bytes as it ends ([`Budget::returned`]): a result is never cut midway
+//! (the client's and the upstream's states would part), so the statement
+//! after the one that reached a cap is the one refused.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use airlock_policy::{Hint, Principal};
+use airlock_policy::access::{Budgets, Caps};
+use airlock_policy::{Hint, Principal, Route};
 
 /// The configured caps (`limits.per_principal`, `limits.per_connection`);
 /// `None` is no cap.
@@ -41,6 +51,30 @@ pub enum Exceeded {
     Connection { connection: String, limit: u32 },
     /// The principal has spent its `limit` statements a second.
     Rate { subject: String, limit: u32 },
+    /// A budget of the route's access rule is spent.
+    Budget {
+        scope: Scope,
+        cap: Cap,
+        limit: u64,
+        /// How long a principal's window lasts.
+        window: std::time::Duration,
+    },
+}
+
+/// Whose budget: the session's, or its principal's under the rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Session,
+    Principal,
+}
+
+/// Which budget cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cap {
+    Statements,
+    PerMinute,
+    Rows,
+    Bytes,
 }
 
 impl Exceeded {
@@ -59,6 +93,43 @@ impl Exceeded {
                 "airlock: {subject} is sending more than {limit} statements a second, the most \
                  limits.per_principal.statements_per_second allows; slow down and retry"
             ),
+            Exceeded::Budget {
+                scope, cap, limit, ..
+            } => {
+                let whose = match scope {
+                    Scope::Session => "this session",
+                    Scope::Principal => "you, across your sessions under this access rule,",
+                };
+                let what = match cap {
+                    Cap::Statements => format!("sent {limit} statements"),
+                    Cap::PerMinute => format!("sent {limit} statements in the last minute"),
+                    Cap::Rows => format!("been returned {limit} rows"),
+                    Cap::Bytes => format!("been returned {limit} bytes"),
+                };
+                format!(
+                    "airlock: statement refused: {whose} have {what}, the most {} allows",
+                    self.rule()
+                )
+                .replace("this session have", "this session has")
+            }
+        }
+    }
+
+    /// The rule a refusal is recorded under.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Exceeded::Principal { .. } | Exceeded::Connection { .. } => "max-sessions",
+            Exceeded::Rate { .. } => RATE_RULE,
+            Exceeded::Budget { scope, cap, .. } => match (scope, cap) {
+                (Scope::Session, Cap::Statements) => "budgets.session.max_statements",
+                (Scope::Session, Cap::PerMinute) => "budgets.session.statements_per_minute",
+                (Scope::Session, Cap::Rows) => "budgets.session.max_rows",
+                (Scope::Session, Cap::Bytes) => "budgets.session.max_bytes",
+                (Scope::Principal, Cap::Statements) => "budgets.principal.max_statements",
+                (Scope::Principal, Cap::PerMinute) => "budgets.principal.statements_per_minute",
+                (Scope::Principal, Cap::Rows) => "budgets.principal.max_rows",
+                (Scope::Principal, Cap::Bytes) => "budgets.principal.max_bytes",
+            },
         }
     }
 
@@ -79,6 +150,28 @@ impl Exceeded {
                     "send at most {limit} statements a second: wait a second, then send it again"
                 ),
             ),
+            Exceeded::Budget {
+                scope,
+                cap,
+                limit,
+                window,
+            } => match (scope, cap) {
+                (_, Cap::PerMinute) => Hint::later(
+                    self.rule(),
+                    format!("send at most {limit} statements a minute: wait, then send it again"),
+                ),
+                (Scope::Session, _) => Hint::never(
+                    self.rule(),
+                    "this session's budget is spent: end it; a new session gets a new one (your budget across sessions still counts)",
+                ),
+                (Scope::Principal, _) => Hint::later(
+                    self.rule(),
+                    format!(
+                        "your budget under this access rule starts again when its window ({}) ends; ask an administrator for a larger one",
+                        humantime::format_duration(*window)
+                    ),
+                ),
+            },
         }
     }
 
@@ -88,6 +181,14 @@ impl Exceeded {
             Exceeded::Principal { .. } => "per_principal_sessions",
             Exceeded::Connection { .. } => "per_connection_sessions",
             Exceeded::Rate { .. } => "per_principal_statements",
+            Exceeded::Budget { scope, cap, .. } => match (scope, cap) {
+                (Scope::Session, Cap::Statements | Cap::PerMinute) => "budget_session_statements",
+                (Scope::Session, Cap::Rows | Cap::Bytes) => "budget_session_results",
+                (Scope::Principal, Cap::Statements | Cap::PerMinute) => {
+                    "budget_principal_statements"
+                }
+                (Scope::Principal, Cap::Rows | Cap::Bytes) => "budget_principal_results",
+            },
         }
     }
 }
@@ -102,6 +203,122 @@ pub struct Limiter {
     /// refilled is the same as none: such buckets are dropped when the map
     /// grows.
     buckets: Mutex<HashMap<(String, String), Bucket>>,
+    /// What each principal spent under each access rule with budgets, by
+    /// (rule, issuer, subject); kept like the buckets.
+    ledgers: Mutex<HashMap<(String, String, String), Spending>>,
+}
+
+/// Spending counted against one scope's caps.
+type Spending = Arc<Mutex<Spent>>;
+
+#[derive(Debug, Default)]
+struct Spent {
+    statements: u64,
+    rows: u64,
+    bytes: u64,
+    /// The per-minute bucket: tokens left and when counted.
+    minute: (f64, Option<Instant>),
+    /// A principal's window began (at its first statement).
+    since: Option<Instant>,
+}
+
+impl Spent {
+    /// A principal's window that ended by `now` starts again.
+    fn roll(&mut self, window: std::time::Duration, now: Instant) {
+        if self
+            .since
+            .is_some_and(|s| now.saturating_duration_since(s) >= window)
+        {
+            *self = Spent::default();
+        }
+    }
+
+    /// Whether `n` more statements stay within `caps` at `now`.
+    fn check(
+        &self,
+        caps: &Caps,
+        scope: Scope,
+        n: u64,
+        now: Instant,
+        window: std::time::Duration,
+    ) -> Result<(), Exceeded> {
+        let over = |cap, limit| {
+            Err(Exceeded::Budget {
+                scope,
+                cap,
+                limit,
+                window,
+            })
+        };
+        if let Some(max) = caps.max_rows.filter(|m| self.rows >= *m) {
+            return over(Cap::Rows, max);
+        }
+        if let Some(max) = caps.max_bytes.filter(|m| self.bytes >= *m) {
+            return over(Cap::Bytes, max);
+        }
+        if let Some(max) = caps.max_statements.filter(|m| self.statements + n > *m) {
+            return over(Cap::Statements, max);
+        }
+        if let Some(rate) = caps.statements_per_minute {
+            let per_minute = f64::from(rate);
+            let tokens = refilled(self.minute, per_minute / 60.0, per_minute, now);
+            if tokens < (n as f64).min(per_minute) {
+                return over(Cap::PerMinute, u64::from(rate));
+            }
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, caps: &Caps, n: u64, now: Instant) {
+        self.statements += n;
+        self.since.get_or_insert(now);
+        if let Some(rate) = caps.statements_per_minute {
+            let per_minute = f64::from(rate);
+            let tokens = refilled(self.minute, per_minute / 60.0, per_minute, now);
+            self.minute = (
+                tokens - (n as f64).min(per_minute),
+                Some(self.minute.1.map_or(now, |at| at.max(now))),
+            );
+        }
+    }
+}
+
+/// A session's budgets under its access rule, and its principal's.
+#[derive(Debug, Clone)]
+struct Ledger {
+    budgets: Budgets,
+    session: Spending,
+    principal: Spending,
+}
+
+impl Ledger {
+    fn take(&self, statements: usize, now: Instant) -> Result<(), Exceeded> {
+        let n = statements as u64;
+        let b = &self.budgets;
+        let mut session = lock(&self.session);
+        let mut principal = lock(&self.principal);
+        principal.roll(b.window, now);
+        session.check(&b.session, Scope::Session, n, now, b.window)?;
+        principal.check(&b.principal, Scope::Principal, n, now, b.window)?;
+        session.take(&b.session, n, now);
+        principal.take(&b.principal, n, now);
+        Ok(())
+    }
+
+    fn returned(&self, rows: u64, bytes: u64, now: Instant) {
+        for (spent, roll) in [(&self.session, false), (&self.principal, true)] {
+            let mut spent = lock(spent);
+            if roll {
+                spent.roll(self.budgets.window, now);
+            }
+            spent.rows += rows;
+            spent.bytes += bytes;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Tokens left, and when they were counted (`None`: never spent, full).
@@ -137,12 +354,14 @@ impl Permit {
     }
 }
 
-/// A principal's statement budget, as one of its sessions holds it.
+/// A principal's statement budget (`statements_per_second`) and its access
+/// rule's budgets, as one of its sessions holds them.
 #[derive(Debug, Clone)]
 pub struct Budget {
-    bucket: Bucket,
+    /// The principal's bucket and its rate, when one is set.
+    rate: Option<(Bucket, u32)>,
+    ledger: Option<Ledger>,
     subject: String,
-    rate: u32,
 }
 
 impl Budget {
@@ -151,30 +370,58 @@ impl Budget {
     /// `now`: the bucket gains `rate` statements a second and holds at most
     /// `rate` (a burst of one second's worth). Nothing is taken when they
     /// are not all there.
+    /// Then the access rule's budgets: the session's and the principal's
+    /// statements, and whether a rows or bytes cap was reached.
     pub fn spend(&self, statements: usize, now: Instant) -> Result<(), Exceeded> {
-        let rate = f64::from(self.rate);
-        let cost = (statements.max(1) as f64).min(rate);
-        let mut bucket = self
-            .bucket
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let tokens = refilled(*bucket, rate, now);
-        if tokens < cost {
-            return Err(Exceeded::Rate {
-                subject: self.subject.clone(),
-                limit: self.rate,
-            });
+        if let Some((bucket, limit)) = &self.rate {
+            let rate = f64::from(*limit);
+            let cost = (statements.max(1) as f64).min(rate);
+            let mut bucket = lock(bucket);
+            let tokens = refilled(*bucket, rate, rate, now);
+            if tokens < cost {
+                return Err(Exceeded::Rate {
+                    subject: self.subject.clone(),
+                    limit: *limit,
+                });
+            }
+            *bucket = (tokens - cost, Some(bucket.1.map_or(now, |at| at.max(now))));
         }
-        *bucket = (tokens - cost, Some(bucket.1.map_or(now, |at| at.max(now))));
-        Ok(())
+        match &self.ledger {
+            Some(l) => l.take(statements.max(1), now),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the door should count the rows and bytes of its results
+    /// ([`Budget::returned`]).
+    pub fn counts_results(&self) -> bool {
+        self.ledger.as_ref().is_some_and(|l| {
+            let (s, p) = (&l.budgets.session, &l.budgets.principal);
+            s.max_rows
+                .or(s.max_bytes)
+                .or(p.max_rows)
+                .or(p.max_bytes)
+                .is_some()
+        })
+    }
+
+    /// A result ended having returned `rows` rows of `bytes` bytes to the
+    /// client: counted against the rows and bytes caps.
+    pub fn returned(&self, rows: u64, bytes: u64, now: Instant) {
+        if let Some(l) = &self.ledger
+            && (rows > 0 || bytes > 0)
+        {
+            l.returned(rows, bytes, now);
+        }
     }
 }
 
-/// A bucket's tokens at `now`.
-fn refilled((tokens, at): (f64, Option<Instant>), rate: f64, now: Instant) -> f64 {
+/// A bucket's tokens at `now`: it gains `rate` a second and holds at most
+/// `burst`.
+fn refilled((tokens, at): (f64, Option<Instant>), rate: f64, burst: f64, now: Instant) -> f64 {
     match at {
-        None => rate,
-        Some(at) => (tokens + now.saturating_duration_since(at).as_secs_f64() * rate).min(rate),
+        None => burst,
+        Some(at) => (tokens + now.saturating_duration_since(at).as_secs_f64() * rate).min(burst),
     }
 }
 
@@ -213,9 +460,9 @@ impl Limiter {
         *open.connections.entry(connection.to_string()).or_default() += 1;
         drop(open);
         let budget = caps.statements_per_second.map(|rate| Budget {
-            bucket: self.bucket(&key, f64::from(rate), now),
+            rate: Some((self.bucket(&key, f64::from(rate), now), rate)),
+            ledger: None,
             subject: principal.subject.clone(),
-            rate,
         });
         Ok(Permit {
             limiter: Arc::clone(self),
@@ -223,6 +470,61 @@ impl Limiter {
             connection: connection.to_string(),
             budget,
         })
+    }
+
+    /// [`Limiter::admit`] for a session on `route`, with the budgets of
+    /// its access rule: the session's own, and its principal's under the
+    /// rule, shared with its other sessions.
+    pub fn admit_route(
+        self: &Arc<Self>,
+        caps: SessionCaps,
+        principal: &Principal,
+        route: &Route,
+        now: Instant,
+    ) -> Result<Permit, Exceeded> {
+        let mut permit = self.admit(caps, principal, &route.connection, now)?;
+        if let Some(budgets) = route
+            .budgets
+            .filter(|b| !b.session.is_empty() || !b.principal.is_empty())
+        {
+            let key = (
+                route.rule.clone(),
+                principal.issuer.clone(),
+                principal.subject.clone(),
+            );
+            let ledger = Ledger {
+                budgets,
+                session: Spending::default(),
+                principal: self.ledger(key, budgets.window, now),
+            };
+            let budget = permit.budget.get_or_insert_with(|| Budget {
+                rate: None,
+                ledger: None,
+                subject: principal.subject.clone(),
+            });
+            budget.ledger = Some(ledger);
+        }
+        Ok(permit)
+    }
+
+    /// A principal's spending under a rule. When many are kept, those no
+    /// session holds whose window has ended go first.
+    fn ledger(
+        &self,
+        key: (String, String, String),
+        window: std::time::Duration,
+        now: Instant,
+    ) -> Spending {
+        let mut ledgers = lock(&self.ledgers);
+        if ledgers.len() >= BUCKETS_KEPT && !ledgers.contains_key(&key) {
+            ledgers.retain(|_, spent| {
+                Arc::strong_count(spent) > 1
+                    || lock(spent)
+                        .since
+                        .is_some_and(|s| now.saturating_duration_since(s) < window)
+            });
+        }
+        Arc::clone(ledgers.entry(key).or_default())
     }
 
     /// `principal`'s bucket, made full when it has none. When many
@@ -238,7 +540,7 @@ impl Limiter {
                 Arc::strong_count(bucket) > 1
                     || bucket
                         .lock()
-                        .map_or(true, |b| refilled(*b, rate, now) < rate)
+                        .map_or(true, |b| refilled(*b, rate, rate, now) < rate)
             });
         }
         Arc::clone(buckets.entry(principal.clone()).or_default())
@@ -279,7 +581,7 @@ impl Drop for Permit {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
+    use std::time::{Duration, SystemTime};
 
     use super::*;
 
@@ -472,5 +774,139 @@ mod tests {
             .unwrap();
         assert!(again.budget().unwrap().spend(51, later).is_err());
         again.budget().unwrap().spend(50, later).unwrap();
+    }
+
+    fn route(budgets: Budgets) -> Route {
+        Route {
+            connection: "db".into(),
+            role: "r".into(),
+            rule: "agents".into(),
+            mode: airlock_policy::AccessMode::ReadOnly,
+            schema_only: None,
+            budgets: Some(budgets),
+            unmask: false,
+            role_defaulted: false,
+            grant: None,
+            writes: None,
+        }
+    }
+
+    fn budgets(session: Caps, principal: Caps) -> Budgets {
+        Budgets {
+            session,
+            principal,
+            window: std::time::Duration::from_secs(3600),
+        }
+    }
+
+    fn rule(e: Result<(), Exceeded>) -> &'static str {
+        e.map_or_else(|e| e.rule(), |()| "ok")
+    }
+
+    #[test]
+    fn a_session_budget_counts_statements_and_refuses_after_a_result_reaches_a_cap() {
+        let limiter = Arc::new(Limiter::default());
+        let alice = principal("idp", "alice");
+        let caps = Caps {
+            max_statements: Some(5),
+            max_rows: Some(100),
+            ..Caps::default()
+        };
+        let t0 = now();
+        let permit = limiter
+            .admit_route(
+                SessionCaps::default(),
+                &alice,
+                &route(budgets(caps, Caps::default())),
+                t0,
+            )
+            .unwrap();
+        let b = permit.budget().unwrap();
+        assert!(b.counts_results());
+        assert_eq!(rule(b.spend(2, t0)), "ok");
+        // A result that crosses the cap is not cut; the next statement is refused.
+        b.returned(150, 9_000, t0);
+        let e = b.spend(1, t0).unwrap_err();
+        assert_eq!(e.rule(), "budgets.session.max_rows");
+        assert!(
+            e.message()
+                .contains("this session has been returned 100 rows"),
+            "{}",
+            e.message()
+        );
+        assert_eq!(e.hint().to_value()["retry"], false);
+        // Another session of the same principal has its own.
+        let other = limiter
+            .admit_route(
+                SessionCaps::default(),
+                &alice,
+                &route(budgets(caps, Caps::default())),
+                t0,
+            )
+            .unwrap()
+            .budget()
+            .unwrap();
+        assert_eq!(rule(other.spend(5, t0)), "ok");
+        // A message of more statements than are left is refused whole.
+        assert_eq!(rule(other.spend(1, t0)), "budgets.session.max_statements");
+    }
+
+    #[test]
+    fn a_principal_budget_is_shared_by_its_sessions_until_its_window_ends() {
+        let limiter = Arc::new(Limiter::default());
+        let alice = principal("idp", "alice");
+        let bob = principal("idp", "bob");
+        let caps = Caps {
+            max_bytes: Some(1000),
+            statements_per_minute: Some(3),
+            ..Caps::default()
+        };
+        let r = route(budgets(Caps::default(), caps));
+        let t0 = now();
+        let one = limiter
+            .admit_route(SessionCaps::default(), &alice, &r, t0)
+            .unwrap();
+        let two = limiter
+            .admit_route(SessionCaps::default(), &alice, &r, t0)
+            .unwrap();
+        let (one, two) = (one.budget().unwrap(), two.budget().unwrap());
+        assert_eq!(rule(one.spend(2, t0)), "ok");
+        assert_eq!(rule(two.spend(1, t0)), "ok");
+        // Three a minute across both sessions, refilling at one every 20 s.
+        assert_eq!(
+            rule(one.spend(1, t0)),
+            "budgets.principal.statements_per_minute"
+        );
+        assert_eq!(rule(two.spend(1, t0 + Duration::from_secs(21))), "ok");
+        // Bytes returned through one session close the other.
+        one.returned(10, 1500, t0);
+        let e = two.spend(1, t0 + Duration::from_secs(60)).unwrap_err();
+        assert_eq!(e.rule(), "budgets.principal.max_bytes");
+        assert_eq!(e.hint().to_value()["retry"], true);
+        assert!(e.hint().to_json().contains("1h"), "{}", e.hint().to_json());
+        // Another principal is not charged.
+        let b = limiter
+            .admit_route(SessionCaps::default(), &bob, &r, t0)
+            .unwrap();
+        assert_eq!(
+            rule(b.budget().unwrap().spend(1, t0 + Duration::from_secs(60))),
+            "ok"
+        );
+        // The window ends an hour after alice's first statement.
+        assert_eq!(rule(two.spend(1, t0 + Duration::from_secs(3600))), "ok");
+    }
+
+    #[test]
+    fn a_rule_without_budgets_adds_nothing() {
+        let limiter = Arc::new(Limiter::default());
+        let permit = limiter
+            .admit_route(
+                SessionCaps::default(),
+                &principal("idp", "a"),
+                &route(budgets(Caps::default(), Caps::default())),
+                now(),
+            )
+            .unwrap();
+        assert!(permit.budget().is_none());
     }
 }

@@ -200,6 +200,9 @@ pub struct PolicyInspector {
     /// Portal name → the approval its Executes need.
     portal_holds: HashMap<Vec<u8>, PortalHold>,
     hold: Option<Hold>,
+    /// With budgets on rows or bytes: what the result being returned has
+    /// sent so far, counted when it ends.
+    returned: Option<(u64, u64)>,
 }
 
 /// A judgement, as recorded.
@@ -212,6 +215,11 @@ struct Judged {
 
 impl PolicyInspector {
     pub fn new(mut policy: SessionPolicy) -> Self {
+        let returned = policy
+            .budget
+            .as_ref()
+            .filter(|b| b.counts_results())
+            .map(|_| (0, 0));
         PolicyInspector {
             recorder: policy.recorder.take(),
             last: None,
@@ -234,6 +242,7 @@ impl PolicyInspector {
             asked_for: Default::default(),
             portal_holds: HashMap::new(),
             hold: None,
+            returned,
         }
     }
 
@@ -471,7 +480,7 @@ impl PolicyInspector {
                 self.last = Some(Judged {
                     statements: analyzed,
                     decision: Recorded::Deny,
-                    rule: Some(airlock_engine::limits::RATE_RULE.to_string()),
+                    rule: Some(exceeded.rule().to_string()),
                     approval: None,
                 });
             }
@@ -1208,7 +1217,7 @@ impl Inspector for PolicyInspector {
         if plan == Plan::NotFetched
             && let Some(exceeded) = crate::over_budget(self.policy.budget.as_ref(), 1, "postgres")
         {
-            let denied = (airlock_engine::limits::RATE_RULE, limit_refusal(&exceeded));
+            let denied = (exceeded.rule(), limit_refusal(&exceeded));
             return self.recorded_bind(id, body, None, Some(denied));
         }
         if let Some(id) = id.filter(|_| self.hides_quoted()) {
@@ -1271,6 +1280,22 @@ impl Inspector for PolicyInspector {
     fn observe(&mut self, at: StatementRef, tag: u8, body: &[u8]) {
         if let Some(r) = self.recorder.as_mut() {
             record::observe(r, at, tag, body);
+        }
+        if let Some((rows, bytes)) = self.returned.as_mut() {
+            match tag {
+                b'D' => {
+                    *rows += 1;
+                    *bytes += body.len() as u64;
+                }
+                // The result ended: its rows count against the budgets.
+                b'C' | b'E' | b's' | b'I' => {
+                    if let Some(budget) = &self.policy.budget {
+                        budget.returned(*rows, *bytes, std::time::Instant::now());
+                    }
+                    (*rows, *bytes) = (0, 0);
+                }
+                _ => {}
+            }
         }
     }
 

@@ -226,10 +226,10 @@ impl Gateway {
         door: &'static str,
     ) -> Result<airlock_engine::limits::Permit, airlock_engine::limits::Exceeded> {
         self.limiter
-            .admit(
+            .admit_route(
                 snapshot.limits.sessions,
                 &authorized.principal,
-                &authorized.route.connection,
+                &authorized.route,
                 std::time::Instant::now(),
             )
             .inspect_err(|e| {
@@ -496,10 +496,10 @@ fn build_snapshot(config: &Config, verifier: Arc<Verifier>) -> Result<Snapshot, 
 /// take: a client that reads nothing more does not keep the session.
 pub(crate) const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Charges a message of `statements` to the principal's budget, if the
-/// session has one: `Some` (counted and logged) when it is over, which the
-/// door turns into its refusal and records under
-/// [`airlock_engine::limits::RATE_RULE`].
+/// Charges a message of `statements` to the principal's rate and the access
+/// rule's budgets, if the session has any: `Some` (counted and logged) when
+/// one is over, which the door turns into its refusal and records under
+/// [`Exceeded::rule`](airlock_engine::limits::Exceeded::rule).
 pub(crate) fn over_budget(
     budget: Option<&airlock_engine::limits::Budget>,
     statements: usize,

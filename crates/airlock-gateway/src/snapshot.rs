@@ -258,6 +258,15 @@ fn claim_matchers(
         .collect()
 }
 
+fn caps(c: &airlock_config::BudgetCaps) -> airlock_policy::access::Caps {
+    airlock_policy::access::Caps {
+        max_statements: c.max_statements,
+        statements_per_minute: c.statements_per_minute,
+        max_rows: c.max_rows,
+        max_bytes: c.max_bytes.map(|b| b.0),
+    }
+}
+
 /// The policy core's view of the `access` section.
 pub fn access_policy(config: &Config) -> AccessPolicy {
     let rules = config
@@ -276,6 +285,11 @@ pub fn access_policy(config: &Config) -> AccessPolicy {
                 }
                 airlock_config::AccessMode::ReadWrite => AccessMode::ReadWrite,
             },
+            budgets: r.budgets.as_ref().map(|b| airlock_policy::access::Budgets {
+                session: caps(&b.session),
+                principal: caps(&b.principal),
+                window: b.window.0,
+            }),
             schema_only: (r.mode == airlock_config::AccessMode::SchemaOnly).then(|| {
                 r.min_group_rows
                     .unwrap_or(airlock_policy::access::DEFAULT_MIN_GROUP_ROWS)

@@ -31,6 +31,32 @@ use crate::Principal;
 /// whose rule does not say.
 pub const DEFAULT_MIN_GROUP_ROWS: u32 = 10;
 
+/// What a session (or a principal, over a window) may spend under an
+/// access rule (SPEC §14); `None` is no cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Caps {
+    pub max_statements: Option<u64>,
+    pub statements_per_minute: Option<u32>,
+    pub max_rows: Option<u64>,
+    pub max_bytes: Option<u64>,
+}
+
+impl Caps {
+    pub fn is_empty(&self) -> bool {
+        *self == Caps::default()
+    }
+}
+
+/// An access rule's budgets: per session, and per principal over a window
+/// shared by all its sessions under the rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budgets {
+    pub session: Caps,
+    pub principal: Caps,
+    /// How long a principal's spending counts before it starts again.
+    pub window: std::time::Duration,
+}
+
 /// How a route may use its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessMode {
@@ -66,6 +92,8 @@ pub struct AccessRule {
     /// Schema-only access (`mode` is then read-only): no individual row
     /// values, aggregates over groups of at least this many rows.
     pub schema_only: Option<u32>,
+    /// What the sessions it routes may spend.
+    pub budgets: Option<Budgets>,
     /// Its roles are usable only through a grant.
     pub jit: Option<JitRule>,
 }
@@ -169,6 +197,8 @@ pub struct Route {
     pub mode: AccessMode,
     /// Schema-only access: the fewest rows an aggregate's group must hold.
     pub schema_only: Option<u32>,
+    /// The access rule's budgets.
+    pub budgets: Option<Budgets>,
     /// Whether the session is exempt from masking.
     pub unmask: bool,
     /// Whether the role is the principal's first allowed one because the
@@ -452,6 +482,7 @@ impl AccessPolicy {
             rule: rule.name.clone(),
             mode: rule.mode,
             schema_only: rule.schema_only,
+            budgets: rule.budgets,
             unmask: rule.unmask,
             role_defaulted,
             grant: grant.cloned(),
@@ -553,6 +584,7 @@ mod tests {
             roles: v(roles),
             mode,
             schema_only: None,
+            budgets: None,
             unmask: false,
             jit: None,
         }

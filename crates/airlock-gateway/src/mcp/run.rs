@@ -500,7 +500,7 @@ struct Open {
     /// The call's session slot (`limits.max_sessions`), held until it ends.
     _slot: tokio::sync::OwnedSemaphorePermit,
     /// Its place under the per-principal and per-connection caps.
-    _permit: airlock_engine::limits::Permit,
+    permit: airlock_engine::limits::Permit,
     /// The session, counted active until it ends.
     _active: crate::metrics::ActiveSession,
     /// When the call's session started.
@@ -705,7 +705,7 @@ async fn open_session(cx: &Context, request: &Request) -> Result<Open, Failure> 
     );
     Ok(Open {
         _slot: slot,
-        _permit: permit,
+        permit,
         _active: cx.gateway.metrics.session_started("mcp"),
         started: now,
         authorized,
@@ -1247,7 +1247,15 @@ async fn execute(
             .execute(text, params, cx.caps.max_rows, &mut collector),
     )
     .await;
-    let Collector { mut ran, .. } = collector;
+    let Collector { mut ran, bytes, .. } = collector;
+    // What the agent was given counts against its access rule's budgets.
+    if let Some(budget) = open.permit.budget() {
+        budget.returned(
+            ran.rows.len() as u64,
+            bytes as u64,
+            std::time::Instant::now(),
+        );
+    }
     ran.session = open.recorder.session();
     ran.seq = open.recorder.statements();
     match answer {

@@ -258,7 +258,8 @@ async fn open(
                 }
                 airlock_engine::limits::Exceeded::Connection { .. } => (errno::CON_COUNT, "08004"),
                 // Admission spends no statement.
-                airlock_engine::limits::Exceeded::Rate { .. } => {
+                airlock_engine::limits::Exceeded::Rate { .. }
+                | airlock_engine::limits::Exceeded::Budget { .. } => {
                     (errno::USER_LIMIT_REACHED, "42000")
                 }
             };
@@ -1103,7 +1104,7 @@ impl Session<'_> {
         Some(Judged::Refuse {
             code: errno::USER_LIMIT_REACHED,
             decision: Recorded::Deny,
-            rule: Some(airlock_engine::limits::RATE_RULE.into()),
+            rule: Some(exceeded.rule().into()),
             message: exceeded.message(),
             hint: exceeded.hint(),
         })
@@ -1555,6 +1556,9 @@ impl Session<'_> {
         let mut planned = cursor.is_some();
         let mut mask: Option<Arc<RowMask>> = cursor.flatten();
         let mut scratch = BytesMut::new();
+        // With budgets on rows or bytes: what this answer returned.
+        let counted = self.budget.as_ref().filter(|b| b.counts_results()).cloned();
+        let mut returned = (0u64, 0u64);
         while !response.done() {
             let packet = loop {
                 match framer.next(&mut self.upstream_in) {
@@ -1659,6 +1663,8 @@ impl Session<'_> {
                             self.recorder.row(at, values);
                         }
                     }
+                    returned.0 += 1;
+                    returned.1 += row.len() as u64;
                     codec::write(&mut self.out, &mut seq, row);
                 }
                 Part::Err => {
@@ -1702,6 +1708,9 @@ impl Session<'_> {
                 }
                 _ => codec::write(&mut self.out, &mut seq, &packet.payload),
             }
+        }
+        if let Some(budget) = counted {
+            budget.returned(returned.0, returned.1, std::time::Instant::now());
         }
         Ok(answer)
     }
