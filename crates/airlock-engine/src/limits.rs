@@ -103,8 +103,8 @@ impl Exceeded {
                 let what = match cap {
                     Cap::Statements => format!("sent {limit} statements"),
                     Cap::PerMinute => format!("sent {limit} statements in the last minute"),
-                    Cap::Rows => format!("been returned {limit} rows"),
-                    Cap::Bytes => format!("been returned {limit} bytes"),
+                    Cap::Rows => format!("been returned {limit} rows or more"),
+                    Cap::Bytes => format!("been returned {limit} bytes or more"),
                 };
                 format!(
                     "airlock: statement refused: {whose} have {what}, the most {} allows",
@@ -830,7 +830,7 @@ mod tests {
         assert_eq!(e.rule(), "budgets.session.max_rows");
         assert!(
             e.message()
-                .contains("this session has been returned 100 rows"),
+                .contains("this session has been returned 100 rows or more"),
             "{}",
             e.message()
         );

@@ -111,6 +111,7 @@ fn route() -> Route {
         rule: "agents".into(),
         mode: AccessMode::ReadWrite,
         schema_only: None,
+        budgets: None,
         unmask: false,
         role_defaulted: false,
         grant: None,

@@ -1408,8 +1408,9 @@ impl Inspector for PolicyInspector {
                 };
                 // On a schema-only route an error must not quote a value
                 // (`invalid input syntax for type integer: "…"`).
-                let sensitive = catalog.any_sensitive || self.policy.schema_only.is_some();
-                mask::notice(&m.masking, tag, body, sensitive, &keep, out)
+                let schema_only = self.policy.schema_only.is_some();
+                let sensitive = catalog.any_sensitive || schema_only;
+                mask::notice(&m.masking, tag, body, (sensitive, schema_only), &keep, out)
             }
             _ => mask::async_message(&m.masking, tag, body, out),
         }

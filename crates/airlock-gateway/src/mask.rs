@@ -277,23 +277,35 @@ fn write_copy_data(body: &[u8], out: &mut BytesMut) {
     out.extend_from_slice(body);
 }
 
-/// Scrubs an ErrorResponse or NoticeResponse: detectors over every text
-/// field, and when the statement touches masked data, quoted values too.
-/// Writes the replacement to `out` and returns true when anything changed.
-/// Scrubs an ErrorResponse or NoticeResponse. When `sensitive`, quoted
-/// values in its text fields are hidden, but those `keep` accepts (the
-/// client's own words, names it may know). Returns true when it wrote a
-/// replacement.
+/// SQLSTATE classes whose messages name objects, settings or states, never
+/// a value: a schema-only session sees them whole.
+const NAMING_CLASSES: &[&str] = &[
+    "00", "01", "02", "08", "0A", "25", "28", "3D", "3F", "40", "42", "53", "54", "55", "57", "58",
+];
+
+/// Scrubs an ErrorResponse or NoticeResponse. Detectors run over every
+/// text field; when `sensitive`, quoted values in its text fields are
+/// hidden, but those `keep` accepts (the client's own words, names it may
+/// know). With `schema_only`, the message of any other class than
+/// [`NAMING_CLASSES`] (data exceptions, constraint violations, a
+/// function's own RAISE) is replaced whole: such a message can carry a
+/// value in any form. Writes the replacement to `out` and returns true
+/// when anything changed.
 pub fn notice(
     masking: &Masking,
     tag: u8,
     body: &[u8],
-    sensitive: bool,
+    (sensitive, schema_only): (bool, bool),
     keep: airlock_mask::Keep<'_>,
     out: &mut BytesMut,
 ) -> bool {
     let fields = airlock_pgwire::codec::notice_fields(body);
     let mut changed = false;
+    let opaque = schema_only
+        && fields
+            .iter()
+            .find(|(f, _)| *f == b'C')
+            .is_none_or(|(_, code)| !NAMING_CLASSES.iter().any(|c| code.starts_with(c)));
     let scrubbed: Vec<(u8, String)> = fields
         .into_iter()
         .map(|(f, v)| {
@@ -304,6 +316,13 @@ pub fn notice(
             let names = matches!(f, b'c' | b'n' | b't' | b's' | b'd');
             if !values && !names {
                 return (f, v);
+            }
+            if opaque && f == b'M' {
+                changed = true;
+                return (
+                    f,
+                    "airlock: the server's message is hidden on a schema-only route (it may quote a value); its SQLSTATE says what failed".to_string(),
+                );
             }
             if matches!(f, b'D' | b'W' | b'q') && sensitive {
                 // Details quote keys and whole rows (`Key (ssn)=(…)`,

@@ -228,7 +228,7 @@ pub fn judge(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Ruling 
         );
     }
     if let Some(k) = session.schema_only
-        && let Some(denial) = schema_only_refusal(statements, k)
+        && let Some(denial) = schema_only_refusal(statements, k, session.masking.map(|m| m.catalog))
     {
         return Ruling::Deny(denial);
     }
@@ -415,15 +415,40 @@ fn unknown_hint() -> Hint {
 pub const SCHEMA_ONLY_RULE: &str = "schema-only";
 
 /// On a schema-only route, the first statement that would show individual
-/// row values, refused.
-fn schema_only_refusal(statements: &[Statement], k: u32) -> Option<Denial> {
+/// row values, refused. The analyzer trusts an unqualified name that looks
+/// built-in (`pg_class`, `lower`); `catalog` (the connection's) tells
+/// whether a user's relation or function of that name exists, which the
+/// name could then mean: refused without one.
+fn schema_only_refusal(
+    statements: &[Statement],
+    k: u32,
+    catalog: Option<&SensitiveCatalog>,
+) -> Option<Denial> {
     // What is not understood gets the built-in `unknown` refusal (and a
     // text that does not parse, the server's own syntax error).
     if statements.iter().any(|s| s.kind == StatementKind::Unknown) {
         return None;
     }
+    let shadowed = |s: &Statement| {
+        // Only the unqualified names it took for built-ins.
+        let relations = s
+            .relations
+            .iter()
+            .filter(|r| r.schema.is_none() && r.name.starts_with("pg_"));
+        let functions = s.functions.iter().filter(|f| !f.contains('.'));
+        match catalog {
+            Some(c) => relations
+                .map(|r| r.name.as_str())
+                .chain(functions.map(String::as_str))
+                .any(|n| c.shadows(n)),
+            None => relations.count() > 0,
+        }
+    };
     let why = statements.iter().find_map(|s| match s.disclosure {
         Disclosure::Rows(why) => Some(why),
+        Disclosure::Catalog | Disclosure::Aggregates if shadowed(s) => Some(
+            "it names a relation or function unqualified that one of yours shares a name with (write pg_catalog.name for the built-in)",
+        ),
         _ => None,
     })?;
     Some(Denial {

@@ -793,6 +793,16 @@ impl SensitiveCatalog {
             || self.names.contains(name)
     }
 
+    /// Whether an unqualified `name` may mean a user's relation or function
+    /// (one of that name exists), not the built-in it looks like.
+    pub fn shadows(&self, name: &str) -> bool {
+        self.user_functions.contains(name)
+            || self.by_name.get(name).is_some_and(|oids| {
+                oids.iter()
+                    .any(|o| self.relations.get(o).is_some_and(|r| r.counts))
+            })
+    }
+
     pub fn build(policy: &MaskingPolicy, facts: CatalogFacts) -> SensitiveCatalog {
         let mut cat = SensitiveCatalog {
             first_user_id: facts.first_user_id,

@@ -18,6 +18,7 @@ use airlock_policy::{Relation, StatementKind};
 use pg_query::protobuf::{self, Node, node::Node as N};
 
 use crate::pg::matches;
+use crate::walk::Facts;
 
 /// Catalog relations that quote table data or other sessions' statements
 /// (matched on the name, whatever the schema).
@@ -36,6 +37,9 @@ const DATA_CATALOG: &[&str] = &[
     "pg_user_mappings",
     "user_mapping_options",
     "pg_subscription",
+    "pg_settings",
+    "pg_db_role_setting",
+    "pg_file_settings",
 ];
 
 /// Built-in functions that read data, files or other sessions' statements,
@@ -190,21 +194,27 @@ const SAFE_SCALARS: &[&str] = &[
 pub(crate) fn of(
     node: &N,
     kind: StatementKind,
-    relations: &[Relation],
-    functions: &[String],
+    facts: &Facts,
     explain_analyze: bool,
     returns_rows: bool,
 ) -> Disclosure {
     use StatementKind as K;
-    if let Some(f) = functions.iter().find(|f| !known_function(f)) {
+    if let Some(f) = facts.functions.iter().find(|f| !known_function(f)) {
         return Disclosure::Rows(if data_function(f) {
             "it calls a function that reads data, files or SQL text"
         } else {
             "it calls a function airlock does not know as a built-in that reads no data (write built-ins as pg_catalog.name)"
         });
     }
+    if let N::VariableShowStmt(v) = node
+        && (v.name.contains('.') || v.name.eq_ignore_ascii_case("all"))
+    {
+        return Disclosure::Rows(
+            "custom settings can hold secrets (SHOW a built-in setting by name)",
+        );
+    }
     match kind {
-        K::Select => select(node, relations),
+        K::Select => select(node, facts),
         K::Explain if explain_analyze => Disclosure::Rows("EXPLAIN ANALYZE runs the statement"),
         K::Insert | K::Update | K::Delete | K::Merge if returns_rows => {
             Disclosure::Rows("RETURNING returns the rows")
@@ -266,13 +276,22 @@ fn catalog_relation(r: &Relation) -> bool {
     catalog && !matches(DATA_CATALOG, &r.name)
 }
 
-fn select(node: &N, relations: &[Relation]) -> Disclosure {
-    if relations.iter().all(catalog_relation) {
+fn select(node: &N, facts: &Facts) -> Disclosure {
+    // A CTE named like a table hides that table from `relations`.
+    if facts.with {
+        return Disclosure::Rows("WITH queries can hide a table and pad a group");
+    }
+    if facts.relations.iter().all(catalog_relation) {
         return Disclosure::Catalog;
     }
     let N::SelectStmt(s) = node else {
         return Disclosure::Rows("the query is not a plain SELECT");
     };
+    if facts.sublinks {
+        return Disclosure::Rows(
+            "a sub-select can read any row (in WHERE, HAVING, ORDER BY or LIMIT as well)",
+        );
+    }
     match aggregate_form(s) {
         Ok(()) => Disclosure::Aggregates,
         Err(why) => Disclosure::Rows(why),
@@ -365,6 +384,8 @@ fn output(node: &Node, groups: &[&Vec<Node>]) -> Result<(), &'static str> {
             } else if matches(SAFE_AGGREGATES, name) {
                 if f.agg_filter.is_some() || f.agg_within_group {
                     Err("FILTER and WITHIN GROUP can single out a row")
+                } else if f.agg_distinct && name != "count" {
+                    Err("DISTINCT inside sum, avg, stddev or variance can single out a row")
                 } else if !f.args.iter().all(plain) {
                     Err(
                         "an aggregate's arguments must be plain columns or constants (CASE can single out a row)",
@@ -411,9 +432,13 @@ fn name_of(parts: &[Node]) -> &str {
 }
 
 /// The text with `HAVING pg_catalog.count(*) >= k` added to each of its
-/// statements of the aggregate form (ANDed with its own HAVING), so that
-/// no group of fewer than `k` rows is returned. Every other statement is
-/// kept as it parses. Errs when the text does not parse or deparse.
+/// statements of the aggregate form (ANDed with its own HAVING), and
+/// `pg_catalog.count(x) >= k` for each value `x` a `sum`, `avg`, `stddev`
+/// or `variance` aggregates (NULLs are left out of those: `k - 1` rows of
+/// NULL must not make one row's value a group's), so that no aggregate of
+/// fewer than `k` rows is returned. Every other statement is kept as it
+/// parses. Errs when the text does not parse or deparse, or when the
+/// rewritten text is not judged as the original was.
 pub fn at_least(sql: &str, k: u32) -> Result<String, String> {
     let mut parsed = pg_query::parse(sql).map_err(|e| e.to_string())?;
     for raw in &mut parsed.protobuf.stmts {
@@ -423,41 +448,107 @@ pub fn at_least(sql: &str, k: u32) -> Result<String, String> {
         if aggregate_form(s).is_err() {
             continue;
         }
-        let bound = Node {
-            node: Some(N::AExpr(Box::new(protobuf::AExpr {
-                kind: protobuf::AExprKind::AexprOp as i32,
-                name: vec![string(">=")],
-                lexpr: Some(Box::new(Node {
-                    node: Some(N::FuncCall(Box::new(protobuf::FuncCall {
-                        funcname: vec![string("pg_catalog"), string("count")],
-                        agg_star: true,
-                        funcformat: protobuf::CoercionForm::CoerceExplicitCall as i32,
-                        ..Default::default()
-                    }))),
-                })),
-                rexpr: Some(Box::new(Node {
-                    node: Some(N::AConst(protobuf::AConst {
-                        val: Some(protobuf::a_const::Val::Ival(protobuf::Integer {
-                            ival: i32::try_from(k).unwrap_or(i32::MAX),
-                        })),
-                        ..Default::default()
-                    })),
-                })),
-                location: -1,
-            }))),
-        };
-        s.having_clause = Some(Box::new(match s.having_clause.take() {
-            None => bound,
-            Some(own) => Node {
+        let mut counted: Vec<Node> = Vec::new();
+        for t in &s.target_list {
+            if let Some(N::ResTarget(t)) = &t.node
+                && let Some(v) = t.val.as_deref()
+            {
+                aggregated(v, &mut counted);
+            }
+        }
+        let mut floors = vec![at_least_rows(count(Vec::new(), true), k)];
+        floors.extend(
+            counted
+                .into_iter()
+                .map(|x| at_least_rows(count(vec![x], false), k)),
+        );
+        if let Some(own) = s.having_clause.take() {
+            floors.insert(0, *own);
+        }
+        s.having_clause = Some(Box::new(if floors.len() == 1 {
+            floors.remove(0)
+        } else {
+            Node {
                 node: Some(N::BoolExpr(Box::new(protobuf::BoolExpr {
                     boolop: protobuf::BoolExprType::AndExpr as i32,
-                    args: vec![*own, bound],
+                    args: floors,
                     ..Default::default()
                 }))),
-            },
+            }
         }));
     }
-    pg_query::deparse(&parsed.protobuf).map_err(|e| e.to_string())
+    let rewritten = pg_query::deparse(&parsed.protobuf).map_err(|e| e.to_string())?;
+    // What runs must be judged as what was sent: the same statements,
+    // relations and disclosures.
+    let analyzer = crate::pg::Analyzer::new(&[]);
+    let same = |a: &airlock_policy::Statement, b: &airlock_policy::Statement| {
+        a.kind == b.kind && a.relations == b.relations && a.disclosure == b.disclosure
+    };
+    let (before, after) = (analyzer.analyze(sql), analyzer.analyze(&rewritten));
+    if before.len() != after.len() || before.iter().zip(&after).any(|(a, b)| !same(a, b)) {
+        return Err("the rewritten text is not judged as the original".into());
+    }
+    Ok(rewritten)
+}
+
+/// The values `sum`, `avg`, `stddev` and `variance` calls in `node`
+/// aggregate, without duplicates.
+fn aggregated(node: &Node, out: &mut Vec<Node>) {
+    match &node.node {
+        Some(N::FuncCall(f)) if matches(SAFE_AGGREGATES, name_of(&f.funcname)) => {
+            if name_of(&f.funcname) == "count" {
+                return;
+            }
+            for a in &f.args {
+                if !out.contains(a) {
+                    out.push(a.clone());
+                }
+            }
+        }
+        Some(N::FuncCall(f)) => f.args.iter().for_each(|a| aggregated(a, out)),
+        Some(N::TypeCast(c)) => c.arg.iter().for_each(|a| aggregated(a, out)),
+        Some(N::AExpr(e)) => e
+            .lexpr
+            .iter()
+            .chain(&e.rexpr)
+            .for_each(|a| aggregated(a, out)),
+        Some(N::CoalesceExpr(c)) => c.args.iter().for_each(|a| aggregated(a, out)),
+        Some(N::NullTest(n)) => n.arg.iter().for_each(|a| aggregated(a, out)),
+        _ => {}
+    }
+}
+
+/// `pg_catalog.count(args)` (`count(*)` when `star`).
+fn count(args: Vec<Node>, star: bool) -> Node {
+    Node {
+        node: Some(N::FuncCall(Box::new(protobuf::FuncCall {
+            funcname: vec![string("pg_catalog"), string("count")],
+            args,
+            agg_star: star,
+            funcformat: protobuf::CoercionForm::CoerceExplicitCall as i32,
+            ..Default::default()
+        }))),
+    }
+}
+
+/// `counted >= k`.
+fn at_least_rows(counted: Node, k: u32) -> Node {
+    Node {
+        node: Some(N::AExpr(Box::new(protobuf::AExpr {
+            kind: protobuf::AExprKind::AexprOp as i32,
+            name: vec![string(">=")],
+            lexpr: Some(Box::new(counted)),
+            rexpr: Some(Box::new(Node {
+                node: Some(N::AConst(protobuf::AConst {
+                    val: Some(protobuf::a_const::Val::Ival(protobuf::Integer {
+                        ival: i32::try_from(k).unwrap_or(i32::MAX),
+                    })),
+                    ..Default::default()
+                })),
+            })),
+            location: -1,
+        }))),
+    }
 }
 
 fn string(s: &str) -> Node {
@@ -590,7 +681,7 @@ mod tests {
                 "SELECT count(*) FROM customers TABLESAMPLE SYSTEM (1)",
                 "FROM",
             ),
-            ("SELECT (SELECT ssn FROM customers LIMIT 1)", "FROM"),
+            ("SELECT (SELECT ssn FROM customers LIMIT 1)", "sub-select"),
             ("SELECT * FROM pg_stats", "outside an aggregate"),
             (
                 "SELECT most_common_vals FROM pg_catalog.pg_stats",
@@ -619,6 +710,35 @@ mod tests {
             ("DO $$ BEGIN RAISE NOTICE 'x'; END $$", "DO"),
             ("LISTEN leaks", "notifications"),
             ("SELECT * FROM customers WHERE (", "not understood"),
+            // A CTE named like a table hides it; one anywhere counts.
+            (
+                "WITH customers AS (SELECT * FROM customers) SELECT * FROM customers",
+                "WITH",
+            ),
+            (
+                "SELECT * FROM customers WHERE EXISTS (WITH customers AS (SELECT 1) SELECT 1)",
+                "WITH",
+            ),
+            // Sub-selects in WHERE read rows one query at a time.
+            (
+                "SELECT count(*) FROM orders WHERE id <= (SELECT salary FROM employees WHERE name = 'CEO')",
+                "sub-select",
+            ),
+            (
+                "SELECT count(*) FROM employees WHERE id <= (SELECT max(salary) FROM employees)",
+                "sub-select",
+            ),
+            (
+                "SELECT relname FROM pg_class WHERE EXISTS (SELECT 1 FROM customers WHERE ssn = '1')",
+                "sub-select",
+            ),
+            ("SELECT sum(DISTINCT salary) FROM employees", "DISTINCT"),
+            ("SHOW app.tenant_key", "custom settings"),
+            ("SHOW ALL", "custom settings"),
+            (
+                "SELECT name, setting FROM pg_catalog.pg_settings",
+                "outside an aggregate",
+            ),
         ] {
             match disclosure(sql) {
                 Disclosure::Rows(reason) => assert!(reason.contains(why), "{sql}: {reason}"),
@@ -651,7 +771,17 @@ mod tests {
         .unwrap();
         assert_eq!(
             sql,
-            "SELECT relname FROM pg_class; SELECT sum(total) FROM orders HAVING pg_catalog.count(*) >= 3"
+            "SELECT relname FROM pg_class; SELECT sum(total) FROM orders HAVING pg_catalog.count(*) >= 3 AND pg_catalog.count(total) >= 3"
+        );
+        // Each aggregated value's own count: NULLs are not counted by avg.
+        let sql = at_least(
+            "SELECT round(avg(salary)), stddev(bonus::numeric), count(x) FROM employees WHERE id = 5 OR salary IS NULL",
+            10,
+        )
+        .unwrap();
+        assert!(
+            sql.ends_with("HAVING pg_catalog.count(*) >= 10 AND pg_catalog.count(salary) >= 10 AND pg_catalog.count(bonus::numeric) >= 10"),
+            "{sql}"
         );
         // What does not parse is not rewritten.
         assert!(at_least("SELECT count(*) FROM", 3).is_err());

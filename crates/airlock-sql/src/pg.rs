@@ -721,8 +721,7 @@ impl Analyzer {
         let disclosure = crate::disclosure::of(
             node,
             kind,
-            &facts.relations,
-            &facts.functions,
+            &facts,
             explain_analyze_flag,
             !lineage.outputs.is_empty(),
         );

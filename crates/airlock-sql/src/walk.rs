@@ -30,6 +30,12 @@ pub(crate) struct Facts {
     pub locking: bool,
     /// Names of CTEs (WITH queries): references to them are not relations.
     pub ctes: Vec<String>,
+    /// Whether the tree has a WITH query anywhere (a CTE named like a
+    /// table hides that table's name from `relations`).
+    pub with: bool,
+    /// Whether the tree has a sub-select anywhere (`EXISTS`, `IN`, a
+    /// scalar subquery…).
+    pub sublinks: bool,
     /// Names that may call a function through attribute notation: `(x).f`
     /// and `t.f` are `f(x)` and `f(t)` when no column `f` exists.
     pub attributes: Vec<String>,
@@ -61,6 +67,7 @@ impl Facts {
         let _ = node.serialize(&mut w);
         let mut facts = w.facts;
         let ctes = std::mem::take(&mut facts.ctes);
+        facts.with = !ctes.is_empty();
         facts
             .relations
             .retain(|r| r.schema.is_some() || !ctes.contains(&r.name));
@@ -183,6 +190,7 @@ impl Walker {
                     f.has_where = Some(false);
                 }
             }
+            "SubLink" => f.sublinks = true,
             "InsertStmt" => f.dml.push(StatementKind::Insert),
             "MergeStmt" => f.dml.push(StatementKind::Merge),
             "UpdateStmt" | "DeleteStmt" => {

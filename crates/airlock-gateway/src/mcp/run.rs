@@ -446,7 +446,7 @@ impl Db {
                     b'E',
                     &error.raw,
                     // A schema-only error must not quote a value either.
-                    catalog.any_sensitive || schema_only,
+                    (catalog.any_sensitive || schema_only, schema_only),
                     &keep,
                     &mut out,
                 )

@@ -1215,10 +1215,75 @@ const MYSQL_KNOWN_FUNCTIONS: &[&str] = &[
     "now",
 ];
 
+/// The `information_schema` tables a schema-only query may read: the
+/// schema's own description (others hold statements, transactions, or
+/// column histograms).
+const MYSQL_CATALOG: &[&str] = &[
+    "schemata",
+    "tables",
+    "columns",
+    "statistics",
+    "views",
+    "routines",
+    "parameters",
+    "triggers",
+    "key_column_usage",
+    "table_constraints",
+    "referential_constraints",
+    "check_constraints",
+    "partitions",
+    "character_sets",
+    "collations",
+    "collation_character_set_applicability",
+    "engines",
+    "keywords",
+    "column_privileges",
+    "table_privileges",
+    "schema_privileges",
+    "user_privileges",
+];
+
+/// What `SHOW` may show a schema-only session (its first word after
+/// `FULL`, `SESSION` or `GLOBAL`): the schema, and settings.
+const MYSQL_SHOW: &[&str] = &[
+    "tables",
+    "columns",
+    "fields",
+    "index",
+    "indexes",
+    "keys",
+    "databases",
+    "schemas",
+    "table",
+    "variables",
+    "collation",
+    "character",
+    "charset",
+    "engines",
+    "triggers",
+];
+
+/// Whether a `SHOW` shows only the schema or settings: [`MYSQL_SHOW`], or
+/// `SHOW CREATE TABLE`/`VIEW` (not `CREATE USER`, which shows a password
+/// hash).
+fn shows_schema(t: &[Token]) -> bool {
+    let mut words = t[1..]
+        .iter()
+        .skip_while(|w| w.is("full") || w.is("session") || w.is("global"));
+    match words.next() {
+        Some(w) if w.is("create") => words.next().is_some_and(|w| w.is("table") || w.is("view")),
+        Some(w) => MYSQL_SHOW.iter().any(|s| w.is(s)),
+        None => false,
+    }
+}
+
 /// What a MySQL statement's result can show of the data. Only the catalog
-/// (`information_schema`, but its `processlist`) and queries of no table
-/// pass on this door for now; aggregates over tables are PostgreSQL's
-/// (docs/agents.md).
+/// (the `information_schema` tables that describe the schema), `SHOW` of
+/// the schema and settings, and `EXPLAIN` of such queries pass on this door
+/// for now; aggregates over tables are PostgreSQL's (docs/agents.md). A
+/// plain `EXPLAIN` of a query over a table is refused too: MySQL reads
+/// const tables while it plans ("Impossible WHERE noticed after reading
+/// const tables" answers a guess about a row).
 fn disclosure(s: &Statement, t: &[Token]) -> Disclosure {
     use StatementKind as K;
     let calls_unknown = t.iter().enumerate().any(|(i, tok)| {
@@ -1226,38 +1291,29 @@ fn disclosure(s: &Statement, t: &[Token]) -> Disclosure {
             && t.get(i + 1).is_some_and(|n| n.is_punct("("))
             && !matches(MYSQL_KNOWN_FUNCTIONS, &tok.text.to_lowercase())
     });
+    let catalog_only = s.relations.iter().all(|r| {
+        r.schema
+            .as_deref()
+            .is_some_and(|db| db.eq_ignore_ascii_case("information_schema"))
+            && MYSQL_CATALOG.contains(&r.name.to_lowercase().as_str())
+    });
     match s.kind {
-        K::Select if calls_unknown => {
+        K::Select | K::Explain if calls_unknown => {
             Disclosure::Rows("it calls a function airlock does not know as one that reads no data")
-        }
-        K::Select
-            if s.relations.iter().all(|r| {
-                r.schema
-                    .as_deref()
-                    .is_some_and(|db| db.eq_ignore_ascii_case("information_schema"))
-                    && !r.name.eq_ignore_ascii_case("processlist")
-            }) =>
-        {
-            Disclosure::Catalog
-        }
-        K::Select => Disclosure::Rows(
-            "on MySQL, schema-only access reads information_schema only; aggregates over tables are not supported there yet",
-        ),
-        K::Show
-            if t.iter()
-                .any(|w| w.is("processlist") || w.is("events") || w.is("profile")) =>
-        {
-            Disclosure::Rows("it shows other sessions' statements or logged rows")
         }
         K::Explain if t.iter().take(3).any(|w| w.is("analyze")) => {
             Disclosure::Rows("ANALYZE runs the statement")
         }
+        K::Select | K::Explain if catalog_only => Disclosure::Catalog,
+        K::Select | K::Explain => Disclosure::Rows(
+            "on MySQL, schema-only access reads information_schema's description of the schema (and SHOW) only; aggregates and EXPLAIN over tables are not supported there yet",
+        ),
+        K::Show if shows_schema(t) => Disclosure::Nothing,
+        K::Show => Disclosure::Rows("this SHOW can show other sessions' statements or data"),
         K::Insert | K::Update | K::Delete | K::Merge if !s.lineage.outputs.is_empty() => {
             Disclosure::Rows("RETURNING returns the rows")
         }
-        K::Show
-        | K::Explain
-        | K::Insert
+        K::Insert
         | K::Update
         | K::Delete
         | K::Merge

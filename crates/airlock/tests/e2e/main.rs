@@ -15,6 +15,7 @@ mod common;
 mod corpus;
 
 mod approvals;
+mod budgets;
 mod cli;
 mod console;
 mod console_oidc;

@@ -24,15 +24,21 @@ mcp: {enabled: true}
 }
 
 /// Table `t`: 25 rows, 15 in `north`, 9 in `south`, 1 in `east`, each
-/// with its own ssn; `salary` 1000 + id.
+/// with its own ssn; `salary` 1000 + id; `bonus` 777 for id 5, NULL
+/// otherwise. And a table of the user's named like the catalog's,
+/// `pg_<t>`.
 fn seed(t: &str) -> Cleanup {
     direct(&format!(
-        "CREATE TABLE {t} (id int PRIMARY KEY, ssn text, region text, salary int);
+        "CREATE TABLE {t} (id int PRIMARY KEY, ssn text, region text, salary int, bonus int);
          INSERT INTO {t} SELECT g, lpad(g::text, 3, '0') || '-45-6789',
-           CASE WHEN g <= 15 THEN 'north' WHEN g <= 24 THEN 'south' ELSE 'east' END, 1000 + g
-         FROM generate_series(1, 25) g"
+           CASE WHEN g <= 15 THEN 'north' WHEN g <= 24 THEN 'south' ELSE 'east' END, 1000 + g,
+           CASE WHEN g = 5 THEN 777 END
+         FROM generate_series(1, 25) g;
+         CREATE TABLE pg_{t} AS SELECT * FROM {t}"
     ));
-    Cleanup::sql(format!("DROP TABLE IF EXISTS {t}"))
+    Cleanup::sql(format!(
+        "DROP TABLE IF EXISTS {t}; DROP TABLE IF EXISTS pg_{t}"
+    ))
 }
 
 /// The hint of a refusal, parsed, after checking it is schema-only's.
@@ -65,7 +71,7 @@ async fn schema_only_shows_the_schema_and_large_aggregates_and_no_row() {
         "SELECT column_name FROM information_schema.columns WHERE table_name = '{t}' ORDER BY ordinal_position"
     ));
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "id\nssn\nregion\nsalary");
+    assert_eq!(stdout(&out), "id\nssn\nregion\nsalary\nbonus");
     let out = psql(&format!("\\d {t}"));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("ssn"), "{}", stdout(&out));
@@ -93,6 +99,14 @@ async fn schema_only_shows_the_schema_and_large_aggregates_and_no_row() {
         format!("EXPLAIN ANALYZE SELECT count(*) FROM {t}"),
         format!("COPY {t} TO STDOUT"),
         "SELECT most_common_vals::text FROM pg_stats".to_string(),
+        // A CTE named like the table; a sub-select reading one row.
+        format!("WITH {t} AS (SELECT * FROM {t}) SELECT * FROM {t}"),
+        format!(
+            "SELECT count(*) FROM {t} WHERE id <= (SELECT salary - 1000 FROM {t} WHERE id = 5)"
+        ),
+        // The user's table named like the catalog's.
+        format!("SELECT * FROM pg_{t}"),
+        "SHOW ALL".to_string(),
     ] {
         let out = psql(&sql);
         assert!(!out.status.success(), "{sql}: {}", stdout(&out));
@@ -106,6 +120,8 @@ async fn schema_only_shows_the_schema_and_large_aggregates_and_no_row() {
         format!("SELECT ssn, count(*) FROM {t} GROUP BY ssn HAVING count(*) >= 1"),
         format!("SELECT avg(salary) FROM {t} WHERE id = 5 LIMIT 1"),
         format!("SELECT count(*) FROM {t} WHERE ssn = '001-45-6789'"),
+        // 24 NULLs do not make one bonus a group of 25.
+        format!("SELECT avg(bonus) FROM {t}"),
     ] {
         let out = psql(&sql);
         assert!(out.status.success(), "{sql}: {}", stderr(&out));
@@ -115,11 +131,18 @@ async fn schema_only_shows_the_schema_and_large_aggregates_and_no_row() {
     let out = psql(&format!("SELECT count(*) FROM {t} WHERE ssn::int > 0"));
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("invalid input syntax"),
+        stderr(&out).contains("hidden on a schema-only route"),
         "{}",
         stderr(&out)
     );
     assert!(!stderr(&out).contains("45-6789"), "{}", stderr(&out));
+    // Nor does one that quotes nothing (a date out of range, built from a
+    // row's value).
+    let out = psql(&format!(
+        "SELECT count(*) FROM {t} WHERE id = 5 AND pg_catalog.make_date(salary, 13, 1) IS NULL"
+    ));
+    assert!(!out.status.success());
+    assert!(!stderr(&out).contains("1005"), "{}", stderr(&out));
 
     // The extended protocol: a prepared aggregate, executed with each
     // parameter, is rewritten once at its Parse.

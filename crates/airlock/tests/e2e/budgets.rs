@@ -1,0 +1,135 @@
+//! Budgets on access rules (SPEC §14, docs/agents.md): statements, rows
+//! and bytes per session and per principal, through psql (simple
+//! protocol), tokio-postgres (extended protocol) and MCP; refusals are
+//! recorded under their budget and counted in the metrics.
+
+use serde_json::{Value, json};
+
+use crate::common::{self, Gateway, stderr, stdout};
+use crate::mcp::Mcp;
+
+fn config() -> String {
+    common::local_config(
+        r#"  - name: budgeted
+    groups: [budgeted]
+    connections: [test]
+    roles: [readonly]
+    mode: read-only
+    budgets:
+      session: {max_statements: 6, max_rows: 30}
+      principal: {max_rows: 50}
+      window: 1h
+mcp: {enabled: true}
+"#,
+    )
+}
+
+/// A refusal by budget `rule`, over the extended protocol.
+#[track_caller]
+fn refused(e: tokio_postgres::Error, rule: &str, retry: bool) {
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+    assert_eq!(db.code().code(), "54000", "{db:?}");
+    assert!(db.message().contains(rule), "{db:?}");
+    let hint: Value = serde_json::from_str(db.hint().expect("a hint")).unwrap();
+    assert_eq!(
+        (&hint["rule"], &hint["retry"]),
+        (&json!(rule), &json!(retry))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn budgets_count_statements_and_returned_rows_per_session_and_principal() {
+    let gw = Gateway::start(&config()).await;
+    let devin = gw.token("devin", &["budgeted"]);
+    let rows = |n: u32| format!("SELECT g FROM generate_series(1, {n}) g");
+
+    // A session's rows: 25 fit; the next result crosses 30 and is not cut
+    // (its 10 rows arrive whole); the statement after it is refused.
+    let a = gw.client("readonly", &devin).await.unwrap();
+    assert_eq!(a.query(&rows(25), &[]).await.unwrap().len(), 25);
+    assert_eq!(a.query(&rows(10), &[]).await.unwrap().len(), 10);
+    refused(
+        a.query("SELECT 1", &[]).await.unwrap_err(),
+        "budgets.session.max_rows",
+        false,
+    );
+    // The session goes on: it is refused, not ended.
+    refused(
+        a.simple_query("SELECT 1").await.unwrap_err(),
+        "budgets.session.max_rows",
+        false,
+    );
+
+    // The principal's rows count across sessions: 35 so far, 20 more
+    // through psql reach 50; its next session is refused at once.
+    let out = gw.psql(&devin, "test", "readonly", &rows(20));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 20);
+    let out = gw.psql(&devin, "test", "readonly", "SELECT 1");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("budgets.principal.max_rows"),
+        "{}",
+        stderr(&out)
+    );
+    // MCP calls draw on the same principal budget.
+    let mut mcp = Mcp::connect(&gw, &devin, "legacy").await;
+    let answer = mcp
+        .call("query", json!({"connection": "test", "sql": "SELECT 1"}))
+        .await;
+    assert_eq!(answer["is_error"], true, "{answer}");
+    assert_eq!(answer["structured"]["code"], "54000", "{answer}");
+    assert_eq!(
+        answer["structured"]["hint"]["rule"], "budgets.principal.max_rows",
+        "{answer}"
+    );
+    assert_eq!(answer["structured"]["hint"]["retry"], true, "{answer}");
+    mcp.close().await;
+
+    // Statements: six a session, each statement of a message counted, a
+    // message that would go over refused whole. Another principal, whose
+    // rows are its own.
+    let ann = gw.token("ann", &["budgeted"]);
+    let b = gw.client("readonly", &ann).await.unwrap();
+    b.simple_query("SELECT 1; SELECT 2; SELECT 3")
+        .await
+        .unwrap();
+    let one = b.prepare("SELECT 1").await.unwrap();
+    b.query(&one, &[]).await.unwrap();
+    b.query(&one, &[]).await.unwrap();
+    refused(
+        b.simple_query("SELECT 1; SELECT 2").await.unwrap_err(),
+        "budgets.session.max_statements",
+        false,
+    );
+    b.query(&one, &[]).await.unwrap();
+    refused(
+        b.query(&one, &[]).await.unwrap_err(),
+        "budgets.session.max_statements",
+        false,
+    );
+
+    // Recorded under their budgets; counted by the metrics.
+    let journal = gw.journal_texts().join("\n");
+    for rule in [
+        "budgets.session.max_rows",
+        "budgets.principal.max_rows",
+        "budgets.session.max_statements",
+    ] {
+        assert!(
+            journal.contains(&format!("\"rule\":\"{rule}\"")),
+            "{rule} not recorded"
+        );
+    }
+    let metrics = gw.metrics().await;
+    for limit in [
+        "budget_session_results",
+        "budget_principal_results",
+        "budget_session_statements",
+    ] {
+        assert!(
+            metrics.contains(&format!("limit=\"{limit}\"")),
+            "{limit} not counted"
+        );
+    }
+}
