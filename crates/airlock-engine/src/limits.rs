@@ -218,8 +218,11 @@ struct Spent {
     bytes: u64,
     /// The per-minute bucket: tokens left and when counted.
     minute: (f64, Option<Instant>),
-    /// A principal's window began (at its first statement).
+    /// A principal's window began (at its first statement or result).
     since: Option<Instant>,
+    /// How long its window lasts (a principal's spending is evicted by its
+    /// own rule's window).
+    window: Option<std::time::Duration>,
 }
 
 impl Spent {
@@ -230,6 +233,16 @@ impl Spent {
             .is_some_and(|s| now.saturating_duration_since(s) >= window)
         {
             *self = Spent::default();
+        }
+        self.window = Some(window);
+    }
+
+    /// Whether its window has ended by `now` (or never began): nothing it
+    /// holds counts any more.
+    fn lapsed(&self, now: Instant) -> bool {
+        match (self.since, self.window) {
+            (Some(since), Some(window)) => now.saturating_duration_since(since) >= window,
+            _ => true,
         }
     }
 
@@ -305,11 +318,34 @@ impl Ledger {
         Ok(())
     }
 
+    /// [`Ledger::take`] of `n` statements, without taking them (0: only
+    /// whether rows or bytes are spent).
+    fn check(&self, n: u64, now: Instant) -> Result<(), Exceeded> {
+        let b = &self.budgets;
+        let session = lock(&self.session);
+        let mut principal = lock(&self.principal);
+        principal.roll(b.window, now);
+        let caps = |c: &Caps| {
+            if n == 0 {
+                Caps {
+                    max_statements: None,
+                    statements_per_minute: None,
+                    ..*c
+                }
+            } else {
+                *c
+            }
+        };
+        session.check(&caps(&b.session), Scope::Session, n, now, b.window)?;
+        principal.check(&caps(&b.principal), Scope::Principal, n, now, b.window)
+    }
+
     fn returned(&self, rows: u64, bytes: u64, now: Instant) {
         for (spent, roll) in [(&self.session, false), (&self.principal, true)] {
             let mut spent = lock(spent);
             if roll {
                 spent.roll(self.budgets.window, now);
+                spent.since.get_or_insert(now);
             }
             spent.rows += rows;
             spent.bytes += bytes;
@@ -392,6 +428,16 @@ impl Budget {
         }
     }
 
+    /// Whether a rows or bytes cap is already reached, without charging a
+    /// statement: for more of a result already begun (an Execute of a
+    /// suspended portal, a cursor fetch).
+    pub fn results_spent(&self, now: Instant) -> Result<(), Exceeded> {
+        match &self.ledger {
+            Some(l) => l.check(0, now),
+            None => Ok(()),
+        }
+    }
+
     /// Whether the door should count the rows and bytes of its results
     /// ([`Budget::returned`]).
     pub fn counts_results(&self) -> bool {
@@ -413,6 +459,49 @@ impl Budget {
         {
             l.returned(rows, bytes, now);
         }
+    }
+}
+
+/// The rows and bytes of one result as a door returns them, counted against
+/// the budgets when it is dropped: when the result ends, and when the
+/// session does mid-result (a client that leaves halfway is charged what it
+/// was sent).
+pub struct Tally {
+    budget: Option<Budget>,
+    rows: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    /// A tally for `budget`, which counts nothing when no rows or bytes
+    /// cap applies.
+    pub fn new(budget: Option<&Budget>) -> Tally {
+        Tally {
+            budget: budget.filter(|b| b.counts_results()).cloned(),
+            rows: 0,
+            bytes: 0,
+        }
+    }
+
+    /// One row of `bytes` sent.
+    pub fn row(&mut self, bytes: usize) {
+        self.rows += 1;
+        self.bytes += bytes as u64;
+    }
+
+    /// The result ended: what it sent is counted, and the tally starts
+    /// again for the next.
+    pub fn end(&mut self) {
+        if let Some(b) = &self.budget {
+            b.returned(self.rows, self.bytes, Instant::now());
+        }
+        (self.rows, self.bytes) = (0, 0);
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -495,7 +584,7 @@ impl Limiter {
             let ledger = Ledger {
                 budgets,
                 session: Spending::default(),
-                principal: self.ledger(key, budgets.window, now),
+                principal: self.ledger(key, now),
             };
             let budget = permit.budget.get_or_insert_with(|| Budget {
                 rate: None,
@@ -509,20 +598,10 @@ impl Limiter {
 
     /// A principal's spending under a rule. When many are kept, those no
     /// session holds whose window has ended go first.
-    fn ledger(
-        &self,
-        key: (String, String, String),
-        window: std::time::Duration,
-        now: Instant,
-    ) -> Spending {
+    fn ledger(&self, key: (String, String, String), now: Instant) -> Spending {
         let mut ledgers = lock(&self.ledgers);
         if ledgers.len() >= BUCKETS_KEPT && !ledgers.contains_key(&key) {
-            ledgers.retain(|_, spent| {
-                Arc::strong_count(spent) > 1
-                    || lock(spent)
-                        .since
-                        .is_some_and(|s| now.saturating_duration_since(s) < window)
-            });
+            ledgers.retain(|_, spent| Arc::strong_count(spent) > 1 || !lock(spent).lapsed(now));
         }
         Arc::clone(ledgers.entry(key).or_default())
     }
@@ -824,8 +903,17 @@ mod tests {
         let b = permit.budget().unwrap();
         assert!(b.counts_results());
         assert_eq!(rule(b.spend(2, t0)), "ok");
-        // A result that crosses the cap is not cut; the next statement is refused.
-        b.returned(150, 9_000, t0);
+        // A result that crosses the cap is not cut; the next statement is
+        // refused, and so is more of a result already begun.
+        assert_eq!(rule(b.results_spent(t0)), "ok");
+        {
+            let mut tally = Tally::new(Some(&b));
+            for _ in 0..150 {
+                tally.row(60);
+            }
+            // Counted when dropped, as a result cut short by its session is.
+        }
+        assert_eq!(rule(b.results_spent(t0)), "budgets.session.max_rows");
         let e = b.spend(1, t0).unwrap_err();
         assert_eq!(e.rule(), "budgets.session.max_rows");
         assert!(

@@ -201,8 +201,8 @@ pub struct PolicyInspector {
     portal_holds: HashMap<Vec<u8>, PortalHold>,
     hold: Option<Hold>,
     /// With budgets on rows or bytes: what the result being returned has
-    /// sent so far, counted when it ends.
-    returned: Option<(u64, u64)>,
+    /// sent so far, counted when it ends (or the session does).
+    tally: Option<airlock_engine::limits::Tally>,
 }
 
 /// A judgement, as recorded.
@@ -215,11 +215,11 @@ struct Judged {
 
 impl PolicyInspector {
     pub fn new(mut policy: SessionPolicy) -> Self {
-        let returned = policy
+        let tally = policy
             .budget
             .as_ref()
             .filter(|b| b.counts_results())
-            .map(|_| (0, 0));
+            .map(|b| airlock_engine::limits::Tally::new(Some(b)));
         PolicyInspector {
             recorder: policy.recorder.take(),
             last: None,
@@ -242,7 +242,7 @@ impl PolicyInspector {
             asked_for: Default::default(),
             portal_holds: HashMap::new(),
             hold: None,
-            returned,
+            tally,
         }
     }
 
@@ -1105,6 +1105,12 @@ impl Inspector for PolicyInspector {
         };
         let name = match answer {
             Plan::NotFetched => {
+                // Charged once, before its lookup, as a statement.
+                if let Some(exceeded) =
+                    crate::over_budget(self.policy.budget.as_ref(), 1, "postgres")
+                {
+                    return limit_refusal(&exceeded);
+                }
                 return Verdict::Lookup {
                     sql: function_name_query(oid),
                 };
@@ -1166,6 +1172,17 @@ impl Inspector for PolicyInspector {
     }
 
     fn execute(&mut self, portal: &[u8]) -> Verdict {
+        // A suspended portal's next rows need no new Bind: a spent rows or
+        // bytes budget refuses them too.
+        if let Some(exceeded) = self
+            .policy
+            .budget
+            .as_ref()
+            .and_then(|b| b.results_spent(std::time::Instant::now()).err())
+        {
+            crate::metrics::Metrics.limit_refusal("postgres", exceeded.limit());
+            return limit_refusal(&exceeded);
+        }
         if self.portal_holds.is_empty() {
             return Verdict::Forward;
         }
@@ -1281,19 +1298,10 @@ impl Inspector for PolicyInspector {
         if let Some(r) = self.recorder.as_mut() {
             record::observe(r, at, tag, body);
         }
-        if let Some((rows, bytes)) = self.returned.as_mut() {
+        if let Some(tally) = self.tally.as_mut() {
             match tag {
-                b'D' => {
-                    *rows += 1;
-                    *bytes += body.len() as u64;
-                }
-                // The result ended: its rows count against the budgets.
-                b'C' | b'E' | b's' | b'I' => {
-                    if let Some(budget) = &self.policy.budget {
-                        budget.returned(*rows, *bytes, std::time::Instant::now());
-                    }
-                    (*rows, *bytes) = (0, 0);
-                }
+                b'D' | b'd' => tally.row(body.len()),
+                b'C' | b'E' | b's' | b'I' => tally.end(),
                 _ => {}
             }
         }

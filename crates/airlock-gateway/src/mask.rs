@@ -278,18 +278,23 @@ fn write_copy_data(body: &[u8], out: &mut BytesMut) {
 }
 
 /// SQLSTATE classes whose messages name objects, settings or states, never
-/// a value: a schema-only session sees them whole.
+/// a value: a schema-only session sees them whole. Not notices and
+/// warnings (`00`, `01`: a function's RAISE), nor `42883`/`42725`, which
+/// quote a `reg*` cast's text (`operator does not exist: …`).
 const NAMING_CLASSES: &[&str] = &[
-    "00", "01", "02", "08", "0A", "25", "28", "3D", "3F", "40", "42", "53", "54", "55", "57", "58",
+    "08", "0A", "25", "28", "3D", "3F", "40", "42", "53", "54", "55", "57", "58",
 ];
+
+/// Codes of [`NAMING_CLASSES`] whose messages can quote a value anyway.
+const QUOTING_CODES: &[&str] = &["42883", "42725"];
 
 /// Scrubs an ErrorResponse or NoticeResponse. Detectors run over every
 /// text field; when `sensitive`, quoted values in its text fields are
 /// hidden, but those `keep` accepts (the client's own words, names it may
 /// know). With `schema_only`, the message of any other class than
 /// [`NAMING_CLASSES`] (data exceptions, constraint violations, a
-/// function's own RAISE) is replaced whole: such a message can carry a
-/// value in any form. Writes the replacement to `out` and returns true
+/// function's own RAISE), or of a [`QUOTING_CODES`] code, is replaced
+/// whole: such a message can carry a value in any form. Writes the replacement to `out` and returns true
 /// when anything changed.
 pub fn notice(
     masking: &Masking,
@@ -305,7 +310,10 @@ pub fn notice(
         && fields
             .iter()
             .find(|(f, _)| *f == b'C')
-            .is_none_or(|(_, code)| !NAMING_CLASSES.iter().any(|c| code.starts_with(c)));
+            .is_none_or(|(_, code)| {
+                !NAMING_CLASSES.iter().any(|c| code.starts_with(c))
+                    || QUOTING_CODES.contains(&code.as_str())
+            });
     let scrubbed: Vec<(u8, String)> = fields
         .into_iter()
         .map(|(f, v)| {

@@ -40,6 +40,8 @@ const DATA_CATALOG: &[&str] = &[
     "pg_settings",
     "pg_db_role_setting",
     "pg_file_settings",
+    // Advisory lock keys another query set.
+    "pg_locks",
 ];
 
 /// Built-in functions that read data, files or other sessions' statements,
@@ -68,6 +70,12 @@ const DATA_FUNCTIONS: &[&str] = &[
     "pg_logical_slot_*",
     "set_config",
     "current_setting",
+    "pg_show_all_settings",
+    "pg_show_all_file_settings",
+    "pg_hba_file_rules",
+    "pg_stat_get_*",
+    // A delay is a channel: `pg_sleep(salary / 1000)`.
+    "pg_sleep*",
 ];
 
 /// Built-in functions a schema-only statement may call unqualified: the

@@ -1416,6 +1416,18 @@ impl Session<'_> {
             );
             return Ok(());
         };
+        // More rows of a result already begun: a spent rows or bytes budget
+        // refuses them too.
+        if let Some(exceeded) = self
+            .budget
+            .as_ref()
+            .and_then(|b| b.results_spent(std::time::Instant::now()).err())
+        {
+            crate::metrics::Metrics.limit_refusal("mysql", exceeded.limit());
+            let message = hinted(&exceeded.message(), &exceeded.hint());
+            self.refuse(errno::USER_LIMIT_REACHED, "42000", &message);
+            return Ok(());
+        }
         self.forward_raw(
             &packet.payload,
             Expect::Fetch,
@@ -1556,9 +1568,9 @@ impl Session<'_> {
         let mut planned = cursor.is_some();
         let mut mask: Option<Arc<RowMask>> = cursor.flatten();
         let mut scratch = BytesMut::new();
-        // With budgets on rows or bytes: what this answer returned.
-        let counted = self.budget.as_ref().filter(|b| b.counts_results()).cloned();
-        let mut returned = (0u64, 0u64);
+        // With budgets on rows or bytes: what this answer returned, counted
+        // however it ends.
+        let mut tally = airlock_engine::limits::Tally::new(self.budget.as_ref());
         while !response.done() {
             let packet = loop {
                 match framer.next(&mut self.upstream_in) {
@@ -1663,8 +1675,7 @@ impl Session<'_> {
                             self.recorder.row(at, values);
                         }
                     }
-                    returned.0 += 1;
-                    returned.1 += row.len() as u64;
+                    tally.row(row.len());
                     codec::write(&mut self.out, &mut seq, row);
                 }
                 Part::Err => {
@@ -1708,9 +1719,6 @@ impl Session<'_> {
                 }
                 _ => codec::write(&mut self.out, &mut seq, &packet.payload),
             }
-        }
-        if let Some(budget) = counted {
-            budget.returned(returned.0, returned.1, std::time::Instant::now());
         }
         Ok(answer)
     }

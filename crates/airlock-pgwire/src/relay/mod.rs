@@ -452,7 +452,8 @@ impl<I: Inspector> Relay<I> {
                 _ => None,
             };
             let observe_at = match h.tag {
-                b'T' | b'D' | b'C' | b'I' | b's' | b'E' if self.records => self.answering(),
+                // CopyData: COPY … TO STDOUT's rows, for budgets.
+                b'T' | b'D' | b'd' | b'C' | b'I' | b's' | b'E' if self.records => self.answering(),
                 _ => None,
             };
             let route = self.track_upstream(h.tag, body);

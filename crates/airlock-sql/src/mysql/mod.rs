@@ -1263,6 +1263,33 @@ const MYSQL_SHOW: &[&str] = &[
     "triggers",
 ];
 
+/// Whether the statement is `DESCRIBE t` (`DESC`, `EXPLAIN t`): a table's
+/// columns, as `SHOW COLUMNS`.
+fn describes_table(t: &[Token]) -> bool {
+    const STATEMENTS: &[&str] = &[
+        "select",
+        "insert",
+        "update",
+        "delete",
+        "replace",
+        "with",
+        "table",
+        "values",
+        "format",
+        "extended",
+        "partitions",
+        "analyze",
+        "for",
+    ];
+    let [first, second, ..] = t else {
+        return false;
+    };
+    (first.is("describe") || first.is("desc") || first.is("explain"))
+        && second.ident().is_some()
+        && !STATEMENTS.iter().any(|w| second.is(w))
+        && t.len() <= 3
+}
+
 /// Whether a `SHOW` shows only the schema or settings: [`MYSQL_SHOW`], or
 /// `SHOW CREATE TABLE`/`VIEW` (not `CREATE USER`, which shows a password
 /// hash).
@@ -1297,6 +1324,9 @@ fn disclosure(s: &Statement, t: &[Token]) -> Disclosure {
             .is_some_and(|db| db.eq_ignore_ascii_case("information_schema"))
             && MYSQL_CATALOG.contains(&r.name.to_lowercase().as_str())
     });
+    if describes_table(t) {
+        return Disclosure::Nothing;
+    }
     match s.kind {
         K::Select | K::Explain if calls_unknown => {
             Disclosure::Rows("it calls a function airlock does not know as one that reads no data")

@@ -14,7 +14,7 @@ fn config() -> String {
     groups: [budgeted]
     connections: [test]
     roles: [readonly]
-    mode: read-only
+    mode: read-write
     budgets:
       session: {max_statements: 6, max_rows: 30}
       principal: {max_rows: 50}
@@ -59,6 +59,7 @@ async fn budgets_count_statements_and_returned_rows_per_session_and_principal() 
         "budgets.session.max_rows",
         false,
     );
+    drop(a);
 
     // The principal's rows count across sessions: 35 so far, 20 more
     // through psql reach 50; its next session is refused at once.
@@ -108,6 +109,38 @@ async fn budgets_count_statements_and_returned_rows_per_session_and_principal() 
         "budgets.session.max_statements",
         false,
     );
+
+    // COPY … TO STDOUT's rows count; a suspended portal's next rows are
+    // refused once the cap is reached (no new Bind to charge).
+    let carl = gw.token("carl", &["budgeted"]);
+    let mut c = gw.client("readonly", &carl).await.unwrap();
+    let copied = c
+        .copy_out("COPY (SELECT g FROM generate_series(1, 31) g) TO STDOUT")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(copied);
+    let mut lines = 0;
+    while let Some(chunk) = futures_util::StreamExt::next(&mut copied).await {
+        lines += chunk.unwrap().iter().filter(|b| **b == b'\n').count();
+    }
+    assert_eq!(lines, 31);
+    refused(
+        c.simple_query("SELECT 1").await.unwrap_err(),
+        "budgets.session.max_rows",
+        false,
+    );
+    drop(c);
+    let dora = gw.token("dora", &["budgeted"]);
+    let mut d = gw.client("readonly", &dora).await.unwrap();
+    let tx = d.transaction().await.unwrap();
+    let portal = tx.bind(&rows(100) as &str, &[]).await.unwrap();
+    assert_eq!(tx.query_portal(&portal, 30).await.unwrap().len(), 30);
+    refused(
+        tx.query_portal(&portal, 30).await.unwrap_err(),
+        "budgets.session.max_rows",
+        false,
+    );
+    drop(tx);
 
     // Recorded under their budgets; counted by the metrics.
     let journal = gw.journal_texts().join("\n");

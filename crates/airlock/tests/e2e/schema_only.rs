@@ -107,6 +107,9 @@ async fn schema_only_shows_the_schema_and_large_aggregates_and_no_row() {
         // The user's table named like the catalog's.
         format!("SELECT * FROM pg_{t}"),
         "SHOW ALL".to_string(),
+        // Settings by another name; a delay as a channel.
+        "SELECT * FROM pg_catalog.pg_show_all_settings()".to_string(),
+        format!("SELECT count(*) FROM {t} WHERE pg_catalog.pg_sleep(0) IS NULL"),
     ] {
         let out = psql(&sql);
         assert!(!out.status.success(), "{sql}: {}", stdout(&out));
@@ -135,6 +138,12 @@ async fn schema_only_shows_the_schema_and_large_aggregates_and_no_row() {
         "{}",
         stderr(&out)
     );
+    assert!(!stderr(&out).contains("45-6789"), "{}", stderr(&out));
+    // Nor one that names a `reg*` cast's text (class 42, `42883`).
+    let out = psql(&format!(
+        "SELECT count(*) FROM {t} WHERE ssn::regoper IS NULL"
+    ));
+    assert!(!out.status.success());
     assert!(!stderr(&out).contains("45-6789"), "{}", stderr(&out));
     // Nor does one that quotes nothing (a date out of range, built from a
     // row's value).
