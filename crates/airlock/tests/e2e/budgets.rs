@@ -113,7 +113,7 @@ async fn budgets_count_statements_and_returned_rows_per_session_and_principal() 
     // COPY … TO STDOUT's rows count; a suspended portal's next rows are
     // refused once the cap is reached (no new Bind to charge).
     let carl = gw.token("carl", &["budgeted"]);
-    let mut c = gw.client("readonly", &carl).await.unwrap();
+    let c = gw.client("readonly", &carl).await.unwrap();
     let copied = c
         .copy_out("COPY (SELECT g FROM generate_series(1, 31) g) TO STDOUT")
         .await
