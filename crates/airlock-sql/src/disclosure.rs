@@ -128,17 +128,7 @@ const KNOWN_BUILT_INS: &[&str] = &[
     "max",
     "bool_and",
     "bool_or",
-    // Aggregates of the aggregate form.
-    "count",
-    "sum",
-    "avg",
-    "stddev",
-    "stddev_pop",
-    "stddev_samp",
-    "variance",
-    "var_pop",
-    "var_samp",
-    // Scalars.
+    // And SAFE_AGGREGATES. Scalars:
     "lower",
     "upper",
     "length",
@@ -266,7 +256,7 @@ fn known_function(name: &str) -> bool {
     match name.rsplit_once('.') {
         Some(("pg_catalog", _)) => true,
         Some(_) => false,
-        None => matches(KNOWN_BUILT_INS, name),
+        None => matches(KNOWN_BUILT_INS, name) || matches(SAFE_AGGREGATES, name),
     }
 }
 
