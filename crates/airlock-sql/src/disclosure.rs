@@ -285,6 +285,17 @@ fn select(node: &N, facts: &Facts) -> Disclosure {
     let N::SelectStmt(s) = node else {
         return Disclosure::Rows("the query is not a plain SELECT");
     };
+    // `LIMIT 0` returns a result's columns and no row (what MCP's
+    // describe_table and ORMs ask); the executor runs nothing under it.
+    if let Some(N::AConst(c)) = s.limit_count.as_deref().and_then(|n| n.node.as_ref()) {
+        crate::pg::read_literal();
+        if matches!(&c.val, Some(protobuf::a_const::Val::Ival(i)) if i.ival == 0)
+            && s.locking_clause.is_empty()
+            && s.into_clause.is_none()
+        {
+            return Disclosure::Nothing;
+        }
+    }
     if facts.sublinks {
         return Disclosure::Rows(
             "a sub-select can read any row (in WHERE, HAVING, ORDER BY or LIMIT as well)",
@@ -586,6 +597,9 @@ mod tests {
             "BEGIN",
             "EXPLAIN SELECT * FROM customers WHERE ssn = '1'",
             "EXPLAIN (FORMAT JSON) SELECT ssn FROM customers",
+            // Columns, no row.
+            "SELECT * FROM customers LIMIT 0",
+            "SELECT ssn FROM customers WHERE id = 5 LIMIT 0",
             ";",
         ] {
             assert_eq!(disclosure(sql), Disclosure::Nothing, "{sql}");
@@ -733,6 +747,8 @@ mod tests {
             ("SELECT sum(DISTINCT salary) FROM employees", "DISTINCT"),
             ("SHOW app.tenant_key", "custom settings"),
             ("SHOW ALL", "custom settings"),
+            ("SELECT * FROM customers LIMIT 1", "outside an aggregate"),
+            ("SELECT * FROM customers LIMIT $1", "outside an aggregate"),
             (
                 "SELECT name, setting FROM pg_catalog.pg_settings",
                 "outside an aggregate",
@@ -743,6 +759,18 @@ mod tests {
                 other => panic!("{sql}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn limit_zero_is_not_shared_with_texts_of_its_shape() {
+        let analyzer = Analyzer::new(&[]);
+        let of = |sql: &str| crate::cache::analyze(&analyzer, sql).statements[0].disclosure;
+        assert_eq!(of("SELECT * FROM customers LIMIT 0"), Disclosure::Nothing);
+        assert!(matches!(
+            of("SELECT * FROM customers LIMIT 1"),
+            Disclosure::Rows(_)
+        ));
+        assert_eq!(of("SELECT * FROM customers LIMIT 0"), Disclosure::Nothing);
     }
 
     #[test]

@@ -1335,6 +1335,13 @@ fn disclosure(s: &Statement, t: &[Token]) -> Disclosure {
             Disclosure::Rows("ANALYZE runs the statement")
         }
         K::Select | K::Explain if catalog_only => Disclosure::Catalog,
+        // `LIMIT 0`: a result's columns and no row.
+        K::Select
+            if matches!(t, [.., limit, zero]
+                if limit.is("limit") && zero.kind == Kind::Number && zero.text == "0") =>
+        {
+            Disclosure::Nothing
+        }
         K::Select | K::Explain => Disclosure::Rows(
             "on MySQL, schema-only access reads information_schema's description of the schema (and SHOW) only; aggregates and EXPLAIN over tables are not supported there yet",
         ),

@@ -1316,6 +1316,9 @@ async fn schema_only_on_mysql_reads_the_catalog_and_no_row() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "id\nname\nssn\nemail");
+    let out = run("SELECT * FROM customers LIMIT 0");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
     let out = run("DESCRIBE customers");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("ssn"), "{}", stdout(&out));

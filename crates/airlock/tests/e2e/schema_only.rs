@@ -218,5 +218,12 @@ async fn schema_only_shows_the_schema_and_large_aggregates_and_no_row() {
         answer["structured"]["hint"]["rule"], "schema-only",
         "{answer}"
     );
+    // describe_table's `SELECT * … LIMIT 0` shows columns, no row.
+    let answer = mcp
+        .call("describe_table", json!({"connection": "test", "table": t}))
+        .await;
+    assert_eq!(answer["is_error"], false, "{answer}");
+    assert!(answer.to_string().contains("\"ssn\""), "{answer}");
+    assert!(!answer.to_string().contains("45-6789"), "{answer}");
     mcp.close().await;
 }
