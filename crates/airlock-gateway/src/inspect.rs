@@ -393,9 +393,7 @@ impl PolicyInspector {
                     wait: judge::may_reconfigure(statements),
                 }
             }
-            _ => refusal(judge::unknown(
-                "its aggregates could not be rewritten to leave out small groups",
-            )),
+            _ => refusal(judge::unfloored()),
         }
     }
 
@@ -1174,13 +1172,7 @@ impl Inspector for PolicyInspector {
     fn execute(&mut self, portal: &[u8]) -> Verdict {
         // A suspended portal's next rows need no new Bind: a spent rows or
         // bytes budget refuses them too.
-        if let Some(exceeded) = self
-            .policy
-            .budget
-            .as_ref()
-            .and_then(|b| b.results_spent(std::time::Instant::now()).err())
-        {
-            crate::metrics::Metrics.limit_refusal("postgres", exceeded.limit());
+        if let Some(exceeded) = crate::results_spent(self.policy.budget.as_ref(), "postgres") {
             return limit_refusal(&exceeded);
         }
         if self.portal_holds.is_empty() {

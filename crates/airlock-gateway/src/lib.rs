@@ -500,6 +500,18 @@ pub(crate) const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// rule's budgets, if the session has any: `Some` (counted and logged) when
 /// one is over, which the door turns into its refusal and records under
 /// [`Exceeded::rule`](airlock_engine::limits::Exceeded::rule).
+/// Whether more rows of a result already begun (a suspended portal's
+/// Execute, a cursor fetch) are refused: a rows or bytes budget is spent.
+/// Counted; no statement is charged.
+pub(crate) fn results_spent(
+    budget: Option<&airlock_engine::limits::Budget>,
+    door: &'static str,
+) -> Option<airlock_engine::limits::Exceeded> {
+    let exceeded = budget?.results_spent(std::time::Instant::now()).err()?;
+    metrics::Metrics.limit_refusal(door, exceeded.limit());
+    Some(exceeded)
+}
+
 pub(crate) fn over_budget(
     budget: Option<&airlock_engine::limits::Budget>,
     statements: usize,

@@ -294,8 +294,8 @@ const QUOTING_CODES: &[&str] = &["42883", "42725"];
 /// know). With `schema_only`, the message of any other class than
 /// [`NAMING_CLASSES`] (data exceptions, constraint violations, a
 /// function's own RAISE), or of a [`QUOTING_CODES`] code, is replaced
-/// whole: such a message can carry a value in any form. Writes the replacement to `out` and returns true
-/// when anything changed.
+/// whole: such a message can carry a value in any form. Writes the
+/// replacement to `out` and returns true when anything changed.
 pub fn notice(
     masking: &Masking,
     tag: u8,

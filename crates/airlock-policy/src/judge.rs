@@ -466,6 +466,13 @@ fn schema_only_refusal(
     })
 }
 
+/// The refusal of a message whose aggregates the door could not rewrite
+/// to [`group_floor`] (it does not parse or deparse as it was judged, or
+/// cannot be sent in the session's encoding).
+pub fn unfloored() -> Denial {
+    unknown("its aggregates could not be rewritten to leave out small groups")
+}
+
 /// On a schema-only route, the fewest rows each group of the message's
 /// aggregates must hold, when it has any ([`Disclosure::Aggregates`]): the
 /// door rewrites the text so (`airlock_sql::disclosure::at_least`) before

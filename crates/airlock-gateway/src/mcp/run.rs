@@ -1213,11 +1213,8 @@ async fn execute(
         Some(k) => match airlock_sql::disclosure::at_least(text, k) {
             Ok(sql) => Some(sql),
             Err(_) => {
-                return Outcome::Failed(Failure::new(
-                    "denied",
-                    "42501",
-                    "airlock: statement denied by rule \"unknown\": its aggregates could not be rewritten to leave out small groups",
-                ));
+                let d = judge::unfloored();
+                return Outcome::Failed(Failure::new("denied", "42501", d.message).hinted(d.hint));
             }
         },
     };

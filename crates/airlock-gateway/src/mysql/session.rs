@@ -1418,12 +1418,7 @@ impl Session<'_> {
         };
         // More rows of a result already begun: a spent rows or bytes budget
         // refuses them too.
-        if let Some(exceeded) = self
-            .budget
-            .as_ref()
-            .and_then(|b| b.results_spent(std::time::Instant::now()).err())
-        {
-            crate::metrics::Metrics.limit_refusal("mysql", exceeded.limit());
+        if let Some(exceeded) = crate::results_spent(self.budget.as_ref(), "mysql") {
             let message = hinted(&exceeded.message(), &exceeded.hint());
             self.refuse(errno::USER_LIMIT_REACHED, "42000", &message);
             return Ok(());
