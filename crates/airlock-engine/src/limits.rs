@@ -318,26 +318,19 @@ impl Ledger {
         Ok(())
     }
 
-    /// [`Ledger::take`] of `n` statements, without taking them (0: only
-    /// whether rows or bytes are spent).
-    fn check(&self, n: u64, now: Instant) -> Result<(), Exceeded> {
+    /// Whether a rows or bytes cap is reached; no statement is taken.
+    fn results(&self, now: Instant) -> Result<(), Exceeded> {
         let b = &self.budgets;
+        let results = |c: &Caps| Caps {
+            max_rows: c.max_rows,
+            max_bytes: c.max_bytes,
+            ..Caps::default()
+        };
         let session = lock(&self.session);
         let mut principal = lock(&self.principal);
         principal.roll(b.window, now);
-        let caps = |c: &Caps| {
-            if n == 0 {
-                Caps {
-                    max_statements: None,
-                    statements_per_minute: None,
-                    ..*c
-                }
-            } else {
-                *c
-            }
-        };
-        session.check(&caps(&b.session), Scope::Session, n, now, b.window)?;
-        principal.check(&caps(&b.principal), Scope::Principal, n, now, b.window)
+        session.check(&results(&b.session), Scope::Session, 0, now, b.window)?;
+        principal.check(&results(&b.principal), Scope::Principal, 0, now, b.window)
     }
 
     fn returned(&self, rows: u64, bytes: u64, now: Instant) {
@@ -433,7 +426,7 @@ impl Budget {
     /// suspended portal, a cursor fetch).
     pub fn results_spent(&self, now: Instant) -> Result<(), Exceeded> {
         match &self.ledger {
-            Some(l) => l.check(0, now),
+            Some(l) => l.results(now),
             None => Ok(()),
         }
     }
