@@ -1356,3 +1356,55 @@ async fn schema_only_on_mysql_reads_the_catalog_and_no_row() {
         assert!(!e.contains(SSN), "{sql}: {e}");
     }
 }
+
+/// Budgets on access rules through the MySQL door (PyMySQL, the mysql
+/// CLI): a result's rows count as it ends (the crossing one arrives
+/// whole), the next statement gets errno 1226 naming the budget; the
+/// principal's rows count across sessions.
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_budgets_count_rows_and_refuse_the_next_statement() {
+    let db = seeded();
+    let gw = gateway(
+        &db,
+        "  - name: budgeted\n    groups: [budgeted]\n    connections: [shop]\n    roles: [readonly]\n    mode: read-only\n    budgets: {session: {max_rows: 3}, principal: {max_rows: 5}}\n",
+        "",
+    )
+    .await;
+    let token = gw.token("devin", &["budgeted"]);
+    let got = python(
+        &gw,
+        &token,
+        r#"
+import json, os, pymysql
+c = pymysql.connect(host=os.environ["HOST"], port=int(os.environ["PORT"]), user="readonly",
+                    password=os.environ["TOKEN"], database="shop")
+cur = c.cursor()
+counts, err = [], None
+try:
+    for _ in range(3):
+        cur.execute("select id from customers")
+        counts.append(len(cur.fetchall()))
+except pymysql.err.MySQLError as e:
+    err = [e.args[0], e.args[1]]
+print(json.dumps({"counts": counts, "err": err}))
+"#,
+    );
+    // 2 rows, then 2 more (4 >= 3: delivered whole), then refused.
+    assert_eq!(got["counts"], serde_json::json!([2, 2]), "{got}");
+    assert_eq!(got["err"][0], 1226, "{got}");
+    let message = got["err"][1].as_str().unwrap();
+    assert!(message.contains("budgets.session.max_rows"), "{message}");
+    assert!(message.contains("\"retry\":false"), "{message}");
+    // The principal has 4 of 5: the mysql CLI's next session reads 2 more,
+    // and the one after is refused at its first statement.
+    let out = mysql_cli(&gw, &token, "readonly", "shop", "select id from customers");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = mysql_cli(&gw, &token, "readonly", "shop", "select 1");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("ERROR 1226"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("budgets.principal.max_rows"),
+        "{}",
+        stderr(&out)
+    );
+}
