@@ -326,6 +326,10 @@ pub struct AccessRule {
     /// What the sessions this rule routes may spend: per session, and per principal over a
     /// window. A statement over a budget is refused before it reaches the database.
     pub budgets: Option<Budgets>,
+    /// The ceiling on `statement_timeout` for the sessions this rule routes (1ms to 24h;
+    /// PostgreSQL connections only): sessions start with it (or a lower startup value), and a
+    /// `SET` above it, or to 0, is refused.
+    pub statement_timeout: Option<HumanDuration>,
     /// Just-in-time access: the rule's roles are usable only through an approved, expiring
     /// grant.
     pub jit: Option<crate::Jit>,
@@ -895,6 +899,7 @@ log: {format: json}
                     unmask: false,
                     min_group_rows: None,
                     budgets: None,
+                    statement_timeout: None,
                     jit: None,
                 },
                 AccessRule {
@@ -912,6 +917,7 @@ log: {format: json}
                     unmask: false,
                     min_group_rows: None,
                     budgets: None,
+                    statement_timeout: None,
                     jit: None,
                 },
                 AccessRule {
@@ -925,6 +931,7 @@ log: {format: json}
                     unmask: false,
                     min_group_rows: None,
                     budgets: None,
+                    statement_timeout: None,
                     jit: Some(crate::Jit {
                         max_duration: HumanDuration(Duration::from_secs(3600)),
                         approvers: strings(&["dba"]),

@@ -212,6 +212,28 @@ fn access(config: &Config, p: &mut Problems) {
                 "applies only to `mode: schema-only`",
             ),
         }
+        if let Some(t) = rule.statement_timeout {
+            if t.0 < std::time::Duration::from_millis(1)
+                || t.0 > std::time::Duration::from_secs(86_400)
+            {
+                p.add(
+                    format!("{at}.statement_timeout"),
+                    "must be between 1ms and 24h",
+                );
+            }
+            // Enforced on PostgreSQL only: a rule that reaches a MySQL
+            // connection must not seem to cap it.
+            let mysql = config.connections.iter().find(|(name, c)| {
+                c.protocol == crate::Protocol::Mysql
+                    && rule.connections.iter().any(|r| r == "*" || r == *name)
+            });
+            if let Some((name, _)) = mysql {
+                p.add(
+                    format!("{at}.statement_timeout"),
+                    format!("applies to PostgreSQL connections only, and this rule reaches the MySQL connection {name:?}"),
+                );
+            }
+        }
         if let Some(b) = &rule.budgets {
             let window = b.window.0;
             if window < std::time::Duration::from_secs(1)
@@ -1208,6 +1230,24 @@ unsafe_functions: ['']
             ),
         ] {
             check(&with_access(&format!("  - {rule}, {more}}}\n")), want);
+        }
+    }
+
+    #[test]
+    fn statement_timeout_ceiling() {
+        let rule = "{name: t, groups: [g], connections: [orders], roles: [rw], statement_timeout:";
+        for (value, want) in [
+            ("30s", &[][..]),
+            (
+                "0s",
+                &["t.yaml: access[0].statement_timeout: must be between 1ms and 24h"][..],
+            ),
+            (
+                "25h",
+                &["t.yaml: access[0].statement_timeout: must be between 1ms and 24h"],
+            ),
+        ] {
+            check(&with_access(&format!("  - {rule} {value}}}\n")), want);
         }
     }
 

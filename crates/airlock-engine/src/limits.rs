@@ -856,6 +856,7 @@ mod tests {
             mode: airlock_policy::AccessMode::ReadOnly,
             schema_only: None,
             budgets: Some(budgets),
+            statement_timeout: None,
             unmask: false,
             role_defaulted: false,
             grant: None,

@@ -112,6 +112,7 @@ fn route() -> Route {
         mode: AccessMode::ReadWrite,
         schema_only: None,
         budgets: None,
+        statement_timeout: None,
         unmask: false,
         role_defaulted: false,
         grant: None,
@@ -245,6 +246,7 @@ impl Door {
             access_rule: &self.route.rule,
             writes: self.route.writes.as_ref(),
             schema_only: self.route.schema_only,
+            statement_timeout: self.route.statement_timeout,
             approvals: true,
             masking: Some(Masked {
                 policy: &self.masking.policy,

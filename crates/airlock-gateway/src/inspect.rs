@@ -77,6 +77,8 @@ pub struct SessionPolicy {
     /// On a schema-only route: the fewest rows an aggregate's group must
     /// hold.
     pub schema_only: Option<u32>,
+    /// The route's ceiling on the statement timeout.
+    pub statement_timeout: Option<std::time::Duration>,
     /// Result masking, unless the session is exempt or nothing is masked.
     pub masking: Option<SessionMasking>,
     /// The connection's catalog cache, made stale by schema changes made
@@ -417,6 +419,7 @@ impl PolicyInspector {
             access_rule: &p.access_rule,
             writes: p.writes.as_ref(),
             schema_only: p.schema_only,
+            statement_timeout: p.statement_timeout,
             approvals: p.approvals,
             masking: p.masking.as_ref().map(|m| judge::Masked {
                 policy: &m.masking.policy,

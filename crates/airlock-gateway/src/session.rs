@@ -12,7 +12,7 @@ use airlock_pgwire::codec::{self, Notice, Severity, Startup};
 use airlock_pgwire::relay::{Inspector, Relay};
 use airlock_pgwire::startup::{ClientHandshake, Step, fatal, fatal_hinted};
 use airlock_pgwire::{params, sqlstate};
-use airlock_policy::{AccessMode, Route, judge};
+use airlock_policy::{AccessMode, Route, TimeoutChange, judge};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -238,6 +238,35 @@ async fn open(
                 &hint,
             );
             return None;
+        }
+    }
+    // The access rule's ceiling on statement_timeout: the session starts
+    // with it, or with a lower startup value of its own (what RESET goes
+    // back to); the judge keeps every SET within it.
+    if let Some(ceiling) = route.statement_timeout {
+        match settings
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("statement_timeout"))
+        {
+            Some((_, value)) => {
+                let change = airlock_sql::pg::timeout(value)
+                    .map_or(TimeoutChange::Unknown, TimeoutChange::To);
+                if let Some(denial) = judge::timeout_refusal(ceiling, change) {
+                    tracing::info!("session refused: a startup statement_timeout over the ceiling");
+                    let hint = denial.hint.to_json();
+                    fatal_hinted(
+                        out,
+                        sqlstate::INSUFFICIENT_PRIVILEGE,
+                        &denial.message,
+                        &hint,
+                    );
+                    return None;
+                }
+            }
+            None => settings.push((
+                "statement_timeout".into(),
+                format!("{}ms", ceiling.as_millis()),
+            )),
         }
     }
     if route.mode == AccessMode::ReadOnly {
@@ -486,6 +515,7 @@ async fn run(
         access_rule: route.rule.clone(),
         writes: route.writes.clone(),
         schema_only: route.schema_only,
+        statement_timeout: route.statement_timeout,
         masking: opened.catalog.map(|catalog| SessionMasking {
             masking: Arc::clone(&snapshot.masking),
             catalog,

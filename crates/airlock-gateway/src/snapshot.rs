@@ -285,6 +285,7 @@ pub fn access_policy(config: &Config) -> AccessPolicy {
                 }
                 airlock_config::AccessMode::ReadWrite => AccessMode::ReadWrite,
             },
+            statement_timeout: r.statement_timeout.map(|t| t.0),
             budgets: r.budgets.as_ref().map(|b| airlock_policy::access::Budgets {
                 session: caps(&b.session),
                 principal: caps(&b.principal),

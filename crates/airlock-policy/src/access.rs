@@ -94,6 +94,8 @@ pub struct AccessRule {
     pub schema_only: Option<u32>,
     /// What the sessions it routes may spend.
     pub budgets: Option<Budgets>,
+    /// The ceiling on the statement timeout of the sessions it routes.
+    pub statement_timeout: Option<std::time::Duration>,
     /// Its roles are usable only through a grant.
     pub jit: Option<JitRule>,
 }
@@ -199,6 +201,8 @@ pub struct Route {
     pub schema_only: Option<u32>,
     /// The access rule's budgets.
     pub budgets: Option<Budgets>,
+    /// The access rule's ceiling on the statement timeout.
+    pub statement_timeout: Option<std::time::Duration>,
     /// Whether the session is exempt from masking.
     pub unmask: bool,
     /// Whether the role is the principal's first allowed one because the
@@ -483,6 +487,7 @@ impl AccessPolicy {
             mode: rule.mode,
             schema_only: rule.schema_only,
             budgets: rule.budgets,
+            statement_timeout: rule.statement_timeout,
             unmask: rule.unmask,
             role_defaulted,
             grant: grant.cloned(),
@@ -585,6 +590,7 @@ mod tests {
             mode,
             schema_only: None,
             budgets: None,
+            statement_timeout: None,
             unmask: false,
             jit: None,
         }

@@ -355,6 +355,7 @@ mod tests {
             lineage: Default::default(),
             harmless_config: false,
             disclosure: crate::statement::Disclosure::Nothing,
+            statement_timeout: None,
         }
     }
 

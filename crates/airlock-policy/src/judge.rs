@@ -21,7 +21,7 @@ use crate::bounds::UniqueKeys;
 use crate::guardrails::{Decision, Estimate, Evaluation, Guardrails, strictest};
 use crate::hint::Hint;
 use crate::masking::{MaskingPolicy, PLACEHOLDER, SensitiveCatalog};
-use crate::statement::{Disclosure, Effect, Effects, Statement, StatementKind};
+use crate::statement::{Disclosure, Effect, Effects, Statement, StatementKind, TimeoutChange};
 
 /// What the judge knows of a session.
 #[derive(Clone, Copy)]
@@ -43,6 +43,9 @@ pub struct Session<'a> {
     /// On a schema-only route: the fewest rows an aggregate's group must
     /// hold ([`Route::schema_only`](crate::Route::schema_only)).
     pub schema_only: Option<u32>,
+    /// The route's ceiling on the statement timeout
+    /// ([`Route::statement_timeout`](crate::Route::statement_timeout)).
+    pub statement_timeout: Option<std::time::Duration>,
 }
 
 /// A masked session's rules and the connection's catalog.
@@ -226,6 +229,13 @@ pub fn judge(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Ruling 
             "a statement of that name is already prepared; DEALLOCATE it first",
             "DEALLOCATE the statement first, or prepare it under another name",
         );
+    }
+    if let Some(ceiling) = session.statement_timeout
+        && let Some(denial) = statements
+            .iter()
+            .find_map(|s| timeout_refusal(ceiling, s.statement_timeout?))
+    {
+        return Ruling::Deny(denial);
     }
     if let Some(k) = session.schema_only
         && let Some(denial) = schema_only_refusal(statements, k, session.masking.map(|m| m.catalog))
@@ -411,6 +421,36 @@ fn unknown_hint() -> Hint {
 }
 
 /// The client's message for a statement rule `rule` denies.
+/// The rule a statement timeout over its route's ceiling is refused under.
+pub const TIMEOUT_RULE: &str = "statement-timeout";
+
+/// The refusal of a change of the statement timeout past `ceiling`: a
+/// longer one, zero (no limit), or one that cannot be read. A reset goes
+/// back to the session's start, which the door keeps within the ceiling.
+pub fn timeout_refusal(ceiling: std::time::Duration, change: TimeoutChange) -> Option<Denial> {
+    let over = match change {
+        TimeoutChange::Reset => return None,
+        TimeoutChange::To(d) if d.is_zero() => "0 turns it off".to_string(),
+        TimeoutChange::To(d) if d > ceiling => {
+            format!("{} is longer", humantime::format_duration(d))
+        }
+        TimeoutChange::To(_) => return None,
+        TimeoutChange::Unknown => "its value cannot be read".to_string(),
+    };
+    let ceiling = humantime::format_duration(ceiling);
+    Some(Denial {
+        message: denied_by(
+            TIMEOUT_RULE,
+            &format!("this access rule caps statement_timeout at {ceiling}, and {over}"),
+        ),
+        hint: Hint::never(
+            TIMEOUT_RULE,
+            format!("set statement_timeout to a literal between 1ms and {ceiling}, or RESET it"),
+        ),
+        by: DeniedBy::Rule(TIMEOUT_RULE.into()),
+    })
+}
+
 /// The rule a schema-only route's refusals are recorded under.
 pub const SCHEMA_ONLY_RULE: &str = "schema-only";
 
@@ -617,6 +657,7 @@ mod tests {
             access_rule: "agents",
             writes: None,
             schema_only: None,
+            statement_timeout: None,
             approvals,
             masking: None,
             keys: None,
@@ -633,6 +674,58 @@ mod tests {
                 estimate_at_execution: None
             }
         );
+    }
+
+    #[test]
+    fn a_statement_timeout_ceiling_refuses_longer_zero_and_unread_values() {
+        use std::time::Duration;
+        let g = rails();
+        let s = Session {
+            statement_timeout: Some(Duration::from_secs(30)),
+            ..session(&g, true)
+        };
+        let set = |t: TimeoutChange| Statement {
+            statement_timeout: Some(t),
+            ..stmt(StatementKind::SetConfig, &[Effect::SessionConfig])
+        };
+        for (change, allowed) in [
+            (TimeoutChange::To(Duration::from_secs(30)), true),
+            (TimeoutChange::To(Duration::from_millis(1)), true),
+            (TimeoutChange::Reset, true),
+            (TimeoutChange::To(Duration::from_secs(31)), false),
+            (TimeoutChange::To(Duration::ZERO), false),
+            (TimeoutChange::Unknown, false),
+        ] {
+            let statements = [set(change)];
+            let ruling = judge(
+                &s,
+                &Ask::message(&statements, Estimate::NotFetched),
+                &NoFacts,
+            );
+            match ruling {
+                Ruling::Allow { .. } => assert!(allowed, "{change:?}"),
+                Ruling::Deny(d) => {
+                    assert!(!allowed, "{change:?}");
+                    assert_eq!(d.rule(), Some(TIMEOUT_RULE));
+                    assert!(
+                        d.message.contains("caps statement_timeout at 30s"),
+                        "{}",
+                        d.message
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // No ceiling, no refusal.
+        let statements = [set(TimeoutChange::To(Duration::ZERO))];
+        assert!(matches!(
+            judge(
+                &session(&g, true),
+                &Ask::message(&statements, Estimate::NotFetched),
+                &NoFacts
+            ),
+            Ruling::Allow { .. }
+        ));
     }
 
     #[test]

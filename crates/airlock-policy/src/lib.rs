@@ -31,4 +31,5 @@ pub use judge::{Ask, Denial, DeniedBy, Facts, Fetch, Ruling, judge};
 pub use principal::Principal;
 pub use statement::{
     Disclosure, Effect, Effects, Pinned, Relation, Statement, StatementKind, SyntaxError,
+    TimeoutChange,
 };

@@ -365,6 +365,22 @@ pub struct Statement {
     pub harmless_config: bool,
     /// What its result can show of the data, for schema-only access.
     pub disclosure: Disclosure,
+    /// How it changes the session's statement timeout, if it does.
+    pub statement_timeout: Option<TimeoutChange>,
+}
+
+/// A change of the statement timeout (PostgreSQL's `statement_timeout`),
+/// for the ceiling an access rule sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimeoutChange {
+    /// Set to this (zero: no limit).
+    To(std::time::Duration),
+    /// Back to the session's default (`RESET`, `DEFAULT`): the value it
+    /// started with, which the door keeps within the ceiling.
+    Reset,
+    /// Set to a value the analyzer cannot read (not a literal, or not a
+    /// duration).
+    Unknown,
 }
 
 /// What a statement's result can show of the data, for schema-only access
@@ -408,6 +424,7 @@ impl Statement {
             lineage: Lineage::default(),
             harmless_config: false,
             disclosure: Disclosure::Rows("the statement is not understood"),
+            statement_timeout: None,
         }
     }
 

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use airlock_policy::{Effect, Effects, Statement, StatementKind};
+use airlock_policy::{Effect, Effects, Statement, StatementKind, TimeoutChange};
 use pg_query::protobuf::{self, a_const, node::Node as N};
 
 use crate::walk::Facts;
@@ -718,6 +718,33 @@ impl Analyzer {
             }
             _ => None,
         };
+        // How it changes the statement timeout: a SET or RESET, or the
+        // `set_config('statement_timeout', …)` calls it makes (the most
+        // permissive of them counts).
+        let statement_timeout = match node {
+            N::VariableSetStmt(v) => timeout_set(v),
+            _ => facts
+                .config_calls
+                .iter()
+                .filter(|[name, _]| {
+                    name.as_deref()
+                        .is_none_or(|n| n.eq_ignore_ascii_case("statement_timeout"))
+                })
+                .map(|[name, value]| match (name, value) {
+                    (Some(_), Some(v)) => timeout_change(v),
+                    _ => TimeoutChange::Unknown,
+                })
+                .reduce(|a, b| {
+                    use TimeoutChange::{Reset, To, Unknown};
+                    match (a, b) {
+                        (Unknown, _) | (_, Unknown) => Unknown,
+                        (To(x), _) | (_, To(x)) if x.is_zero() => To(x),
+                        (To(x), To(y)) => To(x.max(y)),
+                        (To(x), Reset) | (Reset, To(x)) => To(x),
+                        (Reset, Reset) => Reset,
+                    }
+                }),
+        };
         let disclosure = crate::disclosure::of(
             node,
             kind,
@@ -731,6 +758,7 @@ impl Analyzer {
             effects,
             pinned,
             disclosure,
+            statement_timeout,
             relations: facts.relations,
             functions: facts.functions,
             has_where,
@@ -947,6 +975,61 @@ fn harmless_set(v: &protobuf::VariableSetStmt) -> bool {
         return harmless_setting(&name, Some(&values));
     }
     (kind == V::VarSetDefault as i32 || kind == V::VarReset as i32) && harmless_setting(&name, None)
+}
+
+/// How a SET or RESET changes `statement_timeout`, if it names it.
+fn timeout_set(v: &protobuf::VariableSetStmt) -> Option<TimeoutChange> {
+    use protobuf::VariableSetKind as V;
+    if v.kind == V::VarResetAll as i32 {
+        return Some(TimeoutChange::Reset);
+    }
+    if !v.name.eq_ignore_ascii_case("statement_timeout") {
+        return None;
+    }
+    Some(match v.kind {
+        k if k == V::VarSetDefault as i32 || k == V::VarReset as i32 => TimeoutChange::Reset,
+        k if k == V::VarSetValue as i32 => match v.args.as_slice() {
+            [a] => match a.node.as_ref() {
+                Some(N::AConst(c)) => match &c.val {
+                    Some(a_const::Val::Ival(i)) => timeout_change(&i.ival.to_string()),
+                    Some(a_const::Val::Fval(f)) => timeout_change(&f.fval),
+                    Some(a_const::Val::Sval(s)) => timeout_change(&s.sval),
+                    _ => TimeoutChange::Unknown,
+                },
+                _ => TimeoutChange::Unknown,
+            },
+            _ => TimeoutChange::Unknown,
+        },
+        _ => TimeoutChange::Unknown,
+    })
+}
+
+fn timeout_change(text: &str) -> TimeoutChange {
+    timeout(text).map_or(TimeoutChange::Unknown, TimeoutChange::To)
+}
+
+/// A `statement_timeout` value as PostgreSQL reads it: a number of
+/// milliseconds, or a number and a unit (`us`, `ms`, `s`, `min`, `h`,
+/// `d`), rounded to the millisecond. `None` when it is not one.
+pub fn timeout(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let ms = match unit.trim() {
+        "" | "ms" => 1.0,
+        "us" => 0.001,
+        "s" => 1_000.0,
+        "min" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
+        _ => return None,
+    };
+    let total = (number * ms).round();
+    (total.is_finite() && (0.0..=f64::from(i32::MAX)).contains(&total))
+        .then(|| std::time::Duration::from_millis(total as u64))
 }
 
 /// BEGIN/START TRANSACTION … READ WRITE.

@@ -413,3 +413,43 @@ fn equalities_pin_columns() {
     );
     assert_eq!(cols("select * from t where id = 1"), None);
 }
+
+#[test]
+fn statement_timeout_changes() {
+    use airlock_policy::TimeoutChange::{Reset, To, Unknown};
+    use std::time::Duration;
+    let ms = |n| Some(To(Duration::from_millis(n)));
+    for (sql, want) in [
+        ("SET statement_timeout = 5000", ms(5000)),
+        ("SET statement_timeout = '5s'", ms(5000)),
+        ("SET LOCAL statement_timeout TO '1.5 s'", ms(1500)),
+        ("set Statement_Timeout = '2min'", ms(120_000)),
+        ("SET statement_timeout = '1h'", ms(3_600_000)),
+        ("SET statement_timeout = 0", ms(0)),
+        ("SET statement_timeout = '500us'", ms(1)),
+        ("SET statement_timeout = '5 fortnights'", Some(Unknown)),
+        ("SET statement_timeout = -1", Some(Unknown)),
+        ("SET statement_timeout TO DEFAULT", Some(Reset)),
+        ("RESET statement_timeout", Some(Reset)),
+        ("RESET ALL", Some(Reset)),
+        ("SET lock_timeout = 0", None),
+        (
+            "SELECT set_config('statement_timeout', '10s', false)",
+            ms(10_000),
+        ),
+        // The most permissive of several counts.
+        (
+            "SELECT set_config('statement_timeout', '1s', false), pg_catalog.set_config('statement_timeout', '0', true)",
+            ms(0),
+        ),
+        ("SELECT set_config(name, '1s', false) FROM t", Some(Unknown)),
+        (
+            "SELECT set_config('statement_timeout', v, false) FROM t",
+            Some(Unknown),
+        ),
+        ("SELECT 1", None),
+    ] {
+        let s = &Analyzer::default().analyze(sql)[0];
+        assert_eq!(s.statement_timeout, want, "{sql}");
+    }
+}

@@ -174,6 +174,7 @@ pub fn judged(guardrails: &Guardrails, route: &Route, statements: &[Statement]) 
         access_rule: &route.rule,
         writes: route.writes.as_ref(),
         schema_only: route.schema_only,
+        statement_timeout: route.statement_timeout,
         approvals: true,
         masking: None,
         keys: None,

@@ -350,9 +350,16 @@ impl Db {
     ) -> Result<(Db, Catalogs), Failure> {
         let route = &authorized.route;
         match snapshot.connections[&route.connection].protocol {
-            airlock_config::Protocol::Postgres => pg::open(snapshot, route, caps.statement_timeout)
-                .await
-                .map(|(c, k)| (Db::Pg(c), k)),
+            // Within the access rule's ceiling, if it has one.
+            airlock_config::Protocol::Postgres => pg::open(
+                snapshot,
+                route,
+                route
+                    .statement_timeout
+                    .map_or(caps.statement_timeout, |c| c.min(caps.statement_timeout)),
+            )
+            .await
+            .map(|(c, k)| (Db::Pg(c), k)),
             airlock_config::Protocol::Mysql => my::open(snapshot, route, caps.statement_timeout)
                 .await
                 .map(|(c, k)| (Db::My(c), k)),
@@ -1084,6 +1091,7 @@ async fn judge(
             access_rule: &route.rule,
             writes: route.writes.as_ref(),
             schema_only: route.schema_only,
+            statement_timeout: route.statement_timeout,
             approvals,
             masking: open.catalog.as_deref().map(|catalog| judge::Masked {
                 policy: &snapshot.masking.policy,

@@ -923,6 +923,9 @@ impl Session<'_> {
                 // MySQL statements are never aggregates of the schema-only
                 // form (only the catalog passes): nothing to rewrite.
                 schema_only: self.authorized.route.schema_only,
+                // PostgreSQL's setting (the config refuses a ceiling on a
+                // rule that reaches MySQL).
+                statement_timeout: None,
                 approvals,
                 masking: self.masking.as_deref().map(|catalog| judge::Masked {
                     policy: &self.snapshot.masking.policy,

@@ -207,3 +207,84 @@ async fn a_principals_statements_share_one_rate_budget() {
     assert!(denied("$1"), "no refused execution recorded with the limit");
     gw.stop().await;
 }
+
+/// An access rule's ceiling on `statement_timeout`: sessions start with it,
+/// a SET over it (or to 0, or unreadable) is refused, RESET goes back to
+/// it, a startup value over it refuses the session, and the upstream
+/// cancels what runs longer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_timeout_ceiling_holds_whatever_the_client_sets() {
+    let gw = Gateway::start(&local_config(
+        "  - name: capped\n    groups: [capped]\n    connections: [test]\n    roles: [readonly]\n    mode: read-only\n    statement_timeout: 1s\n",
+    ))
+    .await;
+    let token = gw.token("devin", &["capped"]);
+    let psql = |sql: &str| gw.psql(&token, "test", "readonly", sql);
+    let out = psql("SHOW statement_timeout");
+    assert_eq!(
+        crate::common::stdout(&out),
+        "1s",
+        "{}",
+        crate::common::stderr(&out)
+    );
+    let out = psql(
+        "SET statement_timeout = '250ms'; SHOW statement_timeout; RESET statement_timeout; SHOW statement_timeout",
+    );
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    assert_eq!(crate::common::stdout(&out), "SET\n250ms\nRESET\n1s");
+    for sql in [
+        "SET statement_timeout = '5s'",
+        "SET statement_timeout = 0",
+        "SELECT set_config('statement_timeout', '1h', false)",
+    ] {
+        let out = psql(sql);
+        assert!(!out.status.success(), "{sql}");
+        assert!(
+            crate::common::stderr(&out).contains("rule \"statement-timeout\""),
+            "{sql}: {}",
+            crate::common::stderr(&out)
+        );
+    }
+    // The upstream enforces it.
+    let out = psql("SELECT pg_sleep(3)");
+    assert!(!out.status.success());
+    assert!(
+        crate::common::stderr(&out).contains("canceling statement due to statement timeout"),
+        "{}",
+        crate::common::stderr(&out)
+    );
+    // Over the extended protocol, with its hint.
+    let client = gw.client("readonly", &token).await.unwrap();
+    let e = client
+        .execute("SET statement_timeout = '10s'", &[])
+        .await
+        .unwrap_err();
+    let db = e.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "42501");
+    let hint: serde_json::Value = serde_json::from_str(db.hint().unwrap()).unwrap();
+    assert_eq!(hint["rule"], "statement-timeout");
+    // A startup value: lower is kept, higher refuses the session.
+    let conninfo = gw.conninfo("test", "readonly");
+    let out = crate::common::psql(
+        &format!("{conninfo} options='-c statement_timeout=200'"),
+        &token,
+        "SHOW statement_timeout",
+    );
+    assert_eq!(
+        crate::common::stdout(&out),
+        "200ms",
+        "{}",
+        crate::common::stderr(&out)
+    );
+    let out = crate::common::psql(
+        &format!("{conninfo} options='-c statement_timeout=0'"),
+        &token,
+        "SELECT 1",
+    );
+    assert!(!out.status.success());
+    assert!(
+        crate::common::stderr(&out).contains("statement-timeout"),
+        "{}",
+        crate::common::stderr(&out)
+    );
+}
