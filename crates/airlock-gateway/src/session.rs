@@ -244,29 +244,32 @@ async fn open(
     // with it, or with a lower startup value of its own (what RESET goes
     // back to); the judge keeps every SET within it.
     if let Some(ceiling) = route.statement_timeout {
-        match settings
+        // Every one the client gave (PostgreSQL applies them in order).
+        let given: Vec<&String> = settings
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("statement_timeout"))
-        {
-            Some((_, value)) => {
-                let change = airlock_sql::pg::timeout(value)
-                    .map_or(TimeoutChange::Unknown, TimeoutChange::To);
-                if let Some(denial) = judge::timeout_refusal(ceiling, change) {
-                    tracing::info!("session refused: a startup statement_timeout over the ceiling");
-                    let hint = denial.hint.to_json();
-                    fatal_hinted(
-                        out,
-                        sqlstate::INSUFFICIENT_PRIVILEGE,
-                        &denial.message,
-                        &hint,
-                    );
-                    return None;
-                }
+            .filter(|(n, _)| n.eq_ignore_ascii_case("statement_timeout"))
+            .map(|(_, v)| v)
+            .collect();
+        for value in &given {
+            let change =
+                airlock_sql::pg::timeout(value).map_or(TimeoutChange::Unknown, TimeoutChange::To);
+            if let Some(denial) = judge::timeout_refusal(ceiling, change) {
+                tracing::info!("session refused: a startup statement_timeout over the ceiling");
+                let hint = denial.hint.to_json();
+                fatal_hinted(
+                    out,
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    &denial.message,
+                    &hint,
+                );
+                return None;
             }
-            None => settings.push((
+        }
+        if given.is_empty() {
+            settings.push((
                 "statement_timeout".into(),
                 format!("{}ms", ceiling.as_millis()),
-            )),
+            ));
         }
     }
     if route.mode == AccessMode::ReadOnly {

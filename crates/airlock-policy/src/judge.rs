@@ -231,9 +231,17 @@ pub fn judge(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Ruling 
         );
     }
     if let Some(ceiling) = session.statement_timeout
-        && let Some(denial) = statements
-            .iter()
-            .find_map(|s| timeout_refusal(ceiling, s.statement_timeout?))
+        && let Some(denial) = statements.iter().find_map(|s| {
+            // A DO block or a procedure can change it where no analysis
+            // sees.
+            let unseen = s.effects.contains(Effect::DynamicSql) || s.kind == StatementKind::Call;
+            let change = if unseen {
+                Some(TimeoutChange::Unknown)
+            } else {
+                s.statement_timeout
+            };
+            timeout_refusal(ceiling, change?)
+        })
     {
         return Ruling::Deny(denial);
     }
@@ -715,6 +723,22 @@ mod tests {
                 }
                 other => panic!("{other:?}"),
             }
+        }
+        // A DO block or a procedure may change it unseen.
+        for unseen in [
+            stmt(StatementKind::Do, &[Effect::DynamicSql]),
+            stmt(StatementKind::Call, &[Effect::Write]),
+        ] {
+            let statements = [unseen];
+            let ruling = judge(
+                &s,
+                &Ask::message(&statements, Estimate::NotFetched),
+                &NoFacts,
+            );
+            assert!(
+                matches!(ruling, Ruling::Deny(ref d) if d.rule() == Some(TIMEOUT_RULE)),
+                "{ruling:?}"
+            );
         }
         // No ceiling, no refusal.
         let statements = [set(TimeoutChange::To(Duration::ZERO))];

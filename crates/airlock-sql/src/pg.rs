@@ -723,6 +723,19 @@ impl Analyzer {
         // permissive of them counts).
         let statement_timeout = match node {
             N::VariableSetStmt(v) => timeout_set(v),
+            // Only ANALYZE runs the statement.
+            N::ExplainStmt(_) => inner
+                .as_ref()
+                .and_then(|s| s.statement_timeout)
+                .filter(|_| explain_analyze_flag),
+            // pg_settings' update rule calls set_config.
+            _ if effects.contains(Write)
+                && facts.relations.iter().any(|r| {
+                    r.name == "pg_settings" && r.schema.as_deref().is_none_or(|s| s == "pg_catalog")
+                }) =>
+            {
+                Some(TimeoutChange::Unknown)
+            }
             _ => facts
                 .config_calls
                 .iter()
@@ -1008,28 +1021,29 @@ fn timeout_change(text: &str) -> TimeoutChange {
     timeout(text).map_or(TimeoutChange::Unknown, TimeoutChange::To)
 }
 
-/// A `statement_timeout` value as PostgreSQL reads it: a number of
-/// milliseconds, or a number and a unit (`us`, `ms`, `s`, `min`, `h`,
-/// `d`), rounded to the millisecond. `None` when it is not one.
+/// A `statement_timeout` value that PostgreSQL reads as the same number of
+/// milliseconds: a whole number of milliseconds, or a whole number and a
+/// unit (`ms`, `s`, `min`, `h`, `d`, or `us` in whole milliseconds).
+/// `None` for anything else: a fraction (PostgreSQL rounds it its own way,
+/// `0.5` to 0, no limit), a sign, hexadecimal. (A leading zero is octal to
+/// PostgreSQL, which reads `010` as 8: less than it looks, never more.)
 pub fn timeout(text: &str) -> Option<std::time::Duration> {
     let text = text.trim();
     let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let ms = match unit.trim() {
-        "" | "ms" => 1.0,
-        "us" => 0.001,
-        "s" => 1_000.0,
-        "min" => 60_000.0,
-        "h" => 3_600_000.0,
-        "d" => 86_400_000.0,
+    let n: u64 = number.parse().ok()?;
+    let ms = match unit.trim_start() {
+        "" | "ms" => n,
+        "us" if n.is_multiple_of(1_000) => n / 1_000,
+        "s" => n.checked_mul(1_000)?,
+        "min" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
         _ => return None,
     };
-    let total = (number * ms).round();
-    (total.is_finite() && (0.0..=f64::from(i32::MAX)).contains(&total))
-        .then(|| std::time::Duration::from_millis(total as u64))
+    (ms <= i32::MAX as u64).then(|| std::time::Duration::from_millis(ms))
 }
 
 /// BEGIN/START TRANSACTION … READ WRITE.

@@ -422,11 +422,18 @@ fn statement_timeout_changes() {
     for (sql, want) in [
         ("SET statement_timeout = 5000", ms(5000)),
         ("SET statement_timeout = '5s'", ms(5000)),
-        ("SET LOCAL statement_timeout TO '1.5 s'", ms(1500)),
+        ("SET LOCAL statement_timeout TO '15 s'", ms(15_000)),
+        // Fractions: PostgreSQL rounds them its own way (0.5 to 0).
+        ("SET statement_timeout = '1.5s'", Some(Unknown)),
+        ("SET statement_timeout = 0.5", Some(Unknown)),
+        ("SET statement_timeout = '0.008min'", Some(Unknown)),
+        ("SET statement_timeout = '+5s'", Some(Unknown)),
+        ("SET statement_timeout = '0x10'", Some(Unknown)),
         ("set Statement_Timeout = '2min'", ms(120_000)),
         ("SET statement_timeout = '1h'", ms(3_600_000)),
         ("SET statement_timeout = 0", ms(0)),
-        ("SET statement_timeout = '500us'", ms(1)),
+        ("SET statement_timeout = '500us'", Some(Unknown)),
+        ("SET statement_timeout = '2000us'", ms(2)),
         ("SET statement_timeout = '5 fortnights'", Some(Unknown)),
         ("SET statement_timeout = -1", Some(Unknown)),
         ("SET statement_timeout TO DEFAULT", Some(Reset)),
@@ -448,6 +455,20 @@ fn statement_timeout_changes() {
             Some(Unknown),
         ),
         ("SELECT 1", None),
+        // EXPLAIN ANALYZE runs what it explains; EXPLAIN does not.
+        (
+            "EXPLAIN ANALYZE SELECT set_config('statement_timeout', '0', false)",
+            ms(0),
+        ),
+        (
+            "EXPLAIN SELECT set_config('statement_timeout', '0', false)",
+            None,
+        ),
+        // pg_settings' update rule is set_config.
+        (
+            "UPDATE pg_settings SET setting = '0' WHERE name = 'statement_timeout'",
+            Some(Unknown),
+        ),
     ] {
         let s = &Analyzer::default().analyze(sql)[0];
         assert_eq!(s.statement_timeout, want, "{sql}");

@@ -236,6 +236,9 @@ async fn a_statement_timeout_ceiling_holds_whatever_the_client_sets() {
         "SET statement_timeout = '5s'",
         "SET statement_timeout = 0",
         "SELECT set_config('statement_timeout', '1h', false)",
+        // EXPLAIN ANALYZE runs it; PostgreSQL rounds 0.5 to 0.
+        "EXPLAIN ANALYZE SELECT set_config('statement_timeout', '0', false)",
+        "SET statement_timeout = 0.5",
     ] {
         let out = psql(sql);
         assert!(!out.status.success(), "{sql}");
@@ -276,15 +279,21 @@ async fn a_statement_timeout_ceiling_holds_whatever_the_client_sets() {
         "{}",
         crate::common::stderr(&out)
     );
-    let out = crate::common::psql(
-        &format!("{conninfo} options='-c statement_timeout=0'"),
-        &token,
-        "SELECT 1",
-    );
-    assert!(!out.status.success());
-    assert!(
-        crate::common::stderr(&out).contains("statement-timeout"),
-        "{}",
-        crate::common::stderr(&out)
-    );
+    for options in [
+        "-c statement_timeout=0",
+        // PostgreSQL applies the last.
+        "-c statement_timeout=100 -c statement_timeout=0",
+    ] {
+        let out = crate::common::psql(
+            &format!("{conninfo} options='{options}'"),
+            &token,
+            "SELECT 1",
+        );
+        assert!(!out.status.success(), "{options}");
+        assert!(
+            crate::common::stderr(&out).contains("statement-timeout"),
+            "{options}: {}",
+            crate::common::stderr(&out)
+        );
+    }
 }
