@@ -223,54 +223,45 @@ async fn open(
     let credential = &conn.roles[&route.role];
     let mut settings = params::check(&startup).unwrap_or_default();
     // As for SET: pg_catalog first, or a user function could shadow a
-    // built-in the analyzer trusts.
-    for (name, value) in &settings {
+    // built-in the analyzer trusts; and within the access rule's ceiling
+    // on statement_timeout, every one the client gave (PostgreSQL applies
+    // them in order).
+    let refusal = settings.iter().find_map(|(name, value)| {
         let harmless = !name.eq_ignore_ascii_case("search_path")
             || airlock_sql::pg::harmless_search_path(value);
         let why = "pg_catalog must come first or not be named";
-        if let Some(denial) = judge::setting(route.mode, name, value, harmless, why) {
-            tracing::info!("session refused: a search_path that does not search pg_catalog first");
-            let hint = denial.hint.to_json();
-            fatal_hinted(
-                out,
-                sqlstate::INSUFFICIENT_PRIVILEGE,
-                &denial.message,
-                &hint,
-            );
-            return None;
-        }
-    }
-    // The access rule's ceiling on statement_timeout: the session starts
-    // with it, or with a lower startup value of its own (what RESET goes
-    // back to); the judge keeps every SET within it.
-    if let Some(ceiling) = route.statement_timeout {
-        // Every one the client gave (PostgreSQL applies them in order).
-        let given: Vec<&String> = settings
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("statement_timeout"))
-            .map(|(_, v)| v)
-            .collect();
-        for value in &given {
+        judge::setting(route.mode, name, value, harmless, why).or_else(|| {
+            let ceiling = route
+                .statement_timeout
+                .filter(|_| name.eq_ignore_ascii_case("statement_timeout"))?;
             let change =
                 airlock_sql::pg::timeout(value).map_or(TimeoutChange::Unknown, TimeoutChange::To);
-            if let Some(denial) = judge::timeout_refusal(ceiling, change) {
-                tracing::info!("session refused: a startup statement_timeout over the ceiling");
-                let hint = denial.hint.to_json();
-                fatal_hinted(
-                    out,
-                    sqlstate::INSUFFICIENT_PRIVILEGE,
-                    &denial.message,
-                    &hint,
-                );
-                return None;
-            }
-        }
-        if given.is_empty() {
-            settings.push((
-                "statement_timeout".into(),
-                format!("{}ms", ceiling.as_millis()),
-            ));
-        }
+            judge::timeout_refusal(ceiling, change)
+        })
+    });
+    if let Some(denial) = refusal {
+        tracing::info!(rule = ?denial.rule(), "session refused by a startup parameter");
+        let hint = denial.hint.to_json();
+        fatal_hinted(
+            out,
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            &denial.message,
+            &hint,
+        );
+        return None;
+    }
+    // The session starts with the ceiling unless it gave a (lower) value
+    // of its own, which RESET goes back to; the judge keeps every SET
+    // within it.
+    if let Some(ceiling) = route.statement_timeout
+        && !settings
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("statement_timeout"))
+    {
+        settings.push((
+            "statement_timeout".into(),
+            format!("{}ms", ceiling.as_millis()),
+        ));
     }
     if route.mode == AccessMode::ReadOnly {
         settings.push(("default_transaction_read_only".into(), "on".into()));
