@@ -97,8 +97,8 @@ impl Exceeded {
                 scope, cap, limit, ..
             } => {
                 let whose = match scope {
-                    Scope::Session => "this session",
-                    Scope::Principal => "you, across your sessions under this access rule,",
+                    Scope::Session => "this session has",
+                    Scope::Principal => "you, across your sessions under this access rule, have",
                 };
                 let what = match cap {
                     Cap::Statements => format!("sent {limit} statements"),
@@ -107,10 +107,9 @@ impl Exceeded {
                     Cap::Bytes => format!("been returned {limit} bytes or more"),
                 };
                 format!(
-                    "airlock: statement refused: {whose} have {what}, the most {} allows",
+                    "airlock: statement refused: {whose} {what}, the most {} allows",
                     self.rule()
                 )
-                .replace("this session have", "this session has")
             }
         }
     }
@@ -431,9 +430,8 @@ impl Budget {
         }
     }
 
-    /// Whether the door should count the rows and bytes of its results
-    /// ([`Budget::returned`]).
-    pub fn counts_results(&self) -> bool {
+    /// Whether the rows and bytes of results count ([`Tally`]).
+    fn counts_results(&self) -> bool {
         self.ledger.as_ref().is_some_and(|l| {
             let (s, p) = (&l.budgets.session, &l.budgets.principal);
             s.max_rows
@@ -460,20 +458,21 @@ impl Budget {
 /// session does mid-result (a client that leaves halfway is charged what it
 /// was sent).
 pub struct Tally {
-    budget: Option<Budget>,
+    budget: Budget,
     rows: u64,
     bytes: u64,
 }
 
 impl Tally {
-    /// A tally for `budget`, which counts nothing when no rows or bytes
-    /// cap applies.
-    pub fn new(budget: Option<&Budget>) -> Tally {
-        Tally {
-            budget: budget.filter(|b| b.counts_results()).cloned(),
+    /// A tally for `budget`; `None` when no rows or bytes cap applies
+    /// (nothing to count).
+    pub fn new(budget: Option<&Budget>) -> Option<Tally> {
+        let budget = budget.filter(|b| b.counts_results())?.clone();
+        Some(Tally {
+            budget,
             rows: 0,
             bytes: 0,
-        }
+        })
     }
 
     /// One row of `bytes` sent.
@@ -485,9 +484,7 @@ impl Tally {
     /// The result ended: what it sent is counted, and the tally starts
     /// again for the next.
     pub fn end(&mut self) {
-        if let Some(b) = &self.budget {
-            b.returned(self.rows, self.bytes, Instant::now());
-        }
+        self.budget.returned(self.rows, self.bytes, Instant::now());
         (self.rows, self.bytes) = (0, 0);
     }
 }
@@ -901,7 +898,7 @@ mod tests {
         // refused, and so is more of a result already begun.
         assert_eq!(rule(b.results_spent(t0)), "ok");
         {
-            let mut tally = Tally::new(Some(&b));
+            let mut tally = Tally::new(Some(&b)).expect("a rows cap: counted");
             for _ in 0..150 {
                 tally.row(60);
             }

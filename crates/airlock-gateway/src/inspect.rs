@@ -217,11 +217,7 @@ struct Judged {
 
 impl PolicyInspector {
     pub fn new(mut policy: SessionPolicy) -> Self {
-        let tally = policy
-            .budget
-            .as_ref()
-            .filter(|b| b.counts_results())
-            .map(|b| airlock_engine::limits::Tally::new(Some(b)));
+        let tally = airlock_engine::limits::Tally::new(policy.budget.as_ref());
         PolicyInspector {
             recorder: policy.recorder.take(),
             last: None,
@@ -1409,11 +1405,15 @@ impl Inspector for PolicyInspector {
                         || params.iter().any(|p| p.value == Some(quoted))
                         || std::str::from_utf8(quoted).is_ok_and(|n| catalog.names_object(n))
                 };
-                // On a schema-only route an error must not quote a value
-                // (`invalid input syntax for type integer: "…"`).
                 let schema_only = self.policy.schema_only.is_some();
-                let sensitive = catalog.any_sensitive || schema_only;
-                mask::notice(&m.masking, tag, body, (sensitive, schema_only), &keep, out)
+                mask::notice(
+                    &m.masking,
+                    tag,
+                    body,
+                    (catalog.any_sensitive, schema_only),
+                    &keep,
+                    out,
+                )
             }
             _ => mask::async_message(&m.masking, tag, body, out),
         }

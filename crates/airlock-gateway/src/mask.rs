@@ -289,9 +289,10 @@ const NAMING_CLASSES: &[&str] = &[
 const QUOTING_CODES: &[&str] = &["42883", "42725"];
 
 /// Scrubs an ErrorResponse or NoticeResponse. Detectors run over every
-/// text field; when `sensitive`, quoted values in its text fields are
-/// hidden, but those `keep` accepts (the client's own words, names it may
-/// know). With `schema_only`, the message of any other class than
+/// text field; when `sensitive` (something is masked) or `schema_only`,
+/// quoted values in its text fields are hidden, but those `keep` accepts
+/// (the client's own words, names it may know). With `schema_only`, the
+/// message of any other class than
 /// [`NAMING_CLASSES`] (data exceptions, constraint violations, a
 /// function's own RAISE), or of a [`QUOTING_CODES`] code, is replaced
 /// whole: such a message can carry a value in any form. Writes the
@@ -306,6 +307,7 @@ pub fn notice(
 ) -> bool {
     let fields = airlock_pgwire::codec::notice_fields(body);
     let mut changed = false;
+    let sensitive = sensitive || schema_only;
     let opaque = schema_only
         && fields
             .iter()

@@ -452,8 +452,7 @@ impl Db {
                     masking,
                     b'E',
                     &error.raw,
-                    // A schema-only error must not quote a value either.
-                    (catalog.any_sensitive || schema_only, schema_only),
+                    (catalog.any_sensitive, schema_only),
                     &keep,
                     &mut out,
                 )

@@ -1673,7 +1673,9 @@ impl Session<'_> {
                             self.recorder.row(at, values);
                         }
                     }
-                    tally.row(row.len());
+                    if let Some(tally) = tally.as_mut() {
+                        tally.row(row.len());
+                    }
                     codec::write(&mut self.out, &mut seq, row);
                 }
                 Part::Err => {
