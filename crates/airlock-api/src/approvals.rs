@@ -198,9 +198,52 @@ pub struct ApprovalDetail {
     pub in_transaction: Option<bool>,
     #[serde(default, deserialize_with = "lenient")]
     pub timeout_seconds: Option<u64>,
+    /// A COMMIT held for commit review: what the transaction measurably did.
+    #[serde(default, deserialize_with = "lenient")]
+    pub effect: Option<Effect>,
     /// An access request's reason.
     #[serde(default, deserialize_with = "lenient")]
     pub reason: Option<String>,
+}
+
+/// What a transaction held for commit review did, as measured inside it
+/// before its COMMIT (docs/agents.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Effect {
+    /// Rows inserted, updated and deleted per table since the first
+    /// reviewed statement, triggers and cascades included.
+    #[serde(default)]
+    pub tables: Vec<TableEffect>,
+    /// Per table a reviewed statement wrote: a masked sample of the rows
+    /// as the transaction left them.
+    #[serde(default)]
+    pub written_rows: Vec<WrittenRows>,
+    /// The reviewed statements, redacted.
+    #[serde(default)]
+    pub statements: Vec<String>,
+    /// Whether the counts are relative to a baseline read as the first
+    /// reviewed statement ran (else they may include writes of earlier
+    /// transactions of the session not yet flushed to the statistics).
+    #[serde(default)]
+    pub baseline: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct TableEffect {
+    pub table: String,
+    pub inserted: i64,
+    pub updated: i64,
+    pub deleted: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct WrittenRows {
+    pub table: String,
+    #[serde(default)]
+    pub rows: Vec<serde_json::Map<String, Value>>,
+    /// More rows were written than the sample shows.
+    #[serde(default)]
+    pub more: bool,
 }
 
 /// `Some` when the field is a `T`, `None` for anything else.

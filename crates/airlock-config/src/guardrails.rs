@@ -16,10 +16,10 @@ pub struct Guardrail {
     /// What to do instead, sent with a denial as the hint's `try` (default:
     /// derived from the match, such as "add a WHERE clause"). docs/agents.md.
     pub hint: Option<String>,
-    /// Groups whose members may approve (required with `action: approve`).
+    /// Groups whose members may approve (required with `action: approve` or `review_commit`).
     #[serde(default)]
     pub approvers: Vec<String>,
-    /// How many distinct approvers are needed (1 to 10; default 1). Only with `action: approve`.
+    /// How many distinct approvers are needed (1 to 10; default 1). Only with `action: approve` or `review_commit`.
     #[schemars(range(min = 1, max = 10))]
     pub min_approvals: Option<u32>,
 }
@@ -54,6 +54,10 @@ pub enum WhereClause {
 pub enum GuardrailAction {
     Allow,
     Approve,
+    /// PostgreSQL: the statement runs inside the client's transaction block
+    /// and the COMMIT waits for approval of what the transaction measurably
+    /// did (rows per table, a masked sample). docs/agents.md.
+    ReviewCommit,
     Deny,
 }
 

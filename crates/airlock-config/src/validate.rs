@@ -585,11 +585,21 @@ fn guardrails(config: &Config, p: &mut Problems) {
                 p.add(at(&format!(".approvers[{j}]")), e);
             }
         }
-        if g.action == GuardrailAction::Approve && g.approvers.is_empty() {
-            p.add(at(".approvers"), "required with action: approve");
+        let approved = matches!(
+            g.action,
+            GuardrailAction::Approve | GuardrailAction::ReviewCommit
+        );
+        if approved && g.approvers.is_empty() {
+            p.add(
+                at(".approvers"),
+                "required with action: approve or review_commit",
+            );
         }
-        if g.action != GuardrailAction::Approve && !g.approvers.is_empty() {
-            p.add(at(".approvers"), "only meaningful with action: approve");
+        if !approved && !g.approvers.is_empty() {
+            p.add(
+                at(".approvers"),
+                "only meaningful with action: approve or review_commit",
+            );
         }
         match &g.hint {
             Some(_) if g.action != GuardrailAction::Deny => {
@@ -601,10 +611,13 @@ fn guardrails(config: &Config, p: &mut Problems) {
             _ => {}
         }
         if let Some(n) = g.min_approvals {
-            if g.action == GuardrailAction::Approve {
+            if approved {
                 approval_count(p, at(".min_approvals"), n);
             } else {
-                p.add(at(".min_approvals"), "only meaningful with action: approve");
+                p.add(
+                    at(".min_approvals"),
+                    "only meaningful with action: approve or review_commit",
+                );
             }
         }
     }

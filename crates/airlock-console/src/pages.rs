@@ -453,6 +453,30 @@ pub(crate) async fn approval(
             }
             h2 { "Statement" }
             div id="statement" { (sql(d.statement.as_deref().unwrap_or(""))) }
+            @if let Some(effect) = &d.effect {
+                h2 { "Measured effect" }
+                p { "The transaction ran; its COMMIT waits for this decision. Denying it rolls the transaction back." }
+                table id="effect" {
+                    thead { tr { th { "Table" } th { "Inserted" } th { "Updated" } th { "Deleted" } } }
+                    tbody {
+                        @for t in &effect.tables {
+                            tr { td { (t.table) } td { (t.inserted) } td { (t.updated) } td { (t.deleted) } }
+                        }
+                    }
+                }
+                @if !effect.baseline { p class="empty" { "Counts may include earlier writes of the session not yet flushed to the statistics." } }
+                @for w in &effect.written_rows {
+                    h3 { "Rows written to " (w.table) " (masked sample)" }
+                    @if w.rows.is_empty() {
+                        p class="empty" { "None left: deleted rows are counted above." }
+                    } @else {
+                        ul class="sample" {
+                            @for row in &w.rows { li { code { (serde_json::Value::Object(row.clone())) } } }
+                        }
+                    }
+                    @if w.more { p class="empty" { "More rows were written than shown." } }
+                }
+            }
             @if let Some(params) = &d.parameters {
                 @if !params.is_empty() {
                     p { "Parameters: " code { (serde_json::to_string(params).unwrap_or_default()) } }

@@ -36,6 +36,9 @@ pub struct HoldRequest {
     /// The statement event's seq, when it was recorded before the hold
     /// (the extended protocol's Bind).
     pub seq: Option<u64>,
+    /// For a COMMIT held by commit review: what the transaction measurably
+    /// did, as the door measured it (rows per table, a masked sample).
+    pub effect: Option<serde_json::Value>,
 }
 
 impl HoldRequest {
@@ -62,6 +65,7 @@ impl HoldRequest {
             effects: crate::recording::effects(statements),
             estimate,
             seq: None,
+            effect: None,
         }
     }
 }
@@ -349,7 +353,7 @@ pub async fn begin(
         tracing::error!(error = %e, "a hold cannot be recorded");
         return Err(HoldOutcome::Unrecorded { approval: None });
     }
-    let detail = serde_json::json!({
+    let mut detail = serde_json::json!({
         "statement": request.text,
         "parameters": request.params,
         "kinds": request.kinds,
@@ -358,6 +362,9 @@ pub async fn begin(
         "in_transaction": in_transaction,
         "timeout_seconds": timeout.as_secs(),
     });
+    if let Some(effect) = &request.effect {
+        detail["effect"] = effect.clone();
+    }
     let row = airlock_store::NewApproval {
         id,
         kind: airlock_store::ApprovalKind::Statement,
@@ -388,9 +395,7 @@ pub async fn begin(
         });
     }
     tracing::info!(approval = %id, rule = %request.rule, in_transaction, "statement held for approval");
-    approvals.notifier.send(airlock_notify::Notification {
-        event: "approval.requested",
-        data: serde_json::json!({
+    let mut data = serde_json::json!({
             "id": id,
             "rule": request.rule,
             "connection": route.connection,
@@ -404,15 +409,26 @@ pub async fn begin(
             "estimated_rows": request.estimate,
             "session": session,
             "deadline": rfc3339_ms(deadline_ms),
-        }),
+    });
+    if let Some(effect) = &request.effect {
+        data["effect"] = effect.clone();
+    }
+    approvals.notifier.send(airlock_notify::Notification {
+        event: "approval.requested",
+        data,
         summary: format!(
-            "airlock: {}{} asks to run a statement on {} (rule {}): approve with `airlock approvals approve {id}`",
+            "airlock: {}{} asks to {} on {} (rule {}): approve with `airlock approvals approve {id}`",
             principal.subject,
             principal
                 .act
                 .as_deref()
                 .map(|a| format!(" (for {a})"))
                 .unwrap_or_default(),
+            if request.effect.is_some() {
+                "commit a reviewed transaction"
+            } else {
+                "run a statement"
+            },
             route.connection,
             request.rule
         ),
@@ -430,8 +446,13 @@ pub async fn begin(
 
 /// The client's notice for a statement just held.
 pub fn held_notice(w: &Waiting) -> String {
+    let what = if w.request.effect.is_some() {
+        "COMMIT held for review"
+    } else {
+        "statement held for approval"
+    };
     format!(
-        "airlock: statement held for approval {} (rule {}); approve with: airlock approvals approve {}",
+        "airlock: {what} {} (rule {}); approve with: airlock approvals approve {}",
         w.id, w.request.rule, w.id
     )
 }

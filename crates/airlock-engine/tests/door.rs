@@ -277,6 +277,7 @@ impl Door {
         let ruling = judge::judge(&self.session(), &ask, &NoFacts);
         match ruling {
             Ruling::Allow { .. } => Step::Answered(self.run(id, sql, &statements, None)),
+            Ruling::Review { .. } => unreachable!("this door does not ask for commit review"),
             Ruling::Deny(denial) => {
                 let judgement = Judgement {
                     decision: Recorded::Deny,

@@ -15,7 +15,9 @@ use airlock_pgwire::{codec, sqlstate};
 use airlock_policy::judge::{self, Denial, DeniedBy, Ruling};
 use airlock_policy::lineage::{CopyFormat, Cursor, Lineage};
 use airlock_policy::masking::{FieldOrigin, SensitiveCatalog};
-use airlock_policy::{AccessMode, Effect, Estimate, Guardrails, Statement, StatementKind};
+use airlock_policy::{
+    AccessMode, Effect, Estimate, Guardrails, Statement, StatementKind, Transaction,
+};
 use airlock_sql::{Analyzer, SessionState};
 use bytes::BytesMut;
 
@@ -24,8 +26,10 @@ use airlock_audit::event::{Decision as Recorded, Protocol};
 use crate::catalog::Catalogs;
 use crate::mask::{self, CopyMask, Masking, RowMask};
 use crate::record;
+use crate::review::{self, Review};
 use airlock_engine::hold::{HoldOutcome, HoldRequest, Refusal};
 use airlock_engine::recording::{Judgement, Params, RecordingSession};
+use airlock_policy::review::AtCommit;
 
 /// Client encodings whose bytes airlock can read as UTF-8.
 fn utf8_compatible(encoding: &str) -> bool {
@@ -205,6 +209,8 @@ pub struct PolicyInspector {
     /// With budgets on rows or bytes: what the result being returned has
     /// sent so far, counted when it ends (or the session does).
     tally: Option<airlock_engine::limits::Tally>,
+    /// Commit review: the transaction block and what it holds for review.
+    review: Review,
 }
 
 /// A judgement, as recorded.
@@ -218,6 +224,7 @@ struct Judged {
 impl PolicyInspector {
     pub fn new(mut policy: SessionPolicy) -> Self {
         let tally = airlock_engine::limits::Tally::new(policy.budget.as_ref());
+        let review = Review::new(policy.guardrails.reviews());
         PolicyInspector {
             recorder: policy.recorder.take(),
             last: None,
@@ -241,6 +248,7 @@ impl PolicyInspector {
             portal_holds: HashMap::new(),
             hold: None,
             tally,
+            review,
         }
     }
 
@@ -522,6 +530,7 @@ impl PolicyInspector {
             } else {
                 judge::Fetch::AtExecution
             },
+            can_review: true,
             ..judge::Ask::message(statements, Estimate::NotFetched)
         };
         let facts = TextFacts {
@@ -542,6 +551,13 @@ impl PolicyInspector {
             };
             text[span.0..span.1].to_string()
         };
+        if self.review.enabled
+            && plan.is_none()
+            && let [s] = &statements[..]
+            && let Some(op) = s.transaction
+        {
+            self.review.tx_parses.insert(id, op);
+        }
         match ruling {
             Ruling::NeedsEstimate { index } => Verdict::Estimate {
                 statement: span_of(index),
@@ -550,6 +566,12 @@ impl PolicyInspector {
                 estimate_at_execution,
             } => {
                 let estimate = estimate_at_execution.map(span_of);
+                if let Some(verdict) = self.commit_gate(id, &text, statements, plan) {
+                    return verdict;
+                }
+                if self.review.enabled && plan.is_some() {
+                    self.review.ran(statements);
+                }
                 self.remember(id, &text, Arc::clone(statements));
                 if let Some(statement) = estimate {
                     self.estimates.insert(
@@ -588,6 +610,20 @@ impl PolicyInspector {
                     };
                 }
                 refusal(denial)
+            }
+            Ruling::Review {
+                rule,
+                approvers,
+                min_approvals,
+            } => {
+                let need = review::Need {
+                    rule,
+                    approvers,
+                    min_approvals,
+                    text: Arc::from(&*text),
+                    statements: Arc::clone(statements),
+                };
+                self.reviewed(id, &text, need, plan)
             }
             Ruling::Approve {
                 rule,
@@ -633,6 +669,173 @@ impl PolicyInspector {
         }
     }
 
+    /// A message the judge ruled `Review`: it joins the transaction's
+    /// pending review, inside a block only. A simple Query first waits for
+    /// the upstream (a lookup), so that the block it runs in is known, and
+    /// the first reads the transaction statistics' baseline on the way; a
+    /// Parse joins at each Execute.
+    fn reviewed(
+        &mut self,
+        id: u64,
+        text: &str,
+        need: review::Need,
+        plan: Option<Plan<'_>>,
+    ) -> Verdict {
+        self.judged_by(Recorded::Allow, &need.rule);
+        let statements = Arc::clone(&need.statements);
+        if let Some(p) = &self.review.pending
+            && p.rule != need.rule
+        {
+            let denial = airlock_policy::review::another(&p.rule, &need.rule);
+            self.judged_by(Recorded::Approve, &need.rule);
+            return refusal(denial);
+        }
+        let plan = match plan {
+            None => {
+                self.remember(id, text, Arc::clone(&statements));
+                self.review.parses.insert(id, Arc::new(need));
+                return self.allowed(text, &statements);
+            }
+            Some(Plan::NotFetched) => {
+                self.review.asked = Some((id, false));
+                return Verdict::Lookup {
+                    sql: review::BASELINE.into(),
+                };
+            }
+            Some(plan) => plan,
+        };
+        let baseline = match (self.review.asked.take(), plan) {
+            (Some((asked, false)), Plan::Json(json)) if asked == id => review::parse_baseline(json),
+            _ => None,
+        };
+        if let Some(denial) =
+            airlock_policy::review::placement(&statements, self.review.in_block, &need.rule)
+        {
+            self.judged_by(Recorded::Approve, &need.rule);
+            return refusal(denial);
+        }
+        tracing::info!(kinds = %kinds(&statements), rule = %need.rule, "statement runs; its COMMIT is reviewed");
+        self.remember(id, text, Arc::clone(&statements));
+        let (redacted, _) = self.redacted(text, &statements, None);
+        self.review.add(&need, redacted, baseline);
+        self.review.ran(&statements);
+        self.allowed(text, &statements)
+    }
+
+    /// A message while a review is pending: a COMMIT sent alone as a simple
+    /// Query is measured (a lookup) and held with its effect; one that
+    /// would commit otherwise is refused. `None`: judged as usual.
+    fn commit_gate(
+        &mut self,
+        id: u64,
+        text: &str,
+        statements: &Arc<[Statement]>,
+        plan: Option<Plan<'_>>,
+    ) -> Option<Verdict> {
+        let pending = self.review.pending.as_ref()?;
+        // A Parse runs nothing: its Execute is checked.
+        let plan = plan?;
+        let rule = pending.rule.clone();
+        match airlock_policy::review::at_commit(statements, &rule) {
+            AtCommit::Pass => return None,
+            AtCommit::Refuse(denial) => {
+                self.judged_by(Recorded::Approve, &rule);
+                return Some(refusal(denial));
+            }
+            AtCommit::Hold => {}
+        }
+        let measured = match (plan, self.review.asked.take()) {
+            (Plan::NotFetched, _) => {
+                self.review.asked = Some((id, true));
+                return Some(Verdict::Lookup {
+                    sql: review::measure_sql(pending),
+                });
+            }
+            // An aborted transaction's COMMIT rolls it back.
+            _ if self.review.aborted() => return None,
+            (Plan::Json(json), Some((asked, true))) if asked == id => review::effect(
+                pending,
+                json,
+                self.policy.masking.as_ref(),
+                &self.policy.analyzer,
+            ),
+            _ => None,
+        };
+        let request = measured.map(|effect| {
+            let mut shown = String::new();
+            for text in &pending.texts {
+                shown.push_str(text.trim_end().trim_end_matches(';'));
+                shown.push_str(";\n");
+            }
+            shown.push_str("COMMIT");
+            HoldRequest {
+                effect: Some(effect),
+                ..HoldRequest::new(
+                    rule.clone(),
+                    pending.approvers.clone(),
+                    pending.min_approvals,
+                    None,
+                    &pending.statements,
+                    shown,
+                    Vec::new(),
+                )
+            }
+        });
+        self.judged_by(Recorded::Approve, &rule);
+        let Some(request) = request else {
+            return Some(refusal(airlock_policy::review::unmeasured(
+                &rule,
+                "what the transaction did could not be measured (or its sample masked)",
+            )));
+        };
+        tracing::info!(rule = %rule, "COMMIT held for review");
+        self.remember(id, text, Arc::clone(statements));
+        let allowed = allowed_verdict(statements);
+        self.hold = Some(Hold {
+            request: Some(request),
+            outcome: None,
+            judged: self.last.take().map(|j| (j, allowed)),
+        });
+        Some(Verdict::Hold)
+    }
+
+    /// An Execute, for commit review: a reviewed statement's portal joins
+    /// the pending review (inside a block only); a COMMIT portal while one
+    /// is pending is refused (the extended protocol's COMMIT cannot be
+    /// measured). `None`: as usual.
+    fn review_execute(&mut self, portal: &[u8]) -> Option<Verdict> {
+        if let Some(op) = self.review.tx_portals.get(portal).copied() {
+            if let Some(p) = &self.review.pending
+                && matches!(op, Transaction::Commit | Transaction::Prepare)
+                && !self.review.aborted()
+            {
+                return Some(refusal(airlock_policy::review::unmeasured(
+                    &p.rule,
+                    "it was sent with the extended protocol, where its effect cannot be measured",
+                )));
+            }
+            self.review.ran_op(Some(op));
+            return None;
+        }
+        let need = Arc::clone(self.review.portals.get(portal)?);
+        let baseline = self.review.bound_baseline.take().flatten();
+        if let Some(p) = &self.review.pending
+            && p.rule != need.rule
+        {
+            return Some(refusal(airlock_policy::review::another(
+                &p.rule, &need.rule,
+            )));
+        }
+        if let Some(denial) =
+            airlock_policy::review::placement(&need.statements, self.review.in_block, &need.rule)
+        {
+            return Some(refusal(denial));
+        }
+        let (text, _) = self.redacted(&need.text, &need.statements, None);
+        self.review.add(&need, text, baseline);
+        None
+    }
+
     fn judged_by(&mut self, decision: Recorded, rule: &str) {
         if let Some(last) = self.last.as_mut() {
             last.decision = decision;
@@ -653,7 +856,7 @@ impl PolicyInspector {
         let Some(recorder) = self.recorder.as_mut() else {
             return verdict;
         };
-        if matches!(verdict, Verdict::Estimate { .. }) {
+        if matches!(verdict, Verdict::Estimate { .. } | Verdict::Lookup { .. }) {
             return verdict;
         }
         let (statements, decision, rule, approval) = match self.last.take() {
@@ -810,11 +1013,11 @@ impl PolicyInspector {
     /// what its executions need approved and the estimate, or its refusal.
     /// `Ok(None)` for every other Bind.
     fn estimated_need(
-        &self,
+        &mut self,
         id: Option<u64>,
         plan: Plan<'_>,
     ) -> Result<Option<Estimated>, Refused> {
-        let Some(e) = id.and_then(|id| self.estimates.get(&id)) else {
+        let Some(e) = id.and_then(|id| self.estimates.get(&id)).cloned() else {
             return Ok(None);
         };
         let estimate = match estimate_from(plan) {
@@ -829,6 +1032,7 @@ impl PolicyInspector {
         let ask = judge::Ask {
             fetch: judge::Fetch::Never,
             masking_checks: false,
+            can_review: true,
             ..judge::Ask::message(&e.statements, estimate)
         };
         let ruling = judge::judge(&self.session_view(false), &ask, &judge::NoFacts);
@@ -845,6 +1049,27 @@ impl PolicyInspector {
                 denial.rule().unwrap_or_default().to_string(),
                 refusal(denial),
             )),
+            // Its portal joins the review at its Execute.
+            Ruling::Review {
+                rule,
+                approvers,
+                min_approvals,
+            } => {
+                self.review.bind_need = Some(Arc::new(review::Need {
+                    rule,
+                    approvers,
+                    min_approvals,
+                    text: Arc::from(e.statement.as_str()),
+                    statements: Arc::clone(&e.statements),
+                }));
+                Ok(Some((
+                    None,
+                    match estimate {
+                        Estimate::Rows(n) => Some(n),
+                        _ => None,
+                    },
+                )))
+            }
             Ruling::Approve {
                 rule,
                 approvers,
@@ -1174,6 +1399,11 @@ impl Inspector for PolicyInspector {
         if let Some(exceeded) = crate::results_spent(self.policy.budget.as_ref(), "postgres") {
             return limit_refusal(&exceeded);
         }
+        if self.review.enabled
+            && let Some(verdict) = self.review_execute(portal)
+        {
+            return verdict;
+        }
         if self.portal_holds.is_empty() {
             return Verdict::Forward;
         }
@@ -1220,6 +1450,8 @@ impl Inspector for PolicyInspector {
     }
 
     fn bind(&mut self, id: Option<u64>, body: &[u8], plan: Plan<'_>) -> Verdict {
+        // The answer to commit review's baseline lookup (below).
+        let answered = std::mem::take(&mut self.review.bound_asked);
         // Each execution of a prepared statement is charged, once (not again
         // when its plan is in).
         if plan == Plan::NotFetched
@@ -1227,6 +1459,32 @@ impl Inspector for PolicyInspector {
         {
             let denied = (exceeded.rule(), limit_refusal(&exceeded));
             return self.recorded_bind(id, body, None, Some(denied));
+        }
+        let plan = if answered {
+            self.review.bound_baseline = Some(match plan {
+                Plan::Json(json) => review::parse_baseline(json),
+                _ => None,
+            });
+            Plan::NotFetched
+        } else {
+            plan
+        };
+        // A reviewed statement's first execution in a transaction reads the
+        // statistics' baseline inside the batch, ahead of it (not when its
+        // row estimate is read there instead).
+        if !answered
+            && plan == Plan::NotFetched
+            && self.review.pending.is_none()
+            && let Some(id) = id
+            && self.review.parses.contains_key(&id)
+            && !self.estimates.contains_key(&id)
+        {
+            self.review.bound_asked = true;
+            return Verdict::LookupBound {
+                sql: review::BASELINE.into(),
+                param_types: Vec::new(),
+                with_params: false,
+            };
         }
         if let Some(id) = id.filter(|_| self.hides_quoted()) {
             self.last_bind.0 = id;
@@ -1246,6 +1504,9 @@ impl Inspector for PolicyInspector {
             return verdict;
         }
         let portal = body.split(|&b| b == 0).next().unwrap_or_default();
+        if self.review.enabled {
+            self.review.bound(portal, id);
+        }
         match need {
             Some(need) => {
                 let seq = self
@@ -1271,7 +1532,17 @@ impl Inspector for PolicyInspector {
         verdict
     }
 
+    fn ready(&mut self, status: u8) {
+        if self.review.enabled {
+            self.review.ready(status);
+        }
+    }
+
     fn forget(&mut self, id: u64) {
+        if self.review.enabled {
+            self.review.parses.remove(&id);
+            self.review.tx_parses.remove(&id);
+        }
         self.estimates.remove(&id);
         self.judged.remove(&id);
         self.texts.remove(&id);

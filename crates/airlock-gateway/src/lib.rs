@@ -23,6 +23,7 @@ pub mod metrics;
 pub(crate) mod mysql;
 pub(crate) mod pump;
 pub(crate) mod record;
+pub(crate) mod review;
 mod session;
 pub mod snapshot;
 pub(crate) mod stream;

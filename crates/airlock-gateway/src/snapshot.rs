@@ -339,6 +339,7 @@ pub fn guardrails(config: &Config) -> Guardrails {
             action: match g.action {
                 GuardrailAction::Allow => Action::Allow,
                 GuardrailAction::Approve => Action::Approve,
+                GuardrailAction::ReviewCommit => Action::Review,
                 GuardrailAction::Deny => Action::Deny,
             },
             message: g.message.clone(),

@@ -8,7 +8,8 @@
 //!    `session_config` when the analyzer found every setting changed
 //!    harmless ([`Statement::harmless_config`]).
 //! 3. Every guardrail is matched; the strictest matching action wins
-//!    (deny, then approve, then allow), the first in file order among equals.
+//!    (deny, then approve, then review_commit, then allow), the first in
+//!    file order among equals.
 //!    No match allows.
 //!
 //! A message with several statements gets the strictest of their
@@ -22,6 +23,9 @@ use crate::statement::{Effect, Effects, Statement, StatementKind};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Action {
     Allow,
+    /// Run inside the client's transaction; its COMMIT waits for approval
+    /// of what the transaction measurably did (SPEC §14).
+    Review,
     Approve,
     Deny,
 }
@@ -30,6 +34,7 @@ impl Action {
     pub fn name(self) -> &'static str {
         match self {
             Action::Allow => "allow",
+            Action::Review => "review_commit",
             Action::Approve => "approve",
             Action::Deny => "deny",
         }
@@ -74,12 +79,19 @@ pub enum Decision {
         approvers: Vec<String>,
         min_approvals: u32,
     },
+    /// Runs now; the transaction's COMMIT is held for approval.
+    Review {
+        rule: String,
+        approvers: Vec<String>,
+        min_approvals: u32,
+    },
 }
 
 impl Decision {
     fn action(&self) -> Action {
         match self {
             Decision::Allow => Action::Allow,
+            Decision::Review { .. } => Action::Review,
             Decision::Approve { .. } => Action::Approve,
             Decision::Deny { .. } => Action::Deny,
         }
@@ -99,7 +111,9 @@ impl Decision {
     pub fn rule(&self) -> Option<&str> {
         match self {
             Decision::Allow => None,
-            Decision::Deny { rule, .. } | Decision::Approve { rule, .. } => Some(rule),
+            Decision::Deny { rule, .. }
+            | Decision::Approve { rule, .. }
+            | Decision::Review { rule, .. } => Some(rule),
         }
     }
 }
@@ -139,6 +153,11 @@ pub struct Match {
 impl Guardrails {
     pub fn new(rules: Vec<Guardrail>) -> Self {
         Guardrails { rules }
+    }
+
+    /// Whether any rule reviews commits (`review_commit`).
+    pub fn reviews(&self) -> bool {
+        self.rules.iter().any(|r| r.action == Action::Review)
     }
 
     /// Whether any rule decides by the planner's row estimate.
@@ -256,6 +275,11 @@ impl Guardrails {
                 approvers: rule.approvers.clone(),
                 min_approvals: rule.min_approvals,
             },
+            Action::Review => Decision::Review {
+                rule: rule.name.clone(),
+                approvers: rule.approvers.clone(),
+                min_approvals: rule.min_approvals,
+            },
             Action::Deny => Decision::Deny {
                 rule: rule.name.clone(),
                 message: rule
@@ -356,6 +380,7 @@ mod tests {
             harmless_config: false,
             disclosure: crate::statement::Disclosure::Nothing,
             statement_timeout: None,
+            transaction: None,
         }
     }
 

@@ -75,6 +75,10 @@ pub struct Ask<'a> {
     pub fetch: Fetch,
     /// Whether the door can wait for an approver (a FunctionCall cannot).
     pub can_hold: bool,
+    /// Whether the door can run a statement and hold its transaction's
+    /// COMMIT for review ([`Ruling::Review`]): the PostgreSQL door's Query
+    /// and Parse.
+    pub can_review: bool,
     /// Whether the masking checks run (a Bind's ran at its Parse).
     pub masking_checks: bool,
     /// The result cannot be masked (a FunctionCall's).
@@ -89,6 +93,7 @@ impl<'a> Ask<'a> {
             estimate,
             fetch: Fetch::Now,
             can_hold: true,
+            can_review: false,
             masking_checks: true,
             unmaskable_result: false,
         }
@@ -137,6 +142,13 @@ pub enum Ruling {
         min_approvals: u32,
         /// The estimate approvers see.
         estimate: Option<u64>,
+    },
+    /// Run it inside the client's transaction block ([`crate::review`]);
+    /// the block's COMMIT waits for approval of its measured effect.
+    Review {
+        rule: String,
+        approvers: Vec<String>,
+        min_approvals: u32,
     },
     /// Fetch the row estimate of statement `index` and ask again.
     NeedsEstimate {
@@ -213,6 +225,15 @@ impl Ruling {
                 min_approvals,
                 ..
             } => Decision::Approve {
+                rule: rule.clone(),
+                approvers: approvers.clone(),
+                min_approvals: *min_approvals,
+            },
+            Ruling::Review {
+                rule,
+                approvers,
+                min_approvals,
+            } => Decision::Review {
                 rule: rule.clone(),
                 approvers: approvers.clone(),
                 min_approvals: *min_approvals,
@@ -315,6 +336,35 @@ pub fn judge(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Ruling 
             },
             by: DeniedBy::Rule(rule),
         }),
+        Decision::Review {
+            rule,
+            approvers,
+            min_approvals,
+        } => {
+            if !ask.can_review {
+                return Ruling::Deny(unreviewable(&rule));
+            }
+            if !session.approvals {
+                return Ruling::Deny(Denial {
+                    message: format!(
+                        "airlock: rule \"{rule}\" reviews the commit of this statement, but approvals are not configured; the statement was not run"
+                    ),
+                    hint: Hint::never(
+                        &rule,
+                        "this gateway cannot hold a COMMIT for review (no approvals store); run it through one that can",
+                    ),
+                    by: DeniedBy::Unapprovable(rule),
+                });
+            }
+            if let Some(denial) = masking_refusal(session, ask, facts) {
+                return Ruling::Deny(denial);
+            }
+            Ruling::Review {
+                rule,
+                approvers,
+                min_approvals,
+            }
+        }
         Decision::Approve {
             rule,
             approvers,
@@ -363,6 +413,21 @@ pub fn judge(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Ruling 
                 },
             }
         }
+    }
+}
+
+/// The refusal of a statement rule `rule` reviews the commit of, where the
+/// door cannot run it in a transaction and hold the COMMIT (MySQL, MCP).
+pub fn unreviewable(rule: &str) -> Denial {
+    Denial {
+        message: format!(
+            "airlock: rule \"{rule}\" reviews the commit of this statement, which only a PostgreSQL client on the wire can have; the statement was not run"
+        ),
+        hint: Hint::never(
+            rule,
+            "connect with a PostgreSQL driver and run it inside BEGIN … COMMIT; or leave it out",
+        ),
+        by: DeniedBy::Unapprovable(rule.to_string()),
     }
 }
 

@@ -21,6 +21,7 @@ pub mod judge;
 pub mod lineage;
 pub mod masking;
 pub mod principal;
+pub mod review;
 pub mod statement;
 
 pub use access::{AccessMode, AccessPolicy, AccessRule, Grant, JitRule, Route, RouteError, Writes};
@@ -31,5 +32,5 @@ pub use judge::{Ask, Denial, DeniedBy, Facts, Fetch, Ruling, judge};
 pub use principal::Principal;
 pub use statement::{
     Disclosure, Effect, Effects, Pinned, Relation, Statement, StatementKind, SyntaxError,
-    TimeoutChange,
+    TimeoutChange, Transaction,
 };

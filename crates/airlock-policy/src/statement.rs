@@ -367,6 +367,28 @@ pub struct Statement {
     pub disclosure: Disclosure,
     /// How it changes the session's statement timeout, if it does.
     pub statement_timeout: Option<TimeoutChange>,
+    /// For transaction control: what it does to the transaction (for
+    /// commit review). `None` for other statements, and where the dialect's
+    /// analyzer does not tell.
+    pub transaction: Option<Transaction>,
+}
+
+/// What a transaction-control statement does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transaction {
+    /// BEGIN, START TRANSACTION.
+    Begin,
+    /// COMMIT, END, COMMIT AND CHAIN.
+    Commit,
+    /// ROLLBACK, ABORT (with or without AND CHAIN).
+    Rollback,
+    /// SAVEPOINT, RELEASE, ROLLBACK TO SAVEPOINT.
+    Savepoint,
+    /// PREPARE TRANSACTION: the transaction's work persists, to be
+    /// committed by any session.
+    Prepare,
+    /// COMMIT PREPARED, ROLLBACK PREPARED (of another transaction).
+    Prepared,
 }
 
 /// A change of the statement timeout (PostgreSQL's `statement_timeout`),
@@ -425,6 +447,7 @@ impl Statement {
             harmless_config: false,
             disclosure: Disclosure::Rows("the statement is not understood"),
             statement_timeout: None,
+            transaction: None,
         }
     }
 

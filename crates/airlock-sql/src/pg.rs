@@ -355,6 +355,7 @@ impl Analyzer {
         let mut config_unsafe = false;
         let mut explain_analyze_flag = false;
         let mut inner = None;
+        let mut transaction = None;
         // The lineage of a DECLARE's query.
         let mut declared = None;
         let kind = match node {
@@ -391,6 +392,7 @@ impl Analyzer {
             }
             N::TransactionStmt(t) => {
                 effects.insert(TransactionControl);
+                transaction = Some(transaction_op(t));
                 if begins_read_write(t) {
                     effects.insert(SessionConfig);
                     config_unsafe = true;
@@ -772,6 +774,7 @@ impl Analyzer {
             pinned,
             disclosure,
             statement_timeout,
+            transaction,
             relations: facts.relations,
             functions: facts.functions,
             has_where,
@@ -1047,6 +1050,23 @@ pub fn timeout(text: &str) -> Option<std::time::Duration> {
 }
 
 /// BEGIN/START TRANSACTION … READ WRITE.
+/// What a transaction-control statement does to the transaction.
+fn transaction_op(t: &protobuf::TransactionStmt) -> airlock_policy::Transaction {
+    use airlock_policy::Transaction as O;
+    use protobuf::TransactionStmtKind as T;
+    match T::try_from(t.kind) {
+        Ok(T::TransStmtBegin | T::TransStmtStart) => O::Begin,
+        Ok(T::TransStmtCommit) => O::Commit,
+        Ok(T::TransStmtRollback) => O::Rollback,
+        Ok(T::TransStmtSavepoint | T::TransStmtRelease | T::TransStmtRollbackTo) => O::Savepoint,
+        Ok(T::TransStmtPrepare) => O::Prepare,
+        Ok(T::TransStmtCommitPrepared | T::TransStmtRollbackPrepared) => O::Prepared,
+        // A kind this parser version does not name: counted as the one
+        // commit review watches for.
+        _ => O::Commit,
+    }
+}
+
 fn begins_read_write(t: &protobuf::TransactionStmt) -> bool {
     use protobuf::TransactionStmtKind as T;
     (t.kind == T::TransStmtBegin as i32 || t.kind == T::TransStmtStart as i32)

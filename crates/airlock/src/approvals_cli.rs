@@ -572,6 +572,45 @@ fn block(s: &str, indent: &str) -> String {
     out
 }
 
+/// A commit review's measured effect: rows per table, then each sample.
+fn effect_text(effect: &airlock_api::approvals::Effect) -> String {
+    let mut out = String::from("\nMeasured effect (the COMMIT is held):\n");
+    if effect.tables.is_empty() {
+        out.push_str("  no rows changed\n");
+    }
+    for t in &effect.tables {
+        out.push_str(&format!(
+            "  {}: inserted {}, updated {}, deleted {}\n",
+            printable(&t.table),
+            t.inserted,
+            t.updated,
+            t.deleted
+        ));
+    }
+    if !effect.baseline {
+        out.push_str("  (counts may include earlier unflushed writes of the session)\n");
+    }
+    for w in &effect.written_rows {
+        out.push_str(&format!(
+            "\nRows written to {} (masked sample):\n",
+            printable(&w.table)
+        ));
+        if w.rows.is_empty() {
+            out.push_str("  none left (deleted rows are counted above)\n");
+        }
+        for row in &w.rows {
+            out.push_str(&block(
+                &serde_json::Value::Object(row.clone()).to_string(),
+                "  ",
+            ));
+        }
+        if w.more {
+            out.push_str("  …\n");
+        }
+    }
+    out
+}
+
 /// A list of strings, comma-separated; `-` for none.
 fn list_cell(items: Option<&[String]>) -> String {
     match items {
@@ -656,6 +695,9 @@ fn show_text(kind: Kind, a: &Approval) -> String {
         match &detail.statement {
             Some(s) => out.push_str(&block(s, "  ")),
             None => out.push_str("  -\n"),
+        }
+        if let Some(effect) = &detail.effect {
+            out.push_str(&effect_text(effect));
         }
         if let Some(params) = &detail.parameters
             && !params.is_empty()

@@ -179,8 +179,10 @@ pub fn judged(guardrails: &Guardrails, route: &Route, statements: &[Statement]) 
         masking: None,
         keys: None,
     };
+    // As the PostgreSQL door judges a simple Query.
     let ask = Ask {
         fetch: Fetch::Never,
+        can_review: true,
         ..Ask::message(statements, Estimate::NotFetched)
     };
     judge::judge(&session, &ask, &NoFacts).decision()
@@ -197,6 +199,11 @@ fn decision_json(d: &Decision) -> Value {
         } => {
             json!({"action": "approve", "rule": rule, "approvers": approvers})
         }
+        Decision::Review {
+            rule, approvers, ..
+        } => {
+            json!({"action": "review_commit", "rule": rule, "approvers": approvers})
+        }
     }
 }
 
@@ -208,6 +215,12 @@ fn decision_text(d: &Decision) -> String {
             rule, approvers, ..
         } => format!(
             "approve (rule \"{rule}\", approvers: {})",
+            approvers.join(", ")
+        ),
+        Decision::Review {
+            rule, approvers, ..
+        } => format!(
+            "runs, and its COMMIT is held for review (rule \"{rule}\", approvers: {})",
             approvers.join(", ")
         ),
     }

@@ -1114,6 +1114,15 @@ async fn judge(
     };
     match ruling {
         Ruling::Allow { .. } | Ruling::NeedsEstimate { .. } => Judged::Allow,
+        // Not asked for (`can_review`), so never given.
+        Ruling::Review { rule, .. } => Judged::Refuse {
+            decision: airlock_audit::event::Decision::Approve,
+            failure: {
+                let d = judge::unreviewable(&rule);
+                Failure::new("denied", "42501", d.message).hinted(d.hint)
+            },
+            rule: Some(rule),
+        },
         Ruling::Deny(d) => {
             let (decision, rule) = airlock_engine::recording::denied_by(&d.by);
             let rule = rule.map(str::to_string);

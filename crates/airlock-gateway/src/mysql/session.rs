@@ -955,6 +955,17 @@ impl Session<'_> {
         };
         let judged = match ruling {
             Ruling::Allow { .. } | Ruling::NeedsEstimate { .. } => Judged::Allow,
+            // Not asked for (`can_review`), so never given.
+            Ruling::Review { rule, .. } => {
+                let d = judge::unreviewable(&rule);
+                Judged::Refuse {
+                    code: errno::SPECIFIC_ACCESS_DENIED,
+                    decision: airlock_audit::event::Decision::Approve,
+                    rule: Some(rule),
+                    message: d.message,
+                    hint: d.hint,
+                }
+            }
             Ruling::Deny(d) => {
                 let (decision, rule) = airlock_engine::recording::denied_by(&d.by);
                 let rule = rule.map(str::to_string);

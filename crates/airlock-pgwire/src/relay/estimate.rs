@@ -108,32 +108,33 @@ impl<I: Inspector> Relay<I> {
         });
     }
 
-    /// Sends a held Bind's estimate inside its batch, ahead of it: the
-    /// EXPLAIN of `statement` parsed with `types` and bound with the Bind's
-    /// own parameters on airlock's own statement and portal, then a Flush
-    /// so that the answers come before the batch's Sync. Nothing the client
-    /// sent is held up behind a Sync it has not sent yet. An error skips the
-    /// rest of the batch, as the statement's own error would have. Returns
-    /// false (nothing sent) when the Bind is malformed.
-    pub(super) fn start_bound_estimate(
+    /// Sends a held Bind's estimate or lookup inside its batch, ahead of
+    /// it: `sql` (the EXPLAIN of its statement) parsed with `types` and
+    /// bound with the Bind's own parameters (`bind`; none when `None`) on
+    /// airlock's own statement and portal, then a Flush so that the answers
+    /// come before the batch's Sync. Nothing the client sent is held up
+    /// behind a Sync it has not sent yet. An error skips the rest of the
+    /// batch, as the statement's own error would have. Returns false
+    /// (nothing sent) when the Bind is malformed.
+    pub(super) fn start_bound_lookup(
         &mut self,
-        statement: &str,
+        sql: &str,
         types: &[u8],
-        bind: &[u8],
+        bind: Option<&[u8]>,
         to_upstream: &mut BytesMut,
     ) -> bool {
         let name = BOUND_ESTIMATE_NAME;
         let mut out = BytesMut::new();
         codec::close(b'S', name, &mut out);
         codec::close(b'P', name, &mut out);
-        codec::parse_typed(
-            name,
-            &format!("EXPLAIN (FORMAT JSON) {statement}"),
-            types,
-            &mut out,
-        );
-        if codec::bind_like(name, name, bind, &mut out).is_none() {
-            return false;
+        codec::parse_typed(name, sql, types, &mut out);
+        match bind {
+            Some(bind) => {
+                if codec::bind_like(name, name, bind, &mut out).is_none() {
+                    return false;
+                }
+            }
+            None => codec::bind(name, name, &mut out),
         }
         codec::execute(name, &mut out);
         codec::close(b'P', name, &mut out);
@@ -223,7 +224,10 @@ pub(super) fn first_column(body: &[u8]) -> Option<String> {
 /// verdict that asks the upstream a second time could loop, so it refuses.
 pub(super) fn asked_once<T>(verdict: Verdict, fetched: &Option<T>) -> Verdict {
     match verdict {
-        Verdict::Estimate { .. } | Verdict::Lookup { .. } | Verdict::EstimateBound { .. }
+        Verdict::Estimate { .. }
+        | Verdict::Lookup { .. }
+        | Verdict::EstimateBound { .. }
+        | Verdict::LookupBound { .. }
             if fetched.is_some() =>
         {
             Verdict::Refuse {
@@ -258,6 +262,11 @@ mod tests {
             statement: "s".into(),
             param_types: vec![],
         };
+        let lookup_bound = Verdict::LookupBound {
+            sql: "s".into(),
+            param_types: vec![],
+            with_params: false,
+        };
         // (verdict, whether the upstream was asked already, refused)
         let cases = [
             (estimate.clone(), false, false),
@@ -266,6 +275,8 @@ mod tests {
             (lookup, true, true),
             (bound.clone(), false, false),
             (bound, true, true),
+            (lookup_bound.clone(), false, false),
+            (lookup_bound, true, true),
             (Verdict::Forward, true, false),
         ];
         for (verdict, asked, refused) in cases {
@@ -591,5 +602,130 @@ mod tests {
             .handle_upstream(&mut up, &mut to_client, &mut BytesMut::new())
             .unwrap();
         assert!(!relay.busy());
+    }
+
+    /// Asks for a lookup before every Query and Bind (as commit review
+    /// reads its baseline), records what came back and every
+    /// ReadyForQuery's status.
+    #[derive(Default)]
+    struct Lookups {
+        answers: Vec<String>,
+        ready: Vec<u8>,
+    }
+
+    impl Inspector for Lookups {
+        type Mask = ();
+        fn query(&mut self, _: u64, _: &[u8], plan: Plan<'_>) -> Verdict {
+            self.answers.push(format!("{plan:?}"));
+            match plan {
+                Plan::NotFetched => Verdict::Lookup {
+                    sql: "SELECT stats()".into(),
+                },
+                _ => Verdict::Forward,
+            }
+        }
+        fn parse(&mut self, _: u64, _: &[u8], _: &[u8], _: &[u8]) -> Verdict {
+            Verdict::Forward
+        }
+        fn bind(&mut self, _: Option<u64>, _: &[u8], plan: Plan<'_>) -> Verdict {
+            self.answers.push(format!("{plan:?}"));
+            match plan {
+                Plan::NotFetched => Verdict::LookupBound {
+                    sql: "SELECT stats()".into(),
+                    param_types: Vec::new(),
+                    with_params: false,
+                },
+                _ => Verdict::Forward,
+            }
+        }
+        fn ready(&mut self, status: u8) {
+            self.ready.push(status);
+        }
+        fn parameter_status(&mut self, _: &str, _: &str) {}
+    }
+
+    #[test]
+    fn a_query_lookup_runs_as_given_in_a_savepoint_and_the_query_follows() {
+        let mut relay = Relay::new(Lookups::default(), 1 << 16, b'T');
+        let mut input = query_msg("update t set v = 1");
+        let mut to_up = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut to_up).unwrap();
+        assert!(relay.holding());
+        let parses: Vec<String> = messages(to_up.split())
+            .iter()
+            .filter(|m| m.tag == b'P')
+            .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+            .collect();
+        assert_eq!(parses.len(), 3, "{parses:?}");
+        assert!(
+            parses[0].contains("SAVEPOINT airlock_estimate"),
+            "{parses:?}"
+        );
+        assert!(
+            parses[1].contains("\0SELECT stats()\0"),
+            "verbatim: {parses:?}"
+        );
+        assert!(
+            parses[2].contains("RELEASE SAVEPOINT airlock_estimate"),
+            "{parses:?}"
+        );
+        let mut up = cat(&[
+            row(&["[[1, 0, 2, 0]]"]),
+            msg(b'C', b"SELECT 1\0"),
+            msg(b'Z', b"T"),
+        ]);
+        let mut to_client = BytesMut::new();
+        assert!(
+            relay
+                .handle_upstream(&mut up, &mut to_client, &mut to_up)
+                .unwrap()
+        );
+        assert!(
+            to_client.is_empty(),
+            "the lookup's answers are not the client's"
+        );
+        assert!(relay.inspector().ready.is_empty(), "nor its ReadyForQuery");
+        let _ = relay.handle_client(&mut input, &mut to_up).unwrap();
+        let sent = messages(to_up.split());
+        assert_eq!(&sent[0].body[..], b"update t set v = 1\0");
+        assert_eq!(
+            relay.inspector().answers,
+            ["NotFetched", "Json(\"[[1, 0, 2, 0]]\")"]
+        );
+        let mut up = cat(&[msg(b'C', b"UPDATE 1\0"), msg(b'Z', b"T")]);
+        relay
+            .handle_upstream(&mut up, &mut to_client, &mut to_up)
+            .unwrap();
+        assert_eq!(
+            relay.inspector().ready,
+            b"T",
+            "the client's own ReadyForQuery"
+        );
+    }
+
+    #[test]
+    fn a_bound_lookup_without_parameters_runs_inside_the_batch() {
+        let mut relay = Relay::new(Lookups::default(), 1 << 16, b'T');
+        let mut input = cat(&[
+            parse_msg("s1", "update t set v = $1"),
+            bind_with("", "s1", "7"),
+            execute_msg("", 0),
+            sync_msg(),
+        ]);
+        let mut out = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut out).unwrap();
+        assert!(relay.holding());
+        let sent = messages(out);
+        let tags: Vec<u8> = sent.iter().map(|m| m.tag).collect();
+        assert_eq!(tags, b"PCCPBECCH");
+        assert!(
+            sent[3]
+                .body
+                .starts_with(b"airlock_internal_estimate\0SELECT stats()\0")
+        );
+        assert!(
+            sent[4].body.ends_with(&[0, 0, 0, 0, 0, 0]),
+            "no formats, no parameters, no result formats"
+        );
     }
 }

@@ -48,9 +48,11 @@ pub enum Verdict {
     Estimate {
         statement: String,
     },
-    /// For a FunctionCall: run `sql` (one statement) on the session's
-    /// upstream, then judge the message again with the first column of its
-    /// first row (as [`Plan::Json`]).
+    /// For a FunctionCall or a simple Query: run `sql` (one statement) on
+    /// the session's upstream once it has answered everything before (in a
+    /// savepoint inside a transaction block), then judge the message again
+    /// with the first column of its first row (as [`Plan::Json`]). Only
+    /// valid when the inspector was given [`Plan::NotFetched`].
     Lookup {
         sql: String,
     },
@@ -62,6 +64,16 @@ pub enum Verdict {
     EstimateBound {
         statement: String,
         param_types: Vec<u8>,
+    },
+    /// For a Bind: run `sql` inside the client's batch, ahead of the Bind,
+    /// parsed with `param_types` and bound with this Bind's own parameters
+    /// when `with_params` (else with none), then judge the Bind again with
+    /// the first column of its last row ([`Plan::Json`]). Only valid when
+    /// the inspector was given [`Plan::NotFetched`].
+    LookupBound {
+        sql: String,
+        param_types: Vec<u8>,
+        with_params: bool,
     },
     /// Hold the message (a simple Query, or an Execute) and everything
     /// behind it until the driver calls [`Relay::release_hold`](super::Relay::release_hold), then judge it
@@ -153,6 +165,9 @@ pub trait Inspector {
     fn execute(&mut self, _portal: &[u8]) -> Verdict {
         Verdict::Forward
     }
+    /// The upstream answered the client's messages up to here with
+    /// ReadyForQuery: the transaction status (`I`, `T` or `E`).
+    fn ready(&mut self, _status: u8) {}
     /// Message `id` will not be referred to again.
     fn forget(&mut self, _id: u64) {}
     /// A ParameterStatus the upstream reported (`standard_conforming_strings`,

@@ -266,12 +266,18 @@ impl<I: Inspector> Relay<I> {
                             self.hold();
                             return Ok(flow);
                         }
-                        Verdict::Estimate { statement } => {
+                        v @ (Verdict::Estimate { .. } | Verdict::Lookup { .. }) => {
                             // Hold the message where it is, behind what was
                             // forwarded, until the estimate is in.
                             to_upstream.extend_from_slice(&input[..end]);
                             input.advance(end);
-                            let sql = format!("EXPLAIN (FORMAT JSON) {statement}");
+                            let sql = match v {
+                                Verdict::Estimate { statement } => {
+                                    format!("EXPLAIN (FORMAT JSON) {statement}")
+                                }
+                                Verdict::Lookup { sql } => sql,
+                                _ => unreachable!("matched above"),
+                            };
                             if self.look_up(sql, to_upstream) {
                                 return Ok(flow);
                             }
@@ -314,10 +320,23 @@ impl<I: Inspector> Relay<I> {
                     let fetched = self.fetched.take();
                     let plan = Plan::of(&fetched);
                     match asked_once(self.inspector.bind(id, body, plan), &fetched) {
-                        Verdict::EstimateBound {
-                            statement,
-                            param_types,
-                        } => {
+                        v @ (Verdict::EstimateBound { .. } | Verdict::LookupBound { .. }) => {
+                            let (sql, param_types, with_params) = match v {
+                                Verdict::EstimateBound {
+                                    statement,
+                                    param_types,
+                                } => (
+                                    format!("EXPLAIN (FORMAT JSON) {statement}"),
+                                    param_types,
+                                    true,
+                                ),
+                                Verdict::LookupBound {
+                                    sql,
+                                    param_types,
+                                    with_params,
+                                } => (sql, param_types, with_params),
+                                _ => unreachable!("matched above"),
+                            };
                             let bind = body.to_vec();
                             to_upstream.extend_from_slice(&input[..end]);
                             input.advance(end);
@@ -325,10 +344,10 @@ impl<I: Inspector> Relay<I> {
                             // After an error the upstream skips the batch:
                             // no estimate can be had.
                             if self.skipping
-                                || !self.start_bound_estimate(
-                                    &statement,
+                                || !self.start_bound_lookup(
+                                    &sql,
                                     &param_types,
-                                    &bind,
+                                    with_params.then_some(&bind[..]),
                                     to_upstream,
                                 )
                             {
@@ -398,9 +417,10 @@ impl<I: Inspector> Relay<I> {
                 }
                 Verdict::Estimate { .. }
                 | Verdict::EstimateBound { .. }
+                | Verdict::LookupBound { .. }
                 | Verdict::Lookup { .. } => {
                     return Err(ProtocolError::Malformed(
-                        "an estimate is only for a simple query or a Bind, a lookup for a FunctionCall",
+                        "an estimate is only for a simple query or a Bind, a lookup for a simple query or a FunctionCall",
                     ));
                 }
                 Verdict::Hold => {
@@ -484,6 +504,7 @@ impl<I: Inspector> Relay<I> {
             match h.tag {
                 b'Z' if body.len() == 1 => {
                     self.status = body[0];
+                    self.inspector.ready(body[0]);
                     self.unanswered = self.unanswered.saturating_sub(1);
                     if self.barrier && self.unanswered == 0 {
                         self.barrier = false;

@@ -99,7 +99,9 @@ impl Expect {
         match d {
             Decision::Allow => Expect::Allow,
             Decision::Deny { rule, .. } => Expect::Deny(rule.clone()),
-            Decision::Approve { rule, .. } => Expect::Approve(rule.clone()),
+            Decision::Approve { rule, .. } | Decision::Review { rule, .. } => {
+                Expect::Approve(rule.clone())
+            }
         }
     }
 }

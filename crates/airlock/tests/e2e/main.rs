@@ -32,4 +32,5 @@ mod mysql;
 mod mysql_corpus;
 mod policy_corpus;
 mod recording;
+mod review;
 mod schema_only;

@@ -1,0 +1,176 @@
+//! Commit review (SPEC §14): a guardrail with `action: review_commit` lets a
+//! write run inside the client's transaction block, and holds that block's
+//! COMMIT until an approver has seen what the transaction measurably did.
+//!
+//! The judge rules such a message [`Ruling::Review`](crate::Ruling::Review).
+//! The door keeps, per session, whether a review is pending (a reviewed
+//! statement ran in the open block; cleared when the block ends) and asks
+//! here:
+//! - [`placement`]: may a message ruled `Review` run where the session is?
+//!   Only inside a transaction block that it does not end: outside one, its
+//!   statements would commit with the message.
+//! - [`at_commit`]: what a message does to a pending review: a COMMIT sent
+//!   alone is held; a COMMIT among other statements, or a PREPARE
+//!   TRANSACTION, is refused, since neither could be held.
+
+use crate::hint::Hint;
+use crate::judge::{Denial, DeniedBy};
+use crate::statement::{Effect, Statement, Transaction};
+
+/// What a pending review does with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AtCommit {
+    /// It does not end the transaction with its work kept.
+    Pass,
+    /// A COMMIT sent alone: measure the transaction's effect and hold it.
+    Hold,
+    /// It would commit (or persist) the work where it cannot be held.
+    Refuse(Denial),
+}
+
+/// The refusal of a message the judge ruled `Review` (by rule `rule`) in a
+/// session that is inside a transaction block (`in_block`) or not, if it
+/// may not run: every statement must run inside an explicit block (the
+/// session's, or one the message begins), and none may commit it.
+pub fn placement(statements: &[Statement], in_block: bool, rule: &str) -> Option<Denial> {
+    let mut open = in_block;
+    for s in statements {
+        match s.transaction {
+            Some(Transaction::Begin) => open = true,
+            Some(Transaction::Rollback) => open = false,
+            Some(Transaction::Commit | Transaction::Prepare) => {
+                return Some(alone(rule));
+            }
+            _ if s.effects.contains(Effect::TransactionControl) => {}
+            _ if !open => {
+                return Some(Denial {
+                    message: format!(
+                        "airlock: rule \"{rule}\" reviews the commit of this statement, which needs a transaction block; the statement was not run"
+                    ),
+                    hint: Hint::never(
+                        rule,
+                        "run it inside BEGIN … COMMIT: it runs at once, and the COMMIT waits for an approver who sees what the transaction did",
+                    ),
+                    by: DeniedBy::Unapprovable(rule.to_string()),
+                });
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// What a message does while a review by rule `rule` is pending.
+pub fn at_commit(statements: &[Statement], rule: &str) -> AtCommit {
+    match statements {
+        [s] if s.transaction == Some(Transaction::Commit) => AtCommit::Hold,
+        _ if statements.iter().any(|s| {
+            matches!(
+                s.transaction,
+                Some(Transaction::Commit | Transaction::Prepare)
+            )
+        }) =>
+        {
+            AtCommit::Refuse(alone(rule))
+        }
+        _ => AtCommit::Pass,
+    }
+}
+
+/// A pending review's COMMIT whose effect the door could not measure.
+pub fn unmeasured(rule: &str, why: &str) -> Denial {
+    Denial {
+        message: format!(
+            "airlock: rule \"{rule}\" holds this COMMIT for review, but {why}; nothing was committed"
+        ),
+        hint: Hint::never(
+            rule,
+            "send COMMIT alone, as a simple query, once earlier statements have been answered; or ROLLBACK",
+        ),
+        by: DeniedBy::Unapprovable(rule.to_string()),
+    }
+}
+
+/// A statement of review rule `rule` in a transaction whose review by
+/// another rule (`pending`) is pending: one transaction, one review.
+pub fn another(pending: &str, rule: &str) -> Denial {
+    Denial {
+        message: format!(
+            "airlock: this transaction's COMMIT is already held for review by rule \"{pending}\", and rule \"{rule}\" reviews this statement; the statement was not run"
+        ),
+        hint: Hint::never(
+            rule,
+            "COMMIT (or ROLLBACK) first, then run it in a transaction of its own",
+        ),
+        by: DeniedBy::Unapprovable(rule.to_string()),
+    }
+}
+
+fn alone(rule: &str) -> Denial {
+    Denial {
+        message: format!(
+            "airlock: rule \"{rule}\" holds this transaction's COMMIT for review, which needs COMMIT sent alone; the message was not run"
+        ),
+        hint: Hint::never(
+            rule,
+            "send COMMIT as a message of its own (PREPARE TRANSACTION is not available under review): it waits for an approver who sees what the transaction did",
+        ),
+        by: DeniedBy::Unapprovable(rule.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::statement::{Effects, StatementKind};
+
+    fn tx(op: Transaction) -> Statement {
+        Statement {
+            kind: StatementKind::Transaction,
+            effects: Effects::of(&[Effect::TransactionControl]),
+            transaction: Some(op),
+            ..Statement::unknown("", (0, 0))
+        }
+    }
+
+    fn write() -> Statement {
+        Statement {
+            kind: StatementKind::Update,
+            effects: Effects::of(&[Effect::Write]),
+            ..Statement::unknown("", (0, 0))
+        }
+    }
+
+    #[test]
+    fn a_reviewed_write_runs_only_inside_a_block_it_does_not_commit() {
+        assert!(placement(&[write()], true, "r").is_none());
+        assert!(placement(&[tx(Transaction::Begin), write()], false, "r").is_none());
+        let outside = placement(&[write()], false, "r").unwrap();
+        assert!(
+            outside.message.contains("needs a transaction block"),
+            "{}",
+            outside.message
+        );
+        assert_eq!(outside.hint.rule, "r");
+        assert!(placement(&[write(), tx(Transaction::Commit)], true, "r").is_some());
+        assert!(placement(&[write(), tx(Transaction::Prepare)], true, "r").is_some());
+        // After a ROLLBACK in the same message, the write would autocommit.
+        assert!(placement(&[tx(Transaction::Rollback), write()], true, "r").is_some());
+        assert!(placement(&[tx(Transaction::Savepoint), write()], true, "r").is_none());
+    }
+
+    #[test]
+    fn only_a_lone_commit_is_held() {
+        assert_eq!(at_commit(&[tx(Transaction::Commit)], "r"), AtCommit::Hold);
+        assert!(matches!(
+            at_commit(&[write(), tx(Transaction::Commit)], "r"),
+            AtCommit::Refuse(_)
+        ));
+        assert!(matches!(
+            at_commit(&[tx(Transaction::Prepare)], "r"),
+            AtCommit::Refuse(_)
+        ));
+        assert_eq!(at_commit(&[tx(Transaction::Rollback)], "r"), AtCommit::Pass);
+        assert_eq!(at_commit(&[write()], "r"), AtCommit::Pass);
+    }
+}

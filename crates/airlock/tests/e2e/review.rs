@@ -1,0 +1,501 @@
+//! Commit review (SPEC §14) end to end: a write runs inside the client's
+//! transaction, its COMMIT waits for an approver who sees what the
+//! transaction measurably did (rows per table, triggers included, and a
+//! masked sample of the rows written), and commits only when approved.
+//! Real psql and tokio-postgres clients, decided through the HTTP API.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::{self, Cleanup, Gateway, direct, local_config, unique};
+
+/// A route for group `writers`, a commit review of every UPDATE and DELETE
+/// for approvers `dba`, and emails masked.
+fn config() -> String {
+    local_config(
+        r#"  - name: writers
+    groups: [writers]
+    connections: [test]
+    roles: [admin]
+guardrails:
+  - name: review-writes
+    match: {statements: [update, delete]}
+    action: review_commit
+    approvers: [dba]
+approvals: {timeout: 60s, timeout_in_transaction: 60s}
+masking:
+  rules:
+    - {name: email, columns: ["*.email"], strategy: email}
+"#,
+    )
+}
+
+/// A table of three accounts, with a trigger that logs every update to a
+/// second table; both dropped with the guard.
+fn accounts() -> (String, String, Cleanup) {
+    let t = unique("accounts");
+    let log = format!("{t}_log");
+    direct(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, email text, balance int);
+         INSERT INTO {t} VALUES (1, 'ann@example.com', 100), (2, 'bo@example.com', 200), (3, 'cy@example.com', 300);
+         CREATE TABLE {log} (id int, at timestamptz DEFAULT now());
+         CREATE FUNCTION {t}_logged() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO {log} (id) VALUES (NEW.id); RETURN NEW; END $$;
+         CREATE TRIGGER logged AFTER UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {t}_logged();"
+    ));
+    let cleanup = Cleanup::sql(format!(
+        "DROP TABLE IF EXISTS {t}; DROP TABLE IF EXISTS {log}; DROP FUNCTION IF EXISTS {t}_logged()"
+    ));
+    (t, log, cleanup)
+}
+
+fn balances(t: &str) -> String {
+    direct(&format!(
+        "SELECT string_agg(balance::text, ',' ORDER BY id) FROM {t}"
+    ))
+    .trim()
+    .to_string()
+}
+
+fn api(gw: &Gateway) -> String {
+    format!("http://{}/api/v1", gw.http)
+}
+
+/// Waits until exactly one approval is pending, and returns it.
+async fn pending(gw: &Gateway, token: &str) -> Value {
+    let client = reqwest::Client::new();
+    for _ in 0..400 {
+        let body: Value = client
+            .get(format!("{}/approvals", api(gw)))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some([first]) = body["approvals"].as_array().map(Vec::as_slice) {
+            return first.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no approval became pending");
+}
+
+async fn approvals(gw: &Gateway, token: &str, status: &str) -> Vec<Value> {
+    let body: Value = reqwest::Client::new()
+        .get(format!("{}/approvals?status={status}", api(gw)))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["approvals"].as_array().cloned().unwrap_or_default()
+}
+
+async fn decide(gw: &Gateway, token: &str, id: &str, verb: &str, reason: &str) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/approvals/{id}/{verb}", api(gw)))
+        .bearer_auth(token)
+        .json(&json!({"reason": reason}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{verb}: {}", r.status());
+}
+
+/// psql through the gateway reading `script` from standard input, one
+/// statement per line, each sent as its own Query.
+fn psql_script(gw: &Gateway, token: &str, script: &str) -> std::process::Child {
+    let mut child = Command::new("psql")
+        .args([
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            "VERBOSITY=verbose",
+            "-f",
+            "-",
+        ])
+        .arg(gw.conninfo("test", "admin"))
+        .env("PGPASSWORD", token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    child
+}
+
+fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.code().code().to_string())
+        .unwrap_or_else(|| format!("not a server error: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn psql_commit_waits_for_an_approver_who_sees_the_measured_effect() {
+    let gw = Gateway::start(&config()).await;
+    let (t, log, _drop) = accounts();
+    let devin = gw.token("devin", &["writers"]);
+    let bob = gw.token("bob", &["dba"]);
+
+    let psql = psql_script(
+        &gw,
+        &devin,
+        &format!("BEGIN;\nUPDATE {t} SET balance = balance - 10 WHERE id <= 2;\nCOMMIT;\n"),
+    );
+    let held = pending(&gw, &bob).await;
+    let id = held["id"].as_str().unwrap().to_string();
+    assert_eq!(held["rule"], "review-writes", "{held}");
+    let effect = &held["detail"]["effect"];
+    // Rows per table, the trigger's inserts included.
+    let tables = effect["tables"].as_array().unwrap();
+    assert!(
+        tables.contains(
+            &json!({"table": format!("public.{t}"), "inserted": 0, "updated": 2, "deleted": 0})
+        ),
+        "{effect}"
+    );
+    assert!(
+        tables.contains(
+            &json!({"table": format!("public.{log}"), "inserted": 2, "updated": 0, "deleted": 0})
+        ),
+        "{effect}"
+    );
+    // The rows as written, emails masked.
+    let sample = &effect["written_rows"][0];
+    assert_eq!(sample["table"], t.as_str(), "{effect}");
+    let rows = sample["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{effect}");
+    assert!(
+        rows.iter().any(|r| r["balance"] == 90 && r["id"] == 1),
+        "{effect}"
+    );
+    let shown = effect.to_string();
+    assert!(
+        !shown.contains("ann@example.com"),
+        "an email shown unmasked: {shown}"
+    );
+    assert!(
+        rows.iter().all(|r| r["email"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("@example.com"))),
+        "{effect}"
+    );
+    assert!(
+        held["detail"]["statement"]
+            .as_str()
+            .unwrap()
+            .ends_with("COMMIT"),
+        "{held}"
+    );
+    assert_eq!(effect["baseline"], true, "{effect}");
+
+    // Held: nothing is committed yet.
+    assert_eq!(balances(&t), "100,200,300");
+    decide(&gw, &bob, &id, "approve", "checked the sample").await;
+    let out = tokio::task::spawn_blocking(move || psql.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        common::stdout(&out).contains("COMMIT"),
+        "{}",
+        common::stdout(&out)
+    );
+    assert_eq!(balances(&t), "90,190,300");
+
+    // The approver's CLI shows the same effect.
+    let shown = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args([
+            "approvals",
+            "show",
+            &id,
+            "--server",
+            &format!("http://{}", gw.http),
+        ])
+        .env("AIRLOCK_TOKEN", &bob)
+        .output()
+        .unwrap();
+    let text = common::stdout(&shown);
+    assert!(
+        text.contains(&format!("public.{t}")) && text.contains("updated 2"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_extended_protocol_write_is_reviewed_and_a_denial_commits_nothing() {
+    let gw = Gateway::start(&config()).await;
+    let (t, _log, _drop) = accounts();
+    let devin = gw.token("devin", &["writers"]);
+    let bob = gw.token("bob", &["dba"]);
+    let client = gw.client("admin", &devin).await.unwrap();
+
+    // Outside a transaction block, a reviewed write is refused: it would
+    // commit at once.
+    let e = client
+        .execute(&*format!("DELETE FROM {t} WHERE id = $1"), &[&3i32])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    let db = e.as_db_error().unwrap();
+    assert!(db.message().contains("needs a transaction block"), "{db:?}");
+    assert!(db.hint().unwrap().contains("BEGIN"), "{db:?}");
+    assert_eq!(balances(&t), "100,200,300");
+
+    client.batch_execute("BEGIN").await.unwrap();
+    let n = client
+        .execute(
+            &*format!("UPDATE {t} SET balance = $1 WHERE id = $2"),
+            &[&0i32, &3i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    // The COMMIT as a simple query (as tokio-postgres's own commit sends
+    // it), and a query pipelined behind it, which waits its turn.
+    let both = tokio::spawn(async move {
+        let (c, a) = tokio::join!(
+            client.batch_execute("COMMIT"),
+            client.query_one("SELECT 1 AS after", &[])
+        );
+        let (c, a) = (
+            c.map_err(|e| sqlstate(&e)),
+            a.map(|r| r.get::<_, i32>(0)).map_err(|e| sqlstate(&e)),
+        );
+        (c, a, client)
+    });
+    let held = pending(&gw, &bob).await;
+    let effect = &held["detail"]["effect"];
+    assert_eq!(
+        effect["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["updated"] == 1)
+            .count(),
+        1,
+        "{effect}"
+    );
+    assert!(
+        held["detail"]["statement"]
+            .as_str()
+            .unwrap()
+            .contains("UPDATE"),
+        "{held}"
+    );
+    // Its baseline was read inside the batch, ahead of the Bind.
+    assert_eq!(effect["baseline"], true, "{effect}");
+    // The reviewed transaction holds its row lock while it waits.
+    let blocked = common::psql(
+        &format!(
+            "host=127.0.0.1 port={} dbname=test user=postgres",
+            common::LOCAL_PG_PORT
+        ),
+        "",
+        &format!("SET lock_timeout = '200ms'; UPDATE {t} SET balance = 1 WHERE id = 3"),
+    );
+    assert!(
+        common::stderr(&blocked).contains("lock timeout"),
+        "{}",
+        common::stderr(&blocked)
+    );
+
+    decide(
+        &gw,
+        &bob,
+        held["id"].as_str().unwrap(),
+        "deny",
+        "zeroing an account needs a ticket",
+    )
+    .await;
+    let (commit, after, client) = both.await.unwrap();
+    assert_eq!(commit, Err("42501".to_string()));
+    // The pipelined query ran after the refusal, in the aborted block.
+    assert_eq!(after, Err("25P02".to_string()));
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(balances(&t), "100,200,300");
+    // A COMMIT sent with the extended protocol cannot be measured: refused.
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute(
+            &*format!("UPDATE {t} SET balance = 5 WHERE id = $1"),
+            &[&1i32],
+        )
+        .await
+        .unwrap();
+    let e = client.execute("COMMIT", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .hint()
+            .unwrap()
+            .contains("simple query"),
+        "{e:?}"
+    );
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(balances(&t), "100,200,300");
+    // Nothing was filed for it.
+    assert_eq!(approvals(&gw, &bob, "pending").await.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_could_commit_unreviewed_is_refused_and_an_abandoned_review_commits_nothing() {
+    let gw = Gateway::start(&config()).await;
+    let (t, _log, _drop) = accounts();
+    let devin = gw.token("devin", &["writers"]);
+    let bob = gw.token("bob", &["dba"]);
+
+    // A COMMIT in the same message as the write could not be held.
+    let client = gw.client("admin", &devin).await.unwrap();
+    let e = client
+        .batch_execute(&format!(
+            "BEGIN; UPDATE {t} SET balance = 0 WHERE id = 1; COMMIT"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    // Once a review is pending: COMMIT among other statements, and PREPARE
+    // TRANSACTION, are refused.
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute(&format!("UPDATE {t} SET balance = 0 WHERE id = 1"))
+        .await
+        .unwrap();
+    let e = client.batch_execute("SELECT 1; COMMIT").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute(&format!("UPDATE {t} SET balance = 0 WHERE id = 1"))
+        .await
+        .unwrap();
+    let e = client
+        .batch_execute("PREPARE TRANSACTION 'sneak'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(balances(&t), "100,200,300");
+    assert_eq!(approvals(&gw, &bob, "pending").await.len(), 0);
+
+    // Abandoned: the client leaves while its COMMIT is held. The request is
+    // cancelled, nothing commits, the locks go with the connection.
+    let mut psql = psql_script(
+        &gw,
+        &devin,
+        &format!("BEGIN;\nDELETE FROM {t} WHERE id = 2;\nCOMMIT;\n"),
+    );
+    let held = pending(&gw, &bob).await;
+    let id = held["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        held["detail"]["effect"]["tables"][0]["deleted"], 1,
+        "{held}"
+    );
+    psql.kill().unwrap();
+    psql.wait().unwrap();
+    let mut status = String::new();
+    for _ in 0..200 {
+        status = approvals(&gw, &bob, "cancelled")
+            .await
+            .iter()
+            .find(|a| a["id"] == id.as_str())
+            .map(|a| a["status"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default();
+        if !status.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "cancelled");
+    assert_eq!(balances(&t), "100,200,300");
+    direct(&format!(
+        "SET lock_timeout = '5s'; UPDATE {t} SET balance = balance WHERE id = 2"
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reviewed_transaction_chosen_as_a_deadlock_victim_rolls_back_without_a_hold() {
+    let gw = Gateway::start(&config()).await;
+    let (t, _log, _drop) = accounts();
+    let devin = gw.token("devin", &["writers"]);
+    let bob = gw.token("bob", &["dba"]);
+    let (other, connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} dbname=test user=postgres",
+            common::LOCAL_PG_PORT
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    // The other session waits long before checking for a deadlock: the
+    // reviewed one finds it and is the victim.
+    other
+        .batch_execute(&format!(
+            "SET deadlock_timeout = '60s'; BEGIN; UPDATE {t} SET balance = 2 WHERE id = 2"
+        ))
+        .await
+        .unwrap();
+    let client = gw.client("admin", &devin).await.unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute(&format!("UPDATE {t} SET balance = 1 WHERE id = 1"))
+        .await
+        .unwrap();
+    let blocked = {
+        let sql = format!("UPDATE {t} SET balance = 1 WHERE id = 1");
+        tokio::spawn(async move { other.batch_execute(&sql).await.map(|_| other) })
+    };
+    // Wait until the other session waits on the reviewed one's lock.
+    for _ in 0..200 {
+        let waiting = direct(&format!(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = '{t}'::regclass OR NOT granted AND locktype = 'transactionid'"
+        ));
+        if waiting.trim() != "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let e = client
+        .batch_execute(&format!("UPDATE {t} SET balance = 1 WHERE id = 2"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "40P01", "{e:?}");
+    // The aborted transaction's COMMIT can only roll back: nothing to hold.
+    client.batch_execute("COMMIT").await.unwrap();
+    let other = blocked.await.unwrap().unwrap();
+    other.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(balances(&t), "100,200,300");
+    assert_eq!(approvals(&gw, &bob, "pending").await.len(), 0);
+    // The session goes on: a new reviewed transaction is held as usual.
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute(&format!("UPDATE {t} SET balance = 7 WHERE id = 3"))
+        .await
+        .unwrap();
+    let commit = tokio::spawn(async move {
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| sqlstate(&e))
+    });
+    let held = pending(&gw, &bob).await;
+    decide(&gw, &bob, held["id"].as_str().unwrap(), "approve", "fine").await;
+    assert_eq!(commit.await.unwrap(), Ok(()));
+    assert_eq!(balances(&t), "100,200,7");
+}
