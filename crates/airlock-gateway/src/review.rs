@@ -236,7 +236,8 @@ pub fn measure_sql(pending: &Pending) -> String {
         .collect();
     format!(
         "SELECT pg_catalog.json_build_object('tables', COALESCE((SELECT pg_catalog.json_agg(\
-         pg_catalog.json_build_array(s.relid::pg_catalog.int8, s.schemaname, s.relname, s.n_tup_ins, s.n_tup_upd, s.n_tup_del)) \
+         pg_catalog.json_build_array(s.relid::pg_catalog.int8, s.schemaname, s.relname, s.n_tup_ins, s.n_tup_upd, s.n_tup_del) \
+         ORDER BY s.schemaname, s.relname) \
          FROM pg_catalog.pg_stat_xact_user_tables s WHERE s.n_tup_ins + s.n_tup_upd + s.n_tup_del > 0), '[]'), \
          'samples', pg_catalog.json_build_array({}))",
         samples.join(", ")
