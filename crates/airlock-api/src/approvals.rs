@@ -214,8 +214,8 @@ pub struct Effect {
     /// reviewed statement, triggers and cascades included.
     #[serde(default)]
     pub tables: Vec<TableEffect>,
-    /// Per table a reviewed statement wrote: a masked sample of the rows
-    /// as the transaction left them.
+    /// Per ordinary table the transaction changed: a masked sample of the
+    /// rows as it left them, values as text.
     #[serde(default)]
     pub written_rows: Vec<WrittenRows>,
     /// The reviewed statements, redacted.
@@ -226,6 +226,10 @@ pub struct Effect {
     /// transactions of the session not yet flushed to the statistics).
     #[serde(default)]
     pub baseline: bool,
+    /// Whether every row the transaction wrote could be sampled (not when
+    /// a savepoint was used, or more tables changed than are sampled).
+    #[serde(default)]
+    pub sample_complete: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

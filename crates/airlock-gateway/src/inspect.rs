@@ -285,7 +285,19 @@ impl PolicyInspector {
         let (outcome, judged) = self.take_outcome()?;
         let (mut judged, allowed) = judged?;
         judged.approval = outcome.approval();
-        let verdict = hold_refusal(&outcome).unwrap_or(allowed);
+        let refused = hold_refusal(&outcome);
+        if self.review.enabled && refused.is_none() {
+            // Forwarded now: a reviewed COMMIT ends its review; any other
+            // statement's transaction control moves the block.
+            if self.review.pending.is_some()
+                && airlock_policy::review::at_commit(&judged.statements, "") == AtCommit::Hold
+            {
+                self.review.committed();
+            } else {
+                self.review.ran(&judged.statements);
+            }
+        }
+        let verdict = refused.unwrap_or(allowed);
         self.last = Some(judged);
         Some(self.record(id, Protocol::Simple, sql, verdict))
     }
@@ -539,6 +551,9 @@ impl PolicyInspector {
             inspector: self,
         };
         let ruling = judge::judge(&self.session_view(true), &ask, &facts);
+        if let Some(verdict) = self.commit_gate(id, &text, statements, plan, &ruling) {
+            return verdict;
+        }
         if let (Some(state), false) = (scratch, matches!(ruling, Ruling::Deny(_))) {
             self.sql_state = state;
         }
@@ -566,9 +581,6 @@ impl PolicyInspector {
                 estimate_at_execution,
             } => {
                 let estimate = estimate_at_execution.map(span_of);
-                if let Some(verdict) = self.commit_gate(id, &text, statements, plan) {
-                    return verdict;
-                }
                 if self.review.enabled && plan.is_some() {
                     self.review.ran(statements);
                 }
@@ -697,7 +709,7 @@ impl PolicyInspector {
                 return self.allowed(text, &statements);
             }
             Some(Plan::NotFetched) => {
-                self.review.asked = Some((id, false));
+                self.review.asked = Some((id, review::Asked::Baseline));
                 return Verdict::Lookup {
                     sql: review::BASELINE.into(),
                 };
@@ -705,11 +717,13 @@ impl PolicyInspector {
             Some(plan) => plan,
         };
         let baseline = match (self.review.asked.take(), plan) {
-            (Some((asked, false)), Plan::Json(json)) if asked == id => review::parse_baseline(json),
+            (Some((asked, review::Asked::Baseline)), Plan::Json(json)) if asked == id => {
+                review::parse_baseline(json)
+            }
             _ => None,
         };
         if let Some(denial) =
-            airlock_policy::review::placement(&statements, self.review.in_block, &need.rule)
+            airlock_policy::review::placement(&statements, self.review.open(), &need.rule)
         {
             self.judged_by(Recorded::Approve, &need.rule);
             return refusal(denial);
@@ -722,15 +736,17 @@ impl PolicyInspector {
         self.allowed(text, &statements)
     }
 
-    /// A message while a review is pending: a COMMIT sent alone as a simple
-    /// Query is measured (a lookup) and held with its effect; one that
-    /// would commit otherwise is refused. `None`: judged as usual.
+    /// A message while a review is pending, whatever the judge ruled it:
+    /// a COMMIT sent alone as a simple Query is measured (two lookups: the
+    /// tables changed, then their samples) and held with its effect; one
+    /// that would commit otherwise is refused. `None`: as the ruling says.
     fn commit_gate(
         &mut self,
         id: u64,
         text: &str,
         statements: &Arc<[Statement]>,
         plan: Option<Plan<'_>>,
+        ruling: &Ruling,
     ) -> Option<Verdict> {
         let pending = self.review.pending.as_ref()?;
         // A Parse runs nothing: its Execute is checked.
@@ -744,24 +760,49 @@ impl PolicyInspector {
             }
             AtCommit::Hold => {}
         }
-        let measured = match (plan, self.review.asked.take()) {
+        match ruling {
+            Ruling::Allow { .. } => {}
+            Ruling::Deny(_) | Ruling::NeedsEstimate { .. } => return None,
+            Ruling::Approve { .. } | Ruling::Review { .. } => {
+                self.judged_by(Recorded::Approve, &rule);
+                return Some(refusal(airlock_policy::review::unmeasured(
+                    &rule,
+                    "another rule holds the COMMIT as well",
+                )));
+            }
+        }
+        let asked = self.review.asked.take();
+        let effect = match (plan, asked) {
             (Plan::NotFetched, _) => {
-                self.review.asked = Some((id, true));
+                self.review.asked = Some((id, review::Asked::Counts));
                 return Some(Verdict::Lookup {
-                    sql: review::measure_sql(pending),
+                    sql: review::COUNTS.into(),
                 });
             }
             // An aborted transaction's COMMIT rolls it back.
             _ if self.review.aborted() => return None,
-            (Plan::Json(json), Some((asked, true))) if asked == id => review::effect(
-                pending,
-                json,
-                self.policy.masking.as_ref(),
-                &self.policy.analyzer,
-            ),
+            (Plan::Json(json), Some((asked, review::Asked::Counts))) if asked == id => {
+                match self.review.changed(json) {
+                    Some(changed) => match review::samples_sql(&changed) {
+                        Some(sql) => {
+                            self.review.measured = Some(changed);
+                            self.review.asked = Some((id, review::Asked::Samples));
+                            return Some(Verdict::Lookup { sql });
+                        }
+                        None => self.measured_effect(&changed, None),
+                    },
+                    None => None,
+                }
+            }
+            (Plan::Json(json), Some((asked, review::Asked::Samples))) if asked == id => self
+                .review
+                .measured
+                .take()
+                .and_then(|changed| self.measured_effect(&changed, Some(json))),
             _ => None,
         };
-        let request = measured.map(|effect| {
+        let pending = self.review.pending.as_ref()?;
+        let request = effect.map(|effect| {
             let mut shown = String::new();
             for text in &pending.texts {
                 shown.push_str(text.trim_end().trim_end_matches(';'));
@@ -799,6 +840,23 @@ impl PolicyInspector {
         Some(Verdict::Hold)
     }
 
+    /// The pending review's effect, from the tables its transaction
+    /// changed and their samples.
+    fn measured_effect(
+        &self,
+        changed: &[review::Changed],
+        samples: Option<&str>,
+    ) -> Option<serde_json::Value> {
+        review::effect(
+            self.review.pending.as_ref()?,
+            changed,
+            samples,
+            self.review.savepoints(),
+            self.policy.masking.as_ref(),
+            &self.policy.analyzer,
+        )
+    }
+
     /// An Execute, for commit review: a reviewed statement's portal joins
     /// the pending review (inside a block only); a COMMIT portal while one
     /// is pending is refused (the extended protocol's COMMIT cannot be
@@ -814,7 +872,7 @@ impl PolicyInspector {
                     "it was sent with the extended protocol, where its effect cannot be measured",
                 )));
             }
-            self.review.ran_op(Some(op));
+            self.review.executed(op);
             return None;
         }
         let need = Arc::clone(self.review.portals.get(portal)?);
@@ -827,7 +885,7 @@ impl PolicyInspector {
             )));
         }
         if let Some(denial) =
-            airlock_policy::review::placement(&need.statements, self.review.in_block, &need.rule)
+            airlock_policy::review::placement(&need.statements, self.review.open(), &need.rule)
         {
             return Some(refusal(denial));
         }
@@ -1089,12 +1147,19 @@ impl PolicyInspector {
     }
 
     /// What executions of a Bind need approved: its Parse's need, or for a
-    /// statement prepared in SQL, the guardrails' decision on it.
-    fn need_of_bind(&self, id: Option<u64>, body: &[u8]) -> Option<Arc<Need>> {
+    /// statement prepared in SQL, the guardrails' decision on it (`Err`:
+    /// the rule that refuses it, and the refusal).
+    fn need_of_bind(
+        &self,
+        id: Option<u64>,
+        body: &[u8],
+    ) -> Result<Option<Arc<Need>>, (String, Verdict)> {
         if let Some(id) = id {
-            return self.needs.get(&id).cloned();
+            return Ok(self.needs.get(&id).cloned());
         }
-        let s = self.sql_prepared(body)?;
+        let Some(s) = self.sql_prepared(body) else {
+            return Ok(None);
+        };
         let ask = judge::Ask {
             fetch: judge::Fetch::Never,
             masking_checks: false,
@@ -1108,7 +1173,7 @@ impl PolicyInspector {
                 ..
             } => {
                 let name = body.split(|&b| b == 0).nth(1).unwrap_or_default();
-                Some(Arc::new(Need {
+                Ok(Some(Arc::new(Need {
                     rule,
                     approvers,
                     min_approvals,
@@ -1117,9 +1182,20 @@ impl PolicyInspector {
                         String::from_utf8_lossy(name)
                     )),
                     statements: Arc::from(vec![s.clone()]),
-                }))
+                })))
             }
-            _ => None,
+            // Refused as its EXECUTE would be.
+            Ruling::Deny(denial) => Err((
+                denial.rule().unwrap_or("masking").to_string(),
+                refusal(denial),
+            )),
+            // Not asked for (`can_review`): bound by the protocol, a SQL
+            // prepared statement runs where its COMMIT cannot be watched.
+            Ruling::Review { rule, .. } => {
+                let denial = judge::unreviewable(&rule);
+                Err((rule, refusal(denial)))
+            }
+            Ruling::Allow { .. } | Ruling::NeedsEstimate { .. } => Ok(None),
         }
     }
 }
@@ -1493,7 +1569,12 @@ impl Inspector for PolicyInspector {
         }
         let (need, estimate) = match self.estimated_need(id, plan) {
             Ok(Some((need, estimate))) => (need, estimate),
-            Ok(None) => (self.need_of_bind(id, body), None),
+            Ok(None) => match self.need_of_bind(id, body) {
+                Ok(need) => (need, None),
+                Err((rule, verdict)) => {
+                    return self.recorded_bind(id, body, None, Some((rule.as_str(), verdict)));
+                }
+            },
             Err(Refused::Estimate(verdict)) => return verdict,
             Err(Refused::Rule(rule, verdict)) => {
                 return self.recorded_bind(id, body, None, Some((rule.as_str(), verdict)));
@@ -1535,6 +1616,12 @@ impl Inspector for PolicyInspector {
     fn ready(&mut self, status: u8) {
         if self.review.enabled {
             self.review.ready(status);
+        }
+    }
+
+    fn sync(&mut self) {
+        if self.review.enabled {
+            self.review.sync();
         }
     }
 

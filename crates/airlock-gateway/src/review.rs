@@ -8,18 +8,28 @@
 //! - a *baseline* of the transaction statistics
 //!   (`pg_stat_xact_user_tables`) as the first reviewed statement arrives.
 //!   A backend flushes those statistics only when idle outside a
-//!   transaction block, so inside the block they only grow, and the
-//!   difference at COMMIT is what the transaction did since: rows inserted,
-//!   updated and deleted per table, triggers and cascades included.
-//! - at COMMIT, those statistics again and a sample of the rows the
-//!   transaction wrote (their new versions: `xmin` is the transaction's
-//!   id) in each table a reviewed statement wrote, masked by the session's
-//!   masking rules.
+//!   transaction block, so inside the block they only grow (bar a
+//!   TRUNCATE), and the difference at COMMIT is what the transaction did
+//!   since: rows inserted, updated and deleted per table, triggers and
+//!   cascades included.
+//! - at COMMIT, those statistics again, which name each changed table by
+//!   its OID and schema-qualified name; then a sample of the rows the
+//!   transaction wrote (their new versions: `xmin` is the transaction's id)
+//!   in each changed table, every value cut to 200 characters by the
+//!   upstream and masked by the session's masking rules.
+//!
+//! Whether the session is inside a block is what PostgreSQL last said
+//! (ReadyForQuery), lowered by every COMMIT and ROLLBACK forwarded since,
+//! and raised only by a BEGIN executed earlier in the same extended batch
+//! (an error before it skips the rest of the batch too). A BEGIN in a
+//! simple Query may fail with an earlier statement of its message, so it
+//! counts only once PostgreSQL confirms it; a reviewed simple Query waits
+//! for that (its lookup runs once the upstream is idle).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use airlock_policy::{Relation, Statement, StatementKind, Transaction};
+use airlock_policy::{Statement, Transaction};
 use serde_json::{Value, json};
 
 use crate::inspect::SessionMasking;
@@ -36,6 +46,10 @@ const VALUE_CHARS: usize = 200;
 /// The transaction statistics, as `[relid, inserted, updated, deleted]` per
 /// table with any.
 pub const BASELINE: &str = "SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_array(s.relid::pg_catalog.int8, s.n_tup_ins, s.n_tup_upd, s.n_tup_del)), '[]') FROM pg_catalog.pg_stat_xact_user_tables s WHERE s.n_tup_ins + s.n_tup_upd + s.n_tup_del > 0";
+
+/// The transaction statistics at COMMIT, as `[relid, schema, name,
+/// inserted, updated, deleted, relkind]` per table with any.
+pub const COUNTS: &str = "SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_array(s.relid::pg_catalog.int8, s.schemaname, s.relname, s.n_tup_ins, s.n_tup_upd, s.n_tup_del, c.relkind::pg_catalog.text) ORDER BY s.schemaname, s.relname), '[]') FROM pg_catalog.pg_stat_xact_user_tables s JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.relid WHERE s.n_tup_ins + s.n_tup_upd + s.n_tup_del > 0";
 
 /// A statement ruled `Review` by its Parse: what each execution adds to
 /// the pending review.
@@ -57,11 +71,29 @@ pub struct Pending {
     /// How many more ran than `texts` shows.
     pub more: usize,
     pub statements: Vec<Statement>,
-    /// The tables the reviewed statements wrote, sampled at COMMIT.
-    pub targets: Vec<Relation>,
     /// The statistics as the first reviewed statement arrived, by relid;
     /// `None` when they could not be read.
     pub baseline: Option<HashMap<u64, [i64; 3]>>,
+}
+
+/// A table the transaction changed since the baseline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    pub relid: u32,
+    pub schema: String,
+    pub name: String,
+    /// Inserted, updated, deleted.
+    pub rows: [i64; 3],
+    /// An ordinary table (whose rows can be sampled).
+    pub plain: bool,
+}
+
+/// What the inspector asked the upstream for a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    Baseline,
+    Counts,
+    Samples,
 }
 
 /// What one session knows for commit review.
@@ -72,25 +104,30 @@ pub struct Review {
     pub enabled: bool,
     /// The transaction status of the last ReadyForQuery (`I`, `T`, `E`).
     pub status: u8,
-    /// Whether the client's next statement runs inside a transaction
-    /// block: the last status, and the BEGINs and ROLLBACKs forwarded
-    /// since.
-    pub in_block: bool,
+    /// Inside a transaction block, as the last ReadyForQuery said, unless a
+    /// COMMIT or ROLLBACK was forwarded since.
+    in_block: bool,
+    /// A BEGIN was executed earlier in the extended batch being sent.
+    batch_begin: bool,
+    /// Transaction control was forwarded since the last ReadyForQuery: the
+    /// status no longer says where the session is.
+    moved: bool,
+    /// A savepoint was used in the block: rows written under it carry its
+    /// own transaction id, and are not sampled.
+    savepoints: bool,
     pub pending: Option<Pending>,
-    /// The message id whose lookup was asked for, and whether it was the
-    /// measurement of a COMMIT (else a baseline).
-    pub asked: Option<(u64, bool)>,
+    /// The message id whose lookup was asked for, and which.
+    pub asked: Option<(u64, Asked)>,
+    /// A held COMMIT's tables, between its two lookups.
+    pub measured: Option<Vec<Changed>>,
     /// A Bind's baseline lookup was asked for: its answer comes with the
     /// Bind judged again.
     pub bound_asked: bool,
+    /// The baseline a Bind's lookup read, for its Execute.
+    pub bound_baseline: Option<Option<HashMap<u64, [i64; 3]>>>,
     /// The review a Bind judged with its row estimate needs, for its
     /// portal.
     pub bind_need: Option<Arc<Need>>,
-    /// The baseline a Bind's lookup read, for its Execute.
-    pub bound_baseline: Option<Option<HashMap<u64, [i64; 3]>>>,
-    /// Transaction control was forwarded since the last ReadyForQuery: the
-    /// status no longer says where the session is.
-    pub moved: bool,
     /// Parse id → its review, or its transaction control.
     pub parses: HashMap<u64, Arc<Need>>,
     pub tx_parses: HashMap<u64, Transaction>,
@@ -108,37 +145,70 @@ impl Review {
         }
     }
 
-    /// A ReadyForQuery: outside a block, no review is pending.
+    /// A ReadyForQuery: where the session is, for sure. Outside a block,
+    /// no review is pending.
     pub fn ready(&mut self, status: u8) {
         self.status = status;
-        self.moved = false;
         self.in_block = status != b'I';
+        self.batch_begin = false;
+        self.moved = false;
+        self.bound_baseline = None;
         if status == b'I' {
             self.pending = None;
+            self.savepoints = false;
         }
     }
 
-    /// Statements forwarded to run: their BEGINs and ROLLBACKs move the
-    /// block the next statement runs in.
+    /// A Sync was forwarded: a BEGIN of the batch no longer vouches for
+    /// what follows.
+    pub fn sync(&mut self) {
+        self.batch_begin = false;
+    }
+
+    /// The statements of a simple Query forwarded to run.
     pub fn ran(&mut self, statements: &[Statement]) {
         for s in statements {
-            self.ran_op(s.transaction);
+            self.ran_op(s.transaction, false);
         }
     }
 
-    pub fn ran_op(&mut self, op: Option<Transaction>) {
-        self.moved |= op.is_some();
+    /// The transaction control of an extended-protocol Execute forwarded.
+    pub fn executed(&mut self, op: Transaction) {
+        self.ran_op(Some(op), true);
+    }
+
+    fn ran_op(&mut self, op: Option<Transaction>, in_batch: bool) {
+        let Some(op) = op else { return };
+        self.moved = true;
         match op {
-            Some(Transaction::Begin) => self.in_block = true,
-            Some(Transaction::Rollback | Transaction::Commit) => self.in_block = false,
-            _ => {}
+            Transaction::Begin if in_batch => self.batch_begin = true,
+            Transaction::Begin | Transaction::Prepared => {}
+            Transaction::Commit | Transaction::Rollback | Transaction::Prepare => {
+                self.in_block = false;
+                self.batch_begin = false;
+            }
+            Transaction::Savepoint => self.savepoints = true,
         }
+    }
+
+    /// Whether the client's next statement runs inside a transaction block,
+    /// as far as can be known without waiting.
+    pub fn open(&self) -> bool {
+        self.in_block || self.batch_begin
     }
 
     /// Whether the transaction is known to be aborted, so that its COMMIT
     /// can only roll it back.
     pub fn aborted(&self) -> bool {
         self.status == b'E' && !self.moved
+    }
+
+    /// The reviewed COMMIT was approved and forwarded: the review is over,
+    /// whatever block (`AND CHAIN`) follows.
+    pub fn committed(&mut self) {
+        self.pending = None;
+        self.measured = None;
+        self.ran_op(Some(Transaction::Commit), false);
     }
 
     /// A Bind of Parse `id` (`None`: not a Parse airlock saw) to `portal`:
@@ -176,7 +246,6 @@ impl Review {
             texts: Vec::new(),
             more: 0,
             statements: Vec::new(),
-            targets: Vec::new(),
             baseline,
         });
         if pending.texts.len() < SHOWN_STATEMENTS {
@@ -185,23 +254,31 @@ impl Review {
         } else {
             pending.more += 1;
         }
-        for t in need.statements.iter().filter_map(target) {
-            if pending.targets.len() < SAMPLE_TABLES && !pending.targets.contains(t) {
-                pending.targets.push(t.clone());
-            }
-        }
     }
-}
 
-/// The table a write statement names first (its target, unless a WITH
-/// clause names others before it).
-fn target(s: &Statement) -> Option<&Relation> {
-    match s.kind {
-        StatementKind::Insert
-        | StatementKind::Update
-        | StatementKind::Delete
-        | StatementKind::Merge => s.relations.first(),
-        _ => None,
+    /// The tables a held COMMIT's transaction changed since the baseline,
+    /// from its [`COUNTS`] lookup.
+    pub fn changed(&self, counts: &str) -> Option<Vec<Changed>> {
+        let rows: Vec<(u32, String, String, i64, i64, i64, String)> =
+            serde_json::from_str(counts).ok()?;
+        let baseline = self.pending.as_ref()?.baseline.as_ref();
+        Some(
+            rows.into_iter()
+                .filter_map(|(relid, schema, name, i, u, d, relkind)| {
+                    let before = baseline
+                        .and_then(|b| b.get(&u64::from(relid)))
+                        .unwrap_or(&[0; 3]);
+                    let rows = [i - before[0], u - before[1], d - before[2]];
+                    rows.iter().any(|n| *n != 0).then_some(Changed {
+                        relid,
+                        schema,
+                        name,
+                        rows,
+                        plain: relkind == "r",
+                    })
+                })
+                .collect(),
+        )
     }
 }
 
@@ -215,85 +292,75 @@ pub fn parse_baseline(json: &str) -> Option<HashMap<u64, [i64; 3]>> {
     )
 }
 
-/// The measurement of a pending review's COMMIT: the statistics, and the
-/// rows this transaction wrote in each target.
-pub fn measure_sql(pending: &Pending) -> String {
-    let samples: Vec<String> = pending
-        .targets
+/// The lookup sampling the rows this transaction wrote in each ordinary
+/// table it changed (at most [`SAMPLE_TABLES`]), by OID and qualified name;
+/// `None` when there is none.
+pub fn samples_sql(changed: &[Changed]) -> Option<String> {
+    let samples: Vec<String> = changed
         .iter()
-        .map(|t| {
-            let quoted = quote_relation(t);
-            let name = e_literal(&quoted);
+        .filter(|c| c.plain)
+        .take(SAMPLE_TABLES)
+        .map(|c| {
+            let relid = c.relid;
+            let table = format!("{}.{}", ident(&c.schema), ident(&c.name));
             format!(
-                "pg_catalog.json_build_object('oid', {name}::pg_catalog.regclass::pg_catalog.oid::pg_catalog.int8, \
+                "pg_catalog.json_build_object('relid', {relid}, \
                  'attnums', (SELECT pg_catalog.json_object_agg(a.attname, a.attnum) FROM pg_catalog.pg_attribute a \
-                 WHERE a.attrelid = {name}::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped), \
-                 'rows', (SELECT pg_catalog.json_agg(airlock_sample) FROM (SELECT * FROM {quoted} \
-                 WHERE xmin OPERATOR(pg_catalog.=) pg_catalog.xid(pg_catalog.pg_current_xact_id()) LIMIT {}) airlock_sample))",
+                 WHERE a.attrelid OPERATOR(pg_catalog.=) {relid}::pg_catalog.oid AND a.attnum > 0 AND NOT a.attisdropped), \
+                 'rows', (SELECT pg_catalog.json_agg(y.r) FROM (SELECT (SELECT pg_catalog.json_object_agg(e.key, pg_catalog.left(e.value, {})) \
+                 FROM pg_catalog.json_each_text(pg_catalog.row_to_json(x)) e) AS r FROM (SELECT * FROM {table} \
+                 WHERE xmin OPERATOR(pg_catalog.=) pg_catalog.xid(pg_catalog.pg_current_xact_id()) LIMIT {}) x) y))",
+                VALUE_CHARS + 1,
                 SAMPLE_ROWS + 1
             )
         })
         .collect();
-    format!(
-        "SELECT pg_catalog.json_build_object('tables', COALESCE((SELECT pg_catalog.json_agg(\
-         pg_catalog.json_build_array(s.relid::pg_catalog.int8, s.schemaname, s.relname, s.n_tup_ins, s.n_tup_upd, s.n_tup_del) \
-         ORDER BY s.schemaname, s.relname) \
-         FROM pg_catalog.pg_stat_xact_user_tables s WHERE s.n_tup_ins + s.n_tup_upd + s.n_tup_del > 0), '[]'), \
-         'samples', pg_catalog.json_build_array({}))",
-        samples.join(", ")
-    )
+    (!samples.is_empty())
+        .then(|| format!("SELECT pg_catalog.json_build_array({})", samples.join(", ")))
 }
 
-/// What an approver sees of a pending review, from its COMMIT's
-/// measurement: rows per table (less the baseline), and each target's
-/// sample, masked as the session's results are. `None` when the
-/// measurement cannot be read (or a sample cannot be masked).
+/// What an approver sees of a pending review: rows per changed table, and
+/// each sample (from [`samples_sql`]'s answer, `None` when nothing was
+/// sampled) masked as the session's results are. `None` when the sample
+/// cannot be read.
 pub fn effect(
     pending: &Pending,
-    measured: &str,
+    changed: &[Changed],
+    samples: Option<&str>,
+    savepoints: bool,
     masking: Option<&SessionMasking>,
     analyzer: &airlock_sql::Analyzer,
 ) -> Option<Value> {
     #[derive(serde::Deserialize)]
-    struct Measured {
-        tables: Vec<(u64, String, String, i64, i64, i64)>,
-        samples: Vec<Sample>,
-    }
-    #[derive(serde::Deserialize)]
     struct Sample {
-        oid: Value,
+        relid: u32,
         attnums: Option<HashMap<String, i16>>,
         rows: Option<Vec<serde_json::Map<String, Value>>>,
     }
-    let m: Measured = serde_json::from_str(measured).ok()?;
-    let zero = [0; 3];
-    let tables: Vec<Value> = m
-        .tables
+    let samples: Vec<Sample> = match samples {
+        Some(json) => serde_json::from_str(json).ok()?,
+        None => Vec::new(),
+    };
+    let tables: Vec<Value> = changed
         .iter()
-        .filter_map(|(relid, schema, name, ins, upd, del)| {
-            let before = pending
-                .baseline
-                .as_ref()
-                .and_then(|b| b.get(relid))
-                .unwrap_or(&zero);
-            let [i, u, d] = [ins - before[0], upd - before[1], del - before[2]];
-            (i > 0 || u > 0 || d > 0).then(|| {
-                json!({"table": format!("{schema}.{name}"), "inserted": i, "updated": u, "deleted": d})
-            })
+        .map(|c| {
+            let [i, u, d] = c.rows;
+            json!({"table": format!("{}.{}", c.schema, c.name), "inserted": i, "updated": u, "deleted": d})
         })
         .collect();
-    let mut samples = Vec::new();
-    for (target, sample) in pending.targets.iter().zip(m.samples) {
-        let oid = match &sample.oid {
-            Value::String(s) => s.parse::<u32>().ok()?,
-            v => u32::try_from(v.as_u64()?).ok()?,
-        };
+    let mut written = Vec::new();
+    for sample in samples {
+        let c = changed.iter().find(|c| c.relid == sample.relid)?;
         let attnums = sample.attnums.unwrap_or_default();
         let mut rows = sample.rows.unwrap_or_default();
         let more = rows.len() > SAMPLE_ROWS;
         rows.truncate(SAMPLE_ROWS);
         let lineage = analyzer
-            .analyze(&format!("SELECT * FROM {}", quote_relation(target)))
+            .analyze(&format!(
+                "SELECT * FROM {}.{}",
+                ident(&c.schema),
+                ident(&c.name)
+            ))
             .first()?
             .lineage
             .clone();
@@ -304,7 +371,7 @@ pub fn effect(
                 let origins: Vec<airlock_policy::masking::FieldOrigin> = names
                     .iter()
                     .map(|n| airlock_policy::masking::FieldOrigin::Oid {
-                        table: oid,
+                        table: c.relid,
                         attnum: attnums.get(n).copied().unwrap_or(0),
                     })
                     .collect();
@@ -317,18 +384,30 @@ pub fn effect(
                 .collect();
             shown.push(Value::Object(row));
         }
-        samples.push(json!({"table": target.to_string(), "rows": shown, "more": more}));
+        written.push(
+            json!({"table": format!("{}.{}", c.schema, c.name), "rows": shown, "more": more}),
+        );
     }
+    let sampled = changed.iter().filter(|c| c.plain).count();
     let mut statements = pending.texts.clone();
     if pending.more > 0 {
         statements.push(format!("… and {} more", pending.more));
     }
     Some(json!({
         "tables": tables,
-        "written_rows": samples,
+        "written_rows": written,
         "statements": statements,
         "baseline": pending.baseline.is_some(),
+        "sample_complete": !savepoints && sampled <= SAMPLE_TABLES,
     }))
+}
+
+impl Review {
+    /// Whether a savepoint was used in the block (its rows are not
+    /// sampled).
+    pub fn savepoints(&self) -> bool {
+        self.savepoints
+    }
 }
 
 /// A long string value cut to [`VALUE_CHARS`] characters.
@@ -343,26 +422,16 @@ fn shorten(v: Value) -> Value {
     }
 }
 
-/// A relation as an SQL name, each part quoted.
-fn quote_relation(r: &Relation) -> String {
-    let ident = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    match &r.schema {
-        Some(schema) => format!("{}.{}", ident(schema), ident(&r.name)),
-        None => ident(&r.name),
-    }
-}
-
-/// A string literal read the same whatever `standard_conforming_strings`
-/// is.
-fn e_literal(s: &str) -> String {
-    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+/// An identifier, quoted.
+fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn pending(targets: Vec<Relation>, baseline: Option<HashMap<u64, [i64; 3]>>) -> Pending {
+    fn pending(baseline: Option<HashMap<u64, [i64; 3]>>) -> Pending {
         Pending {
             rule: "r".into(),
             approvers: vec!["dba".into()],
@@ -370,41 +439,54 @@ mod tests {
             texts: vec!["UPDATE t SET a = ?".into()],
             more: 0,
             statements: Vec::new(),
-            targets,
             baseline,
         }
     }
 
     #[test]
-    fn names_are_quoted_and_literals_escaped() {
-        let r = Relation {
-            schema: Some("we\"ird".into()),
-            name: "t'\\x".into(),
+    fn samples_name_tables_quoted_and_by_oid() {
+        let c = Changed {
+            relid: 42,
+            schema: "we\"ird".into(),
+            name: "t'x".into(),
+            rows: [1, 0, 0],
+            plain: true,
         };
-        assert_eq!(quote_relation(&r), "\"we\"\"ird\".\"t'\\x\"");
-        assert_eq!(e_literal("a'b\\c"), "E'a''b\\\\c'");
-        let sql = measure_sql(&pending(vec![r], None));
+        let view = Changed {
+            relid: 43,
+            plain: false,
+            ..c.clone()
+        };
+        let sql = samples_sql(&[c, view]).unwrap();
         assert!(
-            sql.contains("FROM \"we\"\"ird\".\"t'\\x\" WHERE xmin"),
+            sql.contains("FROM \"we\"\"ird\".\"t'x\" WHERE xmin"),
             "{sql}"
         );
+        assert!(
+            sql.contains("a.attrelid OPERATOR(pg_catalog.=) 42::pg_catalog.oid"),
+            "{sql}"
+        );
+        assert!(
+            !sql.contains("43"),
+            "only ordinary tables are sampled: {sql}"
+        );
+        assert!(samples_sql(&[]).is_none());
     }
 
     #[test]
     fn the_effect_is_the_difference_from_the_baseline() {
-        let baseline = parse_baseline("[[16396, 3, 0, 0]]").unwrap();
-        let p = pending(
-            vec![Relation {
-                schema: None,
-                name: "t".into(),
-            }],
-            Some(baseline),
-        );
-        let measured = r#"{"tables": [[16396, "public", "t", 4, 1, 1], [17000, "public", "u", 2, 0, 0]],
-            "samples": [{"oid": "16396", "attnums": {"id": 1, "name": 2},
-                         "rows": [{"id": 2, "name": "z"}, {"id": 4, "name": "d"}]}]}"#;
+        let mut review = Review::new(true);
+        review.pending = Some(pending(parse_baseline("[[16396, 3, 0, 0]]")));
+        let changed = review
+            .changed(r#"[[16396, "public", "t", 4, 1, 1, "r"], [17000, "public", "u", 2, 0, 0, "r"], [17001, "public", "v", 0, 0, 0, "r"]]"#)
+            .unwrap();
+        assert_eq!(changed.len(), 2, "{changed:?}");
+        assert_eq!(changed[0].rows, [1, 1, 1]);
+        let samples = r#"[{"relid": 16396, "attnums": {"id": 1, "name": 2},
+                          "rows": [{"id": "2", "name": "z"}, {"id": "4", "name": "d"}]}]"#;
         let analyzer = airlock_sql::Analyzer::new(&[]);
-        let e = effect(&p, measured, None, &analyzer).unwrap();
+        let p = review.pending.as_ref().unwrap();
+        let e = effect(p, &changed, Some(samples), false, None, &analyzer).unwrap();
         assert_eq!(
             e["tables"],
             json!([
@@ -412,12 +494,36 @@ mod tests {
                 {"table": "public.u", "inserted": 2, "updated": 0, "deleted": 0},
             ])
         );
+        assert_eq!(e["written_rows"][0]["table"], "public.t");
         assert_eq!(
             e["written_rows"][0]["rows"][1],
-            json!({"id": 4, "name": "d"})
+            json!({"id": "4", "name": "d"})
         );
-        assert_eq!(e["written_rows"][0]["more"], json!(false));
         assert_eq!(e["baseline"], json!(true));
-        assert!(effect(&p, "not json", None, &analyzer).is_none());
+        assert_eq!(e["sample_complete"], json!(true));
+        assert!(effect(p, &changed, Some("not json"), false, None, &analyzer).is_none());
+        let e = effect(p, &changed, None, true, None, &analyzer).unwrap();
+        assert_eq!(e["sample_complete"], json!(false));
+    }
+
+    #[test]
+    fn only_a_confirmed_begin_or_one_earlier_in_the_batch_opens_a_block() {
+        let begin = Statement {
+            transaction: Some(Transaction::Begin),
+            ..Statement::unknown("", (0, 0))
+        };
+        let mut r = Review::new(true);
+        r.ready(b'I');
+        // A BEGIN in a Query may fail with an earlier statement.
+        r.ran(std::slice::from_ref(&begin));
+        assert!(!r.open());
+        r.executed(Transaction::Begin);
+        assert!(r.open(), "a BEGIN earlier in the same batch");
+        r.sync();
+        assert!(!r.open(), "not past its batch's Sync");
+        r.ready(b'T');
+        assert!(r.open());
+        r.executed(Transaction::Rollback);
+        assert!(!r.open(), "a forwarded ROLLBACK lowers it at once");
     }
 }

@@ -590,6 +590,9 @@ fn effect_text(effect: &airlock_api::approvals::Effect) -> String {
     if !effect.baseline {
         out.push_str("  (counts may include earlier unflushed writes of the session)\n");
     }
+    if !effect.sample_complete {
+        out.push_str("  (the sample is incomplete: rows written under a savepoint, or beyond 8 tables, are not shown)\n");
+    }
     for w in &effect.written_rows {
         out.push_str(&format!(
             "\nRows written to {} (masked sample):\n",

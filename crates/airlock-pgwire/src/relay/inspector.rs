@@ -168,6 +168,9 @@ pub trait Inspector {
     /// The upstream answered the client's messages up to here with
     /// ReadyForQuery: the transaction status (`I`, `T` or `E`).
     fn ready(&mut self, _status: u8) {}
+    /// A Sync is forwarded: the client's extended batch ends (an error in
+    /// it skips the rest of the batch only up to here).
+    fn sync(&mut self) {}
     /// Message `id` will not be referred to again.
     fn forget(&mut self, _id: u64) {}
     /// A ParameterStatus the upstream reported (`standard_conforming_strings`,

@@ -115,6 +115,8 @@ pub struct Relay<I: Inspector> {
     /// A held Bind's estimate ended while the upstream's answers were
     /// followed: judge it again.
     resume_pending: bool,
+    /// Lookups run for the Query at the front of the input.
+    lookups: u8,
 }
 
 impl<I: Inspector> Relay<I> {
@@ -147,6 +149,7 @@ impl<I: Inspector> Relay<I> {
             barrier: false,
             new_hold: false,
             resume_pending: false,
+            lookups: 0,
         }
     }
 
@@ -259,7 +262,20 @@ impl<I: Inspector> Relay<I> {
                 b'Q' => {
                     let fetched = self.fetched.take();
                     let plan = Plan::of(&fetched);
-                    match asked_once(self.inspector.query(id, cstr(body)?, plan), &fetched) {
+                    let verdict = self.inspector.query(id, cstr(body)?, plan);
+                    // A Query may be looked up twice (commit review reads
+                    // the tables a transaction changed, then samples them);
+                    // never a third time.
+                    let asked = std::mem::take(&mut self.lookups);
+                    let verdict = if asked < 2 {
+                        verdict
+                    } else {
+                        asked_once(verdict, &fetched)
+                    };
+                    if matches!(verdict, Verdict::Estimate { .. } | Verdict::Lookup { .. }) {
+                        self.lookups = asked + 1;
+                    }
+                    match verdict {
                         Verdict::Hold => {
                             to_upstream.extend_from_slice(&input[..end]);
                             input.advance(end);
@@ -375,6 +391,10 @@ impl<I: Inspector> Relay<I> {
                     end += h.total_len;
                     flow = ClientFlow::Terminate;
                     break;
+                }
+                b'S' => {
+                    self.inspector.sync();
+                    Verdict::Forward
                 }
                 tag if FRONTEND_TAGS.contains(&tag) => Verdict::Forward,
                 tag => {

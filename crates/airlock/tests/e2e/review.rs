@@ -173,15 +173,28 @@ async fn psql_commit_waits_for_an_approver_who_sees_the_measured_effect() {
         ),
         "{effect}"
     );
-    // The rows as written, emails masked.
+    // The rows as written (values as text), emails masked; the trigger's
+    // table is sampled too.
     let sample = &effect["written_rows"][0];
-    assert_eq!(sample["table"], t.as_str(), "{effect}");
+    assert_eq!(sample["table"], format!("public.{t}"), "{effect}");
     let rows = sample["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{effect}");
     assert!(
-        rows.iter().any(|r| r["balance"] == 90 && r["id"] == 1),
+        rows.iter().any(|r| r["balance"] == "90" && r["id"] == "1"),
         "{effect}"
     );
+    assert_eq!(
+        effect["written_rows"][1]["table"],
+        format!("public.{log}"),
+        "{effect}"
+    );
+    assert_eq!(effect["sample_complete"], true, "{effect}");
+    for email in ["ann@example.com", "bo@example.com", "ann@", "bo@"] {
+        assert!(
+            !effect.to_string().contains(email),
+            "an email shown unmasked: {effect}"
+        );
+    }
     let shown = effect.to_string();
     assert!(
         !shown.contains("ann@example.com"),
@@ -498,4 +511,180 @@ async fn a_reviewed_transaction_chosen_as_a_deadlock_victim_rolls_back_without_a
     decide(&gw, &bob, held["id"].as_str().unwrap(), "approve", "fine").await;
     assert_eq!(commit.await.unwrap(), Ok(()));
     assert_eq!(balances(&t), "100,200,7");
+}
+
+// ---------------------------------------------------------------------------
+// Message sequences no driver sends, written on the raw wire: each tries to
+// get a reviewed write committed without an approval.
+
+fn query(sql: &str) -> bytes::BytesMut {
+    common::message(b'Q', format!("{sql}\0").as_bytes())
+}
+
+/// Parse (unnamed), Bind, Execute and Sync of `sql`, without parameters.
+fn extended(sql: &str) -> bytes::BytesMut {
+    let mut b = common::message(b'P', format!("\0{sql}\0\0\0").as_bytes());
+    b.extend_from_slice(&common::message(b'B', b"\0\0\0\0\0\0\0\0"));
+    b.extend_from_slice(&common::message(b'E', b"\0\0\0\0\0"));
+    b.extend_from_slice(&common::message(b'S', b""));
+    b
+}
+
+/// Reads `n` ReadyForQuery-terminated answers.
+async fn answers(s: &mut tokio::net::TcpStream, n: usize) -> Vec<common::Received> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        got.extend(common::read_until(s, b'Z').await);
+    }
+    got
+}
+
+fn codes(msgs: &[common::Received]) -> Vec<String> {
+    msgs.iter()
+        .filter(|m| m.tag == b'E')
+        .filter_map(|m| m.field(b'C'))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_sequences_cannot_commit_a_reviewed_write_unreviewed() {
+    use tokio::io::AsyncWriteExt;
+    let gw = Gateway::start(&config()).await;
+    let (t, _log, _drop) = accounts();
+    let devin = gw.token("devin", &["writers"]);
+    let bob = gw.token("bob", &["dba"]);
+
+    // 1. A BEGIN that never runs (its message fails first) does not count:
+    // the extended batch behind it would run in an implicit transaction.
+    let mut s = common::raw_login(gw.pg, "admin", "test", &devin).await;
+    s.write_all(&query("BEGIN")).await.unwrap();
+    s.write_all(&query(&format!(
+        "UPDATE {t} SET balance = balance WHERE false"
+    )))
+    .await
+    .unwrap();
+    let got = answers(&mut s, 2).await;
+    assert!(codes(&got).is_empty(), "{:?}", codes(&got));
+    let mut pipelined = query("ROLLBACK; SELECT 1/0; BEGIN");
+    pipelined.extend_from_slice(&extended(&format!(
+        "UPDATE {t} SET balance = 0 WHERE id = 1"
+    )));
+    s.write_all(&pipelined).await.unwrap();
+    let got = answers(&mut s, 2).await;
+    assert_eq!(codes(&got), ["22012", "42501"], "{got:?}");
+    assert_eq!(balances(&t), "100,200,300");
+    drop(s);
+
+    // 2. Statements pipelined behind a held COMMIT that is approved run
+    // after it, outside the reviewed transaction: a reviewed write there is
+    // refused, not committed by the approval.
+    let mut s = common::raw_login(gw.pg, "admin", "test", &devin).await;
+    s.write_all(&query("BEGIN")).await.unwrap();
+    s.write_all(&query(&format!(
+        "UPDATE {t} SET balance = 101 WHERE id = 1"
+    )))
+    .await
+    .unwrap();
+    answers(&mut s, 2).await;
+    let mut pipelined = query("COMMIT");
+    pipelined.extend_from_slice(&extended(&format!(
+        "UPDATE {t} SET balance = 0 WHERE id = 2"
+    )));
+    s.write_all(&pipelined).await.unwrap();
+    let held = pending(&gw, &bob).await;
+    decide(
+        &gw,
+        &bob,
+        held["id"].as_str().unwrap(),
+        "approve",
+        "one row",
+    )
+    .await;
+    let got = answers(&mut s, 2).await;
+    assert_eq!(codes(&got), ["42501"], "{got:?}");
+    assert_eq!(balances(&t), "101,200,300");
+
+    // 3. COMMIT AND CHAIN ends the review it was approved for: the chained
+    // transaction's own COMMIT is not held on the old review's account.
+    s.write_all(&query("BEGIN")).await.unwrap();
+    s.write_all(&query(&format!(
+        "UPDATE {t} SET balance = 102 WHERE id = 1"
+    )))
+    .await
+    .unwrap();
+    answers(&mut s, 2).await;
+    s.write_all(&query("COMMIT AND CHAIN")).await.unwrap();
+    let held = pending(&gw, &bob).await;
+    decide(
+        &gw,
+        &bob,
+        held["id"].as_str().unwrap(),
+        "approve",
+        "chained",
+    )
+    .await;
+    let got = answers(&mut s, 1).await;
+    assert_eq!(
+        got.last().unwrap().body,
+        b"T",
+        "the chained transaction is open"
+    );
+    s.write_all(&query("COMMIT")).await.unwrap();
+    let got = answers(&mut s, 1).await;
+    assert!(codes(&got).is_empty(), "{:?}", codes(&got));
+    assert_eq!(balances(&t), "102,200,300");
+
+    // 4. A SQL PREPAREd reviewed statement bound by the protocol outside a
+    // block is refused (it cannot be reviewed there).
+    s.write_all(&query(&format!(
+        "PREPARE zero AS UPDATE {t} SET balance = 0 WHERE id = 3"
+    )))
+    .await
+    .unwrap();
+    answers(&mut s, 1).await;
+    let mut bind = common::message(b'B', b"\0zero\0\0\0\0\0\0\0");
+    bind.extend_from_slice(&common::message(b'E', b"\0\0\0\0\0"));
+    bind.extend_from_slice(&common::message(b'S', b""));
+    s.write_all(&bind).await.unwrap();
+    let got = answers(&mut s, 1).await;
+    assert_eq!(codes(&got), ["42501"], "{got:?}");
+    assert_eq!(balances(&t), "102,200,300");
+    assert_eq!(approvals(&gw, &bob, "pending").await.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_review_that_times_out_commits_nothing_and_savepoints_mark_the_sample_incomplete() {
+    let gw = Gateway::start(
+        &config().replace("timeout_in_transaction: 60s", "timeout_in_transaction: 1s"),
+    )
+    .await;
+    let (t, _log, _drop) = accounts();
+    let devin = gw.token("devin", &["writers"]);
+    let bob = gw.token("bob", &["dba"]);
+    let client = gw.client("admin", &devin).await.unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    client.batch_execute("SAVEPOINT a").await.unwrap();
+    client
+        .batch_execute(&format!("UPDATE {t} SET balance = 0 WHERE id = 1"))
+        .await
+        .unwrap();
+    client.batch_execute("RELEASE a").await.unwrap();
+    let commit = tokio::spawn(async move {
+        let r = client.batch_execute("COMMIT").await.map_err(|e| {
+            let d = e.as_db_error().map(|d| d.message().to_string());
+            (sqlstate(&e), d)
+        });
+        (r, client)
+    });
+    let held = pending(&gw, &bob).await;
+    let effect = &held["detail"]["effect"];
+    // Counted, but written under a savepoint: not sampled.
+    assert_eq!(effect["tables"][0]["updated"], 1, "{effect}");
+    assert_eq!(effect["sample_complete"], false, "{effect}");
+    let (result, client) = commit.await.unwrap();
+    let (code, message) = result.unwrap_err();
+    assert_eq!(code, "42501");
+    assert!(message.unwrap_or_default().contains("timed out"), "{held}");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(balances(&t), "100,200,300");
 }
