@@ -455,7 +455,7 @@ pub(crate) async fn approval(
             div id="statement" { (sql(d.statement.as_deref().unwrap_or(""))) }
             @if let Some(effect) = &d.effect {
                 h2 { "Measured effect" }
-                p { "The transaction ran; its COMMIT waits for this decision. Denying it rolls the transaction back." }
+                p { "The transaction ran; its COMMIT waits for this decision. Denied, the COMMIT is refused and nothing is committed." }
                 table id="effect" {
                     thead { tr { th { "Table" } th { "Inserted" } th { "Updated" } th { "Deleted" } } }
                     tbody {

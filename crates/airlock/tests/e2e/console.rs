@@ -154,6 +154,10 @@ guardrails:
     match: {statements: [update, delete], where: absent}
     action: approve
     approvers: [dba]
+  - name: review-targeted-updates
+    match: {statements: [update], where: present}
+    action: review_commit
+    approvers: [dba]
 masking:
   rules:
     - name: email
@@ -277,6 +281,65 @@ async fn an_approver_releases_and_refuses_held_statements_in_the_browser() {
     assert_eq!(b.text("reviewer", "#decision-reason"), reason);
     let xss = b.cmd(json!({"cmd": "eval", "ctx": "reviewer", "js": "window.__xss === undefined"}));
     assert_eq!(xss["value"], true, "nothing in the reason ran");
+    b.no_errors("reviewer");
+    drop(b);
+    gw.stop().await;
+}
+
+/// Commit review in the console: a transaction's held COMMIT shows the
+/// measured effect (rows per table, the masked sample) on its page, and
+/// the approve click commits it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reviewed_commit_shows_its_measured_effect_in_the_browser() {
+    let gw = Gateway::start(&config()).await;
+    let (t, _drop) = table(3);
+    let mut b = Browser::launch();
+    b.login(&gw, "reviewer", "dba");
+    let writer = gw.token("writer", &["writers"]);
+    let mut held = Command::new("psql")
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+        .arg(gw.conninfo("test", "admin"))
+        .env("PGPASSWORD", &writer)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    held.stdin
+        .take()
+        .unwrap()
+        .write_all(
+            format!("BEGIN;\nUPDATE {t} SET id = id + 10 WHERE id <= 2;\nCOMMIT;\n").as_bytes(),
+        )
+        .unwrap();
+    b.cmd(json!({"cmd": "wait", "ctx": "reviewer", "selector": "tr[data-approval]", "timeout_ms": 15000}));
+    b.cmd(json!({"cmd": "submit", "ctx": "reviewer", "selector": "tr[data-approval] td.stmt a"}));
+    assert_eq!(b.text("reviewer", "#rule"), "review-targeted-updates");
+    let effect = b.text("reviewer", "#effect");
+    assert!(effect.contains(&format!("public.{t}")), "{effect}");
+    assert!(
+        effect.contains("Updated") && effect.contains('2'),
+        "{effect}"
+    );
+    let sample = b.text("reviewer", "ul.sample");
+    assert_eq!(b.count("reviewer", "ul.sample li"), 2, "{sample}");
+    assert!(sample.contains("\"id\":\"11\""), "{sample}");
+    assert!(!sample.contains("person1@example.com"), "masked: {sample}");
+    assert!(sample.contains("@example.com"), "{sample}");
+    b.screenshot("reviewer", "commit-review");
+    // Not committed while it waits.
+    assert_eq!(
+        direct(&format!("SELECT count(*) FROM {t} WHERE id > 10")).trim(),
+        "0"
+    );
+    b.cmd(json!({"cmd": "submit", "ctx": "reviewer", "selector": "#approve"}));
+    let out = exited(held).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        direct(&format!("SELECT count(*) FROM {t} WHERE id > 10")).trim(),
+        "2"
+    );
+    assert_eq!(b.text("reviewer", "#status"), "approved");
     b.no_errors("reviewer");
     drop(b);
     gw.stop().await;
