@@ -551,6 +551,22 @@ impl PolicyInspector {
             inspector: self,
         };
         let ruling = judge::judge(&self.session_view(true), &ask, &facts);
+        // With commit review, a SQL PREPARE or DEALLOCATE must not change
+        // what a protocol-prepared name runs behind the relay's back: its
+        // Binds are judged by the Parse that made it.
+        if self.review.enabled
+            && !matches!(ruling, Ruling::Deny(_))
+            && statements.iter().any(|s| {
+                matches!(s.kind, StatementKind::Prepare | StatementKind::Deallocate)
+                    && s.name
+                        .as_ref()
+                        .map_or(!self.protocol_names.is_empty(), |n| {
+                            self.protocol_names.contains(n.as_bytes())
+                        })
+            })
+        {
+            return refusal(airlock_policy::review::renamed());
+        }
         if let Some(verdict) = self.commit_gate(id, &text, statements, plan, &ruling) {
             return verdict;
         }
@@ -710,15 +726,27 @@ impl PolicyInspector {
             }
             Some(Plan::NotFetched) => {
                 self.review.asked = Some((id, review::Asked::Baseline));
+                // The rows an UPDATE or DELETE is about to change, when
+                // selecting them runs nothing of the client's a second
+                // time (no function called) and reads as the session would.
+                let before = match &statements[..] {
+                    [s] if s.functions.is_empty()
+                        && (self.utf8 || text.is_ascii())
+                        && (self.standard_conforming_strings || !text.contains('\\')) =>
+                    {
+                        airlock_sql::image::before(text, review::SAMPLE_ROWS as i32 + 1)
+                    }
+                    _ => None,
+                };
                 return Verdict::Lookup {
-                    sql: review::BASELINE.into(),
+                    sql: review::arrival_sql(before.as_deref()),
                 };
             }
             Some(plan) => plan,
         };
-        let baseline = match (self.review.asked.take(), plan) {
+        let arrival = match (self.review.asked.take(), plan) {
             (Some((asked, review::Asked::Baseline)), Plan::Json(json)) if asked == id => {
-                review::parse_baseline(json)
+                review::parse_arrival(json)
             }
             _ => None,
         };
@@ -731,7 +759,7 @@ impl PolicyInspector {
         tracing::info!(kinds = %kinds(&statements), rule = %need.rule, "statement runs; its COMMIT is reviewed");
         self.remember(id, text, Arc::clone(&statements));
         let (redacted, _) = self.redacted(text, &statements, None);
-        self.review.add(&need, redacted, baseline);
+        self.review.add(&need, redacted, arrival);
         self.review.ran(&statements);
         self.allowed(text, &statements)
     }
@@ -785,7 +813,7 @@ impl PolicyInspector {
                 match self.review.changed(json) {
                     Some(changed) => match review::samples_sql(&changed) {
                         Some(sql) => {
-                            self.review.measured = Some(changed);
+                            self.review.measured = Some((changed, json.to_string()));
                             self.review.asked = Some((id, review::Asked::Samples));
                             return Some(Verdict::Lookup { sql });
                         }
@@ -798,7 +826,8 @@ impl PolicyInspector {
                 .review
                 .measured
                 .take()
-                .and_then(|changed| self.measured_effect(&changed, Some(json))),
+                .filter(|(_, counts)| review::unchanged(counts, json))
+                .and_then(|(changed, _)| self.measured_effect(&changed, Some(json))),
             _ => None,
         };
         let pending = self.review.pending.as_ref()?;
@@ -862,6 +891,19 @@ impl PolicyInspector {
     /// is pending is refused (the extended protocol's COMMIT cannot be
     /// measured). `None`: as usual.
     fn review_execute(&mut self, portal: &[u8]) -> Option<Verdict> {
+        if !self.review.bound_in_batch(portal) {
+            // Bound in an earlier batch: what the name runs now is not
+            // known for sure (a transaction's end drops portals, a cursor
+            // may take the name). It may end the block; while a review is
+            // pending it may not run.
+            self.review.unknown_executed();
+            return self.review.pending.as_ref().map(|p| {
+                refusal(airlock_policy::review::unmeasured(
+                    &p.rule,
+                    "a portal bound in an earlier batch may be a COMMIT by now: bind it again in the batch that executes it",
+                ))
+            });
+        }
         if let Some(op) = self.review.tx_portals.get(portal).copied() {
             if let Some(p) = &self.review.pending
                 && matches!(op, Transaction::Commit | Transaction::Prepare)
@@ -876,7 +918,7 @@ impl PolicyInspector {
             return None;
         }
         let need = Arc::clone(self.review.portals.get(portal)?);
-        let baseline = self.review.bound_baseline.take().flatten();
+        let arrival = self.review.bound_arrival.take().flatten();
         if let Some(p) = &self.review.pending
             && p.rule != need.rule
         {
@@ -890,7 +932,7 @@ impl PolicyInspector {
             return Some(refusal(denial));
         }
         let (text, _) = self.redacted(&need.text, &need.statements, None);
-        self.review.add(&need, text, baseline);
+        self.review.add(&need, text, arrival);
         None
     }
 
@@ -1515,7 +1557,7 @@ impl Inspector for PolicyInspector {
     }
 
     fn parse(&mut self, id: u64, name: &[u8], sql: &[u8], types: &[u8]) -> Verdict {
-        if self.policy.masking.is_some() && !name.is_empty() {
+        if (self.policy.masking.is_some() || self.review.enabled) && !name.is_empty() {
             self.protocol_names.insert(name.to_vec());
         }
         let verdict = self.judge(id, sql, None);
@@ -1537,8 +1579,8 @@ impl Inspector for PolicyInspector {
             return self.recorded_bind(id, body, None, Some(denied));
         }
         let plan = if answered {
-            self.review.bound_baseline = Some(match plan {
-                Plan::Json(json) => review::parse_baseline(json),
+            self.review.bound_arrival = Some(match plan {
+                Plan::Json(json) => review::parse_arrival(json),
                 _ => None,
             });
             Plan::NotFetched
@@ -1557,7 +1599,7 @@ impl Inspector for PolicyInspector {
         {
             self.review.bound_asked = true;
             return Verdict::LookupBound {
-                sql: review::BASELINE.into(),
+                sql: review::arrival_sql(None),
                 param_types: Vec::new(),
                 with_params: false,
             };
@@ -1613,9 +1655,9 @@ impl Inspector for PolicyInspector {
         verdict
     }
 
-    fn ready(&mut self, status: u8) {
+    fn ready(&mut self, status: u8, settled: bool) {
         if self.review.enabled {
-            self.review.ready(status);
+            self.review.ready(status, settled);
         }
     }
 

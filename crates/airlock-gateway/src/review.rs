@@ -38,18 +38,46 @@ use crate::inspect::SessionMasking;
 pub const SAMPLE_ROWS: usize = 5;
 /// Tables sampled per transaction.
 const SAMPLE_TABLES: usize = 8;
+/// Rows kept as they were before the reviewed statements, per transaction.
+const BEFORE_ROWS: usize = 40;
 /// Statement texts an approver is shown per transaction.
 const SHOWN_STATEMENTS: usize = 20;
 /// The longest sampled value shown, in characters.
 const VALUE_CHARS: usize = 200;
+/// How much of each sampled value is fetched, in characters: masked
+/// whole, then cut to [`VALUE_CHARS`] (a value cut before masking could
+/// hide a token from the detectors).
+const FETCHED_CHARS: usize = 1024;
 
 /// The transaction statistics, as `[relid, inserted, updated, deleted]` per
 /// table with any.
-pub const BASELINE: &str = "SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_array(s.relid::pg_catalog.int8, s.n_tup_ins, s.n_tup_upd, s.n_tup_del)), '[]') FROM pg_catalog.pg_stat_xact_user_tables s WHERE s.n_tup_ins + s.n_tup_upd + s.n_tup_del > 0";
+const BASELINE: &str = "SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_array(s.relid::pg_catalog.int8, s.n_tup_ins, s.n_tup_upd, s.n_tup_del)), '[]') FROM pg_catalog.pg_stat_xact_user_tables s WHERE (s.n_tup_ins OPERATOR(pg_catalog.+) s.n_tup_upd OPERATOR(pg_catalog.+) s.n_tup_del) OPERATOR(pg_catalog.>) 0";
+
+/// The lookup as a reviewed statement arrives: the statistics' baseline
+/// (`stats`), and for an UPDATE or DELETE whose rows can be selected
+/// (`airlock_sql::image::before`), those rows as they are (`before`:
+/// `[table oid, table name, {column: attnum}, {column: value}]` each, values
+/// cut by the upstream).
+pub fn arrival_sql(before: Option<&str>) -> String {
+    let before = match before {
+        Some(select) => format!(
+            "(SELECT pg_catalog.json_agg(pg_catalog.json_build_array(x.airlock_tableoid::pg_catalog.int8, \
+             x.airlock_tableoid::pg_catalog.regclass::pg_catalog.text, \
+             (SELECT pg_catalog.json_object_agg(a.attname, a.attnum) FROM pg_catalog.pg_attribute a \
+             WHERE a.attrelid OPERATOR(pg_catalog.=) x.airlock_tableoid AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped), \
+             (SELECT pg_catalog.json_object_agg(e.key, pg_catalog.left(e.value, {})) \
+             FROM pg_catalog.json_each_text(pg_catalog.row_to_json(x)) e \
+             WHERE e.key OPERATOR(pg_catalog.<>) 'airlock_tableoid'))) FROM ({select}) x)",
+            FETCHED_CHARS
+        ),
+        None => "NULL".into(),
+    };
+    format!("SELECT pg_catalog.json_build_object('stats', ({BASELINE}), 'before', {before})")
+}
 
 /// The transaction statistics at COMMIT, as `[relid, schema, name,
 /// inserted, updated, deleted, relkind]` per table with any.
-pub const COUNTS: &str = "SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_array(s.relid::pg_catalog.int8, s.schemaname, s.relname, s.n_tup_ins, s.n_tup_upd, s.n_tup_del, c.relkind::pg_catalog.text) ORDER BY s.schemaname, s.relname), '[]') FROM pg_catalog.pg_stat_xact_user_tables s JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.relid WHERE s.n_tup_ins + s.n_tup_upd + s.n_tup_del > 0";
+pub const COUNTS: &str = "SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_array(s.relid::pg_catalog.int8, s.schemaname, s.relname, s.n_tup_ins, s.n_tup_upd, s.n_tup_del, c.relkind::pg_catalog.text) ORDER BY s.schemaname, s.relname), '[]') FROM pg_catalog.pg_stat_xact_user_tables s JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.relid WHERE (s.n_tup_ins OPERATOR(pg_catalog.+) s.n_tup_upd OPERATOR(pg_catalog.+) s.n_tup_del) OPERATOR(pg_catalog.>) 0";
 
 /// A statement ruled `Review` by its Parse: what each execution adds to
 /// the pending review.
@@ -74,7 +102,31 @@ pub struct Pending {
     /// The statistics as the first reviewed statement arrived, by relid;
     /// `None` when they could not be read.
     pub baseline: Option<HashMap<u64, [i64; 3]>>,
+    /// Rows the reviewed UPDATEs and DELETEs were about to change, as they
+    /// were (unmasked until shown).
+    pub before: Vec<Before>,
+    /// Whether every reviewed UPDATE and DELETE had its rows sampled.
+    pub before_complete: bool,
+    /// Some changed more rows than `before` keeps.
+    pub before_more: bool,
 }
+
+/// What a lookup read as a reviewed statement arrived.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Arrival {
+    stats: Vec<(u64, i64, i64, i64)>,
+    before: Option<Vec<Before>>,
+}
+
+/// A row as it was before a reviewed statement changed it: its table's
+/// OID and name, the table's attribute numbers, the row.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Before(
+    u32,
+    String,
+    Option<HashMap<String, i16>>,
+    Option<serde_json::Map<String, Value>>,
+);
 
 /// A table the transaction changed since the baseline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,13 +170,14 @@ pub struct Review {
     pub pending: Option<Pending>,
     /// The message id whose lookup was asked for, and which.
     pub asked: Option<(u64, Asked)>,
-    /// A held COMMIT's tables, between its two lookups.
-    pub measured: Option<Vec<Changed>>,
+    /// A held COMMIT's tables, and the statistics as its first lookup read
+    /// them, between its two lookups.
+    pub measured: Option<(Vec<Changed>, String)>,
     /// A Bind's baseline lookup was asked for: its answer comes with the
     /// Bind judged again.
     pub bound_asked: bool,
-    /// The baseline a Bind's lookup read, for its Execute.
-    pub bound_baseline: Option<Option<HashMap<u64, [i64; 3]>>>,
+    /// What a Bind's lookup read, for its Execute.
+    pub bound_arrival: Option<Option<Arrival>>,
     /// The review a Bind judged with its row estimate needs, for its
     /// portal.
     pub bind_need: Option<Arc<Need>>,
@@ -133,6 +186,8 @@ pub struct Review {
     pub tx_parses: HashMap<u64, Transaction>,
     /// Portal → the same, as its Bind bound it.
     pub portals: HashMap<Vec<u8>, Arc<Need>>,
+    /// Portals bound since the last Sync.
+    batch_portals: std::collections::HashSet<Vec<u8>>,
     pub tx_portals: HashMap<Vec<u8>, Transaction>,
 }
 
@@ -147,12 +202,19 @@ impl Review {
 
     /// A ReadyForQuery: where the session is, for sure. Outside a block,
     /// no review is pending.
-    pub fn ready(&mut self, status: u8) {
+    pub fn ready(&mut self, status: u8, settled: bool) {
+        if !settled {
+            // An earlier point's status: it can only say a block ended.
+            if status == b'I' {
+                self.in_block = false;
+            }
+            return;
+        }
         self.status = status;
         self.in_block = status != b'I';
         self.batch_begin = false;
         self.moved = false;
-        self.bound_baseline = None;
+        self.bound_arrival = None;
         if status == b'I' {
             self.pending = None;
             self.savepoints = false;
@@ -163,6 +225,20 @@ impl Review {
     /// what follows.
     pub fn sync(&mut self) {
         self.batch_begin = false;
+        self.batch_portals.clear();
+    }
+
+    /// Whether `portal` was bound in the batch being sent: then what it
+    /// runs is what its Bind bound (had the Bind failed, the batch would be
+    /// skipped up to its Sync).
+    pub fn bound_in_batch(&self, portal: &[u8]) -> bool {
+        self.batch_portals.contains(portal)
+    }
+
+    /// A portal bound in an earlier batch was executed: whatever it runs,
+    /// the block may have ended.
+    pub fn unknown_executed(&mut self) {
+        self.ran_op(Some(Transaction::Rollback), true);
     }
 
     /// The statements of a simple Query forwarded to run.
@@ -214,6 +290,9 @@ impl Review {
     /// A Bind of Parse `id` (`None`: not a Parse airlock saw) to `portal`:
     /// the portal's Executes do what the statement does.
     pub fn bound(&mut self, portal: &[u8], id: Option<u64>) {
+        if self.batch_portals.len() < 1024 {
+            self.batch_portals.insert(portal.to_vec());
+        }
         let need = self.bind_need.take();
         match need
             .as_ref()
@@ -237,8 +316,22 @@ impl Review {
     }
 
     /// Adds reviewed statements to the pending review (the first begins
-    /// it, with `baseline`).
-    pub fn add(&mut self, need: &Need, text: String, baseline: Option<HashMap<u64, [i64; 3]>>) {
+    /// it, with the baseline) with what their lookup read as they arrived
+    /// (`None`: nothing could be read).
+    pub fn add(&mut self, need: &Need, text: String, arrival: Option<Arrival>) {
+        let (baseline, before) = match arrival {
+            Some(a) => (
+                Some(
+                    a.stats
+                        .into_iter()
+                        .map(|(r, i, u, d)| (r, [i, u, d]))
+                        .collect(),
+                ),
+                a.before,
+            ),
+            None => (None, None),
+        };
+        let changes_rows = need.statements.iter().any(Statement::modifies_rows);
         let pending = self.pending.get_or_insert_with(|| Pending {
             rule: need.rule.clone(),
             approvers: need.approvers.clone(),
@@ -247,7 +340,20 @@ impl Review {
             more: 0,
             statements: Vec::new(),
             baseline,
+            before: Vec::new(),
+            before_complete: true,
+            before_more: false,
         });
+        match before {
+            Some(rows) => {
+                let room = BEFORE_ROWS
+                    .saturating_sub(pending.before.len())
+                    .min(SAMPLE_ROWS);
+                pending.before_more |= rows.len() > room;
+                pending.before.extend(rows.into_iter().take(room));
+            }
+            None => pending.before_complete &= !changes_rows,
+        }
         if pending.texts.len() < SHOWN_STATEMENTS {
             pending.texts.push(text);
             pending.statements.extend(need.statements.iter().cloned());
@@ -282,14 +388,25 @@ impl Review {
     }
 }
 
-/// A baseline as [`BASELINE`] returned it.
-pub fn parse_baseline(json: &str) -> Option<HashMap<u64, [i64; 3]>> {
-    let rows: Vec<(u64, i64, i64, i64)> = serde_json::from_str(json).ok()?;
-    Some(
-        rows.into_iter()
-            .map(|(r, i, u, d)| (r, [i, u, d]))
-            .collect(),
-    )
+/// Whether the statistics a sample lookup read again (its `recount`) are
+/// those the COMMIT's first lookup read (`counts`).
+pub fn unchanged(counts: &str, samples: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Recount {
+        recount: Value,
+    }
+    match (
+        serde_json::from_str::<Value>(counts),
+        serde_json::from_str::<Recount>(samples),
+    ) {
+        (Ok(before), Ok(after)) => before == after.recount,
+        _ => false,
+    }
+}
+
+/// What [`arrival_sql`] returned.
+pub fn parse_arrival(json: &str) -> Option<Arrival> {
+    serde_json::from_str(json).ok()
 }
 
 /// The lookup sampling the rows this transaction wrote in each ordinary
@@ -306,17 +423,23 @@ pub fn samples_sql(changed: &[Changed]) -> Option<String> {
             format!(
                 "pg_catalog.json_build_object('relid', {relid}, \
                  'attnums', (SELECT pg_catalog.json_object_agg(a.attname, a.attnum) FROM pg_catalog.pg_attribute a \
-                 WHERE a.attrelid OPERATOR(pg_catalog.=) {relid}::pg_catalog.oid AND a.attnum > 0 AND NOT a.attisdropped), \
+                 WHERE a.attrelid OPERATOR(pg_catalog.=) {relid}::pg_catalog.oid AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped), \
                  'rows', (SELECT pg_catalog.json_agg(y.r) FROM (SELECT (SELECT pg_catalog.json_object_agg(e.key, pg_catalog.left(e.value, {})) \
                  FROM pg_catalog.json_each_text(pg_catalog.row_to_json(x)) e) AS r FROM (SELECT * FROM {table} \
                  WHERE xmin OPERATOR(pg_catalog.=) pg_catalog.xid(pg_catalog.pg_current_xact_id()) LIMIT {}) x) y))",
-                VALUE_CHARS + 1,
+                FETCHED_CHARS,
                 SAMPLE_ROWS + 1
             )
         })
         .collect();
-    (!samples.is_empty())
-        .then(|| format!("SELECT pg_catalog.json_build_array({})", samples.join(", ")))
+    // The statistics again, after sampling: a sample that ran code of the
+    // client's (a cast, a row security policy) must not have written.
+    (!samples.is_empty()).then(|| {
+        format!(
+            "SELECT pg_catalog.json_build_object('samples', pg_catalog.json_build_array({}), 'recount', ({COUNTS}))",
+            samples.join(", ")
+        )
+    })
 }
 
 /// What an approver sees of a pending review: rows per changed table, and
@@ -337,8 +460,12 @@ pub fn effect(
         attnums: Option<HashMap<String, i16>>,
         rows: Option<Vec<serde_json::Map<String, Value>>>,
     }
+    #[derive(serde::Deserialize)]
+    struct Sampled {
+        samples: Vec<Sample>,
+    }
     let samples: Vec<Sample> = match samples {
-        Some(json) => serde_json::from_str(json).ok()?,
+        Some(json) => serde_json::from_str::<Sampled>(json).ok()?.samples,
         None => Vec::new(),
     };
     let tables: Vec<Value> = changed
@@ -355,39 +482,35 @@ pub fn effect(
         let mut rows = sample.rows.unwrap_or_default();
         let more = rows.len() > SAMPLE_ROWS;
         rows.truncate(SAMPLE_ROWS);
-        let lineage = analyzer
-            .analyze(&format!(
-                "SELECT * FROM {}.{}",
-                ident(&c.schema),
-                ident(&c.name)
-            ))
-            .first()?
-            .lineage
-            .clone();
+        let table = format!("{}.{}", ident(&c.schema), ident(&c.name));
         let mut shown = Vec::with_capacity(rows.len());
         for row in rows {
-            let (names, mut values): (Vec<String>, Vec<Value>) = row.into_iter().unzip();
-            if let Some(m) = masking {
-                let origins: Vec<airlock_policy::masking::FieldOrigin> = names
-                    .iter()
-                    .map(|n| airlock_policy::masking::FieldOrigin::Oid {
-                        table: c.relid,
-                        attnum: attnums.get(n).copied().unwrap_or(0),
-                    })
-                    .collect();
-                let plan = m.masking.policy.plan(&m.catalog, &lineage, &origins);
-                m.masking.mask_json_row(&plan, &mut values);
-            }
-            let row: serde_json::Map<String, Value> = names
-                .into_iter()
-                .zip(values.into_iter().map(shorten))
-                .collect();
-            shown.push(Value::Object(row));
+            shown.push(masked(row, c.relid, &table, &attnums, masking, analyzer)?);
         }
         written.push(
             json!({"table": format!("{}.{}", c.schema, c.name), "rows": shown, "more": more}),
         );
     }
+    // The rows as they were, by table in the order met.
+    let mut before: Vec<(String, Vec<Value>)> = Vec::new();
+    for Before(relid, table, attnums, row) in &pending.before {
+        let row = masked(
+            row.clone().unwrap_or_default(),
+            *relid,
+            table,
+            attnums.as_ref().unwrap_or(&HashMap::new()),
+            masking,
+            analyzer,
+        )?;
+        match before.iter_mut().find(|(t, _)| t == table) {
+            Some((_, rows)) => rows.push(row),
+            None => before.push((table.clone(), vec![row])),
+        }
+    }
+    let before: Vec<Value> = before
+        .into_iter()
+        .map(|(table, rows)| json!({"table": table, "rows": rows}))
+        .collect();
     let sampled = changed.iter().filter(|c| c.plain).count();
     let mut statements = pending.texts.clone();
     if pending.more > 0 {
@@ -395,11 +518,45 @@ pub fn effect(
     }
     Some(json!({
         "tables": tables,
+        "rows_before": before,
         "written_rows": written,
         "statements": statements,
         "baseline": pending.baseline.is_some(),
-        "sample_complete": !savepoints && sampled <= SAMPLE_TABLES,
+        "sample_complete": !savepoints && sampled <= SAMPLE_TABLES && pending.before_complete,
+        "before_more": pending.before_more,
     }))
+}
+
+/// One sampled row of the table `relid` (named `table`, as SQL), masked as
+/// a result of `SELECT * FROM table` would be, each value cut.
+fn masked(
+    row: serde_json::Map<String, Value>,
+    relid: u32,
+    table: &str,
+    attnums: &HashMap<String, i16>,
+    masking: Option<&SessionMasking>,
+    analyzer: &airlock_sql::Analyzer,
+) -> Option<Value> {
+    let (names, mut values): (Vec<String>, Vec<Value>) = row.into_iter().unzip();
+    if let Some(m) = masking {
+        let analyzed = analyzer.analyze(&format!("SELECT * FROM {table}"));
+        let lineage = &analyzed.first()?.lineage;
+        let origins: Vec<airlock_policy::masking::FieldOrigin> = names
+            .iter()
+            .map(|n| airlock_policy::masking::FieldOrigin::Oid {
+                table: relid,
+                attnum: attnums.get(n).copied().unwrap_or(0),
+            })
+            .collect();
+        let plan = m.masking.policy.plan(&m.catalog, lineage, &origins);
+        m.masking.mask_json_row(&plan, &mut values);
+    }
+    Some(Value::Object(
+        names
+            .into_iter()
+            .zip(values.into_iter().map(shorten))
+            .collect(),
+    ))
 }
 
 impl Review {
@@ -440,6 +597,9 @@ mod tests {
             more: 0,
             statements: Vec::new(),
             baseline,
+            before: Vec::new(),
+            before_complete: true,
+            before_more: false,
         }
     }
 
@@ -476,14 +636,17 @@ mod tests {
     #[test]
     fn the_effect_is_the_difference_from_the_baseline() {
         let mut review = Review::new(true);
-        review.pending = Some(pending(parse_baseline("[[16396, 3, 0, 0]]")));
+        review.pending = Some(pending(Some(HashMap::from([(16396, [3, 0, 0])]))));
         let changed = review
             .changed(r#"[[16396, "public", "t", 4, 1, 1, "r"], [17000, "public", "u", 2, 0, 0, "r"], [17001, "public", "v", 0, 0, 0, "r"]]"#)
             .unwrap();
         assert_eq!(changed.len(), 2, "{changed:?}");
         assert_eq!(changed[0].rows, [1, 1, 1]);
-        let samples = r#"[{"relid": 16396, "attnums": {"id": 1, "name": 2},
-                          "rows": [{"id": "2", "name": "z"}, {"id": "4", "name": "d"}]}]"#;
+        let samples = r#"{"samples": [{"relid": 16396, "attnums": {"id": 1, "name": 2},
+                          "rows": [{"id": "2", "name": "z"}, {"id": "4", "name": "d"}]}],
+                          "recount": [[1, "public", "t", 1, 0, 0, "r"]]}"#;
+        assert!(unchanged(r#"[[1, "public", "t", 1, 0, 0, "r"]]"#, samples));
+        assert!(!unchanged(r#"[[1, "public", "t", 2, 0, 0, "r"]]"#, samples));
         let analyzer = airlock_sql::Analyzer::new(&[]);
         let p = review.pending.as_ref().unwrap();
         let e = effect(p, &changed, Some(samples), false, None, &analyzer).unwrap();
@@ -513,7 +676,7 @@ mod tests {
             ..Statement::unknown("", (0, 0))
         };
         let mut r = Review::new(true);
-        r.ready(b'I');
+        r.ready(b'I', true);
         // A BEGIN in a Query may fail with an earlier statement.
         r.ran(std::slice::from_ref(&begin));
         assert!(!r.open());
@@ -521,9 +684,20 @@ mod tests {
         assert!(r.open(), "a BEGIN earlier in the same batch");
         r.sync();
         assert!(!r.open(), "not past its batch's Sync");
-        r.ready(b'T');
+        r.ready(b'T', true);
         assert!(r.open());
         r.executed(Transaction::Rollback);
         assert!(!r.open(), "a forwarded ROLLBACK lowers it at once");
+        // A late ReadyForQuery (others still unanswered) says nothing of
+        // now: it neither raises the block nor ends a review.
+        r.ready(b'T', true);
+        r.pending = Some(pending(None));
+        r.executed(Transaction::Rollback);
+        r.ready(b'T', false);
+        assert!(!r.open());
+        r.ready(b'I', false);
+        assert!(r.pending.is_some(), "only a settled 'I' ends the review");
+        r.ready(b'I', true);
+        assert!(r.pending.is_none());
     }
 }

@@ -106,6 +106,20 @@ pub fn another(pending: &str, rule: &str) -> Denial {
     }
 }
 
+/// A SQL PREPARE or DEALLOCATE of a name the client prepared with the
+/// protocol, on a session whose commits are reviewed: the protocol's Binds
+/// of the name would run what airlock did not judge them by.
+pub fn renamed() -> Denial {
+    Denial {
+        message: "airlock: commit review is on for this session, and a SQL PREPARE or DEALLOCATE may not reuse a name prepared with the protocol; the statement was not run".into(),
+        hint: Hint::never(
+            "review_commit",
+            "prepare it under another name, or with the protocol's Parse",
+        ),
+        by: DeniedBy::Rule("review_commit".into()),
+    }
+}
+
 fn alone(rule: &str) -> Denial {
     Denial {
         message: format!(

@@ -20,6 +20,7 @@
 
 pub mod cache;
 pub mod disclosure;
+pub mod image;
 mod lineage;
 pub mod literals;
 pub mod mysql;

@@ -638,7 +638,7 @@ mod tests {
                 _ => Verdict::Forward,
             }
         }
-        fn ready(&mut self, status: u8) {
+        fn ready(&mut self, status: u8, _: bool) {
             self.ready.push(status);
         }
         fn parameter_status(&mut self, _: &str, _: &str) {}

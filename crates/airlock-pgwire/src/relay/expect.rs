@@ -295,7 +295,9 @@ impl<I: Inspector> Relay<I> {
                 Route::Swallow
             }
             (Expect::Internal(Internal::Execute), b'C') => {
-                if let Some(Held::Bound { plan }) = self.held.take() {
+                if let Some(Held::Bound { .. }) = self.held
+                    && let Some(Held::Bound { plan }) = self.held.take()
+                {
                     self.fetched = Some(plan);
                     self.resume_pending = true;
                 }

@@ -166,8 +166,10 @@ pub trait Inspector {
         Verdict::Forward
     }
     /// The upstream answered the client's messages up to here with
-    /// ReadyForQuery: the transaction status (`I`, `T` or `E`).
-    fn ready(&mut self, _status: u8) {}
+    /// ReadyForQuery: the transaction status (`I`, `T` or `E`). `settled`:
+    /// nothing the client sent since is unanswered, so the status is the
+    /// session's now (otherwise it is that of an earlier point).
+    fn ready(&mut self, _status: u8, _settled: bool) {}
     /// A Sync is forwarded: the client's extended batch ends (an error in
     /// it skips the rest of the batch only up to here).
     fn sync(&mut self) {}

@@ -524,8 +524,9 @@ impl<I: Inspector> Relay<I> {
             match h.tag {
                 b'Z' if body.len() == 1 => {
                     self.status = body[0];
-                    self.inspector.ready(body[0]);
                     self.unanswered = self.unanswered.saturating_sub(1);
+                    let settled = self.unanswered == 0 && !self.unsynced;
+                    self.inspector.ready(body[0], settled);
                     if self.barrier && self.unanswered == 0 {
                         self.barrier = false;
                         resume = true;

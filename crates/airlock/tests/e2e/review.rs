@@ -688,3 +688,118 @@ async fn a_review_that_times_out_commits_nothing_and_savepoints_mark_the_sample_
     client.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(balances(&t), "100,200,300");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn late_answers_stale_portals_and_renamed_statements_do_not_end_a_review() {
+    use tokio::io::AsyncWriteExt;
+    let gw = Gateway::start(&config()).await;
+    let (t, _log, _drop) = accounts();
+    let devin = gw.token("devin", &["writers"]);
+    let bob = gw.token("bob", &["dba"]);
+
+    // A ROLLBACK's answer arriving while a batch behind it is still
+    // unanswered does not end the review that batch's write joined.
+    let mut s = common::raw_login(gw.pg, "admin", "test", &devin).await;
+    s.write_all(&query("BEGIN")).await.unwrap();
+    s.write_all(&query(&format!(
+        "UPDATE {t} SET balance = balance WHERE false"
+    )))
+    .await
+    .unwrap();
+    answers(&mut s, 2).await;
+    let mut pipelined = query("ROLLBACK");
+    let mut batch = common::message(b'P', b"\0BEGIN\0\0\0");
+    batch.extend_from_slice(&common::message(b'B', b"\0\0\0\0\0\0\0\0"));
+    batch.extend_from_slice(&common::message(b'E', b"\0\0\0\0\0"));
+    pipelined.extend_from_slice(&batch);
+    pipelined.extend_from_slice(&extended(&format!(
+        "UPDATE {t} SET balance = 0 WHERE id = 2"
+    )));
+    s.write_all(&pipelined).await.unwrap();
+    let got = answers(&mut s, 2).await;
+    assert!(codes(&got).is_empty(), "{:?}", codes(&got));
+    assert_eq!(got.last().unwrap().body, b"T");
+    s.write_all(&query("COMMIT")).await.unwrap();
+    let held = pending(&gw, &bob).await;
+    decide(&gw, &bob, held["id"].as_str().unwrap(), "deny", "caught").await;
+    let got = answers(&mut s, 1).await;
+    assert_eq!(codes(&got), ["42501"], "{got:?}");
+    s.write_all(&query("ROLLBACK")).await.unwrap();
+    answers(&mut s, 1).await;
+    assert_eq!(balances(&t), "100,200,300");
+
+    // While a review is pending, a portal bound in an earlier batch is not
+    // executed: it could be a COMMIT by now.
+    s.write_all(&query("BEGIN")).await.unwrap();
+    s.write_all(&query(&format!("UPDATE {t} SET balance = 1 WHERE id = 1")))
+        .await
+        .unwrap();
+    answers(&mut s, 2).await;
+    let mut bind = common::message(b'P', b"\0SELECT 1\0\0\0");
+    bind.extend_from_slice(&common::message(b'B', b"p\0\0\0\0\0\0\0\0"));
+    bind.extend_from_slice(&common::message(b'S', b""));
+    s.write_all(&bind).await.unwrap();
+    answers(&mut s, 1).await;
+    let mut exec = common::message(b'E', b"p\0\0\0\0\0");
+    exec.extend_from_slice(&common::message(b'S', b""));
+    s.write_all(&exec).await.unwrap();
+    let got = answers(&mut s, 1).await;
+    assert_eq!(codes(&got), ["42501"], "{got:?}");
+    s.write_all(&query("ROLLBACK")).await.unwrap();
+    answers(&mut s, 1).await;
+
+    // A SQL PREPARE may not take a protocol-prepared name: Binds of it
+    // would run a statement airlock judged as another.
+    let mut parse = common::message(b'P', b"s1\0SELECT 1\0\0\0");
+    parse.extend_from_slice(&common::message(b'S', b""));
+    s.write_all(&parse).await.unwrap();
+    answers(&mut s, 1).await;
+    s.write_all(&query(&format!(
+        "DEALLOCATE s1; PREPARE s1 AS UPDATE {t} SET balance = 0 WHERE id = 3"
+    )))
+    .await
+    .unwrap();
+    let got = answers(&mut s, 1).await;
+    assert_eq!(codes(&got), ["42501"], "{got:?}");
+    assert_eq!(balances(&t), "100,200,300");
+    assert_eq!(approvals(&gw, &bob, "pending").await.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_on_the_search_path_cannot_hide_the_effect() {
+    let gw = Gateway::start(&config()).await;
+    let (t, _log, _drop) = accounts();
+    let schema = unique("evil");
+    let _schema = Cleanup::sql(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+    let devin = gw.token("devin", &["writers"]);
+    let bob = gw.token("bob", &["dba"]);
+    let client = gw.client("admin", &devin).await.unwrap();
+    // A `>` that always says "nothing changed", first on the path.
+    direct(&format!(
+        "CREATE SCHEMA {schema};
+         CREATE FUNCTION {schema}.never(bigint, integer) RETURNS boolean LANGUAGE sql AS 'SELECT false';
+         CREATE OPERATOR {schema}.> (LEFTARG = bigint, RIGHTARG = integer, FUNCTION = {schema}.never);
+         GRANT USAGE ON SCHEMA {schema} TO PUBLIC"
+    ));
+    client
+        .batch_execute(&format!("SET search_path = {schema}, pg_catalog, public"))
+        .await
+        .unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute(&format!("UPDATE {t} SET balance = 0 WHERE id = 1"))
+        .await
+        .unwrap();
+    let commit = tokio::spawn(async move {
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| sqlstate(&e))
+    });
+    let held = pending(&gw, &bob).await;
+    let effect = &held["detail"]["effect"];
+    assert_eq!(effect["tables"][0]["updated"], 1, "{effect}");
+    decide(&gw, &bob, held["id"].as_str().unwrap(), "deny", "no").await;
+    assert_eq!(commit.await.unwrap(), Err("42501".to_string()));
+    assert_eq!(balances(&t), "100,200,300");
+}
