@@ -218,6 +218,10 @@ pub struct Effect {
     /// rows as it left them, values as text.
     #[serde(default)]
     pub written_rows: Vec<WrittenRows>,
+    /// Per table: a masked sample of the rows the reviewed UPDATEs and
+    /// DELETEs sent as simple queries were about to change, as they were.
+    #[serde(default)]
+    pub rows_before: Vec<WrittenRows>,
     /// The reviewed statements, redacted.
     #[serde(default)]
     pub statements: Vec<String>,
@@ -226,8 +230,10 @@ pub struct Effect {
     /// transactions of the session not yet flushed to the statistics).
     #[serde(default)]
     pub baseline: bool,
-    /// Whether every row the transaction wrote could be sampled (not when
-    /// a savepoint was used, or more tables changed than are sampled).
+    /// Whether every row the transaction wrote could be sampled, and the
+    /// rows before every reviewed UPDATE and DELETE (not when a savepoint
+    /// was used, more tables changed than are sampled, or a reviewed
+    /// statement was sent with the extended protocol or called a function).
     #[serde(default)]
     pub sample_complete: bool,
 }

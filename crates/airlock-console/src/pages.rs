@@ -466,6 +466,12 @@ pub(crate) async fn approval(
                 }
                 @if !effect.baseline { p class="empty" { "Counts may include earlier writes of the session not yet flushed to the statistics." } }
                 @if !effect.sample_complete { p class="empty" { "The sample is incomplete: rows written under a savepoint, or beyond 8 tables, are not shown." } }
+                @for w in &effect.rows_before {
+                    h3 { "Rows of " (w.table) " before the reviewed statements (masked sample)" }
+                    ul class="sample before" {
+                        @for row in &w.rows { li { code { (serde_json::Value::Object(row.clone())) } } }
+                    }
+                }
                 @for w in &effect.written_rows {
                     h3 { "Rows written to " (w.table) " (masked sample)" }
                     @if w.rows.is_empty() {

@@ -593,6 +593,18 @@ fn effect_text(effect: &airlock_api::approvals::Effect) -> String {
     if !effect.sample_complete {
         out.push_str("  (the sample is incomplete: rows written under a savepoint, or beyond 8 tables, are not shown)\n");
     }
+    for w in &effect.rows_before {
+        out.push_str(&format!(
+            "\nRows of {} before the reviewed statements (masked sample):\n",
+            printable(&w.table)
+        ));
+        for row in &w.rows {
+            out.push_str(&block(
+                &serde_json::Value::Object(row.clone()).to_string(),
+                "  ",
+            ));
+        }
+    }
     for w in &effect.written_rows {
         out.push_str(&format!(
             "\nRows written to {} (masked sample):\n",

@@ -321,8 +321,17 @@ async fn a_reviewed_commit_shows_its_measured_effect_in_the_browser() {
         effect.contains("Updated") && effect.contains('2'),
         "{effect}"
     );
-    let sample = b.text("reviewer", "ul.sample");
-    assert_eq!(b.count("reviewer", "ul.sample li"), 2, "{sample}");
+    let sample = b.text("reviewer", "ul.sample:not(.before)");
+    assert_eq!(
+        b.count("reviewer", "ul.sample:not(.before) li"),
+        2,
+        "{sample}"
+    );
+    // The rows as they were, before the UPDATE.
+    let before = b.text("reviewer", "ul.sample.before");
+    assert_eq!(b.count("reviewer", "ul.sample.before li"), 2, "{before}");
+    assert!(before.contains("\"id\":\"1\""), "{before}");
+    assert!(!before.contains("person1@example.com"), "masked: {before}");
     assert!(sample.contains("\"id\":\"11\""), "{sample}");
     assert!(!sample.contains("person1@example.com"), "masked: {sample}");
     assert!(sample.contains("@example.com"), "{sample}");

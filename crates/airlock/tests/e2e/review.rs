@@ -189,6 +189,15 @@ async fn psql_commit_waits_for_an_approver_who_sees_the_measured_effect() {
         "{effect}"
     );
     assert_eq!(effect["sample_complete"], true, "{effect}");
+    // And as they were before the UPDATE.
+    let before = &effect["rows_before"][0];
+    assert_eq!(before["table"], t.as_str(), "{effect}");
+    let old = before["rows"].as_array().unwrap();
+    assert_eq!(old.len(), 2, "{effect}");
+    assert!(
+        old.iter().any(|r| r["balance"] == "100" && r["id"] == "1"),
+        "{effect}"
+    );
     for email in ["ann@example.com", "bo@example.com", "ann@", "bo@"] {
         assert!(
             !effect.to_string().contains(email),
