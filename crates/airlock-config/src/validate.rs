@@ -1170,9 +1170,9 @@ unsafe_functions: ['']
                 "t.yaml: guardrails[0].match.effects[1]: unknown effect \"teleport\"",
                 "t.yaml: guardrails[1].name: \"a\" is already the name of guardrails[0]",
                 "t.yaml: guardrails[1].match.statements[1]: unknown statement kind \"erase\"",
-                "t.yaml: guardrails[1].approvers: required with action: approve",
+                "t.yaml: guardrails[1].approvers: required with action: approve or review_commit",
                 "t.yaml: guardrails[2].match: matches every statement; give at least one condition",
-                "t.yaml: guardrails[3].approvers: only meaningful with action: approve",
+                "t.yaml: guardrails[3].approvers: only meaningful with action: approve or review_commit",
                 "t.yaml: guardrails[4].hint: only meaningful with action: deny",
                 "t.yaml: guardrails[5].hint: must be one line of at most 200 bytes",
                 "t.yaml: unsafe_functions[0]: must be a function name",
@@ -1199,13 +1199,18 @@ unsafe_functions: ['']
   - {{name: b, {rows}, action: approve, approvers: [dba], min_approvals: 11}}
   - {{name: c, {rows}, action: deny, min_approvals: 2}}
   - {{name: d, {rows}, action: approve, approvers: [], min_approvals: 2}}
+  - {{name: e, {rows}, action: review_commit}}
+  - {{name: f, {rows}, action: review_commit, approvers: [dba], min_approvals: 11}}
+  - {{name: g, {rows}, action: review_commit, approvers: [dba], min_approvals: 2}}
 "
             ),
             &[
                 "t.yaml: guardrails[0].min_approvals: must be between 1 and 10",
                 "t.yaml: guardrails[1].min_approvals: must be between 1 and 10",
-                "t.yaml: guardrails[2].min_approvals: only meaningful with action: approve",
-                "t.yaml: guardrails[3].approvers: required with action: approve",
+                "t.yaml: guardrails[2].min_approvals: only meaningful with action: approve or review_commit",
+                "t.yaml: guardrails[3].approvers: required with action: approve or review_commit",
+                "t.yaml: guardrails[4].approvers: required with action: approve or review_commit",
+                "t.yaml: guardrails[5].min_approvals: must be between 1 and 10",
             ],
         );
         let config = Config::from_yaml_str(
