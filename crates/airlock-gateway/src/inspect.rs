@@ -554,18 +554,34 @@ impl PolicyInspector {
         // With commit review, a SQL PREPARE or DEALLOCATE must not change
         // what a protocol-prepared name runs behind the relay's back: its
         // Binds are judged by the Parse that made it.
-        if self.review.enabled
-            && !matches!(ruling, Ruling::Deny(_))
-            && statements.iter().any(|s| {
-                matches!(s.kind, StatementKind::Prepare | StatementKind::Deallocate)
-                    && s.name
-                        .as_ref()
-                        .map_or(!self.protocol_names.is_empty(), |n| {
-                            self.protocol_names.contains(n.as_bytes())
-                        })
-            })
-        {
-            return refusal(airlock_policy::review::renamed());
+        if self.review.enabled && !matches!(ruling, Ruling::Deny(_)) {
+            let renames = statements
+                .iter()
+                .any(|s| match (s.kind, s.name.as_deref()) {
+                    (StatementKind::Prepare | StatementKind::Deallocate, Some(n))
+                        if self.protocol_names.contains(n.as_bytes()) =>
+                    {
+                        true
+                    }
+                    (StatementKind::Deallocate, None) => !self.protocol_names.is_empty(),
+                    // A name prepared before in SQL: a protocol Parse of
+                    // `EXECUTE name` was judged by what it was.
+                    (StatementKind::Prepare, Some(n)) => self.review.sql_names.contains(n),
+                    _ => false,
+                });
+            if renames {
+                return refusal(airlock_policy::review::renamed());
+            }
+            for s in statements
+                .iter()
+                .filter(|s| s.kind == StatementKind::Prepare)
+            {
+                if let Some(n) = &s.name
+                    && self.review.sql_names.len() < 4096
+                {
+                    self.review.sql_names.insert(n.clone());
+                }
+            }
         }
         if let Some(verdict) = self.commit_gate(id, &text, statements, plan, &ruling) {
             return verdict;
@@ -890,19 +906,22 @@ impl PolicyInspector {
     /// the pending review (inside a block only); a COMMIT portal while one
     /// is pending is refused (the extended protocol's COMMIT cannot be
     /// measured). `None`: as usual.
-    fn review_execute(&mut self, portal: &[u8]) -> Option<Verdict> {
-        if !self.review.bound_in_batch(portal) {
-            // Bound in an earlier batch: what the name runs now is not
-            // known for sure (a transaction's end drops portals, a cursor
-            // may take the name). It may end the block; while a review is
-            // pending it may not run.
+    fn review_execute(&mut self, portal: &[u8], fresh: bool) -> Option<Verdict> {
+        if !fresh {
+            // Not right after its Bind: what the name runs now is not known
+            // for sure. It may end the block; while a review is pending, or
+            // when the name was bound to a reviewed statement, it may not
+            // run.
             self.review.unknown_executed();
-            return self.review.pending.as_ref().map(|p| {
-                refusal(airlock_policy::review::unmeasured(
-                    &p.rule,
-                    "a portal bound in an earlier batch may be a COMMIT by now: bind it again in the batch that executes it",
-                ))
-            });
+            let rule = match (&self.review.pending, self.review.portals.get(portal)) {
+                (Some(p), _) => &p.rule,
+                (None, Some(need)) => &need.rule,
+                (None, None) => return None,
+            };
+            return Some(refusal(airlock_policy::review::unmeasured(
+                rule,
+                "a portal executed other than right after its Bind may be a COMMIT, or a reviewed write, by now: bind it again just before executing it",
+            )));
         }
         if let Some(op) = self.review.tx_portals.get(portal).copied() {
             if let Some(p) = &self.review.pending
@@ -1511,14 +1530,14 @@ impl Inspector for PolicyInspector {
         }
     }
 
-    fn execute(&mut self, portal: &[u8]) -> Verdict {
+    fn execute(&mut self, portal: &[u8], fresh: bool) -> Verdict {
         // A suspended portal's next rows need no new Bind: a spent rows or
         // bytes budget refuses them too.
         if let Some(exceeded) = crate::results_spent(self.policy.budget.as_ref(), "postgres") {
             return limit_refusal(&exceeded);
         }
         if self.review.enabled
-            && let Some(verdict) = self.review_execute(portal)
+            && let Some(verdict) = self.review_execute(portal, fresh)
         {
             return verdict;
         }

@@ -186,8 +186,10 @@ pub struct Review {
     pub tx_parses: HashMap<u64, Transaction>,
     /// Portal → the same, as its Bind bound it.
     pub portals: HashMap<Vec<u8>, Arc<Need>>,
-    /// Portals bound since the last Sync.
-    batch_portals: std::collections::HashSet<Vec<u8>>,
+    /// Names prepared with SQL PREPARE in the session: with review, never
+    /// prepared again (a protocol Parse of `EXECUTE name` was judged by
+    /// what the name was).
+    pub sql_names: std::collections::HashSet<String>,
     pub tx_portals: HashMap<Vec<u8>, Transaction>,
 }
 
@@ -205,8 +207,13 @@ impl Review {
     pub fn ready(&mut self, status: u8, settled: bool) {
         if !settled {
             // An earlier point's status: it can only say a block ended.
+            // The review stays, but its baseline may be flushed already:
+            // counted from zero instead (more, never less).
             if status == b'I' {
                 self.in_block = false;
+                if let Some(p) = self.pending.as_mut() {
+                    p.baseline = None;
+                }
             }
             return;
         }
@@ -225,14 +232,6 @@ impl Review {
     /// what follows.
     pub fn sync(&mut self) {
         self.batch_begin = false;
-        self.batch_portals.clear();
-    }
-
-    /// Whether `portal` was bound in the batch being sent: then what it
-    /// runs is what its Bind bound (had the Bind failed, the batch would be
-    /// skipped up to its Sync).
-    pub fn bound_in_batch(&self, portal: &[u8]) -> bool {
-        self.batch_portals.contains(portal)
     }
 
     /// A portal bound in an earlier batch was executed: whatever it runs,
@@ -290,9 +289,6 @@ impl Review {
     /// A Bind of Parse `id` (`None`: not a Parse airlock saw) to `portal`:
     /// the portal's Executes do what the statement does.
     pub fn bound(&mut self, portal: &[u8], id: Option<u64>) {
-        if self.batch_portals.len() < 1024 {
-            self.batch_portals.insert(portal.to_vec());
-        }
         let need = self.bind_need.take();
         match need
             .as_ref()

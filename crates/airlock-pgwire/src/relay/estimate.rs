@@ -95,9 +95,13 @@ impl<I: Inspector> Relay<I> {
         // a second statement under cover of the EXPLAIN.
         let explain = sql.as_str();
         let savepoint = format!("SAVEPOINT {ESTIMATE_SAVEPOINT}");
+        let rollback = format!("ROLLBACK TO SAVEPOINT {ESTIMATE_SAVEPOINT}");
         let release = format!("RELEASE SAVEPOINT {ESTIMATE_SAVEPOINT}");
         if in_block {
-            internal_batch(&[&savepoint, explain, &release], to_upstream);
+            // Rolled back even when it succeeds: a lookup only reads, and
+            // whatever code of the client's it ran (an operator, a cast)
+            // keeps nothing.
+            internal_batch(&[&savepoint, explain, &rollback, &release], to_upstream);
         } else {
             internal_batch(&[explain], to_upstream);
         }
@@ -656,7 +660,7 @@ mod tests {
             .filter(|m| m.tag == b'P')
             .map(|m| String::from_utf8_lossy(&m.body).into_owned())
             .collect();
-        assert_eq!(parses.len(), 3, "{parses:?}");
+        assert_eq!(parses.len(), 4, "{parses:?}");
         assert!(
             parses[0].contains("SAVEPOINT airlock_estimate"),
             "{parses:?}"
@@ -666,7 +670,11 @@ mod tests {
             "verbatim: {parses:?}"
         );
         assert!(
-            parses[2].contains("RELEASE SAVEPOINT airlock_estimate"),
+            parses[2].contains("ROLLBACK TO SAVEPOINT airlock_estimate"),
+            "{parses:?}"
+        );
+        assert!(
+            parses[3].contains("RELEASE SAVEPOINT airlock_estimate"),
             "{parses:?}"
         );
         let mut up = cat(&[

@@ -158,11 +158,14 @@ pub trait Inspector {
             message: "airlock: the FunctionCall protocol message is not supported; call the function in a SQL statement".into(),
         }
     }
-    /// An Execute of portal `portal` (the inspector saw its Bind). Asked
-    /// only for Executes the upstream will run (not after an error in their
-    /// batch); on the hot path, so it should answer fast when nothing is
-    /// held.
-    fn execute(&mut self, _portal: &[u8]) -> Verdict {
+    /// An Execute of portal `portal`. Asked only for Executes the upstream
+    /// will run (not after an error in their batch); on the hot path, so it
+    /// should answer fast when nothing is held. `fresh`: the message just
+    /// before it (but for Describes and Flushes) was its Bind, so it runs
+    /// what that Bind bound (had the Bind failed, the Execute would be
+    /// skipped); otherwise the name may stand for anything by now (a
+    /// transaction's end drops portals, SQL may declare a cursor of it).
+    fn execute(&mut self, _portal: &[u8], _fresh: bool) -> Verdict {
         Verdict::Forward
     }
     /// The upstream answered the client's messages up to here with

@@ -117,6 +117,9 @@ pub struct Relay<I: Inspector> {
     resume_pending: bool,
     /// Lookups run for the Query at the front of the input.
     lookups: u8,
+    /// The portal the last Bind named, unless a message other than a
+    /// Describe or a Flush followed it.
+    last_bind: Option<Vec<u8>>,
 }
 
 impl<I: Inspector> Relay<I> {
@@ -150,6 +153,7 @@ impl<I: Inspector> Relay<I> {
             new_hold: false,
             resume_pending: false,
             lookups: 0,
+            last_bind: None,
         }
     }
 
@@ -378,15 +382,19 @@ impl<I: Inspector> Relay<I> {
                         v => v,
                     }
                 }
-                b'E' if !self.skipping => match self.inspector.execute(cstr(body)?) {
-                    Verdict::Hold => {
-                        to_upstream.extend_from_slice(&input[..end]);
-                        input.advance(end);
-                        self.hold();
-                        return Ok(flow);
+                b'E' if !self.skipping => {
+                    let portal = cstr(body)?;
+                    let fresh = self.last_bind.as_deref() == Some(portal);
+                    match self.inspector.execute(portal, fresh) {
+                        Verdict::Hold => {
+                            to_upstream.extend_from_slice(&input[..end]);
+                            input.advance(end);
+                            self.hold();
+                            return Ok(flow);
+                        }
+                        v => v,
                     }
-                    v => v,
-                },
+                }
                 b'X' => {
                     end += h.total_len;
                     flow = ClientFlow::Terminate;
@@ -406,6 +414,15 @@ impl<I: Inspector> Relay<I> {
             };
             if matches!(h.tag, b'Q' | b'P' | b'F') {
                 self.next_id = id;
+            }
+            // The portal the last message bound, while only a Describe or
+            // a Flush follows it.
+            match h.tag {
+                b'B' => {
+                    self.last_bind = Some(cstr(body)?.to_vec());
+                }
+                b'D' | b'H' => {}
+                _ => self.last_bind = None,
             }
             self.track_client(h.tag, body, id)?;
             match h.tag {
@@ -776,7 +793,7 @@ mod tests {
         fn parse(&mut self, _: u64, _: &[u8], _: &[u8], _: &[u8]) -> Verdict {
             Verdict::Forward
         }
-        fn execute(&mut self, portal: &[u8]) -> Verdict {
+        fn execute(&mut self, portal: &[u8], _: bool) -> Verdict {
             if portal == b"h" {
                 self.decide()
             } else {

@@ -812,3 +812,83 @@ async fn operators_on_the_search_path_cannot_hide_the_effect() {
     assert_eq!(commit.await.unwrap(), Err("42501".to_string()));
     assert_eq!(balances(&t), "100,200,300");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn portals_and_prepared_names_cannot_carry_a_write_past_review() {
+    use tokio::io::AsyncWriteExt;
+    let gw = Gateway::start(&config()).await;
+    let (t, _log, _drop) = accounts();
+    let devin = gw.token("devin", &["writers"]);
+    let bob = gw.token("bob", &["dba"]);
+    let mut s = common::raw_login(gw.pg, "admin", "test", &devin).await;
+    let parse =
+        |name: &str, sql: &str| common::message(b'P', format!("{name}\0{sql}\0\0\0").as_bytes());
+    let bind = |portal: &str, stmt: &str| {
+        common::message(b'B', format!("{portal}\0{stmt}\0\0\0\0\0\0\0").as_bytes())
+    };
+    let execute = |portal: &str| common::message(b'E', format!("{portal}\0\0\0\0\0").as_bytes());
+    let sync = || common::message(b'S', b"");
+    let update = format!("UPDATE {t} SET balance = 0 WHERE id = 1");
+
+    // A reviewed statement bound in one batch and executed in the next,
+    // with no review pending yet, is refused: it would join no review.
+    s.write_all(&query("BEGIN")).await.unwrap();
+    answers(&mut s, 1).await;
+    let mut b1 = parse("u", &update);
+    b1.extend_from_slice(&bind("p", "u"));
+    b1.extend_from_slice(&sync());
+    s.write_all(&b1).await.unwrap();
+    answers(&mut s, 1).await;
+    let mut b2 = execute("p");
+    b2.extend_from_slice(&sync());
+    s.write_all(&b2).await.unwrap();
+    let got = answers(&mut s, 1).await;
+    assert_eq!(codes(&got), ["42501"], "{got:?}");
+    s.write_all(&query("ROLLBACK")).await.unwrap();
+    answers(&mut s, 1).await;
+
+    // A portal bound to BEGIN, closed, and its name taken by a cursor: its
+    // Execute is no BEGIN, and the write behind it is refused.
+    let mut b = parse("b", "BEGIN");
+    b.extend_from_slice(&bind("q", "b"));
+    b.extend_from_slice(&common::message(b'C', b"Pq\0"));
+    b.extend_from_slice(&parse("d", "DECLARE q CURSOR WITH HOLD FOR SELECT 1"));
+    b.extend_from_slice(&bind("", "d"));
+    b.extend_from_slice(&execute(""));
+    b.extend_from_slice(&execute("q"));
+    b.extend_from_slice(&parse("", &update));
+    b.extend_from_slice(&bind("", ""));
+    b.extend_from_slice(&execute(""));
+    b.extend_from_slice(&sync());
+    s.write_all(&b).await.unwrap();
+    let got = answers(&mut s, 1).await;
+    assert_eq!(codes(&got), ["42501"], "{got:?}");
+    assert!(
+        common::error_message(&got).is_some_and(|m| m.contains("needs a transaction block")),
+        "the write is what was refused: {:?}",
+        common::error_message(&got)
+    );
+    assert_eq!(balances(&t), "100,200,300");
+    s.write_all(&query("CLOSE q")).await.unwrap();
+    answers(&mut s, 1).await;
+
+    // `EXECUTE p` prepared with the protocol is judged by what `p` was: a
+    // SQL PREPARE may not make `p` something else later.
+    s.write_all(&query("PREPARE p1 AS SELECT 1")).await.unwrap();
+    answers(&mut s, 1).await;
+    let mut p = parse("x", "EXECUTE p1");
+    p.extend_from_slice(&sync());
+    s.write_all(&p).await.unwrap();
+    answers(&mut s, 1).await;
+    s.write_all(&query(&format!(
+        "BEGIN; DEALLOCATE p1; PREPARE p1 AS {update}"
+    )))
+    .await
+    .unwrap();
+    let got = answers(&mut s, 1).await;
+    assert_eq!(codes(&got), ["42501"], "{got:?}");
+    s.write_all(&query("ROLLBACK")).await.unwrap();
+    answers(&mut s, 1).await;
+    assert_eq!(balances(&t), "100,200,300");
+    assert_eq!(approvals(&gw, &bob, "pending").await.len(), 0);
+}
