@@ -117,9 +117,10 @@ pub struct Relay<I: Inspector> {
     resume_pending: bool,
     /// Lookups run for the Query at the front of the input.
     lookups: u8,
-    /// The portal the last Bind named, unless a message other than a
-    /// Describe or a Flush followed it.
-    last_bind: Option<Vec<u8>>,
+    /// The portal the last Bind named, valid unless a message other than
+    /// a Describe or a Flush followed it.
+    last_bind: Vec<u8>,
+    last_bind_valid: bool,
 }
 
 impl<I: Inspector> Relay<I> {
@@ -153,7 +154,8 @@ impl<I: Inspector> Relay<I> {
             new_hold: false,
             resume_pending: false,
             lookups: 0,
-            last_bind: None,
+            last_bind: Vec::new(),
+            last_bind_valid: false,
         }
     }
 
@@ -384,7 +386,7 @@ impl<I: Inspector> Relay<I> {
                 }
                 b'E' if !self.skipping => {
                     let portal = cstr(body)?;
-                    let fresh = self.last_bind.as_deref() == Some(portal);
+                    let fresh = self.last_bind_valid && self.last_bind == portal;
                     match self.inspector.execute(portal, fresh) {
                         Verdict::Hold => {
                             to_upstream.extend_from_slice(&input[..end]);
@@ -419,10 +421,13 @@ impl<I: Inspector> Relay<I> {
             // a Flush follows it.
             match h.tag {
                 b'B' => {
-                    self.last_bind = Some(cstr(body)?.to_vec());
+                    // The buffer is reused: no allocation per Bind.
+                    self.last_bind.clear();
+                    self.last_bind.extend_from_slice(cstr(body)?);
+                    self.last_bind_valid = true;
                 }
                 b'D' | b'H' => {}
-                _ => self.last_bind = None,
+                _ => self.last_bind_valid = false,
             }
             self.track_client(h.tag, body, id)?;
             match h.tag {
