@@ -111,6 +111,28 @@ pub struct Pending {
     pub before_more: bool,
 }
 
+impl Pending {
+    fn new(
+        rule: &str,
+        approvers: &[String],
+        min_approvals: u32,
+        baseline: Option<HashMap<u64, [i64; 3]>>,
+    ) -> Pending {
+        Pending {
+            rule: rule.to_string(),
+            approvers: approvers.to_vec(),
+            min_approvals,
+            texts: Vec::new(),
+            more: 0,
+            statements: Vec::new(),
+            baseline,
+            before: Vec::new(),
+            before_complete: true,
+            before_more: false,
+        }
+    }
+}
+
 /// What a lookup read as a reviewed statement arrived.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct Arrival {
@@ -328,17 +350,8 @@ impl Review {
             None => (None, None),
         };
         let changes_rows = need.statements.iter().any(Statement::modifies_rows);
-        let pending = self.pending.get_or_insert_with(|| Pending {
-            rule: need.rule.clone(),
-            approvers: need.approvers.clone(),
-            min_approvals: need.min_approvals,
-            texts: Vec::new(),
-            more: 0,
-            statements: Vec::new(),
-            baseline,
-            before: Vec::new(),
-            before_complete: true,
-            before_more: false,
+        let pending = self.pending.get_or_insert_with(|| {
+            Pending::new(&need.rule, &need.approvers, need.min_approvals, baseline)
         });
         match before {
             Some(rows) => {
@@ -586,16 +599,8 @@ mod tests {
 
     fn pending(baseline: Option<HashMap<u64, [i64; 3]>>) -> Pending {
         Pending {
-            rule: "r".into(),
-            approvers: vec!["dba".into()],
-            min_approvals: 1,
             texts: vec!["UPDATE t SET a = ?".into()],
-            more: 0,
-            statements: Vec::new(),
-            baseline,
-            before: Vec::new(),
-            before_complete: true,
-            before_more: false,
+            ..Pending::new("r", &["dba".into()], 1, baseline)
         }
     }
 

@@ -71,7 +71,7 @@ fn api(gw: &Gateway) -> String {
 }
 
 /// Waits for exactly one pending approval and returns it.
-async fn pending(gw: &Gateway, token: &str) -> Value {
+pub(crate) async fn pending(gw: &Gateway, token: &str) -> Value {
     let client = reqwest::Client::new();
     for _ in 0..200 {
         let body: Value = client

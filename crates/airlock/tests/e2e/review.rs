@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::approvals::pending;
 use crate::common::{self, Cleanup, Gateway, direct, local_config, unique};
 
 /// A route for group `writers`, a commit review of every UPDATE and DELETE
@@ -61,27 +62,6 @@ fn balances(t: &str) -> String {
 
 fn api(gw: &Gateway) -> String {
     format!("http://{}/api/v1", gw.http)
-}
-
-/// Waits until exactly one approval is pending, and returns it.
-async fn pending(gw: &Gateway, token: &str) -> Value {
-    let client = reqwest::Client::new();
-    for _ in 0..400 {
-        let body: Value = client
-            .get(format!("{}/approvals", api(gw)))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some([first]) = body["approvals"].as_array().map(Vec::as_slice) {
-            return first.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no approval became pending");
 }
 
 async fn approvals(gw: &Gateway, token: &str, status: &str) -> Vec<Value> {
@@ -548,6 +528,16 @@ async fn answers(s: &mut tokio::net::TcpStream, n: usize) -> Vec<common::Receive
     got
 }
 
+/// Opens a transaction block on a raw session and runs `update` (a
+/// reviewed statement) in it: a review is then pending.
+async fn open_review(s: &mut tokio::net::TcpStream, update: &str) {
+    use tokio::io::AsyncWriteExt;
+    s.write_all(&query("BEGIN")).await.unwrap();
+    s.write_all(&query(update)).await.unwrap();
+    let got = answers(s, 2).await;
+    assert!(codes(&got).is_empty(), "{:?}", codes(&got));
+}
+
 fn codes(msgs: &[common::Received]) -> Vec<String> {
     msgs.iter()
         .filter(|m| m.tag == b'E')
@@ -566,14 +556,11 @@ async fn pipelined_sequences_cannot_commit_a_reviewed_write_unreviewed() {
     // 1. A BEGIN that never runs (its message fails first) does not count:
     // the extended batch behind it would run in an implicit transaction.
     let mut s = common::raw_login(gw.pg, "admin", "test", &devin).await;
-    s.write_all(&query("BEGIN")).await.unwrap();
-    s.write_all(&query(&format!(
-        "UPDATE {t} SET balance = balance WHERE false"
-    )))
-    .await
-    .unwrap();
-    let got = answers(&mut s, 2).await;
-    assert!(codes(&got).is_empty(), "{:?}", codes(&got));
+    open_review(
+        &mut s,
+        &format!("UPDATE {t} SET balance = balance WHERE false"),
+    )
+    .await;
     let mut pipelined = query("ROLLBACK; SELECT 1/0; BEGIN");
     pipelined.extend_from_slice(&extended(&format!(
         "UPDATE {t} SET balance = 0 WHERE id = 1"
@@ -588,13 +575,11 @@ async fn pipelined_sequences_cannot_commit_a_reviewed_write_unreviewed() {
     // after it, outside the reviewed transaction: a reviewed write there is
     // refused, not committed by the approval.
     let mut s = common::raw_login(gw.pg, "admin", "test", &devin).await;
-    s.write_all(&query("BEGIN")).await.unwrap();
-    s.write_all(&query(&format!(
-        "UPDATE {t} SET balance = 101 WHERE id = 1"
-    )))
-    .await
-    .unwrap();
-    answers(&mut s, 2).await;
+    open_review(
+        &mut s,
+        &format!("UPDATE {t} SET balance = 101 WHERE id = 1"),
+    )
+    .await;
     let mut pipelined = query("COMMIT");
     pipelined.extend_from_slice(&extended(&format!(
         "UPDATE {t} SET balance = 0 WHERE id = 2"
@@ -615,13 +600,11 @@ async fn pipelined_sequences_cannot_commit_a_reviewed_write_unreviewed() {
 
     // 3. COMMIT AND CHAIN ends the review it was approved for: the chained
     // transaction's own COMMIT is not held on the old review's account.
-    s.write_all(&query("BEGIN")).await.unwrap();
-    s.write_all(&query(&format!(
-        "UPDATE {t} SET balance = 102 WHERE id = 1"
-    )))
-    .await
-    .unwrap();
-    answers(&mut s, 2).await;
+    open_review(
+        &mut s,
+        &format!("UPDATE {t} SET balance = 102 WHERE id = 1"),
+    )
+    .await;
     s.write_all(&query("COMMIT AND CHAIN")).await.unwrap();
     let held = pending(&gw, &bob).await;
     decide(
@@ -709,13 +692,11 @@ async fn late_answers_stale_portals_and_renamed_statements_do_not_end_a_review()
     // A ROLLBACK's answer arriving while a batch behind it is still
     // unanswered does not end the review that batch's write joined.
     let mut s = common::raw_login(gw.pg, "admin", "test", &devin).await;
-    s.write_all(&query("BEGIN")).await.unwrap();
-    s.write_all(&query(&format!(
-        "UPDATE {t} SET balance = balance WHERE false"
-    )))
-    .await
-    .unwrap();
-    answers(&mut s, 2).await;
+    open_review(
+        &mut s,
+        &format!("UPDATE {t} SET balance = balance WHERE false"),
+    )
+    .await;
     let mut pipelined = query("ROLLBACK");
     let mut batch = common::message(b'P', b"\0BEGIN\0\0\0");
     batch.extend_from_slice(&common::message(b'B', b"\0\0\0\0\0\0\0\0"));
@@ -739,11 +720,7 @@ async fn late_answers_stale_portals_and_renamed_statements_do_not_end_a_review()
 
     // While a review is pending, a portal bound in an earlier batch is not
     // executed: it could be a COMMIT by now.
-    s.write_all(&query("BEGIN")).await.unwrap();
-    s.write_all(&query(&format!("UPDATE {t} SET balance = 1 WHERE id = 1")))
-        .await
-        .unwrap();
-    answers(&mut s, 2).await;
+    open_review(&mut s, &format!("UPDATE {t} SET balance = 1 WHERE id = 1")).await;
     let mut bind = common::message(b'P', b"\0SELECT 1\0\0\0");
     bind.extend_from_slice(&common::message(b'B', b"p\0\0\0\0\0\0\0\0"));
     bind.extend_from_slice(&common::message(b'S', b""));
