@@ -345,16 +345,7 @@ pub fn judge(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Ruling 
                 return Ruling::Deny(unreviewable(&rule));
             }
             if !session.approvals {
-                return Ruling::Deny(Denial {
-                    message: format!(
-                        "airlock: rule \"{rule}\" reviews the commit of this statement, but approvals are not configured; the statement was not run"
-                    ),
-                    hint: Hint::never(
-                        &rule,
-                        "this gateway cannot hold a COMMIT for review (no approvals store); run it through one that can",
-                    ),
-                    by: DeniedBy::Unapprovable(rule),
-                });
+                return Ruling::Deny(no_approvals(rule));
             }
             if let Some(denial) = masking_refusal(session, ask, facts) {
                 return Ruling::Deny(denial);
@@ -383,16 +374,7 @@ pub fn judge(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Ruling 
                 });
             }
             if !session.approvals {
-                return Ruling::Deny(Denial {
-                    message: format!(
-                        "airlock: approval required (rule \"{rule}\"), but approvals are not configured; the statement was not run"
-                    ),
-                    hint: Hint::never(
-                        &rule,
-                        "this gateway cannot hold statements for approval (no approvals store); run it through one that can",
-                    ),
-                    by: DeniedBy::Unapprovable(rule),
-                });
+                return Ruling::Deny(no_approvals(rule));
             }
             // Approvers see the planner's estimate of an UPDATE or DELETE.
             if let ([s], Estimate::NotFetched, Fetch::Now) = (statements, estimate, ask.fetch)
@@ -413,6 +395,21 @@ pub fn judge(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Ruling 
                 },
             }
         }
+    }
+}
+
+/// The refusal of a statement rule `rule` holds (for approval, or its
+/// COMMIT for review) on a gateway without an approvals store.
+fn no_approvals(rule: String) -> Denial {
+    Denial {
+        message: format!(
+            "airlock: approval required (rule \"{rule}\"), but approvals are not configured; the statement was not run"
+        ),
+        hint: Hint::never(
+            &rule,
+            "this gateway cannot hold statements for approval (no approvals store); run it through one that can",
+        ),
+        by: DeniedBy::Unapprovable(rule),
     }
 }
 
