@@ -735,6 +735,64 @@ mod tests {
     }
 
     #[test]
+    fn commit_review_is_given_only_to_a_door_that_can_hold_a_commit() {
+        let g = Guardrails::new(vec![Guardrail {
+            name: "review".into(),
+            effects: Effects::default(),
+            statements: vec![StatementKind::Delete],
+            where_present: None,
+            estimated_rows_over: None,
+            action: Action::Review,
+            message: None,
+            hint: None,
+            approvers: vec!["dba".into()],
+            min_approvals: 2,
+        }]);
+        let delete = [stmt(StatementKind::Delete, &[Effect::Write])];
+        let ask = Ask {
+            can_review: true,
+            ..Ask::message(&delete, Estimate::NotFetched)
+        };
+        assert_eq!(
+            judge(&session(&g, true), &ask, &NoFacts),
+            Ruling::Review {
+                rule: "review".into(),
+                approvers: vec!["dba".into()],
+                min_approvals: 2,
+            }
+        );
+        // MySQL and MCP do not ask for it: refused, with a hint.
+        let Ruling::Deny(d) = judge(
+            &session(&g, true),
+            &Ask::message(&delete, Estimate::NotFetched),
+            &NoFacts,
+        ) else {
+            panic!("a door that cannot review is refused");
+        };
+        assert_eq!(d.by, DeniedBy::Unapprovable("review".into()));
+        assert!(d.hint.instead.contains("BEGIN"), "{:?}", d.hint);
+        // Without an approvals store, nothing can be held.
+        let Ruling::Deny(d) = judge(&session(&g, false), &ask, &NoFacts) else {
+            panic!("no approvals store");
+        };
+        assert!(
+            d.message.contains("approvals are not configured"),
+            "{}",
+            d.message
+        );
+        // A statement the rule does not match is allowed.
+        let select = [stmt(StatementKind::Select, &[Effect::Read])];
+        assert!(matches!(
+            judge(
+                &session(&g, true),
+                &Ask::message(&select, Estimate::NotFetched),
+                &NoFacts
+            ),
+            Ruling::Allow { .. }
+        ));
+    }
+
+    #[test]
     fn an_empty_message_is_allowed() {
         let g = rails();
         let ask = Ask::message(&[], Estimate::NotFetched);
