@@ -206,13 +206,14 @@ pub struct Review {
     /// Parse id → its review, or its transaction control.
     pub parses: HashMap<u64, Arc<Need>>,
     pub tx_parses: HashMap<u64, Transaction>,
-    /// Portal → the same, as its Bind bound it.
+    /// Portal → the same, as its Bind bound it (until the block ends,
+    /// which drops every portal a Bind made).
     pub portals: HashMap<Vec<u8>, Arc<Need>>,
+    pub tx_portals: HashMap<Vec<u8>, Transaction>,
     /// Names prepared with SQL PREPARE in the session: with review, never
     /// prepared again (a protocol Parse of `EXECUTE name` was judged by
     /// what the name was).
     pub sql_names: std::collections::HashSet<String>,
-    pub tx_portals: HashMap<Vec<u8>, Transaction>,
 }
 
 impl Review {
@@ -247,6 +248,8 @@ impl Review {
         if status == b'I' {
             self.pending = None;
             self.savepoints = false;
+            self.portals.clear();
+            self.tx_portals.clear();
         }
     }
 
