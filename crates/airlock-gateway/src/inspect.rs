@@ -566,7 +566,10 @@ impl PolicyInspector {
                     (StatementKind::Deallocate, None) => !self.protocol_names.is_empty(),
                     // A name prepared before in SQL: a protocol Parse of
                     // `EXECUTE name` was judged by what it was.
-                    (StatementKind::Prepare, Some(n)) => self.review.sql_names.contains(n),
+                    // Past the cap, none can be told apart.
+                    (StatementKind::Prepare, Some(n)) => {
+                        self.review.sql_names.contains(n) || !self.review.sql_name_room()
+                    }
                     _ => false,
                 });
             if renames {
@@ -576,9 +579,7 @@ impl PolicyInspector {
                 .iter()
                 .filter(|s| s.kind == StatementKind::Prepare)
             {
-                if let Some(n) = &s.name
-                    && self.review.sql_names.len() < 4096
-                {
+                if let Some(n) = &s.name {
                     self.review.sql_names.insert(n.clone());
                 }
             }
@@ -914,14 +915,12 @@ impl PolicyInspector {
             // run.
             self.review.unknown_executed();
             let rule = match (&self.review.pending, self.review.portals.get(portal)) {
-                (Some(p), _) => &p.rule,
-                (None, Some(need)) => &need.rule,
+                (Some(p), _) => p.rule.as_str(),
+                (None, Some(need)) => need.rule.as_str(),
+                (None, None) if self.review.tainted(portal) => "review_commit",
                 (None, None) => return None,
             };
-            return Some(refusal(airlock_policy::review::unmeasured(
-                rule,
-                "a portal executed other than right after its Bind may be a COMMIT, or a reviewed write, by now: bind it again just before executing it",
-            )));
+            return Some(refusal(airlock_policy::review::stale_portal(rule)));
         }
         if let Some(op) = self.review.tx_portals.get(portal).copied() {
             if let Some(p) = &self.review.pending
@@ -1577,6 +1576,13 @@ impl Inspector for PolicyInspector {
 
     fn parse(&mut self, id: u64, name: &[u8], sql: &[u8], types: &[u8]) -> Verdict {
         if (self.policy.masking.is_some() || self.review.enabled) && !name.is_empty() {
+            // Bounded: past the cap a new name cannot be remembered, so it
+            // is refused (a driver's statement cache is far smaller).
+            if self.protocol_names.len() >= review::MAX_PORTALS
+                && !self.protocol_names.contains(name)
+            {
+                return refusal(airlock_policy::review::too_many());
+            }
             self.protocol_names.insert(name.to_vec());
         }
         let verdict = self.judge(id, sql, None);
@@ -1589,6 +1595,8 @@ impl Inspector for PolicyInspector {
     fn bind(&mut self, id: Option<u64>, body: &[u8], plan: Plan<'_>) -> Verdict {
         // The answer to commit review's baseline lookup (below).
         let answered = std::mem::take(&mut self.review.bound_asked);
+        // Set by this Bind's own estimate, if at all.
+        self.review.bind_need = None;
         // Each execution of a prepared statement is charged, once (not again
         // when its plan is in).
         if plan == Plan::NotFetched
@@ -1646,8 +1654,8 @@ impl Inspector for PolicyInspector {
             return verdict;
         }
         let portal = body.split(|&b| b == 0).next().unwrap_or_default();
-        if self.review.enabled {
-            self.review.bound(portal, id);
+        if self.review.enabled && !self.review.bound(portal, id) {
+            return refusal(airlock_policy::review::too_many());
         }
         match need {
             Some(need) => {

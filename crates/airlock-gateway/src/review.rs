@@ -40,6 +40,9 @@ pub const SAMPLE_ROWS: usize = 5;
 const SAMPLE_TABLES: usize = 8;
 /// Rows kept as they were before the reviewed statements, per transaction.
 const BEFORE_ROWS: usize = 40;
+/// Portal names (and SQL-prepared names) remembered per session: past
+/// this, Binds and PREPAREs that would need remembering are refused.
+pub const MAX_PORTALS: usize = 4096;
 /// Statement texts an approver is shown per transaction.
 const SHOWN_STATEMENTS: usize = 20;
 /// The longest sampled value shown, in characters.
@@ -210,6 +213,9 @@ pub struct Review {
     /// which drops every portal a Bind made).
     pub portals: HashMap<Vec<u8>, Arc<Need>>,
     pub tx_portals: HashMap<Vec<u8>, Transaction>,
+    /// Portal names bound in this block to a reviewed statement or to
+    /// transaction control, by any Bind the inspector judged.
+    tainted: std::collections::HashSet<Vec<u8>>,
     /// Names prepared with SQL PREPARE in the session: with review, never
     /// prepared again (a protocol Parse of `EXECUTE name` was judged by
     /// what the name was).
@@ -250,6 +256,7 @@ impl Review {
             self.savepoints = false;
             self.portals.clear();
             self.tx_portals.clear();
+            self.tainted.clear();
         }
     }
 
@@ -313,27 +320,54 @@ impl Review {
 
     /// A Bind of Parse `id` (`None`: not a Parse airlock saw) to `portal`:
     /// the portal's Executes do what the statement does.
-    pub fn bound(&mut self, portal: &[u8], id: Option<u64>) {
-        let need = self.bind_need.take();
-        match need
-            .as_ref()
-            .or_else(|| id.and_then(|id| self.parses.get(&id)))
+    /// Returns false, recording nothing, when the portal would have to be
+    /// remembered and the session's maps are full: the Bind is refused.
+    pub fn bound(&mut self, portal: &[u8], id: Option<u64>) -> bool {
+        let need = self
+            .bind_need
+            .take()
+            .or_else(|| id.and_then(|id| self.parses.get(&id)).cloned());
+        let op = id.and_then(|id| self.tx_parses.get(&id)).copied();
+        if (need.is_some() || op.is_some())
+            && !self.tainted.contains(portal)
+            && self.tainted.len() >= MAX_PORTALS
         {
+            return false;
+        }
+        // A Bind that fails upstream leaves the name as it was: whatever a
+        // name was bound to in the block stays marked, for an Execute that
+        // does not follow its Bind.
+        if need.is_some() || op.is_some() {
+            self.tainted.insert(portal.to_vec());
+        }
+        match need {
             Some(need) => {
-                self.portals.insert(portal.to_vec(), Arc::clone(need));
+                self.portals.insert(portal.to_vec(), need);
             }
             None => {
                 self.portals.remove(portal);
             }
         }
-        match id.and_then(|id| self.tx_parses.get(&id)) {
+        match op {
             Some(op) => {
-                self.tx_portals.insert(portal.to_vec(), *op);
+                self.tx_portals.insert(portal.to_vec(), op);
             }
             None => {
                 self.tx_portals.remove(portal);
             }
         }
+        true
+    }
+
+    /// Whether `portal` was bound, in this block, to a reviewed statement
+    /// or to transaction control (by a Bind that may have failed).
+    pub fn tainted(&self, portal: &[u8]) -> bool {
+        self.tainted.contains(portal)
+    }
+
+    /// Whether another name may be prepared with SQL PREPARE.
+    pub fn sql_name_room(&self) -> bool {
+        self.sql_names.len() < MAX_PORTALS
     }
 
     /// Adds reviewed statements to the pending review (the first begins

@@ -120,6 +120,31 @@ pub fn renamed() -> Denial {
     }
 }
 
+/// An Execute of a portal that does not directly follow its Bind, where
+/// the name may stand for a COMMIT or a reviewed write by now.
+pub fn stale_portal(rule: &str) -> Denial {
+    Denial {
+        message: format!(
+            "airlock: rule \"{rule}\" reviews commits on this session, and this portal was not executed right after its Bind, so what it runs cannot be told; the message was not run"
+        ),
+        hint: Hint::never(rule, "bind the statement again just before executing it"),
+        by: DeniedBy::Unapprovable(rule.to_string()),
+    }
+}
+
+/// A session that named more portals or prepared statements than airlock
+/// keeps track of (4096).
+pub fn too_many() -> Denial {
+    Denial {
+        message: "airlock: this session named more prepared statements or portals than airlock keeps track of; the message was not run".into(),
+        hint: Hint::never(
+            "review_commit",
+            "reuse names (or the unnamed statement and portal), or close and reconnect",
+        ),
+        by: DeniedBy::Rule("review_commit".into()),
+    }
+}
+
 fn alone(rule: &str) -> Denial {
     Denial {
         message: format!(

@@ -824,8 +824,39 @@ async fn portals_and_prepared_names_cannot_carry_a_write_past_review() {
     s.write_all(&query("ROLLBACK")).await.unwrap();
     answers(&mut s, 1).await;
 
+    // A portal bound to a reviewed statement keeps that mark even when a
+    // later Bind of the name fails upstream (and a savepoint brings the
+    // portal back): executed apart from its Bind, it is refused.
+    s.write_all(&query("BEGIN")).await.unwrap();
+    answers(&mut s, 1).await;
+    let mut b1 = parse("w", &update);
+    b1.extend_from_slice(&bind("pw", "w"));
+    b1.extend_from_slice(&sync());
+    s.write_all(&b1).await.unwrap();
+    answers(&mut s, 1).await;
+    s.write_all(&query("SAVEPOINT s")).await.unwrap();
+    answers(&mut s, 1).await;
+    let mut b2 = bind("pw", "nosuch");
+    b2.extend_from_slice(&sync());
+    s.write_all(&b2).await.unwrap();
+    let got = answers(&mut s, 1).await;
+    assert_eq!(codes(&got), ["26000"], "{got:?}");
+    s.write_all(&query("ROLLBACK TO SAVEPOINT s"))
+        .await
+        .unwrap();
+    answers(&mut s, 1).await;
+    let mut b3 = execute("pw");
+    b3.extend_from_slice(&sync());
+    s.write_all(&b3).await.unwrap();
+    let got = answers(&mut s, 1).await;
+    assert_eq!(codes(&got), ["42501"], "{got:?}");
+    s.write_all(&query("ROLLBACK")).await.unwrap();
+    answers(&mut s, 1).await;
+    assert_eq!(balances(&t), "100,200,300");
+
     // A portal bound to BEGIN, closed, and its name taken by a cursor: its
-    // Execute is no BEGIN, and the write behind it is refused.
+    // Execute, apart from its Bind, is refused, and nothing behind it
+    // runs.
     let mut b = parse("b", "BEGIN");
     b.extend_from_slice(&bind("q", "b"));
     b.extend_from_slice(&common::message(b'C', b"Pq\0"));
@@ -841,8 +872,9 @@ async fn portals_and_prepared_names_cannot_carry_a_write_past_review() {
     let got = answers(&mut s, 1).await;
     assert_eq!(codes(&got), ["42501"], "{got:?}");
     assert!(
-        common::error_message(&got).is_some_and(|m| m.contains("needs a transaction block")),
-        "the write is what was refused: {:?}",
+        common::error_message(&got)
+            .is_some_and(|m| m.contains("not executed right after its Bind")),
+        "the stale portal is what was refused: {:?}",
         common::error_message(&got)
     );
     assert_eq!(balances(&t), "100,200,300");
