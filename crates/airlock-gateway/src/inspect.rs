@@ -575,9 +575,13 @@ impl PolicyInspector {
             if renames {
                 return refusal(airlock_policy::review::renamed());
             }
+            // Remembered once the message is judged for good (not before a
+            // lookup or an estimate judges it again).
+            let again = matches!(ruling, Ruling::NeedsEstimate { .. })
+                || (matches!(ruling, Ruling::Review { .. }) && plan == Some(Plan::NotFetched));
             for s in statements
                 .iter()
-                .filter(|s| s.kind == StatementKind::Prepare)
+                .filter(|s| !again && s.kind == StatementKind::Prepare)
             {
                 if let Some(n) = &s.name {
                     self.review.sql_names.insert(n.clone());
@@ -1218,6 +1222,16 @@ impl PolicyInspector {
             return Ok(self.needs.get(&id).cloned());
         }
         let Some(s) = self.sql_prepared(body) else {
+            // A name neither a protocol Parse nor a SQL PREPARE airlock
+            // knows of made (or one airlock forgot on a DEALLOCATE that
+            // did not run): with commit review, what it runs cannot be
+            // judged.
+            if self.review.enabled {
+                return Err((
+                    "review_commit".into(),
+                    refusal(airlock_policy::review::unknown_statement()),
+                ));
+            }
             return Ok(None);
         };
         let ask = judge::Ask {

@@ -132,6 +132,19 @@ pub fn stale_portal(rule: &str) -> Denial {
     }
 }
 
+/// A Bind of a prepared statement airlock does not know (not made by a
+/// Parse it saw, nor by a SQL PREPARE it still knows of).
+pub fn unknown_statement() -> Denial {
+    Denial {
+        message: "airlock: commit review is on for this session, and this Bind names a prepared statement airlock does not know, so what it runs cannot be judged; the message was not run".into(),
+        hint: Hint::never(
+            "review_commit",
+            "prepare the statement with the protocol's Parse, or run it with SQL EXECUTE",
+        ),
+        by: DeniedBy::Rule("review_commit".into()),
+    }
+}
+
 /// A session that named more portals or prepared statements than airlock
 /// keeps track of (4096).
 pub fn too_many() -> Denial {

@@ -836,11 +836,13 @@ async fn portals_and_prepared_names_cannot_carry_a_write_past_review() {
     answers(&mut s, 1).await;
     s.write_all(&query("SAVEPOINT s")).await.unwrap();
     answers(&mut s, 1).await;
-    let mut b2 = bind("pw", "nosuch");
+    // The name is taken: this Bind fails upstream (42P03).
+    let mut b2 = parse("sel", "SELECT 1");
+    b2.extend_from_slice(&bind("pw", "sel"));
     b2.extend_from_slice(&sync());
     s.write_all(&b2).await.unwrap();
     let got = answers(&mut s, 1).await;
-    assert_eq!(codes(&got), ["26000"], "{got:?}");
+    assert_eq!(codes(&got), ["42P03"], "{got:?}");
     s.write_all(&query("ROLLBACK TO SAVEPOINT s"))
         .await
         .unwrap();
@@ -880,6 +882,33 @@ async fn portals_and_prepared_names_cannot_carry_a_write_past_review() {
     assert_eq!(balances(&t), "100,200,300");
     s.write_all(&query("CLOSE q")).await.unwrap();
     answers(&mut s, 1).await;
+
+    // A SQL-prepared reviewed statement that airlock was made to forget
+    // (a DEALLOCATE in a message that fails before it) is not run by a
+    // protocol Bind: what it runs cannot be judged.
+    s.write_all(&query("BEGIN")).await.unwrap();
+    answers(&mut s, 1).await;
+    let mut prep = parse("", &format!("PREPARE zero AS {update}"));
+    prep.extend_from_slice(&bind("", ""));
+    prep.extend_from_slice(&execute(""));
+    prep.extend_from_slice(&sync());
+    s.write_all(&prep).await.unwrap();
+    let got = answers(&mut s, 1).await;
+    assert!(codes(&got).is_empty(), "{:?}", codes(&got));
+    s.write_all(&query("ROLLBACK")).await.unwrap();
+    answers(&mut s, 1).await;
+    s.write_all(&query("SELECT 1/0; DEALLOCATE zero"))
+        .await
+        .unwrap();
+    let got = answers(&mut s, 1).await;
+    assert_eq!(codes(&got), ["22012"], "{got:?}");
+    let mut run = bind("", "zero");
+    run.extend_from_slice(&execute(""));
+    run.extend_from_slice(&sync());
+    s.write_all(&run).await.unwrap();
+    let got = answers(&mut s, 1).await;
+    assert_eq!(codes(&got), ["42501"], "{got:?}");
+    assert_eq!(balances(&t), "100,200,300");
 
     // `EXECUTE p` prepared with the protocol is judged by what `p` was: a
     // SQL PREPARE may not make `p` something else later.
