@@ -1223,16 +1223,15 @@ impl PolicyInspector {
         }
         let Some(s) = self.sql_prepared(body) else {
             // A name neither a protocol Parse nor a SQL PREPARE airlock
-            // knows of made (or one airlock forgot on a DEALLOCATE that
-            // did not run): with commit review, what it runs cannot be
-            // judged.
-            if self.review.enabled {
-                return Err((
-                    "review_commit".into(),
-                    refusal(airlock_policy::review::unknown_statement()),
-                ));
-            }
-            return Ok(None);
+            // knows of made. Upstream it exists only if airlock forgot it
+            // (a DEALLOCATE in a message that failed before it ran): what
+            // it runs cannot be judged.
+            return Err((
+                "unknown".into(),
+                refusal(judge::unknown(
+                    "the Bind names a prepared statement airlock does not know",
+                )),
+            ));
         };
         let ask = judge::Ask {
             fetch: judge::Fetch::Never,
@@ -1595,7 +1594,9 @@ impl Inspector for PolicyInspector {
             if self.protocol_names.len() >= review::MAX_PORTALS
                 && !self.protocol_names.contains(name)
             {
-                return refusal(airlock_policy::review::too_many());
+                return refusal(judge::unknown(
+                    "the session named more prepared statements or portals than airlock keeps track of (4096)",
+                ));
             }
             self.protocol_names.insert(name.to_vec());
         }
@@ -1669,7 +1670,9 @@ impl Inspector for PolicyInspector {
         }
         let portal = body.split(|&b| b == 0).next().unwrap_or_default();
         if self.review.enabled && !self.review.bound(portal, id) {
-            return refusal(airlock_policy::review::too_many());
+            return refusal(judge::unknown(
+                "the session named more prepared statements or portals than airlock keeps track of (4096)",
+            ));
         }
         match need {
             Some(need) => {

@@ -65,13 +65,12 @@ pub fn arrival_sql(before: Option<&str>) -> String {
     let before = match before {
         Some(select) => format!(
             "(SELECT pg_catalog.json_agg(pg_catalog.json_build_array(x.airlock_tableoid::pg_catalog.int8, \
-             x.airlock_tableoid::pg_catalog.regclass::pg_catalog.text, \
-             (SELECT pg_catalog.json_object_agg(a.attname, a.attnum) FROM pg_catalog.pg_attribute a \
-             WHERE a.attrelid OPERATOR(pg_catalog.=) x.airlock_tableoid AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped), \
-             (SELECT pg_catalog.json_object_agg(e.key, pg_catalog.left(e.value, {})) \
-             FROM pg_catalog.json_each_text(pg_catalog.row_to_json(x)) e \
-             WHERE e.key OPERATOR(pg_catalog.<>) 'airlock_tableoid'))) FROM ({select}) x)",
-            FETCHED_CHARS
+             x.airlock_tableoid::pg_catalog.regclass::pg_catalog.text, {}, {})) FROM ({select}) x)",
+            attnums("x.airlock_tableoid"),
+            row_json(
+                "x",
+                "WHERE e.key OPERATOR(pg_catalog.<>) 'airlock_tableoid'"
+            ),
         ),
         None => "NULL".into(),
     };
@@ -450,6 +449,23 @@ pub fn unchanged(counts: &str, samples: &str) -> bool {
     }
 }
 
+/// A table's `{column: attnum}`, the table's OID being `relid` (SQL).
+fn attnums(relid: &str) -> String {
+    format!(
+        "(SELECT pg_catalog.json_object_agg(a.attname, a.attnum) FROM pg_catalog.pg_attribute a \
+         WHERE a.attrelid OPERATOR(pg_catalog.=) {relid} AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped)"
+    )
+}
+
+/// Row `alias` as `{column: text}`, each value cut to [`FETCHED_CHARS`];
+/// `filter` (a WHERE clause on `e.key`) leaves columns out.
+fn row_json(alias: &str, filter: &str) -> String {
+    format!(
+        "(SELECT pg_catalog.json_object_agg(e.key, pg_catalog.left(e.value, {FETCHED_CHARS})) \
+         FROM pg_catalog.json_each_text(pg_catalog.row_to_json({alias})) e {filter})"
+    )
+}
+
 /// What [`arrival_sql`] returned.
 pub fn parse_arrival(json: &str) -> Option<Arrival> {
     serde_json::from_str(json).ok()
@@ -467,13 +483,11 @@ pub fn samples_sql(changed: &[Changed]) -> Option<String> {
             let relid = c.relid;
             let table = format!("{}.{}", ident(&c.schema), ident(&c.name));
             format!(
-                "pg_catalog.json_build_object('relid', {relid}, \
-                 'attnums', (SELECT pg_catalog.json_object_agg(a.attname, a.attnum) FROM pg_catalog.pg_attribute a \
-                 WHERE a.attrelid OPERATOR(pg_catalog.=) {relid}::pg_catalog.oid AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped), \
-                 'rows', (SELECT pg_catalog.json_agg(y.r) FROM (SELECT (SELECT pg_catalog.json_object_agg(e.key, pg_catalog.left(e.value, {})) \
-                 FROM pg_catalog.json_each_text(pg_catalog.row_to_json(x)) e) AS r FROM (SELECT * FROM {table} \
+                "pg_catalog.json_build_object('relid', {relid}, 'attnums', {}, \
+                 'rows', (SELECT pg_catalog.json_agg(y.r) FROM (SELECT {} AS r FROM (SELECT * FROM {table} \
                  WHERE xmin OPERATOR(pg_catalog.=) pg_catalog.xid(pg_catalog.pg_current_xact_id()) LIMIT {}) x) y))",
-                FETCHED_CHARS,
+                attnums(&format!("{relid}::pg_catalog.oid")),
+                row_json("x", ""),
                 SAMPLE_ROWS + 1
             )
         })

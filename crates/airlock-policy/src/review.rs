@@ -43,16 +43,13 @@ pub fn placement(statements: &[Statement], in_block: bool, rule: &str) -> Option
             }
             _ if s.effects.contains(Effect::TransactionControl) => {}
             _ if !open => {
-                return Some(Denial {
-                    message: format!(
+                return Some(held(
+                    rule,
+                    format!(
                         "airlock: rule \"{rule}\" reviews the commit of this statement, which needs a transaction block; the statement was not run"
                     ),
-                    hint: Hint::never(
-                        rule,
-                        "run it inside BEGIN … COMMIT: it runs at once, and the COMMIT waits for an approver who sees what the transaction did",
-                    ),
-                    by: DeniedBy::Unapprovable(rule.to_string()),
-                });
+                    "run it inside BEGIN … COMMIT: it runs at once, and the COMMIT waits for an approver who sees what the transaction did",
+                ));
             }
             _ => {}
         }
@@ -79,31 +76,25 @@ pub fn at_commit(statements: &[Statement], rule: &str) -> AtCommit {
 
 /// A pending review's COMMIT whose effect the door could not measure.
 pub fn unmeasured(rule: &str, why: &str) -> Denial {
-    Denial {
-        message: format!(
+    held(
+        rule,
+        format!(
             "airlock: rule \"{rule}\" holds this COMMIT for review, but {why}; nothing was committed"
         ),
-        hint: Hint::never(
-            rule,
-            "send COMMIT alone, as a simple query, once earlier statements have been answered; or ROLLBACK",
-        ),
-        by: DeniedBy::Unapprovable(rule.to_string()),
-    }
+        "send COMMIT alone, as a simple query, once earlier statements have been answered; or ROLLBACK",
+    )
 }
 
 /// A statement of review rule `rule` in a transaction whose review by
 /// another rule (`pending`) is pending: one transaction, one review.
 pub fn another(pending: &str, rule: &str) -> Denial {
-    Denial {
-        message: format!(
+    held(
+        rule,
+        format!(
             "airlock: this transaction's COMMIT is already held for review by rule \"{pending}\", and rule \"{rule}\" reviews this statement; the statement was not run"
         ),
-        hint: Hint::never(
-            rule,
-            "COMMIT (or ROLLBACK) first, then run it in a transaction of its own",
-        ),
-        by: DeniedBy::Unapprovable(rule.to_string()),
-    }
+        "COMMIT (or ROLLBACK) first, then run it in a transaction of its own",
+    )
 }
 
 /// A SQL PREPARE or DEALLOCATE of a name the client prepared with the
@@ -111,62 +102,43 @@ pub fn another(pending: &str, rule: &str) -> Denial {
 /// of the name would run what airlock did not judge them by.
 pub fn renamed() -> Denial {
     Denial {
-        message: "airlock: commit review is on for this session, and a SQL PREPARE or DEALLOCATE may not reuse a name prepared with the protocol; the statement was not run".into(),
-        hint: Hint::never(
-            "review_commit",
-            "prepare it under another name, or with the protocol's Parse",
-        ),
         by: DeniedBy::Rule("review_commit".into()),
+        ..held(
+            "review_commit",
+            "airlock: commit review is on for this session, and a SQL PREPARE or DEALLOCATE may not reuse a name prepared with the protocol; the statement was not run".into(),
+            "prepare it under another name, or with the protocol's Parse",
+        )
     }
 }
 
 /// An Execute of a portal that does not directly follow its Bind, where
 /// the name may stand for a COMMIT or a reviewed write by now.
 pub fn stale_portal(rule: &str) -> Denial {
-    Denial {
-        message: format!(
+    held(
+        rule,
+        format!(
             "airlock: rule \"{rule}\" reviews commits on this session, and this portal was not executed right after its Bind, so what it runs cannot be told; the message was not run"
         ),
-        hint: Hint::never(rule, "bind the statement again just before executing it"),
-        by: DeniedBy::Unapprovable(rule.to_string()),
-    }
-}
-
-/// A Bind of a prepared statement airlock does not know (not made by a
-/// Parse it saw, nor by a SQL PREPARE it still knows of).
-pub fn unknown_statement() -> Denial {
-    Denial {
-        message: "airlock: commit review is on for this session, and this Bind names a prepared statement airlock does not know, so what it runs cannot be judged; the message was not run".into(),
-        hint: Hint::never(
-            "review_commit",
-            "prepare the statement with the protocol's Parse, or run it with SQL EXECUTE",
-        ),
-        by: DeniedBy::Rule("review_commit".into()),
-    }
-}
-
-/// A session that named more portals or prepared statements than airlock
-/// keeps track of (4096).
-pub fn too_many() -> Denial {
-    Denial {
-        message: "airlock: this session named more prepared statements or portals than airlock keeps track of; the message was not run".into(),
-        hint: Hint::never(
-            "review_commit",
-            "reuse names (or the unnamed statement and portal), or close and reconnect",
-        ),
-        by: DeniedBy::Rule("review_commit".into()),
-    }
+        "bind the statement again just before executing it",
+    )
 }
 
 fn alone(rule: &str) -> Denial {
-    Denial {
-        message: format!(
+    held(
+        rule,
+        format!(
             "airlock: rule \"{rule}\" holds this transaction's COMMIT for review, which needs COMMIT sent alone; the message was not run"
         ),
-        hint: Hint::never(
-            rule,
-            "send COMMIT as a message of its own (PREPARE TRANSACTION is not available under review): it waits for an approver who sees what the transaction did",
-        ),
+        "send COMMIT as a message of its own (PREPARE TRANSACTION is not available under review): it waits for an approver who sees what the transaction did",
+    )
+}
+
+/// A refusal by review rule `rule`, which the same statement will meet
+/// again.
+fn held(rule: &str, message: String, instead: &str) -> Denial {
+    Denial {
+        message,
+        hint: Hint::never(rule, instead),
         by: DeniedBy::Unapprovable(rule.to_string()),
     }
 }

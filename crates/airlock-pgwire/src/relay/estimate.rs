@@ -519,7 +519,13 @@ mod tests {
     }
 
     fn bound_estimate_batch() -> (Relay<BindEstimates>, Vec<codec::Message>) {
-        let mut relay = Relay::new(BindEstimates::default(), 1 << 16, b'I');
+        bound_batch(BindEstimates::default(), b'I')
+    }
+
+    /// A Parse, Bind, Execute and Sync sent to `inspector`, which asks for
+    /// something at the Bind: the relay and what it sent.
+    fn bound_batch<I: Inspector>(inspector: I, status: u8) -> (Relay<I>, Vec<codec::Message>) {
+        let mut relay = Relay::new(inspector, 1 << 16, status);
         let mut input = cat(&[
             parse_msg("s1", "update t set v = $1"),
             bind_with("", "s1", "7"),
@@ -713,17 +719,7 @@ mod tests {
 
     #[test]
     fn a_bound_lookup_without_parameters_runs_inside_the_batch() {
-        let mut relay = Relay::new(Lookups::default(), 1 << 16, b'T');
-        let mut input = cat(&[
-            parse_msg("s1", "update t set v = $1"),
-            bind_with("", "s1", "7"),
-            execute_msg("", 0),
-            sync_msg(),
-        ]);
-        let mut out = BytesMut::new();
-        let _ = relay.handle_client(&mut input, &mut out).unwrap();
-        assert!(relay.holding());
-        let sent = messages(out);
+        let (_, sent) = bound_batch(Lookups::default(), b'T');
         let tags: Vec<u8> = sent.iter().map(|m| m.tag).collect();
         assert_eq!(tags, b"PCCPBECCH");
         assert!(
