@@ -425,8 +425,9 @@ impl Budget {
     /// suspended portal, a cursor fetch).
     pub fn results_spent(&self, now: Instant) -> Result<(), Exceeded> {
         match &self.ledger {
-            Some(l) => l.results(now),
-            None => Ok(()),
+            // Nothing to check (and no lock to take) without a cap on them.
+            Some(l) if self.counts_results() => l.results(now),
+            _ => Ok(()),
         }
     }
 
@@ -484,6 +485,10 @@ impl Tally {
     /// The result ended: what it sent is counted, and the tally starts
     /// again for the next.
     pub fn end(&mut self) {
+        // A result with no row (an INSERT, a SET) charges nothing.
+        if (self.rows, self.bytes) == (0, 0) {
+            return;
+        }
         self.budget.returned(self.rows, self.bytes, Instant::now());
         (self.rows, self.bytes) = (0, 0);
     }

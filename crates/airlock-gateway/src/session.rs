@@ -12,7 +12,7 @@ use airlock_pgwire::codec::{self, Notice, Severity, Startup};
 use airlock_pgwire::relay::{Inspector, Relay};
 use airlock_pgwire::startup::{ClientHandshake, Step, fatal, fatal_hinted};
 use airlock_pgwire::{params, sqlstate};
-use airlock_policy::{AccessMode, Route, TimeoutChange, judge};
+use airlock_policy::{AccessMode, Route, judge};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -234,9 +234,7 @@ async fn open(
             let ceiling = route
                 .statement_timeout
                 .filter(|_| name.eq_ignore_ascii_case("statement_timeout"))?;
-            let change =
-                airlock_sql::pg::timeout(value).map_or(TimeoutChange::Unknown, TimeoutChange::To);
-            judge::timeout_refusal(ceiling, change)
+            judge::timeout_refusal(ceiling, airlock_sql::pg::timeout_change(value))
         })
     });
     if let Some(denial) = refusal {

@@ -490,7 +490,6 @@ fn unknown_hint() -> Hint {
     )
 }
 
-/// The client's message for a statement rule `rule` denies.
 /// The rule a statement timeout over its route's ceiling is refused under.
 pub const TIMEOUT_RULE: &str = "statement-timeout";
 
@@ -595,6 +594,7 @@ pub fn group_floor(schema_only: Option<u32>, statements: &[Statement]) -> Option
     })
 }
 
+/// The client's message for a statement rule `rule` denies.
 fn denied_by(rule: &str, message: &str) -> String {
     format!("airlock: statement denied by rule \"{rule}\": {message}")
 }

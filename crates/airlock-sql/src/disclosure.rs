@@ -287,14 +287,13 @@ fn select(node: &N, facts: &Facts) -> Disclosure {
     };
     // `LIMIT 0` returns a result's columns and no row (what MCP's
     // describe_table and ORMs ask); the executor runs nothing under it.
-    if let Some(N::AConst(c)) = s.limit_count.as_deref().and_then(|n| n.node.as_ref()) {
-        crate::pg::read_literal();
-        if matches!(&c.val, Some(protobuf::a_const::Val::Ival(i)) if i.ival == 0)
-            && s.locking_clause.is_empty()
-            && s.into_clause.is_none()
-        {
-            return Disclosure::Nothing;
-        }
+    // (The shape cache keeps a zero apart from other numbers.)
+    if let Some(N::AConst(c)) = s.limit_count.as_deref().and_then(|n| n.node.as_ref())
+        && matches!(&c.val, Some(protobuf::a_const::Val::Ival(i)) if i.ival == 0)
+        && s.locking_clause.is_empty()
+        && s.into_clause.is_none()
+    {
+        return Disclosure::Nothing;
     }
     if facts.sublinks {
         return Disclosure::Rows(
@@ -804,7 +803,14 @@ mod tests {
             of("SELECT * FROM customers LIMIT 1"),
             Disclosure::Rows(_)
         ));
-        assert_eq!(of("SELECT * FROM customers LIMIT 0"), Disclosure::Nothing);
+        // Texts of the LIMIT 1 text's shape and of the LIMIT 0 one's (the
+        // shape collapses whitespace): each keeps its own answer.
+        assert!(matches!(
+            of("SELECT * FROM customers  LIMIT 2"),
+            Disclosure::Rows(_)
+        ));
+        assert_eq!(of("SELECT * FROM customers  LIMIT 00"), Disclosure::Nothing);
+        assert_eq!(of("SELECT  * FROM customers LIMIT 0"), Disclosure::Nothing);
     }
 
     #[test]

@@ -1020,7 +1020,8 @@ fn timeout_set(v: &protobuf::VariableSetStmt) -> Option<TimeoutChange> {
     })
 }
 
-fn timeout_change(text: &str) -> TimeoutChange {
+/// A `statement_timeout` value as a change of it ([`timeout`]).
+pub fn timeout_change(text: &str) -> TimeoutChange {
     timeout(text).map_or(TimeoutChange::Unknown, TimeoutChange::To)
 }
 
@@ -1049,7 +1050,6 @@ pub fn timeout(text: &str) -> Option<std::time::Duration> {
     (ms <= i32::MAX as u64).then(|| std::time::Duration::from_millis(ms))
 }
 
-/// BEGIN/START TRANSACTION … READ WRITE.
 /// What a transaction-control statement does to the transaction.
 fn transaction_op(t: &protobuf::TransactionStmt) -> airlock_policy::Transaction {
     use airlock_policy::Transaction as O;
@@ -1067,6 +1067,7 @@ fn transaction_op(t: &protobuf::TransactionStmt) -> airlock_policy::Transaction 
     }
 }
 
+/// BEGIN/START TRANSACTION … READ WRITE.
 fn begins_read_write(t: &protobuf::TransactionStmt) -> bool {
     use protobuf::TransactionStmtKind as T;
     (t.kind == T::TransStmtBegin as i32 || t.kind == T::TransStmtStart as i32)

@@ -93,10 +93,12 @@ pub fn shape_after(prefix: String, sql: &str) -> Option<String> {
                 // one token (ICONST) and every other number another (FCONST),
                 // and the grammar takes only the first in places (`FETCH 5`,
                 // not `FETCH 5.5` or `FETCH 99999999999`): keep them apart.
-                if sql[start..i].parse::<i32>().is_ok() {
-                    out.push_str("\u{1}n");
-                } else {
-                    out.push_str("\u{1}f");
+                // Zero has a token of its own: `LIMIT 0` shows no row, and
+                // its analysis says so (schema-only access).
+                match sql[start..i].parse::<i32>() {
+                    Ok(0) => out.push_str("\u{1}0"),
+                    Ok(_) => out.push_str("\u{1}n"),
+                    Err(_) => out.push_str("\u{1}f"),
                 }
             }
             b'\'' => {
