@@ -271,6 +271,21 @@ pub struct StatementResult {
     /// `recording.result_sample`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample: Option<Sample>,
+    /// Values that read like instructions to an agent, flagged to the
+    /// client unchanged (`masking.flag_planted_instructions`, MCP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<Flag>,
+}
+
+/// A value of a result flagged as planted instructions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flag {
+    /// Its row, from 1, in the result (in one fetch, for a portal or
+    /// cursor read in pages).
+    pub row: u64,
+    pub column: String,
+    /// `instruction`, `tool_call` or `hidden_unicode`.
+    pub kind: String,
 }
 
 /// The first rows of a result.

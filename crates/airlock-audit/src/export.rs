@@ -857,6 +857,7 @@ mod tests {
             tag: Some("SELECT 2".into()),
             suspended: false,
             error: None,
+            flags: Vec::new(),
             sample: Some(Sample {
                 columns: vec!["a".into()],
                 rows: vec![vec![Value::Null], vec![Value::Text("x".into())]],
@@ -874,6 +875,7 @@ mod tests {
 
         let failed = StatementResult {
             tag: None,
+            flags: Vec::new(),
             sample: None,
             error: Some(ErrorInfo {
                 code: "57014".into(),

@@ -739,6 +739,7 @@ mod tests {
             tag: tag.map(Into::into),
             suspended: false,
             error: None,
+            flags: Vec::new(),
             sample: None,
         }
     }

@@ -397,6 +397,24 @@ pub struct Budgets {
     /// How long a principal's spending counts, from its first statement, before it starts again
     /// (1s to 30d; default 1h).
     pub window: HumanDuration,
+    /// What a spent budget ends: the statement (it is refused and the session goes on), or the
+    /// session (the refusal ends it, as a FATAL error).
+    pub on_exceed: OnExceed,
+    /// The most bytes one statement's result may return to the client (rows as encoded on the
+    /// wire; each fetch of a portal or cursor counts alone). A result that reaches it is cut
+    /// and the session ends, so that the client and the database cannot part over what ran.
+    pub max_result_bytes: Option<ByteSize>,
+}
+
+/// `access[].budgets.on_exceed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnExceed {
+    /// Refuse the statement; the session goes on.
+    #[default]
+    Statement,
+    /// Refuse the statement and end the session.
+    Session,
 }
 
 impl Default for Budgets {
@@ -405,6 +423,8 @@ impl Default for Budgets {
             session: BudgetCaps::default(),
             principal: BudgetCaps::default(),
             window: HumanDuration(Duration::from_secs(3600)),
+            on_exceed: OnExceed::Statement,
+            max_result_bytes: None,
         }
     }
 }

@@ -41,7 +41,7 @@ use std::path::Path;
 pub use approvals::{Approvals, Jit, Notifications, Webhook, WebhookEvent, WebhookFormat};
 pub use config::{
     AccessMode, AccessRule, BudgetCaps, Budgets, ClaimValues, ClientTls, Config, Connection,
-    Identity, Issuer, JwksAuth, Limits, Listen, Log, LogFormat, Protocol, RoleCredential,
+    Identity, Issuer, JwksAuth, Limits, Listen, Log, LogFormat, OnExceed, Protocol, RoleCredential,
     StartupNotice, TlsMode, Upstream, UpstreamTls,
 };
 pub use console::Console;

@@ -12,6 +12,13 @@ pub struct Masking {
     /// Refuse statements whose WHERE, JOIN, GROUP BY, HAVING or ORDER BY refer to a masked
     /// column, so its values cannot be inferred by filtering. Off by default.
     pub deny_predicates: bool,
+    /// Flag result values that read like instructions to an agent (prompt-injection phrases,
+    /// tool-call-shaped JSON, hidden Unicode) on the wire doors: the values pass unchanged, the
+    /// PostgreSQL client gets a WARNING naming their rows and columns after the result, and the
+    /// recording and the metrics keep them. Every result of a masked session is then scanned.
+    /// Off by default (the MCP endpoint always flags). A masking rule with the
+    /// `planted_instructions` detector masks such values instead.
+    pub flag_planted_instructions: bool,
 }
 
 /// One masking rule: the columns it covers and/or the content detectors it runs, and the

@@ -241,6 +241,12 @@ fn access(config: &Config, p: &mut Problems) {
             {
                 p.add(format!("{at}.budgets.window"), "must be between 1s and 30d");
             }
+            if b.max_result_bytes.is_some_and(|m| m.0 == 0) {
+                p.add(
+                    format!("{at}.budgets.max_result_bytes"),
+                    "must be greater than zero (leave it out for no cap)",
+                );
+            }
             for (scope, caps) in [("session", &b.session), ("principal", &b.principal)] {
                 let zero = [
                     ("max_statements", caps.max_statements == Some(0)),
@@ -1288,6 +1294,13 @@ unsafe_functions: ['']
             (
                 "{window: 31d}",
                 &["t.yaml: access[0].budgets.window: must be between 1s and 30d"],
+            ),
+            ("{on_exceed: session, max_result_bytes: 4MiB}", &[]),
+            (
+                "{max_result_bytes: 0}",
+                &[
+                    "t.yaml: access[0].budgets.max_result_bytes: must be greater than zero (leave it out for no cap)",
+                ],
             ),
         ] {
             check(&with_access(&format!("  - {rule} {budgets}}}\n")), want);

@@ -21,9 +21,14 @@
 //! window, are counted (`max_statements`, `statements_per_minute`), and a
 //! statement is refused once the rows or bytes its session or principal
 //! has been returned reached a cap. Doors report each result's rows and
-//! bytes as it ends ([`Budget::returned`]): a result is never cut midway
-//! (the client's and the upstream's states would part), so the statement
-//! after the one that reached a cap is the one refused.
+//! bytes as it ends ([`Budget::returned`]): a result is not cut midway for
+//! these (the client's and the upstream's states would part), so the
+//! statement after the one that reached a cap is the one refused. With
+//! `on_exceed: session` that refusal ends the session
+//! ([`Exceeded::ends_session`]). The one cap that cuts a result,
+//! `max_result_bytes`, therefore always ends the session: a client whose
+//! connection is gone knows the statement's fate is unknown, where one that
+//! got an error would believe it failed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -58,7 +63,12 @@ pub enum Exceeded {
         limit: u64,
         /// How long a principal's window lasts.
         window: std::time::Duration,
+        /// The rule's `on_exceed` is `session`: the refusal ends it.
+        ends_session: bool,
     },
+    /// One result reached the rule's `max_result_bytes`: it is cut and the
+    /// session ends.
+    Result { limit: u64 },
 }
 
 /// Whose budget: the session's, or its principal's under the rule.
@@ -93,8 +103,17 @@ impl Exceeded {
                 "airlock: {subject} is sending more than {limit} statements a second, the most \
                  limits.per_principal.statements_per_second allows; slow down and retry"
             ),
+            Exceeded::Result { limit } => format!(
+                "airlock: session ended: one result reached {limit} bytes, the most {} allows \
+                 for a statement (each fetch of a cursor or portal counts alone)",
+                self.rule()
+            ),
             Exceeded::Budget {
-                scope, cap, limit, ..
+                scope,
+                cap,
+                limit,
+                ends_session,
+                ..
             } => {
                 let whose = match scope {
                     Scope::Session => "this session has",
@@ -106,8 +125,13 @@ impl Exceeded {
                     Cap::Rows => format!("been returned {limit} rows or more"),
                     Cap::Bytes => format!("been returned {limit} bytes or more"),
                 };
+                let ended = if *ends_session {
+                    "session ended (budgets.on_exceed: session)"
+                } else {
+                    "statement refused"
+                };
                 format!(
-                    "airlock: statement refused: {whose} {what}, the most {} allows",
+                    "airlock: {ended}: {whose} {what}, the most {} allows",
                     self.rule()
                 )
             }
@@ -119,6 +143,7 @@ impl Exceeded {
         match self {
             Exceeded::Principal { .. } | Exceeded::Connection { .. } => "max-sessions",
             Exceeded::Rate { .. } => RATE_RULE,
+            Exceeded::Result { .. } => "budgets.max_result_bytes",
             Exceeded::Budget { scope, cap, .. } => match (scope, cap) {
                 (Scope::Session, Cap::Statements) => "budgets.session.max_statements",
                 (Scope::Session, Cap::PerMinute) => "budgets.session.statements_per_minute",
@@ -149,11 +174,16 @@ impl Exceeded {
                     "send at most {limit} statements a second: wait a second, then send it again"
                 ),
             ),
+            Exceeded::Result { .. } => Hint::never(
+                self.rule(),
+                "ask for less (a WHERE clause, a LIMIT, fewer columns), or read the result in pages (a cursor's FETCH, or the driver's fetch size): each page counts alone",
+            ),
             Exceeded::Budget {
                 scope,
                 cap,
                 limit,
                 window,
+                ..
             } => match (scope, cap) {
                 (_, Cap::PerMinute) => Hint::later(
                     self.rule(),
@@ -180,6 +210,7 @@ impl Exceeded {
             Exceeded::Principal { .. } => "per_principal_sessions",
             Exceeded::Connection { .. } => "per_connection_sessions",
             Exceeded::Rate { .. } => "per_principal_statements",
+            Exceeded::Result { .. } => "budget_result_bytes",
             Exceeded::Budget { scope, cap, .. } => match (scope, cap) {
                 (Scope::Session, Cap::Statements | Cap::PerMinute) => "budget_session_statements",
                 (Scope::Session, Cap::Rows | Cap::Bytes) => "budget_session_results",
@@ -188,6 +219,16 @@ impl Exceeded {
                 }
                 (Scope::Principal, Cap::Rows | Cap::Bytes) => "budget_principal_results",
             },
+        }
+    }
+
+    /// Whether the session ends with the refusal: a rule with
+    /// `on_exceed: session`, or a result cut by `max_result_bytes`.
+    pub fn ends_session(&self) -> bool {
+        match self {
+            Exceeded::Budget { ends_session, .. } => *ends_session,
+            Exceeded::Result { .. } => true,
+            _ => false,
         }
     }
 }
@@ -260,6 +301,7 @@ impl Spent {
                 cap,
                 limit,
                 window,
+                ends_session: false,
             })
         };
         if let Some(max) = caps.max_rows.filter(|m| self.rows >= *m) {
@@ -310,8 +352,10 @@ impl Ledger {
         let mut session = lock(&self.session);
         let mut principal = lock(&self.principal);
         principal.roll(b.window, now);
-        session.check(&b.session, Scope::Session, n, now, b.window)?;
-        principal.check(&b.principal, Scope::Principal, n, now, b.window)?;
+        session
+            .check(&b.session, Scope::Session, n, now, b.window)
+            .and_then(|()| principal.check(&b.principal, Scope::Principal, n, now, b.window))
+            .map_err(|e| self.ending(e))?;
         session.take(&b.session, n, now);
         principal.take(&b.principal, n, now);
         Ok(())
@@ -328,8 +372,20 @@ impl Ledger {
         let session = lock(&self.session);
         let mut principal = lock(&self.principal);
         principal.roll(b.window, now);
-        session.check(&results(&b.session), Scope::Session, 0, now, b.window)?;
-        principal.check(&results(&b.principal), Scope::Principal, 0, now, b.window)
+        session
+            .check(&results(&b.session), Scope::Session, 0, now, b.window)
+            .and_then(|()| {
+                principal.check(&results(&b.principal), Scope::Principal, 0, now, b.window)
+            })
+            .map_err(|e| self.ending(e))
+    }
+
+    /// A spent budget as the rule's `on_exceed` has it end.
+    fn ending(&self, mut e: Exceeded) -> Exceeded {
+        if let Exceeded::Budget { ends_session, .. } = &mut e {
+            *ends_session = self.budgets.ends_session;
+        }
+        e
     }
 
     fn returned(&self, rows: u64, bytes: u64, now: Instant) {
@@ -431,6 +487,11 @@ impl Budget {
         }
     }
 
+    /// The rule's `max_result_bytes`: the most one result may return.
+    pub fn max_result_bytes(&self) -> Option<u64> {
+        self.ledger.as_ref()?.budgets.max_result_bytes
+    }
+
     /// Whether the rows and bytes of results count ([`Tally`]).
     fn counts_results(&self) -> bool {
         self.ledger.as_ref().is_some_and(|l| {
@@ -459,7 +520,10 @@ impl Budget {
 /// session does mid-result (a client that leaves halfway is charged what it
 /// was sent).
 pub struct Tally {
-    budget: Budget,
+    /// The budget charged, when it caps rows or bytes.
+    budget: Option<Budget>,
+    /// `max_result_bytes`: the most one result may return.
+    max_result: Option<u64>,
     rows: u64,
     bytes: u64,
 }
@@ -468,18 +532,29 @@ impl Tally {
     /// A tally for `budget`; `None` when no rows or bytes cap applies
     /// (nothing to count).
     pub fn new(budget: Option<&Budget>) -> Option<Tally> {
-        let budget = budget.filter(|b| b.counts_results())?.clone();
+        let budget = budget?;
+        let max_result = budget.max_result_bytes();
+        let charged = budget.counts_results().then(|| budget.clone());
+        if charged.is_none() && max_result.is_none() {
+            return None;
+        }
         Some(Tally {
-            budget,
+            budget: charged,
+            max_result,
             rows: 0,
             bytes: 0,
         })
     }
 
-    /// One row of `bytes` sent.
-    pub fn row(&mut self, bytes: usize) {
+    /// One row of `bytes` sent; an error once the result has reached
+    /// `max_result_bytes` (the door cuts it there and ends the session).
+    pub fn row(&mut self, bytes: usize) -> Result<(), Exceeded> {
         self.rows += 1;
         self.bytes += bytes as u64;
+        match self.max_result {
+            Some(limit) if self.bytes >= limit => Err(Exceeded::Result { limit }),
+            _ => Ok(()),
+        }
     }
 
     /// The result ended: what it sent is counted, and the tally starts
@@ -489,7 +564,9 @@ impl Tally {
         if (self.rows, self.bytes) == (0, 0) {
             return;
         }
-        self.budget.returned(self.rows, self.bytes, Instant::now());
+        if let Some(budget) = &self.budget {
+            budget.returned(self.rows, self.bytes, Instant::now());
+        }
         (self.rows, self.bytes) = (0, 0);
     }
 }
@@ -567,10 +644,9 @@ impl Limiter {
         now: Instant,
     ) -> Result<Permit, Exceeded> {
         let mut permit = self.admit(caps, principal, &route.connection, now)?;
-        if let Some(budgets) = route
-            .budgets
-            .filter(|b| !b.session.is_empty() || !b.principal.is_empty())
-        {
+        if let Some(budgets) = route.budgets.filter(|b| {
+            !b.session.is_empty() || !b.principal.is_empty() || b.max_result_bytes.is_some()
+        }) {
             let key = (
                 route.rule.clone(),
                 principal.issuer.clone(),
@@ -871,6 +947,8 @@ mod tests {
             session,
             principal,
             window: std::time::Duration::from_secs(3600),
+            ends_session: false,
+            max_result_bytes: None,
         }
     }
 
@@ -905,7 +983,7 @@ mod tests {
         {
             let mut tally = Tally::new(Some(&b)).expect("a rows cap: counted");
             for _ in 0..150 {
-                tally.row(60);
+                tally.row(60).expect("no result cap");
             }
             // Counted when dropped, as a result cut short by its session is.
         }
@@ -978,6 +1056,75 @@ mod tests {
         );
         // The window ends an hour after alice's first statement.
         assert_eq!(rule(two.spend(1, t0 + Duration::from_secs(3600))), "ok");
+    }
+
+    #[test]
+    fn on_exceed_session_and_a_result_cap_end_the_session() {
+        let limiter = Arc::new(Limiter::default());
+        let alice = principal("idp", "alice");
+        let t0 = now();
+        let ending = Budgets {
+            ends_session: true,
+            ..budgets(
+                Caps {
+                    max_statements: Some(1),
+                    ..Caps::default()
+                },
+                Caps::default(),
+            )
+        };
+        let b = limiter
+            .admit_route(SessionCaps::default(), &alice, &route(ending), t0)
+            .unwrap()
+            .budget()
+            .unwrap();
+        b.spend(1, t0).unwrap();
+        let e = b.spend(1, t0).unwrap_err();
+        assert!(e.ends_session());
+        assert!(
+            e.message().starts_with("airlock: session ended"),
+            "{}",
+            e.message()
+        );
+        // Without it, only the statement.
+        let b = limiter
+            .admit_route(
+                SessionCaps::default(),
+                &alice,
+                &route(budgets(
+                    Caps {
+                        max_statements: Some(1),
+                        ..Caps::default()
+                    },
+                    Caps::default(),
+                )),
+                t0,
+            )
+            .unwrap()
+            .budget()
+            .unwrap();
+        b.spend(1, t0).unwrap();
+        assert!(!b.spend(1, t0).unwrap_err().ends_session());
+        // A result cap alone: a tally, no charge, each result counted alone.
+        let capped = Budgets {
+            max_result_bytes: Some(100),
+            ..budgets(Caps::default(), Caps::default())
+        };
+        let b = limiter
+            .admit_route(SessionCaps::default(), &alice, &route(capped), t0)
+            .unwrap()
+            .budget()
+            .expect("a result cap is a budget");
+        assert!(!b.counts_results());
+        let mut tally = Tally::new(Some(&b)).expect("counted");
+        tally.row(60).unwrap();
+        tally.end();
+        tally.row(60).unwrap();
+        let e = tally.row(40).unwrap_err();
+        assert_eq!(e, Exceeded::Result { limit: 100 });
+        assert!(e.ends_session());
+        assert_eq!(e.rule(), "budgets.max_result_bytes");
+        assert_eq!(e.hint().to_value()["retry"], false);
     }
 
     #[test]

@@ -127,7 +127,11 @@ struct Open {
     sample: Vec<Vec<Value>>,
     bytes: usize,
     truncated: bool,
+    flags: Vec<event::Flag>,
 }
+
+/// Flags kept per result; the door's notice counts the rest.
+pub const MAX_FLAGS: usize = 16;
 
 impl RecordingSession {
     #[allow(clippy::too_many_arguments)]
@@ -323,6 +327,25 @@ impl RecordingSession {
         open.sample.push(row);
     }
 
+    /// A value of result `at` the client got unchanged reads like
+    /// instructions to an agent (the first [`MAX_FLAGS`] are kept).
+    pub fn flag(&mut self, at: At, row: u64, column: &str, kind: &str) {
+        if !self.recorded.contains_key(&at.id) {
+            return;
+        }
+        if self.open.len() >= MAX_OPEN && !self.open.contains_key(&(at.id, at.index)) {
+            return;
+        }
+        let open = self.open.entry((at.id, at.index)).or_default();
+        if open.flags.len() < MAX_FLAGS {
+            open.flags.push(event::Flag {
+                row,
+                column: column.into(),
+                kind: kind.into(),
+            });
+        }
+    }
+
     /// Result `at` completed (`tag`: its command tag, if it has one), or
     /// was suspended with rows left.
     pub fn complete(&mut self, at: At, tag: Option<String>, suspended: bool) {
@@ -387,6 +410,7 @@ impl RecordingSession {
             suspended,
             error,
             sample: sample.filter(|s| !s.columns.is_empty() || !s.rows.is_empty()),
+            flags: open.flags,
         }));
         // The statement has run: its result is queued, not waited for (it
         // is written with the next batch). A result that cannot be

@@ -125,7 +125,7 @@ pub async fn for_masking(
     route: &airlock_policy::Route,
     read: impl Future<Output = Result<SensitiveCatalog, CatalogError>>,
 ) -> Result<Option<Arc<SensitiveCatalog>>, CatalogError> {
-    if (!snapshot.masking.is_active() || route.unmask) && route.schema_only.is_none() {
+    if (!snapshot.masking.reads_results() || route.unmask) && route.schema_only.is_none() {
         return Ok(None);
     }
     let timeout = snapshot.limits.upstream_connect_timeout;

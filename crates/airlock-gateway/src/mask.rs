@@ -49,7 +49,16 @@ pub struct RowMask {
     masking: Arc<Masking>,
     columns: Vec<Column>,
     detect: bool,
+    /// Values that pass are scanned for planted instructions
+    /// (`masking.flag_planted_instructions`), and the columns' names kept
+    /// to name them.
+    flag: bool,
+    names: Vec<String>,
 }
+
+/// A value of a row that passed unchanged and reads like instructions to
+/// an agent: its column's name, and the kind.
+pub type Flagged<'a> = (&'a str, &'static str);
 
 /// A RowDescription's fields: `(origin, type OID, binary)`.
 pub fn fields(body: &[u8]) -> Option<Vec<(FieldOrigin, u32, bool)>> {
@@ -78,13 +87,16 @@ pub fn fields(body: &[u8]) -> Option<Vec<(FieldOrigin, u32, bool)>> {
 }
 
 impl RowMask {
-    /// `None` when the plan changes nothing.
+    /// `None` when the plan changes nothing and nothing is flagged.
+    /// `description` is the RowDescription body (its names, for flags).
     pub fn new(
         masking: &Arc<Masking>,
         plan: MaskPlan,
         fields: &[(FieldOrigin, u32, bool)],
+        description: &[u8],
     ) -> Option<RowMask> {
-        if plan.is_pass() {
+        let flag = masking.flag_planted;
+        if plan.is_pass() && !flag {
             return None;
         }
         let columns = fields
@@ -93,13 +105,19 @@ impl RowMask {
             .map(|(&(_, type_oid, binary), &mask)| Column {
                 mask,
                 text: text_like(type_oid),
-                scan: plan.detect && scannable(type_oid, binary),
+                scan: (plan.detect || flag) && scannable(type_oid, binary),
             })
             .collect();
         Some(RowMask {
             masking: Arc::clone(masking),
             columns,
             detect: plan.detect,
+            flag,
+            names: if flag {
+                crate::record::column_names(description)
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -110,17 +128,22 @@ impl RowMask {
             masking: Arc::clone(masking),
             columns: Vec::new(),
             detect: false,
+            flag: false,
+            names: Vec::new(),
         }
     }
 
-    /// Writes DataRow `body` as a whole message, masked, to `out`.
-    pub fn data_row(&self, body: &[u8], out: &mut BytesMut) {
+    /// Writes DataRow `body` as a whole message, masked, to `out`; the
+    /// first value flagged as planted instructions, if any.
+    pub fn data_row(&self, body: &[u8], out: &mut BytesMut) -> Option<Flagged<'_>> {
         let start = out.len();
         out.put_u8(b'D');
         out.put_i32(0);
-        if self.rewrite(body, out).is_none() {
+        let mut flagged = None;
+        if self.rewrite(body, out, &mut flagged).is_none() {
             // A malformed row: send its columns as NULLs rather than
             // anything unmasked.
+            flagged = None;
             out.truncate(start + 5);
             let count = body
                 .get(..2)
@@ -132,9 +155,16 @@ impl RowMask {
         }
         let len = (out.len() - start - 1) as i32;
         out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+        let (column, kind) = flagged?;
+        Some((self.names.get(column).map_or("?", String::as_str), kind))
     }
 
-    fn rewrite(&self, body: &[u8], out: &mut BytesMut) -> Option<()> {
+    fn rewrite(
+        &self,
+        body: &[u8],
+        out: &mut BytesMut,
+        flagged: &mut Option<(usize, &'static str)>,
+    ) -> Option<()> {
         out.put_i16(airlock_pgwire::codec::DataRowValues::declared(body));
         let mut values = airlock_pgwire::codec::data_row_values(body);
         let mut scratch = Vec::new();
@@ -157,6 +187,9 @@ impl RowMask {
             });
             match mask {
                 None => {
+                    if self.flag && column.scan && flagged.is_none() {
+                        *flagged = airlock_mask::planted::scan(value).map(|p| (i, p.name()));
+                    }
                     out.put_i32(value.len() as i32);
                     out.extend_from_slice(value);
                 }

@@ -65,6 +65,12 @@ pub enum PumpEnd {
     /// The client began a message and completed none for the message
     /// timeout while it was being read (a slowloris).
     Stalled,
+    /// The inspector reached a limit that ends the session
+    /// ([`Inspector::ends_session`]); what was queued for the client is
+    /// still to be written.
+    ///
+    /// [`Inspector::ends_session`]: airlock_pgwire::relay::Inspector::ends_session
+    Ended,
 }
 
 /// Per-session byte counters.
@@ -173,6 +179,9 @@ where
             .relay
             .handle_client(&mut self.from_client, &mut self.to_upstream);
         self.client_taken += before.saturating_sub(self.from_client.len()) as u64;
+        if self.relay.inspector().ends_session() {
+            return Err(PumpEnd::Ended);
+        }
         match flow {
             Ok(ClientFlow::Continue) => Ok(()),
             Ok(ClientFlow::Terminate) => {
@@ -317,6 +326,9 @@ where
                             &mut self.to_client,
                             &mut self.to_upstream,
                         ) {
+                            Ok(_) if self.relay.inspector().ends_session() => {
+                                return Poll::Ready(PumpEnd::Ended);
+                            }
                             Ok(false) => {}
                             // A held message can be judged now.
                             Ok(true) => {

@@ -30,7 +30,7 @@ pub(crate) fn params(bind: &[u8]) -> Params<'_> {
     }
 }
 
-fn at(r: StatementRef) -> At {
+pub(crate) fn at(r: StatementRef) -> At {
     At {
         id: r.id,
         index: r.index,
@@ -56,7 +56,7 @@ pub(crate) fn observe(recording: &mut RecordingSession, r: StatementRef, tag: u8
 }
 
 /// The field names of a RowDescription body.
-fn column_names(body: &[u8]) -> Vec<String> {
+pub(crate) fn column_names(body: &[u8]) -> Vec<String> {
     let count = body
         .get(..2)
         .map_or(0, |c| i16::from_be_bytes([c[0], c[1]]).max(0));

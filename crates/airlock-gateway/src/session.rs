@@ -601,10 +601,15 @@ async fn run(
     };
     // No longer live: an administrator cannot end it now.
     drop(tracked);
+    let ending = match &end {
+        Ok(PumpEnd::Ended) => pump.inspector_mut().take_ending(),
+        _ => None,
+    };
     if let (Some(w), Some(a)) = (waiting, &approvals) {
         let why = match &end {
             Err(_) => "the session was cut",
             Ok(PumpEnd::Stalled) => "the client stalled mid-message",
+            Ok(PumpEnd::Ended) => "the session reached a limit",
             Ok(_) => "the client disconnected",
         };
         let holder = Holder {
@@ -625,6 +630,10 @@ async fn run(
         Ok(PumpEnd::Protocol(Side::Client, _)) => "client protocol violation".into(),
         Ok(PumpEnd::Protocol(Side::Upstream, _)) => "upstream protocol violation".into(),
         Ok(PumpEnd::Stalled) => "client stalled mid-message".into(),
+        Ok(PumpEnd::Ended) => ending
+            .as_ref()
+            .map_or("a limit was reached", |e| e.rule())
+            .into(),
         Ok(PumpEnd::Held | PumpEnd::Idle) => unreachable!("neither ends the session"),
     };
     if let Some(recorder) = gateway.recorder.get() {
@@ -682,6 +691,19 @@ async fn run(
                 snapshot.limits.message_timeout
             );
             fatal(pump.client_out(), sqlstate::IDLE_SESSION_TIMEOUT, &message);
+            true
+        }
+        Ok(PumpEnd::Ended) => {
+            if let Some(e) = &ending {
+                tracing::info!(limit = e.rule(), "session ended by a limit");
+                let message = e.message();
+                fatal_hinted(
+                    pump.client_out(),
+                    sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                    &message,
+                    &e.hint().to_json(),
+                );
+            }
             true
         }
         Ok(PumpEnd::Held | PumpEnd::Idle) => false,

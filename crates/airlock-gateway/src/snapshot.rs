@@ -196,7 +196,10 @@ impl Snapshot {
             airlock_mask::Masker::new([0; 32])
         };
         Ok(Snapshot {
-            masking: Arc::new(Masking::new(masking_policy, masker)),
+            masking: Arc::new(
+                Masking::new(masking_policy, masker)
+                    .flagging_planted(config.masking.flag_planted_instructions),
+            ),
             catalogs: Arc::default(),
             access: access_policy(config),
             analyzer: Arc::new(Analyzer::new(&config.unsafe_functions)),
@@ -290,6 +293,8 @@ pub fn access_policy(config: &Config) -> AccessPolicy {
                 session: caps(&b.session),
                 principal: caps(&b.principal),
                 window: b.window.0,
+                ends_session: b.on_exceed == airlock_config::OnExceed::Session,
+                max_result_bytes: b.max_result_bytes.map(|m| m.0),
             }),
             schema_only: (r.mode == airlock_config::AccessMode::SchemaOnly).then(|| {
                 r.min_group_rows

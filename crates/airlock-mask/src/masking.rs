@@ -15,6 +15,10 @@ pub struct Masking {
     pub detectors: Detectors,
     /// The mask of each detector (the first rule naming it).
     detector_masks: Vec<(Detector, Mask)>,
+    /// `masking.flag_planted_instructions`: result values that pass
+    /// unmasked are scanned, and those that read like instructions to an
+    /// agent are flagged to the client.
+    pub flag_planted: bool,
 }
 
 impl Masking {
@@ -26,11 +30,26 @@ impl Masking {
             detector_masks,
             policy: Arc::new(policy),
             masker,
+            flag_planted: false,
+        }
+    }
+
+    /// With `masking.flag_planted_instructions`.
+    pub fn flagging_planted(self, on: bool) -> Masking {
+        Masking {
+            flag_planted: on,
+            ..self
         }
     }
 
     pub fn is_active(&self) -> bool {
         !self.policy.is_empty()
+    }
+
+    /// Whether results pass through the masker: something is masked, or
+    /// planted instructions are flagged.
+    pub fn reads_results(&self) -> bool {
+        self.is_active() || self.flag_planted
     }
 
     /// `text` with the content detectors' matches masked (unchanged when

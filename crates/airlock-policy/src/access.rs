@@ -55,6 +55,11 @@ pub struct Budgets {
     pub principal: Caps,
     /// How long a principal's spending counts before it starts again.
     pub window: std::time::Duration,
+    /// A spent budget ends the session, not only the statement.
+    pub ends_session: bool,
+    /// The most bytes one result (one fetch) may return; reaching it cuts
+    /// the result and ends the session.
+    pub max_result_bytes: Option<u64>,
 }
 
 /// How a route may use its connection.

@@ -872,6 +872,7 @@ mod tests {
                     tag: Some("SELECT 1".into()),
                     suspended: false,
                     error: None,
+                    flags: Vec::new(),
                     sample: None,
                 }),
             ),

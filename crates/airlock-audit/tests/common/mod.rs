@@ -136,6 +136,7 @@ pub fn session(
                 suspended: false,
                 error: None,
                 sample: None,
+                flags: Vec::new(),
             }));
         }
     }

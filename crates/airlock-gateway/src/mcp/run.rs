@@ -1240,7 +1240,18 @@ async fn execute(
         catalog: open.catalog.as_deref(),
         statement: statements.last(),
         recorder: &mut open.recorder,
-        caps: cx.caps,
+        // The access rule's cap on one result truncates here, as
+        // `mcp.max_bytes` does: the call's result says so.
+        caps: match open.permit.budget().and_then(|b| b.max_result_bytes()) {
+            Some(m) => Caps {
+                max_bytes: cx
+                    .caps
+                    .max_bytes
+                    .min(usize::try_from(m).unwrap_or(usize::MAX)),
+                ..cx.caps
+            },
+            None => cx.caps,
+        },
         plan: None,
         text: Vec::new(),
         show_scrub: false,
@@ -1408,6 +1419,9 @@ impl Sink for Collector<'_> {
         for (column, value) in row.iter().enumerate() {
             if let Some(kind) = super::flags::scan_json(value) {
                 airlock_mask::planted::count("flagged");
+                let name = self.ran.columns.get(column).map_or("?", String::as_str);
+                self.recorder
+                    .flag(At { id: ID, index: 0 }, index as u64 + 1, name, kind);
                 self.ran.flags.push(json!({
                     "row": index,
                     "column": self.ran.columns.get(column),

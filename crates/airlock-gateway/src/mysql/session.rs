@@ -259,7 +259,8 @@ async fn open(
                 airlock_engine::limits::Exceeded::Connection { .. } => (errno::CON_COUNT, "08004"),
                 // Admission spends no statement.
                 airlock_engine::limits::Exceeded::Rate { .. }
-                | airlock_engine::limits::Exceeded::Budget { .. } => {
+                | airlock_engine::limits::Exceeded::Budget { .. }
+                | airlock_engine::limits::Exceeded::Result { .. } => {
                     (errno::USER_LIMIT_REACHED, "42000")
                 }
             };
@@ -546,6 +547,8 @@ enum End {
     UpstreamGone,
     Protocol(&'static str),
     Cut(Cut),
+    /// A limit that ends the session was reached; its ERR is written.
+    Limit(airlock_engine::limits::Exceeded),
     /// The client began a packet and did not finish it within
     /// `limits.message_timeout`.
     Stalled,
@@ -574,6 +577,8 @@ struct Session<'a> {
     ended: Option<tokio::sync::watch::Receiver<Option<String>>>,
     /// The principal's statement budget (`statements_per_second`).
     budget: Option<airlock_engine::limits::Budget>,
+    /// A refusal under a limit that ends the session was given.
+    ending: Option<airlock_engine::limits::Exceeded>,
 }
 
 async fn run(
@@ -619,6 +624,7 @@ async fn run(
         sql_state: airlock_sql::SessionState::default(),
         ended: tracked.ended.take(),
         budget,
+        ending: None,
     };
     let clock = gateway.clock();
     let deadline = open::deadline(authorized, snapshot.session_lifetime, clock.now());
@@ -677,6 +683,9 @@ async fn run(
             Ok(()) => {}
             Err(end) => break end,
         }
+        if let Some(exceeded) = s.ending.take() {
+            break End::Limit(exceeded);
+        }
     };
     // No longer live: an administrator cannot end it now.
     drop(tracked);
@@ -686,6 +695,7 @@ async fn run(
         End::UpstreamGone => "upstream closed".into(),
         End::Protocol(_) => "protocol violation".into(),
         End::Cut(cut) => cut.reason(),
+        End::Limit(exceeded) => exceeded.rule().into(),
         End::Stalled => "client stalled mid-message".into(),
     };
     if let Some(recorder) = gateway.recorder() {
@@ -1113,8 +1123,11 @@ impl Session<'_> {
 
     /// The refusal of a message of `statements` over the principal's
     /// budget (a COM_QUERY's statements, one execution), or `None`.
-    fn over_budget(&self, statements: usize) -> Option<Judged> {
+    fn over_budget(&mut self, statements: usize) -> Option<Judged> {
         let exceeded = crate::over_budget(self.budget.as_ref(), statements, "mysql")?;
+        if exceeded.ends_session() {
+            self.ending = Some(exceeded.clone());
+        }
         Some(Judged::Refuse {
             code: errno::USER_LIMIT_REACHED,
             decision: Recorded::Deny,
@@ -1435,6 +1448,9 @@ impl Session<'_> {
         if let Some(exceeded) = crate::results_spent(self.budget.as_ref(), "mysql") {
             let message = hinted(&exceeded.message(), &exceeded.hint());
             self.refuse(errno::USER_LIMIT_REACHED, "42000", &message);
+            if exceeded.ends_session() {
+                self.ending = Some(exceeded);
+            }
             return Ok(());
         }
         self.forward_raw(
@@ -1684,10 +1700,23 @@ impl Session<'_> {
                             self.recorder.row(at, values);
                         }
                     }
-                    if let Some(tally) = tally.as_mut() {
-                        tally.row(row.len());
-                    }
+                    let cut = tally.as_mut().and_then(|t| t.row(row.len()).err());
                     codec::write(&mut self.out, &mut seq, row);
+                    if let Some(exceeded) = cut {
+                        // The result is cut after this row, and the
+                        // session ends: the upstream's statement is
+                        // abandoned with its connection.
+                        crate::metrics::Metrics.limit_refusal("mysql", exceeded.limit());
+                        let message = hinted(&exceeded.message(), &exceeded.hint());
+                        codec::err(
+                            &mut self.out,
+                            &mut seq,
+                            errno::USER_LIMIT_REACHED,
+                            "42000",
+                            &message,
+                        );
+                        return Err(End::Limit(exceeded));
+                    }
                 }
                 Part::Err => {
                     let e = codec::err_info(&packet.payload);

@@ -199,6 +199,11 @@ pub trait Inspector {
     fn mask_row(&mut self, _mask: &Self::Mask, _body: &[u8], _out: &mut BytesMut) {}
     /// Writes CopyData `body`, masked, as a whole message to `out`.
     fn mask_copy(&mut self, _mask: &Self::Mask, _body: &[u8], _out: &mut BytesMut) {}
+    /// A result whose rows were masked ends (its CommandComplete,
+    /// PortalSuspended or ErrorResponse comes next), answering statement
+    /// `at` when known: messages written to `out` reach the client ahead
+    /// of that end (a notice about its rows).
+    fn result_end(&mut self, _at: Option<StatementRef>, _out: &mut BytesMut) {}
     /// An ErrorResponse, NoticeResponse, NotificationResponse or
     /// ParameterStatus (by `tag`) on its way to the client, answering
     /// statement `at` when known. Returns whether it wrote a replacement
@@ -210,6 +215,13 @@ pub trait Inspector {
         _body: &[u8],
         _out: &mut BytesMut,
     ) -> bool {
+        false
+    }
+    /// Whether a limit that ends the session was reached (a refusal under
+    /// it was just given, or a result observed grew too large): the relay
+    /// takes nothing more from either side, and the driver ends the
+    /// session.
+    fn ends_session(&self) -> bool {
         false
     }
     /// Whether the inspector records results: the relay then shows it every

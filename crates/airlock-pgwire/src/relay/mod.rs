@@ -234,7 +234,9 @@ impl<I: Inspector> Relay<I> {
         // run is copied in one piece when it ends.
         let mut end = 0;
         while let Some(h) = codec::peek_header(&input[end..], self.max_message)? {
-            if input.len() - end < h.total_len {
+            // A limit that ends the session was reached: nothing more is
+            // taken.
+            if input.len() - end < h.total_len || self.inspector.ends_session() {
                 break;
             }
             if self.barrier && matches!(h.tag, b'Q' | b'P') {
@@ -496,8 +498,19 @@ impl<I: Inspector> Relay<I> {
         let mut resume = false;
         let mut end = 0;
         while let Some(h) = codec::peek_header(&input[end..], self.max_message)? {
-            if input.len() - end < h.total_len {
+            // A limit that ends the session was reached (the row just
+            // observed made a result too large): nothing more is passed on.
+            if input.len() - end < h.total_len || self.inspector.ends_session() {
                 break;
+            }
+            if self.current.is_some()
+                && matches!(h.tag, b'C' | b's' | b'E')
+                && !matches!(self.held, Some(Held::Explaining { .. } | Held::Restoring))
+            {
+                to_client.extend_from_slice(&input[..end]);
+                input.advance(end);
+                end = 0;
+                self.inspector.result_end(self.answering(), to_client);
             }
             let body = &input[end + 5..end + h.total_len];
             if matches!(self.held, Some(Held::Explaining { .. } | Held::Restoring)) {
@@ -650,6 +663,74 @@ mod tests {
         let _ = relay.handle_client(&mut input, &mut out).unwrap();
         assert_eq!(&out[whole..], &next[..]);
         assert!(input.is_empty());
+    }
+
+    #[test]
+    fn a_limit_that_ends_the_session_stops_both_sides_after_the_row_that_reached_it() {
+        let mut relay = Relay::new(
+            Masking {
+                plain: true,
+                rows_until_end: Some(2),
+                ..Masking::default()
+            },
+            1 << 16,
+            b'I',
+        );
+        send(&mut relay, &[query_msg("select a from t")]);
+        let mut up = cat(&[
+            row_description(&["a"]),
+            row(&["1"]),
+            row(&["2"]),
+            row(&["3"]),
+            complete("SELECT 3"),
+            ready(b'I'),
+        ]);
+        let mut out = BytesMut::new();
+        relay
+            .handle_upstream(&mut up, &mut out, &mut BytesMut::new())
+            .unwrap();
+        assert!(relay.inspector().ends_session());
+        let tags: Vec<u8> = messages(out).iter().map(|m| m.tag).collect();
+        assert_eq!(tags, b"TDD", "cut after the second row");
+        assert!(!up.is_empty(), "the rest is left");
+        // Nothing more of the client's is taken either.
+        let mut input = query_msg("select 1");
+        let mut to_upstream = BytesMut::new();
+        let _ = relay.handle_client(&mut input, &mut to_upstream).unwrap();
+        assert!(to_upstream.is_empty() && !input.is_empty());
+    }
+
+    #[test]
+    fn the_inspector_writes_ahead_of_a_masked_result_end_only() {
+        let mut relay = Relay::new(
+            Masking {
+                note_result_ends: true,
+                ..Masking::default()
+            },
+            1 << 16,
+            b'I',
+        );
+        send(
+            &mut relay,
+            &[query_msg("select secret from t; select a from t")],
+        );
+        let out = answer(
+            &mut relay,
+            &[
+                row_description(&["secret"]),
+                row(&["x"]),
+                complete("SELECT 1"),
+                row_description(&["a"]),
+                row(&["y"]),
+                complete("SELECT 1"),
+                ready(b'I'),
+            ],
+        );
+        let tags: Vec<u8> = messages(out).iter().map(|m| m.tag).collect();
+        assert_eq!(
+            tags, b"TDNCTDCZ",
+            "a notice before the masked result's end alone"
+        );
     }
 
     #[test]

@@ -117,6 +117,10 @@ pub(super) struct Masking {
     pub(super) scrubbed: Vec<(Option<StatementRef>, u8)>,
     /// Every observed answer, as the client got it.
     pub(super) observed: Vec<(StatementRef, u8, Vec<u8>)>,
+    /// Ends the session once this many rows were observed.
+    pub(super) rows_until_end: Option<usize>,
+    /// Writes a notice ahead of each masked result's end.
+    pub(super) note_result_ends: bool,
 }
 
 impl Masking {
@@ -195,6 +199,17 @@ impl Inspector for Masking {
     fn observe(&mut self, at: StatementRef, tag: u8, body: &[u8]) {
         self.live(at.id);
         self.observed.push((at, tag, body.to_vec()));
+    }
+    fn ends_session(&self) -> bool {
+        self.rows_until_end
+            .is_some_and(|n| self.observed.iter().filter(|o| o.1 == b'D').count() >= n)
+    }
+    fn result_end(&mut self, at: Option<StatementRef>, out: &mut BytesMut) {
+        if !self.note_result_ends {
+            return;
+        }
+        let id = at.map_or(0, |at| at.id);
+        out.extend_from_slice(&notice("01000", &format!("end of masked result {id}")));
     }
     fn describe(&mut self, at: StatementRef, fields: &[u8]) -> Option<Arc<u64>> {
         self.described.push((at, fields.to_vec()));

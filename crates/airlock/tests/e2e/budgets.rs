@@ -166,3 +166,112 @@ async fn budgets_count_statements_and_returned_rows_per_session_and_principal() 
         );
     }
 }
+
+/// `on_exceed: session` and `max_result_bytes`: the refusal ends the
+/// session (a FATAL 54000 naming the budget, through tokio-postgres and
+/// psql); a result that reaches `max_result_bytes` is cut and the session
+/// ends, while the same rows fetched in pages of a portal each count
+/// alone; a write whose RETURNING rows are cut is never committed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spent_budget_can_end_the_session_and_a_result_too_large_is_cut() {
+    let table = common::unique("cut_write");
+    let _cleanup = common::Cleanup::sql(format!("DROP TABLE IF EXISTS {table}"));
+    common::direct(&format!("CREATE TABLE {table} (id int, pad text)"));
+    let gw = Gateway::start(&common::local_config(
+        r#"  - name: ending
+    groups: [ending]
+    connections: [test]
+    roles: [readonly]
+    mode: read-write
+    budgets:
+      session: {max_statements: 3}
+      on_exceed: session
+      max_result_bytes: 64KiB
+"#,
+    ))
+    .await;
+    let devin = gw.token("devin", &["ending"]);
+    let fatal = |e: tokio_postgres::Error, rule: &str| {
+        let db = e.as_db_error().unwrap_or_else(|| panic!("{e}")).clone();
+        assert_eq!(
+            (db.code().code(), db.severity()),
+            ("54000", "FATAL"),
+            "{db:?}"
+        );
+        assert!(db.message().contains("session ended"), "{db:?}");
+        let hint: Value = serde_json::from_str(db.hint().expect("a hint")).unwrap();
+        assert_eq!(hint["rule"], rule, "{hint}");
+    };
+
+    // Three statements, then the fourth ends the session.
+    let a = gw.client("readonly", &devin).await.unwrap();
+    for _ in 0..3 {
+        a.simple_query("SELECT 1").await.unwrap();
+    }
+    fatal(
+        a.simple_query("SELECT 1").await.unwrap_err(),
+        "budgets.session.max_statements",
+    );
+    assert!(a.simple_query("SELECT 1").await.is_err());
+    assert!(a.is_closed(), "the session ended");
+
+    // 1000 rows of about 110 bytes: cut past 64 KiB, the session ends.
+    let big = "SELECT g, repeat('x', 100) FROM generate_series(1, 1000) g";
+    let b = gw.client("readonly", &devin).await.unwrap();
+    fatal(
+        b.query(big, &[]).await.unwrap_err(),
+        "budgets.max_result_bytes",
+    );
+    assert!(b.is_closed(), "the session ended");
+    let out = gw.psql(&devin, "test", "readonly", big);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("FATAL") && stderr(&out).contains("budgets.max_result_bytes"),
+        "{}",
+        stderr(&out)
+    );
+    // Each page of a portal is a result of its own.
+    let mut c = gw.client("readonly", &devin).await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    let portal = tx.bind(big, &[]).await.unwrap();
+    let mut fetched = 0;
+    loop {
+        let page = tx.query_portal(&portal, 200).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        fetched += page.len();
+    }
+    assert_eq!(fetched, 1000);
+    tx.commit().await.unwrap();
+    drop(c);
+
+    // A write whose RETURNING rows are cut does not commit: the upstream
+    // connection closes while the statement is still sending.
+    let d = gw.client("readonly", &devin).await.unwrap();
+    let write = format!(
+        "INSERT INTO {table} SELECT g, repeat('y', 200) FROM generate_series(1, 100000) g RETURNING *"
+    );
+    fatal(
+        d.simple_query(&write).await.unwrap_err(),
+        "budgets.max_result_bytes",
+    );
+    // Once its backend is gone, nothing of it is there.
+    let gone =
+        format!("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO {table}%'");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while common::direct(&gone) != "0" {
+        assert!(std::time::Instant::now() < deadline, "the write still runs");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(common::count_rows(&table), 0);
+
+    // The session's end names the limit in the recording and the metrics.
+    let journal = gw.journal_texts().join("\n");
+    assert!(
+        journal.contains("budgets.max_result_bytes"),
+        "the cut session's end is recorded"
+    );
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains("limit=\"budget_result_bytes\""), "counted");
+}

@@ -258,6 +258,14 @@ async fn the_python_sdk_in_both_protocol_eras_lists_queries_reads_masked_rows_an
             r["flags"],
             json!([{"row": 0, "column": "note", "kind": "instruction"}])
         );
+        // Recorded with the result (rows from 1, as the wire's warning has
+        // them).
+        assert!(
+            gw.journal_texts()
+                .iter()
+                .any(|t| t.contains(r#""flags":[{"row":1,"column":"note","kind":"instruction"}]"#)),
+            "the flag is recorded"
+        );
         assert!(!r.to_string().contains(SSN));
         // Computed from a masked column: masked too.
         let r = c

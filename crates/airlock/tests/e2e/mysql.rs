@@ -1406,3 +1406,96 @@ print(json.dumps({"counts": counts, "err": err}))
         stderr(&out)
     );
 }
+
+/// `on_exceed: session` and `max_result_bytes` through the MySQL door:
+/// the refusal (errno 1226 naming the budget) ends the session, and a
+/// result that reaches the cap is cut by an ERR after the rows sent and
+/// the session ends (PyMySQL; its connect spends statements too); the
+/// mysql CLI's five statements end its session.
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_a_spent_budget_can_end_the_session_and_a_result_too_large_is_cut() {
+    let db = seeded();
+    let gw = gateway(
+        &db,
+        "  - name: ending\n    groups: [ending]\n    connections: [shop]\n    roles: [readonly]\n    mode: read-only\n    budgets: {session: {max_statements: 4}, on_exceed: session, max_result_bytes: 16KiB}\n",
+        "",
+    )
+    .await;
+    let token = gw.token("devin", &["ending"]);
+    let got = python(
+        &gw,
+        &token,
+        r#"
+import json, os, pymysql
+def connect():
+    return pymysql.connect(host=os.environ["HOST"], port=int(os.environ["PORT"]), user="readonly",
+                           password=os.environ["TOKEN"], database="shop")
+def err(e):
+    return [e.args[0], str(e.args[1]) if len(e.args) > 1 else ""]
+out = {}
+c = connect()
+cur = c.cursor()
+# (The driver's own statements at connect count too.)
+out["ran"] = 0
+try:
+    for _ in range(5):
+        cur.execute("select 1")
+        out["ran"] += 1
+except pymysql.err.MySQLError as e:
+    out["third"] = err(e)
+try:
+    c.ping(reconnect=False)
+    out["after"] = "alive"
+except Exception as e:
+    out["after"] = type(e).__name__
+big = "select seq, repeat('x', 100) from seq_1_to_1000"
+c = connect()
+try:
+    c.cursor().execute(big)
+except pymysql.err.MySQLError as e:
+    out["big"] = err(e)
+try:
+    c.ping(reconnect=False)
+    out["after_big"] = "alive"
+except Exception as e:
+    out["after_big"] = type(e).__name__
+# A small result passes.
+c = connect()
+cur = c.cursor()
+cur.execute("select seq from seq_1_to_100")
+out["small"] = len(cur.fetchall())
+print(json.dumps(out))
+"#,
+    );
+    assert!(got["ran"].as_u64().unwrap() < 4, "{got}");
+    assert_eq!(got["third"][0], 1226, "{got}");
+    let third = got["third"][1].as_str().unwrap();
+    assert!(
+        third.contains("session ended") && third.contains("budgets.session.max_statements"),
+        "{third}"
+    );
+    assert_ne!(got["after"], "alive", "{got}");
+    assert_eq!(got["big"][0], 1226, "{got}");
+    assert!(
+        got["big"][1]
+            .as_str()
+            .unwrap()
+            .contains("budgets.max_result_bytes"),
+        "{got}"
+    );
+    assert_ne!(got["after_big"], "alive", "{got}");
+    assert_eq!(got["small"], 100, "{got}");
+    let out = mysql_cli(
+        &gw,
+        &token,
+        "readonly",
+        "shop",
+        "select 1; select 2; select 3; select 4; select 5",
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("ERROR 1226") && stderr(&out).contains("session ended"),
+        "{}",
+        stderr(&out)
+    );
+}
