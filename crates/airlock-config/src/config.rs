@@ -443,6 +443,11 @@ pub struct BudgetCaps {
     pub max_rows: Option<u64>,
     /// The most result bytes returned (rows as encoded on the wire), counted as `max_rows`.
     pub max_bytes: Option<ByteSize>,
+    /// The most estimated planner cost (PostgreSQL's `EXPLAIN` total cost of each statement
+    /// run, summed): each statement's cost is estimated before it runs, and one that would
+    /// pass the cap is refused. PostgreSQL connections only; a message may then hold one
+    /// statement that runs a plan.
+    pub max_cost: Option<u64>,
 }
 
 /// `limits.per_principal`.

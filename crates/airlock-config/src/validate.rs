@@ -212,6 +212,12 @@ fn access(config: &Config, p: &mut Problems) {
                 "applies only to `mode: schema-only`",
             ),
         }
+        // What is enforced on PostgreSQL only: a rule that reaches a MySQL
+        // connection must not seem to cap it.
+        let mysql = config.connections.iter().find(|(name, c)| {
+            c.protocol == crate::Protocol::Mysql
+                && rule.connections.iter().any(|r| r == "*" || r == *name)
+        });
         if let Some(t) = rule.statement_timeout {
             if t.0 < std::time::Duration::from_millis(1)
                 || t.0 > std::time::Duration::from_secs(86_400)
@@ -221,12 +227,6 @@ fn access(config: &Config, p: &mut Problems) {
                     "must be between 1ms and 24h",
                 );
             }
-            // Enforced on PostgreSQL only: a rule that reaches a MySQL
-            // connection must not seem to cap it.
-            let mysql = config.connections.iter().find(|(name, c)| {
-                c.protocol == crate::Protocol::Mysql
-                    && rule.connections.iter().any(|r| r == "*" || r == *name)
-            });
             if let Some((name, _)) = mysql {
                 p.add(
                     format!("{at}.statement_timeout"),
@@ -240,6 +240,14 @@ fn access(config: &Config, p: &mut Problems) {
                 || window > std::time::Duration::from_secs(30 * 86_400)
             {
                 p.add(format!("{at}.budgets.window"), "must be between 1s and 30d");
+            }
+            if let Some((name, _)) = mysql
+                && (b.session.max_cost.is_some() || b.principal.max_cost.is_some())
+            {
+                p.add(
+                    format!("{at}.budgets"),
+                    format!("max_cost applies to PostgreSQL connections only (MariaDB's EXPLAIN gives no cost), and this rule reaches the MySQL connection {name:?}"),
+                );
             }
             if b.max_result_bytes.is_some_and(|m| m.0 == 0) {
                 p.add(
@@ -256,6 +264,7 @@ fn access(config: &Config, p: &mut Problems) {
                     ),
                     ("max_rows", caps.max_rows == Some(0)),
                     ("max_bytes", caps.max_bytes.is_some_and(|b| b.0 == 0)),
+                    ("max_cost", caps.max_cost == Some(0)),
                 ];
                 for (name, _) in zero.iter().filter(|(_, z)| *z) {
                     p.add(
@@ -1296,6 +1305,13 @@ unsafe_functions: ['']
                 &["t.yaml: access[0].budgets.window: must be between 1s and 30d"],
             ),
             ("{on_exceed: session, max_result_bytes: 4MiB}", &[]),
+            ("{principal: {max_cost: 100000}}", &[]),
+            (
+                "{session: {max_cost: 0}}",
+                &[
+                    "t.yaml: access[0].budgets.session.max_cost: must be greater than zero (leave it out for no cap)",
+                ],
+            ),
             (
                 "{max_result_bytes: 0}",
                 &[

@@ -85,6 +85,8 @@ pub enum Cap {
     PerMinute,
     Rows,
     Bytes,
+    /// Estimated planner cost.
+    Cost,
 }
 
 impl Exceeded {
@@ -124,6 +126,9 @@ impl Exceeded {
                     Cap::PerMinute => format!("sent {limit} statements in the last minute"),
                     Cap::Rows => format!("been returned {limit} rows or more"),
                     Cap::Bytes => format!("been returned {limit} bytes or more"),
+                    Cap::Cost => format!(
+                        "been allowed {limit} of estimated planner cost, which this statement's estimate would pass"
+                    ),
                 };
                 let ended = if *ends_session {
                     "session ended (budgets.on_exceed: session)"
@@ -149,10 +154,12 @@ impl Exceeded {
                 (Scope::Session, Cap::PerMinute) => "budgets.session.statements_per_minute",
                 (Scope::Session, Cap::Rows) => "budgets.session.max_rows",
                 (Scope::Session, Cap::Bytes) => "budgets.session.max_bytes",
+                (Scope::Session, Cap::Cost) => "budgets.session.max_cost",
                 (Scope::Principal, Cap::Statements) => "budgets.principal.max_statements",
                 (Scope::Principal, Cap::PerMinute) => "budgets.principal.statements_per_minute",
                 (Scope::Principal, Cap::Rows) => "budgets.principal.max_rows",
                 (Scope::Principal, Cap::Bytes) => "budgets.principal.max_bytes",
+                (Scope::Principal, Cap::Cost) => "budgets.principal.max_cost",
             },
         }
     }
@@ -189,6 +196,10 @@ impl Exceeded {
                     self.rule(),
                     format!("send at most {limit} statements a minute: wait, then send it again"),
                 ),
+                (Scope::Session, Cap::Cost) => Hint::never(
+                    self.rule(),
+                    "make the statement cheaper (a WHERE clause on an indexed column, a LIMIT), or end the session: a new one gets a new budget (your budget across sessions still counts)",
+                ),
                 (Scope::Session, _) => Hint::never(
                     self.rule(),
                     "this session's budget is spent: end it; a new session gets a new one (your budget across sessions still counts)",
@@ -218,6 +229,8 @@ impl Exceeded {
                     "budget_principal_statements"
                 }
                 (Scope::Principal, Cap::Rows | Cap::Bytes) => "budget_principal_results",
+                (Scope::Session, Cap::Cost) => "budget_session_cost",
+                (Scope::Principal, Cap::Cost) => "budget_principal_cost",
             },
         }
     }
@@ -256,6 +269,8 @@ struct Spent {
     statements: u64,
     rows: u64,
     bytes: u64,
+    /// Estimated planner cost.
+    cost: f64,
     /// The per-minute bucket: tokens left and when counted.
     minute: (f64, Option<Instant>),
     /// A principal's window began (at its first statement or result).
@@ -358,6 +373,33 @@ impl Ledger {
             .map_err(|e| self.ending(e))?;
         session.take(&b.session, n, now);
         principal.take(&b.principal, n, now);
+        Ok(())
+    }
+
+    /// Charges a statement's estimated `cost`, unless it would pass a
+    /// cost cap (then nothing is charged).
+    fn cost(&self, cost: f64, now: Instant) -> Result<(), Exceeded> {
+        let b = &self.budgets;
+        let mut session = lock(&self.session);
+        let mut principal = lock(&self.principal);
+        principal.roll(b.window, now);
+        for (spent, caps, scope) in [
+            (&session, &b.session, Scope::Session),
+            (&principal, &b.principal, Scope::Principal),
+        ] {
+            if let Some(max) = caps.max_cost.filter(|m| spent.cost + cost > *m as f64) {
+                return Err(self.ending(Exceeded::Budget {
+                    scope,
+                    cap: Cap::Cost,
+                    limit: max,
+                    window: b.window,
+                    ends_session: false,
+                }));
+            }
+        }
+        session.cost += cost;
+        principal.since.get_or_insert(now);
+        principal.cost += cost;
         Ok(())
     }
 
@@ -483,6 +525,23 @@ impl Budget {
         match &self.ledger {
             // Nothing to check (and no lock to take) without a cap on them.
             Some(l) if self.counts_results() => l.results(now),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether statements' estimated planner costs are charged
+    /// ([`Budget::spend_cost`]): a `max_cost` cap is set.
+    pub fn counts_cost(&self) -> bool {
+        self.ledger.as_ref().is_some_and(|l| {
+            l.budgets.session.max_cost.is_some() || l.budgets.principal.max_cost.is_some()
+        })
+    }
+
+    /// Charges a statement's estimated planner `cost` at `now`; refused
+    /// (nothing charged) when it would pass a `max_cost` cap.
+    pub fn spend_cost(&self, cost: f64, now: Instant) -> Result<(), Exceeded> {
+        match &self.ledger {
+            Some(l) if self.counts_cost() => l.cost(cost, now),
             _ => Ok(()),
         }
     }
@@ -1125,6 +1184,53 @@ mod tests {
         assert!(e.ends_session());
         assert_eq!(e.rule(), "budgets.max_result_bytes");
         assert_eq!(e.hint().to_value()["retry"], false);
+    }
+
+    #[test]
+    fn estimated_cost_is_charged_until_a_statement_would_pass_the_cap() {
+        let limiter = Arc::new(Limiter::default());
+        let alice = principal("idp", "alice");
+        let t0 = now();
+        let r = route(budgets(
+            Caps {
+                max_cost: Some(1000),
+                ..Caps::default()
+            },
+            Caps {
+                max_cost: Some(1500),
+                ..Caps::default()
+            },
+        ));
+        let b = limiter
+            .admit_route(SessionCaps::default(), &alice, &r, t0)
+            .unwrap()
+            .budget()
+            .unwrap();
+        assert!(b.counts_cost() && !b.counts_results());
+        b.spend_cost(600.5, t0).unwrap();
+        // 600.5 + 400 would pass 1000: refused, nothing charged.
+        let e = b.spend_cost(400.0, t0).unwrap_err();
+        assert_eq!(e.rule(), "budgets.session.max_cost");
+        assert_eq!(e.limit(), "budget_session_cost");
+        assert!(
+            e.message().contains("1000 of estimated planner cost"),
+            "{}",
+            e.message()
+        );
+        b.spend_cost(399.5, t0).unwrap();
+        // The principal's is shared: a second session has 500 left of it.
+        let other = limiter
+            .admit_route(SessionCaps::default(), &alice, &r, t0)
+            .unwrap()
+            .budget()
+            .unwrap();
+        assert_eq!(
+            rule(other.spend_cost(600.0, t0)),
+            "budgets.principal.max_cost"
+        );
+        other.spend_cost(500.0, t0).unwrap();
+        // Statements are not charged by it, nor it by them.
+        other.spend(10, t0).unwrap();
     }
 
     #[test]

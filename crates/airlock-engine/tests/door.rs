@@ -247,6 +247,7 @@ impl Door {
             writes: self.route.writes.as_ref(),
             schema_only: self.route.schema_only,
             statement_timeout: self.route.statement_timeout,
+            costed: self.route.costed(),
             approvals: true,
             masking: Some(Masked {
                 policy: &self.masking.policy,

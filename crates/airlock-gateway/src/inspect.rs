@@ -306,6 +306,31 @@ impl PolicyInspector {
         self.ending.take()
     }
 
+    /// Whether `max_cost` charges `statements` (one of them runs a plan).
+    fn costs(&self, statements: &[Statement]) -> bool {
+        self.policy.budget.as_ref().is_some_and(|b| b.counts_cost())
+            && statements.iter().any(judge::costs)
+    }
+
+    /// Charges the estimated cost in `plan` (`EXPLAIN (FORMAT JSON)`) of
+    /// `statements`, which may run, when `max_cost` counts it: the limit
+    /// passed (counted), if it would be; nothing is then charged. A plan
+    /// with no cost in it is over every cap.
+    fn charged_cost(
+        &self,
+        plan: &str,
+        statements: &[Statement],
+    ) -> Option<airlock_engine::limits::Exceeded> {
+        if !self.costs(statements) {
+            return None;
+        }
+        let budget = self.policy.budget.as_ref()?;
+        let cost = plan_cost(plan).unwrap_or(f64::INFINITY);
+        let exceeded = budget.spend_cost(cost, std::time::Instant::now()).err()?;
+        crate::metrics::Metrics.limit_refusal("postgres", exceeded.limit());
+        Some(exceeded)
+    }
+
     /// The refusal of a statement over a limit; one that ends the session
     /// also has it end.
     fn over_limit(&mut self, exceeded: airlock_engine::limits::Exceeded) -> Verdict {
@@ -500,6 +525,7 @@ impl PolicyInspector {
             writes: p.writes.as_ref(),
             schema_only: p.schema_only,
             statement_timeout: p.statement_timeout,
+            costed: p.budget.as_ref().is_some_and(|b| b.counts_cost()),
             approvals: p.approvals,
             masking: p.masking.as_ref().map(|m| judge::Masked {
                 policy: &m.masking.policy,
@@ -667,6 +693,33 @@ impl PolicyInspector {
             };
             text[span.0..span.1].to_string()
         };
+        // `max_cost`: a query's estimate is charged once it may run (or be
+        // held for approval); a Parse's at each execution. A reviewed
+        // statement is measured, not estimated: not charged.
+        if matches!(ruling, Ruling::Allow { .. } | Ruling::Approve { .. }) {
+            if let Some(Plan::Json(json)) = plan
+                && let Some(exceeded) = self.charged_cost(json, statements)
+            {
+                if self.recorder.is_some() {
+                    self.last = Some(Judged {
+                        statements: Arc::clone(statements),
+                        decision: Recorded::Deny,
+                        rule: Some(exceeded.rule().to_string()),
+                        approval: None,
+                    });
+                }
+                return self.over_limit(exceeded);
+            }
+            if plan.is_none() && self.costs(statements) && !statements.is_empty() {
+                self.estimates.entry(id).or_insert_with(|| {
+                    Arc::new(EstimateNeed {
+                        statement: span_of(0),
+                        types: Vec::new(),
+                        statements: Arc::clone(statements),
+                    })
+                });
+            }
+        }
         if self.review.enabled
             && plan.is_none()
             && let [s] = &statements[..]
@@ -1223,6 +1276,13 @@ impl PolicyInspector {
         };
         let ruling = judge::judge(&self.session_view(false), &ask, &judge::NoFacts);
         tracing::debug!(kinds = %kinds(&e.statements), rule = ?ruling.decision().rule(), "judged with the Bind's estimate");
+        if matches!(ruling, Ruling::Allow { .. } | Ruling::Approve { .. })
+            && let Plan::Json(json) = plan
+            && let Some(exceeded) = self.charged_cost(json, &e.statements)
+        {
+            let rule = exceeded.rule().to_string();
+            return Err(Refused::Rule(rule, self.over_limit(exceeded)));
+        }
         match ruling {
             Ruling::Allow { .. } | Ruling::NeedsEstimate { .. } => Ok(Some((
                 None,
@@ -1478,6 +1538,13 @@ fn kinds(statements: &[Statement]) -> String {
 /// The planner's largest row estimate in an `EXPLAIN (FORMAT JSON)` plan.
 /// The largest node is taken, not the top one: a ModifyTable node without
 /// RETURNING estimates 0 rows while its scan estimates what it will change.
+/// The planner's total cost in an `EXPLAIN (FORMAT JSON)` plan: its top
+/// node's.
+pub(crate) fn plan_cost(json: &str) -> Option<f64> {
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    value.get(0)?.get("Plan")?.get("Total Cost")?.as_f64()
+}
+
 pub(crate) fn plan_rows(json: &str) -> Option<u64> {
     fn walk(v: &serde_json::Value, max: &mut Option<u64>) {
         match v {

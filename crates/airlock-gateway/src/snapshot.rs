@@ -267,6 +267,7 @@ fn caps(c: &airlock_config::BudgetCaps) -> airlock_policy::access::Caps {
         statements_per_minute: c.statements_per_minute,
         max_rows: c.max_rows,
         max_bytes: c.max_bytes.map(|b| b.0),
+        max_cost: c.max_cost,
     }
 }
 

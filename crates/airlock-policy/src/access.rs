@@ -39,6 +39,8 @@ pub struct Caps {
     pub statements_per_minute: Option<u32>,
     pub max_rows: Option<u64>,
     pub max_bytes: Option<u64>,
+    /// Estimated planner cost.
+    pub max_cost: Option<u64>,
 }
 
 impl Caps {
@@ -218,6 +220,14 @@ pub struct Route {
     /// On a read-only route: how the principal could get writes on the
     /// same connection, for the hint of a refused write.
     pub writes: Option<Writes>,
+}
+
+impl Route {
+    /// Whether the access rule's budgets cap estimated planner cost.
+    pub fn costed(&self) -> bool {
+        self.budgets
+            .is_some_and(|b| b.session.max_cost.is_some() || b.principal.max_cost.is_some())
+    }
 }
 
 /// How a principal on a read-only route can get writes on its connection.

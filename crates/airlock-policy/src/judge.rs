@@ -46,6 +46,10 @@ pub struct Session<'a> {
     /// The route's ceiling on the statement timeout
     /// ([`Route::statement_timeout`](crate::Route::statement_timeout)).
     pub statement_timeout: Option<std::time::Duration>,
+    /// The route's budgets cap estimated planner cost (`max_cost`): each
+    /// statement that runs a plan needs its estimate, which the door
+    /// charges.
+    pub costed: bool,
 }
 
 /// A masked session's rules and the connection's catalog.
@@ -308,6 +312,15 @@ pub fn judge(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Ruling 
                 .map(|s| g.decide(s, mode, rule, estimate_of(s))),
         ),
     };
+    // A reviewed statement is measured, not estimated.
+    if session.costed && matches!(decision, Decision::Allow | Decision::Approve { .. }) {
+        match cost_need(statements, ask) {
+            None => {}
+            Some(Ok(Fetch::Now)) => return Ruling::NeedsEstimate { index: 0 },
+            Some(Ok(_)) => estimate_at_execution = Some(0),
+            Some(Err(denial)) => return Ruling::Deny(*denial),
+        }
+    }
     match decision {
         Decision::Allow => {
             if ask.unmaskable_result && session.masking.is_some_and(|m| m.catalog.any_sensitive) {
@@ -410,6 +423,52 @@ fn no_approvals(rule: String) -> Denial {
             "this gateway cannot hold statements for approval (no approvals store); run it through one that can",
         ),
         by: DeniedBy::Unapprovable(rule),
+    }
+}
+
+/// Whether a statement runs a plan whose cost `max_cost` charges: a
+/// query, a write, an `EXECUTE`, a cursor's declaration, and what cannot
+/// be estimated and so is refused under it (`COPY`, `CALL`, `DO`,
+/// `EXPLAIN ANALYZE`). A cursor's `FETCH` was charged at its `DECLARE`.
+pub fn costs(s: &Statement) -> bool {
+    use StatementKind as K;
+    match s.kind {
+        K::Select | K::Insert | K::Update | K::Delete | K::Merge | K::Execute => true,
+        K::CopyIn | K::CopyOut | K::Call | K::Do | K::Unknown => true,
+        K::Cursor => matches!(s.lineage.cursor, Some(crate::lineage::Cursor::Declare(_))),
+        K::Explain => s.disclosure != crate::Disclosure::Nothing,
+        _ => s.effects.contains(Effect::DynamicSql),
+    }
+}
+
+/// What `max_cost` needs of a message: nothing (no statement runs a
+/// plan, or its estimate is in), its estimate fetched (`Fetch::Now`) or at
+/// each execution, or a refusal (more than one such statement: `EXPLAIN`
+/// takes one; or no estimate to be had).
+fn cost_need(statements: &[Statement], ask: &Ask<'_>) -> Option<Result<Fetch, Box<Denial>>> {
+    const RULE: &str = "budgets.max_cost";
+    let costed = statements.iter().filter(|s| costs(s)).count();
+    let unestimable = || Denial {
+        message: format!(
+            "airlock: statement denied by rule \"{RULE}\": its planner cost could not be estimated (EXPLAIN of it failed, or it is a statement EXPLAIN does not take: COPY, CALL, DO, EXPLAIN ANALYZE)"
+        ),
+        hint: Hint::never(
+            RULE,
+            "send a query or a write EXPLAIN can estimate on its own, valid as it stands",
+        ),
+        by: DeniedBy::Rule(RULE.into()),
+    };
+    match (costed, statements.len(), ask.estimate, ask.fetch) {
+        (0, _, _, _) | (1, 1, Estimate::Rows(_), _) => None,
+        (1, 1, Estimate::NotFetched, Fetch::Now | Fetch::AtExecution) => Some(Ok(ask.fetch)),
+        (1, 1, _, _) => Some(Err(Box::new(unestimable()))),
+        _ => Some(Err(Box::new(Denial {
+            message: format!(
+                "airlock: statement denied by rule \"{RULE}\": a message of several statements, cannot have its cost estimated (EXPLAIN takes one statement)"
+            ),
+            hint: Hint::never(RULE, "send each statement in a message of its own"),
+            by: DeniedBy::Rule(RULE.into()),
+        }))),
     }
 }
 
@@ -731,6 +790,7 @@ mod tests {
             approvals,
             masking: None,
             keys: None,
+            costed: false,
         }
     }
 
@@ -788,6 +848,68 @@ mod tests {
                 &Ask::message(&select, Estimate::NotFetched),
                 &NoFacts
             ),
+            Ruling::Allow { .. }
+        ));
+    }
+
+    #[test]
+    fn max_cost_asks_for_one_estimate_and_refuses_what_it_cannot_have() {
+        let g = Guardrails::default();
+        let costed = Session {
+            costed: true,
+            ..session(&g, true)
+        };
+        let select = [stmt(StatementKind::Select, &[Effect::Read])];
+        let at = |fetch, estimate| {
+            let ask = Ask {
+                fetch,
+                ..Ask::message(&select, estimate)
+            };
+            judge(&costed, &ask, &NoFacts)
+        };
+        assert_eq!(
+            at(Fetch::Now, Estimate::NotFetched),
+            Ruling::NeedsEstimate { index: 0 }
+        );
+        // A Parse: estimated (and charged) at each execution.
+        assert_eq!(
+            at(Fetch::AtExecution, Estimate::NotFetched),
+            Ruling::Allow {
+                estimate_at_execution: Some(0)
+            }
+        );
+        assert!(matches!(
+            at(Fetch::Now, Estimate::Rows(3)),
+            Ruling::Allow { .. }
+        ));
+        for (fetch, estimate) in [
+            (Fetch::Never, Estimate::NotFetched),
+            (Fetch::Now, Estimate::Unavailable),
+        ] {
+            let Ruling::Deny(d) = at(fetch, estimate) else {
+                panic!("no estimate: refused");
+            };
+            assert_eq!(d.rule(), Some("budgets.max_cost"));
+            assert!(
+                d.message.contains("could not be estimated"),
+                "{}",
+                d.message
+            );
+        }
+        // EXPLAIN takes one statement.
+        let two = [select[0].clone(), select[0].clone()];
+        let Ruling::Deny(d) = judge(&costed, &Ask::message(&two, Estimate::NotFetched), &NoFacts)
+        else {
+            panic!("two statements: refused");
+        };
+        assert!(d.message.contains("several statements"), "{}", d.message);
+        // What runs no plan needs none, alone or with others.
+        let set = [
+            stmt(StatementKind::SetConfig, &[]),
+            stmt(StatementKind::Show, &[]),
+        ];
+        assert!(matches!(
+            judge(&costed, &Ask::message(&set, Estimate::NotFetched), &NoFacts),
             Ruling::Allow { .. }
         ));
     }

@@ -178,6 +178,8 @@ pub fn judged(guardrails: &Guardrails, route: &Route, statements: &[Statement]) 
         approvals: true,
         masking: None,
         keys: None,
+        // Budgets are spent at run time: not explained.
+        costed: false,
     };
     // As the PostgreSQL door judges a simple Query.
     let ask = Ask {

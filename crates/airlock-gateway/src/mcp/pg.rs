@@ -234,12 +234,19 @@ impl Conn {
 
     /// The planner's row estimate for `sql` (its EXPLAIN, with the same
     /// parameters; nothing runs).
-    pub(super) async fn estimate(&mut self, sql: &str, params: &[Param]) -> Option<u64> {
+    /// The planner's row estimate and total cost of `sql`.
+    pub(super) async fn estimate(&mut self, sql: &str, params: &[Param]) -> Option<(u64, f64)> {
         let mut plan = super::run::FirstValue::default();
         let explain = format!("EXPLAIN (FORMAT JSON) {sql}");
         match self.execute(&explain, params, 1, &mut plan).await {
             // `json` comes back parsed: the planner's text again.
-            Ok(Ok(_)) => crate::inspect::plan_rows(&plan.value?.to_string()),
+            Ok(Ok(_)) => {
+                let json = plan.value?.to_string();
+                Some((
+                    crate::inspect::plan_rows(&json)?,
+                    crate::inspect::plan_cost(&json)?,
+                ))
+            }
             _ => None,
         }
     }

@@ -425,12 +425,14 @@ impl Db {
         }
     }
 
-    async fn estimate(&mut self, sql: &str, params: &[Param]) -> Estimate {
-        let rows = match self {
-            Db::Pg(c) => c.estimate(sql, params).await,
-            Db::My(c) => c.estimate(sql, params).await,
+    /// The planner's row estimate of `sql`, and its cost where the
+    /// upstream gives one (PostgreSQL).
+    async fn estimate(&mut self, sql: &str, params: &[Param]) -> (Estimate, Option<f64>) {
+        let (rows, cost) = match self {
+            Db::Pg(c) => c.estimate(sql, params).await.unzip(),
+            Db::My(c) => (c.estimate(sql, params).await, None),
         };
-        rows.map_or(Estimate::Unavailable, Estimate::Rows)
+        (rows.map_or(Estimate::Unavailable, Estimate::Rows), cost)
     }
 
     /// The upstream's error message as the agent may see it: detectors
@@ -1083,6 +1085,7 @@ async fn judge(
     let route = &open.authorized.route;
     let facts = CallFacts { text, params };
     let mut estimate = Estimate::NotFetched;
+    let mut cost = None;
     let ruling = loop {
         let session = judge::Session {
             guardrails: &snapshot.guardrails,
@@ -1091,6 +1094,7 @@ async fn judge(
             writes: route.writes.as_ref(),
             schema_only: route.schema_only,
             statement_timeout: route.statement_timeout,
+            costed: route.costed(),
             approvals,
             masking: open.catalog.as_deref().map(|catalog| judge::Masked {
                 policy: &snapshot.masking.policy,
@@ -1108,10 +1112,27 @@ async fn judge(
         };
         match judge::judge(&session, &ask, &facts) {
             // The one statement (an EXPLAIN's estimate is its inner one's).
-            Ruling::NeedsEstimate { .. } => estimate = open.db.estimate(sql, params).await,
+            Ruling::NeedsEstimate { .. } => (estimate, cost) = open.db.estimate(sql, params).await,
             ruling => break ruling,
         }
     };
+    // `max_cost`: charged once it may run (or be held); an estimate with
+    // no cost in it is over every cap.
+    if matches!(ruling, Ruling::Allow { .. } | Ruling::Approve { .. })
+        && route.costed()
+        && statements.iter().any(judge::costs)
+        && let Some(budget) = open.permit.budget()
+        && let Err(exceeded) =
+            budget.spend_cost(cost.unwrap_or(f64::INFINITY), std::time::Instant::now())
+    {
+        crate::metrics::Metrics.limit_refusal("mcp", exceeded.limit());
+        return Judged::Refuse {
+            decision: airlock_audit::event::Decision::Deny,
+            rule: Some(exceeded.rule().into()),
+            failure: Failure::new("unavailable", "54000", exceeded.message())
+                .hinted(exceeded.hint()),
+        };
+    }
     match ruling {
         Ruling::Allow { .. } | Ruling::NeedsEstimate { .. } => Judged::Allow,
         // Not asked for (`can_review`), so never given.

@@ -936,6 +936,8 @@ impl Session<'_> {
                 // PostgreSQL's setting (the config refuses a ceiling on a
                 // rule that reaches MySQL).
                 statement_timeout: None,
+                // Likewise `max_cost`.
+                costed: false,
                 approvals,
                 masking: self.masking.as_deref().map(|catalog| judge::Masked {
                     policy: &self.snapshot.masking.policy,

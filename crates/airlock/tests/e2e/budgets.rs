@@ -5,6 +5,8 @@
 
 use serde_json::{Value, json};
 
+use std::process::Command;
+
 use crate::common::{self, Gateway, stderr, stdout};
 use crate::mcp::Mcp;
 
@@ -274,4 +276,120 @@ async fn a_spent_budget_can_end_the_session_and_a_result_too_large_is_cut() {
     );
     let metrics = gw.metrics().await;
     assert!(metrics.contains("limit=\"budget_result_bytes\""), "counted");
+}
+
+/// `max_cost`: each statement's planner estimate is charged before it
+/// runs, and one that would pass the cap is refused (psql's simple
+/// protocol; tokio-postgres's extended one, estimated with each
+/// execution's parameters); a message of several statements, and a
+/// statement EXPLAIN cannot estimate, are refused under it; MCP calls are
+/// charged too.
+#[tokio::test(flavor = "multi_thread")]
+async fn max_cost_charges_each_estimate_and_refuses_what_would_pass_it() {
+    let query = |n: u32| format!("SELECT count(*) FROM generate_series(1, {n}) g");
+    let plan = common::direct(&format!("EXPLAIN (FORMAT JSON) {}", query(10_000)));
+    let cost: Value = serde_json::from_str(&plan).unwrap();
+    let cost = cost[0]["Plan"]["Total Cost"].as_f64().unwrap();
+    // Room for two such statements, not three.
+    let cap = (cost * 2.5) as u64;
+    let gw = Gateway::start(&common::local_config(&format!(
+        r#"  - name: costed
+    groups: [costed]
+    connections: [test]
+    roles: [readonly]
+    mode: read-write
+    budgets:
+      session: {{max_cost: {cap}}}
+mcp: {{enabled: true}}
+"#
+    )))
+    .await;
+    let devin = gw.token("devin", &["costed"]);
+    let costed = |out: &std::process::Output, why: &str| {
+        let err = stderr(out);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains("54000") || err.contains("budgets.max_cost"),
+            "{err}"
+        );
+        assert!(err.contains(why), "{err}");
+    };
+    let psql = |sql: &str| {
+        Command::new("psql")
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-v",
+                "VERBOSITY=verbose",
+            ])
+            .arg(gw.conninfo("test", "readonly"))
+            .args(sql.split("\n").flat_map(|s| ["-c", s]))
+            .env("PGPASSWORD", &devin)
+            .output()
+            .unwrap()
+    };
+    // One session: two fit, the third would pass the cap; cheap ones still
+    // run.
+    let out = psql(&format!("{q}\n{q}\n{q}", q = query(10_000)));
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), ["10000", "10000"]);
+    costed(&out, "budgets.session.max_cost");
+    let out = psql(&format!("{}\nSELECT 1", query(1_000_000)));
+    costed(&out, "estimated planner cost");
+    let out = psql("SELECT 1\nSHOW search_path");
+    assert!(out.status.success(), "{}", stderr(&out));
+    // EXPLAIN takes one statement; COPY it does not take at all.
+    costed(&psql("SELECT 1; SELECT 2"), "several statements");
+    costed(&psql("COPY (SELECT 1) TO STDOUT"), "could not be estimated");
+
+    // The extended protocol: each execution is estimated with its own
+    // parameters.
+    let c = gw.client("readonly", &devin).await.unwrap();
+    let counted = c
+        .prepare("SELECT count(*) FROM generate_series(1, $1::int) g")
+        .await
+        .unwrap();
+    for n in [10, 10_000] {
+        let rows = c.query(&counted, &[&n]).await.unwrap();
+        assert_eq!(rows[0].get::<_, i64>(0), i64::from(n));
+    }
+    let e = c.query(&counted, &[&1_000_000i32]).await.unwrap_err();
+    let db = e.as_db_error().expect("a refusal");
+    assert_eq!(db.code().code(), "54000", "{db:?}");
+    assert!(db.message().contains("budgets.session.max_cost"), "{db:?}");
+    assert_eq!(
+        c.query(&counted, &[&10i32]).await.unwrap()[0].get::<_, i64>(0),
+        10
+    );
+
+    // An MCP call is a session of its own: charged the same way.
+    let mut mcp = Mcp::connect(&gw, &devin, "legacy").await;
+    let answer = mcp
+        .call(
+            "query",
+            json!({"connection": "test", "sql": query(1_000_000)}),
+        )
+        .await;
+    assert_eq!(answer["is_error"], true, "{answer}");
+    assert_eq!(answer["structured"]["code"], "54000", "{answer}");
+    assert_eq!(
+        answer["structured"]["hint"]["rule"], "budgets.session.max_cost",
+        "{answer}"
+    );
+    let answer = mcp
+        .call("query", json!({"connection": "test", "sql": query(10)}))
+        .await;
+    assert_eq!(answer["is_error"], false, "{answer}");
+    mcp.close().await;
+
+    // Recorded under the budget, and counted.
+    let journal = gw.journal_texts().join("\n");
+    assert!(journal.contains(r#""rule":"budgets.session.max_cost""#));
+    assert!(
+        gw.metrics()
+            .await
+            .contains(r#"limit="budget_session_cost""#)
+    );
 }
