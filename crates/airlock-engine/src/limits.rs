@@ -106,7 +106,7 @@ impl Exceeded {
                  limits.per_principal.statements_per_second allows; slow down and retry"
             ),
             Exceeded::Result { limit } => format!(
-                "airlock: session ended: one result reached {limit} bytes, the most {} allows \
+                "airlock: session ended: one result would pass {limit} bytes, the most {} allows \
                  for a statement (each fetch of a cursor or portal counts alone)",
                 self.rule()
             ),
@@ -364,6 +364,10 @@ impl Ledger {
     fn take(&self, statements: usize, now: Instant) -> Result<(), Exceeded> {
         let n = statements as u64;
         let b = &self.budgets;
+        // Only a result cap: nothing per statement (and no lock).
+        if b.session.is_empty() && b.principal.is_empty() {
+            return Ok(());
+        }
         let mut session = lock(&self.session);
         let mut principal = lock(&self.principal);
         principal.roll(b.window, now);
@@ -605,14 +609,26 @@ impl Tally {
         })
     }
 
-    /// One row of `bytes` sent; an error once the result has reached
-    /// `max_result_bytes` (the door cuts it there and ends the session).
+    /// One row of `bytes` to be sent: counted, or an error when it would
+    /// take the result past `max_result_bytes` (the door cuts the result
+    /// before it and ends the session; it is not counted).
     pub fn row(&mut self, bytes: usize) -> Result<(), Exceeded> {
+        self.sent(bytes)?;
         self.rows += 1;
-        self.bytes += bytes as u64;
+        Ok(())
+    }
+
+    /// Bytes of the result's other answers to be sent (an error's or a
+    /// notice's text, which can quote data): counted as [`Tally::row`]'s,
+    /// without a row.
+    pub fn sent(&mut self, bytes: usize) -> Result<(), Exceeded> {
+        let bytes = bytes as u64;
         match self.max_result {
-            Some(limit) if self.bytes >= limit => Err(Exceeded::Result { limit }),
-            _ => Ok(()),
+            Some(limit) if self.bytes + bytes > limit => Err(Exceeded::Result { limit }),
+            _ => {
+                self.bytes += bytes;
+                Ok(())
+            }
         }
     }
 
@@ -1179,7 +1195,9 @@ mod tests {
         tally.row(60).unwrap();
         tally.end();
         tally.row(60).unwrap();
-        let e = tally.row(40).unwrap_err();
+        tally.sent(40).unwrap();
+        // The row that would pass it is refused, not counted.
+        let e = tally.row(1).unwrap_err();
         assert_eq!(e, Exceeded::Result { limit: 100 });
         assert!(e.ends_session());
         assert_eq!(e.rule(), "budgets.max_result_bytes");

@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 
 use airlock_pgwire::ProtocolError;
 use airlock_pgwire::codec;
-use airlock_pgwire::relay::{ClientFlow, Inspector, Relay};
+use airlock_pgwire::relay::{ClientFlow, Ending, Inspector, Relay};
 use bytes::{Buf, BytesMut};
 use metrics::Counter;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -66,10 +66,10 @@ pub enum PumpEnd {
     /// timeout while it was being read (a slowloris).
     Stalled,
     /// The inspector reached a limit that ends the session
-    /// ([`Inspector::ends_session`]); what was queued for the client is
-    /// still to be written.
+    /// ([`Inspector::ending`]), and what it waits for was answered; what
+    /// was queued for the client is still to be written.
     ///
-    /// [`Inspector::ends_session`]: airlock_pgwire::relay::Inspector::ends_session
+    /// [`Inspector::ending`]: airlock_pgwire::relay::Inspector::ending
     Ended,
 }
 
@@ -179,7 +179,7 @@ where
             .relay
             .handle_client(&mut self.from_client, &mut self.to_upstream);
         self.client_taken += before.saturating_sub(self.from_client.len()) as u64;
-        if self.relay.inspector().ends_session() {
+        if self.ended() {
             return Err(PumpEnd::Ended);
         }
         match flow {
@@ -189,6 +189,16 @@ where
                 Ok(())
             }
             Err(e) => Err(PumpEnd::Protocol(Side::Client, e)),
+        }
+    }
+
+    /// Whether the inspector's limit ends the session now: at once, or
+    /// once everything sent upstream has been answered.
+    fn ended(&self) -> bool {
+        match self.relay.inspector().ending() {
+            Some(Ending::Now) => true,
+            Some(Ending::AfterAnswers) => !self.upstream_busy() && !self.upstream_dirty,
+            None => false,
         }
     }
 
@@ -295,6 +305,8 @@ where
             };
             let reading = !self.terminating
                 && !self.upstream_eof
+                // Ending: the client's messages are not taken any more.
+                && self.relay.inspector().ending().is_none()
                 && reading
                 && self.to_upstream.len() < HIGH_WATER;
             if reading {
@@ -326,9 +338,7 @@ where
                             &mut self.to_client,
                             &mut self.to_upstream,
                         ) {
-                            Ok(_) if self.relay.inspector().ends_session() => {
-                                return Poll::Ready(PumpEnd::Ended);
-                            }
+                            Ok(_) if self.ended() => return Poll::Ready(PumpEnd::Ended),
                             Ok(false) => {}
                             // A held message can be judged now.
                             Ok(true) => {

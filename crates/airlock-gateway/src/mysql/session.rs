@@ -1686,6 +1686,29 @@ impl Session<'_> {
                         }
                         None => &packet.payload[..],
                     };
+                    if let Some(exceeded) = tally.as_mut().and_then(|t| t.row(row.len()).err()) {
+                        // The result is cut before this row, and the
+                        // session ends: the upstream's statement is
+                        // abandoned with its connection. The recording
+                        // says why the result ends there.
+                        crate::metrics::Metrics.limit_refusal("mysql", exceeded.limit());
+                        if let Some(at) = at {
+                            self.recorder.error(
+                                at,
+                                errno::USER_LIMIT_REACHED.to_string(),
+                                exceeded.message(),
+                            );
+                        }
+                        let message = hinted(&exceeded.message(), &exceeded.hint());
+                        codec::err(
+                            &mut self.out,
+                            &mut seq,
+                            errno::USER_LIMIT_REACHED,
+                            "42000",
+                            &message,
+                        );
+                        return Err(End::Limit(exceeded));
+                    }
                     if let Some(at) = at {
                         if binary {
                             let values = super::binary::row_values(row, &types).unwrap_or_default();
@@ -1702,23 +1725,7 @@ impl Session<'_> {
                             self.recorder.row(at, values);
                         }
                     }
-                    let cut = tally.as_mut().and_then(|t| t.row(row.len()).err());
                     codec::write(&mut self.out, &mut seq, row);
-                    if let Some(exceeded) = cut {
-                        // The result is cut after this row, and the
-                        // session ends: the upstream's statement is
-                        // abandoned with its connection.
-                        crate::metrics::Metrics.limit_refusal("mysql", exceeded.limit());
-                        let message = hinted(&exceeded.message(), &exceeded.hint());
-                        codec::err(
-                            &mut self.out,
-                            &mut seq,
-                            errno::USER_LIMIT_REACHED,
-                            "42000",
-                            &message,
-                        );
-                        return Err(End::Limit(exceeded));
-                    }
                 }
                 Part::Err => {
                     let e = codec::err_info(&packet.payload);
@@ -1744,6 +1751,10 @@ impl Session<'_> {
                 }
                 Part::Ok(info) | Part::ResultEnd(info) => {
                     self.status = info.status;
+                    // Each result of a multi-statement text counts alone.
+                    if let Some(t) = tally.as_mut() {
+                        t.end();
+                    }
                     if matches!(part, Part::ResultEnd(_))
                         && info.status & status::CURSOR_EXISTS != 0
                     {

@@ -9,6 +9,16 @@ use bytes::BytesMut;
 
 use crate::sqlstate;
 
+/// How a session that reached a limit ends ([`Inspector::ending`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// At once: a result went past a limit mid-way.
+    Now,
+    /// Once the upstream has answered what was sent (a refusal is
+    /// delivered in its place, and what ran before it is reported).
+    AfterAnswers,
+}
+
 /// What to do with one statement-carrying message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -217,12 +227,20 @@ pub trait Inspector {
     ) -> bool {
         false
     }
-    /// Whether a limit that ends the session was reached (a refusal under
-    /// it was just given, or a result observed grew too large): the relay
-    /// takes nothing more from either side, and the driver ends the
-    /// session.
-    fn ends_session(&self) -> bool {
-        false
+    /// Whether a limit that ends the session was reached, and how: the
+    /// relay takes nothing more from the client, and the driver ends the
+    /// session at once ([`Ending::Now`]: nothing more of the upstream's is
+    /// passed on either) or once everything sent has been answered.
+    fn ending(&self) -> Option<Ending> {
+        None
+    }
+    /// Whether an answer to statement `at` (a row, COPY data, an error, a
+    /// notice, a notification or a function's result; `len` bytes of
+    /// body) may be passed on. Asked before it is, when the inspector
+    /// records; `false` when it would pass a limit that ends the session
+    /// ([`Inspector::ending`] then says [`Ending::Now`]).
+    fn admit(&mut self, _at: StatementRef, _tag: u8, _len: usize) -> bool {
+        true
     }
     /// Whether the inspector records results: the relay then shows it every
     /// RowDescription, DataRow, CommandComplete, EmptyQueryResponse,

@@ -45,7 +45,7 @@ use crate::error::ProtocolError;
 
 use estimate::{Held, asked_once};
 use expect::{Expect, Route};
-pub use inspector::{Inspector, PassThrough, Plan, StatementRef, Verdict};
+pub use inspector::{Ending, Inspector, PassThrough, Plan, StatementRef, Verdict};
 use names::{Bound, Portal, Statement};
 use refusal::{Refusal, Standin};
 
@@ -236,7 +236,7 @@ impl<I: Inspector> Relay<I> {
         while let Some(h) = codec::peek_header(&input[end..], self.max_message)? {
             // A limit that ends the session was reached: nothing more is
             // taken.
-            if input.len() - end < h.total_len || self.inspector.ends_session() {
+            if input.len() - end < h.total_len || self.inspector.ending().is_some() {
                 break;
             }
             if self.barrier && matches!(h.tag, b'Q' | b'P') {
@@ -498,9 +498,7 @@ impl<I: Inspector> Relay<I> {
         let mut resume = false;
         let mut end = 0;
         while let Some(h) = codec::peek_header(&input[end..], self.max_message)? {
-            // A limit that ends the session was reached (the row just
-            // observed made a result too large): nothing more is passed on.
-            if input.len() - end < h.total_len || self.inspector.ends_session() {
+            if input.len() - end < h.total_len {
                 break;
             }
             if self.current.is_some()
@@ -527,10 +525,22 @@ impl<I: Inspector> Relay<I> {
                 _ => None,
             };
             let observe_at = match h.tag {
-                // CopyData: COPY … TO STDOUT's rows, for budgets.
-                b'T' | b'D' | b'd' | b'C' | b'I' | b's' | b'E' if self.records => self.answering(),
+                // CopyData: COPY … TO STDOUT's rows; and the other answers
+                // that carry data, for budgets.
+                b'T' | b'D' | b'd' | b'C' | b'I' | b's' | b'E' | b'N' | b'A' | b'V'
+                    if self.records =>
+                {
+                    self.answering()
+                }
                 _ => None,
             };
+            if let Some(at) = observe_at
+                && !self.inspector.admit(at, h.tag, h.total_len - 5)
+            {
+                // It would pass a limit that ends the session: neither it
+                // nor anything after it is passed on.
+                break;
+            }
             let route = self.track_upstream(h.tag, body);
             resume |= std::mem::take(&mut self.resume_pending);
             match route {
@@ -666,7 +676,7 @@ mod tests {
     }
 
     #[test]
-    fn a_limit_that_ends_the_session_stops_both_sides_after_the_row_that_reached_it() {
+    fn a_limit_that_ends_the_session_stops_both_sides_before_the_row_that_would_pass_it() {
         let mut relay = Relay::new(
             Masking {
                 plain: true,
@@ -689,9 +699,9 @@ mod tests {
         relay
             .handle_upstream(&mut up, &mut out, &mut BytesMut::new())
             .unwrap();
-        assert!(relay.inspector().ends_session());
+        assert_eq!(relay.inspector().ending(), Some(Ending::Now));
         let tags: Vec<u8> = messages(out).iter().map(|m| m.tag).collect();
-        assert_eq!(tags, b"TDD", "cut after the second row");
+        assert_eq!(tags, b"TDD", "cut before the third row");
         assert!(!up.is_empty(), "the rest is left");
         // Nothing more of the client's is taken either.
         let mut input = query_msg("select 1");

@@ -117,7 +117,7 @@ pub(super) struct Masking {
     pub(super) scrubbed: Vec<(Option<StatementRef>, u8)>,
     /// Every observed answer, as the client got it.
     pub(super) observed: Vec<(StatementRef, u8, Vec<u8>)>,
-    /// Ends the session once this many rows were observed.
+    /// Ends the session at once before the row after this many.
     pub(super) rows_until_end: Option<usize>,
     /// Writes a notice ahead of each masked result's end.
     pub(super) note_result_ends: bool,
@@ -200,9 +200,14 @@ impl Inspector for Masking {
         self.live(at.id);
         self.observed.push((at, tag, body.to_vec()));
     }
-    fn ends_session(&self) -> bool {
+    fn ending(&self) -> Option<super::Ending> {
+        let admitted = self.observed.iter().filter(|o| o.1 == b'D').count();
         self.rows_until_end
-            .is_some_and(|n| self.observed.iter().filter(|o| o.1 == b'D').count() >= n)
+            .filter(|n| admitted >= *n)
+            .map(|_| super::Ending::Now)
+    }
+    fn admit(&mut self, _: StatementRef, tag: u8, _: usize) -> bool {
+        tag != b'D' || self.ending().is_none()
     }
     fn result_end(&mut self, at: Option<StatementRef>, out: &mut BytesMut) {
         if !self.note_result_ends {

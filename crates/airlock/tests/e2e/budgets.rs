@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 
 use std::process::Command;
 
+use tokio::io::AsyncWriteExt;
+
 use crate::common::{self, Gateway, stderr, stdout};
 use crate::mcp::Mcp;
 
@@ -169,11 +171,13 @@ async fn budgets_count_statements_and_returned_rows_per_session_and_principal() 
     }
 }
 
-/// `on_exceed: session` and `max_result_bytes`: the refusal ends the
-/// session (a FATAL 54000 naming the budget, through tokio-postgres and
-/// psql); a result that reaches `max_result_bytes` is cut and the session
+/// `on_exceed: session` and `max_result_bytes`: the refusal (an ERROR
+/// 54000 naming the budget, in the statement's place) ends the session
+/// with a FATAL (tokio-postgres, psql, the raw wire); a result that reaches `max_result_bytes` is cut and the session
 /// ends, while the same rows fetched in pages of a portal each count
-/// alone; a write whose RETURNING rows are cut is never committed.
+/// alone; a write whose RETURNING rows are cut while the database is still
+/// sending them does not commit; a write pipelined ahead of the refusal is
+/// answered before the session ends.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_spent_budget_can_end_the_session_and_a_result_too_large_is_cut() {
     let table = common::unique("cut_write");
@@ -193,11 +197,11 @@ async fn a_spent_budget_can_end_the_session_and_a_result_too_large_is_cut() {
     ))
     .await;
     let devin = gw.token("devin", &["ending"]);
-    let fatal = |e: tokio_postgres::Error, rule: &str| {
+    let ended = |e: tokio_postgres::Error, rule: &str, severity: &str| {
         let db = e.as_db_error().unwrap_or_else(|| panic!("{e}")).clone();
         assert_eq!(
             (db.code().code(), db.severity()),
-            ("54000", "FATAL"),
+            ("54000", severity),
             "{db:?}"
         );
         assert!(db.message().contains("session ended"), "{db:?}");
@@ -210,21 +214,62 @@ async fn a_spent_budget_can_end_the_session_and_a_result_too_large_is_cut() {
     for _ in 0..3 {
         a.simple_query("SELECT 1").await.unwrap();
     }
-    fatal(
+    // The refusal comes in the statement's place, then the FATAL.
+    ended(
         a.simple_query("SELECT 1").await.unwrap_err(),
         "budgets.session.max_statements",
+        "ERROR",
     );
-    assert!(a.simple_query("SELECT 1").await.is_err());
+    let e = a.simple_query("SELECT 1").await.unwrap_err();
+    assert!(
+        e.as_db_error().is_none_or(|d| d.severity() == "FATAL"),
+        "{e}"
+    );
     assert!(a.is_closed(), "the session ended");
+
+    // Pipelined: a write ahead of the refused statement is answered
+    // before the session ends, so the client knows it ran.
+    let mut raw = common::raw_login(gw.pg, "readonly", "test", &devin).await;
+    let mut pipelined = common::message(b'Q', b"SELECT 1\0");
+    pipelined.extend_from_slice(&common::message(b'Q', b"SELECT 2\0"));
+    pipelined.extend_from_slice(&common::message(
+        b'Q',
+        format!("INSERT INTO {table} VALUES (1, 'kept')\0").as_bytes(),
+    ));
+    pipelined.extend_from_slice(&common::message(b'Q', b"SELECT 4\0"));
+    raw.write_all(&pipelined).await.unwrap();
+    let (got, closed) =
+        common::read_until_close(&mut raw, std::time::Duration::from_secs(10)).await;
+    assert!(closed, "the session ended");
+    let tags: Vec<u8> = got.iter().map(|m| m.tag).collect();
+    assert!(
+        got.iter()
+            .any(|m| m.tag == b'C' && m.body.starts_with(b"INSERT 0 1")),
+        "{tags:?}"
+    );
+    let last = got.last().unwrap();
+    assert_eq!(
+        (
+            last.tag,
+            last.field(b'V').as_deref(),
+            last.field(b'C').as_deref()
+        ),
+        (b'E', Some("FATAL"), Some("54000")),
+        "{tags:?}"
+    );
+    assert_eq!(common::count_rows(&table), 1);
+    common::direct(&format!("TRUNCATE {table}"));
 
     // 1000 rows of about 110 bytes: cut past 64 KiB, the session ends.
     let big = "SELECT g, repeat('x', 100) FROM generate_series(1, 1000) g";
     let b = gw.client("readonly", &devin).await.unwrap();
-    fatal(
+    ended(
         b.query(big, &[]).await.unwrap_err(),
         "budgets.max_result_bytes",
+        "FATAL",
     );
-    assert!(b.is_closed(), "the session ended");
+    let e = b.simple_query("SELECT 1").await.unwrap_err();
+    assert!(e.as_db_error().is_none(), "the session ended: {e}");
     let out = gw.psql(&devin, "test", "readonly", big);
     assert!(!out.status.success());
     assert!(
@@ -232,6 +277,28 @@ async fn a_spent_budget_can_end_the_session_and_a_result_too_large_is_cut() {
         "{}",
         stderr(&out)
     );
+    // One row that would pass it is not sent; nor is an error quoting a
+    // value that large.
+    let out = gw.psql(&devin, "test", "readonly", "SELECT repeat('x', 200000)");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("budgets.max_result_bytes"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("xxxx"));
+    let out = gw.psql(
+        &devin,
+        "test",
+        "readonly",
+        "SELECT repeat('x', 200000)::int",
+    );
+    assert!(
+        stderr(&out).contains("budgets.max_result_bytes"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains(&"x".repeat(1000)));
     // Each page of a portal is a result of its own.
     let mut c = gw.client("readonly", &devin).await.unwrap();
     let tx = c.transaction().await.unwrap();
@@ -254,9 +321,10 @@ async fn a_spent_budget_can_end_the_session_and_a_result_too_large_is_cut() {
     let write = format!(
         "INSERT INTO {table} SELECT g, repeat('y', 200) FROM generate_series(1, 100000) g RETURNING *"
     );
-    fatal(
+    ended(
         d.simple_query(&write).await.unwrap_err(),
         "budgets.max_result_bytes",
+        "FATAL",
     );
     // Once its backend is gone, nothing of it is there.
     let gone =
