@@ -473,15 +473,16 @@ fn cost_need(statements: &[Statement], ask: &Ask<'_>) -> Option<Result<Fetch, Bo
 }
 
 /// The refusal of a statement rule `rule` reviews the commit of, where the
-/// door cannot run it in a transaction and hold the COMMIT (MySQL, MCP).
+/// door cannot run it in a transaction and hold the COMMIT (MCP, a MySQL
+/// prepared statement).
 pub fn unreviewable(rule: &str) -> Denial {
     Denial {
         message: format!(
-            "airlock: rule \"{rule}\" reviews the commit of this statement, which only a PostgreSQL client on the wire can have; the statement was not run"
+            "airlock: rule \"{rule}\" reviews the commit of this statement, which only a client on the wire can have (a PostgreSQL query, or a MySQL text query); the statement was not run"
         ),
         hint: Hint::never(
             rule,
-            "connect with a PostgreSQL driver and run it inside BEGIN … COMMIT; or leave it out",
+            "connect with a PostgreSQL or MySQL driver and run it as a query inside BEGIN … COMMIT; or leave it out",
         ),
         by: DeniedBy::Unapprovable(rule.to_string()),
     }

@@ -74,6 +74,40 @@ pub fn at_commit(statements: &[Statement], rule: &str) -> AtCommit {
     }
 }
 
+/// What a message does while a review by rule `rule` is pending on a
+/// MySQL session: as [`at_commit`], and MySQL commits the transaction
+/// implicitly around most statements that neither read nor write rows nor
+/// control the transaction (DDL, `LOCK TABLES`, `SET autocommit = 1`,
+/// `START TRANSACTION`, administration), so those are refused as a COMMIT
+/// among other statements is: their work could not be held.
+pub fn at_commit_mysql(statements: &[Statement], rule: &str) -> AtCommit {
+    use crate::StatementKind as K;
+    let verdict = at_commit(statements, rule);
+    if verdict != AtCommit::Pass {
+        return verdict;
+    }
+    let commits = statements.iter().any(|s| match s.kind {
+        K::Select | K::Insert | K::Update | K::Delete | K::Show | K::Explain | K::Empty => false,
+        K::Transaction => !matches!(
+            s.transaction,
+            Some(Transaction::Rollback | Transaction::Savepoint)
+        ),
+        K::SetConfig => !s.harmless_config,
+        _ => true,
+    });
+    if commits {
+        AtCommit::Refuse(held(
+            rule,
+            format!(
+                "airlock: rule \"{rule}\" holds this transaction's COMMIT for review, and MySQL would commit the transaction before or after this statement; the statement was not run"
+            ),
+            "COMMIT (held for review) or ROLLBACK first; then run it",
+        ))
+    } else {
+        AtCommit::Pass
+    }
+}
+
 /// A pending review's COMMIT whose effect the door could not measure.
 pub fn unmeasured(rule: &str, why: &str) -> Denial {
     held(
@@ -163,6 +197,45 @@ mod tests {
             effects: Effects::of(&[Effect::Write]),
             ..Statement::unknown("", (0, 0))
         }
+    }
+
+    #[test]
+    fn on_mysql_what_would_commit_implicitly_is_refused_while_a_review_is_pending() {
+        let of = |kind| Statement {
+            kind,
+            ..Statement::unknown("", (0, 0))
+        };
+        for ok in [
+            vec![write()],
+            vec![of(StatementKind::Select), write()],
+            vec![tx(Transaction::Savepoint)],
+            vec![tx(Transaction::Rollback)],
+        ] {
+            assert_eq!(at_commit_mysql(&ok, "r"), AtCommit::Pass, "{ok:?}");
+        }
+        assert_eq!(
+            at_commit_mysql(&[tx(Transaction::Commit)], "r"),
+            AtCommit::Hold
+        );
+        for commits in [
+            vec![of(StatementKind::Ddl)],
+            vec![tx(Transaction::Begin)],
+            vec![of(StatementKind::Lock)],
+            vec![of(StatementKind::SetConfig)],
+            vec![of(StatementKind::Execute)],
+            vec![write(), of(StatementKind::Truncate)],
+        ] {
+            assert!(
+                matches!(at_commit_mysql(&commits, "r"), AtCommit::Refuse(_)),
+                "{commits:?}"
+            );
+        }
+        // A harmless SET (`USE` of the route's own database) commits nothing.
+        let use_db = Statement {
+            harmless_config: true,
+            ..of(StatementKind::SetConfig)
+        };
+        assert_eq!(at_commit_mysql(&[use_db], "r"), AtCommit::Pass);
     }
 
     #[test]

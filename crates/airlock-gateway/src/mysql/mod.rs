@@ -7,6 +7,7 @@
 pub(crate) mod binary;
 pub(crate) mod catalog;
 pub(crate) mod mask;
+mod review;
 pub(crate) mod session;
 pub(crate) mod upstream;
 

@@ -500,6 +500,21 @@ enum Judged {
         hint: Hint,
     },
     Hold(HoldRequest),
+    /// Runs in the client's transaction, whose COMMIT rule `rule` reviews.
+    Review {
+        rule: String,
+        approvers: Vec<String>,
+        min_approvals: u32,
+    },
+}
+
+/// What a text query does to commit review.
+enum ReviewStep {
+    None,
+    /// A reviewed statement begins the transaction's review.
+    Begin(super::review::Pending),
+    /// The pending review's COMMIT, held.
+    Commit,
 }
 
 /// A statement the client prepared, by the upstream's statement id.
@@ -538,6 +553,9 @@ struct Answer {
     prepared: Option<(u32, u16)>,
     /// COM_STMT_EXECUTE opened a cursor, to be fetched with this mask.
     cursor: Option<Option<Arc<RowMask>>>,
+    /// The affected-row count of each statement answered by an OK, by its
+    /// index in the text.
+    affected: Vec<(usize, u64)>,
 }
 
 /// How a session ended.
@@ -579,6 +597,8 @@ struct Session<'a> {
     budget: Option<airlock_engine::limits::Budget>,
     /// A refusal under a limit that ends the session was given.
     ending: Option<airlock_engine::limits::Exceeded>,
+    /// Commit review: the open transaction's COMMIT is held for review.
+    review: Option<super::review::Pending>,
 }
 
 async fn run(
@@ -625,6 +645,7 @@ async fn run(
         ended: tracked.ended.take(),
         budget,
         ending: None,
+        review: None,
     };
     let clock = gateway.clock();
     let deadline = open::deadline(authorized, snapshot.session_lifetime, clock.now());
@@ -830,6 +851,8 @@ impl Session<'_> {
                 // settings: so does airlock, and read-only is set again.
                 self.prepared.clear();
                 self.sql_state = airlock_sql::SessionState::default();
+                // It rolled the transaction back.
+                self.review = None;
                 if self.authorized.route.mode == AccessMode::ReadOnly {
                     upstream::query(
                         &mut self.upstream,
@@ -882,6 +905,9 @@ impl Session<'_> {
         approvals: bool,
         fetch: judge::Fetch,
     ) -> (Arc<[Statement]>, Judged, Option<airlock_sql::SessionState>) {
+        // Only a text query can run in the client's transaction with its
+        // COMMIT held (a prepared statement is judged at its preparation).
+        let reviewable = fetch == judge::Fetch::Now;
         let analyzed =
             airlock_sql::cache::analyze_mysql(&self.snapshot.mysql_analyzer, text, self.mode);
         let needs_session = analyzed.iter().any(|s| {
@@ -952,6 +978,7 @@ impl Session<'_> {
                 } else {
                     judge::Fetch::Never
                 },
+                can_review: reviewable,
                 ..judge::Ask::message(&statements, estimate)
             };
             match judge::judge(&session, &ask, &judge::NoFacts) {
@@ -967,17 +994,15 @@ impl Session<'_> {
         };
         let judged = match ruling {
             Ruling::Allow { .. } | Ruling::NeedsEstimate { .. } => Judged::Allow,
-            // Not asked for (`can_review`), so never given.
-            Ruling::Review { rule, .. } => {
-                let d = judge::unreviewable(&rule);
-                Judged::Refuse {
-                    code: errno::SPECIFIC_ACCESS_DENIED,
-                    decision: airlock_audit::event::Decision::Approve,
-                    rule: Some(rule),
-                    message: d.message,
-                    hint: d.hint,
-                }
-            }
+            Ruling::Review {
+                rule,
+                approvers,
+                min_approvals,
+            } => Judged::Review {
+                rule,
+                approvers,
+                min_approvals,
+            },
             Ruling::Deny(d) => {
                 let (decision, rule) = airlock_engine::recording::denied_by(&d.by);
                 let rule = rule.map(str::to_string);
@@ -1054,6 +1079,26 @@ impl Session<'_> {
     ) -> Result<bool, End> {
         let (decision, rule, approval) = match judged {
             Judged::Allow => (Recorded::Allow, None, None),
+            // Only a text query is reviewed, and it is settled before.
+            Judged::Review { rule, .. } => {
+                let d = judge::unreviewable(&rule);
+                self.record(
+                    id,
+                    text,
+                    statements,
+                    params,
+                    Recorded::Approve,
+                    Some(&rule),
+                    Some((errno::SPECIFIC_ACCESS_DENIED, &d.message)),
+                    None,
+                );
+                self.refuse(
+                    errno::SPECIFIC_ACCESS_DENIED,
+                    "42000",
+                    &hinted(&d.message, &d.hint),
+                );
+                return Ok(false);
+            }
             Judged::Refuse {
                 code,
                 decision,
@@ -1123,6 +1168,89 @@ impl Session<'_> {
         Ok(true)
     }
 
+    /// Commit review's part in a text query's judgement. A statement a
+    /// rule reviews may run only inside a transaction that nothing after it
+    /// in the message ends (its review then begins, or goes on). While a
+    /// review is pending, a COMMIT sent alone is held with the measured
+    /// effect, and what would commit the transaction otherwise is refused.
+    fn reviewed(
+        &self,
+        text: &str,
+        statements: &Arc<[Statement]>,
+        judged: Judged,
+    ) -> (Judged, ReviewStep) {
+        use airlock_policy::review::{self, AtCommit};
+        let refuse = |rule: &str, d: judge::Denial| Judged::Refuse {
+            code: errno::SPECIFIC_ACCESS_DENIED,
+            decision: Recorded::Approve,
+            rule: Some(rule.to_string()),
+            message: d.message,
+            hint: d.hint,
+        };
+        if let Some(p) = &self.review {
+            match review::at_commit_mysql(statements, &p.rule) {
+                AtCommit::Pass => {}
+                AtCommit::Refuse(d) => return (refuse(&p.rule, d), ReviewStep::None),
+                AtCommit::Hold => {
+                    return match judged {
+                        Judged::Allow => {
+                            let (redacted, _) =
+                                self.recorder.redacted(text, statements, &Params::None);
+                            let mut request = HoldRequest::new(
+                                p.rule.clone(),
+                                p.approvers.clone(),
+                                p.min_approvals,
+                                None,
+                                statements,
+                                redacted,
+                                Vec::new(),
+                            );
+                            request.effect = Some(p.effect());
+                            (Judged::Hold(request), ReviewStep::Commit)
+                        }
+                        // One COMMIT, one approval.
+                        Judged::Hold(r) => (
+                            refuse(&r.rule, review::another(&p.rule, &r.rule)),
+                            ReviewStep::None,
+                        ),
+                        other => (other, ReviewStep::None),
+                    };
+                }
+            }
+        }
+        let Judged::Review {
+            rule,
+            approvers,
+            min_approvals,
+        } = judged
+        else {
+            return (judged, ReviewStep::None);
+        };
+        if let Some(p) = self.review.as_ref().filter(|p| p.rule != rule) {
+            return (
+                refuse(&rule, review::another(&p.rule, &rule)),
+                ReviewStep::None,
+            );
+        }
+        let in_block = self.status & status::IN_TRANS != 0 || self.status & status::AUTOCOMMIT == 0;
+        if let Some(d) = review::placement(statements, in_block, &rule) {
+            return (refuse(&rule, d), ReviewStep::None);
+        }
+        // Nothing after its first write may commit it.
+        let first = statements
+            .iter()
+            .position(|s| s.effects.contains(airlock_policy::Effect::Write))
+            .unwrap_or(statements.len());
+        if let AtCommit::Refuse(d) = review::at_commit_mysql(&statements[first..], &rule) {
+            return (refuse(&rule, d), ReviewStep::None);
+        }
+        let step = match self.review {
+            Some(_) => ReviewStep::None,
+            None => ReviewStep::Begin(super::review::Pending::new(rule, approvers, min_approvals)),
+        };
+        (Judged::Allow, step)
+    }
+
     /// The refusal of a message of `statements` over the principal's
     /// budget (a COM_QUERY's statements, one execution), or `None`.
     fn over_budget(&mut self, statements: usize) -> Option<Judged> {
@@ -1151,6 +1279,8 @@ impl Session<'_> {
             .judge(&text, approvals.is_some(), judge::Fetch::Now)
             .await;
         let judged = self.over_budget(statements.len()).unwrap_or(judged);
+        let (judged, step) = self.reviewed(&text, &statements, judged);
+        let commit = matches!(step, ReviewStep::Commit);
         // `KILL` is judged like any statement; once allowed (and
         // recorded), the door carries it out itself.
         let kill = match &statements[..] {
@@ -1161,6 +1291,20 @@ impl Session<'_> {
             .settle(id, &text, &statements, judged, &Params::None, approvals)
             .await?
         {
+            if commit {
+                // The held COMMIT was not approved: nothing of it commits,
+                // and its locks go now.
+                self.review = None;
+                upstream::query(
+                    &mut self.upstream,
+                    &mut self.upstream_in,
+                    self.deprecate_eof,
+                    "ROLLBACK",
+                )
+                .await
+                .map_err(|_| End::UpstreamGone)?;
+                self.status &= !status::IN_TRANS;
+            }
             return Ok(());
         }
         if let Some(target) = kill {
@@ -1169,13 +1313,29 @@ impl Session<'_> {
         if let Some(state) = state {
             self.sql_state = state;
         }
-        self.forward_raw(
-            &packet.payload,
-            Expect::Results { binary: false },
-            Some((id, &statements)),
-            None,
-        )
-        .await?;
+        if let ReviewStep::Begin(pending) = step {
+            self.review = Some(pending);
+        }
+        let answer = self
+            .forward_raw(
+                &packet.payload,
+                Expect::Results { binary: false },
+                Some((id, &statements)),
+                None,
+            )
+            .await?;
+        if let Some(pending) = self.review.as_mut() {
+            for (index, rows) in answer.affected {
+                if let Some(s) = statements.get(index) {
+                    pending.ran(s, text.get(s.span.0..s.span.1).unwrap_or(&text), rows);
+                }
+            }
+        }
+        // The transaction ended (a COMMIT, a ROLLBACK, or a deadlock's):
+        // so did its review.
+        if commit || self.status & status::IN_TRANS == 0 {
+            self.review = None;
+        }
         self.follow_lexing(&text, &statements).await
     }
 
@@ -1306,7 +1466,7 @@ impl Session<'_> {
             .judge(&text, approvals.is_some(), judge::Fetch::Never)
             .await;
         let hold = match judged {
-            Judged::Refuse { .. } => {
+            Judged::Refuse { .. } | Judged::Review { .. } => {
                 self.settle(id, &text, &statements, judged, &Params::None, approvals)
                     .await?;
                 return Ok(());
@@ -1391,7 +1551,26 @@ impl Session<'_> {
                 })
                 .collect(),
         );
-        let judged = match (self.over_budget(1), hold) {
+        // A prepared COMMIT, or what would commit, while a review is
+        // pending: its COMMIT must come as a text query to be held.
+        let pending = self.review.as_ref().and_then(|p| {
+            match airlock_policy::review::at_commit_mysql(&statements, &p.rule) {
+                airlock_policy::review::AtCommit::Pass => None,
+                airlock_policy::review::AtCommit::Hold => Some(airlock_policy::review::unmeasured(
+                    &p.rule,
+                    "it was sent as a prepared statement",
+                )),
+                airlock_policy::review::AtCommit::Refuse(d) => Some(d),
+            }
+            .map(|d| Judged::Refuse {
+                code: errno::SPECIFIC_ACCESS_DENIED,
+                decision: Recorded::Approve,
+                rule: Some(p.rule.clone()),
+                message: d.message,
+                hint: d.hint,
+            })
+        });
+        let judged = match (pending.or_else(|| self.over_budget(1)), hold) {
             (Some(refused), _) => refused,
             (None, Some(mut request)) => {
                 request.params = self.recorder.redacted(&text, &statements, &params).1;
@@ -1751,6 +1930,9 @@ impl Session<'_> {
                 }
                 Part::Ok(info) | Part::ResultEnd(info) => {
                     self.status = info.status;
+                    if matches!(part, Part::Ok(_)) {
+                        answer.affected.push((index, info.affected_rows));
+                    }
                     // Each result of a multi-statement text counts alone.
                     if let Some(t) = tally.as_mut() {
                         t.end();

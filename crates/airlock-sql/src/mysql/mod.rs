@@ -63,7 +63,7 @@ mod lex;
 #[cfg(test)]
 mod tests;
 
-use airlock_policy::{Disclosure, Effect, Effects, Statement, StatementKind};
+use airlock_policy::{Disclosure, Effect, Effects, Statement, StatementKind, Transaction};
 
 use lex::{Kind, Token};
 
@@ -443,8 +443,8 @@ impl Analyzer {
                 _ => Statement::unknown("USE takes one database name", span),
             },
             "begin" => match &t[1..] {
-                [] => fixed(K::Transaction, &[TransactionControl]),
-                [w] if w.is("work") => fixed(K::Transaction, &[TransactionControl]),
+                [] => begin(fixed(K::Transaction, &[TransactionControl])),
+                [w] if w.is("work") => begin(fixed(K::Transaction, &[TransactionControl])),
                 // MariaDB's `BEGIN NOT ATOMIC … END` is a block of code.
                 _ => Statement::unknown(
                     "BEGIN that is not a transaction (a compound statement)",
@@ -452,14 +452,23 @@ impl Analyzer {
                 ),
             },
             "start" if w1 == "transaction" => {
-                let mut s = fixed(K::Transaction, &[TransactionControl]);
+                let mut s = begin(fixed(K::Transaction, &[TransactionControl]));
                 if t.windows(2).any(|w| w[0].is("read") && w[1].is("write")) {
                     s.effects.insert(SessionConfig);
                 }
                 s
             }
             "commit" | "rollback" | "savepoint" | "release" => {
-                fixed(K::Transaction, &[TransactionControl])
+                // ROLLBACK [WORK] TO [SAVEPOINT] x undoes part of it.
+                let to = t.iter().take(3).any(|w| w.is("to"));
+                Statement {
+                    transaction: Some(match w0.as_str() {
+                        "commit" => Transaction::Commit,
+                        "rollback" if !to => Transaction::Rollback,
+                        _ => Transaction::Savepoint,
+                    }),
+                    ..fixed(K::Transaction, &[TransactionControl])
+                }
             }
             "xa" => {
                 // Finishing a prepared XA transaction, maybe another
@@ -470,7 +479,11 @@ impl Analyzer {
                 } else {
                     &[TransactionControl]
                 };
-                fixed(K::Transaction, effects)
+                // Its work is held apart from the session's transaction.
+                Statement {
+                    transaction: Some(Transaction::Prepare),
+                    ..fixed(K::Transaction, effects)
+                }
             }
             "set" => self.set(t, span, mode),
             "prepare" => self.prepare(t, span, mode),
@@ -1176,6 +1189,14 @@ pub fn kill_target(s: &Statement) -> Option<KillTarget> {
         "query" => Some(KillTarget::Query(id)),
         "connection" => Some(KillTarget::Connection(id)),
         _ => None,
+    }
+}
+
+/// A statement that begins a transaction.
+fn begin(s: Statement) -> Statement {
+    Statement {
+        transaction: Some(Transaction::Begin),
+        ..s
     }
 }
 

@@ -1499,3 +1499,132 @@ print(json.dumps(out))
         stderr(&out)
     );
 }
+
+/// Commit review on the MySQL door: a reviewed UPDATE runs inside the
+/// client's transaction and its COMMIT waits for an approver, who sees the
+/// rows it changed (the mysql CLI, approved: committed); PyMySQL's COMMIT
+/// denied: rolled back, the session goes on; a reviewed write in
+/// autocommit, and what MySQL would commit implicitly while the review is
+/// pending (DDL, START TRANSACTION, a prepared statement), are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_commit_waits_for_an_approver_who_sees_the_rows_changed() {
+    let db = seeded();
+    let gw = gateway(
+        &db,
+        "  - name: writers\n    groups: [writers]\n    connections: [shop]\n    roles: [admin]\n",
+        "  - name: review-updates
+    match: {statements: [update], where: present}
+    action: review_commit
+    approvers: [dba]
+approvals: {timeout: 60s}
+",
+    )
+    .await;
+    let writer = gw.token("wes", &["writers"]);
+    let dba = gw.token("dana", &["dba"]);
+
+    // Approved through the API after reading the measured effect.
+    let child = spawn_cli(
+        &gw,
+        &writer,
+        "start transaction; update customers set name = 'Zed' where id <= 2; commit",
+    );
+    let held = pending(&gw, &dba).await;
+    assert_eq!(held["rule"], "review-updates", "{held}");
+    let id = held["id"].as_str().unwrap().to_string();
+    let detail: Value = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/approvals/{id}", gw.http))
+        .bearer_auth(&dba)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let effect = &detail["detail"]["effect"];
+    assert_eq!(effect["tables"][0]["table"], "customers", "{detail}");
+    assert_eq!(effect["tables"][0]["updated"], 2, "{detail}");
+    assert_eq!(effect["sample_complete"], false, "{detail}");
+    // Not committed while held.
+    assert_eq!(
+        db.sql("select count(*) from customers where name = 'Zed'"),
+        "0"
+    );
+    decide(&gw, &dba, &id, "approve", "ok").await;
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        db.sql("select count(*) from customers where name = 'Zed'"),
+        "2"
+    );
+
+    // Denied: rolled back at once, the session goes on.
+    let script = r#"
+import json, os, pymysql, sys
+c = pymysql.connect(host=os.environ["HOST"], port=int(os.environ["PORT"]), user="admin",
+                    password=os.environ["TOKEN"], database=os.environ["DB"], autocommit=True)
+cur = c.cursor()
+out = {}
+def err(f):
+    try:
+        f()
+        return None
+    except pymysql.err.MySQLError as e:
+        return [e.args[0], e.args[1]]
+out["autocommit"] = err(lambda: cur.execute("update customers set name = 'Auto' where id = 1"))
+c.begin()
+cur.execute("update customers set name = 'Nope' where id = 1")
+for sql in ["create table sneaky (id int)", "start transaction", "prepare s from 'commit'", "select 1; commit"]:
+    out[sql] = err(lambda: cur.execute(sql))
+print("committing", file=sys.stderr, flush=True)
+out["commit"] = err(c.commit)
+cur.execute("select name from customers where id = 1")
+out["after"] = cur.fetchone()[0]
+print(json.dumps(out))
+"#;
+    let addr = mysql_addr(&gw);
+    let child = Command::new("python3")
+        .args(["-c", script])
+        .env("HOST", addr.ip().to_string())
+        .env("PORT", addr.port().to_string())
+        .env("TOKEN", &writer)
+        .env("DB", "shop")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let held = pending(&gw, &dba).await;
+    let id = held["id"].as_str().unwrap().to_string();
+    decide(&gw, &dba, &id, "deny", "not this one").await;
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(got["autocommit"][0], 1227, "{got}");
+    assert!(
+        got["autocommit"][1].as_str().unwrap().contains("BEGIN"),
+        "{got}"
+    );
+    for sql in [
+        "create table sneaky (id int)",
+        "start transaction",
+        "prepare s from 'commit'",
+        "select 1; commit",
+    ] {
+        assert_eq!(got[sql][0], 1227, "{sql}: {got}");
+    }
+    assert_eq!(got["commit"][0], 1227, "{got}");
+    assert!(
+        got["commit"][1].as_str().unwrap().contains("not this one"),
+        "{got}"
+    );
+    assert_eq!(got["after"], "Zed", "rolled back: {got}");
+    assert_eq!(
+        db.sql("select count(*) from customers where name in ('Nope', 'Auto')"),
+        "0"
+    );
+    assert_eq!(
+        db.sql("select count(*) from information_schema.tables where table_name = 'sneaky'"),
+        "0"
+    );
+    gw.stop().await;
+}
