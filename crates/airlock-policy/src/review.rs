@@ -108,6 +108,20 @@ pub fn at_commit_mysql(statements: &[Statement], rule: &str) -> AtCommit {
     }
 }
 
+/// A statement rule `rule` reviews that writes `table`, whose storage
+/// engine (`engine`; none for a view) keeps a write the moment it runs:
+/// no COMMIT could hold it back.
+pub fn untransactional(rule: &str, table: &str, engine: Option<&str>) -> Denial {
+    held(
+        rule,
+        format!(
+            "airlock: rule \"{rule}\" reviews the commit of this statement, but table {table} is not transactional (its engine: {}), so its writes could not be held back; the statement was not run",
+            engine.unwrap_or("none: a view, or unknown")
+        ),
+        "write a transactional (InnoDB) table, or name the base table rather than a view",
+    )
+}
+
 /// A pending review's COMMIT whose effect the door could not measure.
 pub fn unmeasured(rule: &str, why: &str) -> Denial {
     held(

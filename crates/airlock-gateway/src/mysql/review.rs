@@ -41,27 +41,27 @@ impl Pending {
         }
     }
 
-    /// Statement `s` (as `text`) ran, and its OK packet said it changed
-    /// `rows` rows.
-    pub fn ran(&mut self, s: &Statement, text: &str, rows: u64) {
+    /// Statement `s` ran, and its answer said it changed `rows` rows (its
+    /// OK's affected rows, or the rows of its `RETURNING`). Whether it
+    /// writes (and was counted).
+    pub fn ran(&mut self, s: &Statement, rows: u64) -> bool {
         let column = match s.kind {
             StatementKind::Insert => 0,
             StatementKind::Update => 1,
             StatementKind::Delete => 2,
             _ if s.effects.contains(Effect::Write) => 1,
-            _ => return,
+            _ => return false,
         };
-        if self.texts.len() < TEXTS {
-            self.texts.push(text.to_string());
-        } else {
-            self.more += 1;
-        }
-        // The table it writes: the first relation it names (a multi-table
-        // UPDATE or DELETE is shown under its first).
-        let table = s
-            .relations
-            .first()
-            .map_or_else(|| "?".to_string(), |r| r.to_string());
+        // The tables it names: one, or those of a multi-table statement
+        // together (which of them it writes is not told apart).
+        let table = match &s.relations[..] {
+            [] => "?".to_string(),
+            relations => relations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
         match self.tables.iter_mut().find(|(t, _)| *t == table) {
             Some((_, counts)) => counts[column] += rows,
             None => {
@@ -69,6 +69,17 @@ impl Pending {
                 counts[column] = rows;
                 self.tables.push((table, counts));
             }
+        }
+        true
+    }
+
+    /// A message whose writes were counted, as recorded (literals
+    /// redacted).
+    pub fn shown(&mut self, text: String) {
+        if self.texts.len() < TEXTS {
+            self.texts.push(text);
+        } else {
+            self.more += 1;
         }
     }
 
@@ -107,14 +118,17 @@ mod tests {
         let a = airlock_sql::mysql::Analyzer::new(&[]);
         let mode = airlock_sql::mysql::Mode::default();
         let mut p = Pending::new("r".into(), vec!["dba".into()], 1);
-        for (sql, rows) in [
-            ("UPDATE shop.orders SET total = 0 WHERE id < 10", 9),
-            ("INSERT INTO audit_log VALUES (1)", 1),
-            ("DELETE FROM shop.orders WHERE id = 3", 1),
-            ("SELECT * FROM shop.orders", 0),
+        for (sql, rows, writes) in [
+            ("UPDATE shop.orders SET total = 0 WHERE id < 10", 9, true),
+            ("INSERT INTO audit_log VALUES (1)", 1, true),
+            ("DELETE FROM shop.orders WHERE id = 3", 1, true),
+            ("SELECT * FROM shop.orders", 0, false),
         ] {
             let s = &a.analyze(sql, mode)[0];
-            p.ran(s, sql, rows);
+            assert_eq!(p.ran(s, rows), writes, "{sql}");
+            if writes {
+                p.shown(sql.into());
+            }
         }
         let e = p.effect();
         assert_eq!(e["tables"][0]["updated"], 9, "{e}");

@@ -513,6 +513,8 @@ enum ReviewStep {
     None,
     /// A reviewed statement begins the transaction's review.
     Begin(super::review::Pending),
+    /// A reviewed statement in the transaction under review.
+    Reviewed,
     /// The pending review's COMMIT, held.
     Commit,
 }
@@ -599,6 +601,10 @@ struct Session<'a> {
     ending: Option<airlock_engine::limits::Exceeded>,
     /// Commit review: the open transaction's COMMIT is held for review.
     review: Option<super::review::Pending>,
+    /// The upstream's last answer was an error, whose packet carries no
+    /// status: `status` may be out of date (an error can end the
+    /// transaction: a deadlock rolls it back, a failed DDL commits it).
+    status_stale: bool,
 }
 
 async fn run(
@@ -646,6 +652,7 @@ async fn run(
         budget,
         ending: None,
         review: None,
+        status_stale: false,
     };
     let clock = gateway.clock();
     let deadline = open::deadline(authorized, snapshot.session_lifetime, clock.now());
@@ -1168,6 +1175,102 @@ impl Session<'_> {
         Ok(true)
     }
 
+    /// The upstream's status read again when its last answer was an error
+    /// (which carries none): commit review must know whether a transaction
+    /// is open. A review whose transaction is gone ends.
+    async fn fresh_status(&mut self) -> Result<(), End> {
+        if self.status_stale {
+            self.status = upstream::status(
+                &mut self.upstream,
+                &mut self.upstream_in,
+                self.deprecate_eof,
+            )
+            .await
+            .map_err(|_| End::UpstreamGone)?;
+            self.status_stale = false;
+        }
+        if self.status & status::IN_TRANS == 0 {
+            self.review = None;
+        }
+        Ok(())
+    }
+
+    /// A reviewed message's writes are held back only on transactional
+    /// tables: a refusal when one it names is not InnoDB (MyISAM, MEMORY,
+    /// Aria and the like keep a write the moment it runs, whatever the
+    /// COMMIT), or cannot be looked up (a view).
+    async fn transactional(&mut self, statements: &[Statement], rule: &str) -> Result<Judged, End> {
+        let database = self.snapshot.connections[&self.authorized.route.connection]
+            .target
+            .database
+            .clone();
+        let quote = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"));
+        for s in statements
+            .iter()
+            .filter(|s| s.effects.contains(airlock_policy::Effect::Write))
+        {
+            for r in &s.relations {
+                let sql = format!(
+                    "SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}",
+                    quote(r.schema.as_deref().unwrap_or(&database)),
+                    quote(&r.name)
+                );
+                let rows = upstream::query(
+                    &mut self.upstream,
+                    &mut self.upstream_in,
+                    self.deprecate_eof,
+                    &sql,
+                )
+                .await
+                .map_err(|_| End::UpstreamGone)?;
+                let engine = rows.first().and_then(|row| row.first().cloned().flatten());
+                if !engine
+                    .as_deref()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("innodb"))
+                {
+                    let d = airlock_policy::review::untransactional(
+                        rule,
+                        &r.to_string(),
+                        engine.as_deref(),
+                    );
+                    return Ok(Judged::Refuse {
+                        code: errno::SPECIFIC_ACCESS_DENIED,
+                        decision: Recorded::Approve,
+                        rule: Some(rule.to_string()),
+                        message: d.message,
+                        hint: d.hint,
+                    });
+                }
+            }
+        }
+        Ok(Judged::Allow)
+    }
+
+    /// A pending review counts what a message that ran wrote (its text as
+    /// recorded), and ends with its transaction.
+    fn measured(&mut self, text: &str, statements: &[Statement], answer: &Answer) {
+        let Some(pending) = self.review.as_mut() else {
+            return;
+        };
+        let mut wrote = false;
+        for (index, rows) in &answer.affected {
+            if let Some(s) = statements.get(*index) {
+                wrote |= pending.ran(s, *rows);
+            }
+        }
+        if wrote {
+            let (redacted, _) = self.recorder.redacted(text, statements, &Params::None);
+            if let Some(pending) = self.review.as_mut() {
+                pending.shown(redacted);
+            }
+        }
+        // The transaction ended (a COMMIT, a ROLLBACK): so did its review.
+        // After an error, the next command reads the status first.
+        if !self.status_stale && self.status & status::IN_TRANS == 0 {
+            self.review = None;
+        }
+    }
+
     /// Commit review's part in a text query's judgement. A statement a
     /// rule reviews may run only inside a transaction that nothing after it
     /// in the message ends (its review then begins, or goes on). While a
@@ -1236,16 +1339,25 @@ impl Session<'_> {
         if let Some(d) = review::placement(statements, in_block, &rule) {
             return (refuse(&rule, d), ReviewStep::None);
         }
-        // Nothing after its first write may commit it.
+        // Nothing in it may commit the transaction but a BEGIN ahead of
+        // its first write (which commits only what came before).
         let first = statements
             .iter()
             .position(|s| s.effects.contains(airlock_policy::Effect::Write))
             .unwrap_or(statements.len());
-        if let AtCommit::Refuse(d) = review::at_commit_mysql(&statements[first..], &rule) {
+        let rest: Vec<Statement> = statements
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| {
+                *i >= first || s.transaction != Some(airlock_policy::Transaction::Begin)
+            })
+            .map(|(_, s)| s.clone())
+            .collect();
+        if let AtCommit::Refuse(d) = review::at_commit_mysql(&rest, &rule) {
             return (refuse(&rule, d), ReviewStep::None);
         }
         let step = match self.review {
-            Some(_) => ReviewStep::None,
+            Some(_) => ReviewStep::Reviewed,
             None => ReviewStep::Begin(super::review::Pending::new(rule, approvers, min_approvals)),
         };
         (Judged::Allow, step)
@@ -1279,7 +1391,25 @@ impl Session<'_> {
             .judge(&text, approvals.is_some(), judge::Fetch::Now)
             .await;
         let judged = self.over_budget(statements.len()).unwrap_or(judged);
+        if matches!(judged, Judged::Review { .. }) || self.review.is_some() {
+            self.fresh_status().await?;
+        }
         let (judged, step) = self.reviewed(&text, &statements, judged);
+        let judged = match (&step, judged) {
+            (ReviewStep::Begin(p), Judged::Allow) => {
+                let rule = p.rule.clone();
+                self.transactional(&statements, &rule).await?
+            }
+            (ReviewStep::Reviewed, Judged::Allow) => {
+                let rule = self
+                    .review
+                    .as_ref()
+                    .map(|p| p.rule.clone())
+                    .unwrap_or_default();
+                self.transactional(&statements, &rule).await?
+            }
+            (_, judged) => judged,
+        };
         let commit = matches!(step, ReviewStep::Commit);
         // `KILL` is judged like any statement; once allowed (and
         // recorded), the door carries it out itself.
@@ -1324,18 +1454,7 @@ impl Session<'_> {
                 None,
             )
             .await?;
-        if let Some(pending) = self.review.as_mut() {
-            for (index, rows) in answer.affected {
-                if let Some(s) = statements.get(index) {
-                    pending.ran(s, text.get(s.span.0..s.span.1).unwrap_or(&text), rows);
-                }
-            }
-        }
-        // The transaction ended (a COMMIT, a ROLLBACK, or a deadlock's):
-        // so did its review.
-        if commit || self.status & status::IN_TRANS == 0 {
-            self.review = None;
-        }
+        self.measured(&text, &statements, &answer);
         self.follow_lexing(&text, &statements).await
     }
 
@@ -1551,6 +1670,9 @@ impl Session<'_> {
                 })
                 .collect(),
         );
+        if self.review.is_some() {
+            self.fresh_status().await?;
+        }
         // A prepared COMMIT, or what would commit, while a review is
         // pending: its COMMIT must come as a text query to be held.
         let pending = self.review.as_ref().and_then(|p| {
@@ -1593,6 +1715,7 @@ impl Session<'_> {
                 None,
             )
             .await?;
+        self.measured(&text, &statements, &answer);
         if let Some(p) = self.prepared.get_mut(&statement) {
             p.cursor = answer.cursor;
         }
@@ -1777,6 +1900,7 @@ impl Session<'_> {
         // With budgets on rows or bytes: what this answer returned, counted
         // however it ends.
         let mut tally = airlock_engine::limits::Tally::new(self.budget.as_ref());
+        let mut result_rows = 0u64;
         while !response.done() {
             let packet = loop {
                 match framer.next(&mut self.upstream_in) {
@@ -1802,6 +1926,7 @@ impl Session<'_> {
             let at = judged.map(|(id, _)| At { id, index });
             match part {
                 Part::ColumnCount(n) => {
+                    result_rows = 0;
                     origins.clear();
                     names.clear();
                     types.clear();
@@ -1905,8 +2030,10 @@ impl Session<'_> {
                         }
                     }
                     codec::write(&mut self.out, &mut seq, row);
+                    result_rows += 1;
                 }
                 Part::Err => {
+                    self.status_stale = true;
                     let e = codec::err_info(&packet.payload);
                     let (code, state, message) = match e {
                         Some(e) => (
@@ -1930,9 +2057,13 @@ impl Session<'_> {
                 }
                 Part::Ok(info) | Part::ResultEnd(info) => {
                     self.status = info.status;
-                    if matches!(part, Part::Ok(_)) {
-                        answer.affected.push((index, info.affected_rows));
-                    }
+                    self.status_stale = false;
+                    // A write's rows: its OK's count, or those its
+                    // `RETURNING` returned.
+                    answer.affected.push(match part {
+                        Part::Ok(_) => (index, info.affected_rows),
+                        _ => (index, std::mem::take(&mut result_rows)),
+                    });
                     // Each result of a multi-statement text counts alone.
                     if let Some(t) = tally.as_mut() {
                         t.end();

@@ -147,6 +147,43 @@ pub enum QueryError {
     Malformed(&'static str),
 }
 
+/// The idle upstream session's status flags (whether a transaction is
+/// open, autocommit), from the OK of a COM_PING of airlock's own.
+pub async fn status(
+    upstream: &mut UpstreamStream,
+    input: &mut BytesMut,
+    deprecate_eof: bool,
+) -> Result<u16, QueryError> {
+    let mut out = BytesMut::new();
+    codec::write(&mut out, &mut 0, &[codec::command::PING]);
+    upstream.write_all(&out).await?;
+    let framer = Framer::new(64 << 20);
+    let mut response = Response::new(deprecate_eof);
+    response.expect(Expect::Status);
+    loop {
+        let packet = match framer.next(input) {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                if upstream.read_buf(input).await? == 0 {
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+                }
+                continue;
+            }
+            Err(_) => return Err(QueryError::Malformed("a bad frame")),
+        };
+        match response.next(&packet.payload) {
+            Ok(Part::Ok(info)) => return Ok(info.status),
+            Ok(Part::Err) => {
+                return Err(QueryError::Refused(
+                    codec::err_info(&packet.payload).map_or(0, |e| e.code),
+                ));
+            }
+            Ok(_) => return Err(QueryError::Malformed("an unexpected answer to COM_PING")),
+            Err(e) => return Err(QueryError::Malformed(e.0)),
+        }
+    }
+}
+
 /// Runs `sql` on the idle upstream and returns its text rows.
 pub async fn query(
     upstream: &mut UpstreamStream,

@@ -706,6 +706,15 @@ impl Analyzer {
                 s.effects.insert(AlterSystem);
                 harmless = false;
             }
+            // Turning autocommit on commits the open transaction (and
+            // anything but a literal off may be on).
+            if !target.user
+                && target.name == "autocommit"
+                && !matches!(target.value, [v] if v.is("off") || v.is("false") || v.text == "0")
+            {
+                s.effects.insert(TransactionControl);
+                s.transaction = Some(Transaction::Commit);
+            }
             if target.user {
                 // User variables: the session's scratch space. What they
                 // are set from is `written` (below).

@@ -1504,11 +1504,16 @@ print(json.dumps(out))
 /// client's transaction and its COMMIT waits for an approver, who sees the
 /// rows it changed (the mysql CLI, approved: committed); PyMySQL's COMMIT
 /// denied: rolled back, the session goes on; a reviewed write in
-/// autocommit, and what MySQL would commit implicitly while the review is
-/// pending (DDL, START TRANSACTION, a prepared statement), are refused.
+/// autocommit or after an error that ended the transaction, one in a text
+/// with what would commit it, one on a MyISAM table, and what MySQL would
+/// commit implicitly while the review is pending (DDL, START TRANSACTION,
+/// a prepared statement), are refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn mysql_commit_waits_for_an_approver_who_sees_the_rows_changed() {
     let db = seeded();
+    db.sql(
+        "CREATE TABLE logs (id INT PRIMARY KEY, note VARCHAR(20)) ENGINE=MyISAM; INSERT INTO logs VALUES (1, 'a')",
+    );
     let gw = gateway(
         &db,
         "  - name: writers\n    groups: [writers]\n    connections: [shop]\n    roles: [admin]\n",
@@ -1545,6 +1550,11 @@ approvals: {timeout: 60s}
     assert_eq!(effect["tables"][0]["table"], "customers", "{detail}");
     assert_eq!(effect["tables"][0]["updated"], 2, "{detail}");
     assert_eq!(effect["sample_complete"], false, "{detail}");
+    assert_eq!(
+        effect["statements"],
+        json!(["update customers set name = '*****' where id <= '*****'"]),
+        "{detail}"
+    );
     // Not committed while held.
     assert_eq!(
         db.sql("select count(*) from customers where name = 'Zed'"),
@@ -1572,6 +1582,20 @@ def err(f):
     except pymysql.err.MySQLError as e:
         return [e.args[0], e.args[1]]
 out["autocommit"] = err(lambda: cur.execute("update customers set name = 'Auto' where id = 1"))
+# A failed DDL commits the open transaction first: a reviewed write after
+# its error is not inside one.
+c.begin()
+out["ddl"] = err(lambda: cur.execute("create table logs (id int)"))
+out["stale"] = err(lambda: cur.execute("update customers set name = 'Stale' where id = 1"))
+c.rollback()
+# In one message with what would commit it, before or after.
+c.begin()
+for sql in ["check table customers; update customers set name = 'Chk' where id = 1",
+            "update customers set name = 'On' where id = 1; set autocommit = 1"]:
+    out[sql] = err(lambda: cur.execute(sql))
+# A table whose writes no ROLLBACK undoes.
+out["myisam"] = err(lambda: cur.execute("update logs set note = 'x' where id = 1"))
+c.rollback()
 c.begin()
 cur.execute("update customers set name = 'Nope' where id = 1")
 for sql in ["create table sneaky (id int)", "start transaction", "prepare s from 'commit'", "select 1; commit"]:
@@ -1609,9 +1633,20 @@ print(json.dumps(out))
         "start transaction",
         "prepare s from 'commit'",
         "select 1; commit",
+        "check table customers; update customers set name = 'Chk' where id = 1",
+        "update customers set name = 'On' where id = 1; set autocommit = 1",
+        "stale",
     ] {
         assert_eq!(got[sql][0], 1227, "{sql}: {got}");
     }
+    assert_eq!(got["ddl"][0], 1050, "{got}");
+    assert!(got["stale"][1].as_str().unwrap().contains("BEGIN"), "{got}");
+    assert_eq!(got["myisam"][0], 1227, "{got}");
+    assert!(
+        got["myisam"][1].as_str().unwrap().contains("MyISAM"),
+        "{got}"
+    );
+    assert_eq!(db.sql("select note from logs"), "a");
     assert_eq!(got["commit"][0], 1227, "{got}");
     assert!(
         got["commit"][1].as_str().unwrap().contains("not this one"),
@@ -1619,7 +1654,9 @@ print(json.dumps(out))
     );
     assert_eq!(got["after"], "Zed", "rolled back: {got}");
     assert_eq!(
-        db.sql("select count(*) from customers where name in ('Nope', 'Auto')"),
+        db.sql(
+            "select count(*) from customers where name in ('Nope', 'Auto', 'Stale', 'Chk', 'On')"
+        ),
         "0"
     );
     assert_eq!(
