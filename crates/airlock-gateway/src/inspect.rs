@@ -627,16 +627,16 @@ impl PolicyInspector {
         // upstream; it must not replace what airlock keeps for the name
         // unless it is let through.
         let prepares_again = needs_session && self.prepares_again(&analyzed);
+        // What the message's PREPAREs and DEALLOCATEs leave is kept only
+        // once it is let through.
         let mut scratch = None;
         let statements: Arc<[Statement]> = if !needs_session {
             analyzed
-        } else if prepares_again {
+        } else {
             let mut state = self.sql_state.clone();
             let resolved = airlock_sql::resolve(&analyzed, &mut state);
             scratch = Some(state);
             resolved.into()
-        } else {
-            airlock_sql::resolve(&analyzed, &mut self.sql_state).into()
         };
         if self.recorder.is_some() {
             self.last = Some(Judged {
@@ -705,9 +705,6 @@ impl PolicyInspector {
         if let Some(verdict) = self.commit_gate(id, &text, statements, plan, &ruling) {
             return verdict;
         }
-        if let (Some(state), false) = (scratch, matches!(ruling, Ruling::Deny(_))) {
-            self.sql_state = state;
-        }
         // A shared analysis's span belongs to another text.
         let span_of = |i: usize| {
             let span = if cached.exact {
@@ -743,6 +740,13 @@ impl PolicyInspector {
                     })
                 });
             }
+        }
+        // Kept once judged for good (not before an estimate or a lookup
+        // judges it again).
+        let again = matches!(ruling, Ruling::NeedsEstimate { .. })
+            || (matches!(ruling, Ruling::Review { .. }) && plan == Some(Plan::NotFetched));
+        if let (Some(state), false) = (scratch, matches!(ruling, Ruling::Deny(_)) || again) {
+            self.sql_state = state;
         }
         if self.review.enabled
             && plan.is_none()
@@ -1559,16 +1563,20 @@ fn kinds(statements: &[Statement]) -> String {
         .join(",")
 }
 
+/// The planner's total cost in an `EXPLAIN (FORMAT JSON)` answer: its top
+/// nodes', summed over its plans (a rule can add plans to a statement).
+pub(crate) fn plan_cost(json: &str) -> Option<f64> {
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    let plans = value.as_array().filter(|p| !p.is_empty())?;
+    plans
+        .iter()
+        .map(|p| p.get("Plan")?.get("Total Cost")?.as_f64())
+        .sum()
+}
+
 /// The planner's largest row estimate in an `EXPLAIN (FORMAT JSON)` plan.
 /// The largest node is taken, not the top one: a ModifyTable node without
 /// RETURNING estimates 0 rows while its scan estimates what it will change.
-/// The planner's total cost in an `EXPLAIN (FORMAT JSON)` plan: its top
-/// node's.
-pub(crate) fn plan_cost(json: &str) -> Option<f64> {
-    let value: serde_json::Value = serde_json::from_str(json).ok()?;
-    value.get(0)?.get("Plan")?.get("Total Cost")?.as_f64()
-}
-
 pub(crate) fn plan_rows(json: &str) -> Option<u64> {
     fn walk(v: &serde_json::Value, max: &mut Option<u64>) {
         match v {
@@ -2080,7 +2088,23 @@ impl Inspector for PolicyInspector {
 
 #[cfg(test)]
 mod tests {
-    use super::plan_rows;
+    use super::{plan_cost, plan_rows};
+
+    #[test]
+    fn plan_cost_sums_the_top_nodes_of_every_plan() {
+        let one = r#"[{"Plan": {"Total Cost": 12.5, "Plans": [{"Total Cost": 10.0}]}}]"#;
+        assert_eq!(plan_cost(one), Some(12.5));
+        // A rule (DO ALSO) adds a plan.
+        let two = r#"[{"Plan": {"Total Cost": 12.5}}, {"Plan": {"Total Cost": 7.5}}]"#;
+        assert_eq!(plan_cost(two), Some(20.0));
+        // A plan without a cost is none to be had.
+        assert_eq!(
+            plan_cost(r#"[{"Plan": {"Total Cost": 1.0}}, {"Plan": {}}]"#),
+            None
+        );
+        assert_eq!(plan_cost("[]"), None);
+        assert_eq!(plan_cost("not json"), None);
+    }
 
     #[test]
     fn plan_rows_takes_the_largest_node() {

@@ -306,6 +306,7 @@ fn built_in(stmt: &Statement, mode: AccessMode, access_rule: &str) -> Option<Dec
     let mut allowed = Effects::of(&[Effect::Read, Effect::TransactionControl]);
     if stmt.config_is_harmless() {
         allowed.insert(Effect::SessionConfig);
+        allowed.insert(Effect::PlannerCost);
     }
     if mode == AccessMode::ReadOnly {
         let forbidden = stmt.effects.minus(allowed);

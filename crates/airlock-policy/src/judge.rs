@@ -312,7 +312,24 @@ pub fn judge(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Ruling 
                 .map(|s| g.decide(s, mode, rule, estimate_of(s))),
         ),
     };
-    // A reviewed statement is measured, not estimated.
+    // A reviewed statement runs before anyone approves it, and its
+    // measurement and an estimate cannot share its message's lookups:
+    // under `max_cost`, one that runs a plan is refused.
+    if session.costed
+        && let Decision::Review { rule, .. } = &decision
+        && statements.iter().any(costs)
+    {
+        return Ruling::Deny(Denial {
+            message: format!(
+                "airlock: statement denied by rule \"budgets.max_cost\": rule \"{rule}\" reviews its commit, and a reviewed statement cannot have its cost estimated"
+            ),
+            hint: Hint::never(
+                "budgets.max_cost",
+                "run it under an access rule without max_cost",
+            ),
+            by: DeniedBy::Rule("budgets.max_cost".into()),
+        });
+    }
     if session.costed && matches!(decision, Decision::Allow | Decision::Approve { .. }) {
         match cost_need(statements, ask) {
             None => {}
@@ -426,18 +443,35 @@ fn no_approvals(rule: String) -> Denial {
     }
 }
 
-/// Whether a statement runs a plan whose cost `max_cost` charges: a
-/// query, a write, an `EXECUTE`, a cursor's declaration, and what cannot
-/// be estimated and so is refused under it (`COPY`, `CALL`, `DO`,
-/// `EXPLAIN ANALYZE`). A cursor's `FETCH` was charged at its `DECLARE`.
+/// Whether a statement runs a plan whose cost `max_cost` charges: all but
+/// the kinds known to run none (settings, transaction control, `SHOW`,
+/// `LISTEN`, `PREPARE`, `LOCK`, `TRUNCATE`, schema changes that read no
+/// table, a plain `EXPLAIN`, a cursor's `FETCH`, charged at its
+/// `DECLARE`), so a kind not known fails closed. What `EXPLAIN` cannot
+/// estimate (`COPY`, `CALL`, `DO`, `EXPLAIN ANALYZE`, `VACUUM`, `REFRESH`)
+/// is then refused under it.
 pub fn costs(s: &Statement) -> bool {
     use StatementKind as K;
+    if s.effects.contains(Effect::DynamicSql) {
+        return true;
+    }
     match s.kind {
-        K::Select | K::Insert | K::Update | K::Delete | K::Merge | K::Execute => true,
-        K::CopyIn | K::CopyOut | K::Call | K::Do | K::Unknown => true,
-        K::Cursor => matches!(s.lineage.cursor, Some(crate::lineage::Cursor::Declare(_))),
+        K::SetConfig
+        | K::SetRole
+        | K::Show
+        | K::Transaction
+        | K::Listen
+        | K::Notify
+        | K::Prepare
+        | K::Deallocate
+        | K::Empty
+        | K::Grant
+        | K::Lock
+        | K::Truncate => false,
+        K::Ddl => s.effects.contains(Effect::Read),
         K::Explain => s.disclosure != crate::Disclosure::Nothing,
-        _ => s.effects.contains(Effect::DynamicSql),
+        K::Cursor => matches!(s.lineage.cursor, Some(crate::lineage::Cursor::Declare(_))),
+        _ => true,
     }
 }
 
@@ -447,6 +481,21 @@ pub fn costs(s: &Statement) -> bool {
 /// takes one; or no estimate to be had).
 fn cost_need(statements: &[Statement], ask: &Ask<'_>) -> Option<Result<Fetch, Box<Denial>>> {
     const RULE: &str = "budgets.max_cost";
+    if statements
+        .iter()
+        .any(|s| s.effects.contains(Effect::PlannerCost))
+    {
+        return Some(Err(Box::new(Denial {
+            message: format!(
+                "airlock: statement denied by rule \"{RULE}\": it changes a planner cost setting, on which the estimates this budget charges rely"
+            ),
+            hint: Hint::never(
+                RULE,
+                "leave the planner's cost settings as the server sets them",
+            ),
+            by: DeniedBy::Rule(RULE.into()),
+        })));
+    }
     let costed = statements.iter().filter(|s| costs(s)).count();
     let unestimable = || Denial {
         message: format!(
@@ -904,6 +953,17 @@ mod tests {
             panic!("two statements: refused");
         };
         assert!(d.message.contains("several statements"), "{}", d.message);
+        // A planner cost setting changed would change later estimates.
+        let mut set = stmt(StatementKind::SetConfig, &[Effect::SessionConfig]);
+        set.effects.insert(Effect::PlannerCost);
+        let Ruling::Deny(d) = judge(
+            &costed,
+            &Ask::message(&[set], Estimate::NotFetched),
+            &NoFacts,
+        ) else {
+            panic!("a cost setting: refused");
+        };
+        assert!(d.message.contains("planner cost setting"), "{}", d.message);
         // What runs no plan needs none, alone or with others.
         let set = [
             stmt(StatementKind::SetConfig, &[]),

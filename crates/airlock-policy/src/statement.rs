@@ -169,6 +169,10 @@ pub enum Effect {
     Export,
     /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT…
     TransactionControl,
+    /// Changes a planner cost setting (`SET random_page_cost`, a
+    /// `set_config` of one or of a name not known, an update of
+    /// `pg_settings`): estimates taken after it are not the server's own.
+    PlannerCost,
 }
 
 impl Effect {
@@ -188,6 +192,7 @@ impl Effect {
         Effect::DynamicSql,
         Effect::Export,
         Effect::TransactionControl,
+        Effect::PlannerCost,
     ];
 
     pub fn name(self) -> &'static str {
@@ -207,6 +212,7 @@ impl Effect {
             Effect::DynamicSql => "dynamic_sql",
             Effect::Export => "export",
             Effect::TransactionControl => "transaction_control",
+            Effect::PlannerCost => "planner_cost",
         }
     }
 

@@ -767,6 +767,16 @@ impl Analyzer {
             explain_analyze_flag,
             !lineage.outputs.is_empty(),
         );
+        // What changes how the planner costs what comes after it.
+        if matches!(node, N::VariableSetStmt(v) if planner_cost_setting(&v.name.to_lowercase()))
+            || facts.config_calls.iter().any(|[name, _]| {
+                name.as_deref()
+                    .is_none_or(|n| planner_cost_setting(&n.to_lowercase()))
+            })
+            || (effects.contains(Write) && facts.relations.iter().any(|r| r.name == "pg_settings"))
+        {
+            effects.insert(Effect::PlannerCost);
+        }
         Statement {
             kind,
             nested,
@@ -935,6 +945,20 @@ fn empty(span: (usize, usize)) -> Statement {
         disclosure: airlock_policy::Disclosure::Nothing,
         ..Statement::unknown("", span)
     }
+}
+
+/// Settings that scale the planner's cost estimates (or choose which plan a
+/// prepared statement runs).
+fn planner_cost_setting(name: &str) -> bool {
+    name.ends_with("_cost")
+        || matches!(
+            name,
+            "effective_cache_size"
+                | "cursor_tuple_fraction"
+                | "plan_cache_mode"
+                | "min_parallel_table_scan_size"
+                | "min_parallel_index_scan_size"
+        )
 }
 
 /// The prepared-statement name of PREPARE, EXECUTE and DEALLOCATE.

@@ -232,9 +232,8 @@ impl Conn {
         }
     }
 
-    /// The planner's row estimate for `sql` (its EXPLAIN, with the same
-    /// parameters; nothing runs).
-    /// The planner's row estimate and total cost of `sql`.
+    /// The planner's row estimate and total cost of `sql` (its EXPLAIN,
+    /// with the same parameters; nothing runs).
     pub(super) async fn estimate(&mut self, sql: &str, params: &[Param]) -> Option<(u64, f64)> {
         let mut plan = super::run::FirstValue::default();
         let explain = format!("EXPLAIN (FORMAT JSON) {sql}");

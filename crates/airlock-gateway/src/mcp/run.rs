@@ -786,7 +786,7 @@ async fn judge_and_run(
         (&request.sql, &text),
         &statements,
         &request.params,
-        approvals.is_some(),
+        (approvals.is_some(), request.explain),
     )
     .await;
     let params = request.params;
@@ -1079,13 +1079,15 @@ async fn judge(
     (sql, text): (&str, &str),
     statements: &[Statement],
     params: &[Param],
-    approvals: bool,
+    (approvals, explain): (bool, bool),
 ) -> Judged {
     let snapshot = &cx.snapshot;
     let route = &open.authorized.route;
     let facts = CallFacts { text, params };
     let mut estimate = Estimate::NotFetched;
     let mut cost = None;
+    // `max_cost`; the `explain` tool runs nothing.
+    let costed = route.costed() && !explain;
     let ruling = loop {
         let session = judge::Session {
             guardrails: &snapshot.guardrails,
@@ -1094,7 +1096,7 @@ async fn judge(
             writes: route.writes.as_ref(),
             schema_only: route.schema_only,
             statement_timeout: route.statement_timeout,
-            costed: route.costed(),
+            costed,
             approvals,
             masking: open.catalog.as_deref().map(|catalog| judge::Masked {
                 policy: &snapshot.masking.policy,
@@ -1119,7 +1121,7 @@ async fn judge(
     // `max_cost`: charged once it may run (or be held); an estimate with
     // no cost in it is over every cap.
     if matches!(ruling, Ruling::Allow { .. } | Ruling::Approve { .. })
-        && route.costed()
+        && costed
         && statements.iter().any(judge::costs)
         && let Some(budget) = open.permit.budget()
         && let Err(exceeded) =

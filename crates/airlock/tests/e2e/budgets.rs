@@ -408,6 +408,12 @@ mcp: {{enabled: true}}
     costed(&out, "estimated planner cost");
     let out = psql("SELECT 1\nSHOW search_path");
     assert!(out.status.success(), "{}", stderr(&out));
+    // The estimates rely on the planner's cost settings: they stay.
+    costed(&psql("SET random_page_cost = 0"), "planner cost setting");
+    costed(
+        &psql("SELECT set_config('cpu_tuple_cost', '0', false)"),
+        "planner cost setting",
+    );
     // EXPLAIN takes one statement; COPY it does not take at all.
     costed(&psql("SELECT 1; SELECT 2"), "several statements");
     costed(&psql("COPY (SELECT 1) TO STDOUT"), "could not be estimated");
@@ -448,6 +454,14 @@ mcp: {{enabled: true}}
     );
     let answer = mcp
         .call("query", json!({"connection": "test", "sql": query(10)}))
+        .await;
+    assert_eq!(answer["is_error"], false, "{answer}");
+    // A plain EXPLAIN runs nothing: free.
+    let answer = mcp
+        .call(
+            "explain",
+            json!({"connection": "test", "sql": query(1_000_000)}),
+        )
         .await;
     assert_eq!(answer["is_error"], false, "{answer}");
     mcp.close().await;
