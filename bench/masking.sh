@@ -17,7 +17,9 @@
 # Environment knobs: ROWS (1000000), ROUNDS (5), BIG_MB (1024), PG_HOST,
 # PG_PORT (127.0.0.1:5432), NO_BUILD=1, AIRLOCK_BIN (target/release/airlock),
 # RESULTS_DIR (bench/results), DETECTORS (the seven value detectors; add
-# planted_instructions to price that scan). Uses database airlock_bench, table mask_bench
+# planted_instructions to price that scan), FLAG (1: also
+# masking.flag_planted_instructions, which scans the values that pass
+# unmasked for planted instructions). Uses database airlock_bench, table mask_bench
 # (re-created when its row count differs).
 
 set -euo pipefail
@@ -31,6 +33,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
 AIRLOCK_BIN=${AIRLOCK_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/airlock}
 DETECTORS=${DETECTORS:-credit_card, ssn, email, phone, iban, jwt, aws_access_key_id}
+FLAG=${FLAG:-}
 
 log() { echo "[masking.sh $(date +%H:%M:%S)] $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -80,6 +83,7 @@ connections:
 access:
   - {name: bench, groups: [bench], connections: [bench], roles: [app]}
 masking:
+  flag_planted_instructions: $([[ -n "$FLAG" ]] && echo true || echo false)
   rules:
     - {name: ssn, columns: ["*.ssn"], strategy: {partial: {keep_last: 4}}}
     - {name: email, columns: ["*.email"], strategy: email}
@@ -142,7 +146,7 @@ OUT="$RESULTS_DIR/masking-$(date -u +%Y-%m-%d-%H%M).md"
     echo "# Masking benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
     echo "Machine: $(nproc) cores, $(uname -r); PostgreSQL $(direct -d "$DB" -c 'SHOW server_version')."
-    echo "Rules: ssn partial, email; detectors: $DETECTORS. ROWS=$ROWS ROUNDS=$ROUNDS."
+    echo "Rules: ssn partial, email; detectors: $DETECTORS; flag: ${FLAG:-off}. ROWS=$ROWS ROUNDS=$ROUNDS."
     echo
     echo "| | median ms | all rounds (ms) |"
     echo "|---|---|---|"

@@ -48,11 +48,8 @@ struct Column {
 pub struct RowMask {
     masking: Arc<Masking>,
     columns: Vec<Column>,
-    detect: bool,
-    /// Values that pass are scanned for planted instructions
-    /// (`masking.flag_planted_instructions`), and the columns' names kept
-    /// to name them.
-    flag: bool,
+    /// With `masking.flag_planted_instructions`: the columns' names, to
+    /// name the values flagged.
     names: Vec<String>,
 }
 
@@ -111,8 +108,6 @@ impl RowMask {
         Some(RowMask {
             masking: Arc::clone(masking),
             columns,
-            detect: plan.detect,
-            flag,
             names: if flag {
                 crate::record::column_names(description)
             } else {
@@ -127,8 +122,6 @@ impl RowMask {
         RowMask {
             masking: Arc::clone(masking),
             columns: Vec::new(),
-            detect: false,
-            flag: false,
             names: Vec::new(),
         }
     }
@@ -179,17 +172,24 @@ impl RowMask {
                 text: false,
                 scan: false,
             });
+            // One scan for the detectors that mask and, when flagged,
+            // planted instructions.
             let mask = column.mask.or_else(|| {
-                (self.detect && column.scan)
-                    .then(|| self.masking.detectors.scan(value))
-                    .flatten()
-                    .map(|d| self.masking.detector_mask(d))
+                if !column.scan {
+                    return None;
+                }
+                match self.masking.scan_value(value)? {
+                    Ok(d) => Some(self.masking.detector_mask(d)),
+                    Err(()) => {
+                        if flagged.is_none() {
+                            *flagged = airlock_mask::planted::scan(value).map(|p| (i, p.name()));
+                        }
+                        None
+                    }
+                }
             });
             match mask {
                 None => {
-                    if self.flag && column.scan && flagged.is_none() {
-                        *flagged = airlock_mask::planted::scan(value).map(|p| (i, p.name()));
-                    }
                     out.put_i32(value.len() as i32);
                     out.extend_from_slice(value);
                 }

@@ -19,6 +19,9 @@ pub struct Masking {
     /// unmasked are scanned, and those that read like instructions to an
     /// agent are flagged to the client.
     pub flag_planted: bool,
+    /// What a result value is scanned for, in one pass: the masking
+    /// detectors, and planted instructions when they are flagged.
+    row_detectors: Detectors,
 }
 
 impl Masking {
@@ -27,6 +30,7 @@ impl Masking {
         let names: Vec<Detector> = detector_masks.iter().map(|(d, _)| *d).collect();
         Masking {
             detectors: Detectors::new(&names),
+            row_detectors: Detectors::new(&names),
             detector_masks,
             policy: Arc::new(policy),
             masker,
@@ -36,10 +40,27 @@ impl Masking {
 
     /// With `masking.flag_planted_instructions`.
     pub fn flagging_planted(self, on: bool) -> Masking {
+        let mut names: Vec<Detector> = self.detector_masks.iter().map(|(d, _)| *d).collect();
+        if on {
+            names.push(Detector::PlantedInstructions);
+        }
         Masking {
             flag_planted: on,
+            row_detectors: Detectors::new(&names),
             ..self
         }
+    }
+
+    /// What a result value holds, in one scan: a detector that masks it
+    /// (`Ok`), or planted instructions to flag (`Err(())`, only when they
+    /// are flagged and no rule masks them).
+    pub fn scan_value(&self, value: &[u8]) -> Option<Result<Detector, ()>> {
+        let found = self.row_detectors.scan(value)?;
+        Some(if self.detectors.contains(found) {
+            Ok(found)
+        } else {
+            Err(())
+        })
     }
 
     pub fn is_active(&self) -> bool {
