@@ -581,7 +581,8 @@ impl Budget {
 /// The rows and bytes of one result as a door returns them, counted against
 /// the budgets when it is dropped: when the result ends, and when the
 /// session does mid-result (a client that leaves halfway is charged what it
-/// was sent).
+/// was sent). With `max_result_bytes` it also refuses the message that
+/// would take the result past it ([`Tally::row`], [`Tally::sent`]).
 pub struct Tally {
     /// The budget charged, when it caps rows or bytes.
     budget: Option<Budget>,
@@ -592,8 +593,8 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// A tally for `budget`; `None` when no rows or bytes cap applies
-    /// (nothing to count).
+    /// A tally for `budget`; `None` when neither a rows or bytes cap nor a
+    /// result cap applies (nothing to count).
     pub fn new(budget: Option<&Budget>) -> Option<Tally> {
         let budget = budget?;
         let max_result = budget.max_result_bytes();

@@ -207,8 +207,9 @@ pub struct PolicyInspector {
     /// Portal name → the approval its Executes need.
     portal_holds: HashMap<Vec<u8>, PortalHold>,
     hold: Option<Hold>,
-    /// With budgets on rows or bytes: what the result being returned has
-    /// sent so far, counted when it ends (or the session does).
+    /// With budgets on rows or bytes, or a result cap: what the result
+    /// being returned has sent so far, counted when it ends (or the
+    /// session does), and checked before each message against the cap.
     tally: Option<airlock_engine::limits::Tally>,
     /// A limit that ends the session was reached: the driver ends it.
     ending: Option<airlock_engine::limits::Exceeded>,
@@ -327,11 +328,7 @@ impl PolicyInspector {
         if !self.costs(statements) {
             return None;
         }
-        let budget = self.policy.budget.as_ref()?;
-        let cost = plan_cost(plan).unwrap_or(f64::INFINITY);
-        let exceeded = budget.spend_cost(cost, std::time::Instant::now()).err()?;
-        crate::metrics::Metrics.limit_refusal("postgres", exceeded.limit());
-        Some(exceeded)
+        crate::over_cost(self.policy.budget.as_ref(), plan_cost(plan), "postgres")
     }
 
     /// The end of a result whose rows were masked: the values it flagged
@@ -344,15 +341,31 @@ impl PolicyInspector {
         }
         let found = std::mem::take(&mut self.flags.found);
         let more = std::mem::take(&mut self.flags.more);
-        for _ in 0..found.len() as u64 + more {
-            airlock_mask::planted::count("flagged");
-        }
+        airlock_mask::planted::count_n("flagged", found.len() as u64 + more);
         if let (Some(r), Some(at)) = (self.recorder.as_mut(), at) {
             for (row, column, kind) in &found {
                 r.flag(record::at(at), *row, column, kind);
             }
         }
         Some((found, more))
+    }
+
+    /// [`Self::over_limit`] of a message of `statements`, recorded as denied
+    /// by the limit.
+    fn over_limit_of(
+        &mut self,
+        exceeded: airlock_engine::limits::Exceeded,
+        statements: Arc<[Statement]>,
+    ) -> Verdict {
+        if self.recorder.is_some() {
+            self.last = Some(Judged {
+                statements,
+                decision: Recorded::Deny,
+                rule: Some(exceeded.rule().to_string()),
+                approval: None,
+            });
+        }
+        self.over_limit(exceeded)
     }
 
     /// The refusal of a statement over a limit; one that ends the session
@@ -607,15 +620,7 @@ impl PolicyInspector {
             && let Some(exceeded) =
                 crate::over_budget(self.policy.budget.as_ref(), analyzed.len(), "postgres")
         {
-            if self.recorder.is_some() {
-                self.last = Some(Judged {
-                    statements: analyzed,
-                    decision: Recorded::Deny,
-                    rule: Some(exceeded.rule().to_string()),
-                    approval: None,
-                });
-            }
-            return self.over_limit(exceeded);
+            return self.over_limit_of(exceeded, analyzed);
         }
         let needs_session = analyzed.iter().any(|s| {
             matches!(
@@ -665,6 +670,10 @@ impl PolicyInspector {
             inspector: self,
         };
         let ruling = judge::judge(&self.session_view(true), &ask, &facts);
+        // Judged again once an estimate or a lookup is in: nothing of it is
+        // kept until then.
+        let again = matches!(ruling, Ruling::NeedsEstimate { .. })
+            || (matches!(ruling, Ruling::Review { .. }) && plan == Some(Plan::NotFetched));
         // With commit review, a SQL PREPARE or DEALLOCATE must not change
         // what a protocol-prepared name runs behind the relay's back: its
         // Binds are judged by the Parse that made it.
@@ -689,10 +698,7 @@ impl PolicyInspector {
             if renames {
                 return refusal(airlock_policy::review::renamed());
             }
-            // Remembered once the message is judged for good (not before a
-            // lookup or an estimate judges it again).
-            let again = matches!(ruling, Ruling::NeedsEstimate { .. })
-                || (matches!(ruling, Ruling::Review { .. }) && plan == Some(Plan::NotFetched));
+            // Remembered once the message is judged for good.
             for s in statements
                 .iter()
                 .filter(|s| !again && s.kind == StatementKind::Prepare)
@@ -721,17 +727,11 @@ impl PolicyInspector {
             if let Some(Plan::Json(json)) = plan
                 && let Some(exceeded) = self.charged_cost(json, statements)
             {
-                if self.recorder.is_some() {
-                    self.last = Some(Judged {
-                        statements: Arc::clone(statements),
-                        decision: Recorded::Deny,
-                        rule: Some(exceeded.rule().to_string()),
-                        approval: None,
-                    });
-                }
-                return self.over_limit(exceeded);
+                return self.over_limit_of(exceeded, Arc::clone(statements));
             }
-            if plan.is_none() && self.costs(statements) && !statements.is_empty() {
+            // (An Allow asked for its estimate at each execution itself.)
+            if plan.is_none() && matches!(ruling, Ruling::Approve { .. }) && self.costs(statements)
+            {
                 self.estimates.entry(id).or_insert_with(|| {
                     Arc::new(EstimateNeed {
                         statement: span_of(0),
@@ -741,10 +741,6 @@ impl PolicyInspector {
                 });
             }
         }
-        // Kept once judged for good (not before an estimate or a lookup
-        // judges it again).
-        let again = matches!(ruling, Ruling::NeedsEstimate { .. })
-            || (matches!(ruling, Ruling::Review { .. }) && plan == Some(Plan::NotFetched));
         if let (Some(state), false) = (scratch, matches!(ruling, Ruling::Deny(_)) || again) {
             self.sql_state = state;
         }
@@ -1996,6 +1992,13 @@ impl Inspector for PolicyInspector {
                 RowMask::everything(c.masking()).data_row(body, out);
             }
         }
+    }
+
+    fn notes_result_ends(&self) -> bool {
+        self.policy
+            .masking
+            .as_ref()
+            .is_some_and(|m| m.masking.flag_planted)
     }
 
     fn result_end(&mut self, at: Option<StatementRef>, out: &mut BytesMut) {

@@ -497,10 +497,6 @@ fn build_snapshot(config: &Config, verifier: Arc<Verifier>) -> Result<Snapshot, 
 /// take: a client that reads nothing more does not keep the session.
 pub(crate) const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Charges a message of `statements` to the principal's rate and the access
-/// rule's budgets, if the session has any: `Some` (counted and logged) when
-/// one is over, which the door turns into its refusal and records under
-/// [`Exceeded::rule`](airlock_engine::limits::Exceeded::rule).
 /// Whether more rows of a result already begun (a suspended portal's
 /// Execute, a cursor fetch) are refused: a rows or bytes budget is spent.
 /// Counted; no statement is charged.
@@ -513,6 +509,25 @@ pub(crate) fn results_spent(
     Some(exceeded)
 }
 
+/// Charges a statement's estimated planner `cost` (`None`: none could be
+/// read, over every cap) to `max_cost`: `Some` (counted) when it would pass
+/// a cap, and nothing is charged.
+pub(crate) fn over_cost(
+    budget: Option<&airlock_engine::limits::Budget>,
+    cost: Option<f64>,
+    door: &'static str,
+) -> Option<airlock_engine::limits::Exceeded> {
+    let exceeded = budget?
+        .spend_cost(cost.unwrap_or(f64::INFINITY), std::time::Instant::now())
+        .err()?;
+    metrics::Metrics.limit_refusal(door, exceeded.limit());
+    Some(exceeded)
+}
+
+/// Charges a message of `statements` to the principal's rate and the access
+/// rule's budgets, if the session has any: `Some` (counted and logged) when
+/// one is over, which the door turns into its refusal and records under
+/// [`Exceeded::rule`](airlock_engine::limits::Exceeded::rule).
 pub(crate) fn over_budget(
     budget: Option<&airlock_engine::limits::Budget>,
     statements: usize,

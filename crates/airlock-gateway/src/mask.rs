@@ -84,7 +84,7 @@ pub fn fields(body: &[u8]) -> Option<Vec<(FieldOrigin, u32, bool)>> {
 }
 
 impl RowMask {
-    /// `None` when the plan changes nothing and nothing is flagged.
+    /// `None` when the plan changes nothing and flagging is off.
     /// `description` is the RowDescription body (its names, for flags).
     pub fn new(
         masking: &Arc<Masking>,

@@ -33,7 +33,12 @@ pub const PLANTED_INSTRUCTIONS_TOTAL: &str = "airlock_planted_instructions_total
 
 /// Counts one planted instruction found and what was done with it.
 pub fn count(action: &'static str) {
-    metrics::counter!(PLANTED_INSTRUCTIONS_TOTAL, "action" => action).increment(1);
+    count_n(action, 1);
+}
+
+/// [`count`] of `n` values at once.
+pub fn count_n(action: &'static str, n: u64) {
+    metrics::counter!(PLANTED_INSTRUCTIONS_TOTAL, "action" => action).increment(n);
 }
 
 /// The first this many bytes of a value are scanned.

@@ -222,14 +222,6 @@ pub struct Route {
     pub writes: Option<Writes>,
 }
 
-impl Route {
-    /// Whether the access rule's budgets cap estimated planner cost.
-    pub fn costed(&self) -> bool {
-        self.budgets
-            .is_some_and(|b| b.session.max_cost.is_some() || b.principal.max_cost.is_some())
-    }
-}
-
 /// How a principal on a read-only route can get writes on its connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Writes {

@@ -319,16 +319,12 @@ pub fn judge(session: &Session<'_>, ask: &Ask<'_>, facts: &dyn Facts) -> Ruling 
         && let Decision::Review { rule, .. } = &decision
         && statements.iter().any(costs)
     {
-        return Ruling::Deny(Denial {
-            message: format!(
-                "airlock: statement denied by rule \"budgets.max_cost\": rule \"{rule}\" reviews its commit, and a reviewed statement cannot have its cost estimated"
+        return Ruling::Deny(cost_denial(
+            &format!(
+                "rule \"{rule}\" reviews its commit, and a reviewed statement cannot have its cost estimated"
             ),
-            hint: Hint::never(
-                "budgets.max_cost",
-                "run it under an access rule without max_cost",
-            ),
-            by: DeniedBy::Rule("budgets.max_cost".into()),
-        });
+            "run it under an access rule without max_cost",
+        ));
     }
     if session.costed && matches!(decision, Decision::Allow | Decision::Approve { .. }) {
         match cost_need(statements, ask) {
@@ -480,44 +476,38 @@ pub fn costs(s: &Statement) -> bool {
 /// each execution, or a refusal (more than one such statement: `EXPLAIN`
 /// takes one; or no estimate to be had).
 fn cost_need(statements: &[Statement], ask: &Ask<'_>) -> Option<Result<Fetch, Box<Denial>>> {
-    const RULE: &str = "budgets.max_cost";
+    let refused = |why: &str, instead: &str| Some(Err(Box::new(cost_denial(why, instead))));
     if statements
         .iter()
         .any(|s| s.effects.contains(Effect::PlannerCost))
     {
-        return Some(Err(Box::new(Denial {
-            message: format!(
-                "airlock: statement denied by rule \"{RULE}\": it changes a planner cost setting, on which the estimates this budget charges rely"
-            ),
-            hint: Hint::never(
-                RULE,
-                "leave the planner's cost settings as the server sets them",
-            ),
-            by: DeniedBy::Rule(RULE.into()),
-        })));
+        return refused(
+            "it changes a planner cost setting, on which the estimates this budget charges rely",
+            "leave the planner's cost settings as the server sets them",
+        );
     }
     let costed = statements.iter().filter(|s| costs(s)).count();
-    let unestimable = || Denial {
-        message: format!(
-            "airlock: statement denied by rule \"{RULE}\": its planner cost could not be estimated (EXPLAIN of it failed, or it is a statement EXPLAIN does not take: COPY, CALL, DO, EXPLAIN ANALYZE)"
-        ),
-        hint: Hint::never(
-            RULE,
-            "send a query or a write EXPLAIN can estimate on its own, valid as it stands",
-        ),
-        by: DeniedBy::Rule(RULE.into()),
-    };
     match (costed, statements.len(), ask.estimate, ask.fetch) {
         (0, _, _, _) | (1, 1, Estimate::Rows(_), _) => None,
         (1, 1, Estimate::NotFetched, Fetch::Now | Fetch::AtExecution) => Some(Ok(ask.fetch)),
-        (1, 1, _, _) => Some(Err(Box::new(unestimable()))),
-        _ => Some(Err(Box::new(Denial {
-            message: format!(
-                "airlock: statement denied by rule \"{RULE}\": a message of several statements, cannot have its cost estimated (EXPLAIN takes one statement)"
-            ),
-            hint: Hint::never(RULE, "send each statement in a message of its own"),
-            by: DeniedBy::Rule(RULE.into()),
-        }))),
+        (1, 1, _, _) => refused(
+            "its planner cost could not be estimated (EXPLAIN of it failed, or it is a statement EXPLAIN does not take: COPY, CALL, DO, EXPLAIN ANALYZE)",
+            "send a query or a write EXPLAIN can estimate on its own, valid as it stands",
+        ),
+        _ => refused(
+            "a message of several statements cannot have its cost estimated (EXPLAIN takes one statement)",
+            "send each statement in a message of its own",
+        ),
+    }
+}
+
+/// A refusal by `max_cost`: `why`, and what to do `instead`.
+fn cost_denial(why: &str, instead: &str) -> Denial {
+    const RULE: &str = "budgets.max_cost";
+    Denial {
+        message: format!("airlock: statement denied by rule \"{RULE}\": {why}"),
+        hint: Hint::never(RULE, instead),
+        by: DeniedBy::Rule(RULE.into()),
     }
 }
 

@@ -1087,7 +1087,7 @@ async fn judge(
     let mut estimate = Estimate::NotFetched;
     let mut cost = None;
     // `max_cost`; the `explain` tool runs nothing.
-    let costed = route.costed() && !explain;
+    let costed = !explain && open.permit.budget().is_some_and(|b| b.counts_cost());
     let ruling = loop {
         let session = judge::Session {
             guardrails: &snapshot.guardrails,
@@ -1123,11 +1123,8 @@ async fn judge(
     if matches!(ruling, Ruling::Allow { .. } | Ruling::Approve { .. })
         && costed
         && statements.iter().any(judge::costs)
-        && let Some(budget) = open.permit.budget()
-        && let Err(exceeded) =
-            budget.spend_cost(cost.unwrap_or(f64::INFINITY), std::time::Instant::now())
+        && let Some(exceeded) = crate::over_cost(open.permit.budget().as_ref(), cost, "mcp")
     {
-        crate::metrics::Metrics.limit_refusal("mcp", exceeded.limit());
         return Judged::Refuse {
             decision: airlock_audit::event::Decision::Deny,
             rule: Some(exceeded.rule().into()),

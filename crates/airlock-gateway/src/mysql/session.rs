@@ -508,6 +508,17 @@ enum Judged {
     },
 }
 
+/// A refusal by commit review's rule `rule`.
+fn review_refusal(rule: &str, d: judge::Denial) -> Judged {
+    Judged::Refuse {
+        code: errno::SPECIFIC_ACCESS_DENIED,
+        decision: Recorded::Approve,
+        rule: Some(rule.to_string()),
+        message: d.message,
+        hint: d.hint,
+    }
+}
+
 /// What a text query does to commit review.
 enum ReviewStep {
     None,
@@ -555,8 +566,9 @@ struct Answer {
     prepared: Option<(u32, u16)>,
     /// COM_STMT_EXECUTE opened a cursor, to be fetched with this mask.
     cursor: Option<Option<Arc<RowMask>>>,
-    /// The affected-row count of each statement answered by an OK, by its
-    /// index in the text.
+    /// Under commit review: the rows each statement changed (its OK's
+    /// affected rows, or its `RETURNING` result's rows), by its index in
+    /// the text.
     affected: Vec<(usize, u64)>,
 }
 
@@ -1084,28 +1096,14 @@ impl Session<'_> {
         params: &Params<'_>,
         approvals: Option<&airlock_engine::approvals::Approvals>,
     ) -> Result<bool, End> {
+        // Only a text query is reviewed, and it is settled before.
+        let judged = match judged {
+            Judged::Review { rule, .. } => review_refusal(&rule, judge::unreviewable(&rule)),
+            judged => judged,
+        };
         let (decision, rule, approval) = match judged {
             Judged::Allow => (Recorded::Allow, None, None),
-            // Only a text query is reviewed, and it is settled before.
-            Judged::Review { rule, .. } => {
-                let d = judge::unreviewable(&rule);
-                self.record(
-                    id,
-                    text,
-                    statements,
-                    params,
-                    Recorded::Approve,
-                    Some(&rule),
-                    Some((errno::SPECIFIC_ACCESS_DENIED, &d.message)),
-                    None,
-                );
-                self.refuse(
-                    errno::SPECIFIC_ACCESS_DENIED,
-                    "42000",
-                    &hinted(&d.message, &d.hint),
-                );
-                return Ok(false);
-            }
+            Judged::Review { .. } => unreachable!("made a refusal above"),
             Judged::Refuse {
                 code,
                 decision,
@@ -1233,13 +1231,7 @@ impl Session<'_> {
                         &r.to_string(),
                         engine.as_deref(),
                     );
-                    return Ok(Judged::Refuse {
-                        code: errno::SPECIFIC_ACCESS_DENIED,
-                        decision: Recorded::Approve,
-                        rule: Some(rule.to_string()),
-                        message: d.message,
-                        hint: d.hint,
-                    });
+                    return Ok(review_refusal(rule, d));
                 }
             }
         }
@@ -1283,13 +1275,7 @@ impl Session<'_> {
         judged: Judged,
     ) -> (Judged, ReviewStep) {
         use airlock_policy::review::{self, AtCommit};
-        let refuse = |rule: &str, d: judge::Denial| Judged::Refuse {
-            code: errno::SPECIFIC_ACCESS_DENIED,
-            decision: Recorded::Approve,
-            rule: Some(rule.to_string()),
-            message: d.message,
-            hint: d.hint,
-        };
+        let refuse = review_refusal;
         if let Some(p) = &self.review {
             match review::at_commit_mysql(statements, &p.rule) {
                 AtCommit::Pass => {}
@@ -1395,19 +1381,15 @@ impl Session<'_> {
             self.fresh_status().await?;
         }
         let (judged, step) = self.reviewed(&text, &statements, judged);
-        let judged = match (&step, judged) {
-            (ReviewStep::Begin(p), Judged::Allow) => {
-                let rule = p.rule.clone();
-                self.transactional(&statements, &rule).await?
-            }
-            (ReviewStep::Reviewed, Judged::Allow) => {
-                let rule = self
-                    .review
-                    .as_ref()
-                    .map(|p| p.rule.clone())
-                    .unwrap_or_default();
-                self.transactional(&statements, &rule).await?
-            }
+        // A reviewed message: under the rule of the review it begins or
+        // goes on with.
+        let reviewing = match &step {
+            ReviewStep::Begin(p) => Some(p.rule.clone()),
+            ReviewStep::Reviewed => self.review.as_ref().map(|p| p.rule.clone()),
+            _ => None,
+        };
+        let judged = match (reviewing, judged) {
+            (Some(rule), Judged::Allow) => self.transactional(&statements, &rule).await?,
             (_, judged) => judged,
         };
         let commit = matches!(step, ReviewStep::Commit);
@@ -1684,13 +1666,7 @@ impl Session<'_> {
                 )),
                 airlock_policy::review::AtCommit::Refuse(d) => Some(d),
             }
-            .map(|d| Judged::Refuse {
-                code: errno::SPECIFIC_ACCESS_DENIED,
-                decision: Recorded::Approve,
-                rule: Some(p.rule.clone()),
-                message: d.message,
-                hint: d.hint,
-            })
+            .map(|d| review_refusal(&p.rule, d))
         });
         let judged = match (pending.or_else(|| self.over_budget(1)), hold) {
             (Some(refused), _) => refused,
@@ -1897,8 +1873,8 @@ impl Session<'_> {
         let mut planned = cursor.is_some();
         let mut mask: Option<Arc<RowMask>> = cursor.flatten();
         let mut scratch = BytesMut::new();
-        // With budgets on rows or bytes: what this answer returned, counted
-        // however it ends.
+        // With budgets on rows or bytes, or a result cap: what this answer
+        // returned, counted however it ends, each row checked first.
         let mut tally = airlock_engine::limits::Tally::new(self.budget.as_ref());
         let mut result_rows = 0u64;
         while !response.done() {
@@ -2058,12 +2034,15 @@ impl Session<'_> {
                 Part::Ok(info) | Part::ResultEnd(info) => {
                     self.status = info.status;
                     self.status_stale = false;
-                    // A write's rows: its OK's count, or those its
-                    // `RETURNING` returned.
-                    answer.affected.push(match part {
-                        Part::Ok(_) => (index, info.affected_rows),
-                        _ => (index, std::mem::take(&mut result_rows)),
-                    });
+                    // Under review, a write's rows: its OK's count, or
+                    // those its `RETURNING` returned.
+                    if self.review.is_some() {
+                        answer.affected.push(match part {
+                            Part::Ok(_) => (index, info.affected_rows),
+                            _ => (index, result_rows),
+                        });
+                    }
+                    result_rows = 0;
                     // Each result of a multi-statement text counts alone.
                     if let Some(t) = tally.as_mut() {
                         t.end();

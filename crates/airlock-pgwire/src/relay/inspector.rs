@@ -209,6 +209,11 @@ pub trait Inspector {
     fn mask_row(&mut self, _mask: &Self::Mask, _body: &[u8], _out: &mut BytesMut) {}
     /// Writes CopyData `body`, masked, as a whole message to `out`.
     fn mask_copy(&mut self, _mask: &Self::Mask, _body: &[u8], _out: &mut BytesMut) {}
+    /// Whether the inspector writes ahead of a masked result's end
+    /// ([`Inspector::result_end`]). Asked once.
+    fn notes_result_ends(&self) -> bool {
+        false
+    }
     /// A result whose rows were masked ends (its CommandComplete,
     /// PortalSuspended or ErrorResponse comes next), answering statement
     /// `at` when known: messages written to `out` reach the client ahead
@@ -242,9 +247,12 @@ pub trait Inspector {
     fn admit(&mut self, _at: StatementRef, _tag: u8, _len: usize) -> bool {
         true
     }
-    /// Whether the inspector records results: the relay then shows it every
-    /// RowDescription, DataRow, CommandComplete, EmptyQueryResponse,
-    /// PortalSuspended and ErrorResponse that answers a statement.
+    /// Whether the inspector records results or counts them: the relay
+    /// then shows it ([`Inspector::observe`]) every RowDescription,
+    /// DataRow, CopyData, CommandComplete, EmptyQueryResponse,
+    /// PortalSuspended and ErrorResponse that answers a statement, and asks
+    /// it ([`Inspector::admit`]) before passing on those that carry data
+    /// (and notices, notifications and function results).
     fn records(&self) -> bool {
         false
     }

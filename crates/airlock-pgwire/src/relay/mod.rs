@@ -70,6 +70,8 @@ pub struct Relay<I: Inspector> {
     masks: bool,
     /// [`Inspector::records`], asked once.
     records: bool,
+    /// [`Inspector::notes_result_ends`], asked once.
+    notes_ends: bool,
     /// The id of the last Query or Parse passed to the inspector.
     next_id: u64,
     /// Prepared statements and portals by name, as the client's messages
@@ -130,6 +132,7 @@ impl<I: Inspector> Relay<I> {
         Relay {
             masks: inspector.masks(),
             records: inspector.records(),
+            notes_ends: inspector.notes_result_ends(),
             inspector,
             next_id: 0,
             statements: HashMap::new(),
@@ -501,7 +504,8 @@ impl<I: Inspector> Relay<I> {
             if input.len() - end < h.total_len {
                 break;
             }
-            if self.current.is_some()
+            if self.notes_ends
+                && self.current.is_some()
                 && matches!(h.tag, b'C' | b's' | b'E')
                 && !matches!(self.held, Some(Held::Explaining { .. } | Held::Restoring))
             {
@@ -525,16 +529,16 @@ impl<I: Inspector> Relay<I> {
                 _ => None,
             };
             let observe_at = match h.tag {
-                // CopyData: COPY … TO STDOUT's rows; and the other answers
-                // that carry data, for budgets.
-                b'T' | b'D' | b'd' | b'C' | b'I' | b's' | b'E' | b'N' | b'A' | b'V'
-                    if self.records =>
-                {
-                    self.answering()
-                }
+                // CopyData: COPY … TO STDOUT's rows, for budgets.
+                b'T' | b'D' | b'd' | b'C' | b'I' | b's' | b'E' if self.records => self.answering(),
                 _ => None,
             };
-            if let Some(at) = observe_at
+            // Notices, notifications and function results carry data too.
+            let admit_at = match h.tag {
+                b'N' | b'A' | b'V' if self.records => self.answering(),
+                _ => observe_at,
+            };
+            if let Some(at) = admit_at
                 && !self.inspector.admit(at, h.tag, h.total_len - 5)
             {
                 // It would pass a limit that ends the session: neither it

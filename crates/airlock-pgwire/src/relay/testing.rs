@@ -209,10 +209,10 @@ impl Inspector for Masking {
     fn admit(&mut self, _: StatementRef, tag: u8, _: usize) -> bool {
         tag != b'D' || self.ending().is_none()
     }
+    fn notes_result_ends(&self) -> bool {
+        self.note_result_ends
+    }
     fn result_end(&mut self, at: Option<StatementRef>, out: &mut BytesMut) {
-        if !self.note_result_ends {
-            return;
-        }
         let id = at.map_or(0, |at| at.id);
         out.extend_from_slice(&notice("01000", &format!("end of masked result {id}")));
     }
