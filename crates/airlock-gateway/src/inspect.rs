@@ -1562,7 +1562,11 @@ fn kinds(statements: &[Statement]) -> String {
 /// The planner's total cost in an `EXPLAIN (FORMAT JSON)` answer: its top
 /// nodes', summed over its plans (a rule can add plans to a statement).
 pub(crate) fn plan_cost(json: &str) -> Option<f64> {
-    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    plan_cost_in(&serde_json::from_str(json).ok()?)
+}
+
+/// [`plan_cost`] of a plan already parsed.
+pub(crate) fn plan_cost_in(value: &serde_json::Value) -> Option<f64> {
     let plans = value.as_array().filter(|p| !p.is_empty())?;
     plans
         .iter()
@@ -1574,6 +1578,11 @@ pub(crate) fn plan_cost(json: &str) -> Option<f64> {
 /// The largest node is taken, not the top one: a ModifyTable node without
 /// RETURNING estimates 0 rows while its scan estimates what it will change.
 pub(crate) fn plan_rows(json: &str) -> Option<u64> {
+    plan_rows_in(&serde_json::from_str(json).ok()?)
+}
+
+/// [`plan_rows`] of a plan already parsed.
+pub(crate) fn plan_rows_in(value: &serde_json::Value) -> Option<u64> {
     fn walk(v: &serde_json::Value, max: &mut Option<u64>) {
         match v {
             serde_json::Value::Object(map) => {
@@ -1590,9 +1599,8 @@ pub(crate) fn plan_rows(json: &str) -> Option<u64> {
             _ => {}
         }
     }
-    let value: serde_json::Value = serde_json::from_str(json).ok()?;
     let mut max = None;
-    walk(&value, &mut max);
+    walk(value, &mut max);
     max
 }
 

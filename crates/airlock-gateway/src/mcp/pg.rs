@@ -234,19 +234,23 @@ impl Conn {
 
     /// The planner's row estimate and total cost of `sql` (its EXPLAIN,
     /// with the same parameters; nothing runs).
-    pub(super) async fn estimate(&mut self, sql: &str, params: &[Param]) -> Option<(u64, f64)> {
+    pub(super) async fn estimate(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+    ) -> (Option<u64>, Option<f64>) {
         let mut plan = super::run::FirstValue::default();
         let explain = format!("EXPLAIN (FORMAT JSON) {sql}");
-        match self.execute(&explain, params, 1, &mut plan).await {
-            // `json` comes back parsed: the planner's text again.
-            Ok(Ok(_)) => {
-                let json = plan.value?.to_string();
-                Some((
-                    crate::inspect::plan_rows(&json)?,
-                    crate::inspect::plan_cost(&json)?,
-                ))
-            }
-            _ => None,
+        match (
+            self.execute(&explain, params, 1, &mut plan).await,
+            plan.value,
+        ) {
+            // `json` comes back parsed.
+            (Ok(Ok(_)), Some(plan)) => (
+                crate::inspect::plan_rows_in(&plan),
+                crate::inspect::plan_cost_in(&plan),
+            ),
+            _ => (None, None),
         }
     }
 }

@@ -429,7 +429,7 @@ impl Db {
     /// upstream gives one (PostgreSQL).
     async fn estimate(&mut self, sql: &str, params: &[Param]) -> (Estimate, Option<f64>) {
         let (rows, cost) = match self {
-            Db::Pg(c) => c.estimate(sql, params).await.unzip(),
+            Db::Pg(c) => c.estimate(sql, params).await,
             Db::My(c) => (c.estimate(sql, params).await, None),
         };
         (rows.map_or(Estimate::Unavailable, Estimate::Rows), cost)

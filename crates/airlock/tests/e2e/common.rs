@@ -219,21 +219,32 @@ pub fn spawn_psql(gw: &Gateway, token: &str, user: &str, sql: &str) -> std::proc
 
 /// Runs `psql -X -A -t -v ON_ERROR_STOP=1 -c sql` against `conninfo`.
 pub fn psql(conninfo: &str, password: &str, sql: &str) -> Output {
+    psql_each(conninfo, password, &[sql])
+}
+
+/// [`psql`] with a `-c` for each of `sqls`: each a Query message of its
+/// own, on one session.
+pub fn psql_each(conninfo: &str, password: &str, sqls: &[&str]) -> Output {
     Command::new("psql")
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            conninfo,
-            "-c",
-            sql,
-        ])
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", conninfo])
+        .args(sqls.iter().flat_map(|s| ["-c", s]))
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "10")
         .output()
         .expect("psql runs")
+}
+
+/// GET `path` of the gateway's HTTP API (`/api/v1/…`) as `token`'s bearer.
+pub async fn api_get(gw: &Gateway, token: &str, path: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("http://{}/api/v1/{path}", gw.http))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 pub fn stdout(o: &Output) -> String {

@@ -1537,15 +1537,7 @@ approvals: {timeout: 60s}
     let held = pending(&gw, &dba).await;
     assert_eq!(held["rule"], "review-updates", "{held}");
     let id = held["id"].as_str().unwrap().to_string();
-    let detail: Value = reqwest::Client::new()
-        .get(format!("http://{}/api/v1/approvals/{id}", gw.http))
-        .bearer_auth(&dba)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail = crate::common::api_get(&gw, &dba, &format!("approvals/{id}")).await;
     let effect = &detail["detail"]["effect"];
     assert_eq!(effect["tables"][0]["table"], "customers", "{detail}");
     assert_eq!(effect["tables"][0]["updated"], 2, "{detail}");

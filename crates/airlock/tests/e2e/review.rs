@@ -65,15 +65,7 @@ fn api(gw: &Gateway) -> String {
 }
 
 async fn approvals(gw: &Gateway, token: &str, status: &str) -> Vec<Value> {
-    let body: Value = reqwest::Client::new()
-        .get(format!("{}/approvals?status={status}", api(gw)))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = common::api_get(gw, token, &format!("approvals?status={status}")).await;
     body["approvals"].as_array().cloned().unwrap_or_default()
 }
 
